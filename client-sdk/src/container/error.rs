@@ -1,0 +1,158 @@
+use thiserror::Error;
+
+use crate::identity::IdentityError;
+use crate::{ContainerId, DeviceId, UnixMillis};
+
+/// Why a container could not be sealed or opened.
+///
+/// Every failure to open is final for that container: the caller should drop it (and,
+/// for a mailbox entry, acknowledge it so it is not redelivered).
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ContainerError {
+    /// The container exceeds the size bound.
+    #[error("container of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The bytes are not a well-formed container.
+    #[error("malformed container: {0}")]
+    Malformed(String),
+    /// The container version is unknown.
+    #[error("unsupported container version {version}; this SDK speaks version 1")]
+    UnsupportedVersion {
+        /// Version found.
+        version: u32,
+    },
+    /// The sender's device certificate did not verify against the sender's trusted key.
+    #[error("sender's device certificate is not valid: {0}")]
+    SenderCertificate(#[source] IdentityError),
+    /// The header names a different sender than the attached certificate.
+    #[error("container header names a different sender than its certificate")]
+    SenderMismatch,
+    /// The signature over header and ciphertext does not verify.
+    #[error(
+        "container signature does not verify: it was altered in transit or not sent by the device its certificate names"
+    )]
+    BadSignature,
+    /// The container's time to live has passed.
+    #[error("container expired at {expired_at:?} (now {now:?})")]
+    Expired {
+        /// Expiry time.
+        expired_at: UnixMillis,
+        /// Time checked at.
+        now: UnixMillis,
+    },
+    /// The container claims a creation time in the future.
+    #[error("container was created at {created_at:?}, in the future (now {now:?}); check clocks")]
+    FromFuture {
+        /// Claimed creation time.
+        created_at: UnixMillis,
+        /// Time checked at.
+        now: UnixMillis,
+    },
+    /// This container was already opened.
+    #[error("container {container_id:?} was already received (replay); ignore it")]
+    Replayed {
+        /// The replayed container.
+        container_id: ContainerId,
+    },
+    /// The replay cache is full of unexpired entries.
+    #[error("replay cache holds {max} unexpired container ids; raise its capacity or purge it")]
+    ReplayCacheFull {
+        /// Its capacity.
+        max: usize,
+    },
+    /// This device has no entry in the header.
+    #[error("container is not addressed to this device ({device_id:?})")]
+    NotARecipient {
+        /// This device.
+        device_id: DeviceId,
+    },
+    /// The entry uses a prekey id this device never issued.
+    #[error("container uses prekey {prekey_id}, which this device never issued")]
+    UnknownPrekey {
+        /// The prekey id.
+        prekey_id: u64,
+    },
+    /// The entry uses a prekey that was already consumed by another container.
+    #[error(
+        "container uses prekey {prekey_id}, already consumed by an earlier container (one-time prekeys are never reused)"
+    )]
+    PrekeyConsumed {
+        /// The prekey id.
+        prekey_id: u64,
+    },
+    /// The entry uses a prekey that has expired.
+    #[error("container uses prekey {prekey_id}, which expired at {expired_at:?}")]
+    PrekeyExpired {
+        /// The prekey id.
+        prekey_id: u64,
+        /// Its expiry.
+        expired_at: UnixMillis,
+    },
+    /// A wrap layer failed to authenticate.
+    #[error("the {layer} wrap layer of this device's entry does not authenticate")]
+    UnwrapFailed {
+        /// Which layer failed.
+        layer: &'static str,
+    },
+    /// The unwrapped key does not match the header's key commitment.
+    #[error(
+        "unwrapped key does not match the container's key commitment: the sender gave recipients different keys"
+    )]
+    CommitmentMismatch,
+    /// The payload failed to decrypt under the committed key.
+    #[error("container payload does not authenticate under its key")]
+    PayloadDecryptFailed,
+    /// The decrypted payload is not of the kind the header declares.
+    #[error("payload kind declared in the header ({declared}) differs from the payload ({actual})")]
+    PayloadKindMismatch {
+        /// Kind declared in the header.
+        declared: i32,
+        /// Kind of the decrypted payload.
+        actual: i32,
+    },
+    /// Sealing was asked for with no recipient.
+    #[error("a container needs at least one recipient device")]
+    NoRecipients,
+    /// Sealing was asked for with too many recipients.
+    #[error("{count} recipient devices exceed the per-container limit of {max}; split the message")]
+    TooManyRecipients {
+        /// Recipients asked for.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The same device appears twice among the recipients.
+    #[error("recipient device {device_id:?} is listed twice")]
+    DuplicateRecipient {
+        /// The duplicated device.
+        device_id: DeviceId,
+    },
+    /// A recipient's certificate or prekey expired before sealing.
+    #[error(
+        "recipient device {device_id:?} has an expired certificate or prekey; fetch a fresh bundle"
+    )]
+    RecipientExpired {
+        /// The recipient.
+        device_id: DeviceId,
+    },
+    /// The prekey given for a recipient belongs to another device.
+    #[error("prekey belongs to another device than the recipient it was paired with")]
+    RecipientPrekeyMismatch,
+    /// The time to live is zero or too long.
+    #[error("container ttl of {ttl_ms} ms is outside 1..={max_ms} ms")]
+    InvalidTtl {
+        /// Requested ttl.
+        ttl_ms: u64,
+        /// The limit.
+        max_ms: u64,
+    },
+    /// The payload is empty.
+    #[error("container payload has no body")]
+    EmptyPayload,
+}

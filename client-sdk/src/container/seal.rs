@@ -1,0 +1,196 @@
+use std::collections::HashSet;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use conclave_proto::limits::{MAX_CONTAINER_BYTES, MAX_CONTAINER_RECIPIENTS};
+use conclave_proto::{Message, v1};
+use ed25519_dalek::Signer;
+use p384::ecdh::EphemeralSecret;
+use rand_core::CryptoRngCore;
+use zeroize::Zeroizing;
+
+use super::wrap::{EntryContext, Key256, commitment};
+use super::{
+    CONTAINER_VERSION, ContainerError, MAX_TTL_MS, PAYLOAD_NONCE_LEN, Recipient, payload_kind,
+    signing_input,
+};
+use crate::identity::DeviceIdentity;
+use crate::{ContainerId, UnixMillis};
+
+/// Seals `payload` for `recipients`, signed by `sender`, created at `now` (server master
+/// clock) and valid for `ttl_ms`. Returns the serialized container.
+///
+/// Each recipient's prekey is used once: do not seal twice to the same prekey (the
+/// recipient would refuse the second container).
+pub fn seal(
+    sender: &DeviceIdentity,
+    recipients: &[Recipient],
+    payload: &v1::ContainerPayload,
+    now: UnixMillis,
+    ttl_ms: u64,
+    rng: &mut impl CryptoRngCore,
+) -> Result<Vec<u8>, ContainerError> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    rng.fill_bytes(key.as_mut_slice());
+    let secrets = SealSecrets {
+        payload_key: &key,
+        entry_keys: None,
+        declared_kind: None,
+    };
+    seal_with(sender, recipients, payload, now, ttl_ms, rng, &secrets)
+}
+
+/// What an honest sender derives itself, made explicit so tests can play a dishonest
+/// sender.
+pub(super) struct SealSecrets<'k> {
+    /// Encrypts the payload and is committed to in the header.
+    pub(super) payload_key: &'k Key256,
+    /// Key wrapped for recipient `i`; `None` wraps `payload_key` for everyone.
+    pub(super) entry_keys: Option<&'k [Key256]>,
+    /// Declared payload kind; `None` derives it from the payload.
+    pub(super) declared_kind: Option<v1::PayloadKind>,
+}
+
+pub(super) fn seal_with(
+    sender: &DeviceIdentity,
+    recipients: &[Recipient],
+    payload: &v1::ContainerPayload,
+    now: UnixMillis,
+    ttl_ms: u64,
+    rng: &mut impl CryptoRngCore,
+    secrets: &SealSecrets<'_>,
+) -> Result<Vec<u8>, ContainerError> {
+    let payload_key = secrets.payload_key;
+    check_recipients(recipients, now)?;
+    if ttl_ms == 0 || ttl_ms > MAX_TTL_MS {
+        return Err(ContainerError::InvalidTtl {
+            ttl_ms,
+            max_ms: MAX_TTL_MS,
+        });
+    }
+    let kind = secrets
+        .declared_kind
+        .unwrap_or_else(|| payload_kind(payload));
+    if kind == v1::PayloadKind::Unspecified {
+        return Err(ContainerError::EmptyPayload);
+    }
+
+    let container_id = ContainerId::random(rng);
+    let ephemeral = EphemeralSecret::random(rng);
+    let ephemeral_public_key = crate::identity::p384_compressed(&ephemeral.public_key());
+    let sender_user_id = sender.user_id();
+    let sender_device_id = sender.device_id();
+
+    let mut entries = Vec::with_capacity(recipients.len());
+    for (i, r) in recipients.iter().enumerate() {
+        let recipient_device_id = r.device.device_id();
+        let ctx = EntryContext {
+            container_id: &container_id,
+            sender_user_id: &sender_user_id,
+            sender_device_id: &sender_device_id,
+            recipient_device_id: &recipient_device_id,
+            prekey_id: r.prekey.prekey_id(),
+            ephemeral_public_key: &ephemeral_public_key,
+        };
+        let prekey_shared = ephemeral.diffie_hellman(r.prekey.public_key());
+        let device_shared = ephemeral.diffie_hellman(r.device.device_key());
+        let (kek1, kek2) = ctx.keks(
+            prekey_shared.raw_secret_bytes(),
+            device_shared.raw_secret_bytes(),
+        );
+        entries.push(v1::RecipientEntry {
+            recipient_device_id: recipient_device_id.as_bytes().to_vec(),
+            prekey_id: r.prekey.prekey_id(),
+            wrapped_key: ctx.wrap(&kek1, &kek2, entry_key(secrets, i)),
+        });
+    }
+
+    let header = v1::ContainerHeader {
+        version: CONTAINER_VERSION,
+        container_id: container_id.as_bytes().to_vec(),
+        sender_user_id: sender_user_id.as_bytes().to_vec(),
+        sender_device_id: sender_device_id.as_bytes().to_vec(),
+        created_at_ms: now.0,
+        ttl_ms,
+        ephemeral_public_key,
+        entries,
+        key_commitment: commitment(payload_key, &container_id).to_vec(),
+        payload_kind: kind.into(),
+    }
+    .encode_to_vec();
+
+    let plaintext = Zeroizing::new(payload.encode_to_vec());
+    if plaintext.len() > MAX_CONTAINER_BYTES {
+        return Err(ContainerError::TooLarge {
+            len: plaintext.len(),
+            max: MAX_CONTAINER_BYTES,
+        });
+    }
+    let mut nonce = [0u8; PAYLOAD_NONCE_LEN];
+    rng.fill_bytes(&mut nonce);
+    let sealed = Aes256Gcm::new(payload_key.as_slice().into())
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: &plaintext,
+                aad: &header,
+            },
+        )
+        .map_err(|_| ContainerError::TooLarge {
+            len: plaintext.len(),
+            max: MAX_CONTAINER_BYTES,
+        })?;
+    let mut ciphertext = Vec::with_capacity(PAYLOAD_NONCE_LEN + sealed.len());
+    ciphertext.extend_from_slice(&nonce);
+    ciphertext.extend_from_slice(&sealed);
+
+    let signature = sender
+        .signing_key()
+        .sign(&signing_input(&header, &ciphertext)?)
+        .to_bytes()
+        .to_vec();
+    let wire = v1::Container {
+        header,
+        ciphertext,
+        signature,
+        sender_certificate: Some(sender.certificate().clone()),
+    }
+    .encode_to_vec();
+    if wire.len() > MAX_CONTAINER_BYTES {
+        return Err(ContainerError::TooLarge {
+            len: wire.len(),
+            max: MAX_CONTAINER_BYTES,
+        });
+    }
+    Ok(wire)
+}
+
+fn entry_key<'k>(secrets: &SealSecrets<'k>, i: usize) -> &'k Key256 {
+    secrets
+        .entry_keys
+        .and_then(|keys| keys.get(i))
+        .unwrap_or(secrets.payload_key)
+}
+
+fn check_recipients(recipients: &[Recipient], now: UnixMillis) -> Result<(), ContainerError> {
+    if recipients.is_empty() {
+        return Err(ContainerError::NoRecipients);
+    }
+    if recipients.len() > MAX_CONTAINER_RECIPIENTS {
+        return Err(ContainerError::TooManyRecipients {
+            count: recipients.len(),
+            max: MAX_CONTAINER_RECIPIENTS,
+        });
+    }
+    let mut seen = HashSet::with_capacity(recipients.len());
+    for r in recipients {
+        let device_id = r.device.device_id();
+        if !seen.insert(device_id) {
+            return Err(ContainerError::DuplicateRecipient { device_id });
+        }
+        if r.device.expires_at() <= now || r.prekey.expires_at() <= now {
+            return Err(ContainerError::RecipientExpired { device_id });
+        }
+    }
+    Ok(())
+}

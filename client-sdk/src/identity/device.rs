@@ -1,0 +1,360 @@
+use std::fmt;
+
+use conclave_proto::limits::MAX_SIGNED_OBJECT_BYTES;
+use conclave_proto::{Message, v1};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use rand_core::CryptoRngCore;
+
+use super::{IdentityError, UserIdentity, UserSigningKey, signed};
+use crate::time::MAX_CLOCK_SKEW_MS;
+use crate::{DeviceId, UnixMillis, UserId};
+
+const CERT_DOMAIN: &[u8] = b"conclave.device-cert.v1";
+const CERT_VERSION: u32 = 1;
+const WHAT: &str = "device certificate";
+
+/// The public, verified view of a device: obtained only by checking its certificate
+/// against the owning user's trusted key.
+#[derive(Clone)]
+pub struct VerifiedDevice {
+    user_id: UserId,
+    device_id: DeviceId,
+    signing_key: VerifyingKey,
+    device_key: p384::PublicKey,
+    created_at: UnixMillis,
+    expires_at: UnixMillis,
+    certificate: v1::DeviceCertificate,
+}
+
+impl VerifiedDevice {
+    /// Verifies `certificate` as a device of `user`: size, Ed25519 signature by the
+    /// user's trusted key over the received body bytes, version, user id, key encodings
+    /// and validity period at `now`.
+    pub fn verify(
+        certificate: &v1::DeviceCertificate,
+        user: &UserIdentity,
+        now: UnixMillis,
+    ) -> Result<Self, IdentityError> {
+        let len = certificate.encoded_len();
+        if len > MAX_SIGNED_OBJECT_BYTES {
+            return Err(IdentityError::TooLarge {
+                what: WHAT,
+                len,
+                max: MAX_SIGNED_OBJECT_BYTES,
+            });
+        }
+        signed::verify(
+            &user.key.0,
+            CERT_DOMAIN,
+            &certificate.body,
+            &certificate.signature,
+            WHAT,
+        )?;
+        let body = v1::DeviceCertificateBody::decode(certificate.body.as_slice())
+            .map_err(|e| IdentityError::malformed(WHAT, e.to_string()))?;
+        if body.version != CERT_VERSION {
+            return Err(IdentityError::UnsupportedVersion {
+                what: WHAT,
+                version: body.version,
+            });
+        }
+        let user_id = UserId::from_slice(&body.user_id)
+            .ok_or_else(|| IdentityError::malformed(WHAT, "user id is not 32 bytes"))?;
+        if user_id != user.user_id {
+            return Err(IdentityError::WrongUser);
+        }
+        let device_id = DeviceId::from_slice(&body.device_id)
+            .ok_or_else(|| IdentityError::malformed(WHAT, "device id is not 16 bytes"))?;
+        let signing_key = signed::ed25519_public(&body.signing_public_key, WHAT)?;
+        let device_key = signed::p384_public(&body.device_public_key, WHAT)?;
+        let created_at = UnixMillis(body.created_at_ms);
+        let expires_at = UnixMillis(body.expires_at_ms);
+        if created_at >= expires_at {
+            return Err(IdentityError::malformed(
+                WHAT,
+                "expires before it was created",
+            ));
+        }
+        if now >= expires_at {
+            return Err(IdentityError::Expired {
+                what: WHAT,
+                expired_at: expires_at,
+                now,
+            });
+        }
+        if created_at > now.saturating_add(MAX_CLOCK_SKEW_MS) {
+            return Err(IdentityError::NotYetValid {
+                what: WHAT,
+                created_at,
+                now,
+            });
+        }
+        Ok(VerifiedDevice {
+            user_id,
+            device_id,
+            signing_key,
+            device_key,
+            created_at,
+            expires_at,
+            certificate: certificate.clone(),
+        })
+    }
+
+    /// The owning user.
+    #[must_use]
+    pub fn user_id(&self) -> UserId {
+        self.user_id
+    }
+
+    /// The device.
+    #[must_use]
+    pub fn device_id(&self) -> DeviceId {
+        self.device_id
+    }
+
+    /// The device's Ed25519 signing public key.
+    #[must_use]
+    pub fn signing_key(&self) -> &VerifyingKey {
+        &self.signing_key
+    }
+
+    /// The device's static P-384 device key.
+    #[must_use]
+    pub fn device_key(&self) -> &p384::PublicKey {
+        &self.device_key
+    }
+
+    /// When the certificate was issued.
+    #[must_use]
+    pub fn created_at(&self) -> UnixMillis {
+        self.created_at
+    }
+
+    /// When the certificate expires.
+    #[must_use]
+    pub fn expires_at(&self) -> UnixMillis {
+        self.expires_at
+    }
+
+    /// The certificate as received.
+    #[must_use]
+    pub fn certificate(&self) -> &v1::DeviceCertificate {
+        &self.certificate
+    }
+}
+
+impl fmt::Debug for VerifiedDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifiedDevice")
+            .field("user_id", &self.user_id)
+            .field("device_id", &self.device_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// This device's own identity: its signing key, its static P-384 device key and the
+/// certificate the user signing key issued for them. Secrets zeroize on drop and never
+/// appear in `Debug` output.
+pub struct DeviceIdentity {
+    signing: SigningKey,
+    device_key: p384::SecretKey,
+    public: VerifiedDevice,
+}
+
+impl DeviceIdentity {
+    /// Creates a new device for `user_id`: fresh device id, signing key and device key,
+    /// and a certificate signed by `user_key`, valid from `now` for `validity_ms`.
+    pub fn create(
+        user_key: &UserSigningKey,
+        user_id: UserId,
+        now: UnixMillis,
+        validity_ms: u64,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Self, IdentityError> {
+        if validity_ms == 0 {
+            return Err(IdentityError::InvalidArgument(
+                "validity_ms must be positive",
+            ));
+        }
+        let device_id = DeviceId::random(rng);
+        let signing = SigningKey::generate(rng);
+        let device_key = p384::SecretKey::random(rng);
+        let expires_at = now.saturating_add(validity_ms);
+        let body = v1::DeviceCertificateBody {
+            version: CERT_VERSION,
+            user_id: user_id.as_bytes().to_vec(),
+            device_id: device_id.as_bytes().to_vec(),
+            signing_public_key: signing.verifying_key().to_bytes().to_vec(),
+            device_public_key: signed::p384_compressed(&device_key.public_key()),
+            created_at_ms: now.0,
+            expires_at_ms: expires_at.0,
+        }
+        .encode_to_vec();
+        let signature = signed::sign(user_key.signing_key(), CERT_DOMAIN, &body);
+        let certificate = v1::DeviceCertificate { body, signature };
+        let public = VerifiedDevice {
+            user_id,
+            device_id,
+            signing_key: signing.verifying_key(),
+            device_key: device_key.public_key(),
+            created_at: now,
+            expires_at,
+            certificate,
+        };
+        Ok(DeviceIdentity {
+            signing,
+            device_key,
+            public,
+        })
+    }
+
+    /// The owning user.
+    #[must_use]
+    pub fn user_id(&self) -> UserId {
+        self.public.user_id
+    }
+
+    /// This device's id.
+    #[must_use]
+    pub fn device_id(&self) -> DeviceId {
+        self.public.device_id
+    }
+
+    /// The certificate to publish in the directory.
+    #[must_use]
+    pub fn certificate(&self) -> &v1::DeviceCertificate {
+        &self.public.certificate
+    }
+
+    /// This device's public view.
+    #[must_use]
+    pub fn public(&self) -> &VerifiedDevice {
+        &self.public
+    }
+
+    /// Signs `message` with the device signing key (used for server challenges and
+    /// containers; callers add their own domain separator).
+    #[must_use]
+    pub fn sign(&self, message: &[u8]) -> Signature {
+        self.signing.sign(message)
+    }
+
+    pub(crate) fn signing_key(&self) -> &SigningKey {
+        &self.signing
+    }
+
+    pub(crate) fn device_secret(&self) -> &p384::SecretKey {
+        &self.device_key
+    }
+}
+
+impl fmt::Debug for DeviceIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeviceIdentity")
+            .field("public", &self.public)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    use super::*;
+    use crate::time::DAY_MS;
+
+    const NOW: UnixMillis = UnixMillis(1_700_000_000_000);
+
+    fn user(rng: &mut ChaCha20Rng, name: &str) -> (UserSigningKey, UserIdentity) {
+        let key = UserSigningKey::generate(rng);
+        let identity = UserIdentity {
+            user_id: UserId::from_username(name).unwrap(),
+            key: key.public_key(),
+        };
+        (key, identity)
+    }
+
+    #[test]
+    fn issued_certificate_verifies_for_its_user() {
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let (key, alice) = user(&mut rng, "alice");
+        let device = DeviceIdentity::create(&key, alice.user_id, NOW, DAY_MS, &mut rng).unwrap();
+        let verified = VerifiedDevice::verify(device.certificate(), &alice, NOW).unwrap();
+        assert_eq!(verified.device_id(), device.device_id());
+        assert_eq!(verified.device_key(), device.public().device_key());
+    }
+
+    #[test]
+    fn certificate_signed_by_a_different_user_is_rejected() {
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        let (_alice_key, alice) = user(&mut rng, "alice");
+        let (mallory_key, _) = user(&mut rng, "mallory");
+        // Mallory issues a certificate claiming to be a device of Alice.
+        let forged =
+            DeviceIdentity::create(&mallory_key, alice.user_id, NOW, DAY_MS, &mut rng).unwrap();
+        let err = VerifiedDevice::verify(forged.certificate(), &alice, NOW).unwrap_err();
+        assert!(matches!(err, IdentityError::BadSignature { .. }), "{err}");
+    }
+
+    #[test]
+    fn certificate_for_another_user_id_is_rejected() {
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let (key, alice) = user(&mut rng, "alice");
+        let bob_id = UserId::from_username("bob").unwrap();
+        let device = DeviceIdentity::create(&key, bob_id, NOW, DAY_MS, &mut rng).unwrap();
+        let err = VerifiedDevice::verify(device.certificate(), &alice, NOW).unwrap_err();
+        assert!(matches!(err, IdentityError::WrongUser), "{err}");
+    }
+
+    #[test]
+    fn expired_and_future_certificates_are_rejected() {
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        let (key, alice) = user(&mut rng, "alice");
+        let device = DeviceIdentity::create(&key, alice.user_id, NOW, DAY_MS, &mut rng).unwrap();
+        let later = NOW.saturating_add(DAY_MS);
+        assert!(matches!(
+            VerifiedDevice::verify(device.certificate(), &alice, later),
+            Err(IdentityError::Expired { .. })
+        ));
+        let earlier = UnixMillis(NOW.0 - MAX_CLOCK_SKEW_MS - 1);
+        assert!(matches!(
+            VerifiedDevice::verify(device.certificate(), &alice, earlier),
+            Err(IdentityError::NotYetValid { .. })
+        ));
+    }
+
+    #[test]
+    fn tampered_certificate_body_is_rejected() {
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let (key, alice) = user(&mut rng, "alice");
+        let device = DeviceIdentity::create(&key, alice.user_id, NOW, DAY_MS, &mut rng).unwrap();
+        let mut cert = device.certificate().clone();
+        if let Some(b) = cert.body.last_mut() {
+            *b ^= 1;
+        }
+        assert!(matches!(
+            VerifiedDevice::verify(&cert, &alice, NOW),
+            Err(IdentityError::BadSignature { .. })
+        ));
+    }
+
+    #[test]
+    fn debug_output_contains_no_secret_key_bytes() {
+        let mut rng = ChaCha20Rng::seed_from_u64(6);
+        let (key, alice) = user(&mut rng, "alice");
+        let device = DeviceIdentity::create(&key, alice.user_id, NOW, DAY_MS, &mut rng).unwrap();
+        let dbg = format!("{device:?} {key:?}");
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        for secret in [
+            hex(device.signing.as_bytes()),
+            hex(&device.device_key.to_bytes()),
+            hex(key.to_secret_bytes().as_slice()),
+        ] {
+            assert!(!dbg.contains(&secret[..16]), "secret leaked in {dbg}");
+        }
+        let decimal = format!("{:?}", &device.signing.as_bytes()[..4]);
+        assert!(!dbg.contains(decimal.trim_end_matches(']')), "{dbg}");
+    }
+}

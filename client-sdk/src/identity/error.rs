@@ -1,0 +1,95 @@
+use thiserror::Error;
+
+use crate::UnixMillis;
+
+/// Why an identity object (certificate, prekey, username) was refused.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// The username is empty or too long after normalization.
+    #[error("username must be 1..=256 bytes after normalization (got {len})")]
+    InvalidUsername {
+        /// Normalized length in bytes.
+        len: usize,
+    },
+    /// The serialized object exceeds its size bound.
+    #[error("{what} of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge {
+        /// Which object.
+        what: &'static str,
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The bytes are not a well-formed object.
+    #[error("malformed {what}: {reason}")]
+    Malformed {
+        /// Which object.
+        what: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The signature does not verify under the key that must have made it.
+    #[error(
+        "{what} signature does not verify: it was not signed by the expected key (forged, substituted or corrupted); do not use it"
+    )]
+    BadSignature {
+        /// Which object.
+        what: &'static str,
+    },
+    /// The object's format version is unknown.
+    #[error("{what} has unsupported version {version}; upgrade the SDK or re-issue it")]
+    UnsupportedVersion {
+        /// Which object.
+        what: &'static str,
+        /// Version found.
+        version: u32,
+    },
+    /// A certificate names a different user than the one it was verified for.
+    #[error("device certificate is for another user than the one expected; refusing it")]
+    WrongUser,
+    /// A prekey names a different device than the one it was verified for.
+    #[error("prekey belongs to another device than the one expected; refusing it")]
+    WrongDevice,
+    /// The object has expired.
+    #[error("{what} expired at {expired_at:?} (now {now:?}); fetch or issue a fresh one")]
+    Expired {
+        /// Which object.
+        what: &'static str,
+        /// Its expiry.
+        expired_at: UnixMillis,
+        /// The time it was checked at.
+        now: UnixMillis,
+    },
+    /// The object's creation time lies too far in the future.
+    #[error("{what} was created at {created_at:?}, in the future (now {now:?}); check clocks")]
+    NotYetValid {
+        /// Which object.
+        what: &'static str,
+        /// Claimed creation time.
+        created_at: UnixMillis,
+        /// The time it was checked at.
+        now: UnixMillis,
+    },
+    /// The device's prekey pool is full; wait for prekeys to be consumed.
+    #[error("prekey pool already holds {held} unused prekeys (max {max}); upload fewer")]
+    PrekeyPoolFull {
+        /// Prekeys held.
+        held: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// An argument was out of range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
+}
+
+impl IdentityError {
+    pub(crate) fn malformed(what: &'static str, reason: impl Into<String>) -> Self {
+        IdentityError::Malformed {
+            what,
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,337 @@
+use std::collections::BTreeMap;
+use std::fmt;
+
+use conclave_proto::limits::MAX_SIGNED_OBJECT_BYTES;
+use conclave_proto::{Message, v1};
+use rand_core::CryptoRngCore;
+
+use super::{DeviceIdentity, IdentityError, VerifiedDevice, signed};
+use crate::{DeviceId, UnixMillis};
+
+const PREKEY_DOMAIN: &[u8] = b"conclave.prekey.v1";
+const PREKEY_VERSION: u32 = 1;
+const WHAT: &str = "prekey";
+
+/// Most unused prekeys one device holds at once.
+pub const MAX_PREKEYS_HELD: usize = 1000;
+
+/// A one-time prekey whose signature by its device was verified.
+#[derive(Clone)]
+pub struct VerifiedPrekey {
+    device_id: DeviceId,
+    prekey_id: u64,
+    public_key: p384::PublicKey,
+    expires_at: UnixMillis,
+}
+
+impl VerifiedPrekey {
+    /// Verifies `prekey` as belonging to `device`: size, Ed25519 signature by the
+    /// device's signing key over the received body, version, device id, key encoding and
+    /// expiry at `now`.
+    pub fn verify(
+        prekey: &v1::SignedPrekey,
+        device: &VerifiedDevice,
+        now: UnixMillis,
+    ) -> Result<Self, IdentityError> {
+        let len = prekey.encoded_len();
+        if len > MAX_SIGNED_OBJECT_BYTES {
+            return Err(IdentityError::TooLarge {
+                what: WHAT,
+                len,
+                max: MAX_SIGNED_OBJECT_BYTES,
+            });
+        }
+        signed::verify(
+            device.signing_key(),
+            PREKEY_DOMAIN,
+            &prekey.body,
+            &prekey.signature,
+            WHAT,
+        )?;
+        let body = v1::SignedPrekeyBody::decode(prekey.body.as_slice())
+            .map_err(|e| IdentityError::malformed(WHAT, e.to_string()))?;
+        if body.version != PREKEY_VERSION {
+            return Err(IdentityError::UnsupportedVersion {
+                what: WHAT,
+                version: body.version,
+            });
+        }
+        let device_id = DeviceId::from_slice(&body.device_id)
+            .ok_or_else(|| IdentityError::malformed(WHAT, "device id is not 16 bytes"))?;
+        if device_id != device.device_id() {
+            return Err(IdentityError::WrongDevice);
+        }
+        let public_key = signed::p384_public(&body.public_key, WHAT)?;
+        let expires_at = UnixMillis(body.expires_at_ms);
+        if now >= expires_at {
+            return Err(IdentityError::Expired {
+                what: WHAT,
+                expired_at: expires_at,
+                now,
+            });
+        }
+        Ok(VerifiedPrekey {
+            device_id,
+            prekey_id: body.prekey_id,
+            public_key,
+            expires_at,
+        })
+    }
+
+    /// The owning device.
+    #[must_use]
+    pub fn device_id(&self) -> DeviceId {
+        self.device_id
+    }
+
+    /// The prekey id.
+    #[must_use]
+    pub fn prekey_id(&self) -> u64 {
+        self.prekey_id
+    }
+
+    /// The P-384 public key.
+    #[must_use]
+    pub fn public_key(&self) -> &p384::PublicKey {
+        &self.public_key
+    }
+
+    /// When the prekey expires.
+    #[must_use]
+    pub fn expires_at(&self) -> UnixMillis {
+        self.expires_at
+    }
+}
+
+impl fmt::Debug for VerifiedPrekey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifiedPrekey")
+            .field("device_id", &self.device_id)
+            .field("prekey_id", &self.prekey_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+struct PrekeySecret {
+    /// Zeroized on drop by `p384::SecretKey`.
+    secret: p384::SecretKey,
+    expires_at: UnixMillis,
+}
+
+/// Where a prekey id stands in this device's pool.
+pub(crate) enum PrekeyLookup<'a> {
+    /// Held and unexpired.
+    Available(&'a p384::SecretKey),
+    /// Issued by this pool earlier and already consumed (or purged after expiry).
+    Consumed,
+    /// Held but expired.
+    Expired(UnixMillis),
+    /// Never issued by this pool.
+    Unknown,
+}
+
+/// The private halves of this device's unused one-time prekeys.
+///
+/// Prekey ids increase monotonically, so the pool can tell a consumed prekey (id below
+/// the next id, no longer held) from one it never issued. A private half is deleted (and
+/// zeroized) as soon as a container using it has been opened successfully.
+pub struct PrekeyPool {
+    device_id: DeviceId,
+    next_id: u64,
+    secrets: BTreeMap<u64, PrekeySecret>,
+}
+
+impl PrekeyPool {
+    /// An empty pool for `device`.
+    #[must_use]
+    pub fn new(device: &DeviceIdentity) -> Self {
+        PrekeyPool {
+            device_id: device.device_id(),
+            next_id: 1,
+            secrets: BTreeMap::new(),
+        }
+    }
+
+    /// Generates `count` fresh prekeys valid until `now + ttl_ms`, keeps their private
+    /// halves, and returns the signed public halves to upload to the directory.
+    pub fn generate(
+        &mut self,
+        device: &DeviceIdentity,
+        count: usize,
+        now: UnixMillis,
+        ttl_ms: u64,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Vec<v1::SignedPrekey>, IdentityError> {
+        if device.device_id() != self.device_id {
+            return Err(IdentityError::InvalidArgument(
+                "prekey pool belongs to another device",
+            ));
+        }
+        if ttl_ms == 0 {
+            return Err(IdentityError::InvalidArgument(
+                "prekey ttl must be positive",
+            ));
+        }
+        let held = self.secrets.len();
+        if held.saturating_add(count) > MAX_PREKEYS_HELD {
+            return Err(IdentityError::PrekeyPoolFull {
+                held,
+                max: MAX_PREKEYS_HELD,
+            });
+        }
+        let expires_at = now.saturating_add(ttl_ms);
+        let mut out = Vec::with_capacity(count);
+        for _ in 0..count {
+            let prekey_id = self.next_id;
+            self.next_id = self.next_id.saturating_add(1);
+            let secret = p384::SecretKey::random(rng);
+            let body = v1::SignedPrekeyBody {
+                version: PREKEY_VERSION,
+                device_id: self.device_id.as_bytes().to_vec(),
+                prekey_id,
+                public_key: signed::p384_compressed(&secret.public_key()),
+                expires_at_ms: expires_at.0,
+            }
+            .encode_to_vec();
+            let signature = signed::sign(device.signing_key(), PREKEY_DOMAIN, &body);
+            self.secrets
+                .insert(prekey_id, PrekeySecret { secret, expires_at });
+            out.push(v1::SignedPrekey { body, signature });
+        }
+        Ok(out)
+    }
+
+    /// Number of unused prekeys held.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.secrets.len()
+    }
+
+    /// Whether no unused prekey is held.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.secrets.is_empty()
+    }
+
+    /// Deletes every prekey expired at `now`; returns how many were deleted.
+    pub fn purge_expired(&mut self, now: UnixMillis) -> usize {
+        let before = self.secrets.len();
+        self.secrets.retain(|_, s| s.expires_at > now);
+        before - self.secrets.len()
+    }
+
+    pub(crate) fn lookup(&self, prekey_id: u64, now: UnixMillis) -> PrekeyLookup<'_> {
+        match self.secrets.get(&prekey_id) {
+            Some(s) if s.expires_at <= now => PrekeyLookup::Expired(s.expires_at),
+            Some(s) => PrekeyLookup::Available(&s.secret),
+            None if prekey_id != 0 && prekey_id < self.next_id => PrekeyLookup::Consumed,
+            None => PrekeyLookup::Unknown,
+        }
+    }
+
+    /// Deletes a prekey's private half (zeroized on drop).
+    pub(crate) fn consume(&mut self, prekey_id: u64) {
+        self.secrets.remove(&prekey_id);
+    }
+}
+
+impl fmt::Debug for PrekeyPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrekeyPool")
+            .field("device_id", &self.device_id)
+            .field("held", &self.secrets.len())
+            .field("next_id", &self.next_id)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    use super::*;
+    use crate::UserId;
+    use crate::identity::UserSigningKey;
+    use crate::time::DAY_MS;
+
+    const NOW: UnixMillis = UnixMillis(1_700_000_000_000);
+
+    fn device(rng: &mut ChaCha20Rng, name: &str) -> DeviceIdentity {
+        let key = UserSigningKey::generate(rng);
+        DeviceIdentity::create(&key, UserId::from_username(name).unwrap(), NOW, DAY_MS, rng)
+            .unwrap()
+    }
+
+    #[test]
+    fn generated_prekeys_verify_for_their_device() {
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let dev = device(&mut rng, "alice");
+        let mut pool = PrekeyPool::new(&dev);
+        let prekeys = pool.generate(&dev, 3, NOW, DAY_MS, &mut rng).unwrap();
+        assert_eq!(pool.len(), 3);
+        let ids: Vec<u64> = prekeys
+            .iter()
+            .map(|p| {
+                VerifiedPrekey::verify(p, dev.public(), NOW)
+                    .unwrap()
+                    .prekey_id()
+            })
+            .collect();
+        assert_eq!(ids, [1, 2, 3]);
+    }
+
+    #[test]
+    fn prekey_signed_by_a_different_device_is_rejected() {
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        let alice = device(&mut rng, "alice");
+        let mallory = device(&mut rng, "mallory");
+        // Mallory's device signs a prekey body naming Alice's device.
+        let body = v1::SignedPrekeyBody {
+            version: PREKEY_VERSION,
+            device_id: alice.device_id().as_bytes().to_vec(),
+            prekey_id: 1,
+            public_key: signed::p384_compressed(&p384::SecretKey::random(&mut rng).public_key()),
+            expires_at_ms: NOW.0 + DAY_MS,
+        }
+        .encode_to_vec();
+        let signature = signed::sign(mallory.signing_key(), PREKEY_DOMAIN, &body);
+        let forged = v1::SignedPrekey { body, signature };
+        let err = VerifiedPrekey::verify(&forged, alice.public(), NOW).unwrap_err();
+        assert!(matches!(err, IdentityError::BadSignature { .. }), "{err}");
+
+        // And Mallory's genuine prekey presented as Alice's is refused too.
+        let mut pool = PrekeyPool::new(&mallory);
+        let genuine = pool.generate(&mallory, 1, NOW, DAY_MS, &mut rng).unwrap();
+        assert!(VerifiedPrekey::verify(&genuine[0], alice.public(), NOW).is_err());
+    }
+
+    #[test]
+    fn expired_prekey_is_rejected_and_purged() {
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let dev = device(&mut rng, "alice");
+        let mut pool = PrekeyPool::new(&dev);
+        let prekeys = pool.generate(&dev, 2, NOW, 1000, &mut rng).unwrap();
+        let later = NOW.saturating_add(1000);
+        assert!(matches!(
+            VerifiedPrekey::verify(&prekeys[0], dev.public(), later),
+            Err(IdentityError::Expired { .. })
+        ));
+        assert!(matches!(pool.lookup(1, later), PrekeyLookup::Expired(_)));
+        assert_eq!(pool.purge_expired(later), 2);
+        assert!(matches!(pool.lookup(1, later), PrekeyLookup::Consumed));
+        assert!(matches!(pool.lookup(99, later), PrekeyLookup::Unknown));
+    }
+
+    #[test]
+    fn pool_is_bounded() {
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        let dev = device(&mut rng, "alice");
+        let mut pool = PrekeyPool::new(&dev);
+        let err = pool
+            .generate(&dev, MAX_PREKEYS_HELD + 1, NOW, DAY_MS, &mut rng)
+            .unwrap_err();
+        assert!(matches!(err, IdentityError::PrekeyPoolFull { .. }));
+    }
+}
