@@ -1,1 +1,6 @@
-//! placeholder
+//! Conclave client SDK: identity, secure containers, meeting keys, SFrame media
+//! encryption and safety codes.
+
+#![forbid(unsafe_code)]
+
+pub mod safety;
