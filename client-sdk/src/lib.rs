@@ -1,10 +1,12 @@
-//! Conclave client SDK: the sans-IO cryptographic core.
+//! Conclave client SDK: identity, secure containers, meeting keys, SFrame media
+//! encryption and safety codes.
 #![forbid(unsafe_code)]
 
+pub mod container;
 pub mod identity;
 mod ids;
+pub mod safety;
 pub mod time;
 
 pub use ids::{ContainerId, DeviceId, MAX_USERNAME_BYTES, UserId};
 pub use time::UnixMillis;
-pub mod container;
