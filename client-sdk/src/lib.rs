@@ -1,1 +1,4 @@
-//! placeholder
+//! Conclave client SDK: sans-IO cryptographic core for end-to-end encrypted meetings.
+#![forbid(unsafe_code)]
+
+pub mod sframe;
