@@ -32,7 +32,9 @@
 //! The module is sans-IO: no I/O, clock or randomness.
 
 mod error;
+mod frame;
 mod header;
+mod key;
 mod kid;
 mod replay;
 mod suite;
@@ -40,7 +42,9 @@ mod suite;
 mod test_vectors;
 
 pub use error::SframeError;
+pub use frame::{MAX_FRAME_LEN, decrypt, encrypt};
 pub use header::SframeHeader;
+pub use key::SframeKey;
 pub use kid::{Kid, MAX_EPOCH, MAX_SENDER_INDEX, SENDER_INDEX_BITS};
 pub use replay::{REPLAY_WINDOW_SIZE, ReplayWindow};
 pub use suite::CipherSuite;
