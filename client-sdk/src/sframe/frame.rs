@@ -15,8 +15,8 @@ pub const MAX_FRAME_LEN: usize = SframeHeader::MAX_LEN + MAX_PLAINTEXT_LEN + TAG
 
 /// Encrypts one frame with counter `ctr` and returns `header || ciphertext || tag`.
 ///
-/// The caller must never use the same `ctr` twice with one key; [`SframeSender`]
-/// (super::SframeSender) manages the counter for you.
+/// The caller must never use the same `ctr` twice with one key;
+/// [`SframeSender`](super::SframeSender) manages the counter for you.
 ///
 /// # Errors
 /// [`SframeError::FrameTooLarge`] if `plaintext` exceeds [`MAX_PLAINTEXT_LEN`].

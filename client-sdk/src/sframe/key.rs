@@ -16,6 +16,7 @@ use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes128Gcm, Aes256Gcm, Nonce, Tag};
 use hkdf::{Hkdf, InvalidLength};
 use sha2::{Sha256, Sha512};
+use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::suite::{NONCE_LEN, TAG_LEN};
@@ -202,6 +203,14 @@ impl SframeKey {
         }
         .map_err(|_| AeadFailure)
     }
+
+    /// Whether `other` holds the same key material (same suite, KID and derived salt; the
+    /// salt comparison is constant-time).
+    pub(crate) fn same_key_as(&self, other: &Self) -> bool {
+        self.suite == other.suite
+            && self.kid == other.kid
+            && bool::from(self.salt.as_slice().ct_eq(other.salt.as_slice()))
+    }
 }
 
 impl Drop for SframeKey {
@@ -257,6 +266,15 @@ mod tests {
         let nonce = key.nonce(u64::MAX);
         assert_eq!(nonce[..4], salt[..4]);
         assert!(nonce[4..].iter().zip(&salt[4..]).all(|(n, s)| *n == !*s));
+    }
+
+    #[test]
+    fn keys_differ_per_kid_and_base_key() {
+        let suite = CipherSuite::Aes256GcmSha512Tag128;
+        let a = SframeKey::derive(suite, b"base key", 1);
+        assert!(a.same_key_as(&SframeKey::derive(suite, b"base key", 1)));
+        assert!(!a.same_key_as(&SframeKey::derive(suite, b"base key", 2)));
+        assert!(!a.same_key_as(&SframeKey::derive(suite, b"other key", 1)));
     }
 
     #[test]

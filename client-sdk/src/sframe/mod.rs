@@ -36,7 +36,9 @@ mod frame;
 mod header;
 mod key;
 mod kid;
+mod receiver;
 mod replay;
+mod sender;
 mod suite;
 #[cfg(test)]
 mod test_vectors;
@@ -46,7 +48,9 @@ pub use frame::{MAX_FRAME_LEN, decrypt, encrypt};
 pub use header::SframeHeader;
 pub use key::SframeKey;
 pub use kid::{Kid, MAX_EPOCH, MAX_SENDER_INDEX, SENDER_INDEX_BITS};
+pub use receiver::{ReceivedFrame, SframeReceiver};
 pub use replay::{REPLAY_WINDOW_SIZE, ReplayWindow};
+pub use sender::SframeSender;
 pub use suite::CipherSuite;
 
 /// Largest plaintext (and therefore ciphertext body) accepted, in bytes: 1 MiB.
@@ -54,3 +58,43 @@ pub const MAX_PLAINTEXT_LEN: usize = 1 << 20;
 
 /// Most keys one [`SframeReceiver`] holds: 4096 senders in each of four epochs.
 pub const MAX_RECEIVER_KEYS: usize = 4096 * 4;
+
+#[cfg(test)]
+mod tests {
+    use super::test_vectors::{gcm_vectors, hex};
+    use super::*;
+
+    #[test]
+    fn debug_output_of_key_sender_and_receiver_never_contains_key_material() {
+        for v in gcm_vectors() {
+            let suite = CipherSuite::from_id(v.cipher_suite).unwrap();
+            let base_key = hex(&v.base_key);
+            let kid = Kid::new(v.kid);
+            let key = SframeKey::derive(suite, &base_key, v.kid);
+            let mut sender = SframeSender::new(suite, &base_key, kid);
+            sender.encrypt(b"metadata", b"plaintext").unwrap();
+            let mut receiver = SframeReceiver::new();
+            receiver.add_key(kid, suite, &base_key).unwrap();
+
+            let outputs = [
+                format!("{key:?}"),
+                format!("{key:#?}"),
+                format!("{sender:?}"),
+                format!("{sender:#?}"),
+                format!("{receiver:?}"),
+            ];
+            let secrets = [&v.base_key, &v.sframe_secret, &v.sframe_key, &v.sframe_salt];
+            for output in &outputs {
+                let lower = output.to_lowercase();
+                for secret in secrets {
+                    assert!(!lower.contains(secret.as_str()), "{output} leaks {secret}");
+                }
+                // Nor as a list of decimal bytes.
+                let key_bytes = format!("{:?}", hex(&v.sframe_key));
+                let key_bytes = key_bytes.trim_matches(|c| c == '[' || c == ']');
+                assert!(!output.contains(key_bytes), "{output}");
+            }
+            assert!(outputs[2].contains("next_ctr: Some(1)"), "{}", outputs[2]);
+        }
+    }
+}
