@@ -9,7 +9,11 @@
 //!
 //! HKDF uses SHA-256 for suite 0x0004 and SHA-512 for suite 0x0005. The derived key goes
 //! straight into the AES-GCM cipher; the HKDF secret and the key bytes are zeroized as soon
-//! as derivation ends, the salt when the [`SframeKey`] drops.
+//! as derivation ends, the salt and the cipher's key schedule when the [`SframeKey`] drops.
+//!
+//! Wiping is best effort, as everywhere in Rust: the `hkdf`/`hmac` crates do not zeroize
+//! their internal HMAC state, and constructing a cipher may leave a transient copy of its
+//! key schedule on the stack before it is moved into its box.
 
 use aes_gcm::aead::consts::U12;
 use aes_gcm::aead::{AeadInPlace, KeyInit};
@@ -78,8 +82,8 @@ fn expand_material(
     KeyMaterial { secret, key, salt }
 }
 
-/// The AES-GCM instance of one suite, boxed so that moving a key never copies its key
-/// schedule and [`Gcm::wipe`] overwrites the only copy.
+/// The AES-GCM instance of one suite, boxed so that moving an [`SframeKey`] never copies
+/// its key schedule and [`Gcm::wipe`] can overwrite it where it lives.
 enum Gcm {
     Aes128(Box<Aes128Gcm>),
     Aes256(Box<Aes256Gcm>),
