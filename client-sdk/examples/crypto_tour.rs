@@ -67,7 +67,12 @@ impl Participant {
         }
     }
 
-    fn open_key(&mut self, bytes: &[u8], from: &UserIdentity, now: UnixMillis) -> anyhow::Result<MeetingKey> {
+    fn open_key(
+        &mut self,
+        bytes: &[u8],
+        from: &UserIdentity,
+        now: UnixMillis,
+    ) -> anyhow::Result<MeetingKey> {
         let opened = SealedContainer::decode(bytes)?.open(
             from,
             &self.device,
@@ -104,19 +109,35 @@ fn safety_code(id: &MeetingId, key: &MeetingKey, roster: &[&Participant]) -> Saf
             identity_key: p.identity.key.to_bytes(),
         })
         .collect();
-    SafetyCode::compute(id.as_bytes(), key.epoch(), &key.commitment(id).0, &identities)
+    SafetyCode::compute(
+        id.as_bytes(),
+        key.epoch(),
+        &key.commitment(id).0,
+        &identities,
+    )
 }
 
 fn main() -> anyhow::Result<()> {
-    let now = UnixMillis(u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis())?);
-    let mut alice = Participant::new("alice", 0, now)?;
+    let now = UnixMillis(u64::try_from(
+        SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis(),
+    )?);
+    let alice = Participant::new("alice", 0, now)?;
     let mut bob = Participant::new("bob", 1, now)?;
     let mut carol = Participant::new("carol", 2, now)?;
 
     // Alice starts a meeting: meeting id, routing id, epoch-0 key.
-    let meeting_id = MeetingId::generate(&alice.identity.user_id, &alice.device.device_id(), now, 3, &mut OsRng);
+    let meeting_id = MeetingId::generate(
+        &alice.identity.user_id,
+        &alice.device.device_id(),
+        now,
+        3,
+        &mut OsRng,
+    );
     let key0 = MeetingKey::generate(0, &mut OsRng);
-    println!("meeting {meeting_id:?} → SFU routing id {:?}", meeting_id.routing_id());
+    println!(
+        "meeting {meeting_id:?} → SFU routing id {:?}",
+        meeting_id.routing_id()
+    );
 
     let invite = v1::ContainerPayload {
         body: Some(Body::MeetingInvite(v1::MeetingInvite {
@@ -124,14 +145,22 @@ fn main() -> anyhow::Result<()> {
             epoch: key0.epoch(),
             meeting_key: key0.expose_secret().to_vec(),
             media_kinds: vec![v1::MediaKind::Audio.into(), v1::MediaKind::Video.into()],
-            roster: vec![alice.roster_entry(), bob.roster_entry(), carol.roster_entry()],
+            roster: vec![
+                alice.roster_entry(),
+                bob.roster_entry(),
+                carol.roster_entry(),
+            ],
             key_leader_device_id: alice.device.device_id().as_bytes().to_vec(),
             expires_at_ms: now.saturating_add(DAY_MS).0,
         })),
     };
     let recipients = [bob.as_recipient(now)?, carol.as_recipient(now)?];
     let sealed = container::seal(&alice.device, &recipients, &invite, now, DAY_MS, &mut OsRng)?;
-    println!("invite container: {} bytes for {} devices", sealed.len(), recipients.len());
+    println!(
+        "invite container: {} bytes for {} devices",
+        sealed.len(),
+        recipients.len()
+    );
 
     let bob_key = bob.open_key(&sealed, &alice.identity, now)?;
     let carol_key = carol.open_key(&sealed, &alice.identity, now)?;
@@ -171,7 +200,14 @@ fn main() -> anyhow::Result<()> {
             reason: v1::RekeyReason::Remove.into(),
         })),
     };
-    let sealed = container::seal(&alice.device, &[bob.as_recipient(now)?], &rekey, now, DAY_MS, &mut OsRng)?;
+    let sealed = container::seal(
+        &alice.device,
+        &[bob.as_recipient(now)?],
+        &rekey,
+        now,
+        DAY_MS,
+        &mut OsRng,
+    )?;
     let bob_key1 = bob.open_key(&sealed, &alice.identity, now)?;
     match carol.open_key(&sealed, &alice.identity, now) {
         Err(e) => println!("carol cannot open the rekey: {e}"),
@@ -179,11 +215,19 @@ fn main() -> anyhow::Result<()> {
     }
     let mut alice_tx = key1.sframe_sender(alice.sender_index)?;
     let frame = alice_tx.encrypt(b"", b"after the removal")?;
-    bob_rx.add_key(bob_key1.sframe_kid(0)?, SFRAME_SUITE, bob_key1.sframe_base_key(0).as_slice())?;
+    bob_rx.add_key(
+        bob_key1.sframe_kid(0)?,
+        SFRAME_SUITE,
+        bob_key1.sframe_base_key(0).as_slice(),
+    )?;
     println!(
         "epoch 1 frame: bob reads {:?}; carol gets: {}",
         String::from_utf8_lossy(&bob_rx.decrypt(b"", &frame)?.plaintext),
-        carol_rx.decrypt(b"", &frame).err().map(|e| e.to_string()).unwrap_or_default(),
+        carol_rx
+            .decrypt(b"", &frame)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default(),
     );
     println!(
         "new safety code for alice and bob: {}",

@@ -5,7 +5,9 @@
 pub mod container;
 pub mod identity;
 mod ids;
+pub mod meeting;
 pub mod safety;
+pub mod sframe;
 pub mod time;
 
 pub use ids::{ContainerId, DeviceId, MAX_USERNAME_BYTES, UserId};

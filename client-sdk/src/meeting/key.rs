@@ -93,8 +93,8 @@ impl MeetingKey {
 
     /// The SFrame key id of `sender_index` in this epoch.
     pub fn sframe_kid(&self, sender_index: u32) -> Result<Kid, MeetingError> {
-        let index = u16::try_from(sender_index)
-            .map_err(|_| MeetingError::SenderIndexOutOfRange {
+        let index =
+            u16::try_from(sender_index).map_err(|_| MeetingError::SenderIndexOutOfRange {
                 index: sender_index,
             })?;
         Kid::for_sender(self.epoch, index).map_err(|_| {
@@ -115,7 +115,7 @@ impl MeetingKey {
             SFRAME_SUITE,
             self.sframe_base_key(sender_index).as_slice(),
             kid,
-        )?)
+        ))
     }
 
     /// This epoch's room-auth signing key for the room `routing_id`.

@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 pub use key::{EpochCommitment, MeetingKey, SFRAME_SUITE};
-pub use room_auth::{RoomAuthKey, RoomAuthPublic};
+pub use room_auth::{MAX_CHALLENGE_LEN, RoomAuthKey, RoomAuthPublic};
 
 use crate::{DeviceId, UnixMillis, UserId};
 
@@ -62,7 +62,9 @@ pub enum MeetingError {
         index: u32,
     },
     /// A room-auth signature did not verify.
-    #[error("room-auth signature does not verify: the signer does not hold this epoch's meeting key")]
+    #[error(
+        "room-auth signature does not verify: the signer does not hold this epoch's meeting key"
+    )]
     BadRoomAuthSignature,
     /// A room-auth public key or signature had the wrong shape.
     #[error("malformed room-auth {0}")]

@@ -137,7 +137,10 @@ impl RoomAuthPublic {
         next: &RoomAuthPublic,
         signature: &[u8],
     ) -> Result<(), MeetingError> {
-        self.verify(&message(ROTATE_DOMAIN, routing_id, next.0.as_bytes()), signature)
+        self.verify(
+            &message(ROTATE_DOMAIN, routing_id, next.0.as_bytes()),
+            signature,
+        )
     }
 }
 

@@ -24,7 +24,13 @@ fn meeting_id_depends_on_every_input() {
     let other_user = UserId::from_username("bob").unwrap();
     let variants = [
         MeetingId::derive(&other_user, &device, UnixMillis(1), 3, &[0; 32]),
-        MeetingId::derive(&user, &DeviceId::from_bytes([1; 16]), UnixMillis(1), 3, &[0; 32]),
+        MeetingId::derive(
+            &user,
+            &DeviceId::from_bytes([1; 16]),
+            UnixMillis(1),
+            3,
+            &[0; 32],
+        ),
         MeetingId::derive(&user, &device, UnixMillis(2), 3, &[0; 32]),
         MeetingId::derive(&user, &device, UnixMillis(1), 4, &[0; 32]),
         MeetingId::derive(&user, &device, UnixMillis(1), 3, &[1; 32]),
@@ -32,7 +38,10 @@ fn meeting_id_depends_on_every_input() {
     for v in variants {
         assert_ne!(v, base);
     }
-    assert_eq!(base, MeetingId::derive(&user, &device, UnixMillis(1), 3, &[0; 32]));
+    assert_eq!(
+        base,
+        MeetingId::derive(&user, &device, UnixMillis(1), 3, &[0; 32])
+    );
 }
 
 #[test]
@@ -57,7 +66,10 @@ fn ratchet_advances_the_epoch_one_way() {
     // The ratchet of the ratchet never comes back to the original.
     assert_ne!(next.ratchet().unwrap().expose_secret(), key.expose_secret());
     let last = MeetingKey::from_slice(u64::MAX, key.expose_secret()).unwrap();
-    assert!(matches!(last.ratchet(), Err(MeetingError::EpochExhausted { .. })));
+    assert!(matches!(
+        last.ratchet(),
+        Err(MeetingError::EpochExhausted { .. })
+    ));
 }
 
 #[test]
@@ -87,7 +99,10 @@ fn sframe_key_ids_encode_epoch_and_sender() {
         Err(MeetingError::SenderIndexOutOfRange { .. })
     ));
     let huge = MeetingKey::from_slice(u64::MAX, key.expose_secret()).unwrap();
-    assert!(matches!(huge.sframe_kid(0), Err(MeetingError::EpochOutOfRange { .. })));
+    assert!(matches!(
+        huge.sframe_kid(0),
+        Err(MeetingError::EpochOutOfRange { .. })
+    ));
 }
 
 #[test]
@@ -109,9 +124,16 @@ fn media_from_the_meeting_key_round_trips_and_other_epochs_fail() {
     let next = key.ratchet().unwrap();
     let mut joiner = SframeReceiver::new();
     joiner
-        .add_key(next.sframe_kid(2).unwrap(), SFRAME_SUITE, next.sframe_base_key(2).as_slice())
+        .add_key(
+            next.sframe_kid(2).unwrap(),
+            SFRAME_SUITE,
+            next.sframe_base_key(2).as_slice(),
+        )
         .unwrap();
-    assert!(matches!(joiner.decrypt(b"", &frame), Err(SframeError::UnknownKid { .. })));
+    assert!(matches!(
+        joiner.decrypt(b"", &frame),
+        Err(SframeError::UnknownKid { .. })
+    ));
 }
 
 #[test]
@@ -128,14 +150,21 @@ fn room_join_proof_verifies_only_for_the_epoch_key_and_challenge() {
         Err(MeetingError::BadRoomAuthSignature)
     ));
     let other_room = MeetingId::from_bytes([1; 32]).routing_id();
-    assert!(public.verify_join(&other_room, b"challenge-1", &sig).is_err());
+    assert!(
+        public
+            .verify_join(&other_room, b"challenge-1", &sig)
+            .is_err()
+    );
     assert!(matches!(
         public.verify_join(&routing, b"challenge-1", &sig[..63]),
         Err(MeetingError::MalformedRoomAuth(_))
     ));
     // Everyone holding the epoch key derives the same room-auth key.
     assert_eq!(key.room_auth_key(&routing).public(), public);
-    assert_eq!(RoomAuthPublic::from_slice(&public.to_bytes()).unwrap(), public);
+    assert_eq!(
+        RoomAuthPublic::from_slice(&public.to_bytes()).unwrap(),
+        public
+    );
 }
 
 #[test]
@@ -156,16 +185,20 @@ fn removed_participant_cannot_prove_the_new_epoch() {
     // The removed participant only has the old key: its join proof fails the new key.
     let stale = old_auth.sign_join(b"fresh challenge").unwrap();
     assert!(matches!(
-        new_auth.public().verify_join(&routing, b"fresh challenge", &stale),
+        new_auth
+            .public()
+            .verify_join(&routing, b"fresh challenge", &stale),
         Err(MeetingError::BadRoomAuthSignature)
     ));
     // And a rotation signed by a non-holder is refused.
     let outsider = MeetingKey::generate(1, &mut rng).room_auth_key(&routing);
     let forged = outsider.sign_rotation(&outsider.public());
-    assert!(old_auth
-        .public()
-        .verify_rotation(&routing, &outsider.public(), &forged)
-        .is_err());
+    assert!(
+        old_auth
+            .public()
+            .verify_rotation(&routing, &outsider.public(), &forged)
+            .is_err()
+    );
 }
 
 #[test]
@@ -185,7 +218,11 @@ fn debug_output_never_shows_meeting_or_room_auth_secrets() {
     let (id, key) = meeting(&mut rng);
     let auth = key.room_auth_key(&id.routing_id());
     let dbg = format!("{key:?} {auth:?} {:?}", key.sframe_sender(0).unwrap());
-    let secret_hex: String = key.expose_secret().iter().map(|b| format!("{b:02x}")).collect();
+    let secret_hex: String = key
+        .expose_secret()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     assert!(!dbg.contains(&secret_hex[..12]), "{dbg}");
     let decimal = format!("{:?}", &key.expose_secret()[..3]);
     assert!(!dbg.contains(decimal.trim_end_matches(']')), "{dbg}");
