@@ -233,11 +233,20 @@ impl DeviceIdentity {
         &self.public
     }
 
-    /// Signs `message` with the device signing key (used for server challenges and
-    /// containers; callers add their own domain separator).
-    #[must_use]
-    pub fn sign(&self, message: &[u8]) -> Signature {
-        self.signing.sign(message)
+    /// Proves possession of this device's signing key to a server: signs
+    /// `"conclave.device-auth.v1" || u16be(len(tls_binding)) || tls_binding || challenge`,
+    /// where `tls_binding` is keying material exported from the TLS session (RFC 5705),
+    /// so the proof cannot be relayed to another connection.
+    ///
+    /// The device signing key signs nothing else than prekeys, containers and these
+    /// proofs, each under its own domain separator, so no signature can be replayed as
+    /// another kind.
+    pub fn sign_auth_challenge(
+        &self,
+        tls_binding: &[u8],
+        challenge: &[u8],
+    ) -> Result<Signature, IdentityError> {
+        Ok(self.signing.sign(&auth_message(tls_binding, challenge)?))
     }
 
     pub(crate) fn signing_key(&self) -> &SigningKey {
@@ -246,6 +255,44 @@ impl DeviceIdentity {
 
     pub(crate) fn device_secret(&self) -> &p384::SecretKey {
         &self.device_key
+    }
+}
+
+const AUTH_DOMAIN: &[u8] = b"conclave.device-auth.v1";
+/// Longest TLS binding or challenge accepted by the device-auth proof, in bytes.
+pub const MAX_AUTH_INPUT_LEN: usize = 256;
+
+fn auth_message(tls_binding: &[u8], challenge: &[u8]) -> Result<Vec<u8>, IdentityError> {
+    if tls_binding.len() > MAX_AUTH_INPUT_LEN || challenge.len() > MAX_AUTH_INPUT_LEN {
+        return Err(IdentityError::InvalidArgument(
+            "TLS binding and challenge must be at most 256 bytes each",
+        ));
+    }
+    // Invariant: checked just above that the length fits in a u16.
+    let binding_len = u16::try_from(tls_binding.len()).expect("at most 256 bytes");
+    let mut msg = Vec::with_capacity(AUTH_DOMAIN.len() + 2 + tls_binding.len() + challenge.len());
+    msg.extend_from_slice(AUTH_DOMAIN);
+    msg.extend_from_slice(&binding_len.to_be_bytes());
+    msg.extend_from_slice(tls_binding);
+    msg.extend_from_slice(challenge);
+    Ok(msg)
+}
+
+impl VerifiedDevice {
+    /// Checks a device's answer to a server challenge (run by the server; see
+    /// [`DeviceIdentity::sign_auth_challenge`]).
+    pub fn verify_auth_challenge(
+        &self,
+        tls_binding: &[u8],
+        challenge: &[u8],
+        signature: &[u8],
+    ) -> Result<(), IdentityError> {
+        let what = "device auth proof";
+        let signature = Signature::from_slice(signature)
+            .map_err(|_| IdentityError::malformed(what, "signature is not 64 bytes"))?;
+        self.signing_key
+            .verify_strict(&auth_message(tls_binding, challenge)?, &signature)
+            .map_err(|_| IdentityError::BadSignature { what })
     }
 }
 
@@ -338,6 +385,41 @@ mod tests {
             VerifiedDevice::verify(&cert, &alice, NOW),
             Err(IdentityError::BadSignature { .. })
         ));
+    }
+
+    #[test]
+    fn auth_proof_is_bound_to_challenge_tls_session_and_device() {
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let (key, alice) = user(&mut rng, "alice");
+        let device = DeviceIdentity::create(&key, alice.user_id, NOW, DAY_MS, &mut rng).unwrap();
+        let other = DeviceIdentity::create(&key, alice.user_id, NOW, DAY_MS, &mut rng).unwrap();
+        let sig = device
+            .sign_auth_challenge(b"tls-1", b"nonce")
+            .unwrap()
+            .to_bytes();
+        let public = device.public();
+        public
+            .verify_auth_challenge(b"tls-1", b"nonce", &sig)
+            .unwrap();
+        for (tls, challenge) in [(&b"tls-2"[..], &b"nonce"[..]), (b"tls-1", b"other")] {
+            assert!(matches!(
+                public.verify_auth_challenge(tls, challenge, &sig),
+                Err(IdentityError::BadSignature { .. })
+            ));
+        }
+        // Moving bytes between binding and challenge changes the message.
+        assert!(
+            public
+                .verify_auth_challenge(b"tls-1n", b"once", &sig)
+                .is_err()
+        );
+        assert!(
+            other
+                .public()
+                .verify_auth_challenge(b"tls-1", b"nonce", &sig)
+                .is_err()
+        );
+        assert!(device.sign_auth_challenge(&[0; 257], b"x").is_err());
     }
 
     #[test]
