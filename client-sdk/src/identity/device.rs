@@ -1,17 +1,20 @@
 use std::fmt;
 
-use conclave_proto::limits::MAX_SIGNED_OBJECT_BYTES;
 use conclave_proto::{Message, v1};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use rand_core::CryptoRngCore;
 
-use super::{IdentityError, UserIdentity, UserSigningKey, signed};
+use super::signed::{self, SignedKind};
+use super::{IdentityError, UserIdentity, UserSigningKey};
 use crate::time::MAX_CLOCK_SKEW_MS;
 use crate::{DeviceId, UnixMillis, UserId};
 
-const CERT_DOMAIN: &[u8] = b"conclave.device-cert.v1";
-const CERT_VERSION: u32 = 1;
-const WHAT: &str = "device certificate";
+const CERT: SignedKind = SignedKind {
+    domain: b"conclave.device-cert.v1",
+    version: 1,
+    what: "device certificate",
+};
+const WHAT: &str = CERT.what;
 
 /// The public, verified view of a device: obtained only by checking its certificate
 /// against the owning user's trusted key.
@@ -35,29 +38,13 @@ impl VerifiedDevice {
         user: &UserIdentity,
         now: UnixMillis,
     ) -> Result<Self, IdentityError> {
-        let len = certificate.encoded_len();
-        if len > MAX_SIGNED_OBJECT_BYTES {
-            return Err(IdentityError::TooLarge {
-                what: WHAT,
-                len,
-                max: MAX_SIGNED_OBJECT_BYTES,
-            });
-        }
-        signed::verify(
+        let body: v1::DeviceCertificateBody = signed::verify_and_decode(
+            &CERT,
             &user.key.0,
-            CERT_DOMAIN,
             &certificate.body,
             &certificate.signature,
-            WHAT,
+            |b: &v1::DeviceCertificateBody| b.version,
         )?;
-        let body = v1::DeviceCertificateBody::decode(certificate.body.as_slice())
-            .map_err(|e| IdentityError::malformed(WHAT, e.to_string()))?;
-        if body.version != CERT_VERSION {
-            return Err(IdentityError::UnsupportedVersion {
-                what: WHAT,
-                version: body.version,
-            });
-        }
         let user_id = UserId::from_slice(&body.user_id)
             .ok_or_else(|| IdentityError::malformed(WHAT, "user id is not 32 bytes"))?;
         if user_id != user.user_id {
@@ -182,7 +169,7 @@ impl DeviceIdentity {
         let device_key = p384::SecretKey::random(rng);
         let expires_at = now.saturating_add(validity_ms);
         let body = v1::DeviceCertificateBody {
-            version: CERT_VERSION,
+            version: CERT.version,
             user_id: user_id.as_bytes().to_vec(),
             device_id: device_id.as_bytes().to_vec(),
             signing_public_key: signing.verifying_key().to_bytes().to_vec(),
@@ -191,7 +178,7 @@ impl DeviceIdentity {
             expires_at_ms: expires_at.0,
         }
         .encode_to_vec();
-        let signature = signed::sign(user_key.signing_key(), CERT_DOMAIN, &body);
+        let signature = signed::sign(user_key.signing_key(), CERT.domain, &body);
         let certificate = v1::DeviceCertificate { body, signature };
         let public = VerifiedDevice {
             user_id,

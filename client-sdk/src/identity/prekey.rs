@@ -1,16 +1,19 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use conclave_proto::limits::MAX_SIGNED_OBJECT_BYTES;
 use conclave_proto::{Message, v1};
 use rand_core::CryptoRngCore;
 
-use super::{DeviceIdentity, IdentityError, VerifiedDevice, signed};
+use super::signed::{self, SignedKind};
+use super::{DeviceIdentity, IdentityError, VerifiedDevice};
 use crate::{DeviceId, UnixMillis};
 
-const PREKEY_DOMAIN: &[u8] = b"conclave.prekey.v1";
-const PREKEY_VERSION: u32 = 1;
-const WHAT: &str = "prekey";
+const PREKEY: SignedKind = SignedKind {
+    domain: b"conclave.prekey.v1",
+    version: 1,
+    what: "prekey",
+};
+const WHAT: &str = PREKEY.what;
 
 /// Most unused prekeys one device holds at once.
 pub const MAX_PREKEYS_HELD: usize = 1000;
@@ -33,29 +36,13 @@ impl VerifiedPrekey {
         device: &VerifiedDevice,
         now: UnixMillis,
     ) -> Result<Self, IdentityError> {
-        let len = prekey.encoded_len();
-        if len > MAX_SIGNED_OBJECT_BYTES {
-            return Err(IdentityError::TooLarge {
-                what: WHAT,
-                len,
-                max: MAX_SIGNED_OBJECT_BYTES,
-            });
-        }
-        signed::verify(
+        let body: v1::SignedPrekeyBody = signed::verify_and_decode(
+            &PREKEY,
             device.signing_key(),
-            PREKEY_DOMAIN,
             &prekey.body,
             &prekey.signature,
-            WHAT,
+            |b: &v1::SignedPrekeyBody| b.version,
         )?;
-        let body = v1::SignedPrekeyBody::decode(prekey.body.as_slice())
-            .map_err(|e| IdentityError::malformed(WHAT, e.to_string()))?;
-        if body.version != PREKEY_VERSION {
-            return Err(IdentityError::UnsupportedVersion {
-                what: WHAT,
-                version: body.version,
-            });
-        }
         let device_id = DeviceId::from_slice(&body.device_id)
             .ok_or_else(|| IdentityError::malformed(WHAT, "device id is not 16 bytes"))?;
         if device_id != device.device_id() {
@@ -187,14 +174,14 @@ impl PrekeyPool {
             self.next_id = self.next_id.saturating_add(1);
             let secret = p384::SecretKey::random(rng);
             let body = v1::SignedPrekeyBody {
-                version: PREKEY_VERSION,
+                version: PREKEY.version,
                 device_id: self.device_id.as_bytes().to_vec(),
                 prekey_id,
                 public_key: signed::p384_compressed(&secret.public_key()),
                 expires_at_ms: expires_at.0,
             }
             .encode_to_vec();
-            let signature = signed::sign(device.signing_key(), PREKEY_DOMAIN, &body);
+            let signature = signed::sign(device.signing_key(), PREKEY.domain, &body);
             self.secrets
                 .insert(prekey_id, PrekeySecret { secret, expires_at });
             out.push(v1::SignedPrekey { body, signature });
@@ -289,14 +276,14 @@ mod tests {
         let mallory = device(&mut rng, "mallory");
         // Mallory's device signs a prekey body naming Alice's device.
         let body = v1::SignedPrekeyBody {
-            version: PREKEY_VERSION,
+            version: PREKEY.version,
             device_id: alice.device_id().as_bytes().to_vec(),
             prekey_id: 1,
             public_key: signed::p384_compressed(&p384::SecretKey::random(&mut rng).public_key()),
             expires_at_ms: NOW.0 + DAY_MS,
         }
         .encode_to_vec();
-        let signature = signed::sign(mallory.signing_key(), PREKEY_DOMAIN, &body);
+        let signature = signed::sign(mallory.signing_key(), PREKEY.domain, &body);
         let forged = v1::SignedPrekey { body, signature };
         let err = VerifiedPrekey::verify(&forged, alice.public(), NOW).unwrap_err();
         assert!(matches!(err, IdentityError::BadSignature { .. }), "{err}");

@@ -1,8 +1,49 @@
 //! The `domain || body` signature convention shared by certificates and prekeys.
 
+use conclave_proto::Message;
+use conclave_proto::limits::MAX_SIGNED_OBJECT_BYTES;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
 use super::IdentityError;
+
+/// How one kind of signed object is checked: its domain separator, its format version
+/// and its name in errors.
+pub(super) struct SignedKind {
+    pub(super) domain: &'static [u8],
+    pub(super) version: u32,
+    pub(super) what: &'static str,
+}
+
+/// Bounds the size, verifies the signature over the received `body` bytes, then decodes
+/// the body and checks its version (read by `version_of`). Nothing is decoded before the
+/// signature verified.
+pub(super) fn verify_and_decode<M: Message + Default>(
+    kind: &SignedKind,
+    key: &VerifyingKey,
+    body: &[u8],
+    signature: &[u8],
+    version_of: impl Fn(&M) -> u32,
+) -> Result<M, IdentityError> {
+    let len = body.len().saturating_add(signature.len());
+    if len > MAX_SIGNED_OBJECT_BYTES {
+        return Err(IdentityError::TooLarge {
+            what: kind.what,
+            len,
+            max: MAX_SIGNED_OBJECT_BYTES,
+        });
+    }
+    verify(key, kind.domain, body, signature, kind.what)?;
+    let decoded =
+        M::decode(body).map_err(|e| IdentityError::malformed(kind.what, e.to_string()))?;
+    let version = version_of(&decoded);
+    if version != kind.version {
+        return Err(IdentityError::UnsupportedVersion {
+            what: kind.what,
+            version,
+        });
+    }
+    Ok(decoded)
+}
 
 fn signing_input(domain: &[u8], body: &[u8]) -> Vec<u8> {
     let mut msg = Vec::with_capacity(domain.len() + body.len());
@@ -17,7 +58,7 @@ pub(super) fn sign(key: &SigningKey, domain: &[u8], body: &[u8]) -> Vec<u8> {
 }
 
 /// Verifies a strict Ed25519 signature over `domain || body`.
-pub(super) fn verify(
+fn verify(
     key: &VerifyingKey,
     domain: &[u8],
     body: &[u8],
