@@ -11,7 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use conclave_proto::v1::{self, container_payload::Body};
 use conclave_sdk::container::{self, Recipient, ReplayCache, SealedContainer};
 use conclave_sdk::identity::{
-    DeviceIdentity, PrekeyPool, UserIdentity, UserSigningKey, VerifiedDevice, VerifiedPrekey,
+    DEFAULT_PREKEY_TTL_MS, DeviceIdentity, PrekeyPool, UserIdentity, UserSigningKey,
+    VerifiedDevice, VerifiedPrekey,
 };
 use conclave_sdk::meeting::{MeetingId, MeetingKey, SFRAME_SUITE};
 use conclave_sdk::safety::{RosterIdentity, SafetyCode};
@@ -40,7 +41,7 @@ impl Participant {
         let device =
             DeviceIdentity::create(&user_key, identity.user_id, now, 365 * DAY_MS, &mut OsRng)?;
         let mut prekeys = PrekeyPool::new(&device);
-        let published = prekeys.generate(&device, 10, now, 30 * DAY_MS, &mut OsRng)?;
+        let published = prekeys.generate(&device, 10, now, DEFAULT_PREKEY_TTL_MS, &mut OsRng)?;
         Ok(Participant {
             identity,
             device,
@@ -155,7 +156,9 @@ fn main() -> anyhow::Result<()> {
         })),
     };
     let recipients = [bob.as_recipient(now)?, carol.as_recipient(now)?];
+    let mut invite = invite;
     let sealed = container::seal(&alice.device, &recipients, &invite, now, DAY_MS, &mut OsRng)?;
+    container::zeroize_payload_secrets(&mut invite); // the key now lives only in `key0`
     println!(
         "invite container: {} bytes for {} devices",
         sealed.len(),

@@ -68,7 +68,7 @@
 //! let prekey = VerifiedPrekey::verify(&published[0], &bob_verified, now)?;
 //! let meeting_id = MeetingId::generate(&alice.user_id, &alice_device.device_id(), now, 2, &mut OsRng);
 //! let key = MeetingKey::generate(0, &mut OsRng);
-//! let invite = v1::ContainerPayload {
+//! let mut invite = v1::ContainerPayload {
 //!     body: Some(Body::MeetingInvite(v1::MeetingInvite {
 //!         meeting_id: meeting_id.as_bytes().to_vec(),
 //!         epoch: key.epoch(),
@@ -84,6 +84,7 @@
 //!     container::DEFAULT_TTL_MS,
 //!     &mut OsRng,
 //! )?;
+//! container::zeroize_payload_secrets(&mut invite); // the key now lives only in `key`
 //!
 //! // Bob opens it, verifying Alice's certificate against the key he trusts for her.
 //! let mut replay = ReplayCache::default();

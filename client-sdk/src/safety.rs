@@ -121,6 +121,11 @@ impl SafetyCode {
     /// The order of `roster` does not matter and exact duplicate entries are ignored;
     /// see the [module documentation](self) for the exact derivation. An empty roster
     /// is accepted and gives a well-defined code.
+    ///
+    /// The `identity_key` of each roster entry must be the key this participant has
+    /// pinned locally for that user (its own real key for itself), never a value taken
+    /// from a received roster: otherwise a server substituting keys on both sides could
+    /// make the codes match.
     #[must_use]
     pub fn compute(
         meeting_id: &[u8; 32],

@@ -23,6 +23,7 @@
 
 pub mod datagram;
 pub mod limits;
+mod redact;
 
 /// Generated protobuf types of package `conclave.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all)]

@@ -100,7 +100,7 @@ impl SealedContainer {
         let expires_at = parsed.check_time(now)?;
 
         // 4. Replay, then this device's entry and its prekey.
-        replay.check(&parsed.container_id, now)?;
+        replay.check(parsed.sender_device_id, &parsed.container_id, now)?;
         let entry = parsed.entry_for(&header, me.device_id())?;
         let prekey_secret = match prekeys.lookup(entry.prekey_id, now) {
             PrekeyLookup::Available(secret) => secret,
@@ -125,12 +125,11 @@ impl SealedContainer {
         // 5. Unwrap: device-key layer, then prekey layer; then the key commitment.
         let ephemeral = p384_public(&header.ephemeral_public_key, "ephemeral key")
             .map_err(|e: IdentityError| ContainerError::Malformed(e.to_string()))?;
-        let prekey_shared =
-            p384::ecdh::diffie_hellman(prekey_secret.to_nonzero_scalar(), ephemeral.as_affine());
-        let device_shared = p384::ecdh::diffie_hellman(
-            me.device_secret().to_nonzero_scalar(),
-            ephemeral.as_affine(),
-        );
+        // The scalar copies zeroize on drop; the shared secrets do too.
+        let prekey_scalar = Zeroizing::new(prekey_secret.to_nonzero_scalar());
+        let device_scalar = Zeroizing::new(me.device_secret().to_nonzero_scalar());
+        let prekey_shared = p384::ecdh::diffie_hellman(&*prekey_scalar, ephemeral.as_affine());
+        let device_shared = p384::ecdh::diffie_hellman(&*device_scalar, ephemeral.as_affine());
         let my_device_id = me.device_id();
         let ctx = EntryContext {
             container_id: &parsed.container_id,
@@ -183,7 +182,7 @@ impl SealedContainer {
 
         // 7. Commit: the prekey is spent and the container id remembered.
         prekeys.consume(entry.prekey_id);
-        replay.record(parsed.container_id, expires_at);
+        replay.record(parsed.sender_device_id, parsed.container_id, expires_at);
         Ok(opened)
     }
 }

@@ -2,12 +2,16 @@ use std::collections::HashMap;
 use std::fmt;
 
 use super::ContainerError;
-use crate::{ContainerId, UnixMillis};
+use crate::{ContainerId, DeviceId, UnixMillis};
 
 /// Default number of unexpired container ids remembered.
 pub const DEFAULT_REPLAY_CAPACITY: usize = 100_000;
 
-/// Container ids opened within their ttl, to reject replays.
+/// Containers opened within their ttl, to reject replays.
+///
+/// Entries are keyed by *(sender device, container id)*: container ids travel in the
+/// clear, so keying by id alone would let another sender pre-empt a genuine container
+/// by reusing its id in a valid container of its own.
 ///
 /// A container id is remembered until the container's own expiry; after that the
 /// container is rejected as expired anyway, so forgetting it is safe. The cache is
@@ -15,7 +19,7 @@ pub const DEFAULT_REPLAY_CAPACITY: usize = 100_000;
 /// container is refused with [`ContainerError::ReplayCacheFull`] rather than silently
 /// forgetting an id that could then be replayed.
 pub struct ReplayCache {
-    seen: HashMap<ContainerId, UnixMillis>,
+    seen: HashMap<(DeviceId, ContainerId), UnixMillis>,
     capacity: usize,
 }
 
@@ -46,13 +50,18 @@ impl ReplayCache {
         self.seen.retain(|_, expires| *expires > now);
     }
 
-    /// Fails if `id` was seen, or if there is no room to remember it.
+    /// Fails if `id` from `sender` was seen, or if there is no room to remember it.
     pub(crate) fn check(
         &mut self,
+        sender: DeviceId,
         id: &ContainerId,
         now: UnixMillis,
     ) -> Result<(), ContainerError> {
-        if self.seen.get(id).is_some_and(|expires| *expires > now) {
+        if self
+            .seen
+            .get(&(sender, *id))
+            .is_some_and(|expires| *expires > now)
+        {
             return Err(ContainerError::Replayed { container_id: *id });
         }
         if self.seen.len() >= self.capacity {
@@ -65,8 +74,8 @@ impl ReplayCache {
     }
 
     /// Remembers `id` until `expires_at`. Call only after [`Self::check`] succeeded.
-    pub(crate) fn record(&mut self, id: ContainerId, expires_at: UnixMillis) {
-        self.seen.insert(id, expires_at);
+    pub(crate) fn record(&mut self, sender: DeviceId, id: ContainerId, expires_at: UnixMillis) {
+        self.seen.insert((sender, id), expires_at);
     }
 }
 
@@ -89,16 +98,21 @@ impl fmt::Debug for ReplayCache {
 mod tests {
     use super::*;
 
+    const ALICE: DeviceId = DeviceId::from_bytes([0xa1; 16]);
+    const MALLORY: DeviceId = DeviceId::from_bytes([0x66; 16]);
+
     #[test]
     fn replay_within_ttl_is_rejected_and_forgotten_after_expiry() {
         let mut cache = ReplayCache::new(10);
         let id = ContainerId::from_bytes([1; 16]);
-        cache.check(&id, UnixMillis(0)).unwrap();
-        cache.record(id, UnixMillis(100));
+        cache.check(ALICE, &id, UnixMillis(0)).unwrap();
+        cache.record(ALICE, id, UnixMillis(100));
         assert!(matches!(
-            cache.check(&id, UnixMillis(50)),
+            cache.check(ALICE, &id, UnixMillis(50)),
             Err(ContainerError::Replayed { .. })
         ));
+        // The same id from another sender is a different container.
+        cache.check(MALLORY, &id, UnixMillis(50)).unwrap();
         cache.purge_expired(UnixMillis(100));
         assert!(cache.is_empty());
     }
@@ -106,13 +120,13 @@ mod tests {
     #[test]
     fn full_cache_purges_expired_then_refuses() {
         let mut cache = ReplayCache::new(2);
-        cache.record(ContainerId::from_bytes([1; 16]), UnixMillis(10));
-        cache.record(ContainerId::from_bytes([2; 16]), UnixMillis(1000));
+        cache.record(ALICE, ContainerId::from_bytes([1; 16]), UnixMillis(10));
+        cache.record(ALICE, ContainerId::from_bytes([2; 16]), UnixMillis(1000));
         let new = ContainerId::from_bytes([3; 16]);
-        cache.check(&new, UnixMillis(20)).unwrap();
-        cache.record(new, UnixMillis(1000));
+        cache.check(ALICE, &new, UnixMillis(20)).unwrap();
+        cache.record(ALICE, new, UnixMillis(1000));
         assert!(matches!(
-            cache.check(&ContainerId::from_bytes([4; 16]), UnixMillis(20)),
+            cache.check(ALICE, &ContainerId::from_bytes([4; 16]), UnixMillis(20)),
             Err(ContainerError::ReplayCacheFull { max: 2 })
         ));
     }

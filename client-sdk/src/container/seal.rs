@@ -36,6 +36,7 @@ pub fn seal(
         payload_key: &key,
         entry_keys: None,
         declared_kind: None,
+        container_id: None,
     };
     seal_with(sender, recipients, payload, now, ttl_ms, rng, &secrets)
 }
@@ -49,6 +50,8 @@ pub(super) struct SealSecrets<'k> {
     pub(super) entry_keys: Option<&'k [Key256]>,
     /// Declared payload kind; `None` derives it from the payload.
     pub(super) declared_kind: Option<v1::PayloadKind>,
+    /// Container id; `None` draws a random one.
+    pub(super) container_id: Option<ContainerId>,
 }
 
 pub(super) fn seal_with(
@@ -75,7 +78,9 @@ pub(super) fn seal_with(
         return Err(ContainerError::EmptyPayload);
     }
 
-    let container_id = ContainerId::random(rng);
+    let container_id = secrets
+        .container_id
+        .unwrap_or_else(|| ContainerId::random(rng));
     let ephemeral = EphemeralSecret::random(rng);
     let ephemeral_public_key = crate::identity::p384_compressed(&ephemeral.public_key());
     let sender_user_id = sender.user_id();

@@ -383,6 +383,39 @@ fn replayed_container_is_rejected() {
 }
 
 #[test]
+fn another_sender_reusing_a_container_id_cannot_suppress_the_original() {
+    let (mut rng, alice, mut bob, _) = setup();
+    let mallory = Party::new("mallory", &mut rng);
+    let genuine = seal_to(&alice, &[bob.recipient(0)], &mut rng);
+    let wire = v1::Container::decode(genuine.as_slice()).unwrap();
+    let header = v1::ContainerHeader::decode(wire.header.as_slice()).unwrap();
+    // Mallory copies the clear container id into a valid container of her own, and a
+    // colluding server delivers hers first.
+    let key = Zeroizing::new([9u8; 32]);
+    let secrets = SealSecrets {
+        payload_key: &key,
+        entry_keys: None,
+        declared_kind: None,
+        container_id: ContainerId::from_slice(&header.container_id),
+    };
+    let decoy = seal_with(
+        &mallory.device,
+        &[bob.recipient(1)],
+        &text("decoy"),
+        NOW,
+        TTL,
+        &mut rng,
+        &secrets,
+    )
+    .unwrap();
+    bob.open(&decoy, &mallory).unwrap();
+    assert_eq!(
+        bob.open(&genuine, &alice).unwrap().payload(),
+        &text("hello")
+    );
+}
+
+#[test]
 fn reused_prekey_is_rejected() {
     let (mut rng, alice, mut bob, _) = setup();
     // A directory that hands out the same prekey twice: both containers use prekey 0.
@@ -437,6 +470,7 @@ fn commitment_mismatch_when_recipients_get_different_keys() {
         payload_key: &real_key,
         entry_keys: Some(&entry_keys),
         declared_kind: None,
+        container_id: None,
     };
     let bytes = seal_with(
         &alice.device,
@@ -476,6 +510,7 @@ fn header_payload_kind_must_match_the_payload() {
         payload_key: &key,
         entry_keys: None,
         declared_kind: Some(v1::PayloadKind::Rekey),
+        container_id: None,
     };
     let sealed = seal_with(
         &alice.device,

@@ -15,6 +15,10 @@ const PREKEY: SignedKind = SignedKind {
 };
 const WHAT: &str = PREKEY.what;
 
+/// Default prekey lifetime: 60 days, longer than the default container ttl (30 days) so
+/// that mail sealed to a prekey just before it was handed out can still be opened.
+pub const DEFAULT_PREKEY_TTL_MS: u64 = 60 * crate::time::DAY_MS;
+
 /// Most unused prekeys one device holds at once.
 pub const MAX_PREKEYS_HELD: usize = 1000;
 
@@ -47,6 +51,9 @@ impl VerifiedPrekey {
             .ok_or_else(|| IdentityError::malformed(WHAT, "device id is not 16 bytes"))?;
         if device_id != device.device_id() {
             return Err(IdentityError::WrongDevice);
+        }
+        if body.prekey_id == 0 {
+            return Err(IdentityError::malformed(WHAT, "prekey ids start at 1"));
         }
         let public_key = signed::p384_public(&body.public_key, WHAT)?;
         let expires_at = UnixMillis(body.expires_at_ms);

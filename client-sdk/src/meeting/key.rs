@@ -109,6 +109,11 @@ impl MeetingKey {
     }
 
     /// An SFrame sender context for `sender_index` in this epoch.
+    ///
+    /// # Nonce safety
+    /// Create **one** sender per (epoch, sender index) and keep it for the whole epoch,
+    /// for audio and video alike: each new context starts its counter at 0, so a second
+    /// one would reuse AES-GCM nonces under the same key.
     pub fn sframe_sender(&self, sender_index: u32) -> Result<SframeSender, MeetingError> {
         let kid = self.sframe_kid(sender_index)?;
         Ok(SframeSender::new(

@@ -7,9 +7,20 @@
 //! participant, who never receives the new key, loses routing as well as decryption.
 //!
 //! ```text
-//! join     = Ed25519(room-auth key, "conclave.room-join.v1"   || routing_id || challenge)
-//! rotation = Ed25519(current key,   "conclave.room-rotate.v1" || routing_id || next public key)
+//! join     = Ed25519(room-auth key of epoch e, "conclave.room-join.v1" || routing_id
+//!                    || u64be(e) || u16be(len(tls_binding)) || tls_binding || challenge)
+//! rotation = Ed25519(room-auth key of epoch e, "conclave.room-rotate.v1" || routing_id
+//!                    || u64be(e') || public key of epoch e')          with e' > e
 //! ```
+//!
+//! `tls_binding` is keying material exported from the client's TLS session (RFC 5705),
+//! so a join proof cannot be relayed to another connection or node. The SFU accepts a
+//! rotation only to a strictly greater epoch.
+//!
+//! Limit: every holder of epoch `e` can sign a rotation. A participant about to be
+//! removed could race the key leader's rotation with one of its own; the SFU must
+//! therefore also require that rotations come from the room's key-leader connection
+//! (see `docs/protocol.md`, section 4.1).
 
 use std::fmt;
 
@@ -20,15 +31,40 @@ use super::{MeetingError, RoutingId};
 const JOIN_DOMAIN: &[u8] = b"conclave.room-join.v1";
 const ROTATE_DOMAIN: &[u8] = b"conclave.room-rotate.v1";
 
-/// Longest SFU challenge accepted, in bytes.
+/// Longest SFU challenge (and TLS binding) accepted, in bytes.
 pub const MAX_CHALLENGE_LEN: usize = 256;
 
-fn message(domain: &[u8], routing_id: &RoutingId, tail: &[u8]) -> Vec<u8> {
-    let mut msg = Vec::with_capacity(domain.len() + 32 + tail.len());
-    msg.extend_from_slice(domain);
+fn rotation_message(routing_id: &RoutingId, next_epoch: u64, next: &RoomAuthPublic) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(ROTATE_DOMAIN.len() + 32 + 8 + 32);
+    msg.extend_from_slice(ROTATE_DOMAIN);
     msg.extend_from_slice(routing_id.as_bytes());
-    msg.extend_from_slice(tail);
+    msg.extend_from_slice(&next_epoch.to_be_bytes());
+    msg.extend_from_slice(next.0.as_bytes());
     msg
+}
+
+fn join_message(
+    routing_id: &RoutingId,
+    epoch: u64,
+    tls_binding: &[u8],
+    challenge: &[u8],
+) -> Result<Vec<u8>, MeetingError> {
+    if challenge.len() > MAX_CHALLENGE_LEN || tls_binding.len() > MAX_CHALLENGE_LEN {
+        return Err(MeetingError::MalformedRoomAuth(
+            "challenge or TLS binding (longer than 256 bytes)",
+        ));
+    }
+    // Invariant: checked just above that the length fits in a u16.
+    let binding_len = u16::try_from(tls_binding.len()).expect("at most 256 bytes");
+    let mut msg =
+        Vec::with_capacity(JOIN_DOMAIN.len() + 32 + 8 + 2 + tls_binding.len() + challenge.len());
+    msg.extend_from_slice(JOIN_DOMAIN);
+    msg.extend_from_slice(routing_id.as_bytes());
+    msg.extend_from_slice(&epoch.to_be_bytes());
+    msg.extend_from_slice(&binding_len.to_be_bytes());
+    msg.extend_from_slice(tls_binding);
+    msg.extend_from_slice(challenge);
+    Ok(msg)
 }
 
 /// An epoch's room-auth signing key (secret; zeroized on drop).
@@ -59,23 +95,26 @@ impl RoomAuthKey {
         self.epoch
     }
 
-    /// Answers the SFU's join challenge.
-    pub fn sign_join(&self, challenge: &[u8]) -> Result<[u8; 64], MeetingError> {
-        if challenge.len() > MAX_CHALLENGE_LEN {
-            return Err(MeetingError::MalformedRoomAuth("challenge (too long)"));
-        }
-        Ok(self
-            .signing
-            .sign(&message(JOIN_DOMAIN, &self.routing_id, challenge))
-            .to_bytes())
+    /// Answers the SFU's join challenge on the TLS session `tls_binding` identifies.
+    pub fn sign_join(
+        &self,
+        tls_binding: &[u8],
+        challenge: &[u8],
+    ) -> Result<[u8; 64], MeetingError> {
+        let msg = join_message(&self.routing_id, self.epoch, tls_binding, challenge)?;
+        Ok(self.signing.sign(&msg).to_bytes())
     }
 
-    /// Authorizes moving the room to `next` (the next epoch's public key).
-    #[must_use]
-    pub fn sign_rotation(&self, next: &RoomAuthPublic) -> [u8; 64] {
-        self.signing
-            .sign(&message(ROTATE_DOMAIN, &self.routing_id, next.0.as_bytes()))
-            .to_bytes()
+    /// Authorizes moving the room to `next`, the room-auth key of epoch `next.epoch()`,
+    /// which must be later than this key's epoch.
+    pub fn sign_rotation(&self, next: &RoomAuthKey) -> Result<[u8; 64], MeetingError> {
+        if next.epoch <= self.epoch || next.routing_id != self.routing_id {
+            return Err(MeetingError::MalformedRoomAuth(
+                "rotation (must move the same room to a later epoch)",
+            ));
+        }
+        let msg = rotation_message(&self.routing_id, next.epoch, &next.public());
+        Ok(self.signing.sign(&msg).to_bytes())
     }
 }
 
@@ -117,30 +156,31 @@ impl RoomAuthPublic {
             .map_err(|_| MeetingError::BadRoomAuthSignature)
     }
 
-    /// Checks a join answer for `challenge` in room `routing_id` (run by the SFU).
+    /// Checks a join answer in room `routing_id`, whose current epoch is `epoch`, for
+    /// `challenge` on the TLS session `tls_binding` identifies (run by the SFU).
     pub fn verify_join(
         &self,
         routing_id: &RoutingId,
+        epoch: u64,
+        tls_binding: &[u8],
         challenge: &[u8],
         signature: &[u8],
     ) -> Result<(), MeetingError> {
-        if challenge.len() > MAX_CHALLENGE_LEN {
-            return Err(MeetingError::MalformedRoomAuth("challenge (too long)"));
-        }
-        self.verify(&message(JOIN_DOMAIN, routing_id, challenge), signature)
+        let msg = join_message(routing_id, epoch, tls_binding, challenge)?;
+        self.verify(&msg, signature)
     }
 
-    /// Checks that `next` was authorized by this (current) key (run by the SFU).
+    /// Checks that this (current) key authorized moving room `routing_id` to `next` at
+    /// epoch `next_epoch` (run by the SFU, which must also check that `next_epoch` is
+    /// greater than the room's current epoch).
     pub fn verify_rotation(
         &self,
         routing_id: &RoutingId,
+        next_epoch: u64,
         next: &RoomAuthPublic,
         signature: &[u8],
     ) -> Result<(), MeetingError> {
-        self.verify(
-            &message(ROTATE_DOMAIN, routing_id, next.0.as_bytes()),
-            signature,
-        )
+        self.verify(&rotation_message(routing_id, next_epoch, next), signature)
     }
 }
 

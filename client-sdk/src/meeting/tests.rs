@@ -137,28 +137,37 @@ fn media_from_the_meeting_key_round_trips_and_other_epochs_fail() {
 }
 
 #[test]
-fn room_join_proof_verifies_only_for_the_epoch_key_and_challenge() {
+fn room_join_proof_verifies_only_for_the_epoch_key_session_and_challenge() {
     let mut rng = ChaCha20Rng::seed_from_u64(5);
     let (id, key) = meeting(&mut rng);
     let routing = id.routing_id();
     let auth = key.room_auth_key(&routing);
     let public = auth.public();
-    let sig = auth.sign_join(b"challenge-1").unwrap();
-    public.verify_join(&routing, b"challenge-1", &sig).unwrap();
-    assert!(matches!(
-        public.verify_join(&routing, b"challenge-2", &sig),
-        Err(MeetingError::BadRoomAuthSignature)
-    ));
+    let sig = auth.sign_join(b"tls-a", b"challenge-1").unwrap();
+    public
+        .verify_join(&routing, 0, b"tls-a", b"challenge-1", &sig)
+        .unwrap();
+    for (epoch, tls, challenge) in [
+        (0, &b"tls-a"[..], &b"challenge-2"[..]),
+        (0, b"tls-b", b"challenge-1"),
+        (1, b"tls-a", b"challenge-1"),
+    ] {
+        assert!(matches!(
+            public.verify_join(&routing, epoch, tls, challenge, &sig),
+            Err(MeetingError::BadRoomAuthSignature)
+        ));
+    }
     let other_room = MeetingId::from_bytes([1; 32]).routing_id();
     assert!(
         public
-            .verify_join(&other_room, b"challenge-1", &sig)
+            .verify_join(&other_room, 0, b"tls-a", b"challenge-1", &sig)
             .is_err()
     );
     assert!(matches!(
-        public.verify_join(&routing, b"challenge-1", &sig[..63]),
+        public.verify_join(&routing, 0, b"tls-a", b"challenge-1", &sig[..63]),
         Err(MeetingError::MalformedRoomAuth(_))
     ));
+    assert!(auth.sign_join(&[0; 257], b"c").is_err());
     // Everyone holding the epoch key derives the same room-auth key.
     assert_eq!(key.room_auth_key(&routing).public(), public);
     assert_eq!(
@@ -177,26 +186,38 @@ fn removed_participant_cannot_prove_the_new_epoch() {
     let old_auth = old.room_auth_key(&routing);
     let new_auth = new.room_auth_key(&routing);
     // The remaining participants rotate the room; the SFU checks it against the old key.
-    let rotation = old_auth.sign_rotation(&new_auth.public());
+    let rotation = old_auth.sign_rotation(&new_auth).unwrap();
     old_auth
         .public()
-        .verify_rotation(&routing, &new_auth.public(), &rotation)
+        .verify_rotation(&routing, 1, &new_auth.public(), &rotation)
         .unwrap();
+    // The rotation names its epoch: it cannot be presented for another one.
+    assert!(
+        old_auth
+            .public()
+            .verify_rotation(&routing, 2, &new_auth.public(), &rotation)
+            .is_err()
+    );
+    // Rotations only move forward.
+    assert!(new_auth.sign_rotation(&old_auth).is_err());
     // The removed participant only has the old key: its join proof fails the new key.
-    let stale = old_auth.sign_join(b"fresh challenge").unwrap();
+    let stale = old_auth.sign_join(b"tls", b"fresh challenge").unwrap();
     assert!(matches!(
         new_auth
             .public()
-            .verify_join(&routing, b"fresh challenge", &stale),
+            .verify_join(&routing, 1, b"tls", b"fresh challenge", &stale),
         Err(MeetingError::BadRoomAuthSignature)
     ));
     // And a rotation signed by a non-holder is refused.
     let outsider = MeetingKey::generate(1, &mut rng).room_auth_key(&routing);
-    let forged = outsider.sign_rotation(&outsider.public());
+    let forged = MeetingKey::generate(0, &mut rng)
+        .room_auth_key(&routing)
+        .sign_rotation(&outsider)
+        .unwrap();
     assert!(
         old_auth
             .public()
-            .verify_rotation(&routing, &outsider.public(), &forged)
+            .verify_rotation(&routing, 1, &outsider.public(), &forged)
             .is_err()
     );
 }

@@ -15,7 +15,7 @@ use super::frame::ParsedFrame;
 use super::{CipherSuite, Kid, MAX_RECEIVER_KEYS, ReplayWindow, SframeError, SframeKey};
 
 /// A successfully authenticated and decrypted frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ReceivedFrame {
     /// The frame's KID (epoch and sender index).
     pub kid: Kid,
@@ -26,6 +26,17 @@ pub struct ReceivedFrame {
 }
 
 /// One registered key and the replay state of its KID.
+/// Shows the key id, counter and plaintext length, never the media itself.
+impl core::fmt::Debug for ReceivedFrame {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ReceivedFrame")
+            .field("kid", &self.kid)
+            .field("ctr", &self.ctr)
+            .field("plaintext_len", &self.plaintext.len())
+            .finish()
+    }
+}
+
 struct KeyEntry {
     key: SframeKey,
     window: ReplayWindow,
