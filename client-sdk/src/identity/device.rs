@@ -3,6 +3,7 @@ use std::fmt;
 use conclave_proto::{Message, v1};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use rand_core::CryptoRngCore;
+use zeroize::Zeroizing;
 
 use super::signed::{self, SignedKind};
 use super::{IdentityError, UserIdentity, UserSigningKey};
@@ -140,6 +141,21 @@ impl fmt::Debug for VerifiedDevice {
     }
 }
 
+/// The secret halves of a device's keys, as stored by the app. Zeroized on drop;
+/// `Debug` prints nothing secret.
+pub struct DeviceSecrets {
+    /// The Ed25519 device signing key seed.
+    pub signing_key: Zeroizing<[u8; 32]>,
+    /// The P-384 device key scalar, big-endian.
+    pub device_key: Zeroizing<[u8; 48]>,
+}
+
+impl fmt::Debug for DeviceSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DeviceSecrets { .. }")
+    }
+}
+
 /// This device's own identity: its signing key, its static P-384 device key and the
 /// certificate the user signing key issued for them. Secrets zeroize on drop and never
 /// appear in `Debug` output.
@@ -189,6 +205,45 @@ impl DeviceIdentity {
             expires_at,
             certificate,
         };
+        Ok(DeviceIdentity {
+            signing,
+            device_key,
+            public,
+        })
+    }
+
+    /// The device's secret keys, for the app to store encrypted at rest together with
+    /// [`Self::certificate`]. Both zeroize on drop.
+    #[must_use]
+    pub fn export_secrets(&self) -> DeviceSecrets {
+        let mut device_key = Zeroizing::new([0u8; 48]);
+        device_key.copy_from_slice(&self.device_key.to_bytes());
+        DeviceSecrets {
+            signing_key: Zeroizing::new(self.signing.to_bytes()),
+            device_key,
+        }
+    }
+
+    /// Restores a device from its stored secrets and certificate. The certificate must
+    /// verify for `user` at `now` and name exactly these keys.
+    pub fn restore(
+        secrets: &DeviceSecrets,
+        certificate: &v1::DeviceCertificate,
+        user: &UserIdentity,
+        now: UnixMillis,
+    ) -> Result<Self, IdentityError> {
+        let public = VerifiedDevice::verify(certificate, user, now)?;
+        let signing = SigningKey::from_bytes(&secrets.signing_key);
+        let device_key = p384::SecretKey::from_slice(secrets.device_key.as_slice())
+            .map_err(|_| IdentityError::malformed("device secrets", "invalid P-384 scalar"))?;
+        if signing.verifying_key() != public.signing_key
+            || device_key.public_key() != public.device_key
+        {
+            return Err(IdentityError::malformed(
+                "device secrets",
+                "keys do not match the certificate",
+            ));
+        }
         Ok(DeviceIdentity {
             signing,
             device_key,
@@ -407,6 +462,26 @@ mod tests {
                 .is_err()
         );
         assert!(device.sign_auth_challenge(&[0; 257], b"x").is_err());
+    }
+
+    #[test]
+    fn device_restores_from_exported_secrets_and_refuses_foreign_keys() {
+        let mut rng = ChaCha20Rng::seed_from_u64(8);
+        let (key, alice) = user(&mut rng, "alice");
+        let device = DeviceIdentity::create(&key, alice.user_id, NOW, DAY_MS, &mut rng).unwrap();
+        let secrets = device.export_secrets();
+        let restored =
+            DeviceIdentity::restore(&secrets, device.certificate(), &alice, NOW).unwrap();
+        assert_eq!(restored.device_id(), device.device_id());
+        let sig = restored.sign_auth_challenge(b"t", b"c").unwrap().to_bytes();
+        device
+            .public()
+            .verify_auth_challenge(b"t", b"c", &sig)
+            .unwrap();
+        // Another device's certificate does not match these secrets.
+        let other = DeviceIdentity::create(&key, alice.user_id, NOW, DAY_MS, &mut rng).unwrap();
+        assert!(DeviceIdentity::restore(&secrets, other.certificate(), &alice, NOW).is_err());
+        assert_eq!(format!("{secrets:?}"), "DeviceSecrets { .. }");
     }
 
     #[test]

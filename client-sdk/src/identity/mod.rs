@@ -25,7 +25,7 @@ mod prekey;
 mod signed;
 mod user;
 
-pub use device::{DeviceIdentity, MAX_AUTH_INPUT_LEN, VerifiedDevice};
+pub use device::{DeviceIdentity, DeviceSecrets, MAX_AUTH_INPUT_LEN, VerifiedDevice};
 pub use error::IdentityError;
 pub use prekey::{DEFAULT_PREKEY_TTL_MS, MAX_PREKEYS_HELD, PrekeyPool, VerifiedPrekey};
 pub use user::{UserIdentity, UserPublicKey, UserSigningKey};
