@@ -1,0 +1,578 @@
+//! Shared pieces of Conclave's fuzz targets: a deterministic fixture (users, devices,
+//! prekeys and genuinely sealed containers, built once per process), signing helpers
+//! that play a dishonest signer, and a data-driven mutation engine that edits bytes and
+//! protobuf fields.
+
+use std::cell::RefCell;
+use std::ops::Range;
+use std::sync::OnceLock;
+
+use conclave_proto::v1::{self, container_payload::Body};
+use conclave_proto::{Message, v1::ContainerPayload};
+use conclave_sdk::container::{ContainerError, Recipient, ReplayCache, SealedContainer, seal};
+use conclave_sdk::identity::{
+    DeviceIdentity, PrekeyPool, UserIdentity, UserSigningKey, VerifiedDevice, VerifiedPrekey,
+};
+use conclave_sdk::time::DAY_MS;
+use conclave_sdk::{UnixMillis, UserId};
+use ed25519_dalek::Signer;
+use libfuzzer_sys::arbitrary::{Result as ArbResult, Unstructured};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+/// The fixed "server master clock" of the fixture.
+pub const NOW: UnixMillis = UnixMillis(1_700_000_000_000);
+/// Time to live of the fixture's containers.
+pub const TTL_MS: u64 = DAY_MS;
+
+/// Signature domains, as specified in `proto/conclave/v1/*.proto`. The fixture checks
+/// on construction that re-signing with them reproduces valid objects.
+pub const CONTAINER_DOMAIN: &[u8] = b"conclave.container.v1";
+/// Domain of device certificates.
+pub const CERT_DOMAIN: &[u8] = b"conclave.device-cert.v1";
+/// Domain of signed prekeys.
+pub const PREKEY_DOMAIN: &[u8] = b"conclave.prekey.v1";
+
+const SENDER_SEED: u64 = 1;
+const RECIPIENT_SEED: u64 = 2;
+const RECIPIENT_PREKEY_SEED: u64 = 3;
+const DECOY_SEED: u64 = 4;
+const SEAL_SEED: u64 = 5;
+
+/// Everything the targets need, built once and deterministically.
+pub struct Fixture {
+    /// The sender's user signing key (to play a sender whose user key is compromised).
+    pub sender_user_key: UserSigningKey,
+    /// The sender as the recipient trusts it.
+    pub sender: UserIdentity,
+    /// The sender's device.
+    pub sender_device: DeviceIdentity,
+    /// The recipient user.
+    pub me_user: UserIdentity,
+    /// The recipient device that opens containers.
+    pub me: DeviceIdentity,
+    /// The genuine container's plaintext.
+    pub payload: ContainerPayload,
+    /// A genuinely sealed container to `me` (prekey 1) and a decoy device.
+    pub genuine: Vec<u8>,
+    /// `genuine`, decoded.
+    pub genuine_wire: v1::Container,
+    /// Another container from the same sender to `me` (another prekey, another
+    /// plaintext): the donor for splices.
+    pub donor: Vec<u8>,
+    /// `donor`, decoded.
+    pub donor_wire: v1::Container,
+    /// One of `me`'s published prekeys (for the prekey verification target).
+    pub me_prekey: v1::SignedPrekey,
+}
+
+fn user(rng: &mut ChaCha20Rng, name: &str) -> (UserSigningKey, UserIdentity) {
+    let key = UserSigningKey::generate(rng);
+    let identity = UserIdentity {
+        user_id: UserId::from_username(name).expect("valid username"),
+        key: key.public_key(),
+    };
+    (key, identity)
+}
+
+fn device(seed: u64, name: &str) -> (UserSigningKey, UserIdentity, DeviceIdentity) {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let (key, identity) = user(&mut rng, name);
+    let device = DeviceIdentity::create(&key, identity.user_id, NOW, 30 * DAY_MS, &mut rng)
+        .expect("device creation");
+    (key, identity, device)
+}
+
+fn pool(device: &DeviceIdentity, seed: u64, count: usize) -> (PrekeyPool, Vec<v1::SignedPrekey>) {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let mut pool = PrekeyPool::new(device);
+    let published = pool
+        .generate(device, count, NOW, 7 * DAY_MS, &mut rng)
+        .expect("prekey generation");
+    (pool, published)
+}
+
+fn recipient(user: &UserIdentity, device: &DeviceIdentity, prekey: &v1::SignedPrekey) -> Recipient {
+    let verified = VerifiedDevice::verify(device.certificate(), user, NOW).expect("certificate");
+    let prekey = VerifiedPrekey::verify(prekey, &verified, NOW).expect("prekey");
+    Recipient::new(verified, prekey).expect("recipient")
+}
+
+thread_local! {
+    /// `me`'s prekey pool. A successful open consumes prekey 1; it is then rebuilt
+    /// identically from its seed, so every input meets the same state.
+    static PREKEYS: RefCell<Option<PrekeyPool>> = const { RefCell::new(None) };
+}
+
+impl Fixture {
+    /// The process-wide fixture.
+    pub fn get() -> &'static Fixture {
+        static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+        FIXTURE.get_or_init(Fixture::build)
+    }
+
+    fn build() -> Fixture {
+        let (sender_user_key, sender, sender_device) = device(SENDER_SEED, "alice");
+        let (_, me_user, me) = device(RECIPIENT_SEED, "bob");
+        let (_, decoy_user, decoy) = device(DECOY_SEED, "carol");
+        let (_, published) = pool(&me, RECIPIENT_PREKEY_SEED, 1);
+        let (_, spare) = pool(&me, RECIPIENT_PREKEY_SEED + 100, 2);
+        let (_, decoy_prekeys) = pool(&decoy, DECOY_SEED + 100, 1);
+
+        let payload = ContainerPayload {
+            body: Some(Body::MeetingInvite(v1::MeetingInvite {
+                meeting_id: vec![7; 32],
+                epoch: 3,
+                meeting_key: vec![0x5a; 32],
+                media_kinds: vec![1, 2],
+                roster: vec![v1::RosterEntry {
+                    user_id: me_user.user_id.as_bytes().to_vec(),
+                    device_id: me.device_id().as_bytes().to_vec(),
+                    sender_index: 1,
+                    identity_key: me_user.key.to_bytes().to_vec(),
+                }],
+                key_leader_device_id: sender_device.device_id().as_bytes().to_vec(),
+                expires_at_ms: NOW.0 + DAY_MS,
+            })),
+        };
+        let mut rng = ChaCha20Rng::seed_from_u64(SEAL_SEED);
+        let genuine = seal(
+            &sender_device,
+            &[
+                recipient(&me_user, &me, &published[0]),
+                recipient(&decoy_user, &decoy, &decoy_prekeys[0]),
+            ],
+            &payload,
+            NOW,
+            TTL_MS,
+            &mut rng,
+        )
+        .expect("seal");
+        let donor = seal(
+            &sender_device,
+            &[recipient(&me_user, &me, &spare[1])],
+            &ContainerPayload {
+                body: Some(Body::Text(v1::TextMessage {
+                    text: "another plaintext".into(),
+                })),
+            },
+            NOW,
+            TTL_MS,
+            &mut rng,
+        )
+        .expect("seal");
+        let genuine_wire = v1::Container::decode(genuine.as_slice()).expect("own container");
+        let donor_wire = v1::Container::decode(donor.as_slice()).expect("own container");
+        let fixture = Fixture {
+            sender_user_key,
+            sender,
+            sender_device,
+            me_user,
+            me,
+            payload,
+            genuine,
+            genuine_wire,
+            donor,
+            donor_wire,
+            me_prekey: published[0].clone(),
+        };
+        fixture.self_check();
+        fixture
+    }
+
+    /// The fixture is only useful if the genuine container opens and re-signing
+    /// reproduces valid signatures; check both once.
+    fn self_check(&self) {
+        let opened = self
+            .open(&self.genuine, NOW)
+            .expect("genuine container opens");
+        assert_eq!(opened, self.payload);
+        let mut wire = self.genuine_wire.clone();
+        wire.signature.clear();
+        if let Some(cert) = wire.sender_certificate.as_mut() {
+            cert.signature.clear();
+            self.resign_certificate(cert);
+        }
+        self.resign_container(&mut wire);
+        assert_eq!(wire, self.genuine_wire, "re-signing must be deterministic");
+        let prekey = self.sign_prekey_body(self.me_prekey.body.clone());
+        assert_eq!(prekey, self.me_prekey);
+        VerifiedPrekey::verify(&prekey, self.me.public(), NOW).expect("prekey verifies");
+    }
+
+    /// Decodes and opens `bytes` as `me` at `now` with a fresh replay cache and the
+    /// standard prekey pool (rebuilt after every successful open).
+    pub fn open(&self, bytes: &[u8], now: UnixMillis) -> Result<ContainerPayload, ContainerError> {
+        self.open_with(bytes, now, &mut ReplayCache::default())
+    }
+
+    /// Like [`Self::open`] with a caller-chosen replay cache.
+    pub fn open_with(
+        &self,
+        bytes: &[u8],
+        now: UnixMillis,
+        replay: &mut ReplayCache,
+    ) -> Result<ContainerPayload, ContainerError> {
+        let sealed = SealedContainer::decode(bytes)?;
+        let _ = sealed.claimed_sender();
+        let _ = format!("{sealed:?}");
+        PREKEYS.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            let prekeys = slot.get_or_insert_with(|| pool(&self.me, RECIPIENT_PREKEY_SEED, 1).0);
+            let result = sealed.open(&self.sender, &self.me, prekeys, replay, now);
+            match result {
+                Ok(opened) => {
+                    let _ = format!("{opened:?}");
+                    if trace() {
+                        eprintln!("conclave-fuzz outcome: opened");
+                    }
+                    let payload = opened.payload().clone();
+                    // Spent: rebuild identically for the next input.
+                    *slot = None;
+                    Ok(payload)
+                }
+                Err(err) => {
+                    assert_eq!(prekeys.len(), 1, "a failed open burnt a prekey: {err}");
+                    let message = err.to_string();
+                    if trace() {
+                        eprintln!("conclave-fuzz outcome: {message}");
+                    }
+                    Err(err)
+                }
+            }
+        })
+    }
+
+    /// Re-signs a container as the sender device (a dishonest sender, or one whose
+    /// device key leaked): `signature` over `domain || u32be(len) || header ||
+    /// ciphertext`.
+    pub fn resign_container(&self, wire: &mut v1::Container) {
+        let header_len = u32::try_from(wire.header.len()).unwrap_or(u32::MAX);
+        let mut msg = Vec::with_capacity(
+            CONTAINER_DOMAIN.len() + 4 + wire.header.len() + wire.ciphertext.len(),
+        );
+        msg.extend_from_slice(CONTAINER_DOMAIN);
+        msg.extend_from_slice(&header_len.to_be_bytes());
+        msg.extend_from_slice(&wire.header);
+        msg.extend_from_slice(&wire.ciphertext);
+        wire.signature = self.sender_device.sign(&msg).to_bytes().to_vec();
+    }
+
+    /// Re-signs a device certificate with the sender's user key.
+    pub fn resign_certificate(&self, cert: &mut v1::DeviceCertificate) {
+        let key = ed25519_dalek::SigningKey::from_bytes(&self.sender_user_key.to_secret_bytes());
+        let mut msg = CERT_DOMAIN.to_vec();
+        msg.extend_from_slice(&cert.body);
+        cert.signature = key.sign(&msg).to_bytes().to_vec();
+    }
+
+    /// Signs a prekey body with `me`'s device signing key.
+    pub fn sign_prekey_body(&self, body: Vec<u8>) -> v1::SignedPrekey {
+        let mut msg = PREKEY_DOMAIN.to_vec();
+        msg.extend_from_slice(&body);
+        let signature = self.me.sign(&msg).to_bytes().to_vec();
+        v1::SignedPrekey { body, signature }
+    }
+}
+
+/// Whether `CONCLAVE_FUZZ_TRACE` is set: then every open prints its outcome, to see
+/// which checks a corpus reaches (`cargo fuzz run container_open corpus -- -runs=0`).
+pub fn trace() -> bool {
+    static TRACE: OnceLock<bool> = OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("CONCLAVE_FUZZ_TRACE").is_some())
+}
+
+/// A clock value chosen by the input: mostly the fixture's, sometimes near the edges
+/// of the containers' and certificates' validity, sometimes anything.
+pub fn choose_now(u: &mut Unstructured<'_>) -> UnixMillis {
+    match u.int_in_range(0u8..=7).unwrap_or(0) {
+        0..=3 => NOW,
+        4 => NOW.saturating_add(TTL_MS - 1),
+        5 => NOW.saturating_add(TTL_MS),
+        6 => UnixMillis(NOW.0.saturating_sub(10 * 60_000)),
+        _ => UnixMillis(u.arbitrary().unwrap_or(0)),
+    }
+}
+
+fn index(u: &mut Unstructured<'_>, len: usize) -> ArbResult<usize> {
+    if len == 0 { Ok(0) } else { u.choose_index(len) }
+}
+
+/// A range inside `0..len`, at most `max` long (empty only if `len == 0`).
+fn range(u: &mut Unstructured<'_>, len: usize, max: usize) -> ArbResult<Range<usize>> {
+    if len == 0 {
+        return Ok(0..0);
+    }
+    let start = index(u, len)?;
+    let n = u.int_in_range(1..=max.min(len - start))?;
+    Ok(start..start + n)
+}
+
+/// Applies up to eight edits chosen by `u` to `bytes`: bit flips, byte and run
+/// overwrites, truncation, insertion, deletion, duplicated slices, slices of `donor`,
+/// and protobuf-aware field edits.
+pub fn mutate(u: &mut Unstructured<'_>, bytes: &mut Vec<u8>, donor: &[u8]) -> ArbResult<()> {
+    let count = u.int_in_range(1u8..=8)?;
+    for _ in 0..count {
+        if u.is_empty() {
+            break;
+        }
+        let len = bytes.len();
+        match u.int_in_range(0u8..=9)? {
+            0 if len > 0 => {
+                let i = index(u, len)?;
+                bytes[i] ^= 1 << u.int_in_range(0u8..=7)?;
+            }
+            1 if len > 0 => {
+                let i = index(u, len)?;
+                bytes[i] = u.arbitrary()?;
+            }
+            2 if len > 0 => {
+                let r = range(u, len, 16)?;
+                for b in &mut bytes[r] {
+                    *b = u.arbitrary()?;
+                }
+            }
+            3 => {
+                let keep = u.int_in_range(0..=len)?;
+                bytes.truncate(keep);
+            }
+            4 => {
+                let at = u.int_in_range(0..=len)?;
+                let n = u.int_in_range(1usize..=16)?;
+                let junk = u.bytes(n.min(u.len()))?.to_vec();
+                bytes.splice(at..at, junk);
+            }
+            5 if len > 0 => {
+                let r = range(u, len, 64)?;
+                bytes.drain(r);
+            }
+            6 if len > 0 => {
+                let r = range(u, len, 128)?;
+                let slice = bytes[r].to_vec();
+                let at = u.int_in_range(0..=len)?;
+                bytes.splice(at..at, slice);
+            }
+            7 if !donor.is_empty() => {
+                let r = range(u, donor.len(), 128)?;
+                let at = u.int_in_range(0..=len)?;
+                let end = if u.arbitrary()? {
+                    (at + r.len()).min(len)
+                } else {
+                    at
+                };
+                bytes.splice(at..end, donor[r].iter().copied());
+            }
+            8 | 9 => {
+                if let Some(spliced) = splice(u, bytes, donor, 0)? {
+                    *bytes = spliced;
+                }
+            }
+            _ => bytes.push(u.arbitrary()?),
+        }
+    }
+    Ok(())
+}
+
+fn read_varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *bytes.get(*pos)?;
+        *pos += 1;
+        value |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+fn write_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// One top-level protobuf field.
+struct Field {
+    span: Range<usize>,
+    number: u64,
+    contents: Option<Range<usize>>,
+}
+
+/// Splits a protobuf message into its top-level fields (`None` if not well-formed).
+fn fields(bytes: &[u8]) -> Option<Vec<Field>> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let start = pos;
+        let key = read_varint(bytes, &mut pos)?;
+        let contents = match key & 7 {
+            0 => {
+                read_varint(bytes, &mut pos)?;
+                None
+            }
+            1 => {
+                pos = pos.checked_add(8)?;
+                None
+            }
+            2 => {
+                let len = usize::try_from(read_varint(bytes, &mut pos)?).ok()?;
+                let begin = pos;
+                pos = pos.checked_add(len)?;
+                Some(begin..pos)
+            }
+            5 => {
+                pos = pos.checked_add(4)?;
+                None
+            }
+            _ => return None,
+        };
+        if pos > bytes.len() {
+            return None;
+        }
+        out.push(Field {
+            span: start..pos,
+            number: key >> 3,
+            contents,
+        });
+    }
+    Some(out)
+}
+
+fn length_delimited(out: &mut Vec<u8>, number: u64, contents: &[u8]) {
+    write_varint(out, (number << 3) | 2);
+    write_varint(out, contents.len() as u64);
+    out.extend_from_slice(contents);
+}
+
+/// A protobuf-aware edit of `bytes` (`None` if it is not a well-formed message):
+/// swap, repeat, drop or borrow (from `donor`) whole fields, add unknown fields, pad or
+/// falsify lengths, change wire types, or recurse into a nested message.
+fn splice(
+    u: &mut Unstructured<'_>,
+    bytes: &[u8],
+    donor: &[u8],
+    depth: u32,
+) -> ArbResult<Option<Vec<u8>>> {
+    let Some(own) = fields(bytes) else {
+        return Ok(None);
+    };
+    if own.is_empty() {
+        return Ok(None);
+    }
+    let pick = &own[index(u, own.len())?];
+    let mut out = Vec::with_capacity(bytes.len() + 64);
+    match u.int_in_range(0u8..=9)? {
+        0 => {
+            let other = &own[index(u, own.len())?];
+            let (a, b) = if pick.span.start <= other.span.start {
+                (pick, other)
+            } else {
+                (other, pick)
+            };
+            if a.span == b.span {
+                return Ok(None);
+            }
+            out.extend_from_slice(&bytes[..a.span.start]);
+            out.extend_from_slice(&bytes[b.span.clone()]);
+            out.extend_from_slice(&bytes[a.span.end..b.span.start]);
+            out.extend_from_slice(&bytes[a.span.clone()]);
+            out.extend_from_slice(&bytes[b.span.end..]);
+        }
+        1 => {
+            out.extend_from_slice(bytes);
+            out.extend_from_slice(&bytes[pick.span.clone()]);
+        }
+        2 => {
+            out.extend_from_slice(&bytes[..pick.span.start]);
+            out.extend_from_slice(&bytes[pick.span.end..]);
+        }
+        3 => {
+            let Some(from) = fields(donor)
+                .into_iter()
+                .flatten()
+                .find(|f| f.number == pick.number)
+            else {
+                return Ok(None);
+            };
+            out.extend_from_slice(&bytes[..pick.span.start]);
+            out.extend_from_slice(&donor[from.span]);
+            out.extend_from_slice(&bytes[pick.span.end..]);
+        }
+        4 => {
+            let at = if u.arbitrary()? {
+                pick.span.start
+            } else {
+                pick.span.end
+            };
+            out.extend_from_slice(&bytes[..at]);
+            let number = u.int_in_range(1u64..=2000)?;
+            if u.arbitrary()? {
+                write_varint(&mut out, number << 3);
+                write_varint(&mut out, u.arbitrary()?);
+            } else {
+                let n = u.int_in_range(0usize..=64)?;
+                let junk = u.bytes(n.min(u.len()))?.to_vec();
+                length_delimited(&mut out, number, &junk);
+            }
+            out.extend_from_slice(&bytes[at..]);
+        }
+        5 => {
+            let Some(contents) = pick.contents.clone() else {
+                return Ok(None);
+            };
+            out.extend_from_slice(&bytes[..pick.span.start]);
+            write_varint(&mut out, (pick.number << 3) | 2);
+            let mut len = contents.len() as u64;
+            for _ in 0..u.int_in_range(1u8..=8)? {
+                out.push((len as u8 & 0x7f) | 0x80);
+                len >>= 7;
+            }
+            out.push(len as u8);
+            out.extend_from_slice(&bytes[contents]);
+            out.extend_from_slice(&bytes[pick.span.end..]);
+        }
+        6 => {
+            let mut pos = pick.span.start;
+            let Some(key) = read_varint(bytes, &mut pos) else {
+                return Ok(None);
+            };
+            out.extend_from_slice(&bytes[..pick.span.start]);
+            write_varint(&mut out, (key & !7) | u64::from(u.int_in_range(0u8..=7)?));
+            out.extend_from_slice(&bytes[pos..]);
+        }
+        7 => {
+            let Some(contents) = pick.contents.clone() else {
+                return Ok(None);
+            };
+            out.extend_from_slice(&bytes[..pick.span.start]);
+            write_varint(&mut out, (pick.number << 3) | 2);
+            write_varint(&mut out, u.arbitrary()?);
+            out.extend_from_slice(&bytes[contents.start..]);
+        }
+        _ => {
+            let Some(contents) = pick.contents.clone() else {
+                return Ok(None);
+            };
+            if depth >= 4 {
+                return Ok(None);
+            }
+            let donor_inner = fields(donor)
+                .into_iter()
+                .flatten()
+                .find(|f| f.number == pick.number)
+                .and_then(|f| f.contents)
+                .map_or(&[][..], |r| &donor[r]);
+            let Some(inner) = splice(u, &bytes[contents], donor_inner, depth + 1)? else {
+                return Ok(None);
+            };
+            out.extend_from_slice(&bytes[..pick.span.start]);
+            length_delimited(&mut out, pick.number, &inner);
+            out.extend_from_slice(&bytes[pick.span.end..]);
+        }
+    }
+    Ok(Some(out))
+}
