@@ -589,7 +589,8 @@ fn resign(sender: &DeviceIdentity, wire: &mut v1::Container) {
     msg.extend_from_slice(&u32::try_from(wire.header.len()).unwrap().to_be_bytes());
     msg.extend_from_slice(&wire.header);
     msg.extend_from_slice(&wire.ciphertext);
-    wire.signature = sender.sign(&msg).to_bytes().to_vec();
+    let key = ed25519_dalek::SigningKey::from_bytes(&sender.export_secrets().signing_key);
+    wire.signature = ed25519_dalek::Signer::sign(&key, &msg).to_bytes().to_vec();
 }
 
 #[test]

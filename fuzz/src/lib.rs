@@ -255,7 +255,10 @@ impl Fixture {
         msg.extend_from_slice(&header_len.to_be_bytes());
         msg.extend_from_slice(&wire.header);
         msg.extend_from_slice(&wire.ciphertext);
-        wire.signature = self.sender_device.sign(&msg).to_bytes().to_vec();
+        wire.signature = device_signing_key(&self.sender_device)
+            .sign(&msg)
+            .to_bytes()
+            .to_vec();
     }
 
     /// Re-signs a device certificate with the sender's user key.
@@ -270,9 +273,15 @@ impl Fixture {
     pub fn sign_prekey_body(&self, body: Vec<u8>) -> v1::SignedPrekey {
         let mut msg = PREKEY_DOMAIN.to_vec();
         msg.extend_from_slice(&body);
-        let signature = self.me.sign(&msg).to_bytes().to_vec();
+        let signature = device_signing_key(&self.me).sign(&msg).to_bytes().to_vec();
         v1::SignedPrekey { body, signature }
     }
+}
+
+/// The device's signing key, from its exported secrets: the fuzzer plays the device's
+/// owner (or a dishonest sender) and signs whatever it likes with it.
+fn device_signing_key(device: &DeviceIdentity) -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&device.export_secrets().signing_key)
 }
 
 /// Whether `CONCLAVE_FUZZ_TRACE` is set: then every open prints its outcome, to see
