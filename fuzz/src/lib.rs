@@ -16,6 +16,10 @@ use conclave_sdk::identity::{
 use conclave_sdk::time::DAY_MS;
 use conclave_sdk::{UnixMillis, UserId};
 use ed25519_dalek::Signer;
+
+#[path = "../../client-sdk/tests/support/protobuf_fields.rs"]
+mod protobuf_fields;
+use protobuf_fields::{fields, read_varint, write_varint};
 use libfuzzer_sys::arbitrary::{Result as ArbResult, Unstructured};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -383,73 +387,6 @@ pub fn mutate(u: &mut Unstructured<'_>, bytes: &mut Vec<u8>, donor: &[u8]) -> Ar
     Ok(())
 }
 
-fn read_varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *bytes.get(*pos)?;
-        *pos += 1;
-        value |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Some(value);
-        }
-    }
-    None
-}
-
-fn write_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-/// One top-level protobuf field.
-struct Field {
-    span: Range<usize>,
-    number: u64,
-    contents: Option<Range<usize>>,
-}
-
-/// Splits a protobuf message into its top-level fields (`None` if not well-formed).
-fn fields(bytes: &[u8]) -> Option<Vec<Field>> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos < bytes.len() {
-        let start = pos;
-        let key = read_varint(bytes, &mut pos)?;
-        let contents = match key & 7 {
-            0 => {
-                read_varint(bytes, &mut pos)?;
-                None
-            }
-            1 => {
-                pos = pos.checked_add(8)?;
-                None
-            }
-            2 => {
-                let len = usize::try_from(read_varint(bytes, &mut pos)?).ok()?;
-                let begin = pos;
-                pos = pos.checked_add(len)?;
-                Some(begin..pos)
-            }
-            5 => {
-                pos = pos.checked_add(4)?;
-                None
-            }
-            _ => return None,
-        };
-        if pos > bytes.len() {
-            return None;
-        }
-        out.push(Field {
-            span: start..pos,
-            number: key >> 3,
-            contents,
-        });
-    }
-    Some(out)
-}
 
 fn length_delimited(out: &mut Vec<u8>, number: u64, contents: &[u8]) {
     write_varint(out, (number << 3) | 2);

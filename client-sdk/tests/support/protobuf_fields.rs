@@ -1,0 +1,76 @@
+//! A minimal protobuf wire-format splitter for mutation tests: finds top-level fields
+//! so mutators can splice, drop or duplicate them. Shared by
+//! `client-sdk/tests/garbage_containers_never_panic.rs` and the fuzz crate
+//! (`fuzz/src/lib.rs`), which include this file by path.
+#![allow(dead_code, clippy::cast_possible_truncation, clippy::indexing_slicing)]
+
+use std::ops::Range;
+
+pub(crate) fn read_varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *bytes.get(*pos)?;
+        *pos += 1;
+        value |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+pub(crate) fn write_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// One top-level protobuf field: where it is, its number and, if length-delimited,
+/// where its contents are.
+pub(crate) struct Field {
+    pub(crate) span: Range<usize>,
+    pub(crate) number: u64,
+    pub(crate) contents: Option<Range<usize>>,
+}
+
+/// Splits a protobuf message into its top-level fields (None if not well-formed).
+pub(crate) fn fields(bytes: &[u8]) -> Option<Vec<Field>> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let start = pos;
+        let key = read_varint(bytes, &mut pos)?;
+        let contents = match key & 7 {
+            0 => {
+                read_varint(bytes, &mut pos)?;
+                None
+            }
+            1 => {
+                pos = pos.checked_add(8)?;
+                None
+            }
+            2 => {
+                let len = usize::try_from(read_varint(bytes, &mut pos)?).ok()?;
+                let begin = pos;
+                pos = pos.checked_add(len)?;
+                Some(begin..pos)
+            }
+            5 => {
+                pos = pos.checked_add(4)?;
+                None
+            }
+            _ => return None,
+        };
+        if pos > bytes.len() {
+            return None;
+        }
+        out.push(Field {
+            span: start..pos,
+            number: key >> 3,
+            contents,
+        });
+    }
+    Some(out)
+}
