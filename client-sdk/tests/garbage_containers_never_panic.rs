@@ -19,7 +19,9 @@ use conclave_sdk::{UnixMillis, UserId};
 
 #[path = "support/protobuf_fields.rs"]
 mod protobuf_fields;
-use protobuf_fields::{Field, fields, read_varint, write_varint};
+use protobuf_fields::{
+    Field, drop_field, fields, read_varint, repeat_field, replace_field, swap_fields, write_varint,
+};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
@@ -261,32 +263,11 @@ fn splice(rng: &mut ChaCha20Rng, bytes: &[u8], donor: &[u8], depth: u32) -> Opti
     };
     match op {
         // Swap two fields.
-        0 => {
-            let other = &own[below(rng, own.len())];
-            let (a, b) = if pick.span.start <= other.span.start {
-                (pick, other)
-            } else {
-                (other, pick)
-            };
-            if a.span == b.span {
-                return None;
-            }
-            out.extend_from_slice(&bytes[..a.span.start]);
-            out.extend_from_slice(&bytes[b.span.clone()]);
-            out.extend_from_slice(&bytes[a.span.end..b.span.start]);
-            out.extend_from_slice(&bytes[a.span.clone()]);
-            out.extend_from_slice(&bytes[b.span.end..]);
-        }
+        0 => out = swap_fields(bytes, pick, &own[below(rng, own.len())])?,
         // Repeat a field at the end.
-        1 => {
-            out.extend_from_slice(bytes);
-            out.extend_from_slice(&bytes[pick.span.clone()]);
-        }
+        1 => out = repeat_field(bytes, pick),
         // Drop a field.
-        2 => {
-            out.extend_from_slice(&bytes[..pick.span.start]);
-            out.extend_from_slice(&bytes[pick.span.end..]);
-        }
+        2 => out = drop_field(bytes, pick),
         // Replace a field with the same-numbered field of the donor.
         3 => {
             let donor_fields = fields(donor)?;
@@ -295,9 +276,7 @@ fn splice(rng: &mut ChaCha20Rng, bytes: &[u8], donor: &[u8], depth: u32) -> Opti
                 .filter(|f| f.number == pick.number)
                 .collect();
             let from = same.get(below(rng, same.len()))?;
-            out.extend_from_slice(&bytes[..pick.span.start]);
-            out.extend_from_slice(&donor[from.span.clone()]);
-            out.extend_from_slice(&bytes[pick.span.end..]);
+            out = replace_field(bytes, pick, donor, from);
         }
         // An unknown field somewhere.
         4 => {

@@ -19,7 +19,9 @@ use ed25519_dalek::Signer;
 
 #[path = "../../client-sdk/tests/support/protobuf_fields.rs"]
 mod protobuf_fields;
-use protobuf_fields::{fields, read_varint, write_varint};
+use protobuf_fields::{
+    drop_field, fields, read_varint, repeat_field, replace_field, swap_fields, write_varint,
+};
 use libfuzzer_sys::arbitrary::{Result as ArbResult, Unstructured};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -412,30 +414,12 @@ fn splice(
     let pick = &own[index(u, own.len())?];
     let mut out = Vec::with_capacity(bytes.len() + 64);
     match u.int_in_range(0u8..=9)? {
-        0 => {
-            let other = &own[index(u, own.len())?];
-            let (a, b) = if pick.span.start <= other.span.start {
-                (pick, other)
-            } else {
-                (other, pick)
-            };
-            if a.span == b.span {
-                return Ok(None);
-            }
-            out.extend_from_slice(&bytes[..a.span.start]);
-            out.extend_from_slice(&bytes[b.span.clone()]);
-            out.extend_from_slice(&bytes[a.span.end..b.span.start]);
-            out.extend_from_slice(&bytes[a.span.clone()]);
-            out.extend_from_slice(&bytes[b.span.end..]);
-        }
-        1 => {
-            out.extend_from_slice(bytes);
-            out.extend_from_slice(&bytes[pick.span.clone()]);
-        }
-        2 => {
-            out.extend_from_slice(&bytes[..pick.span.start]);
-            out.extend_from_slice(&bytes[pick.span.end..]);
-        }
+        0 => match swap_fields(bytes, pick, &own[index(u, own.len())?]) {
+            Some(swapped) => out = swapped,
+            None => return Ok(None),
+        },
+        1 => out = repeat_field(bytes, pick),
+        2 => out = drop_field(bytes, pick),
         3 => {
             let Some(from) = fields(donor)
                 .into_iter()
@@ -444,9 +428,7 @@ fn splice(
             else {
                 return Ok(None);
             };
-            out.extend_from_slice(&bytes[..pick.span.start]);
-            out.extend_from_slice(&donor[from.span]);
-            out.extend_from_slice(&bytes[pick.span.end..]);
+            out = replace_field(bytes, pick, donor, &from);
         }
         4 => {
             let at = if u.arbitrary()? {

@@ -74,3 +74,46 @@ pub(crate) fn fields(bytes: &[u8]) -> Option<Vec<Field>> {
     }
     Some(out)
 }
+
+/// `bytes` with fields `a` and `b` exchanged (`None` if they are the same field).
+pub(crate) fn swap_fields(bytes: &[u8], a: &Field, b: &Field) -> Option<Vec<u8>> {
+    let (a, b) = if a.span.start <= b.span.start {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    if a.span == b.span {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&bytes[..a.span.start]);
+    out.extend_from_slice(&bytes[b.span.clone()]);
+    out.extend_from_slice(&bytes[a.span.end..b.span.start]);
+    out.extend_from_slice(&bytes[a.span.clone()]);
+    out.extend_from_slice(&bytes[b.span.end..]);
+    Some(out)
+}
+
+/// `bytes` with `field` repeated at the end.
+pub(crate) fn repeat_field(bytes: &[u8], field: &Field) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    out.extend_from_slice(&bytes[field.span.clone()]);
+    out
+}
+
+/// `bytes` without `field`.
+pub(crate) fn drop_field(bytes: &[u8], field: &Field) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&bytes[..field.span.start]);
+    out.extend_from_slice(&bytes[field.span.end..]);
+    out
+}
+
+/// `bytes` with `field` replaced by the bytes of `from`, a field of `donor`.
+pub(crate) fn replace_field(bytes: &[u8], field: &Field, donor: &[u8], from: &Field) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&bytes[..field.span.start]);
+    out.extend_from_slice(&donor[from.span.clone()]);
+    out.extend_from_slice(&bytes[field.span.end..]);
+    out
+}
