@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/conclave/v1/identity.proto",
         "proto/conclave/v1/container.proto",
         "proto/conclave/v1/payloads.proto",
+        "proto/conclave/v1/control.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

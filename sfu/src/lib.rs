@@ -1,0 +1,4 @@
+//! Conclave SFU (crate docs to be written with the server).
+
+pub mod config;
+pub mod store;

@@ -1,0 +1,2 @@
+//! `conclave-sfu` binary (to be written).
+fn main() {}

@@ -1,0 +1,1 @@
+//! Shared conformance tests for every Store implementation.

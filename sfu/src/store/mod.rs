@@ -1,0 +1,238 @@
+//! Durable state: users, devices, prekeys, mailbox and room records.
+//!
+//! [`Store`] is synchronous: every method is one transaction that is durable when it
+//! returns `Ok` (the server acknowledges a request only afterwards). The async server
+//! calls it from `spawn_blocking`. Two implementations:
+//!
+//! * [`RedbStore`]: the default, an embedded [redb](https://docs.rs/redb) database
+//!   file. Each write commits with immediate durability (fsync), so a `kill -9` loses
+//!   nothing that was acknowledged.
+//! * [`MemoryStore`]: the same semantics in memory, for tests.
+//!
+//! The store holds only what the threat model allows the server to know: hashed user
+//! ids, public keys, certificates, signed prekeys, opaque containers, routing ids and
+//! room-auth public keys.
+
+mod memory;
+mod redb_store;
+#[cfg(test)]
+mod conformance;
+
+pub use memory::MemoryStore;
+pub use redb_store::RedbStore;
+
+/// A hashed user id (SHA-256 of the normalized username).
+pub type UserIdBytes = [u8; 32];
+/// A random device id.
+pub type DeviceIdBytes = [u8; 16];
+/// A room's routing id (SHA-256 of the meeting id).
+pub type RoutingIdBytes = [u8; 32];
+
+/// A registered device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    /// Owner.
+    pub user_id: UserIdBytes,
+    /// The device.
+    pub device_id: DeviceIdBytes,
+    /// The serialized, verified `DeviceCertificate`.
+    pub certificate: Vec<u8>,
+}
+
+/// A one-time prekey held by the directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPrekey {
+    /// Id chosen by the owning device (unique per device).
+    pub prekey_id: u64,
+    /// Expiry from the signed body; expired prekeys are never handed out.
+    pub expires_at_ms: u64,
+    /// The serialized, verified `SignedPrekey`.
+    pub signed: Vec<u8>,
+}
+
+/// The result of taking one prekey of one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakenPrekey {
+    /// The device asked for.
+    pub device_id: DeviceIdBytes,
+    /// The prekey, now deleted from the store; `None` if the device had none left.
+    pub prekey: Option<StoredPrekey>,
+    /// Unexpired prekeys the device still has after this take.
+    pub remaining: usize,
+}
+
+/// What a successful registration did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegisterOutcome {
+    /// First device of a new user: the user key is now pinned.
+    NewUser,
+    /// A new device of a known user (same key).
+    NewDevice,
+    /// This exact device and certificate were registered before (idempotent retry).
+    AlreadyRegistered,
+}
+
+/// A mailbox entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxEntry {
+    /// Store-wide, strictly increasing id.
+    pub mailbox_id: u64,
+    /// The serialized container.
+    pub container: Vec<u8>,
+    /// When the server stored it.
+    pub stored_at_ms: u64,
+    /// When the sweep deletes it.
+    pub expires_at_ms: u64,
+}
+
+/// What happened to one recipient of [`Store::mailbox_put`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailboxPut {
+    /// Stored under this id.
+    Stored {
+        /// The new entry's id.
+        mailbox_id: u64,
+    },
+    /// The recipient already holds the maximum number of entries; nothing stored.
+    Full,
+}
+
+/// The durable record of a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomRecord {
+    /// Current epoch.
+    pub epoch: u64,
+    /// Room-auth public key of that epoch.
+    pub auth_public: [u8; 32],
+    /// Last open or rotation.
+    pub updated_at_ms: u64,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The user id is pinned to another user signing key (trust on first use).
+    #[error("user id is already registered with a different user signing key")]
+    UserKeyMismatch,
+    /// The device id is registered with a different certificate.
+    #[error("device id is already registered with a different certificate")]
+    DeviceExists,
+    /// The user already has the maximum number of devices.
+    #[error("user already has {limit} devices (max_devices_per_user)")]
+    TooManyDevices {
+        /// The limit.
+        limit: usize,
+    },
+    /// The upload would take the device above the prekey limit; nothing was stored.
+    #[error("device would hold {would_hold} prekeys, above the limit of {limit} (max_prekeys_per_device)")]
+    TooManyPrekeys {
+        /// Count after the upload.
+        would_hold: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The device is not registered.
+    #[error("unknown device")]
+    UnknownDevice,
+    /// Stored bytes failed to decode: the database is corrupt or from another version.
+    #[error("corrupt store record: {0}")]
+    Corrupt(&'static str),
+    /// The storage backend failed (I/O, database). The operation did not take effect.
+    #[error("storage backend failed: {0}")]
+    Backend(String),
+}
+
+/// The server's durable state. Every method is atomic and durable on `Ok`.
+pub trait Store: Send + Sync + 'static {
+    /// The pinned user signing key of `user_id`, if the user is known.
+    fn user_key(&self, user_id: &UserIdBytes) -> Result<Option<[u8; 32]>, StoreError>;
+
+    /// Registers `device` for its user, pinning `user_key` if the user is new.
+    /// Fails with `UserKeyMismatch` if the user is pinned to another key,
+    /// `DeviceExists` if the device id holds another certificate, and `TooManyDevices`
+    /// if the user already has `max_devices` devices.
+    fn register_device(
+        &self,
+        user_key: &[u8; 32],
+        device: &DeviceRecord,
+        max_devices: usize,
+    ) -> Result<RegisterOutcome, StoreError>;
+
+    /// A registered device.
+    fn device(&self, device_id: &DeviceIdBytes) -> Result<Option<DeviceRecord>, StoreError>;
+
+    /// All devices of a user, ordered by device id.
+    fn user_devices(&self, user_id: &UserIdBytes) -> Result<Vec<DeviceRecord>, StoreError>;
+
+    /// Adds prekeys to a registered device's pool (a prekey id already held is
+    /// replaced). All or nothing: fails with `TooManyPrekeys` if the pool would exceed
+    /// `max_held`, `UnknownDevice` if the device is not registered. Returns the count held.
+    fn add_prekeys(
+        &self,
+        device_id: &DeviceIdBytes,
+        prekeys: &[StoredPrekey],
+        max_held: usize,
+    ) -> Result<usize, StoreError>;
+
+    /// Prekeys a device holds (expired ones included until taken or purged).
+    fn prekey_count(&self, device_id: &DeviceIdBytes) -> Result<usize, StoreError>;
+
+    /// In one transaction, removes and returns one unexpired prekey (lowest id first)
+    /// of each listed device, deleting expired ones met on the way. Two concurrent
+    /// callers never receive the same prekey. The result has one entry per input, in
+    /// order.
+    fn take_prekeys(
+        &self,
+        device_ids: &[DeviceIdBytes],
+        now_ms: u64,
+    ) -> Result<Vec<TakenPrekey>, StoreError>;
+
+    /// Stores `container` for every recipient in one transaction, each under a new id.
+    /// A recipient already holding `max_per_device` entries gets `Full`. Recipients
+    /// must be registered devices (the caller checks). One result per recipient, in order.
+    fn mailbox_put(
+        &self,
+        recipients: &[DeviceIdBytes],
+        container: &[u8],
+        stored_at_ms: u64,
+        expires_at_ms: u64,
+        max_per_device: usize,
+    ) -> Result<Vec<MailboxPut>, StoreError>;
+
+    /// Up to `limit` entries of a device with id greater than `after_id`, ascending.
+    fn mailbox_list(
+        &self,
+        device_id: &DeviceIdBytes,
+        after_id: u64,
+        limit: usize,
+    ) -> Result<Vec<MailboxEntry>, StoreError>;
+
+    /// Entries waiting for a device.
+    fn mailbox_count(&self, device_id: &DeviceIdBytes) -> Result<usize, StoreError>;
+
+    /// Deletes the listed entries of this device (ids of other devices are ignored).
+    /// Returns how many were deleted.
+    fn mailbox_ack(&self, device_id: &DeviceIdBytes, mailbox_ids: &[u64])
+    -> Result<usize, StoreError>;
+
+    /// Deletes every entry with `expires_at_ms <= now_ms`; returns how many.
+    fn mailbox_expire(&self, now_ms: u64) -> Result<usize, StoreError>;
+
+    /// A room's record.
+    fn room(&self, routing_id: &RoutingIdBytes) -> Result<Option<RoomRecord>, StoreError>;
+
+    /// Creates or replaces a room's record.
+    fn put_room(&self, routing_id: &RoutingIdBytes, record: &RoomRecord) -> Result<(), StoreError>;
+
+    /// Deletes a room's record (no error if absent).
+    fn delete_room(&self, routing_id: &RoutingIdBytes) -> Result<(), StoreError>;
+
+    /// Deletes rooms updated before `cutoff_ms` for which `is_live` returns false;
+    /// returns how many.
+    fn expire_rooms(
+        &self,
+        cutoff_ms: u64,
+        is_live: &dyn Fn(&RoutingIdBytes) -> bool,
+    ) -> Result<usize, StoreError>;
+}
