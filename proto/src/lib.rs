@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod datagram;
+pub mod frame;
 pub mod limits;
 mod redact;
 

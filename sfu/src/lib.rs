@@ -1,4 +1,5 @@
 //! Conclave SFU (crate docs to be written with the server).
 
 pub mod config;
+pub mod rooms;
 pub mod store;

@@ -1,0 +1,118 @@
+//! Framing of control messages on the control stream.
+//!
+//! Each direction of the control stream is a sequence of frames:
+//!
+//! ```text
+//! u32be length || protobuf message (ClientFrame or ServerFrame) of that length
+//! ```
+//!
+//! A reader first decodes the 4-byte prefix with [`frame_len`], which refuses lengths
+//! above the reader's limit *before* anything is allocated, then reads exactly that many
+//! bytes and decodes them with [`decode_client`] or [`decode_server`]. Writers use
+//! [`encode`]. Nothing here does I/O.
+
+use prost::Message;
+use thiserror::Error;
+
+use crate::v1::{ClientFrame, ServerFrame};
+
+/// Length of the frame prefix in bytes.
+pub const PREFIX_LEN: usize = 4;
+
+/// Default largest frame (2 MiB): room for a 1 MiB container plus its envelope.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 2 * 1024 * 1024;
+
+/// The protocol version of the control channel this crate speaks.
+pub const CONTROL_PROTOCOL_VERSION: u32 = 1;
+
+/// Why a frame could not be decoded.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The announced length exceeds the reader's limit; the stream cannot be resynced.
+    #[error("control frame of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge {
+        /// Announced length.
+        len: usize,
+        /// The reader's limit.
+        max: usize,
+    },
+    /// A zero-length frame: no valid message encodes to it with a request.
+    #[error("empty control frame")]
+    Empty,
+    /// The frame body is not a valid protobuf message of the expected type.
+    #[error("control frame is not a valid protobuf message: {0}")]
+    Decode(#[from] prost::DecodeError),
+}
+
+/// Decodes a frame prefix and checks it against `max` (bytes).
+pub fn frame_len(prefix: [u8; PREFIX_LEN], max: usize) -> Result<usize, FrameError> {
+    let len = usize::try_from(u32::from_be_bytes(prefix)).unwrap_or(usize::MAX);
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    if len == 0 {
+        return Err(FrameError::Empty);
+    }
+    Ok(len)
+}
+
+/// Encodes `message` as one frame (prefix and body). Fails only if the message is
+/// larger than `u32::MAX` bytes, which no bounded sender produces.
+pub fn encode(message: &impl Message) -> Result<Vec<u8>, FrameError> {
+    let len = message.encoded_len();
+    let prefix = u32::try_from(len).map_err(|_| FrameError::TooLarge {
+        len,
+        max: u32::MAX as usize,
+    })?;
+    let mut out = Vec::with_capacity(PREFIX_LEN + len);
+    out.extend_from_slice(&prefix.to_be_bytes());
+    // Invariant: a Vec grows as needed, so encoding into it cannot run out of space.
+    message
+        .encode(&mut out)
+        .map_err(|_| FrameError::TooLarge { len, max: len })?;
+    Ok(out)
+}
+
+/// Decodes a client-to-server frame body.
+pub fn decode_client(body: &[u8]) -> Result<ClientFrame, FrameError> {
+    Ok(ClientFrame::decode(body)?)
+}
+
+/// Decodes a server-to-client frame body.
+pub fn decode_server(body: &[u8]) -> Result<ServerFrame, FrameError> {
+    Ok(ServerFrame::decode(body)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::v1::{ClientFrame, GetTime, client_frame};
+
+    #[test]
+    fn roundtrip() {
+        let msg = ClientFrame {
+            request_id: 7,
+            request: Some(client_frame::Request::GetTime(GetTime {})),
+        };
+        let bytes = encode(&msg).unwrap();
+        let (prefix, body) = bytes.split_first_chunk::<PREFIX_LEN>().unwrap();
+        assert_eq!(frame_len(*prefix, 100).unwrap(), body.len());
+        assert_eq!(decode_client(body).unwrap(), msg);
+    }
+
+    #[test]
+    fn oversized_and_empty_prefixes_are_refused_before_reading() {
+        assert!(matches!(
+            frame_len(u32::MAX.to_be_bytes(), DEFAULT_MAX_FRAME_BYTES),
+            Err(FrameError::TooLarge { .. })
+        ));
+        assert!(matches!(frame_len([0; 4], 10), Err(FrameError::Empty)));
+    }
+
+    #[test]
+    fn garbage_bodies_are_errors() {
+        assert!(decode_client(&[0xff, 0xff, 0xff]).is_err());
+        assert!(decode_server(&[0x0a, 0x80]).is_err());
+    }
+}

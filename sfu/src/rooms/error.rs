@@ -1,0 +1,48 @@
+//! Why a room operation was refused.
+
+/// Why a room operation was refused. Each maps to a control-protocol error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RoomError {
+    /// A field of the request is malformed.
+    #[error("malformed room request: {0}")]
+    BadRequest(&'static str),
+    /// The join or rotation proof did not verify.
+    #[error(
+        "room proof did not verify: sign the server's challenge with this epoch's room-auth key over this connection's TLS exporter"
+    )]
+    BadProof,
+    /// The epoch is not the room's current one (or, for a rotation, not greater).
+    #[error("wrong epoch: the room is at epoch {current}")]
+    WrongEpoch {
+        /// The room's current epoch.
+        current: u64,
+    },
+    /// The room exists with another room-auth key at this epoch.
+    #[error("a room with this routing id exists with a different room-auth key")]
+    Conflict,
+    /// No live room has this routing id.
+    #[error("no such room: open it first")]
+    NoSuchRoom,
+    /// The connection is not a member of the room.
+    #[error("this connection is not a member of the room")]
+    NotMember,
+    /// Only the room's key leader may rotate it.
+    #[error("only the room's key leader may rotate it")]
+    NotLeader,
+    /// The room has the maximum number of members.
+    #[error("room is full ({limit} members, max_members_per_room)")]
+    RoomFull {
+        /// The limit.
+        limit: usize,
+    },
+    /// The connection is in the maximum number of rooms.
+    #[error("connection is already in {limit} rooms (max_rooms_per_connection)")]
+    TooManyRooms {
+        /// The limit.
+        limit: usize,
+    },
+    /// The connection was never registered with the registry (a server bug).
+    #[error("connection is not registered with the room registry")]
+    UnknownConnection,
+}

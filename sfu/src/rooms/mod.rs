@@ -1,0 +1,632 @@
+//! The room registry: a sans-IO state machine for room membership and access.
+//!
+//! Inputs are method calls carrying `now_ms`; outputs are polled with
+//! [`RoomRegistry::poll_output`]. The registry does no I/O, spawns nothing and reads no
+//! clock. The server layer feeds it, persists the [`RoomRecord`]s it returns *before*
+//! answering the client, and applies its outputs: control events to connections and new
+//! fan-out tables to the media plane.
+//!
+//! # Rules
+//! * A room is known by its routing id and holds only the current epoch and room-auth
+//!   public key. Joining means a valid join proof for the current epoch, bound to the
+//!   connection's TLS exporter and challenge.
+//! * The connection that opens a room is its **leader**; only the leader may rotate. If
+//!   the leader leaves, the room is leaderless and the first member to present a valid
+//!   rotation becomes leader (the client protocol makes that the next key leader).
+//! * A rotation moves to a strictly greater epoch, is signed by the current room-auth
+//!   key and carries the leader's own proof for the new epoch. Every other member must
+//!   prove the new epoch within the grace window or is evicted.
+//! * Slots are unique within a room and never reused while the room lives; room handles
+//!   are unique across the server.
+
+mod error;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use conclave_sdk::meeting::{RoomAuthPublic, RoutingId};
+
+pub use error::RoomError;
+
+use crate::store::{RoomRecord, RoutingIdBytes};
+
+/// A connection, as the registry knows it.
+pub type ConnId = u64;
+
+/// Limits the registry enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomLimits {
+    /// Members of one room.
+    pub max_members_per_room: usize,
+    /// Rooms one connection may be in.
+    pub max_rooms_per_connection: usize,
+    /// Time members have to prove a new epoch, ms.
+    pub rotation_grace_ms: u64,
+}
+
+/// A request to open (or join an existing room at the same epoch and key).
+#[derive(Debug, Clone)]
+pub struct OpenRequest<'a> {
+    /// Routing id.
+    pub routing_id: RoutingIdBytes,
+    /// Epoch the opener holds.
+    pub epoch: u64,
+    /// Room-auth public key of `epoch`.
+    pub auth_public: [u8; 32],
+    /// Join proof.
+    pub join_signature: &'a [u8],
+}
+
+/// A request to move a room to a new epoch.
+#[derive(Debug, Clone)]
+pub struct RotateRequest<'a> {
+    /// Routing id.
+    pub routing_id: RoutingIdBytes,
+    /// The new epoch, greater than the current one.
+    pub next_epoch: u64,
+    /// Room-auth public key of the new epoch.
+    pub next_auth_public: [u8; 32],
+    /// Signature of the current key over the rotation.
+    pub rotation_signature: &'a [u8],
+    /// The rotator's join proof for the new epoch.
+    pub join_signature: &'a [u8],
+}
+
+/// A successful open or join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    /// Room handle for datagram headers.
+    pub handle: u32,
+    /// This connection's sender slot.
+    pub slot: u16,
+    /// Current epoch.
+    pub epoch: u64,
+    /// Slots of the other members.
+    pub member_slots: Vec<u16>,
+    /// Whether this connection leads the room.
+    pub leader: bool,
+    /// A record to persist before answering (`None` if nothing changed).
+    pub persist: Option<RoomRecord>,
+}
+
+/// A fan-out target of the media plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// The member connection.
+    pub conn: ConnId,
+    /// Its slot.
+    pub slot: u16,
+}
+
+/// A control event for one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomEvent {
+    /// A member joined the room.
+    MemberJoined {
+        /// Room handle.
+        handle: u32,
+        /// Its slot.
+        slot: u16,
+    },
+    /// A member left, was evicted or disconnected.
+    MemberLeft {
+        /// Room handle.
+        handle: u32,
+        /// Its slot.
+        slot: u16,
+    },
+    /// The room moved to a new epoch; prove it within `grace_ms`.
+    EpochChanged {
+        /// Room handle.
+        handle: u32,
+        /// The new epoch.
+        epoch: u64,
+        /// Grace window, ms.
+        grace_ms: u64,
+    },
+    /// This connection was removed for not proving the epoch in time.
+    Evicted {
+        /// Room handle.
+        handle: u32,
+    },
+}
+
+/// What the server layer must apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomOutput {
+    /// Send `event` to `conn`.
+    Event {
+        /// Recipient connection.
+        conn: ConnId,
+        /// The event.
+        event: RoomEvent,
+    },
+    /// The fan-out table of room `handle` is now `routes` (empty: the room is gone).
+    Routes {
+        /// Room handle.
+        handle: u32,
+        /// Every member.
+        routes: Vec<Route>,
+    },
+    /// `conn` is no longer a member of room `handle` (left, evicted or disconnected).
+    Departed {
+        /// The connection.
+        conn: ConnId,
+        /// Room handle.
+        handle: u32,
+    },
+    /// The last member left explicitly: forget the room's durable record.
+    DeleteRecord {
+        /// Routing id.
+        routing_id: RoutingIdBytes,
+    },
+}
+
+#[derive(Debug)]
+struct Member {
+    slot: u16,
+    /// Deadline to prove the current epoch, if not yet proven.
+    prove_by_ms: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Room {
+    routing_id: RoutingId,
+    handle: u32,
+    epoch: u64,
+    auth: RoomAuthPublic,
+    leader: Option<ConnId>,
+    members: BTreeMap<ConnId, Member>,
+    next_slot: u16,
+}
+
+#[derive(Debug)]
+struct Connection {
+    tls_binding: Vec<u8>,
+    challenge: Vec<u8>,
+    rooms: Vec<RoutingIdBytes>,
+}
+
+/// All rooms of one server.
+#[derive(Debug)]
+pub struct RoomRegistry {
+    limits: RoomLimits,
+    rooms: HashMap<RoutingIdBytes, Room>,
+    handles: HashMap<u32, RoutingIdBytes>,
+    conns: HashMap<ConnId, Connection>,
+    next_handle: u32,
+    outputs: VecDeque<RoomOutput>,
+}
+
+impl RoomRegistry {
+    /// An empty registry.
+    #[must_use]
+    pub fn new(limits: RoomLimits) -> Self {
+        RoomRegistry {
+            limits,
+            rooms: HashMap::new(),
+            handles: HashMap::new(),
+            conns: HashMap::new(),
+            next_handle: 1,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// Registers a connection's join context: its TLS exporter value and the
+    /// challenge the server issued to it.
+    pub fn connect(&mut self, conn: ConnId, tls_binding: &[u8], challenge: &[u8]) {
+        self.conns.insert(
+            conn,
+            Connection {
+                tls_binding: tls_binding.to_vec(),
+                challenge: challenge.to_vec(),
+                rooms: Vec::new(),
+            },
+        );
+    }
+
+    /// Whether a room is live (has members) in this registry.
+    #[must_use]
+    pub fn is_live(&self, routing_id: &RoutingIdBytes) -> bool {
+        self.rooms.contains_key(routing_id)
+    }
+
+    /// Number of live rooms.
+    #[must_use]
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Next output to apply, if any.
+    pub fn poll_output(&mut self) -> Option<RoomOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// Earliest deadline at which [`RoomRegistry::handle_timeout`] has work.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.rooms
+            .values()
+            .flat_map(|r| r.members.values().filter_map(|m| m.prove_by_ms))
+            .min()
+    }
+
+    /// Opens a room, or joins it when it already exists (live or in `stored`) at the
+    /// same epoch and key. `stored` is the durable record, if any.
+    pub fn open(
+        &mut self,
+        conn: ConnId,
+        req: &OpenRequest<'_>,
+        stored: Option<RoomRecord>,
+        now_ms: u64,
+    ) -> Result<Joined, RoomError> {
+        let auth = RoomAuthPublic::from_slice(&req.auth_public).map_err(|_| {
+            RoomError::BadRequest("room-auth public key is not a valid Ed25519 key")
+        })?;
+        if let Some(room) = self.rooms.get(&req.routing_id) {
+            if room.epoch != req.epoch {
+                return Err(RoomError::WrongEpoch {
+                    current: room.epoch,
+                });
+            }
+            if room.auth != auth {
+                return Err(RoomError::Conflict);
+            }
+            return self.join(conn, &req.routing_id, req.epoch, req.join_signature, now_ms);
+        }
+        if let Some(rec) = stored {
+            if rec.epoch != req.epoch {
+                return Err(RoomError::WrongEpoch { current: rec.epoch });
+            }
+            if rec.auth_public != req.auth_public {
+                return Err(RoomError::Conflict);
+            }
+        }
+        let routing_id = RoutingId::from_slice(&req.routing_id)
+            .ok_or(RoomError::BadRequest("routing id is not 32 bytes"))?;
+        let ctx = self.conns.get(&conn).ok_or(RoomError::UnknownConnection)?;
+        if ctx.rooms.len() >= self.limits.max_rooms_per_connection {
+            return Err(RoomError::TooManyRooms {
+                limit: self.limits.max_rooms_per_connection,
+            });
+        }
+        auth.verify_join(
+            &routing_id,
+            req.epoch,
+            &ctx.tls_binding,
+            &ctx.challenge,
+            req.join_signature,
+        )
+        .map_err(|_| RoomError::BadProof)?;
+        let handle = self.allocate_handle();
+        let mut room = Room {
+            routing_id,
+            handle,
+            epoch: req.epoch,
+            auth,
+            leader: Some(conn),
+            members: BTreeMap::new(),
+            next_slot: 0,
+        };
+        let slot = room.allocate_slot();
+        room.members.insert(
+            conn,
+            Member {
+                slot,
+                prove_by_ms: None,
+            },
+        );
+        self.rooms.insert(req.routing_id, room);
+        self.handles.insert(handle, req.routing_id);
+        if let Some(ctx) = self.conns.get_mut(&conn) {
+            ctx.rooms.push(req.routing_id);
+        }
+        self.push_routes(&req.routing_id);
+        Ok(Joined {
+            handle,
+            slot,
+            epoch: req.epoch,
+            member_slots: Vec::new(),
+            leader: true,
+            persist: Some(RoomRecord {
+                epoch: req.epoch,
+                auth_public: req.auth_public,
+                updated_at_ms: now_ms,
+            }),
+        })
+    }
+
+    /// Joins a live room at its current epoch, or re-proves membership after a
+    /// rotation (then the existing handle and slot are returned).
+    pub fn join(
+        &mut self,
+        conn: ConnId,
+        routing_id: &RoutingIdBytes,
+        epoch: u64,
+        join_signature: &[u8],
+        _now_ms: u64,
+    ) -> Result<Joined, RoomError> {
+        let ctx = self.conns.get(&conn).ok_or(RoomError::UnknownConnection)?;
+        let room = self
+            .rooms
+            .get_mut(routing_id)
+            .ok_or(RoomError::NoSuchRoom)?;
+        if epoch != room.epoch {
+            return Err(RoomError::WrongEpoch {
+                current: room.epoch,
+            });
+        }
+        let already = room.members.contains_key(&conn);
+        if !already {
+            if room.members.len() >= self.limits.max_members_per_room {
+                return Err(RoomError::RoomFull {
+                    limit: self.limits.max_members_per_room,
+                });
+            }
+            if ctx.rooms.len() >= self.limits.max_rooms_per_connection {
+                return Err(RoomError::TooManyRooms {
+                    limit: self.limits.max_rooms_per_connection,
+                });
+            }
+        }
+        room.auth
+            .verify_join(
+                &room.routing_id,
+                epoch,
+                &ctx.tls_binding,
+                &ctx.challenge,
+                join_signature,
+            )
+            .map_err(|_| RoomError::BadProof)?;
+        let handle = room.handle;
+        let member_slots: Vec<u16> = room
+            .members
+            .iter()
+            .filter(|(c, _)| **c != conn)
+            .map(|(_, m)| m.slot)
+            .collect();
+        let slot = if let Some(member) = room.members.get_mut(&conn) {
+            member.prove_by_ms = None;
+            member.slot
+        } else {
+            let slot = room.allocate_slot();
+            room.members.insert(
+                conn,
+                Member {
+                    slot,
+                    prove_by_ms: None,
+                },
+            );
+            for other in room.members.keys().filter(|c| **c != conn) {
+                self.outputs.push_back(RoomOutput::Event {
+                    conn: *other,
+                    event: RoomEvent::MemberJoined { handle, slot },
+                });
+            }
+            slot
+        };
+        let leader = room.leader == Some(conn);
+        if !already {
+            if let Some(ctx) = self.conns.get_mut(&conn) {
+                ctx.rooms.push(*routing_id);
+            }
+            self.push_routes(routing_id);
+        }
+        Ok(Joined {
+            handle,
+            slot,
+            epoch,
+            member_slots,
+            leader,
+            persist: None,
+        })
+    }
+
+    /// Moves a room to a new epoch. Only the leader may rotate (or any member of a
+    /// leaderless room, which makes it leader). Returns the record to persist.
+    pub fn rotate(
+        &mut self,
+        conn: ConnId,
+        req: &RotateRequest<'_>,
+        now_ms: u64,
+    ) -> Result<RoomRecord, RoomError> {
+        let ctx = self.conns.get(&conn).ok_or(RoomError::UnknownConnection)?;
+        let room = self
+            .rooms
+            .get_mut(&req.routing_id)
+            .ok_or(RoomError::NoSuchRoom)?;
+        if !room.members.contains_key(&conn) {
+            return Err(RoomError::NotMember);
+        }
+        if room.leader.is_some_and(|l| l != conn) {
+            return Err(RoomError::NotLeader);
+        }
+        if req.next_epoch <= room.epoch {
+            return Err(RoomError::WrongEpoch {
+                current: room.epoch,
+            });
+        }
+        let next = RoomAuthPublic::from_slice(&req.next_auth_public).map_err(|_| {
+            RoomError::BadRequest("next room-auth public key is not a valid Ed25519 key")
+        })?;
+        room.auth
+            .verify_rotation(
+                &room.routing_id,
+                req.next_epoch,
+                &next,
+                req.rotation_signature,
+            )
+            .map_err(|_| RoomError::BadProof)?;
+        next.verify_join(
+            &room.routing_id,
+            req.next_epoch,
+            &ctx.tls_binding,
+            &ctx.challenge,
+            req.join_signature,
+        )
+        .map_err(|_| RoomError::BadProof)?;
+        room.epoch = req.next_epoch;
+        room.auth = next;
+        room.leader = Some(conn);
+        let deadline = now_ms.saturating_add(self.limits.rotation_grace_ms);
+        let handle = room.handle;
+        for (member_conn, member) in &mut room.members {
+            if *member_conn == conn {
+                member.prove_by_ms = None;
+                continue;
+            }
+            member.prove_by_ms = Some(deadline);
+            self.outputs.push_back(RoomOutput::Event {
+                conn: *member_conn,
+                event: RoomEvent::EpochChanged {
+                    handle,
+                    epoch: req.next_epoch,
+                    grace_ms: self.limits.rotation_grace_ms,
+                },
+            });
+        }
+        Ok(RoomRecord {
+            epoch: req.next_epoch,
+            auth_public: req.next_auth_public,
+            updated_at_ms: now_ms,
+        })
+    }
+
+    /// Leaves a room explicitly.
+    pub fn leave(&mut self, conn: ConnId, routing_id: &RoutingIdBytes) -> Result<(), RoomError> {
+        let room = self.rooms.get(routing_id).ok_or(RoomError::NoSuchRoom)?;
+        if !room.members.contains_key(&conn) {
+            return Err(RoomError::NotMember);
+        }
+        self.remove_member(conn, routing_id, Departure::Left);
+        Ok(())
+    }
+
+    /// Forgets a connection (closed or lost): it leaves every room it was in. The
+    /// durable records of rooms it leaves empty are kept, so members can come back.
+    pub fn disconnect(&mut self, conn: ConnId) {
+        let rooms = self
+            .conns
+            .get(&conn)
+            .map(|c| c.rooms.clone())
+            .unwrap_or_default();
+        for routing_id in rooms {
+            self.remove_member(conn, &routing_id, Departure::Disconnected);
+        }
+        self.conns.remove(&conn);
+    }
+
+    /// Evicts every member whose proof deadline is at or before `now_ms`.
+    pub fn handle_timeout(&mut self, now_ms: u64) {
+        let mut overdue = Vec::new();
+        for (routing_id, room) in &self.rooms {
+            for (conn, member) in &room.members {
+                if member.prove_by_ms.is_some_and(|d| d <= now_ms) {
+                    overdue.push((*conn, *routing_id));
+                }
+            }
+        }
+        for (conn, routing_id) in overdue {
+            self.remove_member(conn, &routing_id, Departure::Evicted);
+        }
+    }
+
+    fn remove_member(&mut self, conn: ConnId, routing_id: &RoutingIdBytes, why: Departure) {
+        let Some(room) = self.rooms.get_mut(routing_id) else {
+            return;
+        };
+        let Some(member) = room.members.remove(&conn) else {
+            return;
+        };
+        let handle = room.handle;
+        if room.leader == Some(conn) {
+            room.leader = None;
+        }
+        if let Some(ctx) = self.conns.get_mut(&conn) {
+            ctx.rooms.retain(|r| r != routing_id);
+        }
+        self.outputs
+            .push_back(RoomOutput::Departed { conn, handle });
+        if why == Departure::Evicted {
+            self.outputs.push_back(RoomOutput::Event {
+                conn,
+                event: RoomEvent::Evicted { handle },
+            });
+        }
+        let others: Vec<ConnId> = room.members.keys().copied().collect();
+        for other in others {
+            self.outputs.push_back(RoomOutput::Event {
+                conn: other,
+                event: RoomEvent::MemberLeft {
+                    handle,
+                    slot: member.slot,
+                },
+            });
+        }
+        if room.members.is_empty() {
+            self.rooms.remove(routing_id);
+            self.handles.remove(&handle);
+            if why == Departure::Left {
+                self.outputs.push_back(RoomOutput::DeleteRecord {
+                    routing_id: *routing_id,
+                });
+            }
+        }
+        self.push_routes_for_handle(handle, routing_id);
+    }
+
+    fn push_routes(&mut self, routing_id: &RoutingIdBytes) {
+        if let Some(handle) = self.rooms.get(routing_id).map(|r| r.handle) {
+            self.push_routes_for_handle(handle, routing_id);
+        }
+    }
+
+    fn push_routes_for_handle(&mut self, handle: u32, routing_id: &RoutingIdBytes) {
+        let routes = self
+            .rooms
+            .get(routing_id)
+            .map(|room| {
+                room.members
+                    .iter()
+                    .map(|(conn, m)| Route {
+                        conn: *conn,
+                        slot: m.slot,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.outputs
+            .push_back(RoomOutput::Routes { handle, routes });
+    }
+
+    fn allocate_handle(&mut self) -> u32 {
+        loop {
+            let h = self.next_handle;
+            self.next_handle = self.next_handle.wrapping_add(1).max(1);
+            if !self.handles.contains_key(&h) {
+                return h;
+            }
+        }
+    }
+}
+
+impl Room {
+    /// A slot no current member holds. Terminates: members are bounded far below 65,536.
+    fn allocate_slot(&mut self) -> u16 {
+        loop {
+            let s = self.next_slot;
+            self.next_slot = self.next_slot.wrapping_add(1);
+            if !self.members.values().any(|m| m.slot == s) {
+                return s;
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Departure {
+    Left,
+    Disconnected,
+    Evicted,
+}

@@ -1,0 +1,358 @@
+//! Room registry behaviour, driven with virtual time.
+
+use conclave_sdk::meeting::{MeetingId, MeetingKey, RoomAuthKey, RoutingId};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+use super::*;
+
+const GRACE: u64 = 1_000;
+
+struct Fixture {
+    reg: RoomRegistry,
+    routing: RoutingId,
+    rng: ChaCha20Rng,
+}
+
+fn binding(conn: ConnId) -> Vec<u8> {
+    vec![conn as u8; 32]
+}
+fn challenge(conn: ConnId) -> Vec<u8> {
+    vec![0xC0 ^ conn as u8; 32]
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self::with_limits(8, 4)
+    }
+
+    fn with_limits(max_members: usize, max_rooms: usize) -> Self {
+        let mut reg = RoomRegistry::new(RoomLimits {
+            max_members_per_room: max_members,
+            max_rooms_per_connection: max_rooms,
+            rotation_grace_ms: GRACE,
+        });
+        for c in 1..=10 {
+            reg.connect(c, &binding(c), &challenge(c));
+        }
+        Fixture {
+            reg,
+            routing: MeetingId::from_slice(&[7; 32]).unwrap().routing_id(),
+            rng: ChaCha20Rng::seed_from_u64(1),
+        }
+    }
+
+    fn key(&mut self, epoch: u64) -> RoomAuthKey {
+        MeetingKey::generate(epoch, &mut self.rng).room_auth_key(&self.routing)
+    }
+
+    fn open(&mut self, conn: ConnId, key: &RoomAuthKey) -> Result<Joined, RoomError> {
+        let sig = key.sign_join(&binding(conn), &challenge(conn)).unwrap();
+        let req = OpenRequest {
+            routing_id: *self.routing.as_bytes(),
+            epoch: key.epoch(),
+            auth_public: key.public().to_bytes(),
+            join_signature: &sig,
+        };
+        self.reg.open(conn, &req, None, 0)
+    }
+
+    fn join(&mut self, conn: ConnId, key: &RoomAuthKey) -> Result<Joined, RoomError> {
+        let sig = key.sign_join(&binding(conn), &challenge(conn)).unwrap();
+        self.reg
+            .join(conn, self.routing.as_bytes(), key.epoch(), &sig, 0)
+    }
+
+    fn rotate(
+        &mut self,
+        conn: ConnId,
+        current: &RoomAuthKey,
+        next: &RoomAuthKey,
+        now: u64,
+    ) -> Result<RoomRecord, RoomError> {
+        let rot = current.sign_rotation(next).unwrap();
+        let join = next.sign_join(&binding(conn), &challenge(conn)).unwrap();
+        let req = RotateRequest {
+            routing_id: *self.routing.as_bytes(),
+            next_epoch: next.epoch(),
+            next_auth_public: next.public().to_bytes(),
+            rotation_signature: &rot,
+            join_signature: &join,
+        };
+        self.reg.rotate(conn, &req, now)
+    }
+
+    fn drain(&mut self) -> Vec<RoomOutput> {
+        std::iter::from_fn(|| self.reg.poll_output()).collect()
+    }
+
+    fn last_routes(&mut self) -> Vec<Route> {
+        self.drain()
+            .into_iter()
+            .filter_map(|o| match o {
+                RoomOutput::Routes { routes, .. } => Some(routes),
+                _ => None,
+            })
+            .last()
+            .unwrap()
+    }
+}
+
+#[test]
+fn opener_leads_and_joiners_get_distinct_slots() {
+    let mut f = Fixture::new();
+    let k = f.key(1);
+    let a = f.open(1, &k).unwrap();
+    assert!(a.leader);
+    assert_eq!(a.persist.unwrap().epoch, 1);
+    let b = f.join(2, &k).unwrap();
+    assert!(!b.leader);
+    assert_eq!(b.handle, a.handle);
+    assert_ne!(b.slot, a.slot);
+    assert_eq!(b.member_slots, vec![a.slot]);
+    let outputs = f.drain();
+    assert!(outputs.contains(&RoomOutput::Event {
+        conn: 1,
+        event: RoomEvent::MemberJoined {
+            handle: a.handle,
+            slot: b.slot
+        }
+    }));
+    let routes = outputs
+        .iter()
+        .filter_map(|o| match o {
+            RoomOutput::Routes { routes, .. } => Some(routes.clone()),
+            _ => None,
+        })
+        .last()
+        .unwrap();
+    assert_eq!(routes.len(), 2);
+}
+
+#[test]
+fn join_needs_a_proof_for_this_connection_and_epoch() {
+    let mut f = Fixture::new();
+    let k = f.key(1);
+    f.open(1, &k).unwrap();
+    // A proof made for connection 3's TLS session does not work on connection 2.
+    let sig = k.sign_join(&binding(3), &challenge(3)).unwrap();
+    let routing = *f.routing.as_bytes();
+    assert_eq!(
+        f.reg.join(2, &routing, 1, &sig, 0),
+        Err(RoomError::BadProof)
+    );
+    // A key of another epoch is refused.
+    let other = f.key(2);
+    assert_eq!(f.join(2, &other), Err(RoomError::WrongEpoch { current: 1 }));
+    // Garbage signature.
+    assert_eq!(
+        f.reg.join(2, &routing, 1, &[0; 3], 0),
+        Err(RoomError::BadProof)
+    );
+    // Unknown room.
+    assert_eq!(
+        f.reg.join(2, &[9; 32], 1, &sig, 0),
+        Err(RoomError::NoSuchRoom)
+    );
+}
+
+#[test]
+fn reopening_with_another_key_conflicts() {
+    let mut f = Fixture::new();
+    let k = f.key(1);
+    f.open(1, &k).unwrap();
+    let other = f.key(1);
+    assert_eq!(f.open(2, &other), Err(RoomError::Conflict));
+    // Same key: a join.
+    let j = f.open(2, &k).unwrap();
+    assert!(!j.leader);
+    assert!(j.persist.is_none());
+}
+
+#[test]
+fn stored_record_guards_reopening_after_restart() {
+    let mut f = Fixture::new();
+    let old = f.key(1);
+    let current = f.key(2);
+    let stored = RoomRecord {
+        epoch: 2,
+        auth_public: current.public().to_bytes(),
+        updated_at_ms: 0,
+    };
+    let sig = old.sign_join(&binding(1), &challenge(1)).unwrap();
+    let req = OpenRequest {
+        routing_id: *f.routing.as_bytes(),
+        epoch: 1,
+        auth_public: old.public().to_bytes(),
+        join_signature: &sig,
+    };
+    // A removed participant holding the old epoch cannot resurrect the room.
+    assert_eq!(
+        f.reg.open(1, &req, Some(stored), 0),
+        Err(RoomError::WrongEpoch { current: 2 })
+    );
+    let sig = current.sign_join(&binding(1), &challenge(1)).unwrap();
+    let req = OpenRequest {
+        routing_id: *f.routing.as_bytes(),
+        epoch: 2,
+        auth_public: current.public().to_bytes(),
+        join_signature: &sig,
+    };
+    assert!(f.reg.open(1, &req, Some(stored), 0).is_ok());
+}
+
+#[test]
+fn only_the_leader_rotates_and_unproven_members_are_evicted_after_grace() {
+    let mut f = Fixture::new();
+    let k1 = f.key(1);
+    let k2 = f.key(2);
+    let a = f.open(1, &k1).unwrap();
+    f.join(2, &k1).unwrap();
+    let c = f.join(3, &k1).unwrap();
+    f.drain();
+    assert_eq!(f.rotate(2, &k1, &k2, 100), Err(RoomError::NotLeader));
+    let rec = f.rotate(1, &k1, &k2, 100).unwrap();
+    assert_eq!(rec.epoch, 2);
+    let outputs = f.drain();
+    for conn in [2, 3] {
+        assert!(outputs.contains(&RoomOutput::Event {
+            conn,
+            event: RoomEvent::EpochChanged {
+                handle: a.handle,
+                epoch: 2,
+                grace_ms: GRACE
+            }
+        }));
+    }
+    assert_eq!(f.reg.poll_timeout(), Some(100 + GRACE));
+    // Member 2 proves the new epoch; member 3 does not.
+    let again = f.join(2, &k2).unwrap();
+    assert_eq!(again.handle, a.handle);
+    // Old-epoch proofs no longer work.
+    assert_eq!(f.join(3, &k1), Err(RoomError::WrongEpoch { current: 2 }));
+    f.reg.handle_timeout(100 + GRACE - 1);
+    assert!(f.drain().is_empty());
+    f.reg.handle_timeout(100 + GRACE);
+    let outputs = f.drain();
+    assert!(outputs.contains(&RoomOutput::Event {
+        conn: 3,
+        event: RoomEvent::Evicted { handle: a.handle }
+    }));
+    assert!(outputs.contains(&RoomOutput::Departed {
+        conn: 3,
+        handle: a.handle
+    }));
+    assert!(outputs.contains(&RoomOutput::Event {
+        conn: 1,
+        event: RoomEvent::MemberLeft {
+            handle: a.handle,
+            slot: c.slot
+        }
+    }));
+    let routes: Vec<ConnId> = match outputs.last().unwrap() {
+        RoomOutput::Routes { routes, .. } => routes.iter().map(|r| r.conn).collect(),
+        other => panic!("expected routes last, got {other:?}"),
+    };
+    assert_eq!(routes, vec![1, 2]);
+    assert_eq!(f.reg.poll_timeout(), None);
+}
+
+#[test]
+fn rotation_must_increase_epoch_and_be_signed_by_current_key() {
+    let mut f = Fixture::new();
+    let k1 = f.key(1);
+    let k2 = f.key(2);
+    f.open(1, &k1).unwrap();
+    // Signed by a stranger's key of epoch 1.
+    let stranger = f.key(1);
+    assert_eq!(f.rotate(1, &stranger, &k2, 0), Err(RoomError::BadProof));
+    f.rotate(1, &k1, &k2, 0).unwrap();
+    // Back to an older (or equal) epoch.
+    let k1b = f.key(1);
+    let k2b = f.key(2);
+    assert!(matches!(
+        f.rotate(1, &k1b, &k2b, 0),
+        Err(RoomError::WrongEpoch { current: 2 })
+    ));
+}
+
+#[test]
+fn leaderless_room_is_claimed_by_the_first_valid_rotation() {
+    let mut f = Fixture::new();
+    let k1 = f.key(1);
+    let k2 = f.key(2);
+    f.open(1, &k1).unwrap();
+    f.join(2, &k1).unwrap();
+    f.join(3, &k1).unwrap();
+    f.reg.leave(1, f.routing.as_bytes()).unwrap();
+    f.rotate(2, &k1, &k2, 0).unwrap();
+    // Member 3 cannot rotate over the new leader.
+    let k3 = f.key(3);
+    assert_eq!(f.rotate(3, &k2, &k3, 0), Err(RoomError::NotLeader));
+    assert!(f.join(2, &k2).unwrap().leader);
+}
+
+#[test]
+fn last_explicit_leave_deletes_the_record_but_a_disconnect_keeps_it() {
+    let mut f = Fixture::new();
+    let k = f.key(1);
+    f.open(1, &k).unwrap();
+    f.drain();
+    f.reg.disconnect(1);
+    let outputs = f.drain();
+    assert!(
+        !outputs
+            .iter()
+            .any(|o| matches!(o, RoomOutput::DeleteRecord { .. }))
+    );
+    assert!(!f.reg.is_live(f.routing.as_bytes()));
+
+    f.reg.connect(1, &binding(1), &challenge(1));
+    f.open(1, &k).unwrap();
+    f.drain();
+    f.reg.leave(1, f.routing.as_bytes()).unwrap();
+    let outputs = f.drain();
+    assert!(outputs.contains(&RoomOutput::DeleteRecord {
+        routing_id: *f.routing.as_bytes()
+    }));
+    assert!(matches!(
+        outputs.last(),
+        Some(RoomOutput::Routes { routes, .. }) if routes.is_empty()
+    ));
+}
+
+#[test]
+fn limits_are_enforced() {
+    let mut f = Fixture::with_limits(2, 1);
+    let k = f.key(1);
+    f.open(1, &k).unwrap();
+    f.join(2, &k).unwrap();
+    assert_eq!(f.join(3, &k), Err(RoomError::RoomFull { limit: 2 }));
+    // Connection 1 is in one room already.
+    let other_routing = MeetingId::from_slice(&[8; 32]).unwrap().routing_id();
+    let other = MeetingKey::generate(1, &mut f.rng).room_auth_key(&other_routing);
+    let sig = other.sign_join(&binding(1), &challenge(1)).unwrap();
+    let req = OpenRequest {
+        routing_id: *other_routing.as_bytes(),
+        epoch: 1,
+        auth_public: other.public().to_bytes(),
+        join_signature: &sig,
+    };
+    assert_eq!(
+        f.reg.open(1, &req, None, 0),
+        Err(RoomError::TooManyRooms { limit: 1 })
+    );
+}
+
+#[test]
+fn slots_are_not_reused_while_the_room_lives() {
+    let mut f = Fixture::new();
+    let k = f.key(1);
+    f.open(1, &k).unwrap();
+    let b = f.join(2, &k).unwrap();
+    f.reg.leave(2, f.routing.as_bytes()).unwrap();
+    let c = f.join(3, &k).unwrap();
+    assert_ne!(b.slot, c.slot);
+    let routes = f.last_routes();
+    assert_eq!(routes.len(), 2);
+}
