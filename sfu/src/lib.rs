@@ -3,3 +3,5 @@
 pub mod config;
 pub mod rooms;
 pub mod store;
+pub mod media;
+pub mod telemetry;

@@ -1,0 +1,245 @@
+//! Metric names and the hot-path counter batching.
+//!
+//! All metrics go through the [`metrics`] facade; the binary installs a Prometheus
+//! recorder (see `metrics_http`). Names are constants here so dashboards and tests
+//! agree with the code. [`describe`] registers help texts.
+//!
+//! The media plane counts into a per-connection [`MediaCounters`] and flushes to the
+//! shared counters every [`FLUSH_EVERY`] datagrams (and on every drop), so the hot path
+//! does not contend on shared atomics per datagram.
+
+use metrics::{Counter, counter, describe_counter, describe_gauge, describe_histogram};
+
+/// Open QUIC connections (gauge).
+pub const CONNECTIONS: &str = "conclave_connections";
+/// Connections accepted (counter).
+pub const CONNECTIONS_ACCEPTED: &str = "conclave_connections_accepted_total";
+/// Connections refused, label `reason` (counter).
+pub const CONNECTIONS_REFUSED: &str = "conclave_connections_refused_total";
+/// Live rooms (gauge).
+pub const ROOMS: &str = "conclave_rooms";
+/// Room memberships across all rooms (gauge).
+pub const ROOM_MEMBERS: &str = "conclave_room_members";
+/// Members evicted for not proving a new epoch (counter).
+pub const ROOM_EVICTIONS: &str = "conclave_room_evictions_total";
+/// Datagrams received (counter).
+pub const DATAGRAMS_IN: &str = "conclave_datagrams_received_total";
+/// Datagram bytes received (counter).
+pub const BYTES_IN: &str = "conclave_datagram_bytes_received_total";
+/// Datagrams forwarded (counter).
+pub const DATAGRAMS_OUT: &str = "conclave_datagrams_forwarded_total";
+/// Datagram bytes forwarded (counter).
+pub const BYTES_OUT: &str = "conclave_datagram_bytes_forwarded_total";
+/// Datagrams dropped, label `reason` (counter).
+pub const DATAGRAMS_DROPPED: &str = "conclave_datagrams_dropped_total";
+/// Containers stored in mailboxes, one per recipient (counter).
+pub const CONTAINERS_STORED: &str = "conclave_containers_stored_total";
+/// Containers pushed to a connected device (counter).
+pub const CONTAINERS_DELIVERED: &str = "conclave_containers_delivered_total";
+/// Containers acknowledged and deleted (counter).
+pub const CONTAINERS_ACKED: &str = "conclave_containers_acked_total";
+/// Containers deleted by the ttl sweep (counter).
+pub const CONTAINERS_EXPIRED: &str = "conclave_containers_expired_total";
+/// Prekeys handed out (counter).
+pub const PREKEYS_SERVED: &str = "conclave_prekeys_served_total";
+/// Bundle requests for a device with no prekey left (counter).
+pub const PREKEYS_EXHAUSTED: &str = "conclave_prekeys_exhausted_total";
+/// Prekeys uploaded (counter).
+pub const PREKEYS_UPLOADED: &str = "conclave_prekeys_uploaded_total";
+/// Devices registered (counter).
+pub const DEVICES_REGISTERED: &str = "conclave_devices_registered_total";
+/// Control requests, labels `kind` and `outcome` (counter).
+pub const CONTROL_REQUESTS: &str = "conclave_control_requests_total";
+/// Control request latency in seconds, label `kind` (histogram).
+pub const CONTROL_REQUEST_SECONDS: &str = "conclave_control_request_seconds";
+
+/// Why a datagram was not forwarded (to one receiver, or at all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Larger than `max_datagram_bytes`.
+    Oversize,
+    /// The media header did not decode.
+    Malformed,
+    /// The sender is not a member of the room its header names.
+    NotMember,
+    /// Video dropped because the receiver's send buffer is filling.
+    CongestionVideo,
+    /// Audio dropped because the receiver's send buffer is full.
+    CongestionAudio,
+    /// Larger than the receiver's path allows.
+    TooLargeForReceiver,
+    /// The receiver's connection is gone.
+    ReceiverGone,
+}
+
+impl DropReason {
+    /// Every reason, in label order.
+    pub const ALL: [DropReason; 7] = [
+        DropReason::Oversize,
+        DropReason::Malformed,
+        DropReason::NotMember,
+        DropReason::CongestionVideo,
+        DropReason::CongestionAudio,
+        DropReason::TooLargeForReceiver,
+        DropReason::ReceiverGone,
+    ];
+
+    /// The `reason` label value.
+    #[must_use]
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::Oversize => "oversize",
+            DropReason::Malformed => "malformed",
+            DropReason::NotMember => "not_member",
+            DropReason::CongestionVideo => "congestion_video",
+            DropReason::CongestionAudio => "congestion_audio",
+            DropReason::TooLargeForReceiver => "too_large_for_receiver",
+            DropReason::ReceiverGone => "receiver_gone",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Flush the per-connection counters after this many received datagrams.
+pub const FLUSH_EVERY: u64 = 64;
+
+/// Per-connection media counters, flushed in batches to the shared metrics.
+#[derive(Debug)]
+pub struct MediaCounters {
+    pending_in: u64,
+    pending_in_bytes: u64,
+    pending_out: u64,
+    pending_out_bytes: u64,
+    pending_drops: [u64; DropReason::ALL.len()],
+    any_drop: bool,
+    in_total: Counter,
+    in_bytes: Counter,
+    out_total: Counter,
+    out_bytes: Counter,
+    drops: [Counter; DropReason::ALL.len()],
+}
+
+impl Default for MediaCounters {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MediaCounters {
+    /// Counters bound to the global metrics recorder.
+    #[must_use]
+    pub fn new() -> Self {
+        MediaCounters {
+            pending_in: 0,
+            pending_in_bytes: 0,
+            pending_out: 0,
+            pending_out_bytes: 0,
+            pending_drops: [0; DropReason::ALL.len()],
+            any_drop: false,
+            in_total: counter!(DATAGRAMS_IN),
+            in_bytes: counter!(BYTES_IN),
+            out_total: counter!(DATAGRAMS_OUT),
+            out_bytes: counter!(BYTES_OUT),
+            drops: DropReason::ALL.map(|r| counter!(DATAGRAMS_DROPPED, "reason" => r.label())),
+        }
+    }
+
+    /// A datagram of `len` bytes arrived.
+    pub fn received(&mut self, len: usize) {
+        self.pending_in += 1;
+        self.pending_in_bytes += len as u64;
+    }
+
+    /// A datagram of `len` bytes was queued to one receiver.
+    pub fn sent(&mut self, len: usize) {
+        self.pending_out += 1;
+        self.pending_out_bytes += len as u64;
+    }
+
+    /// `n` datagrams were dropped for `reason`.
+    pub fn dropped(&mut self, reason: DropReason, n: u64) {
+        if let Some(slot) = self.pending_drops.get_mut(reason.index()) {
+            *slot += n;
+        }
+        self.any_drop = true;
+    }
+
+    /// Datagrams received since the last flush (for tests and batching).
+    #[must_use]
+    pub fn pending_received(&self) -> u64 {
+        self.pending_in
+    }
+
+    /// Pending drops for `reason` (not yet flushed).
+    #[must_use]
+    pub fn pending_dropped(&self, reason: DropReason) -> u64 {
+        self.pending_drops.get(reason.index()).copied().unwrap_or(0)
+    }
+
+    /// Pending forwarded datagrams (not yet flushed).
+    #[must_use]
+    pub fn pending_sent(&self) -> u64 {
+        self.pending_out
+    }
+
+    /// Flushes if a batch is full or a drop happened.
+    pub fn maybe_flush(&mut self) {
+        if self.any_drop || self.pending_in >= FLUSH_EVERY {
+            self.flush();
+        }
+    }
+
+    /// Moves every pending count to the shared metrics.
+    pub fn flush(&mut self) {
+        self.in_total.increment(std::mem::take(&mut self.pending_in));
+        self.in_bytes
+            .increment(std::mem::take(&mut self.pending_in_bytes));
+        self.out_total.increment(std::mem::take(&mut self.pending_out));
+        self.out_bytes
+            .increment(std::mem::take(&mut self.pending_out_bytes));
+        for (pending, counter) in self.pending_drops.iter_mut().zip(&self.drops) {
+            if *pending > 0 {
+                counter.increment(std::mem::take(pending));
+            }
+        }
+        self.any_drop = false;
+    }
+}
+
+impl Drop for MediaCounters {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// Registers help texts for every metric with the installed recorder.
+pub fn describe() {
+    describe_gauge!(CONNECTIONS, "Open QUIC connections.");
+    describe_counter!(CONNECTIONS_ACCEPTED, "QUIC connections accepted.");
+    describe_counter!(CONNECTIONS_REFUSED, "QUIC connections refused, by reason.");
+    describe_gauge!(ROOMS, "Live rooms.");
+    describe_gauge!(ROOM_MEMBERS, "Room memberships across all rooms.");
+    describe_counter!(ROOM_EVICTIONS, "Members evicted for not proving a new epoch in time.");
+    describe_counter!(DATAGRAMS_IN, "Media datagrams received.");
+    describe_counter!(BYTES_IN, "Media datagram bytes received.");
+    describe_counter!(DATAGRAMS_OUT, "Media datagrams forwarded (one per receiver).");
+    describe_counter!(BYTES_OUT, "Media datagram bytes forwarded.");
+    describe_counter!(DATAGRAMS_DROPPED, "Media datagrams dropped, by reason.");
+    describe_counter!(CONTAINERS_STORED, "Containers stored in mailboxes (per recipient).");
+    describe_counter!(CONTAINERS_DELIVERED, "Containers pushed to connected devices.");
+    describe_counter!(CONTAINERS_ACKED, "Containers acknowledged and deleted.");
+    describe_counter!(CONTAINERS_EXPIRED, "Containers deleted by the ttl sweep.");
+    describe_counter!(PREKEYS_SERVED, "One-time prekeys handed out.");
+    describe_counter!(PREKEYS_EXHAUSTED, "Bundle requests for a device with no prekey left.");
+    describe_counter!(PREKEYS_UPLOADED, "One-time prekeys uploaded.");
+    describe_counter!(DEVICES_REGISTERED, "Devices registered.");
+    describe_counter!(CONTROL_REQUESTS, "Control requests, by kind and outcome.");
+    describe_histogram!(
+        CONTROL_REQUEST_SECONDS,
+        metrics::Unit::Seconds,
+        "Control request latency, by kind."
+    );
+}
