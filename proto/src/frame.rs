@@ -1,4 +1,4 @@
-//! Framing of control messages on the control stream.
+//! The control channel: connection constants and framing of control messages.
 //!
 //! Each direction of the control stream is a sequence of frames:
 //!
@@ -15,6 +15,16 @@ use prost::Message;
 use thiserror::Error;
 
 use crate::v1::{ClientFrame, ServerFrame};
+
+/// ALPN protocol id of every Conclave QUIC connection.
+pub const ALPN: &[u8] = b"conclave/1";
+
+/// Label of the TLS exporter (RFC 8446 section 7.5) that binds device and room proofs
+/// to one connection; both sides export [`TLS_EXPORTER_LEN`] bytes with an empty context.
+pub const TLS_EXPORTER_LABEL: &[u8] = b"EXPORTER-conclave-auth-v1";
+
+/// Length of the exported TLS binding in bytes.
+pub const TLS_EXPORTER_LEN: usize = 32;
 
 /// Length of the frame prefix in bytes.
 pub const PREFIX_LEN: usize = 4;

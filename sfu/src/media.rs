@@ -207,10 +207,7 @@ impl Forwarder {
             return;
         };
         let memberships = table.memberships.load();
-        let Some(membership) = memberships
-            .iter()
-            .find(|m| m.handle == header.room_handle)
-        else {
+        let Some(membership) = memberships.iter().find(|m| m.handle == header.room_handle) else {
             counters.dropped(DropReason::NotMember, 1);
             return;
         };

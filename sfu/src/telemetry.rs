@@ -194,10 +194,12 @@ impl MediaCounters {
 
     /// Moves every pending count to the shared metrics.
     pub fn flush(&mut self) {
-        self.in_total.increment(std::mem::take(&mut self.pending_in));
+        self.in_total
+            .increment(std::mem::take(&mut self.pending_in));
         self.in_bytes
             .increment(std::mem::take(&mut self.pending_in_bytes));
-        self.out_total.increment(std::mem::take(&mut self.pending_out));
+        self.out_total
+            .increment(std::mem::take(&mut self.pending_out));
         self.out_bytes
             .increment(std::mem::take(&mut self.pending_out_bytes));
         for (pending, counter) in self.pending_drops.iter_mut().zip(&self.drops) {
@@ -222,18 +224,33 @@ pub fn describe() {
     describe_counter!(CONNECTIONS_REFUSED, "QUIC connections refused, by reason.");
     describe_gauge!(ROOMS, "Live rooms.");
     describe_gauge!(ROOM_MEMBERS, "Room memberships across all rooms.");
-    describe_counter!(ROOM_EVICTIONS, "Members evicted for not proving a new epoch in time.");
+    describe_counter!(
+        ROOM_EVICTIONS,
+        "Members evicted for not proving a new epoch in time."
+    );
     describe_counter!(DATAGRAMS_IN, "Media datagrams received.");
     describe_counter!(BYTES_IN, "Media datagram bytes received.");
-    describe_counter!(DATAGRAMS_OUT, "Media datagrams forwarded (one per receiver).");
+    describe_counter!(
+        DATAGRAMS_OUT,
+        "Media datagrams forwarded (one per receiver)."
+    );
     describe_counter!(BYTES_OUT, "Media datagram bytes forwarded.");
     describe_counter!(DATAGRAMS_DROPPED, "Media datagrams dropped, by reason.");
-    describe_counter!(CONTAINERS_STORED, "Containers stored in mailboxes (per recipient).");
-    describe_counter!(CONTAINERS_DELIVERED, "Containers pushed to connected devices.");
+    describe_counter!(
+        CONTAINERS_STORED,
+        "Containers stored in mailboxes (per recipient)."
+    );
+    describe_counter!(
+        CONTAINERS_DELIVERED,
+        "Containers pushed to connected devices."
+    );
     describe_counter!(CONTAINERS_ACKED, "Containers acknowledged and deleted.");
     describe_counter!(CONTAINERS_EXPIRED, "Containers deleted by the ttl sweep.");
     describe_counter!(PREKEYS_SERVED, "One-time prekeys handed out.");
-    describe_counter!(PREKEYS_EXHAUSTED, "Bundle requests for a device with no prekey left.");
+    describe_counter!(
+        PREKEYS_EXHAUSTED,
+        "Bundle requests for a device with no prekey left."
+    );
     describe_counter!(PREKEYS_UPLOADED, "One-time prekeys uploaded.");
     describe_counter!(DEVICES_REGISTERED, "Devices registered.");
     describe_counter!(CONTROL_REQUESTS, "Control requests, by kind and outcome.");

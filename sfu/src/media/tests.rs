@@ -79,8 +79,15 @@ fn fans_out_to_every_other_member_with_the_slot_stamped() {
     let mut fwd = Forwarder::new(0, 1500, 512 * 1024);
     let mut counters = MediaCounters::new();
     // The sender claims slot 77; the server stamps 5.
-    fwd.forward(&datagram(9, 77, MediaKind::Audio, 100), &r.sender, &mut counters);
-    assert!(r.sinks[0].sent.lock().unwrap().is_empty(), "not echoed to the sender");
+    fwd.forward(
+        &datagram(9, 77, MediaKind::Audio, 100),
+        &r.sender,
+        &mut counters,
+    );
+    assert!(
+        r.sinks[0].sent.lock().unwrap().is_empty(),
+        "not echoed to the sender"
+    );
     for s in &r.sinks[1..] {
         let sent = s.sent.lock().unwrap();
         assert_eq!(sent.len(), 1);
@@ -96,7 +103,11 @@ fn datagrams_for_a_room_the_sender_is_not_in_are_dropped() {
     let r = room(9, 3, 1 << 20);
     let mut fwd = Forwarder::new(0, 1500, 512 * 1024);
     let mut counters = MediaCounters::new();
-    fwd.forward(&datagram(10, 0, MediaKind::Audio, 10), &r.sender, &mut counters);
+    fwd.forward(
+        &datagram(10, 0, MediaKind::Audio, 10),
+        &r.sender,
+        &mut counters,
+    );
     assert!(r.sinks.iter().all(|s| s.sent.lock().unwrap().is_empty()));
     assert_eq!(counters.pending_dropped(DropReason::NotMember), 1);
 }
@@ -110,7 +121,11 @@ fn malformed_and_oversized_datagrams_are_counted() {
     let mut bad_version = datagram(9, 0, MediaKind::Audio, 10);
     bad_version[0] = 9;
     fwd.forward(&bad_version, &r.sender, &mut counters);
-    fwd.forward(&datagram(9, 0, MediaKind::Audio, 300), &r.sender, &mut counters);
+    fwd.forward(
+        &datagram(9, 0, MediaKind::Audio, 300),
+        &r.sender,
+        &mut counters,
+    );
     assert_eq!(counters.pending_dropped(DropReason::Malformed), 2);
     assert_eq!(counters.pending_dropped(DropReason::Oversize), 1);
     assert!(r.sinks[1].sent.lock().unwrap().is_empty());
@@ -124,13 +139,25 @@ fn congestion_drops_video_before_audio() {
     let r = room(9, 2, 5_000);
     let mut fwd = Forwarder::new(0, 1500, headroom);
     let mut counters = MediaCounters::new();
-    fwd.forward(&datagram(9, 0, MediaKind::Video, 1000), &r.sender, &mut counters);
-    fwd.forward(&datagram(9, 0, MediaKind::Audio, 100), &r.sender, &mut counters);
+    fwd.forward(
+        &datagram(9, 0, MediaKind::Video, 1000),
+        &r.sender,
+        &mut counters,
+    );
+    fwd.forward(
+        &datagram(9, 0, MediaKind::Audio, 100),
+        &r.sender,
+        &mut counters,
+    );
     assert_eq!(counters.pending_dropped(DropReason::CongestionVideo), 1);
     assert_eq!(r.sinks[1].sent.lock().unwrap().len(), 1);
     // A full buffer drops audio too.
     r.sinks[1].space.store(10, Ordering::Relaxed);
-    fwd.forward(&datagram(9, 0, MediaKind::Audio, 100), &r.sender, &mut counters);
+    fwd.forward(
+        &datagram(9, 0, MediaKind::Audio, 100),
+        &r.sender,
+        &mut counters,
+    );
     assert_eq!(counters.pending_dropped(DropReason::CongestionAudio), 1);
 }
 
@@ -167,8 +194,16 @@ fn membership_table_updates_do_not_disturb_other_rooms() {
     r.sender.remove(10);
     let mut fwd = Forwarder::new(0, 1500, 512 * 1024);
     let mut counters = MediaCounters::new();
-    fwd.forward(&datagram(9, 0, MediaKind::Audio, 10), &r.sender, &mut counters);
-    fwd.forward(&datagram(10, 0, MediaKind::Audio, 10), &r.sender, &mut counters);
+    fwd.forward(
+        &datagram(9, 0, MediaKind::Audio, 10),
+        &r.sender,
+        &mut counters,
+    );
+    fwd.forward(
+        &datagram(10, 0, MediaKind::Audio, 10),
+        &r.sender,
+        &mut counters,
+    );
     assert_eq!(r.sinks[1].sent.lock().unwrap().len(), 1);
     assert_eq!(counters.pending_dropped(DropReason::NotMember), 1);
 }

@@ -232,6 +232,11 @@ impl RoomRegistry {
         self.rooms.contains_key(routing_id)
     }
 
+    /// Routing ids of the live rooms.
+    pub fn live_routing_ids(&self) -> impl Iterator<Item = RoutingIdBytes> + '_ {
+        self.rooms.keys().copied()
+    }
+
     /// Number of live rooms.
     #[must_use]
     pub fn room_count(&self) -> usize {

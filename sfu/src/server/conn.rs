@@ -1,0 +1,290 @@
+//! One connection: handshake, control stream, event writer and datagram forwarding.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use conclave_proto::frame::{self, FrameError, PREFIX_LEN, TLS_EXPORTER_LABEL, TLS_EXPORTER_LEN};
+use conclave_proto::v1::{self, ServerFrame, server_frame};
+use metrics::{counter, gauge};
+use rand_core::{OsRng, RngCore};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use super::session::Session;
+use super::{Shared, close_code};
+use crate::media::{ConnMedia, Forwarder};
+use crate::rooms::ConnId;
+use crate::telemetry::{self, MediaCounters};
+
+/// Frames queued for the control stream writer per connection. A client that lets
+/// more events pile up than this is disconnected (it can reconnect and fetch its
+/// mailbox) rather than making the server buffer without bound.
+const OUTBOUND_QUEUE: usize = 1024;
+
+/// Free send buffer below which video is dropped: half the configured buffer.
+const VIDEO_HEADROOM: usize = crate::DATAGRAM_SEND_BUFFER / 2;
+
+/// What the control stream writer sends.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// A frame.
+    Frame(ServerFrame),
+    /// Everything before this was written: finish the stream.
+    Finish,
+}
+
+/// A live connection as other tasks see it.
+#[derive(Debug)]
+pub(crate) struct ConnHandle {
+    pub(crate) id: ConnId,
+    pub(crate) connection: quinn::Connection,
+    pub(crate) outbound: mpsc::Sender<Outbound>,
+    pub(crate) media: ConnMedia<quinn::Connection>,
+}
+
+impl ConnHandle {
+    /// Queues an event without waiting. A full queue closes the connection.
+    pub(crate) fn push_event(&self, event: v1::event::Event) -> bool {
+        let frame = ServerFrame {
+            kind: Some(server_frame::Kind::Event(v1::Event { event: Some(event) })),
+        };
+        match self.outbound.try_send(Outbound::Frame(frame)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                warn!(
+                    conn = self.id,
+                    "control event queue full; disconnecting slow client"
+                );
+                self.connection.close(
+                    close_code::TOO_SLOW.into(),
+                    b"event queue overflow: reconnect and fetch your mailbox",
+                );
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// Decrements the open-connection count when a connection task ends.
+struct OpenGuard<'a>(&'a Shared);
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        let open = self.0.open_connections.fetch_sub(1, Ordering::Relaxed) - 1;
+        gauge!(telemetry::CONNECTIONS).set(open as f64);
+    }
+}
+
+/// Serves one incoming connection until it closes or the server stops.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    incoming: quinn::Incoming,
+    mut stop: watch::Receiver<bool>,
+) {
+    let open = shared.open_connections.fetch_add(1, Ordering::Relaxed) + 1;
+    let _guard = OpenGuard(&shared);
+    gauge!(telemetry::CONNECTIONS).set(open as f64);
+    if open > shared.config.limits.max_connections {
+        counter!(telemetry::CONNECTIONS_REFUSED, "reason" => "max_connections").increment(1);
+        incoming.refuse();
+        return;
+    }
+    let connection = match incoming.accept() {
+        Ok(connecting) => match connecting.await {
+            Ok(c) => c,
+            Err(e) => {
+                counter!(telemetry::CONNECTIONS_REFUSED, "reason" => "handshake").increment(1);
+                debug!(error = %e, "handshake failed");
+                return;
+            }
+        },
+        Err(e) => {
+            counter!(telemetry::CONNECTIONS_REFUSED, "reason" => "handshake").increment(1);
+            debug!(error = %e, "incoming connection failed");
+            return;
+        }
+    };
+    counter!(telemetry::CONNECTIONS_ACCEPTED).increment(1);
+    let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let mut binding = [0u8; TLS_EXPORTER_LEN];
+    if connection
+        .export_keying_material(&mut binding, TLS_EXPORTER_LABEL, b"")
+        .is_err()
+    {
+        connection.close(
+            close_code::PROTOCOL_VIOLATION.into(),
+            b"TLS exporter unavailable",
+        );
+        return;
+    }
+    let mut challenge = [0u8; 32];
+    OsRng.fill_bytes(&mut challenge);
+    let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+    let handle = Arc::new(ConnHandle {
+        id,
+        connection: connection.clone(),
+        outbound: tx.clone(),
+        media: ConnMedia::default(),
+    });
+    shared.conns.insert(id, Arc::clone(&handle));
+    shared.rooms().registry.connect(id, &binding, &challenge);
+    debug!(conn = id, remote = %connection.remote_address(), "connection open");
+
+    let media_task = tokio::spawn(forward_datagrams(Arc::clone(&shared), Arc::clone(&handle)));
+    let mut session = Session::new(
+        Arc::clone(&shared),
+        Arc::clone(&handle),
+        tx,
+        binding,
+        challenge,
+    );
+    control(&shared, &connection, &mut session, rx, &mut stop).await;
+
+    // Cleanup: leave every room, forget the connection.
+    {
+        let mut plane = shared.rooms();
+        plane.registry.disconnect(id);
+        plane.apply(&shared);
+    }
+    shared.conns.remove(&id);
+    if let Some(device) = session.device_id() {
+        shared.online.remove_if(&device, |_, conn| *conn == id);
+    }
+    media_task.abort();
+    connection.close(close_code::NORMAL.into(), b"");
+    debug!(conn = id, "connection closed");
+}
+
+/// Runs the control stream: reads requests, answers them, stops on close, protocol
+/// violation, authentication timeout or server shutdown.
+async fn control(
+    shared: &Shared,
+    connection: &quinn::Connection,
+    session: &mut Session,
+    rx: mpsc::Receiver<Outbound>,
+    stop: &mut watch::Receiver<bool>,
+) {
+    let auth_deadline =
+        tokio::time::Instant::now() + Duration::from_secs(shared.config.timing.auth_timeout_secs);
+    let (send, mut recv) = tokio::select! {
+        stream = connection.accept_bi() => match stream {
+            Ok(s) => s,
+            Err(e) => { debug!(error = %e, "no control stream"); return; }
+        },
+        () = tokio::time::sleep_until(auth_deadline) => {
+            connection.close(close_code::AUTH_TIMEOUT.into(), b"no control stream opened in time");
+            return;
+        }
+        _ = stop.changed() => return,
+    };
+    let writer = tokio::spawn(write_frames(send, rx));
+    let max = shared.config.limits.max_frame_bytes;
+    let mut buf = Vec::new();
+    loop {
+        let read = tokio::select! {
+            r = read_frame(&mut recv, max, &mut buf) => r,
+            () = tokio::time::sleep_until(auth_deadline), if !session.is_authenticated() => {
+                info!(conn = session.conn_id(), "closing: not authenticated in time");
+                connection.close(close_code::AUTH_TIMEOUT.into(), b"authenticate within the auth timeout");
+                break;
+            }
+            _ = stop.changed() => {
+                session.shutting_down().await;
+                // Let the writer flush the ShuttingDown event, then give the client a
+                // moment to close by itself.
+                let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), connection.closed()).await;
+                connection.close(close_code::SHUTTING_DOWN.into(), b"server shutting down");
+                return;
+            }
+        };
+        match read {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(ReadFrameError::Frame(FrameError::Decode(e))) => {
+                session.malformed(&e.to_string()).await;
+                continue;
+            }
+            Err(ReadFrameError::Frame(e)) => {
+                session.malformed(&e.to_string()).await;
+                let _ = session.finish().await;
+                let _ = tokio::time::timeout(Duration::from_millis(500), connection.closed()).await;
+                connection.close(
+                    close_code::PROTOCOL_VIOLATION.into(),
+                    b"control frame violates framing",
+                );
+                break;
+            }
+            Err(ReadFrameError::Stream) => break,
+        }
+        match frame::decode_client(&buf) {
+            Ok(request) => session.handle(request, Instant::now()).await,
+            Err(e) => session.malformed(&e.to_string()).await,
+        }
+        if buf.capacity() > 64 * 1024 {
+            buf = Vec::new();
+        }
+    }
+    writer.abort();
+}
+
+#[derive(Debug)]
+enum ReadFrameError {
+    Frame(FrameError),
+    Stream,
+}
+
+/// Reads one frame into `buf`; `Ok(false)` when the client finished the stream.
+async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+    buf: &mut Vec<u8>,
+) -> Result<bool, ReadFrameError> {
+    let mut prefix = [0u8; PREFIX_LEN];
+    match recv.read_exact(&mut prefix).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(false),
+        Err(_) => return Err(ReadFrameError::Stream),
+    }
+    let len = frame::frame_len(prefix, max).map_err(ReadFrameError::Frame)?;
+    buf.clear();
+    buf.resize(len, 0);
+    recv.read_exact(buf)
+        .await
+        .map_err(|_| ReadFrameError::Stream)?;
+    Ok(true)
+}
+
+/// Writes queued frames to the control stream until `Finish` or the queue closes.
+async fn write_frames(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Outbound>) {
+    while let Some(out) = rx.recv().await {
+        match out {
+            Outbound::Frame(frame) => {
+                let Ok(bytes) = frame::encode(&frame) else {
+                    continue;
+                };
+                if send.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+            Outbound::Finish => break,
+        }
+    }
+    let _ = send.finish();
+}
+
+/// Reads this connection's datagrams and forwards them until the connection closes.
+async fn forward_datagrams(shared: Arc<Shared>, handle: Arc<ConnHandle>) {
+    let mut forwarder = Forwarder::new(
+        handle.id,
+        shared.config.limits.max_datagram_bytes,
+        VIDEO_HEADROOM,
+    );
+    let mut counters = MediaCounters::new();
+    while let Ok(datagram) = handle.connection.read_datagram().await {
+        forwarder.forward(&datagram, &handle.media, &mut counters);
+        counters.maybe_flush();
+    }
+}

@@ -1,0 +1,167 @@
+//! Directory requests: prekey upload and bundle fetch.
+
+use std::collections::BTreeSet;
+
+use conclave_proto::Message;
+use conclave_proto::v1::{self, response};
+use conclave_sdk::UnixMillis;
+use conclave_sdk::identity::VerifiedPrekey;
+use metrics::counter;
+
+use super::session::{After, Handled, Session, to_u32};
+use super::{RequestError, now_ms};
+use crate::store::{DeviceIdBytes, DeviceRecord, StoredPrekey, TakenPrekey, UserIdBytes};
+use crate::telemetry;
+
+impl Session {
+    pub(super) async fn upload_prekeys(&mut self, r: v1::UploadPrekeys) -> Handled {
+        let limits = &self.shared.config.limits;
+        let (max_upload, max_held) = (limits.max_prekeys_per_upload, limits.max_prekeys_per_device);
+        let device = self.device()?;
+        if r.prekeys.is_empty() {
+            return Err(RequestError::bad_request("upload carries no prekeys"));
+        }
+        if r.prekeys.len() > max_upload {
+            return Err(RequestError::limit(format!(
+                "{} prekeys in one upload; at most {max_upload} (max_prekeys_per_upload)",
+                r.prekeys.len()
+            )));
+        }
+        let now = UnixMillis(now_ms());
+        let mut stored = Vec::with_capacity(r.prekeys.len());
+        for (i, prekey) in r.prekeys.iter().enumerate() {
+            let verified = VerifiedPrekey::verify(prekey, &device.verified, now).map_err(|e| {
+                RequestError::bad_proof(format!("prekey #{i} refused (nothing stored): {e}"))
+            })?;
+            stored.push(StoredPrekey {
+                prekey_id: verified.prekey_id(),
+                expires_at_ms: verified.expires_at().0,
+                signed: prekey.encode_to_vec(),
+            });
+        }
+        let device_id = device.record.device_id;
+        let count = stored.len();
+        let held = self
+            .shared
+            .blocking("prekey upload", move |s| {
+                s.add_prekeys(&device_id, &stored, max_held)
+            })
+            .await?;
+        counter!(telemetry::PREKEYS_UPLOADED).increment(count as u64);
+        Ok((
+            response::Result::PrekeysUploaded(v1::PrekeysUploaded {
+                prekeys_held: to_u32(held),
+            }),
+            After::Nothing,
+        ))
+    }
+
+    pub(super) async fn fetch_bundles(&mut self, r: v1::FetchBundles) -> Handled {
+        let me = self.device()?.record.device_id;
+        let max_users = self.shared.config.limits.max_users_per_fetch;
+        if r.user_ids.len() > max_users {
+            return Err(RequestError::limit(format!(
+                "{} user ids in one fetch; at most {max_users} (max_users_per_fetch)",
+                r.user_ids.len()
+            )));
+        }
+        let mut users = BTreeSet::new();
+        for id in &r.user_ids {
+            let id: UserIdBytes = id
+                .as_slice()
+                .try_into()
+                .map_err(|_| RequestError::bad_request("a user id is not 32 bytes"))?;
+            users.insert(id);
+        }
+        let users: Vec<UserIdBytes> = users.into_iter().collect();
+        let now = now_ms();
+        // One blocking task: read users and devices, then pop one prekey per device in a
+        // single transaction (no two fetchers get the same prekey).
+        let fetched = self
+            .shared
+            .blocking("bundle fetch", move |s| {
+                let mut per_user = Vec::with_capacity(users.len());
+                let mut device_ids = Vec::new();
+                for user in users {
+                    let key = s.user_key(&user)?;
+                    let devices: Vec<DeviceRecord> = match key {
+                        Some(_) => s
+                            .user_devices(&user)?
+                            .into_iter()
+                            .filter(|d| d.device_id != me)
+                            .collect(),
+                        None => Vec::new(),
+                    };
+                    device_ids.extend(devices.iter().map(|d| d.device_id));
+                    per_user.push((user, key, devices));
+                }
+                let taken = s.take_prekeys(&device_ids, now)?;
+                Ok((per_user, taken))
+            })
+            .await?;
+        let (per_user, taken) = fetched;
+        let mut taken = taken.into_iter();
+        let mut bundles = Vec::with_capacity(per_user.len());
+        let mut low = Vec::new();
+        let threshold = self.shared.config.limits.prekeys_low_threshold;
+        for (user, key, devices) in per_user {
+            let mut device_bundles = Vec::with_capacity(devices.len());
+            for device in devices {
+                let Some(TakenPrekey {
+                    prekey, remaining, ..
+                }) = taken.next()
+                else {
+                    break;
+                };
+                let certificate = v1::DeviceCertificate::decode(device.certificate.as_slice())
+                    .map_err(|_| RequestError::internal("certificate load"))?;
+                let prekey = match prekey {
+                    Some(p) => {
+                        counter!(telemetry::PREKEYS_SERVED).increment(1);
+                        Some(
+                            v1::SignedPrekey::decode(p.signed.as_slice())
+                                .map_err(|_| RequestError::internal("prekey load"))?,
+                        )
+                    }
+                    None => {
+                        counter!(telemetry::PREKEYS_EXHAUSTED).increment(1);
+                        None
+                    }
+                };
+                if remaining < threshold {
+                    low.push((device.device_id, remaining));
+                }
+                device_bundles.push(v1::DeviceBundle {
+                    prekeys_exhausted: prekey.is_none(),
+                    certificate: Some(certificate),
+                    prekey,
+                });
+            }
+            bundles.push(v1::UserBundle {
+                user_id: user.to_vec(),
+                user_public_key: key.map(|k| k.to_vec()).unwrap_or_default(),
+                devices: device_bundles,
+            });
+        }
+        for (device, remaining) in low {
+            self.notify_prekeys_low(&device, remaining, threshold);
+        }
+        Ok((
+            response::Result::Bundles(v1::Bundles { users: bundles }),
+            After::Nothing,
+        ))
+    }
+
+    /// Tells a connected device its prekey pool is running low.
+    fn notify_prekeys_low(&self, device: &DeviceIdBytes, held: usize, threshold: usize) {
+        let Some(conn) = self.shared.online.get(device).map(|c| *c) else {
+            return;
+        };
+        if let Some(handle) = self.shared.conns.get(&conn) {
+            handle.push_event(v1::event::Event::PrekeysLow(v1::PrekeysLow {
+                prekeys_held: to_u32(held),
+                threshold: to_u32(threshold),
+            }));
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Request errors and their mapping to the control protocol.
+
+use conclave_proto::v1::{self, ErrorCode};
+
+use crate::rooms::RoomError;
+use crate::store::StoreError;
+
+/// A refused control request: a protocol error code and a message for the client that
+/// says what went wrong and what to do. Messages never contain secrets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct RequestError {
+    /// The protocol error code.
+    pub code: ErrorCode,
+    /// Human-readable explanation.
+    pub message: String,
+    /// For `RATE_LIMITED`: how long to wait, ms.
+    pub retry_after_ms: u64,
+}
+
+impl RequestError {
+    /// An error with `code` and `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        RequestError {
+            code,
+            message: message.into(),
+            retry_after_ms: 0,
+        }
+    }
+
+    /// `BAD_REQUEST`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+
+    /// `LIMIT_EXCEEDED`.
+    pub fn limit(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::LimitExceeded, message)
+    }
+
+    /// `BAD_PROOF`.
+    pub fn bad_proof(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadProof, message)
+    }
+
+    /// `UNAUTHENTICATED`.
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthenticated, message)
+    }
+
+    /// `INTERNAL`, for storage failures and lost background tasks.
+    pub fn internal(context: &str) -> Self {
+        Self::new(
+            ErrorCode::Internal,
+            format!("server storage failed during {context}; retry later"),
+        )
+    }
+
+    /// The protocol message.
+    #[must_use]
+    pub fn to_proto(&self) -> v1::Error {
+        v1::Error {
+            code: self.code as i32,
+            message: self.message.clone(),
+            retry_after_ms: self.retry_after_ms,
+        }
+    }
+}
+
+impl From<StoreError> for RequestError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::UserKeyMismatch => RequestError::new(
+                ErrorCode::UserKeyMismatch,
+                "this user id is registered with a different user signing key; \
+                 register with the original key or choose another username",
+            ),
+            StoreError::DeviceExists => RequestError::new(
+                ErrorCode::DeviceExists,
+                "this device id is registered with a different certificate; \
+                 create a new device identity",
+            ),
+            e @ (StoreError::TooManyDevices { .. } | StoreError::TooManyPrekeys { .. }) => {
+                RequestError::limit(e.to_string())
+            }
+            StoreError::UnknownDevice => {
+                RequestError::new(ErrorCode::NotFound, "device is not registered")
+            }
+            e => {
+                tracing::error!(error = %e, "store failure");
+                RequestError::internal("a storage operation")
+            }
+        }
+    }
+}
+
+impl From<RoomError> for RequestError {
+    fn from(e: RoomError) -> Self {
+        let code = match e {
+            RoomError::BadRequest(_) => ErrorCode::BadRequest,
+            RoomError::BadProof => ErrorCode::BadProof,
+            RoomError::WrongEpoch { .. } => ErrorCode::WrongEpoch,
+            RoomError::Conflict => ErrorCode::RoomConflict,
+            RoomError::NoSuchRoom => ErrorCode::NotFound,
+            RoomError::NotMember => ErrorCode::BadRequest,
+            RoomError::NotLeader => ErrorCode::NotLeader,
+            RoomError::RoomFull { .. } | RoomError::TooManyRooms { .. } => ErrorCode::LimitExceeded,
+            _ => ErrorCode::Internal,
+        };
+        RequestError::new(code, e.to_string())
+    }
+}

@@ -1,0 +1,254 @@
+//! Mailbox requests, delivery and the ttl sweep.
+//!
+//! Every container is stored durably for each recipient before the sender gets its
+//! answer, then pushed to recipients that are connected. Entries stay until the
+//! recipient acknowledges them or their ttl passes, so delivery is at least once;
+//! clients drop duplicates by container id (their replay cache).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use conclave_proto::Message;
+use conclave_proto::v1::{self, DeliveryStatus, response};
+use metrics::counter;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::session::{After, Handled, Session, short, to_u32};
+use super::{RequestError, Shared, now_ms};
+use crate::store::{DeviceIdBytes, MailboxEntry, MailboxPut};
+use crate::telemetry;
+
+/// Mailbox entries pushed per store read when a device connects.
+const DELIVERY_PAGE: usize = 100;
+/// Most ids in one acknowledgement.
+const MAX_ACK_IDS: usize = 1_000;
+
+impl Session {
+    pub(super) async fn send_container(&mut self, r: v1::SendContainer) -> Handled {
+        let me = self.device()?.record.device_id;
+        let limits = &self.shared.config.limits;
+        if r.container.len() > limits.max_container_bytes {
+            return Err(RequestError::limit(format!(
+                "container of {} bytes exceeds {} (max_container_bytes)",
+                r.container.len(),
+                limits.max_container_bytes
+            )));
+        }
+        if r.recipient_device_ids.is_empty() {
+            return Err(RequestError::bad_request("no recipient device ids"));
+        }
+        if r.recipient_device_ids.len() > limits.max_recipients_per_container {
+            return Err(RequestError::limit(format!(
+                "{} recipients; at most {} (max_recipients_per_container)",
+                r.recipient_device_ids.len(),
+                limits.max_recipients_per_container
+            )));
+        }
+        let mut recipients = BTreeSet::new();
+        for id in &r.recipient_device_ids {
+            let id: DeviceIdBytes = id
+                .as_slice()
+                .try_into()
+                .map_err(|_| RequestError::bad_request("a recipient device id is not 16 bytes"))?;
+            recipients.insert(id);
+        }
+        let ttl_ms = container_ttl(&r.container, &me)?;
+        let now = now_ms();
+        let max_ttl = self
+            .shared
+            .config
+            .timing
+            .mailbox_ttl_secs
+            .saturating_mul(1000);
+        let expires = now.saturating_add(ttl_ms.min(max_ttl));
+        let max_per_device = limits.max_mailbox_per_device;
+        let container = r.container;
+        let recipients: Vec<DeviceIdBytes> = recipients.into_iter().collect();
+        let (stored, bytes) = self
+            .shared
+            .blocking("mailbox store", move |s| {
+                let mut known = Vec::with_capacity(recipients.len());
+                let mut results = Vec::with_capacity(recipients.len());
+                for id in &recipients {
+                    if s.device(id)?.is_some() {
+                        known.push(*id);
+                    } else {
+                        results.push((*id, None));
+                    }
+                }
+                let puts = s.mailbox_put(&known, &container, now, expires, max_per_device)?;
+                results.extend(known.into_iter().zip(puts).map(|(id, put)| (id, Some(put))));
+                Ok((results, container))
+            })
+            .await?;
+        let mut results = Vec::with_capacity(stored.len());
+        for (device, put) in stored {
+            let status = match put {
+                None => DeliveryStatus::UnknownDevice,
+                Some(MailboxPut::Full) => DeliveryStatus::MailboxFull,
+                Some(MailboxPut::Stored { mailbox_id }) => {
+                    counter!(telemetry::CONTAINERS_STORED).increment(1);
+                    let entry = MailboxEntry {
+                        mailbox_id,
+                        container: Vec::new(),
+                        stored_at_ms: now,
+                        expires_at_ms: expires,
+                    };
+                    if self.push_live(&device, &entry, &bytes) {
+                        DeliveryStatus::Delivered
+                    } else {
+                        DeliveryStatus::Stored
+                    }
+                }
+            };
+            results.push(v1::RecipientResult {
+                device_id: device.to_vec(),
+                status: status as i32,
+            });
+        }
+        Ok((
+            response::Result::ContainerSent(v1::ContainerSent { results }),
+            After::Nothing,
+        ))
+    }
+
+    /// Pushes a stored entry to its recipient if it is connected.
+    fn push_live(&self, device: &DeviceIdBytes, entry: &MailboxEntry, container: &[u8]) -> bool {
+        let Some(conn) = self.shared.online.get(device).map(|c| *c) else {
+            return false;
+        };
+        let Some(handle) = self.shared.conns.get(&conn).map(|h| Arc::clone(&h)) else {
+            return false;
+        };
+        let pushed = handle.push_event(v1::event::Event::Mailbox(v1::MailboxDelivery {
+            mailbox_id: entry.mailbox_id,
+            container: container.to_vec(),
+            stored_at_ms: entry.stored_at_ms,
+        }));
+        if pushed {
+            counter!(telemetry::CONTAINERS_DELIVERED).increment(1);
+        }
+        pushed
+    }
+
+    pub(super) async fn ack_containers(&mut self, r: v1::AckContainers) -> Handled {
+        let me = self.device()?.record.device_id;
+        if r.mailbox_ids.len() > MAX_ACK_IDS {
+            return Err(RequestError::limit(format!(
+                "{} ids in one acknowledgement; at most {MAX_ACK_IDS}",
+                r.mailbox_ids.len()
+            )));
+        }
+        let ids = r.mailbox_ids;
+        let deleted = self
+            .shared
+            .blocking("mailbox ack", move |s| s.mailbox_ack(&me, &ids))
+            .await?;
+        counter!(telemetry::CONTAINERS_ACKED).increment(deleted as u64);
+        Ok((
+            response::Result::ContainersAcked(v1::ContainersAcked {
+                deleted: to_u32(deleted),
+            }),
+            After::Nothing,
+        ))
+    }
+
+    /// Pushes every waiting entry to the freshly authenticated device, oldest first.
+    pub(super) async fn deliver_pending(&self) {
+        let Some(me) = self.device_id() else { return };
+        let mut after = 0;
+        loop {
+            let page = self
+                .shared
+                .blocking("mailbox delivery", move |s| {
+                    s.mailbox_list(&me, after, DELIVERY_PAGE)
+                })
+                .await;
+            let page = match page {
+                Ok(p) => p,
+                Err(e) => {
+                    warn!(device = %short(&me), error = %e.message, "mailbox delivery failed");
+                    return;
+                }
+            };
+            let Some(last) = page.last().map(|e| e.mailbox_id) else {
+                return;
+            };
+            let count = page.len();
+            for entry in page {
+                self.send_event(v1::event::Event::Mailbox(v1::MailboxDelivery {
+                    mailbox_id: entry.mailbox_id,
+                    container: entry.container,
+                    stored_at_ms: entry.stored_at_ms,
+                }))
+                .await;
+                counter!(telemetry::CONTAINERS_DELIVERED).increment(1);
+            }
+            if count < DELIVERY_PAGE {
+                return;
+            }
+            after = last;
+        }
+    }
+}
+
+/// Checks that `bytes` is a container sent by `sender` and returns its ttl. The server
+/// cannot and does not verify the signature (receivers do); this only refuses
+/// garbage and containers claiming another sender device.
+fn container_ttl(bytes: &[u8], sender: &DeviceIdBytes) -> Result<u64, RequestError> {
+    let container = v1::Container::decode(bytes)
+        .map_err(|_| RequestError::bad_request("container does not decode"))?;
+    let header = v1::ContainerHeader::decode(container.header.as_slice())
+        .map_err(|_| RequestError::bad_request("container header does not decode"))?;
+    if header.sender_device_id.as_slice() != sender.as_slice() {
+        return Err(RequestError::bad_request(
+            "container sender device is not the authenticated device",
+        ));
+    }
+    if header.ttl_ms == 0 {
+        return Err(RequestError::bad_request("container ttl is zero"));
+    }
+    Ok(header.ttl_ms)
+}
+
+/// Periodically deletes expired mailbox entries and idle room records.
+pub(super) async fn sweep_task(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let every = Duration::from_secs(shared.config.timing.sweep_interval_secs.max(1));
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.changed() => return,
+        }
+        sweep_once(&shared).await;
+    }
+}
+
+/// One sweep: expired mailbox entries, then room records idle past their ttl.
+pub(super) async fn sweep_once(shared: &Arc<Shared>) {
+    let now = now_ms();
+    match shared
+        .blocking("mailbox sweep", move |s| s.mailbox_expire(now))
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => {
+            counter!(telemetry::CONTAINERS_EXPIRED).increment(n as u64);
+            info!(expired = n, "mailbox sweep");
+        }
+        Err(e) => warn!(error = %e.message, "mailbox sweep failed"),
+    }
+    let cutoff = now.saturating_sub(shared.config.timing.room_idle_ttl_secs.saturating_mul(1000));
+    let live: BTreeSet<[u8; 32]> = shared.rooms().live_routing_ids();
+    if let Err(e) = shared
+        .blocking("room sweep", move |s| {
+            s.expire_rooms(cutoff, &|id| live.contains(id))
+        })
+        .await
+    {
+        warn!(error = %e.message, "room sweep failed");
+    }
+}

@@ -1,0 +1,179 @@
+//! The async server: accept loop, shared state, background tasks and shutdown.
+//!
+//! [`run`] takes a bound quinn endpoint, a store, the configuration and a shutdown
+//! future (the mini-redis pattern), so tests start it on `127.0.0.1:0` and the binary
+//! on its configured address. Everything protocol-shaped lives in sans-IO parts
+//! ([`crate::rooms`], [`crate::media`], [`crate::ratelimit`]); this layer owns sockets,
+//! tasks, clocks and the store's blocking calls.
+
+mod conn;
+mod directory;
+mod error;
+mod mailbox;
+mod room_plane;
+mod session;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+pub use error::RequestError;
+
+use crate::config::Config;
+use crate::rooms::{ConnId, RoomLimits, RoomRegistry};
+use crate::store::{DeviceIdBytes, Store};
+use crate::telemetry;
+use conn::ConnHandle;
+use room_plane::RoomPlane;
+
+/// QUIC application close codes the server uses.
+pub mod close_code {
+    /// Normal close (client left or server idle).
+    pub const NORMAL: u32 = 0;
+    /// The server is shutting down; reconnect later.
+    pub const SHUTTING_DOWN: u32 = 1;
+    /// The client broke the control protocol (framing, oversized frame).
+    pub const PROTOCOL_VIOLATION: u32 = 2;
+    /// The client did not authenticate in time.
+    pub const AUTH_TIMEOUT: u32 = 3;
+    /// The same device connected again; this older connection is closed.
+    pub const REPLACED: u32 = 4;
+    /// The client does not read its events fast enough.
+    pub const TOO_SLOW: u32 = 5;
+    /// The server has too many connections.
+    pub const SERVER_BUSY: u32 = 6;
+}
+
+/// Why the server stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SfuError {
+    /// A background task panicked or was cancelled unexpectedly.
+    #[error("server task failed: {0}")]
+    Task(String),
+}
+
+/// Milliseconds since the Unix epoch (the server's master clock).
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// State shared by every connection task.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) rooms: std::sync::Mutex<RoomPlane>,
+    pub(crate) room_timer: Notify,
+    pub(crate) conns: DashMap<ConnId, Arc<ConnHandle>>,
+    pub(crate) online: DashMap<DeviceIdBytes, ConnId>,
+    pub(crate) open_connections: AtomicUsize,
+    next_conn: AtomicU64,
+}
+
+impl Shared {
+    fn new(config: Config, store: Arc<dyn Store>) -> Self {
+        let limits = RoomLimits {
+            max_members_per_room: config.limits.max_members_per_room,
+            max_rooms_per_connection: config.limits.max_rooms_per_connection,
+            rotation_grace_ms: config.timing.rotation_grace_ms,
+        };
+        Shared {
+            config,
+            store,
+            rooms: std::sync::Mutex::new(RoomPlane::new(RoomRegistry::new(limits))),
+            room_timer: Notify::new(),
+            conns: DashMap::new(),
+            online: DashMap::new(),
+            open_connections: AtomicUsize::new(0),
+            next_conn: AtomicU64::new(1),
+        }
+    }
+
+    /// Runs `f` on the store in a blocking thread.
+    pub(crate) async fn blocking<T, F>(&self, what: &str, f: F) -> Result<T, RequestError>
+    where
+        F: FnOnce(&dyn Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let store = Arc::clone(&self.store);
+        match tokio::task::spawn_blocking(move || f(store.as_ref())).await {
+            Ok(result) => result.map_err(RequestError::from),
+            Err(e) => {
+                tracing::error!(error = %e, what, "store task failed");
+                Err(RequestError::internal(what))
+            }
+        }
+    }
+
+    /// Locks the room plane. A poisoned lock (a panic while holding it, which the
+    /// registry never does on input) is recovered: the registry's state is consistent
+    /// between calls.
+    pub(crate) fn rooms(&self) -> std::sync::MutexGuard<'_, RoomPlane> {
+        self.rooms
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Runs the server on `endpoint` until `shutdown` resolves, then shuts down
+/// gracefully: stops accepting, tells every client (`ShuttingDown` event), closes the
+/// connections and drops the store (which flushes it).
+pub async fn run(
+    endpoint: quinn::Endpoint,
+    store: Arc<dyn Store>,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), SfuError> {
+    telemetry::describe();
+    let shared = Arc::new(Shared::new(config, store));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut background = JoinSet::new();
+    background.spawn(room_plane::timer_task(Arc::clone(&shared), stop_rx.clone()));
+    background.spawn(mailbox::sweep_task(Arc::clone(&shared), stop_rx.clone()));
+
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                connections.spawn(conn::serve(Arc::clone(&shared), incoming, stop_rx.clone()));
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+
+    info!(
+        connections = shared.open_connections.load(Ordering::Relaxed),
+        "shutting down: refusing new connections and telling clients"
+    );
+    endpoint.set_server_config(None);
+    let _ = stop_tx.send(true);
+    let grace = Duration::from_secs(5);
+    if tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        warn!("connections did not finish within {grace:?}; closing them");
+        connections.abort_all();
+    }
+    endpoint.close(close_code::SHUTTING_DOWN.into(), b"server shutting down");
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    background.abort_all();
+    while background.join_next().await.is_some() {}
+    info!("shutdown complete; store flushed");
+    Ok(())
+}

@@ -1,0 +1,253 @@
+//! Room requests, and applying the registry's outputs to connections and the media plane.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use conclave_proto::v1::{self, response};
+use metrics::{counter, gauge};
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use super::session::{After, Handled, Session, short};
+use super::{RequestError, Shared, now_ms};
+use crate::media::{Membership, RoomMedia, Target};
+use crate::rooms::{Joined, OpenRequest, RoomEvent, RoomOutput, RoomRegistry, RotateRequest};
+use crate::store::RoutingIdBytes;
+use crate::telemetry;
+
+/// The registry plus the media plane's room tables, behind one control-plane lock
+/// (never taken on the datagram path).
+#[derive(Debug)]
+pub(crate) struct RoomPlane {
+    pub(crate) registry: RoomRegistry,
+    media: HashMap<u32, Arc<RoomMedia<quinn::Connection>>>,
+    members: HashMap<u32, usize>,
+}
+
+impl RoomPlane {
+    pub(crate) fn new(registry: RoomRegistry) -> Self {
+        RoomPlane {
+            registry,
+            media: HashMap::new(),
+            members: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn live_routing_ids(&self) -> BTreeSet<RoutingIdBytes> {
+        self.registry.live_routing_ids().collect()
+    }
+
+    /// Applies every pending registry output.
+    pub(crate) fn apply(&mut self, shared: &Shared) {
+        while let Some(output) = self.registry.poll_output() {
+            match output {
+                RoomOutput::Event { conn, event } => {
+                    if matches!(event, RoomEvent::Evicted { .. }) {
+                        counter!(telemetry::ROOM_EVICTIONS).increment(1);
+                    }
+                    if let Some(handle) = shared.conns.get(&conn) {
+                        handle.push_event(to_proto_event(event));
+                    }
+                }
+                RoomOutput::Routes { handle, routes } => {
+                    if routes.is_empty() {
+                        self.media.remove(&handle);
+                        self.members.remove(&handle);
+                        continue;
+                    }
+                    let room = Arc::clone(self.media.entry(handle).or_default());
+                    let mut targets = Vec::with_capacity(routes.len());
+                    for route in &routes {
+                        let Some(conn) = shared.conns.get(&route.conn) else {
+                            continue;
+                        };
+                        conn.media.upsert(Membership {
+                            handle,
+                            slot: route.slot,
+                            room: Arc::clone(&room),
+                        });
+                        targets.push(Target {
+                            conn: route.conn,
+                            sink: conn.connection.clone(),
+                        });
+                    }
+                    self.members.insert(handle, targets.len());
+                    room.set_targets(targets);
+                }
+                RoomOutput::Departed { conn, handle } => {
+                    if let Some(c) = shared.conns.get(&conn) {
+                        c.media.remove(handle);
+                    }
+                }
+                RoomOutput::DeleteRecord { routing_id } => {
+                    let store = Arc::clone(&shared.store);
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = store.delete_room(&routing_id) {
+                            warn!(error = %e, "deleting an empty room's record failed");
+                        }
+                    });
+                }
+            }
+        }
+        gauge!(telemetry::ROOMS).set(self.registry.room_count() as f64);
+        gauge!(telemetry::ROOM_MEMBERS).set(self.members.values().sum::<usize>() as f64);
+    }
+}
+
+fn to_proto_event(event: RoomEvent) -> v1::event::Event {
+    use v1::event::Event;
+    match event {
+        RoomEvent::MemberJoined { handle, slot } => Event::MemberJoined(v1::MemberJoined {
+            room_handle: handle,
+            slot: u32::from(slot),
+        }),
+        RoomEvent::MemberLeft { handle, slot } => Event::MemberLeft(v1::MemberLeft {
+            room_handle: handle,
+            slot: u32::from(slot),
+        }),
+        RoomEvent::EpochChanged {
+            handle,
+            epoch,
+            grace_ms,
+        } => Event::EpochChanged(v1::EpochChanged {
+            room_handle: handle,
+            epoch,
+            grace_ms,
+        }),
+        RoomEvent::Evicted { handle } => Event::RoomEvicted(v1::RoomEvicted {
+            room_handle: handle,
+            reason: v1::EvictReason::EpochNotProven as i32,
+        }),
+    }
+}
+
+fn routing_id(bytes: &[u8]) -> Result<RoutingIdBytes, RequestError> {
+    bytes
+        .try_into()
+        .map_err(|_| RequestError::bad_request("routing_id is not 32 bytes"))
+}
+
+fn public_key(bytes: &[u8], what: &str) -> Result<[u8; 32], RequestError> {
+    bytes
+        .try_into()
+        .map_err(|_| RequestError::bad_request(format!("{what} is not 32 bytes")))
+}
+
+fn joined(j: Joined) -> response::Result {
+    response::Result::RoomJoined(v1::RoomJoined {
+        room_handle: j.handle,
+        slot: u32::from(j.slot),
+        epoch: j.epoch,
+        member_slots: j.member_slots.into_iter().map(u32::from).collect(),
+        leader: j.leader,
+    })
+}
+
+impl Session {
+    /// Runs `f` on the registry under the lock and applies its outputs.
+    fn with_rooms<T>(&self, f: impl FnOnce(&mut RoomRegistry) -> T) -> T {
+        let mut plane = self.shared.rooms();
+        let out = f(&mut plane.registry);
+        plane.apply(&self.shared);
+        out
+    }
+
+    pub(super) async fn open_room(&mut self, r: v1::OpenRoom) -> Handled {
+        self.device()?;
+        let id = routing_id(&r.routing_id)?;
+        let auth_public = public_key(&r.room_auth_public_key, "room_auth_public_key")?;
+        let stored = self
+            .shared
+            .blocking("room lookup", move |s| s.room(&id))
+            .await?;
+        let conn = self.conn.id;
+        let req = OpenRequest {
+            routing_id: id,
+            epoch: r.epoch,
+            auth_public,
+            join_signature: &r.join_signature,
+        };
+        let now = now_ms();
+        let j = self.with_rooms(|reg| reg.open(conn, &req, stored, now))?;
+        if let Some(record) = j.persist {
+            if let Err(e) = self
+                .shared
+                .blocking("room persist", move |s| s.put_room(&id, &record))
+                .await
+            {
+                // Not durable: undo, so memory never runs ahead of the store.
+                let _ = self.with_rooms(|reg| reg.leave(conn, &id));
+                return Err(e);
+            }
+        }
+        debug!(conn, room = %short(&id), handle = j.handle, slot = j.slot, "room opened or joined");
+        Ok((joined(j), After::Nothing))
+    }
+
+    pub(super) fn join_room(&mut self, r: &v1::JoinRoom) -> Handled {
+        self.device()?;
+        let id = routing_id(&r.routing_id)?;
+        let conn = self.conn.id;
+        let now = now_ms();
+        let j = self.with_rooms(|reg| reg.join(conn, &id, r.epoch, &r.join_signature, now))?;
+        Ok((joined(j), After::Nothing))
+    }
+
+    pub(super) async fn rotate_room(&mut self, r: v1::RotateRoom) -> Handled {
+        self.device()?;
+        let id = routing_id(&r.routing_id)?;
+        let next = public_key(&r.next_room_auth_public_key, "next_room_auth_public_key")?;
+        let conn = self.conn.id;
+        let req = RotateRequest {
+            routing_id: id,
+            next_epoch: r.next_epoch,
+            next_auth_public: next,
+            rotation_signature: &r.rotation_signature,
+            join_signature: &r.join_signature,
+        };
+        let now = now_ms();
+        let record = self.with_rooms(|reg| reg.rotate(conn, &req, now))?;
+        self.shared.room_timer.notify_one();
+        // The rotation is in force in memory (members were told); persist it so a
+        // restart cannot bring back the old epoch.
+        self.shared
+            .blocking("room persist", move |s| s.put_room(&id, &record))
+            .await?;
+        debug!(conn, room = %short(&id), epoch = r.next_epoch, "room rotated");
+        Ok((
+            response::Result::RoomRotated(v1::RoomRotated {
+                epoch: r.next_epoch,
+            }),
+            After::Nothing,
+        ))
+    }
+
+    pub(super) fn leave_room(&mut self, r: &v1::LeaveRoom) -> Handled {
+        self.device()?;
+        let id = routing_id(&r.routing_id)?;
+        let conn = self.conn.id;
+        self.with_rooms(|reg| reg.leave(conn, &id))
+            .map_err(RequestError::from)?;
+        Ok((response::Result::RoomLeft(v1::RoomLeft {}), After::Nothing))
+    }
+}
+
+/// Evicts members that did not prove a new epoch in time.
+pub(super) async fn timer_task(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let next = shared.rooms().registry.poll_timeout();
+        let wait = match next {
+            Some(deadline) => Duration::from_millis(deadline.saturating_sub(now_ms())),
+            None => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shared.room_timer.notified() => continue,
+            _ = stop.changed() => return,
+        }
+        let mut plane = shared.rooms();
+        plane.registry.handle_timeout(now_ms());
+        plane.apply(&shared);
+    }
+}

@@ -1,0 +1,454 @@
+//! A connection's control session: request dispatch, hello and device authentication.
+//!
+//! Order: `Hello` first (the answer carries the challenge), then `Register` or
+//! `Authenticate`, then everything else. `GetTime` is allowed at any point.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use conclave_proto::Message;
+use conclave_proto::frame::CONTROL_PROTOCOL_VERSION;
+use conclave_proto::v1::{self, ClientFrame, ErrorCode, client_frame::Request, response};
+use conclave_sdk::identity::{UserIdentity, UserPublicKey, VerifiedDevice};
+use conclave_sdk::{UnixMillis, UserId};
+use metrics::{counter, histogram};
+use tokio::sync::mpsc;
+use tracing::{debug, info};
+
+use super::conn::{ConnHandle, Outbound};
+use super::{RequestError, Shared, close_code, now_ms};
+use crate::ratelimit::TokenBucket;
+use crate::rooms::ConnId;
+use crate::store::{DeviceIdBytes, DeviceRecord, RegisterOutcome};
+use crate::telemetry;
+
+/// The authenticated device of a session.
+#[derive(Debug)]
+pub(crate) struct AuthedDevice {
+    pub(crate) record: DeviceRecord,
+    pub(crate) verified: VerifiedDevice,
+}
+
+#[derive(Debug)]
+enum Stage {
+    Fresh,
+    Greeted,
+    Authenticated(Box<AuthedDevice>),
+}
+
+/// Work to do after the response has been queued.
+pub(crate) enum After {
+    Nothing,
+    /// Push the device's waiting mailbox entries, then warn if prekeys are low.
+    DeliverMailbox {
+        prekeys_held: usize,
+    },
+}
+
+pub(crate) type Handled = Result<(response::Result, After), RequestError>;
+
+/// One connection's control session.
+pub(crate) struct Session {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) conn: Arc<ConnHandle>,
+    tx: mpsc::Sender<Outbound>,
+    binding: [u8; 32],
+    challenge: [u8; 32],
+    stage: Stage,
+    bucket: Option<TokenBucket>,
+}
+
+impl Session {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        conn: Arc<ConnHandle>,
+        tx: mpsc::Sender<Outbound>,
+        binding: [u8; 32],
+        challenge: [u8; 32],
+    ) -> Self {
+        Session {
+            shared,
+            conn,
+            tx,
+            binding,
+            challenge,
+            stage: Stage::Fresh,
+            bucket: None,
+        }
+    }
+
+    pub(crate) fn conn_id(&self) -> ConnId {
+        self.conn.id
+    }
+
+    pub(crate) fn is_authenticated(&self) -> bool {
+        matches!(self.stage, Stage::Authenticated(_))
+    }
+
+    pub(crate) fn device_id(&self) -> Option<DeviceIdBytes> {
+        match &self.stage {
+            Stage::Authenticated(d) => Some(d.record.device_id),
+            _ => None,
+        }
+    }
+
+    /// The authenticated device, or `UNAUTHENTICATED`.
+    pub(crate) fn device(&self) -> Result<&AuthedDevice, RequestError> {
+        match &self.stage {
+            Stage::Authenticated(d) => Ok(d),
+            _ => Err(RequestError::unauthenticated(
+                "send Hello, then Register or Authenticate, before this request",
+            )),
+        }
+    }
+
+    /// Queues a frame for the writer (waits if the queue is full).
+    pub(crate) async fn send(&self, frame: v1::ServerFrame) {
+        let _ = self.tx.send(Outbound::Frame(frame)).await;
+    }
+
+    /// Queues an event for the writer (waits if the queue is full).
+    pub(crate) async fn send_event(&self, event: v1::event::Event) {
+        self.send(v1::ServerFrame {
+            kind: Some(v1::server_frame::Kind::Event(v1::Event {
+                event: Some(event),
+            })),
+        })
+        .await;
+    }
+
+    async fn respond(&self, request_id: u64, result: response::Result) {
+        self.send(v1::ServerFrame {
+            kind: Some(v1::server_frame::Kind::Response(v1::Response {
+                request_id,
+                result: Some(result),
+            })),
+        })
+        .await;
+    }
+
+    /// Answers a frame that did not decode.
+    pub(crate) async fn malformed(&self, why: &str) {
+        counter!(telemetry::CONTROL_REQUESTS, "kind" => "malformed", "outcome" => "bad_request")
+            .increment(1);
+        let err = RequestError::bad_request(format!("undecodable control frame: {why}"));
+        self.respond(0, response::Result::Error(err.to_proto()))
+            .await;
+    }
+
+    /// Tells the client the server is going away and finishes the stream.
+    pub(crate) async fn shutting_down(&self) {
+        self.send_event(v1::event::Event::ShuttingDown(v1::ShuttingDown {
+            reconnect_after_ms: self.shared.config.timing.shutdown_reconnect_after_ms,
+        }))
+        .await;
+        let _ = self.finish().await;
+    }
+
+    /// Asks the writer to finish the stream after what is queued.
+    pub(crate) async fn finish(&self) -> Result<(), ()> {
+        self.tx.send(Outbound::Finish).await.map_err(|_| ())
+    }
+
+    /// Handles one request and queues its response (and follow-up events).
+    pub(crate) async fn handle(&mut self, frame: ClientFrame, now: Instant) {
+        let request_id = frame.request_id;
+        let Some(request) = frame.request else {
+            self.respond(
+                request_id,
+                response::Result::Error(
+                    RequestError::bad_request("frame carries no request (unknown request type?)")
+                        .to_proto(),
+                ),
+            )
+            .await;
+            return;
+        };
+        let kind = kind_label(&request);
+        if let Err(wait) = self.rate_limit(now) {
+            counter!(telemetry::CONTROL_REQUESTS, "kind" => kind, "outcome" => "rate_limited")
+                .increment(1);
+            let mut err = RequestError::new(
+                ErrorCode::RateLimited,
+                "too many control requests on this connection; slow down",
+            );
+            err.retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+            self.respond(request_id, response::Result::Error(err.to_proto()))
+                .await;
+            return;
+        }
+        let started = Instant::now();
+        let outcome = self.dispatch(request).await;
+        histogram!(telemetry::CONTROL_REQUEST_SECONDS, "kind" => kind)
+            .record(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok((result, after)) => {
+                counter!(telemetry::CONTROL_REQUESTS, "kind" => kind, "outcome" => "ok")
+                    .increment(1);
+                self.respond(request_id, result).await;
+                self.after(after).await;
+            }
+            Err(err) => {
+                counter!(telemetry::CONTROL_REQUESTS, "kind" => kind, "outcome" => "error")
+                    .increment(1);
+                debug!(conn = self.conn.id, kind, code = ?err.code, "request refused");
+                self.respond(request_id, response::Result::Error(err.to_proto()))
+                    .await;
+            }
+        }
+    }
+
+    fn rate_limit(&mut self, now: Instant) -> Result<(), std::time::Duration> {
+        let limits = &self.shared.config.limits;
+        self.bucket
+            .get_or_insert_with(|| {
+                TokenBucket::new(limits.requests_per_second, limits.request_burst, now)
+            })
+            .try_take(now)
+    }
+
+    async fn dispatch(&mut self, request: Request) -> Handled {
+        match request {
+            Request::Hello(r) => self.hello(&r),
+            Request::GetTime(_) => Ok((
+                response::Result::ServerTime(v1::ServerTime {
+                    server_time_ms: now_ms(),
+                }),
+                After::Nothing,
+            )),
+            Request::Register(r) => self.register(r).await,
+            Request::Authenticate(r) => self.authenticate(r).await,
+            Request::UploadPrekeys(r) => self.upload_prekeys(r).await,
+            Request::FetchBundles(r) => self.fetch_bundles(r).await,
+            Request::SendContainer(r) => self.send_container(r).await,
+            Request::AckContainers(r) => self.ack_containers(r).await,
+            Request::OpenRoom(r) => self.open_room(r).await,
+            Request::JoinRoom(r) => self.join_room(&r),
+            Request::RotateRoom(r) => self.rotate_room(r).await,
+            Request::LeaveRoom(r) => self.leave_room(&r),
+        }
+    }
+
+    async fn after(&mut self, after: After) {
+        match after {
+            After::Nothing => {}
+            After::DeliverMailbox { prekeys_held } => {
+                self.deliver_pending().await;
+                self.warn_if_prekeys_low(prekeys_held).await;
+            }
+        }
+    }
+
+    pub(crate) async fn warn_if_prekeys_low(&self, held: usize) {
+        let threshold = self.shared.config.limits.prekeys_low_threshold;
+        if held < threshold {
+            self.send_event(v1::event::Event::PrekeysLow(v1::PrekeysLow {
+                prekeys_held: to_u32(held),
+                threshold: to_u32(threshold),
+            }))
+            .await;
+        }
+    }
+
+    fn hello(&mut self, r: &v1::Hello) -> Handled {
+        if !matches!(self.stage, Stage::Fresh) {
+            return Err(RequestError::bad_request(
+                "Hello was already sent on this connection",
+            ));
+        }
+        if r.protocol_version < CONTROL_PROTOCOL_VERSION {
+            return Err(RequestError::new(
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "control protocol version {} is not supported; this server speaks {CONTROL_PROTOCOL_VERSION}",
+                    r.protocol_version
+                ),
+            ));
+        }
+        self.stage = Stage::Greeted;
+        Ok((
+            response::Result::Hello(v1::HelloOk {
+                protocol_version: CONTROL_PROTOCOL_VERSION,
+                challenge: self.challenge.to_vec(),
+                server_time_ms: now_ms(),
+                max_frame_bytes: to_u32(self.shared.config.limits.max_frame_bytes),
+                max_datagram_bytes: to_u32(self.shared.config.limits.max_datagram_bytes),
+            }),
+            After::Nothing,
+        ))
+    }
+
+    fn require_greeted(&self) -> Result<(), RequestError> {
+        match self.stage {
+            Stage::Greeted => Ok(()),
+            Stage::Fresh => Err(RequestError::unauthenticated(
+                "send Hello first: its answer carries the challenge to sign",
+            )),
+            Stage::Authenticated(_) => Err(RequestError::bad_request(
+                "this connection is already authenticated",
+            )),
+        }
+    }
+
+    async fn register(&mut self, r: v1::Register) -> Handled {
+        self.require_greeted()?;
+        let user_key = UserPublicKey::from_bytes(&r.user_public_key).map_err(|_| {
+            RequestError::bad_request("user_public_key is not a 32-byte Ed25519 key")
+        })?;
+        let certificate = r
+            .certificate
+            .ok_or_else(|| RequestError::bad_request("certificate is missing"))?;
+        if certificate.body.len() > conclave_proto::limits::MAX_SIGNED_OBJECT_BYTES {
+            return Err(RequestError::bad_request("certificate body is too large"));
+        }
+        let body = v1::DeviceCertificateBody::decode(certificate.body.as_slice())
+            .map_err(|_| RequestError::bad_request("certificate body does not decode"))?;
+        let user_id = UserId::from_slice(&body.user_id)
+            .ok_or_else(|| RequestError::bad_request("certificate user id is not 32 bytes"))?;
+        let identity = UserIdentity {
+            user_id,
+            key: user_key,
+        };
+        let verified = VerifiedDevice::verify(&certificate, &identity, UnixMillis(now_ms()))
+            .map_err(|e| RequestError::bad_proof(format!("device certificate refused: {e}")))?;
+        verified
+            .verify_auth_challenge(&self.binding, &self.challenge, &r.auth_signature)
+            .map_err(|e| RequestError::bad_proof(format!("device auth proof refused: {e}")))?;
+        let record = DeviceRecord {
+            user_id: *user_id.as_bytes(),
+            device_id: *verified.device_id().as_bytes(),
+            certificate: certificate.encode_to_vec(),
+        };
+        let key_bytes = user_key.to_bytes();
+        let max_devices = self.shared.config.limits.max_devices_per_user;
+        let rec = record.clone();
+        let outcome = self
+            .shared
+            .blocking("registration", move |s| {
+                s.register_device(&key_bytes, &rec, max_devices)
+            })
+            .await?;
+        let device_id = record.device_id;
+        let held = if outcome == RegisterOutcome::AlreadyRegistered {
+            self.shared
+                .blocking("prekey count", move |s| s.prekey_count(&device_id))
+                .await?
+        } else {
+            counter!(telemetry::DEVICES_REGISTERED).increment(1);
+            0
+        };
+        info!(
+            conn = self.conn.id,
+            device = %short(&device_id),
+            new_user = outcome == RegisterOutcome::NewUser,
+            "device registered"
+        );
+        self.become_authenticated(record, verified);
+        Ok((
+            response::Result::Registered(v1::Registered {
+                new_user: outcome == RegisterOutcome::NewUser,
+                prekeys_held: to_u32(held),
+                server_time_ms: now_ms(),
+            }),
+            After::DeliverMailbox { prekeys_held: held },
+        ))
+    }
+
+    async fn authenticate(&mut self, r: v1::Authenticate) -> Handled {
+        self.require_greeted()?;
+        let device_id: DeviceIdBytes = r
+            .device_id
+            .as_slice()
+            .try_into()
+            .map_err(|_| RequestError::bad_request("device_id is not 16 bytes"))?;
+        let (record, user_key, held, pending) = self
+            .shared
+            .blocking("authentication", move |s| {
+                let Some(record) = s.device(&device_id)? else {
+                    return Ok(None);
+                };
+                let key = s.user_key(&record.user_id)?;
+                let held = s.prekey_count(&device_id)?;
+                let pending = s.mailbox_count(&device_id)?;
+                Ok(key.map(|k| (record, k, held, pending)))
+            })
+            .await?
+            .ok_or_else(|| {
+                RequestError::new(
+                    ErrorCode::NotFound,
+                    "this device is not registered here: send Register instead",
+                )
+            })?;
+        let certificate = v1::DeviceCertificate::decode(record.certificate.as_slice())
+            .map_err(|_| RequestError::internal("certificate load"))?;
+        let identity = UserIdentity {
+            user_id: UserId::from_slice(&record.user_id)
+                .ok_or_else(|| RequestError::internal("certificate load"))?,
+            key: UserPublicKey::from_bytes(&user_key)
+                .map_err(|_| RequestError::internal("user key load"))?,
+        };
+        let verified = VerifiedDevice::verify(&certificate, &identity, UnixMillis(now_ms()))
+            .map_err(|e| {
+                RequestError::bad_proof(format!(
+                    "stored device certificate no longer verifies ({e}); register a new device"
+                ))
+            })?;
+        verified
+            .verify_auth_challenge(&self.binding, &self.challenge, &r.auth_signature)
+            .map_err(|e| RequestError::bad_proof(format!("device auth proof refused: {e}")))?;
+        debug!(conn = self.conn.id, device = %short(&device_id), "device authenticated");
+        self.become_authenticated(record, verified);
+        Ok((
+            response::Result::Authenticated(v1::Authenticated {
+                prekeys_held: to_u32(held),
+                mailbox_pending: to_u32(pending),
+                server_time_ms: now_ms(),
+            }),
+            After::DeliverMailbox { prekeys_held: held },
+        ))
+    }
+
+    fn become_authenticated(&mut self, record: DeviceRecord, verified: VerifiedDevice) {
+        let device_id = record.device_id;
+        if let Some(previous) = self.shared.online.insert(device_id, self.conn.id) {
+            if previous != self.conn.id {
+                if let Some(old) = self.shared.conns.get(&previous) {
+                    info!(
+                        conn = previous,
+                        "device connected again; closing its older connection"
+                    );
+                    old.connection
+                        .close(close_code::REPLACED.into(), b"device connected elsewhere");
+                }
+            }
+        }
+        self.stage = Stage::Authenticated(Box::new(AuthedDevice { record, verified }));
+    }
+}
+
+/// A short, non-identifying prefix of an id for logs.
+pub(crate) fn short(id: &[u8]) -> String {
+    hex::encode(id.get(..4).unwrap_or(id))
+}
+
+/// Saturating conversion for counts reported to clients.
+pub(crate) fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn kind_label(request: &Request) -> &'static str {
+    match request {
+        Request::Hello(_) => "hello",
+        Request::Register(_) => "register",
+        Request::Authenticate(_) => "authenticate",
+        Request::UploadPrekeys(_) => "upload_prekeys",
+        Request::FetchBundles(_) => "fetch_bundles",
+        Request::SendContainer(_) => "send_container",
+        Request::AckContainers(_) => "ack_containers",
+        Request::GetTime(_) => "get_time",
+        Request::OpenRoom(_) => "open_room",
+        Request::JoinRoom(_) => "join_room",
+        Request::RotateRoom(_) => "rotate_room",
+        Request::LeaveRoom(_) => "leave_room",
+    }
+}
