@@ -115,6 +115,7 @@ pub mod meeting;
 pub mod safety;
 pub mod sframe;
 pub mod time;
+pub mod transport;
 
 pub use ids::{ContainerId, DeviceId, MAX_USERNAME_BYTES, UserId};
 pub use time::UnixMillis;

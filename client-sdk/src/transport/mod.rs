@@ -1,0 +1,275 @@
+//! The network layer: one QUIC connection to an SFU, its control stream and datagrams.
+//!
+//! [`ControlConnection`] is deliberately thin: it frames [`v1::ClientFrame`] requests,
+//! matches [`v1::Response`]s to them by request id, hands server events to an
+//! [`EventStream`], and exposes the QUIC datagram path and the TLS exporter value that
+//! device and room proofs are bound to. Meeting logic lives above it.
+//!
+//! Tasks: one reader task per connection (spawned on the current tokio runtime) reads
+//! server frames; writes happen on the caller's task under an async lock.
+
+mod tls;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use conclave_proto::frame::{self, PREFIX_LEN, TLS_EXPORTER_LABEL, TLS_EXPORTER_LEN};
+use conclave_proto::v1::{self, ErrorCode, client_frame::Request, response, server_frame};
+use tokio::sync::{mpsc, oneshot};
+
+pub use tls::{ServerTrust, client_config};
+
+/// Server events buffered before the reader stops reading (backpressure to the server).
+const EVENT_QUEUE: usize = 4096;
+
+/// Why a control-channel operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The connection could not be started (bad address or server name).
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// The QUIC or TLS handshake failed; the message says why (for example an
+    /// untrusted certificate or a fingerprint mismatch).
+    #[error("handshake with the server failed: {0}")]
+    Handshake(String),
+    /// The connection or control stream is gone.
+    #[error("connection closed: {0}")]
+    Closed(String),
+    /// The server refused the request.
+    #[error("server refused the request ({code:?}): {message}")]
+    Server {
+        /// The protocol error code.
+        code: ErrorCode,
+        /// The server's explanation.
+        message: String,
+        /// For `RateLimited`: how long to wait, ms.
+        retry_after_ms: u64,
+    },
+    /// The server sent something this client cannot interpret.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+impl TransportError {
+    /// The server's error code, if the server refused the request.
+    #[must_use]
+    pub fn server_code(&self) -> Option<ErrorCode> {
+        match self {
+            TransportError::Server { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<response::Result>>>>;
+
+/// Server events, in the order the server sent them.
+#[derive(Debug)]
+pub struct EventStream {
+    rx: mpsc::Receiver<v1::event::Event>,
+}
+
+impl EventStream {
+    /// The next event; `None` once the connection is gone.
+    pub async fn recv(&mut self) -> Option<v1::event::Event> {
+        self.rx.recv().await
+    }
+
+    /// The next event if one is already queued.
+    pub fn try_recv(&mut self) -> Option<v1::event::Event> {
+        self.rx.try_recv().ok()
+    }
+}
+
+/// A QUIC connection to an SFU with its control stream.
+#[derive(Debug)]
+pub struct ControlConnection {
+    endpoint: quinn::Endpoint,
+    connection: quinn::Connection,
+    send: tokio::sync::Mutex<quinn::SendStream>,
+    pending: Pending,
+    next_id: AtomicU64,
+    tls_binding: [u8; TLS_EXPORTER_LEN],
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl ControlConnection {
+    /// Connects to `server` (verifying it as `server_name` with `config`), opens the
+    /// control stream and starts reading. Binds a fresh UDP socket on an unspecified
+    /// address of the server's family.
+    pub async fn connect(
+        server: SocketAddr,
+        server_name: &str,
+        config: quinn::ClientConfig,
+    ) -> Result<(Self, EventStream), TransportError> {
+        let bind: SocketAddr = if server.is_ipv6() {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        };
+        let mut endpoint = quinn::Endpoint::client(bind)
+            .map_err(|e| TransportError::Connect(format!("cannot bind a UDP socket: {e}")))?;
+        endpoint.set_default_client_config(config);
+        let connection = endpoint
+            .connect(server, server_name)
+            .map_err(|e| TransportError::Connect(e.to_string()))?
+            .await
+            .map_err(|e| TransportError::Handshake(e.to_string()))?;
+        let mut tls_binding = [0u8; TLS_EXPORTER_LEN];
+        connection
+            .export_keying_material(&mut tls_binding, TLS_EXPORTER_LABEL, b"")
+            .map_err(|_| TransportError::Protocol("TLS exporter unavailable".into()))?;
+        let (send, recv) = connection
+            .open_bi()
+            .await
+            .map_err(|e| TransportError::Closed(e.to_string()))?;
+        let pending: Pending = Arc::default();
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let reader = tokio::spawn(read_frames(recv, Arc::clone(&pending), events_tx));
+        Ok((
+            ControlConnection {
+                endpoint,
+                connection,
+                send: tokio::sync::Mutex::new(send),
+                pending,
+                next_id: AtomicU64::new(1),
+                tls_binding,
+                reader,
+            },
+            EventStream { rx: events_rx },
+        ))
+    }
+
+    /// The TLS exporter value device and room proofs on this connection must sign.
+    #[must_use]
+    pub fn tls_binding(&self) -> &[u8; TLS_EXPORTER_LEN] {
+        &self.tls_binding
+    }
+
+    /// The underlying QUIC connection.
+    #[must_use]
+    pub fn quic(&self) -> &quinn::Connection {
+        &self.connection
+    }
+
+    /// Sends a request and waits for its response; a server error becomes
+    /// [`TransportError::Server`].
+    pub async fn request(&self, request: Request) -> Result<response::Result, TransportError> {
+        let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(request_id, tx);
+        let bytes = frame::encode(&v1::ClientFrame {
+            request_id,
+            request: Some(request),
+        })
+        .map_err(|e| TransportError::Protocol(e.to_string()))?;
+        self.write_raw(&bytes).await?;
+        let result = rx.await.map_err(|_| {
+            TransportError::Closed(
+                self.connection
+                    .close_reason()
+                    .map_or_else(|| "control stream ended".to_string(), |r| r.to_string()),
+            )
+        })?;
+        match result {
+            response::Result::Error(e) => Err(TransportError::Server {
+                code: ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified),
+                message: e.message,
+                retry_after_ms: e.retry_after_ms,
+            }),
+            ok => Ok(ok),
+        }
+    }
+
+    /// Writes raw bytes to the control stream (for tests of the server's framing).
+    pub async fn write_raw(&self, bytes: &[u8]) -> Result<(), TransportError> {
+        self.send
+            .lock()
+            .await
+            .write_all(bytes)
+            .await
+            .map_err(|e| TransportError::Closed(e.to_string()))
+    }
+
+    /// Queues a media datagram.
+    pub fn send_datagram(&self, datagram: Bytes) -> Result<(), TransportError> {
+        self.connection
+            .send_datagram(datagram)
+            .map_err(|e| TransportError::Closed(e.to_string()))
+    }
+
+    /// The next media datagram.
+    pub async fn read_datagram(&self) -> Result<Bytes, TransportError> {
+        self.connection
+            .read_datagram()
+            .await
+            .map_err(|e| TransportError::Closed(e.to_string()))
+    }
+
+    /// Closes the connection and waits (briefly) for the close to be sent.
+    pub async fn close(self) {
+        self.connection.close(0u32.into(), b"bye");
+        self.reader.abort();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.endpoint.wait_idle())
+            .await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding this lock cannot leave the map inconsistent.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Reads server frames until the stream ends: responses complete their requests,
+/// events go to the event stream. Unmatched or undecodable frames are skipped.
+async fn read_frames(
+    mut recv: quinn::RecvStream,
+    pending: Pending,
+    events: mpsc::Sender<v1::event::Event>,
+) {
+    let mut buf = Vec::new();
+    loop {
+        let mut prefix = [0u8; PREFIX_LEN];
+        if recv.read_exact(&mut prefix).await.is_err() {
+            break;
+        }
+        let Ok(len) = frame::frame_len(prefix, frame::DEFAULT_MAX_FRAME_BYTES) else {
+            break;
+        };
+        buf.clear();
+        buf.resize(len, 0);
+        if recv.read_exact(&mut buf).await.is_err() {
+            break;
+        }
+        let Ok(server_frame) = frame::decode_server(&buf) else {
+            tracing::warn!("undecodable frame from the server; skipped");
+            continue;
+        };
+        match server_frame.kind {
+            Some(server_frame::Kind::Response(r)) => {
+                let waiter = lock(&pending).remove(&r.request_id);
+                match (waiter, r.result) {
+                    (Some(tx), Some(result)) => {
+                        let _ = tx.send(result);
+                    }
+                    (None, Some(response::Result::Error(e))) => {
+                        tracing::warn!(code = e.code, message = %e.message, "server error for no request");
+                    }
+                    _ => {}
+                }
+            }
+            Some(server_frame::Kind::Event(v1::Event { event: Some(event) })) => {
+                if events.send(event).await.is_err() {
+                    // Nobody listens for events; keep serving responses.
+                }
+            }
+            _ => {}
+        }
+    }
+    // Fail every waiting request.
+    lock(&pending).clear();
+}
