@@ -1,0 +1,374 @@
+//! Shared helpers for the SFU integration tests: a real server on 127.0.0.1:0 and real
+//! QUIC clients built on the SDK's transport and crypto core.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use conclave_proto::datagram::{DatagramHeader, MediaKind};
+use conclave_proto::v1::{self, client_frame::Request, response};
+use conclave_sdk::identity::{
+    DEFAULT_PREKEY_TTL_MS, DeviceIdentity, PrekeyPool, UserIdentity, UserSigningKey,
+};
+use conclave_sdk::meeting::{MeetingId, MeetingKey, RoomAuthKey, RoutingId};
+use conclave_sdk::time::DAY_MS;
+use conclave_sdk::transport::{ControlConnection, EventStream, ServerTrust, TransportError};
+use conclave_sdk::{UnixMillis, UserId};
+use conclave_sfu::config::Config;
+use conclave_sfu::store::{MemoryStore, Store};
+use rand_core::OsRng;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Upper bound for anything a test waits for; tests never assert on timing.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub fn now() -> UnixMillis {
+    UnixMillis(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+    )
+}
+
+/// A config suitable for tests: fast sweeps and grace windows, no metrics listener.
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.metrics_listen = None;
+    config.timing.rotation_grace_ms = 500;
+    config.timing.sweep_interval_secs = 1;
+    config
+}
+
+/// A server running in this process.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub trust: ServerTrust,
+    pub store: Arc<dyn Store>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), conclave_sfu::SfuError>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(test_config(), Arc::new(MemoryStore::new())).await
+    }
+
+    pub async fn start_with(config: Config, store: Arc<dyn Store>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (identity, _) = conclave_sfu::tls::load_or_generate_dev(dir.path()).unwrap();
+        let server_config =
+            conclave_sfu::tls::server_config(&identity, &config.timing, &config.limits).unwrap();
+        let endpoint =
+            quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = endpoint.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(conclave_sfu::run(
+            endpoint,
+            Arc::clone(&store),
+            config,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        TestServer {
+            addr,
+            trust: ServerTrust::PinnedSha256(identity.fingerprint_sha256),
+            store,
+            stop: Some(stop),
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    /// Triggers graceful shutdown and waits for `run` to return.
+    pub async fn stop(mut self) -> Result<(), conclave_sfu::SfuError> {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(20), self.task.take().unwrap())
+            .await
+            .expect("server stops in bounded time")
+            .expect("server task does not panic")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// A user with one or more devices (the crypto identities only).
+pub struct TestUser {
+    pub username: String,
+    pub key: UserSigningKey,
+    pub identity: UserIdentity,
+}
+
+impl TestUser {
+    pub fn new(username: &str) -> Self {
+        let key = UserSigningKey::generate(&mut OsRng);
+        let identity = UserIdentity {
+            user_id: UserId::from_username(username).unwrap(),
+            key: key.public_key(),
+        };
+        TestUser {
+            username: username.to_string(),
+            key,
+            identity,
+        }
+    }
+
+    pub fn device(&self) -> DeviceIdentity {
+        DeviceIdentity::create(&self.key, self.identity.user_id, now(), 365 * DAY_MS, &mut OsRng)
+            .unwrap()
+    }
+}
+
+/// A connected client.
+pub struct TestClient {
+    pub conn: ControlConnection,
+    pub events: EventStream,
+    pub challenge: Vec<u8>,
+}
+
+impl TestClient {
+    /// Connects and sends Hello.
+    pub async fn connect(server: &TestServer) -> Self {
+        Self::connect_to(server.addr, &server.trust).await
+    }
+
+    pub async fn connect_to(addr: SocketAddr, trust: &ServerTrust) -> Self {
+        let config = conclave_sdk::transport::client_config(trust).unwrap();
+        let (conn, events) = tokio::time::timeout(WAIT, ControlConnection::connect(addr, "localhost", config))
+            .await
+            .expect("connect in bounded time")
+            .expect("connect");
+        let hello = conn
+            .request(Request::Hello(v1::Hello {
+                protocol_version: 1,
+            }))
+            .await
+            .unwrap();
+        let response::Result::Hello(hello) = hello else {
+            panic!("expected HelloOk, got {hello:?}");
+        };
+        TestClient {
+            conn,
+            events,
+            challenge: hello.challenge,
+        }
+    }
+
+    pub async fn request(&self, r: Request) -> Result<response::Result, TransportError> {
+        tokio::time::timeout(WAIT, self.conn.request(r))
+            .await
+            .expect("response in bounded time")
+    }
+
+    pub fn auth_signature(&self, device: &DeviceIdentity) -> Vec<u8> {
+        device
+            .sign_auth_challenge(self.conn.tls_binding(), &self.challenge)
+            .unwrap()
+            .to_bytes()
+            .to_vec()
+    }
+
+    pub async fn register(&self, user: &TestUser, device: &DeviceIdentity) -> Result<v1::Registered, TransportError> {
+        let r = self
+            .request(Request::Register(v1::Register {
+                user_public_key: user.identity.key.to_bytes().to_vec(),
+                certificate: Some(device.certificate().clone()),
+                auth_signature: self.auth_signature(device),
+            }))
+            .await?;
+        match r {
+            response::Result::Registered(r) => Ok(r),
+            other => panic!("expected Registered, got {other:?}"),
+        }
+    }
+
+    pub async fn authenticate(&self, device: &DeviceIdentity) -> Result<v1::Authenticated, TransportError> {
+        let r = self
+            .request(Request::Authenticate(v1::Authenticate {
+                device_id: device.device_id().as_bytes().to_vec(),
+                auth_signature: self.auth_signature(device),
+            }))
+            .await?;
+        match r {
+            response::Result::Authenticated(r) => Ok(r),
+            other => panic!("expected Authenticated, got {other:?}"),
+        }
+    }
+
+    /// Connects and registers a fresh device of `user`.
+    pub async fn registered(server: &TestServer, user: &TestUser) -> (Self, DeviceIdentity) {
+        let client = Self::connect(server).await;
+        let device = user.device();
+        client.register(user, &device).await.unwrap();
+        (client, device)
+    }
+
+    pub async fn upload_prekeys(
+        &self,
+        device: &DeviceIdentity,
+        pool: &mut PrekeyPool,
+        count: usize,
+    ) -> Result<u32, TransportError> {
+        let prekeys = pool
+            .generate(device, count, now(), DEFAULT_PREKEY_TTL_MS, &mut OsRng)
+            .unwrap();
+        match self
+            .request(Request::UploadPrekeys(v1::UploadPrekeys { prekeys }))
+            .await?
+        {
+            response::Result::PrekeysUploaded(r) => Ok(r.prekeys_held),
+            other => panic!("expected PrekeysUploaded, got {other:?}"),
+        }
+    }
+
+    pub async fn fetch_bundles(&self, users: &[&TestUser]) -> Result<v1::Bundles, TransportError> {
+        match self
+            .request(Request::FetchBundles(v1::FetchBundles {
+                user_ids: users
+                    .iter()
+                    .map(|u| u.identity.user_id.as_bytes().to_vec())
+                    .collect(),
+            }))
+            .await?
+        {
+            response::Result::Bundles(b) => Ok(b),
+            other => panic!("expected Bundles, got {other:?}"),
+        }
+    }
+
+    /// Waits for the first event matching `pick`, skipping others.
+    pub async fn event<T>(&mut self, mut pick: impl FnMut(v1::event::Event) -> Option<T>) -> T {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let e = self.events.recv().await.expect("event stream open");
+                if let Some(t) = pick(e) {
+                    return t;
+                }
+            }
+        })
+        .await
+        .expect("expected event within the wait bound")
+    }
+
+    /// Opens (or joins) a room with `key`.
+    pub async fn open_room(&self, key: &RoomAuthKey, routing: &RoutingId) -> Result<v1::RoomJoined, TransportError> {
+        let sig = key.sign_join(self.conn.tls_binding(), &self.challenge).unwrap();
+        match self
+            .request(Request::OpenRoom(v1::OpenRoom {
+                routing_id: routing.as_bytes().to_vec(),
+                epoch: key.epoch(),
+                room_auth_public_key: key.public().to_bytes().to_vec(),
+                join_signature: sig.to_vec(),
+            }))
+            .await?
+        {
+            response::Result::RoomJoined(j) => Ok(j),
+            other => panic!("expected RoomJoined, got {other:?}"),
+        }
+    }
+
+    pub async fn join_room(&self, key: &RoomAuthKey, routing: &RoutingId) -> Result<v1::RoomJoined, TransportError> {
+        let sig = key.sign_join(self.conn.tls_binding(), &self.challenge).unwrap();
+        match self
+            .request(Request::JoinRoom(v1::JoinRoom {
+                routing_id: routing.as_bytes().to_vec(),
+                epoch: key.epoch(),
+                join_signature: sig.to_vec(),
+            }))
+            .await?
+        {
+            response::Result::RoomJoined(j) => Ok(j),
+            other => panic!("expected RoomJoined, got {other:?}"),
+        }
+    }
+
+    pub async fn rotate_room(
+        &self,
+        current: &RoomAuthKey,
+        next: &RoomAuthKey,
+        routing: &RoutingId,
+    ) -> Result<u64, TransportError> {
+        let rotation = current.sign_rotation(next).unwrap();
+        let join = next.sign_join(self.conn.tls_binding(), &self.challenge).unwrap();
+        match self
+            .request(Request::RotateRoom(v1::RotateRoom {
+                routing_id: routing.as_bytes().to_vec(),
+                next_epoch: next.epoch(),
+                next_room_auth_public_key: next.public().to_bytes().to_vec(),
+                rotation_signature: rotation.to_vec(),
+                join_signature: join.to_vec(),
+            }))
+            .await?
+        {
+            response::Result::RoomRotated(r) => Ok(r.epoch),
+            other => panic!("expected RoomRotated, got {other:?}"),
+        }
+    }
+
+    /// Sends a media datagram with `payload` in room `handle`, claiming `slot`.
+    pub fn send_media(&self, handle: u32, slot: u16, kind: MediaKind, frame: u32, payload: &[u8]) {
+        let header = DatagramHeader {
+            room_handle: handle,
+            sender_slot: slot,
+            media_kind: kind,
+            keyframe: false,
+            frame_number: frame,
+            fragment_index: 0,
+            fragment_count: 1,
+        };
+        let mut d = header.encode().unwrap().to_vec();
+        d.extend_from_slice(payload);
+        self.conn.send_datagram(Bytes::from(d)).unwrap();
+    }
+
+    /// Receives a datagram within `within`, or `None`.
+    pub async fn recv_media(&self, within: Duration) -> Option<(DatagramHeader, Vec<u8>)> {
+        let d = tokio::time::timeout(within, self.conn.read_datagram()).await.ok()?.ok()?;
+        let (h, p) = DatagramHeader::decode(&d).unwrap();
+        Some((h, p.to_vec()))
+    }
+}
+
+/// A meeting's room keys (the crypto core's derivation; no invites needed here).
+pub struct TestRoom {
+    pub routing: RoutingId,
+    pub key: MeetingKey,
+}
+
+impl TestRoom {
+    pub fn new() -> Self {
+        let meeting = MeetingId::generate(
+            &UserId::from_username("room-owner").unwrap(),
+            &conclave_sdk::DeviceId::random(&mut OsRng),
+            now(),
+            2,
+            &mut OsRng,
+        );
+        TestRoom {
+            routing: meeting.routing_id(),
+            key: MeetingKey::generate(1, &mut OsRng),
+        }
+    }
+
+    pub fn auth(&self) -> RoomAuthKey {
+        self.key.room_auth_key(&self.routing)
+    }
+
+    /// Moves to a fresh key at the next epoch; returns the old auth key.
+    pub fn rekey(&mut self) -> RoomAuthKey {
+        let old = self.auth();
+        self.key = MeetingKey::generate(self.key.epoch() + 1, &mut OsRng);
+        old
+    }
+}
