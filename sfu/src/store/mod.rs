@@ -13,10 +13,10 @@
 //! ids, public keys, certificates, signed prekeys, opaque containers, routing ids and
 //! room-auth public keys.
 
-mod memory;
-mod redb_store;
 #[cfg(test)]
 mod conformance;
+mod memory;
+mod redb_store;
 
 pub use memory::MemoryStore;
 pub use redb_store::RedbStore;
@@ -125,7 +125,9 @@ pub enum StoreError {
         limit: usize,
     },
     /// The upload would take the device above the prekey limit; nothing was stored.
-    #[error("device would hold {would_hold} prekeys, above the limit of {limit} (max_prekeys_per_device)")]
+    #[error(
+        "device would hold {would_hold} prekeys, above the limit of {limit} (max_prekeys_per_device)"
+    )]
     TooManyPrekeys {
         /// Count after the upload.
         would_hold: usize,
@@ -179,9 +181,10 @@ pub trait Store: Send + Sync + 'static {
     fn prekey_count(&self, device_id: &DeviceIdBytes) -> Result<usize, StoreError>;
 
     /// In one transaction, removes and returns one unexpired prekey (lowest id first)
-    /// of each listed device, deleting expired ones met on the way. Two concurrent
-    /// callers never receive the same prekey. The result has one entry per input, in
-    /// order.
+    /// of each listed device, deleting all of that device's expired prekeys on the way
+    /// (so `remaining` equals its `prekey_count` afterwards). A device listed `n` times
+    /// gives up to `n` prekeys. Two concurrent callers never receive the same prekey.
+    /// The result has one entry per input, in order.
     fn take_prekeys(
         &self,
         device_ids: &[DeviceIdBytes],
@@ -213,8 +216,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes the listed entries of this device (ids of other devices are ignored).
     /// Returns how many were deleted.
-    fn mailbox_ack(&self, device_id: &DeviceIdBytes, mailbox_ids: &[u64])
-    -> Result<usize, StoreError>;
+    fn mailbox_ack(
+        &self,
+        device_id: &DeviceIdBytes,
+        mailbox_ids: &[u64],
+    ) -> Result<usize, StoreError>;
 
     /// Deletes every entry with `expires_at_ms <= now_ms`; returns how many.
     fn mailbox_expire(&self, now_ms: u64) -> Result<usize, StoreError>;
