@@ -6,19 +6,19 @@
 //! decoded here by hand; decoding never panics and reports malformed bytes as
 //! [`StoreError::Corrupt`].
 //!
-//! | table            | key                                      | value                                   |
-//! |------------------|------------------------------------------|-----------------------------------------|
-//! | `users`          | user id (32)                             | user key (32)                           |
-//! | `devices`        | device id (16)                           | user id (32) ++ certificate             |
-//! | `user_devices`   | user id (32) ++ device id (16)           | `()`                                    |
-//! | `prekeys`        | device id (16) ++ prekey id (8)          | expires at (8) ++ signed prekey         |
-//! | `prekey_expiry`  | device id (16) ++ expires at (8) ++ prekey id (8) | `()`                           |
-//! | `prekey_counts`  | device id (16)                           | `u64` prekeys held                      |
-//! | `mailbox`        | device id (16) ++ mailbox id (8)         | stored at (8) ++ expires at (8) ++ container |
-//! | `mailbox_expiry` | expires at (8) ++ device id (16) ++ mailbox id (8) | `()`                          |
-//! | `mailbox_counts` | device id (16)                           | `u64` entries waiting                   |
-//! | `rooms`          | routing id (32)                          | epoch (8) ++ auth public (32) ++ updated at (8) |
-//! | `meta`           | name                                     | `u64` (schema version, next mailbox id) |
+//! Table: key → value (byte widths in parentheses, `++` is concatenation):
+//!
+//! * `users`: user id (32) → user key (32)
+//! * `devices`: device id (16) → user id (32) ++ certificate
+//! * `user_devices`: user id (32) ++ device id (16) → `()`
+//! * `prekeys`: device id (16) ++ prekey id (8) → expires at (8) ++ signed prekey
+//! * `prekey_expiry`: device id (16) ++ expires at (8) ++ prekey id (8) → `()`
+//! * `prekey_counts`: device id (16) → `u64` prekeys held
+//! * `mailbox`: device id (16) ++ mailbox id (8) → stored at (8) ++ expires at (8) ++ container
+//! * `mailbox_expiry`: expires at (8) ++ device id (16) ++ mailbox id (8) → `()`
+//! * `mailbox_counts`: device id (16) → `u64` entries waiting
+//! * `rooms`: routing id (32) → epoch (8) ++ auth public (32) ++ updated at (8)
+//! * `meta`: name → `u64` (`schema_version`, `next_mailbox_id`)
 
 use crate::store::{
     DeviceIdBytes, DeviceRecord, MailboxEntry, RoomRecord, StoreError, StoredPrekey, UserIdBytes,
