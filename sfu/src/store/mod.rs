@@ -181,9 +181,10 @@ pub trait Store: Send + Sync + 'static {
     fn prekey_count(&self, device_id: &DeviceIdBytes) -> Result<usize, StoreError>;
 
     /// In one transaction, removes and returns one unexpired prekey (lowest id first)
-    /// of each listed device, deleting expired ones met on the way. Two concurrent
-    /// callers never receive the same prekey. The result has one entry per input, in
-    /// order.
+    /// of each listed device, deleting all of that device's expired prekeys on the way
+    /// (so `remaining` equals its `prekey_count` afterwards). A device listed `n` times
+    /// gives up to `n` prekeys. Two concurrent callers never receive the same prekey.
+    /// The result has one entry per input, in order.
     fn take_prekeys(
         &self,
         device_ids: &[DeviceIdBytes],

@@ -1,1 +1,0 @@
-//! Shared conformance tests for every Store implementation.

@@ -1,0 +1,73 @@
+//! Conformance suite shared by every [`Store`] implementation.
+//!
+//! Each test is a plain function taking a [`Factory`], grouped by area in
+//! [`directory`], [`mailbox`] and [`rooms`]; the `conformance!` macro at the bottom
+//! instantiates every one of them as a `#[test]` per backend
+//! (`store::conformance::memory::*`, `store::conformance::redb::*`). A new backend
+//! needs one factory and one more module in the macro; a new test one more name.
+
+mod directory;
+mod mailbox;
+mod rooms;
+
+use std::any::Any;
+
+use super::{MemoryStore, RedbStore, Store};
+
+/// Something that must outlive the store (e.g. its temporary directory).
+type Guard = Box<dyn Any>;
+/// Creates an empty store.
+type Factory = fn() -> (Box<dyn Store>, Guard);
+
+fn memory_store() -> (Box<dyn Store>, Guard) {
+    (Box::new(MemoryStore::new()), Box::new(()))
+}
+
+fn redb_store() -> (Box<dyn Store>, Guard) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("store.redb")).unwrap();
+    (Box::new(store), Box::new(dir))
+}
+
+/// Instantiates every listed test (`area: [test, ...]`) for every backend.
+macro_rules! conformance {
+    ($($area:ident: [$($test:ident),* $(,)?]),* $(,)?) => {
+        mod memory {
+            $($( #[test] fn $test() { super::$area::$test(super::memory_store) } )*)*
+        }
+        mod redb {
+            $($( #[test] fn $test() { super::$area::$test(super::redb_store) } )*)*
+        }
+    };
+}
+
+conformance! {
+    directory: [
+        first_device_pins_new_user,
+        second_device_with_same_key_is_new_device,
+        different_user_key_is_refused,
+        device_id_with_other_certificate_is_refused,
+        reregistering_same_device_is_idempotent,
+        too_many_devices_is_refused,
+        add_prekeys_counts_and_replaces_same_id,
+        add_prekeys_over_limit_stores_nothing,
+        add_prekeys_to_unknown_device_fails,
+        take_prekeys_hands_out_lowest_id_first,
+        take_prekeys_skips_and_deletes_expired,
+        take_prekeys_exhausted_gives_none,
+        take_prekeys_answers_in_input_order_with_duplicates,
+        concurrent_takes_hand_out_each_prekey_once,
+    ],
+    mailbox: [
+        mailbox_put_list_count_ack,
+        mailbox_list_pages_after_id,
+        mailbox_ack_ignores_other_devices_ids,
+        mailbox_put_is_full_at_the_limit,
+        mailbox_ids_strictly_increase_store_wide,
+        mailbox_expire_deletes_by_time,
+    ],
+    rooms: [
+        rooms_put_get_replace_delete,
+        expire_rooms_spares_recent_and_live,
+    ],
+}

@@ -1,0 +1,337 @@
+//! [`Store`] on an embedded [redb](https://docs.rs/redb) database file.
+//!
+//! Every method runs in one redb transaction; writes commit with redb's default
+//! [`Durability::Immediate`](redb::Durability::Immediate) (fsync before `commit`
+//! returns). redb serializes write transactions, so read-modify-write sequences such
+//! as [`Store::take_prekeys`] never interleave: two callers cannot get the same prekey.
+//!
+//! Layout (see [`codec`] for the byte formats): primary tables keyed by fixed-size
+//! big-endian keys, plus secondary tables kept in step inside the same transactions:
+//!
+//! * `user_devices` lists a user's devices by a key-range scan;
+//! * `prekey_expiry` (per device, by expiry) lets a take purge a device's expired
+//!   prekeys without reading its unexpired ones; `prekey_counts` holds how many
+//!   prekeys each device has, so counting and the upload limit need no scan;
+//! * `mailbox_expiry` (global, by expiry) lets [`Store::mailbox_expire`] visit only
+//!   expired entries; `mailbox_counts` makes the per-device limit O(1);
+//! * `meta` holds the schema version and the next mailbox id, which is persisted
+//!   with every put so ids keep increasing across restarts.
+//!
+//! All tables are created by [`RedbStore::open`], so reads never meet a missing table.
+
+mod codec;
+mod directory;
+mod mailbox;
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition,
+    WriteTransaction,
+};
+
+use self::codec::{
+    DEVICE_U64_KEY, EXPIRY_KEY, USER_DEVICE_KEY, decode_device, decode_room, decode_user_key,
+    encode_room,
+};
+use super::{
+    DeviceIdBytes, DeviceRecord, MailboxEntry, MailboxPut, RegisterOutcome, RoomRecord,
+    RoutingIdBytes, Store, StoreError, StoredPrekey, TakenPrekey, UserIdBytes,
+};
+
+// The tables; their key and value layouts are in `codec`. Changing one means a new
+// `SCHEMA_VERSION`.
+const USERS: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new("users");
+const DEVICES: TableDefinition<'_, &[u8; 16], &[u8]> = TableDefinition::new("devices");
+const USER_DEVICES: TableDefinition<'_, &[u8; USER_DEVICE_KEY], ()> =
+    TableDefinition::new("user_devices");
+const PREKEYS: TableDefinition<'_, &[u8; DEVICE_U64_KEY], &[u8]> = TableDefinition::new("prekeys");
+const PREKEY_EXPIRY: TableDefinition<'_, &[u8; EXPIRY_KEY], ()> =
+    TableDefinition::new("prekey_expiry");
+const PREKEY_COUNTS: TableDefinition<'_, &[u8; 16], u64> = TableDefinition::new("prekey_counts");
+const MAILBOX: TableDefinition<'_, &[u8; DEVICE_U64_KEY], &[u8]> = TableDefinition::new("mailbox");
+const MAILBOX_EXPIRY: TableDefinition<'_, &[u8; EXPIRY_KEY], ()> =
+    TableDefinition::new("mailbox_expiry");
+const MAILBOX_COUNTS: TableDefinition<'_, &[u8; 16], u64> = TableDefinition::new("mailbox_counts");
+const ROOMS: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new("rooms");
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+
+/// `meta` key of the layout version.
+const SCHEMA_VERSION_KEY: &str = "schema_version";
+/// The layout this code reads and writes.
+const SCHEMA_VERSION: u64 = 1;
+/// `meta` key of the id the next mailbox entry gets (absent: 1).
+const NEXT_MAILBOX_ID_KEY: &str = "next_mailbox_id";
+
+/// Maps any redb error to [`StoreError::Backend`].
+fn backend(error: impl Into<redb::Error>) -> StoreError {
+    StoreError::Backend(error.into().to_string())
+}
+
+/// A counter table: per-device number of prekeys or mailbox entries.
+type Counts<'txn> = Table<'txn, &'static [u8; 16], u64>;
+
+/// A device's counter (0 if absent).
+fn read_count(
+    table: &impl ReadableTable<&'static [u8; 16], u64>,
+    device: &DeviceIdBytes,
+) -> Result<u64, StoreError> {
+    Ok(table
+        .get(device)
+        .map_err(backend)?
+        .map_or(0, |count| count.value()))
+}
+
+/// Sets a device's counter, removing the row at 0 so counters do not pile up.
+fn write_count(
+    table: &mut Counts<'_>,
+    device: &DeviceIdBytes,
+    count: u64,
+) -> Result<(), StoreError> {
+    if count == 0 {
+        table.remove(device).map_err(backend)?;
+    } else {
+        table.insert(device, count).map_err(backend)?;
+    }
+    Ok(())
+}
+
+/// Converts a stored count to `usize`.
+fn to_usize(count: u64) -> Result<usize, StoreError> {
+    usize::try_from(count).map_err(|_| StoreError::Corrupt("count does not fit in usize"))
+}
+
+/// The durable store: one redb database file. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct RedbStore {
+    db: Database,
+}
+
+impl RedbStore {
+    /// Opens the database at `path`, creating the file (and its parent directories)
+    /// and all tables if missing. Fails with `Corrupt` if the file holds another
+    /// schema version, `Backend` on I/O or database errors (e.g. the file is already
+    /// open by another process).
+    pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::Backend(format!("creating {}: {e}", parent.display())))?;
+        }
+        let store = RedbStore {
+            db: Database::create(path).map_err(backend)?,
+        };
+        store.write(|txn| {
+            txn.open_table(USERS).map_err(backend)?;
+            txn.open_table(DEVICES).map_err(backend)?;
+            txn.open_table(USER_DEVICES).map_err(backend)?;
+            txn.open_table(PREKEYS).map_err(backend)?;
+            txn.open_table(PREKEY_EXPIRY).map_err(backend)?;
+            txn.open_table(PREKEY_COUNTS).map_err(backend)?;
+            txn.open_table(MAILBOX).map_err(backend)?;
+            txn.open_table(MAILBOX_EXPIRY).map_err(backend)?;
+            txn.open_table(MAILBOX_COUNTS).map_err(backend)?;
+            txn.open_table(ROOMS).map_err(backend)?;
+            let mut meta = txn.open_table(META).map_err(backend)?;
+            let version = meta
+                .get(SCHEMA_VERSION_KEY)
+                .map_err(backend)?
+                .map(|v| v.value());
+            match version {
+                None => {
+                    meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION)
+                        .map_err(backend)?;
+                }
+                Some(SCHEMA_VERSION) => {}
+                Some(_) => return Err(StoreError::Corrupt("unsupported schema version")),
+            }
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    /// Runs `f` in a write transaction: commits (durably) if it returns `Ok`, aborts
+    /// otherwise, so a failed operation leaves no trace.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let txn = self.db.begin_write().map_err(backend)?;
+        match f(&txn) {
+            Ok(value) => {
+                txn.commit().map_err(backend)?;
+                Ok(value)
+            }
+            Err(error) => {
+                // An abort failure changes nothing: the transaction was not committed
+                // and the operation's own error is the one to report.
+                let _ = txn.abort();
+                Err(error)
+            }
+        }
+    }
+
+    /// Runs `f` in a read transaction (a consistent snapshot).
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&ReadTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        f(&self.db.begin_read().map_err(backend)?)
+    }
+}
+
+impl Store for RedbStore {
+    fn user_key(&self, user_id: &UserIdBytes) -> Result<Option<[u8; 32]>, StoreError> {
+        self.read(|txn| {
+            let users = txn.open_table(USERS).map_err(backend)?;
+            let key = users.get(user_id).map_err(backend)?;
+            key.map(|key| decode_user_key(key.value())).transpose()
+        })
+    }
+
+    fn register_device(
+        &self,
+        user_key: &[u8; 32],
+        device: &DeviceRecord,
+        max_devices: usize,
+    ) -> Result<RegisterOutcome, StoreError> {
+        self.write(|txn| directory::register(txn, user_key, device, max_devices))
+    }
+
+    fn device(&self, device_id: &DeviceIdBytes) -> Result<Option<DeviceRecord>, StoreError> {
+        self.read(|txn| {
+            let devices = txn.open_table(DEVICES).map_err(backend)?;
+            let record = devices.get(device_id).map_err(backend)?;
+            record
+                .map(|record| decode_device(device_id, record.value()))
+                .transpose()
+        })
+    }
+
+    fn user_devices(&self, user_id: &UserIdBytes) -> Result<Vec<DeviceRecord>, StoreError> {
+        self.read(|txn| directory::user_devices(txn, user_id))
+    }
+
+    fn add_prekeys(
+        &self,
+        device_id: &DeviceIdBytes,
+        prekeys: &[StoredPrekey],
+        max_held: usize,
+    ) -> Result<usize, StoreError> {
+        self.write(|txn| directory::add_prekeys(txn, device_id, prekeys, max_held))
+    }
+
+    fn prekey_count(&self, device_id: &DeviceIdBytes) -> Result<usize, StoreError> {
+        self.read(|txn| {
+            let counts = txn.open_table(PREKEY_COUNTS).map_err(backend)?;
+            to_usize(read_count(&counts, device_id)?)
+        })
+    }
+
+    fn take_prekeys(
+        &self,
+        device_ids: &[DeviceIdBytes],
+        now_ms: u64,
+    ) -> Result<Vec<TakenPrekey>, StoreError> {
+        self.write(|txn| directory::take_prekeys(txn, device_ids, now_ms))
+    }
+
+    fn mailbox_put(
+        &self,
+        recipients: &[DeviceIdBytes],
+        container: &[u8],
+        stored_at_ms: u64,
+        expires_at_ms: u64,
+        max_per_device: usize,
+    ) -> Result<Vec<MailboxPut>, StoreError> {
+        self.write(|txn| {
+            mailbox::put(
+                txn,
+                recipients,
+                container,
+                stored_at_ms,
+                expires_at_ms,
+                max_per_device,
+            )
+        })
+    }
+
+    fn mailbox_list(
+        &self,
+        device_id: &DeviceIdBytes,
+        after_id: u64,
+        limit: usize,
+    ) -> Result<Vec<MailboxEntry>, StoreError> {
+        self.read(|txn| mailbox::list(txn, device_id, after_id, limit))
+    }
+
+    fn mailbox_count(&self, device_id: &DeviceIdBytes) -> Result<usize, StoreError> {
+        self.read(|txn| {
+            let counts = txn.open_table(MAILBOX_COUNTS).map_err(backend)?;
+            to_usize(read_count(&counts, device_id)?)
+        })
+    }
+
+    fn mailbox_ack(
+        &self,
+        device_id: &DeviceIdBytes,
+        mailbox_ids: &[u64],
+    ) -> Result<usize, StoreError> {
+        self.write(|txn| mailbox::ack(txn, device_id, mailbox_ids))
+    }
+
+    fn mailbox_expire(&self, now_ms: u64) -> Result<usize, StoreError> {
+        self.write(|txn| mailbox::expire(txn, now_ms))
+    }
+
+    fn room(&self, routing_id: &RoutingIdBytes) -> Result<Option<RoomRecord>, StoreError> {
+        self.read(|txn| {
+            let rooms = txn.open_table(ROOMS).map_err(backend)?;
+            let record = rooms.get(routing_id).map_err(backend)?;
+            record.map(|record| decode_room(record.value())).transpose()
+        })
+    }
+
+    fn put_room(&self, routing_id: &RoutingIdBytes, record: &RoomRecord) -> Result<(), StoreError> {
+        self.write(|txn| {
+            let mut rooms = txn.open_table(ROOMS).map_err(backend)?;
+            rooms
+                .insert(routing_id, encode_room(record).as_slice())
+                .map_err(backend)?;
+            Ok(())
+        })
+    }
+
+    fn delete_room(&self, routing_id: &RoutingIdBytes) -> Result<(), StoreError> {
+        self.write(|txn| {
+            let mut rooms = txn.open_table(ROOMS).map_err(backend)?;
+            rooms.remove(routing_id).map_err(backend)?;
+            Ok(())
+        })
+    }
+
+    /// Scans every room record: the table holds only rooms opened recently or still
+    /// live, and the sweep runs rarely.
+    fn expire_rooms(
+        &self,
+        cutoff_ms: u64,
+        is_live: &dyn Fn(&RoutingIdBytes) -> bool,
+    ) -> Result<usize, StoreError> {
+        self.write(|txn| {
+            let mut rooms = txn.open_table(ROOMS).map_err(backend)?;
+            let mut stale = Vec::new();
+            for row in rooms.iter().map_err(backend)? {
+                let (key, value) = row.map_err(backend)?;
+                let routing_id = *key.value();
+                if decode_room(value.value())?.updated_at_ms < cutoff_ms && !is_live(&routing_id) {
+                    stale.push(routing_id);
+                }
+            }
+            for routing_id in &stale {
+                rooms.remove(routing_id).map_err(backend)?;
+            }
+            Ok(stale.len())
+        })
+    }
+}
