@@ -217,10 +217,27 @@ fn generate_dev_pem() -> Result<(String, String), TlsError> {
     Ok((cert.pem(), key_pair.serialize_pem()))
 }
 
-/// Writes a new file; `private` files are readable by the owner only (on Unix).
+/// Replaces `path` atomically (write a temporary file, sync, rename), so a crash never
+/// leaves a truncated PEM file; `private` files are readable by the owner only (on
+/// Unix). The key is written before the certificate, so a present certificate implies
+/// a complete key.
 fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), TlsError> {
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let io_err = |source| TlsError::Io {
+        action: "write",
+        path: path.to_path_buf(),
+        source,
+    };
+    // A leftover from an interrupted start; create_new below must not reuse it, since
+    // its permissions could be wider.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(e)),
+        _ => {}
+    }
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     if private {
         use std::os::unix::fs::OpenOptionsExt as _;
@@ -228,14 +245,11 @@ fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), TlsErro
     }
     #[cfg(not(unix))]
     let _ = private;
-    let io_err = |source| TlsError::Io {
-        action: "write",
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = options.open(path).map_err(io_err)?;
+    let mut file = options.open(&tmp).map_err(io_err)?;
     file.write_all(contents).map_err(io_err)?;
-    file.sync_all().map_err(io_err)
+    file.sync_all().map_err(io_err)?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(io_err)
 }
 
 /// The crypto provider used everywhere: ring.
@@ -450,6 +464,22 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+        let mut names: Vec<_> = std::fs::read_dir(&data_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [DEV_CERT_FILE, DEV_KEY_FILE],
+            "no temporary files left"
+        );
+
+        // A lost certificate means a new identity, not a failure to start.
+        std::fs::remove_file(data_dir.join(DEV_CERT_FILE)).unwrap();
+        let (third, generated) = load_or_generate_dev(&data_dir).unwrap();
+        assert!(generated);
+        assert_ne!(third.fingerprint_sha256, first.fingerprint_sha256);
     }
 
     #[test]
