@@ -5,9 +5,191 @@
 //! default. Command-line flags override the file (see `main.rs`).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+/// Why a configuration could not be read or is not usable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("cannot read config file {}: check that it exists and is readable", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the format (for example an unknown
+    /// key or a value of the wrong type).
+    #[error("invalid config file {}: {message}", path.display())]
+    Parse {
+        /// The file (`<string>` for [`Config::from_toml_str`]).
+        path: PathBuf,
+        /// The TOML parser's message, with line and column.
+        message: String,
+    },
+    /// A value is out of range or inconsistent with another; the message names the field.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Parses a TOML document. Missing keys keep their defaults; unknown keys are
+    /// errors. Does not [`validate`](Config::validate), so that command-line overrides
+    /// can be applied first.
+    pub fn from_toml_str(s: &str) -> Result<Config, ConfigError> {
+        parse(s, Path::new("<string>"))
+    }
+
+    /// Reads and parses a TOML file, like [`Config::from_toml_str`].
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        parse(&text, path)
+    }
+
+    /// Checks ranges and consistency; the error names the offending field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.cert, &self.key) {
+            (Some(_), None) => return invalid("cert is set but key is not: give both or neither"),
+            (None, Some(_)) => return invalid("key is set but cert is not: give both or neither"),
+            _ => {}
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir must not be empty");
+        }
+        self.limits.validate()?;
+        self.timing.validate()
+    }
+}
+
+impl Limits {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let l = self;
+        let nonzero: [(&str, u64); 13] = [
+            ("max_connections", l.max_connections as u64),
+            (
+                "max_rooms_per_connection",
+                l.max_rooms_per_connection as u64,
+            ),
+            ("max_members_per_room", l.max_members_per_room as u64),
+            ("max_container_bytes", l.max_container_bytes as u64),
+            (
+                "max_recipients_per_container",
+                l.max_recipients_per_container as u64,
+            ),
+            ("max_prekeys_per_upload", l.max_prekeys_per_upload as u64),
+            ("max_prekeys_per_device", l.max_prekeys_per_device as u64),
+            ("max_mailbox_per_device", l.max_mailbox_per_device as u64),
+            ("max_devices_per_user", l.max_devices_per_user as u64),
+            ("max_users_per_fetch", l.max_users_per_fetch as u64),
+            ("requests_per_second", u64::from(l.requests_per_second)),
+            ("request_burst", u64::from(l.request_burst)),
+            ("max_frame_bytes", l.max_frame_bytes as u64),
+        ];
+        for (name, value) in nonzero {
+            if value == 0 {
+                return invalid(format!("limits.{name} must be greater than 0"));
+            }
+        }
+        let max_dgram = conclave_proto::limits::MAX_DATAGRAM_BYTES;
+        if !(64..=max_dgram).contains(&l.max_datagram_bytes) {
+            return invalid(format!(
+                "limits.max_datagram_bytes must be 64..={max_dgram}, got {}",
+                l.max_datagram_bytes
+            ));
+        }
+        let max_container = conclave_proto::limits::MAX_CONTAINER_BYTES;
+        if l.max_container_bytes > max_container {
+            return invalid(format!(
+                "limits.max_container_bytes must be at most {max_container} (the protocol limit), got {}",
+                l.max_container_bytes
+            ));
+        }
+        let max_recipients = conclave_proto::limits::MAX_CONTAINER_RECIPIENTS;
+        if l.max_recipients_per_container > max_recipients {
+            return invalid(format!(
+                "limits.max_recipients_per_container must be at most {max_recipients} (the protocol limit), got {}",
+                l.max_recipients_per_container
+            ));
+        }
+        if l.max_frame_bytes <= l.max_container_bytes {
+            return invalid(format!(
+                "limits.max_frame_bytes ({}) must be larger than limits.max_container_bytes ({}) so that a container fits in a control frame",
+                l.max_frame_bytes, l.max_container_bytes
+            ));
+        }
+        if l.prekeys_low_threshold > l.max_prekeys_per_device {
+            return invalid(format!(
+                "limits.prekeys_low_threshold ({}) must not exceed limits.max_prekeys_per_device ({})",
+                l.prekeys_low_threshold, l.max_prekeys_per_device
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Timing {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let t = self;
+        let nonzero = [
+            ("mailbox_ttl_secs", t.mailbox_ttl_secs),
+            ("sweep_interval_secs", t.sweep_interval_secs),
+            ("rotation_grace_ms", t.rotation_grace_ms),
+            ("auth_timeout_secs", t.auth_timeout_secs),
+            ("idle_timeout_secs", t.idle_timeout_secs),
+            ("room_idle_ttl_secs", t.room_idle_ttl_secs),
+        ];
+        for (name, value) in nonzero {
+            if value == 0 {
+                return invalid(format!("timing.{name} must be greater than 0"));
+            }
+        }
+        // QUIC encodes the idle timeout in milliseconds; a day is far beyond any use.
+        if t.idle_timeout_secs > 86_400 {
+            return invalid(format!(
+                "timing.idle_timeout_secs must be at most 86400, got {}",
+                t.idle_timeout_secs
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Parses a metrics address as given on the command line or in the file: a socket
+/// address, or `off` to disable the endpoint.
+pub fn parse_metrics_listen(s: &str) -> Result<Option<SocketAddr>, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|e| format!("expected an address such as 127.0.0.1:9464, or off: {e}"))
+}
+
+fn metrics_listen_or_off<'de, D>(deserializer: D) -> Result<Option<SocketAddr>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let s = String::deserialize(deserializer)?;
+    parse_metrics_listen(&s).map_err(serde::de::Error::custom)
+}
+
+fn invalid(message: impl Into<String>) -> Result<(), ConfigError> {
+    Err(ConfigError::Invalid(message.into()))
+}
+
+fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().to_owned(),
+    })
+}
 
 /// Everything the server needs to know besides its endpoint and store.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -18,7 +200,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Directory for the database and the development certificate.
     pub data_dir: PathBuf,
-    /// TCP address of the Prometheus `/metrics` and `/healthz` endpoint; `None` disables it.
+    /// TCP address of the Prometheus `/metrics` and `/healthz` endpoint; `None` disables it
+    /// (written `"off"` in the file).
+    #[serde(deserialize_with = "metrics_listen_or_off")]
     pub metrics_listen: Option<SocketAddr>,
     /// PEM certificate chain; with `key`. Without both, a development certificate is
     /// generated under `data_dir` on first start.
@@ -137,5 +321,117 @@ impl Default for Timing {
             room_idle_ttl_secs: 24 * 3600,
             shutdown_reconnect_after_ms: 1_000,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let config = Config::from_toml_str("").unwrap();
+        assert_eq!(config, Config::default());
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_top_level_key_is_named() {
+        let err = Config::from_toml_str("listen = \"0.0.0.0:4433\"\nlisten_addr = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen_addr"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn unknown_nested_key_is_named() {
+        let err = Config::from_toml_str("[limits]\nmax_conections = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_conections"), "{err}");
+        let err = Config::from_toml_str("[timing]\nidle_timeout = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("idle_timeout"), "{err}");
+    }
+
+    #[test]
+    fn partial_section_keeps_other_defaults() {
+        let config = Config::from_toml_str(
+            "metrics_listen = \"127.0.0.1:1\"\n[limits]\nmax_connections = 7\n",
+        )
+        .unwrap();
+        assert_eq!(config.limits.max_connections, 7);
+        let expected = Limits {
+            max_connections: 7,
+            ..Limits::default()
+        };
+        assert_eq!(config.limits, expected);
+        assert_eq!(config.timing, Timing::default());
+        assert_eq!(config.listen, Config::default().listen);
+        assert_eq!(
+            config.metrics_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 1)))
+        );
+    }
+
+    #[test]
+    fn metrics_can_be_turned_off_in_the_file() {
+        let config = Config::from_toml_str("metrics_listen = \"off\"\n").unwrap();
+        assert_eq!(config.metrics_listen, None);
+        let err = Config::from_toml_str("metrics_listen = \"nope\"\n").unwrap_err();
+        assert!(err.to_string().contains("or off"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_a_parse_error() {
+        let err = Config::from_toml_str("[limits]\nmax_connections = \"many\"\n").unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+        assert!(err.to_string().contains("max_connections"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let check = |edit: fn(&mut Config), field: &str| {
+            let mut config = Config::default();
+            edit(&mut config);
+            let err = config.validate().unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid(_)), "{err}");
+            assert!(err.to_string().contains(field), "{err} should name {field}");
+        };
+        check(|c| c.limits.max_datagram_bytes = 63, "max_datagram_bytes");
+        check(|c| c.limits.max_datagram_bytes = 1501, "max_datagram_bytes");
+        check(|c| c.limits.max_connections = 0, "max_connections");
+        check(|c| c.limits.request_burst = 0, "request_burst");
+        check(|c| c.limits.max_frame_bytes = 1024, "max_frame_bytes");
+        check(
+            |c| c.limits.max_container_bytes = 1 << 30,
+            "max_container_bytes",
+        );
+        check(|c| c.timing.rotation_grace_ms = 0, "rotation_grace_ms");
+        check(|c| c.timing.idle_timeout_secs = 0, "idle_timeout_secs");
+        check(|c| c.cert = Some("c.pem".into()), "key");
+        check(|c| c.key = Some("k.pem".into()), "cert");
+    }
+
+    #[test]
+    fn cert_and_key_together_are_valid() {
+        let config = Config {
+            cert: Some("c.pem".into()),
+            key: Some("k.pem".into()),
+            ..Config::default()
+        };
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn load_reports_missing_file_with_path() {
+        let err = Config::load(Path::new("/nonexistent/conclave.toml")).unwrap_err();
+        assert!(matches!(err, ConfigError::Io { .. }));
+        assert!(
+            err.to_string().contains("/nonexistent/conclave.toml"),
+            "{err}"
+        );
     }
 }

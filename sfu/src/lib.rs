@@ -2,11 +2,13 @@
 
 pub mod config;
 pub mod media;
+pub mod metrics_http;
 pub mod ratelimit;
 pub mod rooms;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 
 pub use server::{SfuError, run};
 

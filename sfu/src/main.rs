@@ -1,2 +1,297 @@
-//! `conclave-sfu` binary (to be written).
-fn main() {}
+//! `conclave-sfu`: the Conclave selective forwarding unit.
+//!
+//! Configuration comes from the built-in defaults, then an optional TOML file
+//! (`--config`), then command-line flags, and is validated before anything starts.
+//! Logs go to stderr. Once the endpoints are bound, stdout gets exactly these lines
+//! (for scripts and tests; addresses are the bound ones, so port 0 works):
+//!
+//! ```text
+//! conclave-sfu listening on <addr> (udp)
+//! certificate sha-256 fingerprint: <64 hex digits>
+//! metrics on http://<addr>/metrics            (only when enabled)
+//! ```
+//!
+//! SIGINT or SIGTERM starts a graceful shutdown (exit code 0); a second signal exits
+//! at once. Any startup error exits nonzero with its cause chain on stderr.
+
+use std::future::Future;
+use std::io::{IsTerminal as _, Write as _};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use conclave_sfu::config::{Config, parse_metrics_listen};
+use conclave_sfu::{metrics_http, tls};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+/// Conclave SFU: QUIC control plane and end-to-end encrypted media forwarding.
+///
+/// Settings are taken from the defaults, then the --config file, then these flags.
+#[derive(Debug, Parser)]
+#[command(name = "conclave-sfu", version, about, long_about)]
+struct Cli {
+    /// UDP address of the QUIC endpoint (default: 127.0.0.1:4433, or `listen` in the
+    /// config file). Port 0 picks a free port; the bound address is printed.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+
+    /// Directory for the database and the development certificate (default: ./data,
+    /// or `data_dir` in the config file). Created if missing.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// TCP address of the Prometheus /metrics and /healthz endpoint, or `off` to
+    /// disable it (default: 127.0.0.1:9464, or `metrics_listen` in the config file).
+    #[arg(long, value_name = "ADDR|off", value_parser = parse_metrics_flag)]
+    metrics_listen: Option<MetricsListen>,
+
+    /// PEM certificate chain, leaf first, used with --key (default: none, which
+    /// generates a self-signed development certificate in the data directory).
+    #[arg(long, value_name = "FILE")]
+    cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --cert (default: none).
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+
+    /// TOML configuration file; unknown keys are errors (default: none, built-in
+    /// defaults).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Log filter for stderr, as a tracing EnvFilter directive such as `info` or
+    /// `conclave_sfu=debug,quinn=warn` (default: $RUST_LOG if set, else `info`).
+    #[arg(long, value_name = "FILTER")]
+    log: Option<String>,
+}
+
+/// A parsed `--metrics-listen`: an address, or `None` for `off`.
+#[derive(Debug, Clone, Copy)]
+struct MetricsListen(Option<SocketAddr>);
+
+fn parse_metrics_flag(s: &str) -> Result<MetricsListen, String> {
+    parse_metrics_listen(s).map(MetricsListen)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|runtime| runtime.block_on(try_main(cli)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints an error and its causes to stderr, one per line, without a backtrace.
+fn report(error: &anyhow::Error) {
+    eprintln!("error: {error}");
+    let mut previous = error.to_string();
+    for cause in error.chain().skip(1) {
+        let message = cause.to_string();
+        // Some errors repeat their source's message in their own; print it once.
+        if message != previous {
+            eprintln!("  caused by: {message}");
+        }
+        previous = message;
+    }
+}
+
+/// Everything after argument parsing; an error ends the process with status 1.
+async fn try_main(cli: Cli) -> anyhow::Result<()> {
+    init_logging(cli.log.as_deref())?;
+    let config = build_config(&cli)?;
+    tracing::info!(
+        listen = %config.listen,
+        data_dir = %config.data_dir.display(),
+        metrics = ?config.metrics_listen,
+        "starting conclave-sfu {}",
+        env!("CARGO_PKG_VERSION"),
+    );
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+
+    // Signal handlers first: a signal that arrives after the banner must not kill us.
+    let stop = shutdown_signal().context("cannot install signal handlers")?;
+
+    let metrics = match config.metrics_listen {
+        Some(addr) => Some(start_metrics(addr, stop.clone()).await?),
+        None => None,
+    };
+
+    let identity = load_identity(&config)?;
+    let server_config = tls::server_config(&identity, &config.timing, &config.limits)
+        .context("cannot configure QUIC")?;
+    let endpoint = quinn::Endpoint::server(server_config, config.listen)
+        .with_context(|| format!("cannot bind the QUIC endpoint on {} (udp)", config.listen))?;
+    let quic_addr = endpoint
+        .local_addr()
+        .context("cannot read the bound QUIC address")?;
+
+    print_banner(
+        quic_addr,
+        &identity.fingerprint_hex(),
+        metrics.as_ref().map(|(addr, _)| *addr),
+    );
+
+    serve(endpoint, config, stopped(stop)).await?;
+
+    if let Some((_, task)) = metrics {
+        task.await
+            .context("metrics endpoint task failed")?
+            .context("metrics endpoint failed")?;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Runs the server until `shutdown` resolves.
+///
+/// MERGE POINT: this is the one place that calls the server library. When the server
+/// lands, replace the body with:
+///
+/// ```ignore
+/// let store = std::sync::Arc::new(conclave_sfu::store::RedbStore::open(
+///     &config.data_dir.join("conclave.redb"),
+/// )?);
+/// conclave_sfu::run(endpoint, store, config, shutdown).await
+/// ```
+async fn serve(
+    endpoint: quinn::Endpoint,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let _ = config;
+    shutdown.await;
+    tracing::info!("shutting down");
+    endpoint.close(0u32.into(), b"shutting down");
+    endpoint.wait_idle().await;
+    Ok(())
+}
+
+/// Logs to stderr, filtered by `--log`, else `RUST_LOG`, else `info`.
+fn init_logging(flag: Option<&str>) -> anyhow::Result<()> {
+    let env = std::env::var("RUST_LOG").ok();
+    let directive = flag.or(env.as_deref()).unwrap_or("info");
+    let filter = tracing_subscriber::EnvFilter::try_new(directive)
+        .with_context(|| format!("invalid log filter {directive:?} (from --log or RUST_LOG)"))?;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(filter)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot initialize logging: {e}"))
+}
+
+/// Defaults, then the config file, then flags; validated.
+fn build_config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut config = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(listen) = cli.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = &cli.data_dir {
+        config.data_dir.clone_from(dir);
+    }
+    if let Some(MetricsListen(metrics)) = cli.metrics_listen {
+        config.metrics_listen = metrics;
+    }
+    if let Some(cert) = &cli.cert {
+        config.cert = Some(cert.clone());
+    }
+    if let Some(key) = &cli.key {
+        config.key = Some(key.clone());
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// Installs the recorder, binds the endpoint and serves it in the background.
+async fn start_metrics(
+    addr: SocketAddr,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let handle = metrics_http::install_recorder().context("cannot install the metrics recorder")?;
+    metrics::gauge!("conclave_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot bind the metrics endpoint on {addr} (tcp)"))?;
+    let bound = listener
+        .local_addr()
+        .context("cannot read the bound metrics address")?;
+    let task = tokio::spawn(metrics_http::serve(listener, handle, stopped(stop)));
+    Ok((bound, task))
+}
+
+/// The operator's certificate, or the development certificate (generated if needed).
+fn load_identity(config: &Config) -> anyhow::Result<tls::ServerIdentity> {
+    if let (Some(cert), Some(key)) = (&config.cert, &config.key) {
+        let identity = tls::load_pem(cert, key)?;
+        tracing::info!(cert = %cert.display(), "loaded TLS certificate");
+        return Ok(identity);
+    }
+    let (identity, generated) = tls::load_or_generate_dev(&config.data_dir)?;
+    let path = config.data_dir.join(tls::DEV_CERT_FILE);
+    tracing::warn!(
+        cert = %path.display(),
+        generated,
+        fingerprint = %identity.fingerprint_hex(),
+        "USING A SELF-SIGNED DEVELOPMENT CERTIFICATE: clients must pin its fingerprint; \
+         pass --cert and --key for production",
+    );
+    Ok(identity)
+}
+
+/// Prints the machine-readable startup lines to stdout and flushes.
+fn print_banner(quic: SocketAddr, fingerprint: &str, metrics: Option<SocketAddr>) {
+    let mut out = std::io::stdout().lock();
+    let mut banner = format!(
+        "conclave-sfu listening on {quic} (udp)\ncertificate sha-256 fingerprint: {fingerprint}\n"
+    );
+    if let Some(addr) = metrics {
+        banner.push_str(&format!("metrics on http://{addr}/metrics\n"));
+    }
+    if let Err(e) = out.write_all(banner.as_bytes()).and_then(|()| out.flush()) {
+        // A closed stdout must not stop the server; the logs say the same.
+        tracing::warn!(error = %e, "cannot write the startup banner to stdout");
+    }
+}
+
+/// Registers SIGINT and SIGTERM handlers; the receiver turns `true` on the first
+/// signal. A second signal exits immediately.
+fn shutdown_signal() -> std::io::Result<watch::Receiver<bool>> {
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        };
+        tracing::info!("{name} received: shutting down gracefully (signal again to exit now)");
+        let _ = tx.send(true);
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
+        }
+        tracing::error!("second signal received: exiting without a graceful shutdown");
+        std::process::exit(1);
+    });
+    Ok(rx)
+}
+
+/// Resolves once `stop` turns `true` (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}

@@ -1,0 +1,598 @@
+//! TLS identity and QUIC endpoint configuration.
+//!
+//! The server speaks TLS 1.3 only (QUIC requires it), with the ALPN protocol
+//! [`ALPN`] and no client certificates: clients authenticate inside the control
+//! protocol. The identity is either an operator-supplied PEM certificate chain and
+//! key ([`load_pem`]) or, for development, a self-signed certificate generated once
+//! under the data directory ([`load_or_generate_dev`]).
+//!
+//! [`dangerous::pinned_client_config`] builds a client configuration that trusts one
+//! certificate by its SHA-256 fingerprint (as printed in the startup banner), for
+//! tests and operator tools.
+
+use std::fmt;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::QuicServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
+use sha2::{Digest, Sha256};
+
+use crate::config::{Limits, Timing};
+
+/// The ALPN protocol identifier of the Conclave control and media protocol.
+pub const ALPN: &[u8] = b"conclave/1";
+
+/// File name of the development certificate under the data directory.
+pub const DEV_CERT_FILE: &str = "dev-cert.pem";
+/// File name of the development private key under the data directory.
+pub const DEV_KEY_FILE: &str = "dev-key.pem";
+
+/// Validity of a generated development certificate.
+const DEV_CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Datagram buffers per connection, in each direction.
+const DATAGRAM_BUFFER_BYTES: usize = 1024 * 1024;
+
+/// Why a TLS identity or configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A file could not be read or written.
+    #[error("cannot {action} {}: check the path and its permissions", path.display())]
+    Io {
+        /// What was being done: "read", "write" or "create directory".
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The certificate file holds no certificate.
+    #[error("no certificate found in {}: expected one or more PEM \"CERTIFICATE\" blocks, leaf first", path.display())]
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The key file holds no private key.
+    #[error("no private key found in {}: expected a PKCS#8, PKCS#1 or SEC1 PEM block", path.display())]
+    NoPrivateKey {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A PEM file is malformed.
+    #[error("malformed PEM in {}: {message}", path.display())]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The key is unsupported or does not belong to the certificate.
+    #[error("the private key in {} cannot be used with the certificate in {}: {message} (use the key the certificate was issued for; RSA, ECDSA P-256/P-384 and Ed25519 are supported)", key.display(), cert.display())]
+    KeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// What rustls reported.
+        message: String,
+    },
+    /// Generating the development certificate failed.
+    #[error("cannot generate the development certificate: {0}")]
+    Generate(String),
+    /// rustls or quinn rejected the configuration.
+    #[error("cannot build the TLS configuration: {0}")]
+    Config(String),
+}
+
+/// The server's certificate chain and private key.
+pub struct ServerIdentity {
+    /// Certificate chain, leaf first.
+    pub cert_chain: Vec<CertificateDer<'static>>,
+    /// The leaf's private key.
+    pub key: PrivateKeyDer<'static>,
+    /// SHA-256 of the leaf certificate's DER encoding.
+    pub fingerprint_sha256: [u8; 32],
+}
+
+impl ServerIdentity {
+    /// The leaf fingerprint as 64 lowercase hex digits.
+    pub fn fingerprint_hex(&self) -> String {
+        hex::encode(self.fingerprint_sha256)
+    }
+
+    fn new(
+        cert_chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Option<ServerIdentity> {
+        let fingerprint_sha256 = fingerprint(cert_chain.first()?);
+        Some(ServerIdentity {
+            cert_chain,
+            key,
+            fingerprint_sha256,
+        })
+    }
+}
+
+impl fmt::Debug for ServerIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerIdentity")
+            .field("cert_chain_len", &self.cert_chain.len())
+            .field("key", &"<redacted>")
+            .field("fingerprint_sha256", &self.fingerprint_hex())
+            .finish()
+    }
+}
+
+/// SHA-256 of a certificate's DER encoding.
+pub fn fingerprint(cert: &CertificateDer<'_>) -> [u8; 32] {
+    Sha256::digest(cert.as_ref()).into()
+}
+
+/// Loads a PEM certificate chain (leaf first) and its private key, and checks that
+/// the key is usable and belongs to the leaf.
+pub fn load_pem(cert: &Path, key: &Path) -> Result<ServerIdentity, TlsError> {
+    let pem_err = |path: &Path, e: pem::Error| match e {
+        pem::Error::Io(source) => TlsError::Io {
+            action: "read",
+            path: path.to_path_buf(),
+            source,
+        },
+        other => TlsError::Pem {
+            path: path.to_path_buf(),
+            message: other.to_string(),
+        },
+    };
+    let cert_chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| pem_err(cert, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_err(cert, e))?;
+    let key_der = match PrivateKeyDer::from_pem_file(key) {
+        Ok(k) => k,
+        Err(pem::Error::NoItemsFound) => {
+            return Err(TlsError::NoPrivateKey {
+                path: key.to_path_buf(),
+            });
+        }
+        Err(e) => return Err(pem_err(key, e)),
+    };
+    let identity = ServerIdentity::new(cert_chain, key_der).ok_or(TlsError::NoCertificate {
+        path: cert.to_path_buf(),
+    })?;
+    CertifiedKey::from_der(
+        identity.cert_chain.clone(),
+        identity.key.clone_key(),
+        &provider(),
+    )
+    .map_err(|e| TlsError::KeyMismatch {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(identity)
+}
+
+/// Loads the development certificate from `data_dir`, or generates and stores one
+/// (self-signed, ECDSA P-256, for `localhost`, `127.0.0.1` and `::1`, valid for a
+/// year). Returns the identity and whether it was generated now.
+pub fn load_or_generate_dev(data_dir: &Path) -> Result<(ServerIdentity, bool), TlsError> {
+    let cert_path = data_dir.join(DEV_CERT_FILE);
+    let key_path = data_dir.join(DEV_KEY_FILE);
+    if cert_path.exists() && key_path.exists() {
+        return Ok((load_pem(&cert_path, &key_path)?, false));
+    }
+    std::fs::create_dir_all(data_dir).map_err(|source| TlsError::Io {
+        action: "create directory",
+        path: data_dir.to_path_buf(),
+        source,
+    })?;
+    let (cert_pem, key_pem) = generate_dev_pem()?;
+    write_file(&key_path, key_pem.as_bytes(), true)?;
+    write_file(&cert_path, cert_pem.as_bytes(), false)?;
+    Ok((load_pem(&cert_path, &key_path)?, true))
+}
+
+/// A new self-signed development certificate and key, both PEM.
+fn generate_dev_pem() -> Result<(String, String), TlsError> {
+    let gen_err = |e: rcgen::Error| TlsError::Generate(e.to_string());
+    let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(gen_err)?;
+    let names = ["localhost", "127.0.0.1", "::1"].map(String::from);
+    let mut params = rcgen::CertificateParams::new(names).map_err(gen_err)?;
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        "conclave-sfu development certificate",
+    );
+    let now = std::time::SystemTime::now();
+    // Tolerate a client clock that is a little behind.
+    params.not_before = (now - Duration::from_secs(3600)).into();
+    params.not_after = (now + DEV_CERT_VALIDITY).into();
+    let cert = params.self_signed(&key_pair).map_err(gen_err)?;
+    Ok((cert.pem(), key_pair.serialize_pem()))
+}
+
+/// Replaces `path` atomically (write a temporary file, sync, rename), so a crash never
+/// leaves a truncated PEM file; `private` files are readable by the owner only (on
+/// Unix). The key is written before the certificate, so a present certificate implies
+/// a complete key.
+fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), TlsError> {
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let io_err = |source| TlsError::Io {
+        action: "write",
+        path: path.to_path_buf(),
+        source,
+    };
+    // A leftover from an interrupted start; create_new below must not reuse it, since
+    // its permissions could be wider.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(e)),
+        _ => {}
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let mut file = options.open(&tmp).map_err(io_err)?;
+    file.write_all(contents).map_err(io_err)?;
+    file.sync_all().map_err(io_err)?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(io_err)
+}
+
+/// The crypto provider used everywhere: ring.
+fn provider() -> CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+/// Builds the QUIC server configuration: TLS 1.3 only, ALPN [`ALPN`], no client
+/// authentication, one bidirectional (control) stream per connection, no
+/// unidirectional streams, datagrams enabled, migration allowed.
+pub fn server_config(
+    identity: &ServerIdentity,
+    timing: &Timing,
+    limits: &Limits,
+) -> Result<quinn::ServerConfig, TlsError> {
+    let config_err = |e: &dyn fmt::Display| TlsError::Config(e.to_string());
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| config_err(&e))?
+        .with_no_client_auth()
+        .with_single_cert(identity.cert_chain.clone(), identity.key.clone_key())
+        .map_err(|e| config_err(&e))?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.max_early_data_size = 0;
+    let quic = QuicServerConfig::try_from(tls).map_err(|e| config_err(&e))?;
+
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    config.transport_config(Arc::new(transport_config(timing, limits)?));
+    config.migration(true);
+    Ok(config)
+}
+
+/// Transport parameters shared by every connection.
+fn transport_config(timing: &Timing, limits: &Limits) -> Result<quinn::TransportConfig, TlsError> {
+    let idle = Duration::from_secs(timing.idle_timeout_secs);
+    let idle = quinn::IdleTimeout::try_from(idle).map_err(|_| {
+        TlsError::Config(format!(
+            "timing.idle_timeout_secs {} is too large",
+            timing.idle_timeout_secs
+        ))
+    })?;
+    // One control stream: let a whole frame (plus its length prefix) be in flight.
+    let window = u64::try_from(limits.max_frame_bytes)
+        .unwrap_or(u64::MAX)
+        .saturating_add(64 * 1024);
+    let window = quinn::VarInt::from_u64(window).unwrap_or(quinn::VarInt::MAX);
+
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_idle_timeout(Some(idle))
+        .max_concurrent_bidi_streams(1u32.into())
+        .max_concurrent_uni_streams(0u32.into())
+        .stream_receive_window(window)
+        .receive_window(window)
+        .datagram_receive_buffer_size(Some(DATAGRAM_BUFFER_BYTES))
+        .datagram_send_buffer_size(DATAGRAM_BUFFER_BYTES);
+    Ok(transport)
+}
+
+pub mod dangerous {
+    //! Client configuration that pins a certificate by fingerprint instead of PKI
+    //! validation.
+    //!
+    //! The pinned client accepts exactly one server leaf certificate: the one whose
+    //! SHA-256 fingerprint it was given. Names, issuers and validity dates are not
+    //! checked; the handshake signature is. This is how tests and operator tools reach
+    //! a server with a self-signed (development) certificate. Real clients should use
+    //! normal PKI validation or a pin distributed out of band.
+
+    use std::sync::Arc;
+
+    use quinn::crypto::rustls::QuicClientConfig;
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::CryptoProvider;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{CertificateError, DigitallySignedStruct, Error, SignatureScheme};
+
+    /// A QUIC client configuration (TLS 1.3, ALPN `conclave/1`) that trusts only the
+    /// server leaf certificate with this SHA-256 fingerprint.
+    pub fn pinned_client_config(fingerprint: [u8; 32]) -> quinn::ClientConfig {
+        pinned_client_config_with_alpn(fingerprint, super::ALPN)
+    }
+
+    /// Like [`pinned_client_config`] with another ALPN protocol (to test rejection).
+    pub(crate) fn pinned_client_config_with_alpn(
+        fingerprint: [u8; 32],
+        alpn: &[u8],
+    ) -> quinn::ClientConfig {
+        let provider = Arc::new(super::provider());
+        let verifier = Arc::new(PinnedVerifier {
+            fingerprint,
+            provider: provider.clone(),
+        });
+        // Justification: the ring default provider always supports TLS 1.3 and the
+        // TLS13_AES_128_GCM_SHA256 suite QUIC needs for initial packets, which are the
+        // only failure conditions of these two builders.
+        #[allow(clippy::expect_used)]
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("the ring provider supports TLS 1.3")
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![alpn.to_vec()];
+        #[allow(clippy::expect_used)]
+        let quic = QuicClientConfig::try_from(tls)
+            .expect("the ring provider has the QUIC initial cipher suite");
+        quinn::ClientConfig::new(Arc::new(quic))
+    }
+
+    /// Accepts exactly the pinned leaf certificate.
+    #[derive(Debug)]
+    struct PinnedVerifier {
+        fingerprint: [u8; 32],
+        provider: Arc<CryptoProvider>,
+    }
+
+    impl ServerCertVerifier for PinnedVerifier {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp_response: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, Error> {
+            let actual = super::fingerprint(end_entity);
+            let diff = actual
+                .iter()
+                .zip(self.fingerprint.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            if diff == 0 {
+                Ok(ServerCertVerified::assertion())
+            } else {
+                Err(Error::InvalidCertificate(
+                    CertificateError::ApplicationVerificationFailure,
+                ))
+            }
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            _message: &[u8],
+            _cert: &CertificateDer<'_>,
+            _dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            // Only TLS 1.3 is offered, so this is never reached.
+            Err(Error::General("TLS 1.2 is not supported".into()))
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.provider.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.provider
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::dangerous::{pinned_client_config, pinned_client_config_with_alpn};
+    use super::*;
+
+    fn dev_identity() -> (tempfile::TempDir, ServerIdentity) {
+        let dir = tempfile::tempdir().unwrap();
+        let (identity, generated) = load_or_generate_dev(dir.path()).unwrap();
+        assert!(generated);
+        (dir, identity)
+    }
+
+    #[test]
+    fn generated_dev_certificate_reloads_with_same_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("nested").join("data");
+        let (first, generated) = load_or_generate_dev(&data_dir).unwrap();
+        assert!(generated);
+        let (second, generated) = load_or_generate_dev(&data_dir).unwrap();
+        assert!(!generated);
+        assert_eq!(first.fingerprint_sha256, second.fingerprint_sha256);
+        assert_eq!(first.fingerprint_hex().len(), 64);
+        assert_eq!(
+            first.fingerprint_hex(),
+            first.fingerprint_hex().to_lowercase()
+        );
+        assert_eq!(
+            first.fingerprint_sha256,
+            fingerprint(&first.cert_chain[0]),
+            "fingerprint is of the leaf DER"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(data_dir.join(DEV_KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let mut names: Vec<_> = std::fs::read_dir(&data_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [DEV_CERT_FILE, DEV_KEY_FILE],
+            "no temporary files left"
+        );
+
+        // A lost certificate means a new identity, not a failure to start.
+        std::fs::remove_file(data_dir.join(DEV_CERT_FILE)).unwrap();
+        let (third, generated) = load_or_generate_dev(&data_dir).unwrap();
+        assert!(generated);
+        assert_ne!(third.fingerprint_sha256, first.fingerprint_sha256);
+    }
+
+    #[test]
+    fn debug_never_prints_the_key() {
+        let (_dir, identity) = dev_identity();
+        let debug = format!("{identity:?}");
+        assert!(debug.contains("<redacted>"), "{debug}");
+        assert!(debug.contains(&identity.fingerprint_hex()), "{debug}");
+        let key_bytes = format!("{:?}", identity.key.secret_der());
+        assert!(!debug.contains(&key_bytes));
+    }
+
+    #[test]
+    fn load_pem_errors_tell_what_is_wrong() {
+        let (dir, _identity) = dev_identity();
+        let cert = dir.path().join(DEV_CERT_FILE);
+        let key = dir.path().join(DEV_KEY_FILE);
+
+        let missing = dir.path().join("missing.pem");
+        let err = load_pem(&missing, &key).unwrap_err();
+        assert!(matches!(err, TlsError::Io { .. }), "{err}");
+        assert!(err.to_string().contains("missing.pem"), "{err}");
+
+        // Certificate and key swapped: neither file holds what is expected.
+        let err = load_pem(&key, &key).unwrap_err();
+        assert!(matches!(err, TlsError::NoCertificate { .. }), "{err}");
+        let err = load_pem(&cert, &cert).unwrap_err();
+        assert!(matches!(err, TlsError::NoPrivateKey { .. }), "{err}");
+        assert!(err.to_string().contains("PKCS#8, PKCS#1 or SEC1"), "{err}");
+
+        // A key from another certificate.
+        let (other_dir, _other) = dev_identity();
+        let err = load_pem(&cert, &other_dir.path().join(DEV_KEY_FILE)).unwrap_err();
+        assert!(matches!(err, TlsError::KeyMismatch { .. }), "{err}");
+    }
+
+    /// A server endpoint on 127.0.0.1 that completes handshakes in the background.
+    fn server(identity: &ServerIdentity) -> (quinn::Endpoint, SocketAddr) {
+        let config = server_config(identity, &Timing::default(), &Limits::default()).unwrap();
+        let endpoint =
+            quinn::Endpoint::server(config, SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let addr = endpoint.local_addr().unwrap();
+        let accepting = endpoint.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = accepting.accept().await {
+                tokio::spawn(async move {
+                    if let Ok(connection) = incoming.await {
+                        connection.closed().await;
+                    }
+                });
+            }
+        });
+        (endpoint, addr)
+    }
+
+    async fn connect(
+        config: quinn::ClientConfig,
+        addr: SocketAddr,
+    ) -> Result<quinn::Connection, quinn::ConnectionError> {
+        let mut client = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        client.set_default_client_config(config);
+        let connecting = client.connect(addr, "localhost").unwrap();
+        tokio::time::timeout(Duration::from_secs(10), connecting)
+            .await
+            .expect("handshake finished in time")
+    }
+
+    #[tokio::test]
+    async fn pinned_client_completes_handshake() {
+        let (_dir, identity) = dev_identity();
+        let (_server, addr) = server(&identity);
+        let connection = connect(pinned_client_config(identity.fingerprint_sha256), addr)
+            .await
+            .unwrap();
+        let data = connection
+            .handshake_data()
+            .unwrap()
+            .downcast::<quinn::crypto::rustls::HandshakeData>()
+            .unwrap();
+        assert_eq!(data.protocol.as_deref(), Some(ALPN));
+        // Datagrams are enabled on the server side.
+        assert!(connection.max_datagram_size().is_some());
+        connection.close(0u32.into(), b"done");
+    }
+
+    #[tokio::test]
+    async fn wrong_pin_fails_handshake() {
+        let (_dir, identity) = dev_identity();
+        let (_server, addr) = server(&identity);
+        let mut pin = identity.fingerprint_sha256;
+        pin[31] ^= 1;
+        let err = connect(pinned_client_config(pin), addr).await.unwrap_err();
+        assert!(
+            matches!(err, quinn::ConnectionError::TransportError(_)),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("invalid peer certificate"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn alpn_mismatch_fails_handshake() {
+        let (_dir, identity) = dev_identity();
+        let (_server, addr) = server(&identity);
+        let config = pinned_client_config_with_alpn(identity.fingerprint_sha256, b"conclave/0");
+        let err = connect(config, addr).await.unwrap_err();
+        assert!(
+            matches!(err, quinn::ConnectionError::ConnectionClosed(_)),
+            "{err}"
+        );
+        // TLS alert 120: no_application_protocol.
+        assert!(err.to_string().contains("error 120"), "{err}");
+    }
+}
