@@ -154,27 +154,17 @@ async fn try_main(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the server until `shutdown` resolves.
-///
-/// MERGE POINT: this is the one place that calls the server library. When the server
-/// lands, replace the body with:
-///
-/// ```ignore
-/// let store = std::sync::Arc::new(conclave_sfu::store::RedbStore::open(
-///     &config.data_dir.join("conclave.redb"),
-/// )?);
-/// conclave_sfu::run(endpoint, store, config, shutdown).await
-/// ```
+/// Runs the server until `shutdown` resolves: opens the durable store under the data
+/// directory and hands the endpoint to the library.
 async fn serve(
     endpoint: quinn::Endpoint,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let _ = config;
-    shutdown.await;
-    tracing::info!("shutting down");
-    endpoint.close(0u32.into(), b"shutting down");
-    endpoint.wait_idle().await;
+    let path = config.data_dir.join("conclave.redb");
+    let store = conclave_sfu::store::RedbStore::open(&path)
+        .with_context(|| format!("cannot open the database {}", path.display()))?;
+    conclave_sfu::run(endpoint, std::sync::Arc::new(store), config, shutdown).await?;
     Ok(())
 }
 

@@ -6,9 +6,8 @@
 //! key ([`load_pem`]) or, for development, a self-signed certificate generated once
 //! under the data directory ([`load_or_generate_dev`]).
 //!
-//! [`dangerous::pinned_client_config`] builds a client configuration that trusts one
-//! certificate by its SHA-256 fingerprint (as printed in the startup banner), for
-//! tests and operator tools.
+//! Clients trust the server by system roots, a CA file or the certificate's SHA-256
+//! fingerprint (printed in the startup banner): see `conclave_sdk::transport`.
 
 use std::fmt;
 use std::io::Write as _;
@@ -26,7 +25,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{Limits, Timing};
 
 /// The ALPN protocol identifier of the Conclave control and media protocol.
-pub const ALPN: &[u8] = b"conclave/1";
+pub use conclave_proto::frame::ALPN;
 
 /// File name of the development certificate under the data directory.
 pub const DEV_CERT_FILE: &str = "dev-cert.pem";
@@ -309,124 +308,22 @@ fn transport_config(timing: &Timing, limits: &Limits) -> Result<quinn::Transport
     Ok(transport)
 }
 
-pub mod dangerous {
-    //! Client configuration that pins a certificate by fingerprint instead of PKI
-    //! validation.
-    //!
-    //! The pinned client accepts exactly one server leaf certificate: the one whose
-    //! SHA-256 fingerprint it was given. Names, issuers and validity dates are not
-    //! checked; the handshake signature is. This is how tests and operator tools reach
-    //! a server with a self-signed (development) certificate. Real clients should use
-    //! normal PKI validation or a pin distributed out of band.
-
-    use std::sync::Arc;
-
-    use quinn::crypto::rustls::QuicClientConfig;
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::crypto::CryptoProvider;
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-    use rustls::{CertificateError, DigitallySignedStruct, Error, SignatureScheme};
-
-    /// A QUIC client configuration (TLS 1.3, ALPN `conclave/1`) that trusts only the
-    /// server leaf certificate with this SHA-256 fingerprint.
-    pub fn pinned_client_config(fingerprint: [u8; 32]) -> quinn::ClientConfig {
-        pinned_client_config_with_alpn(fingerprint, super::ALPN)
-    }
-
-    /// Like [`pinned_client_config`] with another ALPN protocol (to test rejection).
-    pub(crate) fn pinned_client_config_with_alpn(
-        fingerprint: [u8; 32],
-        alpn: &[u8],
-    ) -> quinn::ClientConfig {
-        let provider = Arc::new(super::provider());
-        let verifier = Arc::new(PinnedVerifier {
-            fingerprint,
-            provider: provider.clone(),
-        });
-        // Justification: the ring default provider always supports TLS 1.3 and the
-        // TLS13_AES_128_GCM_SHA256 suite QUIC needs for initial packets, which are the
-        // only failure conditions of these two builders.
-        #[allow(clippy::expect_used)]
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .expect("the ring provider supports TLS 1.3")
-            .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![alpn.to_vec()];
-        #[allow(clippy::expect_used)]
-        let quic = QuicClientConfig::try_from(tls)
-            .expect("the ring provider has the QUIC initial cipher suite");
-        quinn::ClientConfig::new(Arc::new(quic))
-    }
-
-    /// Accepts exactly the pinned leaf certificate.
-    #[derive(Debug)]
-    struct PinnedVerifier {
-        fingerprint: [u8; 32],
-        provider: Arc<CryptoProvider>,
-    }
-
-    impl ServerCertVerifier for PinnedVerifier {
-        fn verify_server_cert(
-            &self,
-            end_entity: &CertificateDer<'_>,
-            _intermediates: &[CertificateDer<'_>],
-            _server_name: &ServerName<'_>,
-            _ocsp_response: &[u8],
-            _now: UnixTime,
-        ) -> Result<ServerCertVerified, Error> {
-            let actual = super::fingerprint(end_entity);
-            let diff = actual
-                .iter()
-                .zip(self.fingerprint.iter())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-            if diff == 0 {
-                Ok(ServerCertVerified::assertion())
-            } else {
-                Err(Error::InvalidCertificate(
-                    CertificateError::ApplicationVerificationFailure,
-                ))
-            }
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            _message: &[u8],
-            _cert: &CertificateDer<'_>,
-            _dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, Error> {
-            // Only TLS 1.3 is offered, so this is never reached.
-            Err(Error::General("TLS 1.2 is not supported".into()))
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, Error> {
-            rustls::crypto::verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.provider.signature_verification_algorithms,
-            )
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.provider
-                .signature_verification_algorithms
-                .supported_schemes()
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
 
-    use super::dangerous::{pinned_client_config, pinned_client_config_with_alpn};
+    use conclave_sdk::transport::{ServerTrust, client_config, rustls_client_config};
+
+    fn pinned_client_config(fingerprint: [u8; 32]) -> quinn::ClientConfig {
+        client_config(&ServerTrust::PinnedSha256(fingerprint)).unwrap()
+    }
+
+    fn pinned_client_config_with_alpn(fingerprint: [u8; 32], alpn: &[u8]) -> quinn::ClientConfig {
+        let mut tls = rustls_client_config(&ServerTrust::PinnedSha256(fingerprint)).unwrap();
+        tls.alpn_protocols = vec![alpn.to_vec()];
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+        quinn::ClientConfig::new(Arc::new(quic))
+    }
     use super::*;
 
     fn dev_identity() -> (tempfile::TempDir, ServerIdentity) {
@@ -577,7 +474,7 @@ mod tests {
             "{err}"
         );
         assert!(
-            err.to_string().contains("invalid peer certificate"),
+            err.to_string().contains("does not match the pinned"),
             "{err}"
         );
     }

@@ -20,7 +20,7 @@ use conclave_proto::frame::{self, PREFIX_LEN, TLS_EXPORTER_LABEL, TLS_EXPORTER_L
 use conclave_proto::v1::{self, ErrorCode, client_frame::Request, response, server_frame};
 use tokio::sync::{mpsc, oneshot};
 
-pub use tls::{ServerTrust, client_config};
+pub use tls::{ServerTrust, client_config, rustls_client_config};
 
 /// Server events buffered before the reader stops reading (backpressure to the server).
 const EVENT_QUEUE: usize = 4096;

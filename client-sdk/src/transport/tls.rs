@@ -13,8 +13,8 @@ use std::sync::Arc;
 use conclave_proto::frame::ALPN;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -54,8 +54,23 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Builds a quinn client configuration for `trust`.
+/// Builds a quinn client configuration for `trust`: TLS 1.3, ALPN `conclave/1`,
+/// 5 s keep-alive and 1 MiB datagram buffers.
 pub fn client_config(trust: &ServerTrust) -> Result<quinn::ClientConfig, TransportError> {
+    let tls = rustls_client_config(trust)?;
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| TransportError::Connect(format!("TLS configuration for QUIC: {e}")))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(std::time::Duration::from_secs(5)));
+    transport.datagram_receive_buffer_size(Some(1024 * 1024));
+    transport.datagram_send_buffer_size(1024 * 1024);
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+/// The rustls part of [`client_config`] (TLS 1.3 only, ALPN `conclave/1`).
+pub fn rustls_client_config(trust: &ServerTrust) -> Result<rustls::ClientConfig, TransportError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TransportError::Connect(format!("TLS configuration: {e}")))?;
@@ -101,15 +116,7 @@ pub fn client_config(trust: &ServerTrust) -> Result<quinn::ClientConfig, Transpo
             .with_no_client_auth(),
     };
     tls.alpn_protocols = vec![ALPN.to_vec()];
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-        .map_err(|e| TransportError::Connect(format!("TLS configuration for QUIC: {e}")))?;
-    let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(std::time::Duration::from_secs(5)));
-    transport.datagram_receive_buffer_size(Some(1024 * 1024));
-    transport.datagram_send_buffer_size(1024 * 1024);
-    config.transport_config(Arc::new(transport));
-    Ok(config)
+    Ok(tls)
 }
 
 /// Accepts exactly the leaf certificate whose SHA-256 equals the pin.
