@@ -1,6 +1,13 @@
 //! Shared helpers for the SFU integration tests: a real server on 127.0.0.1:0 and real
 //! QUIC clients built on the SDK's transport and crypto core.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -125,8 +132,14 @@ impl TestUser {
     }
 
     pub fn device(&self) -> DeviceIdentity {
-        DeviceIdentity::create(&self.key, self.identity.user_id, now(), 365 * DAY_MS, &mut OsRng)
-            .unwrap()
+        DeviceIdentity::create(
+            &self.key,
+            self.identity.user_id,
+            now(),
+            365 * DAY_MS,
+            &mut OsRng,
+        )
+        .unwrap()
     }
 }
 
@@ -145,10 +158,11 @@ impl TestClient {
 
     pub async fn connect_to(addr: SocketAddr, trust: &ServerTrust) -> Self {
         let config = conclave_sdk::transport::client_config(trust).unwrap();
-        let (conn, events) = tokio::time::timeout(WAIT, ControlConnection::connect(addr, "localhost", config))
-            .await
-            .expect("connect in bounded time")
-            .expect("connect");
+        let (conn, events) =
+            tokio::time::timeout(WAIT, ControlConnection::connect(addr, "localhost", config))
+                .await
+                .expect("connect in bounded time")
+                .expect("connect");
         let hello = conn
             .request(Request::Hello(v1::Hello {
                 protocol_version: 1,
@@ -179,7 +193,11 @@ impl TestClient {
             .to_vec()
     }
 
-    pub async fn register(&self, user: &TestUser, device: &DeviceIdentity) -> Result<v1::Registered, TransportError> {
+    pub async fn register(
+        &self,
+        user: &TestUser,
+        device: &DeviceIdentity,
+    ) -> Result<v1::Registered, TransportError> {
         let r = self
             .request(Request::Register(v1::Register {
                 user_public_key: user.identity.key.to_bytes().to_vec(),
@@ -193,7 +211,10 @@ impl TestClient {
         }
     }
 
-    pub async fn authenticate(&self, device: &DeviceIdentity) -> Result<v1::Authenticated, TransportError> {
+    pub async fn authenticate(
+        &self,
+        device: &DeviceIdentity,
+    ) -> Result<v1::Authenticated, TransportError> {
         let r = self
             .request(Request::Authenticate(v1::Authenticate {
                 device_id: device.device_id().as_bytes().to_vec(),
@@ -262,8 +283,14 @@ impl TestClient {
     }
 
     /// Opens (or joins) a room with `key`.
-    pub async fn open_room(&self, key: &RoomAuthKey, routing: &RoutingId) -> Result<v1::RoomJoined, TransportError> {
-        let sig = key.sign_join(self.conn.tls_binding(), &self.challenge).unwrap();
+    pub async fn open_room(
+        &self,
+        key: &RoomAuthKey,
+        routing: &RoutingId,
+    ) -> Result<v1::RoomJoined, TransportError> {
+        let sig = key
+            .sign_join(self.conn.tls_binding(), &self.challenge)
+            .unwrap();
         match self
             .request(Request::OpenRoom(v1::OpenRoom {
                 routing_id: routing.as_bytes().to_vec(),
@@ -278,8 +305,14 @@ impl TestClient {
         }
     }
 
-    pub async fn join_room(&self, key: &RoomAuthKey, routing: &RoutingId) -> Result<v1::RoomJoined, TransportError> {
-        let sig = key.sign_join(self.conn.tls_binding(), &self.challenge).unwrap();
+    pub async fn join_room(
+        &self,
+        key: &RoomAuthKey,
+        routing: &RoutingId,
+    ) -> Result<v1::RoomJoined, TransportError> {
+        let sig = key
+            .sign_join(self.conn.tls_binding(), &self.challenge)
+            .unwrap();
         match self
             .request(Request::JoinRoom(v1::JoinRoom {
                 routing_id: routing.as_bytes().to_vec(),
@@ -300,7 +333,9 @@ impl TestClient {
         routing: &RoutingId,
     ) -> Result<u64, TransportError> {
         let rotation = current.sign_rotation(next).unwrap();
-        let join = next.sign_join(self.conn.tls_binding(), &self.challenge).unwrap();
+        let join = next
+            .sign_join(self.conn.tls_binding(), &self.challenge)
+            .unwrap();
         match self
             .request(Request::RotateRoom(v1::RotateRoom {
                 routing_id: routing.as_bytes().to_vec(),
@@ -334,7 +369,10 @@ impl TestClient {
 
     /// Receives a datagram within `within`, or `None`.
     pub async fn recv_media(&self, within: Duration) -> Option<(DatagramHeader, Vec<u8>)> {
-        let d = tokio::time::timeout(within, self.conn.read_datagram()).await.ok()?.ok()?;
+        let d = tokio::time::timeout(within, self.conn.read_datagram())
+            .await
+            .ok()?
+            .ok()?;
         let (h, p) = DatagramHeader::decode(&d).unwrap();
         Some((h, p.to_vec()))
     }
