@@ -41,10 +41,11 @@ impl Session {
         }
         let device_id = device.record.device_id;
         let count = stored.len();
+        let now_ms = now.0;
         let held = self
             .shared
             .blocking("prekey upload", move |s| {
-                s.add_prekeys(&device_id, &stored, max_held)
+                s.add_prekeys(&device_id, &stored, max_held, now_ms)
             })
             .await?;
         counter!(telemetry::PREKEYS_UPLOADED).increment(count as u64);

@@ -154,10 +154,14 @@ impl Store for MemoryStore {
         device_id: &DeviceIdBytes,
         prekeys: &[StoredPrekey],
         max_held: usize,
+        now_ms: u64,
     ) -> Result<usize, StoreError> {
         let mut state = self.lock();
         if !state.devices.contains_key(device_id) {
             return Err(StoreError::UnknownDevice);
+        }
+        if let Some(pool) = state.prekeys.get_mut(device_id) {
+            pool.retain(|_, prekey| prekey.expires_at_ms > now_ms);
         }
         let mut pool = state.prekeys.get(device_id).cloned().unwrap_or_default();
         for prekey in prekeys {

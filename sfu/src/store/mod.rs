@@ -167,14 +167,17 @@ pub trait Store: Send + Sync + 'static {
     /// All devices of a user, ordered by device id.
     fn user_devices(&self, user_id: &UserIdBytes) -> Result<Vec<DeviceRecord>, StoreError>;
 
-    /// Adds prekeys to a registered device's pool (a prekey id already held is
-    /// replaced). All or nothing: fails with `TooManyPrekeys` if the pool would exceed
-    /// `max_held`, `UnknownDevice` if the device is not registered. Returns the count held.
+    /// Adds prekeys to a registered device's pool, after deleting the device's prekeys
+    /// that expired at `now_ms` (so expired prekeys never block an upload). A prekey id
+    /// already held is replaced. All or nothing: fails with `TooManyPrekeys` if the pool
+    /// would exceed `max_held`, `UnknownDevice` if the device is not registered. Returns
+    /// the count held.
     fn add_prekeys(
         &self,
         device_id: &DeviceIdBytes,
         prekeys: &[StoredPrekey],
         max_held: usize,
+        now_ms: u64,
     ) -> Result<usize, StoreError>;
 
     /// Prekeys a device holds (expired ones included until taken or purged).

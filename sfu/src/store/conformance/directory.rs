@@ -38,7 +38,7 @@ fn device_with_prekeys(
         .register_device(&KEY_A, &device(USER_1, id), 16)
         .unwrap();
     let prekeys: Vec<_> = ids.into_iter().map(|p| prekey(p, 1000)).collect();
-    store.add_prekeys(&[id; 16], &prekeys, 10_000).unwrap();
+    store.add_prekeys(&[id; 16], &prekeys, 10_000, 0).unwrap();
     [id; 16]
 }
 
@@ -171,26 +171,38 @@ pub(super) fn add_prekeys_counts_and_replaces_same_id(make: Factory) {
     assert_eq!(store.prekey_count(&d).unwrap(), 0);
     assert_eq!(
         store
-            .add_prekeys(&d, &[prekey(1, 10), prekey(2, 10)], 3)
+            .add_prekeys(&d, &[prekey(1, 10), prekey(2, 10)], 3, 0)
             .unwrap(),
         2
     );
     // Id 2 replaced (and duplicated within the upload): counted once.
     let upload = [prekey(2, 50), prekey(3, 50), prekey(2, 60)];
-    assert_eq!(store.add_prekeys(&d, &upload, 3).unwrap(), 3);
+    assert_eq!(store.add_prekeys(&d, &upload, 3, 0).unwrap(), 3);
     assert_eq!(store.prekey_count(&d).unwrap(), 3);
-    assert_eq!(store.add_prekeys(&d, &[], 3).unwrap(), 3);
+    assert_eq!(store.add_prekeys(&d, &[], 3, 0).unwrap(), 3);
     // The replacement wins: id 2 now expires at 60, so it is handed out at 20.
     let taken = store.take_prekeys(&[d, d], 20).unwrap();
     assert_eq!(taken[0].prekey, Some(prekey(2, 60)));
     assert_eq!(taken[1].prekey, Some(prekey(3, 50)));
 }
 
+pub(super) fn expired_prekeys_do_not_block_an_upload(make: Factory) {
+    let (store, _guard) = make();
+    let d = device_with_prekeys(&*store, 1, [1, 2, 3]);
+    // All three expire at 1000; at 1000 the pool is full of dead keys, yet an
+    // upload of three fresh ones fits the limit of 3.
+    let upload = [prekey(4, 5000), prekey(5, 5000), prekey(6, 5000)];
+    assert_eq!(store.add_prekeys(&d, &upload, 3, 1000).unwrap(), 3);
+    assert_eq!(store.prekey_count(&d).unwrap(), 3);
+    let taken = store.take_prekeys(&[d], 1000).unwrap();
+    assert_eq!(taken[0].prekey, Some(prekey(4, 5000)));
+}
+
 pub(super) fn add_prekeys_over_limit_stores_nothing(make: Factory) {
     let (store, _guard) = make();
     let d = device_with_prekeys(&*store, 1, [1, 2]);
     let upload = [prekey(2, 1000), prekey(3, 1000), prekey(4, 1000)];
-    let err = store.add_prekeys(&d, &upload, 3).unwrap_err();
+    let err = store.add_prekeys(&d, &upload, 3, 0).unwrap_err();
     assert!(
         matches!(
             err,
@@ -211,7 +223,7 @@ pub(super) fn add_prekeys_over_limit_stores_nothing(make: Factory) {
 pub(super) fn add_prekeys_to_unknown_device_fails(make: Factory) {
     let (store, _guard) = make();
     let err = store
-        .add_prekeys(&[7; 16], &[prekey(1, 1000)], 10)
+        .add_prekeys(&[7; 16], &[prekey(1, 1000)], 10, 0)
         .unwrap_err();
     assert!(matches!(err, StoreError::UnknownDevice), "{err:?}");
     assert_eq!(store.prekey_count(&[7; 16]).unwrap(), 0);
@@ -245,7 +257,7 @@ pub(super) fn take_prekeys_skips_and_deletes_expired(make: Factory) {
         prekey(4, 101),
         prekey(5, 400),
     ];
-    store.add_prekeys(&d, &pool, 10).unwrap();
+    store.add_prekeys(&d, &pool, 10, 0).unwrap();
     // At 100: ids 1 (expires exactly now) and 2 are expired and deleted, 3 is taken.
     let taken = store.take_prekeys(&[d], 100).unwrap();
     assert_eq!(taken[0].prekey, Some(prekey(3, 500)));
@@ -257,7 +269,7 @@ pub(super) fn take_prekeys_skips_and_deletes_expired(make: Factory) {
     assert_eq!(store.prekey_count(&d).unwrap(), 0);
     // Expired prekeys with a higher id than the one taken are deleted too.
     store
-        .add_prekeys(&d, &[prekey(7, 1000), prekey(8, 600)], 10)
+        .add_prekeys(&d, &[prekey(7, 1000), prekey(8, 600)], 10, 0)
         .unwrap();
     let taken = store.take_prekeys(&[d], 700).unwrap();
     assert_eq!(

@@ -51,6 +51,7 @@ conformance! {
         too_many_devices_is_refused,
         add_prekeys_counts_and_replaces_same_id,
         add_prekeys_over_limit_stores_nothing,
+        expired_prekeys_do_not_block_an_upload,
         add_prekeys_to_unknown_device_fails,
         take_prekeys_hands_out_lowest_id_first,
         take_prekeys_skips_and_deletes_expired,

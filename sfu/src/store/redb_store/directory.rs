@@ -112,6 +112,7 @@ pub(super) fn add_prekeys(
     device_id: &DeviceIdBytes,
     prekeys: &[StoredPrekey],
     max_held: usize,
+    now_ms: u64,
 ) -> Result<usize, StoreError> {
     let devices = txn.open_table(DEVICES).map_err(backend)?;
     if devices.get(device_id).map_err(backend)?.is_none() {
@@ -120,7 +121,8 @@ pub(super) fn add_prekeys(
     let mut table = txn.open_table(PREKEYS).map_err(backend)?;
     let mut expiry = txn.open_table(PREKEY_EXPIRY).map_err(backend)?;
     let mut counts = txn.open_table(PREKEY_COUNTS).map_err(backend)?;
-    let mut held = read_count(&counts, device_id)?;
+    let held = read_count(&counts, device_id)?;
+    let mut held = purge_expired(&mut table, &mut expiry, device_id, now_ms, held)?;
     for prekey in prekeys {
         let key = device_u64_key(device_id, prekey.prekey_id);
         let value = encode_prekey(prekey);
@@ -162,19 +164,17 @@ pub(super) fn take_prekeys(
         .collect()
 }
 
-/// Takes one prekey of `device`: deletes all its expired prekeys (found through the
-/// expiry index, so unexpired ones are not read), then removes the lowest-id one
-/// left. The count left is then exactly the unexpired prekeys the device holds.
-fn take_one(
-    txn: &WriteTransaction,
+const COUNT_TOO_LOW: StoreError = StoreError::Corrupt("prekey count too low");
+
+/// Deletes every prekey of `device` expired at `now_ms` (found through the expiry
+/// index, so unexpired ones are not read); returns the count `held` minus those.
+fn purge_expired(
+    prekeys: &mut redb::Table<'_, &'static [u8; DEVICE_U64_KEY], &'static [u8]>,
+    expiry: &mut redb::Table<'_, &'static [u8; EXPIRY_KEY], ()>,
     device: &DeviceIdBytes,
     now_ms: u64,
-) -> Result<TakenPrekey, StoreError> {
-    const COUNT_TOO_LOW: StoreError = StoreError::Corrupt("prekey count too low");
-    let mut prekeys = txn.open_table(PREKEYS).map_err(backend)?;
-    let mut expiry = txn.open_table(PREKEY_EXPIRY).map_err(backend)?;
-    let mut counts = txn.open_table(PREKEY_COUNTS).map_err(backend)?;
-    let mut held = read_count(&counts, device)?;
+    mut held: u64,
+) -> Result<u64, StoreError> {
     let low = prekey_expiry_key(device, 0, 0);
     let high = prekey_expiry_key(device, now_ms, u64::MAX);
     let expired = expiry
@@ -190,6 +190,22 @@ fn take_one(
             held = held.checked_sub(1).ok_or(COUNT_TOO_LOW)?;
         }
     }
+    Ok(held)
+}
+
+/// Takes one prekey of `device`: deletes all its expired prekeys (found through the
+/// expiry index, so unexpired ones are not read), then removes the lowest-id one
+/// left. The count left is then exactly the unexpired prekeys the device holds.
+fn take_one(
+    txn: &WriteTransaction,
+    device: &DeviceIdBytes,
+    now_ms: u64,
+) -> Result<TakenPrekey, StoreError> {
+    let mut prekeys = txn.open_table(PREKEYS).map_err(backend)?;
+    let mut expiry = txn.open_table(PREKEY_EXPIRY).map_err(backend)?;
+    let mut counts = txn.open_table(PREKEY_COUNTS).map_err(backend)?;
+    let held = read_count(&counts, device)?;
+    let mut held = purge_expired(&mut prekeys, &mut expiry, device, now_ms, held)?;
     let low = device_u64_key(device, 0);
     let high = device_u64_key(device, u64::MAX);
     let first = prekeys

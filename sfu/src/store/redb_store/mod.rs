@@ -218,8 +218,9 @@ impl Store for RedbStore {
         device_id: &DeviceIdBytes,
         prekeys: &[StoredPrekey],
         max_held: usize,
+        now_ms: u64,
     ) -> Result<usize, StoreError> {
-        self.write(|txn| directory::add_prekeys(txn, device_id, prekeys, max_held))
+        self.write(|txn| directory::add_prekeys(txn, device_id, prekeys, max_held, now_ms))
     }
 
     fn prekey_count(&self, device_id: &DeviceIdBytes) -> Result<usize, StoreError> {

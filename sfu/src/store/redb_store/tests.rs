@@ -41,7 +41,7 @@ fn reopen_finds_everything() {
         store.register_device(&[0xaa; 32], &device(1), 4).unwrap();
         store.register_device(&[0xaa; 32], &device(2), 4).unwrap();
         store
-            .add_prekeys(&[1; 16], &[prekey(5, 900), prekey(6, 100)], 10)
+            .add_prekeys(&[1; 16], &[prekey(5, 900), prekey(6, 100)], 10, 0)
             .unwrap();
         let puts = store
             .mailbox_put(&[[1; 16], [2; 16]], b"sealed", 10, 5000, 10)
@@ -145,7 +145,9 @@ fn malformed_values_are_reported_as_corrupt() {
     let dir = tempfile::tempdir().unwrap();
     let store = RedbStore::open(&dir.path().join("store.redb")).unwrap();
     store.register_device(&[0xaa; 32], &device(1), 4).unwrap();
-    store.add_prekeys(&[1; 16], &[prekey(1, 900)], 10).unwrap();
+    store
+        .add_prekeys(&[1; 16], &[prekey(1, 900)], 10, 0)
+        .unwrap();
     store.mailbox_put(&[[1; 16]], b"x", 0, 900, 10).unwrap();
 
     poke(&store, DEVICES, &[1; 16], &[0; 31]);
@@ -177,7 +179,7 @@ fn malformed_values_are_reported_as_corrupt() {
     assert_corrupt(store.user_key(&[1; 32]));
     assert_corrupt(store.take_prekeys(&[[1; 16]], 0));
     // Replacing the malformed prekey needs its old expiry.
-    assert_corrupt(store.add_prekeys(&[1; 16], &[prekey(1, 900)], 10));
+    assert_corrupt(store.add_prekeys(&[1; 16], &[prekey(1, 900)], 10, 0));
     assert_corrupt(store.mailbox_list(&[1; 16], 0, 10));
     assert_corrupt(store.mailbox_ack(&[1; 16], &[1]));
     assert_corrupt(store.room(&[4; 32]));
