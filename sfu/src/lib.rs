@@ -1,4 +1,50 @@
-//! Conclave SFU (crate docs to be written with the server).
+//! # Conclave SFU — the server
+//!
+//! A QUIC server (quinn + rustls, TLS 1.3 only, ALPN `conclave/1`) that is blind by
+//! design: it authenticates devices, keeps a directory of public keys and one-time
+//! prekeys, stores opaque containers for offline devices, and forwards end-to-end
+//! encrypted media among the members of rooms it knows only by a hashed routing id.
+//! It never sees a meeting key, a meeting id, a username or plaintext media.
+//!
+//! ## Data flow
+//! ```text
+//!            QUIC connection (one per device)
+//!   ┌──────────────┬───────────────────────────────┐
+//!   │ control      │ media datagrams               │
+//!   │ stream       │ (14-byte header + SFrame)     │
+//!   ▼              ▼                               │
+//! server::session  media::Forwarder ──snapshot──▶ ConnMedia (this connection's rooms)
+//!   │  Hello / Register / Authenticate               │ stamp slot, fan out Bytes
+//!   │  directory, mailbox ──spawn_blocking──▶ store::Store (redb: durable before ack)
+//!   │  rooms ──lock──▶ rooms::RoomRegistry (sans-IO) ──outputs──▶ events + RoomMedia tables
+//!   ▼
+//! events (mailbox deliveries, prekeys low, members, epoch changes, shutdown)
+//! ```
+//!
+//! * [`run`] serves a bound endpoint until a shutdown future resolves, then stops
+//!   accepting, sends every client a `ShuttingDown` event, closes connections and
+//!   drops the store (the mini-redis pattern; tests bind `127.0.0.1:0`).
+//! * [`rooms::RoomRegistry`], [`media::Forwarder`] and [`ratelimit::TokenBucket`] are
+//!   sans-IO: plain state machines driven with explicit time, unit-tested with virtual
+//!   time and in-memory sinks. [`server`] is the thin tokio/quinn layer around them.
+//! * [`store::Store`] is the durable state with a redb implementation (default) and an
+//!   in-memory one (tests). Every acknowledged write is committed first.
+//!
+//! ## Invariants
+//! * Nothing a peer sends can panic the server: frames are length-checked before
+//!   allocation ([`config::Limits::max_frame_bytes`]), protobuf decode errors become
+//!   `BAD_REQUEST` answers, malformed datagrams become counted drops
+//!   ([`telemetry::DropReason`]).
+//! * Every length, count and queue is bounded by a [`config::Limits`] field.
+//! * A datagram reaches only the other members of the room its sender proved
+//!   membership of, with the sender slot the server assigned (clients cannot spoof it).
+//! * A member that does not prove a new epoch within the grace window loses routing.
+//! * The forwarding path takes no lock shared across rooms and allocates nothing per
+//!   receiver: receivers share one reference-counted copy of each datagram.
+//! * Logs carry truncated identifiers only; no secrets exist on the server.
+//!
+//! The wire protocol is specified in `docs/protocol.md`; operating the server is
+//! described in the README.
 
 pub mod config;
 pub mod media;

@@ -35,8 +35,8 @@ pub const DEV_KEY_FILE: &str = "dev-key.pem";
 /// Validity of a generated development certificate.
 const DEV_CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// Datagram buffers per connection, in each direction.
-const DATAGRAM_BUFFER_BYTES: usize = 1024 * 1024;
+/// Datagram buffers per connection, each way (the forwarder's congestion signal).
+const DATAGRAM_BUFFER_BYTES: usize = crate::DATAGRAM_SEND_BUFFER;
 
 /// Why a TLS identity or configuration could not be built.
 #[derive(Debug, thiserror::Error)]
