@@ -56,15 +56,17 @@ fn main() {
 async fn clients(server: &TestServer, n: usize) -> Vec<(TestClient, TestUser)> {
     let mut out = Vec::new();
     for i in 0..n {
-        let user = TestUser::new(&format!("bench-{i}-{}", rand_suffix()));
+        let user = TestUser::new(&format!("bench-{}-{i}", rand_suffix()));
         let (client, _device) = TestClient::registered(server, &user).await;
         out.push((client, user));
     }
     out
 }
 
+/// A fresh suffix per call, so every benchmark user is a new username.
 fn rand_suffix() -> u64 {
-    Instant::now().elapsed().as_nanos() as u64 ^ std::process::id() as u64
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Lightweight requests: framing, dispatch, response.
@@ -77,7 +79,10 @@ async fn control_get_time(server: &TestServer) {
         let done = Arc::clone(&done);
         tasks.push(tokio::spawn(async move {
             while Instant::now() < deadline {
-                client.request(Request::GetTime(v1::GetTime {})).await.unwrap();
+                client
+                    .request(Request::GetTime(v1::GetTime {}))
+                    .await
+                    .unwrap();
                 done.fetch_add(1, Ordering::Relaxed);
             }
         }));
@@ -101,7 +106,7 @@ async fn control_fetch_bundles(server: &TestServer) {
     let mut pool = PrekeyPool::new(&owner_device);
     for _ in 0..5 {
         owner_client
-            .upload_prekeys(&owner_device, &mut pool, 200)
+            .upload_prekeys(&owner_device, &mut pool, 1000)
             .await
             .unwrap();
     }
@@ -170,7 +175,8 @@ async fn forwarding(server: &TestServer) {
         let (c, received) = (Arc::clone(client), Arc::clone(&received));
         tasks.push(tokio::spawn(async move {
             let end = stop_at + Duration::from_millis(500);
-            while let Ok(Ok(_)) = tokio::time::timeout_at(end.into(), c.conn.read_datagram()).await {
+            while let Ok(Ok(_)) = tokio::time::timeout_at(end.into(), c.conn.read_datagram()).await
+            {
                 received.fetch_add(1, Ordering::Relaxed);
             }
         }));
