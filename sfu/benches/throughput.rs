@@ -106,7 +106,7 @@ async fn control_fetch_bundles(server: &TestServer) {
     let mut pool = PrekeyPool::new(&owner_device);
     for _ in 0..5 {
         owner_client
-            .upload_prekeys(&owner_device, &mut pool, 1000)
+            .upload_prekeys(&owner_device, &mut pool, 200)
             .await
             .unwrap();
     }
