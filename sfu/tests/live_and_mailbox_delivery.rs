@@ -2,6 +2,9 @@
 //! devices from their mailbox; entries stay until acknowledged; the server refuses
 //! containers it must not store and reports per recipient what happened.
 
+// Test helpers may panic on unexpected failures.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::sync::Arc;

@@ -1,6 +1,9 @@
 //! One-time prekeys are handed out at most once, even to many fetchers at the same
 //! time; the owner is warned when its pool runs low; uploads are checked whole.
 
+// Test helpers may panic on unexpected failures.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::collections::BTreeSet;
@@ -117,7 +120,7 @@ async fn concurrent_fetchers_each_get_a_distinct_prekey_until_the_pool_is_exhaus
     let start = Arc::new(Barrier::new(FETCHERS));
     let mut tasks = Vec::new();
     for client in fetchers {
-        let owner = owner.identity.clone();
+        let owner = owner.identity;
         let start = Arc::clone(&start);
         tasks.push(tokio::spawn(async move {
             start.wait().await;
