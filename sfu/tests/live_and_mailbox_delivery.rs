@@ -310,3 +310,37 @@ async fn a_full_mailbox_refuses_further_containers_until_entries_are_acknowledge
     let delivery = bob_client.mailbox_delivery().await;
     assert_eq!(bob.open_text(&delivery, &alice).unwrap(), "four");
 }
+
+#[tokio::test]
+async fn a_device_cannot_acknowledge_another_devices_mailbox_entries() {
+    let server = TestServer::start().await;
+    let (carol, carol_client) = Person::join(&server, "carol", 5).await;
+    carol_client.conn.close().await;
+    let server = server.restart_with(test_config()).await;
+    let (alice, alice_client) = Person::join(&server, "alice", 0).await;
+    let (mut bob, mut bob_client) = Person::join(&server, "bob", 5).await;
+
+    let container = seal_for((&alice_client, &alice), &[&bob, &carol], "for both").await;
+    let sent = alice_client
+        .send_container(&[bob.id(), carol.id()], container)
+        .await
+        .unwrap();
+    assert_eq!(status_for(&sent, &carol.id()), DeliveryStatus::Stored);
+    let bob_delivery = bob_client.mailbox_delivery().await;
+    assert_eq!(bob.open_text(&bob_delivery, &alice).unwrap(), "for both");
+
+    // Mailbox ids are sequential store-wide, so Carol's is near Bob's. Bob (or anyone)
+    // acknowledging ids that are not his deletes nothing of Carol's.
+    let guesses: Vec<u64> = (1..=bob_delivery.mailbox_id + 10).collect();
+    let deleted = bob_client.ack(&guesses).await.unwrap();
+    assert_eq!(deleted, 1, "only Bob's own entry");
+    let alice_deleted = alice_client.ack(&guesses).await.unwrap();
+    assert_eq!(alice_deleted, 0);
+
+    let carol_id = *carol.device.device_id().as_bytes();
+    assert_eq!(server.store.mailbox_count(&carol_id).unwrap(), 1);
+    let mut carol_client = TestClient::connect(&server).await;
+    let auth = carol_client.authenticate(&carol.device).await.unwrap();
+    assert_eq!(auth.mailbox_pending, 1);
+    carol_client.mailbox_delivery().await;
+}

@@ -13,6 +13,7 @@ use conclave_proto::v1::{self, ErrorCode, client_frame::Request, response};
 use conclave_sdk::identity::{
     DEFAULT_PREKEY_TTL_MS, DeviceIdentity, PrekeyPool, UserIdentity, VerifiedDevice, VerifiedPrekey,
 };
+use conclave_sfu::store::{MemoryStore, RedbStore};
 use rand_core::OsRng;
 use support::{TestClient, TestServer, TestUser, now, test_config};
 use tokio::sync::Barrier;
@@ -86,9 +87,20 @@ fn prekeys_low(e: v1::event::Event) -> Option<v1::PrekeysLow> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_fetchers_each_get_a_distinct_prekey_until_the_pool_is_exhausted() {
+    fetch_storm(TestServer::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_durable_store_concurrent_fetchers_also_get_distinct_prekeys() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("conclave.redb")).unwrap();
+    fetch_storm(TestServer::start_with(test_config(), Arc::new(store)).await).await;
+}
+
+/// Eight fetchers race for the 60 prekeys of one owner.
+async fn fetch_storm(server: TestServer) {
     const PREKEYS: usize = 60;
     const FETCHERS: usize = 8;
-    let server = TestServer::start().await;
     let owner = TestUser::new("owner");
     let (mut owner_client, owner_device) = TestClient::registered(&server, &owner).await;
     // A new device holds no prekeys and is told so right away.
@@ -233,8 +245,7 @@ async fn the_owner_is_warned_once_its_pool_drops_below_the_threshold() {
 async fn an_upload_above_max_prekeys_per_upload_is_refused_whole() {
     let mut config = test_config();
     config.limits.max_prekeys_per_upload = 10;
-    let server =
-        TestServer::start_with(config, Arc::new(conclave_sfu::store::MemoryStore::new())).await;
+    let server = TestServer::start_with(config, Arc::new(MemoryStore::new())).await;
     let owner = TestUser::new("owner");
     let (client, device) = TestClient::registered(&server, &owner).await;
     let mut pool = PrekeyPool::new(&device);
