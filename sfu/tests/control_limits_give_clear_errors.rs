@@ -266,3 +266,93 @@ async fn connections_above_max_connections_are_refused_until_one_closes() {
     }
     assert!(served.is_ok(), "a freed slot is reused: {served:?}");
 }
+
+#[tokio::test]
+async fn a_rate_limited_request_has_no_effect() {
+    let server = start(|c| {
+        c.limits.requests_per_second = 1;
+        c.limits.request_burst = 5;
+    })
+    .await;
+    let bob = TestUser::new("bob");
+    let (bob_client, bob_device) = TestClient::registered(&server, &bob).await;
+    let mut pool = PrekeyPool::new(&bob_device);
+    bob_client
+        .upload_prekeys(&bob_device, &mut pool, 1)
+        .await
+        .unwrap();
+    let alice = TestUser::new("alice");
+    // Hello, Register and FetchBundles: three of Alice's five tokens.
+    let (alice_client, alice_device) = TestClient::registered(&server, &alice).await;
+    let bundles = alice_client.fetch_bundles(&[&bob]).await.unwrap();
+    let container = seal_text(
+        &alice_device,
+        &recipients_from(&bundles, &[&bob]),
+        "again and again",
+        DAY_MS,
+    );
+
+    let bob_id = device_id_bytes(&bob_device);
+    let mut accepted = 0;
+    let mut refused = None;
+    for _ in 0..10 {
+        match alice_client
+            .send_container(std::slice::from_ref(&bob_id), container.clone())
+            .await
+        {
+            Ok(_) => accepted += 1,
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let err = refused.expect("rapid sends are rate limited");
+    assert_eq!(err.server_code(), Some(ErrorCode::RateLimited), "{err}");
+    assert!(accepted >= 2, "the rest of the burst was served");
+    let id = *bob_device.device_id().as_bytes();
+    assert_eq!(
+        server.store.mailbox_count(&id).unwrap(),
+        accepted,
+        "the refused send stored nothing"
+    );
+}
+
+#[tokio::test]
+async fn an_acknowledgement_of_too_many_ids_is_refused_whole() {
+    let server = TestServer::start().await;
+    let bob = TestUser::new("bob");
+    let (mut bob_client, bob_device) = TestClient::registered(&server, &bob).await;
+    let mut pool = PrekeyPool::new(&bob_device);
+    bob_client
+        .upload_prekeys(&bob_device, &mut pool, 1)
+        .await
+        .unwrap();
+    let alice = TestUser::new("alice");
+    let (alice_client, alice_device) = TestClient::registered(&server, &alice).await;
+    let bundles = alice_client.fetch_bundles(&[&bob]).await.unwrap();
+    let container = seal_text(
+        &alice_device,
+        &recipients_from(&bundles, &[&bob]),
+        "ack me",
+        DAY_MS,
+    );
+    alice_client
+        .send_container(&[device_id_bytes(&bob_device)], container)
+        .await
+        .unwrap();
+    let delivery = bob_client.mailbox_delivery().await;
+
+    let mut ids: Vec<u64> = (1_000_000..1_001_000).collect();
+    ids.push(delivery.mailbox_id);
+    let err = bob_client.ack(&ids).await.unwrap_err();
+    assert_eq!(err.server_code(), Some(ErrorCode::LimitExceeded), "{err}");
+    assert!(err.to_string().contains("at most 1000"), "{err}");
+    let id = *bob_device.device_id().as_bytes();
+    assert_eq!(
+        server.store.mailbox_count(&id).unwrap(),
+        1,
+        "nothing deleted"
+    );
+    assert_eq!(bob_client.ack(&[delivery.mailbox_id]).await.unwrap(), 1);
+}

@@ -344,3 +344,71 @@ async fn a_device_cannot_acknowledge_another_devices_mailbox_entries() {
     assert_eq!(auth.mailbox_pending, 1);
     carol_client.mailbox_delivery().await;
 }
+
+#[tokio::test]
+async fn listing_a_recipient_twice_stores_one_entry() {
+    let server = TestServer::start().await;
+    let (alice, alice_client) = Person::join(&server, "alice", 0).await;
+    let (mut bob, mut bob_client) = Person::join(&server, "bob", 5).await;
+
+    let container = seal_for((&alice_client, &alice), &[&bob], "just once").await;
+    let sent = alice_client
+        .send_container(&[bob.id(), bob.id()], container)
+        .await
+        .unwrap();
+    assert_eq!(sent.results.len(), 1, "{sent:?}");
+    assert_eq!(status_for(&sent, &bob.id()), DeliveryStatus::Delivered);
+    let delivery = bob_client.mailbox_delivery().await;
+    assert_eq!(bob.open_text(&delivery, &alice).unwrap(), "just once");
+    bob_client.round_trip().await;
+    let more = mailbox_events(bob_client.received_events());
+    assert!(more.is_empty(), "{more:?}");
+    let bob_id = *bob.device.device_id().as_bytes();
+    assert_eq!(server.store.mailbox_count(&bob_id).unwrap(), 1);
+}
+
+#[tokio::test]
+async fn more_waiting_entries_than_one_delivery_page_all_arrive_in_order() {
+    const ENTRIES: usize = 250; // the server reads the mailbox 100 entries at a time
+    let mut config = test_config();
+    config.limits.requests_per_second = 10_000;
+    config.limits.request_burst = 10_000;
+    let server = TestServer::start_with(config.clone(), Arc::new(MemoryStore::new())).await;
+    let (mut carol, carol_client) = Person::join(&server, "carol", 1).await;
+    carol_client.conn.close().await;
+    let server = server.restart_with(config).await;
+    let (alice, alice_client) = Person::join(&server, "alice", 0).await;
+
+    // One sealed container stored many times (the replay cache will drop the copies).
+    let container = seal_for((&alice_client, &alice), &[&carol], "page me").await;
+    for _ in 0..ENTRIES {
+        let sent = alice_client
+            .send_container(&[carol.id()], container.clone())
+            .await
+            .unwrap();
+        assert_eq!(status_for(&sent, &carol.id()), DeliveryStatus::Stored);
+    }
+
+    let mut carol_client = TestClient::connect(&server).await;
+    let auth = carol_client.authenticate(&carol.device).await.unwrap();
+    assert_eq!(auth.mailbox_pending as usize, ENTRIES);
+    let mut ids = Vec::with_capacity(ENTRIES);
+    for _ in 0..ENTRIES {
+        let delivery = carol_client.mailbox_delivery().await;
+        assert_eq!(delivery.container, container);
+        if ids.is_empty() {
+            assert_eq!(carol.open_text(&delivery, &alice).unwrap(), "page me");
+        }
+        ids.push(delivery.mailbox_id);
+    }
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "oldest first, no entry twice: {ids:?}"
+    );
+    carol_client.round_trip().await;
+    let extra = mailbox_events(carol_client.received_events());
+    assert!(extra.is_empty(), "exactly the waiting entries: {extra:?}");
+    assert_eq!(carol_client.ack(&ids).await.unwrap() as usize, ENTRIES);
+    let carol_id = *carol.device.device_id().as_bytes();
+    assert_eq!(server.store.mailbox_count(&carol_id).unwrap(), 0);
+}

@@ -327,3 +327,35 @@ async fn a_prekey_not_signed_by_the_uploading_device_is_refused_and_nothing_is_s
     }
     assert_eq!(ids, vec![1, 2, 3, 4, 5]);
 }
+
+#[tokio::test]
+async fn fetching_ones_own_user_returns_only_the_other_devices_and_spends_no_own_prekey() {
+    let server = TestServer::start().await;
+    let alice = TestUser::new("alice");
+    let (c1, d1) = TestClient::registered(&server, &alice).await;
+    let (c2, d2) = TestClient::registered(&server, &alice).await;
+    let mut p1 = PrekeyPool::new(&d1);
+    let mut p2 = PrekeyPool::new(&d2);
+    upload(&c1, prekeys(&d1, &mut p1, 3)).await.unwrap();
+    upload(&c2, prekeys(&d2, &mut p2, 3)).await.unwrap();
+
+    let bundles = c1.fetch_bundles(&[&alice]).await.unwrap();
+    let [user] = bundles.users.as_slice() else {
+        panic!("one user bundle: {bundles:?}");
+    };
+    let [device] = user.devices.as_slice() else {
+        panic!("only the other device: {user:?}");
+    };
+    let verified =
+        VerifiedDevice::verify(device.certificate.as_ref().unwrap(), &alice.identity, now())
+            .unwrap();
+    assert_eq!(verified.device_id(), d2.device_id());
+    assert!(device.prekey.is_some());
+    let (id1, id2) = (*d1.device_id().as_bytes(), *d2.device_id().as_bytes());
+    assert_eq!(
+        server.store.prekey_count(&id1).unwrap(),
+        3,
+        "own pool untouched"
+    );
+    assert_eq!(server.store.prekey_count(&id2).unwrap(), 2);
+}
