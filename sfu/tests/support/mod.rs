@@ -410,3 +410,153 @@ impl TestRoom {
         old
     }
 }
+
+// ----- Directory and mailbox helpers ---------------------------------------------
+
+/// A TextMessage payload.
+pub fn text_payload(text: &str) -> v1::ContainerPayload {
+    v1::ContainerPayload {
+        body: Some(v1::container_payload::Body::Text(v1::TextMessage {
+            text: text.to_string(),
+        })),
+    }
+}
+
+/// What a sending client does with fetched bundles: checks that each user's bundle
+/// carries the trusted (pinned) user key, verifies every device certificate against
+/// it and every prekey against its certificate, and pairs them as recipients. Panics
+/// if a bundle does not verify or a device has no prekey.
+pub fn recipients_from(
+    bundles: &v1::Bundles,
+    users: &[&TestUser],
+) -> Vec<conclave_sdk::container::Recipient> {
+    use conclave_sdk::identity::{VerifiedDevice, VerifiedPrekey};
+    let now = now();
+    let mut out = Vec::new();
+    for user in users {
+        let bundle = bundles
+            .users
+            .iter()
+            .find(|b| b.user_id.as_slice() == user.identity.user_id.as_bytes())
+            .unwrap_or_else(|| panic!("no bundle for {}", user.username));
+        assert_eq!(
+            bundle.user_public_key,
+            user.identity.key.to_bytes().to_vec(),
+            "the directory returns the pinned user key of {}",
+            user.username
+        );
+        for device in &bundle.devices {
+            let verified =
+                VerifiedDevice::verify(device.certificate.as_ref().unwrap(), &user.identity, now)
+                    .expect("device certificate verifies against the trusted user key");
+            let prekey = device
+                .prekey
+                .as_ref()
+                .unwrap_or_else(|| panic!("{} has a device without prekeys", user.username));
+            let prekey = VerifiedPrekey::verify(prekey, &verified, now)
+                .expect("prekey verifies against the device certificate");
+            out.push(conclave_sdk::container::Recipient::new(verified, prekey).unwrap());
+        }
+    }
+    out
+}
+
+/// Seals a text message from `sender` to `recipients` with the crypto core.
+pub fn seal_text(
+    sender: &DeviceIdentity,
+    recipients: &[conclave_sdk::container::Recipient],
+    text: &str,
+    ttl_ms: u64,
+) -> Vec<u8> {
+    conclave_sdk::container::seal(
+        sender,
+        recipients,
+        &text_payload(text),
+        now(),
+        ttl_ms,
+        &mut OsRng,
+    )
+    .unwrap()
+}
+
+/// The 16-byte id of a device as the control protocol carries it.
+pub fn device_id_bytes(device: &DeviceIdentity) -> Vec<u8> {
+    device.device_id().as_bytes().to_vec()
+}
+
+/// The delivery status the server reported for `device`.
+pub fn status_for(sent: &v1::ContainerSent, device: &[u8]) -> v1::DeliveryStatus {
+    let result = sent
+        .results
+        .iter()
+        .find(|r| r.device_id == device)
+        .expect("a result for every recipient");
+    v1::DeliveryStatus::try_from(result.status).unwrap()
+}
+
+impl TestClient {
+    /// Sends a serialized container to the listed device ids.
+    pub async fn send_container(
+        &self,
+        recipients: &[Vec<u8>],
+        container: Vec<u8>,
+    ) -> Result<v1::ContainerSent, TransportError> {
+        match self
+            .request(Request::SendContainer(v1::SendContainer {
+                recipient_device_ids: recipients.to_vec(),
+                container,
+            }))
+            .await?
+        {
+            response::Result::ContainerSent(s) => Ok(s),
+            other => panic!("expected ContainerSent, got {other:?}"),
+        }
+    }
+
+    /// Acknowledges mailbox entries; returns how many the server deleted.
+    pub async fn ack(&self, mailbox_ids: &[u64]) -> Result<u32, TransportError> {
+        match self
+            .request(Request::AckContainers(v1::AckContainers {
+                mailbox_ids: mailbox_ids.to_vec(),
+            }))
+            .await?
+        {
+            response::Result::ContainersAcked(a) => Ok(a.deleted),
+            other => panic!("expected ContainersAcked, got {other:?}"),
+        }
+    }
+
+    /// Waits for the next mailbox delivery, skipping other events.
+    pub async fn mailbox_delivery(&mut self) -> v1::MailboxDelivery {
+        self.event(|e| match e {
+            v1::event::Event::Mailbox(m) => Some(m),
+            _ => None,
+        })
+        .await
+    }
+
+    /// A request round trip. The server answers requests in order and queues a
+    /// request's follow-up events before it reads the next request, so once this
+    /// returns every event caused by earlier requests has reached `events`.
+    pub async fn round_trip(&self) {
+        self.request(Request::GetTime(v1::GetTime {}))
+            .await
+            .unwrap();
+    }
+
+    /// Every event already received, without waiting.
+    pub fn received_events(&mut self) -> Vec<v1::event::Event> {
+        std::iter::from_fn(|| self.events.try_recv()).collect()
+    }
+}
+
+impl TestServer {
+    /// Stops the server gracefully and starts a new one (new port and certificate) on
+    /// the same store. Devices that were connected before are then certainly offline:
+    /// the new server has never seen a connection of theirs.
+    pub async fn restart_with(self, config: Config) -> TestServer {
+        let store = Arc::clone(&self.store);
+        self.stop().await.unwrap();
+        TestServer::start_with(config, store).await
+    }
+}
