@@ -129,7 +129,12 @@ impl Session {
                         None
                     }
                 };
-                if remaining < threshold {
+                // Warn once when the pool crosses below the threshold and once when it
+                // runs dry, not on every fetch of a drained device (the owner is also
+                // warned whenever it authenticates below the threshold).
+                let crossed = remaining.saturating_add(1) == threshold;
+                let ran_dry = remaining == 0 && prekey.is_some();
+                if crossed || ran_dry {
                     low.push((device.device_id, remaining));
                 }
                 device_bundles.push(v1::DeviceBundle {

@@ -172,7 +172,10 @@ impl Session {
                 ErrorCode::RateLimited,
                 "too many control requests on this connection; slow down",
             );
-            err.retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+            // Rounded up, so waiting exactly this long is always enough.
+            err.retry_after_ms = u64::try_from(wait.as_micros().div_ceil(1000))
+                .unwrap_or(u64::MAX)
+                .max(1);
             self.respond(request_id, response::Result::Error(err.to_proto()))
                 .await;
             return;
