@@ -185,6 +185,14 @@ async fn forwarding(server: &TestServer) {
     for t in tasks {
         t.await.unwrap();
     }
+    // How many DATAGRAM frames each QUIC packet from the server carried, seen at the
+    // receivers (quinn packs the datagrams queued for one receiver into one packet).
+    let (mut frames, mut packets) = (0u64, 0u64);
+    for (client, _) in &joined {
+        let stats = client.conn.quic().stats();
+        frames += stats.frame_rx.datagram;
+        packets += stats.udp_rx.datagrams;
+    }
     let sent = sent.load(Ordering::Relaxed);
     let received = received.load(Ordering::Relaxed);
     let expected = sent * (ROOM_MEMBERS as u64 - 1);
@@ -193,5 +201,9 @@ async fn forwarding(server: &TestServer) {
          delivered {received} of {expected} ({:.2}% loss) = {:.0} datagrams forwarded/s",
         100.0 * (1.0 - received as f64 / expected.max(1) as f64),
         received as f64 / MEDIA_SECONDS as f64
+    );
+    println!(
+        "coalescing: {frames} media datagrams arrived in {packets} UDP packets = {:.1} per packet",
+        frames as f64 / packets.max(1) as f64
     );
 }
