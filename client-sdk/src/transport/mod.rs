@@ -263,9 +263,8 @@ async fn read_frames(
                 }
             }
             Some(server_frame::Kind::Event(v1::Event { event: Some(event) })) => {
-                if events.send(event).await.is_err() {
-                    // Nobody listens for events; keep serving responses.
-                }
+                // An error means nobody listens for events; keep serving responses.
+                let _ = events.send(event).await;
             }
             _ => {}
         }

@@ -93,7 +93,7 @@ impl Fixture {
                 RoomOutput::Routes { routes, .. } => Some(routes),
                 _ => None,
             })
-            .last()
+            .next_back()
             .unwrap()
     }
 }
@@ -124,7 +124,7 @@ fn opener_leads_and_joiners_get_distinct_slots() {
             RoomOutput::Routes { routes, .. } => Some(routes.clone()),
             _ => None,
         })
-        .last()
+        .next_back()
         .unwrap();
     assert_eq!(routes.len(), 2);
 }
