@@ -429,6 +429,18 @@ async fn hostile_frames_and_datagrams_are_refused_and_counted_while_a_healthy_ro
         matches!(&r.result, Some(response::Result::Error(e)) if e.code == ErrorCode::BadRequest as i32),
         "{r:?}"
     );
+    // A zero-length frame leaves the stream in step (its body is the empty message, a
+    // frame without a request): refused like an undecodable frame, not a framing
+    // violation.
+    let before = malformed_frames(&metrics);
+    mallory.write(&[0, 0, 0, 0]).await;
+    let r = mallory.response().await;
+    assert_eq!(r.request_id, 0, "{r:?}");
+    assert!(
+        matches!(&r.result, Some(response::Result::Error(e)) if e.code == ErrorCode::BadRequest as i32),
+        "{r:?}"
+    );
+    assert_eq!(malformed_frames(&metrics), before + 1);
     let time = mallory.call(42, Request::GetTime(v1::GetTime {})).await;
     assert!(matches!(time, response::Result::ServerTime(_)), "{time:?}");
     assert_flowing(&flows, "undecodable frames").await;
