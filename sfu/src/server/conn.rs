@@ -203,7 +203,9 @@ async fn control(
         match read {
             Ok(true) => {}
             Ok(false) => break,
-            Err(ReadFrameError::Frame(FrameError::Decode(e))) => {
+            // An empty frame keeps the stream in step, like one that does not decode:
+            // answer it and carry on. Only a frame too long to read breaks the framing.
+            Err(ReadFrameError::Frame(e @ (FrameError::Decode(_) | FrameError::Empty))) => {
                 session.malformed(&e.to_string()).await;
                 continue;
             }
