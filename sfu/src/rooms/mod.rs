@@ -214,16 +214,16 @@ impl RoomRegistry {
     }
 
     /// Registers a connection's join context: its TLS exporter value and the
-    /// challenge the server issued to it.
+    /// challenge the server issued to it. Registering a connected id again replaces
+    /// the context but keeps its memberships.
     pub fn connect(&mut self, conn: ConnId, tls_binding: &[u8], challenge: &[u8]) {
-        self.conns.insert(
-            conn,
-            Connection {
-                tls_binding: tls_binding.to_vec(),
-                challenge: challenge.to_vec(),
-                rooms: Vec::new(),
-            },
-        );
+        let ctx = self.conns.entry(conn).or_insert_with(|| Connection {
+            tls_binding: Vec::new(),
+            challenge: Vec::new(),
+            rooms: Vec::new(),
+        });
+        ctx.tls_binding = tls_binding.to_vec();
+        ctx.challenge = challenge.to_vec();
     }
 
     /// Whether a room is live (has members) in this registry.

@@ -38,18 +38,14 @@ impl RoomPlane {
         self.registry.live_routing_ids().collect()
     }
 
-    /// Applies every pending registry output.
+    /// Applies every pending registry output. Routing changes are applied before any
+    /// event is sent, so a member told about a join or an eviction never races the
+    /// media plane (a newcomer already receives; an evicted member already does not).
     pub(crate) fn apply(&mut self, shared: &Shared) {
+        let mut events = Vec::new();
         while let Some(output) = self.registry.poll_output() {
             match output {
-                RoomOutput::Event { conn, event } => {
-                    if matches!(event, RoomEvent::Evicted { .. }) {
-                        counter!(telemetry::ROOM_EVICTIONS).increment(1);
-                    }
-                    if let Some(handle) = shared.conns.get(&conn) {
-                        handle.push_event(to_proto_event(event));
-                    }
-                }
+                RoomOutput::Event { conn, event } => events.push((conn, event)),
                 RoomOutput::Routes { handle, routes } => {
                     if routes.is_empty() {
                         self.media.remove(&handle);
@@ -88,6 +84,14 @@ impl RoomPlane {
                         }
                     });
                 }
+            }
+        }
+        for (conn, event) in events {
+            if matches!(event, RoomEvent::Evicted { .. }) {
+                counter!(telemetry::ROOM_EVICTIONS).increment(1);
+            }
+            if let Some(handle) = shared.conns.get(&conn) {
+                handle.push_event(to_proto_event(event));
             }
         }
         gauge!(telemetry::ROOMS).set(self.registry.room_count() as f64);
