@@ -16,7 +16,7 @@ use std::thread;
 use std::time::Duration;
 
 use conclave_proto::v1::{self, DeliveryStatus};
-use conclave_sdk::container::{ReplayCache, SealedContainer};
+use conclave_sdk::container::ReplayCache;
 use conclave_sdk::identity::{PrekeyPool, VerifiedDevice, VerifiedPrekey};
 use conclave_sdk::time::DAY_MS;
 use conclave_sdk::transport::ServerTrust;
@@ -213,20 +213,15 @@ async fn registrations_prekeys_and_mailbox_entries_survive_kill_9() {
     assert_eq!(auth.mailbox_pending, 1, "the stored entry survived");
     let delivery = carol_client.mailbox_delivery().await;
     assert_eq!(delivery.container, container);
-    let opened = SealedContainer::decode(&delivery.container)
-        .unwrap()
-        .open(
-            &alice.identity,
-            &carol_device,
-            &mut carol_pool,
-            &mut ReplayCache::default(),
-            now(),
-        )
-        .unwrap();
-    assert!(matches!(
-        &opened.payload().body,
-        Some(v1::container_payload::Body::Text(t)) if t.text == "see you tomorrow"
-    ));
+    let (text, _) = support::open_text(
+        &delivery.container,
+        &alice.identity,
+        &carol_device,
+        &mut carol_pool,
+        &mut ReplayCache::default(),
+    )
+    .unwrap();
+    assert_eq!(text, "see you tomorrow");
     assert_eq!(carol_client.ack(&[delivery.mailbox_id]).await.unwrap(), 1);
 
     let alice_client = sfu.client().await;

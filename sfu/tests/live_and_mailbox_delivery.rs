@@ -17,7 +17,7 @@ use conclave_sdk::time::DAY_MS;
 use conclave_sfu::store::MemoryStore;
 use rand_core::OsRng;
 use support::{
-    TestClient, TestServer, TestUser, device_id_bytes, now, recipients_from, seal_text, status_for,
+    TestClient, TestServer, TestUser, device_id_bytes, recipients_from, seal_text, status_for,
     test_config,
 };
 
@@ -62,18 +62,15 @@ impl Person {
     ) -> Result<String, ContainerError> {
         let sealed = SealedContainer::decode(&delivery.container)?;
         assert_eq!(sealed.claimed_sender(), sender.user.identity.user_id);
-        let opened = sealed.open(
+        let (text, device) = support::open_text(
+            &delivery.container,
             &sender.user.identity,
             &self.device,
             &mut self.pool,
             &mut self.replay,
-            now(),
         )?;
-        assert_eq!(opened.sender().device_id(), sender.device.device_id());
-        match &opened.payload().body {
-            Some(v1::container_payload::Body::Text(t)) => Ok(t.text.clone()),
-            other => panic!("expected a text payload, got {other:?}"),
-        }
+        assert_eq!(device, sender.device.device_id());
+        Ok(text)
     }
 }
 

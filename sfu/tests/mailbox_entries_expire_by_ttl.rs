@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use conclave_proto::v1::{self, DeliveryStatus};
-use conclave_sdk::container::{ReplayCache, SealedContainer};
+use conclave_sdk::container::ReplayCache;
 use conclave_sdk::identity::{DeviceIdentity, PrekeyPool};
 use conclave_sdk::time::DAY_MS;
 use conclave_sfu::config::Config;
 use conclave_sfu::store::{DeviceIdBytes, MemoryStore, Store};
 use support::{
-    TestClient, TestServer, TestUser, device_id_bytes, now, recipients_from, seal_text, status_for,
+    TestClient, TestServer, TestUser, device_id_bytes, recipients_from, seal_text, status_for,
     test_config,
 };
 
@@ -148,20 +148,15 @@ async fn a_container_ttl_shorter_than_the_server_ttl_decides_when_its_entry_expi
     let auth = carol_client.authenticate(&carol_device).await.unwrap();
     assert_eq!(auth.mailbox_pending, 1);
     let delivery = carol_client.mailbox_delivery().await;
-    let opened = SealedContainer::decode(&delivery.container)
-        .unwrap()
-        .open(
-            &alice.identity,
-            &carol_device,
-            &mut carol_pool,
-            &mut ReplayCache::default(),
-            now(),
-        )
-        .unwrap();
-    assert!(matches!(
-        &opened.payload().body,
-        Some(v1::container_payload::Body::Text(t)) if t.text == "long-lived"
-    ));
+    let (text, _) = support::open_text(
+        &delivery.container,
+        &alice.identity,
+        &carol_device,
+        &mut carol_pool,
+        &mut ReplayCache::default(),
+    )
+    .unwrap();
+    assert_eq!(text, "long-lived");
     carol_client.round_trip().await;
     let more = mailbox_events(carol_client.received_events());
     assert!(more.is_empty(), "only one entry was left: {more:?}");

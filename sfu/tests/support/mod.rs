@@ -479,6 +479,30 @@ pub fn seal_text(
     .unwrap()
 }
 
+/// Opens a container from `sender` addressed to `me` and returns its text and the
+/// sending device (panics if the payload is not text).
+pub fn open_text(
+    container: &[u8],
+    sender: &UserIdentity,
+    me: &DeviceIdentity,
+    pool: &mut PrekeyPool,
+    replay: &mut conclave_sdk::container::ReplayCache,
+) -> Result<(String, conclave_sdk::DeviceId), conclave_sdk::container::ContainerError> {
+    let opened = conclave_sdk::container::SealedContainer::decode(container)?.open(
+        sender,
+        me,
+        pool,
+        replay,
+        now(),
+    )?;
+    match &opened.payload().body {
+        Some(v1::container_payload::Body::Text(t)) => {
+            Ok((t.text.clone(), opened.sender().device_id()))
+        }
+        other => panic!("expected a text payload, got {other:?}"),
+    }
+}
+
 /// The 16-byte id of a device as the control protocol carries it.
 pub fn device_id_bytes(device: &DeviceIdentity) -> Vec<u8> {
     device.device_id().as_bytes().to_vec()
