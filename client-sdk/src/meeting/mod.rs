@@ -20,6 +20,7 @@
 //! never appear in `Debug` output.
 
 mod key;
+pub mod rekey;
 mod room_auth;
 
 use std::fmt;

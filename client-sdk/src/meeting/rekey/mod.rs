@@ -1,0 +1,730 @@
+//! The meeting state machine: roster, key leader, epochs and rekeying (sans-IO).
+//!
+//! [`MeetingState`] decides *what* must happen when participants reject, leave, are
+//! removed or drop out; the async client does the I/O. Inputs are method calls that
+//! carry `now` (and an `rng` where a key is drawn); outputs are polled with
+//! [`MeetingState::poll_output`]; timers with [`MeetingState::poll_timeout`] and
+//! [`MeetingState::handle_timeout`]. Nothing here reads a clock or a socket.
+//!
+//! # Protocol
+//! * The **key leader** (initially the initiator) collects departures. The first one
+//!   arms a short coalescing timer (`coalesce_ms`); every departure before it fires joins
+//!   the same rekey. At the timer the leader draws a *fresh* key for `epoch + 1` and emits
+//!   one `Rekey` for the remaining devices only (one container, one entry per device:
+//!   O(N) key messages).
+//! * Receivers install a Rekey's key for *decryption* at once, but keep *sending* on the
+//!   old epoch. When the IO layer reports the Rekey delivered
+//!   ([`MeetingState::rekey_delivered`]), the leader emits `EpochSwitch`, switches its own
+//!   sending epoch and rotates the SFU room. Receivers switch on `EpochSwitch`. So every
+//!   device holds the new key before anyone sends on it.
+//! * After a switch the previous epoch stays decryptable for `grace_ms` (frames in
+//!   flight), then its key is dropped (zeroized).
+//! * If the leader departs, the next leader is the remaining device with the **lowest
+//!   sender index**; it rekeys (reason `LEADER_CHANGE`).
+//! * A device joining mid-meeting gets the *ratcheted* key of `epoch + 1`; existing
+//!   members ratchet locally on the `EpochSwitch` that announces it, so the joiner cannot
+//!   decrypt earlier media.
+//!
+//! # Authorization of control messages
+//! The container layer authenticates the sender device; this machine decides whether it
+//! may say what it says: `Rekey`, `EpochSwitch` and `Remove` only from the current (or,
+//! after the leader departed, the designated next) leader, for this meeting id, with a
+//! strictly increasing epoch, and a `Rekey`'s recipients must be exactly its new roster
+//! (minus the sender), which must be a subset of the current roster that contains this
+//! device. Anything else is refused with a [`RekeyError`] and changes nothing.
+
+mod roster;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use conclave_proto::v1::{self, RekeyReason, container_payload::Body};
+use rand_core::CryptoRngCore;
+
+pub use roster::{Roster, RosterMember};
+
+use super::{MeetingId, MeetingKey};
+use crate::{DeviceId, UnixMillis, UserId};
+
+/// Timers of the meeting state machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RekeyConfig {
+    /// Departures within this window are handled by one rekey, ms.
+    pub coalesce_ms: u64,
+    /// How long a previous epoch stays decryptable after a switch, ms.
+    pub grace_ms: u64,
+}
+
+impl Default for RekeyConfig {
+    fn default() -> Self {
+        RekeyConfig {
+            coalesce_ms: 20,
+            grace_ms: 2_000,
+        }
+    }
+}
+
+/// Why this device's part in the meeting ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EndReason {
+    /// This device left.
+    Left,
+    /// The key leader removed this device (or its user).
+    Removed,
+    /// A rekey left this device out.
+    ExcludedByRekey,
+}
+
+/// What the IO layer must do.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum MeetingOutput {
+    /// Seal `payload` in one container to exactly these devices and send it.
+    Send {
+        /// Recipient devices.
+        recipients: Vec<DeviceId>,
+        /// The payload (it may carry a meeting key: do not log it).
+        payload: v1::ContainerPayload,
+        /// For a `Rekey`: its epoch, to report back with
+        /// [`MeetingState::rekey_delivered`] once every recipient got it.
+        rekey_epoch: Option<u64>,
+    },
+    /// Decrypt frames of this epoch (its key is in [`MeetingState::key`]).
+    ReceiveEpoch {
+        /// The epoch.
+        epoch: u64,
+    },
+    /// Send media on this epoch from now on (a new SFrame sender context) and prove
+    /// the room's new epoch to the SFU.
+    SendingEpoch {
+        /// The epoch.
+        epoch: u64,
+    },
+    /// (Leader) rotate the SFU room from `from` to `to` (keys via [`MeetingState::key`];
+    /// the old key is kept until the rotation is signed, i.e. through the grace window).
+    RotateRoom {
+        /// Current epoch.
+        from: u64,
+        /// New epoch.
+        to: u64,
+    },
+    /// Forget this epoch's key: remove it from the SFrame receiver.
+    DropEpoch {
+        /// The epoch.
+        epoch: u64,
+    },
+    /// The roster changed (participants, safety code).
+    RosterChanged,
+    /// This device is out of the meeting; every key has been dropped.
+    Ended {
+        /// Why.
+        reason: EndReason,
+    },
+}
+
+/// Why a control message or call was refused. The state is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RekeyError {
+    /// The message is for another meeting.
+    #[error("control message for another meeting; ignored")]
+    WrongMeeting,
+    /// The sender may not issue this message (not the key leader).
+    #[error("{what} from a device that is not the key leader; ignored")]
+    NotLeader {
+        /// Which message.
+        what: &'static str,
+    },
+    /// The sender is not on the roster.
+    #[error("message from a device that is not in the meeting; ignored")]
+    NotParticipant,
+    /// The epoch does not move forward (or does not match the pending one).
+    #[error("epoch {got} is not acceptable here (current {current}); replayed or out of order")]
+    BadEpoch {
+        /// Epoch in the message.
+        got: u64,
+        /// This device's current epoch.
+        current: u64,
+    },
+    /// A Rekey's roster or recipients are inconsistent.
+    #[error("rekey rejected: {0}")]
+    BadRoster(&'static str),
+    /// The call is only for the key leader.
+    #[error("only the key leader can {0}")]
+    LeaderOnly(&'static str),
+    /// The meeting has ended for this device.
+    #[error("the meeting has ended for this device")]
+    Ended,
+    /// The meeting key is malformed (not 32 bytes, or an epoch SFrame cannot carry).
+    #[error("malformed meeting key in an invite or rekey")]
+    BadKey,
+    /// The payload is not a meeting control message.
+    #[error("not a meeting control message")]
+    NotControl,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    epoch: u64,
+    roster: Roster,
+}
+
+/// One device's view of one meeting.
+#[derive(Debug)]
+pub struct MeetingState {
+    meeting_id: MeetingId,
+    me: DeviceId,
+    config: RekeyConfig,
+    roster: Roster,
+    leader: DeviceId,
+    /// The epoch this device sends on.
+    sending: u64,
+    /// Keys this device can decrypt with.
+    keys: BTreeMap<u64, MeetingKey>,
+    /// Epochs to drop at a deadline.
+    drops: BTreeMap<u64, u64>,
+    /// (Leader) devices that must leave at the next rekey, and why.
+    departures: BTreeMap<DeviceId, RekeyReason>,
+    rekey_at: Option<u64>,
+    in_flight: Option<InFlight>,
+    /// (Receiver) a Rekey installed but not yet switched to.
+    pending: Option<(u64, Roster, DeviceId)>,
+    ended: bool,
+    outputs: VecDeque<MeetingOutput>,
+}
+
+impl MeetingState {
+    /// A meeting this device starts as key leader with `key`; `roster` includes this
+    /// device. Emits nothing: the caller sends the invites ([`MeetingState::invite`]).
+    pub fn start(
+        meeting_id: MeetingId,
+        me: DeviceId,
+        roster: Roster,
+        key: MeetingKey,
+        config: RekeyConfig,
+    ) -> Result<Self, RekeyError> {
+        if !roster.contains(&me) {
+            return Err(RekeyError::BadRoster("the initiator must be on the roster"));
+        }
+        let epoch = key.epoch();
+        Ok(MeetingState {
+            meeting_id,
+            me,
+            config,
+            roster,
+            leader: me,
+            sending: epoch,
+            keys: BTreeMap::from([(epoch, key)]),
+            drops: BTreeMap::new(),
+            departures: BTreeMap::new(),
+            rekey_at: None,
+            in_flight: None,
+            pending: None,
+            ended: false,
+            outputs: VecDeque::new(),
+        })
+    }
+
+    /// Joins a meeting from an accepted, opened invite sent by `inviter`.
+    pub fn from_invite(
+        me: DeviceId,
+        invite: &v1::MeetingInvite,
+        config: RekeyConfig,
+    ) -> Result<Self, RekeyError> {
+        let meeting_id = MeetingId::from_slice(&invite.meeting_id)
+            .ok_or(RekeyError::BadRoster("meeting id is not 32 bytes"))?;
+        let roster = Roster::from_proto(&invite.roster)?;
+        if !roster.contains(&me) {
+            return Err(RekeyError::BadRoster(
+                "this device is not on the invite's roster",
+            ));
+        }
+        let leader = DeviceId::from_slice(&invite.key_leader_device_id)
+            .filter(|l| roster.contains(l))
+            .ok_or(RekeyError::BadRoster("key leader is not on the roster"))?;
+        let key = MeetingKey::from_slice(invite.epoch, &invite.meeting_key)
+            .map_err(|_| RekeyError::BadKey)?;
+        Ok(MeetingState {
+            meeting_id,
+            me,
+            config,
+            roster,
+            leader,
+            sending: invite.epoch,
+            keys: BTreeMap::from([(invite.epoch, key)]),
+            drops: BTreeMap::new(),
+            departures: BTreeMap::new(),
+            rekey_at: None,
+            in_flight: None,
+            pending: None,
+            ended: false,
+            outputs: VecDeque::new(),
+        })
+    }
+
+    /// The invite payload for the current epoch (send it to every other device).
+    #[must_use]
+    pub fn invite(
+        &self,
+        media_kinds: &[v1::MediaKind],
+        expires_at: UnixMillis,
+    ) -> v1::ContainerPayload {
+        let key = self.keys.get(&self.sending);
+        payload(Body::MeetingInvite(v1::MeetingInvite {
+            meeting_id: self.meeting_id.as_bytes().to_vec(),
+            epoch: self.sending,
+            meeting_key: key.map(|k| k.expose_secret().to_vec()).unwrap_or_default(),
+            media_kinds: media_kinds.iter().map(|k| *k as i32).collect(),
+            roster: self.roster.to_proto(),
+            key_leader_device_id: self.leader.as_bytes().to_vec(),
+            expires_at_ms: expires_at.0,
+        }))
+    }
+
+    /// The meeting id.
+    #[must_use]
+    pub fn meeting_id(&self) -> &MeetingId {
+        &self.meeting_id
+    }
+
+    /// This device.
+    #[must_use]
+    pub fn me(&self) -> DeviceId {
+        self.me
+    }
+
+    /// The current roster.
+    #[must_use]
+    pub fn roster(&self) -> &Roster {
+        &self.roster
+    }
+
+    /// The current key leader.
+    #[must_use]
+    pub fn leader(&self) -> DeviceId {
+        self.leader
+    }
+
+    /// Whether this device is the key leader.
+    #[must_use]
+    pub fn is_leader(&self) -> bool {
+        self.leader == self.me
+    }
+
+    /// The epoch this device sends on.
+    #[must_use]
+    pub fn sending_epoch(&self) -> u64 {
+        self.sending
+    }
+
+    /// The key of `epoch`, while this device holds it.
+    #[must_use]
+    pub fn key(&self, epoch: u64) -> Option<&MeetingKey> {
+        self.keys.get(&epoch)
+    }
+
+    /// Epochs this device can decrypt.
+    pub fn epochs(&self) -> impl Iterator<Item = u64> + '_ {
+        self.keys.keys().copied()
+    }
+
+    /// Whether the meeting has ended for this device.
+    #[must_use]
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Next output to apply.
+    pub fn poll_output(&mut self) -> Option<MeetingOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// Earliest time [`MeetingState::handle_timeout`] has work.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<UnixMillis> {
+        let drop = self.drops.values().min().copied();
+        [drop, self.rekey_at]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(UnixMillis)
+    }
+
+    /// Runs due timers: drops expired epochs and, on the leader, starts a due rekey.
+    pub fn handle_timeout(&mut self, now: UnixMillis, rng: &mut impl CryptoRngCore) {
+        let due: Vec<u64> = self
+            .drops
+            .iter()
+            .filter(|(_, at)| **at <= now.0)
+            .map(|(e, _)| *e)
+            .collect();
+        for epoch in due {
+            self.drops.remove(&epoch);
+            if self.keys.remove(&epoch).is_some() {
+                self.outputs.push_back(MeetingOutput::DropEpoch { epoch });
+            }
+        }
+        if self.rekey_at.is_some_and(|at| at <= now.0) {
+            self.rekey_at = None;
+            self.start_rekey(rng);
+        }
+    }
+
+    /// This device leaves: tells every other device and drops every key.
+    pub fn leave(&mut self) -> Result<(), RekeyError> {
+        self.check_live()?;
+        let others = self.roster.devices_except(&self.me);
+        if !others.is_empty() {
+            self.outputs.push_back(MeetingOutput::Send {
+                recipients: others,
+                payload: payload(Body::Leave(v1::Leave {
+                    meeting_id: self.meeting_id.as_bytes().to_vec(),
+                    epoch: self.sending,
+                })),
+                rekey_epoch: None,
+            });
+        }
+        self.end(EndReason::Left);
+        Ok(())
+    }
+
+    /// (Leader) removes users (all their devices) and single devices, then rekeys.
+    pub fn remove(
+        &mut self,
+        users: &[UserId],
+        devices: &[DeviceId],
+        now: UnixMillis,
+    ) -> Result<(), RekeyError> {
+        self.check_live()?;
+        if !self.is_leader() {
+            return Err(RekeyError::LeaderOnly("remove participants"));
+        }
+        let mut removed: BTreeSet<DeviceId> = devices.iter().copied().collect();
+        removed.extend(self.roster.devices_of_users(users));
+        removed.remove(&self.me);
+        removed.retain(|d| self.roster.contains(d));
+        if removed.is_empty() {
+            return Ok(());
+        }
+        // Tell the removed devices (everyone else learns from the Rekey).
+        self.outputs.push_back(MeetingOutput::Send {
+            recipients: removed.iter().copied().collect(),
+            payload: payload(Body::Remove(v1::Remove {
+                meeting_id: self.meeting_id.as_bytes().to_vec(),
+                user_ids: users.iter().map(|u| u.as_bytes().to_vec()).collect(),
+                device_ids: removed.iter().map(|d| d.as_bytes().to_vec()).collect(),
+            })),
+            rekey_epoch: None,
+        });
+        for d in removed {
+            self.depart(d, RekeyReason::Remove, now);
+        }
+        Ok(())
+    }
+
+    /// A device dropped out (its connection was lost beyond the reconnect window).
+    /// Only the leader acts on it.
+    pub fn device_dropped(&mut self, device: DeviceId, now: UnixMillis) {
+        if self.is_leader() && device != self.me && self.roster.contains(&device) {
+            self.depart(device, RekeyReason::DeviceDropped, now);
+        }
+    }
+
+    /// (Leader) the Rekey of `epoch` reached every recipient: switch everyone to it.
+    pub fn rekey_delivered(&mut self, epoch: u64, now: UnixMillis) -> Result<(), RekeyError> {
+        let Some(flight) = self.in_flight.take_if(|f| f.epoch == epoch) else {
+            return Err(RekeyError::BadEpoch {
+                got: epoch,
+                current: self.sending,
+            });
+        };
+        let others = flight.roster.devices_except(&self.me);
+        if !others.is_empty() {
+            self.outputs.push_back(MeetingOutput::Send {
+                recipients: others,
+                payload: payload(Body::EpochSwitch(v1::EpochSwitch {
+                    meeting_id: self.meeting_id.as_bytes().to_vec(),
+                    epoch,
+                })),
+                rekey_epoch: None,
+            });
+        }
+        self.outputs.push_back(MeetingOutput::RotateRoom {
+            from: self.sending,
+            to: epoch,
+        });
+        self.switch_to(epoch, now);
+        if !self.departures.is_empty() {
+            self.rekey_at = Some(now.0.saturating_add(self.config.coalesce_ms));
+        }
+        Ok(())
+    }
+
+    /// Handles an opened control payload from device `from` (authenticated by the
+    /// container layer), whose container was addressed to `recipients`.
+    pub fn on_message(
+        &mut self,
+        from: DeviceId,
+        recipients: &[DeviceId],
+        payload: &v1::ContainerPayload,
+        now: UnixMillis,
+    ) -> Result<(), RekeyError> {
+        self.check_live()?;
+        match &payload.body {
+            Some(Body::InviteReply(r)) => self.on_reply(from, r, now),
+            Some(Body::Leave(l)) => self.on_leave(from, l, now),
+            Some(Body::Remove(r)) => self.on_remove(from, r),
+            Some(Body::Rekey(r)) => self.on_rekey(from, recipients, r),
+            Some(Body::EpochSwitch(s)) => self.on_switch(from, s, now),
+            _ => Err(RekeyError::NotControl),
+        }
+    }
+
+    fn check_live(&self) -> Result<(), RekeyError> {
+        if self.ended {
+            Err(RekeyError::Ended)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn check_meeting(&self, id: &[u8]) -> Result<(), RekeyError> {
+        if id == self.meeting_id.as_bytes().as_slice() {
+            Ok(())
+        } else {
+            Err(RekeyError::WrongMeeting)
+        }
+    }
+
+    fn on_reply(
+        &mut self,
+        from: DeviceId,
+        r: &v1::InviteReply,
+        now: UnixMillis,
+    ) -> Result<(), RekeyError> {
+        self.check_meeting(&r.meeting_id)?;
+        if !self.roster.contains(&from) {
+            return Err(RekeyError::NotParticipant);
+        }
+        if r.decision == v1::invite_reply::Decision::Reject as i32 && self.is_leader() {
+            self.depart(from, RekeyReason::Reject, now);
+        }
+        Ok(())
+    }
+
+    fn on_leave(
+        &mut self,
+        from: DeviceId,
+        l: &v1::Leave,
+        now: UnixMillis,
+    ) -> Result<(), RekeyError> {
+        self.check_meeting(&l.meeting_id)?;
+        if !self.roster.contains(&from) || from == self.me {
+            return Err(RekeyError::NotParticipant);
+        }
+        if from == self.leader {
+            // Deterministic succession: the lowest sender index among the others.
+            let remaining = self.roster.without(&[from]);
+            let Some(next) = remaining.lowest_sender() else {
+                return Ok(());
+            };
+            self.roster = remaining;
+            self.leader = next;
+            self.outputs.push_back(MeetingOutput::RosterChanged);
+            if next == self.me {
+                self.depart(from, RekeyReason::LeaderChange, now);
+            }
+            return Ok(());
+        }
+        if self.is_leader() {
+            self.depart(from, RekeyReason::Leave, now);
+        }
+        Ok(())
+    }
+
+    fn on_remove(&mut self, from: DeviceId, r: &v1::Remove) -> Result<(), RekeyError> {
+        self.check_meeting(&r.meeting_id)?;
+        if from != self.leader {
+            return Err(RekeyError::NotLeader { what: "Remove" });
+        }
+        let me_removed = r
+            .device_ids
+            .iter()
+            .any(|d| d.as_slice() == self.me.as_bytes())
+            || self.roster.get(&self.me).is_some_and(|m| {
+                r.user_ids
+                    .iter()
+                    .any(|u| u.as_slice() == m.user_id.as_bytes())
+            });
+        if me_removed {
+            self.end(EndReason::Removed);
+        }
+        Ok(())
+    }
+
+    fn on_rekey(
+        &mut self,
+        from: DeviceId,
+        recipients: &[DeviceId],
+        r: &v1::Rekey,
+    ) -> Result<(), RekeyError> {
+        self.check_meeting(&r.meeting_id)?;
+        if from != self.leader {
+            return Err(RekeyError::NotLeader { what: "Rekey" });
+        }
+        let newest = self
+            .keys
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(self.sending);
+        if r.epoch <= newest {
+            return Err(RekeyError::BadEpoch {
+                got: r.epoch,
+                current: newest,
+            });
+        }
+        let roster = Roster::from_proto(&r.roster)?;
+        if !roster.is_subset_of(&self.roster) {
+            return Err(RekeyError::BadRoster(
+                "new roster adds devices (joins use the ratchet)",
+            ));
+        }
+        if !roster.contains(&from) {
+            return Err(RekeyError::BadRoster(
+                "the key leader is not on the new roster",
+            ));
+        }
+        let expected: BTreeSet<DeviceId> = roster.devices_except(&from).into_iter().collect();
+        let got: BTreeSet<DeviceId> = recipients.iter().copied().collect();
+        if expected != got {
+            return Err(RekeyError::BadRoster(
+                "recipients differ from the new roster",
+            ));
+        }
+        let leader = DeviceId::from_slice(&r.key_leader_device_id)
+            .filter(|l| roster.contains(l))
+            .ok_or(RekeyError::BadRoster("key leader is not on the new roster"))?;
+        if !roster.contains(&self.me) {
+            // Not addressed to us (we could not have opened it): nothing to do.
+            self.end(EndReason::ExcludedByRekey);
+            return Ok(());
+        }
+        let key =
+            MeetingKey::from_slice(r.epoch, &r.meeting_key).map_err(|_| RekeyError::BadKey)?;
+        self.keys.insert(r.epoch, key);
+        self.pending = Some((r.epoch, roster, leader));
+        self.outputs
+            .push_back(MeetingOutput::ReceiveEpoch { epoch: r.epoch });
+        Ok(())
+    }
+
+    fn on_switch(
+        &mut self,
+        from: DeviceId,
+        s: &v1::EpochSwitch,
+        now: UnixMillis,
+    ) -> Result<(), RekeyError> {
+        self.check_meeting(&s.meeting_id)?;
+        if from != self.leader {
+            return Err(RekeyError::NotLeader {
+                what: "EpochSwitch",
+            });
+        }
+        let Some((epoch, roster, leader)) = self.pending.take_if(|(e, _, _)| *e == s.epoch) else {
+            return Err(RekeyError::BadEpoch {
+                got: s.epoch,
+                current: self.sending,
+            });
+        };
+        self.roster = roster;
+        self.leader = leader;
+        self.outputs.push_back(MeetingOutput::RosterChanged);
+        self.switch_to(epoch, now);
+        Ok(())
+    }
+
+    /// Records a departure and arms the coalescing timer (leader only).
+    fn depart(&mut self, device: DeviceId, reason: RekeyReason, now: UnixMillis) {
+        self.departures.entry(device).or_insert(reason);
+        if self.in_flight.is_none() && self.rekey_at.is_none() {
+            self.rekey_at = Some(now.0.saturating_add(self.config.coalesce_ms));
+        }
+    }
+
+    fn start_rekey(&mut self, rng: &mut impl CryptoRngCore) {
+        if self.departures.is_empty() || self.in_flight.is_some() || !self.is_leader() {
+            return;
+        }
+        let departed: Vec<DeviceId> = self.departures.keys().copied().collect();
+        let reason = self
+            .departures
+            .values()
+            .copied()
+            .max_by_key(|r| *r as i32)
+            .unwrap_or(RekeyReason::Unspecified);
+        self.departures.clear();
+        let roster = self.roster.without(&departed);
+        let newest = self
+            .keys
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(self.sending);
+        let Some(epoch) = newest.checked_add(1) else {
+            return;
+        };
+        let key = MeetingKey::generate(epoch, rng);
+        let recipients = roster.devices_except(&self.me);
+        let body = Body::Rekey(v1::Rekey {
+            meeting_id: self.meeting_id.as_bytes().to_vec(),
+            epoch,
+            meeting_key: key.expose_secret().to_vec(),
+            roster: roster.to_proto(),
+            key_leader_device_id: self.me.as_bytes().to_vec(),
+            reason: reason as i32,
+        });
+        self.keys.insert(epoch, key);
+        self.roster = roster.clone();
+        self.outputs.push_back(MeetingOutput::RosterChanged);
+        self.outputs
+            .push_back(MeetingOutput::ReceiveEpoch { epoch });
+        self.in_flight = Some(InFlight { epoch, roster });
+        self.outputs.push_back(MeetingOutput::Send {
+            recipients,
+            payload: payload(body),
+            rekey_epoch: Some(epoch),
+        });
+    }
+
+    fn switch_to(&mut self, epoch: u64, now: UnixMillis) {
+        self.sending = epoch;
+        self.outputs
+            .push_back(MeetingOutput::SendingEpoch { epoch });
+        let at = now.0.saturating_add(self.config.grace_ms);
+        for e in self.keys.keys().copied().filter(|e| *e < epoch) {
+            self.drops.entry(e).or_insert(at);
+        }
+    }
+
+    fn end(&mut self, reason: EndReason) {
+        self.ended = true;
+        let epochs: Vec<u64> = self.keys.keys().copied().collect();
+        self.keys.clear();
+        self.drops.clear();
+        self.pending = None;
+        self.in_flight = None;
+        self.rekey_at = None;
+        self.departures.clear();
+        for epoch in epochs {
+            self.outputs.push_back(MeetingOutput::DropEpoch { epoch });
+        }
+        self.outputs.push_back(MeetingOutput::Ended { reason });
+    }
+}
+
+fn payload(body: Body) -> v1::ContainerPayload {
+    v1::ContainerPayload { body: Some(body) }
+}

@@ -1,0 +1,433 @@
+//! Meeting state machines of several devices, wired together in memory and driven
+//! with virtual time.
+
+use std::collections::BTreeMap;
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+use super::*;
+
+const CFG: RekeyConfig = RekeyConfig {
+    coalesce_ms: 20,
+    grace_ms: 1_000,
+};
+
+fn dev(n: u8) -> DeviceId {
+    DeviceId::from_slice(&[n; 16]).unwrap()
+}
+
+fn user(n: u8) -> UserId {
+    UserId::from_slice(&[n; 32]).unwrap()
+}
+
+fn member(user_n: u8, dev_n: u8, index: u32) -> RosterMember {
+    RosterMember {
+        user_id: user(user_n),
+        device_id: dev(dev_n),
+        sender_index: index,
+        identity_key: [user_n; 32],
+    }
+}
+
+/// Every device's state, plus a log of what was sent.
+struct Net {
+    states: BTreeMap<DeviceId, MeetingState>,
+    now: u64,
+    rng: ChaCha20Rng,
+    /// (from, recipients, payload kind)
+    sent: Vec<(DeviceId, Vec<DeviceId>, &'static str)>,
+    refused: Vec<(DeviceId, RekeyError)>,
+}
+
+fn kind(p: &v1::ContainerPayload) -> &'static str {
+    match p.body {
+        Some(Body::MeetingInvite(_)) => "invite",
+        Some(Body::InviteReply(_)) => "reply",
+        Some(Body::Rekey(_)) => "rekey",
+        Some(Body::EpochSwitch(_)) => "switch",
+        Some(Body::Leave(_)) => "leave",
+        Some(Body::Remove(_)) => "remove",
+        _ => "other",
+    }
+}
+
+impl Net {
+    /// Device 1 (user 1, index 0) leads; `others` are (user, device, index).
+    fn new(others: &[(u8, u8, u32)]) -> Self {
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let meeting = MeetingId::from_slice(&[9; 32]).unwrap();
+        let mut members = vec![member(1, 1, 0)];
+        members.extend(others.iter().map(|(u, d, i)| member(*u, *d, *i)));
+        let roster = Roster::new(members).unwrap();
+        let key = MeetingKey::generate(1, &mut rng);
+        let leader = MeetingState::start(meeting, dev(1), roster, key, CFG).unwrap();
+        let invite = match leader
+            .invite(&[v1::MediaKind::Audio], UnixMillis(u64::MAX))
+            .body
+        {
+            Some(Body::MeetingInvite(i)) => i,
+            _ => unreachable!(),
+        };
+        let mut states = BTreeMap::from([(dev(1), leader)]);
+        for (_, d, _) in others {
+            states.insert(
+                dev(*d),
+                MeetingState::from_invite(dev(*d), &invite, CFG).unwrap(),
+            );
+        }
+        Net {
+            states,
+            now: 1_000,
+            rng,
+            sent: Vec::new(),
+            refused: Vec::new(),
+        }
+    }
+
+    fn state(&self, d: u8) -> &MeetingState {
+        &self.states[&dev(d)]
+    }
+
+    fn with<T>(&mut self, d: u8, f: impl FnOnce(&mut MeetingState, UnixMillis) -> T) -> T {
+        let now = UnixMillis(self.now);
+        let out = f(self.states.get_mut(&dev(d)).unwrap(), now);
+        self.run();
+        out
+    }
+
+    /// Delivers every output until quiet; a delivered Rekey is reported back.
+    fn run(&mut self) {
+        for _ in 0..1_000 {
+            let mut work = Vec::new();
+            for (d, s) in &mut self.states {
+                while let Some(o) = s.poll_output() {
+                    work.push((*d, o));
+                }
+            }
+            if work.is_empty() {
+                return;
+            }
+            for (from, out) in work {
+                if let MeetingOutput::Send {
+                    recipients,
+                    payload,
+                    rekey_epoch,
+                } = out
+                {
+                    self.sent.push((from, recipients.clone(), kind(&payload)));
+                    for r in &recipients {
+                        if let Some(s) = self.states.get_mut(r) {
+                            if s.is_ended() {
+                                continue;
+                            }
+                            if let Err(e) =
+                                s.on_message(from, &recipients, &payload, UnixMillis(self.now))
+                            {
+                                self.refused.push((*r, e));
+                            }
+                        }
+                    }
+                    if let Some(epoch) = rekey_epoch {
+                        let now = UnixMillis(self.now);
+                        self.states
+                            .get_mut(&from)
+                            .unwrap()
+                            .rekey_delivered(epoch, now)
+                            .unwrap();
+                    }
+                }
+            }
+        }
+        panic!("outputs never settled");
+    }
+
+    /// Advances virtual time, firing every timer on the way.
+    fn advance(&mut self, ms: u64) {
+        let end = self.now + ms;
+        loop {
+            let next = self
+                .states
+                .values()
+                .filter_map(MeetingState::poll_timeout)
+                .map(|t| t.0)
+                .filter(|t| *t <= end)
+                .min();
+            let Some(t) = next else { break };
+            self.now = self.now.max(t);
+            let now = UnixMillis(self.now);
+            for s in self.states.values_mut() {
+                s.handle_timeout(now, &mut self.rng);
+            }
+            self.run();
+        }
+        self.now = end;
+    }
+
+    fn count(&self, what: &str) -> usize {
+        self.sent.iter().filter(|(_, _, k)| *k == what).count()
+    }
+
+    fn recipients_of_last(&self, what: &str) -> Vec<DeviceId> {
+        self.sent
+            .iter()
+            .rev()
+            .find(|(_, _, k)| *k == what)
+            .map(|(_, r, _)| r.clone())
+            .unwrap()
+    }
+}
+
+#[test]
+fn a_leave_rekeys_to_the_remaining_devices_only() {
+    let mut net = Net::new(&[(2, 2, 1), (3, 3, 2)]);
+    net.with(3, |s, _| s.leave()).unwrap();
+    assert!(net.state(3).is_ended());
+    assert_eq!(net.count("rekey"), 0, "coalescing window first");
+    net.advance(CFG.coalesce_ms);
+    assert_eq!(net.count("rekey"), 1);
+    assert_eq!(net.recipients_of_last("rekey"), vec![dev(2)]);
+    assert_eq!(net.recipients_of_last("switch"), vec![dev(2)]);
+    for d in [1, 2] {
+        assert_eq!(net.state(d).sending_epoch(), 2);
+        assert!(!net.state(d).roster().contains(&dev(3)));
+        // The old epoch stays decryptable for the grace window only.
+        assert!(net.state(d).key(1).is_some());
+    }
+    assert!(net.state(3).key(2).is_none());
+    net.advance(CFG.grace_ms);
+    for d in [1, 2] {
+        assert!(net.state(d).key(1).is_none());
+        assert_eq!(net.state(d).epochs().collect::<Vec<_>>(), vec![2]);
+    }
+    assert!(net.refused.is_empty(), "{:?}", net.refused);
+}
+
+#[test]
+fn a_reject_rekeys() {
+    let mut net = Net::new(&[(2, 2, 1), (3, 3, 2)]);
+    let reply = payload(Body::InviteReply(v1::InviteReply {
+        meeting_id: vec![9; 32],
+        decision: v1::invite_reply::Decision::Reject as i32,
+        media_kinds: vec![],
+    }));
+    net.with(1, |s, now| s.on_message(dev(2), &[dev(1)], &reply, now))
+        .unwrap();
+    net.advance(CFG.coalesce_ms);
+    assert_eq!(net.recipients_of_last("rekey"), vec![dev(3)]);
+    assert_eq!(net.state(3).sending_epoch(), 2);
+    assert!(net.state(2).key(2).is_none());
+}
+
+#[test]
+fn removing_a_user_removes_all_their_devices_and_they_lose_every_key() {
+    // User 2 has devices 2 and 4.
+    let mut net = Net::new(&[(2, 2, 1), (3, 3, 2), (2, 4, 3)]);
+    net.with(1, |s, now| s.remove(&[user(2)], &[], now))
+        .unwrap();
+    for d in [2, 4] {
+        assert!(net.state(d).is_ended());
+        assert_eq!(net.state(d).epochs().count(), 0);
+    }
+    net.advance(CFG.coalesce_ms);
+    assert_eq!(net.count("rekey"), 1);
+    assert_eq!(net.recipients_of_last("rekey"), vec![dev(3)]);
+    assert_eq!(net.state(3).roster().len(), 2);
+    // Non-leaders cannot remove.
+    assert_eq!(
+        net.with(3, |s, now| s.remove(&[user(1)], &[], now)),
+        Err(RekeyError::LeaderOnly("remove participants"))
+    );
+}
+
+#[test]
+fn concurrent_departures_coalesce_into_one_rekey() {
+    let mut net = Net::new(&[(2, 2, 1), (3, 3, 2), (4, 4, 3), (5, 5, 4)]);
+    net.with(2, |s, _| s.leave()).unwrap();
+    net.advance(5);
+    net.with(3, |s, _| s.leave()).unwrap();
+    net.with(1, |s, now| {
+        s.device_dropped(dev(4), now);
+    });
+    net.advance(CFG.coalesce_ms);
+    assert_eq!(net.count("rekey"), 1);
+    assert_eq!(net.recipients_of_last("rekey"), vec![dev(5)]);
+    // O(N): one Rekey and one EpochSwitch, each one container.
+    assert_eq!(net.count("switch"), 1);
+    assert_eq!(net.state(5).sending_epoch(), 2);
+}
+
+#[test]
+fn when_the_leader_leaves_the_lowest_sender_index_takes_over_and_rekeys() {
+    let mut net = Net::new(&[(2, 2, 5), (3, 3, 2), (4, 4, 7)]);
+    net.with(1, |s, _| s.leave()).unwrap();
+    // Device 3 has the lowest remaining sender index.
+    for d in [2, 3, 4] {
+        assert_eq!(net.state(d).leader(), dev(3));
+    }
+    net.advance(CFG.coalesce_ms);
+    assert_eq!(net.count("rekey"), 1);
+    let (from, recipients, _) = net
+        .sent
+        .iter()
+        .find(|(_, _, k)| *k == "rekey")
+        .unwrap()
+        .clone();
+    assert_eq!(from, dev(3));
+    assert_eq!(recipients, vec![dev(2), dev(4)]);
+    for d in [2, 3, 4] {
+        assert_eq!(net.state(d).sending_epoch(), 2);
+    }
+    assert!(net.refused.is_empty(), "{:?}", net.refused);
+}
+
+#[test]
+fn departures_during_a_rekey_wait_for_the_next_one() {
+    let mut net = Net::new(&[(2, 2, 1), (3, 3, 2), (4, 4, 3)]);
+    net.with(2, |s, _| s.leave()).unwrap();
+    // Hold the leader's Rekey in flight: fire its timer without delivering outputs.
+    net.now += CFG.coalesce_ms;
+    let now = UnixMillis(net.now);
+    let leader = net.states.get_mut(&dev(1)).unwrap();
+    leader.handle_timeout(now, &mut net.rng);
+    let mut held = Vec::new();
+    while let Some(o) = leader.poll_output() {
+        held.push(o);
+    }
+    assert!(held.iter().any(|o| matches!(
+        o,
+        MeetingOutput::Send {
+            rekey_epoch: Some(2),
+            ..
+        }
+    )));
+    // Device 3 leaves while epoch 2 is in flight: no second Rekey yet.
+    leader.device_dropped(dev(3), now);
+    assert!(
+        leader
+            .poll_timeout()
+            .is_none_or(|t| t.0 > net.now + CFG.coalesce_ms)
+    );
+    leader.rekey_delivered(2, now).unwrap();
+    assert_eq!(leader.sending_epoch(), 2);
+    // After the switch the queued departure rekeys to epoch 3 without device 3.
+    net.run();
+    net.advance(CFG.coalesce_ms);
+    assert_eq!(net.state(1).sending_epoch(), 3);
+    assert!(!net.state(1).roster().contains(&dev(3)));
+}
+
+fn rekey_payload(epoch: u64, roster: &Roster, leader: u8) -> v1::ContainerPayload {
+    payload(Body::Rekey(v1::Rekey {
+        meeting_id: vec![9; 32],
+        epoch,
+        meeting_key: vec![1; 32],
+        roster: roster.to_proto(),
+        key_leader_device_id: dev(leader).as_bytes().to_vec(),
+        reason: RekeyReason::Leave as i32,
+    }))
+}
+
+#[test]
+fn forged_or_replayed_control_messages_are_refused_and_change_nothing() {
+    let mut net = Net::new(&[(2, 2, 1), (3, 3, 2)]);
+    let full = net.state(2).roster().clone();
+    let without_3 = full.without(&[dev(3)]);
+    let s = net.states.get_mut(&dev(2)).unwrap();
+    let now = UnixMillis(1_000);
+    // From a device that is not the leader (device 3 tries to cut device 1 out).
+    let forged = rekey_payload(2, &full.without(&[dev(1)]), 3);
+    assert_eq!(
+        s.on_message(dev(3), &[dev(2)], &forged, now),
+        Err(RekeyError::NotLeader { what: "Rekey" })
+    );
+    // Not a later epoch.
+    assert!(matches!(
+        s.on_message(dev(1), &[dev(2)], &rekey_payload(1, &without_3, 1), now),
+        Err(RekeyError::BadEpoch { got: 1, .. })
+    ));
+    // Recipients differ from the new roster (the leader also sealed it to device 3).
+    assert_eq!(
+        s.on_message(
+            dev(1),
+            &[dev(2), dev(3)],
+            &rekey_payload(2, &without_3, 1),
+            now
+        ),
+        Err(RekeyError::BadRoster(
+            "recipients differ from the new roster"
+        ))
+    );
+    // A roster that adds a device.
+    let mut grown: Vec<RosterMember> = full.iter().cloned().collect();
+    grown.push(member(8, 8, 9));
+    let grown = Roster::new(grown).unwrap();
+    assert!(matches!(
+        s.on_message(
+            dev(1),
+            &[dev(2), dev(3), dev(8)],
+            &rekey_payload(2, &grown, 1),
+            now
+        ),
+        Err(RekeyError::BadRoster(_))
+    ));
+    // Another meeting.
+    let mut other = rekey_payload(2, &without_3, 1);
+    if let Some(Body::Rekey(r)) = &mut other.body {
+        r.meeting_id = vec![8; 32];
+    }
+    assert_eq!(
+        s.on_message(dev(1), &[dev(2)], &other, now),
+        Err(RekeyError::WrongMeeting)
+    );
+    // A switch from a non-leader, and a switch to an epoch never installed.
+    let switch = |epoch| {
+        payload(Body::EpochSwitch(v1::EpochSwitch {
+            meeting_id: vec![9; 32],
+            epoch,
+        }))
+    };
+    assert_eq!(
+        s.on_message(dev(3), &[dev(2)], &switch(2), now),
+        Err(RekeyError::NotLeader {
+            what: "EpochSwitch"
+        })
+    );
+    assert!(matches!(
+        s.on_message(dev(1), &[dev(2)], &switch(5), now),
+        Err(RekeyError::BadEpoch { got: 5, .. })
+    ));
+    // A Remove from a non-leader.
+    let remove = payload(Body::Remove(v1::Remove {
+        meeting_id: vec![9; 32],
+        user_ids: vec![],
+        device_ids: vec![dev(2).as_bytes().to_vec()],
+    }));
+    assert_eq!(
+        s.on_message(dev(3), &[dev(2)], &remove, now),
+        Err(RekeyError::NotLeader { what: "Remove" })
+    );
+    // Nothing changed.
+    assert_eq!(s.sending_epoch(), 1);
+    assert_eq!(s.epochs().collect::<Vec<_>>(), vec![1]);
+    assert_eq!(s.roster(), &full);
+    assert!(!s.is_ended());
+    assert!(s.poll_output().is_none());
+}
+
+#[test]
+fn a_valid_rekey_installs_for_receiving_before_the_switch() {
+    let mut net = Net::new(&[(2, 2, 1), (3, 3, 2)]);
+    let without_3 = net.state(2).roster().without(&[dev(3)]);
+    let s = net.states.get_mut(&dev(2)).unwrap();
+    let now = UnixMillis(1_000);
+    s.on_message(dev(1), &[dev(2)], &rekey_payload(2, &without_3, 1), now)
+        .unwrap();
+    assert!(matches!(
+        s.poll_output(),
+        Some(MeetingOutput::ReceiveEpoch { epoch: 2 })
+    ));
+    // Still sending on epoch 1 until the leader says switch.
+    assert_eq!(s.sending_epoch(), 1);
+    assert!(s.key(2).is_some());
+}
