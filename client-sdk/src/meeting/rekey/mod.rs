@@ -160,6 +160,9 @@ pub enum RekeyError {
     /// The meeting key is malformed (not 32 bytes, or an epoch SFrame cannot carry).
     #[error("malformed meeting key in an invite or rekey")]
     BadKey,
+    /// A rekey is in progress; retry the call once it completed.
+    #[error("a rekey is in progress; retry once it has completed")]
+    Busy,
     /// The payload is not a meeting control message.
     #[error("not a meeting control message")]
     NotControl,
@@ -432,6 +435,66 @@ impl MeetingState {
         }
     }
 
+    /// (Leader) adds devices mid-meeting. The meeting moves to the *ratcheted* key of
+    /// the next epoch: existing devices derive it themselves from an `EpochSwitch`
+    /// naming the joiners; the joiners get it in an invite (returned here to be sealed
+    /// to `joiners`), so they cannot decrypt earlier media.
+    pub fn add_participants(
+        &mut self,
+        joiners: Vec<RosterMember>,
+        media_kinds: &[v1::MediaKind],
+        invite_expires_at: UnixMillis,
+        now: UnixMillis,
+    ) -> Result<v1::ContainerPayload, RekeyError> {
+        self.check_live()?;
+        if !self.is_leader() {
+            return Err(RekeyError::LeaderOnly("add participants"));
+        }
+        if self.in_flight.is_some() || self.rekey_at.is_some() {
+            return Err(RekeyError::Busy);
+        }
+        if joiners.iter().any(|j| self.roster.contains(&j.device_id)) {
+            return Err(RekeyError::BadRoster("a joiner is already in the meeting"));
+        }
+        let roster = Roster::new(self.roster.iter().cloned().chain(joiners.iter().cloned()))?;
+        let epoch = self.ratchet_current()?;
+        let existing = self.roster.devices_except(&self.me);
+        if !existing.is_empty() {
+            self.outputs.push_back(MeetingOutput::Send {
+                recipients: existing,
+                payload: payload(Body::EpochSwitch(v1::EpochSwitch {
+                    meeting_id: self.meeting_id.as_bytes().to_vec(),
+                    epoch,
+                    joined: Roster::new(joiners)?.to_proto(),
+                })),
+                rekey_epoch: None,
+            });
+        }
+        self.roster = roster;
+        self.outputs.push_back(MeetingOutput::RosterChanged);
+        self.outputs.push_back(MeetingOutput::RotateRoom {
+            from: self.sending,
+            to: epoch,
+        });
+        self.switch_to(epoch, now);
+        Ok(self.invite(media_kinds, invite_expires_at))
+    }
+
+    /// Derives and installs the ratchet of the sending epoch's key; returns its epoch.
+    fn ratchet_current(&mut self) -> Result<u64, RekeyError> {
+        let next = self
+            .keys
+            .get(&self.sending)
+            .ok_or(RekeyError::BadKey)?
+            .ratchet()
+            .map_err(|_| RekeyError::BadKey)?;
+        let epoch = next.epoch();
+        self.keys.insert(epoch, next);
+        self.outputs
+            .push_back(MeetingOutput::ReceiveEpoch { epoch });
+        Ok(epoch)
+    }
+
     /// (Leader) the Rekey of `epoch` reached every recipient: switch everyone to it.
     pub fn rekey_delivered(&mut self, epoch: u64, now: UnixMillis) -> Result<(), RekeyError> {
         let Some(flight) = self.in_flight.take_if(|f| f.epoch == epoch) else {
@@ -447,6 +510,7 @@ impl MeetingState {
                 payload: payload(Body::EpochSwitch(v1::EpochSwitch {
                     meeting_id: self.meeting_id.as_bytes().to_vec(),
                     epoch,
+                    joined: Vec::new(),
                 })),
                 rekey_epoch: None,
             });
@@ -633,6 +697,9 @@ impl MeetingState {
                 what: "EpochSwitch",
             });
         }
+        if !s.joined.is_empty() {
+            return self.on_ratchet_switch(s, now);
+        }
         let Some((epoch, roster, leader)) = self.pending.take_if(|(e, _, _)| *e == s.epoch) else {
             return Err(RekeyError::BadEpoch {
                 got: s.epoch,
@@ -641,6 +708,39 @@ impl MeetingState {
         };
         self.roster = roster;
         self.leader = leader;
+        self.outputs.push_back(MeetingOutput::RosterChanged);
+        self.switch_to(epoch, now);
+        Ok(())
+    }
+
+    /// Devices joined mid-meeting: ratchet to the next epoch and add them.
+    fn on_ratchet_switch(
+        &mut self,
+        s: &v1::EpochSwitch,
+        now: UnixMillis,
+    ) -> Result<(), RekeyError> {
+        let newest = self
+            .keys
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(self.sending);
+        if self.pending.is_some()
+            || newest != self.sending
+            || Some(s.epoch) != self.sending.checked_add(1)
+        {
+            return Err(RekeyError::BadEpoch {
+                got: s.epoch,
+                current: self.sending,
+            });
+        }
+        let joined = Roster::from_proto(&s.joined)?;
+        if joined.iter().any(|j| self.roster.contains(&j.device_id)) {
+            return Err(RekeyError::BadRoster("a joiner is already in the meeting"));
+        }
+        let roster = Roster::new(self.roster.iter().cloned().chain(joined.iter().cloned()))?;
+        let epoch = self.ratchet_current()?;
+        self.roster = roster;
         self.outputs.push_back(MeetingOutput::RosterChanged);
         self.switch_to(epoch, now);
         Ok(())

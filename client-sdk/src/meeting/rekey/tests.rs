@@ -385,6 +385,7 @@ fn forged_or_replayed_control_messages_are_refused_and_change_nothing() {
         payload(Body::EpochSwitch(v1::EpochSwitch {
             meeting_id: vec![9; 32],
             epoch,
+            joined: vec![],
         }))
     };
     assert_eq!(
@@ -430,4 +431,59 @@ fn a_valid_rekey_installs_for_receiving_before_the_switch() {
     // Still sending on epoch 1 until the leader says switch.
     assert_eq!(s.sending_epoch(), 1);
     assert!(s.key(2).is_some());
+}
+
+#[test]
+fn a_late_joiner_gets_the_ratcheted_key_and_cannot_decrypt_earlier_epochs() {
+    let mut net = Net::new(&[(2, 2, 1), (3, 3, 2)]);
+    let invite = net
+        .with(1, |s, now| {
+            s.add_participants(
+                vec![member(6, 6, 3)],
+                &[v1::MediaKind::Audio],
+                UnixMillis(u64::MAX),
+                now,
+            )
+        })
+        .unwrap();
+    let Some(Body::MeetingInvite(invite)) = invite.body else {
+        panic!("expected an invite");
+    };
+    let joiner = MeetingState::from_invite(dev(6), &invite, CFG).unwrap();
+    assert_eq!(invite.epoch, 2);
+    // Existing members ratcheted to the same key; the joiner holds only epoch 2.
+    let expected = net.state(1).key(1).unwrap().ratchet().unwrap();
+    for d in [1, 2, 3] {
+        let s = net.state(d);
+        assert_eq!(s.sending_epoch(), 2);
+        assert_eq!(s.key(2).unwrap().expose_secret(), expected.expose_secret());
+        assert!(s.roster().contains(&dev(6)));
+    }
+    assert_eq!(
+        joiner.key(2).unwrap().expose_secret(),
+        expected.expose_secret()
+    );
+    assert_eq!(joiner.epochs().collect::<Vec<_>>(), vec![2]);
+    assert!(joiner.key(1).is_none());
+    assert!(net.refused.is_empty(), "{:?}", net.refused);
+    // Only the leader adds participants, and a joiner cannot be added twice.
+    assert_eq!(
+        net.with(2, |s, now| s.add_participants(
+            vec![member(7, 7, 9)],
+            &[],
+            UnixMillis(0),
+            now
+        ))
+        .unwrap_err(),
+        RekeyError::LeaderOnly("add participants")
+    );
+    assert!(matches!(
+        net.with(1, |s, now| s.add_participants(
+            vec![member(6, 6, 8)],
+            &[],
+            UnixMillis(0),
+            now
+        )),
+        Err(RekeyError::BadRoster(_))
+    ));
 }
