@@ -1,4 +1,4 @@
-//! # Conclave client SDK — the cryptographic core
+//! # Conclave client SDK
 //!
 //! Conclave is an end-to-end encrypted group-conference system. This crate holds what a
 //! client needs to keep the server blind: identities, *secure communication containers*
@@ -24,6 +24,9 @@
 //!        ├─ commitment(meeting_id) ──▶ SafetyCode (compared by humans)
 //!        └─ ratchet() ──▶ next epoch's key for a mid-meeting joiner
 //! ```
+//!
+//! [`meeting::rekey::MeetingState`] runs a meeting's roster, key leader and rekeys as a
+//! sans-IO state machine; [`transport`] is the QUIC connection to the SFU.
 //!
 //! ## Invariants
 //! * Containers are only sealed to recipients whose certificate and prekey verified
