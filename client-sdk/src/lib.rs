@@ -3,8 +3,8 @@
 //! Conclave is an end-to-end encrypted group-conference system. This crate holds what a
 //! client needs to keep the server blind: identities, *secure communication containers*
 //! that carry meeting keys to chosen devices, the meeting key schedule, SFrame media
-//! encryption and safety codes. It is **sans-IO**: no sockets, no threads, no clock and
-//! no hidden randomness. Every operation that needs the time takes `now`
+//! encryption and safety codes. Everything but [`transport`] is **sans-IO**: no
+//! sockets, no threads, no clock and no hidden randomness. Every operation that needs the time takes `now`
 //! ([`UnixMillis`], normally the server's master clock) and every operation that needs
 //! randomness takes an `rng` (`rand_core::OsRng` in production, a seeded RNG in tests).
 //!
