@@ -211,13 +211,24 @@ impl MeetingState {
         if !roster.contains(&me) {
             return Err(RekeyError::BadRoster("the initiator must be on the roster"));
         }
+        Ok(Self::with(meeting_id, me, config, roster, me, key))
+    }
+
+    fn with(
+        meeting_id: MeetingId,
+        me: DeviceId,
+        config: RekeyConfig,
+        roster: Roster,
+        leader: DeviceId,
+        key: MeetingKey,
+    ) -> Self {
         let epoch = key.epoch();
-        Ok(MeetingState {
+        MeetingState {
             meeting_id,
             me,
             config,
             roster,
-            leader: me,
+            leader,
             sending: epoch,
             keys: BTreeMap::from([(epoch, key)]),
             drops: BTreeMap::new(),
@@ -227,7 +238,7 @@ impl MeetingState {
             pending: None,
             ended: false,
             outputs: VecDeque::new(),
-        })
+        }
     }
 
     /// Joins a meeting from an accepted, opened invite sent by `inviter`.
@@ -249,22 +260,7 @@ impl MeetingState {
             .ok_or(RekeyError::BadRoster("key leader is not on the roster"))?;
         let key = MeetingKey::from_slice(invite.epoch, &invite.meeting_key)
             .map_err(|_| RekeyError::BadKey)?;
-        Ok(MeetingState {
-            meeting_id,
-            me,
-            config,
-            roster,
-            leader,
-            sending: invite.epoch,
-            keys: BTreeMap::from([(invite.epoch, key)]),
-            drops: BTreeMap::new(),
-            departures: BTreeMap::new(),
-            rekey_at: None,
-            in_flight: None,
-            pending: None,
-            ended: false,
-            outputs: VecDeque::new(),
-        })
+        Ok(Self::with(meeting_id, me, config, roster, leader, key))
     }
 
     /// The invite payload for the current epoch (send it to every other device).
