@@ -282,27 +282,33 @@ impl TestClient {
         .expect("expected event within the wait bound")
     }
 
+    /// This connection's join proof for `key`'s epoch.
+    pub fn join_signature(&self, key: &RoomAuthKey) -> Vec<u8> {
+        key.sign_join(self.conn.tls_binding(), &self.challenge)
+            .unwrap()
+            .to_vec()
+    }
+
+    async fn room_request(&self, r: Request) -> Result<v1::RoomJoined, TransportError> {
+        match self.request(r).await? {
+            response::Result::RoomJoined(j) => Ok(j),
+            other => panic!("expected RoomJoined, got {other:?}"),
+        }
+    }
+
     /// Opens (or joins) a room with `key`.
     pub async fn open_room(
         &self,
         key: &RoomAuthKey,
         routing: &RoutingId,
     ) -> Result<v1::RoomJoined, TransportError> {
-        let sig = key
-            .sign_join(self.conn.tls_binding(), &self.challenge)
-            .unwrap();
-        match self
-            .request(Request::OpenRoom(v1::OpenRoom {
-                routing_id: routing.as_bytes().to_vec(),
-                epoch: key.epoch(),
-                room_auth_public_key: key.public().to_bytes().to_vec(),
-                join_signature: sig.to_vec(),
-            }))
-            .await?
-        {
-            response::Result::RoomJoined(j) => Ok(j),
-            other => panic!("expected RoomJoined, got {other:?}"),
-        }
+        self.room_request(Request::OpenRoom(v1::OpenRoom {
+            routing_id: routing.as_bytes().to_vec(),
+            epoch: key.epoch(),
+            room_auth_public_key: key.public().to_bytes().to_vec(),
+            join_signature: self.join_signature(key),
+        }))
+        .await
     }
 
     pub async fn join_room(
@@ -310,20 +316,12 @@ impl TestClient {
         key: &RoomAuthKey,
         routing: &RoutingId,
     ) -> Result<v1::RoomJoined, TransportError> {
-        let sig = key
-            .sign_join(self.conn.tls_binding(), &self.challenge)
-            .unwrap();
-        match self
-            .request(Request::JoinRoom(v1::JoinRoom {
-                routing_id: routing.as_bytes().to_vec(),
-                epoch: key.epoch(),
-                join_signature: sig.to_vec(),
-            }))
-            .await?
-        {
-            response::Result::RoomJoined(j) => Ok(j),
-            other => panic!("expected RoomJoined, got {other:?}"),
-        }
+        self.room_request(Request::JoinRoom(v1::JoinRoom {
+            routing_id: routing.as_bytes().to_vec(),
+            epoch: key.epoch(),
+            join_signature: self.join_signature(key),
+        }))
+        .await
     }
 
     pub async fn rotate_room(

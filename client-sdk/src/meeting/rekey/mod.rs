@@ -453,19 +453,10 @@ impl MeetingState {
             return Err(RekeyError::BadRoster("a joiner is already in the meeting"));
         }
         let roster = Roster::new(self.roster.iter().cloned().chain(joiners.iter().cloned()))?;
+        let joined = Roster::new(joiners)?.to_proto();
         let epoch = self.ratchet_current()?;
         let existing = self.roster.devices_except(&self.me);
-        if !existing.is_empty() {
-            self.outputs.push_back(MeetingOutput::Send {
-                recipients: existing,
-                payload: payload(Body::EpochSwitch(v1::EpochSwitch {
-                    meeting_id: self.meeting_id.as_bytes().to_vec(),
-                    epoch,
-                    joined: Roster::new(joiners)?.to_proto(),
-                })),
-                rekey_epoch: None,
-            });
-        }
+        self.send_switch(existing, epoch, joined);
         self.roster = roster;
         self.outputs.push_back(MeetingOutput::RosterChanged);
         self.outputs.push_back(MeetingOutput::RotateRoom {
@@ -474,6 +465,22 @@ impl MeetingState {
         });
         self.switch_to(epoch, now);
         Ok(self.invite(media_kinds, invite_expires_at))
+    }
+
+    /// Queues an `EpochSwitch` to `recipients` (nothing if there are none).
+    fn send_switch(&mut self, recipients: Vec<DeviceId>, epoch: u64, joined: Vec<v1::RosterEntry>) {
+        if recipients.is_empty() {
+            return;
+        }
+        self.outputs.push_back(MeetingOutput::Send {
+            recipients,
+            payload: payload(Body::EpochSwitch(v1::EpochSwitch {
+                meeting_id: self.meeting_id.as_bytes().to_vec(),
+                epoch,
+                joined,
+            })),
+            rekey_epoch: None,
+        });
     }
 
     /// Derives and installs the ratchet of the sending epoch's key; returns its epoch.
@@ -500,17 +507,7 @@ impl MeetingState {
             });
         };
         let others = flight.roster.devices_except(&self.me);
-        if !others.is_empty() {
-            self.outputs.push_back(MeetingOutput::Send {
-                recipients: others,
-                payload: payload(Body::EpochSwitch(v1::EpochSwitch {
-                    meeting_id: self.meeting_id.as_bytes().to_vec(),
-                    epoch,
-                    joined: Vec::new(),
-                })),
-                rekey_epoch: None,
-            });
-        }
+        self.send_switch(others, epoch, Vec::new());
         self.outputs.push_back(MeetingOutput::RotateRoom {
             from: self.sending,
             to: epoch,
