@@ -42,6 +42,7 @@ async fn fetch_device_bundle(client: &TestClient, owner: &UserIdentity) -> v1::D
     let r = client
         .request(Request::FetchBundles(v1::FetchBundles {
             user_ids: vec![owner.user_id.as_bytes().to_vec()],
+            ..Default::default()
         }))
         .await
         .unwrap();

@@ -80,7 +80,10 @@ async fn requests_before_authentication_are_refused() {
     let server = TestServer::start().await;
     let c = TestClient::connect(&server).await;
     let err = c
-        .request(Request::FetchBundles(v1::FetchBundles { user_ids: vec![] }))
+        .request(Request::FetchBundles(v1::FetchBundles {
+            user_ids: vec![],
+            ..Default::default()
+        }))
         .await
         .unwrap_err();
     assert_eq!(err.server_code(), Some(ErrorCode::Unauthenticated), "{err}");

@@ -40,7 +40,7 @@ pub use seal::seal;
 
 use crate::identity::{VerifiedDevice, VerifiedPrekey};
 use crate::time::DAY_MS;
-use crate::{ContainerId, UnixMillis};
+use crate::{ContainerId, DeviceId, UnixMillis};
 
 /// The container format version this SDK writes and reads.
 pub const CONTAINER_VERSION: u32 = 1;
@@ -98,6 +98,7 @@ pub struct OpenedContainer {
     created_at: UnixMillis,
     expires_at: UnixMillis,
     payload: v1::ContainerPayload,
+    recipients: Vec<DeviceId>,
 }
 
 impl OpenedContainer {
@@ -129,6 +130,12 @@ impl OpenedContainer {
     #[must_use]
     pub fn payload(&self) -> &v1::ContainerPayload {
         &self.payload
+    }
+
+    /// Every device the sender addressed this container to (signed header entries).
+    #[must_use]
+    pub fn recipients(&self) -> &[DeviceId] {
+        &self.recipients
     }
 }
 

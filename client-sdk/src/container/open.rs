@@ -166,7 +166,13 @@ impl SealedContainer {
         let payload = v1::ContainerPayload::decode(plaintext.as_slice())
             .map_err(|e| ContainerError::Malformed(format!("payload: {e}")))?;
         let actual = payload_kind(&payload);
+        let recipients = header
+            .entries
+            .iter()
+            .filter_map(|e| DeviceId::from_slice(&e.recipient_device_id))
+            .collect();
         let opened = OpenedContainer {
+            recipients,
             container_id: parsed.container_id,
             sender: sender_device,
             created_at: parsed.created_at,

@@ -20,7 +20,7 @@ use conclave_proto::frame::{self, PREFIX_LEN, TLS_EXPORTER_LABEL, TLS_EXPORTER_L
 use conclave_proto::v1::{self, ErrorCode, client_frame::Request, response, server_frame};
 use tokio::sync::{mpsc, oneshot};
 
-pub use tls::{ServerTrust, client_config, rustls_client_config};
+pub use tls::{CertificateProblem, ServerTrust, client_config, rustls_client_config};
 
 /// Server events buffered before the reader stops reading (backpressure to the server).
 const EVENT_QUEUE: usize = 4096;
@@ -32,10 +32,14 @@ pub enum TransportError {
     /// The connection could not be started (bad address or server name).
     #[error("cannot connect: {0}")]
     Connect(String),
-    /// The QUIC or TLS handshake failed; the message says why (for example an
-    /// untrusted certificate or a fingerprint mismatch).
+    /// The QUIC or TLS handshake failed for a reason other than the certificate
+    /// (no answer, protocol mismatch, ...).
     #[error("handshake with the server failed: {0}")]
     Handshake(String),
+    /// The server's certificate was refused: untrusted, expired, for another name, or
+    /// not the pinned one.
+    #[error("{0}")]
+    Certificate(CertificateProblem),
     /// The connection or control stream is gone.
     #[error("connection closed: {0}")]
     Closed(String),
@@ -106,6 +110,27 @@ impl ControlConnection {
         server_name: &str,
         config: quinn::ClientConfig,
     ) -> Result<(Self, EventStream), TransportError> {
+        Self::connect_inner(server, server_name, config, None).await
+    }
+
+    /// Connects like [`ControlConnection::connect`], verifying the server with `trust`;
+    /// a refused certificate is reported as [`TransportError::Certificate`].
+    pub async fn connect_trusting(
+        server: SocketAddr,
+        server_name: &str,
+        trust: &ServerTrust,
+    ) -> Result<(Self, EventStream), TransportError> {
+        let slot = tls::ProblemSlot::default();
+        let config = tls::recording_client_config(trust, &slot)?;
+        Self::connect_inner(server, server_name, config, Some(slot)).await
+    }
+
+    async fn connect_inner(
+        server: SocketAddr,
+        server_name: &str,
+        config: quinn::ClientConfig,
+        slot: Option<tls::ProblemSlot>,
+    ) -> Result<(Self, EventStream), TransportError> {
         let bind: SocketAddr = if server.is_ipv6() {
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
         } else {
@@ -118,7 +143,10 @@ impl ControlConnection {
             .connect(server, server_name)
             .map_err(|e| TransportError::Connect(e.to_string()))?
             .await
-            .map_err(|e| TransportError::Handshake(e.to_string()))?;
+            .map_err(|e| match slot.as_ref().and_then(tls::ProblemSlot::take) {
+                Some(problem) => TransportError::Certificate(problem),
+                None => TransportError::Handshake(e.to_string()),
+            })?;
         let mut tls_binding = [0u8; TLS_EXPORTER_LEN];
         connection
             .export_keying_material(&mut tls_binding, TLS_EXPORTER_LABEL, b"")

@@ -8,14 +8,15 @@
 //!
 //! Every mode speaks TLS 1.3 only with ALPN `conclave/1`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use conclave_proto::frame::ALPN;
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -54,10 +55,99 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Why the server's certificate was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertificateProblem {
+    /// The certificate is not issued by a trusted CA (system roots or the CA file).
+    #[error(
+        "the server certificate is not trusted ({detail}); use the server's CA file or pin its fingerprint"
+    )]
+    Untrusted {
+        /// What the verifier reported.
+        detail: String,
+    },
+    /// The certificate has expired (or is not yet valid).
+    #[error(
+        "the server certificate has expired or is not yet valid ({detail}); the operator must renew it (or check this device's clock)"
+    )]
+    Expired {
+        /// What the verifier reported.
+        detail: String,
+    },
+    /// The certificate is valid, but not for the name the client asked for.
+    #[error("the server certificate is not valid for this server name ({detail})")]
+    WrongName {
+        /// What the verifier reported.
+        detail: String,
+    },
+    /// The certificate's SHA-256 is not the pinned one.
+    #[error(
+        "server certificate fingerprint {got} does not match the pinned {pinned}; the server changed its certificate or this is not the right server"
+    )]
+    FingerprintMismatch {
+        /// The presented certificate's SHA-256 (hex).
+        got: String,
+        /// The pinned SHA-256 (hex).
+        pinned: String,
+    },
+    /// Any other rejection (revoked, malformed, unsupported signature, ...).
+    #[error("the server certificate was rejected: {detail}")]
+    Rejected {
+        /// What the verifier reported.
+        detail: String,
+    },
+}
+
+impl CertificateProblem {
+    fn from_rustls(error: &rustls::Error) -> Self {
+        let detail = format!("{error}");
+        match error {
+            rustls::Error::InvalidCertificate(
+                CertificateError::Expired
+                | CertificateError::ExpiredContext { .. }
+                | CertificateError::NotValidYet
+                | CertificateError::NotValidYetContext { .. },
+            ) => CertificateProblem::Expired { detail },
+            rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer | CertificateError::BadSignature,
+            ) => CertificateProblem::Untrusted { detail },
+            rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            ) => CertificateProblem::WrongName { detail },
+            _ => CertificateProblem::Rejected { detail },
+        }
+    }
+}
+
+/// Where a verifier records why it refused a certificate, so a failed handshake can be
+/// reported as a typed [`CertificateProblem`] instead of a TLS alert string.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ProblemSlot(Arc<Mutex<Option<CertificateProblem>>>);
+
+impl ProblemSlot {
+    fn record(&self, problem: CertificateProblem) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(problem);
+    }
+
+    /// The recorded problem, if the verifier refused a certificate.
+    pub(crate) fn take(&self) -> Option<CertificateProblem> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
 /// Builds a quinn client configuration for `trust`: TLS 1.3, ALPN `conclave/1`,
 /// 5 s keep-alive and 1 MiB datagram buffers.
 pub fn client_config(trust: &ServerTrust) -> Result<quinn::ClientConfig, TransportError> {
-    let tls = rustls_client_config(trust)?;
+    recording_client_config(trust, &ProblemSlot::default())
+}
+
+/// [`client_config`] whose verifier records a refusal in `slot`.
+pub(crate) fn recording_client_config(
+    trust: &ServerTrust,
+    slot: &ProblemSlot,
+) -> Result<quinn::ClientConfig, TransportError> {
+    let tls = recording_rustls_config(trust, slot)?;
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| TransportError::Connect(format!("TLS configuration for QUIC: {e}")))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
@@ -71,6 +161,13 @@ pub fn client_config(trust: &ServerTrust) -> Result<quinn::ClientConfig, Transpo
 
 /// The rustls part of [`client_config`] (TLS 1.3 only, ALPN `conclave/1`).
 pub fn rustls_client_config(trust: &ServerTrust) -> Result<rustls::ClientConfig, TransportError> {
+    recording_rustls_config(trust, &ProblemSlot::default())
+}
+
+fn recording_rustls_config(
+    trust: &ServerTrust,
+    slot: &ProblemSlot,
+) -> Result<rustls::ClientConfig, TransportError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TransportError::Connect(format!("TLS configuration: {e}")))?;
@@ -88,7 +185,10 @@ pub fn rustls_client_config(trust: &ServerTrust) -> Result<rustls::ClientConfig,
                         .into(),
                 ));
             }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(webpki(roots, slot)?)
+                .with_no_client_auth()
         }
         ServerTrust::CaPem(pem) => {
             let mut roots = RootCertStore::empty();
@@ -105,13 +205,17 @@ pub fn rustls_client_config(trust: &ServerTrust) -> Result<rustls::ClientConfig,
                     "CA file holds no certificate (expected PEM CERTIFICATE blocks)".into(),
                 ));
             }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(webpki(roots, slot)?)
+                .with_no_client_auth()
         }
         ServerTrust::PinnedSha256(pin) => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(PinnedVerifier {
                 pin: *pin,
                 algorithms: provider().signature_verification_algorithms,
+                slot: slot.clone(),
             }))
             .with_no_client_auth(),
     };
@@ -119,11 +223,71 @@ pub fn rustls_client_config(trust: &ServerTrust) -> Result<rustls::ClientConfig,
     Ok(tls)
 }
 
+/// The standard WebPKI verifier for `roots`, recording why it refuses a certificate.
+/// (`dangerous()` only because the verifier is wrapped; the checks are WebPKI's.)
+fn webpki(
+    roots: RootCertStore,
+    slot: &ProblemSlot,
+) -> Result<Arc<dyn ServerCertVerifier>, TransportError> {
+    let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| TransportError::Connect(format!("certificate verifier: {e}")))?;
+    Ok(Arc::new(RecordingVerifier {
+        inner,
+        slot: slot.clone(),
+    }))
+}
+
+/// Delegates to WebPKI and records a refusal.
+#[derive(Debug)]
+struct RecordingVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    slot: ProblemSlot,
+}
+
+impl ServerCertVerifier for RecordingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            .inspect_err(|e| self.slot.record(CertificateProblem::from_rustls(e)))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
 /// Accepts exactly the leaf certificate whose SHA-256 equals the pin.
 #[derive(Debug)]
 struct PinnedVerifier {
     pin: [u8; 32],
     algorithms: WebPkiSupportedAlgorithms,
+    slot: ProblemSlot,
 }
 
 impl ServerCertVerifier for PinnedVerifier {
@@ -139,11 +303,13 @@ impl ServerCertVerifier for PinnedVerifier {
         if bool::from(got.ct_eq(&self.pin)) {
             Ok(ServerCertVerified::assertion())
         } else {
-            Err(rustls::Error::General(format!(
-                "server certificate fingerprint {} does not match the pinned {}",
-                hex::encode(got),
-                hex::encode(self.pin)
-            )))
+            let problem = CertificateProblem::FingerprintMismatch {
+                got: hex::encode(got),
+                pinned: hex::encode(self.pin),
+            };
+            let error = rustls::Error::General(problem.to_string());
+            self.slot.record(problem);
+            Err(error)
         }
     }
 

@@ -76,6 +76,7 @@ impl Session {
         }
         let users: Vec<UserIdBytes> = users.into_iter().collect();
         let now = now_ms();
+        let certificates_only = r.certificates_only;
         // One blocking task: read users and devices, then pop one prekey per device in a
         // single transaction (no two fetchers get the same prekey).
         let fetched = self
@@ -96,7 +97,11 @@ impl Session {
                     device_ids.extend(devices.iter().map(|d| d.device_id));
                     per_user.push((user, key, devices));
                 }
-                let taken = s.take_prekeys(&device_ids, now)?;
+                let taken = if certificates_only {
+                    Vec::new()
+                } else {
+                    s.take_prekeys(&device_ids, now)?
+                };
                 Ok((per_user, taken))
             })
             .await?;
@@ -108,14 +113,22 @@ impl Session {
         for (user, key, devices) in per_user {
             let mut device_bundles = Vec::with_capacity(devices.len());
             for device in devices {
+                let certificate = v1::DeviceCertificate::decode(device.certificate.as_slice())
+                    .map_err(|_| RequestError::internal("certificate load"))?;
+                if certificates_only {
+                    device_bundles.push(v1::DeviceBundle {
+                        certificate: Some(certificate),
+                        prekey: None,
+                        prekeys_exhausted: false,
+                    });
+                    continue;
+                }
                 let Some(TakenPrekey {
                     prekey, remaining, ..
                 }) = taken.next()
                 else {
                     break;
                 };
-                let certificate = v1::DeviceCertificate::decode(device.certificate.as_slice())
-                    .map_err(|_| RequestError::internal("certificate load"))?;
                 let prekey = match prekey {
                     Some(p) => {
                         counter!(telemetry::PREKEYS_SERVED).increment(1);

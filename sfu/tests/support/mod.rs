@@ -260,6 +260,7 @@ impl TestClient {
                     .iter()
                     .map(|u| u.identity.user_id.as_bytes().to_vec())
                     .collect(),
+                ..Default::default()
             }))
             .await?
         {

@@ -29,7 +29,7 @@
 //! The container layer authenticates the sender device; this machine decides whether it
 //! may say what it says: `Rekey`, `EpochSwitch` and `Remove` only from the current (or,
 //! after the leader departed, the designated next) leader, for this meeting id, with a
-//! strictly increasing epoch, and a `Rekey`'s recipients must be exactly its new roster
+//! strictly increasing epoch, and a `Rekey`'s recipients must all be on its new roster
 //! (minus the sender), which must be a subset of the current roster that contains this
 //! device. Anything else is refused with a [`RekeyError`] and changes nothing.
 
@@ -654,11 +654,12 @@ impl MeetingState {
                 "the key leader is not on the new roster",
             ));
         }
-        let expected: BTreeSet<DeviceId> = roster.devices_except(&from).into_iter().collect();
-        let got: BTreeSet<DeviceId> = recipients.iter().copied().collect();
-        if expected != got {
+        // Nobody off the new roster may hold the new key. (A roster device the leader
+        // could not reach, e.g. with no prekeys left, is dropped by a following rekey.)
+        let allowed: BTreeSet<DeviceId> = roster.devices_except(&from).into_iter().collect();
+        if !recipients.iter().all(|d| allowed.contains(d)) {
             return Err(RekeyError::BadRoster(
-                "recipients differ from the new roster",
+                "the rekey was sent to a device off the new roster",
             ));
         }
         let leader = DeviceId::from_slice(&r.key_leader_device_id)

@@ -346,7 +346,7 @@ fn forged_or_replayed_control_messages_are_refused_and_change_nothing() {
         s.on_message(dev(1), &[dev(2)], &rekey_payload(1, &without_3, 1), now),
         Err(RekeyError::BadEpoch { got: 1, .. })
     ));
-    // Recipients differ from the new roster (the leader also sealed it to device 3).
+    // Sent to a device off the new roster (the leader also sealed it to device 3).
     assert_eq!(
         s.on_message(
             dev(1),
@@ -355,7 +355,7 @@ fn forged_or_replayed_control_messages_are_refused_and_change_nothing() {
             now
         ),
         Err(RekeyError::BadRoster(
-            "recipients differ from the new roster"
+            "the rekey was sent to a device off the new roster"
         ))
     );
     // A roster that adds a device.
