@@ -111,9 +111,11 @@
 //! `crypto_tour` example: `cargo run -p conclave-sdk --example crypto_tour`.
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod container;
 pub mod identity;
 mod ids;
+pub mod media;
 pub mod meeting;
 pub mod safety;
 pub mod sframe;

@@ -1,0 +1,360 @@
+//! Verifying what the directory returns, and the pinned identity keys (sans-IO).
+//!
+//! The directory is not trusted: every user key is checked against the one pinned for
+//! that user (or pinned now, on first use), every device certificate against the user
+//! key and every prekey against its certificate. Devices that fail are refused, with
+//! the reason, and never receive anything sealed.
+
+use std::collections::BTreeMap;
+
+use conclave_proto::v1;
+
+use crate::container::Recipient;
+use crate::identity::{UserIdentity, UserPublicKey, VerifiedDevice, VerifiedPrekey};
+use crate::{DeviceId, UnixMillis, UserId};
+
+/// Why a device (or a whole user) was not invited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefusalReason {
+    /// The directory does not know the user.
+    UnknownUser,
+    /// The directory's key for the user differs from the pinned one.
+    IdentityChanged,
+    /// The device certificate does not verify under the user's key.
+    BadCertificate(String),
+    /// The prekey does not verify under the device certificate.
+    BadPrekey(String),
+    /// The device has no prekeys left on the server.
+    NoPrekeys,
+}
+
+impl core::fmt::Display for RefusalReason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            RefusalReason::UnknownUser => f.write_str("the directory does not know this user"),
+            RefusalReason::IdentityChanged => f.write_str(
+                "the directory's identity key differs from the pinned one (possible substitution)",
+            ),
+            RefusalReason::BadCertificate(e) => {
+                write!(f, "device certificate does not verify: {e}")
+            }
+            RefusalReason::BadPrekey(e) => write!(f, "prekey does not verify: {e}"),
+            RefusalReason::NoPrekeys => f.write_str("the device has no prekeys left"),
+        }
+    }
+}
+
+/// A device that was not invited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedDevice {
+    /// The user.
+    pub user_id: UserId,
+    /// The device, when the refusal concerns one device.
+    pub device_id: Option<DeviceId>,
+    /// Why.
+    pub reason: RefusalReason,
+}
+
+/// Identity keys this device trusts, by user.
+#[derive(Debug, Default)]
+pub(crate) struct TrustStore {
+    pinned: BTreeMap<UserId, UserPublicKey>,
+}
+
+/// The outcome of checking a user key against the trust store.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Pin {
+    /// Already pinned, same key.
+    Known,
+    /// Pinned now (first use).
+    New,
+    /// Pinned to another key.
+    Changed,
+}
+
+impl TrustStore {
+    pub(crate) fn new(pinned: impl IntoIterator<Item = UserIdentity>) -> Self {
+        TrustStore {
+            pinned: pinned.into_iter().map(|u| (u.user_id, u.key)).collect(),
+        }
+    }
+
+    pub(crate) fn get(&self, user: &UserId) -> Option<UserIdentity> {
+        self.pinned.get(user).map(|key| UserIdentity {
+            user_id: *user,
+            key: *key,
+        })
+    }
+
+    /// Pins `key` for `user` on first use; reports whether it matches a pinned key.
+    pub(crate) fn pin(&mut self, user: UserId, key: UserPublicKey) -> Pin {
+        match self.pinned.get(&user) {
+            Some(k) if *k == key => Pin::Known,
+            Some(_) => Pin::Changed,
+            None => {
+                self.pinned.insert(user, key);
+                Pin::New
+            }
+        }
+    }
+
+    pub(crate) fn all(&self) -> Vec<UserIdentity> {
+        self.pinned
+            .iter()
+            .map(|(user_id, key)| UserIdentity {
+                user_id: *user_id,
+                key: *key,
+            })
+            .collect()
+    }
+}
+
+/// Verified bundles.
+#[derive(Debug, Default)]
+pub(crate) struct Verified {
+    /// Devices whose certificate and prekey verified (only with prekeys requested).
+    pub recipients: Vec<Recipient>,
+    /// Users whose key was checked, with their verified devices.
+    pub users: Vec<(UserIdentity, Vec<VerifiedDevice>)>,
+    pub refused: Vec<RefusedDevice>,
+    /// Users pinned for the first time.
+    pub newly_pinned: Vec<UserIdentity>,
+}
+
+/// Checks `bundles` against `trust` (pinning first-seen keys). With `with_prekeys`,
+/// every device must also carry a verifying prekey to become a recipient.
+pub(crate) fn verify_bundles(
+    bundles: &v1::Bundles,
+    trust: &mut TrustStore,
+    with_prekeys: bool,
+    now: UnixMillis,
+) -> Verified {
+    let mut out = Verified::default();
+    for bundle in &bundles.users {
+        let Some(user_id) = UserId::from_slice(&bundle.user_id) else {
+            continue;
+        };
+        let refuse_user = |out: &mut Verified, reason| {
+            out.refused.push(RefusedDevice {
+                user_id,
+                device_id: None,
+                reason,
+            });
+        };
+        let Ok(key) = UserPublicKey::from_bytes(&bundle.user_public_key) else {
+            refuse_user(&mut out, RefusalReason::UnknownUser);
+            continue;
+        };
+        let user = UserIdentity { user_id, key };
+        match trust.pin(user_id, key) {
+            Pin::Changed => {
+                refuse_user(&mut out, RefusalReason::IdentityChanged);
+                continue;
+            }
+            Pin::New => out.newly_pinned.push(user),
+            Pin::Known => {}
+        }
+        let mut devices = Vec::new();
+        for device in &bundle.devices {
+            let claimed = device
+                .certificate
+                .as_ref()
+                .and_then(|c| v1::DeviceCertificateBody::decode_ids(c));
+            let refuse = |out: &mut Verified, reason| {
+                out.refused.push(RefusedDevice {
+                    user_id,
+                    device_id: claimed,
+                    reason,
+                });
+            };
+            let verified = match device
+                .certificate
+                .as_ref()
+                .map(|c| VerifiedDevice::verify(c, &user, now))
+            {
+                Some(Ok(v)) => v,
+                Some(Err(e)) => {
+                    refuse(&mut out, RefusalReason::BadCertificate(e.to_string()));
+                    continue;
+                }
+                None => {
+                    refuse(
+                        &mut out,
+                        RefusalReason::BadCertificate("missing certificate".into()),
+                    );
+                    continue;
+                }
+            };
+            if with_prekeys {
+                let Some(prekey) = device.prekey.as_ref() else {
+                    refuse(&mut out, RefusalReason::NoPrekeys);
+                    continue;
+                };
+                let recipient = VerifiedPrekey::verify(prekey, &verified, now)
+                    .map_err(|e| e.to_string())
+                    .and_then(|p| Recipient::new(verified.clone(), p).map_err(|e| e.to_string()));
+                match recipient {
+                    Ok(r) => out.recipients.push(r),
+                    Err(e) => {
+                        refuse(&mut out, RefusalReason::BadPrekey(e));
+                        continue;
+                    }
+                }
+            }
+            devices.push(verified);
+        }
+        out.users.push((user, devices));
+    }
+    out
+}
+
+/// Reads the (unverified) device id out of a certificate, for error reports only.
+trait DecodeIds {
+    fn decode_ids(certificate: &v1::DeviceCertificate) -> Option<DeviceId>;
+}
+
+impl DecodeIds for v1::DeviceCertificateBody {
+    fn decode_ids(certificate: &v1::DeviceCertificate) -> Option<DeviceId> {
+        use conclave_proto::Message as _;
+        v1::DeviceCertificateBody::decode(certificate.body.as_slice())
+            .ok()
+            .and_then(|b| DeviceId::from_slice(&b.device_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand_core::OsRng;
+
+    use super::*;
+    use crate::identity::{DeviceIdentity, PrekeyPool, UserSigningKey};
+    use crate::time::DAY_MS;
+
+    const NOW: UnixMillis = UnixMillis(1_767_225_600_000);
+
+    struct Fixture {
+        user: UserIdentity,
+        key: UserSigningKey,
+        device: DeviceIdentity,
+        pool: PrekeyPool,
+    }
+
+    fn fixture(name: &str) -> Fixture {
+        let key = UserSigningKey::generate(&mut OsRng);
+        let user = UserIdentity {
+            user_id: UserId::from_username(name).unwrap(),
+            key: key.public_key(),
+        };
+        let device = DeviceIdentity::create(&key, user.user_id, NOW, DAY_MS, &mut OsRng).unwrap();
+        let pool = PrekeyPool::new(&device);
+        Fixture {
+            user,
+            key,
+            device,
+            pool,
+        }
+    }
+
+    fn bundle(f: &mut Fixture, cert: v1::DeviceCertificate, prekey: bool) -> v1::UserBundle {
+        let prekey = prekey.then(|| {
+            f.pool
+                .generate(&f.device, 1, NOW, DAY_MS, &mut OsRng)
+                .unwrap()
+                .remove(0)
+        });
+        v1::UserBundle {
+            user_id: f.user.user_id.as_bytes().to_vec(),
+            user_public_key: f.user.key.to_bytes().to_vec(),
+            devices: vec![v1::DeviceBundle {
+                certificate: Some(cert),
+                prekeys_exhausted: prekey.is_none(),
+                prekey,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_genuine_bundle_becomes_a_recipient_and_pins_the_key() {
+        let mut bob = fixture("bob");
+        let cert = bob.device.certificate().clone();
+        let bundles = v1::Bundles {
+            users: vec![bundle(&mut bob, cert, true)],
+        };
+        let mut trust = TrustStore::default();
+        let v = verify_bundles(&bundles, &mut trust, true, NOW);
+        assert_eq!(v.recipients.len(), 1);
+        assert!(v.refused.is_empty());
+        assert_eq!(v.newly_pinned, vec![bob.user]);
+        assert_eq!(trust.get(&bob.user.user_id), Some(bob.user));
+    }
+
+    #[test]
+    fn a_certificate_signed_by_another_key_is_refused() {
+        let mut bob = fixture("bob");
+        let mallory = fixture("bob");
+        // Mallory's device certificate for "bob", signed by Mallory's key.
+        let forged = mallory.device.certificate().clone();
+        let bundles = v1::Bundles {
+            users: vec![bundle(&mut bob, forged, false)],
+        };
+        let mut trust = TrustStore::new([bob.user]);
+        let v = verify_bundles(&bundles, &mut trust, false, NOW);
+        assert!(v.recipients.is_empty());
+        assert!(matches!(
+            v.refused[0].reason,
+            RefusalReason::BadCertificate(_)
+        ));
+        let _ = bob.key.public_key();
+    }
+
+    #[test]
+    fn a_prekey_of_another_device_is_refused() {
+        let mut bob = fixture("bob");
+        let mut other = fixture("bob-other");
+        let mut b = bundle(&mut bob, bob.device.certificate().clone(), false);
+        let foreign = other
+            .pool
+            .generate(&other.device, 1, NOW, DAY_MS, &mut OsRng)
+            .unwrap()
+            .remove(0);
+        b.devices[0].prekey = Some(foreign);
+        let mut trust = TrustStore::default();
+        let v = verify_bundles(&v1::Bundles { users: vec![b] }, &mut trust, true, NOW);
+        assert!(v.recipients.is_empty());
+        assert!(matches!(v.refused[0].reason, RefusalReason::BadPrekey(_)));
+    }
+
+    #[test]
+    fn a_changed_identity_key_refuses_the_whole_user() {
+        let mut bob = fixture("bob");
+        let impostor = fixture("bob");
+        let mut trust = TrustStore::new([impostor.user]);
+        let cert = bob.device.certificate().clone();
+        let bundles = v1::Bundles {
+            users: vec![bundle(&mut bob, cert, true)],
+        };
+        let v = verify_bundles(&bundles, &mut trust, true, NOW);
+        assert!(v.recipients.is_empty());
+        assert_eq!(v.refused[0].reason, RefusalReason::IdentityChanged);
+        assert_eq!(trust.get(&bob.user.user_id), Some(impostor.user));
+    }
+
+    #[test]
+    fn a_device_without_prekeys_is_refused_and_an_unknown_user_reported() {
+        let mut bob = fixture("bob");
+        let cert = bob.device.certificate().clone();
+        let mut unknown = bundle(&mut bob, cert.clone(), false);
+        unknown.user_public_key.clear();
+        unknown.user_id = UserId::from_username("nobody").unwrap().as_bytes().to_vec();
+        let bundles = v1::Bundles {
+            users: vec![bundle(&mut bob, cert, false), unknown],
+        };
+        let v = verify_bundles(&bundles, &mut TrustStore::default(), true, NOW);
+        let reasons: Vec<_> = v.refused.iter().map(|r| r.reason.clone()).collect();
+        assert_eq!(
+            reasons,
+            vec![RefusalReason::NoPrekeys, RefusalReason::UnknownUser]
+        );
+    }
+}

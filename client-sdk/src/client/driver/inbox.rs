@@ -1,0 +1,271 @@
+//! Incoming containers: identify the sender, open, hand the payload to its meeting,
+//! acknowledge. Also the room events the SFU pushes.
+
+use conclave_proto::v1::{self, client_frame::Request, container_payload::Body, response};
+
+use super::{Driver, PendingInvite};
+use crate::client::directory::verify_bundles;
+use crate::client::{ClientError, ClientEvent, Invitation, MeetingEvent, media_kinds_from_proto};
+use crate::container::SealedContainer;
+use crate::identity::UserIdentity;
+use crate::meeting::MeetingId;
+use crate::meeting::rekey::MeetingState;
+use crate::{DeviceId, UnixMillis, UserId};
+
+/// Why a container was not processed.
+enum Refusal {
+    /// Try again later (no connection): do not acknowledge.
+    Later,
+    /// Never processable: acknowledge and report.
+    Refused {
+        claimed: Option<UserId>,
+        reason: String,
+    },
+}
+
+impl Driver {
+    /// A container arrived (live or from the mailbox).
+    pub(super) async fn on_delivery(&mut self, delivery: v1::MailboxDelivery) {
+        match self.process_container(&delivery.container).await {
+            Ok(()) => {}
+            Err(Refusal::Later) => return,
+            Err(Refusal::Refused { claimed, reason }) => {
+                tracing::warn!(%reason, "refused a container");
+                self.emit(ClientEvent::MessageRefused {
+                    claimed_sender: claimed,
+                    reason,
+                });
+            }
+        }
+        let ack = Request::AckContainers(v1::AckContainers {
+            mailbox_ids: vec![delivery.mailbox_id],
+        });
+        if let Err(e) = self.request(ack).await {
+            tracing::warn!(error = %e, "mailbox ack failed; the container will be redelivered");
+        }
+    }
+
+    async fn process_container(&mut self, bytes: &[u8]) -> Result<(), Refusal> {
+        let refused = |claimed, reason: String| Refusal::Refused { claimed, reason };
+        let sealed = SealedContainer::decode(bytes).map_err(|e| refused(None, e.to_string()))?;
+        let claimed = sealed.claimed_sender();
+        let sender = self.identity_of(claimed).await?;
+        let now = self.now();
+        let opened = sealed
+            .open(
+                &sender,
+                self.creds.device(),
+                &mut self.prekeys,
+                &mut self.replay,
+                now,
+            )
+            .map_err(|e| refused(Some(claimed), e.to_string()))?;
+        let from = opened.sender().device_id();
+        let recipients = opened.recipients().to_vec();
+        let payload = opened.payload();
+        let meeting = match &payload.body {
+            Some(Body::MeetingInvite(invite)) => {
+                return self
+                    .on_invite(from, invite)
+                    .await
+                    .map_err(|e| refused(Some(claimed), e));
+            }
+            Some(Body::InviteReply(r)) => &r.meeting_id,
+            Some(Body::Rekey(r)) => &r.meeting_id,
+            Some(Body::EpochSwitch(s)) => &s.meeting_id,
+            Some(Body::Leave(l)) => &l.meeting_id,
+            Some(Body::Remove(r)) => &r.meeting_id,
+            _ => return Ok(()),
+        };
+        let Some(meeting) = MeetingId::from_slice(meeting) else {
+            return Err(refused(Some(claimed), "meeting id is not 32 bytes".into()));
+        };
+        self.on_control(meeting, from, &recipients, payload, now)
+            .await;
+        Ok(())
+    }
+
+    /// The trusted identity of `user`: pinned, or looked up in the directory and pinned
+    /// on first use.
+    async fn identity_of(&mut self, user: UserId) -> Result<UserIdentity, Refusal> {
+        if let Some(known) = self.trust.get(&user) {
+            return Ok(known);
+        }
+        self.lookup_users(&[user]).await?;
+        self.trust.get(&user).ok_or_else(|| Refusal::Refused {
+            claimed: Some(user),
+            reason: "the directory does not know the sender (or changed its key)".into(),
+        })
+    }
+
+    /// Pins the identity keys of `users` from the directory (no prekeys are taken).
+    async fn lookup_users(&mut self, users: &[UserId]) -> Result<(), Refusal> {
+        let request = Request::FetchBundles(v1::FetchBundles {
+            user_ids: users.iter().map(|u| u.as_bytes().to_vec()).collect(),
+            certificates_only: true,
+        });
+        let bundles = match self.request(request).await {
+            Ok(response::Result::Bundles(b)) => b,
+            Ok(_) => {
+                return Err(Refusal::Refused {
+                    claimed: users.first().copied(),
+                    reason: "unexpected answer to a directory lookup".into(),
+                });
+            }
+            Err(ClientError::Connection(_)) => return Err(Refusal::Later),
+            Err(e) => {
+                return Err(Refusal::Refused {
+                    claimed: users.first().copied(),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let now = self.now();
+        let verified = verify_bundles(&bundles, &mut self.trust, false, now);
+        for user in verified.newly_pinned {
+            self.emit(ClientEvent::UserPinned(user));
+        }
+        Ok(())
+    }
+
+    async fn on_invite(
+        &mut self,
+        from: DeviceId,
+        invite: &v1::MeetingInvite,
+    ) -> Result<(), String> {
+        let state = MeetingState::from_invite(self.creds.device_id(), invite, self.config.rekey)
+            .map_err(|e| format!("invalid invite: {e}"))?;
+        let id = *state.meeting_id();
+        if self.meetings.contains_key(&id) || self.invitations.contains_key(&id) {
+            return Ok(());
+        }
+        if state.leader() != from {
+            return Err("invite not sent by the meeting's key leader".into());
+        }
+        let mut unknown: Vec<UserId> = state
+            .roster()
+            .iter()
+            .map(|m| m.user_id)
+            .filter(|u| self.trust.get(u).is_none())
+            .collect();
+        unknown.sort_unstable();
+        unknown.dedup();
+        if !unknown.is_empty() {
+            // Pin the participants' keys for safety codes; failures only leave them
+            // unpinned (the roster's keys are then shown in the code).
+            let _ = self.lookup_users(&unknown).await;
+        }
+        let participants = super::meetings::participants(&state);
+        let Some(from) = participants.iter().find(|p| p.device_id == from).cloned() else {
+            return Err("the inviter is not on the roster".into());
+        };
+        let invitation = Invitation {
+            meeting_id: id,
+            from,
+            media_kinds: media_kinds_from_proto(&invite.media_kinds),
+            participants,
+            expires_at: UnixMillis(invite.expires_at_ms),
+        };
+        self.invitations.insert(id, PendingInvite { state });
+        self.emit(ClientEvent::Invited(invitation));
+        Ok(())
+    }
+
+    async fn on_control(
+        &mut self,
+        id: MeetingId,
+        from: DeviceId,
+        recipients: &[DeviceId],
+        payload: &v1::ContainerPayload,
+        now: UnixMillis,
+    ) {
+        if let Some(entry) = self.meetings.get_mut(&id) {
+            if let Some(Body::InviteReply(reply)) = &payload.body
+                && let Some(p) = super::meetings::participants(&entry.state)
+                    .into_iter()
+                    .find(|p| p.device_id == from)
+            {
+                entry.shared.emit(MeetingEvent::Reply {
+                    from: p,
+                    accepted: reply.decision == v1::invite_reply::Decision::Accept as i32,
+                    media_kinds: media_kinds_from_proto(&reply.media_kinds),
+                });
+            }
+            if matches!(payload.body, Some(Body::Leave(_))) {
+                entry.presence.forget(&from);
+            }
+            if let Err(e) = entry.state.on_message(from, recipients, payload, now) {
+                tracing::warn!(error = %e, "refused a meeting control message");
+            }
+            self.pump(id).await;
+        } else if let Some(pending) = self.invitations.get_mut(&id) {
+            // Not answered yet: follow the epochs so accepting joins the current one.
+            let _ = pending.state.on_message(from, recipients, payload, now);
+            while pending.state.poll_output().is_some() {}
+            if pending.state.is_ended() {
+                self.invitations.remove(&id);
+            }
+        }
+    }
+
+    /// A member's connection left a room: the key leader starts the drop timer.
+    pub(super) fn on_member_left(&mut self, handle: u32, slot: u32) {
+        let Some(id) = self.link.as_ref().and_then(|l| l.meeting_of(handle)) else {
+            return;
+        };
+        let window = self.config.drop_after_ms;
+        let mono = self.mono_ms();
+        let Some(entry) = self.meetings.get_mut(&id) else {
+            return;
+        };
+        if !entry.state.is_leader() {
+            return;
+        }
+        let Some(index) = u16::try_from(slot)
+            .ok()
+            .and_then(|s| entry.shared.sender_in_slot(s))
+        else {
+            return;
+        };
+        if let Some(member) = entry
+            .state
+            .roster()
+            .iter()
+            .find(|m| m.sender_index == index)
+        {
+            entry.presence.left(member.device_id, index, mono, window);
+        }
+    }
+
+    /// The room moved to `epoch`: prove it if this device already holds its key.
+    pub(super) async fn on_room_epoch(&mut self, handle: u32, epoch: u64) {
+        let Some(id) = self.link.as_ref().and_then(|l| l.meeting_of(handle)) else {
+            return;
+        };
+        let Some(entry) = self.meetings.get(&id) else {
+            return;
+        };
+        if entry.proven.is_some_and(|p| p >= epoch) || entry.state.key(epoch).is_none() {
+            return;
+        }
+        self.join_room(id, epoch).await;
+    }
+
+    /// The SFU evicted this connection from a room: rejoin at the current epoch.
+    pub(super) async fn on_evicted(&mut self, handle: u32) {
+        let Some(link) = self.link.as_ref() else {
+            return;
+        };
+        let Some(id) = link.meeting_of(handle) else {
+            return;
+        };
+        link.set_room(handle, None);
+        let Some(entry) = self.meetings.get_mut(&id) else {
+            return;
+        };
+        entry.shared.set_room(None);
+        entry.proven = None;
+        let epoch = entry.state.sending_epoch();
+        self.join_room(id, epoch).await;
+    }
+}

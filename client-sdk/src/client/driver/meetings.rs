@@ -1,0 +1,707 @@
+//! Meeting commands, and carrying out each meeting state machine's outputs: sealing and
+//! sending containers, joining and rotating the SFU room, installing and dropping keys.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use conclave_proto::v1::{
+    self, ErrorCode, client_frame::Request, container_payload::Body, response,
+};
+use tokio::sync::mpsc;
+
+use super::{Driver, Entry};
+use crate::client::directory::verify_bundles;
+use crate::client::presence::Presence;
+use crate::client::shared::{MeetingShared, RoomLink};
+use crate::client::{
+    ClientError, ClientEvent, InviteReport, MediaKind, Meeting, MeetingEvent, Participant,
+    media_kinds_to_proto,
+};
+use crate::container::{self, Recipient};
+use crate::meeting::rekey::{MeetingOutput, MeetingState, Roster, RosterMember};
+use crate::meeting::{MeetingId, MeetingKey};
+use crate::safety::{RosterIdentity, SafetyCode};
+use crate::{DeviceId, UserId};
+
+/// Control events buffered per meeting.
+const MEETING_EVENT_QUEUE: usize = 256;
+
+/// A container to send; the payload's secrets are zeroized when it is dropped.
+pub(crate) struct Outgoing {
+    recipients: Vec<DeviceId>,
+    payload: v1::ContainerPayload,
+    rekey_epoch: Option<u64>,
+}
+
+impl Drop for Outgoing {
+    fn drop(&mut self) {
+        container::zeroize_payload_secrets(&mut self.payload);
+    }
+}
+
+/// The roster as the app sees it.
+pub(crate) fn participants(state: &MeetingState) -> Vec<Participant> {
+    state
+        .roster()
+        .iter()
+        .map(|m| Participant {
+            user_id: m.user_id,
+            device_id: m.device_id,
+            sender_index: m.sender_index,
+            is_leader: m.device_id == state.leader(),
+            is_me: m.device_id == state.me(),
+        })
+        .collect()
+}
+
+impl Driver {
+    fn fail_if_closed(&self) -> Result<(), ClientError> {
+        if self.link.is_none() {
+            return Err(ClientError::Connection(
+                "reconnecting; retry shortly".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Fetches and verifies the bundles of `users` (taking one prekey per device).
+    async fn fetch_recipients(
+        &mut self,
+        users: &[UserId],
+    ) -> Result<crate::client::directory::Verified, ClientError> {
+        let mut ids: Vec<UserId> = users.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let request = Request::FetchBundles(v1::FetchBundles {
+            user_ids: ids.iter().map(|u| u.as_bytes().to_vec()).collect(),
+            certificates_only: false,
+        });
+        let response::Result::Bundles(bundles) = self.request(request).await? else {
+            return Err(ClientError::Protocol("expected Bundles".into()));
+        };
+        let now = self.now();
+        let verified = verify_bundles(&bundles, &mut self.trust, true, now);
+        for user in &verified.newly_pinned {
+            self.emit(ClientEvent::UserPinned(*user));
+        }
+        for refused in &verified.refused {
+            tracing::warn!(user = ?refused.user_id, device = ?refused.device_id, reason = %refused.reason, "directory entry refused");
+        }
+        Ok(verified)
+    }
+
+    /// Seals `payload` to `recipients` and sends it; returns the devices the server
+    /// delivered or stored it for.
+    async fn seal_and_send(
+        &mut self,
+        recipients: &[Recipient],
+        payload: &v1::ContainerPayload,
+        ttl_ms: u64,
+    ) -> Result<BTreeSet<DeviceId>, ClientError> {
+        if recipients.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        let now = self.now();
+        let sealed = container::seal(
+            self.creds.device(),
+            recipients,
+            payload,
+            now,
+            ttl_ms,
+            &mut self.rng,
+        )?;
+        let request = Request::SendContainer(v1::SendContainer {
+            recipient_device_ids: recipients
+                .iter()
+                .map(|r| r.device().device_id().as_bytes().to_vec())
+                .collect(),
+            container: sealed,
+        });
+        let response::Result::ContainerSent(sent) = self.request(request).await? else {
+            return Err(ClientError::Protocol("expected ContainerSent".into()));
+        };
+        Ok(sent
+            .results
+            .iter()
+            .filter(|r| {
+                r.status == v1::DeliveryStatus::Delivered as i32
+                    || r.status == v1::DeliveryStatus::Stored as i32
+            })
+            .filter_map(|r| DeviceId::from_slice(&r.device_id))
+            .collect())
+    }
+
+    /// Sends a meeting state machine's container to its devices (fetching fresh
+    /// prekeys). Returns the devices it reached.
+    async fn send_to_devices(
+        &mut self,
+        id: MeetingId,
+        out: &Outgoing,
+    ) -> Result<BTreeSet<DeviceId>, ClientError> {
+        let Some(entry) = self.meetings.get(&id) else {
+            return Ok(BTreeSet::new());
+        };
+        let wanted: BTreeSet<DeviceId> = out.recipients.iter().copied().collect();
+        let users: Vec<UserId> = out
+            .recipients
+            .iter()
+            .filter_map(|d| entry.state.roster().get(d).map(|m| m.user_id))
+            .collect();
+        let verified = self.fetch_recipients(&users).await?;
+        let recipients: Vec<Recipient> = verified
+            .recipients
+            .into_iter()
+            .filter(|r| wanted.contains(&r.device().device_id()))
+            .collect();
+        self.seal_and_send(&recipients, &out.payload, container::DEFAULT_TTL_MS)
+            .await
+    }
+
+    /// Sends `out`; a Rekey is reported delivered (and unreachable devices dropped) or
+    /// queued for after the reconnect.
+    async fn send_outgoing(&mut self, id: MeetingId, out: Outgoing) {
+        let result = self.send_to_devices(id, &out).await;
+        let reached = match result {
+            Ok(reached) => reached,
+            Err(ClientError::Connection(_)) => {
+                if let Some(entry) = self.meetings.get_mut(&id) {
+                    entry.outbox.push(out);
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not send a meeting message");
+                BTreeSet::new()
+            }
+        };
+        let Some(epoch) = out.rekey_epoch else {
+            return;
+        };
+        let now = self.now();
+        let Some(entry) = self.meetings.get_mut(&id) else {
+            return;
+        };
+        if let Err(e) = entry.state.rekey_delivered(epoch, now) {
+            tracing::warn!(error = %e, "rekey delivery for an unknown epoch");
+        }
+        for device in out.recipients.iter().filter(|d| !reached.contains(d)) {
+            tracing::warn!(device = ?device, "rekey could not reach a device; dropping it");
+            entry.state.device_dropped(*device, now);
+        }
+    }
+
+    pub(super) async fn flush_outbox(&mut self, id: MeetingId) {
+        let pending = match self.meetings.get_mut(&id) {
+            Some(entry) => std::mem::take(&mut entry.outbox),
+            None => return,
+        };
+        for out in pending {
+            self.send_outgoing(id, out).await;
+        }
+    }
+
+    /// Carries out every output of meeting `id`'s state machine, until it has none.
+    pub(super) async fn pump(&mut self, id: MeetingId) {
+        loop {
+            let Some(entry) = self.meetings.get_mut(&id) else {
+                return;
+            };
+            let mut outputs: Vec<MeetingOutput> =
+                std::iter::from_fn(|| entry.state.poll_output()).collect();
+            if outputs.is_empty() {
+                break;
+            }
+            // Rotate the room before announcing the switch, so members re-prove an
+            // epoch the room already has.
+            outputs.sort_by_key(|o| !matches!(o, MeetingOutput::RotateRoom { .. }));
+            for output in outputs {
+                self.apply(id, output).await;
+            }
+        }
+        self.refresh(id);
+    }
+
+    async fn apply(&mut self, id: MeetingId, output: MeetingOutput) {
+        match output {
+            MeetingOutput::Send {
+                recipients,
+                payload,
+                rekey_epoch,
+            } => {
+                let out = Outgoing {
+                    recipients,
+                    payload,
+                    rekey_epoch,
+                };
+                self.send_outgoing(id, out).await;
+            }
+            MeetingOutput::SendingEpoch { epoch } => {
+                let Some(entry) = self.meetings.get(&id) else {
+                    return;
+                };
+                if let Some(key) = entry.state.key(epoch)
+                    && let Err(e) = entry.shared.set_sending_key(key)
+                {
+                    tracing::warn!(error = %e, "cannot send on the new epoch");
+                }
+                entry.shared.emit(MeetingEvent::EpochChanged { epoch });
+                if entry.proven.is_none_or(|p| p < epoch) {
+                    self.join_room(id, epoch).await;
+                }
+            }
+            MeetingOutput::RotateRoom { from, to } => self.rotate_room(id, from, to).await,
+            MeetingOutput::DropEpoch { epoch } => {
+                if let Some(entry) = self.meetings.get_mut(&id) {
+                    entry.shared.drop_epoch(epoch);
+                    entry.installed.retain(|(e, _)| *e != epoch);
+                }
+            }
+            MeetingOutput::RosterChanged => {
+                self.refresh(id);
+                if let Some(entry) = self.meetings.get(&id) {
+                    entry.shared.emit(MeetingEvent::ParticipantsChanged);
+                }
+            }
+            MeetingOutput::Ended { reason } => {
+                let Some(entry) = self.meetings.remove(&id) else {
+                    return;
+                };
+                let handle = entry.shared.room_handle();
+                entry.shared.clear_keys();
+                entry.shared.set_info(|i| i.ended = true);
+                entry.shared.emit(MeetingEvent::Ended { reason });
+                if let Some(handle) = handle {
+                    if let Some(link) = self.link.as_ref() {
+                        link.set_room(handle, None);
+                    }
+                    let leave = Request::LeaveRoom(v1::LeaveRoom {
+                        routing_id: id.routing_id().as_bytes().to_vec(),
+                    });
+                    if let Err(e) = self.request(leave).await {
+                        tracing::debug!(error = %e, "leaving the room failed");
+                    }
+                }
+            }
+            // Keys are installed for every held epoch in `refresh`.
+            MeetingOutput::ReceiveEpoch { .. } => self.refresh(id),
+        }
+    }
+
+    /// Brings the shared view in line with the state machine: receive keys for every
+    /// held epoch and roster member, participants, leader, safety code.
+    fn refresh(&mut self, id: MeetingId) {
+        let Some(entry) = self.meetings.get_mut(&id) else {
+            return;
+        };
+        let state = &entry.state;
+        let epochs: Vec<u64> = state.epochs().collect();
+        for epoch in epochs {
+            let Some(key) = state.key(epoch) else {
+                continue;
+            };
+            let missing: Vec<(u32, UserId, DeviceId)> = state
+                .roster()
+                .iter()
+                .filter(|m| !entry.installed.contains(&(epoch, m.sender_index)))
+                .map(|m| (m.sender_index, m.user_id, m.device_id))
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            entry
+                .installed
+                .extend(missing.iter().map(|(i, _, _)| (epoch, *i)));
+            entry.shared.add_receive_keys(key, missing.into_iter());
+        }
+        entry.next_index = entry.next_index.max(state.roster().next_sender_index());
+        let safety = state
+            .key(state.sending_epoch())
+            .map(|key| safety_code(state, key, |u| self.trust.get(u).map(|i| i.key.to_bytes())));
+        let participants = participants(state);
+        let leader = state.leader();
+        let epoch = state.sending_epoch();
+        entry.shared.set_info(|info| {
+            info.participants = participants;
+            info.leader = Some(leader);
+            info.safety_code = safety;
+            info.sending_epoch = epoch;
+        });
+    }
+
+    /// Proves `epoch` to the SFU room (joining it, or opening it if it does not exist).
+    pub(super) async fn join_room(&mut self, id: MeetingId, epoch: u64) {
+        self.enter_room(id, epoch, false).await;
+    }
+
+    async fn enter_room(&mut self, id: MeetingId, epoch: u64, open_first: bool) {
+        let (Some(entry), Some(link)) = (self.meetings.get(&id), self.link.as_ref()) else {
+            return;
+        };
+        let Some(key) = entry.state.key(epoch) else {
+            return;
+        };
+        let routing = id.routing_id();
+        let auth = key.room_auth_key(&routing);
+        let Ok(signature) = auth.sign_join(link.conn.tls_binding(), &link.challenge) else {
+            return;
+        };
+        let open = Request::OpenRoom(v1::OpenRoom {
+            routing_id: routing.as_bytes().to_vec(),
+            epoch,
+            room_auth_public_key: auth.public().to_bytes().to_vec(),
+            join_signature: signature.to_vec(),
+        });
+        let join = Request::JoinRoom(v1::JoinRoom {
+            routing_id: routing.as_bytes().to_vec(),
+            epoch,
+            join_signature: signature.to_vec(),
+        });
+        let result = if open_first {
+            self.request(open).await
+        } else {
+            match self.request(join).await {
+                Err(e) if e.server_code() == Some(ErrorCode::NotFound) => self.request(open).await,
+                other => other,
+            }
+        };
+        match result {
+            Ok(response::Result::RoomJoined(joined)) => self.joined(id, &joined),
+            Err(e) if e.server_code() == Some(ErrorCode::WrongEpoch) => {
+                // The room has not rotated yet (or already moved on): join when it
+                // announces an epoch this device holds.
+                if let Some(entry) = self.meetings.get_mut(&id) {
+                    entry.wanted = Some(epoch);
+                }
+            }
+            Ok(other) => tracing::warn!(?other, "unexpected answer to a room join"),
+            Err(e) => tracing::warn!(error = %e, "joining the meeting's room failed"),
+        }
+    }
+
+    fn joined(&mut self, id: MeetingId, joined: &v1::RoomJoined) {
+        let (Some(entry), Some(link)) = (self.meetings.get_mut(&id), self.link.as_ref()) else {
+            return;
+        };
+        entry.proven = Some(joined.epoch);
+        entry.wanted = None;
+        entry.shared.set_room(Some(RoomLink {
+            conn: link.conn.quic().clone(),
+            handle: joined.room_handle,
+        }));
+        link.set_room(joined.room_handle, Some(Arc::clone(&entry.shared)));
+    }
+
+    /// (Leader) rotates the room from `from` to `to`.
+    async fn rotate_room(&mut self, id: MeetingId, from: u64, to: u64) {
+        let (Some(entry), Some(link)) = (self.meetings.get(&id), self.link.as_ref()) else {
+            return;
+        };
+        let (Some(current), Some(next)) = (entry.state.key(from), entry.state.key(to)) else {
+            return;
+        };
+        let routing = id.routing_id();
+        let current = current.room_auth_key(&routing);
+        let next = next.room_auth_key(&routing);
+        let (Ok(rotation), Ok(join)) = (
+            current.sign_rotation(&next),
+            next.sign_join(link.conn.tls_binding(), &link.challenge),
+        ) else {
+            return;
+        };
+        let request = Request::RotateRoom(v1::RotateRoom {
+            routing_id: routing.as_bytes().to_vec(),
+            next_epoch: to,
+            next_room_auth_public_key: next.public().to_bytes().to_vec(),
+            rotation_signature: rotation.to_vec(),
+            join_signature: join.to_vec(),
+        });
+        match self.request(request).await {
+            Ok(response::Result::RoomRotated(r)) => {
+                if let Some(entry) = self.meetings.get_mut(&id) {
+                    entry.proven = Some(r.epoch);
+                }
+            }
+            Ok(other) => tracing::warn!(?other, "unexpected answer to RotateRoom"),
+            Err(e) => tracing::warn!(error = %e, "rotating the meeting's room failed"),
+        }
+    }
+
+    fn new_entry(&self, state: MeetingState) -> Result<(Entry, Meeting), ClientError> {
+        let me = state
+            .roster()
+            .get(&state.me())
+            .map(|m| m.sender_index)
+            .ok_or(ClientError::MeetingEnded)?;
+        let (events_tx, events_rx) = mpsc::channel(MEETING_EVENT_QUEUE);
+        let (frames_tx, frames_rx) = mpsc::channel(self.config.frame_queue.max(1));
+        let shared = Arc::new(MeetingShared::new(
+            *state.meeting_id(),
+            me,
+            frames_tx,
+            events_tx,
+        ));
+        if let Some(key) = state.key(state.sending_epoch()) {
+            shared.set_sending_key(key)?;
+        }
+        let commands = self.command_tx.upgrade().ok_or(ClientError::Closed)?;
+        let meeting = Meeting::new(Arc::clone(&shared), commands, events_rx, frames_rx);
+        let entry = Entry {
+            next_index: state.roster().next_sender_index(),
+            state,
+            shared,
+            proven: None,
+            wanted: None,
+            presence: Presence::default(),
+            outbox: Vec::new(),
+            installed: BTreeSet::new(),
+        };
+        Ok((entry, meeting))
+    }
+
+    pub(super) async fn start_meeting(
+        &mut self,
+        invitees: &[UserId],
+        media_kinds: &[MediaKind],
+    ) -> Result<(Meeting, crate::client::InviteReport), ClientError> {
+        self.fail_if_closed()?;
+        let verified = self.fetch_recipients(invitees).await?;
+        if verified.recipients.is_empty() {
+            return Err(ClientError::NobodyToInvite);
+        }
+        let now = self.now();
+        let me = self.creds.device_id();
+        let my_user = *self.creds.user();
+        let mut members = vec![RosterMember {
+            user_id: my_user.user_id,
+            device_id: me,
+            sender_index: 0,
+            identity_key: my_user.key.to_bytes(),
+        }];
+        let mut invited = Vec::new();
+        for (index, r) in (1u32..).zip(&verified.recipients) {
+            let device = r.device();
+            let key = self
+                .trust
+                .get(&device.user_id())
+                .map(|u| u.key.to_bytes())
+                .unwrap_or_default();
+            members.push(RosterMember {
+                user_id: device.user_id(),
+                device_id: device.device_id(),
+                sender_index: index,
+                identity_key: key,
+            });
+            invited.push((device.user_id(), device.device_id()));
+        }
+        let count = u32::try_from(members.len()).unwrap_or(u32::MAX);
+        let meeting_id = MeetingId::generate(&my_user.user_id, &me, now, count, &mut self.rng);
+        let key = MeetingKey::generate(0, &mut self.rng);
+        let roster = Roster::new(members)?;
+        let state = MeetingState::start(meeting_id, me, roster, key, self.config.rekey)?;
+        let invite = state.invite(
+            &proto_kinds(media_kinds),
+            now.saturating_add(self.config.invite_ttl_ms),
+        );
+        let invite = Outgoing {
+            recipients: Vec::new(),
+            payload: invite,
+            rekey_epoch: None,
+        };
+        let (entry, meeting) = self.new_entry(state)?;
+        self.meetings.insert(meeting_id, entry);
+        self.enter_room(meeting_id, 0, true).await;
+        let ttl = self.config.invite_ttl_ms;
+        self.seal_and_send(&verified.recipients, &invite.payload, ttl)
+            .await?;
+        self.refresh(meeting_id);
+        Ok((
+            meeting,
+            InviteReport {
+                invited,
+                refused: verified.refused,
+            },
+        ))
+    }
+
+    pub(super) async fn accept(
+        &mut self,
+        id: MeetingId,
+        media_kinds: &[MediaKind],
+    ) -> Result<Meeting, ClientError> {
+        self.fail_if_closed()?;
+        let pending = self
+            .invitations
+            .remove(&id)
+            .ok_or(ClientError::NoInvitation)?;
+        if pending.state.is_ended() {
+            return Err(ClientError::MeetingEnded);
+        }
+        let leader = pending.state.leader();
+        let (entry, meeting) = self.new_entry(pending.state)?;
+        let epoch = entry.state.sending_epoch();
+        self.meetings.insert(id, entry);
+        self.reply(id, leader, true, media_kinds).await;
+        self.join_room(id, epoch).await;
+        self.pump(id).await;
+        Ok(meeting)
+    }
+
+    pub(super) async fn reject(&mut self, id: MeetingId) -> Result<(), ClientError> {
+        let pending = self
+            .invitations
+            .remove(&id)
+            .ok_or(ClientError::NoInvitation)?;
+        let leader = pending.state.leader();
+        let (entry, _meeting) = self.new_entry(pending.state)?;
+        self.meetings.insert(id, entry);
+        self.reply(id, leader, false, &[]).await;
+        self.meetings.remove(&id);
+        Ok(())
+    }
+
+    async fn reply(&mut self, id: MeetingId, leader: DeviceId, accept: bool, kinds: &[MediaKind]) {
+        let decision = if accept {
+            v1::invite_reply::Decision::Accept
+        } else {
+            v1::invite_reply::Decision::Reject
+        };
+        let out = Outgoing {
+            recipients: vec![leader],
+            payload: v1::ContainerPayload {
+                body: Some(Body::InviteReply(v1::InviteReply {
+                    meeting_id: id.as_bytes().to_vec(),
+                    decision: decision as i32,
+                    media_kinds: media_kinds_to_proto(kinds),
+                })),
+            },
+            rekey_epoch: None,
+        };
+        self.send_outgoing(id, out).await;
+    }
+
+    pub(super) async fn leave(&mut self, id: MeetingId) -> Result<(), ClientError> {
+        let entry = self
+            .meetings
+            .get_mut(&id)
+            .ok_or(ClientError::MeetingEnded)?;
+        entry.state.leave()?;
+        self.pump(id).await;
+        Ok(())
+    }
+
+    pub(super) async fn remove(
+        &mut self,
+        id: MeetingId,
+        users: &[UserId],
+    ) -> Result<(), ClientError> {
+        let now = self.now();
+        let entry = self
+            .meetings
+            .get_mut(&id)
+            .ok_or(ClientError::MeetingEnded)?;
+        entry.state.remove(users, &[], now)?;
+        for device in entry.state.roster().devices_of_users(users) {
+            entry.presence.forget(&device);
+        }
+        self.pump(id).await;
+        Ok(())
+    }
+
+    pub(super) async fn invite_more(
+        &mut self,
+        id: MeetingId,
+        users: &[UserId],
+        media_kinds: &[MediaKind],
+    ) -> Result<InviteReport, ClientError> {
+        self.fail_if_closed()?;
+        let now = self.now();
+        let expires = now.saturating_add(self.config.invite_ttl_ms);
+        let entry = self.meetings.get(&id).ok_or(ClientError::MeetingEnded)?;
+        if !entry.state.is_leader() {
+            return Err(crate::meeting::rekey::RekeyError::LeaderOnly("add participants").into());
+        }
+        let verified = self.fetch_recipients(users).await?;
+        let entry = self
+            .meetings
+            .get_mut(&id)
+            .ok_or(ClientError::MeetingEnded)?;
+        let fresh: Vec<Recipient> = verified
+            .recipients
+            .into_iter()
+            .filter(|r| !entry.state.roster().contains(&r.device().device_id()))
+            .collect();
+        if fresh.is_empty() {
+            return Err(ClientError::NobodyToInvite);
+        }
+        let keys: BTreeMap<UserId, [u8; 32]> = self
+            .trust
+            .all()
+            .into_iter()
+            .map(|u| (u.user_id, u.key.to_bytes()))
+            .collect();
+        let start = entry
+            .next_index
+            .max(entry.state.roster().next_sender_index());
+        let joiners: Vec<RosterMember> = (start..)
+            .zip(&fresh)
+            .map(|(index, r)| RosterMember {
+                user_id: r.device().user_id(),
+                device_id: r.device().device_id(),
+                sender_index: index,
+                identity_key: keys.get(&r.device().user_id()).copied().unwrap_or_default(),
+            })
+            .collect();
+        let invited = joiners.iter().map(|j| (j.user_id, j.device_id)).collect();
+        let invite =
+            entry
+                .state
+                .add_participants(joiners, &proto_kinds(media_kinds), expires, now)?;
+        let invite = Outgoing {
+            recipients: Vec::new(),
+            payload: invite,
+            rekey_epoch: None,
+        };
+        self.pump(id).await;
+        let ttl = self.config.invite_ttl_ms;
+        self.seal_and_send(&fresh, &invite.payload, ttl).await?;
+        Ok(InviteReport {
+            invited,
+            refused: verified.refused,
+        })
+    }
+}
+
+fn proto_kinds(kinds: &[MediaKind]) -> Vec<v1::MediaKind> {
+    kinds
+        .iter()
+        .map(|k| match k {
+            MediaKind::Video => v1::MediaKind::Video,
+            _ => v1::MediaKind::Audio,
+        })
+        .collect()
+}
+
+/// The safety code of the sending epoch, with this device's pinned identity keys
+/// (the roster's only for users never pinned).
+fn safety_code(
+    state: &MeetingState,
+    key: &MeetingKey,
+    pinned: impl Fn(&UserId) -> Option<[u8; 32]>,
+) -> SafetyCode {
+    let identities: Vec<RosterIdentity> = state
+        .roster()
+        .iter()
+        .map(|m| RosterIdentity {
+            user_id: *m.user_id.as_bytes(),
+            device_id: *m.device_id.as_bytes(),
+            identity_key: pinned(&m.user_id).unwrap_or(m.identity_key),
+        })
+        .collect();
+    let id = state.meeting_id();
+    SafetyCode::compute(
+        id.as_bytes(),
+        key.epoch(),
+        &key.commitment(id).0,
+        &identities,
+    )
+}

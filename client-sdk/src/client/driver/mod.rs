@@ -1,0 +1,424 @@
+//! The driver task: owns the connection and every meeting's state machine.
+//!
+//! It waits on three sources (app commands, server events, timers) and handles one
+//! input at a time to completion, so protocol state needs no locks. Media never passes
+//! through it: the reader task and `send_frame` use the meetings' shared state.
+
+mod inbox;
+mod link;
+mod meetings;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use conclave_proto::v1::{self, client_frame::Request, response};
+use rand_core::OsRng;
+use tokio::sync::{mpsc, oneshot};
+
+use super::directory::TrustStore;
+use super::presence::Presence;
+use super::shared::MeetingShared;
+use super::{
+    ClientConfig, ClientError, ClientEvent, DeviceCredentials, InviteReport, MediaKind, Meeting,
+};
+use crate::container::{DEFAULT_REPLAY_CAPACITY, ReplayCache};
+use crate::identity::{DEFAULT_PREKEY_TTL_MS, MAX_PREKEYS_HELD, PrekeyPool, UserIdentity};
+use crate::meeting::MeetingId;
+use crate::meeting::rekey::MeetingState;
+use crate::transport::TransportError;
+use crate::{UnixMillis, UserId};
+use link::Link;
+
+/// Commands queued by the app before the driver stops taking more.
+const COMMAND_QUEUE: usize = 256;
+/// Client events buffered for the app.
+const EVENT_QUEUE: usize = 1024;
+
+type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
+
+/// A request from the app.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Start {
+        invitees: Vec<UserId>,
+        media_kinds: Vec<MediaKind>,
+        reply: Reply<(Meeting, InviteReport)>,
+    },
+    Accept {
+        meeting: MeetingId,
+        media_kinds: Vec<MediaKind>,
+        reply: Reply<Meeting>,
+    },
+    Reject {
+        meeting: MeetingId,
+        reply: Reply<()>,
+    },
+    Leave {
+        meeting: MeetingId,
+        reply: Reply<()>,
+    },
+    Remove {
+        meeting: MeetingId,
+        users: Vec<UserId>,
+        reply: Reply<()>,
+    },
+    Invite {
+        meeting: MeetingId,
+        users: Vec<UserId>,
+        media_kinds: Vec<MediaKind>,
+        reply: Reply<InviteReport>,
+    },
+    PinnedUsers {
+        reply: Reply<Vec<UserIdentity>>,
+    },
+    Close {
+        reply: Reply<()>,
+    },
+}
+
+/// The server's master clock, as an offset from this machine's clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Clock {
+    offset_ms: i64,
+}
+
+impl Clock {
+    fn local_ms() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn sync(server_ms: u64) -> Self {
+        let local = i128::from(Self::local_ms());
+        let offset =
+            (i128::from(server_ms) - local).clamp(i128::from(i64::MIN), i128::from(i64::MAX));
+        Clock {
+            offset_ms: i64::try_from(offset).unwrap_or(0),
+        }
+    }
+
+    /// The server's time now.
+    pub(crate) fn now(self) -> UnixMillis {
+        UnixMillis(Self::local_ms().saturating_add_signed(self.offset_ms))
+    }
+
+    /// The local instant at which the server clock reads `at`.
+    fn instant_of(self, at: UnixMillis) -> Instant {
+        Instant::now() + Duration::from_millis(at.0.saturating_sub(self.now().0))
+    }
+}
+
+/// A meeting this device takes part in (accepted or started).
+pub(crate) struct Entry {
+    pub state: MeetingState,
+    pub shared: Arc<MeetingShared>,
+    /// The room epoch this connection has proven (joined or rotated to).
+    pub proven: Option<u64>,
+    /// An epoch to join as soon as the room reaches it (our join came early).
+    pub wanted: Option<u64>,
+    pub presence: Presence,
+    /// Highest sender index ever used, so a leader never reuses one.
+    pub next_index: u32,
+    /// Sends that failed for lack of a connection; retried after reconnecting.
+    pub outbox: Vec<meetings::Outgoing>,
+    /// (epoch, sender index) pairs whose receive key is registered.
+    pub installed: std::collections::BTreeSet<(u64, u32)>,
+}
+
+/// An invitation not answered yet (its state follows rekeys in the meantime).
+pub(crate) struct PendingInvite {
+    pub state: MeetingState,
+}
+
+pub(crate) struct Driver {
+    config: ClientConfig,
+    creds: DeviceCredentials,
+    rng: OsRng,
+    prekeys: PrekeyPool,
+    replay: ReplayCache,
+    trust: TrustStore,
+    clock: Clock,
+    link: Option<Link>,
+    /// When to try reconnecting (while `link` is `None`), and the current backoff.
+    reconnect_at: Option<Instant>,
+    backoff_ms: u64,
+    meetings: HashMap<MeetingId, Entry>,
+    invitations: HashMap<MeetingId, PendingInvite>,
+    commands: mpsc::Receiver<Command>,
+    command_tx: mpsc::WeakSender<Command>,
+    events: mpsc::Sender<ClientEvent>,
+    /// Monotonic origin of the media reader's clock (presence timestamps).
+    epoch: Instant,
+}
+
+/// Connects, authenticates and spawns the driver.
+pub(crate) async fn start(
+    config: ClientConfig,
+    creds: DeviceCredentials,
+) -> Result<(mpsc::Sender<Command>, mpsc::Receiver<ClientEvent>), ClientError> {
+    let (command_tx, commands) = mpsc::channel(COMMAND_QUEUE);
+    let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
+    let prekeys = PrekeyPool::new(creds.device());
+    let trust = TrustStore::new(config.pinned_users.iter().copied().chain([*creds.user()]));
+    let mut driver = Driver {
+        config,
+        creds,
+        rng: OsRng,
+        prekeys,
+        replay: ReplayCache::new(DEFAULT_REPLAY_CAPACITY),
+        trust,
+        clock: Clock::default(),
+        link: None,
+        reconnect_at: None,
+        backoff_ms: 0,
+        meetings: HashMap::new(),
+        invitations: HashMap::new(),
+        commands,
+        command_tx: command_tx.downgrade(),
+        events,
+        epoch: Instant::now(),
+    };
+    driver.establish().await?;
+    tokio::spawn(driver.run());
+    Ok((command_tx, events_rx))
+}
+
+impl Driver {
+    fn now(&self) -> UnixMillis {
+        self.clock.now()
+    }
+
+    /// The media reader's clock, ms since the driver started.
+    fn mono_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn emit(&self, event: ClientEvent) {
+        if self.events.try_send(event).is_err() {
+            tracing::warn!("client event queue full or closed; event dropped");
+        }
+    }
+
+    async fn run(mut self) {
+        loop {
+            let wake = self.next_wake();
+            let server_event = async {
+                match self.link.as_mut() {
+                    Some(link) => link.events.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                command = self.commands.recv() => {
+                    let Some(command) = command else {
+                        self.shutdown().await;
+                        return;
+                    };
+                    if let Command::Close { reply } = command {
+                        self.shutdown().await;
+                        let _ = reply.send(Ok(()));
+                        return;
+                    }
+                    self.on_command(command).await;
+                }
+                event = server_event => match event {
+                    Some(event) => self.on_server_event(event).await,
+                    None => self.connection_lost("the connection closed").await,
+                },
+                () = sleep_until(wake) => self.on_timers().await,
+            }
+        }
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        let mut wake = self.reconnect_at;
+        let mut consider = |at: Option<Instant>| {
+            if let Some(at) = at {
+                wake = Some(wake.map_or(at, |w| w.min(at)));
+            }
+        };
+        for entry in self.meetings.values() {
+            consider(entry.state.poll_timeout().map(|t| self.clock.instant_of(t)));
+            let mono = self.mono_ms();
+            consider(
+                entry
+                    .presence
+                    .next_deadline()
+                    .map(|d| Instant::now() + Duration::from_millis(d.saturating_sub(mono))),
+            );
+        }
+        wake
+    }
+
+    async fn on_timers(&mut self) {
+        if self.link.is_none() && self.reconnect_at.is_some_and(|at| at <= Instant::now()) {
+            self.reconnect().await;
+        }
+        let now = self.now();
+        let mono = self.mono_ms();
+        let ids: Vec<MeetingId> = self.meetings.keys().copied().collect();
+        for id in ids {
+            let Some(entry) = self.meetings.get_mut(&id) else {
+                continue;
+            };
+            if entry.state.poll_timeout().is_some_and(|t| t <= now) {
+                entry.state.handle_timeout(now, &mut self.rng);
+            }
+            let shared = Arc::clone(&entry.shared);
+            let dropped = entry
+                .presence
+                .dropped(mono, |index| shared.last_seen(index));
+            for device in dropped {
+                tracing::info!(device = ?device, "participant dropped out; rekeying");
+                entry.state.device_dropped(device, now);
+            }
+            self.pump(id).await;
+        }
+    }
+
+    async fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Start {
+                invitees,
+                media_kinds,
+                reply,
+            } => {
+                let r = self.start_meeting(&invitees, &media_kinds).await;
+                let _ = reply.send(r);
+            }
+            Command::Accept {
+                meeting,
+                media_kinds,
+                reply,
+            } => {
+                let r = self.accept(meeting, &media_kinds).await;
+                let _ = reply.send(r);
+            }
+            Command::Reject { meeting, reply } => {
+                let r = self.reject(meeting).await;
+                let _ = reply.send(r);
+            }
+            Command::Leave { meeting, reply } => {
+                let r = self.leave(meeting).await;
+                let _ = reply.send(r);
+            }
+            Command::Remove {
+                meeting,
+                users,
+                reply,
+            } => {
+                let r = self.remove(meeting, &users).await;
+                let _ = reply.send(r);
+            }
+            Command::Invite {
+                meeting,
+                users,
+                media_kinds,
+                reply,
+            } => {
+                let r = self.invite_more(meeting, &users, &media_kinds).await;
+                let _ = reply.send(r);
+            }
+            Command::PinnedUsers { reply } => {
+                let _ = reply.send(Ok(self.trust.all()));
+            }
+            Command::Close { reply } => {
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+
+    async fn on_server_event(&mut self, event: v1::event::Event) {
+        use v1::event::Event;
+        match event {
+            Event::Mailbox(delivery) => self.on_delivery(delivery).await,
+            Event::PrekeysLow(low) => self.replenish(low.prekeys_held).await,
+            Event::MemberLeft(left) => self.on_member_left(left.room_handle, left.slot),
+            Event::EpochChanged(changed) => {
+                self.on_room_epoch(changed.room_handle, changed.epoch).await;
+            }
+            Event::RoomEvicted(evicted) => self.on_evicted(evicted.room_handle).await,
+            Event::ShuttingDown(s) => {
+                let delay = s.reconnect_after_ms.clamp(50, 30_000);
+                self.drop_link("the server is shutting down").await;
+                self.reconnect_at = Some(Instant::now() + Duration::from_millis(delay));
+            }
+            Event::MemberJoined(_) => {}
+        }
+    }
+
+    /// Sends a request on the current connection; a broken connection starts the
+    /// reconnect cycle.
+    async fn request(&mut self, request: Request) -> Result<response::Result, ClientError> {
+        let Some(link) = self.link.as_ref() else {
+            return Err(ClientError::Connection("reconnecting".into()));
+        };
+        let conn = Arc::clone(&link.conn);
+        match conn.request(request).await {
+            Ok(r) => Ok(r),
+            Err(e @ TransportError::Closed(_)) => {
+                let reason = e.to_string();
+                self.connection_lost(&reason).await;
+                Err(ClientError::Connection(reason))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Tops the server's prekey pool up to the target.
+    async fn replenish(&mut self, held: u32) {
+        let room = MAX_PREKEYS_HELD.saturating_sub(self.prekeys.len());
+        let want = usize::try_from(self.config.prekey_target.saturating_sub(held))
+            .unwrap_or(0)
+            .min(room);
+        if want == 0 {
+            return;
+        }
+        let now = self.now();
+        self.prekeys.purge_expired(now);
+        let prekeys = match self.prekeys.generate(
+            self.creds.device(),
+            want,
+            now,
+            DEFAULT_PREKEY_TTL_MS,
+            &mut self.rng,
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot generate prekeys");
+                return;
+            }
+        };
+        match self
+            .request(Request::UploadPrekeys(v1::UploadPrekeys { prekeys }))
+            .await
+        {
+            Ok(response::Result::PrekeysUploaded(r)) => {
+                self.emit(ClientEvent::PrekeysUploaded {
+                    held: r.prekeys_held,
+                });
+            }
+            Ok(other) => tracing::warn!(?other, "unexpected answer to UploadPrekeys"),
+            Err(e) => tracing::warn!(error = %e, "prekey upload failed"),
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        let ids: Vec<MeetingId> = self.meetings.keys().copied().collect();
+        for id in ids {
+            let _ = self.leave(id).await;
+        }
+        if let Some(link) = self.link.take() {
+            link.close().await;
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

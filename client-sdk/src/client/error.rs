@@ -1,0 +1,117 @@
+//! The client's error type.
+
+use conclave_proto::v1::ErrorCode;
+
+use crate::UserId;
+use crate::container::ContainerError;
+use crate::identity::IdentityError;
+use crate::meeting::MeetingError;
+use crate::meeting::rekey::RekeyError;
+use crate::sframe::SframeError;
+use crate::transport::{CertificateProblem, TransportError};
+
+/// Why a [`Client`](super::Client) or [`Meeting`](super::Meeting) operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The server's certificate was refused (untrusted, expired, wrong name, not the
+    /// pinned one). Nothing was sent to the server.
+    #[error(transparent)]
+    Certificate(CertificateProblem),
+    /// The server could not be reached or the connection broke.
+    #[error("cannot reach the server: {0}")]
+    Connection(String),
+    /// The server refused a request.
+    #[error("the server refused the request ({code:?}): {message}")]
+    Server {
+        /// The protocol error code.
+        code: ErrorCode,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The server answered something this SDK cannot interpret (a version mismatch or a
+    /// misbehaving server).
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The directory holds another identity key for this user than the one this device
+    /// pinned: someone (the server or an attacker) substituted it. Compare safety codes
+    /// out of band before trusting the new key.
+    #[error("the directory's identity key for user {user:?} differs from the pinned one")]
+    IdentityChanged {
+        /// The user.
+        user: UserId,
+    },
+    /// No invitee could be reached: unknown users, or no device whose certificate and
+    /// prekey verified.
+    #[error("none of the invitees has a verified device to invite")]
+    NobodyToInvite,
+    /// The meeting has ended for this device (left, removed or excluded by a rekey).
+    #[error("the meeting has ended for this device")]
+    MeetingEnded,
+    /// The meeting refused the call (only the key leader may remove or add
+    /// participants; a rekey is in progress; ...).
+    #[error(transparent)]
+    Meeting(#[from] RekeyError),
+    /// This device has not joined the meeting's room yet (or is reconnecting): media
+    /// cannot be sent right now.
+    #[error("not connected to the meeting's room yet; retry once joined")]
+    NotJoined,
+    /// A media frame is larger than fits in the datagrams of this path.
+    #[error("media frame of {len} bytes is too large; at most {max} bytes fit this path")]
+    FrameTooLarge {
+        /// The frame's length.
+        len: usize,
+        /// The largest frame this path carries.
+        max: usize,
+    },
+    /// An identity operation failed (certificate creation, prekeys).
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// A container could not be sealed.
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    /// A meeting-key operation failed.
+    #[error(transparent)]
+    MeetingKey(#[from] MeetingError),
+    /// Media encryption failed (for example the SFrame counter is exhausted).
+    #[error(transparent)]
+    Media(#[from] SframeError),
+    /// The invitation is unknown or has already been answered.
+    #[error("no pending invitation for this meeting")]
+    NoInvitation,
+    /// The client has been closed.
+    #[error("the client has been closed")]
+    Closed,
+}
+
+impl ClientError {
+    /// The server's error code, if the server refused the request.
+    #[must_use]
+    pub fn server_code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Server { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// Whether retrying later may succeed (a connection problem or a rate limit).
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ClientError::Connection(_) | ClientError::NotJoined)
+            || matches!(
+                self.server_code(),
+                Some(ErrorCode::RateLimited | ErrorCode::ShuttingDown)
+            )
+    }
+}
+
+impl From<TransportError> for ClientError {
+    fn from(e: TransportError) -> Self {
+        match e {
+            TransportError::Certificate(p) => ClientError::Certificate(p),
+            TransportError::Server { code, message, .. } => ClientError::Server { code, message },
+            TransportError::Protocol(m) => ClientError::Protocol(m),
+            other => ClientError::Connection(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,605 @@
+//! The async client: what an app embeds to hold encrypted meetings.
+//!
+//! [`Client::connect`] authenticates this device to an SFU (registering it on first
+//! use), keeps its one-time prekeys stocked, opens incoming containers (invites,
+//! rekeys, ...) and acknowledges them once processed. [`Client::start_meeting`] and
+//! [`Client::accept`] give a [`Meeting`]: send media frames (SFrame-encrypted and
+//! fragmented to the path's datagram size), receive decrypted, reassembled frames with
+//! their sender, and follow the roster as participants leave, are removed or reject,
+//! each of which rekeys the meeting.
+//!
+//! # Tasks and data flow
+//! ```text
+//!  app ──Client / MeetingHandle calls──▶ command queue ──▶ driver task ──▶ control stream
+//!   ▲                                                        │  ▲
+//!   │ ClientEvents (invites, connection)                     │  └── server events (mailbox,
+//!   │ Meeting::next_event (frames, roster, epochs)           │      prekeys low, rooms)
+//!   │                                                        ▼
+//!   └──── frames ◀── media reader task ◀── QUIC datagrams    MeetingState (sans-IO rekey
+//!  send_frame ─────────────(encrypt, fragment)──▶ datagrams   machine) per meeting
+//! ```
+//! One **driver task** owns all protocol state: the connection, the prekey pool, the
+//! replay cache, pinned identities and one [`MeetingState`](crate::meeting::rekey::MeetingState)
+//! per meeting, whose outputs it carries out (seal and send containers, rotate or join
+//! the room, install and drop keys). A **media reader task** per connection reassembles
+//! and decrypts datagrams. [`MeetingHandle::send_frame`] encrypts on the caller's
+//! thread. If the connection drops, the driver reconnects with backoff, re-authenticates
+//! and rejoins every room at the meeting's current epoch; media resumes by itself.
+//!
+//! # Trust
+//! A user's identity key is pinned the first time the directory reports it (trust on
+//! first use) or when the app passes it in [`ClientConfig::pinned_users`]; a later
+//! different key is refused ([`ClientError::IdentityChanged`]). Every device
+//! certificate and prekey from the directory is verified against the pinned key before
+//! anything is sealed to it; devices that fail are reported in
+//! [`InviteReport::refused`] and never receive the meeting key. Safety codes are
+//! computed with the pinned keys, so participants whose codes match hold the same keys.
+
+mod credentials;
+mod directory;
+mod driver;
+mod error;
+mod presence;
+mod shared;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use conclave_proto::v1;
+use tokio::sync::{mpsc, oneshot};
+
+pub use conclave_proto::datagram::MediaKind;
+pub use credentials::{DEFAULT_DEVICE_VALIDITY_MS, DeviceCredentials};
+pub use directory::{RefusalReason, RefusedDevice};
+pub use error::ClientError;
+
+use crate::identity::UserIdentity;
+use crate::meeting::MeetingId;
+use crate::meeting::rekey::{EndReason, RekeyConfig};
+use crate::safety::SafetyCode;
+use crate::transport::ServerTrust;
+use crate::{DeviceId, UnixMillis, UserId};
+use driver::Command;
+use shared::MeetingShared;
+
+/// How a [`Client`] connects and behaves.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// The SFU's UDP address.
+    pub server: SocketAddr,
+    /// The name the server certificate must be valid for (ignored with a pinned
+    /// fingerprint). Default `"localhost"`.
+    pub server_name: String,
+    /// How to authenticate the server.
+    pub trust: ServerTrust,
+    /// Rekey timers (coalescing window, grace window for the previous epoch).
+    pub rekey: RekeyConfig,
+    /// Prekeys kept on the server: replenished up to this many when the server reports
+    /// its pool low. Default 100.
+    pub prekey_target: u32,
+    /// How long invites stay valid, ms. Default 1 day.
+    pub invite_ttl_ms: u64,
+    /// How long the key leader waits for a participant whose connection left the room
+    /// to come back before rekeying it out, ms. Default 15 s.
+    pub drop_after_ms: u64,
+    /// First reconnect delay, doubled per failed attempt up to
+    /// [`ClientConfig::max_reconnect_backoff_ms`]. Default 100 ms.
+    pub reconnect_backoff_ms: u64,
+    /// Longest reconnect delay, ms. Default 5 s.
+    pub max_reconnect_backoff_ms: u64,
+    /// Received frames buffered per meeting before new ones are dropped (counted in
+    /// [`MediaStats::frames_dropped_queue_full`]). Default 1024.
+    pub frame_queue: usize,
+    /// Identity keys the app already trusts (stored from earlier runs, or verified by
+    /// safety code). Others are pinned on first use.
+    pub pinned_users: Vec<UserIdentity>,
+}
+
+impl ClientConfig {
+    /// Defaults for `server`, authenticated with `trust`.
+    #[must_use]
+    pub fn new(server: SocketAddr, trust: ServerTrust) -> Self {
+        ClientConfig {
+            server,
+            server_name: "localhost".to_string(),
+            trust,
+            rekey: RekeyConfig::default(),
+            prekey_target: 100,
+            invite_ttl_ms: crate::time::DAY_MS,
+            drop_after_ms: 15_000,
+            reconnect_backoff_ms: 100,
+            max_reconnect_backoff_ms: 5_000,
+            frame_queue: 1024,
+            pinned_users: Vec::new(),
+        }
+    }
+}
+
+/// Something that happened to the client as a whole.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ClientEvent {
+    /// An invitation arrived (live or from the mailbox). Answer it with
+    /// [`Client::accept`] or [`Client::reject`].
+    Invited(Invitation),
+    /// The connection dropped; the client is reconnecting. Media pauses.
+    Disconnected {
+        /// Why.
+        reason: String,
+    },
+    /// The client reconnected and rejoined its meetings.
+    Reconnected,
+    /// Fresh prekeys were uploaded.
+    PrekeysUploaded {
+        /// Prekeys the server now holds for this device.
+        held: u32,
+    },
+    /// A user's identity key was pinned for the first time (store it and pass it in
+    /// [`ClientConfig::pinned_users`] next time).
+    UserPinned(UserIdentity),
+    /// A received container was refused (forged, replayed, expired, from a changed
+    /// identity, ...). It has been acknowledged and deleted.
+    MessageRefused {
+        /// The user it claims to come from.
+        claimed_sender: Option<UserId>,
+        /// Why it was refused.
+        reason: String,
+    },
+}
+
+/// A meeting invitation.
+#[derive(Debug, Clone)]
+pub struct Invitation {
+    /// The meeting.
+    pub meeting_id: MeetingId,
+    /// Who invited (the key leader).
+    pub from: Participant,
+    /// The media the inviter will send.
+    pub media_kinds: Vec<MediaKind>,
+    /// Everyone invited, this device included.
+    pub participants: Vec<Participant>,
+    /// When the invitation lapses (server clock).
+    pub expires_at: UnixMillis,
+}
+
+/// A participating device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Participant {
+    /// Its user.
+    pub user_id: UserId,
+    /// The device.
+    pub device_id: DeviceId,
+    /// Its SFrame sender index in the meeting.
+    pub sender_index: u32,
+    /// Whether it is the key leader.
+    pub is_leader: bool,
+    /// Whether it is this device.
+    pub is_me: bool,
+}
+
+/// Who was invited and who was refused when starting or growing a meeting.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct InviteReport {
+    /// Devices the invite was sealed and sent to.
+    pub invited: Vec<(UserId, DeviceId)>,
+    /// Devices not invited, with the reason (failed verification, no prekeys, unknown
+    /// user, changed identity key).
+    pub refused: Vec<RefusedDevice>,
+}
+
+/// A decrypted, reassembled media frame.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MediaFrame {
+    /// The sending user (authenticated by the frame's SFrame key).
+    pub user_id: UserId,
+    /// The sending device.
+    pub device_id: DeviceId,
+    /// The sender's index in the meeting.
+    pub sender_index: u32,
+    /// Audio or video (authenticated as SFrame metadata).
+    pub kind: MediaKind,
+    /// Whether the sender marked it a keyframe.
+    pub keyframe: bool,
+    /// The epoch it was encrypted under.
+    pub epoch: u64,
+    /// The media.
+    pub data: Vec<u8>,
+}
+
+impl core::fmt::Debug for MediaFrame {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("MediaFrame")
+            .field("device_id", &self.device_id)
+            .field("kind", &self.kind)
+            .field("epoch", &self.epoch)
+            .field("len", &self.data.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Media counters of one meeting on this device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MediaStats {
+    /// Frames this device sent.
+    pub frames_sent: u64,
+    /// Frames received and decrypted.
+    pub frames_received: u64,
+    /// Decrypted frames dropped because the app did not read them fast enough.
+    pub frames_dropped_queue_full: u64,
+    /// Frames under a key this device does not hold (an epoch it was not given, or
+    /// one already dropped).
+    pub unknown_key: u64,
+    /// Frames that failed authentication or were malformed.
+    pub decrypt_failures: u64,
+    /// Replayed or too old frames.
+    pub replayed: u64,
+    /// Frames whose fragments never all arrived.
+    pub incomplete_frames: u64,
+}
+
+/// Something that happened in a meeting.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum MeetingEvent {
+    /// A media frame.
+    Frame(MediaFrame),
+    /// The participants changed ([`MeetingHandle::participants`]; the safety code too).
+    ParticipantsChanged,
+    /// This device now sends on `epoch` (after a rekey or a join).
+    EpochChanged {
+        /// The new sending epoch.
+        epoch: u64,
+    },
+    /// (Key leader) an invitee answered.
+    Reply {
+        /// The answering device.
+        from: Participant,
+        /// Whether it accepted.
+        accepted: bool,
+        /// The media it will send.
+        media_kinds: Vec<MediaKind>,
+    },
+    /// The meeting ended for this device; every key is gone.
+    Ended {
+        /// Why.
+        reason: EndReason,
+    },
+}
+
+/// A connected client. Cheap to clone; every clone drives the same connection.
+#[derive(Debug, Clone)]
+pub struct Client {
+    commands: mpsc::Sender<Command>,
+    user_id: UserId,
+    device_id: DeviceId,
+}
+
+/// The client's event stream.
+#[derive(Debug)]
+pub struct ClientEvents {
+    rx: mpsc::Receiver<ClientEvent>,
+}
+
+impl ClientEvents {
+    /// The next event; `None` once the client is closed.
+    pub async fn recv(&mut self) -> Option<ClientEvent> {
+        self.rx.recv().await
+    }
+
+    /// The next event if one is queued.
+    pub fn try_recv(&mut self) -> Option<ClientEvent> {
+        self.rx.try_recv().ok()
+    }
+}
+
+impl Client {
+    /// Connects to the server, authenticates this device (registering it and its user
+    /// on first use) and starts the client's tasks on the current tokio runtime.
+    /// Invitations waiting in the mailbox arrive as [`ClientEvent::Invited`].
+    ///
+    /// # Errors
+    /// [`ClientError::Certificate`] if the server's certificate is refused,
+    /// [`ClientError::Connection`] if it cannot be reached, [`ClientError::Server`] if
+    /// it refuses the device (for example `USER_KEY_MISMATCH`: the username is taken by
+    /// another identity key).
+    pub async fn connect(
+        config: ClientConfig,
+        credentials: DeviceCredentials,
+    ) -> Result<(Client, ClientEvents), ClientError> {
+        let user_id = credentials.user().user_id;
+        let device_id = credentials.device_id();
+        let (commands, events) = driver::start(config, credentials).await?;
+        Ok((
+            Client {
+                commands,
+                user_id,
+                device_id,
+            },
+            ClientEvents { rx: events },
+        ))
+    }
+
+    /// This client's user.
+    #[must_use]
+    pub fn user_id(&self) -> UserId {
+        self.user_id
+    }
+
+    /// This client's device.
+    #[must_use]
+    pub fn device_id(&self) -> DeviceId {
+        self.device_id
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, ClientError>>) -> Command,
+    ) -> Result<T, ClientError> {
+        call(&self.commands, make).await
+    }
+
+    /// Starts a meeting as key leader and invites every verified device of `invitees`
+    /// (by user id, e.g. [`UserId::from_username`]). `media_kinds` is what this device
+    /// will send. Returns the meeting and who was invited or refused.
+    ///
+    /// # Errors
+    /// [`ClientError::NobodyToInvite`] if no invitee has a device that verified.
+    pub async fn start_meeting(
+        &self,
+        invitees: &[UserId],
+        media_kinds: &[MediaKind],
+    ) -> Result<(Meeting, InviteReport), ClientError> {
+        let invitees = invitees.to_vec();
+        let media_kinds = media_kinds.to_vec();
+        self.call(|reply| Command::Start {
+            invitees,
+            media_kinds,
+            reply,
+        })
+        .await
+    }
+
+    /// Accepts an invitation, telling the key leader which media this device will send,
+    /// and joins the meeting's room.
+    pub async fn accept(
+        &self,
+        invitation: &Invitation,
+        media_kinds: &[MediaKind],
+    ) -> Result<Meeting, ClientError> {
+        let meeting = invitation.meeting_id;
+        let media_kinds = media_kinds.to_vec();
+        self.call(|reply| Command::Accept {
+            meeting,
+            media_kinds,
+            reply,
+        })
+        .await
+    }
+
+    /// Rejects an invitation; the key leader rekeys the meeting without this device.
+    pub async fn reject(&self, invitation: &Invitation) -> Result<(), ClientError> {
+        let meeting = invitation.meeting_id;
+        self.call(|reply| Command::Reject { meeting, reply }).await
+    }
+
+    /// Identity keys pinned so far (store them; see [`ClientConfig::pinned_users`]).
+    pub async fn pinned_users(&self) -> Result<Vec<UserIdentity>, ClientError> {
+        self.call(|reply| Command::PinnedUsers { reply }).await
+    }
+
+    /// Leaves every meeting, closes the connection and stops the client's tasks.
+    pub async fn close(self) {
+        let _ = self.call(|reply| Command::Close { reply }).await;
+    }
+}
+
+async fn call<T>(
+    commands: &mpsc::Sender<Command>,
+    make: impl FnOnce(oneshot::Sender<Result<T, ClientError>>) -> Command,
+) -> Result<T, ClientError> {
+    let (tx, rx) = oneshot::channel();
+    commands
+        .send(make(tx))
+        .await
+        .map_err(|_| ClientError::Closed)?;
+    rx.await.map_err(|_| ClientError::Closed)?
+}
+
+/// A meeting this device takes part in: its handle plus its event queue.
+#[derive(Debug)]
+pub struct Meeting {
+    handle: MeetingHandle,
+    events: mpsc::Receiver<MeetingEvent>,
+    frames: mpsc::Receiver<MediaFrame>,
+}
+
+impl Meeting {
+    pub(crate) fn new(
+        shared: Arc<MeetingShared>,
+        commands: mpsc::Sender<Command>,
+        events: mpsc::Receiver<MeetingEvent>,
+        frames: mpsc::Receiver<MediaFrame>,
+    ) -> Self {
+        Meeting {
+            handle: MeetingHandle { shared, commands },
+            events,
+            frames,
+        }
+    }
+
+    /// A cloneable handle (for sending media or leaving from another task).
+    #[must_use]
+    pub fn handle(&self) -> MeetingHandle {
+        self.handle.clone()
+    }
+
+    /// The next event: roster and epoch changes first, then media frames. `None` once
+    /// the meeting has ended and every event was read.
+    pub async fn next_event(&mut self) -> Option<MeetingEvent> {
+        tokio::select! {
+            biased;
+            Some(e) = self.events.recv() => Some(e),
+            Some(f) = self.frames.recv() => Some(MeetingEvent::Frame(f)),
+            else => None,
+        }
+    }
+
+    /// The next media frame, skipping other events (they stay queued for
+    /// [`Meeting::next_event`] only if read there first; use one or the other).
+    pub async fn recv_frame(&mut self) -> Option<MediaFrame> {
+        self.frames.recv().await
+    }
+
+    /// A queued media frame, without waiting.
+    pub fn try_recv_frame(&mut self) -> Option<MediaFrame> {
+        self.frames.try_recv().ok()
+    }
+
+    /// A queued non-media event, without waiting.
+    pub fn try_next_control_event(&mut self) -> Option<MeetingEvent> {
+        self.events.try_recv().ok()
+    }
+}
+
+impl core::ops::Deref for Meeting {
+    type Target = MeetingHandle;
+
+    fn deref(&self) -> &MeetingHandle {
+        &self.handle
+    }
+}
+
+/// A cloneable handle on a meeting: send media, read the roster, leave or remove.
+#[derive(Debug, Clone)]
+pub struct MeetingHandle {
+    shared: Arc<MeetingShared>,
+    commands: mpsc::Sender<Command>,
+}
+
+impl MeetingHandle {
+    /// The meeting's id.
+    #[must_use]
+    pub fn id(&self) -> MeetingId {
+        self.shared.id
+    }
+
+    /// Encrypts `data` with this epoch's SFrame key and sends it, split into as many
+    /// datagrams as the path needs. Non-blocking; datagrams the network cannot take are
+    /// dropped by QUIC (media is loss-tolerant).
+    ///
+    /// # Errors
+    /// [`ClientError::NotJoined`] while the room is not joined (e.g. reconnecting),
+    /// [`ClientError::FrameTooLarge`] for frames beyond 64 datagrams,
+    /// [`ClientError::MeetingEnded`] after leaving.
+    pub fn send_frame(
+        &self,
+        kind: MediaKind,
+        keyframe: bool,
+        data: &[u8],
+    ) -> Result<(), ClientError> {
+        self.shared.send_frame(kind, keyframe, data)
+    }
+
+    /// The current participants.
+    #[must_use]
+    pub fn participants(&self) -> Vec<Participant> {
+        self.shared.info().participants
+    }
+
+    /// The safety code of the current epoch: participants whose codes match hold the
+    /// same meeting key and the same identity keys for everyone.
+    #[must_use]
+    pub fn safety_code(&self) -> Option<SafetyCode> {
+        self.shared.info().safety_code
+    }
+
+    /// The epoch this device sends on.
+    #[must_use]
+    pub fn sending_epoch(&self) -> u64 {
+        self.shared.info().sending_epoch
+    }
+
+    /// Whether this device is the key leader.
+    #[must_use]
+    pub fn is_leader(&self) -> bool {
+        let info = self.shared.info();
+        info.participants
+            .iter()
+            .any(|p| p.is_me && Some(p.device_id) == info.leader)
+    }
+
+    /// Whether the meeting has ended for this device.
+    #[must_use]
+    pub fn is_ended(&self) -> bool {
+        self.shared.info().ended
+    }
+
+    /// Media counters.
+    #[must_use]
+    pub fn stats(&self) -> MediaStats {
+        self.shared.stats()
+    }
+
+    /// Leaves the meeting: tells the others (the key leader rekeys without this
+    /// device), leaves the room and drops every key.
+    pub async fn leave(&self) -> Result<(), ClientError> {
+        let meeting = self.shared.id;
+        call(&self.commands, |reply| Command::Leave { meeting, reply }).await
+    }
+
+    /// (Key leader) removes every device of `users`; the meeting rekeys without them,
+    /// and the SFU stops routing to them once the room rotates.
+    pub async fn remove(&self, users: &[UserId]) -> Result<(), ClientError> {
+        let meeting = self.shared.id;
+        let users = users.to_vec();
+        call(&self.commands, |reply| Command::Remove {
+            meeting,
+            users,
+            reply,
+        })
+        .await
+    }
+
+    /// (Key leader) invites more users mid-meeting. The meeting moves to a ratcheted
+    /// key, so they cannot decrypt anything sent before.
+    pub async fn invite(
+        &self,
+        users: &[UserId],
+        media_kinds: &[MediaKind],
+    ) -> Result<InviteReport, ClientError> {
+        let meeting = self.shared.id;
+        let users = users.to_vec();
+        let media_kinds = media_kinds.to_vec();
+        call(&self.commands, |reply| Command::Invite {
+            meeting,
+            users,
+            media_kinds,
+            reply,
+        })
+        .await
+    }
+}
+
+pub(crate) fn media_kinds_to_proto(kinds: &[MediaKind]) -> Vec<i32> {
+    kinds
+        .iter()
+        .map(|k| match k {
+            MediaKind::Video => v1::MediaKind::Video as i32,
+            _ => v1::MediaKind::Audio as i32,
+        })
+        .collect()
+}
+
+pub(crate) fn media_kinds_from_proto(kinds: &[i32]) -> Vec<MediaKind> {
+    kinds
+        .iter()
+        .filter_map(|k| match v1::MediaKind::try_from(*k) {
+            Ok(v1::MediaKind::Audio) => Some(MediaKind::Audio),
+            Ok(v1::MediaKind::Video) => Some(MediaKind::Video),
+            _ => None,
+        })
+        .collect()
+}

@@ -1,0 +1,331 @@
+//! State a meeting shares between the app's handles, the driver task and the media
+//! reader: the SFrame contexts, the room link, the participant snapshot and counters.
+//!
+//! Locks are short and never held across an `.await`. Sending a frame takes the media
+//! lock, encrypts and queues datagrams; receiving one takes it to reassemble and
+//! decrypt.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use conclave_proto::datagram::{DatagramHeader, MediaKind};
+use conclave_proto::limits::MAX_DATAGRAM_BYTES;
+use tokio::sync::mpsc;
+
+use super::{ClientError, MediaFrame, MediaStats, MeetingEvent, Participant};
+use crate::media::{self, Reassembler, ReassemblyConfig};
+use crate::meeting::{MeetingId, MeetingKey, SFRAME_SUITE};
+use crate::safety::SafetyCode;
+use crate::sframe::{SframeError, SframeReceiver, SframeSender};
+use crate::{DeviceId, UserId};
+
+/// Locks `m`, recovering from poisoning: every critical section leaves the state
+/// consistent (no invariant spans a panic point).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Where this device's media goes: the QUIC connection and the room's handle on it.
+#[derive(Debug, Clone)]
+pub(crate) struct RoomLink {
+    pub conn: quinn::Connection,
+    pub handle: u32,
+}
+
+/// Sender identity of an SFrame sender index.
+#[derive(Debug, Clone, Copy)]
+struct SenderOf {
+    user_id: UserId,
+    device_id: DeviceId,
+}
+
+pub(crate) struct MediaState {
+    sender: Option<SframeSender>,
+    receiver: SframeReceiver,
+    room: Option<RoomLink>,
+    next_frame_number: u32,
+    reassembler: Reassembler,
+    senders: HashMap<u32, SenderOf>,
+    /// Last time (reader clock, ms) a frame of each sender index decrypted, and the
+    /// slot it came from.
+    seen: HashMap<u32, (u64, u16)>,
+}
+
+/// The participant view the app reads.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct MeetingInfo {
+    pub participants: Vec<Participant>,
+    pub leader: Option<DeviceId>,
+    pub safety_code: Option<SafetyCode>,
+    pub sending_epoch: u64,
+    pub ended: bool,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    frames_sent: AtomicU64,
+    frames_received: AtomicU64,
+    frames_dropped_queue_full: AtomicU64,
+    unknown_key: AtomicU64,
+    decrypt_failures: AtomicU64,
+    replayed: AtomicU64,
+}
+
+/// One meeting's shared state.
+pub(crate) struct MeetingShared {
+    pub id: MeetingId,
+    pub my_index: u32,
+    media: Mutex<MediaState>,
+    info: Mutex<MeetingInfo>,
+    frames: mpsc::Sender<MediaFrame>,
+    events: mpsc::Sender<MeetingEvent>,
+    counters: Counters,
+}
+
+impl core::fmt::Debug for MeetingShared {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("MeetingShared")
+            .field("id", &self.id)
+            .field("my_index", &self.my_index)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MeetingShared {
+    pub(crate) fn new(
+        id: MeetingId,
+        my_index: u32,
+        frames: mpsc::Sender<MediaFrame>,
+        events: mpsc::Sender<MeetingEvent>,
+    ) -> Self {
+        MeetingShared {
+            id,
+            my_index,
+            media: Mutex::new(MediaState {
+                sender: None,
+                receiver: SframeReceiver::new(),
+                room: None,
+                next_frame_number: 0,
+                reassembler: Reassembler::new(ReassemblyConfig::default()),
+                senders: HashMap::new(),
+                seen: HashMap::new(),
+            }),
+            info: Mutex::new(MeetingInfo::default()),
+            frames,
+            events,
+            counters: Counters::default(),
+        }
+    }
+
+    // ----- driver side --------------------------------------------------------------
+
+    /// Starts sending on `key`'s epoch (one sender context per epoch: never recreated
+    /// for the same epoch).
+    pub(crate) fn set_sending_key(&self, key: &MeetingKey) -> Result<(), ClientError> {
+        let sender = key.sframe_sender(self.my_index)?;
+        let mut media = lock(&self.media);
+        if media.sender.as_ref().map(|s| s.kid()) != Some(sender.kid()) {
+            media.sender = Some(sender);
+        }
+        drop(media);
+        lock(&self.info).sending_epoch = key.epoch();
+        Ok(())
+    }
+
+    /// Registers `key`'s per-sender keys for every participant but this device.
+    pub(crate) fn add_receive_keys<'a>(
+        &self,
+        key: &MeetingKey,
+        members: impl Iterator<Item = (u32, UserId, DeviceId)> + 'a,
+    ) {
+        let mut media = lock(&self.media);
+        for (index, user_id, device_id) in members {
+            media.senders.insert(index, SenderOf { user_id, device_id });
+            if index == self.my_index {
+                continue;
+            }
+            let Ok(kid) = key.sframe_kid(index) else {
+                continue;
+            };
+            if let Err(e) =
+                media
+                    .receiver
+                    .add_key(kid, SFRAME_SUITE, key.sframe_base_key(index).as_slice())
+            {
+                tracing::warn!(error = %e, "cannot register a receive key");
+            }
+        }
+    }
+
+    /// Forgets every key of `epoch`.
+    pub(crate) fn drop_epoch(&self, epoch: u64) {
+        lock(&self.media).receiver.remove_epoch(epoch);
+    }
+
+    /// Forgets every key and stops sending (the meeting ended).
+    pub(crate) fn clear_keys(&self) {
+        let mut media = lock(&self.media);
+        media.receiver = SframeReceiver::new();
+        media.sender = None;
+        media.room = None;
+    }
+
+    pub(crate) fn set_room(&self, room: Option<RoomLink>) {
+        lock(&self.media).room = room;
+    }
+
+    pub(crate) fn room_handle(&self) -> Option<u32> {
+        lock(&self.media).room.as_ref().map(|r| r.handle)
+    }
+
+    pub(crate) fn set_info(&self, update: impl FnOnce(&mut MeetingInfo)) {
+        update(&mut lock(&self.info));
+    }
+
+    pub(crate) fn emit(&self, event: MeetingEvent) {
+        if self.events.try_send(event).is_err() {
+            tracing::warn!("meeting event queue full or closed; event dropped");
+        }
+    }
+
+    /// The sender index that last sent from `slot`, and when (reader clock).
+    pub(crate) fn sender_in_slot(&self, slot: u16) -> Option<u32> {
+        lock(&self.media)
+            .seen
+            .iter()
+            .find(|(_, (_, s))| *s == slot)
+            .map(|(index, _)| *index)
+    }
+
+    /// When a frame of `index` last decrypted (reader clock, ms).
+    pub(crate) fn last_seen(&self, index: u32) -> Option<u64> {
+        lock(&self.media).seen.get(&index).map(|(at, _)| *at)
+    }
+
+    // ----- app side -----------------------------------------------------------------
+
+    pub(crate) fn info(&self) -> MeetingInfo {
+        lock(&self.info).clone()
+    }
+
+    pub(crate) fn stats(&self) -> MediaStats {
+        let c = &self.counters;
+        let reassembly = lock(&self.media).reassembler.stats();
+        MediaStats {
+            frames_sent: c.frames_sent.load(Ordering::Relaxed),
+            frames_received: c.frames_received.load(Ordering::Relaxed),
+            frames_dropped_queue_full: c.frames_dropped_queue_full.load(Ordering::Relaxed),
+            unknown_key: c.unknown_key.load(Ordering::Relaxed),
+            decrypt_failures: c.decrypt_failures.load(Ordering::Relaxed),
+            replayed: c.replayed.load(Ordering::Relaxed),
+            incomplete_frames: reassembly.expired + reassembly.evicted + reassembly.inconsistent,
+        }
+    }
+
+    /// Encrypts one media frame and queues its datagrams.
+    pub(crate) fn send_frame(
+        &self,
+        kind: MediaKind,
+        keyframe: bool,
+        data: &[u8],
+    ) -> Result<(), ClientError> {
+        let mut media = lock(&self.media);
+        if lock(&self.info).ended {
+            return Err(ClientError::MeetingEnded);
+        }
+        let Some(room) = media.room.clone() else {
+            return Err(ClientError::NotJoined);
+        };
+        let max_datagram = room
+            .conn
+            .max_datagram_size()
+            .unwrap_or(0)
+            .min(MAX_DATAGRAM_BYTES);
+        let max = media::max_frame_ciphertext(max_datagram)
+            .saturating_sub(crate::sframe::SframeHeader::MAX_LEN + 16);
+        if data.len() > max {
+            return Err(ClientError::FrameTooLarge {
+                len: data.len(),
+                max,
+            });
+        }
+        let frame_number = media.next_frame_number;
+        let metadata = media::frame_metadata(kind, keyframe, frame_number);
+        let sender = media.sender.as_mut().ok_or(ClientError::NotJoined)?;
+        let ciphertext = sender.encrypt(&metadata, data)?;
+        media.next_frame_number = frame_number.wrapping_add(1);
+        drop(media);
+        let datagrams = media::fragment(
+            room.handle,
+            kind,
+            keyframe,
+            frame_number,
+            &ciphertext,
+            max_datagram,
+        )
+        .map_err(|_| ClientError::FrameTooLarge {
+            len: data.len(),
+            max,
+        })?;
+        for d in datagrams {
+            room.conn
+                .send_datagram(d)
+                .map_err(|e| ClientError::Connection(e.to_string()))?;
+        }
+        self.counters.frames_sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Handles one received datagram of this meeting's room (reader task).
+    pub(crate) fn on_datagram(&self, header: &DatagramHeader, payload: &[u8], now_ms: u64) {
+        let mut media = lock(&self.media);
+        let Some(frame) = media.reassembler.push(header, payload, now_ms) else {
+            return;
+        };
+        let metadata = media::frame_metadata(frame.kind, frame.keyframe, frame.frame_number);
+        let received = match media.receiver.decrypt(&metadata, &frame.ciphertext) {
+            Ok(r) => r,
+            Err(e) => {
+                drop(media);
+                let counter = match e {
+                    SframeError::UnknownKid { .. } => &self.counters.unknown_key,
+                    SframeError::Replayed { .. } | SframeError::TooOld { .. } => {
+                        &self.counters.replayed
+                    }
+                    _ => &self.counters.decrypt_failures,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        let index = u32::from(received.kid.sender_index());
+        media.seen.insert(index, (now_ms, frame.sender_slot));
+        let sender = media.senders.get(&index).copied();
+        drop(media);
+        let Some(sender) = sender else {
+            // A key is only registered together with its sender's identity.
+            self.counters
+                .decrypt_failures
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        self.counters
+            .frames_received
+            .fetch_add(1, Ordering::Relaxed);
+        let out = MediaFrame {
+            user_id: sender.user_id,
+            device_id: sender.device_id,
+            sender_index: index,
+            kind: frame.kind,
+            keyframe: frame.keyframe,
+            epoch: received.kid.epoch(),
+            data: received.plaintext,
+        };
+        if self.frames.try_send(out).is_err() {
+            self.counters
+                .frames_dropped_queue_full
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

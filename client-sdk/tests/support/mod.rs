@@ -1,0 +1,275 @@
+//! Shared helpers for the SDK's integration tests: a real SFU on 127.0.0.1:0 and real
+//! clients connected to it.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use conclave_sdk::client::{
+    Client, ClientConfig, ClientEvent, ClientEvents, DeviceCredentials, Invitation, MediaFrame,
+    MediaKind, Meeting, MeetingEvent,
+};
+use conclave_sdk::identity::UserSigningKey;
+use conclave_sdk::meeting::rekey::RekeyConfig;
+use conclave_sdk::transport::ServerTrust;
+use conclave_sdk::{DeviceId, UnixMillis, UserId};
+use conclave_sfu::config::Config;
+use conclave_sfu::store::{MemoryStore, Store};
+use rand_core::OsRng;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Upper bound for anything a test waits for; tests never assert on timing.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub fn now() -> UnixMillis {
+    UnixMillis(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+    )
+}
+
+/// An SFU running in this process.
+pub struct Sfu {
+    pub addr: SocketAddr,
+    pub trust: ServerTrust,
+    pub store: Arc<dyn Store>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), conclave_sfu::SfuError>>>,
+    dir: tempfile::TempDir,
+}
+
+pub fn sfu_config() -> Config {
+    let mut config = Config::default();
+    config.metrics_listen = None;
+    config.timing.rotation_grace_ms = 1_000;
+    config
+}
+
+impl Sfu {
+    pub async fn start() -> Self {
+        Self::start_with(Arc::new(MemoryStore::new())).await
+    }
+
+    pub async fn start_with(store: Arc<dyn Store>) -> Self {
+        Self::start_on(
+            store,
+            "127.0.0.1:0".parse().unwrap(),
+            tempfile::tempdir().unwrap(),
+        )
+        .await
+    }
+
+    async fn start_on(store: Arc<dyn Store>, addr: SocketAddr, dir: tempfile::TempDir) -> Self {
+        let config = sfu_config();
+        let (identity, _) = conclave_sfu::tls::load_or_generate_dev(dir.path()).unwrap();
+        let server_config =
+            conclave_sfu::tls::server_config(&identity, &config.timing, &config.limits).unwrap();
+        let endpoint = quinn::Endpoint::server(server_config, addr).unwrap();
+        let addr = endpoint.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(conclave_sfu::run(
+            endpoint,
+            Arc::clone(&store),
+            config,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Sfu {
+            addr,
+            trust: ServerTrust::PinnedSha256(identity.fingerprint_sha256),
+            store,
+            stop: Some(stop),
+            task: Some(task),
+            dir,
+        }
+    }
+
+    /// Stops the server (gracefully) and starts it again on the same address, store
+    /// and certificate: every client connection drops and must reconnect.
+    pub async fn restart(mut self) -> Sfu {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(WAIT, self.task.take().unwrap())
+            .await
+            .expect("server stops")
+            .expect("no panic")
+            .expect("clean stop");
+        let store = Arc::clone(&self.store);
+        let addr = self.addr;
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        Sfu::start_on(store, addr, dir).await
+    }
+
+    /// A client configuration for this server with short test timers.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new(self.addr, self.trust.clone());
+        config.rekey = RekeyConfig {
+            coalesce_ms: 20,
+            grace_ms: 300,
+        };
+        config.drop_after_ms = 2_000;
+        config.prekey_target = 40;
+        config
+    }
+}
+
+impl Drop for Sfu {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// A user (its signing key) whose devices connect as clients.
+pub struct User {
+    pub name: String,
+    pub key: UserSigningKey,
+}
+
+impl User {
+    pub fn new(name: &str) -> Self {
+        User {
+            name: name.to_string(),
+            key: UserSigningKey::generate(&mut OsRng),
+        }
+    }
+
+    pub fn id(&self) -> UserId {
+        UserId::from_username(&self.name).unwrap()
+    }
+
+    pub fn credentials(&self) -> DeviceCredentials {
+        DeviceCredentials::create(&self.name, &self.key, now(), &mut OsRng).unwrap()
+    }
+
+    /// Connects a new device of this user.
+    pub async fn connect(&self, sfu: &Sfu) -> Device {
+        self.connect_with(sfu.client_config()).await
+    }
+
+    pub async fn connect_with(&self, config: ClientConfig) -> Device {
+        let (client, events) =
+            tokio::time::timeout(WAIT, Client::connect(config, self.credentials()))
+                .await
+                .expect("connect in bounded time")
+                .expect("connect");
+        Device { client, events }
+    }
+}
+
+/// One connected device.
+pub struct Device {
+    pub client: Client,
+    pub events: ClientEvents,
+}
+
+impl Device {
+    pub fn id(&self) -> DeviceId {
+        self.client.device_id()
+    }
+
+    /// Waits for an invitation.
+    pub async fn invitation(&mut self) -> Invitation {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match self.events.recv().await.expect("client running") {
+                    ClientEvent::Invited(i) => return i,
+                    _ => continue,
+                }
+            }
+        })
+        .await
+        .expect("an invitation within the wait bound")
+    }
+
+    /// Waits for an invitation and accepts it.
+    pub async fn accept_next(&mut self, kinds: &[MediaKind]) -> Meeting {
+        let invitation = self.invitation().await;
+        self.client
+            .accept(&invitation, kinds)
+            .await
+            .expect("accept")
+    }
+
+    pub async fn wait_for(&mut self, mut pick: impl FnMut(&ClientEvent) -> bool) -> ClientEvent {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let e = self.events.recv().await.expect("client running");
+                if pick(&e) {
+                    return e;
+                }
+            }
+        })
+        .await
+        .expect("event within the wait bound")
+    }
+}
+
+/// Sends `payload` from `meeting` until a frame with exactly that payload reaches
+/// `receiver` (media is loss-tolerant and joins are asynchronous, so tests resend
+/// rather than sleep). Other frames are skipped. Returns the received frame.
+pub async fn deliver(
+    from: &Meeting,
+    kind: MediaKind,
+    payload: &[u8],
+    receiver: &mut Meeting,
+) -> MediaFrame {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let _ = from.send_frame(kind, false, payload);
+            let got = tokio::time::timeout(Duration::from_millis(50), async {
+                loop {
+                    match receiver.next_event().await {
+                        Some(MeetingEvent::Frame(f)) if f.data == payload => return Some(f),
+                        Some(_) => continue,
+                        None => return None,
+                    }
+                }
+            })
+            .await;
+            if let Ok(Some(frame)) = got {
+                return frame;
+            }
+        }
+    })
+    .await
+    .expect("the frame arrives within the wait bound")
+}
+
+/// Waits until `meeting` sends on an epoch above `epoch`.
+pub async fn wait_epoch_above(meeting: &Meeting, epoch: u64) -> u64 {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let e = meeting.sending_epoch();
+            if e > epoch {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the meeting moves to a new epoch within the wait bound")
+}
+
+/// Waits until `meeting` has `n` participants.
+pub async fn wait_participants(meeting: &Meeting, n: usize) {
+    tokio::time::timeout(WAIT, async {
+        while meeting.participants().len() != n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the roster reaches the expected size");
+}
