@@ -4,7 +4,9 @@ use conclave_proto::v1;
 use rand_core::CryptoRngCore;
 
 use super::ClientError;
-use crate::identity::{DeviceIdentity, DeviceSecrets, UserIdentity, UserPublicKey, UserSigningKey};
+use crate::identity::{
+    DeviceIdentity, DeviceSecrets, PrekeyPool, UserIdentity, UserPublicKey, UserSigningKey,
+};
 use crate::{DeviceId, UnixMillis, UserId};
 
 /// How long a new device certificate is valid by default: two years.
@@ -15,7 +17,9 @@ pub const DEFAULT_DEVICE_VALIDITY_MS: u64 = 730 * crate::time::DAY_MS;
 ///
 /// **The app must store** (encrypted at rest): [`Self::username`],
 /// [`Self::user_public_key`], [`Self::certificate`] and [`Self::export_secrets`], and
-/// restore them with [`Self::restore`]. The *user signing key* is needed only to
+/// restore them with [`Self::restore`]; and the prekey pool from
+/// [`Client::export_prekeys`](super::Client::export_prekeys), restored with
+/// [`Self::with_saved_prekeys`]. The *user signing key* is needed only to
 /// certify new devices ([`Self::create`]); keep it wherever the app keeps its most
 /// protected secret, not necessarily on every device.
 ///
@@ -24,6 +28,7 @@ pub struct DeviceCredentials {
     username: String,
     user: UserIdentity,
     device: DeviceIdentity,
+    prekeys: Option<PrekeyPool>,
 }
 
 impl core::fmt::Debug for DeviceCredentials {
@@ -55,6 +60,7 @@ impl DeviceCredentials {
             username: username.to_string(),
             user,
             device,
+            prekeys: None,
         })
     }
 
@@ -76,6 +82,7 @@ impl DeviceCredentials {
             username: username.to_string(),
             user,
             device,
+            prekeys: None,
         })
     }
 
@@ -119,5 +126,20 @@ impl DeviceCredentials {
     #[must_use]
     pub fn export_secrets(&self) -> DeviceSecrets {
         self.device.export_secrets()
+    }
+
+    /// Adds the prekey pool saved with [`Client::export_prekeys`](super::Client::export_prekeys),
+    /// so containers sealed to prekeys uploaded before a restart (mailbox invites)
+    /// can be opened.
+    pub fn with_saved_prekeys(mut self, saved: &[u8]) -> Result<Self, ClientError> {
+        self.prekeys = Some(PrekeyPool::from_bytes(&self.device, saved)?);
+        Ok(self)
+    }
+
+    /// The saved pool if one was added, else an empty one.
+    pub(crate) fn take_prekeys(&mut self) -> PrekeyPool {
+        self.prekeys
+            .take()
+            .unwrap_or_else(|| PrekeyPool::new(&self.device))
     }
 }

@@ -312,7 +312,8 @@ mod tests {
     fn a_prekey_of_another_device_is_refused() {
         let mut bob = fixture("bob");
         let mut other = fixture("bob-other");
-        let mut b = bundle(&mut bob, bob.device.certificate().clone(), false);
+        let cert = bob.device.certificate().clone();
+        let mut b = bundle(&mut bob, cert, false);
         let foreign = other
             .pool
             .generate(&other.device, 1, NOW, DAY_MS, &mut OsRng)

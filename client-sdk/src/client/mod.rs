@@ -44,6 +44,7 @@ mod shared;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use conclave_proto::v1;
 use tokio::sync::{mpsc, oneshot};
@@ -275,6 +276,7 @@ pub struct Client {
     commands: mpsc::Sender<Command>,
     user_id: UserId,
     device_id: DeviceId,
+    datagrams: Arc<AtomicU64>,
 }
 
 /// The client's event stream.
@@ -311,12 +313,14 @@ impl Client {
     ) -> Result<(Client, ClientEvents), ClientError> {
         let user_id = credentials.user().user_id;
         let device_id = credentials.device_id();
-        let (commands, events) = driver::start(config, credentials).await?;
+        let datagrams = Arc::default();
+        let (commands, events) = driver::start(config, credentials, Arc::clone(&datagrams)).await?;
         Ok((
             Client {
                 commands,
                 user_id,
                 device_id,
+                datagrams,
             },
             ClientEvents { rx: events },
         ))
@@ -332,6 +336,13 @@ impl Client {
     #[must_use]
     pub fn device_id(&self) -> DeviceId {
         self.device_id
+    }
+
+    /// Media datagrams this client received from the SFU so far, for any room
+    /// (including rooms it no longer takes part in).
+    #[must_use]
+    pub fn datagrams_received(&self) -> u64 {
+        self.datagrams.load(Ordering::Relaxed)
     }
 
     async fn call<T>(
@@ -388,6 +399,13 @@ impl Client {
     /// Identity keys pinned so far (store them; see [`ClientConfig::pinned_users`]).
     pub async fn pinned_users(&self) -> Result<Vec<UserIdentity>, ClientError> {
         self.call(|reply| Command::PinnedUsers { reply }).await
+    }
+
+    /// The prekey pool's private halves, serialized (zeroized on drop). Store it
+    /// encrypted whenever [`ClientEvent::PrekeysUploaded`] arrives and before closing,
+    /// and pass it to [`DeviceCredentials::with_saved_prekeys`] on the next start.
+    pub async fn export_prekeys(&self) -> Result<zeroize::Zeroizing<Vec<u8>>, ClientError> {
+        self.call(|reply| Command::ExportPrekeys { reply }).await
     }
 
     /// Leaves every meeting, closes the connection and stops the client's tasks.
@@ -520,6 +538,13 @@ impl MeetingHandle {
     #[must_use]
     pub fn sending_epoch(&self) -> u64 {
         self.shared.info().sending_epoch
+    }
+
+    /// The epochs whose keys this device holds right now (the sending epoch, a newer
+    /// one being switched to, an older one within its grace window).
+    #[must_use]
+    pub fn held_epochs(&self) -> Vec<u64> {
+        self.shared.info().held_epochs
     }
 
     /// Whether this device is the key leader.

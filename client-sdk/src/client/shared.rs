@@ -59,6 +59,7 @@ pub(crate) struct MeetingInfo {
     pub leader: Option<DeviceId>,
     pub safety_code: Option<SafetyCode>,
     pub sending_epoch: u64,
+    pub held_epochs: Vec<u64>,
     pub ended: bool,
 }
 

@@ -107,6 +107,10 @@ impl fmt::Debug for VerifiedPrekey {
     }
 }
 
+const POOL_MAGIC: &[u8; 4] = b"cpk1";
+const POOL_HEADER_LEN: usize = 4 + DeviceId::LEN + 8 + 4;
+const POOL_ENTRY_LEN: usize = 8 + 8 + 48;
+
 struct PrekeySecret {
     /// Zeroized on drop by `p384::SecretKey`.
     secret: p384::SecretKey,
@@ -208,6 +212,84 @@ impl PrekeyPool {
         self.secrets.is_empty()
     }
 
+    /// Serializes the pool (private halves included) for the app to store encrypted at
+    /// rest, so containers sealed to prekeys uploaded before a restart can still be
+    /// opened. The buffer zeroizes on drop.
+    ///
+    /// Format: `"cpk1" || device_id (16) || next_id u64be || count u32be ||
+    /// count × (prekey_id u64be || expires_at u64be || P-384 scalar (48))`.
+    #[must_use]
+    pub fn to_bytes(&self) -> zeroize::Zeroizing<Vec<u8>> {
+        let mut out = zeroize::Zeroizing::new(Vec::with_capacity(
+            POOL_HEADER_LEN + self.secrets.len() * POOL_ENTRY_LEN,
+        ));
+        out.extend_from_slice(POOL_MAGIC);
+        out.extend_from_slice(self.device_id.as_bytes());
+        out.extend_from_slice(&self.next_id.to_be_bytes());
+        // At most MAX_PREKEYS_HELD entries: fits in a u32.
+        out.extend_from_slice(
+            &u32::try_from(self.secrets.len())
+                .unwrap_or(u32::MAX)
+                .to_be_bytes(),
+        );
+        for (id, s) in &self.secrets {
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&s.expires_at.0.to_be_bytes());
+            out.extend_from_slice(&zeroize::Zeroizing::new(s.secret.to_bytes()));
+        }
+        out
+    }
+
+    /// Restores a pool saved with [`Self::to_bytes`] for `device`.
+    pub fn from_bytes(device: &DeviceIdentity, bytes: &[u8]) -> Result<Self, IdentityError> {
+        let bad = |reason: &str| IdentityError::malformed("prekey pool", reason);
+        let (header, mut rest) = bytes
+            .split_at_checked(POOL_HEADER_LEN)
+            .ok_or_else(|| bad("shorter than its header"))?;
+        let (magic, header) = header.split_at(POOL_MAGIC.len());
+        if magic != POOL_MAGIC {
+            return Err(bad("not a saved prekey pool (wrong magic)"));
+        }
+        let (device_id, header) = header.split_at(DeviceId::LEN);
+        if device_id != device.device_id().as_bytes().as_slice() {
+            return Err(IdentityError::InvalidArgument(
+                "saved prekey pool belongs to another device",
+            ));
+        }
+        let (next_id, count) = header.split_at(8);
+        let next_id = u64::from_be_bytes(next_id.try_into().map_err(|_| bad("next id"))?);
+        let count = u32::from_be_bytes(count.try_into().map_err(|_| bad("count"))?);
+        let count = usize::try_from(count).map_err(|_| bad("count"))?;
+        if count > MAX_PREKEYS_HELD || rest.len() != count * POOL_ENTRY_LEN {
+            return Err(bad("entry count does not match its length"));
+        }
+        let mut secrets = BTreeMap::new();
+        while let Some((entry, tail)) = rest.split_at_checked(POOL_ENTRY_LEN) {
+            rest = tail;
+            let (id, entry) = entry.split_at(8);
+            let (expires, scalar) = entry.split_at(8);
+            let id = u64::from_be_bytes(id.try_into().map_err(|_| bad("prekey id"))?);
+            let expires = u64::from_be_bytes(expires.try_into().map_err(|_| bad("expiry"))?);
+            if id == 0 || id >= next_id {
+                return Err(bad("prekey id outside the issued range"));
+            }
+            let secret =
+                p384::SecretKey::from_slice(scalar).map_err(|_| bad("invalid P-384 scalar"))?;
+            secrets.insert(
+                id,
+                PrekeySecret {
+                    secret,
+                    expires_at: UnixMillis(expires),
+                },
+            );
+        }
+        Ok(PrekeyPool {
+            device_id: device.device_id(),
+            next_id,
+            secrets,
+        })
+    }
+
     /// Deletes every prekey expired at `now`; returns how many were deleted.
     pub fn purge_expired(&mut self, now: UnixMillis) -> usize {
         let before = self.secrets.len();
@@ -249,6 +331,35 @@ mod tests {
     use crate::UserId;
     use crate::identity::UserSigningKey;
     use crate::time::DAY_MS;
+
+    #[test]
+    fn a_saved_pool_restores_and_rejects_tampering() {
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let user = UserSigningKey::generate(&mut rng);
+        let id = UserId::from_username("pool").unwrap();
+        let now = UnixMillis(1_767_225_600_000);
+        let device = DeviceIdentity::create(&user, id, now, DAY_MS, &mut rng).unwrap();
+        let other = DeviceIdentity::create(&user, id, now, DAY_MS, &mut rng).unwrap();
+        let mut pool = PrekeyPool::new(&device);
+        pool.generate(&device, 3, now, DAY_MS, &mut rng).unwrap();
+        pool.consume(2);
+        let saved = pool.to_bytes();
+        let restored = PrekeyPool::from_bytes(&device, &saved).unwrap();
+        assert_eq!(restored.len(), 2);
+        assert!(matches!(
+            restored.lookup(1, now),
+            PrekeyLookup::Available(_)
+        ));
+        assert!(matches!(restored.lookup(2, now), PrekeyLookup::Consumed));
+        assert!(matches!(restored.lookup(4, now), PrekeyLookup::Unknown));
+        assert!(PrekeyPool::from_bytes(&other, &saved).is_err());
+        for cut in 0..saved.len() {
+            assert!(PrekeyPool::from_bytes(&device, &saved[..cut]).is_err());
+        }
+        let mut bad = saved.to_vec();
+        bad[0] ^= 1;
+        assert!(PrekeyPool::from_bytes(&device, &bad).is_err());
+    }
 
     const NOW: UnixMillis = UnixMillis(1_700_000_000_000);
 

@@ -2,6 +2,7 @@
 //! reconnecting with backoff, and the media reader task.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -111,6 +112,7 @@ impl Driver {
             conn.quic().clone(),
             Arc::clone(&rooms),
             self.epoch,
+            Arc::clone(&self.datagrams),
         ));
         self.link = Some(Link {
             conn,
@@ -183,8 +185,14 @@ impl Driver {
 }
 
 /// Reads media datagrams until the connection closes and hands each to its meeting.
-async fn read_media(conn: quinn::Connection, rooms: Rooms, origin: Instant) {
+async fn read_media(
+    conn: quinn::Connection,
+    rooms: Rooms,
+    origin: Instant,
+    received: Arc<AtomicU64>,
+) {
     while let Ok(datagram) = conn.read_datagram().await {
+        received.fetch_add(1, Ordering::Relaxed);
         let Ok((header, payload)) = DatagramHeader::decode(&datagram) else {
             continue;
         };

@@ -268,7 +268,10 @@ impl Driver {
                 };
                 let handle = entry.shared.room_handle();
                 entry.shared.clear_keys();
-                entry.shared.set_info(|i| i.ended = true);
+                entry.shared.set_info(|i| {
+                    i.ended = true;
+                    i.held_epochs.clear();
+                });
                 entry.shared.emit(MeetingEvent::Ended { reason });
                 if let Some(handle) = handle {
                     if let Some(link) = self.link.as_ref() {
@@ -320,7 +323,9 @@ impl Driver {
         let participants = participants(state);
         let leader = state.leader();
         let epoch = state.sending_epoch();
+        let held: Vec<u64> = state.epochs().collect();
         entry.shared.set_info(|info| {
+            info.held_epochs = held;
             info.participants = participants;
             info.leader = Some(leader);
             info.safety_code = safety;

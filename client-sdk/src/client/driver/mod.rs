@@ -10,6 +10,7 @@ mod meetings;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use conclave_proto::v1::{self, client_frame::Request, response};
@@ -71,6 +72,9 @@ pub(crate) enum Command {
     },
     PinnedUsers {
         reply: Reply<Vec<UserIdentity>>,
+    },
+    ExportPrekeys {
+        reply: Reply<zeroize::Zeroizing<Vec<u8>>>,
     },
     Close {
         reply: Reply<()>,
@@ -151,16 +155,19 @@ pub(crate) struct Driver {
     events: mpsc::Sender<ClientEvent>,
     /// Monotonic origin of the media reader's clock (presence timestamps).
     epoch: Instant,
+    /// Media datagrams received on any connection, for any room.
+    datagrams: Arc<AtomicU64>,
 }
 
 /// Connects, authenticates and spawns the driver.
 pub(crate) async fn start(
     config: ClientConfig,
-    creds: DeviceCredentials,
+    mut creds: DeviceCredentials,
+    datagrams: Arc<AtomicU64>,
 ) -> Result<(mpsc::Sender<Command>, mpsc::Receiver<ClientEvent>), ClientError> {
     let (command_tx, commands) = mpsc::channel(COMMAND_QUEUE);
     let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
-    let prekeys = PrekeyPool::new(creds.device());
+    let prekeys = creds.take_prekeys();
     let trust = TrustStore::new(config.pinned_users.iter().copied().chain([*creds.user()]));
     let mut driver = Driver {
         config,
@@ -179,6 +186,7 @@ pub(crate) async fn start(
         command_tx: command_tx.downgrade(),
         events,
         epoch: Instant::now(),
+        datagrams: Arc::clone(&datagrams),
     };
     driver.establish().await?;
     tokio::spawn(driver.run());
@@ -323,6 +331,9 @@ impl Driver {
             }
             Command::PinnedUsers { reply } => {
                 let _ = reply.send(Ok(self.trust.all()));
+            }
+            Command::ExportPrekeys { reply } => {
+                let _ = reply.send(Ok(self.prekeys.to_bytes()));
             }
             Command::Close { reply } => {
                 let _ = reply.send(Ok(()));
