@@ -1,0 +1,55 @@
+//! An invitee that is offline when invited gets the invitation from its mailbox when it
+//! connects again (restored from stored credentials and its saved prekey pool), and
+//! can join.
+
+mod support;
+
+use conclave_sdk::client::{Client, ClientEvent, DeviceCredentials, MediaKind};
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_invitee_gets_the_invite_from_the_mailbox_on_connect() {
+    let sfu = Sfu::start().await;
+    let (alice, bob) = (User::new("alice"), User::new("bob"));
+    let a = alice.connect(&sfu).await;
+
+    // Bob registers once, the app stores what it must, and Bob goes offline.
+    let credentials = bob.credentials();
+    let stored_certificate = credentials.certificate().clone();
+    let stored_secrets = credentials.export_secrets();
+    let (client, mut events) = Client::connect(sfu.client_config(), credentials).await.unwrap();
+    // Wait until the prekeys are on the server, then save the pool.
+    loop {
+        if let Some(ClientEvent::PrekeysUploaded { .. }) = events.recv().await {
+            break;
+        }
+    }
+    let saved_prekeys = client.export_prekeys().await.unwrap();
+    client.close().await;
+
+    // Alice invites Bob while he is offline: the invite waits in his mailbox.
+    let (meeting_a, report) = a
+        .client
+        .start_meeting(&[bob.id()], &[MediaKind::Audio])
+        .await
+        .unwrap();
+    assert_eq!(report.invited.len(), 1);
+
+    // Bob's app restarts from storage.
+    let restored = DeviceCredentials::restore(
+        &bob.name,
+        bob.key.public_key(),
+        &stored_certificate,
+        &stored_secrets,
+        now(),
+    )
+    .unwrap()
+    .with_saved_prekeys(&saved_prekeys)
+    .unwrap();
+    let (client, events) = Client::connect(sfu.client_config(), restored).await.unwrap();
+    let mut b = Device { client, events };
+    let invitation = b.invitation().await;
+    assert_eq!(invitation.meeting_id, meeting_a.id());
+    let mut meeting_b = b.client.accept(&invitation, &[MediaKind::Audio]).await.unwrap();
+    deliver(&meeting_a, MediaKind::Audio, b"you made it", &mut meeting_b).await;
+}
