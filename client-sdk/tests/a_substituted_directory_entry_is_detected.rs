@@ -6,10 +6,10 @@ mod support;
 
 use std::sync::{Arc, Mutex};
 
+use conclave_sdk::UserId;
 use conclave_sdk::client::{MediaKind, RefusalReason};
 use conclave_sdk::identity::{DeviceIdentity, PrekeyPool, UserSigningKey};
 use conclave_sdk::time::DAY_MS;
-use conclave_sdk::UserId;
 use conclave_sfu::store::*;
 use rand_core::OsRng;
 use support::*;
@@ -173,12 +173,21 @@ async fn a_directory_that_substitutes_a_certificate_or_prekey_is_detected_and_no
             .map(|r| r.reason.clone())
             .unwrap_or_else(|| panic!("a refusal is reported"))
     };
-    assert!(matches!(refused(bob.id()), RefusalReason::BadCertificate(_)));
+    assert!(matches!(
+        refused(bob.id()),
+        RefusalReason::BadCertificate(_)
+    ));
     assert!(matches!(refused(carol.id()), RefusalReason::BadPrekey(_)));
 
     // Dave joins; Bob and Carol never got an invitation.
     let mut meeting_d = d.accept_next(&[MediaKind::Audio]).await;
-    deliver(&meeting_a, MediaKind::Audio, b"verified only", &mut meeting_d).await;
+    deliver(
+        &meeting_a,
+        MediaKind::Audio,
+        b"verified only",
+        &mut meeting_d,
+    )
+    .await;
     assert_eq!(meeting_a.participants().len(), 2);
     for device in [&mut b, &mut c] {
         while let Some(event) = device.events.try_recv() {

@@ -17,7 +17,9 @@ async fn an_offline_invitee_gets_the_invite_from_the_mailbox_on_connect() {
     let credentials = bob.credentials();
     let stored_certificate = credentials.certificate().clone();
     let stored_secrets = credentials.export_secrets();
-    let (client, mut events) = Client::connect(sfu.client_config(), credentials).await.unwrap();
+    let (client, mut events) = Client::connect(sfu.client_config(), credentials)
+        .await
+        .unwrap();
     // Wait until the prekeys are on the server, then save the pool.
     loop {
         if let Some(ClientEvent::PrekeysUploaded { .. }) = events.recv().await {
@@ -46,10 +48,16 @@ async fn an_offline_invitee_gets_the_invite_from_the_mailbox_on_connect() {
     .unwrap()
     .with_saved_prekeys(&saved_prekeys)
     .unwrap();
-    let (client, events) = Client::connect(sfu.client_config(), restored).await.unwrap();
+    let (client, events) = Client::connect(sfu.client_config(), restored)
+        .await
+        .unwrap();
     let mut b = Device { client, events };
     let invitation = b.invitation().await;
     assert_eq!(invitation.meeting_id, meeting_a.id());
-    let mut meeting_b = b.client.accept(&invitation, &[MediaKind::Audio]).await.unwrap();
+    let mut meeting_b = b
+        .client
+        .accept(&invitation, &[MediaKind::Audio])
+        .await
+        .unwrap();
     deliver(&meeting_a, MediaKind::Audio, b"you made it", &mut meeting_b).await;
 }

@@ -20,7 +20,9 @@ async fn safety_codes_match_across_participants() {
     let meeting_b = b.accept_next(&[MediaKind::Audio]).await;
     let meeting_c = c.accept_next(&[MediaKind::Audio]).await;
 
-    let code = meeting_a.safety_code().expect("a code for the current epoch");
+    let code = meeting_a
+        .safety_code()
+        .expect("a code for the current epoch");
     assert_eq!(meeting_b.safety_code().as_ref(), Some(&code));
     assert_eq!(meeting_c.safety_code().as_ref(), Some(&code));
     assert_eq!(code.number().len(), 60);

@@ -195,14 +195,24 @@ impl ControlConnection {
             request: Some(request),
         })
         .map_err(|e| TransportError::Protocol(e.to_string()))?;
-        self.write_raw(&bytes).await?;
-        let result = rx.await.map_err(|_| {
+        if let Err(e) = self.write_raw(&bytes).await {
+            lock(&self.pending).remove(&request_id);
+            return Err(e);
+        }
+        // The reader fails every waiting request when the stream ends; a request
+        // registered after that would wait forever, so also watch the connection.
+        let closed = |reason: Option<quinn::ConnectionError>| {
             TransportError::Closed(
-                self.connection
-                    .close_reason()
-                    .map_or_else(|| "control stream ended".to_string(), |r| r.to_string()),
+                reason.map_or_else(|| "control stream ended".to_string(), |r| r.to_string()),
             )
-        })?;
+        };
+        let result = tokio::select! {
+            r = rx => r.map_err(|_| closed(self.connection.close_reason()))?,
+            e = self.connection.closed() => {
+                lock(&self.pending).remove(&request_id);
+                return Err(closed(Some(e)));
+            }
+        };
         match result {
             response::Result::Error(e) => Err(TransportError::Server {
                 code: ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified),

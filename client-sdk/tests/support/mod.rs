@@ -71,11 +71,42 @@ impl Sfu {
     }
 
     async fn start_on(store: Arc<dyn Store>, addr: SocketAddr, dir: tempfile::TempDir) -> Self {
-        let config = sfu_config();
         let (identity, _) = conclave_sfu::tls::load_or_generate_dev(dir.path()).unwrap();
+        Self::start_serving(store, addr, dir, identity).await
+    }
+
+    /// A server presenting `identity` (e.g. a CA-issued certificate).
+    pub async fn start_with_identity(identity: conclave_sfu::tls::ServerIdentity) -> Self {
+        Self::start_serving(
+            Arc::new(MemoryStore::new()),
+            "127.0.0.1:0".parse().unwrap(),
+            tempfile::tempdir().unwrap(),
+            identity,
+        )
+        .await
+    }
+
+    async fn start_serving(
+        store: Arc<dyn Store>,
+        addr: SocketAddr,
+        dir: tempfile::TempDir,
+        identity: conclave_sfu::tls::ServerIdentity,
+    ) -> Self {
+        let config = sfu_config();
         let server_config =
             conclave_sfu::tls::server_config(&identity, &config.timing, &config.limits).unwrap();
-        let endpoint = quinn::Endpoint::server(server_config, addr).unwrap();
+        // After a restart the old endpoint's socket may take a moment to close.
+        let deadline = std::time::Instant::now() + WAIT;
+        let endpoint = loop {
+            match quinn::Endpoint::server(server_config.clone(), addr) {
+                Ok(e) => break e,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("cannot bind {addr}: {e}"),
+            }
+        };
         let addr = endpoint.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(conclave_sfu::run(

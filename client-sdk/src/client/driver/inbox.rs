@@ -6,7 +6,7 @@ use conclave_proto::v1::{self, client_frame::Request, container_payload::Body, r
 use super::{Driver, PendingInvite};
 use crate::client::directory::verify_bundles;
 use crate::client::{ClientError, ClientEvent, Invitation, MeetingEvent, media_kinds_from_proto};
-use crate::container::SealedContainer;
+use crate::container::{ContainerError, SealedContainer};
 use crate::identity::UserIdentity;
 use crate::meeting::MeetingId;
 use crate::meeting::rekey::MeetingState;
@@ -16,6 +16,8 @@ use crate::{DeviceId, UnixMillis, UserId};
 enum Refusal {
     /// Try again later (no connection): do not acknowledge.
     Later,
+    /// Already processed (a redelivery after a lost ack): acknowledge quietly.
+    Duplicate,
     /// Never processable: acknowledge and report.
     Refused {
         claimed: Option<UserId>,
@@ -29,6 +31,9 @@ impl Driver {
         match self.process_container(&delivery.container).await {
             Ok(()) => {}
             Err(Refusal::Later) => return,
+            Err(Refusal::Duplicate) => {
+                tracing::debug!("container redelivered after a lost ack; acknowledging again");
+            }
             Err(Refusal::Refused { claimed, reason }) => {
                 tracing::warn!(%reason, "refused a container");
                 self.emit(ClientEvent::MessageRefused {
@@ -59,7 +64,10 @@ impl Driver {
                 &mut self.replay,
                 now,
             )
-            .map_err(|e| refused(Some(claimed), e.to_string()))?;
+            .map_err(|e| match e {
+                ContainerError::Replayed { .. } => Refusal::Duplicate,
+                e => refused(Some(claimed), e.to_string()),
+            })?;
         let from = opened.sender().device_id();
         let recipients = opened.recipients().to_vec();
         let payload = opened.payload();

@@ -261,6 +261,7 @@ impl Driver {
     }
 
     async fn on_timers(&mut self) {
+        tracing::trace!(device = ?self.creds.device_id(), "timers");
         if self.link.is_none() && self.reconnect_at.is_some_and(|at| at <= Instant::now()) {
             self.reconnect().await;
         }
@@ -287,6 +288,7 @@ impl Driver {
     }
 
     async fn on_command(&mut self, command: Command) {
+        tracing::debug!(device = ?self.creds.device_id(), ?command, "command");
         match command {
             Command::Start {
                 invitees,
@@ -343,6 +345,7 @@ impl Driver {
 
     async fn on_server_event(&mut self, event: v1::event::Event) {
         use v1::event::Event;
+        tracing::debug!(device = ?self.creds.device_id(), ?event, "server event");
         match event {
             Event::Mailbox(delivery) => self.on_delivery(delivery).await,
             Event::PrekeysLow(low) => self.replenish(low.prekeys_held).await,
