@@ -371,10 +371,16 @@ impl MeetingState {
         }
     }
 
-    /// This device leaves: tells every other device and drops every key.
+    /// This device leaves and drops every key. A participant tells only the key leader
+    /// (who rekeys; the others learn from the Rekey's roster); the leader tells every
+    /// other device, since they must all pick its successor.
     pub fn leave(&mut self) -> Result<(), RekeyError> {
         self.check_live()?;
-        let others = self.roster.devices_except(&self.me);
+        let others = if self.is_leader() {
+            self.roster.devices_except(&self.me)
+        } else {
+            vec![self.leader]
+        };
         if !others.is_empty() {
             self.outputs.push_back(MeetingOutput::Send {
                 recipients: others,
