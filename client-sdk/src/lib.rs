@@ -26,7 +26,8 @@
 //! ```
 //!
 //! [`meeting::rekey::MeetingState`] runs a meeting's roster, key leader and rekeys as a
-//! sans-IO state machine; [`transport`] is the QUIC connection to the SFU.
+//! sans-IO state machine; [`media`] splits SFrame ciphertexts into datagrams and
+//! reassembles them; [`transport`] is the QUIC connection to the SFU.
 //!
 //! ## Invariants
 //! * Containers are only sealed to recipients whose certificate and prekey verified
