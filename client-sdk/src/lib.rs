@@ -3,10 +3,11 @@
 //! Conclave is an end-to-end encrypted group-conference system. This crate holds what a
 //! client needs to keep the server blind: identities, *secure communication containers*
 //! that carry meeting keys to chosen devices, the meeting key schedule, SFrame media
-//! encryption and safety codes. Everything but [`transport`] is **sans-IO**: no
-//! sockets, no threads, no clock and no hidden randomness. Every operation that needs the time takes `now`
-//! ([`UnixMillis`], normally the server's master clock) and every operation that needs
-//! randomness takes an `rng` (`rand_core::OsRng` in production, a seeded RNG in tests).
+//! encryption and safety codes. Everything but [`transport`] and [`client`] is
+//! **sans-IO**: no sockets, no threads, no clock and no hidden randomness. Every
+//! operation that needs the time takes `now` ([`UnixMillis`], normally the server's
+//! master clock) and every operation that needs randomness takes an `rng`
+//! (`rand_core::OsRng` in production, a seeded RNG in tests).
 //!
 //! ## Data flow
 //! ```text
@@ -27,7 +28,8 @@
 //!
 //! [`meeting::rekey::MeetingState`] runs a meeting's roster, key leader and rekeys as a
 //! sans-IO state machine; [`media`] splits SFrame ciphertexts into datagrams and
-//! reassembles them; [`transport`] is the QUIC connection to the SFU.
+//! reassembles them; [`transport`] is the QUIC connection to the SFU; [`client`] is
+//! the async client that ties them together (see the last example below).
 //!
 //! ## Invariants
 //! * Containers are only sealed to recipients whose certificate and prekey verified
@@ -110,6 +112,97 @@
 //!
 //! A fuller walk-through (three parties, safety codes, removal and rekey) is the
 //! `crypto_tour` example: `cargo run -p conclave-sdk --example crypto_tour`.
+//!
+//! ## Example: a meeting with the async client
+//! [`client::Client`] does all of the above over the network: it registers the device,
+//! keeps its prekeys stocked, seals and opens the containers, drives rekeys and moves
+//! the media. The app supplies credentials and media, and reacts to events.
+//! ```no_run
+//! use std::time::{Duration, SystemTime, UNIX_EPOCH};
+//!
+//! use conclave_sdk::client::{Client, ClientConfig, DeviceCredentials, MediaKind, MeetingEvent};
+//! use conclave_sdk::identity::UserSigningKey;
+//! use conclave_sdk::transport::ServerTrust;
+//! use conclave_sdk::{UnixMillis, UserId};
+//! use rand_core::OsRng;
+//!
+//! # fn encode_audio() -> Vec<u8> { vec![0; 80] }
+//! # fn play(_from: UserId, _kind: MediaKind, _data: &[u8]) {}
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // Once per device; the app stores the parts (`DeviceCredentials::restore`).
+//!     let user_key = UserSigningKey::generate(&mut OsRng);
+//!     let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH)?;
+//!     let now = UnixMillis(u64::try_from(since_epoch.as_millis())?);
+//!     let credentials = DeviceCredentials::create("alice", &user_key, now, &mut OsRng)?;
+//!
+//!     // Pin the certificate fingerprint that `conclave-sfu` prints at start.
+//!     let trust = ServerTrust::pinned_hex(&std::env::var("CONCLAVE_SFU_SHA256")?)?;
+//!     let config = ClientConfig::new("127.0.0.1:4433".parse()?, trust);
+//!     let (client, mut events) = Client::connect(config, credentials).await?;
+//!     // Client events (invitations, newly pinned identity keys, reconnects) must be read.
+//!     tokio::spawn(async move { while let Some(_event) = events.recv().await {} });
+//!
+//!     // This device becomes the key leader; every verified device of Bob is invited.
+//!     let bob = UserId::from_username("bob")?;
+//!     let (mut meeting, report) = client.start_meeting(&[bob], &[MediaKind::Audio]).await?;
+//!     for refused in &report.refused {
+//!         eprintln!("not invited: {:?} ({})", refused.device_id, refused.reason);
+//!     }
+//!
+//!     // Media goes out from any task or thread through a handle; sending never blocks.
+//!     let handle = meeting.handle();
+//!     tokio::spawn(async move {
+//!         let mut tick = tokio::time::interval(Duration::from_millis(20));
+//!         loop {
+//!             tick.tick().await;
+//!             match handle.send_frame(MediaKind::Audio, false, &encode_audio()) {
+//!                 Ok(()) => {}
+//!                 Err(e) if e.is_transient() => {} // not in the room yet, or reconnecting
+//!                 Err(_) => break,                 // the meeting ended
+//!             }
+//!         }
+//!     });
+//!
+//!     // Events: roster and epoch changes first, then decrypted frames (here until
+//!     // 1,000 frames arrived or the meeting ended).
+//!     let mut frames = 0;
+//!     while frames < 1_000 {
+//!         let Some(event) = meeting.next_event().await else { break };
+//!         match event {
+//!             MeetingEvent::Frame(frame) => {
+//!                 play(frame.user_id, frame.kind, &frame.data);
+//!                 frames += 1;
+//!             }
+//!             MeetingEvent::Reply { from, accepted, .. } => {
+//!                 println!("{:?} accepted: {accepted}", from.user_id);
+//!             }
+//!             MeetingEvent::ParticipantsChanged | MeetingEvent::EpochChanged { .. } => {
+//!                 // Show the participants and the safety code to compare out of band.
+//!                 if let Some(code) = meeting.safety_code() {
+//!                     let [first, second] = code.words();
+//!                     let people = meeting.participants().len();
+//!                     println!("{people} participants, safety code {first} {second}");
+//!                 }
+//!             }
+//!             MeetingEvent::Ended { reason } => {
+//!                 println!("meeting ended: {reason:?}");
+//!                 break;
+//!             }
+//!             _ => {}
+//!         }
+//!     }
+//!     if !meeting.is_ended() {
+//!         meeting.leave().await?; // the key leader rekeys the others without this device
+//!     }
+//!     client.close().await;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! The `three_party_meeting` example runs this against a real SFU, started in-process:
+//! `cargo run -p conclave-sdk --example three_party_meeting`. The integration guide is
+//! `docs/sdk.md`.
 #![forbid(unsafe_code)]
 
 pub mod client;
