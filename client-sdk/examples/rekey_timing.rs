@@ -6,7 +6,13 @@
 //! ```
 //! Default sizes `10 100`, 5 rounds each. Every round, one participant (not the key
 //! leader) leaves; the leader rekeys the others. Clients and server share this machine.
-#![allow(clippy::print_stdout, clippy::expect_used, clippy::unwrap_used)]
+#![allow(
+    clippy::print_stdout,
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,11 +30,19 @@ use rand_core::OsRng;
 const WAIT: Duration = Duration::from_secs(120);
 
 fn now() -> UnixMillis {
-    UnixMillis(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64)
+    UnixMillis(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+    )
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .init();
     let mut sizes = Vec::new();
     let mut rounds = 5usize;
     let mut args = std::env::args().skip(1);
@@ -65,7 +79,8 @@ async fn measure(n: usize, rounds: usize) -> Result<()> {
             let _ = stopped.await;
         },
     ));
-    let mut client_config = ClientConfig::new(addr, ServerTrust::PinnedSha256(identity.fingerprint_sha256));
+    let mut client_config =
+        ClientConfig::new(addr, ServerTrust::PinnedSha256(identity.fingerprint_sha256));
     // Enough prekeys for every round's containers without waiting for replenishment.
     client_config.prekey_target = 200;
 
@@ -89,18 +104,26 @@ async fn measure(n: usize, rounds: usize) -> Result<()> {
         clients.push((client, events, UserId::from_username(&name)?));
     }
     let invitees: Vec<UserId> = clients[1..].iter().map(|c| c.2).collect();
-    let (mut leader, report) = clients[0].0.start_meeting(&invitees, &[MediaKind::Audio]).await?;
+    let (mut leader, report) = clients[0]
+        .0
+        .start_meeting(&invitees, &[MediaKind::Audio])
+        .await?;
     anyhow::ensure!(report.invited.len() == n - 1, "every invitee verified");
     let mut meetings: Vec<Meeting> = Vec::with_capacity(n);
-    let accepts = clients[1..].iter_mut().map(|(client, events, _)| async move {
-        let invitation = loop {
-            match events.recv().await.context("client closed")? {
-                ClientEvent::Invited(i) => break i,
-                _ => continue,
-            }
-        };
-        client.accept(&invitation, &[MediaKind::Audio]).await.map_err(anyhow::Error::from)
-    });
+    let accepts = clients[1..]
+        .iter_mut()
+        .map(|(client, events, _)| async move {
+            let invitation = loop {
+                match events.recv().await.context("client closed")? {
+                    ClientEvent::Invited(i) => break i,
+                    _ => continue,
+                }
+            };
+            client
+                .accept(&invitation, &[MediaKind::Audio])
+                .await
+                .map_err(anyhow::Error::from)
+        });
     for m in futures_join(accepts).await {
         meetings.push(m?);
     }
@@ -113,7 +136,10 @@ async fn measure(n: usize, rounds: usize) -> Result<()> {
         }
     })
     .await?;
-    println!("{n} participants: set up in {:.1} s", setup.elapsed().as_secs_f64());
+    println!(
+        "{n} participants: set up in {:.1} s",
+        setup.elapsed().as_secs_f64()
+    );
 
     let mut times = Vec::new();
     for round in 0..rounds.min(n - 2) {
@@ -162,7 +188,9 @@ async fn measure(n: usize, rounds: usize) -> Result<()> {
 }
 
 /// Runs futures concurrently and collects their outputs in order.
-async fn futures_join<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+async fn futures_join<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
     let mut set = Vec::new();
     for f in futures {
         set.push(f);
@@ -194,5 +222,8 @@ async fn futures_util_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F
         }
     })
     .await;
-    outputs.into_iter().map(|o| o.expect("every future completed")).collect()
+    outputs
+        .into_iter()
+        .map(|o| o.expect("every future completed"))
+        .collect()
 }

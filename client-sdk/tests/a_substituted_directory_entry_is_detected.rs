@@ -2,6 +2,8 @@
 //! than the user's) and a prekey (not signed by the device): the inviting client
 //! detects both, reports them, and seals the invite only to verified devices.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::sync::{Arc, Mutex};

@@ -61,3 +61,35 @@ async fn an_offline_invitee_gets_the_invite_from_the_mailbox_on_connect() {
         .unwrap();
     deliver(&meeting_a, MediaKind::Audio, b"you made it", &mut meeting_b).await;
 }
+
+/// A device restarted without its saved prekey pool replaces the server's stale
+/// prekeys (whose private halves are gone), so new invitations still open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_restarted_without_its_prekeys_replaces_the_stale_ones() {
+    let sfu = Sfu::start().await;
+    let (alice, bob) = (User::new("alice"), User::new("bob"));
+    let a = alice.connect(&sfu).await;
+    let credentials = bob.credentials();
+    let stored_certificate = credentials.certificate().clone();
+    let stored_secrets = credentials.export_secrets();
+    let (client, _events) = Client::connect(sfu.client_config(), credentials).await.unwrap();
+    client.close().await;
+
+    let restored = DeviceCredentials::restore(
+        &bob.name,
+        bob.key.public_key(),
+        &stored_certificate,
+        &stored_secrets,
+        now(),
+    )
+    .unwrap();
+    let (client, events) = Client::connect(sfu.client_config(), restored).await.unwrap();
+    let mut b = Device { client, events };
+    let (meeting_a, _) = a
+        .client
+        .start_meeting(&[bob.id()], &[MediaKind::Audio])
+        .await
+        .unwrap();
+    let mut meeting_b = b.accept_next(&[MediaKind::Audio]).await;
+    deliver(&meeting_a, MediaKind::Audio, b"fresh prekeys", &mut meeting_b).await;
+}

@@ -1,6 +1,8 @@
 //! Server authentication: a pinned fingerprint, a custom CA; an untrusted, expired or
 //! mismatched certificate fails with a specific error before anything is sent.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use conclave_sdk::client::{Client, ClientConfig, ClientError};

@@ -29,7 +29,10 @@ async fn upload(
     prekeys: Vec<v1::SignedPrekey>,
 ) -> Result<u32, conclave_sdk::transport::TransportError> {
     match client
-        .request(Request::UploadPrekeys(v1::UploadPrekeys { prekeys }))
+        .request(Request::UploadPrekeys(v1::UploadPrekeys {
+            prekeys,
+            replace: false,
+        }))
         .await?
     {
         response::Result::PrekeysUploaded(r) => Ok(r.prekeys_held),

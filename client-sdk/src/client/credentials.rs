@@ -136,10 +136,11 @@ impl DeviceCredentials {
         Ok(self)
     }
 
-    /// The saved pool if one was added, else an empty one.
-    pub(crate) fn take_prekeys(&mut self) -> PrekeyPool {
-        self.prekeys
-            .take()
-            .unwrap_or_else(|| PrekeyPool::new(&self.device))
+    /// The saved pool if one was added (and `true`), else an empty one.
+    pub(crate) fn take_prekeys(&mut self) -> (PrekeyPool, bool) {
+        match self.prekeys.take() {
+            Some(pool) => (pool, true),
+            None => (PrekeyPool::new(&self.device), false),
+        }
     }
 }

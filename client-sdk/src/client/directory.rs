@@ -157,10 +157,7 @@ pub(crate) fn verify_bundles(
         }
         let mut devices = Vec::new();
         for device in &bundle.devices {
-            let claimed = device
-                .certificate
-                .as_ref()
-                .and_then(|c| v1::DeviceCertificateBody::decode_ids(c));
+            let claimed = device.certificate.as_ref().and_then(claimed_device_id);
             let refuse = |out: &mut Verified, reason| {
                 out.refused.push(RefusedDevice {
                     user_id,
@@ -210,17 +207,11 @@ pub(crate) fn verify_bundles(
 }
 
 /// Reads the (unverified) device id out of a certificate, for error reports only.
-trait DecodeIds {
-    fn decode_ids(certificate: &v1::DeviceCertificate) -> Option<DeviceId>;
-}
-
-impl DecodeIds for v1::DeviceCertificateBody {
-    fn decode_ids(certificate: &v1::DeviceCertificate) -> Option<DeviceId> {
-        use conclave_proto::Message as _;
-        v1::DeviceCertificateBody::decode(certificate.body.as_slice())
-            .ok()
-            .and_then(|b| DeviceId::from_slice(&b.device_id))
-    }
+fn claimed_device_id(certificate: &v1::DeviceCertificate) -> Option<DeviceId> {
+    use conclave_proto::Message as _;
+    v1::DeviceCertificateBody::decode(certificate.body.as_slice())
+        .ok()
+        .and_then(|b| DeviceId::from_slice(&b.device_id))
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 
 use conclave_proto::v1::ErrorCode;
 
-use crate::UserId;
 use crate::container::ContainerError;
 use crate::identity::IdentityError;
 use crate::meeting::MeetingError;
@@ -33,14 +32,6 @@ pub enum ClientError {
     /// misbehaving server).
     #[error("protocol error: {0}")]
     Protocol(String),
-    /// The directory holds another identity key for this user than the one this device
-    /// pinned: someone (the server or an attacker) substituted it. Compare safety codes
-    /// out of band before trusting the new key.
-    #[error("the directory's identity key for user {user:?} differs from the pinned one")]
-    IdentityChanged {
-        /// The user.
-        user: UserId,
-    },
     /// No invitee could be reached: unknown users, or no device whose certificate and
     /// prekey verified.
     #[error("none of the invitees has a verified device to invite")]
@@ -79,6 +70,9 @@ pub enum ClientError {
     /// The invitation is unknown or has already been answered.
     #[error("no pending invitation for this meeting")]
     NoInvitation,
+    /// The invitation has expired; ask the inviter for a new one.
+    #[error("the invitation has expired")]
+    InvitationExpired,
     /// The client has been closed.
     #[error("the client has been closed")]
     Closed,
@@ -97,11 +91,15 @@ impl ClientError {
     /// Whether retrying later may succeed (a connection problem or a rate limit).
     #[must_use]
     pub fn is_transient(&self) -> bool {
-        matches!(self, ClientError::Connection(_) | ClientError::NotJoined)
-            || matches!(
-                self.server_code(),
-                Some(ErrorCode::RateLimited | ErrorCode::ShuttingDown)
-            )
+        matches!(
+            self,
+            ClientError::Connection(_)
+                | ClientError::NotJoined
+                | ClientError::Meeting(RekeyError::Busy)
+        ) || matches!(
+            self.server_code(),
+            Some(ErrorCode::RateLimited | ErrorCode::ShuttingDown)
+        )
     }
 }
 

@@ -29,7 +29,9 @@
 //! # Trust
 //! A user's identity key is pinned the first time the directory reports it (trust on
 //! first use) or when the app passes it in [`ClientConfig::pinned_users`]; a later
-//! different key is refused ([`ClientError::IdentityChanged`]). Every device
+//! different key is refused: the user is reported in [`InviteReport::refused`] with
+//! [`RefusalReason::IdentityChanged`], and containers claiming to come from it are
+//! reported as [`ClientEvent::MessageRefused`]. Every device
 //! certificate and prekey from the directory is verified against the pinned key before
 //! anything is sealed to it; devices that fail are reported in
 //! [`InviteReport::refused`] and never receive the meeting key. Safety codes are
@@ -432,6 +434,8 @@ pub struct Meeting {
     handle: MeetingHandle,
     events: mpsc::Receiver<MeetingEvent>,
     frames: mpsc::Receiver<MediaFrame>,
+    /// `Ended` has been handed out: after the queued frames, the stream is over.
+    ended: bool,
 }
 
 impl Meeting {
@@ -445,6 +449,7 @@ impl Meeting {
             handle: MeetingHandle { shared, commands },
             events,
             frames,
+            ended: false,
         }
     }
 
@@ -457,18 +462,31 @@ impl Meeting {
     /// The next event: roster and epoch changes first, then media frames. `None` once
     /// the meeting has ended and every event was read.
     pub async fn next_event(&mut self) -> Option<MeetingEvent> {
-        tokio::select! {
+        if self.ended {
+            return self.frames.try_recv().ok().map(MeetingEvent::Frame);
+        }
+        let event = tokio::select! {
             biased;
             Some(e) = self.events.recv() => Some(e),
             Some(f) = self.frames.recv() => Some(MeetingEvent::Frame(f)),
             else => None,
+        };
+        if matches!(event, Some(MeetingEvent::Ended { .. })) {
+            self.ended = true;
         }
+        event
     }
 
-    /// The next media frame, skipping other events (they stay queued for
-    /// [`Meeting::next_event`] only if read there first; use one or the other).
+    /// The next media frame (other events stay queued for [`Meeting::next_event`]);
+    /// `None` once the meeting has ended and the queued frames were read.
     pub async fn recv_frame(&mut self) -> Option<MediaFrame> {
-        self.frames.recv().await
+        if self.ended || self.handle.is_ended() {
+            return self.frames.try_recv().ok();
+        }
+        tokio::select! {
+            f = self.frames.recv() => f,
+            () = self.handle.shared.ended() => self.frames.try_recv().ok(),
+        }
     }
 
     /// A queued media frame, without waiting.

@@ -82,6 +82,7 @@ pub(crate) struct MeetingShared {
     frames: mpsc::Sender<MediaFrame>,
     events: mpsc::Sender<MeetingEvent>,
     counters: Counters,
+    ended: tokio::sync::Notify,
 }
 
 impl core::fmt::Debug for MeetingShared {
@@ -116,6 +117,7 @@ impl MeetingShared {
             frames,
             events,
             counters: Counters::default(),
+            ended: tokio::sync::Notify::new(),
         }
     }
 
@@ -181,7 +183,25 @@ impl MeetingShared {
     }
 
     pub(crate) fn set_info(&self, update: impl FnOnce(&mut MeetingInfo)) {
-        update(&mut lock(&self.info));
+        let ended = {
+            let mut info = lock(&self.info);
+            update(&mut info);
+            info.ended
+        };
+        if ended {
+            self.ended.notify_waiters();
+        }
+    }
+
+    /// Resolves once the meeting has ended.
+    pub(crate) async fn ended(&self) {
+        loop {
+            let notified = self.ended.notified();
+            if lock(&self.info).ended {
+                return;
+            }
+            notified.await;
+        }
     }
 
     pub(crate) fn emit(&self, event: MeetingEvent) {

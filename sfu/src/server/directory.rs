@@ -42,9 +42,13 @@ impl Session {
         let device_id = device.record.device_id;
         let count = stored.len();
         let now_ms = now.0;
+        let replace = r.replace;
         let held = self
             .shared
             .blocking("prekey upload", move |s| {
+                if replace {
+                    s.clear_prekeys(&device_id)?;
+                }
                 s.add_prekeys(&device_id, &stored, max_held, now_ms)
             })
             .await?;

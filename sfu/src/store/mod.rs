@@ -180,6 +180,13 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
     ) -> Result<usize, StoreError>;
 
+    /// Deletes every prekey of a device (it lost their private halves). The default
+    /// purges as if every prekey had expired.
+    fn clear_prekeys(&self, device_id: &DeviceIdBytes) -> Result<(), StoreError> {
+        self.add_prekeys(device_id, &[], usize::MAX, u64::MAX)
+            .map(|_| ())
+    }
+
     /// Prekeys a device holds (expired ones included until taken or purged).
     fn prekey_count(&self, device_id: &DeviceIdBytes) -> Result<usize, StoreError>;
 

@@ -245,7 +245,10 @@ impl TestClient {
             .generate(device, count, now(), DEFAULT_PREKEY_TTL_MS, &mut OsRng)
             .unwrap();
         match self
-            .request(Request::UploadPrekeys(v1::UploadPrekeys { prekeys }))
+            .request(Request::UploadPrekeys(v1::UploadPrekeys {
+                prekeys,
+                replace: false,
+            }))
             .await?
         {
             response::Result::PrekeysUploaded(r) => Ok(r.prekeys_held),

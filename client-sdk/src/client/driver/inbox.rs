@@ -1,7 +1,7 @@
 //! Incoming containers: identify the sender, open, hand the payload to its meeting,
 //! acknowledge. Also the room events the SFU pushes.
 
-use conclave_proto::v1::{self, client_frame::Request, container_payload::Body, response};
+use conclave_proto::v1::{self, client_frame::Request, container_payload::Body};
 
 use super::{Driver, PendingInvite};
 use crate::client::directory::verify_bundles;
@@ -11,6 +11,11 @@ use crate::identity::UserIdentity;
 use crate::meeting::MeetingId;
 use crate::meeting::rekey::MeetingState;
 use crate::{DeviceId, UnixMillis, UserId};
+
+/// Containers acknowledged together at most.
+const ACK_BATCH: usize = 256;
+/// How long processed containers wait to be acknowledged together.
+const ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Why a container was not processed.
 enum Refusal {
@@ -42,11 +47,25 @@ impl Driver {
                 });
             }
         }
-        let ack = Request::AckContainers(v1::AckContainers {
-            mailbox_ids: vec![delivery.mailbox_id],
-        });
+        self.pending_acks.push(delivery.mailbox_id);
+        if self.pending_acks.len() >= ACK_BATCH {
+            self.flush_acks().await;
+        } else if self.ack_at.is_none() {
+            self.ack_at = Some(std::time::Instant::now() + ACK_DELAY);
+        }
+    }
+
+    /// Acknowledges processed containers in one request.
+    pub(super) async fn flush_acks(&mut self) {
+        self.ack_at = None;
+        if self.pending_acks.is_empty() || self.link.is_none() {
+            return;
+        }
+        let ids = std::mem::take(&mut self.pending_acks);
+        let ack = Request::AckContainers(v1::AckContainers { mailbox_ids: ids });
         if let Err(e) = self.request(ack).await {
-            tracing::warn!(error = %e, "mailbox ack failed; the container will be redelivered");
+            // Unacknowledged containers are redelivered (and acked quietly then).
+            tracing::warn!(error = %e, "mailbox ack failed; the containers will be redelivered");
         }
     }
 
@@ -108,18 +127,8 @@ impl Driver {
 
     /// Pins the identity keys of `users` from the directory (no prekeys are taken).
     async fn lookup_users(&mut self, users: &[UserId]) -> Result<(), Refusal> {
-        let request = Request::FetchBundles(v1::FetchBundles {
-            user_ids: users.iter().map(|u| u.as_bytes().to_vec()).collect(),
-            certificates_only: true,
-        });
-        let bundles = match self.request(request).await {
-            Ok(response::Result::Bundles(b)) => b,
-            Ok(_) => {
-                return Err(Refusal::Refused {
-                    claimed: users.first().copied(),
-                    reason: "unexpected answer to a directory lookup".into(),
-                });
-            }
+        let bundles = match self.fetch_bundles(users, true).await {
+            Ok(b) => b,
             Err(ClientError::Connection(_)) => return Err(Refusal::Later),
             Err(e) => {
                 return Err(Refusal::Refused {
@@ -174,7 +183,13 @@ impl Driver {
             participants,
             expires_at: UnixMillis(invite.expires_at_ms),
         };
-        self.invitations.insert(id, PendingInvite { state });
+        self.invitations.insert(
+            id,
+            PendingInvite {
+                state,
+                expires_at: invitation.expires_at,
+            },
+        );
         self.emit(ClientEvent::Invited(invitation));
         Ok(())
     }

@@ -23,6 +23,8 @@ pub(crate) type Rooms = Arc<RwLock<HashMap<u32, Arc<MeetingShared>>>>;
 pub(crate) struct Link {
     pub conn: Arc<ControlConnection>,
     pub events: EventStream,
+    /// Events read while connecting, handled before the stream's next ones.
+    pub backlog: std::collections::VecDeque<v1::event::Event>,
     pub challenge: Vec<u8>,
     pub rooms: Rooms,
     reader: tokio::task::JoinHandle<()>,
@@ -117,12 +119,25 @@ impl Driver {
         self.link = Some(Link {
             conn,
             events,
+            backlog: std::collections::VecDeque::new(),
             challenge: hello.challenge,
             rooms,
             reader,
         });
-        if held < self.config.prekey_target {
+        // Stock prekeys before `connect` returns, so this device can be invited at
+        // once (a fresh pool also replaces stale server prekeys).
+        if held < self.config.prekey_target || self.replace_prekeys {
             self.replenish(held).await;
+            // The server answers in order and queues a request's events before its
+            // answer, so a PrekeysLow sent on authenticate is queued by now, with a
+            // count the upload made stale: drop it, keep every other event.
+            if let Some(link) = self.link.as_mut() {
+                while let Some(event) = link.events.try_recv() {
+                    if !matches!(event, v1::event::Event::PrekeysLow(_)) {
+                        link.backlog.push_back(event);
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -160,16 +175,16 @@ impl Driver {
             Ok(()) => {
                 self.reconnect_at = None;
                 self.backoff_ms = 0;
-                self.emit(ClientEvent::Reconnected);
                 let ids: Vec<MeetingId> = self.meetings.keys().copied().collect();
                 for id in ids {
                     let epoch = self.meetings.get(&id).map(|e| e.state.sending_epoch());
                     if let Some(epoch) = epoch {
                         self.join_room(id, epoch).await;
                     }
-                    self.flush_outbox(id).await;
                     self.pump(id).await;
                 }
+                self.flush_outbox().await;
+                self.emit(ClientEvent::Reconnected);
             }
             Err(e) => {
                 self.backoff_ms = self

@@ -25,12 +25,41 @@ use crate::{DeviceId, UserId};
 
 /// Control events buffered per meeting.
 const MEETING_EVENT_QUEUE: usize = 256;
+/// Meeting messages kept while disconnected.
+const MAX_OUTBOX: usize = 1024;
+/// Users per directory request (the server's default `max_users_per_fetch`).
+const USERS_PER_FETCH: usize = 64;
 
 /// A container to send; the payload's secrets are zeroized when it is dropped.
 pub(crate) struct Outgoing {
+    meeting: MeetingId,
     recipients: Vec<DeviceId>,
+    /// The recipients' users (whose bundles to fetch).
+    users: Vec<UserId>,
     payload: v1::ContainerPayload,
     rekey_epoch: Option<u64>,
+}
+
+impl Outgoing {
+    /// A container for `recipients`, devices of the meeting's roster.
+    fn new(
+        state: &MeetingState,
+        recipients: Vec<DeviceId>,
+        payload: v1::ContainerPayload,
+        rekey_epoch: Option<u64>,
+    ) -> Self {
+        let users = recipients
+            .iter()
+            .filter_map(|d| state.roster().get(d).map(|m| m.user_id))
+            .collect();
+        Outgoing {
+            meeting: *state.meeting_id(),
+            recipients,
+            users,
+            payload,
+            rekey_epoch,
+        }
+    }
 }
 
 impl Drop for Outgoing {
@@ -69,16 +98,7 @@ impl Driver {
         &mut self,
         users: &[UserId],
     ) -> Result<crate::client::directory::Verified, ClientError> {
-        let mut ids: Vec<UserId> = users.to_vec();
-        ids.sort_unstable();
-        ids.dedup();
-        let request = Request::FetchBundles(v1::FetchBundles {
-            user_ids: ids.iter().map(|u| u.as_bytes().to_vec()).collect(),
-            certificates_only: false,
-        });
-        let response::Result::Bundles(bundles) = self.request(request).await? else {
-            return Err(ClientError::Protocol("expected Bundles".into()));
-        };
+        let bundles = self.fetch_bundles(users, false).await?;
         let now = self.now();
         let verified = verify_bundles(&bundles, &mut self.trust, true, now);
         for user in &verified.newly_pinned {
@@ -88,6 +108,30 @@ impl Driver {
             tracing::warn!(user = ?refused.user_id, device = ?refused.device_id, reason = %refused.reason, "directory entry refused");
         }
         Ok(verified)
+    }
+
+    /// Fetches the directory bundles of `users` (deduplicated), in requests of at most
+    /// the server's `max_users_per_fetch`.
+    pub(super) async fn fetch_bundles(
+        &mut self,
+        users: &[UserId],
+        certificates_only: bool,
+    ) -> Result<v1::Bundles, ClientError> {
+        let mut ids: Vec<UserId> = users.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut all = v1::Bundles::default();
+        for chunk in ids.chunks(USERS_PER_FETCH) {
+            let request = Request::FetchBundles(v1::FetchBundles {
+                user_ids: chunk.iter().map(|u| u.as_bytes().to_vec()).collect(),
+                certificates_only,
+            });
+            let response::Result::Bundles(bundles) = self.request(request).await? else {
+                return Err(ClientError::Protocol("expected Bundles".into()));
+            };
+            all.users.extend(bundles.users);
+        }
+        Ok(all)
     }
 
     /// Seals `payload` to `recipients` and sends it; returns the devices the server
@@ -131,23 +175,11 @@ impl Driver {
             .collect())
     }
 
-    /// Sends a meeting state machine's container to its devices (fetching fresh
-    /// prekeys). Returns the devices it reached.
-    async fn send_to_devices(
-        &mut self,
-        id: MeetingId,
-        out: &Outgoing,
-    ) -> Result<BTreeSet<DeviceId>, ClientError> {
-        let Some(entry) = self.meetings.get(&id) else {
-            return Ok(BTreeSet::new());
-        };
+    /// Sends a meeting's container to its devices (fetching fresh prekeys). Returns
+    /// the devices it reached.
+    async fn send_to_devices(&mut self, out: &Outgoing) -> Result<BTreeSet<DeviceId>, ClientError> {
         let wanted: BTreeSet<DeviceId> = out.recipients.iter().copied().collect();
-        let users: Vec<UserId> = out
-            .recipients
-            .iter()
-            .filter_map(|d| entry.state.roster().get(d).map(|m| m.user_id))
-            .collect();
-        let verified = self.fetch_recipients(&users).await?;
+        let verified = self.fetch_recipients(&out.users).await?;
         let recipients: Vec<Recipient> = verified
             .recipients
             .into_iter()
@@ -157,15 +189,17 @@ impl Driver {
             .await
     }
 
-    /// Sends `out`; a Rekey is reported delivered (and unreachable devices dropped) or
-    /// queued for after the reconnect.
-    async fn send_outgoing(&mut self, id: MeetingId, out: Outgoing) {
-        let result = self.send_to_devices(id, &out).await;
-        let reached = match result {
+    /// Sends `out`. A Rekey is then reported delivered (unreachable devices are
+    /// dropped by the next rekey). Without a connection it waits in the outbox until
+    /// the reconnect, even if its meeting ends meanwhile (a `Leave` still goes out).
+    async fn send_outgoing(&mut self, out: Outgoing) {
+        let reached = match self.send_to_devices(&out).await {
             Ok(reached) => reached,
             Err(ClientError::Connection(_)) => {
-                if let Some(entry) = self.meetings.get_mut(&id) {
-                    entry.outbox.push(out);
+                if self.outbox.len() < MAX_OUTBOX {
+                    self.outbox.push(out);
+                } else {
+                    tracing::warn!("outbox full; a meeting message is dropped");
                 }
                 return;
             }
@@ -178,7 +212,7 @@ impl Driver {
             return;
         };
         let now = self.now();
-        let Some(entry) = self.meetings.get_mut(&id) else {
+        let Some(entry) = self.meetings.get_mut(&out.meeting) else {
             return;
         };
         if let Err(e) = entry.state.rekey_delivered(epoch, now) {
@@ -190,13 +224,12 @@ impl Driver {
         }
     }
 
-    pub(super) async fn flush_outbox(&mut self, id: MeetingId) {
-        let pending = match self.meetings.get_mut(&id) {
-            Some(entry) => std::mem::take(&mut entry.outbox),
-            None => return,
-        };
-        for out in pending {
-            self.send_outgoing(id, out).await;
+    /// Sends what waited for the connection.
+    pub(super) async fn flush_outbox(&mut self) {
+        for out in std::mem::take(&mut self.outbox) {
+            let meeting = out.meeting;
+            self.send_outgoing(out).await;
+            self.pump(meeting).await;
         }
     }
 
@@ -228,12 +261,11 @@ impl Driver {
                 payload,
                 rekey_epoch,
             } => {
-                let out = Outgoing {
-                    recipients,
-                    payload,
-                    rekey_epoch,
+                let Some(entry) = self.meetings.get(&id) else {
+                    return;
                 };
-                self.send_outgoing(id, out).await;
+                let out = Outgoing::new(&entry.state, recipients, payload, rekey_epoch);
+                self.send_outgoing(out).await;
             }
             MeetingOutput::SendingEpoch { epoch } => {
                 let Some(entry) = self.meetings.get(&id) else {
@@ -457,7 +489,6 @@ impl Driver {
             proven: None,
             wanted: None,
             presence: Presence::default(),
-            outbox: Vec::new(),
             installed: BTreeSet::new(),
         };
         Ok((entry, meeting))
@@ -507,11 +538,7 @@ impl Driver {
             &proto_kinds(media_kinds),
             now.saturating_add(self.config.invite_ttl_ms),
         );
-        let invite = Outgoing {
-            recipients: Vec::new(),
-            payload: invite,
-            rekey_epoch: None,
-        };
+        let invite = Outgoing::new(&state, Vec::new(), invite, None);
         let (entry, meeting) = self.new_entry(state)?;
         self.meetings.insert(meeting_id, entry);
         self.enter_room(meeting_id, 0, true).await;
@@ -540,6 +567,9 @@ impl Driver {
             .ok_or(ClientError::NoInvitation)?;
         if pending.state.is_ended() {
             return Err(ClientError::MeetingEnded);
+        }
+        if pending.expires_at <= self.now() {
+            return Err(ClientError::InvitationExpired);
         }
         let leader = pending.state.leader();
         let (entry, meeting) = self.new_entry(pending.state)?;
@@ -570,18 +600,18 @@ impl Driver {
         } else {
             v1::invite_reply::Decision::Reject
         };
-        let out = Outgoing {
-            recipients: vec![leader],
-            payload: v1::ContainerPayload {
-                body: Some(Body::InviteReply(v1::InviteReply {
-                    meeting_id: id.as_bytes().to_vec(),
-                    decision: decision as i32,
-                    media_kinds: media_kinds_to_proto(kinds),
-                })),
-            },
-            rekey_epoch: None,
+        let payload = v1::ContainerPayload {
+            body: Some(Body::InviteReply(v1::InviteReply {
+                meeting_id: id.as_bytes().to_vec(),
+                decision: decision as i32,
+                media_kinds: media_kinds_to_proto(kinds),
+            })),
         };
-        self.send_outgoing(id, out).await;
+        let Some(entry) = self.meetings.get(&id) else {
+            return;
+        };
+        let out = Outgoing::new(&entry.state, vec![leader], payload, None);
+        self.send_outgoing(out).await;
     }
 
     pub(super) async fn leave(&mut self, id: MeetingId) -> Result<(), ClientError> {
@@ -661,11 +691,7 @@ impl Driver {
             entry
                 .state
                 .add_participants(joiners, &proto_kinds(media_kinds), expires, now)?;
-        let invite = Outgoing {
-            recipients: Vec::new(),
-            payload: invite,
-            rekey_epoch: None,
-        };
+        let invite = Outgoing::new(&entry.state, Vec::new(), invite, None);
         self.pump(id).await;
         let ttl = self.config.invite_ttl_ms;
         self.seal_and_send(&fresh, &invite.payload, ttl).await?;

@@ -35,6 +35,8 @@ use link::Link;
 const COMMAND_QUEUE: usize = 256;
 /// Client events buffered for the app.
 const EVENT_QUEUE: usize = 1024;
+/// Prekeys per upload (the server's default `max_prekeys_per_upload`).
+const PREKEY_UPLOAD_BATCH: usize = 100;
 
 type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
 
@@ -125,8 +127,6 @@ pub(crate) struct Entry {
     pub presence: Presence,
     /// Highest sender index ever used, so a leader never reuses one.
     pub next_index: u32,
-    /// Sends that failed for lack of a connection; retried after reconnecting.
-    pub outbox: Vec<meetings::Outgoing>,
     /// (epoch, sender index) pairs whose receive key is registered.
     pub installed: std::collections::BTreeSet<(u64, u32)>,
 }
@@ -134,6 +134,7 @@ pub(crate) struct Entry {
 /// An invitation not answered yet (its state follows rekeys in the meantime).
 pub(crate) struct PendingInvite {
     pub state: MeetingState,
+    pub expires_at: UnixMillis,
 }
 
 pub(crate) struct Driver {
@@ -148,8 +149,16 @@ pub(crate) struct Driver {
     /// When to try reconnecting (while `link` is `None`), and the current backoff.
     reconnect_at: Option<Instant>,
     backoff_ms: u64,
+    /// The pool was not restored from storage: the server's prekeys (if any) are
+    /// unusable and the next upload replaces them.
+    replace_prekeys: bool,
     meetings: HashMap<MeetingId, Entry>,
     invitations: HashMap<MeetingId, PendingInvite>,
+    /// Meeting messages that failed for lack of a connection; sent after reconnecting.
+    outbox: Vec<meetings::Outgoing>,
+    /// Processed mailbox entries not acknowledged yet, and when to acknowledge them.
+    pending_acks: Vec<u64>,
+    ack_at: Option<Instant>,
     commands: mpsc::Receiver<Command>,
     command_tx: mpsc::WeakSender<Command>,
     events: mpsc::Sender<ClientEvent>,
@@ -167,7 +176,7 @@ pub(crate) async fn start(
 ) -> Result<(mpsc::Sender<Command>, mpsc::Receiver<ClientEvent>), ClientError> {
     let (command_tx, commands) = mpsc::channel(COMMAND_QUEUE);
     let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
-    let prekeys = creds.take_prekeys();
+    let (prekeys, restored) = creds.take_prekeys();
     let trust = TrustStore::new(config.pinned_users.iter().copied().chain([*creds.user()]));
     let mut driver = Driver {
         config,
@@ -180,8 +189,12 @@ pub(crate) async fn start(
         link: None,
         reconnect_at: None,
         backoff_ms: 0,
+        replace_prekeys: !restored,
         meetings: HashMap::new(),
         invitations: HashMap::new(),
+        outbox: Vec::new(),
+        pending_acks: Vec::new(),
+        ack_at: None,
         commands,
         command_tx: command_tx.downgrade(),
         events,
@@ -214,7 +227,10 @@ impl Driver {
             let wake = self.next_wake();
             let server_event = async {
                 match self.link.as_mut() {
-                    Some(link) => link.events.recv().await,
+                    Some(link) => match link.backlog.pop_front() {
+                        Some(event) => Some(event),
+                        None => link.events.recv().await,
+                    },
                     None => std::future::pending().await,
                 }
             };
@@ -242,6 +258,9 @@ impl Driver {
 
     fn next_wake(&self) -> Option<Instant> {
         let mut wake = self.reconnect_at;
+        if let Some(at) = self.ack_at {
+            wake = Some(wake.map_or(at, |w| w.min(at)));
+        }
         let mut consider = |at: Option<Instant>| {
             if let Some(at) = at {
                 wake = Some(wake.map_or(at, |w| w.min(at)));
@@ -264,6 +283,9 @@ impl Driver {
         tracing::trace!(device = ?self.creds.device_id(), "timers");
         if self.link.is_none() && self.reconnect_at.is_some_and(|at| at <= Instant::now()) {
             self.reconnect().await;
+        }
+        if self.ack_at.is_some_and(|at| at <= Instant::now()) {
+            self.flush_acks().await;
         }
         let now = self.now();
         let mono = self.mono_ms();
@@ -381,41 +403,53 @@ impl Driver {
         }
     }
 
-    /// Tops the server's prekey pool up to the target.
+    /// Tops the server's prekey pool up from `held` to the target, in uploads the
+    /// server accepts. The first upload of a fresh pool (not restored from storage)
+    /// replaces whatever the server held: those private halves are gone.
     async fn replenish(&mut self, held: u32) {
+        let held = if self.replace_prekeys { 0 } else { held };
         let room = MAX_PREKEYS_HELD.saturating_sub(self.prekeys.len());
-        let want = usize::try_from(self.config.prekey_target.saturating_sub(held))
+        let mut want = usize::try_from(self.config.prekey_target.saturating_sub(held))
             .unwrap_or(0)
             .min(room);
-        if want == 0 {
-            return;
-        }
         let now = self.now();
         self.prekeys.purge_expired(now);
-        let prekeys = match self.prekeys.generate(
-            self.creds.device(),
-            want,
-            now,
-            DEFAULT_PREKEY_TTL_MS,
-            &mut self.rng,
-        ) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot generate prekeys");
-                return;
+        while want > 0 {
+            let batch = want.min(PREKEY_UPLOAD_BATCH);
+            want -= batch;
+            let prekeys = match self.prekeys.generate(
+                self.creds.device(),
+                batch,
+                now,
+                DEFAULT_PREKEY_TTL_MS,
+                &mut self.rng,
+            ) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot generate prekeys");
+                    return;
+                }
+            };
+            let upload = v1::UploadPrekeys {
+                prekeys,
+                replace: self.replace_prekeys,
+            };
+            match self.request(Request::UploadPrekeys(upload)).await {
+                Ok(response::Result::PrekeysUploaded(r)) => {
+                    self.replace_prekeys = false;
+                    self.emit(ClientEvent::PrekeysUploaded {
+                        held: r.prekeys_held,
+                    });
+                }
+                Ok(other) => {
+                    tracing::warn!(?other, "unexpected answer to UploadPrekeys");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "prekey upload failed");
+                    return;
+                }
             }
-        };
-        match self
-            .request(Request::UploadPrekeys(v1::UploadPrekeys { prekeys }))
-            .await
-        {
-            Ok(response::Result::PrekeysUploaded(r)) => {
-                self.emit(ClientEvent::PrekeysUploaded {
-                    held: r.prekeys_held,
-                });
-            }
-            Ok(other) => tracing::warn!(?other, "unexpected answer to UploadPrekeys"),
-            Err(e) => tracing::warn!(error = %e, "prekey upload failed"),
         }
     }
 
