@@ -72,7 +72,9 @@ async fn a_device_restarted_without_its_prekeys_replaces_the_stale_ones() {
     let credentials = bob.credentials();
     let stored_certificate = credentials.certificate().clone();
     let stored_secrets = credentials.export_secrets();
-    let (client, _events) = Client::connect(sfu.client_config(), credentials).await.unwrap();
+    let (client, _events) = Client::connect(sfu.client_config(), credentials)
+        .await
+        .unwrap();
     client.close().await;
 
     let restored = DeviceCredentials::restore(
@@ -83,7 +85,9 @@ async fn a_device_restarted_without_its_prekeys_replaces_the_stale_ones() {
         now(),
     )
     .unwrap();
-    let (client, events) = Client::connect(sfu.client_config(), restored).await.unwrap();
+    let (client, events) = Client::connect(sfu.client_config(), restored)
+        .await
+        .unwrap();
     let mut b = Device { client, events };
     let (meeting_a, _) = a
         .client
@@ -91,5 +95,11 @@ async fn a_device_restarted_without_its_prekeys_replaces_the_stale_ones() {
         .await
         .unwrap();
     let mut meeting_b = b.accept_next(&[MediaKind::Audio]).await;
-    deliver(&meeting_a, MediaKind::Audio, b"fresh prekeys", &mut meeting_b).await;
+    deliver(
+        &meeting_a,
+        MediaKind::Audio,
+        b"fresh prekeys",
+        &mut meeting_b,
+    )
+    .await;
 }
