@@ -67,18 +67,13 @@ async fn measure(n: usize, rounds: usize) -> Result<()> {
     let mut config = conclave_sfu::config::Config::default();
     config.metrics_listen = None;
     let (identity, _) = conclave_sfu::tls::load_or_generate_dev(dir.path())?;
-    let server = conclave_sfu::tls::server_config(&identity, &config.timing, &config.limits)?;
-    let endpoint = quinn::Endpoint::server(server, "127.0.0.1:0".parse()?)?;
-    let addr = endpoint.local_addr()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let sfu = tokio::spawn(conclave_sfu::run(
-        endpoint,
-        Arc::new(MemoryStore::new()),
+    let sfu = conclave_sfu::embedded::EmbeddedSfu::start(
+        "127.0.0.1:0".parse()?,
+        &identity,
         config,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+        Arc::new(MemoryStore::new()),
+    )?;
+    let addr = sfu.addr();
     let mut client_config =
         ClientConfig::new(addr, ServerTrust::PinnedSha256(identity.fingerprint_sha256));
     // Enough prekeys for every round's containers without waiting for replenishment.
@@ -182,8 +177,7 @@ async fn measure(n: usize, rounds: usize) -> Result<()> {
     for (client, _, _) in clients {
         client.close().await;
     }
-    let _ = stop.send(());
-    let _ = sfu.await;
+    sfu.stop().await?;
     Ok(())
 }
 

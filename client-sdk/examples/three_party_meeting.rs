@@ -34,10 +34,9 @@ use conclave_sdk::client::{
 use conclave_sdk::identity::UserSigningKey;
 use conclave_sdk::transport::ServerTrust;
 use conclave_sdk::{UnixMillis, UserId};
+use conclave_sfu::embedded::EmbeddedSfu;
 use conclave_sfu::store::MemoryStore;
 use rand_core::{OsRng, RngCore};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// Upper bound for anything this example waits for.
 const WAIT: Duration = Duration::from_secs(20);
@@ -95,8 +94,7 @@ struct Sfu {
 }
 
 struct LocalSfu {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), conclave_sfu::SfuError>>,
+    server: EmbeddedSfu,
     _cert_dir: tempfile::TempDir,
 }
 
@@ -117,19 +115,13 @@ impl Sfu {
         let mut config = conclave_sfu::config::Config::default();
         config.metrics_listen = None;
         let (identity, _) = conclave_sfu::tls::load_or_generate_dev(cert_dir.path())?;
-        let server_config =
-            conclave_sfu::tls::server_config(&identity, &config.timing, &config.limits)?;
-        let endpoint = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse()?)?;
-        let addr = endpoint.local_addr()?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(conclave_sfu::run(
-            endpoint,
-            Arc::new(MemoryStore::new()),
+        let server = EmbeddedSfu::start(
+            "127.0.0.1:0".parse()?,
+            &identity,
             config,
-            async move {
-                let _ = stopped.await;
-            },
-        ));
+            Arc::new(MemoryStore::new()),
+        )?;
+        let addr = server.addr();
         println!(
             "SFU started on {addr} (certificate sha-256 {})",
             identity.fingerprint_hex()
@@ -138,8 +130,7 @@ impl Sfu {
             addr,
             trust: ServerTrust::PinnedSha256(identity.fingerprint_sha256),
             local: Some(LocalSfu {
-                stop,
-                task,
+                server,
                 _cert_dir: cert_dir,
             }),
         })
@@ -148,10 +139,9 @@ impl Sfu {
     /// Shuts the in-process server down gracefully (nothing for a running one).
     async fn stop(self) -> anyhow::Result<()> {
         if let Some(local) = self.local {
-            let _ = local.stop.send(());
-            tokio::time::timeout(WAIT, local.task)
+            tokio::time::timeout(WAIT, local.server.stop())
                 .await
-                .context("the SFU did not stop in time")???;
+                .context("the SFU did not stop in time")??;
             println!("SFU stopped");
         }
         Ok(())

@@ -43,10 +43,13 @@
 //!   receiver: receivers share one reference-counted copy of each datagram.
 //! * Logs carry truncated identifiers only; no secrets exist on the server.
 //!
-//! The wire protocol is specified in `docs/protocol.md`; operating the server is
-//! described in the README.
+//! The entry point is [`run`] (`run(endpoint, store, config, shutdown)`, returning after
+//! a graceful shutdown); [`embedded::EmbeddedSfu`] runs it inside another process
+//! (tests, examples, the load test). The wire protocol is specified in
+//! `docs/protocol.md`; operating the server is described in the README.
 
 pub mod config;
+pub mod embedded;
 pub mod media;
 pub mod metrics_http;
 pub mod ratelimit;

@@ -22,10 +22,9 @@ use conclave_sdk::meeting::rekey::RekeyConfig;
 use conclave_sdk::transport::ServerTrust;
 use conclave_sdk::{DeviceId, UnixMillis, UserId};
 use conclave_sfu::config::Config;
+use conclave_sfu::embedded::EmbeddedSfu;
 use conclave_sfu::store::{MemoryStore, Store};
 use rand_core::OsRng;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// Upper bound for anything a test waits for; tests never assert on timing.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -44,8 +43,7 @@ pub struct Sfu {
     pub addr: SocketAddr,
     pub trust: ServerTrust,
     pub store: Arc<dyn Store>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), conclave_sfu::SfuError>>>,
+    server: Option<EmbeddedSfu>,
     dir: tempfile::TempDir,
 }
 
@@ -62,67 +60,41 @@ impl Sfu {
     }
 
     pub async fn start_with(store: Arc<dyn Store>) -> Self {
-        Self::start_on(
-            store,
-            "127.0.0.1:0".parse().unwrap(),
-            tempfile::tempdir().unwrap(),
-        )
-        .await
-    }
-
-    async fn start_on(store: Arc<dyn Store>, addr: SocketAddr, dir: tempfile::TempDir) -> Self {
+        let dir = tempfile::tempdir().unwrap();
         let (identity, _) = conclave_sfu::tls::load_or_generate_dev(dir.path()).unwrap();
-        Self::start_serving(store, addr, dir, identity).await
+        Self::serve(store, "127.0.0.1:0".parse().unwrap(), dir, &identity).await
     }
 
     /// A server presenting `identity` (e.g. a CA-issued certificate).
     pub async fn start_with_identity(identity: conclave_sfu::tls::ServerIdentity) -> Self {
-        Self::start_serving(
-            Arc::new(MemoryStore::new()),
-            "127.0.0.1:0".parse().unwrap(),
-            tempfile::tempdir().unwrap(),
-            identity,
-        )
-        .await
+        let store = Arc::new(MemoryStore::new());
+        let dir = tempfile::tempdir().unwrap();
+        Self::serve(store, "127.0.0.1:0".parse().unwrap(), dir, &identity).await
     }
 
-    async fn start_serving(
+    async fn serve(
         store: Arc<dyn Store>,
         addr: SocketAddr,
         dir: tempfile::TempDir,
-        identity: conclave_sfu::tls::ServerIdentity,
+        identity: &conclave_sfu::tls::ServerIdentity,
     ) -> Self {
-        let config = sfu_config();
-        let server_config =
-            conclave_sfu::tls::server_config(&identity, &config.timing, &config.limits).unwrap();
         // After a restart the old endpoint's socket may take a moment to close.
         let deadline = std::time::Instant::now() + WAIT;
-        let endpoint = loop {
-            match quinn::Endpoint::server(server_config.clone(), addr) {
-                Ok(e) => break e,
+        let server = loop {
+            match EmbeddedSfu::start(addr, identity, sfu_config(), Arc::clone(&store)) {
+                Ok(server) => break server,
                 Err(e) if std::time::Instant::now() < deadline => {
                     let _ = e;
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                Err(e) => panic!("cannot bind {addr}: {e}"),
+                Err(e) => panic!("cannot start the SFU on {addr}: {e}"),
             }
         };
-        let addr = endpoint.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(conclave_sfu::run(
-            endpoint,
-            Arc::clone(&store),
-            config,
-            async move {
-                let _ = stopped.await;
-            },
-        ));
         Sfu {
-            addr,
-            trust: ServerTrust::PinnedSha256(identity.fingerprint_sha256),
+            addr: server.addr(),
+            trust: ServerTrust::PinnedSha256(server.fingerprint_sha256()),
             store,
-            stop: Some(stop),
-            task: Some(task),
+            server: Some(server),
             dir,
         }
     }
@@ -130,16 +102,14 @@ impl Sfu {
     /// Stops the server (gracefully) and starts it again on the same address, store
     /// and certificate: every client connection drops and must reconnect.
     pub async fn restart(mut self) -> Sfu {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(WAIT, self.task.take().unwrap())
+        let server = self.server.take().unwrap();
+        tokio::time::timeout(WAIT, server.stop())
             .await
             .expect("server stops")
-            .expect("no panic")
             .expect("clean stop");
-        let store = Arc::clone(&self.store);
-        let addr = self.addr;
+        let (identity, _) = conclave_sfu::tls::load_or_generate_dev(self.dir.path()).unwrap();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        Sfu::start_on(store, addr, dir).await
+        Sfu::serve(Arc::clone(&self.store), self.addr, dir, &identity).await
     }
 
     /// A client configuration for this server with short test timers.
@@ -152,14 +122,6 @@ impl Sfu {
         config.drop_after_ms = 2_000;
         config.prekey_target = 40;
         config
-    }
-}
-
-impl Drop for Sfu {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
     }
 }
 

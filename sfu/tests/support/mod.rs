@@ -24,10 +24,9 @@ use conclave_sdk::time::DAY_MS;
 use conclave_sdk::transport::{ControlConnection, EventStream, ServerTrust, TransportError};
 use conclave_sdk::{UnixMillis, UserId};
 use conclave_sfu::config::Config;
+use conclave_sfu::embedded::EmbeddedSfu;
 use conclave_sfu::store::{MemoryStore, Store};
 use rand_core::OsRng;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// Upper bound for anything a test waits for; tests never assert on timing.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -55,8 +54,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub trust: ServerTrust,
     pub store: Arc<dyn Store>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), conclave_sfu::SfuError>>>,
+    server: Option<EmbeddedSfu>,
     _dir: tempfile::TempDir,
 }
 
@@ -68,45 +66,28 @@ impl TestServer {
     pub async fn start_with(config: Config, store: Arc<dyn Store>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (identity, _) = conclave_sfu::tls::load_or_generate_dev(dir.path()).unwrap();
-        let server_config =
-            conclave_sfu::tls::server_config(&identity, &config.timing, &config.limits).unwrap();
-        let endpoint =
-            quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = endpoint.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(conclave_sfu::run(
-            endpoint,
-            Arc::clone(&store),
+        let server = EmbeddedSfu::start(
+            "127.0.0.1:0".parse().unwrap(),
+            &identity,
             config,
-            async move {
-                let _ = stopped.await;
-            },
-        ));
+            Arc::clone(&store),
+        )
+        .unwrap();
         TestServer {
-            addr,
-            trust: ServerTrust::PinnedSha256(identity.fingerprint_sha256),
+            addr: server.addr(),
+            trust: ServerTrust::PinnedSha256(server.fingerprint_sha256()),
             store,
-            stop: Some(stop),
-            task: Some(task),
+            server: Some(server),
             _dir: dir,
         }
     }
 
     /// Triggers graceful shutdown and waits for `run` to return.
     pub async fn stop(mut self) -> Result<(), conclave_sfu::SfuError> {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(20), self.task.take().unwrap())
+        let server = self.server.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(20), server.stop())
             .await
             .expect("server stops in bounded time")
-            .expect("server task does not panic")
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
     }
 }
 

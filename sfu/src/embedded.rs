@@ -1,0 +1,108 @@
+//! An SFU running inside the calling process, on a tokio task: for integration tests,
+//! examples and `conclave-loadtest --embedded`. It is the real server ([`crate::run`])
+//! behind a small handle that knows its address and certificate fingerprint and stops
+//! it gracefully.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::store::Store;
+use crate::tls::{ServerIdentity, TlsError};
+use crate::{SfuError, run};
+
+/// Why an embedded server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmbeddedError {
+    /// The TLS configuration could not be built from the identity.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The UDP socket could not be bound (address in use, permission).
+    #[error("cannot bind {addr}/udp: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running in-process SFU. Dropping it aborts the server; [`EmbeddedSfu::stop`]
+/// shuts it down gracefully.
+#[derive(Debug)]
+pub struct EmbeddedSfu {
+    addr: SocketAddr,
+    fingerprint_sha256: [u8; 32],
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), SfuError>>>,
+}
+
+impl EmbeddedSfu {
+    /// Binds `listen` (port 0 picks a free port) and starts serving with `identity`'s
+    /// certificate, `config` and `store`, on the current tokio runtime.
+    pub fn start(
+        listen: SocketAddr,
+        identity: &ServerIdentity,
+        config: Config,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, EmbeddedError> {
+        let server_config = crate::tls::server_config(identity, &config.timing, &config.limits)?;
+        let endpoint = quinn::Endpoint::server(server_config, listen).map_err(|source| {
+            EmbeddedError::Bind {
+                addr: listen,
+                source,
+            }
+        })?;
+        let addr = endpoint
+            .local_addr()
+            .map_err(|source| EmbeddedError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(run(endpoint, store, config, async move {
+            let _ = stopped.await;
+        }));
+        Ok(EmbeddedSfu {
+            addr,
+            fingerprint_sha256: identity.fingerprint_sha256,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// The UDP address the server listens on.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// SHA-256 of the server's certificate (what clients pin).
+    #[must_use]
+    pub fn fingerprint_sha256(&self) -> [u8; 32] {
+        self.fingerprint_sha256
+    }
+
+    /// Shuts down gracefully (clients are told) and waits for the server to finish.
+    pub async fn stop(mut self) -> Result<(), SfuError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.map_err(|e| SfuError::Task(e.to_string()))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for EmbeddedSfu {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
