@@ -1,7 +1,7 @@
 //! Meeting commands, and carrying out each meeting state machine's outputs: sealing and
 //! sending containers, joining and rotating the SFU room, installing and dropping keys.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use conclave_proto::v1::{
@@ -10,7 +10,7 @@ use conclave_proto::v1::{
 use tokio::sync::mpsc;
 
 use super::{Driver, Entry};
-use crate::client::directory::verify_bundles;
+use crate::client::directory::{TrustStore, verify_bundles};
 use crate::client::presence::Presence;
 use crate::client::shared::{MeetingShared, RoomLink};
 use crate::client::{
@@ -515,19 +515,8 @@ impl Driver {
         }];
         let mut invited = Vec::new();
         for (index, r) in (1u32..).zip(&verified.recipients) {
-            let device = r.device();
-            let key = self
-                .trust
-                .get(&device.user_id())
-                .map(|u| u.key.to_bytes())
-                .unwrap_or_default();
-            members.push(RosterMember {
-                user_id: device.user_id(),
-                device_id: device.device_id(),
-                sender_index: index,
-                identity_key: key,
-            });
-            invited.push((device.user_id(), device.device_id()));
+            members.push(roster_member(r, index, &self.trust));
+            invited.push((r.device().user_id(), r.device().device_id()));
         }
         let count = u32::try_from(members.len()).unwrap_or(u32::MAX);
         let meeting_id = MeetingId::generate(&my_user.user_id, &me, now, count, &mut self.rng);
@@ -668,23 +657,12 @@ impl Driver {
         if fresh.is_empty() {
             return Err(ClientError::NobodyToInvite);
         }
-        let keys: BTreeMap<UserId, [u8; 32]> = self
-            .trust
-            .all()
-            .into_iter()
-            .map(|u| (u.user_id, u.key.to_bytes()))
-            .collect();
         let start = entry
             .next_index
             .max(entry.state.roster().next_sender_index());
         let joiners: Vec<RosterMember> = (start..)
             .zip(&fresh)
-            .map(|(index, r)| RosterMember {
-                user_id: r.device().user_id(),
-                device_id: r.device().device_id(),
-                sender_index: index,
-                identity_key: keys.get(&r.device().user_id()).copied().unwrap_or_default(),
-            })
+            .map(|(index, r)| roster_member(r, index, &self.trust))
             .collect();
         let invited = joiners.iter().map(|j| (j.user_id, j.device_id)).collect();
         let invite =
@@ -699,6 +677,20 @@ impl Driver {
             invited,
             refused: verified.refused,
         })
+    }
+}
+
+/// A verified recipient as a roster member, with its user's pinned identity key.
+fn roster_member(r: &Recipient, sender_index: u32, trust: &TrustStore) -> RosterMember {
+    let device = r.device();
+    RosterMember {
+        user_id: device.user_id(),
+        device_id: device.device_id(),
+        sender_index,
+        identity_key: trust
+            .get(&device.user_id())
+            .map(|u| u.key.to_bytes())
+            .unwrap_or_default(),
     }
 }
 

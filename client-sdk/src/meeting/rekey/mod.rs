@@ -545,6 +545,15 @@ impl MeetingState {
         }
     }
 
+    /// The newest epoch whose key this device holds (a pending one included).
+    fn newest_epoch(&self) -> u64 {
+        self.keys
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(self.sending)
+    }
+
     fn check_live(&self) -> Result<(), RekeyError> {
         if self.ended {
             Err(RekeyError::Ended)
@@ -637,12 +646,7 @@ impl MeetingState {
         if from != self.leader {
             return Err(RekeyError::NotLeader { what: "Rekey" });
         }
-        let newest = self
-            .keys
-            .keys()
-            .next_back()
-            .copied()
-            .unwrap_or(self.sending);
+        let newest = self.newest_epoch();
         if r.epoch <= newest {
             return Err(RekeyError::BadEpoch {
                 got: r.epoch,
@@ -719,12 +723,7 @@ impl MeetingState {
         s: &v1::EpochSwitch,
         now: UnixMillis,
     ) -> Result<(), RekeyError> {
-        let newest = self
-            .keys
-            .keys()
-            .next_back()
-            .copied()
-            .unwrap_or(self.sending);
+        let newest = self.newest_epoch();
         if self.pending.is_some()
             || newest != self.sending
             || Some(s.epoch) != self.sending.checked_add(1)
@@ -767,12 +766,7 @@ impl MeetingState {
             .unwrap_or(RekeyReason::Unspecified);
         self.departures.clear();
         let roster = self.roster.without(&departed);
-        let newest = self
-            .keys
-            .keys()
-            .next_back()
-            .copied()
-            .unwrap_or(self.sending);
+        let newest = self.newest_epoch();
         let Some(epoch) = newest.checked_add(1) else {
             return;
         };
