@@ -1,8 +1,9 @@
 //! Telling a dropped device from one that is reconnecting (sans-IO).
 //!
-//! When a member's connection leaves the SFU room, the key leader waits `drop_after_ms`
+//! When a member's connection leaves the SFU room, every device waits `drop_after_ms`
 //! for the same device to send media again (from any connection). If it does not, the
-//! device has dropped out and the meeting rekeys without it. A reconnect inside the
+//! device has dropped out: the key leader rekeys without it, and if the key leader is
+//! the one that dropped, its successor takes over and rekeys. A reconnect inside the
 //! window costs nothing. (A device that never sends media is not tracked: it leaves
 //! only by `Leave` or removal.)
 

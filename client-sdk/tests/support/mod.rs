@@ -45,6 +45,7 @@ pub struct Sfu {
     pub store: Arc<dyn Store>,
     server: Option<EmbeddedSfu>,
     dir: tempfile::TempDir,
+    config: Config,
 }
 
 pub fn sfu_config() -> Config {
@@ -60,16 +61,35 @@ impl Sfu {
     }
 
     pub async fn start_with(store: Arc<dyn Store>) -> Self {
+        Self::start_configured(store, sfu_config()).await
+    }
+
+    /// A server with its own configuration (e.g. a short QUIC idle timeout).
+    pub async fn start_configured(store: Arc<dyn Store>, config: Config) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (identity, _) = conclave_sfu::tls::load_or_generate_dev(dir.path()).unwrap();
-        Self::serve(store, "127.0.0.1:0".parse().unwrap(), dir, &identity).await
+        Self::serve(
+            store,
+            "127.0.0.1:0".parse().unwrap(),
+            dir,
+            &identity,
+            config,
+        )
+        .await
     }
 
     /// A server presenting `identity` (e.g. a CA-issued certificate).
     pub async fn start_with_identity(identity: conclave_sfu::tls::ServerIdentity) -> Self {
         let store = Arc::new(MemoryStore::new());
         let dir = tempfile::tempdir().unwrap();
-        Self::serve(store, "127.0.0.1:0".parse().unwrap(), dir, &identity).await
+        Self::serve(
+            store,
+            "127.0.0.1:0".parse().unwrap(),
+            dir,
+            &identity,
+            sfu_config(),
+        )
+        .await
     }
 
     async fn serve(
@@ -77,11 +97,12 @@ impl Sfu {
         addr: SocketAddr,
         dir: tempfile::TempDir,
         identity: &conclave_sfu::tls::ServerIdentity,
+        config: Config,
     ) -> Self {
         // After a restart the old endpoint's socket may take a moment to close.
         let deadline = std::time::Instant::now() + WAIT;
         let server = loop {
-            match EmbeddedSfu::start(addr, identity, sfu_config(), Arc::clone(&store)) {
+            match EmbeddedSfu::start(addr, identity, config.clone(), Arc::clone(&store)) {
                 Ok(server) => break server,
                 Err(e) if std::time::Instant::now() < deadline => {
                     let _ = e;
@@ -96,6 +117,7 @@ impl Sfu {
             store,
             server: Some(server),
             dir,
+            config,
         }
     }
 
@@ -109,7 +131,8 @@ impl Sfu {
             .expect("clean stop");
         let (identity, _) = conclave_sfu::tls::load_or_generate_dev(self.dir.path()).unwrap();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        Sfu::serve(Arc::clone(&self.store), self.addr, dir, &identity).await
+        let config = self.config.clone();
+        Sfu::serve(Arc::clone(&self.store), self.addr, dir, &identity, config).await
     }
 
     /// A client configuration for this server with short test timers.
@@ -150,6 +173,23 @@ impl User {
     /// Connects a new device of this user.
     pub async fn connect(&self, sfu: &Sfu) -> Device {
         self.connect_with(sfu.client_config()).await
+    }
+
+    /// Connects a new device whose tasks run on `runtime` (shut that runtime down to
+    /// make the device vanish without a word, as if its process died).
+    pub async fn connect_on(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        config: ClientConfig,
+    ) -> Device {
+        let credentials = self.credentials();
+        let (client, events) =
+            tokio::time::timeout(WAIT, runtime.spawn(Client::connect(config, credentials)))
+                .await
+                .expect("connect in bounded time")
+                .expect("connect task")
+                .expect("connect");
+        Device { client, events }
     }
 
     pub async fn connect_with(&self, config: ClientConfig) -> Device {

@@ -231,7 +231,9 @@ impl Driver {
         }
     }
 
-    /// A member's connection left a room: the key leader starts the drop timer.
+    /// A member's connection left a room: start its drop timer. Every device watches
+    /// every member: the leader rekeys a dropped device out, the others take over if
+    /// the leader is the one that dropped (see `MeetingState::device_dropped`).
     pub(super) fn on_member_left(&mut self, handle: u32, slot: u32) {
         let Some(id) = self.link.as_ref().and_then(|l| l.meeting_of(handle)) else {
             return;
@@ -241,9 +243,6 @@ impl Driver {
         let Some(entry) = self.meetings.get_mut(&id) else {
             return;
         };
-        if !entry.state.is_leader() {
-            return;
-        }
         let Some(index) = u16::try_from(slot)
             .ok()
             .and_then(|s| entry.shared.sender_in_slot(s))

@@ -302,7 +302,7 @@ impl Driver {
                 .presence
                 .dropped(mono, |index| shared.last_seen(index));
             for device in dropped {
-                tracing::info!(device = ?device, "participant dropped out; rekeying");
+                tracing::info!(device = ?device, "participant dropped out");
                 entry.state.device_dropped(device, now);
             }
             self.pump(id).await;

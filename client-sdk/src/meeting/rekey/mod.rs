@@ -19,8 +19,11 @@
 //!   device holds the new key before anyone sends on it.
 //! * After a switch the previous epoch stays decryptable for `grace_ms` (frames in
 //!   flight), then its key is dropped (zeroized).
-//! * If the leader departs, the next leader is the remaining device with the **lowest
-//!   sender index**; it rekeys (reason `LEADER_CHANGE`).
+//! * If the leader departs (leaves, or is reported dropped with
+//!   [`MeetingState::device_dropped`]), the next leader is the remaining device with
+//!   the **lowest sender index**; it rekeys (reason `LEADER_CHANGE`). Every device
+//!   reaches this on its own. A would-be successor's Rekey that arrives before this
+//!   device saw the leader depart is held (not installed) until it does.
 //! * A device joining mid-meeting gets the *ratcheted* key of `epoch + 1`; existing
 //!   members ratchet locally on the `EpochSwitch` that announces it, so the joiner cannot
 //!   decrypt earlier media.
@@ -168,6 +171,33 @@ pub enum RekeyError {
     NotControl,
 }
 
+/// A Rekey held back until the leader's departure is confirmed here.
+#[derive(Debug)]
+struct EarlyRekey {
+    from: DeviceId,
+    recipients: Vec<DeviceId>,
+    rekey: v1::Rekey,
+    /// Its EpochSwitch came too.
+    switched: bool,
+}
+
+impl Drop for EarlyRekey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.rekey.meeting_key);
+    }
+}
+
+/// On whose authority a Rekey arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Authority {
+    /// The current key leader.
+    Leader,
+    /// The successor of a leader this device has seen depart.
+    Successor,
+    /// A would-be successor of a leader this device has not seen depart yet.
+    Early,
+}
+
 #[derive(Debug)]
 struct InFlight {
     epoch: u64,
@@ -194,6 +224,13 @@ pub struct MeetingState {
     in_flight: Option<InFlight>,
     /// (Receiver) a Rekey installed but not yet switched to.
     pending: Option<(u64, Roster, DeviceId)>,
+    /// The departed key leader, while its successor has not switched the meeting yet.
+    succession: Option<DeviceId>,
+    /// (Receiver) a successor's Rekey that arrived before this device saw the leader
+    /// depart; applied when it does.
+    early: Option<EarlyRekey>,
+    /// (Non-leader) roster devices seen dropping out; a successor rekeys them out too.
+    suspects: BTreeSet<DeviceId>,
     ended: bool,
     outputs: VecDeque<MeetingOutput>,
 }
@@ -236,6 +273,9 @@ impl MeetingState {
             rekey_at: None,
             in_flight: None,
             pending: None,
+            succession: None,
+            early: None,
+            suspects: BTreeSet::new(),
             ended: false,
             outputs: VecDeque::new(),
         }
@@ -430,10 +470,21 @@ impl MeetingState {
     }
 
     /// A device dropped out (its connection was lost beyond the reconnect window).
-    /// Only the leader acts on it.
+    ///
+    /// The leader rekeys it out. If it *is* the leader, its successor (the lowest
+    /// remaining sender index) takes over and rekeys, as if it had left. Other devices
+    /// remember it, so that a successor also rekeys out devices that dropped while the
+    /// old leader was going down.
     pub fn device_dropped(&mut self, device: DeviceId, now: UnixMillis) {
-        if self.is_leader() && device != self.me && self.roster.contains(&device) {
+        if self.ended || device == self.me || !self.roster.contains(&device) {
+            return;
+        }
+        if self.is_leader() {
             self.depart(device, RekeyReason::DeviceDropped, now);
+        } else if device == self.leader {
+            self.leader_departed(device, now);
+        } else {
+            self.suspects.insert(device);
         }
     }
 
@@ -597,17 +648,7 @@ impl MeetingState {
             return Err(RekeyError::NotParticipant);
         }
         if from == self.leader {
-            // Deterministic succession: the lowest sender index among the others.
-            let remaining = self.roster.without(&[from]);
-            let Some(next) = remaining.lowest_sender() else {
-                return Ok(());
-            };
-            self.roster = remaining;
-            self.leader = next;
-            self.outputs.push_back(MeetingOutput::RosterChanged);
-            if next == self.me {
-                self.depart(from, RekeyReason::LeaderChange, now);
-            }
+            self.leader_departed(from, now);
             return Ok(());
         }
         if self.is_leader() {
@@ -643,9 +684,6 @@ impl MeetingState {
         r: &v1::Rekey,
     ) -> Result<(), RekeyError> {
         self.check_meeting(&r.meeting_id)?;
-        if from != self.leader {
-            return Err(RekeyError::NotLeader { what: "Rekey" });
-        }
         let newest = self.newest_epoch();
         if r.epoch <= newest {
             return Err(RekeyError::BadEpoch {
@@ -664,6 +702,7 @@ impl MeetingState {
                 "the key leader is not on the new roster",
             ));
         }
+        let authority = self.rekey_authority(from, &roster)?;
         // Nobody off the new roster may hold the new key. (A roster device the leader
         // could not reach, e.g. with no prekeys left, is dropped by a following rekey.)
         let allowed: BTreeSet<DeviceId> = roster.devices_except(&from).into_iter().collect();
@@ -675,6 +714,17 @@ impl MeetingState {
         let leader = DeviceId::from_slice(&r.key_leader_device_id)
             .filter(|l| roster.contains(l))
             .ok_or(RekeyError::BadRoster("key leader is not on the new roster"))?;
+        if authority == Authority::Early {
+            if roster.contains(&self.me) {
+                self.early = Some(EarlyRekey {
+                    from,
+                    recipients: recipients.to_vec(),
+                    rekey: r.clone(),
+                    switched: false,
+                });
+            }
+            return Ok(());
+        }
         if !roster.contains(&self.me) {
             // Not addressed to us (we could not have opened it): nothing to do.
             self.end(EndReason::ExcludedByRekey);
@@ -689,6 +739,28 @@ impl MeetingState {
         Ok(())
     }
 
+    /// Who may send a Rekey with this new `roster`: the leader; or, once the leader
+    /// is gone, its successor, which is then the lowest sender index on the roster.
+    /// A Rekey from that would-be successor that leaves out a leader this device still
+    /// sees is held back ([`Authority::Early`]) until this device sees it go too, so a
+    /// participant cannot take the meeting over by rekeying the leader out.
+    fn rekey_authority(&self, from: DeviceId, roster: &Roster) -> Result<Authority, RekeyError> {
+        if from == self.leader {
+            return Ok(Authority::Leader);
+        }
+        let lowest = roster.lowest_sender() == Some(from);
+        if let Some(old) = self.succession
+            && lowest
+            && !roster.contains(&old)
+        {
+            return Ok(Authority::Successor);
+        }
+        if lowest && !roster.contains(&self.leader) {
+            return Ok(Authority::Early);
+        }
+        Err(RekeyError::NotLeader { what: "Rekey" })
+    }
+
     fn on_switch(
         &mut self,
         from: DeviceId,
@@ -696,17 +768,46 @@ impl MeetingState {
         now: UnixMillis,
     ) -> Result<(), RekeyError> {
         self.check_meeting(&s.meeting_id)?;
-        if from != self.leader {
+        if !s.joined.is_empty() {
+            if from != self.leader {
+                return Err(RekeyError::NotLeader {
+                    what: "EpochSwitch",
+                });
+            }
+            return self.on_ratchet_switch(s, now);
+        }
+        if let Some(early) = self
+            .early
+            .as_mut()
+            .filter(|e| e.from == from && e.rekey.epoch == s.epoch)
+        {
+            // Held with its Rekey until this device sees the leader go.
+            early.switched = true;
+            return Ok(());
+        }
+        let from_pending_leader = self.pending.as_ref().is_some_and(|(_, _, l)| *l == from);
+        if from != self.leader && !from_pending_leader {
             return Err(RekeyError::NotLeader {
                 what: "EpochSwitch",
             });
         }
-        if !s.joined.is_empty() {
-            return self.on_ratchet_switch(s, now);
-        }
-        let Some((epoch, roster, leader)) = self.pending.take_if(|(e, _, _)| *e == s.epoch) else {
+        self.apply_switch(from, s.epoch, now)
+    }
+
+    /// Switches to the pending Rekey of `epoch`, announced by `from`.
+    fn apply_switch(
+        &mut self,
+        from: DeviceId,
+        epoch: u64,
+        now: UnixMillis,
+    ) -> Result<(), RekeyError> {
+        let leader = self.leader;
+        let Some((epoch, roster, leader)) = self
+            .pending
+            .take_if(|(e, _, l)| *e == epoch && (from == leader || *l == from))
+        else {
             return Err(RekeyError::BadEpoch {
-                got: s.epoch,
+                got: epoch,
                 current: self.sending,
             });
         };
@@ -743,6 +844,47 @@ impl MeetingState {
         self.outputs.push_back(MeetingOutput::RosterChanged);
         self.switch_to(epoch, now);
         Ok(())
+    }
+
+    /// The key leader `old` left or dropped out. Deterministic succession: the lowest
+    /// sender index among the remaining devices. If `old` had a Rekey pending here, its
+    /// roster is the base, so whoever `old` was removing stays out.
+    fn leader_departed(&mut self, old: DeviceId, now: UnixMillis) {
+        let base = match self.pending.take() {
+            Some((_, roster, leader)) if leader == old => roster,
+            _ => self.roster.clone(),
+        };
+        let remaining = base.without(&[old]);
+        let Some(next) = remaining.lowest_sender() else {
+            return;
+        };
+        self.roster = remaining;
+        self.leader = next;
+        self.succession = Some(old);
+        self.suspects.remove(&old);
+        self.outputs.push_back(MeetingOutput::RosterChanged);
+        if next == self.me {
+            self.early = None;
+            self.depart(old, RekeyReason::LeaderChange, now);
+            let suspects: Vec<DeviceId> = std::mem::take(&mut self.suspects)
+                .into_iter()
+                .filter(|d| self.roster.contains(d))
+                .collect();
+            for device in suspects {
+                self.depart(device, RekeyReason::DeviceDropped, now);
+            }
+        } else if let Some(early) = self.early.take() {
+            // The successor's Rekey (and maybe its switch) came first; now that the
+            // departure is confirmed here it is judged again, and dropped if it does
+            // not hold up.
+            if self
+                .on_rekey(early.from, &early.recipients, &early.rekey)
+                .is_ok()
+                && early.switched
+            {
+                let _ = self.apply_switch(early.from, early.rekey.epoch, now);
+            }
+        }
     }
 
     /// Records a departure and arms the coalescing timer (leader only).
@@ -795,6 +937,12 @@ impl MeetingState {
 
     fn switch_to(&mut self, epoch: u64, now: UnixMillis) {
         self.sending = epoch;
+        // The meeting moved on under a live leader: succession is settled, and devices
+        // it dropped are no longer suspects.
+        self.succession = None;
+        self.early = None;
+        let roster = &self.roster;
+        self.suspects.retain(|d| roster.contains(d));
         self.outputs
             .push_back(MeetingOutput::SendingEpoch { epoch });
         let at = now.0.saturating_add(self.config.grace_ms);
@@ -812,6 +960,9 @@ impl MeetingState {
         self.in_flight = None;
         self.rekey_at = None;
         self.departures.clear();
+        self.early = None;
+        self.suspects.clear();
+        self.succession = None;
         for epoch in epochs {
             self.outputs.push_back(MeetingOutput::DropEpoch { epoch });
         }

@@ -487,3 +487,139 @@ fn a_late_joiner_gets_the_ratcheted_key_and_cannot_decrypt_earlier_epochs() {
         Err(RekeyError::BadRoster(_))
     ));
 }
+
+impl Net {
+    /// The device's process dies: it sends and receives nothing more.
+    fn crash(&mut self, d: u8) {
+        self.states.remove(&dev(d));
+    }
+
+    /// Every device in `ds` sees device `gone` drop out.
+    fn see_dropped(&mut self, ds: &[u8], gone: u8) {
+        for d in ds {
+            self.with(*d, |s, now| s.device_dropped(dev(gone), now));
+        }
+    }
+}
+
+#[test]
+fn a_leader_that_drops_out_is_succeeded_by_the_lowest_sender_index() {
+    let mut net = Net::new(&[(2, 2, 5), (3, 3, 2), (4, 4, 7)]);
+    net.crash(1);
+    net.see_dropped(&[2, 3, 4], 1);
+    for d in [2, 3, 4] {
+        assert_eq!(net.state(d).leader(), dev(3));
+    }
+    net.advance(CFG.coalesce_ms);
+    assert_eq!(net.count("rekey"), 1);
+    assert_eq!(net.recipients_of_last("rekey"), vec![dev(2), dev(4)]);
+    for d in [2, 3, 4] {
+        assert_eq!(net.state(d).sending_epoch(), 2);
+        assert!(!net.state(d).roster().contains(&dev(1)));
+    }
+    assert!(net.refused.is_empty(), "{:?}", net.refused);
+}
+
+#[test]
+fn a_successors_rekey_that_arrives_before_the_drop_is_seen_is_held_until_then() {
+    let mut net = Net::new(&[(2, 2, 5), (3, 3, 2), (4, 4, 7)]);
+    net.crash(1);
+    // Only the successor has seen the leader go; its Rekey and switch reach the
+    // others first.
+    net.see_dropped(&[3], 1);
+    net.advance(CFG.coalesce_ms);
+    assert_eq!(net.state(3).sending_epoch(), 2);
+    for d in [2, 4] {
+        assert_eq!(net.state(d).leader(), dev(1), "held, not obeyed");
+        assert!(net.state(d).key(2).is_none());
+        assert_eq!(net.state(d).sending_epoch(), 1);
+    }
+    // Once each sees the leader drop, the held Rekey and switch apply.
+    net.see_dropped(&[2, 4], 1);
+    for d in [2, 4] {
+        assert_eq!(net.state(d).leader(), dev(3));
+        assert_eq!(net.state(d).sending_epoch(), 2);
+        assert!(!net.state(d).roster().contains(&dev(1)));
+    }
+    assert!(net.refused.is_empty(), "{:?}", net.refused);
+}
+
+#[test]
+fn a_rekey_that_cuts_out_a_live_leader_is_never_obeyed() {
+    let mut net = Net::new(&[(2, 2, 1), (3, 3, 2)]);
+    let without_1 = net.state(3).roster().without(&[dev(1)]);
+    // Device 2 (lowest index after the leader) tries to take the meeting over.
+    net.with(3, |s, now| {
+        s.on_message(dev(2), &[dev(3)], &rekey_payload(2, &without_1, 2), now)
+    })
+    .unwrap();
+    assert!(net.state(3).key(2).is_none());
+    // The leader moves the meeting on: the held Rekey is discarded for good.
+    net.with(1, |s, now| s.remove(&[], &[dev(2)], now)).unwrap();
+    net.advance(CFG.coalesce_ms);
+    assert_eq!(net.state(3).sending_epoch(), 2);
+    assert_eq!(net.state(3).leader(), dev(1));
+    let held = net.state(3).key(2).unwrap().expose_secret().to_vec();
+    assert_ne!(held, vec![1; 32], "the forged key was never installed");
+}
+
+#[test]
+fn a_successor_also_rekeys_out_devices_that_dropped_while_the_leader_went_down() {
+    let mut net = Net::new(&[(2, 2, 1), (3, 3, 2), (4, 4, 3)]);
+    net.crash(4);
+    net.crash(1);
+    // Device 4's drop is seen before the leader's (or both at one deadline).
+    net.see_dropped(&[2, 3], 4);
+    net.see_dropped(&[2, 3], 1);
+    net.advance(CFG.coalesce_ms);
+    assert_eq!(net.count("rekey"), 1);
+    assert_eq!(net.recipients_of_last("rekey"), vec![dev(3)]);
+    for d in [2, 3] {
+        assert_eq!(net.state(d).roster().len(), 2);
+        assert_eq!(net.state(d).sending_epoch(), 2);
+    }
+}
+
+#[test]
+fn a_successor_keeps_out_whoever_the_crashed_leaders_pending_rekey_left_out() {
+    let mut net = Net::new(&[(2, 2, 1), (3, 3, 2), (4, 4, 3)]);
+    // The leader removes device 2, sends the Rekey, and crashes before the switch.
+    net.now += 1;
+    let now = UnixMillis(net.now);
+    let leader = net.states.get_mut(&dev(1)).unwrap();
+    leader.remove(&[], &[dev(2)], now).unwrap();
+    leader.handle_timeout(UnixMillis(net.now + CFG.coalesce_ms), &mut net.rng);
+    let mut outputs = Vec::new();
+    while let Some(o) = leader.poll_output() {
+        outputs.push(o);
+    }
+    net.crash(1);
+    for o in outputs {
+        if let MeetingOutput::Send {
+            recipients,
+            payload,
+            ..
+        } = o
+        {
+            for r in &recipients {
+                if let Some(s) = net.states.get_mut(r) {
+                    let _ = s.on_message(dev(1), &recipients, &payload, now);
+                }
+            }
+        }
+    }
+    assert!(net.state(2).is_ended());
+    assert!(
+        net.state(3).key(2).is_some(),
+        "the leader's Rekey is pending"
+    );
+    net.see_dropped(&[3, 4], 1);
+    // Device 2 had the lowest index but was being removed: device 3 leads.
+    assert_eq!(net.state(4).leader(), dev(3));
+    net.advance(CFG.coalesce_ms);
+    assert_eq!(net.recipients_of_last("rekey"), vec![dev(4)]);
+    for d in [3, 4] {
+        assert_eq!(net.state(d).sending_epoch(), 3);
+        assert!(!net.state(d).roster().contains(&dev(2)));
+    }
+}
