@@ -1,0 +1,9 @@
+//! Conclave load test.
+#![allow(missing_docs)]
+
+pub mod error;
+pub mod probe;
+pub mod report;
+pub mod stats;
+
+pub use error::LoadError;

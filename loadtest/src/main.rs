@@ -1,0 +1,2 @@
+//! `conclave-loadtest` binary.
+fn main() {}
