@@ -120,6 +120,13 @@ pub enum MeetingOutput {
     },
     /// The roster changed (participants, safety code).
     RosterChanged,
+    /// A would-be successor rekeyed `leader` out, but this device still sees it: check
+    /// whether `leader` is still there (arm its drop timer) and report with
+    /// [`MeetingState::device_dropped`] if it is not.
+    LeaderInDoubt {
+        /// The current key leader.
+        leader: DeviceId,
+    },
     /// This device is out of the meeting; every key has been dropped.
     Ended {
         /// Why.
@@ -187,14 +194,17 @@ impl Drop for EarlyRekey {
     }
 }
 
+/// How many would-be successors (in succession order) may have a Rekey held here.
+const EARLY_SLOTS: usize = 3;
+
 /// On whose authority a Rekey arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Authority {
-    /// The current key leader.
+    /// The current key leader (after a departure: this device's own pick of successor).
     Leader,
-    /// The successor of a leader this device has seen depart.
-    Successor,
-    /// A would-be successor of a leader this device has not seen depart yet.
+    /// One of the next devices in succession order, while this device still sees the
+    /// leader: held until this device itself sees the leader (and any device ahead of
+    /// the sender) depart.
     Early,
 }
 
@@ -224,12 +234,12 @@ pub struct MeetingState {
     in_flight: Option<InFlight>,
     /// (Receiver) a Rekey installed but not yet switched to.
     pending: Option<(u64, Roster, DeviceId)>,
-    /// The departed key leader, while its successor has not switched the meeting yet.
-    succession: Option<DeviceId>,
-    /// (Receiver) a successor's Rekey that arrived before this device saw the leader
-    /// depart; applied when it does.
-    early: Option<EarlyRekey>,
-    /// (Non-leader) roster devices seen dropping out; a successor rekeys them out too.
+    /// (Receiver) Rekeys from would-be successors that arrived before this device saw
+    /// the leader depart, by sender (at most [`EARLY_SLOTS`]); one is applied when its
+    /// sender becomes this device's own pick of leader.
+    early: BTreeMap<DeviceId, EarlyRekey>,
+    /// (Non-leader) roster devices seen dropping out since the last switch: a successor
+    /// rekeys them out too, and succession skips them.
     suspects: BTreeSet<DeviceId>,
     ended: bool,
     outputs: VecDeque<MeetingOutput>,
@@ -273,8 +283,7 @@ impl MeetingState {
             rekey_at: None,
             in_flight: None,
             pending: None,
-            succession: None,
-            early: None,
+            early: BTreeMap::new(),
             suspects: BTreeSet::new(),
             ended: false,
             outputs: VecDeque::new(),
@@ -714,13 +723,29 @@ impl MeetingState {
         let leader = DeviceId::from_slice(&r.key_leader_device_id)
             .filter(|l| roster.contains(l))
             .ok_or(RekeyError::BadRoster("key leader is not on the new roster"))?;
+        if leader != from {
+            return Err(RekeyError::BadRoster(
+                "a rekey must name its sender as the key leader",
+            ));
+        }
         if authority == Authority::Early {
-            if roster.contains(&self.me) {
-                self.early = Some(EarlyRekey {
+            if roster.contains(&self.me)
+                && self
+                    .early
+                    .get(&from)
+                    .is_none_or(|held| held.rekey.epoch < r.epoch)
+            {
+                self.early.insert(
                     from,
-                    recipients: recipients.to_vec(),
-                    rekey: r.clone(),
-                    switched: false,
+                    EarlyRekey {
+                        from,
+                        recipients: recipients.to_vec(),
+                        rekey: r.clone(),
+                        switched: false,
+                    },
+                );
+                self.outputs.push_back(MeetingOutput::LeaderInDoubt {
+                    leader: self.leader,
                 });
             }
             return Ok(());
@@ -739,26 +764,37 @@ impl MeetingState {
         Ok(())
     }
 
-    /// Who may send a Rekey with this new `roster`: the leader; or, once the leader
-    /// is gone, its successor, which is then the lowest sender index on the roster.
-    /// A Rekey from that would-be successor that leaves out a leader this device still
-    /// sees is held back ([`Authority::Early`]) until this device sees it go too, so a
-    /// participant cannot take the meeting over by rekeying the leader out.
+    /// Who may send a Rekey with this new `roster`: the leader (after a departure,
+    /// this device's own deterministic pick). A Rekey that leaves out the leader this
+    /// device still sees, from one of the next [`EARLY_SLOTS`] devices in succession
+    /// order, is held ([`Authority::Early`]); it takes effect only if its sender becomes
+    /// this device's own pick, so no participant can rekey a live leader out or jump
+    /// the succession order.
     fn rekey_authority(&self, from: DeviceId, roster: &Roster) -> Result<Authority, RekeyError> {
         if from == self.leader {
             return Ok(Authority::Leader);
         }
-        let lowest = roster.lowest_sender() == Some(from);
-        if let Some(old) = self.succession
-            && lowest
-            && !roster.contains(&old)
-        {
-            return Ok(Authority::Successor);
-        }
-        if lowest && !roster.contains(&self.leader) {
+        if !roster.contains(&self.leader) && self.succession_order().contains(&from) {
             return Ok(Authority::Early);
         }
         Err(RekeyError::NotLeader { what: "Rekey" })
+    }
+
+    /// The devices that would lead before this one if the leader departed, in order
+    /// (skipping suspects), at most [`EARLY_SLOTS`]. Empty when this device is next.
+    fn succession_order(&self) -> Vec<DeviceId> {
+        let base = self.pending.as_ref().map_or(&self.roster, |(_, r, _)| r);
+        let mut order: Vec<&RosterMember> = base
+            .iter()
+            .filter(|m| m.device_id != self.leader && !self.suspects.contains(&m.device_id))
+            .collect();
+        order.sort_by_key(|m| m.sender_index);
+        order
+            .into_iter()
+            .map(|m| m.device_id)
+            .take_while(|d| *d != self.me)
+            .take(EARLY_SLOTS)
+            .collect()
     }
 
     fn on_switch(
@@ -776,17 +812,20 @@ impl MeetingState {
             }
             return self.on_ratchet_switch(s, now);
         }
+        let from_pending_leader = self.pending.as_ref().is_some_and(|(_, _, l)| *l == from);
+        if from_pending_leader {
+            return self.apply_switch(from, s.epoch, now);
+        }
         if let Some(early) = self
             .early
-            .as_mut()
-            .filter(|e| e.from == from && e.rekey.epoch == s.epoch)
+            .get_mut(&from)
+            .filter(|e| e.rekey.epoch == s.epoch)
         {
-            // Held with its Rekey until this device sees the leader go.
+            // Held with its Rekey until its sender becomes this device's leader.
             early.switched = true;
             return Ok(());
         }
-        let from_pending_leader = self.pending.as_ref().is_some_and(|(_, _, l)| *l == from);
-        if from != self.leader && !from_pending_leader {
+        if from != self.leader {
             return Err(RekeyError::NotLeader {
                 what: "EpochSwitch",
             });
@@ -801,10 +840,8 @@ impl MeetingState {
         epoch: u64,
         now: UnixMillis,
     ) -> Result<(), RekeyError> {
-        let leader = self.leader;
-        let Some((epoch, roster, leader)) = self
-            .pending
-            .take_if(|(e, _, l)| *e == epoch && (from == leader || *l == from))
+        let Some((epoch, roster, leader)) =
+            self.pending.take_if(|(e, _, l)| *e == epoch && *l == from)
         else {
             return Err(RekeyError::BadEpoch {
                 got: epoch,
@@ -847,24 +884,26 @@ impl MeetingState {
     }
 
     /// The key leader `old` left or dropped out. Deterministic succession: the lowest
-    /// sender index among the remaining devices. If `old` had a Rekey pending here, its
-    /// roster is the base, so whoever `old` was removing stays out.
+    /// sender index among the remaining devices, skipping devices seen dropping out
+    /// (they are rekeyed out too). If `old` had a Rekey pending here, its roster is the
+    /// base, so whoever `old` was removing stays out. A held Rekey from the new leader
+    /// applies now.
     fn leader_departed(&mut self, old: DeviceId, now: UnixMillis) {
         let base = match self.pending.take() {
             Some((_, roster, leader)) if leader == old => roster,
             _ => self.roster.clone(),
         };
         let remaining = base.without(&[old]);
-        let Some(next) = remaining.lowest_sender() else {
+        self.suspects.remove(&old);
+        let live = remaining.without(&self.suspects.iter().copied().collect::<Vec<_>>());
+        let Some(next) = live.lowest_sender().or_else(|| remaining.lowest_sender()) else {
             return;
         };
         self.roster = remaining;
         self.leader = next;
-        self.succession = Some(old);
-        self.suspects.remove(&old);
         self.outputs.push_back(MeetingOutput::RosterChanged);
         if next == self.me {
-            self.early = None;
+            self.early.clear();
             self.depart(old, RekeyReason::LeaderChange, now);
             let suspects: Vec<DeviceId> = std::mem::take(&mut self.suspects)
                 .into_iter()
@@ -873,10 +912,9 @@ impl MeetingState {
             for device in suspects {
                 self.depart(device, RekeyReason::DeviceDropped, now);
             }
-        } else if let Some(early) = self.early.take() {
-            // The successor's Rekey (and maybe its switch) came first; now that the
-            // departure is confirmed here it is judged again, and dropped if it does
-            // not hold up.
+        } else if let Some(early) = self.early.remove(&next) {
+            // The new leader's Rekey (and maybe its switch) came first; it is judged
+            // again now, and dropped if it does not hold up.
             if self
                 .on_rekey(early.from, &early.recipients, &early.rekey)
                 .is_ok()
@@ -937,12 +975,11 @@ impl MeetingState {
 
     fn switch_to(&mut self, epoch: u64, now: UnixMillis) {
         self.sending = epoch;
-        // The meeting moved on under a live leader: succession is settled, and devices
-        // it dropped are no longer suspects.
-        self.succession = None;
-        self.early = None;
-        let roster = &self.roster;
-        self.suspects.retain(|d| roster.contains(d));
+        // The meeting moved on under a live leader: held Rekeys for older epochs are
+        // void, and suspicions start afresh (a stale one must not cut out a device
+        // that came back).
+        self.early.retain(|_, held| held.rekey.epoch > epoch);
+        self.suspects.clear();
         self.outputs
             .push_back(MeetingOutput::SendingEpoch { epoch });
         let at = now.0.saturating_add(self.config.grace_ms);
@@ -960,9 +997,8 @@ impl MeetingState {
         self.in_flight = None;
         self.rekey_at = None;
         self.departures.clear();
-        self.early = None;
+        self.early.clear();
         self.suspects.clear();
-        self.succession = None;
         for epoch in epochs {
             self.outputs.push_back(MeetingOutput::DropEpoch { epoch });
         }

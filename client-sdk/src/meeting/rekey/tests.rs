@@ -623,3 +623,122 @@ fn a_successor_keeps_out_whoever_the_crashed_leaders_pending_rekey_left_out() {
         assert!(!net.state(d).roster().contains(&dev(2)));
     }
 }
+
+fn switch_payload(epoch: u64) -> v1::ContainerPayload {
+    payload(Body::EpochSwitch(v1::EpochSwitch {
+        meeting_id: vec![9; 32],
+        epoch,
+        joined: vec![],
+    }))
+}
+
+#[test]
+fn a_participant_cannot_jump_the_succession_order_with_a_held_rekey() {
+    let mut net = Net::new(&[(2, 2, 1), (3, 3, 2), (4, 4, 3), (5, 5, 4)]);
+    // Device 4 (third in line) plants a Rekey of its own at device 5.
+    let own = net.state(5).roster().without(&[dev(1), dev(2), dev(3)]);
+    net.with(5, |s, now| {
+        s.on_message(dev(4), &[dev(5)], &rekey_payload(2, &own, 4), now)?;
+        s.on_message(dev(4), &[dev(5)], &switch_payload(2), now)
+    })
+    .unwrap();
+    net.crash(1);
+    net.see_dropped(&[5], 1);
+    assert_eq!(
+        net.state(5).leader(),
+        dev(2),
+        "the succession order decides"
+    );
+    assert!(
+        net.state(5).key(2).is_none(),
+        "device 4's key was not installed"
+    );
+    net.see_dropped(&[2, 3, 4], 1);
+    net.advance(CFG.coalesce_ms);
+    for d in [2, 3, 4, 5] {
+        assert_eq!(net.state(d).leader(), dev(2));
+        assert_eq!(net.state(d).sending_epoch(), 2);
+    }
+    let key = net.state(5).key(2).unwrap().expose_secret().to_vec();
+    assert_eq!(key, net.state(2).key(2).unwrap().expose_secret().to_vec());
+}
+
+#[test]
+fn after_the_leader_leaves_only_its_successor_may_rekey() {
+    let mut net = Net::new(&[(2, 2, 1), (3, 3, 2), (4, 4, 3)]);
+    net.with(1, |s, _| s.leave()).unwrap();
+    // Inside device 2's coalescing window, device 3 tries to rekey first.
+    let own = net.state(4).roster().without(&[dev(2)]);
+    net.with(4, |s, now| {
+        s.on_message(dev(3), &[dev(4)], &rekey_payload(2, &own, 3), now)?;
+        s.on_message(dev(3), &[dev(4)], &switch_payload(2), now)
+    })
+    .unwrap();
+    assert_eq!(net.state(4).sending_epoch(), 1, "held, not obeyed");
+    net.advance(CFG.coalesce_ms);
+    for d in [2, 3, 4] {
+        assert_eq!(net.state(d).leader(), dev(2));
+        assert_eq!(net.state(d).sending_epoch(), 2);
+    }
+    let key = net.state(4).key(2).unwrap().expose_secret().to_vec();
+    assert_eq!(key, net.state(2).key(2).unwrap().expose_secret().to_vec());
+}
+
+#[test]
+fn succession_skips_a_successor_already_seen_dropping_out() {
+    let mut net = Net::new(&[(2, 2, 1), (3, 3, 2), (4, 4, 3)]);
+    net.crash(2);
+    net.crash(1);
+    net.see_dropped(&[3, 4], 2);
+    net.see_dropped(&[3, 4], 1);
+    net.advance(CFG.coalesce_ms);
+    assert_eq!(net.recipients_of_last("rekey"), vec![dev(4)]);
+    for d in [3, 4] {
+        assert_eq!(net.state(d).leader(), dev(3));
+        assert_eq!(net.state(d).roster().len(), 2);
+        assert_eq!(net.state(d).sending_epoch(), 2);
+    }
+}
+
+#[test]
+fn a_device_the_crashed_leaders_rekey_missed_follows_once_the_removed_successor_goes() {
+    let mut net = Net::new(&[(2, 2, 1), (3, 3, 2), (4, 4, 3)]);
+    // The leader removes device 2; its Rekey reaches device 3 only; it crashes.
+    let now = UnixMillis(net.now);
+    let leader = net.states.get_mut(&dev(1)).unwrap();
+    leader.remove(&[], &[dev(2)], now).unwrap();
+    leader.handle_timeout(UnixMillis(net.now + CFG.coalesce_ms), &mut net.rng);
+    let outputs: Vec<MeetingOutput> = std::iter::from_fn(|| leader.poll_output()).collect();
+    net.crash(1);
+    for o in outputs {
+        if let MeetingOutput::Send {
+            recipients,
+            payload,
+            ..
+        } = o
+        {
+            for r in recipients.iter().filter(|r| **r != dev(4)) {
+                if let Some(s) = net.states.get_mut(r) {
+                    let _ = s.on_message(dev(1), &recipients, &payload, now);
+                }
+            }
+        }
+    }
+    assert!(net.state(2).is_ended());
+    net.see_dropped(&[3, 4], 1);
+    assert_eq!(net.state(3).leader(), dev(3));
+    assert_eq!(
+        net.state(4).leader(),
+        dev(2),
+        "device 4 never saw the removal"
+    );
+    net.advance(CFG.coalesce_ms);
+    assert_eq!(net.state(4).sending_epoch(), 1, "device 3's rekey is held");
+    // Device 2 ended and left the room: device 4 sees it go, and follows device 3.
+    net.see_dropped(&[4], 2);
+    for d in [3, 4] {
+        assert_eq!(net.state(d).leader(), dev(3));
+        assert_eq!(net.state(d).sending_epoch(), 3);
+        assert!(!net.state(d).roster().contains(&dev(2)));
+    }
+}
