@@ -1,6 +1,10 @@
 //! Measurement: per-receiver loss windows, latency histograms, jitter and the
-//! per-second timeline, merged into the report at the end.
+//! per-slice timeline, merged into the report at the end.
 
 mod latency;
+mod timeline;
+mod window;
 
 pub use latency::{LatencyHistogram, percentiles_ms};
+pub use timeline::Timeline;
+pub use window::{Counted, ReceiverWindow};

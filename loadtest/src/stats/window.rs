@@ -1,0 +1,224 @@
+//! Which frames a receiver should have got, and which it did (sans-IO).
+//!
+//! Every sending stream numbers its frames from 0 and publishes the next number in an
+//! atomic (see `sim::board`). When a receiver's measurement window opens it snapshots
+//! every stream's next number; when it closes it snapshots again. For each stream the
+//! receiver expects exactly the frames numbered in `[start, end)`: those sent while it
+//! was in the meeting and settled. Streams that start later begin at 0. This is exact
+//! (no guess about what was in flight), and it counts tail losses, unlike gap counting.
+
+use std::collections::HashMap;
+
+/// Frames of one stream at one receiver.
+#[derive(Debug, Clone, Default)]
+pub struct PairStats {
+    start: u64,
+    end: Option<u64>,
+    received: u64,
+    duplicates: u64,
+    highest: Option<u64>,
+    /// Bit i set: frame `highest - i` arrived.
+    seen: u128,
+    /// RFC 3550 interarrival jitter, µs.
+    jitter_us: f64,
+    last_transit_us: Option<i64>,
+}
+
+impl PairStats {
+    fn expected(&self) -> u64 {
+        self.end.map_or(0, |end| end.saturating_sub(self.start))
+    }
+
+    /// Records `seq`; false if it is a duplicate.
+    fn mark(&mut self, seq: u64) -> bool {
+        match self.highest {
+            Some(h) if seq <= h => {
+                let age = h - seq;
+                if age >= 128 {
+                    return true; // too old to tell: counted once
+                }
+                let bit = 1u128 << age;
+                if self.seen & bit != 0 {
+                    return false;
+                }
+                self.seen |= bit;
+                true
+            }
+            Some(h) => {
+                let shift = seq - h;
+                self.seen = if shift >= 128 { 0 } else { self.seen << shift };
+                self.seen |= 1;
+                self.highest = Some(seq);
+                true
+            }
+            None => {
+                self.highest = Some(seq);
+                self.seen = 1;
+                true
+            }
+        }
+    }
+}
+
+/// What a receiver made of one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    /// Inside the window: counts as received (latency recorded).
+    Yes,
+    /// Received again.
+    Duplicate,
+    /// Outside the window (before it opened, after it closed, or its own stream).
+    Outside,
+}
+
+/// One receiver's window over every stream of its meeting.
+#[derive(Debug, Clone, Default)]
+pub struct ReceiverWindow {
+    own: Vec<u32>,
+    open: bool,
+    closed: bool,
+    pairs: HashMap<u32, PairStats>,
+}
+
+impl ReceiverWindow {
+    /// A window for a receiver whose own streams are `own` (never expected).
+    #[must_use]
+    pub fn new(own: Vec<u32>) -> Self {
+        ReceiverWindow {
+            own,
+            ..Self::default()
+        }
+    }
+
+    /// Opens the window at the streams' next numbers `snapshot` (stream → next seq).
+    pub fn open(&mut self, snapshot: &[(u32, u64)]) {
+        if self.open || self.closed {
+            return;
+        }
+        self.open = true;
+        for (stream, next) in snapshot {
+            if !self.own.contains(stream) {
+                self.pairs.entry(*stream).or_default().start = *next;
+            }
+        }
+    }
+
+    /// Whether the window is open.
+    #[must_use]
+    pub fn is_open(&self) -> bool {
+        self.open && !self.closed
+    }
+
+    /// Closes the window at `snapshot`: frames numbered from there on no longer count.
+    pub fn close(&mut self, snapshot: &[(u32, u64)]) {
+        if !self.open || self.closed {
+            return;
+        }
+        self.closed = true;
+        for (stream, next) in snapshot {
+            if !self.own.contains(stream) {
+                self.pairs.entry(*stream).or_default().end = Some(*next);
+            }
+        }
+    }
+
+    /// A frame of `stream` numbered `seq` arrived; `transit_us` = receive − send time.
+    pub fn on_frame(&mut self, stream: u32, seq: u64, transit_us: i64) -> Counted {
+        if !self.open || self.own.contains(&stream) {
+            return Counted::Outside;
+        }
+        let closed = self.closed;
+        let pair = self.pairs.entry(stream).or_default();
+        if seq < pair.start || (closed && pair.end.is_none_or(|end| seq >= end)) {
+            return Counted::Outside;
+        }
+        if !pair.mark(seq) {
+            pair.duplicates += 1;
+            return Counted::Duplicate;
+        }
+        pair.received += 1;
+        if let Some(last) = pair.last_transit_us {
+            #[allow(clippy::cast_precision_loss)] // µs differences far below 2^52
+            let d = (transit_us - last).unsigned_abs() as f64;
+            pair.jitter_us += (d - pair.jitter_us) / 16.0;
+        }
+        pair.last_transit_us = Some(transit_us);
+        Counted::Yes
+    }
+
+    /// Frames expected (only known once closed).
+    #[must_use]
+    pub fn expected(&self) -> u64 {
+        self.pairs.values().map(PairStats::expected).sum()
+    }
+
+    /// Frames received inside the window (at most one per number).
+    #[must_use]
+    pub fn received(&self) -> u64 {
+        // A frame received before the close was sent before it, so its number is
+        // below the stream's `end`: received never exceeds expected once closed.
+        self.pairs.values().map(|p| p.received).sum()
+    }
+
+    /// Duplicates.
+    #[must_use]
+    pub fn duplicates(&self) -> u64 {
+        self.pairs.values().map(|p| p.duplicates).sum()
+    }
+
+    /// Jitter of every stream that delivered at least two frames, µs.
+    pub fn jitters_us(&self) -> impl Iterator<Item = f64> + '_ {
+        self.pairs
+            .values()
+            .filter(|p| p.received >= 2)
+            .map(|p| p.jitter_us)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_sent_while_the_window_was_open_are_expected_exactly() {
+        let mut w = ReceiverWindow::new(vec![9]);
+        for seq in 0..5 {
+            assert_eq!(w.on_frame(1, seq, 100), Counted::Outside, "not open yet");
+        }
+        w.open(&[(1, 5), (2, 0), (9, 40)]);
+        for seq in 5..15 {
+            if seq != 7 {
+                assert_eq!(w.on_frame(1, seq, 100), Counted::Yes);
+            }
+        }
+        assert_eq!(w.on_frame(1, 8, 100), Counted::Duplicate);
+        assert_eq!(w.on_frame(9, 41, 100), Counted::Outside, "own stream");
+        // Stream 3 started after the window opened: from 0.
+        assert_eq!(w.on_frame(3, 0, 100), Counted::Yes);
+        w.close(&[(1, 16), (2, 0), (3, 1), (9, 50)]);
+        // Frame 15 was in flight at the close: still counts; 16 does not.
+        assert_eq!(w.on_frame(1, 15, 100), Counted::Yes);
+        assert_eq!(w.on_frame(1, 16, 100), Counted::Outside);
+        assert_eq!(w.expected(), 11 + 1);
+        assert_eq!(w.received(), 10 + 1);
+        assert_eq!(w.duplicates(), 1);
+    }
+
+    #[test]
+    fn jitter_follows_rfc_3550() {
+        let mut w = ReceiverWindow::new(vec![]);
+        w.open(&[(1, 0)]);
+        w.on_frame(1, 0, 1_000);
+        w.on_frame(1, 1, 2_600);
+        let j: Vec<f64> = w.jitters_us().collect();
+        assert_eq!(j, vec![100.0]);
+    }
+
+    #[test]
+    fn a_window_never_opened_expects_nothing() {
+        let mut w = ReceiverWindow::new(vec![]);
+        w.close(&[(1, 10)]);
+        assert_eq!(w.expected(), 0);
+        assert_eq!(w.on_frame(1, 3, 0), Counted::Outside);
+    }
+}

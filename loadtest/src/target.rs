@@ -1,0 +1,204 @@
+//! The SFU under test: started in this process on its own runtime (`--embedded`), or a
+//! running one (`--server`). Knows how to read its CPU time, peak memory and counters.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use conclave_sdk::transport::ServerTrust;
+use conclave_sfu::embedded::EmbeddedSfu;
+use conclave_sfu::store::MemoryStore;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::LoadError;
+use crate::metrics;
+use crate::options::Options;
+use crate::probe;
+use crate::report::SfuMetrics;
+
+/// Name prefix of the in-process SFU's threads (their CPU time is the SFU's).
+pub const SFU_THREADS: &str = "sfu-rt";
+
+/// The process-wide metrics recorder (installed once; the SFU's counters land in it).
+fn recorder() -> Option<&'static PrometheusHandle> {
+    static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    RECORDER
+        .get_or_init(|| conclave_sfu::metrics_http::install_recorder().ok())
+        .as_ref()
+}
+
+/// One reading of the SFU at a phase boundary.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Reading {
+    pub(crate) sfu_cpu: Option<f64>,
+    pub(crate) process_cpu: Option<f64>,
+    pub(crate) metrics: Option<SfuMetrics>,
+}
+
+struct Embedded {
+    runtime: tokio::runtime::Runtime,
+    sfu: Option<EmbeddedSfu>,
+    _dir: tempfile::TempDir,
+}
+
+/// The SFU under test.
+pub(crate) struct Target {
+    pub(crate) addr: SocketAddr,
+    pub(crate) trust: ServerTrust,
+    pub(crate) server_name: String,
+    pub(crate) label: String,
+    embedded: Option<Embedded>,
+    metrics_url: Option<String>,
+    sfu_pid: Option<u32>,
+    pub(crate) readings: Mutex<Vec<Reading>>,
+    pub(crate) problems: Mutex<Vec<String>>,
+}
+
+impl Target {
+    /// Starts the in-process SFU or describes the remote one.
+    pub(crate) fn start(options: &Options) -> Result<Arc<Target>, LoadError> {
+        if let Some(addr) = options.server {
+            let trust = match (&options.pin, &options.ca) {
+                (Some(pin), _) => ServerTrust::pinned_hex(pin)
+                    .map_err(|e| LoadError::Options(format!("--pin: {e}")))?,
+                (None, Some(ca)) => ServerTrust::CaPem(std::fs::read(ca).map_err(|source| {
+                    LoadError::Io {
+                        path: ca.display().to_string(),
+                        source,
+                    }
+                })?),
+                (None, None) => ServerTrust::SystemRoots,
+            };
+            return Ok(Arc::new(Target {
+                addr,
+                trust,
+                server_name: options.server_name.clone(),
+                label: addr.to_string(),
+                embedded: None,
+                metrics_url: options.metrics_url.clone(),
+                sfu_pid: options.sfu_pid,
+                readings: Mutex::new(Vec::new()),
+                problems: Mutex::new(Vec::new()),
+            }));
+        }
+        let _ = recorder();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(options.sfu_threads)
+            .thread_name(SFU_THREADS)
+            .enable_all()
+            .build()
+            .map_err(|e| LoadError::Setup(format!("SFU runtime: {e}")))?;
+        let dir = tempfile::tempdir().map_err(|source| LoadError::Io {
+            path: "temporary directory".into(),
+            source,
+        })?;
+        let (identity, _) = conclave_sfu::tls::load_or_generate_dev(dir.path())
+            .map_err(|e| LoadError::Setup(format!("SFU certificate: {e}")))?;
+        let mut config = conclave_sfu::config::Config::default();
+        config.metrics_listen = None;
+        let listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let sfu = {
+            let _guard = runtime.enter();
+            EmbeddedSfu::start(listen, &identity, config, Arc::new(MemoryStore::new())).map_err(
+                |e| LoadError::Start {
+                    what: "SFU",
+                    addr: listen,
+                    reason: e.to_string(),
+                },
+            )?
+        };
+        Ok(Arc::new(Target {
+            addr: sfu.addr(),
+            trust: ServerTrust::PinnedSha256(sfu.fingerprint_sha256()),
+            server_name: "localhost".into(),
+            label: "embedded".into(),
+            embedded: Some(Embedded {
+                runtime,
+                sfu: Some(sfu),
+                _dir: dir,
+            }),
+            metrics_url: None,
+            sfu_pid: None,
+            readings: Mutex::new(Vec::new()),
+            problems: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// Whether the SFU runs in this process.
+    pub(crate) fn in_process(&self) -> bool {
+        self.embedded.is_some()
+    }
+
+    /// The SFU's CPU seconds so far.
+    pub(crate) fn cpu_seconds(&self) -> Option<f64> {
+        if self.in_process() {
+            probe::threads_cpu_seconds(SFU_THREADS)
+        } else {
+            self.sfu_pid.and_then(probe::pid_cpu_seconds)
+        }
+    }
+
+    /// Peak RSS: of the SFU process, or of this whole process when it hosts the SFU.
+    pub(crate) fn peak_rss_bytes(&self) -> Option<u64> {
+        if self.in_process() {
+            probe::process_peak_rss_bytes()
+        } else {
+            self.sfu_pid.and_then(probe::pid_peak_rss_bytes)
+        }
+    }
+
+    /// The SFU's counters now.
+    pub(crate) async fn metrics(&self) -> Option<SfuMetrics> {
+        if self.in_process() {
+            return recorder().map(|r| metrics::parse(&r.render()));
+        }
+        let url = self.metrics_url.as_ref()?;
+        match tokio::time::timeout(Duration::from_secs(10), metrics::scrape(url)).await {
+            Ok(Ok(text)) => Some(metrics::parse(&text)),
+            Ok(Err(e)) => {
+                self.problem(format!("metrics: {e}"));
+                None
+            }
+            Err(_) => {
+                self.problem(format!("metrics: {url} did not answer in 10 s"));
+                None
+            }
+        }
+    }
+
+    pub(crate) fn problem(&self, p: String) {
+        self.problems
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(p);
+    }
+
+}
+
+impl crate::sim::Probe for Target {
+    async fn mark(&self) {
+        let reading = Reading {
+            sfu_cpu: self.cpu_seconds(),
+            process_cpu: probe::process_cpu_seconds(),
+            metrics: self.metrics().await,
+        };
+        self.readings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(reading);
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(mut e) = self.embedded.take() {
+            if let Some(sfu) = e.sfu.take() {
+                // Graceful stop, bounded; the runtime is ours and idle otherwise.
+                let _ = e
+                    .runtime
+                    .block_on(async { tokio::time::timeout(Duration::from_secs(5), sfu.stop()).await });
+            }
+            e.runtime.shutdown_timeout(Duration::from_secs(2));
+        }
+    }
+}
