@@ -4,8 +4,16 @@
 //! Every duration is in milliseconds (`*_ms`), every rate per second (`*_per_s`).
 //! Figures that could not be measured are `null`, never zero.
 
+mod chart;
+mod fields;
+#[cfg(test)]
+mod fixture;
 mod html;
+mod numbers;
+mod plots;
+mod svg;
 mod table;
+mod verdict;
 
 use std::collections::BTreeMap;
 
