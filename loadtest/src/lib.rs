@@ -1,6 +1,7 @@
 //! Conclave load test.
 #![allow(missing_docs)]
 
+pub mod baseline;
 pub mod error;
 pub mod probe;
 pub mod report;
