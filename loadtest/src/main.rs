@@ -1,5 +1,8 @@
 //! `conclave-loadtest`: see `conclave-loadtest --help` and docs/loadtest.md.
 
+// The summary table is the program's output.
+#![allow(clippy::print_stdout)]
+
 use std::process::ExitCode;
 
 use anyhow::Context;

@@ -57,7 +57,9 @@ pub fn delta(after: &SfuMetrics, before: &SfuMetrics) -> SfuMetrics {
         })
         .collect();
     SfuMetrics {
-        datagrams_received: after.datagrams_received.saturating_sub(before.datagrams_received),
+        datagrams_received: after
+            .datagrams_received
+            .saturating_sub(before.datagrams_received),
         datagrams_forwarded: after
             .datagrams_forwarded
             .saturating_sub(before.datagrams_forwarded),
@@ -68,7 +70,9 @@ pub fn delta(after: &SfuMetrics, before: &SfuMetrics) -> SfuMetrics {
 
 /// GETs `url` (plain `http://host:port/path`) and returns the body.
 pub async fn scrape(url: &str) -> Result<String, String> {
-    let uri: hyper::Uri = url.parse().map_err(|e| format!("bad metrics URL {url}: {e}"))?;
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| format!("bad metrics URL {url}: {e}"))?;
     if uri.scheme_str() != Some("http") {
         return Err(format!("metrics URL must be http://, got {url}"));
     }

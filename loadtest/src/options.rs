@@ -26,7 +26,12 @@ pub struct Options {
     pub server: Option<SocketAddr>,
     /// SHA-256 fingerprint of the server's certificate (64 hex digits), as printed by
     /// the SFU in development mode.
-    #[arg(long, value_name = "SHA256", requires = "server", conflicts_with = "ca")]
+    #[arg(
+        long,
+        value_name = "SHA256",
+        requires = "server",
+        conflicts_with = "ca"
+    )]
     pub pin: Option<String>,
     /// CA certificate file (PEM) that signed the server's certificate.
     #[arg(long, value_name = "FILE", requires = "server")]
@@ -111,7 +116,10 @@ impl Options {
     pub fn validate(&self) -> Result<(), LoadError> {
         let bad = |m: String| Err(LoadError::Options(m));
         if self.meetings == 0 || self.meetings > 1_000 {
-            return bad(format!("--meetings must be 1..=1000, got {}", self.meetings));
+            return bad(format!(
+                "--meetings must be 1..=1000, got {}",
+                self.meetings
+            ));
         }
         if !(2..=1_000).contains(&self.participants) {
             return bad(format!(
@@ -120,7 +128,10 @@ impl Options {
             ));
         }
         if !(self.duration.is_finite() && self.duration > 0.0 && self.duration <= 86_400.0) {
-            return bad(format!("--duration must be in (0, 86400] s, got {}", self.duration));
+            return bad(format!(
+                "--duration must be in (0, 86400] s, got {}",
+                self.duration
+            ));
         }
         if !(crate::payload::HEADER_LEN..=60_000).contains(&self.audio_bytes) {
             return bad(format!(
@@ -133,7 +144,10 @@ impl Options {
             return bad("--audio-fps must be ≤ 1000 and --video-fps ≤ 240".into());
         }
         if !(0.0..=1.0).contains(&self.senders) {
-            return bad(format!("--senders is a share in [0, 1], got {}", self.senders));
+            return bad(format!(
+                "--senders is a share in [0, 1], got {}",
+                self.senders
+            ));
         }
         if self.video_senders > self.participants {
             return bad("--video-senders cannot exceed --participants".into());
@@ -151,7 +165,10 @@ impl Options {
             return bad(format!("--ramp must be above 0, got {}", self.ramp));
         }
         if !(self.churn.is_finite() && (0.0..=600.0).contains(&self.churn)) {
-            return bad(format!("--churn must be 0..=600 per minute, got {}", self.churn));
+            return bad(format!(
+                "--churn must be 0..=600 per minute, got {}",
+                self.churn
+            ));
         }
         if self.sfu_threads == 0 || self.client_threads == Some(0) {
             return bad("thread counts must be at least 1".into());
@@ -196,8 +213,15 @@ mod tests {
     #[test]
     fn the_documented_command_parses_and_validates() {
         let o = parse(&[
-            "--embedded", "--meetings", "10", "--participants", "50", "--duration", "30",
-            "--json", "report.json",
+            "--embedded",
+            "--meetings",
+            "10",
+            "--participants",
+            "50",
+            "--duration",
+            "30",
+            "--json",
+            "report.json",
         ]);
         o.validate().unwrap();
         assert_eq!(o.audio_senders(), 50);
@@ -208,18 +232,38 @@ mod tests {
     #[test]
     fn out_of_range_options_are_refused_with_the_reason() {
         let o = parse(&["--participants", "1"]);
-        assert!(o.validate().unwrap_err().to_string().contains("--participants"));
+        assert!(
+            o.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--participants")
+        );
         let o = parse(&["--audio-bytes", "8"]);
-        assert!(o.validate().unwrap_err().to_string().contains("--audio-bytes"));
+        assert!(
+            o.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--audio-bytes")
+        );
         let o = parse(&["--senders", "1.5"]);
         assert!(o.validate().is_err());
         assert!(Options::try_parse_from(["x", "--embedded", "--server", "127.0.0.1:1"]).is_err());
-        assert!(Options::try_parse_from(["x", "--pin", "00"]).is_err(), "--pin needs --server");
+        assert!(
+            Options::try_parse_from(["x", "--pin", "00"]).is_err(),
+            "--pin needs --server"
+        );
     }
 
     #[test]
     fn video_frames_follow_the_bit_rate() {
-        let o = parse(&["--video-senders", "1", "--video-kbps", "1000", "--video-fps", "25"]);
+        let o = parse(&[
+            "--video-senders",
+            "1",
+            "--video-kbps",
+            "1000",
+            "--video-fps",
+            "25",
+        ]);
         assert_eq!(o.video_frame_bytes(), 5_000);
         o.validate().unwrap();
     }

@@ -42,9 +42,7 @@ impl FrameHeader {
     pub fn read(data: &[u8]) -> Option<Self> {
         let header: &[u8; HEADER_LEN] = data.get(..HEADER_LEN)?.try_into().ok()?;
         let (magic, rest) = header.split_first_chunk::<2>()?;
-        let (&[version, kind], rest) = rest.split_first_chunk::<2>()? else {
-            return None;
-        };
+        let (&[version, kind], rest) = rest.split_first_chunk::<2>()?;
         if *magic != MAGIC || version != VERSION {
             return None;
         }

@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::LoadError;
 use crate::options::Options;
 use crate::report::{
-    BaselineReport, Jitter, Machine, Report, RekeyStats, SCHEMA_VERSION, ScenarioEcho, Throughput,
+    BaselineReport, Jitter, Machine, RekeyStats, Report, SCHEMA_VERSION, ScenarioEcho, Throughput,
 };
 use crate::sim::{self, SimOutcome};
 use crate::stats::{LatencyHistogram, percentiles_ms};
@@ -100,7 +100,11 @@ fn rank(sorted: &[f64], q: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
     }
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
     let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted.get(i).copied()
 }
@@ -129,7 +133,10 @@ fn assemble(
     };
     let sfu_cpu = diff(|r| r.sfu_cpu);
     let process_cpu = diff(|r| r.process_cpu);
-    let sfu_metrics = match (first.and_then(|r| r.metrics.as_ref()), last.and_then(|r| r.metrics.as_ref())) {
+    let sfu_metrics = match (
+        first.and_then(|r| r.metrics.as_ref()),
+        last.and_then(|r| r.metrics.as_ref()),
+    ) {
         (Some(a), Some(b)) => Some(crate::metrics::delta(b, a)),
         _ => None,
     };
@@ -140,7 +147,11 @@ fn assemble(
         _ => None,
     };
     let loadgen_cpu = process_cpu.map(|p| {
-        if target.in_process() { (p - sfu_cpu.unwrap_or(0.0)).max(0.0) } else { p }
+        if target.in_process() {
+            (p - sfu_cpu.unwrap_or(0.0)).max(0.0)
+        } else {
+            p
+        }
     });
 
     let mut latency = LatencyHistogram::default();
@@ -159,12 +170,22 @@ fn assemble(
         foreign += r.foreign_frames;
     }
     let mut problems = sim.problems.clone();
-    problems.extend(target.problems.lock().map(|p| p.clone()).unwrap_or_default());
+    problems.extend(
+        target
+            .problems
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default(),
+    );
     if decrypt_failures > 0 {
-        problems.push(format!("{decrypt_failures} frames FAILED DECRYPTION: this is a bug"));
+        problems.push(format!(
+            "{decrypt_failures} frames FAILED DECRYPTION: this is a bug"
+        ));
     }
     if foreign > 0 {
-        problems.push(format!("{foreign} decrypted frames were not load-test frames"));
+        problems.push(format!(
+            "{foreign} decrypted frames were not load-test frames"
+        ));
     }
     let measured = sim.measured_s.max(1e-9);
     let (_, bytes_in, _, bytes_out) = sim.timeline.as_ref().map_or((0, 0, 0, 0), |t| t.totals());
@@ -199,12 +220,20 @@ fn assemble(
         frames_sent: sim.frames_sent,
         frames_received: received,
         frames_expected: expected,
-        loss_ratio: if expected == 0 { 0.0 } else { 1.0 - ratio(received, expected) },
+        loss_ratio: if expected == 0 {
+            0.0
+        } else {
+            1.0 - ratio(received, expected)
+        },
         duplicates,
         send_shortfall: sim.send_shortfall,
         latency_ms: percentiles_ms(&latency),
         jitter_ms: Jitter {
-            mean: if jitters.is_empty() { 0.0 } else { jitters.iter().sum::<f64>() / jitters.len() as f64 },
+            mean: if jitters.is_empty() {
+                0.0
+            } else {
+                jitters.iter().sum::<f64>() / jitters.len() as f64
+            },
             max: jitters.iter().copied().fold(0.0, f64::max),
         },
         throughput: Throughput {
@@ -232,7 +261,11 @@ fn assemble(
         sfu_cpu_us_per_forwarded_datagram: sfu_us,
         loadgen_cpu_seconds: loadgen_cpu,
         sfu_metrics,
-        timeline: sim.timeline.as_ref().map(|t| t.points(o.duration)).unwrap_or_default(),
+        timeline: sim
+            .timeline
+            .as_ref()
+            .map(|t| t.points(o.duration))
+            .unwrap_or_default(),
         latency_histogram: latency.buckets(),
         baseline,
         forwarding_efficiency,

@@ -17,7 +17,7 @@ use crate::probe;
 use crate::report::SfuMetrics;
 
 /// Name prefix of the in-process SFU's threads (their CPU time is the SFU's).
-pub const SFU_THREADS: &str = "sfu-rt";
+pub(crate) const SFU_THREADS: &str = "sfu-rt";
 
 /// The process-wide metrics recorder (installed once; the SFU's counters land in it).
 fn recorder() -> Option<&'static PrometheusHandle> {
@@ -61,12 +61,12 @@ impl Target {
             let trust = match (&options.pin, &options.ca) {
                 (Some(pin), _) => ServerTrust::pinned_hex(pin)
                     .map_err(|e| LoadError::Options(format!("--pin: {e}")))?,
-                (None, Some(ca)) => ServerTrust::CaPem(std::fs::read(ca).map_err(|source| {
-                    LoadError::Io {
+                (None, Some(ca)) => {
+                    ServerTrust::CaPem(std::fs::read(ca).map_err(|source| LoadError::Io {
                         path: ca.display().to_string(),
                         source,
-                    }
-                })?),
+                    })?)
+                }
                 (None, None) => ServerTrust::SystemRoots,
             };
             return Ok(Arc::new(Target {
@@ -172,7 +172,6 @@ impl Target {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(p);
     }
-
 }
 
 impl crate::sim::Probe for Target {
@@ -194,9 +193,9 @@ impl Drop for Target {
         if let Some(mut e) = self.embedded.take() {
             if let Some(sfu) = e.sfu.take() {
                 // Graceful stop, bounded; the runtime is ours and idle otherwise.
-                let _ = e
-                    .runtime
-                    .block_on(async { tokio::time::timeout(Duration::from_secs(5), sfu.stop()).await });
+                let _ = e.runtime.block_on(async {
+                    tokio::time::timeout(Duration::from_secs(5), sfu.stop()).await
+                });
             }
             e.runtime.shutdown_timeout(Duration::from_secs(2));
         }

@@ -15,7 +15,7 @@ mod participant;
 mod setup;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use conclave_sdk::client::ClientConfig;
@@ -140,7 +140,8 @@ pub(crate) async fn simulate(
             member.tell(ToReceiver::Open(snapshot.clone()));
         }
     }
-    let first_snapshots: Vec<Vec<(u32, u64)>> = meetings.iter().map(|m| m.board.snapshot()).collect();
+    let first_snapshots: Vec<Vec<(u32, u64)>> =
+        meetings.iter().map(|m| m.board.snapshot()).collect();
 
     let departed = measure(&env, &mut meetings, start_us, &mut out).await;
 
@@ -166,7 +167,10 @@ pub(crate) async fn simulate(
     // Frames sent in the measured phase: every stream's advance between the snapshots.
     for (first, last) in first_snapshots.iter().zip(&last_snapshots) {
         for (stream, end) in last {
-            let start = first.iter().find(|(s, _)| s == stream).map_or(0, |(_, n)| *n);
+            let start = first
+                .iter()
+                .find(|(s, _)| s == stream)
+                .map_or(0, |(_, n)| *n);
             out.frames_sent += end.saturating_sub(start);
         }
     }
@@ -205,7 +209,12 @@ async fn measure(
 ) -> Vec<Departed> {
     let duration_us = (env.options.duration * 1e6) as u64;
     let end_us = start_us.saturating_add(duration_us);
-    let mut plan = ChurnPlan::new(env.options.churn, meetings.len(), env.options.seed, start_us);
+    let mut plan = ChurnPlan::new(
+        env.options.churn,
+        meetings.len(),
+        env.options.seed,
+        start_us,
+    );
     let mut departed = Vec::new();
     env.progress.set_length(duration_us / 1_000_000);
     env.progress.set_position(0);
@@ -214,7 +223,8 @@ async fn measure(
         let participants: usize = meetings.iter().map(|m| m.members.len()).sum();
         env.timeline.set_participants(now, participants);
         let recent = env.timeline.recent(now);
-        env.progress.set_position(now.saturating_sub(start_us) / 1_000_000);
+        env.progress
+            .set_position(now.saturating_sub(start_us) / 1_000_000);
         env.progress.set_message(match recent {
             Some((fps, p99)) => format!(
                 "{participants} participants · {fps:.0} frames/s out · p99 {}",
@@ -271,7 +281,12 @@ async fn churn_event(
             out.send_shortfall += member.stop_sending().await;
             member.tell(ToReceiver::Close(m.board.snapshot()));
             tokio::time::sleep(DRAIN).await;
-            let before = m.members.iter().map(|p| p.epochs.latest()).max().unwrap_or(0);
+            let before = m
+                .members
+                .iter()
+                .map(|p| p.epochs.latest())
+                .max()
+                .unwrap_or(0);
             let t0 = env.clock.now_us();
             let result = if kind == ChurnKind::Leave {
                 member.handle.leave().await
@@ -281,8 +296,12 @@ async fn churn_event(
                 leader.handle.remove(&[member.user]).await
             };
             if let Err(e) = result {
-                out.problems.push(format!("{kind:?} of {} failed: {e}", member.name));
-                departed.push(Departed { member, removal: None });
+                out.problems
+                    .push(format!("{kind:?} of {} failed: {e}", member.name));
+                departed.push(Departed {
+                    member,
+                    removal: None,
+                });
                 return Some(None);
             }
             let done = wait_rekeyed(&m.members, before).await;
@@ -302,7 +321,10 @@ async fn churn_event(
                         member.name,
                         CHURN_BOUND.as_secs()
                     ));
-                    departed.push(Departed { member, removal: None });
+                    departed.push(Departed {
+                        member,
+                        removal: None,
+                    });
                     None
                 }
             };
@@ -317,8 +339,10 @@ async fn wait_rekeyed(members: &[Member], before: u64) -> Option<(u64, u64)> {
     let deadline = Instant::now() + CHURN_BOUND;
     loop {
         if members.iter().all(|p| p.epochs.latest() > before) {
-            let firsts: Vec<(u64, u64)> =
-                members.iter().filter_map(|p| p.epochs.first_above(before)).collect();
+            let firsts: Vec<(u64, u64)> = members
+                .iter()
+                .filter_map(|p| p.epochs.first_above(before))
+                .collect();
             let epoch = firsts.iter().map(|(e, _)| *e).min()?;
             let at = firsts.iter().map(|(_, t)| *t).max()?;
             return Some((epoch, at));

@@ -35,7 +35,10 @@ pub(crate) struct EpochLog {
 impl EpochLog {
     fn record(&self, epoch: u64, at_us: u64) {
         self.latest.fetch_max(epoch, Ordering::AcqRel);
-        let mut log = self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut log = self
+            .log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if log.len() < 10_000 {
             log.push((epoch, at_us));
         }
@@ -100,7 +103,6 @@ pub(crate) struct Member {
     pub(crate) user: UserId,
     pub(crate) handle: MeetingHandle,
     pub(crate) epochs: Arc<EpochLog>,
-    pub(crate) streams: Vec<u32>,
     stop: Arc<AtomicBool>,
     senders: Vec<JoinHandle<u64>>,
     to_receiver: mpsc::UnboundedSender<ToReceiver>,
@@ -150,7 +152,6 @@ impl Member {
             user: client.user_id(),
             handle,
             epochs,
-            streams,
             stop,
             senders,
             to_receiver,

@@ -51,13 +51,22 @@ async fn connect(env: &Env, name: String) -> Result<(Connected, u64), LoadError>
     let key = UserSigningKey::generate(&mut OsRng);
     let creds = DeviceCredentials::create(&name, &key, now_unix(), &mut OsRng)
         .map_err(|e| failed(&name, "create its identity", e))?;
-    let (client, events) =
-        tokio::time::timeout(CONNECT_BOUND, Client::connect(env.client_config.clone(), creds))
-            .await
-            .map_err(|_| failed(&name, "connect", "timed out"))?
-            .map_err(|e| failed(&name, "connect", e))?;
+    let (client, events) = tokio::time::timeout(
+        CONNECT_BOUND,
+        Client::connect(env.client_config.clone(), creds),
+    )
+    .await
+    .map_err(|_| failed(&name, "connect", "timed out"))?
+    .map_err(|e| failed(&name, "connect", e))?;
     let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    Ok((Connected { name, client, events }, us))
+    Ok((
+        Connected {
+            name,
+            client,
+            events,
+        },
+        us,
+    ))
 }
 
 /// Waits for an invitation, then keeps draining the client's events in the
@@ -89,7 +98,13 @@ fn drain_events(name: String, mut events: ClientEvents) {
 }
 
 /// What one participant sends.
-fn send_specs(env: &Env, board: &Board, audio: bool, video: bool, rng: &mut ChaCha20Rng) -> Vec<SendSpec> {
+fn send_specs(
+    env: &Env,
+    board: &Board,
+    audio: bool,
+    video: bool,
+    rng: &mut ChaCha20Rng,
+) -> Vec<SendSpec> {
     let o = &env.options;
     let mut specs = Vec::new();
     let mut add = |kind, fps: u32, bytes| {
@@ -113,7 +128,11 @@ fn send_specs(env: &Env, board: &Board, audio: bool, video: bool, rng: &mut ChaC
 
 fn kinds_of(specs: &[SendSpec]) -> Vec<MediaKind> {
     let kinds: Vec<MediaKind> = specs.iter().map(|s| s.kind).collect();
-    if kinds.is_empty() { vec![MediaKind::Audio] } else { kinds }
+    if kinds.is_empty() {
+        vec![MediaKind::Audio]
+    } else {
+        kinds
+    }
 }
 
 /// A seeded shuffle of `0..n`.
@@ -182,7 +201,9 @@ pub(super) async fn fill_meetings(
             let order = shuffled(people.len(), &mut rng);
             let mut v = vec![false; people.len()];
             for i in order.into_iter().take(o.audio_senders()) {
-                if let Some(x) = v.get_mut(i) { *x = true; }
+                if let Some(x) = v.get_mut(i) {
+                    *x = true;
+                }
             }
             v
         };
@@ -190,12 +211,22 @@ pub(super) async fn fill_meetings(
             let order = shuffled(people.len(), &mut rng);
             let mut v = vec![false; people.len()];
             for i in order.into_iter().take(o.video_senders) {
-                if let Some(x) = v.get_mut(i) { *x = true; }
+                if let Some(x) = v.get_mut(i) {
+                    *x = true;
+                }
             }
             v
         };
         let mut specs: Vec<Vec<SendSpec>> = (0..people.len())
-            .map(|i| send_specs(env, &board, audio.get(i) == Some(&true), video.get(i) == Some(&true), &mut rng))
+            .map(|i| {
+                send_specs(
+                    env,
+                    &board,
+                    audio.get(i) == Some(&true),
+                    video.get(i) == Some(&true),
+                    &mut rng,
+                )
+            })
             .collect();
         let leader = people.remove(0);
         let leader_specs = specs.remove(0);
@@ -255,7 +286,11 @@ pub(super) async fn fill_meetings(
 
 /// Waits for the invitation and accepts it; returns the member and the join time
 /// (invitation received to room joined), µs.
-async fn accept(env: &Env, mut c: Connected, specs: Vec<SendSpec>) -> Result<(Member, u64), LoadError> {
+async fn accept(
+    env: &Env,
+    mut c: Connected,
+    specs: Vec<SendSpec>,
+) -> Result<(Member, u64), LoadError> {
     let invitation = invitation(&mut c).await?;
     let t0 = Instant::now();
     let meeting = c
@@ -266,16 +301,28 @@ async fn accept(env: &Env, mut c: Connected, specs: Vec<SendSpec>) -> Result<(Me
     let us = elapsed_us(t0);
     env.joined.fetch_add(1, Ordering::Relaxed);
     drain_events(c.name.clone(), c.events);
-    let member = Member::start(c.name, c.client, meeting, specs, env.clock, Arc::clone(&env.timeline));
+    let member = Member::start(
+        c.name,
+        c.client,
+        meeting,
+        specs,
+        env.clock,
+        Arc::clone(&env.timeline),
+    );
     Ok((member, us))
 }
 
 /// Churn: a new participant connects and the leader invites it. Returns the time from
 /// the invite to the joiner in the room, ms (`None` if it failed or timed out).
-pub(super) async fn join_one(env: &Arc<Env>, m: &mut MeetingSim, out: &mut SimOutcome) -> Option<f64> {
+pub(super) async fn join_one(
+    env: &Arc<Env>,
+    m: &mut MeetingSim,
+    out: &mut SimOutcome,
+) -> Option<f64> {
     m.joiners += 1;
     let name = format!("lt-{:08x}-m{}-j{}", env.run_id, m.index, m.joiners);
-    let mut rng = ChaCha20Rng::seed_from_u64(env.options.seed ^ (m.index as u64) << 32 ^ m.joiners as u64);
+    let mut rng =
+        ChaCha20Rng::seed_from_u64(env.options.seed ^ (m.index as u64) << 32 ^ m.joiners as u64);
     let (mut c, us) = match connect(env, name).await {
         Ok(x) => x,
         Err(e) => {
@@ -290,14 +337,21 @@ pub(super) async fn join_one(env: &Arc<Env>, m: &mut MeetingSim, out: &mut SimOu
     let t0 = Instant::now();
     let deadline = t0 + CHURN_BOUND;
     loop {
-        match leader.handle.invite(&[c.client.user_id()], &kinds_of(&specs)).await {
+        match leader
+            .handle
+            .invite(&[c.client.user_id()], &kinds_of(&specs))
+            .await
+        {
             Ok(_) => break,
             Err(ClientError::Meeting(e)) if Instant::now() < deadline => {
                 tracing::debug!(error = %e, "invite deferred");
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(e) => {
-                out.problems.push(format!("meeting {}: invite of {} failed: {e}", m.index, c.name));
+                out.problems.push(format!(
+                    "meeting {}: invite of {} failed: {e}",
+                    m.index, c.name
+                ));
                 return None;
             }
         }
@@ -305,22 +359,36 @@ pub(super) async fn join_one(env: &Arc<Env>, m: &mut MeetingSim, out: &mut SimOu
     let invitation = match tokio::time::timeout(CHURN_BOUND, invitation(&mut c)).await {
         Ok(Ok(i)) => i,
         _ => {
-            out.problems.push(format!("meeting {}: {} got no invitation", m.index, c.name));
+            out.problems
+                .push(format!("meeting {}: {} got no invitation", m.index, c.name));
             return None;
         }
     };
     let meeting = match c.client.accept(&invitation, &kinds_of(&specs)).await {
         Ok(meeting) => meeting,
         Err(e) => {
-            out.problems.push(format!("meeting {}: {} could not accept: {e}", m.index, c.name));
+            out.problems.push(format!(
+                "meeting {}: {} could not accept: {e}",
+                m.index, c.name
+            ));
             return None;
         }
     };
     let us = elapsed_us(t0);
     out.join.record_us(us);
     drain_events(c.name.clone(), c.events);
-    let member = Member::start(c.name, c.client, meeting, specs, env.clock, Arc::clone(&env.timeline));
-    member.open_after(Arc::clone(&m.board), Duration::from_millis(env.options.settle_ms));
+    let member = Member::start(
+        c.name,
+        c.client,
+        meeting,
+        specs,
+        env.clock,
+        Arc::clone(&env.timeline),
+    );
+    member.open_after(
+        Arc::clone(&m.board),
+        Duration::from_millis(env.options.settle_ms),
+    );
     m.members.push(member);
     Some(us as f64 / 1e3)
 }

@@ -51,7 +51,9 @@ impl Timeline {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding this lock only loses report data; keep going.
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The measured phase starts at `now_us`; earlier additions are ignored.
@@ -107,7 +109,9 @@ impl Timeline {
     pub fn recent(&self, now_us: u64) -> Option<(f64, Option<f64>)> {
         let inner = self.lock();
         let since = now_us.checked_sub(inner.origin_us?)?;
-        let index = usize::try_from(since / inner.width_us).ok()?.checked_sub(1)?;
+        let index = usize::try_from(since / inner.width_us)
+            .ok()?
+            .checked_sub(1)?;
         let slice = inner.slices.get(index)?;
         #[allow(clippy::cast_precision_loss)]
         let per_s = slice.frames_out as f64 / (inner.width_us as f64 / 1e6);
@@ -118,7 +122,12 @@ impl Timeline {
     #[must_use]
     pub fn totals(&self) -> (u64, u64, u64, u64) {
         self.lock().slices.iter().fold((0, 0, 0, 0), |t, s| {
-            (t.0 + s.frames_in, t.1 + s.bytes_in, t.2 + s.frames_out, t.3 + s.bytes_out)
+            (
+                t.0 + s.frames_in,
+                t.1 + s.bytes_in,
+                t.2 + s.frames_out,
+                t.3 + s.bytes_out,
+            )
         })
     }
 

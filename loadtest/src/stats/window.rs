@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 /// Frames of one stream at one receiver.
 #[derive(Debug, Clone, Default)]
-pub struct PairStats {
+pub(crate) struct PairStats {
     start: u64,
     end: Option<u64>,
     received: u64,
