@@ -16,9 +16,9 @@ use crate::sim::{self, SimOutcome};
 use crate::stats::{LatencyHistogram, percentiles_ms};
 use crate::target::{Reading, Target};
 
-/// Prekeys each simulated device keeps on the server (enough for the invite and a few
-/// rekeys; the SDK tops them up).
-const PREKEYS_PER_DEVICE: u32 = 20;
+/// Prekeys each simulated device keeps on the server beyond one per participant (a
+/// leader receives a reply from every invitee at once; the SDK tops the pool up).
+const SPARE_PREKEYS: u32 = 20;
 
 /// Runs the scenario described by `options` and returns its report. Blocking: it
 /// creates its own runtimes (call it from `main` or a plain `#[test]`, not from async
@@ -37,7 +37,9 @@ pub fn run(options: Options) -> Result<Report, LoadError> {
     let progress = progress_bar(options.quiet);
     let mut config = ClientConfig::new(target.addr, target.trust.clone());
     config.server_name = target.server_name.clone();
-    config.prekey_target = PREKEYS_PER_DEVICE;
+    config.prekey_target = u32::try_from(options.participants)
+        .unwrap_or(u32::MAX)
+        .saturating_add(SPARE_PREKEYS);
     config.frame_queue = 4_096;
     let outcome = runtime.block_on(sim::simulate(
         Arc::clone(&options),
