@@ -1,6 +1,6 @@
 //! The `--baseline` run: the same fan-out shape through a bare QUIC datagram relay.
 //!
-//! The relay ([`relay`]) is a quinn endpoint on its own runtime that puts each
+//! The relay (`relay`) is a quinn endpoint on its own runtime that puts each
 //! connection in the group (meeting) named by its first message and forwards every
 //! datagram it receives, as is, to every other connection of the group. It has no
 //! directory, rooms, authentication, header parsing or congestion policy, so its CPU
@@ -10,11 +10,11 @@
 //! divides it by the SFU's CPU per forwarded datagram to get the SFU's forwarding
 //! efficiency.
 //!
-//! The clients are bare too ([`peer`]): one quinn endpoint and connection each (as a
+//! The clients are bare too (`peer`): one quinn endpoint and connection each (as a
 //! real SDK client has), on the caller's runtime, with the SDK's and the SFU's
-//! datagram-relevant transport settings ([`tls`]). Senders send fixed-size frames at
+//! datagram-relevant transport settings (`tls`). Senders send fixed-size frames at
 //! their frame rate; video frames are split into datagrams of at most 1100 bytes.
-//! Every datagram carries its stream, sequence number and send time ([`wire`]), so
+//! Every datagram carries its stream, sequence number and send time (`wire`), so
 //! receivers measure loss and one-way latency exactly: after a one-second warm-up each
 //! sender publishes the sequence numbers its measured window starts and ends at, and a
 //! frame counts as received when it (all of its fragments) arrived inside the window.

@@ -135,6 +135,17 @@ fn kinds_of(specs: &[SendSpec]) -> Vec<MediaKind> {
     }
 }
 
+/// `k` of `n` places chosen at random: `true` at the chosen ones.
+fn chosen(n: usize, k: usize, rng: &mut ChaCha20Rng) -> Vec<bool> {
+    let mut v = vec![false; n];
+    for i in shuffled(n, rng).into_iter().take(k) {
+        if let Some(x) = v.get_mut(i) {
+            *x = true;
+        }
+    }
+    v
+}
+
 /// A seeded shuffle of `0..n`.
 fn shuffled(n: usize, rng: &mut ChaCha20Rng) -> Vec<usize> {
     let mut v: Vec<usize> = (0..n).collect();
@@ -197,26 +208,8 @@ pub(super) async fn fill_meetings(
             continue;
         }
         let board = Arc::new(Board::default());
-        let audio: Vec<bool> = {
-            let order = shuffled(people.len(), &mut rng);
-            let mut v = vec![false; people.len()];
-            for i in order.into_iter().take(o.audio_senders()) {
-                if let Some(x) = v.get_mut(i) {
-                    *x = true;
-                }
-            }
-            v
-        };
-        let video: Vec<bool> = {
-            let order = shuffled(people.len(), &mut rng);
-            let mut v = vec![false; people.len()];
-            for i in order.into_iter().take(o.video_senders) {
-                if let Some(x) = v.get_mut(i) {
-                    *x = true;
-                }
-            }
-            v
-        };
+        let audio = chosen(people.len(), o.audio_senders(), &mut rng);
+        let video = chosen(people.len(), o.video_senders, &mut rng);
         let mut specs: Vec<Vec<SendSpec>> = (0..people.len())
             .map(|i| {
                 send_specs(
@@ -284,6 +277,24 @@ pub(super) async fn fill_meetings(
     Ok(meetings)
 }
 
+/// A participant that joined: its events drained in the background, its tasks started.
+fn into_member(
+    env: &Env,
+    c: Connected,
+    meeting: conclave_sdk::client::Meeting,
+    specs: Vec<SendSpec>,
+) -> Member {
+    drain_events(c.name.clone(), c.events);
+    Member::start(
+        c.name,
+        c.client,
+        meeting,
+        specs,
+        env.clock,
+        Arc::clone(&env.timeline),
+    )
+}
+
 /// Waits for the invitation and accepts it; returns the member and the join time
 /// (invitation received to room joined), µs.
 async fn accept(
@@ -300,15 +311,7 @@ async fn accept(
         .map_err(|e| failed(&c.name, "accept", e))?;
     let us = elapsed_us(t0);
     env.joined.fetch_add(1, Ordering::Relaxed);
-    drain_events(c.name.clone(), c.events);
-    let member = Member::start(
-        c.name,
-        c.client,
-        meeting,
-        specs,
-        env.clock,
-        Arc::clone(&env.timeline),
-    );
+    let member = into_member(env, c, meeting, specs);
     Ok((member, us))
 }
 
@@ -376,15 +379,7 @@ pub(super) async fn join_one(
     };
     let us = elapsed_us(t0);
     out.join.record_us(us);
-    drain_events(c.name.clone(), c.events);
-    let member = Member::start(
-        c.name,
-        c.client,
-        meeting,
-        specs,
-        env.clock,
-        Arc::clone(&env.timeline),
-    );
+    let member = into_member(env, c, meeting, specs);
     member.open_after(
         Arc::clone(&m.board),
         Duration::from_millis(env.options.settle_ms),
