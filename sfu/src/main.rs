@@ -66,6 +66,12 @@ struct Cli {
     /// `conclave_sfu=debug,quinn=warn` (default: $RUST_LOG if set, else `info`).
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
+
+    /// Async worker threads (default: one per CPU). One thread forwards each datagram
+    /// at the lowest CPU cost (no cross-thread wake-ups or lock contention; see
+    /// docs/benchmarks.md); more threads add capacity at a higher cost per datagram.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    worker_threads: Option<u16>,
 }
 
 /// A parsed `--metrics-listen`: an address, or `None` for `off`.
@@ -78,7 +84,11 @@ fn parse_metrics_flag(s: &str) -> Result<MetricsListen, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cli.worker_threads {
+        builder.worker_threads(usize::from(n));
+    }
+    let result = builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")

@@ -141,6 +141,7 @@ impl Sfu {
         config.rekey = RekeyConfig {
             coalesce_ms: 20,
             grace_ms: 300,
+            switch_deadline_ms: 1_000,
         };
         config.drop_after_ms = 2_000;
         config.prekey_target = 40;

@@ -259,11 +259,19 @@ impl Driver {
         }
     }
 
-    /// The room moved to `epoch`: prove it if this device already holds its key.
+    /// The room moved to `epoch`: that is the signal to send on a Rekey of `epoch`
+    /// installed here (the meeting state decides); prove it if this device holds its
+    /// key.
     pub(super) async fn on_room_epoch(&mut self, handle: u32, epoch: u64) {
         let Some(id) = self.link.as_ref().and_then(|l| l.meeting_of(handle)) else {
             return;
         };
+        let now = self.now();
+        if let Some(entry) = self.meetings.get_mut(&id) {
+            let _ = entry.state.room_epoch(epoch, now);
+        }
+        // Switching proves the new epoch on the way.
+        self.pump(id).await;
         let Some(entry) = self.meetings.get(&id) else {
             return;
         };
@@ -289,5 +297,6 @@ impl Driver {
         entry.proven = None;
         let epoch = entry.state.sending_epoch();
         self.join_room(id, epoch).await;
+        self.pump(id).await;
     }
 }

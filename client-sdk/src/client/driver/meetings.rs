@@ -434,11 +434,15 @@ impl Driver {
     }
 
     fn joined(&mut self, id: MeetingId, joined: &v1::RoomJoined) {
+        let now = self.now();
         let (Some(entry), Some(link)) = (self.meetings.get_mut(&id), self.link.as_ref()) else {
             return;
         };
         entry.proven = Some(joined.epoch);
         entry.wanted = None;
+        // The room's epoch also announces a switch this device may have missed while
+        // it was away (the caller pumps the outputs).
+        let _ = entry.state.room_epoch(joined.epoch, now);
         entry.shared.set_room(Some(RoomLink {
             conn: link.conn.quic().clone(),
             handle: joined.room_handle,

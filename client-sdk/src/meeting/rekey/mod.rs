@@ -14,9 +14,15 @@
 //!   O(N) key messages).
 //! * Receivers install a Rekey's key for *decryption* at once, but keep *sending* on the
 //!   old epoch. When the IO layer reports the Rekey delivered
-//!   ([`MeetingState::rekey_delivered`]), the leader emits `EpochSwitch`, switches its own
-//!   sending epoch and rotates the SFU room. Receivers switch on `EpochSwitch`. So every
-//!   device holds the new key before anyone sends on it.
+//!   ([`MeetingState::rekey_delivered`]), the leader switches its own sending epoch and
+//!   rotates the SFU room to the new epoch. The room's announcement of its new epoch
+//!   ([`MeetingState::room_epoch`]) is every receiver's signal to switch, so every
+//!   device holds the new key before anyone sends on it, and a rekey costs one
+//!   container round, not two. The announcement comes from the (untrusted) SFU, but it
+//!   can only make a device switch to a key it holds from an authenticated Rekey; and
+//!   a device switches on its own `switch_deadline_ms` after the Rekey arrived if no
+//!   announcement comes, so withholding it cannot keep a device sending on a key a
+//!   removed participant holds. (An `EpochSwitch` from the leader is also obeyed.)
 //! * After a switch the previous epoch stays decryptable for `grace_ms` (frames in
 //!   flight), then its key is dropped (zeroized).
 //! * If the leader departs (leaves, or is reported dropped with
@@ -57,6 +63,9 @@ pub struct RekeyConfig {
     pub coalesce_ms: u64,
     /// How long a previous epoch stays decryptable after a switch, ms.
     pub grace_ms: u64,
+    /// A receiver switches to an installed Rekey at the latest this long after it
+    /// arrived, even if the room never announced the new epoch, ms.
+    pub switch_deadline_ms: u64,
 }
 
 impl Default for RekeyConfig {
@@ -64,6 +73,7 @@ impl Default for RekeyConfig {
         RekeyConfig {
             coalesce_ms: 20,
             grace_ms: 2_000,
+            switch_deadline_ms: 1_000,
         }
     }
 }
@@ -208,10 +218,14 @@ enum Authority {
     Early,
 }
 
+/// (Receiver) a Rekey installed for decryption, not yet sent on.
 #[derive(Debug)]
-struct InFlight {
+struct Pending {
     epoch: u64,
     roster: Roster,
+    leader: DeviceId,
+    /// Switch at this time even if the room never announces `epoch`, ms.
+    switch_at: u64,
 }
 
 /// One device's view of one meeting.
@@ -231,9 +245,12 @@ pub struct MeetingState {
     /// (Leader) devices that must leave at the next rekey, and why.
     departures: BTreeMap<DeviceId, RekeyReason>,
     rekey_at: Option<u64>,
-    in_flight: Option<InFlight>,
+    /// (Leader) the epoch of the Rekey being delivered.
+    in_flight: Option<u64>,
     /// (Receiver) a Rekey installed but not yet switched to.
-    pending: Option<(u64, Roster, DeviceId)>,
+    pending: Option<Pending>,
+    /// (Receiver) the highest epoch the SFU room announced.
+    announced: u64,
     /// (Receiver) Rekeys from would-be successors that arrived before this device saw
     /// the leader depart, by sender (at most [`EARLY_SLOTS`]); one is applied when its
     /// sender becomes this device's own pick of leader.
@@ -283,6 +300,7 @@ impl MeetingState {
             rekey_at: None,
             in_flight: None,
             pending: None,
+            announced: 0,
             early: BTreeMap::new(),
             suspects: BTreeSet::new(),
             ended: false,
@@ -393,15 +411,21 @@ impl MeetingState {
     #[must_use]
     pub fn poll_timeout(&self) -> Option<UnixMillis> {
         let drop = self.drops.values().min().copied();
-        [drop, self.rekey_at]
+        let switch = self.pending.as_ref().map(|p| p.switch_at);
+        [drop, self.rekey_at, switch]
             .into_iter()
             .flatten()
             .min()
             .map(UnixMillis)
     }
 
-    /// Runs due timers: drops expired epochs and, on the leader, starts a due rekey.
+    /// Runs due timers: drops expired epochs, switches to a Rekey the room never
+    /// announced and, on the leader, starts a due rekey.
     pub fn handle_timeout(&mut self, now: UnixMillis, rng: &mut impl CryptoRngCore) {
+        if let Some(p) = self.pending.as_ref().filter(|p| p.switch_at <= now.0) {
+            let (leader, epoch) = (p.leader, p.epoch);
+            let _ = self.apply_switch(leader, epoch, now);
+        }
         let due: Vec<u64> = self
             .drops
             .iter()
@@ -566,14 +590,13 @@ impl MeetingState {
 
     /// (Leader) the Rekey of `epoch` reached every recipient: switch everyone to it.
     pub fn rekey_delivered(&mut self, epoch: u64, now: UnixMillis) -> Result<(), RekeyError> {
-        let Some(flight) = self.in_flight.take_if(|f| f.epoch == epoch) else {
+        if self.in_flight.take_if(|f| *f == epoch).is_none() {
             return Err(RekeyError::BadEpoch {
                 got: epoch,
                 current: self.sending,
             });
-        };
-        let others = flight.roster.devices_except(&self.me);
-        self.send_switch(others, epoch, Vec::new());
+        }
+        // No EpochSwitch container: the room's rotation announces the switch.
         self.outputs.push_back(MeetingOutput::RotateRoom {
             from: self.sending,
             to: epoch,
@@ -581,6 +604,27 @@ impl MeetingState {
         self.switch_to(epoch, now);
         if !self.departures.is_empty() {
             self.rekey_at = Some(now.0.saturating_add(self.config.coalesce_ms));
+        }
+        Ok(())
+    }
+
+    /// The SFU reports the meeting's room at `epoch` (an `EpochChanged` event, or the
+    /// epoch in the answer to a join). A Rekey of that epoch (or an older one) installed
+    /// here is switched to now; one that arrives later is switched to as it arrives.
+    ///
+    /// The SFU is not trusted with this: a false or early announcement can only make
+    /// this device send sooner on a key it already holds from an authenticated Rekey.
+    pub fn room_epoch(&mut self, epoch: u64, now: UnixMillis) -> Result<(), RekeyError> {
+        self.check_live()?;
+        self.announced = self.announced.max(epoch);
+        for held in self.early.values_mut() {
+            if held.rekey.epoch <= epoch {
+                held.switched = true;
+            }
+        }
+        if let Some(p) = self.pending.as_ref().filter(|p| p.epoch <= epoch) {
+            let (leader, pending) = (p.leader, p.epoch);
+            return self.apply_switch(leader, pending, now);
         }
         Ok(())
     }
@@ -599,7 +643,7 @@ impl MeetingState {
             Some(Body::InviteReply(r)) => self.on_reply(from, r, now),
             Some(Body::Leave(l)) => self.on_leave(from, l, now),
             Some(Body::Remove(r)) => self.on_remove(from, r),
-            Some(Body::Rekey(r)) => self.on_rekey(from, recipients, r),
+            Some(Body::Rekey(r)) => self.on_rekey(from, recipients, r, now),
             Some(Body::EpochSwitch(s)) => self.on_switch(from, s, now),
             _ => Err(RekeyError::NotControl),
         }
@@ -691,6 +735,7 @@ impl MeetingState {
         from: DeviceId,
         recipients: &[DeviceId],
         r: &v1::Rekey,
+        now: UnixMillis,
     ) -> Result<(), RekeyError> {
         self.check_meeting(&r.meeting_id)?;
         let newest = self.newest_epoch();
@@ -741,7 +786,7 @@ impl MeetingState {
                         from,
                         recipients: recipients.to_vec(),
                         rekey: r.clone(),
-                        switched: false,
+                        switched: r.epoch <= self.announced,
                     },
                 );
                 self.outputs.push_back(MeetingOutput::LeaderInDoubt {
@@ -758,9 +803,18 @@ impl MeetingState {
         let key =
             MeetingKey::from_slice(r.epoch, &r.meeting_key).map_err(|_| RekeyError::BadKey)?;
         self.keys.insert(r.epoch, key);
-        self.pending = Some((r.epoch, roster, leader));
+        self.pending = Some(Pending {
+            epoch: r.epoch,
+            roster,
+            leader,
+            switch_at: now.0.saturating_add(self.config.switch_deadline_ms),
+        });
         self.outputs
             .push_back(MeetingOutput::ReceiveEpoch { epoch: r.epoch });
+        if r.epoch <= self.announced {
+            // The room already moved on (its announcement overtook this Rekey).
+            return self.apply_switch(leader, r.epoch, now);
+        }
         Ok(())
     }
 
@@ -783,7 +837,7 @@ impl MeetingState {
     /// The devices that would lead before this one if the leader departed, in order
     /// (skipping suspects), at most [`EARLY_SLOTS`]. Empty when this device is next.
     fn succession_order(&self) -> Vec<DeviceId> {
-        let base = self.pending.as_ref().map_or(&self.roster, |(_, r, _)| r);
+        let base = self.pending.as_ref().map_or(&self.roster, |p| &p.roster);
         let mut order: Vec<&RosterMember> = base
             .iter()
             .filter(|m| m.device_id != self.leader && !self.suspects.contains(&m.device_id))
@@ -812,7 +866,7 @@ impl MeetingState {
             }
             return self.on_ratchet_switch(s, now);
         }
-        let from_pending_leader = self.pending.as_ref().is_some_and(|(_, _, l)| *l == from);
+        let from_pending_leader = self.pending.as_ref().is_some_and(|p| p.leader == from);
         if from_pending_leader {
             return self.apply_switch(from, s.epoch, now);
         }
@@ -840,8 +894,14 @@ impl MeetingState {
         epoch: u64,
         now: UnixMillis,
     ) -> Result<(), RekeyError> {
-        let Some((epoch, roster, leader)) =
-            self.pending.take_if(|(e, _, l)| *e == epoch && *l == from)
+        let Some(Pending {
+            epoch,
+            roster,
+            leader,
+            ..
+        }) = self
+            .pending
+            .take_if(|p| p.epoch == epoch && p.leader == from)
         else {
             return Err(RekeyError::BadEpoch {
                 got: epoch,
@@ -890,7 +950,7 @@ impl MeetingState {
     /// applies now.
     fn leader_departed(&mut self, old: DeviceId, now: UnixMillis) {
         let base = match self.pending.take() {
-            Some((_, roster, leader)) if leader == old => roster,
+            Some(p) if p.leader == old => p.roster,
             _ => self.roster.clone(),
         };
         let remaining = base.without(&[old]);
@@ -916,7 +976,7 @@ impl MeetingState {
             // The new leader's Rekey (and maybe its switch) came first; it is judged
             // again now, and dropped if it does not hold up.
             if self
-                .on_rekey(early.from, &early.recipients, &early.rekey)
+                .on_rekey(early.from, &early.recipients, &early.rekey, now)
                 .is_ok()
                 && early.switched
             {
@@ -961,11 +1021,11 @@ impl MeetingState {
             reason: reason as i32,
         });
         self.keys.insert(epoch, key);
-        self.roster = roster.clone();
+        self.roster = roster;
         self.outputs.push_back(MeetingOutput::RosterChanged);
         self.outputs
             .push_back(MeetingOutput::ReceiveEpoch { epoch });
-        self.in_flight = Some(InFlight { epoch, roster });
+        self.in_flight = Some(epoch);
         self.outputs.push_back(MeetingOutput::Send {
             recipients,
             payload: payload(body),

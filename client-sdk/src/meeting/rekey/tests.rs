@@ -11,6 +11,7 @@ use super::*;
 const CFG: RekeyConfig = RekeyConfig {
     coalesce_ms: 20,
     grace_ms: 1_000,
+    switch_deadline_ms: 500,
 };
 
 fn dev(n: u8) -> DeviceId {
@@ -37,6 +38,8 @@ struct Net {
     rng: ChaCha20Rng,
     /// (from, recipients, payload kind)
     sent: Vec<(DeviceId, Vec<DeviceId>, &'static str)>,
+    /// Whether the SFU announces room rotations (a test can make it withhold them).
+    announce: bool,
     refused: Vec<(DeviceId, RekeyError)>,
 }
 
@@ -82,6 +85,7 @@ impl Net {
             rng,
             sent: Vec::new(),
             refused: Vec::new(),
+            announce: true,
         }
     }
 
@@ -109,6 +113,16 @@ impl Net {
                 return;
             }
             for (from, out) in work {
+                if let MeetingOutput::RotateRoom { to, .. } = out {
+                    // The SFU announces the room's new epoch to every member.
+                    let now = UnixMillis(self.now);
+                    for (d, s) in &mut self.states {
+                        if *d != from && self.announce && !s.is_ended() {
+                            let _ = s.room_epoch(to, now);
+                        }
+                    }
+                    continue;
+                }
                 if let MeetingOutput::Send {
                     recipients,
                     payload,
@@ -187,7 +201,6 @@ fn a_leave_rekeys_to_the_remaining_devices_only() {
     net.advance(CFG.coalesce_ms);
     assert_eq!(net.count("rekey"), 1);
     assert_eq!(net.recipients_of_last("rekey"), vec![dev(2)]);
-    assert_eq!(net.recipients_of_last("switch"), vec![dev(2)]);
     for d in [1, 2] {
         assert_eq!(net.state(d).sending_epoch(), 2);
         assert!(!net.state(d).roster().contains(&dev(3)));
@@ -252,8 +265,8 @@ fn concurrent_departures_coalesce_into_one_rekey() {
     net.advance(CFG.coalesce_ms);
     assert_eq!(net.count("rekey"), 1);
     assert_eq!(net.recipients_of_last("rekey"), vec![dev(5)]);
-    // O(N): one Rekey and one EpochSwitch, each one container.
-    assert_eq!(net.count("switch"), 1);
+    // O(N): one Rekey container; the room's rotation announces the switch.
+    assert_eq!(net.count("switch"), 0);
     assert_eq!(net.state(5).sending_epoch(), 2);
 }
 
@@ -741,4 +754,53 @@ fn a_device_the_crashed_leaders_rekey_missed_follows_once_the_removed_successor_
         assert_eq!(net.state(d).sending_epoch(), 3);
         assert!(!net.state(d).roster().contains(&dev(2)));
     }
+}
+
+#[test]
+fn a_rekey_costs_one_container_and_the_rooms_rotation_switches_everyone() {
+    let mut net = Net::new(&[(2, 2, 1), (3, 3, 2), (4, 4, 3)]);
+    net.with(4, |s, _| s.leave()).unwrap();
+    net.advance(CFG.coalesce_ms);
+    assert_eq!(net.count("rekey"), 1);
+    assert_eq!(net.count("switch"), 0, "no second container round");
+    for d in [1, 2, 3] {
+        assert_eq!(net.state(d).sending_epoch(), 2);
+    }
+}
+
+#[test]
+fn a_rotation_announced_before_the_rekey_arrives_switches_on_arrival() {
+    let mut net = Net::new(&[(2, 2, 1), (3, 3, 2)]);
+    let without_3 = net.state(2).roster().without(&[dev(3)]);
+    let s = net.states.get_mut(&dev(2)).unwrap();
+    let now = UnixMillis(1_000);
+    s.room_epoch(2, now).unwrap();
+    assert_eq!(s.sending_epoch(), 1, "no key for epoch 2 yet: nothing to switch to");
+    s.on_message(dev(1), &[dev(2)], &rekey_payload(2, &without_3, 1), now)
+        .unwrap();
+    assert_eq!(s.sending_epoch(), 2);
+    assert!(!s.roster().contains(&dev(3)));
+}
+
+#[test]
+fn a_withheld_rotation_cannot_keep_a_device_on_the_old_key() {
+    let mut net = Net::new(&[(2, 2, 1), (3, 3, 2)]);
+    net.announce = false;
+    net.with(3, |s, _| s.leave()).unwrap();
+    net.advance(CFG.coalesce_ms);
+    assert_eq!(net.state(1).sending_epoch(), 2);
+    assert_eq!(net.state(2).sending_epoch(), 1, "waits for the announcement");
+    net.advance(CFG.switch_deadline_ms);
+    assert_eq!(net.state(2).sending_epoch(), 2, "switched at its own deadline");
+    assert_eq!(net.state(2).roster().len(), 2);
+}
+
+#[test]
+fn an_announcement_without_an_installed_rekey_changes_nothing() {
+    let mut net = Net::new(&[(2, 2, 1), (3, 3, 2)]);
+    let s = net.states.get_mut(&dev(2)).unwrap();
+    s.room_epoch(7, UnixMillis(1_000)).unwrap();
+    assert_eq!(s.sending_epoch(), 1);
+    assert!(s.key(7).is_none());
+    assert!(s.poll_output().is_none());
 }
