@@ -86,29 +86,13 @@ pub(super) fn seal_with(
     let sender_user_id = sender.user_id();
     let sender_device_id = sender.device_id();
 
-    let mut entries = Vec::with_capacity(recipients.len());
-    for (i, r) in recipients.iter().enumerate() {
-        let recipient_device_id = r.device.device_id();
-        let ctx = EntryContext {
-            container_id: &container_id,
-            sender_user_id: &sender_user_id,
-            sender_device_id: &sender_device_id,
-            recipient_device_id: &recipient_device_id,
-            prekey_id: r.prekey.prekey_id(),
-            ephemeral_public_key: &ephemeral_public_key,
-        };
-        let prekey_shared = ephemeral.diffie_hellman(r.prekey.public_key());
-        let device_shared = ephemeral.diffie_hellman(r.device.device_key());
-        let (kek1, kek2) = ctx.keks(
-            prekey_shared.raw_secret_bytes(),
-            device_shared.raw_secret_bytes(),
-        );
-        entries.push(v1::RecipientEntry {
-            recipient_device_id: recipient_device_id.as_bytes().to_vec(),
-            prekey_id: r.prekey.prekey_id(),
-            wrapped_key: ctx.wrap(&kek1, &kek2, entry_key(secrets, i)),
-        });
-    }
+    let ids = EntryIds {
+        container_id: &container_id,
+        sender_user_id: &sender_user_id,
+        sender_device_id: &sender_device_id,
+        ephemeral_public_key: &ephemeral_public_key,
+    };
+    let entries = wrap_entries(&ephemeral, &ids, recipients, secrets);
 
     let header = v1::ContainerHeader {
         version: CONTAINER_VERSION,
@@ -168,6 +152,95 @@ pub(super) fn seal_with(
         });
     }
     Ok(wire)
+}
+
+/// What every entry of one container binds.
+struct EntryIds<'a> {
+    container_id: &'a ContainerId,
+    sender_user_id: &'a crate::UserId,
+    sender_device_id: &'a crate::DeviceId,
+    ephemeral_public_key: &'a [u8],
+}
+
+/// Below this many recipients per thread, entries are wrapped on the calling thread.
+const ENTRIES_PER_THREAD: usize = 16;
+
+/// Wraps the key for every recipient (two P-384 ECDH each: the dominant cost of a
+/// large container), on up to one scoped thread per CPU. Entries come out in
+/// recipient order whatever the thread count.
+fn wrap_entries(
+    ephemeral: &EphemeralSecret,
+    ids: &EntryIds<'_>,
+    recipients: &[Recipient],
+    secrets: &SealSecrets<'_>,
+) -> Vec<v1::RecipientEntry> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(recipients.len() / ENTRIES_PER_THREAD)
+        .max(1);
+    let wrap_range = |start: usize, part: &[Recipient]| -> Vec<v1::RecipientEntry> {
+        part.iter()
+            .enumerate()
+            .map(|(j, r)| wrap_entry(ephemeral, ids, r, entry_key(secrets, start + j)))
+            .collect()
+    };
+    if threads == 1 {
+        return wrap_range(0, recipients);
+    }
+    let chunk = recipients.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let mut parts = Vec::with_capacity(threads);
+        for (c, part) in recipients.chunks(chunk).enumerate() {
+            let start = c * chunk;
+            let spawned = std::thread::Builder::new()
+                .name("conclave-seal".into())
+                .spawn_scoped(scope, move || wrap_range(start, part));
+            // A thread that cannot be started: wrap that part here instead.
+            parts.push(spawned.map_err(|_| wrap_range(start, part)));
+        }
+        parts
+            .into_iter()
+            .flat_map(|part| match part {
+                // Wrapping does not panic (every input was checked before); should a
+                // thread panic all the same, the panic goes on here, as it would have
+                // on the calling thread.
+                Ok(handle) => handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Err(done) => done,
+            })
+            .collect()
+    })
+}
+
+/// One recipient's entry: the key under KEK1 (ephemeral × prekey), then KEK2
+/// (ephemeral × device key).
+fn wrap_entry(
+    ephemeral: &EphemeralSecret,
+    ids: &EntryIds<'_>,
+    r: &Recipient,
+    key: &Key256,
+) -> v1::RecipientEntry {
+    let recipient_device_id = r.device.device_id();
+    let ctx = EntryContext {
+        container_id: ids.container_id,
+        sender_user_id: ids.sender_user_id,
+        sender_device_id: ids.sender_device_id,
+        recipient_device_id: &recipient_device_id,
+        prekey_id: r.prekey.prekey_id(),
+        ephemeral_public_key: ids.ephemeral_public_key,
+    };
+    let prekey_shared = ephemeral.diffie_hellman(r.prekey.public_key());
+    let device_shared = ephemeral.diffie_hellman(r.device.device_key());
+    let (kek1, kek2) = ctx.keks(
+        prekey_shared.raw_secret_bytes(),
+        device_shared.raw_secret_bytes(),
+    );
+    v1::RecipientEntry {
+        recipient_device_id: recipient_device_id.as_bytes().to_vec(),
+        prekey_id: r.prekey.prekey_id(),
+        wrapped_key: ctx.wrap(&kek1, &kek2, key),
+    }
 }
 
 fn entry_key<'k>(secrets: &SealSecrets<'k>, i: usize) -> &'k Key256 {

@@ -146,6 +146,24 @@ fn every_recipient_opens_the_same_payload() {
 }
 
 #[test]
+fn a_large_container_wrapped_on_several_threads_opens_for_every_recipient_in_order() {
+    let mut rng = ChaCha20Rng::seed_from_u64(43);
+    let alice = Party::new("alice", &mut rng);
+    // Enough recipients for several wrapping threads on any machine with two CPUs.
+    let mut parties: Vec<Party> = (0..40)
+        .map(|i| Party::new(&format!("p{i}"), &mut rng))
+        .collect();
+    let to: Vec<Recipient> = parties.iter().map(|p| p.recipient(0)).collect();
+    let bytes = seal_to(&alice, &to, &mut rng);
+    let expected: Vec<DeviceId> = parties.iter().map(|p| p.device.device_id()).collect();
+    for party in &mut parties {
+        let opened = party.open(&bytes, &alice).unwrap();
+        assert_eq!(opened.payload(), &text("hello"));
+        assert_eq!(opened.recipients(), expected, "entries in recipient order");
+    }
+}
+
+#[test]
 fn opening_deletes_the_prekey_private_half() {
     let (mut rng, alice, mut bob, _) = setup();
     let bytes = seal_to(&alice, &[bob.recipient(1)], &mut rng);
