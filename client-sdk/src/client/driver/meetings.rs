@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use conclave_proto::v1::{
     self, ErrorCode, client_frame::Request, container_payload::Body, response,
@@ -27,6 +28,14 @@ use crate::{DeviceId, UserId};
 const MEETING_EVENT_QUEUE: usize = 256;
 /// Meeting messages kept while disconnected.
 const MAX_OUTBOX: usize = 1024;
+
+/// A meeting message that missed recipients (their prekeys had run out, say, while
+/// every invitee replied to the leader at once) is sent to them again this many times.
+const RESEND_ATTEMPTS: u32 = 3;
+
+/// Delay before the first resend, ms; doubled for each further one (250, 500, 1000:
+/// time for the recipient to replenish its prekeys).
+const RESEND_DELAY_MS: u64 = 250;
 /// Users per directory request (the server's default `max_users_per_fetch`).
 const USERS_PER_FETCH: usize = 64;
 
@@ -38,6 +47,8 @@ pub(crate) struct Outgoing {
     users: Vec<UserId>,
     payload: v1::ContainerPayload,
     rekey_epoch: Option<u64>,
+    /// Resends so far.
+    attempt: u32,
 }
 
 impl Outgoing {
@@ -58,6 +69,19 @@ impl Outgoing {
             users,
             payload,
             rekey_epoch,
+            attempt: 0,
+        }
+    }
+
+    /// The same message for the `missed` recipients, as the next attempt.
+    fn resend_to(&self, missed: Vec<DeviceId>) -> Self {
+        Outgoing {
+            meeting: self.meeting,
+            recipients: missed,
+            users: self.users.clone(),
+            payload: self.payload.clone(),
+            rekey_epoch: self.rekey_epoch,
+            attempt: self.attempt.saturating_add(1),
         }
     }
 }
@@ -208,19 +232,62 @@ impl Driver {
                 BTreeSet::new()
             }
         };
+        let now = self.now();
+        let mut missed: Vec<DeviceId> = out
+            .recipients
+            .iter()
+            .filter(|d| !reached.contains(d))
+            .copied()
+            .collect();
+        if !missed.is_empty() && out.attempt < RESEND_ATTEMPTS && self.resend.len() < MAX_OUTBOX {
+            let delay = RESEND_DELAY_MS << out.attempt;
+            tracing::debug!(
+                missed = missed.len(),
+                delay,
+                "meeting message missed devices; resending"
+            );
+            self.resend.push((
+                Instant::now() + Duration::from_millis(delay),
+                out.resend_to(std::mem::take(&mut missed)),
+            ));
+        }
         let Some(epoch) = out.rekey_epoch else {
             return;
         };
-        let now = self.now();
         let Some(entry) = self.meetings.get_mut(&out.meeting) else {
             return;
         };
-        if let Err(e) = entry.state.rekey_delivered(epoch, now) {
+        // The first send switches the meeting; late recipients follow when their
+        // resend arrives (the room has announced the epoch by then).
+        if out.attempt == 0
+            && let Err(e) = entry.state.rekey_delivered(epoch, now)
+        {
             tracing::warn!(error = %e, "rekey delivery for an unknown epoch");
         }
-        for device in out.recipients.iter().filter(|d| !reached.contains(d)) {
+        for device in missed {
             tracing::warn!(device = ?device, "rekey could not reach a device; dropping it");
-            entry.state.device_dropped(*device, now);
+            entry.state.device_dropped(device, now);
+        }
+    }
+
+    /// Resends the meeting messages that are due, to the recipients still in their
+    /// meeting (a message of an ended meeting, such as a `Leave`, to all of them).
+    pub(super) async fn resend_due(&mut self) {
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.resend)
+            .into_iter()
+            .partition(|(at, _)| *at <= now);
+        self.resend = later;
+        for (_, mut out) in due {
+            let meeting = out.meeting;
+            if let Some(entry) = self.meetings.get(&meeting) {
+                out.recipients.retain(|d| entry.state.roster().contains(d));
+                if out.recipients.is_empty() {
+                    continue;
+                }
+            }
+            self.send_outgoing(out).await;
+            self.pump(meeting).await;
         }
     }
 

@@ -156,6 +156,8 @@ pub(crate) struct Driver {
     invitations: HashMap<MeetingId, PendingInvite>,
     /// Meeting messages that failed for lack of a connection; sent after reconnecting.
     outbox: Vec<meetings::Outgoing>,
+    /// Meeting messages to send again to recipients they missed, and when.
+    resend: Vec<(Instant, meetings::Outgoing)>,
     /// Processed mailbox entries not acknowledged yet, and when to acknowledge them.
     pending_acks: Vec<u64>,
     ack_at: Option<Instant>,
@@ -193,6 +195,7 @@ pub(crate) async fn start(
         meetings: HashMap::new(),
         invitations: HashMap::new(),
         outbox: Vec::new(),
+        resend: Vec::new(),
         pending_acks: Vec::new(),
         ack_at: None,
         commands,
@@ -258,8 +261,10 @@ impl Driver {
 
     fn next_wake(&self) -> Option<Instant> {
         let mut wake = self.reconnect_at;
-        if let Some(at) = self.ack_at {
-            wake = Some(wake.map_or(at, |w| w.min(at)));
+        // Resends wait for a connection (a reconnect wakes the loop anyway).
+        let resends = self.resend.iter().filter(|_| self.link.is_some());
+        for at in self.ack_at.iter().chain(resends.map(|(at, _)| at)) {
+            wake = Some(wake.map_or(*at, |w| w.min(*at)));
         }
         let mut consider = |at: Option<Instant>| {
             if let Some(at) = at {
@@ -286,6 +291,9 @@ impl Driver {
         }
         if self.ack_at.is_some_and(|at| at <= Instant::now()) {
             self.flush_acks().await;
+        }
+        if self.link.is_some() && self.resend.iter().any(|(at, _)| *at <= Instant::now()) {
+            self.resend_due().await;
         }
         let now = self.now();
         let mono = self.mono_ms();

@@ -775,7 +775,11 @@ fn a_rotation_announced_before_the_rekey_arrives_switches_on_arrival() {
     let s = net.states.get_mut(&dev(2)).unwrap();
     let now = UnixMillis(1_000);
     s.room_epoch(2, now).unwrap();
-    assert_eq!(s.sending_epoch(), 1, "no key for epoch 2 yet: nothing to switch to");
+    assert_eq!(
+        s.sending_epoch(),
+        1,
+        "no key for epoch 2 yet: nothing to switch to"
+    );
     s.on_message(dev(1), &[dev(2)], &rekey_payload(2, &without_3, 1), now)
         .unwrap();
     assert_eq!(s.sending_epoch(), 2);
@@ -789,9 +793,17 @@ fn a_withheld_rotation_cannot_keep_a_device_on_the_old_key() {
     net.with(3, |s, _| s.leave()).unwrap();
     net.advance(CFG.coalesce_ms);
     assert_eq!(net.state(1).sending_epoch(), 2);
-    assert_eq!(net.state(2).sending_epoch(), 1, "waits for the announcement");
+    assert_eq!(
+        net.state(2).sending_epoch(),
+        1,
+        "waits for the announcement"
+    );
     net.advance(CFG.switch_deadline_ms);
-    assert_eq!(net.state(2).sending_epoch(), 2, "switched at its own deadline");
+    assert_eq!(
+        net.state(2).sending_epoch(),
+        2,
+        "switched at its own deadline"
+    );
     assert_eq!(net.state(2).roster().len(), 2);
 }
 
