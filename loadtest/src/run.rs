@@ -213,6 +213,8 @@ fn assemble(
             ramp: o.ramp,
             churn: o.churn,
             seed: o.seed,
+            sfu_threads: o.sfu_threads,
+            client_threads: o.client_threads.unwrap_or(cpus),
         },
         machine: Machine {
             cpus,

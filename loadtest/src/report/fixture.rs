@@ -78,6 +78,8 @@ pub(super) fn report() -> Report {
             ramp: 10.0,
             churn: 6.0,
             seed: 42,
+            sfu_threads: 1,
+            client_threads: 8,
         },
         machine: Machine {
             cpus: 8,

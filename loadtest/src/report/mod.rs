@@ -71,6 +71,10 @@ pub struct ScenarioEcho {
     pub churn: f64,
     /// Seed of every random choice.
     pub seed: u64,
+    /// Worker threads of the in-process SFU (and of the baseline relay).
+    pub sfu_threads: usize,
+    /// Worker threads of the participants' runtime.
+    pub client_threads: usize,
 }
 
 /// Where the run happened.
