@@ -262,8 +262,12 @@ impl Driver {
     fn next_wake(&self) -> Option<Instant> {
         let mut wake = self.reconnect_at;
         // Resends wait for a connection (a reconnect wakes the loop anyway).
-        let resends = self.resend.iter().filter(|_| self.link.is_some());
-        for at in self.ack_at.iter().chain(resends.map(|(at, _)| at)) {
+        let resends = if self.link.is_some() {
+            &self.resend[..]
+        } else {
+            &[]
+        };
+        for at in self.ack_at.iter().chain(resends.iter().map(|(at, _)| at)) {
             wake = Some(wake.map_or(*at, |w| w.min(*at)));
         }
         let mut consider = |at: Option<Instant>| {

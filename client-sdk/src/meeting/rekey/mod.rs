@@ -422,9 +422,8 @@ impl MeetingState {
     /// Runs due timers: drops expired epochs, switches to a Rekey the room never
     /// announced and, on the leader, starts a due rekey.
     pub fn handle_timeout(&mut self, now: UnixMillis, rng: &mut impl CryptoRngCore) {
-        if let Some(p) = self.pending.as_ref().filter(|p| p.switch_at <= now.0) {
-            let (leader, epoch) = (p.leader, p.epoch);
-            let _ = self.apply_switch(leader, epoch, now);
+        if self.pending.as_ref().is_some_and(|p| p.switch_at <= now.0) {
+            self.switch_to_pending(now);
         }
         let due: Vec<u64> = self
             .drops
@@ -622,11 +621,20 @@ impl MeetingState {
                 held.switched = true;
             }
         }
-        if let Some(p) = self.pending.as_ref().filter(|p| p.epoch <= epoch) {
-            let (leader, pending) = (p.leader, p.epoch);
-            return self.apply_switch(leader, pending, now);
+        if self.pending.as_ref().is_some_and(|p| p.epoch <= epoch) {
+            self.switch_to_pending(now);
         }
         Ok(())
+    }
+
+    /// Switches to the pending Rekey on its own leader's authority (the room announced
+    /// it, or the deadline passed).
+    fn switch_to_pending(&mut self, now: UnixMillis) {
+        if let Some(p) = &self.pending {
+            let (leader, epoch) = (p.leader, p.epoch);
+            // Cannot fail: the pending Rekey matches its own epoch and leader.
+            let _ = self.apply_switch(leader, epoch, now);
+        }
     }
 
     /// Handles an opened control payload from device `from` (authenticated by the
@@ -813,7 +821,7 @@ impl MeetingState {
             .push_back(MeetingOutput::ReceiveEpoch { epoch: r.epoch });
         if r.epoch <= self.announced {
             // The room already moved on (its announcement overtook this Rekey).
-            return self.apply_switch(leader, r.epoch, now);
+            self.switch_to_pending(now);
         }
         Ok(())
     }
