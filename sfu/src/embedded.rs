@@ -50,6 +50,53 @@ impl EmbeddedSfu {
         config: Config,
         store: Arc<dyn Store>,
     ) -> Result<Self, EmbeddedError> {
+        Self::launch(
+            listen,
+            identity,
+            config,
+            store,
+            |endpoint, store, config, stop| tokio::spawn(run(endpoint, store, config, stop)),
+        )
+    }
+
+    /// [`EmbeddedSfu::start`] with `adversary` attached: the real server, made hostile
+    /// by the rules the test installs on it (feature `adversary`, tests only).
+    #[cfg(feature = "adversary")]
+    pub fn start_hostile(
+        listen: SocketAddr,
+        identity: &ServerIdentity,
+        config: Config,
+        store: Arc<dyn Store>,
+        adversary: Arc<crate::server::hooks::Adversary>,
+    ) -> Result<Self, EmbeddedError> {
+        Self::launch(
+            listen,
+            identity,
+            config,
+            store,
+            |endpoint, store, config, stop| {
+                tokio::spawn(crate::server::run_hostile(
+                    endpoint, store, config, adversary, stop,
+                ))
+            },
+        )
+    }
+
+    fn launch<S>(
+        listen: SocketAddr,
+        identity: &ServerIdentity,
+        config: Config,
+        store: Arc<dyn Store>,
+        spawn: S,
+    ) -> Result<Self, EmbeddedError>
+    where
+        S: FnOnce(
+            quinn::Endpoint,
+            Arc<dyn Store>,
+            Config,
+            std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+        ) -> JoinHandle<Result<(), SfuError>>,
+    {
         let server_config = crate::tls::server_config(identity, &config.timing, &config.limits)?;
         let endpoint = quinn::Endpoint::server(server_config, listen).map_err(|source| {
             EmbeddedError::Bind {
@@ -64,9 +111,14 @@ impl EmbeddedSfu {
                 source,
             })?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(endpoint, store, config, async move {
-            let _ = stopped.await;
-        }));
+        let task = spawn(
+            endpoint,
+            store,
+            config,
+            Box::pin(async move {
+                let _ = stopped.await;
+            }),
+        );
         Ok(EmbeddedSfu {
             addr,
             fingerprint_sha256: identity.fingerprint_sha256,

@@ -175,12 +175,26 @@ impl DeviceIdentity {
         validity_ms: u64,
         rng: &mut impl CryptoRngCore,
     ) -> Result<Self, IdentityError> {
+        let device_id = DeviceId::random(rng);
+        Self::create_with_id(user_key, user_id, device_id, now, validity_ms, rng)
+    }
+
+    /// [`Self::create`] with a device id chosen by the caller. Apps use [`Self::create`]
+    /// (a random id); this exists for tests and tools that must reproduce an id, such
+    /// as a hostile directory forging a certificate for a device id it saw.
+    pub fn create_with_id(
+        user_key: &UserSigningKey,
+        user_id: UserId,
+        device_id: DeviceId,
+        now: UnixMillis,
+        validity_ms: u64,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Self, IdentityError> {
         if validity_ms == 0 {
             return Err(IdentityError::InvalidArgument(
                 "validity_ms must be positive",
             ));
         }
-        let device_id = DeviceId::random(rng);
         let signing = SigningKey::generate(rng);
         let device_key = p384::SecretKey::random(rng);
         let expires_at = now.saturating_add(validity_ms);

@@ -13,6 +13,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub mod hostile;
+
 use conclave_sdk::client::{
     Client, ClientConfig, ClientEvent, ClientEvents, DeviceCredentials, Invitation, MediaFrame,
     MediaKind, Meeting, MeetingEvent,
@@ -23,6 +25,7 @@ use conclave_sdk::transport::ServerTrust;
 use conclave_sdk::{DeviceId, UnixMillis, UserId};
 use conclave_sfu::config::Config;
 use conclave_sfu::embedded::EmbeddedSfu;
+use conclave_sfu::server::hooks::Adversary;
 use conclave_sfu::store::{MemoryStore, Store};
 use rand_core::OsRng;
 
@@ -43,6 +46,8 @@ pub struct Sfu {
     pub addr: SocketAddr,
     pub trust: ServerTrust,
     pub store: Arc<dyn Store>,
+    /// The hostile hand of a server started with [`Sfu::start_hostile`].
+    pub adversary: Option<Arc<Adversary>>,
     server: Option<EmbeddedSfu>,
     dir: tempfile::TempDir,
     config: Config,
@@ -62,6 +67,39 @@ impl Sfu {
 
     pub async fn start_with(store: Arc<dyn Store>) -> Self {
         Self::start_configured(store, sfu_config()).await
+    }
+
+    /// A real server that a test can make hostile through [`Sfu::adversary`] (it is
+    /// honest until the test installs rules).
+    pub async fn start_hostile() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (identity, _) = conclave_sfu::tls::load_or_generate_dev(dir.path()).unwrap();
+        let adversary = Arc::new(Adversary::new());
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let server = EmbeddedSfu::start_hostile(
+            "127.0.0.1:0".parse().unwrap(),
+            &identity,
+            sfu_config(),
+            Arc::clone(&store),
+            Arc::clone(&adversary),
+        )
+        .unwrap();
+        Sfu {
+            addr: server.addr(),
+            trust: ServerTrust::PinnedSha256(server.fingerprint_sha256()),
+            store,
+            adversary: Some(adversary),
+            server: Some(server),
+            dir,
+            config: sfu_config(),
+        }
+    }
+
+    /// The adversary of a hostile server.
+    pub fn adversary(&self) -> &Adversary {
+        self.adversary
+            .as_ref()
+            .expect("started with Sfu::start_hostile")
     }
 
     /// A server with its own configuration (e.g. a short QUIC idle timeout).
@@ -115,6 +153,7 @@ impl Sfu {
             addr: server.addr(),
             trust: ServerTrust::PinnedSha256(server.fingerprint_sha256()),
             store,
+            adversary: None,
             server: Some(server),
             dir,
             config,
@@ -165,6 +204,14 @@ impl User {
 
     pub fn id(&self) -> UserId {
         UserId::from_username(&self.name).unwrap()
+    }
+
+    /// The user's id and identity (user signing) public key.
+    pub fn identity(&self) -> conclave_sdk::identity::UserIdentity {
+        conclave_sdk::identity::UserIdentity {
+            user_id: self.id(),
+            key: self.key.public_key(),
+        }
     }
 
     pub fn credentials(&self) -> DeviceCredentials {

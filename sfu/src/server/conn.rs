@@ -41,6 +41,8 @@ pub(crate) struct ConnHandle {
     pub(crate) connection: quinn::Connection,
     pub(crate) outbound: mpsc::Sender<Outbound>,
     pub(crate) media: ConnMedia<quinn::Connection>,
+    /// The device, once authenticated.
+    pub(crate) device: std::sync::OnceLock<crate::store::DeviceIdBytes>,
 }
 
 impl ConnHandle {
@@ -127,6 +129,7 @@ pub(crate) async fn serve(
         connection: connection.clone(),
         outbound: tx.clone(),
         media: ConnMedia::default(),
+        device: std::sync::OnceLock::new(),
     });
     shared.conns.insert(id, Arc::clone(&handle));
     shared.rooms().registry.connect(id, &binding, &challenge);
@@ -179,7 +182,12 @@ async fn control(
         }
         _ = stop.changed() => return,
     };
-    let writer = tokio::spawn(write_frames(send, rx));
+    let writer = tokio::spawn(write_frames(
+        send,
+        rx,
+        shared.hooks.clone(),
+        Arc::clone(&session.conn),
+    ));
     let max = shared.config.limits.max_frame_bytes;
     let mut buf = Vec::new();
     loop {
@@ -222,7 +230,11 @@ async fn control(
             Err(ReadFrameError::Stream) => break,
         }
         match frame::decode_client(&buf) {
-            Ok(request) => session.handle(request, Instant::now()).await,
+            Ok(mut request) => {
+                if shared.hooks.request(session.device_id(), &mut request) {
+                    session.handle(request, Instant::now()).await;
+                }
+            }
             Err(e) => session.malformed(&e.to_string()).await,
         }
         if buf.capacity() > 64 * 1024 {
@@ -260,10 +272,18 @@ async fn read_frame(
 }
 
 /// Writes queued frames to the control stream until `Finish` or the queue closes.
-async fn write_frames(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Outbound>) {
+async fn write_frames(
+    mut send: quinn::SendStream,
+    mut rx: mpsc::Receiver<Outbound>,
+    hooks: super::hooks::Hooks,
+    conn: Arc<ConnHandle>,
+) {
     while let Some(out) = rx.recv().await {
         match out {
-            Outbound::Frame(frame) => {
+            Outbound::Frame(mut frame) => {
+                if !hooks.outbound(conn.device.get().copied(), &mut frame) {
+                    continue;
+                }
                 let Ok(bytes) = frame::encode(&frame) else {
                     continue;
                 };

@@ -9,6 +9,7 @@
 mod conn;
 mod directory;
 mod error;
+pub mod hooks;
 mod mailbox;
 mod room_plane;
 mod session;
@@ -77,10 +78,12 @@ pub(crate) struct Shared {
     pub(crate) online: DashMap<DeviceIdBytes, ConnId>,
     pub(crate) open_connections: AtomicUsize,
     next_conn: AtomicU64,
+    /// A test's adversary (feature `adversary`); nothing otherwise.
+    pub(crate) hooks: hooks::Hooks,
 }
 
 impl Shared {
-    fn new(config: Config, store: Arc<dyn Store>) -> Self {
+    fn new(config: Config, store: Arc<dyn Store>, hooks: hooks::Hooks) -> Self {
         let limits = RoomLimits {
             max_members_per_room: config.limits.max_members_per_room,
             max_rooms_per_connection: config.limits.max_rooms_per_connection,
@@ -95,6 +98,7 @@ impl Shared {
             online: DashMap::new(),
             open_connections: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),
+            hooks,
         }
     }
 
@@ -133,8 +137,39 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SfuError> {
+    serve(endpoint, store, config, hooks::Hooks::default(), shutdown).await
+}
+
+/// [`run`] with an [`hooks::Adversary`] attached: the same server, made hostile by the
+/// rules a test installs (feature `adversary`, for tests only).
+#[cfg(feature = "adversary")]
+pub async fn run_hostile(
+    endpoint: quinn::Endpoint,
+    store: Arc<dyn Store>,
+    config: Config,
+    adversary: Arc<hooks::Adversary>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), SfuError> {
+    serve(
+        endpoint,
+        store,
+        config,
+        hooks::Hooks(Some(adversary)),
+        shutdown,
+    )
+    .await
+}
+
+async fn serve(
+    endpoint: quinn::Endpoint,
+    store: Arc<dyn Store>,
+    config: Config,
+    hooks: hooks::Hooks,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), SfuError> {
     telemetry::describe();
-    let shared = Arc::new(Shared::new(config, store));
+    let shared = Arc::new(Shared::new(config, store, hooks));
+    shared.hooks.attach(&shared);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut background = JoinSet::new();
     background.spawn(room_plane::timer_task(Arc::clone(&shared), stop_rx.clone()));
