@@ -119,6 +119,7 @@ fn payload(sender: &Party) -> v1::ContainerPayload {
                 device_id: sender.device.device_id().as_bytes().to_vec(),
                 sender_index: 0,
                 identity_key: sender.identity.key.to_bytes().to_vec(),
+                certificate: Some(sender.device.certificate().clone()),
             }],
             key_leader_device_id: sender.device.device_id().as_bytes().to_vec(),
             reason: v1::RekeyReason::Remove.into(),

@@ -65,6 +65,7 @@ impl Participant {
             device_id: self.device.device_id().as_bytes().to_vec(),
             sender_index: self.sender_index,
             identity_key: self.identity.key.to_bytes().to_vec(),
+            certificate: Some(self.device.certificate().clone()),
         }
     }
 
@@ -104,10 +105,12 @@ fn receiver_for(key: &MeetingKey, senders: &[&Participant]) -> anyhow::Result<Sf
 fn safety_code(id: &MeetingId, key: &MeetingKey, roster: &[&Participant]) -> SafetyCode {
     let identities: Vec<RosterIdentity> = roster
         .iter()
-        .map(|p| RosterIdentity {
-            user_id: *p.identity.user_id.as_bytes(),
-            device_id: *p.device.device_id().as_bytes(),
-            identity_key: p.identity.key.to_bytes(),
+        .map(|p| {
+            RosterIdentity::new(
+                &p.identity.key.to_bytes(),
+                p.device.public(),
+                p.sender_index,
+            )
         })
         .collect();
     SafetyCode::compute(

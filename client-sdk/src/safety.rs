@@ -2,10 +2,13 @@
 //!
 //! Every participant of a meeting derives, for each epoch, the same [`SafetyCode`]
 //! from public values it already holds: the meeting id, the epoch number, the epoch's
-//! key commitment and the identity keys of every device on the roster. Participants
+//! key commitment and, for every device on the roster, its user's identity key, its
+//! sender index and its device keys (the Ed25519 signing key and the P-384 device key
+//! of its certificate, which are what meeting keys are sealed to). Participants
 //! read the code to each other (or compare it on screen); if a server or attacker
-//! substituted an identity key, added a hidden device or gave participants different
-//! epoch keys, their codes differ.
+//! substituted an identity key or a device key, added a hidden device, gave
+//! participants different sender-index assignments or different epoch keys, their
+//! codes differ.
 //!
 //! A code has two parts:
 //! * a short authentication string of **two words** from the [PGP word list]
@@ -14,30 +17,38 @@
 //! * a **60-digit safety number** in 12 groups of 5 digits, for a thorough
 //!   comparison (the same presentation as Signal's safety numbers).
 //!
-//! # Derivation (protocol `conclave.safety.v1`)
+//! The two words carry 16 bits: enough to notice an honest mistake, not to stop an
+//! attacker who can try 65,536 meeting ids offline until the words match. Verification
+//! against an active attacker requires the 60-digit number (about 199 bits); see
+//! `docs/security.md` (finding M4).
+//!
+//! # Derivation (protocol `conclave.safety.v2`)
 //!
 //! This derivation is part of the protocol: every client must implement it bit for
 //! bit, and changing it requires a new version label.
 //!
-//! 1. **Canonical roster.** Sort the roster entries by `(user_id, device_id,
-//!    identity_key)`, comparing each field as unsigned bytes, lexicographically, then
-//!    remove exact duplicates (entries equal in all three fields). Every participant
-//!    therefore hashes the same input whatever order it learned the roster in.
-//!    Entries that differ in any field are all kept, so two different identity keys
-//!    announced for the same device both enter the code.
+//! 1. **Canonical roster.** Sort the roster entries by their encoding below
+//!    (`user_id || device_id || identity_key || u32be(sender_index) ||
+//!    device_signing_key || device_key`), compared as unsigned bytes,
+//!    lexicographically, then remove exact duplicates. Every participant therefore
+//!    hashes the same input whatever order it learned the roster in. Entries that
+//!    differ in any field are all kept, so two different keys or indices announced
+//!    for the same device both enter the code.
 //! 2. **Transcript.** With `||` meaning concatenation and `n` the number of canonical
 //!    entries:
 //!    ```text
-//!    transcript = "conclave.safety.v1"            (18 ASCII bytes, no terminator)
+//!    transcript = "conclave.safety.v2"            (18 ASCII bytes, no terminator)
 //!              || meeting_id                      (32 bytes)
 //!              || u64be(epoch)                    (8 bytes)
 //!              || key_commitment                  (32 bytes)
 //!              || u32be(n)                        (4 bytes)
 //!              || for each canonical entry, in order:
 //!                     user_id (32) || device_id (16) || identity_key (32)
+//!                  || u32be(sender_index) (4) || device_signing_key (32)
+//!                  || device_key (49, SEC1 compressed P-384)
 //!    ```
 //! 3. **Key derivation.** `ikm = SHA-512(transcript)`, then HKDF-SHA512 (RFC 5869)
-//!    with no salt (that is, 64 zero bytes), `info = "conclave.safety.v1 code"`, expanded
+//!    with no salt (that is, 64 zero bytes), `info = "conclave.safety.v2 code"`, expanded
 //!    to 62 bytes `okm[0..62]`.
 //! 4. **Words.** `okm[0]` selects the even-list word and `okm[1]` the odd-list word.
 //! 5. **Number.** `okm[2..62]` is split into 12 groups of 5 bytes. Each group is read
@@ -58,10 +69,12 @@ use hkdf::Hkdf;
 use sha2::{Digest, Sha512};
 use subtle::{Choice, ConstantTimeEq};
 
+use crate::identity::{VerifiedDevice, p384_compressed};
+
 /// Version label that starts the transcript.
-const TRANSCRIPT_LABEL: &[u8] = b"conclave.safety.v1";
+const TRANSCRIPT_LABEL: &[u8] = b"conclave.safety.v2";
 /// HKDF `info` for the code bytes.
-const HKDF_INFO: &[u8] = b"conclave.safety.v1 code";
+const HKDF_INFO: &[u8] = b"conclave.safety.v2 code";
 /// Bytes of derived output used per digit group.
 const GROUP_BYTES: usize = 5;
 /// Decimal digits per group.
@@ -84,18 +97,61 @@ pub struct RosterIdentity {
     pub device_id: [u8; 16],
     /// The user's Ed25519 identity public key, as this participant knows it.
     pub identity_key: [u8; 32],
+    /// The device's SFrame sender index in the meeting.
+    pub sender_index: u32,
+    /// The device's Ed25519 signing public key (from its certificate).
+    pub device_signing_key: [u8; 32],
+    /// The device's static P-384 device key, SEC1 compressed (from its certificate).
+    pub device_key: [u8; 49],
 }
 
 impl RosterIdentity {
-    /// The canonical order of the transcript: `(user_id, device_id, identity_key)`,
-    /// each compared bytewise.
+    /// The entry of `device` (whose certificate verified under `identity_key`) at
+    /// `sender_index`.
+    #[must_use]
+    pub fn new(identity_key: &[u8; 32], device: &VerifiedDevice, sender_index: u32) -> Self {
+        RosterIdentity {
+            user_id: *device.user_id().as_bytes(),
+            device_id: *device.device_id().as_bytes(),
+            identity_key: *identity_key,
+            sender_index,
+            device_signing_key: device.signing_key().to_bytes(),
+            device_key: p384_compressed(device.device_key())
+                .as_slice()
+                .try_into()
+                .expect("a SEC1 compressed P-384 point is 49 bytes"),
+        }
+    }
+
+    /// The entry's bytes in the transcript (step 2 of the module docs).
+    fn encode(&self) -> [u8; ENTRY_LEN] {
+        let mut out = [0u8; ENTRY_LEN];
+        let parts: [&[u8]; 6] = [
+            &self.user_id,
+            &self.device_id,
+            &self.identity_key,
+            &self.sender_index.to_be_bytes(),
+            &self.device_signing_key,
+            &self.device_key,
+        ];
+        let mut at = 0;
+        for part in parts {
+            if let Some(slot) = out.get_mut(at..at + part.len()) {
+                slot.copy_from_slice(part);
+            }
+            at += part.len();
+        }
+        out
+    }
+
+    /// The canonical order of the transcript: the encodings, compared bytewise.
     fn canonical_cmp(&self, other: &Self) -> Ordering {
-        self.user_id
-            .cmp(&other.user_id)
-            .then_with(|| self.device_id.cmp(&other.device_id))
-            .then_with(|| self.identity_key.cmp(&other.identity_key))
+        self.encode().cmp(&other.encode())
     }
 }
+
+/// Bytes of one encoded roster entry.
+const ENTRY_LEN: usize = 32 + 16 + 32 + 4 + 32 + 49;
 
 /// The safety code of one meeting epoch: two PGP words and a 60-digit number.
 ///
@@ -243,9 +299,7 @@ fn transcript_hash(
     hash.update(key_commitment);
     hash.update(count.to_be_bytes());
     for entry in entries {
-        hash.update(entry.user_id);
-        hash.update(entry.device_id);
-        hash.update(entry.identity_key);
+        hash.update(entry.encode());
     }
     hash.finalize().into()
 }
@@ -266,6 +320,9 @@ mod tests {
             user_id: [user; 32],
             device_id: [device; 16],
             identity_key: [key; 32],
+            sender_index: u32::from(device),
+            device_signing_key: [key ^ 0x5A; 32],
+            device_key: [key ^ 0xA5; 49],
         }
     }
 
@@ -290,25 +347,25 @@ mod tests {
         let mut input = roster();
         input.push(identity(2, 1, 0x10)); // an exact duplicate, ignored
         let code = code(&input);
-        assert_eq!(code.words(), ["brickyard", "backwater"]);
+        assert_eq!(code.words(), ["rocker", "typewriter"]);
         assert_eq!(
             code.number(),
-            "073809439690186978857767185567826623166304998581179029627757"
+            "984406723814022699077543525259351763559706582472774804883181"
         );
         assert_eq!(
             code.to_string(),
-            "brickyard backwater \u{b7} 07380 94396 90186 97885 77671 85567 82662 31663 \
-             04998 58117 90296 27757"
+            "rocker typewriter \u{b7} 98440 67238 14022 69907 75435 25259 35176 35597 \
+             06582 47277 48048 83181"
         );
     }
 
     #[test]
     fn empty_roster_does_not_panic_and_is_pinned() {
         let code = code(&[]);
-        assert_eq!(code.words(), ["watchword", "travesty"]);
+        assert_eq!(code.words(), ["Oakland", "bifocals"]);
         assert_eq!(
             code.number(),
-            "828000038462025741605081384832045327064798347786560660565300"
+            "409603061399827408121167672842500495905082274946080159460943"
         );
         assert_ne!(code, self::code(&roster()));
     }
@@ -396,6 +453,32 @@ mod tests {
         assert_ne!(code(&forked), code(&honest));
     }
 
+    /// The device keys (what meeting keys are sealed to) and the sender indices are in
+    /// the transcript (review M4): a leader cannot give participants different
+    /// index-to-device mappings, nor a directory substitute a device key, with
+    /// matching codes.
+    #[test]
+    fn device_keys_and_sender_indices_change_code() {
+        let honest = roster();
+        let expected = code(&honest);
+        for victim in 0..honest.len() {
+            let mut signing = honest.clone();
+            signing[victim].device_signing_key[0] ^= 1;
+            assert_ne!(code(&signing), expected, "signing key of entry {victim}");
+            let mut device = honest.clone();
+            device[victim].device_key[48] ^= 1;
+            assert_ne!(code(&device), expected, "device key of entry {victim}");
+            let mut index = honest.clone();
+            index[victim].sender_index ^= 1;
+            assert_ne!(code(&index), expected, "sender index of entry {victim}");
+        }
+        let mut swapped = honest.clone();
+        let (a, b) = (swapped[0].sender_index, swapped[1].sender_index);
+        swapped[0].sender_index = b;
+        swapped[1].sender_index = a;
+        assert_ne!(code(&swapped), expected, "two devices swap sender indices");
+    }
+
     #[test]
     fn added_or_removed_device_changes_code() {
         let honest = roster();
@@ -478,7 +561,7 @@ mod tests {
     #[test]
     fn debug_shows_words_and_number() {
         let text = format!("{:?}", code(&roster()));
-        assert!(text.contains("brickyard"), "{text}");
-        assert!(text.contains("073809439690"), "{text}");
+        assert!(text.contains("rocker"), "{text}");
+        assert!(text.contains("984406723814"), "{text}");
     }
 }

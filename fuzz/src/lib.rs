@@ -136,6 +136,7 @@ impl Fixture {
                     device_id: me.device_id().as_bytes().to_vec(),
                     sender_index: 1,
                     identity_key: me_user.key.to_bytes().to_vec(),
+                    certificate: Some(me.certificate().clone()),
                 }],
                 key_leader_device_id: sender_device.device_id().as_bytes().to_vec(),
                 expires_at_ms: NOW.0 + DAY_MS,

@@ -5,12 +5,13 @@
 //! key and every prekey against its certificate. Devices that fail are refused, with
 //! the reason, and never receive anything sealed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use conclave_proto::v1;
 
 use crate::container::Recipient;
 use crate::identity::{UserIdentity, UserPublicKey, VerifiedDevice, VerifiedPrekey};
+use crate::meeting::rekey::{Roster, RosterMember};
 use crate::{DeviceId, UnixMillis, UserId};
 
 /// Why a device (or a whole user) was not invited.
@@ -27,6 +28,27 @@ pub enum RefusalReason {
     BadPrekey(String),
     /// The device has no prekeys left on the server.
     NoPrekeys,
+    /// The directory answered with a user this device did not ask for. Nothing from
+    /// that bundle is used or pinned.
+    NotRequested,
+    /// The directory answered twice for one user, or listed one device id twice.
+    /// Every copy is refused.
+    Duplicate,
+    /// The directory's certificate for a meeting participant's device names other keys
+    /// than the certificate pinned when the device joined the meeting. Nothing is
+    /// sealed to it.
+    DeviceKeysChanged,
+}
+
+impl RefusalReason {
+    /// Whether the refusal means the directory answered something it should not have
+    /// (a substituted or injected key, an unrequested user), as opposed to an ordinary
+    /// state such as a device without prekeys. The client reports each such refusal as
+    /// [`ClientEvent::DirectoryRefused`](super::ClientEvent::DirectoryRefused).
+    #[must_use]
+    pub fn is_suspicious(&self) -> bool {
+        !matches!(self, RefusalReason::UnknownUser | RefusalReason::NoPrekeys)
+    }
 }
 
 impl core::fmt::Display for RefusalReason {
@@ -41,6 +63,15 @@ impl core::fmt::Display for RefusalReason {
             }
             RefusalReason::BadPrekey(e) => write!(f, "prekey does not verify: {e}"),
             RefusalReason::NoPrekeys => f.write_str("the device has no prekeys left"),
+            RefusalReason::NotRequested => {
+                f.write_str("the directory answered with a user that was not asked for")
+            }
+            RefusalReason::Duplicate => {
+                f.write_str("the directory listed this user or device more than once")
+            }
+            RefusalReason::DeviceKeysChanged => f.write_str(
+                "the directory's certificate names other keys than the ones pinned in the meeting (possible substitution)",
+            ),
         }
     }
 }
@@ -54,6 +85,154 @@ pub struct RefusedDevice {
     pub device_id: Option<DeviceId>,
     /// Why.
     pub reason: RefusalReason,
+}
+
+/// Removes from `bundles` every user that was not `requested` or appears twice, and
+/// every device whose id appears twice in the answer (across users too); returns what
+/// was removed. Only what survives is verified, so users are pinned only on the
+/// lookups this device made.
+pub(crate) fn screen_bundles(
+    bundles: &mut v1::Bundles,
+    requested: &[UserId],
+) -> Vec<RefusedDevice> {
+    let mut refused = Vec::new();
+    let wanted: BTreeSet<UserId> = requested.iter().copied().collect();
+    let mut seen_users: BTreeMap<UserId, usize> = BTreeMap::new();
+    let mut seen_devices: BTreeMap<DeviceId, usize> = BTreeMap::new();
+    for bundle in &bundles.users {
+        if let Some(user) = UserId::from_slice(&bundle.user_id) {
+            *seen_users.entry(user).or_default() += 1;
+        }
+        for device in &bundle.devices {
+            if let Some(id) = device.certificate.as_ref().and_then(claimed_device_id) {
+                *seen_devices.entry(id).or_default() += 1;
+            }
+        }
+    }
+    bundles.users.retain_mut(|bundle| {
+        let Some(user_id) = UserId::from_slice(&bundle.user_id) else {
+            return false;
+        };
+        let reason = if !wanted.contains(&user_id) {
+            Some(RefusalReason::NotRequested)
+        } else if seen_users.get(&user_id).copied().unwrap_or(0) > 1 {
+            Some(RefusalReason::Duplicate)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            refused.push(RefusedDevice {
+                user_id,
+                device_id: None,
+                reason,
+            });
+            return false;
+        }
+        bundle.devices.retain(|device| {
+            let id = device.certificate.as_ref().and_then(claimed_device_id);
+            let twice = id.is_some_and(|id| seen_devices.get(&id).copied().unwrap_or(0) > 1);
+            if twice {
+                refused.push(RefusedDevice {
+                    user_id,
+                    device_id: id,
+                    reason: RefusalReason::Duplicate,
+                });
+            }
+            !twice
+        });
+        true
+    });
+    refused
+}
+
+/// Recipients for a container to meeting participants: for each roster `member`, the
+/// directory's entry must carry the member's pinned identity key and a certificate of
+/// the same device keys as the one pinned in the roster, and a prekey signed by that
+/// device. The recipient is built from the *pinned* certificate; the directory only
+/// supplies prekeys. Entries for devices not in `members` are ignored.
+pub(crate) fn roster_recipients(
+    bundles: &v1::Bundles,
+    members: &[RosterMember],
+    now: UnixMillis,
+) -> (Vec<Recipient>, Vec<RefusedDevice>) {
+    let mut recipients = Vec::new();
+    let mut refused = Vec::new();
+    for bundle in &bundles.users {
+        let Some(user_id) = UserId::from_slice(&bundle.user_id) else {
+            continue;
+        };
+        for device in &bundle.devices {
+            let Some(device_id) = device.certificate.as_ref().and_then(claimed_device_id) else {
+                continue;
+            };
+            let Some(member) = members
+                .iter()
+                .find(|m| m.user_id == user_id && m.device_id == device_id)
+            else {
+                continue;
+            };
+            match roster_recipient(bundle, device, member, now) {
+                Ok(r) => recipients.push(r),
+                Err(reason) => refused.push(RefusedDevice {
+                    user_id,
+                    device_id: Some(device_id),
+                    reason,
+                }),
+            }
+        }
+    }
+    (recipients, refused)
+}
+
+fn roster_recipient(
+    bundle: &v1::UserBundle,
+    device: &v1::DeviceBundle,
+    member: &RosterMember,
+    now: UnixMillis,
+) -> Result<Recipient, RefusalReason> {
+    if bundle.user_public_key.as_slice() != member.identity_key.as_slice() {
+        return Err(RefusalReason::IdentityChanged);
+    }
+    let pinned = UserIdentity {
+        user_id: member.user_id,
+        key: UserPublicKey::from_bytes(&member.identity_key)
+            .map_err(|_| RefusalReason::IdentityChanged)?,
+    };
+    let certificate = device
+        .certificate
+        .as_ref()
+        .ok_or_else(|| RefusalReason::BadCertificate("missing certificate".into()))?;
+    let current = VerifiedDevice::verify(certificate, &pinned, now)
+        .map_err(|e| RefusalReason::BadCertificate(e.to_string()))?;
+    if !current.same_keys(&member.device) {
+        return Err(RefusalReason::DeviceKeysChanged);
+    }
+    let prekey = device.prekey.as_ref().ok_or(RefusalReason::NoPrekeys)?;
+    VerifiedPrekey::verify(prekey, &member.device, now)
+        .map_err(|e| e.to_string())
+        .and_then(|p| Recipient::new(member.device.clone(), p).map_err(|e| e.to_string()))
+        .map_err(RefusalReason::BadPrekey)
+}
+
+/// Checks that every identity key `roster` claims equals the key pinned for its user.
+/// Users never pinned must have been looked up (and pinned) before.
+pub(crate) fn check_roster_keys(roster: &Roster, trust: &TrustStore) -> Result<(), String> {
+    for (user, key) in roster.identity_keys() {
+        match trust.get(&user) {
+            Some(pinned) if pinned.key.to_bytes() == key => {}
+            Some(_) => {
+                return Err(format!(
+                    "roster rejected: it lists user {user:?} with an identity key that differs from the pinned one"
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "roster rejected: the directory does not know user {user:?}"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Identity keys this device trusts, by user.
@@ -348,5 +527,78 @@ mod tests {
             reasons,
             vec![RefusalReason::NoPrekeys, RefusalReason::UnknownUser]
         );
+    }
+
+    #[test]
+    fn unrequested_and_duplicate_bundles_are_screened_out() {
+        let mut bob = fixture("bob");
+        let mut eve = fixture("eve");
+        let cert = bob.device.certificate().clone();
+        let bob_bundle = bundle(&mut bob, cert.clone(), true);
+        let eve_cert = eve.device.certificate().clone();
+        let mut bundles = v1::Bundles {
+            users: vec![bob_bundle.clone(), bundle(&mut eve, eve_cert, true)],
+        };
+        let refused = screen_bundles(&mut bundles, &[bob.user.user_id]);
+        assert_eq!(bundles.users.len(), 1);
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].user_id, eve.user.user_id);
+        assert_eq!(refused[0].reason, RefusalReason::NotRequested);
+
+        let mut twice = v1::Bundles {
+            users: vec![bob_bundle.clone(), bob_bundle],
+        };
+        let refused = screen_bundles(&mut twice, &[bob.user.user_id]);
+        assert!(twice.users.is_empty());
+        assert!(refused.iter().all(|r| r.reason == RefusalReason::Duplicate));
+    }
+
+    #[test]
+    fn a_device_id_listed_twice_is_refused_in_every_copy() {
+        let mut bob = fixture("bob");
+        let cert = bob.device.certificate().clone();
+        let mut b = bundle(&mut bob, cert, true);
+        let copy = b.devices[0].clone();
+        b.devices.push(copy);
+        let mut bundles = v1::Bundles { users: vec![b] };
+        let refused = screen_bundles(&mut bundles, &[bob.user.user_id]);
+        assert!(bundles.users[0].devices.is_empty());
+        assert_eq!(refused.len(), 2);
+    }
+
+    #[test]
+    fn a_roster_device_is_sealed_to_only_with_its_pinned_keys() {
+        let mut bob = fixture("bob");
+        let member = RosterMember::new(&bob.user, bob.device.public().clone(), 1);
+        let cert = bob.device.certificate().clone();
+        let genuine = v1::Bundles {
+            users: vec![bundle(&mut bob, cert, true)],
+        };
+        let (ok, refused) = roster_recipients(&genuine, std::slice::from_ref(&member), NOW);
+        assert_eq!(ok.len(), 1);
+        assert!(refused.is_empty());
+
+        // The same device id, certified by Bob's own key, with other device keys.
+        let other = DeviceIdentity::create_with_id(
+            &bob.key,
+            bob.user.user_id,
+            bob.device.device_id(),
+            NOW,
+            DAY_MS,
+            &mut OsRng,
+        )
+        .unwrap();
+        let mut substituted = fixture("bob");
+        substituted.user = bob.user;
+        substituted.device = other;
+        substituted.pool = PrekeyPool::new(&substituted.device);
+        let cert = substituted.device.certificate().clone();
+        let bundles = v1::Bundles {
+            users: vec![bundle(&mut substituted, cert, true)],
+        };
+        let (ok, refused) = roster_recipients(&bundles, &[member], NOW);
+        assert!(ok.is_empty());
+        assert_eq!(refused[0].reason, RefusalReason::DeviceKeysChanged);
+        assert!(refused[0].reason.is_suspicious());
     }
 }

@@ -141,6 +141,13 @@ pub enum ClientEvent {
     /// A user's identity key was pinned for the first time (store it and pass it in
     /// [`ClientConfig::pinned_users`] next time).
     UserPinned(UserIdentity),
+    /// The directory answered something it should not have: a user this device did
+    /// not ask for, a duplicate, a key that differs from the pinned one, or a meeting
+    /// participant's device certificate with other keys than the one pinned when it
+    /// joined. Nothing was sealed to it. Repeated events of this kind mean the server
+    /// (or someone who controls it) is trying to obtain meeting keys: tell the user,
+    /// and compare safety codes.
+    DirectoryRefused(RefusedDevice),
     /// A received container was refused (forged, replayed, expired, from a changed
     /// identity, ...). It has been acknowledged and deleted.
     MessageRefused {

@@ -131,6 +131,29 @@ impl VerifiedDevice {
     }
 }
 
+/// Two verified devices are equal when they were verified from the same certificate
+/// (body and signature bytes), which fixes every other field.
+impl PartialEq for VerifiedDevice {
+    fn eq(&self, other: &Self) -> bool {
+        self.certificate == other.certificate
+    }
+}
+
+impl Eq for VerifiedDevice {}
+
+impl VerifiedDevice {
+    /// Whether `other` names the same device with the same keys (signing key and P-384
+    /// device key), whatever its validity period: a renewed certificate of the same
+    /// device keys matches, a substituted one does not.
+    #[must_use]
+    pub fn same_keys(&self, other: &VerifiedDevice) -> bool {
+        self.user_id == other.user_id
+            && self.device_id == other.device_id
+            && self.signing_key == other.signing_key
+            && self.device_key == other.device_key
+    }
+}
+
 impl fmt::Debug for VerifiedDevice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VerifiedDevice")

@@ -240,6 +240,17 @@ impl User {
         Device { client, events }
     }
 
+    /// Connects the device of `credentials` (which the test created, e.g. to keep a
+    /// copy of its keys).
+    pub async fn connect_credentials(&self, sfu: &Sfu, credentials: DeviceCredentials) -> Device {
+        let (client, events) =
+            tokio::time::timeout(WAIT, Client::connect(sfu.client_config(), credentials))
+                .await
+                .expect("connect in bounded time")
+                .expect("connect");
+        Device { client, events }
+    }
+
     pub async fn connect_with(&self, config: ClientConfig) -> Device {
         let (client, events) =
             tokio::time::timeout(WAIT, Client::connect(config, self.credentials()))

@@ -79,6 +79,21 @@ impl Session {
             users.insert(id);
         }
         let users: Vec<UserIdBytes> = users.into_iter().collect();
+        let max_devices = max_users.saturating_mul(self.shared.config.limits.max_devices_per_user);
+        if r.device_ids.len() > max_devices {
+            return Err(RequestError::limit(format!(
+                "{} device ids in one fetch; at most {max_devices} (max_users_per_fetch x max_devices_per_user)",
+                r.device_ids.len()
+            )));
+        }
+        let mut only = BTreeSet::new();
+        for id in &r.device_ids {
+            let id: DeviceIdBytes = id
+                .as_slice()
+                .try_into()
+                .map_err(|_| RequestError::bad_request("a device id is not 16 bytes"))?;
+            only.insert(id);
+        }
         let now = now_ms();
         let certificates_only = r.certificates_only;
         // One blocking task: read users and devices, then pop one prekey per device in a
@@ -95,6 +110,7 @@ impl Session {
                             .user_devices(&user)?
                             .into_iter()
                             .filter(|d| d.device_id != me)
+                            .filter(|d| only.is_empty() || only.contains(&d.device_id))
                             .collect(),
                         None => Vec::new(),
                     };

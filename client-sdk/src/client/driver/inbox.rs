@@ -4,12 +4,12 @@
 use conclave_proto::v1::{self, client_frame::Request, container_payload::Body};
 
 use super::{Driver, PendingInvite};
-use crate::client::directory::verify_bundles;
-use crate::client::{ClientError, ClientEvent, Invitation, MeetingEvent, media_kinds_from_proto};
+use crate::client::directory::{check_roster_keys, verify_bundles};
+use crate::client::{ClientEvent, Invitation, MeetingEvent, media_kinds_from_proto};
 use crate::container::{ContainerError, SealedContainer};
-use crate::identity::UserIdentity;
+use crate::identity::{UserIdentity, VerifiedDevice};
 use crate::meeting::MeetingId;
-use crate::meeting::rekey::MeetingState;
+use crate::meeting::rekey::{MeetingState, Roster};
 use crate::{DeviceId, UnixMillis, UserId};
 
 /// Containers acknowledged together at most.
@@ -93,9 +93,12 @@ impl Driver {
         let meeting = match &payload.body {
             Some(Body::MeetingInvite(invite)) => {
                 return self
-                    .on_invite(from, invite)
+                    .on_invite(opened.sender(), invite)
                     .await
-                    .map_err(|e| refused(Some(claimed), e));
+                    .map_err(|e| match e {
+                        Refusal::Refused { reason, .. } => refused(Some(claimed), reason),
+                        other => other,
+                    });
             }
             Some(Body::InviteReply(r)) => &r.meeting_id,
             Some(Body::Rekey(r)) => &r.meeting_id,
@@ -107,6 +110,16 @@ impl Driver {
         let Some(meeting) = MeetingId::from_slice(meeting) else {
             return Err(refused(Some(claimed), "meeting id is not 32 bytes".into()));
         };
+        if let Some(Body::EpochSwitch(switch)) = &payload.body
+            && !switch.joined.is_empty()
+        {
+            self.check_joiners(&switch.joined)
+                .await
+                .map_err(|e| match e {
+                    Refusal::Refused { reason, .. } => refused(Some(claimed), reason),
+                    other => other,
+                })?;
+        }
         self.on_control(meeting, from, &recipients, payload, now)
             .await;
         Ok(())
@@ -126,10 +139,12 @@ impl Driver {
     }
 
     /// Pins the identity keys of `users` from the directory (no prekeys are taken).
+    /// A failure that may pass (no connection, rate limit, server error) is `Later`:
+    /// the container stays in the mailbox and is processed again.
     async fn lookup_users(&mut self, users: &[UserId]) -> Result<(), Refusal> {
-        let bundles = match self.fetch_bundles(users, true).await {
+        let bundles = match self.fetch_bundles(users, &[], true).await {
             Ok(b) => b,
-            Err(ClientError::Connection(_)) => return Err(Refusal::Later),
+            Err(e) if e.is_transient() => return Err(Refusal::Later),
             Err(e) => {
                 return Err(Refusal::Refused {
                     claimed: users.first().copied(),
@@ -142,25 +157,14 @@ impl Driver {
         for user in verified.newly_pinned {
             self.emit(ClientEvent::UserPinned(user));
         }
+        self.report_refusals(&verified.refused);
         Ok(())
     }
 
-    async fn on_invite(
-        &mut self,
-        from: DeviceId,
-        invite: &v1::MeetingInvite,
-    ) -> Result<(), String> {
-        let state = MeetingState::from_invite(self.creds.device_id(), invite, self.config.rekey)
-            .map_err(|e| format!("invalid invite: {e}"))?;
-        let id = *state.meeting_id();
-        if self.meetings.contains_key(&id) || self.invitations.contains_key(&id) {
-            return Ok(());
-        }
-        if state.leader() != from {
-            return Err("invite not sent by the meeting's key leader".into());
-        }
-        let mut unknown: Vec<UserId> = state
-            .roster()
+    /// Looks up (and pins) the users of `roster` never seen before, then checks every
+    /// identity key the roster claims against the pinned one.
+    async fn check_roster(&mut self, roster: &Roster) -> Result<(), Refusal> {
+        let mut unknown: Vec<UserId> = roster
             .iter()
             .map(|m| m.user_id)
             .filter(|u| self.trust.get(u).is_none())
@@ -168,13 +172,63 @@ impl Driver {
         unknown.sort_unstable();
         unknown.dedup();
         if !unknown.is_empty() {
-            // Pin the participants' keys for safety codes; failures only leave them
-            // unpinned (the roster's keys are then shown in the code).
-            let _ = self.lookup_users(&unknown).await;
+            self.lookup_users(&unknown).await?;
         }
+        check_roster_keys(roster, &self.trust).map_err(|reason| Refusal::Refused {
+            claimed: None,
+            reason,
+        })
+    }
+
+    /// Devices an `EpochSwitch` adds mid-meeting: their certificates must prove their
+    /// users, under keys this device pinned.
+    async fn check_joiners(&mut self, joined: &[v1::RosterEntry]) -> Result<(), Refusal> {
+        let now = self.now();
+        let roster =
+            Roster::from_proto(joined, &Roster::default(), now).map_err(|e| Refusal::Refused {
+                claimed: None,
+                reason: e.to_string(),
+            })?;
+        self.check_roster(&roster).await
+    }
+
+    /// An invitation from `sender` (whose certificate the container layer verified
+    /// under its pinned key). Shown only if every roster entry is proven by its user's
+    /// pinned key and the sender is on the roster as itself and is the key leader.
+    async fn on_invite(
+        &mut self,
+        sender: &VerifiedDevice,
+        invite: &v1::MeetingInvite,
+    ) -> Result<(), Refusal> {
+        let refuse = |reason: String| Refusal::Refused {
+            claimed: None,
+            reason,
+        };
+        let now = self.now();
+        let state =
+            MeetingState::from_invite(self.creds.device_id(), invite, self.config.rekey, now)
+                .map_err(|e| refuse(format!("invalid invite: {e}")))?;
+        let id = *state.meeting_id();
+        if self.meetings.contains_key(&id) || self.invitations.contains_key(&id) {
+            return Ok(());
+        }
+        let from = sender.device_id();
+        if state.leader() != from {
+            return Err(refuse("invite not sent by the meeting's key leader".into()));
+        }
+        if state
+            .roster()
+            .get(&from)
+            .is_none_or(|m| !m.device.same_keys(sender))
+        {
+            return Err(refuse(
+                "roster rejected: the inviter is not on it as its own user and device".into(),
+            ));
+        }
+        self.check_roster(state.roster()).await?;
         let participants = super::meetings::participants(&state);
         let Some(from) = participants.iter().find(|p| p.device_id == from).cloned() else {
-            return Err("the inviter is not on the roster".into());
+            return Err(refuse("the inviter is not on the roster".into()));
         };
         let invitation = Invitation {
             meeting_id: id,

@@ -11,7 +11,9 @@ use conclave_proto::v1::{
 use tokio::sync::mpsc;
 
 use super::{Driver, Entry};
-use crate::client::directory::{TrustStore, verify_bundles};
+use crate::client::directory::{
+    RefusedDevice, TrustStore, roster_recipients, screen_bundles, verify_bundles,
+};
 use crate::client::presence::Presence;
 use crate::client::shared::{MeetingShared, RoomLink};
 use crate::client::{
@@ -42,9 +44,10 @@ const USERS_PER_FETCH: usize = 64;
 /// A container to send; the payload's secrets are zeroized when it is dropped.
 pub(crate) struct Outgoing {
     meeting: MeetingId,
-    recipients: Vec<DeviceId>,
-    /// The recipients' users (whose bundles to fetch).
-    users: Vec<UserId>,
+    /// The recipient devices as pinned in the meeting's roster (the keys it may be
+    /// sealed to), kept with the message so a `Leave` still goes out after the meeting
+    /// ended here.
+    recipients: Vec<RosterMember>,
     payload: v1::ContainerPayload,
     rekey_epoch: Option<u64>,
     /// Resends so far.
@@ -52,21 +55,21 @@ pub(crate) struct Outgoing {
 }
 
 impl Outgoing {
-    /// A container for `recipients`, devices of the meeting's roster.
+    /// A container for `recipients`, devices of the meeting's roster (others are
+    /// dropped: nothing is ever sealed off the roster).
     fn new(
         state: &MeetingState,
         recipients: Vec<DeviceId>,
         payload: v1::ContainerPayload,
         rekey_epoch: Option<u64>,
     ) -> Self {
-        let users = recipients
+        let recipients = recipients
             .iter()
-            .filter_map(|d| state.roster().get(d).map(|m| m.user_id))
+            .filter_map(|d| state.roster().get(d).cloned())
             .collect();
         Outgoing {
             meeting: *state.meeting_id(),
             recipients,
-            users,
             payload,
             rekey_epoch,
             attempt: 0,
@@ -74,11 +77,15 @@ impl Outgoing {
     }
 
     /// The same message for the `missed` recipients, as the next attempt.
-    fn resend_to(&self, missed: Vec<DeviceId>) -> Self {
+    fn resend_to(&self, missed: &BTreeSet<DeviceId>) -> Self {
         Outgoing {
             meeting: self.meeting,
-            recipients: missed,
-            users: self.users.clone(),
+            recipients: self
+                .recipients
+                .iter()
+                .filter(|m| missed.contains(&m.device_id))
+                .cloned()
+                .collect(),
             payload: self.payload.clone(),
             rekey_epoch: self.rekey_epoch,
             attempt: self.attempt.saturating_add(1),
@@ -117,28 +124,41 @@ impl Driver {
         Ok(())
     }
 
-    /// Fetches and verifies the bundles of `users` (taking one prekey per device).
+    /// Fetches and verifies the bundles of `users` (taking one prekey per device), for
+    /// an invitation: users never seen before are pinned now (this device asked for
+    /// them).
     async fn fetch_recipients(
         &mut self,
         users: &[UserId],
     ) -> Result<crate::client::directory::Verified, ClientError> {
-        let bundles = self.fetch_bundles(users, false).await?;
+        let bundles = self.fetch_bundles(users, &[], false).await?;
         let now = self.now();
         let verified = verify_bundles(&bundles, &mut self.trust, true, now);
         for user in &verified.newly_pinned {
             self.emit(ClientEvent::UserPinned(*user));
         }
-        for refused in &verified.refused {
-            tracing::warn!(user = ?refused.user_id, device = ?refused.device_id, reason = %refused.reason, "directory entry refused");
-        }
+        self.report_refusals(&verified.refused);
         Ok(verified)
     }
 
+    /// Logs refused directory entries and tells the app about the suspicious ones.
+    pub(super) fn report_refusals(&self, refused: &[RefusedDevice]) {
+        for r in refused {
+            tracing::warn!(user = ?r.user_id, device = ?r.device_id, reason = %r.reason, "directory entry refused");
+            if r.reason.is_suspicious() {
+                self.emit(ClientEvent::DirectoryRefused(r.clone()));
+            }
+        }
+    }
+
     /// Fetches the directory bundles of `users` (deduplicated), in requests of at most
-    /// the server's `max_users_per_fetch`.
+    /// the server's `max_users_per_fetch`; with `devices`, only those devices (and only
+    /// their prekeys are taken). Users not asked for, and duplicates, are removed from
+    /// the answer and reported.
     pub(super) async fn fetch_bundles(
         &mut self,
         users: &[UserId],
+        devices: &[(UserId, DeviceId)],
         certificates_only: bool,
     ) -> Result<v1::Bundles, ClientError> {
         let mut ids: Vec<UserId> = users.to_vec();
@@ -146,13 +166,21 @@ impl Driver {
         ids.dedup();
         let mut all = v1::Bundles::default();
         for chunk in ids.chunks(USERS_PER_FETCH) {
+            let device_ids = devices
+                .iter()
+                .filter(|(user, _)| chunk.contains(user))
+                .map(|(_, d)| d.as_bytes().to_vec())
+                .collect();
             let request = Request::FetchBundles(v1::FetchBundles {
                 user_ids: chunk.iter().map(|u| u.as_bytes().to_vec()).collect(),
                 certificates_only,
+                device_ids,
             });
-            let response::Result::Bundles(bundles) = self.request(request).await? else {
+            let response::Result::Bundles(mut bundles) = self.request(request).await? else {
                 return Err(ClientError::Protocol("expected Bundles".into()));
             };
+            let refused = screen_bundles(&mut bundles, chunk);
+            self.report_refusals(&refused);
             all.users.extend(bundles.users);
         }
         Ok(all)
@@ -199,16 +227,21 @@ impl Driver {
             .collect())
     }
 
-    /// Sends a meeting's container to its devices (fetching fresh prekeys). Returns
-    /// the devices it reached.
+    /// Sends a meeting's container to its devices (fetching fresh prekeys for exactly
+    /// those devices). It is sealed only to the device keys pinned in the roster;
+    /// a directory entry with other keys is refused and reported. Returns the devices
+    /// it reached.
     async fn send_to_devices(&mut self, out: &Outgoing) -> Result<BTreeSet<DeviceId>, ClientError> {
-        let wanted: BTreeSet<DeviceId> = out.recipients.iter().copied().collect();
-        let verified = self.fetch_recipients(&out.users).await?;
-        let recipients: Vec<Recipient> = verified
+        let users: Vec<UserId> = out.recipients.iter().map(|m| m.user_id).collect();
+        let devices: Vec<(UserId, DeviceId)> = out
             .recipients
-            .into_iter()
-            .filter(|r| wanted.contains(&r.device().device_id()))
+            .iter()
+            .map(|m| (m.user_id, m.device_id))
             .collect();
+        let bundles = self.fetch_bundles(&users, &devices, false).await?;
+        let now = self.now();
+        let (recipients, refused) = roster_recipients(&bundles, &out.recipients, now);
+        self.report_refusals(&refused);
         self.seal_and_send(&recipients, &out.payload, container::DEFAULT_TTL_MS)
             .await
     }
@@ -233,12 +266,13 @@ impl Driver {
             }
         };
         let now = self.now();
-        let mut missed: Vec<DeviceId> = out
+        let missed: BTreeSet<DeviceId> = out
             .recipients
             .iter()
+            .map(|m| m.device_id)
             .filter(|d| !reached.contains(d))
-            .copied()
             .collect();
+        let mut dropped: Vec<DeviceId> = missed.iter().copied().collect();
         if !missed.is_empty() && out.attempt < RESEND_ATTEMPTS && self.resend.len() < MAX_OUTBOX {
             let delay = RESEND_DELAY_MS << out.attempt;
             tracing::debug!(
@@ -248,8 +282,9 @@ impl Driver {
             );
             self.resend.push((
                 Instant::now() + Duration::from_millis(delay),
-                out.resend_to(std::mem::take(&mut missed)),
+                out.resend_to(&missed),
             ));
+            dropped.clear();
         }
         let Some(epoch) = out.rekey_epoch else {
             return;
@@ -264,7 +299,7 @@ impl Driver {
         {
             tracing::warn!(error = %e, "rekey delivery for an unknown epoch");
         }
-        for device in missed {
+        for device in dropped {
             tracing::warn!(device = ?device, "rekey could not reach a device; dropping it");
             entry.state.device_dropped(device, now);
         }
@@ -281,7 +316,8 @@ impl Driver {
         for (_, mut out) in due {
             let meeting = out.meeting;
             if let Some(entry) = self.meetings.get(&meeting) {
-                out.recipients.retain(|d| entry.state.roster().contains(d));
+                out.recipients
+                    .retain(|m| entry.state.roster().get(&m.device_id) == Some(m));
                 if out.recipients.is_empty() {
                     continue;
                 }
@@ -436,7 +472,7 @@ impl Driver {
         entry.next_index = entry.next_index.max(state.roster().next_sender_index());
         let safety = state
             .key(state.sending_epoch())
-            .map(|key| safety_code(state, key, |u| self.trust.get(u).map(|i| i.key.to_bytes())));
+            .map(|key| safety_code(state, key));
         let participants = participants(state);
         let leader = state.leader();
         let epoch = state.sending_epoch();
@@ -596,15 +632,14 @@ impl Driver {
         let now = self.now();
         let me = self.creds.device_id();
         let my_user = *self.creds.user();
-        let mut members = vec![RosterMember {
-            user_id: my_user.user_id,
-            device_id: me,
-            sender_index: 0,
-            identity_key: my_user.key.to_bytes(),
-        }];
+        let mut members = vec![RosterMember::new(
+            &my_user,
+            self.creds.device().public().clone(),
+            0,
+        )];
         let mut invited = Vec::new();
         for (index, r) in (1u32..).zip(&verified.recipients) {
-            members.push(roster_member(r, index, &self.trust));
+            members.push(roster_member(r, index, &self.trust)?);
             invited.push((r.device().user_id(), r.device().device_id()));
         }
         let count = u32::try_from(members.len()).unwrap_or(u32::MAX);
@@ -752,7 +787,7 @@ impl Driver {
         let joiners: Vec<RosterMember> = (start..)
             .zip(&fresh)
             .map(|(index, r)| roster_member(r, index, &self.trust))
-            .collect();
+            .collect::<Result<_, _>>()?;
         let invited = joiners.iter().map(|j| (j.user_id, j.device_id)).collect();
         let invite =
             entry
@@ -769,18 +804,18 @@ impl Driver {
     }
 }
 
-/// A verified recipient as a roster member, with its user's pinned identity key.
-fn roster_member(r: &Recipient, sender_index: u32, trust: &TrustStore) -> RosterMember {
+/// A verified recipient as a roster member, with its user's pinned identity key and
+/// its certificate (which pins its keys for the meeting).
+fn roster_member(
+    r: &Recipient,
+    sender_index: u32,
+    trust: &TrustStore,
+) -> Result<RosterMember, ClientError> {
     let device = r.device();
-    RosterMember {
-        user_id: device.user_id(),
-        device_id: device.device_id(),
-        sender_index,
-        identity_key: trust
-            .get(&device.user_id())
-            .map(|u| u.key.to_bytes())
-            .unwrap_or_default(),
-    }
+    let user = trust
+        .get(&device.user_id())
+        .ok_or_else(|| ClientError::Protocol("a verified recipient's user is not pinned".into()))?;
+    Ok(RosterMember::new(&user, device.clone(), sender_index))
 }
 
 fn proto_kinds(kinds: &[MediaKind]) -> Vec<v1::MediaKind> {
@@ -793,21 +828,13 @@ fn proto_kinds(kinds: &[MediaKind]) -> Vec<v1::MediaKind> {
         .collect()
 }
 
-/// The safety code of the sending epoch, with this device's pinned identity keys
-/// (the roster's only for users never pinned).
-fn safety_code(
-    state: &MeetingState,
-    key: &MeetingKey,
-    pinned: impl Fn(&UserId) -> Option<[u8; 32]>,
-) -> SafetyCode {
+/// The safety code of the sending epoch. Every roster identity key equals this
+/// device's pinned key for its user (checked when the roster was accepted).
+fn safety_code(state: &MeetingState, key: &MeetingKey) -> SafetyCode {
     let identities: Vec<RosterIdentity> = state
         .roster()
         .iter()
-        .map(|m| RosterIdentity {
-            user_id: *m.user_id.as_bytes(),
-            device_id: *m.device_id.as_bytes(),
-            identity_key: pinned(&m.user_id).unwrap_or(m.identity_key),
-        })
+        .map(|m| RosterIdentity::new(&m.identity_key, &m.device, m.sender_index))
         .collect();
     let id = state.meeting_id();
     SafetyCode::compute(

@@ -168,8 +168,9 @@ pub enum RekeyError {
         /// This device's current epoch.
         current: u64,
     },
-    /// A Rekey's roster or recipients are inconsistent.
-    #[error("rekey rejected: {0}")]
+    /// A roster (invite, Rekey, joiners) or a Rekey's recipients are inconsistent, or
+    /// an entry's certificate does not prove its user-device binding.
+    #[error("roster rejected: {0}")]
     BadRoster(&'static str),
     /// The call is only for the key leader.
     #[error("only the key leader can {0}")]
@@ -308,15 +309,18 @@ impl MeetingState {
         }
     }
 
-    /// Joins a meeting from an accepted, opened invite sent by `inviter`.
+    /// Joins a meeting from an opened invite. Every roster entry's certificate must
+    /// verify under its identity key at `now` (the caller also checks those keys
+    /// against the ones it pinned: [`Roster::identity_keys`]).
     pub fn from_invite(
         me: DeviceId,
         invite: &v1::MeetingInvite,
         config: RekeyConfig,
+        now: UnixMillis,
     ) -> Result<Self, RekeyError> {
         let meeting_id = MeetingId::from_slice(&invite.meeting_id)
             .ok_or(RekeyError::BadRoster("meeting id is not 32 bytes"))?;
-        let roster = Roster::from_proto(&invite.roster)?;
+        let roster = Roster::from_proto(&invite.roster, &Roster::default(), now)?;
         if !roster.contains(&me) {
             return Err(RekeyError::BadRoster(
                 "this device is not on the invite's roster",
@@ -753,7 +757,7 @@ impl MeetingState {
                 current: newest,
             });
         }
-        let roster = Roster::from_proto(&r.roster)?;
+        let roster = Roster::from_proto(&r.roster, &self.roster, now)?;
         if !roster.is_subset_of(&self.roster) {
             return Err(RekeyError::BadRoster(
                 "new roster adds devices (joins use the ratchet)",
@@ -939,7 +943,7 @@ impl MeetingState {
                 current: self.sending,
             });
         }
-        let joined = Roster::from_proto(&s.joined)?;
+        let joined = Roster::from_proto(&s.joined, &Roster::default(), now)?;
         if joined.iter().any(|j| self.roster.contains(&j.device_id)) {
             return Err(RekeyError::BadRoster("a joiner is already in the meeting"));
         }

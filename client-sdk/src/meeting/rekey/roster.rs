@@ -1,4 +1,13 @@
-//! The roster: every participating device with its sender index and identity key.
+//! The roster: every participating device with its sender index, its user's identity
+//! key and its certificate.
+//!
+//! Every entry carries the device's certificate, signed by the user's identity key, so
+//! the binding "this device belongs to this user" is proven by the user, not asserted
+//! by whoever wrote the roster. A roster received from the network is accepted only
+//! if every new entry's certificate verifies under the entry's identity key and names
+//! the entry's user and device; the caller then checks each identity key against the
+//! key it pinned for that user. The certificate also pins the device's keys for the
+//! meeting: meeting keys are sealed only to those keys.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -6,7 +15,8 @@ use conclave_proto::limits::MAX_ROSTER_ENTRIES;
 use conclave_proto::v1;
 
 use super::RekeyError;
-use crate::{DeviceId, UserId};
+use crate::identity::{IdentityError, UserIdentity, UserPublicKey, VerifiedDevice};
+use crate::{DeviceId, UnixMillis, UserId};
 
 /// One participating device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +29,73 @@ pub struct RosterMember {
     pub sender_index: u32,
     /// The user's identity (signing) public key, for safety codes.
     pub identity_key: [u8; 32],
+    /// The device's certificate, verified under `identity_key`: the device keys this
+    /// meeting seals to.
+    pub device: VerifiedDevice,
+}
+
+impl RosterMember {
+    /// `device` (verified under `user`'s key) with its sender index.
+    #[must_use]
+    pub fn new(user: &UserIdentity, device: VerifiedDevice, sender_index: u32) -> Self {
+        RosterMember {
+            user_id: device.user_id(),
+            device_id: device.device_id(),
+            sender_index,
+            identity_key: user.key.to_bytes(),
+            device,
+        }
+    }
+
+    fn to_proto(&self) -> v1::RosterEntry {
+        v1::RosterEntry {
+            user_id: self.user_id.as_bytes().to_vec(),
+            device_id: self.device_id.as_bytes().to_vec(),
+            sender_index: self.sender_index,
+            identity_key: self.identity_key.to_vec(),
+            certificate: Some(self.device.certificate().clone()),
+        }
+    }
+
+    /// Parses and verifies one entry: the certificate must verify under the entry's
+    /// identity key at `now` and name the entry's user and device.
+    fn from_proto(e: &v1::RosterEntry, now: UnixMillis) -> Result<Self, RekeyError> {
+        let user_id = UserId::from_slice(&e.user_id)
+            .ok_or(RekeyError::BadRoster("user id is not 32 bytes"))?;
+        let device_id = DeviceId::from_slice(&e.device_id)
+            .ok_or(RekeyError::BadRoster("device id is not 16 bytes"))?;
+        let identity_key: [u8; 32] = e
+            .identity_key
+            .as_slice()
+            .try_into()
+            .map_err(|_| RekeyError::BadRoster("identity key is not 32 bytes"))?;
+        let key = UserPublicKey::from_bytes(&identity_key)
+            .map_err(|_| RekeyError::BadRoster("identity key is not an Ed25519 key"))?;
+        let certificate = e.certificate.as_ref().ok_or(RekeyError::BadRoster(
+            "an entry carries no device certificate",
+        ))?;
+        let device = VerifiedDevice::verify(certificate, &UserIdentity { user_id, key }, now)
+            .map_err(|e| match e {
+                IdentityError::Expired { .. } | IdentityError::NotYetValid { .. } => {
+                    RekeyError::BadRoster("a device certificate is outside its validity period")
+                }
+                _ => RekeyError::BadRoster(
+                    "a device certificate does not verify under its user's identity key",
+                ),
+            })?;
+        if device.device_id() != device_id {
+            return Err(RekeyError::BadRoster(
+                "an entry's certificate names another device",
+            ));
+        }
+        Ok(RosterMember {
+            user_id,
+            device_id,
+            sender_index: e.sender_index,
+            identity_key,
+            device,
+        })
+    }
 }
 
 /// The devices of a meeting, ordered by device id. Device ids and sender indices are
@@ -37,6 +114,11 @@ impl Roster {
             if out.len() >= MAX_ROSTER_ENTRIES {
                 return Err(RekeyError::BadRoster("too many roster entries"));
             }
+            if m.device.user_id() != m.user_id || m.device.device_id() != m.device_id {
+                return Err(RekeyError::BadRoster(
+                    "a member's certificate names another user or device",
+                ));
+            }
             if !indices.insert(m.sender_index) {
                 return Err(RekeyError::BadRoster("duplicate sender index"));
             }
@@ -47,26 +129,29 @@ impl Roster {
         Ok(Roster { members: out })
     }
 
-    /// Parses a roster from its protobuf entries.
-    pub fn from_proto(entries: &[v1::RosterEntry]) -> Result<Self, RekeyError> {
+    /// Parses a roster from its protobuf entries. An entry identical to a member of
+    /// `known` (same certificate bytes and fields) is taken as already verified; every
+    /// other entry's certificate must verify under its identity key at `now` and name
+    /// its user and device. (Checking identity keys against pinned keys is the
+    /// caller's part: see [`Roster::identity_keys`].)
+    pub fn from_proto(
+        entries: &[v1::RosterEntry],
+        known: &Roster,
+        now: UnixMillis,
+    ) -> Result<Self, RekeyError> {
         if entries.len() > MAX_ROSTER_ENTRIES {
             return Err(RekeyError::BadRoster("too many roster entries"));
         }
         let members = entries
             .iter()
             .map(|e| {
-                Ok(RosterMember {
-                    user_id: UserId::from_slice(&e.user_id)
-                        .ok_or(RekeyError::BadRoster("user id is not 32 bytes"))?,
-                    device_id: DeviceId::from_slice(&e.device_id)
-                        .ok_or(RekeyError::BadRoster("device id is not 16 bytes"))?,
-                    sender_index: e.sender_index,
-                    identity_key: e
-                        .identity_key
-                        .as_slice()
-                        .try_into()
-                        .map_err(|_| RekeyError::BadRoster("identity key is not 32 bytes"))?,
-                })
+                let same = DeviceId::from_slice(&e.device_id)
+                    .and_then(|d| known.get(&d))
+                    .filter(|m| m.to_proto() == *e);
+                match same {
+                    Some(m) => Ok(m.clone()),
+                    None => RosterMember::from_proto(e, now),
+                }
             })
             .collect::<Result<Vec<_>, RekeyError>>()?;
         Roster::new(members)
@@ -75,14 +160,16 @@ impl Roster {
     /// The protobuf entries.
     #[must_use]
     pub fn to_proto(&self) -> Vec<v1::RosterEntry> {
+        self.members.values().map(RosterMember::to_proto).collect()
+    }
+
+    /// Each user of the roster with the identity key its entries claim (a user whose
+    /// entries claim different keys appears once per key, which no pinned key matches).
+    #[must_use]
+    pub fn identity_keys(&self) -> BTreeSet<(UserId, [u8; 32])> {
         self.members
             .values()
-            .map(|m| v1::RosterEntry {
-                user_id: m.user_id.as_bytes().to_vec(),
-                device_id: m.device_id.as_bytes().to_vec(),
-                sender_index: m.sender_index,
-                identity_key: m.identity_key.to_vec(),
-            })
+            .map(|m| (m.user_id, m.identity_key))
             .collect()
     }
 

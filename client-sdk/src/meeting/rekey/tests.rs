@@ -22,13 +22,43 @@ fn user(n: u8) -> UserId {
     UserId::from_slice(&[n; 32]).unwrap()
 }
 
+/// The user signing key of user `n` (deterministic, so tests are reproducible).
+fn user_key(n: u8) -> crate::identity::UserSigningKey {
+    crate::identity::UserSigningKey::generate(&mut ChaCha20Rng::seed_from_u64(u64::from(n)))
+}
+
+/// Device `dev_n` of user `user_n` at `index`, with a real certificate signed by the
+/// user's key (cached: P-384 key generation is not free).
 fn member(user_n: u8, dev_n: u8, index: u32) -> RosterMember {
-    RosterMember {
-        user_id: user(user_n),
-        device_id: dev(dev_n),
-        sender_index: index,
-        identity_key: [user_n; 32],
+    thread_local! {
+        static DEVICES: std::cell::RefCell<BTreeMap<(u8, u8), crate::identity::VerifiedDevice>> =
+            const { std::cell::RefCell::new(BTreeMap::new()) };
     }
+    let key = user_key(user_n);
+    let identity = crate::identity::UserIdentity {
+        user_id: user(user_n),
+        key: key.public_key(),
+    };
+    let device = DEVICES.with(|d| {
+        d.borrow_mut()
+            .entry((user_n, dev_n))
+            .or_insert_with(|| {
+                let mut rng = ChaCha20Rng::seed_from_u64(1_000 + u64::from(dev_n));
+                crate::identity::DeviceIdentity::create_with_id(
+                    &key,
+                    user(user_n),
+                    dev(dev_n),
+                    UnixMillis(0),
+                    u64::MAX / 2,
+                    &mut rng,
+                )
+                .unwrap()
+                .public()
+                .clone()
+            })
+            .clone()
+    });
+    RosterMember::new(&identity, device, index)
 }
 
 /// Every device's state, plus a log of what was sent.
@@ -76,7 +106,7 @@ impl Net {
         for (_, d, _) in others {
             states.insert(
                 dev(*d),
-                MeetingState::from_invite(dev(*d), &invite, CFG).unwrap(),
+                MeetingState::from_invite(dev(*d), &invite, CFG, UnixMillis(1_000)).unwrap(),
             );
         }
         Net {
@@ -462,7 +492,7 @@ fn a_late_joiner_gets_the_ratcheted_key_and_cannot_decrypt_earlier_epochs() {
     let Some(Body::MeetingInvite(invite)) = invite.body else {
         panic!("expected an invite");
     };
-    let joiner = MeetingState::from_invite(dev(6), &invite, CFG).unwrap();
+    let joiner = MeetingState::from_invite(dev(6), &invite, CFG, UnixMillis(net.now)).unwrap();
     assert_eq!(invite.epoch, 2);
     // Existing members ratcheted to the same key; the joiner holds only epoch 2.
     let expected = net.state(1).key(1).unwrap().ratchet().unwrap();
@@ -815,4 +845,31 @@ fn an_announcement_without_an_installed_rekey_changes_nothing() {
     assert_eq!(s.sending_epoch(), 1);
     assert!(s.key(7).is_none());
     assert!(s.poll_output().is_none());
+}
+
+/// Review H1: a roster entry's certificate must be signed by the entry's identity key
+/// and name the entry's device; a device listed under another user is refused.
+#[test]
+fn a_roster_entry_whose_certificate_does_not_prove_its_user_is_refused() {
+    let now = UnixMillis(1_000);
+    let honest = Roster::new([member(1, 1, 0), member(2, 2, 1)]).unwrap();
+    assert!(Roster::from_proto(&honest.to_proto(), &Roster::default(), now).is_ok());
+
+    // Device 2 (of user 2) listed under user 1, with user 1's key.
+    let mut entries = honest.to_proto();
+    let victim = member(1, 1, 0);
+    entries[1].user_id = victim.user_id.as_bytes().to_vec();
+    entries[1].identity_key = victim.identity_key.to_vec();
+    let err = Roster::from_proto(&entries, &Roster::default(), now).unwrap_err();
+    assert!(matches!(err, RekeyError::BadRoster(_)), "{err}");
+
+    // An entry naming another device than its certificate.
+    let mut entries = honest.to_proto();
+    entries[1].device_id = dev(9).as_bytes().to_vec();
+    assert!(Roster::from_proto(&entries, &Roster::default(), now).is_err());
+
+    // An entry without a certificate.
+    let mut entries = honest.to_proto();
+    entries[0].certificate = None;
+    assert!(Roster::from_proto(&entries, &Roster::default(), now).is_err());
 }
