@@ -200,6 +200,24 @@ impl PrekeyPool {
         Ok(out)
     }
 
+    /// Deletes the `count` oldest unconsumed prekeys (lowest ids first) and returns how
+    /// many were deleted.
+    ///
+    /// The directory hands out a device's prekeys lowest id first, so when this pool
+    /// holds more private halves than the directory holds public ones, the oldest are
+    /// the ones somebody fetched and never used (a prekey-draining attacker, say). A
+    /// client makes room this way when the pool is full rather than stop replenishing,
+    /// so draining cannot leave the directory without prekeys for this device. The
+    /// cost: a container sealed to an evicted prekey and still in flight can no longer
+    /// be opened (the sender resends to a fresh one).
+    pub fn evict_oldest(&mut self, count: usize) -> usize {
+        let doomed: Vec<u64> = self.secrets.keys().take(count).copied().collect();
+        for id in &doomed {
+            self.secrets.remove(id);
+        }
+        doomed.len()
+    }
+
     /// Number of unused prekeys held.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -427,6 +445,20 @@ mod tests {
         assert_eq!(pool.purge_expired(later), 2);
         assert!(matches!(pool.lookup(1, later), PrekeyLookup::Consumed));
         assert!(matches!(pool.lookup(99, later), PrekeyLookup::Unknown));
+    }
+
+    #[test]
+    fn evicting_removes_the_oldest_prekeys_first() {
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let dev = device(&mut rng, "alice");
+        let mut pool = PrekeyPool::new(&dev);
+        pool.generate(&dev, 5, NOW, DAY_MS, &mut rng).unwrap();
+        assert_eq!(pool.evict_oldest(2), 2);
+        assert!(matches!(pool.lookup(1, NOW), PrekeyLookup::Consumed));
+        assert!(matches!(pool.lookup(2, NOW), PrekeyLookup::Consumed));
+        assert!(matches!(pool.lookup(3, NOW), PrekeyLookup::Available(_)));
+        assert_eq!(pool.evict_oldest(10), 3);
+        assert!(pool.is_empty());
     }
 
     #[test]

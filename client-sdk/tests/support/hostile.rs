@@ -134,3 +134,40 @@ pub fn server_can_open(adversary: &Adversary, forged: &Shared, senders: &[UserId
         .unwrap()
         .opens_any(&adversary.containers(), senders)
 }
+
+/// A device of `credentials` registered over a raw control connection, to send
+/// requests the SDK never would (an attacker's client).
+pub async fn raw_device(
+    sfu: &super::Sfu,
+    credentials: &conclave_sdk::client::DeviceCredentials,
+) -> conclave_sdk::transport::ControlConnection {
+    use conclave_proto::v1::client_frame::Request;
+    let (conn, _events) = conclave_sdk::transport::ControlConnection::connect_trusting(
+        sfu.addr,
+        "localhost",
+        &sfu.trust,
+    )
+    .await
+    .unwrap();
+    let response::Result::Hello(hello) = conn
+        .request(Request::Hello(v1::Hello {
+            protocol_version: conclave_proto::frame::CONTROL_PROTOCOL_VERSION,
+        }))
+        .await
+        .unwrap()
+    else {
+        panic!("expected HelloOk");
+    };
+    let proof = credentials
+        .device()
+        .sign_auth_challenge(conn.tls_binding(), &hello.challenge)
+        .unwrap();
+    conn.request(Request::Register(v1::Register {
+        user_public_key: credentials.user_public_key().to_bytes().to_vec(),
+        certificate: Some(credentials.certificate().clone()),
+        auth_signature: proof.to_bytes().to_vec(),
+    }))
+    .await
+    .unwrap();
+    conn
+}

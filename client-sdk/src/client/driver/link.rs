@@ -108,6 +108,12 @@ impl Driver {
             Ok(_) => return Err(ClientError::Protocol("expected Authenticated".into())),
             Err(e) => return Err(e.into()),
         };
+        // A fresh pool's first upload replaces what the server holds.
+        self.server_prekeys = if self.replace_prekeys {
+            0
+        } else {
+            usize::try_from(held).unwrap_or(usize::MAX)
+        };
         let conn = Arc::new(conn);
         let rooms: Rooms = Arc::default();
         let reader = tokio::spawn(read_media(
@@ -128,18 +134,26 @@ impl Driver {
         // once (a fresh pool also replaces stale server prekeys).
         if held < self.config.prekey_target || self.replace_prekeys {
             self.replenish(held).await;
-            // The server answers in order and queues a request's events before its
-            // answer, so a PrekeysLow sent on authenticate is queued by now, with a
-            // count the upload made stale: drop it, keep every other event.
-            if let Some(link) = self.link.as_mut() {
-                while let Some(event) = link.events.try_recv() {
-                    if !matches!(event, v1::event::Event::PrekeysLow(_)) {
-                        link.backlog.push_back(event);
-                    }
-                }
-            }
         }
         Ok(())
+    }
+
+    /// Drops every `PrekeysLow` received so far. The server answers in order and
+    /// queues a request's events before its answer, so after an upload's answer every
+    /// `PrekeysLow` already received carries a count the upload made stale (acting on
+    /// a backlog of them would upload, and evict, far more than needed). Every other
+    /// event is kept, in order.
+    pub(super) fn drop_stale_prekeys_low(&mut self) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        link.backlog
+            .retain(|e| !matches!(e, v1::event::Event::PrekeysLow(_)));
+        while let Some(event) = link.events.try_recv() {
+            if !matches!(event, v1::event::Event::PrekeysLow(_)) {
+                link.backlog.push_back(event);
+            }
+        }
     }
 
     /// Drops the current connection (if any): media pauses, rooms must be rejoined.

@@ -152,6 +152,9 @@ pub(crate) struct Driver {
     /// The pool was not restored from storage: the server's prekeys (if any) are
     /// unusable and the next upload replaces them.
     replace_prekeys: bool,
+    /// An upper bound on the prekeys the server holds for this device: its count at
+    /// authentication or after this device's last upload (it only loses prekeys since).
+    server_prekeys: usize,
     meetings: HashMap<MeetingId, Entry>,
     invitations: HashMap<MeetingId, PendingInvite>,
     /// Meeting messages that failed for lack of a connection; sent after reconnecting.
@@ -192,6 +195,7 @@ pub(crate) async fn start(
         reconnect_at: None,
         backoff_ms: 0,
         replace_prekeys: !restored,
+        server_prekeys: 0,
         meetings: HashMap::new(),
         invitations: HashMap::new(),
         outbox: Vec::new(),
@@ -416,19 +420,42 @@ impl Driver {
     }
 
     /// Tops the server's prekey pool up from `held` to the target, in uploads the
-    /// server accepts. The first upload of a fresh pool (not restored from storage)
-    /// replaces whatever the server held: those private halves are gone.
+    /// server accepts, stopping once the server's own count (in each upload's answer)
+    /// reaches the target: a stale `PrekeysLow` costs at most one batch. The first
+    /// upload of a fresh pool (not restored from storage) replaces whatever the server
+    /// held: those private halves are gone.
+    ///
+    /// A full local pool makes room by evicting its oldest prekeys. The server hands
+    /// out lowest ids first and gains prekeys only from this device's uploads, so it
+    /// holds at most [`Self::server_prekeys`] of them, all among the newest: evicting
+    /// at most `pool - server_prekeys` of the oldest only drops private halves that
+    /// somebody fetched and never used. Draining this device's prekeys (review H2)
+    /// therefore never stops it from replenishing.
     async fn replenish(&mut self, held: u32) {
-        let held = if self.replace_prekeys { 0 } else { held };
-        let room = MAX_PREKEYS_HELD.saturating_sub(self.prekeys.len());
-        let mut want = usize::try_from(self.config.prekey_target.saturating_sub(held))
-            .unwrap_or(0)
-            .min(room);
+        let mut held = if self.replace_prekeys {
+            0
+        } else {
+            usize::try_from(held).unwrap_or(usize::MAX)
+        };
+        let target = usize::try_from(self.config.prekey_target).unwrap_or(MAX_PREKEYS_HELD);
         let now = self.now();
         self.prekeys.purge_expired(now);
-        while want > 0 {
-            let batch = want.min(PREKEY_UPLOAD_BATCH);
-            want -= batch;
+        while held < target {
+            let mut batch = (target - held).min(PREKEY_UPLOAD_BATCH);
+            let over = (self.prekeys.len() + batch).saturating_sub(MAX_PREKEYS_HELD);
+            if over > 0 {
+                let orphans = self.prekeys.len().saturating_sub(self.server_prekeys);
+                let evicted = self.prekeys.evict_oldest(over.min(orphans));
+                tracing::info!(
+                    evicted,
+                    "prekey pool full: evicted the oldest prekeys (fetched and never used)"
+                );
+                batch = batch.min(MAX_PREKEYS_HELD.saturating_sub(self.prekeys.len()));
+                if batch == 0 {
+                    tracing::warn!("prekey pool full of prekeys the server may still hold");
+                    return;
+                }
+            }
             let prekeys = match self.prekeys.generate(
                 self.creds.device(),
                 batch,
@@ -449,6 +476,9 @@ impl Driver {
             match self.request(Request::UploadPrekeys(upload)).await {
                 Ok(response::Result::PrekeysUploaded(r)) => {
                     self.replace_prekeys = false;
+                    held = usize::try_from(r.prekeys_held).unwrap_or(usize::MAX);
+                    self.server_prekeys = held;
+                    self.drop_stale_prekeys_low();
                     self.emit(ClientEvent::PrekeysUploaded {
                         held: r.prekeys_held,
                     });
@@ -458,6 +488,8 @@ impl Driver {
                     return;
                 }
                 Err(e) => {
+                    // The server may have stored them after all: count them as held.
+                    self.server_prekeys = self.server_prekeys.saturating_add(batch);
                     tracing::warn!(error = %e, "prekey upload failed");
                     return;
                 }
