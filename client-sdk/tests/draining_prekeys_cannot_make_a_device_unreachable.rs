@@ -35,11 +35,9 @@ async fn an_invite_reaches_a_victim_after_5000_of_its_prekeys_were_popped() {
 
     // Pop until 5,000 prekeys were taken, or until the victim has stopped
     // replenishing (nothing to take for two seconds): both bounded.
-    let mut requests = 0;
     let mut popped = 0;
     let mut dry_since = std::time::Instant::now();
     while popped < 5_000 && dry_since.elapsed() < std::time::Duration::from_secs(2) {
-        requests += 1;
         let answer = attacker
             .request(Request::FetchBundles(v1::FetchBundles {
                 user_ids: vec![victim.id().as_bytes().to_vec()],
