@@ -27,15 +27,20 @@
 //! and rejoins every room at the meeting's current epoch; media resumes by itself.
 //!
 //! # Trust
-//! A user's identity key is pinned the first time the directory reports it (trust on
-//! first use) or when the app passes it in [`ClientConfig::pinned_users`]; a later
-//! different key is refused: the user is reported in [`InviteReport::refused`] with
-//! [`RefusalReason::IdentityChanged`], and containers claiming to come from it are
-//! reported as [`ClientEvent::MessageRefused`]. Every device
+//! A user's identity key is pinned the first time this device looks the user up in the
+//! directory (trust on first use) or when the app passes it in
+//! [`ClientConfig::pinned_users`]; a later different key is refused: the user is
+//! reported in [`InviteReport::refused`] with [`RefusalReason::IdentityChanged`], and
+//! containers claiming to come from it are reported as [`ClientEvent::MessageRefused`].
+//! Only users this device asked for are taken from a directory answer. Every device
 //! certificate and prekey from the directory is verified against the pinned key before
 //! anything is sealed to it; devices that fail are reported in
-//! [`InviteReport::refused`] and never receive the meeting key. Safety codes are
-//! computed with the pinned keys, so participants whose codes match hold the same keys.
+//! [`InviteReport::refused`] and never receive the meeting key. A meeting's roster
+//! carries each device's certificate, which must verify under the pinned key of its
+//! user; later meeting keys are sealed only to those pinned device keys, and a
+//! directory answer with other keys is refused ([`ClientEvent::DirectoryRefused`]).
+//! Safety codes cover the identity keys, device keys and sender indices of the roster,
+//! so participants whose codes match hold the same keys.
 
 mod credentials;
 mod directory;
@@ -202,7 +207,10 @@ pub struct InviteReport {
 /// A decrypted, reassembled media frame.
 #[derive(Clone, PartialEq, Eq)]
 pub struct MediaFrame {
-    /// The sending user (authenticated by the frame's SFrame key).
+    /// The user of the sender slot whose SFrame key decrypted the frame. Only meeting
+    /// participants hold those keys, but every participant holds every sender's key,
+    /// so a participant can make a frame that looks like another's (`docs/security.md`,
+    /// M5).
     pub user_id: UserId,
     /// The sending device.
     pub device_id: DeviceId,
