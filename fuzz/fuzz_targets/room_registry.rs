@@ -199,6 +199,17 @@ struct Harness {
     handles: HashMap<RoutingIdBytes, u32>,
 }
 
+/// The device a connection authenticates as: four devices, so reconnects happen.
+fn device(conn: ConnId) -> conclave_sfu::store::DeviceIdBytes {
+    [(conn % 4) as u8; 16]
+}
+
+/// Up to five leader devices (one more than a room accepts).
+fn leaders(u: &mut Unstructured<'_>) -> Result<Vec<conclave_sfu::store::DeviceIdBytes>> {
+    let n = u.int_in_range(0..=5)?;
+    (0..n).map(|_| Ok([u.int_in_range(0..=4)?; 16])).collect()
+}
+
 impl Harness {
     fn new(u: &mut Unstructured<'_>) -> Result<Harness> {
         let shape: u8 = u.arbitrary()?;
@@ -206,6 +217,7 @@ impl Harness {
             max_members_per_room: 1 + usize::from(shape % 4),
             max_rooms_per_connection: 1 + usize::from((shape / 4) % 3),
             rotation_grace_ms: u64::from(u.arbitrary::<u16>()?),
+            succession_grace_ms: u64::from(u.arbitrary::<u16>()?),
         };
         let now = match shape / 12 % 4 {
             0 => 0,
@@ -261,6 +273,10 @@ impl Harness {
                     // Ids are never reused, as in the server.
                     let id = self.conns.len() as ConnId + 1;
                     self.reg.connect(id, &binding(id), &challenge(id));
+                    // Four devices: some connections are the same device reconnecting.
+                    if u.ratio(7, 8)? {
+                        self.reg.authenticate(id, device(id));
+                    }
                     self.conns.push(id);
                 }
                 self.drain();
@@ -270,13 +286,13 @@ impl Harness {
             5 | 6 => self.rotate(u)?,
             7 => {
                 let (conn, room) = (self.conn(u)?, Self::room(u)?);
-                let result = self.reg.leave(conn, routing(room).as_bytes());
+                let result = self.reg.leave(conn, routing(room).as_bytes(), self.now);
                 trace("leave", &result);
                 self.drain();
             }
             8 => {
                 let conn = self.conn(u)?;
-                self.reg.disconnect(conn);
+                self.reg.disconnect(conn, self.now);
                 self.drain();
                 for table in self.routes.values() {
                     assert!(table.iter().all(|r| r.conn != conn), "{conn} disconnected");
@@ -305,19 +321,22 @@ impl Harness {
         let join_signature = self.join_signature(u, key, conn)?;
         let routing_id = *routing(room).as_bytes();
         let stored = match u.arbitrary::<u8>()? % 8 {
-            0..=5 => self.store.get(&routing_id).copied(),
+            0..=5 => self.store.get(&routing_id).cloned(),
             6 => None,
             _ => Some(RoomRecord {
                 epoch: read_epoch(u)?,
                 auth_public: public_key(u, &key)?,
                 updated_at_ms: u.arbitrary()?,
+                leaders: leaders(u)?,
             }),
         };
+        let listed = leaders(u)?;
         let req = OpenRequest {
             routing_id,
             epoch,
             auth_public: public_key(u, &key)?,
             join_signature: &join_signature,
+            leaders: &listed,
         };
         let persist_fails = u.ratio(1, 16)?;
         let result = self.reg.open(conn, &req, stored, self.now);
@@ -326,15 +345,16 @@ impl Harness {
         match result {
             Ok(joined) => {
                 assert_eq!(joined.epoch, epoch);
-                if let Some(record) = joined.persist {
-                    assert!(joined.leader && joined.member_slots.is_empty());
+                if let Some(record) = &joined.persist {
+                    assert!(joined.member_slots.is_empty());
+                    assert!(record.leaders.len() <= conclave_sfu::store::MAX_ROOM_LEADERS);
                     assert_eq!((record.epoch, record.auth_public), (epoch, req.auth_public));
                 }
                 self.check_joined(conn, routing_id, &joined);
                 if joined.persist.is_some() && persist_fails {
                     // The server undoes an open it could not persist.
                     self.reg
-                        .leave(conn, &routing_id)
+                        .leave(conn, &routing_id, self.now)
                         .expect("the opener is a member");
                     self.drain();
                     assert!(!self.reg.is_live(&routing_id));
@@ -396,12 +416,14 @@ impl Harness {
             _ => garbage(u)?,
         };
         let join_signature = self.join_signature(u, next, conn)?;
+        let next_leaders = leaders(u)?;
         let req = RotateRequest {
             routing_id,
             next_epoch,
             next_auth_public: public_key(u, &next)?,
             rotation_signature: &rotation_signature,
             join_signature: &join_signature,
+            next_leaders: &next_leaders,
         };
         let result = self.reg.rotate(conn, &req, self.now);
         trace("rotate", &result.as_ref().map(|_| ()));

@@ -141,6 +141,7 @@ impl Timing {
             ("mailbox_ttl_secs", t.mailbox_ttl_secs),
             ("sweep_interval_secs", t.sweep_interval_secs),
             ("rotation_grace_ms", t.rotation_grace_ms),
+            ("leader_succession_ms", t.leader_succession_ms),
             ("auth_timeout_secs", t.auth_timeout_secs),
             ("idle_timeout_secs", t.idle_timeout_secs),
             ("room_idle_ttl_secs", t.room_idle_ttl_secs),
@@ -300,6 +301,10 @@ pub struct Timing {
     pub sweep_interval_secs: u64,
     /// After a room rotation, members have this long to prove the new epoch, ms.
     pub rotation_grace_ms: u64,
+    /// A listed successor may rotate a room only once every leader device before it
+    /// has been out of the room this long, ms. Keep it below the clients' drop window
+    /// (15 s by default), so a successor that has decided the leader dropped can act.
+    pub leader_succession_ms: u64,
     /// A connection must authenticate within this long, seconds.
     pub auth_timeout_secs: u64,
     /// QUIC idle timeout, seconds.
@@ -316,6 +321,7 @@ impl Default for Timing {
             mailbox_ttl_secs: 30 * 24 * 3600,
             sweep_interval_secs: 60,
             rotation_grace_ms: 5_000,
+            leader_succession_ms: 10_000,
             auth_timeout_secs: 10,
             idle_timeout_secs: 30,
             room_idle_ttl_secs: 24 * 3600,

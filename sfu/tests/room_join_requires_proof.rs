@@ -153,6 +153,7 @@ async fn joining_or_opening_without_a_proof_for_an_unknown_room_is_refused() {
             epoch: 1,
             room_auth_public_key: nowhere.auth().public().to_bytes().to_vec(),
             join_signature: garbage.to_vec(),
+            leader_device_ids: Vec::new(),
         }))
         .await;
     expect_code(result, ErrorCode::BadProof, "open with a garbage proof");

@@ -280,6 +280,15 @@ pub enum MeetingEvent {
         /// The media it will send.
         media_kinds: Vec<MediaKind>,
     },
+    /// (Key leader) the SFU room could not be moved to `epoch` after several attempts.
+    /// Media keeps flowing, but the room still admits devices that hold only the old
+    /// epoch's key, so a removed participant may keep receiving (undecryptable) media
+    /// and the room is not what the meeting's keys say. Tell the user; leaving and
+    /// starting a new meeting restores a clean room.
+    RoomRotationFailed {
+        /// The epoch the room should have moved to.
+        epoch: u64,
+    },
     /// The meeting ended for this device; every key is gone.
     Ended {
         /// Why.

@@ -57,6 +57,8 @@ pub fn sfu_config() -> Config {
     let mut config = Config::default();
     config.metrics_listen = None;
     config.timing.rotation_grace_ms = 1_000;
+    // Below the test clients' drop window (2 s): a successor may take over in time.
+    config.timing.leader_succession_ms = 1_000;
     config
 }
 
@@ -72,27 +74,22 @@ impl Sfu {
     /// A real server that a test can make hostile through [`Sfu::adversary`] (it is
     /// honest until the test installs rules).
     pub async fn start_hostile() -> Self {
+        Self::start_hostile_configured(sfu_config()).await
+    }
+
+    /// [`Sfu::start_hostile`] with its own configuration.
+    pub async fn start_hostile_configured(config: Config) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (identity, _) = conclave_sfu::tls::load_or_generate_dev(dir.path()).unwrap();
-        let adversary = Arc::new(Adversary::new());
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let server = EmbeddedSfu::start_hostile(
+        Self::serve_with(
+            Arc::new(MemoryStore::new()),
             "127.0.0.1:0".parse().unwrap(),
-            &identity,
-            sfu_config(),
-            Arc::clone(&store),
-            Arc::clone(&adversary),
-        )
-        .unwrap();
-        Sfu {
-            addr: server.addr(),
-            trust: ServerTrust::PinnedSha256(server.fingerprint_sha256()),
-            store,
-            adversary: Some(adversary),
-            server: Some(server),
             dir,
-            config: sfu_config(),
-        }
+            &identity,
+            config,
+            Some(Arc::new(Adversary::new())),
+        )
+        .await
     }
 
     /// The adversary of a hostile server.
@@ -137,10 +134,31 @@ impl Sfu {
         identity: &conclave_sfu::tls::ServerIdentity,
         config: Config,
     ) -> Self {
+        Self::serve_with(store, addr, dir, identity, config, None).await
+    }
+
+    async fn serve_with(
+        store: Arc<dyn Store>,
+        addr: SocketAddr,
+        dir: tempfile::TempDir,
+        identity: &conclave_sfu::tls::ServerIdentity,
+        config: Config,
+        adversary: Option<Arc<Adversary>>,
+    ) -> Self {
         // After a restart the old endpoint's socket may take a moment to close.
         let deadline = std::time::Instant::now() + WAIT;
         let server = loop {
-            match EmbeddedSfu::start(addr, identity, config.clone(), Arc::clone(&store)) {
+            let started = match &adversary {
+                Some(a) => EmbeddedSfu::start_hostile(
+                    addr,
+                    identity,
+                    config.clone(),
+                    Arc::clone(&store),
+                    Arc::clone(a),
+                ),
+                None => EmbeddedSfu::start(addr, identity, config.clone(), Arc::clone(&store)),
+            };
+            match started {
                 Ok(server) => break server,
                 Err(e) if std::time::Instant::now() < deadline => {
                     let _ = e;
@@ -153,7 +171,7 @@ impl Sfu {
             addr: server.addr(),
             trust: ServerTrust::PinnedSha256(server.fingerprint_sha256()),
             store,
-            adversary: None,
+            adversary,
             server: Some(server),
             dir,
             config,
@@ -162,16 +180,33 @@ impl Sfu {
 
     /// Stops the server (gracefully) and starts it again on the same address, store
     /// and certificate: every client connection drops and must reconnect.
-    pub async fn restart(mut self) -> Sfu {
+    pub async fn restart(self) -> Sfu {
+        self.restart_after(Duration::ZERO).await
+    }
+
+    /// Like [`Sfu::restart`], staying down for `pause` first (clients' reconnect
+    /// attempts fail meanwhile and back off by their own settings). A hostile server
+    /// comes back with the same adversary.
+    pub async fn restart_after(mut self, pause: Duration) -> Sfu {
         let server = self.server.take().unwrap();
         tokio::time::timeout(WAIT, server.stop())
             .await
             .expect("server stops")
             .expect("clean stop");
+        tokio::time::sleep(pause).await;
         let (identity, _) = conclave_sfu::tls::load_or_generate_dev(self.dir.path()).unwrap();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         let config = self.config.clone();
-        Sfu::serve(Arc::clone(&self.store), self.addr, dir, &identity, config).await
+        let adversary = self.adversary.take();
+        Sfu::serve_with(
+            Arc::clone(&self.store),
+            self.addr,
+            dir,
+            &identity,
+            config,
+            adversary,
+        )
+        .await
     }
 
     /// A client configuration for this server with short test timers.

@@ -27,9 +27,19 @@ pub enum RoomError {
     /// The connection is not a member of the room.
     #[error("this connection is not a member of the room")]
     NotMember,
-    /// Only the room's key leader may rotate it.
-    #[error("only the room's key leader may rotate it")]
+    /// Only the room's key leader may rotate it: this device is not on the room's list
+    /// of leader devices.
+    #[error("only the room's key leader (or a listed successor) may rotate it")]
     NotLeader,
+    /// This device is a listed successor, but a leader device before it is still in the
+    /// room (`None`), or left it less than the succession grace ago.
+    #[error(
+        "a key leader before this device is still in the room or left too recently; retry later"
+    )]
+    LeaderPresent {
+        /// How long until the grace has passed, if every leader before has left.
+        retry_after_ms: Option<u64>,
+    },
     /// The room has the maximum number of members.
     #[error("room is full ({limit} members, max_members_per_room)")]
     RoomFull {

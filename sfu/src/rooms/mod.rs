@@ -10,9 +10,16 @@
 //! * A room is known by its routing id and holds only the current epoch and room-auth
 //!   public key. Joining means a valid join proof for the current epoch, bound to the
 //!   connection's TLS exporter and challenge.
-//! * The connection that opens a room is its **leader**; only the leader may rotate. If
-//!   the leader leaves, the room is leaderless and the first member to present a valid
-//!   rotation becomes leader (the client protocol makes that the next key leader).
+//! * Rotations are authorized by **device**, not by connection: a room records the
+//!   devices that may rotate it, in succession order (the meeting's key leader first,
+//!   then the next devices in line, as the leader lists them; at most
+//!   [`MAX_ROOM_LEADERS`]), persisted with the room. Only the first of them may rotate,
+//!   or a later one once every device before it has been out of the room for the
+//!   succession grace (`succession_grace_ms`), so a successor takes over when the
+//!   leader has really gone, never while it is muted or reconnecting. Leadership
+//!   survives a reconnect and a server restart (the record keeps the list); a member
+//!   that is not on the list can never rotate, so it cannot take a room over and brick
+//!   it. Each rotation names the next list.
 //! * A rotation moves to a strictly greater epoch, is signed by the current room-auth
 //!   key and carries the leader's own proof for the new epoch. Every other member must
 //!   prove the new epoch within the grace window or is evicted.
@@ -29,7 +36,7 @@ use conclave_sdk::meeting::{RoomAuthPublic, RoutingId};
 
 pub use error::RoomError;
 
-use crate::store::{RoomRecord, RoutingIdBytes};
+use crate::store::{DeviceIdBytes, MAX_ROOM_LEADERS, RoomRecord, RoutingIdBytes};
 
 /// A connection, as the registry knows it.
 pub type ConnId = u64;
@@ -43,6 +50,9 @@ pub struct RoomLimits {
     pub max_rooms_per_connection: usize,
     /// Time members have to prove a new epoch, ms.
     pub rotation_grace_ms: u64,
+    /// How long every leader device before a successor must have been out of the room
+    /// before the successor may rotate it, ms.
+    pub succession_grace_ms: u64,
 }
 
 /// A request to open (or join an existing room at the same epoch and key).
@@ -56,6 +66,9 @@ pub struct OpenRequest<'a> {
     pub auth_public: [u8; 32],
     /// Join proof.
     pub join_signature: &'a [u8],
+    /// The devices that may rotate the room, key leader first (used when the room is
+    /// created; a stored or live room keeps its own list).
+    pub leaders: &'a [DeviceIdBytes],
 }
 
 /// A request to move a room to a new epoch.
@@ -71,6 +84,8 @@ pub struct RotateRequest<'a> {
     pub rotation_signature: &'a [u8],
     /// The rotator's join proof for the new epoch.
     pub join_signature: &'a [u8],
+    /// The devices that may rotate the room from the new epoch on, key leader first.
+    pub next_leaders: &'a [DeviceIdBytes],
 }
 
 /// A successful open or join.
@@ -84,7 +99,7 @@ pub struct Joined {
     pub epoch: u64,
     /// Slots of the other members.
     pub member_slots: Vec<u16>,
-    /// Whether this connection leads the room.
+    /// Whether this connection's device is the room's key leader (first on its list).
     pub leader: bool,
     /// A record to persist before answering (`None` if nothing changed).
     pub persist: Option<RoomRecord>,
@@ -166,6 +181,7 @@ pub enum RoomOutput {
 #[derive(Debug)]
 struct Member {
     slot: u16,
+    device: Option<DeviceIdBytes>,
     /// Deadline to prove the current epoch, if not yet proven.
     prove_by_ms: Option<u64>,
 }
@@ -176,7 +192,10 @@ struct Room {
     handle: u32,
     epoch: u64,
     auth: RoomAuthPublic,
-    leader: Option<ConnId>,
+    /// Devices that may rotate, in succession order.
+    leaders: Vec<DeviceIdBytes>,
+    /// Since when each leader device has been out of the room (absent: present).
+    absent_since: BTreeMap<DeviceIdBytes, u64>,
     members: BTreeMap<ConnId, Member>,
     next_slot: u16,
 }
@@ -185,6 +204,8 @@ struct Room {
 struct Connection {
     tls_binding: Vec<u8>,
     challenge: Vec<u8>,
+    /// The authenticated device.
+    device: Option<DeviceIdBytes>,
     rooms: Vec<RoutingIdBytes>,
 }
 
@@ -220,10 +241,19 @@ impl RoomRegistry {
         let ctx = self.conns.entry(conn).or_insert_with(|| Connection {
             tls_binding: Vec::new(),
             challenge: Vec::new(),
+            device: None,
             rooms: Vec::new(),
         });
         ctx.tls_binding = tls_binding.to_vec();
         ctx.challenge = challenge.to_vec();
+    }
+
+    /// Records the device a connection authenticated as (rotations are authorized by
+    /// device).
+    pub fn authenticate(&mut self, conn: ConnId, device: DeviceIdBytes) {
+        if let Some(ctx) = self.conns.get_mut(&conn) {
+            ctx.device = Some(device);
+        }
     }
 
     /// Whether a room is live (has members) in this registry.
@@ -280,13 +310,16 @@ impl RoomRegistry {
             }
             return self.join(conn, &req.routing_id, req.epoch, req.join_signature, now_ms);
         }
-        if let Some(rec) = stored {
+        if let Some(rec) = &stored {
             if rec.epoch != req.epoch {
                 return Err(RoomError::WrongEpoch { current: rec.epoch });
             }
             if rec.auth_public != req.auth_public {
                 return Err(RoomError::Conflict);
             }
+        }
+        if req.leaders.len() > MAX_ROOM_LEADERS {
+            return Err(RoomError::BadRequest("more than 4 leader devices"));
         }
         let routing_id = RoutingId::from_slice(&req.routing_id)
             .ok_or(RoomError::BadRequest("routing id is not 32 bytes"))?;
@@ -304,13 +337,28 @@ impl RoomRegistry {
             req.join_signature,
         )
         .map_err(|_| RoomError::BadProof)?;
+        let device = ctx.device;
+        // A stored room keeps its leaders (a restart must not hand leadership to
+        // whoever reconnects first); a new room (or a record from before leaders were
+        // recorded) takes the opener's list, or the opener itself.
+        let leaders = match stored.as_ref().map(|r| r.leaders.clone()) {
+            Some(stored) if !stored.is_empty() => stored,
+            _ if !req.leaders.is_empty() => req.leaders.to_vec(),
+            _ => device.into_iter().collect(),
+        };
+        let absent_since = leaders
+            .iter()
+            .filter(|d| Some(**d) != device)
+            .map(|d| (*d, now_ms))
+            .collect();
         let handle = self.allocate_handle();
         let mut room = Room {
             routing_id,
             handle,
             epoch: req.epoch,
             auth,
-            leader: Some(conn),
+            leaders,
+            absent_since,
             members: BTreeMap::new(),
             next_slot: 0,
         };
@@ -319,9 +367,12 @@ impl RoomRegistry {
             conn,
             Member {
                 slot,
+                device,
                 prove_by_ms: None,
             },
         );
+        let leader = device.is_some() && room.leaders.first() == device.as_ref();
+        let persist_leaders = room.leaders.clone();
         self.rooms.insert(req.routing_id, room);
         self.handles.insert(handle, req.routing_id);
         if let Some(ctx) = self.conns.get_mut(&conn) {
@@ -333,11 +384,12 @@ impl RoomRegistry {
             slot,
             epoch: req.epoch,
             member_slots: Vec::new(),
-            leader: true,
+            leader,
             persist: Some(RoomRecord {
                 epoch: req.epoch,
                 auth_public: req.auth_public,
                 updated_at_ms: now_ms,
+                leaders: persist_leaders,
             }),
         })
     }
@@ -391,6 +443,7 @@ impl RoomRegistry {
             .filter(|(c, _)| **c != conn)
             .map(|(_, m)| m.slot)
             .collect();
+        let device = ctx.device;
         let slot = if let Some(member) = room.members.get_mut(&conn) {
             member.prove_by_ms = None;
             member.slot
@@ -400,9 +453,13 @@ impl RoomRegistry {
                 conn,
                 Member {
                     slot,
+                    device,
                     prove_by_ms: None,
                 },
             );
+            if let Some(device) = &device {
+                room.absent_since.remove(device);
+            }
             for other in room.members.keys().filter(|c| **c != conn) {
                 self.outputs.push_back(RoomOutput::Event {
                     conn: *other,
@@ -411,7 +468,7 @@ impl RoomRegistry {
             }
             slot
         };
-        let leader = room.leader == Some(conn);
+        let leader = device.is_some() && room.leaders.first() == device.as_ref();
         if !already {
             if let Some(ctx) = self.conns.get_mut(&conn) {
                 ctx.rooms.push(*routing_id);
@@ -428,8 +485,8 @@ impl RoomRegistry {
         })
     }
 
-    /// Moves a room to a new epoch. Only the leader may rotate (or any member of a
-    /// leaderless room, which makes it leader). Returns the record to persist.
+    /// Moves a room to a new epoch. Only a leader device may rotate (see the module
+    /// rules). Returns the record to persist.
     pub fn rotate(
         &mut self,
         conn: ConnId,
@@ -444,9 +501,16 @@ impl RoomRegistry {
         if !room.members.contains_key(&conn) {
             return Err(RoomError::NotMember);
         }
-        if room.leader.is_some_and(|l| l != conn) {
-            return Err(RoomError::NotLeader);
+        room.authorize_rotation(ctx.device, now_ms, self.limits.succession_grace_ms)?;
+        if req.next_leaders.len() > MAX_ROOM_LEADERS {
+            return Err(RoomError::BadRequest("more than 4 leader devices"));
         }
+        // No list: the rotating device alone leads from the new epoch on.
+        let next_leaders: Vec<DeviceIdBytes> = if req.next_leaders.is_empty() {
+            ctx.device.into_iter().collect()
+        } else {
+            req.next_leaders.to_vec()
+        };
         if req.next_epoch <= room.epoch {
             return Err(RoomError::WrongEpoch {
                 current: room.epoch,
@@ -473,7 +537,13 @@ impl RoomRegistry {
         .map_err(|_| RoomError::BadProof)?;
         room.epoch = req.next_epoch;
         room.auth = next;
-        room.leader = Some(conn);
+        room.leaders = next_leaders.clone();
+        room.absent_since = room
+            .leaders
+            .iter()
+            .filter(|d| !room.members.values().any(|m| m.device == Some(**d)))
+            .map(|d| (*d, now_ms))
+            .collect();
         let deadline = now_ms.saturating_add(self.limits.rotation_grace_ms);
         let handle = room.handle;
         for (member_conn, member) in &mut room.members {
@@ -495,29 +565,35 @@ impl RoomRegistry {
             epoch: req.next_epoch,
             auth_public: req.next_auth_public,
             updated_at_ms: now_ms,
+            leaders: next_leaders,
         })
     }
 
     /// Leaves a room explicitly.
-    pub fn leave(&mut self, conn: ConnId, routing_id: &RoutingIdBytes) -> Result<(), RoomError> {
+    pub fn leave(
+        &mut self,
+        conn: ConnId,
+        routing_id: &RoutingIdBytes,
+        now_ms: u64,
+    ) -> Result<(), RoomError> {
         let room = self.rooms.get(routing_id).ok_or(RoomError::NoSuchRoom)?;
         if !room.members.contains_key(&conn) {
             return Err(RoomError::NotMember);
         }
-        self.remove_member(conn, routing_id, Departure::Left);
+        self.remove_member(conn, routing_id, Departure::Left, now_ms);
         Ok(())
     }
 
     /// Forgets a connection (closed or lost): it leaves every room it was in. The
     /// durable records of rooms it leaves empty are kept, so members can come back.
-    pub fn disconnect(&mut self, conn: ConnId) {
+    pub fn disconnect(&mut self, conn: ConnId, now_ms: u64) {
         let rooms = self
             .conns
             .get(&conn)
             .map(|c| c.rooms.clone())
             .unwrap_or_default();
         for routing_id in rooms {
-            self.remove_member(conn, &routing_id, Departure::Disconnected);
+            self.remove_member(conn, &routing_id, Departure::Disconnected, now_ms);
         }
         self.conns.remove(&conn);
     }
@@ -533,11 +609,17 @@ impl RoomRegistry {
             }
         }
         for (conn, routing_id) in overdue {
-            self.remove_member(conn, &routing_id, Departure::Evicted);
+            self.remove_member(conn, &routing_id, Departure::Evicted, now_ms);
         }
     }
 
-    fn remove_member(&mut self, conn: ConnId, routing_id: &RoutingIdBytes, why: Departure) {
+    fn remove_member(
+        &mut self,
+        conn: ConnId,
+        routing_id: &RoutingIdBytes,
+        why: Departure,
+        now_ms: u64,
+    ) {
         let Some(room) = self.rooms.get_mut(routing_id) else {
             return;
         };
@@ -545,8 +627,11 @@ impl RoomRegistry {
             return;
         };
         let handle = room.handle;
-        if room.leader == Some(conn) {
-            room.leader = None;
+        if let Some(device) = member.device
+            && room.leaders.contains(&device)
+            && !room.members.values().any(|m| m.device == Some(device))
+        {
+            room.absent_since.insert(device, now_ms);
         }
         if let Some(ctx) = self.conns.get_mut(&conn) {
             ctx.rooms.retain(|r| r != routing_id);
@@ -617,6 +702,42 @@ impl RoomRegistry {
 }
 
 impl Room {
+    /// Whether `device` may rotate now: it is on the leader list and every device
+    /// before it has been out of the room for `grace_ms`.
+    fn authorize_rotation(
+        &self,
+        device: Option<DeviceIdBytes>,
+        now_ms: u64,
+        grace_ms: u64,
+    ) -> Result<(), RoomError> {
+        let device = device.ok_or(RoomError::NotLeader)?;
+        let position = self
+            .leaders
+            .iter()
+            .position(|d| *d == device)
+            .ok_or(RoomError::NotLeader)?;
+        let mut wait = 0u64;
+        for before in self.leaders.iter().take(position) {
+            match self.absent_since.get(before) {
+                None => {
+                    return Err(RoomError::LeaderPresent {
+                        retry_after_ms: None,
+                    });
+                }
+                Some(since) => {
+                    let ready = since.saturating_add(grace_ms);
+                    wait = wait.max(ready.saturating_sub(now_ms));
+                }
+            }
+        }
+        if wait > 0 {
+            return Err(RoomError::LeaderPresent {
+                retry_after_ms: Some(wait),
+            });
+        }
+        Ok(())
+    }
+
     /// A slot no current member holds. Terminates: members are bounded far below 65,536.
     fn allocate_slot(&mut self) -> u16 {
         loop {

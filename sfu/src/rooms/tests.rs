@@ -7,6 +7,12 @@ use rand_core::SeedableRng;
 use super::*;
 
 const GRACE: u64 = 1_000;
+const SUCCESSION: u64 = 5_000;
+
+/// The device each test connection authenticated as.
+fn dev(conn: ConnId) -> DeviceIdBytes {
+    [conn as u8; 16]
+}
 
 struct Fixture {
     reg: RoomRegistry,
@@ -31,9 +37,11 @@ impl Fixture {
             max_members_per_room: max_members,
             max_rooms_per_connection: max_rooms,
             rotation_grace_ms: GRACE,
+            succession_grace_ms: SUCCESSION,
         });
         for c in 1..=10 {
             reg.connect(c, &binding(c), &challenge(c));
+            reg.authenticate(c, dev(c));
         }
         Fixture {
             reg,
@@ -47,14 +55,27 @@ impl Fixture {
     }
 
     fn open(&mut self, conn: ConnId, key: &RoomAuthKey) -> Result<Joined, RoomError> {
+        self.open_listing(conn, key, &[dev(conn)], None, 0)
+    }
+
+    /// Opens with `leaders` as the room's leader devices, over `stored` if given.
+    fn open_listing(
+        &mut self,
+        conn: ConnId,
+        key: &RoomAuthKey,
+        leaders: &[DeviceIdBytes],
+        stored: Option<RoomRecord>,
+        now: u64,
+    ) -> Result<Joined, RoomError> {
         let sig = key.sign_join(&binding(conn), &challenge(conn)).unwrap();
         let req = OpenRequest {
             routing_id: *self.routing.as_bytes(),
             epoch: key.epoch(),
             auth_public: key.public().to_bytes(),
             join_signature: &sig,
+            leaders,
         };
-        self.reg.open(conn, &req, None, 0)
+        self.reg.open(conn, &req, stored, now)
     }
 
     fn join(&mut self, conn: ConnId, key: &RoomAuthKey) -> Result<Joined, RoomError> {
@@ -78,6 +99,7 @@ impl Fixture {
             next_auth_public: next.public().to_bytes(),
             rotation_signature: &rot,
             join_signature: &join,
+            next_leaders: &[],
         };
         self.reg.rotate(conn, &req, now)
     }
@@ -178,6 +200,7 @@ fn stored_record_guards_reopening_after_restart() {
         epoch: 2,
         auth_public: current.public().to_bytes(),
         updated_at_ms: 0,
+        leaders: vec![dev(1)],
     };
     let sig = old.sign_join(&binding(1), &challenge(1)).unwrap();
     let req = OpenRequest {
@@ -185,10 +208,11 @@ fn stored_record_guards_reopening_after_restart() {
         epoch: 1,
         auth_public: old.public().to_bytes(),
         join_signature: &sig,
+        leaders: &[],
     };
     // A removed participant holding the old epoch cannot resurrect the room.
     assert_eq!(
-        f.reg.open(1, &req, Some(stored), 0),
+        f.reg.open(1, &req, Some(stored.clone()), 0),
         Err(RoomError::WrongEpoch { current: 2 })
     );
     let sig = current.sign_join(&binding(1), &challenge(1)).unwrap();
@@ -197,6 +221,7 @@ fn stored_record_guards_reopening_after_restart() {
         epoch: 2,
         auth_public: current.public().to_bytes(),
         join_signature: &sig,
+        leaders: &[],
     };
     assert!(f.reg.open(1, &req, Some(stored), 0).is_ok());
 }
@@ -276,20 +301,75 @@ fn rotation_must_increase_epoch_and_be_signed_by_current_key() {
     ));
 }
 
+/// Review M1: a member not on the room's leader list can never rotate, even when the
+/// leader is gone, so it cannot move the room to an epoch of its choosing and brick it.
 #[test]
-fn leaderless_room_is_claimed_by_the_first_valid_rotation() {
+fn a_member_off_the_leader_list_never_rotates() {
     let mut f = Fixture::new();
     let k1 = f.key(1);
     let k2 = f.key(2);
-    f.open(1, &k1).unwrap();
+    f.open_listing(1, &k1, &[dev(1), dev(2)], None, 0).unwrap();
     f.join(2, &k1).unwrap();
     f.join(3, &k1).unwrap();
-    f.reg.leave(1, f.routing.as_bytes()).unwrap();
-    f.rotate(2, &k1, &k2, 0).unwrap();
-    // Member 3 cannot rotate over the new leader.
-    let k3 = f.key(3);
-    assert_eq!(f.rotate(3, &k2, &k3, 0), Err(RoomError::NotLeader));
+    f.reg.leave(1, f.routing.as_bytes(), 0).unwrap();
+    assert_eq!(f.rotate(3, &k1, &k2, 60_000), Err(RoomError::NotLeader));
+}
+
+/// A listed successor takes over only once the leader has been out of the room for the
+/// succession grace: never while the leader is present (muted or not), and not during a
+/// reconnect blip.
+#[test]
+fn a_successor_rotates_only_after_the_leader_was_gone_for_the_grace() {
+    let mut f = Fixture::new();
+    let k1 = f.key(1);
+    let k2 = f.key(2);
+    f.open_listing(1, &k1, &[dev(1), dev(2)], None, 0).unwrap();
+    assert!(!f.join(2, &k1).unwrap().leader);
+    assert_eq!(
+        f.rotate(2, &k1, &k2, 100),
+        Err(RoomError::LeaderPresent {
+            retry_after_ms: None
+        })
+    );
+    f.reg.disconnect(1, 1_000);
+    assert_eq!(
+        f.rotate(2, &k1, &k2, 2_000),
+        Err(RoomError::LeaderPresent {
+            retry_after_ms: Some(SUCCESSION - 1_000)
+        })
+    );
+    f.rotate(2, &k1, &k2, 1_000 + SUCCESSION).unwrap();
     assert!(f.join(2, &k2).unwrap().leader);
+}
+
+/// Leadership belongs to the leader's device: it survives a reconnect (a new
+/// connection of the same device) and a server restart (the stored record keeps the
+/// list), whoever re-opens the room first.
+#[test]
+fn leadership_survives_a_reconnect_and_a_restart() {
+    let mut f = Fixture::new();
+    let k1 = f.key(1);
+    let k2 = f.key(2);
+    let k3 = f.key(3);
+    f.open_listing(1, &k1, &[dev(1)], None, 0).unwrap();
+    f.join(2, &k1).unwrap();
+    // The leader's device reconnects as connection 5.
+    f.reg.disconnect(1, 10);
+    f.reg.authenticate(5, dev(1));
+    assert_eq!(f.rotate(2, &k1, &k2, 20), Err(RoomError::NotLeader));
+    assert!(f.join(5, &k1).unwrap().leader);
+    let record = f.rotate(5, &k1, &k2, 30).unwrap();
+    assert_eq!(record.leaders, vec![dev(1)]);
+
+    // Restart: a fresh registry; member 2 re-opens the room from the record first.
+    let mut g = Fixture::new();
+    g.routing = f.routing;
+    let reopened = g.open_listing(2, &k2, &[dev(2)], Some(record), 0).unwrap();
+    assert!(!reopened.leader);
+    assert_eq!(reopened.persist.unwrap().leaders, vec![dev(1)]);
+    assert_eq!(g.rotate(2, &k2, &k3, 100_000), Err(RoomError::NotLeader));
+    assert!(g.join(1, &k2).unwrap().leader);
+    g.rotate(1, &k2, &k3, 100_000).unwrap();
 }
 
 #[test]
@@ -298,7 +378,7 @@ fn last_explicit_leave_deletes_the_record_but_a_disconnect_keeps_it() {
     let k = f.key(1);
     f.open(1, &k).unwrap();
     f.drain();
-    f.reg.disconnect(1);
+    f.reg.disconnect(1, 0);
     let outputs = f.drain();
     assert!(
         !outputs
@@ -310,7 +390,7 @@ fn last_explicit_leave_deletes_the_record_but_a_disconnect_keeps_it() {
     f.reg.connect(1, &binding(1), &challenge(1));
     f.open(1, &k).unwrap();
     f.drain();
-    f.reg.leave(1, f.routing.as_bytes()).unwrap();
+    f.reg.leave(1, f.routing.as_bytes(), 0).unwrap();
     let outputs = f.drain();
     assert!(outputs.contains(&RoomOutput::DeleteRecord {
         routing_id: *f.routing.as_bytes()
@@ -337,6 +417,7 @@ fn limits_are_enforced() {
         epoch: 1,
         auth_public: other.public().to_bytes(),
         join_signature: &sig,
+        leaders: &[],
     };
     assert_eq!(
         f.reg.open(1, &req, None, 0),
@@ -350,7 +431,7 @@ fn slots_are_not_reused_while_the_room_lives() {
     let k = f.key(1);
     f.open(1, &k).unwrap();
     let b = f.join(2, &k).unwrap();
-    f.reg.leave(2, f.routing.as_bytes()).unwrap();
+    f.reg.leave(2, f.routing.as_bytes(), 0).unwrap();
     let c = f.join(3, &k).unwrap();
     assert_ne!(b.slot, c.slot);
     let routes = f.last_routes();

@@ -148,7 +148,7 @@ pub(crate) async fn serve(
     // Cleanup: leave every room, forget the connection.
     {
         let mut plane = shared.rooms();
-        plane.registry.disconnect(id);
+        plane.registry.disconnect(id, super::now_ms());
         plane.apply(&shared);
     }
     shared.conns.remove(&id);

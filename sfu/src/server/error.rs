@@ -96,6 +96,10 @@ impl From<StoreError> for RequestError {
 
 impl From<RoomError> for RequestError {
     fn from(e: RoomError) -> Self {
+        let retry_after = match e {
+            RoomError::LeaderPresent { retry_after_ms } => retry_after_ms,
+            _ => None,
+        };
         let code = match e {
             RoomError::BadRequest(_) => ErrorCode::BadRequest,
             RoomError::BadProof => ErrorCode::BadProof,
@@ -103,10 +107,14 @@ impl From<RoomError> for RequestError {
             RoomError::Conflict => ErrorCode::RoomConflict,
             RoomError::NoSuchRoom => ErrorCode::NotFound,
             RoomError::NotMember => ErrorCode::BadRequest,
-            RoomError::NotLeader => ErrorCode::NotLeader,
+            RoomError::NotLeader | RoomError::LeaderPresent { .. } => ErrorCode::NotLeader,
             RoomError::RoomFull { .. } | RoomError::TooManyRooms { .. } => ErrorCode::LimitExceeded,
             _ => ErrorCode::Internal,
         };
-        RequestError::new(code, e.to_string())
+        let mut err = RequestError::new(code, e.to_string());
+        if let Some(ms) = retry_after {
+            err.retry_after_ms = ms.max(1);
+        }
+        err
     }
 }

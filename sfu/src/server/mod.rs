@@ -88,6 +88,7 @@ impl Shared {
             max_members_per_room: config.limits.max_members_per_room,
             max_rooms_per_connection: config.limits.max_rooms_per_connection,
             rotation_grace_ms: config.timing.rotation_grace_ms,
+            succession_grace_ms: config.timing.leader_succession_ms,
         };
         Shared {
             config,

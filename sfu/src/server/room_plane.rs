@@ -13,7 +13,7 @@ use super::session::{After, Handled, Session, short};
 use super::{RequestError, Shared, now_ms};
 use crate::media::{Membership, RoomMedia, Target};
 use crate::rooms::{Joined, OpenRequest, RoomEvent, RoomOutput, RoomRegistry, RotateRequest};
-use crate::store::RoutingIdBytes;
+use crate::store::{DeviceIdBytes, MAX_ROOM_LEADERS, RoutingIdBytes};
 use crate::telemetry;
 
 /// The registry plus the media plane's room tables, behind one control-plane lock
@@ -132,6 +132,21 @@ fn routing_id(bytes: &[u8]) -> Result<RoutingIdBytes, RequestError> {
         .map_err(|_| RequestError::bad_request("routing_id is not 32 bytes"))
 }
 
+fn device_ids(ids: &[Vec<u8>], what: &str) -> Result<Vec<DeviceIdBytes>, RequestError> {
+    if ids.len() > MAX_ROOM_LEADERS {
+        return Err(RequestError::bad_request(format!(
+            "{what}: at most {MAX_ROOM_LEADERS} devices"
+        )));
+    }
+    ids.iter()
+        .map(|id| {
+            id.as_slice().try_into().map_err(|_| {
+                RequestError::bad_request(format!("{what}: a device id is not 16 bytes"))
+            })
+        })
+        .collect()
+}
+
 fn public_key(bytes: &[u8], what: &str) -> Result<[u8; 32], RequestError> {
     bytes
         .try_into()
@@ -165,23 +180,25 @@ impl Session {
             .shared
             .blocking("room lookup", move |s| s.room(&id))
             .await?;
+        let leaders = device_ids(&r.leader_device_ids, "leader_device_ids")?;
         let conn = self.conn.id;
         let req = OpenRequest {
             routing_id: id,
             epoch: r.epoch,
             auth_public,
             join_signature: &r.join_signature,
+            leaders: &leaders,
         };
         let now = now_ms();
-        let j = self.with_rooms(|reg| reg.open(conn, &req, stored, now))?;
-        if let Some(record) = j.persist {
+        let mut j = self.with_rooms(|reg| reg.open(conn, &req, stored, now))?;
+        if let Some(record) = j.persist.take() {
             if let Err(e) = self
                 .shared
                 .blocking("room persist", move |s| s.put_room(&id, &record))
                 .await
             {
                 // Not durable: undo, so memory never runs ahead of the store.
-                let _ = self.with_rooms(|reg| reg.leave(conn, &id));
+                let _ = self.with_rooms(|reg| reg.leave(conn, &id, now));
                 return Err(e);
             }
         }
@@ -202,6 +219,7 @@ impl Session {
         self.device()?;
         let id = routing_id(&r.routing_id)?;
         let next = public_key(&r.next_room_auth_public_key, "next_room_auth_public_key")?;
+        let next_leaders = device_ids(&r.next_leader_device_ids, "next_leader_device_ids")?;
         let conn = self.conn.id;
         let req = RotateRequest {
             routing_id: id,
@@ -209,6 +227,7 @@ impl Session {
             next_auth_public: next,
             rotation_signature: &r.rotation_signature,
             join_signature: &r.join_signature,
+            next_leaders: &next_leaders,
         };
         let now = now_ms();
         let record = self.with_rooms(|reg| reg.rotate(conn, &req, now))?;
@@ -231,7 +250,8 @@ impl Session {
         self.device()?;
         let id = routing_id(&r.routing_id)?;
         let conn = self.conn.id;
-        self.with_rooms(|reg| reg.leave(conn, &id))
+        let now = now_ms();
+        self.with_rooms(|reg| reg.leave(conn, &id, now))
             .map_err(RequestError::from)?;
         Ok((response::Result::RoomLeft(v1::RoomLeft {}), After::Nothing))
     }

@@ -414,6 +414,10 @@ impl Session {
     fn become_authenticated(&mut self, record: DeviceRecord, verified: VerifiedDevice) {
         let device_id = record.device_id;
         let _ = self.conn.device.set(device_id);
+        self.shared
+            .rooms()
+            .registry
+            .authenticate(self.conn.id, device_id);
         if let Some(previous) = self.shared.online.insert(device_id, self.conn.id) {
             if previous != self.conn.id {
                 if let Some(old) = self.shared.conns.get(&previous) {

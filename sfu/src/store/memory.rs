@@ -288,11 +288,11 @@ impl Store for MemoryStore {
     }
 
     fn room(&self, routing_id: &RoutingIdBytes) -> Result<Option<RoomRecord>, StoreError> {
-        Ok(self.lock().rooms.get(routing_id).copied())
+        Ok(self.lock().rooms.get(routing_id).cloned())
     }
 
     fn put_room(&self, routing_id: &RoutingIdBytes, record: &RoomRecord) -> Result<(), StoreError> {
-        self.lock().rooms.insert(*routing_id, *record);
+        self.lock().rooms.insert(*routing_id, record.clone());
         Ok(())
     }
 

@@ -97,8 +97,11 @@ pub enum MailboxPut {
     Full,
 }
 
+/// Most devices a room record names as key leader and successors.
+pub const MAX_ROOM_LEADERS: usize = 4;
+
 /// The durable record of a room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomRecord {
     /// Current epoch.
     pub epoch: u64,
@@ -106,6 +109,10 @@ pub struct RoomRecord {
     pub auth_public: [u8; 32],
     /// Last open or rotation.
     pub updated_at_ms: u64,
+    /// The devices that may rotate the room, in succession order: the key leader
+    /// first (at most [`MAX_ROOM_LEADERS`]). Empty in records written before leaders
+    /// were recorded.
+    pub leaders: Vec<DeviceIdBytes>,
 }
 
 /// Why a store operation failed.

@@ -129,6 +129,8 @@ pub struct TestClient {
     pub conn: ControlConnection,
     pub events: EventStream,
     pub challenge: Vec<u8>,
+    /// The device this connection registered or authenticated as.
+    pub device: std::sync::Mutex<Option<Vec<u8>>>,
 }
 
 impl TestClient {
@@ -157,6 +159,7 @@ impl TestClient {
             conn,
             events,
             challenge: hello.challenge,
+            device: std::sync::Mutex::new(None),
         }
     }
 
@@ -179,6 +182,7 @@ impl TestClient {
         user: &TestUser,
         device: &DeviceIdentity,
     ) -> Result<v1::Registered, TransportError> {
+        *self.device.lock().unwrap() = Some(device.device_id().as_bytes().to_vec());
         let r = self
             .request(Request::Register(v1::Register {
                 user_public_key: user.identity.key.to_bytes().to_vec(),
@@ -196,6 +200,7 @@ impl TestClient {
         &self,
         device: &DeviceIdentity,
     ) -> Result<v1::Authenticated, TransportError> {
+        *self.device.lock().unwrap() = Some(device.device_id().as_bytes().to_vec());
         let r = self
             .request(Request::Authenticate(v1::Authenticate {
                 device_id: device.device_id().as_bytes().to_vec(),
@@ -281,17 +286,33 @@ impl TestClient {
         }
     }
 
-    /// Opens (or joins) a room with `key`.
+    /// This connection's device id (after register or authenticate).
+    pub fn device_id(&self) -> Vec<u8> {
+        self.device.lock().unwrap().clone().expect("registered")
+    }
+
+    /// Opens (or joins) a room with `key`; this device alone may rotate it.
     pub async fn open_room(
         &self,
         key: &RoomAuthKey,
         routing: &RoutingId,
+    ) -> Result<v1::RoomJoined, TransportError> {
+        self.open_room_listing(key, routing, Vec::new()).await
+    }
+
+    /// Opens (or joins) a room with `key`, listing the devices that may rotate it.
+    pub async fn open_room_listing(
+        &self,
+        key: &RoomAuthKey,
+        routing: &RoutingId,
+        leaders: Vec<Vec<u8>>,
     ) -> Result<v1::RoomJoined, TransportError> {
         self.room_request(Request::OpenRoom(v1::OpenRoom {
             routing_id: routing.as_bytes().to_vec(),
             epoch: key.epoch(),
             room_auth_public_key: key.public().to_bytes().to_vec(),
             join_signature: self.join_signature(key),
+            leader_device_ids: leaders,
         }))
         .await
     }
@@ -326,6 +347,7 @@ impl TestClient {
                 next_room_auth_public_key: next.public().to_bytes().to_vec(),
                 rotation_signature: rotation.to_vec(),
                 join_signature: join.to_vec(),
+                next_leader_device_ids: Vec::new(),
             }))
             .await?
         {

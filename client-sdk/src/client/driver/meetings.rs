@@ -38,6 +38,26 @@ const RESEND_ATTEMPTS: u32 = 3;
 /// Delay before the first resend, ms; doubled for each further one (250, 500, 1000:
 /// time for the recipient to replenish its prekeys).
 const RESEND_DELAY_MS: u64 = 250;
+/// Attempts at rotating a room before the app is told it failed.
+const ROTATE_ATTEMPTS: u32 = 8;
+/// Delay before the first rotation retry, ms; doubled for each further one.
+const ROTATE_RETRY_MS: u64 = 250;
+/// Longest delay between rotation retries, ms (eight attempts span about 20 s, longer
+/// than the SFU's default succession grace of 10 s).
+const ROTATE_RETRY_MAX_MS: u64 = 4_000;
+
+/// A room rotation being attempted.
+pub(crate) struct PendingRotation {
+    /// When to try next.
+    pub(crate) at: Instant,
+    meeting: MeetingId,
+    to: u64,
+    /// The old epoch's room-auth key's signature over the rotation.
+    signature: Vec<u8>,
+    /// Attempts so far.
+    attempt: u32,
+}
+
 /// Users per directory request (the server's default `max_users_per_fetch`).
 const USERS_PER_FETCH: usize = 64;
 
@@ -508,6 +528,7 @@ impl Driver {
             epoch,
             room_auth_public_key: auth.public().to_bytes().to_vec(),
             join_signature: signature.to_vec(),
+            leader_device_ids: room_leader_ids(&entry.state),
         });
         let join = Request::JoinRoom(v1::JoinRoom {
             routing_id: routing.as_bytes().to_vec(),
@@ -553,29 +574,63 @@ impl Driver {
         link.set_room(joined.room_handle, Some(Arc::clone(&entry.shared)));
     }
 
-    /// (Leader) rotates the room from `from` to `to`.
-    async fn rotate_room(&mut self, id: MeetingId, from: u64, to: u64) {
-        let (Some(entry), Some(link)) = (self.meetings.get(&id), self.link.as_ref()) else {
+    /// (Leader) rotates the room from `from` to `to`, naming the devices that may
+    /// rotate it next. A failure is retried with backoff (the SFU lets a successor
+    /// rotate only once the leader before it has been gone a while), and reported to
+    /// the app as [`MeetingEvent::RoomRotationFailed`] once the retries are spent: a
+    /// room left at the old epoch keeps routing media to removed participants.
+    pub(super) async fn rotate_room(&mut self, id: MeetingId, from: u64, to: u64) {
+        let Some(entry) = self.meetings.get(&id) else {
             return;
         };
         let (Some(current), Some(next)) = (entry.state.key(from), entry.state.key(to)) else {
             return;
         };
+        // Signed now, while the old key is held: it is dropped after the grace window,
+        // and a retry may come later than that.
         let routing = id.routing_id();
-        let current = current.room_auth_key(&routing);
+        let Ok(signature) = current
+            .room_auth_key(&routing)
+            .sign_rotation(&next.room_auth_key(&routing))
+        else {
+            return;
+        };
+        let rotation = PendingRotation {
+            at: Instant::now(),
+            meeting: id,
+            to,
+            signature: signature.to_vec(),
+            attempt: 0,
+        };
+        self.try_rotation(rotation).await;
+    }
+
+    /// One attempt at a rotation; a failure schedules the next one.
+    async fn try_rotation(&mut self, rotation: PendingRotation) {
+        let id = rotation.meeting;
+        let (Some(entry), Some(link)) = (self.meetings.get(&id), self.link.as_ref()) else {
+            // Without a connection: retried once it is back.
+            self.schedule_rotation(rotation);
+            return;
+        };
+        if entry.proven.is_some_and(|p| p >= rotation.to) {
+            return;
+        }
+        let Some(next) = entry.state.key(rotation.to) else {
+            return;
+        };
+        let routing = id.routing_id();
         let next = next.room_auth_key(&routing);
-        let (Ok(rotation), Ok(join)) = (
-            current.sign_rotation(&next),
-            next.sign_join(link.conn.tls_binding(), &link.challenge),
-        ) else {
+        let Ok(join) = next.sign_join(link.conn.tls_binding(), &link.challenge) else {
             return;
         };
         let request = Request::RotateRoom(v1::RotateRoom {
             routing_id: routing.as_bytes().to_vec(),
-            next_epoch: to,
+            next_epoch: rotation.to,
             next_room_auth_public_key: next.public().to_bytes().to_vec(),
-            rotation_signature: rotation.to_vec(),
+            rotation_signature: rotation.signature.clone(),
             join_signature: join.to_vec(),
+            next_leader_device_ids: room_leader_ids(&entry.state),
         });
         match self.request(request).await {
             Ok(response::Result::RoomRotated(r)) => {
@@ -583,8 +638,57 @@ impl Driver {
                     entry.proven = Some(r.epoch);
                 }
             }
-            Ok(other) => tracing::warn!(?other, "unexpected answer to RotateRoom"),
-            Err(e) => tracing::warn!(error = %e, "rotating the meeting's room failed"),
+            Ok(other) => {
+                tracing::warn!(?other, "unexpected answer to RotateRoom");
+                self.schedule_rotation(rotation);
+            }
+            Err(e) if e.server_code() == Some(ErrorCode::WrongEpoch) => {
+                // The room is already at `to` or beyond (a rotation whose answer was
+                // lost): joining proves the current epoch if this device holds it.
+                tracing::debug!(error = %e, "room already rotated");
+                self.join_room(id, rotation.to).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, attempt = rotation.attempt, "rotating the meeting's room failed; retrying");
+                self.schedule_rotation(rotation);
+            }
+        }
+    }
+
+    /// Schedules another attempt at a rotation, or gives up and tells the app.
+    fn schedule_rotation(&mut self, mut rotation: PendingRotation) {
+        let id = rotation.meeting;
+        if rotation.attempt + 1 >= ROTATE_ATTEMPTS {
+            if let Some(entry) = self.meetings.get(&id) {
+                entry
+                    .shared
+                    .emit(MeetingEvent::RoomRotationFailed { epoch: rotation.to });
+            }
+            return;
+        }
+        let delay = (ROTATE_RETRY_MS << rotation.attempt.min(4)).min(ROTATE_RETRY_MAX_MS);
+        rotation.at = Instant::now() + Duration::from_millis(delay);
+        rotation.attempt += 1;
+        self.rotations.retain(|r| r.meeting != id);
+        self.rotations.push(rotation);
+    }
+
+    /// Retries the rotations that are due, while this device still leads the meeting
+    /// at the rotation's epoch.
+    pub(super) async fn rotations_due(&mut self) {
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.rotations)
+            .into_iter()
+            .partition(|r| r.at <= now);
+        self.rotations = later;
+        for r in due {
+            let current = self
+                .meetings
+                .get(&r.meeting)
+                .is_some_and(|e| e.state.is_leader() && e.state.sending_epoch() == r.to);
+            if current {
+                self.try_rotation(r).await;
+            }
         }
     }
 
@@ -817,6 +921,18 @@ fn roster_member(
         .ok_or_else(|| ClientError::Protocol("a verified recipient's user is not pinned".into()))?;
     Ok(RosterMember::new(&user, device.clone(), sender_index))
 }
+
+/// The room's leader devices as the SFU takes them (see `MeetingState::room_leaders`).
+fn room_leader_ids(state: &MeetingState) -> Vec<Vec<u8>> {
+    state
+        .room_leaders(ROOM_LEADERS)
+        .iter()
+        .map(|d| d.as_bytes().to_vec())
+        .collect()
+}
+
+/// Devices a room lists as leader and successors (the SFU's maximum).
+const ROOM_LEADERS: usize = 4;
 
 fn proto_kinds(kinds: &[MediaKind]) -> Vec<v1::MediaKind> {
     kinds

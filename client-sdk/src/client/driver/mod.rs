@@ -161,6 +161,8 @@ pub(crate) struct Driver {
     outbox: Vec<meetings::Outgoing>,
     /// Meeting messages to send again to recipients they missed, and when.
     resend: Vec<(Instant, meetings::Outgoing)>,
+    /// Room rotations to try again.
+    rotations: Vec<meetings::PendingRotation>,
     /// Processed mailbox entries not acknowledged yet, and when to acknowledge them.
     pending_acks: Vec<u64>,
     ack_at: Option<Instant>,
@@ -200,6 +202,7 @@ pub(crate) async fn start(
         invitations: HashMap::new(),
         outbox: Vec::new(),
         resend: Vec::new(),
+        rotations: Vec::new(),
         pending_acks: Vec::new(),
         ack_at: None,
         commands,
@@ -271,7 +274,17 @@ impl Driver {
         } else {
             &[]
         };
-        for at in self.ack_at.iter().chain(resends.iter().map(|(at, _)| at)) {
+        let rotations = if self.link.is_some() {
+            &self.rotations[..]
+        } else {
+            &[]
+        };
+        for at in self
+            .ack_at
+            .iter()
+            .chain(resends.iter().map(|(at, _)| at))
+            .chain(rotations.iter().map(|r| &r.at))
+        {
             wake = Some(wake.map_or(*at, |w| w.min(*at)));
         }
         let mut consider = |at: Option<Instant>| {
@@ -302,6 +315,9 @@ impl Driver {
         }
         if self.link.is_some() && self.resend.iter().any(|(at, _)| *at <= Instant::now()) {
             self.resend_due().await;
+        }
+        if self.link.is_some() && self.rotations.iter().any(|r| r.at <= Instant::now()) {
+            self.rotations_due().await;
         }
         let now = self.now();
         let mono = self.mono_ms();

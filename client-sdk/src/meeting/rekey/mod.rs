@@ -377,6 +377,24 @@ impl MeetingState {
         self.leader
     }
 
+    /// The devices that may rotate the meeting's SFU room, in succession order: the key
+    /// leader, then the remaining devices by lowest sender index (the order in which
+    /// they would succeed it), at most `n`. Every device with the same roster computes
+    /// the same list.
+    #[must_use]
+    pub fn room_leaders(&self, n: usize) -> Vec<DeviceId> {
+        let mut rest: Vec<&RosterMember> = self
+            .roster
+            .iter()
+            .filter(|m| m.device_id != self.leader)
+            .collect();
+        rest.sort_by_key(|m| m.sender_index);
+        std::iter::once(self.leader)
+            .chain(rest.into_iter().map(|m| m.device_id))
+            .take(n)
+            .collect()
+    }
+
     /// Whether this device is the key leader.
     #[must_use]
     pub fn is_leader(&self) -> bool {

@@ -8,6 +8,7 @@ fn room(epoch: u64, updated_at_ms: u64) -> RoomRecord {
         epoch,
         auth_public: [epoch as u8; 32],
         updated_at_ms,
+        leaders: vec![[epoch as u8; 16]],
     }
 }
 

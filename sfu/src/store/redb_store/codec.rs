@@ -18,10 +18,12 @@
 //! * `mailbox_expiry`: expires at (8) ++ device id (16) ++ mailbox id (8) → `()`
 //! * `mailbox_counts`: device id (16) → `u64` entries waiting
 //! * `rooms`: routing id (32) → epoch (8) ++ auth public (32) ++ updated at (8)
+//!   ++ leader device ids (16 each, at most 4; none in records of older versions)
 //! * `meta`: name → `u64` (`schema_version`, `next_mailbox_id`)
 
 use crate::store::{
-    DeviceIdBytes, DeviceRecord, MailboxEntry, RoomRecord, StoreError, StoredPrekey, UserIdBytes,
+    DeviceIdBytes, DeviceRecord, MAX_ROOM_LEADERS, MailboxEntry, RoomRecord, StoreError,
+    StoredPrekey, UserIdBytes,
 };
 
 /// Length of a `prekeys` or `mailbox` key: device id ++ u64.
@@ -214,29 +216,40 @@ pub(super) fn decode_mailbox_expiry(value: &[u8]) -> Result<u64, StoreError> {
     take_u64(rest, WHAT).map(|(expires_at_ms, _)| expires_at_ms)
 }
 
-/// A `rooms` value.
+/// A `rooms` value: epoch, auth public key, updated at, then the leader devices
+/// (16 bytes each, at most `MAX_ROOM_LEADERS`). A 48-byte value (no leaders) is a
+/// record written before leaders were recorded.
 pub(super) fn encode_room(room: &RoomRecord) -> Vec<u8> {
-    [
+    let mut out = [
         &room.epoch.to_be_bytes()[..],
         &room.auth_public,
         &room.updated_at_ms.to_be_bytes(),
     ]
-    .concat()
+    .concat();
+    for leader in room.leaders.iter().take(MAX_ROOM_LEADERS) {
+        out.extend_from_slice(leader);
+    }
+    out
 }
 
 /// A `rooms` value.
 pub(super) fn decode_room(value: &[u8]) -> Result<RoomRecord, StoreError> {
-    const WHAT: &str = "room record is not 48 bytes";
+    const WHAT: &str = "room record is not 48 bytes plus up to 4 device ids";
     let (epoch, rest) = take_u64(value, WHAT)?;
     let (auth_public, rest) = take_32(rest, WHAT)?;
     let (updated_at_ms, rest) = take_u64(rest, WHAT)?;
-    if !rest.is_empty() {
+    if rest.len() % 16 != 0 || rest.len() / 16 > MAX_ROOM_LEADERS {
         return Err(StoreError::Corrupt(WHAT));
     }
+    let leaders = rest
+        .chunks_exact(16)
+        .map(|c| c.try_into().map_err(|_| StoreError::Corrupt(WHAT)))
+        .collect::<Result<Vec<DeviceIdBytes>, StoreError>>()?;
     Ok(RoomRecord {
         epoch,
         auth_public,
         updated_at_ms,
+        leaders,
     })
 }
 
@@ -288,11 +301,15 @@ mod tests {
             (10, 20, &b"box"[..])
         );
         assert_eq!(decode_mailbox_expiry(&value).unwrap(), 20);
-        let room = RoomRecord {
+        let mut room = RoomRecord {
             epoch: 2,
             auth_public: [9; 32],
             updated_at_ms: 77,
+            leaders: Vec::new(),
         };
+        assert_eq!(decode_room(&encode_room(&room)).unwrap(), room);
+        room.leaders = vec![[1; 16], [2; 16]];
+        assert_eq!(encode_room(&room).len(), 48 + 32);
         assert_eq!(decode_room(&encode_room(&room)).unwrap(), room);
     }
 
@@ -306,7 +323,11 @@ mod tests {
             let _ = decode_prekey_expiry(&bytes);
             let _ = decode_mailbox(1, &bytes);
             let _ = decode_mailbox_expiry(&bytes);
-            assert_eq!(decode_room(&bytes).is_ok(), len == 48);
+            assert_eq!(
+                decode_room(&bytes).is_ok(),
+                len >= 48 && (len - 48) % 16 == 0,
+                "{len}"
+            );
         }
         assert!(matches!(
             decode_device(&[0; 16], &[1; 31]),

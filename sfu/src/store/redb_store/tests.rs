@@ -35,6 +35,7 @@ fn reopen_finds_everything() {
         epoch: 3,
         auth_public: [7; 32],
         updated_at_ms: 1234,
+        leaders: vec![[1; 16], [2; 16]],
     };
     let last_id = {
         let store = RedbStore::open(&path).unwrap();

@@ -1,0 +1,186 @@
+//! Security review M1: SFU room leadership used to belong to the connection that opened
+//! the room. After an SFU restart, whichever member reconnected first re-opened the room
+//! and became its leader, so the key leader's later rotations were refused and a removed
+//! participant kept its routing. Now the room records its leader *devices*: after a
+//! restart, the key leader still rotates, and a removed participant that stays in the
+//! room (here the hostile SFU withholds its `Remove`) is evicted.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use conclave_proto::v1::{event::Event, server_frame};
+use conclave_sdk::client::MediaKind;
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_participant_is_evicted_from_the_room_after_an_sfu_restart() {
+    let mut config = sfu_config();
+    config.timing.shutdown_reconnect_after_ms = 50;
+    let sfu = Sfu::start_hostile_configured(config).await;
+    let (alice, bob, carol) = (User::new("alice"), User::new("bob"), User::new("carol"));
+    // Carol comes back first after the restart (alice and bob back off longer), so on
+    // the old code she re-opened the room and became its leader.
+    let slow = |sfu: &Sfu| {
+        let mut c = sfu.client_config();
+        c.reconnect_backoff_ms = 1_500;
+        c.max_reconnect_backoff_ms = 1_500;
+        c
+    };
+    let mut fast = sfu.client_config();
+    fast.reconnect_backoff_ms = 20;
+    fast.max_reconnect_backoff_ms = 50;
+    let a = alice.connect_with(slow(&sfu)).await;
+    let mut b = bob.connect_with(slow(&sfu)).await;
+    let mut c = carol.connect_with(fast).await;
+    let (meeting_a, _) = a
+        .client
+        .start_meeting(&[bob.id(), carol.id()], &[MediaKind::Audio])
+        .await
+        .unwrap();
+    let mut meeting_b = b.accept_next(&[MediaKind::Audio]).await;
+    let mut meeting_c = c.accept_next(&[MediaKind::Audio]).await;
+    deliver(&meeting_a, MediaKind::Audio, b"before", &mut meeting_c).await;
+
+    let sfu = sfu.restart_after(Duration::from_millis(300)).await;
+    deliver(&meeting_a, MediaKind::Audio, b"back", &mut meeting_b).await;
+    deliver(
+        &meeting_a,
+        MediaKind::Audio,
+        b"back to carol",
+        &mut meeting_c,
+    )
+    .await;
+
+    // From now on the server withholds every container from Carol (so she never learns
+    // she was removed and stays in the room), and watches for her eviction.
+    let carol_device = *c.id().as_bytes();
+    let evicted = Arc::new(AtomicBool::new(false));
+    let seen = Arc::clone(&evicted);
+    sfu.adversary().on_frames(Box::new(move |device, frame| {
+        if device != Some(carol_device) {
+            return true;
+        }
+        match &frame.kind {
+            Some(server_frame::Kind::Event(e)) => match &e.event {
+                Some(Event::Mailbox(_)) => false,
+                Some(Event::RoomEvicted(_)) => {
+                    seen.store(true, Ordering::SeqCst);
+                    true
+                }
+                _ => true,
+            },
+            _ => true,
+        }
+    }));
+
+    let epoch = meeting_a.sending_epoch();
+    meeting_a.remove(&[carol.id()]).await.unwrap();
+    wait_epoch_above(&meeting_a, epoch).await;
+    deliver(
+        &meeting_a,
+        MediaKind::Audio,
+        b"without carol",
+        &mut meeting_b,
+    )
+    .await;
+    tokio::time::timeout(WAIT, async {
+        while !evicted.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the SFU evicts the removed participant from the room after the rotation");
+}
+
+/// Review M1: a rotation the SFU refuses is retried (here the first two attempts are
+/// refused) instead of being only logged, so the removed participant still loses
+/// routing; one refused every time is reported to the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_rotation_is_retried_and_reported_when_it_keeps_failing() {
+    use conclave_proto::v1::client_frame::Request;
+    use conclave_sdk::client::MeetingEvent;
+    use std::sync::atomic::AtomicUsize;
+
+    let sfu = Sfu::start_hostile().await;
+    let (alice, bob, carol) = (User::new("alice"), User::new("bob"), User::new("carol"));
+    let a = alice.connect(&sfu).await;
+    let mut b = bob.connect(&sfu).await;
+    let mut c = carol.connect(&sfu).await;
+    let (mut meeting_a, _) = a
+        .client
+        .start_meeting(&[bob.id(), carol.id()], &[MediaKind::Audio])
+        .await
+        .unwrap();
+    let mut meeting_b = b.accept_next(&[MediaKind::Audio]).await;
+    let mut meeting_c = c.accept_next(&[MediaKind::Audio]).await;
+    deliver(&meeting_a, MediaKind::Audio, b"hello", &mut meeting_c).await;
+
+    // The server spoils Alice's rotations: the first two, then (later) all of them.
+    let alice_device = *a.id().as_bytes();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let refuse_all = Arc::new(AtomicBool::new(false));
+    let (count, all) = (Arc::clone(&refused), Arc::clone(&refuse_all));
+    sfu.adversary().on_requests(Box::new(move |device, frame| {
+        if device == Some(alice_device)
+            && let Some(Request::RotateRoom(rotate)) = &mut frame.request
+            && (all.load(Ordering::SeqCst) || count.load(Ordering::SeqCst) < 2)
+        {
+            count.fetch_add(1, Ordering::SeqCst);
+            rotate.rotation_signature = vec![0; 64];
+        }
+        true
+    }));
+    let carol_device = *c.id().as_bytes();
+    let evicted = Arc::new(AtomicBool::new(false));
+    let seen = Arc::clone(&evicted);
+    sfu.adversary().on_frames(Box::new(move |device, frame| {
+        if device != Some(carol_device) {
+            return true;
+        }
+        match &frame.kind {
+            Some(server_frame::Kind::Event(e)) => match &e.event {
+                Some(Event::Mailbox(_)) => false,
+                Some(Event::RoomEvicted(_)) => {
+                    seen.store(true, Ordering::SeqCst);
+                    true
+                }
+                _ => true,
+            },
+            _ => true,
+        }
+    }));
+
+    meeting_a.remove(&[carol.id()]).await.unwrap();
+    tokio::time::timeout(WAIT, async {
+        while !evicted.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the rotation is retried until the SFU takes it, and Carol is evicted");
+    assert!(refused.load(Ordering::SeqCst) >= 2);
+    deliver(&meeting_a, MediaKind::Audio, b"two of us", &mut meeting_b).await;
+    drop(meeting_c);
+
+    // Now every rotation is refused: Bob leaves, Alice rekeys, and after its retries
+    // the meeting tells the app that the room could not be rotated.
+    refuse_all.store(true, Ordering::SeqCst);
+    meeting_b.leave().await.unwrap();
+    let failed = tokio::time::timeout(Duration::from_secs(40), async {
+        loop {
+            match meeting_a.next_event().await {
+                Some(MeetingEvent::RoomRotationFailed { epoch }) => return epoch,
+                Some(_) => continue,
+                None => panic!("the meeting ended without reporting the failure"),
+            }
+        }
+    })
+    .await
+    .expect("a rotation that keeps failing is reported");
+    assert!(failed >= 2);
+}
