@@ -15,6 +15,7 @@ mod room_plane;
 mod session;
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,6 +28,7 @@ use tracing::{info, warn};
 pub use error::RequestError;
 
 use crate::config::Config;
+use crate::ratelimit::KeyedLimiter;
 use crate::rooms::{ConnId, RoomLimits, RoomRegistry};
 use crate::store::{DeviceIdBytes, Store};
 use crate::telemetry;
@@ -78,6 +80,8 @@ pub(crate) struct Shared {
     pub(crate) online: DashMap<DeviceIdBytes, ConnId>,
     pub(crate) open_connections: AtomicUsize,
     next_conn: AtomicU64,
+    /// Registrations per source address ([`crate::ratelimit::source_key`]).
+    registrations: std::sync::Mutex<KeyedLimiter<IpAddr>>,
     /// A test's adversary (feature `adversary`); nothing otherwise.
     pub(crate) hooks: hooks::Hooks,
 }
@@ -89,7 +93,14 @@ impl Shared {
             max_rooms_per_connection: config.limits.max_rooms_per_connection,
             rotation_grace_ms: config.timing.rotation_grace_ms,
         };
+        let l = &config.limits;
+        let registrations = KeyedLimiter::per_hour(
+            l.registrations_per_ip_per_hour,
+            l.registrations_per_ip_burst,
+            l.max_rate_limit_entries,
+        );
         Shared {
+            registrations: std::sync::Mutex::new(registrations),
             config,
             store,
             rooms: std::sync::Mutex::new(RoomPlane::new(RoomRegistry::new(limits))),
@@ -116,6 +127,14 @@ impl Shared {
                 Err(RequestError::internal(what))
             }
         }
+    }
+
+    /// Locks the registration limiter (its state is consistent between calls, so a
+    /// poisoned lock is recovered).
+    pub(crate) fn registrations(&self) -> std::sync::MutexGuard<'_, KeyedLimiter<IpAddr>> {
+        self.registrations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Locks the room plane. A poisoned lock (a panic while holding it, which the
