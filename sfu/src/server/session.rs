@@ -102,9 +102,13 @@ impl Session {
         }
     }
 
-    /// Queues a frame for the writer (waits if the queue is full).
+    /// Queues a frame for the writer, waiting while the queue is full (in frames or
+    /// in bytes): the client's own requests and deliveries slow down with its reading.
     pub(crate) async fn send(&self, frame: v1::ServerFrame) {
-        let _ = self.tx.send(Outbound::Frame(frame)).await;
+        let Some(queued) = self.conn.reserve(&frame).await else {
+            return;
+        };
+        let _ = self.tx.send(Outbound::Frame(frame, queued)).await;
     }
 
     /// Queues an event for the writer (waits if the queue is full).
@@ -129,9 +133,16 @@ impl Session {
 
     /// Answers a frame that did not decode.
     pub(crate) async fn malformed(&self, why: &str) {
+        self.refuse_frame(format!("undecodable control frame: {why}"))
+            .await;
+    }
+
+    /// Answers a frame that cannot be served (under request id 0: it has none), with
+    /// `BAD_REQUEST` and `message`.
+    pub(crate) async fn refuse_frame(&self, message: String) {
         counter!(telemetry::CONTROL_REQUESTS, "kind" => "malformed", "outcome" => "bad_request")
             .increment(1);
-        let err = RequestError::bad_request(format!("undecodable control frame: {why}"));
+        let err = RequestError::bad_request(message);
         self.respond(0, response::Result::Error(err.to_proto()))
             .await;
     }
@@ -464,6 +475,8 @@ impl Session {
             }
         }
         self.stage = Stage::Authenticated(Box::new(AuthedDevice { record, verified }));
+        self.conn
+            .open_receive_window(self.shared.config.limits.max_frame_bytes);
     }
 }
 
