@@ -386,6 +386,53 @@ mod tests {
         assert_eq!(l.len(), (4, 2));
     }
 
+    /// The defaults leave a meeting of 1,000 participants untouched: the leader pops
+    /// one prekey of each of the 999 others for the invitations, all 999 reply at
+    /// once (999 pops of the leader's prekeys within a second), and then 20 rekeys in
+    /// 20 seconds each pop one prekey of every member, with 3 resends to everyone of
+    /// the first.
+    #[test]
+    fn the_default_limits_let_a_1000_participant_meeting_start_and_rekey_at_once() {
+        let l = crate::config::Limits::default();
+        let mut pops = PrekeyPopLimiter::new(
+            (
+                l.prekey_pops_per_pair_per_minute,
+                l.prekey_pops_per_pair_burst,
+            ),
+            (
+                l.prekey_pops_per_target_per_minute,
+                l.prekey_pops_per_target_burst,
+            ),
+            l.max_rate_limit_entries,
+        );
+        let t0 = Instant::now();
+        let leader = [0u8; 16];
+        let members: Vec<[u8; 16]> = (1..1000u32)
+            .map(|i| {
+                let mut id = [0u8; 16];
+                id[..4].copy_from_slice(&i.to_be_bytes());
+                id
+            })
+            .collect();
+        for member in &members {
+            pops.try_pop(&leader, member, t0).unwrap();
+            pops.try_pop(member, &leader, t0).unwrap();
+        }
+        for resend in 0..3 {
+            let now = t0 + Duration::from_millis(250 << resend);
+            for member in &members {
+                pops.try_pop(&leader, member, now).unwrap();
+            }
+        }
+        for rekey in 1..=20 {
+            let now = t0 + Duration::from_secs(rekey);
+            for member in &members {
+                pops.try_pop(&leader, member, now).unwrap();
+            }
+        }
+        assert_eq!(pops.len(), (2 * 999, 1000));
+    }
+
     #[test]
     fn source_keys_group_an_ipv6_64_and_unmap_ipv4() {
         let v4: IpAddr = "192.0.2.7".parse().unwrap();

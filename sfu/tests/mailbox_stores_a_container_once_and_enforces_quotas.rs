@@ -4,7 +4,12 @@
 //! from one source address are rate limited. Other users keep working throughout.
 
 // Test helpers may panic on unexpected failures.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod support;
 

@@ -5,7 +5,12 @@
 //! that does not read are bounded in bytes as well as in frames.
 
 // Test helpers may panic on unexpected failures.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod support;
 

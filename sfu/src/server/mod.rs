@@ -28,7 +28,7 @@ use tracing::{info, warn};
 pub use error::RequestError;
 
 use crate::config::Config;
-use crate::ratelimit::KeyedLimiter;
+use crate::ratelimit::{KeyedLimiter, PrekeyPopLimiter};
 use crate::rooms::{ConnId, RoomLimits, RoomRegistry};
 use crate::store::{DeviceIdBytes, Store};
 use crate::telemetry;
@@ -82,6 +82,8 @@ pub(crate) struct Shared {
     next_conn: AtomicU64,
     /// Registrations per source address ([`crate::ratelimit::source_key`]).
     registrations: std::sync::Mutex<KeyedLimiter<IpAddr>>,
+    /// Prekey pops per (requester, target) and per target.
+    prekey_pops: std::sync::Mutex<PrekeyPopLimiter>,
     /// A test's adversary (feature `adversary`); nothing otherwise.
     pub(crate) hooks: hooks::Hooks,
 }
@@ -99,8 +101,20 @@ impl Shared {
             l.registrations_per_ip_burst,
             l.max_rate_limit_entries,
         );
+        let prekey_pops = PrekeyPopLimiter::new(
+            (
+                l.prekey_pops_per_pair_per_minute,
+                l.prekey_pops_per_pair_burst,
+            ),
+            (
+                l.prekey_pops_per_target_per_minute,
+                l.prekey_pops_per_target_burst,
+            ),
+            l.max_rate_limit_entries,
+        );
         Shared {
             registrations: std::sync::Mutex::new(registrations),
+            prekey_pops: std::sync::Mutex::new(prekey_pops),
             config,
             store,
             rooms: std::sync::Mutex::new(RoomPlane::new(RoomRegistry::new(limits))),
@@ -137,6 +151,13 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Locks the prekey pop limiter (recovered like the registration limiter).
+    pub(crate) fn prekey_pops(&self) -> std::sync::MutexGuard<'_, PrekeyPopLimiter> {
+        self.prekey_pops
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Locks the room plane. A poisoned lock (a panic while holding it, which the
     /// registry never does on input) is recovered: the registry's state is consistent
     /// between calls.
@@ -156,7 +177,10 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SfuError> {
-    serve(endpoint, store, config, hooks::Hooks::default(), shutdown).await
+    // `Hooks` is a unit struct only without the `adversary` feature.
+    #[allow(clippy::default_constructed_unit_structs)]
+    let hooks = hooks::Hooks::default();
+    serve(endpoint, store, config, hooks, shutdown).await
 }
 
 /// [`run`] with an [`hooks::Adversary`] attached: the same server, made hostile by the
