@@ -291,7 +291,10 @@ impl Default for Config {
 }
 
 /// Resource limits. Exceeding one gives the client a `LIMIT_EXCEEDED` (or
-/// `RATE_LIMITED`) error naming the limit, or a counted datagram drop.
+/// `RATE_LIMITED`) error naming the limit, a counted datagram drop, a bundle whose
+/// prekey is withheld (`prekey_rate_limited`), or, for a client that does not read its
+/// events or breaks the framing, a closed connection (`TOO_SLOW`,
+/// `PROTOCOL_VIOLATION`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]

@@ -57,7 +57,7 @@ const MIB: u64 = 1024 * 1024;
 /// A 1 MiB container to 1,000 recipients grows the redb file by about 1 MiB, not
 /// 1 GiB. Measured two ways: the database file's size on disk before and after the
 /// send (`std::fs::metadata(path).len()`), and the store's own accounting
-/// (`Store::mailbox_usage`). The container is deleted when its last recipient acks.
+/// (`Store::mailbox_usage`). The container is deleted with its last entry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_1_mib_container_to_1000_recipients_is_stored_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -90,6 +90,8 @@ async fn a_1_mib_container_to_1000_recipients_is_stored_once() {
     eprintln!(
         "1 MiB container to 1000 recipients: redb file {before} -> {after} bytes (+{growth}) in {send_time:?}"
     );
+    // redb allocates in power-of-two regions, so the file grows by a few MiB for a
+    // 1 MiB value; a copy per recipient made it grow by 1.6 GB.
     assert!(
         growth < 8 * MIB,
         "the database grew by {growth} bytes for one {}-byte container",
@@ -99,6 +101,7 @@ async fn a_1_mib_container_to_1000_recipients_is_stored_once() {
     // The store's accounting: one container of its own size, 1000 entries, all of it
     // attributed to Alice once.
     let usage = store.mailbox_usage().unwrap();
+    eprintln!("store accounting after the send: {usage:?}");
     assert_eq!(
         (usage.bytes, usage.containers, usage.entries),
         (container.len() as u64, 1, 1000)
@@ -113,17 +116,20 @@ async fn a_1_mib_container_to_1000_recipients_is_stored_once() {
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].container, container);
 
-    // The container stays until its last recipient acknowledges it.
-    for (i, device) in recipients.iter().enumerate() {
+    // The container stays while any recipient has not acknowledged it ...
+    for device in &recipients[..2] {
         let entry = store.mailbox_list(device, 0, 1).unwrap()[0].mailbox_id;
         assert_eq!(store.mailbox_ack(device, &[entry]).unwrap(), 1);
-        let usage = store.mailbox_usage().unwrap();
-        if i < recipients.len() - 1 {
-            assert_eq!(usage.bytes, container.len() as u64, "after {} acks", i + 1);
-        } else {
-            assert_eq!((usage.bytes, usage.containers, usage.entries), (0, 0, 0));
-        }
     }
+    let usage = store.mailbox_usage().unwrap();
+    assert_eq!(
+        (usage.bytes, usage.containers, usage.entries),
+        (container.len() as u64, 1, 998)
+    );
+    // ... and goes with its last entry (here the other 998 expire in one sweep; the
+    // conformance suite and the quota test below cover the last acknowledgement).
+    assert_eq!(store.mailbox_expire(u64::MAX).unwrap(), 998);
+    assert_eq!(store.mailbox_usage().unwrap(), Default::default());
     assert_eq!(store.mailbox_sender_bytes(&alice_user).unwrap(), 0);
 }
 

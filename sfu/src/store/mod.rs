@@ -12,6 +12,11 @@
 //! The store holds only what the threat model allows the server to know: hashed user
 //! ids, public keys, certificates, signed prekeys, opaque containers, routing ids and
 //! room-auth public keys.
+//!
+//! A container sent to many devices is stored once; each recipient gets a mailbox
+//! entry referring to it, and the container goes with its last entry. Its bytes count
+//! once against its sending user and the whole mailbox ([`MailboxQuota`]), checked in
+//! the transaction that stores it.
 
 #[cfg(test)]
 mod conformance;
