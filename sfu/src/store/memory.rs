@@ -325,7 +325,8 @@ impl Store for MemoryStore {
                 refs,
             },
         );
-        *state.sender_bytes.entry(*new.sender).or_default() += len;
+        let held = state.sender_bytes.entry(*new.sender).or_default();
+        *held = held.saturating_add(len);
         state.mailbox_bytes = state.mailbox_bytes.saturating_add(len);
         state.mailbox_entries = state.mailbox_entries.saturating_add(refs);
         Ok(results)

@@ -162,7 +162,7 @@ pub(super) fn store(
         .insert(container_id, encode_container_refs(&info).as_slice())
         .map_err(backend)?;
     sender_bytes
-        .insert(new.sender, stored + len)
+        .insert(new.sender, stored.saturating_add(len))
         .map_err(backend)?;
     meta.insert(NEXT_MAILBOX_ID_KEY, next_id).map_err(backend)?;
     add_meta(&mut meta, MAILBOX_BYTES_KEY, i128::from(len))?;

@@ -67,7 +67,7 @@ pub(super) fn v1_to_v2(txn: &WriteTransaction) -> Result<(), StoreError> {
             container_refs
                 .insert(entry.container_id, encode_container_refs(&info).as_slice())
                 .map_err(backend)?;
-            bytes += info.len;
+            bytes = bytes.saturating_add(info.len);
             stored += 1;
         } else {
             let info = container_refs
@@ -76,7 +76,7 @@ pub(super) fn v1_to_v2(txn: &WriteTransaction) -> Result<(), StoreError> {
                 .ok_or(StoreError::Corrupt("migrated container lost its record"))
                 .and_then(|row| decode_container_refs(row.value()))?;
             let info = ContainerRefs {
-                refs: info.refs + 1,
+                refs: info.refs.saturating_add(1),
                 ..info
             };
             container_refs
