@@ -1,8 +1,10 @@
 //! Security review H2: any registered user can pop a victim's one-time prekeys. Each
 //! pop leaves an orphaned private half in the victim's pool; once the pool was full,
 //! the victim stopped replenishing and could not be invited for up to 60 days. Here an
-//! attacker pops 5,000 of a victim's prekeys through a real SFU (with its request rate
-//! limit raised, so the attack is fast), and an invitation must still reach the victim.
+//! attacker pops 5,000 of a victim's prekeys through a real SFU, and an invitation must
+//! still reach the victim. The SFU's request and prekey-pop rate limits (the server's
+//! own defence) are lifted, so the test shows the client's defence alone: many
+//! attackers together could pop that many.
 
 #![allow(clippy::unwrap_used)]
 
@@ -21,6 +23,10 @@ async fn an_invite_reaches_a_victim_after_5000_of_its_prekeys_were_popped() {
     let mut config = sfu_config();
     config.limits.requests_per_second = 1_000_000;
     config.limits.request_burst = 1_000_000;
+    config.limits.prekey_pops_per_pair_burst = 1_000_000;
+    config.limits.prekey_pops_per_pair_per_minute = 1_000_000;
+    config.limits.prekey_pops_per_target_burst = 1_000_000;
+    config.limits.prekey_pops_per_target_per_minute = 1_000_000;
     let sfu = Sfu::start_configured(Arc::new(MemoryStore::new()), config).await;
     let (alice, victim, mallory) = (
         User::new("alice"),

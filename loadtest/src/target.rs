@@ -96,6 +96,10 @@ impl Target {
             .map_err(|e| LoadError::Setup(format!("SFU certificate: {e}")))?;
         let mut config = conclave_sfu::config::Config::default();
         config.metrics_listen = None;
+        // Every simulated participant registers from 127.0.0.1: lift the per-address
+        // registration limit (a defence against account floods, not load).
+        config.limits.registrations_per_ip_burst = u32::MAX;
+        config.limits.registrations_per_ip_per_hour = u32::MAX;
         let listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
         let sfu = {
             let _guard = runtime.enter();

@@ -68,10 +68,14 @@ impl Config {
     }
 }
 
+/// The smallest accepted `limits.max_frame_bytes_before_auth`: a `Register` frame
+/// (a certificate of at most 1 KiB, a key and a signature) must always fit.
+pub const MIN_FRAME_BYTES_BEFORE_AUTH: usize = 2048;
+
 impl Limits {
     fn validate(&self) -> Result<(), ConfigError> {
         let l = self;
-        let nonzero: [(&str, u64); 13] = [
+        let nonzero: [(&str, u64); 25] = [
             ("max_connections", l.max_connections as u64),
             (
                 "max_rooms_per_connection",
@@ -91,6 +95,42 @@ impl Limits {
             ("requests_per_second", u64::from(l.requests_per_second)),
             ("request_burst", u64::from(l.request_burst)),
             ("max_frame_bytes", l.max_frame_bytes as u64),
+            (
+                "max_frame_bytes_before_auth",
+                l.max_frame_bytes_before_auth as u64,
+            ),
+            ("max_queued_events", l.max_queued_events as u64),
+            ("max_queued_event_bytes", l.max_queued_event_bytes as u64),
+            (
+                "max_mailbox_bytes_per_sender",
+                l.max_mailbox_bytes_per_sender,
+            ),
+            ("max_mailbox_bytes", l.max_mailbox_bytes),
+            (
+                "registrations_per_ip_burst",
+                u64::from(l.registrations_per_ip_burst),
+            ),
+            (
+                "registrations_per_ip_per_hour",
+                u64::from(l.registrations_per_ip_per_hour),
+            ),
+            (
+                "prekey_pops_per_pair_burst",
+                u64::from(l.prekey_pops_per_pair_burst),
+            ),
+            (
+                "prekey_pops_per_pair_per_minute",
+                u64::from(l.prekey_pops_per_pair_per_minute),
+            ),
+            (
+                "prekey_pops_per_target_burst",
+                u64::from(l.prekey_pops_per_target_burst),
+            ),
+            (
+                "prekey_pops_per_target_per_minute",
+                u64::from(l.prekey_pops_per_target_per_minute),
+            ),
+            ("max_rate_limit_entries", l.max_rate_limit_entries as u64),
         ];
         for (name, value) in nonzero {
             if value == 0 {
@@ -122,6 +162,27 @@ impl Limits {
             return invalid(format!(
                 "limits.max_frame_bytes ({}) must be larger than limits.max_container_bytes ({}) so that a container fits in a control frame",
                 l.max_frame_bytes, l.max_container_bytes
+            ));
+        }
+        if !(MIN_FRAME_BYTES_BEFORE_AUTH..=l.max_frame_bytes)
+            .contains(&l.max_frame_bytes_before_auth)
+        {
+            return invalid(format!(
+                "limits.max_frame_bytes_before_auth must be {MIN_FRAME_BYTES_BEFORE_AUTH}..=limits.max_frame_bytes ({}) so that Register fits, got {}",
+                l.max_frame_bytes, l.max_frame_bytes_before_auth
+            ));
+        }
+        if u32::try_from(l.max_queued_event_bytes).is_err() {
+            return invalid(format!(
+                "limits.max_queued_event_bytes must be at most {}, got {}",
+                u32::MAX,
+                l.max_queued_event_bytes
+            ));
+        }
+        if l.max_mailbox_bytes_per_sender > l.max_mailbox_bytes {
+            return invalid(format!(
+                "limits.max_mailbox_bytes_per_sender ({}) must not exceed limits.max_mailbox_bytes ({})",
+                l.max_mailbox_bytes_per_sender, l.max_mailbox_bytes
             ));
         }
         if l.prekeys_low_threshold > l.max_prekeys_per_device {
@@ -231,7 +292,10 @@ impl Default for Config {
 }
 
 /// Resource limits. Exceeding one gives the client a `LIMIT_EXCEEDED` (or
-/// `RATE_LIMITED`) error naming the limit, or a counted datagram drop.
+/// `RATE_LIMITED`) error naming the limit, a counted datagram drop, a bundle whose
+/// prekey is withheld (`prekey_rate_limited`), or, for a client that does not read its
+/// events or breaks the framing, a closed connection (`TOO_SLOW`,
+/// `PROTOCOL_VIOLATION`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
@@ -266,6 +330,45 @@ pub struct Limits {
     pub max_datagram_bytes: usize,
     /// Largest control frame, bytes.
     pub max_frame_bytes: usize,
+    /// Largest control frame before the connection has authenticated, bytes. `Hello`,
+    /// `Register` and `Authenticate` need well under 2 KiB. A larger announced frame
+    /// closes the connection (protocol violation) before anything is allocated for it.
+    pub max_frame_bytes_before_auth: usize,
+    /// Frames queued for one connection's control stream. A client that lets more
+    /// events pile up is disconnected (`TOO_SLOW`); it reconnects and fetches its
+    /// mailbox, where nothing was lost.
+    pub max_queued_events: usize,
+    /// Bytes of frames queued for one connection's control stream (the same rule in
+    /// bytes: a client that does not read is cut once this much waits for it). At most
+    /// 4294967295.
+    pub max_queued_event_bytes: usize,
+    /// Bytes of stored containers attributed to one sending user (all its devices).
+    /// A container counts once, however many recipients it has, until its last
+    /// recipient acknowledges it or it expires. A send above it is refused with
+    /// `LIMIT_EXCEEDED`.
+    pub max_mailbox_bytes_per_sender: u64,
+    /// Bytes of all stored containers, each counted once. A send above it is refused
+    /// with `LIMIT_EXCEEDED` until recipients fetch their mail or entries expire.
+    pub max_mailbox_bytes: u64,
+    /// Registrations one source address (an IPv4 address or an IPv6 /64) may make at
+    /// once (token-bucket burst); beyond it `Register` is refused with `RATE_LIMITED`.
+    pub registrations_per_ip_burst: u32,
+    /// Registrations one source address regains per hour after its burst.
+    pub registrations_per_ip_per_hour: u32,
+    /// Prekeys one device may pop of one other device at once (token-bucket burst).
+    /// Beyond it the bundle of that device comes back without a prekey and with
+    /// `prekey_rate_limited` set; the rest of the fetch is served.
+    pub prekey_pops_per_pair_burst: u32,
+    /// Prekeys one device regains per minute for one other device after its burst.
+    pub prekey_pops_per_pair_per_minute: u32,
+    /// Prekeys all requesters together may pop of one device at once (burst).
+    pub prekey_pops_per_target_burst: u32,
+    /// Prekeys of one device all requesters together regain per minute.
+    pub prekey_pops_per_target_per_minute: u32,
+    /// Entries each keyed rate-limit table (prekey pairs, prekey targets, registering
+    /// addresses) holds. Entries whose bucket has refilled are dropped first (that
+    /// loses nothing), then the least recently used ones.
+    pub max_rate_limit_entries: usize,
 }
 
 impl Default for Limits {
@@ -286,6 +389,18 @@ impl Default for Limits {
             request_burst: 200,
             max_datagram_bytes: conclave_proto::limits::MAX_DATAGRAM_BYTES,
             max_frame_bytes: 2 * 1024 * 1024,
+            max_frame_bytes_before_auth: 8 * 1024,
+            max_queued_events: 1024,
+            max_queued_event_bytes: 4 * 1024 * 1024,
+            max_mailbox_bytes_per_sender: 64 * 1024 * 1024,
+            max_mailbox_bytes: 8 * 1024 * 1024 * 1024,
+            registrations_per_ip_burst: 20,
+            registrations_per_ip_per_hour: 60,
+            prekey_pops_per_pair_burst: 100,
+            prekey_pops_per_pair_per_minute: 60,
+            prekey_pops_per_target_burst: 1000,
+            prekey_pops_per_target_per_minute: 100,
+            max_rate_limit_entries: 100_000,
         }
     }
 }
@@ -417,6 +532,60 @@ mod tests {
         );
         check(|c| c.timing.rotation_grace_ms = 0, "rotation_grace_ms");
         check(|c| c.timing.idle_timeout_secs = 0, "idle_timeout_secs");
+        check(
+            |c| c.limits.max_frame_bytes_before_auth = 1024,
+            "max_frame_bytes_before_auth",
+        );
+        check(
+            |c| c.limits.max_frame_bytes_before_auth = c.limits.max_frame_bytes + 1,
+            "max_frame_bytes_before_auth",
+        );
+        check(|c| c.limits.max_queued_events = 0, "max_queued_events");
+        check(
+            |c| c.limits.max_queued_event_bytes = 0,
+            "max_queued_event_bytes",
+        );
+        check(
+            |c| c.limits.max_queued_event_bytes = 1 << 33,
+            "max_queued_event_bytes",
+        );
+        check(
+            |c| c.limits.max_mailbox_bytes_per_sender = 0,
+            "max_mailbox_bytes_per_sender",
+        );
+        check(|c| c.limits.max_mailbox_bytes = 0, "max_mailbox_bytes");
+        check(
+            |c| c.limits.max_mailbox_bytes_per_sender = c.limits.max_mailbox_bytes + 1,
+            "max_mailbox_bytes_per_sender",
+        );
+        check(
+            |c| c.limits.registrations_per_ip_burst = 0,
+            "registrations_per_ip_burst",
+        );
+        check(
+            |c| c.limits.registrations_per_ip_per_hour = 0,
+            "registrations_per_ip_per_hour",
+        );
+        check(
+            |c| c.limits.prekey_pops_per_pair_burst = 0,
+            "prekey_pops_per_pair_burst",
+        );
+        check(
+            |c| c.limits.prekey_pops_per_pair_per_minute = 0,
+            "prekey_pops_per_pair_per_minute",
+        );
+        check(
+            |c| c.limits.prekey_pops_per_target_burst = 0,
+            "prekey_pops_per_target_burst",
+        );
+        check(
+            |c| c.limits.prekey_pops_per_target_per_minute = 0,
+            "prekey_pops_per_target_per_minute",
+        );
+        check(
+            |c| c.limits.max_rate_limit_entries = 0,
+            "max_rate_limit_entries",
+        );
         check(|c| c.cert = Some("c.pem".into()), "key");
         check(|c| c.key = Some("k.pem".into()), "cert");
     }

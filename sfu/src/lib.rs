@@ -32,10 +32,15 @@
 //!
 //! ## Invariants
 //! * Nothing a peer sends can panic the server: frames are length-checked before
-//!   allocation ([`config::Limits::max_frame_bytes`]), protobuf decode errors become
-//!   `BAD_REQUEST` answers, malformed datagrams become counted drops
-//!   ([`telemetry::DropReason`]).
-//! * Every length, count and queue is bounded by a [`config::Limits`] field.
+//!   anything is read ([`config::Limits::max_frame_bytes_before_auth`] until the device
+//!   has authenticated, [`config::Limits::max_frame_bytes`] after) and their buffer
+//!   grows only with the bytes received; protobuf decode errors become `BAD_REQUEST`
+//!   answers, malformed datagrams become counted drops ([`telemetry::DropReason`]).
+//! * Every length, count and queue is bounded by a [`config::Limits`] field: a
+//!   connection's event queue in frames and in bytes, the mailbox per device, per
+//!   sending user and in total (a container is stored once, whatever its number of
+//!   recipients), registrations per source address and prekey pops per requester and
+//!   target.
 //! * A datagram reaches only the other members of the room its sender proved
 //!   membership of, with the sender slot the server assigned (clients cannot spoof it).
 //! * A member that does not prove a new epoch within the grace window loses routing.

@@ -32,7 +32,8 @@ pub const DATAGRAMS_OUT: &str = "conclave_datagrams_forwarded_total";
 pub const BYTES_OUT: &str = "conclave_datagram_bytes_forwarded_total";
 /// Datagrams dropped, label `reason` (counter).
 pub const DATAGRAMS_DROPPED: &str = "conclave_datagrams_dropped_total";
-/// Containers stored in mailboxes, one per recipient (counter).
+/// Mailbox entries stored, one per recipient (the container itself is stored once)
+/// (counter).
 pub const CONTAINERS_STORED: &str = "conclave_containers_stored_total";
 /// Containers pushed to a connected device (counter).
 pub const CONTAINERS_DELIVERED: &str = "conclave_containers_delivered_total";
@@ -40,6 +41,19 @@ pub const CONTAINERS_DELIVERED: &str = "conclave_containers_delivered_total";
 pub const CONTAINERS_ACKED: &str = "conclave_containers_acked_total";
 /// Containers deleted by the ttl sweep (counter).
 pub const CONTAINERS_EXPIRED: &str = "conclave_containers_expired_total";
+/// Sends refused whole by a mailbox byte limit, label `reason`: `sender_quota` or
+/// `budget` (counter).
+pub const MAILBOX_REFUSED: &str = "conclave_mailbox_refused_total";
+/// Bytes of stored containers, each counted once; set by the sweep (gauge).
+pub const MAILBOX_BYTES: &str = "conclave_mailbox_bytes";
+/// Registrations refused by the per-address rate limit (counter).
+pub const REGISTRATIONS_RATE_LIMITED: &str = "conclave_registrations_rate_limited_total";
+/// Prekeys withheld by the pop rate limit, label `scope`: `pair` (this requester and
+/// target) or `target` (all requesters of this target) (counter).
+pub const PREKEYS_RATE_LIMITED: &str = "conclave_prekeys_rate_limited_total";
+/// Connections cut for not reading their events, label `bound`: `frames` or `bytes`
+/// (counter).
+pub const SLOW_CLIENTS_CUT: &str = "conclave_slow_clients_cut_total";
 /// Prekeys handed out (counter).
 pub const PREKEYS_SERVED: &str = "conclave_prekeys_served_total";
 /// Bundle requests for a device with no prekey left (counter).
@@ -238,7 +252,7 @@ pub fn describe() {
     describe_counter!(DATAGRAMS_DROPPED, "Media datagrams dropped, by reason.");
     describe_counter!(
         CONTAINERS_STORED,
-        "Containers stored in mailboxes (per recipient)."
+        "Mailbox entries stored (one per recipient; the container itself once)."
     );
     describe_counter!(
         CONTAINERS_DELIVERED,
@@ -246,6 +260,26 @@ pub fn describe() {
     );
     describe_counter!(CONTAINERS_ACKED, "Containers acknowledged and deleted.");
     describe_counter!(CONTAINERS_EXPIRED, "Containers deleted by the ttl sweep.");
+    describe_counter!(
+        MAILBOX_REFUSED,
+        "Sends refused by a mailbox byte limit, by reason (sender_quota, budget)."
+    );
+    describe_gauge!(
+        MAILBOX_BYTES,
+        "Bytes of stored containers, each counted once (updated by the sweep)."
+    );
+    describe_counter!(
+        REGISTRATIONS_RATE_LIMITED,
+        "Registrations refused by the per-address rate limit."
+    );
+    describe_counter!(
+        PREKEYS_RATE_LIMITED,
+        "Prekeys withheld by the pop rate limit, by scope (pair, target)."
+    );
+    describe_counter!(
+        SLOW_CLIENTS_CUT,
+        "Connections cut for not reading their events, by bound (frames, bytes)."
+    );
     describe_counter!(PREKEYS_SERVED, "One-time prekeys handed out.");
     describe_counter!(
         PREKEYS_EXHAUSTED,

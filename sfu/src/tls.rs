@@ -23,6 +23,7 @@ use rustls::sign::CertifiedKey;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Limits, Timing};
+use conclave_proto::frame::PREFIX_LEN;
 
 /// The ALPN protocol identifier of the Conclave control and media protocol.
 pub use conclave_proto::frame::ALPN;
@@ -281,6 +282,25 @@ pub fn server_config(
     Ok(config)
 }
 
+/// The QUIC receive window of an authenticated connection: a whole control frame
+/// (plus its length prefix) may be in flight.
+pub(crate) fn control_receive_window(max_frame_bytes: usize) -> quinn::VarInt {
+    let window = u64::try_from(max_frame_bytes)
+        .unwrap_or(u64::MAX)
+        .saturating_add(64 * 1024);
+    quinn::VarInt::from_u64(window).unwrap_or(quinn::VarInt::MAX)
+}
+
+/// The connection-level QUIC receive window before authentication: two frames of the
+/// pre-authentication size (with their prefixes).
+fn control_receive_window_before_auth(max_frame_bytes_before_auth: usize) -> quinn::VarInt {
+    let window = u64::try_from(max_frame_bytes_before_auth)
+        .unwrap_or(u64::MAX)
+        .saturating_add(PREFIX_LEN as u64)
+        .saturating_mul(2);
+    quinn::VarInt::from_u64(window).unwrap_or(quinn::VarInt::MAX)
+}
+
 /// Transport parameters shared by every connection.
 fn transport_config(timing: &Timing, limits: &Limits) -> Result<quinn::TransportConfig, TlsError> {
     let idle = Duration::from_secs(timing.idle_timeout_secs);
@@ -290,11 +310,12 @@ fn transport_config(timing: &Timing, limits: &Limits) -> Result<quinn::Transport
             timing.idle_timeout_secs
         ))
     })?;
-    // One control stream: let a whole frame (plus its length prefix) be in flight.
-    let window = u64::try_from(limits.max_frame_bytes)
-        .unwrap_or(u64::MAX)
-        .saturating_add(64 * 1024);
-    let window = quinn::VarInt::from_u64(window).unwrap_or(quinn::VarInt::MAX);
+    // One control stream: let a whole frame (plus its length prefix) be in flight,
+    // once authenticated. Until then the connection's window holds only two
+    // pre-authentication frames, so an unauthenticated client cannot make quinn
+    // buffer more; the session opens it when the device authenticates.
+    let window = control_receive_window(limits.max_frame_bytes);
+    let before_auth = control_receive_window_before_auth(limits.max_frame_bytes_before_auth);
 
     let mut transport = quinn::TransportConfig::default();
     transport
@@ -302,7 +323,7 @@ fn transport_config(timing: &Timing, limits: &Limits) -> Result<quinn::Transport
         .max_concurrent_bidi_streams(1u32.into())
         .max_concurrent_uni_streams(0u32.into())
         .stream_receive_window(window)
-        .receive_window(window)
+        .receive_window(before_auth)
         .datagram_receive_buffer_size(Some(DATAGRAM_BUFFER_BYTES))
         .datagram_send_buffer_size(DATAGRAM_BUFFER_BYTES);
     Ok(transport)

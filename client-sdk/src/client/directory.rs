@@ -440,6 +440,7 @@ mod tests {
                 certificate: Some(cert),
                 prekeys_exhausted: prekey.is_none(),
                 prekey,
+                ..Default::default()
             }],
         }
     }

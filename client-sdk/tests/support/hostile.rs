@@ -60,6 +60,7 @@ impl Forged {
             certificate: Some(self.device.certificate().clone()),
             prekey: Some(prekey),
             prekeys_exhausted: false,
+            ..Default::default()
         }
     }
 

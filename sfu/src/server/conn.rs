@@ -4,11 +4,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use conclave_proto::Message;
 use conclave_proto::frame::{self, FrameError, PREFIX_LEN, TLS_EXPORTER_LABEL, TLS_EXPORTER_LEN};
 use conclave_proto::v1::{self, ServerFrame, server_frame};
 use metrics::{counter, gauge};
 use rand_core::{OsRng, RngCore};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, watch};
 use tracing::{debug, info, warn};
 
 use super::session::Session;
@@ -17,19 +18,15 @@ use crate::media::{ConnMedia, Forwarder};
 use crate::rooms::ConnId;
 use crate::telemetry::{self, MediaCounters};
 
-/// Frames queued for the control stream writer per connection. A client that lets
-/// more events pile up than this is disconnected (it can reconnect and fetch its
-/// mailbox) rather than making the server buffer without bound.
-const OUTBOUND_QUEUE: usize = 1024;
-
 /// Free send buffer below which video is dropped: half the configured buffer.
 const VIDEO_HEADROOM: usize = crate::DATAGRAM_SEND_BUFFER / 2;
 
 /// What the control stream writer sends.
 #[derive(Debug)]
 pub(crate) enum Outbound {
-    /// A frame.
-    Frame(ServerFrame),
+    /// A frame, holding its share of the connection's queued-bytes budget until it is
+    /// written (or dropped with the queue).
+    Frame(ServerFrame, OwnedSemaphorePermit),
     /// Everything before this was written: finish the stream.
     Finish,
 }
@@ -39,33 +36,92 @@ pub(crate) enum Outbound {
 pub(crate) struct ConnHandle {
     pub(crate) id: ConnId,
     pub(crate) connection: quinn::Connection,
+    /// Frames for the control stream writer, at most `max_queued_events`.
     pub(crate) outbound: mpsc::Sender<Outbound>,
+    /// Bytes of queued frames: `max_queued_event_bytes` permits, one per byte. A frame
+    /// larger than the whole budget takes all of it (it waits for an empty queue).
+    queued_bytes: Arc<Semaphore>,
+    max_queued_bytes: u32,
     pub(crate) media: ConnMedia<quinn::Connection>,
     /// The device, once authenticated.
     pub(crate) device: std::sync::OnceLock<crate::store::DeviceIdBytes>,
 }
 
+/// Why a connection's outbound queue refused a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Overflow {
+    Frames,
+    Bytes,
+}
+
 impl ConnHandle {
-    /// Queues an event without waiting. A full queue closes the connection.
+    /// Permits `frame` takes of the queued-bytes budget: its encoded size, capped at
+    /// the whole budget.
+    fn cost(&self, frame: &ServerFrame) -> u32 {
+        let len = frame.encoded_len().saturating_add(PREFIX_LEN);
+        u32::try_from(len)
+            .unwrap_or(u32::MAX)
+            .min(self.max_queued_bytes)
+    }
+
+    /// Reserves `frame`'s bytes, waiting until the writer has made room. `None` once
+    /// the connection is gone.
+    pub(crate) async fn reserve(&self, frame: &ServerFrame) -> Option<OwnedSemaphorePermit> {
+        let cost = self.cost(frame);
+        Arc::clone(&self.queued_bytes)
+            .acquire_many_owned(cost)
+            .await
+            .ok()
+    }
+
+    /// Queues an event without waiting. A queue over its frame or byte bound closes
+    /// the connection (`TOO_SLOW`): the client reconnects and fetches its mailbox.
     pub(crate) fn push_event(&self, event: v1::event::Event) -> bool {
         let frame = ServerFrame {
             kind: Some(server_frame::Kind::Event(v1::Event { event: Some(event) })),
         };
-        match self.outbound.try_send(Outbound::Frame(frame)) {
+        let cost = self.cost(&frame);
+        let permit = match Arc::clone(&self.queued_bytes).try_acquire_many_owned(cost) {
+            Ok(permit) => permit,
+            Err(TryAcquireError::NoPermits) => {
+                self.cut_slow_client(Overflow::Bytes);
+                return false;
+            }
+            Err(TryAcquireError::Closed) => return false,
+        };
+        match self.outbound.try_send(Outbound::Frame(frame, permit)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                warn!(
-                    conn = self.id,
-                    "control event queue full; disconnecting slow client"
-                );
-                self.connection.close(
-                    close_code::TOO_SLOW.into(),
-                    b"event queue overflow: reconnect and fetch your mailbox",
-                );
+                self.cut_slow_client(Overflow::Frames);
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    fn cut_slow_client(&self, overflow: Overflow) {
+        let (bound, reason): (&str, &[u8]) = match overflow {
+            Overflow::Frames => (
+                "frames",
+                b"event queue over max_queued_events: reconnect and fetch your mailbox",
+            ),
+            Overflow::Bytes => (
+                "bytes",
+                b"event queue over max_queued_event_bytes: reconnect and fetch your mailbox",
+            ),
+        };
+        warn!(
+            conn = self.id,
+            bound, "control event queue full; disconnecting slow client"
+        );
+        counter!(telemetry::SLOW_CLIENTS_CUT, "bound" => bound).increment(1);
+        self.connection.close(close_code::TOO_SLOW.into(), reason);
+    }
+
+    /// Lets the client send full-size frames: called once it has authenticated.
+    pub(crate) fn open_receive_window(&self, max_frame_bytes: usize) {
+        self.connection
+            .set_receive_window(crate::tls::control_receive_window(max_frame_bytes));
     }
 }
 
@@ -123,11 +179,18 @@ pub(crate) async fn serve(
     }
     let mut challenge = [0u8; 32];
     OsRng.fill_bytes(&mut challenge);
-    let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+    let limits = &shared.config.limits;
+    let (tx, rx) = mpsc::channel(limits.max_queued_events.max(1));
+    // Validated to fit in a u32 (the semaphore takes at most u32 permits at once).
+    let max_queued_bytes = u32::try_from(limits.max_queued_event_bytes)
+        .unwrap_or(u32::MAX)
+        .max(1);
     let handle = Arc::new(ConnHandle {
         id,
         connection: connection.clone(),
         outbound: tx.clone(),
+        queued_bytes: Arc::new(Semaphore::new(max_queued_bytes as usize)),
+        max_queued_bytes,
         media: ConnMedia::default(),
         device: std::sync::OnceLock::new(),
     });
@@ -188,9 +251,18 @@ async fn control(
         shared.hooks.clone(),
         Arc::clone(&session.conn),
     ));
-    let max = shared.config.limits.max_frame_bytes;
+    let limits = &shared.config.limits;
     let mut buf = Vec::new();
     loop {
+        // Until the device has authenticated only small frames are read (Hello,
+        // Register and Authenticate need little), so an unauthenticated connection
+        // cannot make the server hold a large buffer.
+        let authenticated = session.is_authenticated();
+        let max = if authenticated {
+            limits.max_frame_bytes
+        } else {
+            limits.max_frame_bytes_before_auth
+        };
         let read = tokio::select! {
             r = read_frame(&mut recv, max, &mut buf) => r,
             () = tokio::time::sleep_until(auth_deadline), if !session.is_authenticated() => {
@@ -218,13 +290,31 @@ async fn control(
                 continue;
             }
             Err(ReadFrameError::Frame(e)) => {
-                session.malformed(&e.to_string()).await;
+                let (message, reason): (String, &[u8]) = match e {
+                    FrameError::TooLarge { len, max } if !authenticated => (
+                        format!(
+                            "control frame of {len} bytes exceeds the {max}-byte limit before \
+                             authentication (max_frame_bytes_before_auth): send Hello, then \
+                             Register or Authenticate, before larger requests"
+                        ),
+                        b"control frame too large before authentication",
+                    ),
+                    FrameError::TooLarge { len, max } => (
+                        format!(
+                            "control frame of {len} bytes exceeds the {max}-byte limit \
+                             (max_frame_bytes)"
+                        ),
+                        b"control frame violates framing",
+                    ),
+                    e => (
+                        format!("undecodable control frame: {e}"),
+                        b"control frame violates framing",
+                    ),
+                };
+                session.refuse_frame(message).await;
                 let _ = session.finish().await;
                 let _ = tokio::time::timeout(Duration::from_millis(500), connection.closed()).await;
-                connection.close(
-                    close_code::PROTOCOL_VIOLATION.into(),
-                    b"control frame violates framing",
-                );
+                connection.close(close_code::PROTOCOL_VIOLATION.into(), reason);
                 break;
             }
             Err(ReadFrameError::Stream) => break,
@@ -251,6 +341,11 @@ enum ReadFrameError {
 }
 
 /// Reads one frame into `buf`; `Ok(false)` when the client finished the stream.
+///
+/// The announced length is checked against `max` before anything else, and the body
+/// is appended as its bytes arrive: the buffer grows with what was received (at most
+/// twice that, by `Vec`'s doubling), never to the announced length up front, so a
+/// client that announces a large frame and sends nothing costs nothing.
 async fn read_frame(
     recv: &mut quinn::RecvStream,
     max: usize,
@@ -264,10 +359,13 @@ async fn read_frame(
     }
     let len = frame::frame_len(prefix, max).map_err(ReadFrameError::Frame)?;
     buf.clear();
-    buf.resize(len, 0);
-    recv.read_exact(buf)
-        .await
-        .map_err(|_| ReadFrameError::Stream)?;
+    while buf.len() < len {
+        match recv.read_chunk(len - buf.len(), true).await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+            // Finished or reset in the middle of a frame.
+            Ok(None) | Err(_) => return Err(ReadFrameError::Stream),
+        }
+    }
     Ok(true)
 }
 
@@ -280,7 +378,8 @@ async fn write_frames(
 ) {
     while let Some(out) = rx.recv().await {
         match out {
-            Outbound::Frame(mut frame) => {
+            // The permit goes back once the frame is written (end of this arm).
+            Outbound::Frame(mut frame, _queued) => {
                 if !hooks.outbound(conn.device.get().copied(), &mut frame) {
                     continue;
                 }

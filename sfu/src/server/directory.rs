@@ -1,6 +1,13 @@
 //! Directory requests: prekey upload and bundle fetch.
+//!
+//! Popping prekeys is rate limited per (requesting device, target device) and per
+//! target device ([`crate::ratelimit::PrekeyPopLimiter`]), so that no one can drain a
+//! device's stock: a withheld prekey comes back as a bundle without prekey, marked
+//! `prekey_rate_limited` with a retry hint, and the rest of the answer is served.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
 
 use conclave_proto::Message;
 use conclave_proto::v1::{self, response};
@@ -10,6 +17,7 @@ use metrics::counter;
 
 use super::session::{After, Handled, Session, to_u32};
 use super::{RequestError, now_ms};
+use crate::ratelimit::PopRefused;
 use crate::store::{DeviceIdBytes, DeviceRecord, StoredPrekey, TakenPrekey, UserIdBytes};
 use crate::telemetry;
 
@@ -96,8 +104,10 @@ impl Session {
         }
         let now = now_ms();
         let certificates_only = r.certificates_only;
-        // One blocking task: read users and devices, then pop one prekey per device in a
-        // single transaction (no two fetchers get the same prekey).
+        let shared = Arc::clone(&self.shared);
+        // One blocking task: read users and devices, ask the pop limiter which devices
+        // may give up a prekey to this requester now, then pop one prekey of each of
+        // those in a single transaction (no two fetchers get the same prekey).
         let fetched = self
             .shared
             .blocking("bundle fetch", move |s| {
@@ -117,15 +127,26 @@ impl Session {
                     device_ids.extend(devices.iter().map(|d| d.device_id));
                     per_user.push((user, key, devices));
                 }
+                let mut withheld = HashMap::new();
                 let taken = if certificates_only {
                     Vec::new()
                 } else {
+                    let clock = Instant::now();
+                    let mut pops = shared.prekey_pops();
+                    device_ids.retain(|target| match pops.try_pop(&me, target, clock) {
+                        Ok(()) => true,
+                        Err(refused) => {
+                            withheld.insert(*target, refused);
+                            false
+                        }
+                    });
+                    drop(pops);
                     s.take_prekeys(&device_ids, now)?
                 };
-                Ok((per_user, taken))
+                Ok((per_user, taken, withheld))
             })
             .await?;
-        let (per_user, taken) = fetched;
+        let (per_user, taken, withheld) = fetched;
         let mut taken = taken.into_iter();
         let mut bundles = Vec::with_capacity(per_user.len());
         let mut low = Vec::new();
@@ -138,8 +159,23 @@ impl Session {
                 if certificates_only {
                     device_bundles.push(v1::DeviceBundle {
                         certificate: Some(certificate),
+                        ..Default::default()
+                    });
+                    continue;
+                }
+                if let Some(refused) = withheld.get(&device.device_id) {
+                    let scope = match refused {
+                        PopRefused::Pair(_) => "pair",
+                        PopRefused::Target(_) => "target",
+                    };
+                    counter!(telemetry::PREKEYS_RATE_LIMITED, "scope" => scope).increment(1);
+                    let wait = refused.retry_after().as_millis().saturating_add(1);
+                    device_bundles.push(v1::DeviceBundle {
+                        certificate: Some(certificate),
                         prekey: None,
                         prekeys_exhausted: false,
+                        prekey_rate_limited: true,
+                        prekey_retry_after_ms: u64::try_from(wait).unwrap_or(u64::MAX),
                     });
                     continue;
                 }
@@ -174,6 +210,8 @@ impl Session {
                     prekeys_exhausted: prekey.is_none(),
                     certificate: Some(certificate),
                     prekey,
+                    prekey_rate_limited: false,
+                    prekey_retry_after_ms: 0,
                 });
             }
             bundles.push(v1::UserBundle {

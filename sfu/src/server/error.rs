@@ -83,6 +83,14 @@ impl From<StoreError> for RequestError {
             e @ (StoreError::TooManyDevices { .. } | StoreError::TooManyPrekeys { .. }) => {
                 RequestError::limit(e.to_string())
             }
+            e @ StoreError::SenderQuota { .. } => RequestError::limit(format!(
+                "{e}; nothing was stored. The bytes come back as recipients acknowledge \
+                 (or their entries expire)"
+            )),
+            e @ StoreError::MailboxBudget { .. } => RequestError::limit(format!(
+                "{e}; nothing was stored. Retry later, once recipients have fetched \
+                 their mail"
+            )),
             StoreError::UnknownDevice => {
                 RequestError::new(ErrorCode::NotFound, "device is not registered")
             }

@@ -1,7 +1,9 @@
 //! Mailbox requests, delivery and the ttl sweep.
 //!
-//! Every container is stored durably for each recipient before the sender gets its
-//! answer, then pushed to recipients that are connected. Entries stay until the
+//! Every container is stored durably, once for all its recipients, before the sender
+//! gets its answer, then pushed to recipients that are connected. Its bytes count
+//! against the sender's quota and the global budget until its last recipient
+//! acknowledges it or it expires. Entries stay until the
 //! recipient acknowledges them or their ttl passes, so delivery is at least once;
 //! clients drop duplicates by container id (their replay cache).
 
@@ -11,13 +13,15 @@ use std::time::Duration;
 
 use conclave_proto::Message;
 use conclave_proto::v1::{self, DeliveryStatus, response};
-use metrics::counter;
+use metrics::{counter, gauge};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::session::{After, Handled, Session, short, to_u32};
 use super::{RequestError, Shared, now_ms};
-use crate::store::{DeviceIdBytes, MailboxEntry, MailboxPut};
+use crate::store::{
+    DeviceIdBytes, MailboxEntry, MailboxPut, MailboxQuota, NewContainer, StoreError,
+};
 use crate::telemetry;
 
 /// Mailbox entries pushed per store read when a device connects.
@@ -27,7 +31,8 @@ const MAX_ACK_IDS: usize = 1_000;
 
 impl Session {
     pub(super) async fn send_container(&mut self, r: v1::SendContainer) -> Handled {
-        let me = self.device()?.record.device_id;
+        let device = &self.device()?.record;
+        let (me, sender) = (device.device_id, device.user_id);
         let limits = &self.shared.config.limits;
         if r.container.len() > limits.max_container_bytes {
             return Err(RequestError::limit(format!(
@@ -63,7 +68,11 @@ impl Session {
             .mailbox_ttl_secs
             .saturating_mul(1000);
         let expires = now.saturating_add(ttl_ms.min(max_ttl));
-        let max_per_device = limits.max_mailbox_per_device;
+        let quota = MailboxQuota {
+            max_per_device: limits.max_mailbox_per_device,
+            max_sender_bytes: limits.max_mailbox_bytes_per_sender,
+            max_total_bytes: limits.max_mailbox_bytes,
+        };
         let container = r.container;
         let recipients: Vec<DeviceIdBytes> = recipients.into_iter().collect();
         let (stored, bytes) = self
@@ -78,7 +87,25 @@ impl Session {
                         results.push((*id, None));
                     }
                 }
-                let puts = s.mailbox_put(&known, &container, now, expires, max_per_device)?;
+                let new = NewContainer {
+                    sender: &sender,
+                    recipients: &known,
+                    container: &container,
+                    stored_at_ms: now,
+                    expires_at_ms: expires,
+                };
+                // Stored once for every recipient; the quotas are checked in the
+                // same transaction.
+                let puts = s.mailbox_store(&new, &quota).inspect_err(|e| match e {
+                    StoreError::SenderQuota { .. } => {
+                        counter!(telemetry::MAILBOX_REFUSED, "reason" => "sender_quota")
+                            .increment(1);
+                    }
+                    StoreError::MailboxBudget { .. } => {
+                        counter!(telemetry::MAILBOX_REFUSED, "reason" => "budget").increment(1);
+                    }
+                    _ => {}
+                })?;
                 results.extend(known.into_iter().zip(puts).map(|(id, put)| (id, Some(put))));
                 Ok((results, container))
             })
@@ -240,6 +267,15 @@ pub(super) async fn sweep_once(shared: &Arc<Shared>) {
             info!(expired = n, "mailbox sweep");
         }
         Err(e) => warn!(error = %e.message, "mailbox sweep failed"),
+    }
+    let usage = shared
+        .blocking("mailbox usage", |s| match s.mailbox_usage() {
+            Err(StoreError::Unsupported(_)) => Ok(None),
+            other => other.map(Some),
+        })
+        .await;
+    if let Ok(Some(usage)) = usage {
+        gauge!(telemetry::MAILBOX_BYTES).set(usage.bytes as f64);
     }
     let cutoff = now.saturating_sub(shared.config.timing.room_idle_ttl_secs.saturating_mul(1000));
     let live: BTreeSet<[u8; 32]> = shared.rooms().live_routing_ids();

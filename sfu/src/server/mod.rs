@@ -15,6 +15,7 @@ mod room_plane;
 mod session;
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,6 +28,7 @@ use tracing::{info, warn};
 pub use error::RequestError;
 
 use crate::config::Config;
+use crate::ratelimit::{KeyedLimiter, PrekeyPopLimiter};
 use crate::rooms::{ConnId, RoomLimits, RoomRegistry};
 use crate::store::{DeviceIdBytes, Store};
 use crate::telemetry;
@@ -78,6 +80,10 @@ pub(crate) struct Shared {
     pub(crate) online: DashMap<DeviceIdBytes, ConnId>,
     pub(crate) open_connections: AtomicUsize,
     next_conn: AtomicU64,
+    /// Registrations per source address ([`crate::ratelimit::source_key`]).
+    registrations: std::sync::Mutex<KeyedLimiter<IpAddr>>,
+    /// Prekey pops per (requester, target) and per target.
+    prekey_pops: std::sync::Mutex<PrekeyPopLimiter>,
     /// A test's adversary (feature `adversary`); nothing otherwise.
     pub(crate) hooks: hooks::Hooks,
 }
@@ -90,7 +96,26 @@ impl Shared {
             rotation_grace_ms: config.timing.rotation_grace_ms,
             succession_grace_ms: config.timing.leader_succession_ms,
         };
+        let l = &config.limits;
+        let registrations = KeyedLimiter::per_hour(
+            l.registrations_per_ip_per_hour,
+            l.registrations_per_ip_burst,
+            l.max_rate_limit_entries,
+        );
+        let prekey_pops = PrekeyPopLimiter::new(
+            (
+                l.prekey_pops_per_pair_per_minute,
+                l.prekey_pops_per_pair_burst,
+            ),
+            (
+                l.prekey_pops_per_target_per_minute,
+                l.prekey_pops_per_target_burst,
+            ),
+            l.max_rate_limit_entries,
+        );
         Shared {
+            registrations: std::sync::Mutex::new(registrations),
+            prekey_pops: std::sync::Mutex::new(prekey_pops),
             config,
             store,
             rooms: std::sync::Mutex::new(RoomPlane::new(RoomRegistry::new(limits))),
@@ -119,6 +144,21 @@ impl Shared {
         }
     }
 
+    /// Locks the registration limiter (its state is consistent between calls, so a
+    /// poisoned lock is recovered).
+    pub(crate) fn registrations(&self) -> std::sync::MutexGuard<'_, KeyedLimiter<IpAddr>> {
+        self.registrations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Locks the prekey pop limiter (recovered like the registration limiter).
+    pub(crate) fn prekey_pops(&self) -> std::sync::MutexGuard<'_, PrekeyPopLimiter> {
+        self.prekey_pops
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Locks the room plane. A poisoned lock (a panic while holding it, which the
     /// registry never does on input) is recovered: the registry's state is consistent
     /// between calls.
@@ -138,7 +178,10 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SfuError> {
-    serve(endpoint, store, config, hooks::Hooks::default(), shutdown).await
+    // `Hooks` is a unit struct only without the `adversary` feature.
+    #[allow(clippy::default_constructed_unit_structs)]
+    let hooks = hooks::Hooks::default();
+    serve(endpoint, store, config, hooks, shutdown).await
 }
 
 /// [`run`] with an [`hooks::Adversary`] attached: the same server, made hostile by the

@@ -17,7 +17,7 @@ use tracing::{debug, info};
 
 use super::conn::{ConnHandle, Outbound};
 use super::{RequestError, Shared, close_code, now_ms};
-use crate::ratelimit::TokenBucket;
+use crate::ratelimit::{TokenBucket, source_key};
 use crate::rooms::ConnId;
 use crate::store::{DeviceIdBytes, DeviceRecord, RegisterOutcome};
 use crate::telemetry;
@@ -102,9 +102,13 @@ impl Session {
         }
     }
 
-    /// Queues a frame for the writer (waits if the queue is full).
+    /// Queues a frame for the writer, waiting while the queue is full (in frames or
+    /// in bytes): the client's own requests and deliveries slow down with its reading.
     pub(crate) async fn send(&self, frame: v1::ServerFrame) {
-        let _ = self.tx.send(Outbound::Frame(frame)).await;
+        let Some(queued) = self.conn.reserve(&frame).await else {
+            return;
+        };
+        let _ = self.tx.send(Outbound::Frame(frame, queued)).await;
     }
 
     /// Queues an event for the writer (waits if the queue is full).
@@ -129,9 +133,16 @@ impl Session {
 
     /// Answers a frame that did not decode.
     pub(crate) async fn malformed(&self, why: &str) {
+        self.refuse_frame(format!("undecodable control frame: {why}"))
+            .await;
+    }
+
+    /// Answers a frame that cannot be served (under request id 0: it has none), with
+    /// `BAD_REQUEST` and `message`.
+    pub(crate) async fn refuse_frame(&self, message: String) {
         counter!(telemetry::CONTROL_REQUESTS, "kind" => "malformed", "outcome" => "bad_request")
             .increment(1);
-        let err = RequestError::bad_request(format!("undecodable control frame: {why}"));
+        let err = RequestError::bad_request(message);
         self.respond(0, response::Result::Error(err.to_proto()))
             .await;
     }
@@ -295,6 +306,7 @@ impl Session {
 
     async fn register(&mut self, r: v1::Register) -> Handled {
         self.require_greeted()?;
+        self.registration_allowed()?;
         let user_key = UserPublicKey::from_bytes(&r.user_public_key).map_err(|_| {
             RequestError::bad_request("user_public_key is not a 32-byte Ed25519 key")
         })?;
@@ -355,6 +367,42 @@ impl Session {
             }),
             After::DeliverMailbox { prekeys_held: held },
         ))
+    }
+
+    /// Takes a registration token of this connection's source address. Every
+    /// `Register` attempt costs one, before the signature checks, so a flood of
+    /// registrations (valid or not) from one address is cut off cheaply.
+    fn registration_allowed(&self) -> Result<(), RequestError> {
+        let source = source_key(self.conn.connection.remote_address().ip());
+        let taken = self
+            .shared
+            .registrations()
+            .try_take(&source, Instant::now());
+        let Err(wait) = taken else {
+            return Ok(());
+        };
+        counter!(telemetry::REGISTRATIONS_RATE_LIMITED).increment(1);
+        let limits = &self.shared.config.limits;
+        let retry_after_ms = u64::try_from(wait.as_millis().saturating_add(1))
+            .unwrap_or(u64::MAX)
+            .max(1);
+        info!(
+            conn = self.conn.id,
+            "registration refused: per-address rate limit"
+        );
+        let mut err = RequestError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "too many registrations from this network address: at most {} at once, then \
+                 {} per hour (registrations_per_ip_burst, registrations_per_ip_per_hour); \
+                 retry in {} s",
+                limits.registrations_per_ip_burst,
+                limits.registrations_per_ip_per_hour,
+                retry_after_ms.div_ceil(1000)
+            ),
+        );
+        err.retry_after_ms = retry_after_ms;
+        Err(err)
     }
 
     async fn authenticate(&mut self, r: v1::Authenticate) -> Handled {
@@ -431,6 +479,8 @@ impl Session {
             }
         }
         self.stage = Stage::Authenticated(Box::new(AuthedDevice { record, verified }));
+        self.conn
+            .open_receive_window(self.shared.config.limits.max_frame_bytes);
     }
 }
 

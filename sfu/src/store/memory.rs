@@ -10,9 +10,27 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 
 use super::{
-    DeviceIdBytes, DeviceRecord, MailboxEntry, MailboxPut, RegisterOutcome, RoomRecord,
-    RoutingIdBytes, Store, StoreError, StoredPrekey, TakenPrekey, UserIdBytes,
+    DeviceIdBytes, DeviceRecord, MailboxEntry, MailboxPut, MailboxQuota, MailboxUsage,
+    NewContainer, RegisterOutcome, RoomRecord, RoutingIdBytes, Store, StoreError, StoredPrekey,
+    TakenPrekey, UNATTRIBUTED_SENDER, UserIdBytes,
 };
+
+/// A mailbox entry: a reference to a stored container.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    container_id: u64,
+    stored_at_ms: u64,
+    expires_at_ms: u64,
+}
+
+/// A container stored once for all its recipients.
+#[derive(Debug)]
+struct StoredContainer {
+    bytes: Vec<u8>,
+    sender: UserIdBytes,
+    /// Entries referring to it; it is deleted when the last one goes.
+    refs: u64,
+}
 
 /// Everything the store holds.
 #[derive(Debug)]
@@ -26,7 +44,15 @@ struct State {
     /// Device id → prekey id → prekey. No empty inner maps.
     prekeys: BTreeMap<DeviceIdBytes, BTreeMap<u64, StoredPrekey>>,
     /// Device id → mailbox id → entry. No empty inner maps.
-    mailbox: BTreeMap<DeviceIdBytes, BTreeMap<u64, MailboxEntry>>,
+    mailbox: BTreeMap<DeviceIdBytes, BTreeMap<u64, Entry>>,
+    /// Container id (the id of its first entry) → container.
+    containers: BTreeMap<u64, StoredContainer>,
+    /// Sender → bytes of its stored containers. No zero values.
+    sender_bytes: BTreeMap<UserIdBytes, u64>,
+    /// Bytes of all stored containers.
+    mailbox_bytes: u64,
+    /// Entries in all mailboxes.
+    mailbox_entries: u64,
     /// The id the next mailbox entry gets.
     next_mailbox_id: u64,
     /// Routing id → room record.
@@ -41,6 +67,10 @@ impl Default for State {
             user_devices: BTreeSet::new(),
             prekeys: BTreeMap::new(),
             mailbox: BTreeMap::new(),
+            containers: BTreeMap::new(),
+            sender_bytes: BTreeMap::new(),
+            mailbox_bytes: 0,
+            mailbox_entries: 0,
             next_mailbox_id: 1,
             rooms: BTreeMap::new(),
         }
@@ -89,6 +119,32 @@ impl State {
             device_id: *device,
             prekey,
             remaining,
+        }
+    }
+}
+
+impl State {
+    /// Drops one entry's reference to its container, deleting the container (and
+    /// giving its bytes back) with the last one.
+    fn release(&mut self, entry: &Entry) {
+        self.mailbox_entries = self.mailbox_entries.saturating_sub(1);
+        let Some(container) = self.containers.get_mut(&entry.container_id) else {
+            return;
+        };
+        container.refs = container.refs.saturating_sub(1);
+        if container.refs > 0 {
+            return;
+        }
+        let Some(container) = self.containers.remove(&entry.container_id) else {
+            return;
+        };
+        let len = container.bytes.len() as u64;
+        self.mailbox_bytes = self.mailbox_bytes.saturating_sub(len);
+        if let Some(held) = self.sender_bytes.get_mut(&container.sender) {
+            *held = held.saturating_sub(len);
+            if *held == 0 {
+                self.sender_bytes.remove(&container.sender);
+            }
         }
     }
 }
@@ -196,33 +252,63 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    fn mailbox_put(
+    fn mailbox_store(
         &self,
-        recipients: &[DeviceIdBytes],
-        container: &[u8],
-        stored_at_ms: u64,
-        expires_at_ms: u64,
-        max_per_device: usize,
+        new: &NewContainer<'_>,
+        quota: &MailboxQuota,
     ) -> Result<Vec<MailboxPut>, StoreError> {
         let mut state = self.lock();
-        let needed = u64::try_from(recipients.len()).unwrap_or(u64::MAX);
+        let needed = u64::try_from(new.recipients.len()).unwrap_or(u64::MAX);
         if state.next_mailbox_id.checked_add(needed).is_none() {
             return Err(StoreError::Corrupt("mailbox ids exhausted"));
         }
-        let mut results = Vec::with_capacity(recipients.len());
-        for device in recipients {
-            if state.mailbox.get(device).map_or(0, BTreeMap::len) >= max_per_device {
+        // Decide every recipient first (a device listed twice fills up within the
+        // call), so that a refusal below leaves nothing behind.
+        let mut added: BTreeMap<DeviceIdBytes, usize> = BTreeMap::new();
+        let mut room = Vec::with_capacity(new.recipients.len());
+        for device in new.recipients {
+            let held = state.mailbox.get(device).map_or(0, BTreeMap::len);
+            let adding = added.entry(*device).or_default();
+            let fits = held.saturating_add(*adding) < quota.max_per_device;
+            if fits {
+                *adding += 1;
+            }
+            room.push(fits);
+        }
+        let refs = room.iter().filter(|fits| **fits).count() as u64;
+        if refs == 0 {
+            return Ok(vec![MailboxPut::Full; new.recipients.len()]);
+        }
+        let len = new.container.len() as u64;
+        let stored = state.sender_bytes.get(new.sender).copied().unwrap_or(0);
+        if stored.saturating_add(len) > quota.max_sender_bytes {
+            return Err(StoreError::SenderQuota {
+                stored,
+                adding: len,
+                limit: quota.max_sender_bytes,
+            });
+        }
+        if state.mailbox_bytes.saturating_add(len) > quota.max_total_bytes {
+            return Err(StoreError::MailboxBudget {
+                stored: state.mailbox_bytes,
+                adding: len,
+                limit: quota.max_total_bytes,
+            });
+        }
+        let container_id = state.next_mailbox_id;
+        let mut results = Vec::with_capacity(new.recipients.len());
+        for (device, fits) in new.recipients.iter().zip(room) {
+            if !fits {
                 results.push(MailboxPut::Full);
                 continue;
             }
             let mailbox_id = state.next_mailbox_id;
             // Cannot overflow: checked against all recipients above.
             state.next_mailbox_id = mailbox_id.saturating_add(1);
-            let entry = MailboxEntry {
-                mailbox_id,
-                container: container.to_vec(),
-                stored_at_ms,
-                expires_at_ms,
+            let entry = Entry {
+                container_id,
+                stored_at_ms: new.stored_at_ms,
+                expires_at_ms: new.expires_at_ms,
             };
             state
                 .mailbox
@@ -231,7 +317,37 @@ impl Store for MemoryStore {
                 .insert(mailbox_id, entry);
             results.push(MailboxPut::Stored { mailbox_id });
         }
+        state.containers.insert(
+            container_id,
+            StoredContainer {
+                bytes: new.container.to_vec(),
+                sender: *new.sender,
+                refs,
+            },
+        );
+        let held = state.sender_bytes.entry(*new.sender).or_default();
+        *held = held.saturating_add(len);
+        state.mailbox_bytes = state.mailbox_bytes.saturating_add(len);
+        state.mailbox_entries = state.mailbox_entries.saturating_add(refs);
         Ok(results)
+    }
+
+    fn mailbox_put(
+        &self,
+        recipients: &[DeviceIdBytes],
+        container: &[u8],
+        stored_at_ms: u64,
+        expires_at_ms: u64,
+        max_per_device: usize,
+    ) -> Result<Vec<MailboxPut>, StoreError> {
+        let new = NewContainer {
+            sender: &UNATTRIBUTED_SENDER,
+            recipients,
+            container,
+            stored_at_ms,
+            expires_at_ms,
+        };
+        self.mailbox_store(&new, &MailboxQuota::entries_only(max_per_device))
     }
 
     fn mailbox_list(
@@ -245,11 +361,22 @@ impl Store for MemoryStore {
         else {
             return Ok(Vec::new());
         };
-        Ok(entries
+        entries
             .range(first..)
             .take(limit)
-            .map(|(_, entry)| entry.clone())
-            .collect())
+            .map(|(mailbox_id, entry)| {
+                let container = state
+                    .containers
+                    .get(&entry.container_id)
+                    .ok_or(StoreError::Corrupt("mailbox entry without its container"))?;
+                Ok(MailboxEntry {
+                    mailbox_id: *mailbox_id,
+                    container: container.bytes.clone(),
+                    stored_at_ms: entry.stored_at_ms,
+                    expires_at_ms: entry.expires_at_ms,
+                })
+            })
+            .collect()
     }
 
     fn mailbox_count(&self, device_id: &DeviceIdBytes) -> Result<usize, StoreError> {
@@ -265,26 +392,49 @@ impl Store for MemoryStore {
         let Some(entries) = state.mailbox.get_mut(device_id) else {
             return Ok(0);
         };
-        let deleted = mailbox_ids
+        let removed: Vec<Entry> = mailbox_ids
             .iter()
-            .filter(|id| entries.remove(id).is_some())
-            .count();
+            .filter_map(|id| entries.remove(id))
+            .collect();
         if entries.is_empty() {
             state.mailbox.remove(device_id);
         }
-        Ok(deleted)
+        for entry in &removed {
+            state.release(entry);
+        }
+        Ok(removed.len())
     }
 
     fn mailbox_expire(&self, now_ms: u64) -> Result<usize, StoreError> {
         let mut state = self.lock();
-        let mut deleted = 0;
+        let mut expired = Vec::new();
         state.mailbox.retain(|_, entries| {
-            let before = entries.len();
-            entries.retain(|_, entry| entry.expires_at_ms > now_ms);
-            deleted += before - entries.len();
+            entries.retain(|_, entry| {
+                let keep = entry.expires_at_ms > now_ms;
+                if !keep {
+                    expired.push(*entry);
+                }
+                keep
+            });
             !entries.is_empty()
         });
-        Ok(deleted)
+        for entry in &expired {
+            state.release(entry);
+        }
+        Ok(expired.len())
+    }
+
+    fn mailbox_usage(&self) -> Result<MailboxUsage, StoreError> {
+        let state = self.lock();
+        Ok(MailboxUsage {
+            bytes: state.mailbox_bytes,
+            containers: state.containers.len() as u64,
+            entries: state.mailbox_entries,
+        })
+    }
+
+    fn mailbox_sender_bytes(&self, sender: &UserIdBytes) -> Result<u64, StoreError> {
+        Ok(self.lock().sender_bytes.get(sender).copied().unwrap_or(0))
     }
 
     fn room(&self, routing_id: &RoutingIdBytes) -> Result<Option<RoomRecord>, StoreError> {

@@ -12,6 +12,11 @@
 //! The store holds only what the threat model allows the server to know: hashed user
 //! ids, public keys, certificates, signed prekeys, opaque containers, routing ids and
 //! room-auth public keys.
+//!
+//! A container sent to many devices is stored once; each recipient gets a mailbox
+//! entry referring to it, and the container goes with its last entry. Its bytes count
+//! once against its sending user and the whole mailbox ([`MailboxQuota`]), checked in
+//! the transaction that stores it.
 
 #[cfg(test)]
 mod conformance;
@@ -85,7 +90,51 @@ pub struct MailboxEntry {
     pub expires_at_ms: u64,
 }
 
-/// What happened to one recipient of [`Store::mailbox_put`].
+/// A container to store for its recipients ([`Store::mailbox_store`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NewContainer<'a> {
+    /// The sending user: the container's bytes count against its quota.
+    pub sender: &'a UserIdBytes,
+    /// Registered recipient devices (the caller checks); a device listed twice gets
+    /// two entries.
+    pub recipients: &'a [DeviceIdBytes],
+    /// The serialized container, stored once for all recipients.
+    pub container: &'a [u8],
+    /// When the server stored it.
+    pub stored_at_ms: u64,
+    /// When the sweep deletes its entries.
+    pub expires_at_ms: u64,
+}
+
+/// Limits [`Store::mailbox_store`] checks inside its transaction, so that concurrent
+/// sends cannot overshoot them together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailboxQuota {
+    /// Entries one device may have waiting; a recipient at the limit gets `Full`.
+    pub max_per_device: usize,
+    /// Bytes of stored containers attributed to one sender.
+    pub max_sender_bytes: u64,
+    /// Bytes of all stored containers.
+    pub max_total_bytes: u64,
+}
+
+impl MailboxQuota {
+    /// Only the per-device entry limit; no byte limits.
+    #[must_use]
+    pub const fn entries_only(max_per_device: usize) -> Self {
+        MailboxQuota {
+            max_per_device,
+            max_sender_bytes: u64::MAX,
+            max_total_bytes: u64::MAX,
+        }
+    }
+}
+
+/// The sender attributed to containers stored through [`Store::mailbox_put`], which
+/// names none, and to containers migrated from a database that did not record them.
+pub const UNATTRIBUTED_SENDER: UserIdBytes = [0; 32];
+
+/// What happened to one recipient of [`Store::mailbox_store`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MailboxPut {
     /// Stored under this id.
@@ -99,6 +148,17 @@ pub enum MailboxPut {
 
 /// Most devices a room record names as key leader and successors.
 pub const MAX_ROOM_LEADERS: usize = 4;
+
+/// What the mailbox holds, each container counted once (see [`Store::mailbox_usage`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MailboxUsage {
+    /// Bytes of stored containers (each stored once, however many recipients).
+    pub bytes: u64,
+    /// Stored containers.
+    pub containers: u64,
+    /// Entries (one per recipient of each container still waiting).
+    pub entries: u64,
+}
 
 /// The durable record of a room.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,9 +201,52 @@ pub enum StoreError {
         /// The limit.
         limit: usize,
     },
+    /// Storing the container would take its sender above its byte quota; nothing was
+    /// stored.
+    #[error(
+        "this user's stored containers hold {stored} bytes; {adding} more would exceed \
+         {limit} (max_mailbox_bytes_per_sender)"
+    )]
+    SenderQuota {
+        /// Bytes the sender has stored.
+        stored: u64,
+        /// Size of the refused container.
+        adding: u64,
+        /// The quota.
+        limit: u64,
+    },
+    /// Storing the container would take the whole mailbox above its byte budget;
+    /// nothing was stored.
+    #[error(
+        "the server's mailbox holds {stored} bytes; {adding} more would exceed {limit} \
+         (max_mailbox_bytes)"
+    )]
+    MailboxBudget {
+        /// Bytes stored in all.
+        stored: u64,
+        /// Size of the refused container.
+        adding: u64,
+        /// The budget.
+        limit: u64,
+    },
     /// The device is not registered.
     #[error("unknown device")]
     UnknownDevice,
+    /// The backend does not implement this operation (a test wrapper that predates it).
+    #[error("the store does not support {0}")]
+    Unsupported(&'static str),
+    /// The database file has a layout this version cannot read (written by a newer
+    /// server, or an older one this version cannot migrate).
+    #[error(
+        "the database has schema version {found}; this server reads version {supported} \
+         (and migrates older versions it knows)"
+    )]
+    UnsupportedSchema {
+        /// The version in the file.
+        found: u64,
+        /// The version this code writes.
+        supported: u64,
+    },
     /// Stored bytes failed to decode: the database is corrupt or from another version.
     #[error("corrupt store record: {0}")]
     Corrupt(&'static str),
@@ -208,9 +311,33 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
     ) -> Result<Vec<TakenPrekey>, StoreError>;
 
-    /// Stores `container` for every recipient in one transaction, each under a new id.
-    /// A recipient already holding `max_per_device` entries gets `Full`. Recipients
-    /// must be registered devices (the caller checks). One result per recipient, in order.
+    /// Stores a container once and gives every recipient an entry referring to it, in
+    /// one transaction, each entry under a new id. A recipient already holding
+    /// `quota.max_per_device` entries gets `Full`. If at least one entry is stored, the
+    /// container's bytes count once against its sender (`SenderQuota` if that would
+    /// exceed `quota.max_sender_bytes`) and against the whole mailbox (`MailboxBudget`
+    /// above `quota.max_total_bytes`); refused, nothing is stored. The container is
+    /// deleted with its last entry (acknowledged or expired), which gives its bytes
+    /// back. One result per recipient, in order.
+    ///
+    /// Every backend must implement this. The default, for wrappers written before it
+    /// existed, forwards to [`Store::mailbox_put`] and enforces no byte limit.
+    fn mailbox_store(
+        &self,
+        new: &NewContainer<'_>,
+        quota: &MailboxQuota,
+    ) -> Result<Vec<MailboxPut>, StoreError> {
+        self.mailbox_put(
+            new.recipients,
+            new.container,
+            new.stored_at_ms,
+            new.expires_at_ms,
+            quota.max_per_device,
+        )
+    }
+
+    /// [`Store::mailbox_store`] for the [`UNATTRIBUTED_SENDER`] with only the
+    /// per-device entry limit (no byte limits).
     fn mailbox_put(
         &self,
         recipients: &[DeviceIdBytes],
@@ -241,6 +368,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes every entry with `expires_at_ms <= now_ms`; returns how many.
     fn mailbox_expire(&self, now_ms: u64) -> Result<usize, StoreError>;
+
+    /// What the mailbox holds: bytes and number of stored containers (each once) and
+    /// of entries.
+    fn mailbox_usage(&self) -> Result<MailboxUsage, StoreError> {
+        Err(StoreError::Unsupported("mailbox_usage"))
+    }
+
+    /// Bytes of stored containers attributed to `sender` (each container once).
+    fn mailbox_sender_bytes(&self, sender: &UserIdBytes) -> Result<u64, StoreError> {
+        let _ = sender;
+        Err(StoreError::Unsupported("mailbox_sender_bytes"))
+    }
 
     /// A room's record.
     fn room(&self, routing_id: &RoutingIdBytes) -> Result<Option<RoomRecord>, StoreError>;

@@ -26,7 +26,9 @@ use conclave_sdk::{UnixMillis, UserId};
 use conclave_sfu::config::Config;
 use conclave_sfu::embedded::EmbeddedSfu;
 use conclave_sfu::store::{MemoryStore, Store};
-use rand_core::OsRng;
+use rand_core::{OsRng, RngCore};
+
+pub mod raw;
 
 /// Upper bound for anything a test waits for; tests never assert on timing.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -588,4 +590,39 @@ impl TestServer {
         self.stop().await.unwrap();
         TestServer::start_with(config, store).await
     }
+}
+
+/// A container the server accepts from `sender` (a well-formed header naming the
+/// sending device, a day's ttl) whose ciphertext is `len`-ish bytes of garbage: what an
+/// attacker stores, since the server cannot check the ciphertext. At most `len` bytes
+/// serialized, and within a few bytes of it.
+pub fn junk_container(sender: &DeviceIdentity, len: usize) -> Vec<u8> {
+    use conclave_proto::Message;
+    let mut container_id = vec![0u8; 16];
+    OsRng.fill_bytes(&mut container_id);
+    let header = v1::ContainerHeader {
+        version: 1,
+        container_id,
+        sender_user_id: sender.user_id().as_bytes().to_vec(),
+        sender_device_id: sender.device_id().as_bytes().to_vec(),
+        created_at_ms: now().0,
+        ttl_ms: DAY_MS,
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let mut container = v1::Container {
+        header,
+        ciphertext: Vec::new(),
+        signature: vec![0; 64],
+        sender_certificate: None,
+    };
+    // The ciphertext fills the rest; its length prefix grows with it, so trim once
+    // more if that took the container over `len`.
+    let mut ciphertext = len.saturating_sub(container.encoded_len() + 4);
+    container.ciphertext = vec![0x5a; ciphertext];
+    while container.encoded_len() > len && ciphertext > 0 {
+        ciphertext -= (container.encoded_len() - len).min(ciphertext);
+        container.ciphertext = vec![0x5a; ciphertext];
+    }
+    container.encode_to_vec()
 }

@@ -1,7 +1,10 @@
 //! Conformance: the mailbox.
 
 use super::Factory;
-use crate::store::MailboxPut;
+use crate::store::{
+    DeviceIdBytes, MailboxPut, MailboxQuota, NewContainer, Store, StoreError, UNATTRIBUTED_SENDER,
+    UserIdBytes,
+};
 
 fn stored_id(put: MailboxPut) -> u64 {
     match put {
@@ -149,4 +152,206 @@ pub(super) fn mailbox_expire_deletes_by_time(make: Factory) {
     // Acked entries are not expired a second time.
     store.mailbox_ack(&b, &[late]).unwrap();
     assert_eq!(store.mailbox_expire(u64::MAX).unwrap(), 0);
+}
+
+// --- Containers stored once, byte quotas ---
+
+const ALICE: UserIdBytes = [0xa1; 32];
+const CAROL: UserIdBytes = [0xc3; 32];
+
+fn new<'a>(
+    sender: &'a UserIdBytes,
+    recipients: &'a [DeviceIdBytes],
+    container: &'a [u8],
+    expires_at_ms: u64,
+) -> NewContainer<'a> {
+    NewContainer {
+        sender,
+        recipients,
+        container,
+        stored_at_ms: 0,
+        expires_at_ms,
+    }
+}
+
+fn quota(max_sender_bytes: u64, max_total_bytes: u64) -> MailboxQuota {
+    MailboxQuota {
+        max_per_device: 100,
+        max_sender_bytes,
+        max_total_bytes,
+    }
+}
+
+fn usage(store: &dyn Store) -> (u64, u64, u64) {
+    let u = store.mailbox_usage().unwrap();
+    (u.bytes, u.containers, u.entries)
+}
+
+pub(super) fn mailbox_store_keeps_one_copy_for_all_recipients(make: Factory) {
+    let (store, _guard) = make();
+    let (a, b, c) = ([1; 16], [2; 16], [3; 16]);
+    let body = vec![0x42; 1000];
+    let puts = store
+        .mailbox_store(
+            &new(&ALICE, &[a, b, c], &body, 500),
+            &quota(u64::MAX, u64::MAX),
+        )
+        .unwrap();
+    let ids: Vec<u64> = puts.into_iter().map(stored_id).collect();
+    assert_eq!(usage(store.as_ref()), (1000, 1, 3));
+    assert_eq!(store.mailbox_sender_bytes(&ALICE).unwrap(), 1000);
+    assert_eq!(store.mailbox_sender_bytes(&CAROL).unwrap(), 0);
+    for (device, id) in [a, b, c].iter().zip(&ids) {
+        let listed = store.mailbox_list(device, 0, 10).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(
+            (
+                listed[0].mailbox_id,
+                &listed[0].container,
+                listed[0].expires_at_ms
+            ),
+            (*id, &body, 500)
+        );
+    }
+    // Each acknowledgement removes one entry; the container stays for the others.
+    assert_eq!(store.mailbox_ack(&a, &[ids[0]]).unwrap(), 1);
+    assert_eq!(usage(store.as_ref()), (1000, 1, 2));
+    assert_eq!(store.mailbox_list(&b, 0, 10).unwrap()[0].container, body);
+    assert_eq!(store.mailbox_ack(&b, &[ids[1]]).unwrap(), 1);
+    assert_eq!(store.mailbox_sender_bytes(&ALICE).unwrap(), 1000);
+    // The last one deletes it and gives its bytes back.
+    assert_eq!(store.mailbox_ack(&c, &[ids[2]]).unwrap(), 1);
+    assert_eq!(usage(store.as_ref()), (0, 0, 0));
+    assert_eq!(store.mailbox_sender_bytes(&ALICE).unwrap(), 0);
+}
+
+pub(super) fn mailbox_expire_releases_a_container_with_its_last_entry(make: Factory) {
+    let (store, _guard) = make();
+    let (a, b) = ([1; 16], [2; 16]);
+    let q = quota(u64::MAX, u64::MAX);
+    let early = store
+        .mailbox_store(&new(&ALICE, &[a, b], &[1; 100], 100), &q)
+        .unwrap();
+    store
+        .mailbox_store(&new(&CAROL, &[a], &[2; 30], 200), &q)
+        .unwrap();
+    // One recipient acknowledges, the other's entry expires: the container goes.
+    store.mailbox_ack(&a, &[stored_id(early[0])]).unwrap();
+    assert_eq!(usage(store.as_ref()), (130, 2, 2));
+    assert_eq!(store.mailbox_expire(100).unwrap(), 1);
+    assert_eq!(usage(store.as_ref()), (30, 1, 1));
+    assert_eq!(store.mailbox_sender_bytes(&ALICE).unwrap(), 0);
+    assert_eq!(store.mailbox_sender_bytes(&CAROL).unwrap(), 30);
+    assert_eq!(store.mailbox_expire(u64::MAX).unwrap(), 1);
+    assert_eq!(usage(store.as_ref()), (0, 0, 0));
+    assert_eq!(store.mailbox_sender_bytes(&CAROL).unwrap(), 0);
+}
+
+pub(super) fn mailbox_sender_quota_counts_each_container_once(make: Factory) {
+    let (store, _guard) = make();
+    let recipients: Vec<DeviceIdBytes> = (1..=5).map(|i| [i; 16]).collect();
+    let q = quota(250, u64::MAX);
+    // 100 bytes to five recipients count 100, not 500.
+    store
+        .mailbox_store(&new(&ALICE, &recipients, &[1; 100], 1000), &q)
+        .unwrap();
+    store
+        .mailbox_store(&new(&ALICE, &recipients[..2], &[2; 100], 1000), &q)
+        .unwrap();
+    assert_eq!(store.mailbox_sender_bytes(&ALICE).unwrap(), 200);
+    // 200 + 100 > 250: refused whole, nothing stored.
+    let err = store
+        .mailbox_store(&new(&ALICE, &recipients, &[3; 100], 1000), &q)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::SenderQuota {
+                stored: 200,
+                adding: 100,
+                limit: 250
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("max_mailbox_bytes_per_sender"),
+        "{err}"
+    );
+    assert_eq!(usage(store.as_ref()), (200, 2, 7));
+    assert_eq!(store.mailbox_count(&recipients[4]).unwrap(), 1);
+    // Exactly up to the quota is fine; other senders have their own.
+    store
+        .mailbox_store(&new(&ALICE, &recipients, &[4; 50], 1000), &q)
+        .unwrap();
+    store
+        .mailbox_store(&new(&CAROL, &recipients, &[5; 250], 1000), &q)
+        .unwrap();
+    assert_eq!(store.mailbox_sender_bytes(&ALICE).unwrap(), 250);
+    assert_eq!(store.mailbox_sender_bytes(&CAROL).unwrap(), 250);
+}
+
+pub(super) fn mailbox_budget_bounds_all_senders_together(make: Factory) {
+    let (store, _guard) = make();
+    let a = [1; 16];
+    let q = quota(200, 300);
+    store
+        .mailbox_store(&new(&ALICE, &[a], &[1; 200], 1000), &q)
+        .unwrap();
+    store
+        .mailbox_store(&new(&CAROL, &[a], &[2; 100], 1000), &q)
+        .unwrap();
+    let err = store
+        .mailbox_store(&new(&CAROL, &[a], &[3; 1], 1000), &q)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::MailboxBudget {
+                stored: 300,
+                adding: 1,
+                limit: 300
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("(max_mailbox_bytes)"), "{err}");
+    assert_eq!(usage(store.as_ref()), (300, 2, 2));
+    // Space comes back as entries go.
+    let first = store.mailbox_list(&a, 0, 1).unwrap()[0].mailbox_id;
+    store.mailbox_ack(&a, &[first]).unwrap();
+    store
+        .mailbox_store(&new(&CAROL, &[a], &[3; 100], 1000), &q)
+        .unwrap();
+}
+
+pub(super) fn mailbox_store_with_every_recipient_full_stores_and_charges_nothing(make: Factory) {
+    let (store, _guard) = make();
+    let a = [1; 16];
+    let q = MailboxQuota {
+        max_per_device: 1,
+        ..quota(150, u64::MAX)
+    };
+    store
+        .mailbox_store(&new(&ALICE, &[a], &[1; 100], 1000), &q)
+        .unwrap();
+    // Over the byte quota too, but nothing would be stored: every recipient is Full.
+    let puts = store
+        .mailbox_store(&new(&ALICE, &[a, a], &[2; 100], 1000), &q)
+        .unwrap();
+    assert_eq!(puts, vec![MailboxPut::Full, MailboxPut::Full]);
+    assert_eq!(usage(store.as_ref()), (100, 1, 1));
+    assert_eq!(store.mailbox_sender_bytes(&ALICE).unwrap(), 100);
+}
+
+pub(super) fn mailbox_put_stores_once_for_the_unattributed_sender(make: Factory) {
+    let (store, _guard) = make();
+    store
+        .mailbox_put(&[[1; 16], [2; 16]], &[7; 64], 0, 1000, 10)
+        .unwrap();
+    assert_eq!(usage(store.as_ref()), (64, 1, 2));
+    assert_eq!(
+        store.mailbox_sender_bytes(&UNATTRIBUTED_SENDER).unwrap(),
+        64
+    );
 }

@@ -66,6 +66,12 @@ conformance! {
         mailbox_put_is_full_at_the_limit,
         mailbox_ids_strictly_increase_store_wide,
         mailbox_expire_deletes_by_time,
+        mailbox_store_keeps_one_copy_for_all_recipients,
+        mailbox_expire_releases_a_container_with_its_last_entry,
+        mailbox_sender_quota_counts_each_container_once,
+        mailbox_budget_bounds_all_senders_together,
+        mailbox_store_with_every_recipient_full_stores_and_charges_nothing,
+        mailbox_put_stores_once_for_the_unattributed_sender,
     ],
     rooms: [
         rooms_put_get_replace_delete,

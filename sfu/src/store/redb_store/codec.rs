@@ -14,16 +14,26 @@
 //! * `prekeys`: device id (16) ++ prekey id (8) → expires at (8) ++ signed prekey
 //! * `prekey_expiry`: device id (16) ++ expires at (8) ++ prekey id (8) → `()`
 //! * `prekey_counts`: device id (16) → `u64` prekeys held
-//! * `mailbox`: device id (16) ++ mailbox id (8) → stored at (8) ++ expires at (8) ++ container
+//! * `mailbox`: device id (16) ++ mailbox id (8) → stored at (8) ++ expires at (8) ++
+//!   container id (8)
 //! * `mailbox_expiry`: expires at (8) ++ device id (16) ++ mailbox id (8) → `()`
 //! * `mailbox_counts`: device id (16) → `u64` entries waiting
+//! * `mailbox_containers`: container id (`u64`) → the serialized container, stored once
+//! * `mailbox_container_refs`: container id (`u64`) → entries referring to it (8) ++
+//!   sender user id (32) ++ container length (8)
+//! * `mailbox_sender_bytes`: user id (32) → `u64` bytes of its stored containers
 //! * `rooms`: routing id (32) → epoch (8) ++ auth public (32) ++ updated at (8)
 //!   ++ leader device ids (16 each, at most 4; none in records of older versions)
-//! * `meta`: name → `u64` (`schema_version`, `next_mailbox_id`)
+//! * `meta`: name → `u64` (`schema_version`, `next_mailbox_id`, `mailbox_bytes`,
+//!   `mailbox_containers`, `mailbox_entries`)
+//!
+//! A container's id is the mailbox id of its first entry (ids are never reused).
+//! Schema version 1 stored the whole container in every `mailbox` value (stored at ++
+//! expires at ++ container); [`decode_mailbox_v1`] reads it for the migration.
 
 use crate::store::{
-    DeviceIdBytes, DeviceRecord, MAX_ROOM_LEADERS, MailboxEntry, RoomRecord, StoreError,
-    StoredPrekey, UserIdBytes,
+    DeviceIdBytes, DeviceRecord, MAX_ROOM_LEADERS, RoomRecord, StoreError, StoredPrekey,
+    UserIdBytes,
 };
 
 /// Length of a `prekeys` or `mailbox` key: device id ++ u64.
@@ -186,8 +196,59 @@ pub(super) fn decode_prekey(prekey_id: u64, value: &[u8]) -> Result<StoredPrekey
     })
 }
 
+/// Length of a `mailbox` value.
+pub(super) const MAILBOX_VALUE: usize = 24;
+/// Length of a `mailbox_container_refs` value.
+pub(super) const CONTAINER_REFS_VALUE: usize = 48;
+
+/// A `mailbox` value: one entry's reference to its container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct MailboxRef {
+    pub(super) stored_at_ms: u64,
+    pub(super) expires_at_ms: u64,
+    pub(super) container_id: u64,
+}
+
 /// A `mailbox` value.
-pub(super) fn encode_mailbox(stored_at_ms: u64, expires_at_ms: u64, container: &[u8]) -> Vec<u8> {
+pub(super) fn encode_mailbox(entry: &MailboxRef) -> [u8; MAILBOX_VALUE] {
+    concat(&[
+        &entry.stored_at_ms.to_be_bytes(),
+        &entry.expires_at_ms.to_be_bytes(),
+        &entry.container_id.to_be_bytes(),
+    ])
+}
+
+/// A `mailbox` value.
+pub(super) fn decode_mailbox(value: &[u8]) -> Result<MailboxRef, StoreError> {
+    const WHAT: &str = "mailbox record is not 24 bytes";
+    let (stored_at_ms, rest) = take_u64(value, WHAT)?;
+    let (expires_at_ms, rest) = take_u64(rest, WHAT)?;
+    let (container_id, rest) = take_u64(rest, WHAT)?;
+    if !rest.is_empty() {
+        return Err(StoreError::Corrupt(WHAT));
+    }
+    Ok(MailboxRef {
+        stored_at_ms,
+        expires_at_ms,
+        container_id,
+    })
+}
+
+/// A schema version 1 `mailbox` value: stored at, expires at and the container.
+pub(super) fn decode_mailbox_v1(value: &[u8]) -> Result<(u64, u64, &[u8]), StoreError> {
+    const WHAT: &str = "version 1 mailbox record shorter than its timestamps";
+    let (stored_at_ms, rest) = take_u64(value, WHAT)?;
+    let (expires_at_ms, container) = take_u64(rest, WHAT)?;
+    Ok((stored_at_ms, expires_at_ms, container))
+}
+
+/// A schema version 1 `mailbox` value (for the migration's tests).
+#[cfg(test)]
+pub(super) fn encode_mailbox_v1(
+    stored_at_ms: u64,
+    expires_at_ms: u64,
+    container: &[u8],
+) -> Vec<u8> {
     [
         &stored_at_ms.to_be_bytes()[..],
         &expires_at_ms.to_be_bytes(),
@@ -196,24 +257,36 @@ pub(super) fn encode_mailbox(stored_at_ms: u64, expires_at_ms: u64, container: &
     .concat()
 }
 
-/// A `mailbox` value.
-pub(super) fn decode_mailbox(mailbox_id: u64, value: &[u8]) -> Result<MailboxEntry, StoreError> {
-    const WHAT: &str = "mailbox record shorter than its timestamps";
-    let (stored_at_ms, rest) = take_u64(value, WHAT)?;
-    let (expires_at_ms, container) = take_u64(rest, WHAT)?;
-    Ok(MailboxEntry {
-        mailbox_id,
-        container: container.to_vec(),
-        stored_at_ms,
-        expires_at_ms,
-    })
+/// A `mailbox_container_refs` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ContainerRefs {
+    /// Entries referring to the container.
+    pub(super) refs: u64,
+    /// The user its bytes are attributed to.
+    pub(super) sender: UserIdBytes,
+    /// Its length in bytes.
+    pub(super) len: u64,
 }
 
-/// A `mailbox` value: the entry's expiry, without copying the container.
-pub(super) fn decode_mailbox_expiry(value: &[u8]) -> Result<u64, StoreError> {
-    const WHAT: &str = "mailbox record shorter than its timestamps";
-    let (_, rest) = take_u64(value, WHAT)?;
-    take_u64(rest, WHAT).map(|(expires_at_ms, _)| expires_at_ms)
+/// A `mailbox_container_refs` value.
+pub(super) fn encode_container_refs(refs: &ContainerRefs) -> [u8; CONTAINER_REFS_VALUE] {
+    concat(&[
+        &refs.refs.to_be_bytes(),
+        &refs.sender,
+        &refs.len.to_be_bytes(),
+    ])
+}
+
+/// A `mailbox_container_refs` value.
+pub(super) fn decode_container_refs(value: &[u8]) -> Result<ContainerRefs, StoreError> {
+    const WHAT: &str = "container reference record is not 48 bytes";
+    let (refs, rest) = take_u64(value, WHAT)?;
+    let (sender, rest) = take_32(rest, WHAT)?;
+    let (len, rest) = take_u64(rest, WHAT)?;
+    if !rest.is_empty() {
+        return Err(StoreError::Corrupt(WHAT));
+    }
+    Ok(ContainerRefs { refs, sender, len })
 }
 
 /// A `rooms` value: epoch, auth public key, updated at, then the leader devices
@@ -290,17 +363,23 @@ mod tests {
         };
         assert_eq!(decode_prekey(8, &encode_prekey(&prekey)).unwrap(), prekey);
         assert_eq!(decode_prekey_expiry(&encode_prekey(&prekey)).unwrap(), 99);
-        let value = encode_mailbox(10, 20, b"box");
-        let entry = decode_mailbox(3, &value).unwrap();
+        let entry = MailboxRef {
+            stored_at_ms: 10,
+            expires_at_ms: 20,
+            container_id: 30,
+        };
+        assert_eq!(decode_mailbox(&encode_mailbox(&entry)).unwrap(), entry);
+        let v1 = encode_mailbox_v1(10, 20, b"box");
+        assert_eq!(decode_mailbox_v1(&v1).unwrap(), (10, 20, &b"box"[..]));
+        let refs = ContainerRefs {
+            refs: 1000,
+            sender: [6; 32],
+            len: 1 << 20,
+        };
         assert_eq!(
-            (
-                entry.stored_at_ms,
-                entry.expires_at_ms,
-                &entry.container[..]
-            ),
-            (10, 20, &b"box"[..])
+            decode_container_refs(&encode_container_refs(&refs)).unwrap(),
+            refs
         );
-        assert_eq!(decode_mailbox_expiry(&value).unwrap(), 20);
         let mut room = RoomRecord {
             epoch: 2,
             auth_public: [9; 32],
@@ -321,8 +400,9 @@ mod tests {
             let _ = decode_device(&[0; 16], &bytes);
             let _ = decode_prekey(1, &bytes);
             let _ = decode_prekey_expiry(&bytes);
-            let _ = decode_mailbox(1, &bytes);
-            let _ = decode_mailbox_expiry(&bytes);
+            let _ = decode_mailbox_v1(&bytes);
+            assert_eq!(decode_mailbox(&bytes).is_ok(), len == 24);
+            assert_eq!(decode_container_refs(&bytes).is_ok(), len == 48);
             assert_eq!(
                 decode_room(&bytes).is_ok(),
                 len >= 48 && (len - 48) % 16 == 0,
@@ -334,7 +414,11 @@ mod tests {
             Err(StoreError::Corrupt(_))
         ));
         assert!(matches!(
-            decode_mailbox(1, &[1; 15]),
+            decode_mailbox(&[1; 15]),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(
+            decode_mailbox_v1(&[1; 15]),
             Err(StoreError::Corrupt(_))
         ));
     }

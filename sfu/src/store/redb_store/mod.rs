@@ -14,14 +14,24 @@
 //!   prekeys each device has, so counting and the upload limit need no scan;
 //! * `mailbox_expiry` (global, by expiry) lets [`Store::mailbox_expire`] visit only
 //!   expired entries; `mailbox_counts` makes the per-device limit O(1);
-//! * `meta` holds the schema version and the next mailbox id, which is persisted
-//!   with every put so ids keep increasing across restarts.
+//! * a container is stored once in `mailbox_containers`, whatever its number of
+//!   recipients; `mailbox_container_refs` counts the entries referring to it (the last
+//!   one to go deletes it) and names the sender its bytes count against;
+//!   `mailbox_sender_bytes` holds each sender's stored bytes, so quotas need no scan;
+//! * `meta` holds the schema version, the next mailbox id (persisted with every put
+//!   so ids keep increasing across restarts) and the mailbox totals.
 //!
 //! All tables are created by [`RedbStore::open`], so reads never meet a missing table.
+//!
+//! Schema versions: 1 stored a copy of the container in every recipient's entry; 2
+//! stores it once. [`RedbStore::open`] migrates a version 1 file in place, in one
+//! transaction (see [`migrate`]), and refuses any other version with
+//! [`StoreError::UnsupportedSchema`].
 
 mod codec;
 mod directory;
 mod mailbox;
+mod migrate;
 #[cfg(test)]
 mod tests;
 
@@ -37,8 +47,9 @@ use self::codec::{
     encode_room,
 };
 use super::{
-    DeviceIdBytes, DeviceRecord, MailboxEntry, MailboxPut, RegisterOutcome, RoomRecord,
-    RoutingIdBytes, Store, StoreError, StoredPrekey, TakenPrekey, UserIdBytes,
+    DeviceIdBytes, DeviceRecord, MailboxEntry, MailboxPut, MailboxQuota, MailboxUsage,
+    NewContainer, RegisterOutcome, RoomRecord, RoutingIdBytes, Store, StoreError, StoredPrekey,
+    TakenPrekey, UNATTRIBUTED_SENDER, UserIdBytes,
 };
 
 // The tables; their key and value layouts are in `codec`. Changing one means a new
@@ -55,15 +66,27 @@ const MAILBOX: TableDefinition<'_, &[u8; DEVICE_U64_KEY], &[u8]> = TableDefiniti
 const MAILBOX_EXPIRY: TableDefinition<'_, &[u8; EXPIRY_KEY], ()> =
     TableDefinition::new("mailbox_expiry");
 const MAILBOX_COUNTS: TableDefinition<'_, &[u8; 16], u64> = TableDefinition::new("mailbox_counts");
+const MAILBOX_CONTAINERS: TableDefinition<'_, u64, &[u8]> =
+    TableDefinition::new("mailbox_containers");
+const MAILBOX_CONTAINER_REFS: TableDefinition<'_, u64, &[u8]> =
+    TableDefinition::new("mailbox_container_refs");
+const MAILBOX_SENDER_BYTES: TableDefinition<'_, &[u8; 32], u64> =
+    TableDefinition::new("mailbox_sender_bytes");
 const ROOMS: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new("rooms");
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 
 /// `meta` key of the layout version.
 const SCHEMA_VERSION_KEY: &str = "schema_version";
 /// The layout this code reads and writes.
-const SCHEMA_VERSION: u64 = 1;
+const SCHEMA_VERSION: u64 = 2;
 /// `meta` key of the id the next mailbox entry gets (absent: 1).
 const NEXT_MAILBOX_ID_KEY: &str = "next_mailbox_id";
+/// `meta` key of the bytes of all stored containers (absent: 0).
+const MAILBOX_BYTES_KEY: &str = "mailbox_bytes";
+/// `meta` key of the number of stored containers (absent: 0).
+const MAILBOX_CONTAINERS_KEY: &str = "mailbox_containers";
+/// `meta` key of the number of mailbox entries (absent: 0).
+const MAILBOX_ENTRIES_KEY: &str = "mailbox_entries";
 
 /// Maps any redb error to [`StoreError::Backend`].
 fn backend(error: impl Into<redb::Error>) -> StoreError {
@@ -111,9 +134,10 @@ pub struct RedbStore {
 
 impl RedbStore {
     /// Opens the database at `path`, creating the file (and its parent directories)
-    /// and all tables if missing. Fails with `Corrupt` if the file holds another
-    /// schema version, `Backend` on I/O or database errors (e.g. the file is already
-    /// open by another process).
+    /// and all tables if missing, and migrating a schema version 1 file to version 2.
+    /// Fails with `UnsupportedSchema` if the file holds another schema version,
+    /// `Backend` on I/O or database errors (e.g. the file is already open by another
+    /// process).
     pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
@@ -132,6 +156,9 @@ impl RedbStore {
             txn.open_table(MAILBOX).map_err(backend)?;
             txn.open_table(MAILBOX_EXPIRY).map_err(backend)?;
             txn.open_table(MAILBOX_COUNTS).map_err(backend)?;
+            txn.open_table(MAILBOX_CONTAINERS).map_err(backend)?;
+            txn.open_table(MAILBOX_CONTAINER_REFS).map_err(backend)?;
+            txn.open_table(MAILBOX_SENDER_BYTES).map_err(backend)?;
             txn.open_table(ROOMS).map_err(backend)?;
             let mut meta = txn.open_table(META).map_err(backend)?;
             let version = meta
@@ -139,13 +166,22 @@ impl RedbStore {
                 .map_err(backend)?
                 .map(|v| v.value());
             match version {
-                None => {
-                    meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION)
-                        .map_err(backend)?;
+                None => {}
+                Some(SCHEMA_VERSION) => return Ok(()),
+                Some(1) => {
+                    drop(meta);
+                    migrate::v1_to_v2(txn)?;
+                    meta = txn.open_table(META).map_err(backend)?;
                 }
-                Some(SCHEMA_VERSION) => {}
-                Some(_) => return Err(StoreError::Corrupt("unsupported schema version")),
+                Some(found) => {
+                    return Err(StoreError::UnsupportedSchema {
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
             }
+            meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION)
+                .map_err(backend)?;
             Ok(())
         })?;
         Ok(store)
@@ -238,6 +274,14 @@ impl Store for RedbStore {
         self.write(|txn| directory::take_prekeys(txn, device_ids, now_ms))
     }
 
+    fn mailbox_store(
+        &self,
+        new: &NewContainer<'_>,
+        quota: &MailboxQuota,
+    ) -> Result<Vec<MailboxPut>, StoreError> {
+        self.write(|txn| mailbox::store(txn, new, quota))
+    }
+
     fn mailbox_put(
         &self,
         recipients: &[DeviceIdBytes],
@@ -246,16 +290,14 @@ impl Store for RedbStore {
         expires_at_ms: u64,
         max_per_device: usize,
     ) -> Result<Vec<MailboxPut>, StoreError> {
-        self.write(|txn| {
-            mailbox::put(
-                txn,
-                recipients,
-                container,
-                stored_at_ms,
-                expires_at_ms,
-                max_per_device,
-            )
-        })
+        let new = NewContainer {
+            sender: &UNATTRIBUTED_SENDER,
+            recipients,
+            container,
+            stored_at_ms,
+            expires_at_ms,
+        };
+        self.mailbox_store(&new, &MailboxQuota::entries_only(max_per_device))
     }
 
     fn mailbox_list(
@@ -284,6 +326,14 @@ impl Store for RedbStore {
 
     fn mailbox_expire(&self, now_ms: u64) -> Result<usize, StoreError> {
         self.write(|txn| mailbox::expire(txn, now_ms))
+    }
+
+    fn mailbox_usage(&self) -> Result<MailboxUsage, StoreError> {
+        self.read(mailbox::usage)
+    }
+
+    fn mailbox_sender_bytes(&self, sender: &UserIdBytes) -> Result<u64, StoreError> {
+        self.read(|txn| mailbox::sender_bytes(txn, sender))
     }
 
     fn room(&self, routing_id: &RoutingIdBytes) -> Result<Option<RoomRecord>, StoreError> {

@@ -3,6 +3,7 @@
 
 use super::codec::device_u64_key;
 use super::*;
+use redb::ReadableTableMetadata;
 
 fn device(id: u8) -> DeviceRecord {
     DeviceRecord {
@@ -113,10 +114,157 @@ fn other_schema_version_is_refused() {
         })
         .unwrap();
     drop(store);
-    assert!(matches!(
-        RedbStore::open(&path),
-        Err(StoreError::Corrupt(_))
-    ));
+    let err = RedbStore::open(&path).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::UnsupportedSchema {
+                found,
+                supported: SCHEMA_VERSION
+            } if found == SCHEMA_VERSION + 1
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("schema version 3"), "{err}");
+}
+
+/// Writes a schema version 1 database as the previous release did: every recipient's
+/// `mailbox` value carries its own copy of the container.
+fn write_v1_database(path: &std::path::Path) {
+    use super::codec::{encode_mailbox_v1, mailbox_expiry_key};
+    let db = Database::create(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut meta = txn.open_table(META).unwrap();
+        meta.insert(SCHEMA_VERSION_KEY, 1).unwrap();
+        meta.insert(NEXT_MAILBOX_ID_KEY, 5).unwrap();
+        let mut mailbox = txn.open_table(MAILBOX).unwrap();
+        let mut expiry = txn.open_table(MAILBOX_EXPIRY).unwrap();
+        let mut counts = txn.open_table(MAILBOX_COUNTS).unwrap();
+        // Ids 1..=3: one container sent to three devices; id 4: another one.
+        let rows: [([u8; 16], u64, &[u8], u64); 4] = [
+            ([1; 16], 1, b"shared", 900),
+            ([2; 16], 2, b"shared", 900),
+            ([3; 16], 3, b"shared", 900),
+            ([1; 16], 4, b"alone", 500),
+        ];
+        for (device, id, container, expires) in rows {
+            mailbox
+                .insert(
+                    &device_u64_key(&device, id),
+                    encode_mailbox_v1(10, expires, container).as_slice(),
+                )
+                .unwrap();
+            expiry
+                .insert(&mailbox_expiry_key(expires, &device, id), ())
+                .unwrap();
+        }
+        counts.insert(&[1; 16], 2).unwrap();
+        counts.insert(&[2; 16], 1).unwrap();
+        counts.insert(&[3; 16], 1).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+#[test]
+fn a_version_1_database_is_migrated_with_each_container_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    write_v1_database(&path);
+    let store = RedbStore::open(&path).unwrap();
+    let version = store
+        .read(|txn| {
+            let meta = txn.open_table(META).map_err(backend)?;
+            Ok(meta
+                .get(SCHEMA_VERSION_KEY)
+                .map_err(backend)?
+                .map(|v| v.value()))
+        })
+        .unwrap();
+    assert_eq!(version, Some(SCHEMA_VERSION));
+    // Three copies of "shared" became one container; senders were not recorded.
+    let usage = store.mailbox_usage().unwrap();
+    assert_eq!((usage.bytes, usage.containers, usage.entries), (11, 2, 4));
+    assert_eq!(
+        store.mailbox_sender_bytes(&UNATTRIBUTED_SENDER).unwrap(),
+        11
+    );
+    let listed = store.mailbox_list(&[1; 16], 0, 10).unwrap();
+    let listed: Vec<(u64, &[u8], u64)> = listed
+        .iter()
+        .map(|e| (e.mailbox_id, e.container.as_slice(), e.expires_at_ms))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![(1, &b"shared"[..], 900), (4, &b"alone"[..], 500)]
+    );
+    assert_eq!(store.mailbox_count(&[1; 16]).unwrap(), 2);
+    // Entries leave as before, and the containers with their last entry.
+    assert_eq!(store.mailbox_expire(500).unwrap(), 1);
+    assert_eq!(store.mailbox_ack(&[2; 16], &[2]).unwrap(), 1);
+    assert_eq!(store.mailbox_ack(&[3; 16], &[3]).unwrap(), 1);
+    assert_eq!(store.mailbox_usage().unwrap().bytes, 6);
+    assert_eq!(store.mailbox_ack(&[1; 16], &[1]).unwrap(), 1);
+    assert_eq!(store.mailbox_usage().unwrap(), MailboxUsage::default());
+    // New ids continue above the migrated ones; reopening does not migrate again.
+    let put = store.mailbox_put(&[[9; 16]], b"new", 0, 900, 10).unwrap();
+    assert_eq!(stored_id(&put[0]), 5);
+    drop(store);
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(
+        store.mailbox_list(&[9; 16], 0, 1).unwrap()[0].container,
+        b"new"
+    );
+}
+
+#[test]
+fn a_container_survives_reopen_until_its_last_recipient_acks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    let sender = [0x5e; 32];
+    let ids = {
+        let store = RedbStore::open(&path).unwrap();
+        let new = NewContainer {
+            sender: &sender,
+            recipients: &[[1; 16], [2; 16]],
+            container: b"once",
+            stored_at_ms: 0,
+            expires_at_ms: 900,
+        };
+        let quota = MailboxQuota {
+            max_per_device: 10,
+            max_sender_bytes: 4,
+            max_total_bytes: 4,
+        };
+        let puts = store.mailbox_store(&new, &quota).unwrap();
+        // Refused: over both limits, nothing stored.
+        assert!(matches!(
+            store.mailbox_store(&new, &quota),
+            Err(StoreError::SenderQuota { .. })
+        ));
+        puts.iter().map(stored_id).collect::<Vec<_>>()
+    };
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.mailbox_usage().unwrap().entries, 2);
+    assert_eq!(store.mailbox_sender_bytes(&sender).unwrap(), 4);
+    store.mailbox_ack(&[1; 16], &[ids[0]]).unwrap();
+    drop(store);
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(
+        store.mailbox_list(&[2; 16], 0, 1).unwrap()[0].container,
+        b"once"
+    );
+    store.mailbox_ack(&[2; 16], &[ids[1]]).unwrap();
+    assert_eq!(store.mailbox_usage().unwrap(), MailboxUsage::default());
+    assert_eq!(store.mailbox_sender_bytes(&sender).unwrap(), 0);
+    let empty = store
+        .read(|txn| {
+            let containers = txn.open_table(MAILBOX_CONTAINERS).map_err(backend)?;
+            let refs = txn.open_table(MAILBOX_CONTAINER_REFS).map_err(backend)?;
+            Ok(containers.len().map_err(backend)? + refs.len().map_err(backend)? == 0)
+        })
+        .unwrap();
+    assert!(empty, "the container rows are gone");
 }
 
 /// Overwrites one value with `bytes` behind the store's back.
