@@ -28,6 +28,9 @@ pub enum RefusalReason {
     BadPrekey(String),
     /// The device has no prekeys left on the server.
     NoPrekeys,
+    /// The directory withheld the device's prekey because too many were taken from it
+    /// recently (its defence against prekey draining); retry after this long, ms.
+    PrekeyRateLimited(u64),
     /// The directory answered with a user this device did not ask for. Nothing from
     /// that bundle is used or pinned.
     NotRequested,
@@ -47,7 +50,12 @@ impl RefusalReason {
     /// [`ClientEvent::DirectoryRefused`](super::ClientEvent::DirectoryRefused).
     #[must_use]
     pub fn is_suspicious(&self) -> bool {
-        !matches!(self, RefusalReason::UnknownUser | RefusalReason::NoPrekeys)
+        !matches!(
+            self,
+            RefusalReason::UnknownUser
+                | RefusalReason::NoPrekeys
+                | RefusalReason::PrekeyRateLimited(_)
+        )
     }
 }
 
@@ -63,6 +71,10 @@ impl core::fmt::Display for RefusalReason {
             }
             RefusalReason::BadPrekey(e) => write!(f, "prekey does not verify: {e}"),
             RefusalReason::NoPrekeys => f.write_str("the device has no prekeys left"),
+            RefusalReason::PrekeyRateLimited(ms) => write!(
+                f,
+                "the directory withheld the device's prekey (too many taken recently); retry in {ms} ms"
+            ),
             RefusalReason::NotRequested => {
                 f.write_str("the directory answered with a user that was not asked for")
             }
@@ -207,7 +219,10 @@ fn roster_recipient(
     if !current.same_keys(&member.device) {
         return Err(RefusalReason::DeviceKeysChanged);
     }
-    let prekey = device.prekey.as_ref().ok_or(RefusalReason::NoPrekeys)?;
+    let prekey = device
+        .prekey
+        .as_ref()
+        .ok_or_else(|| missing_prekey(device))?;
     VerifiedPrekey::verify(prekey, &member.device, now)
         .map_err(|e| e.to_string())
         .and_then(|p| Recipient::new(member.device.clone(), p).map_err(|e| e.to_string()))
@@ -364,7 +379,7 @@ pub(crate) fn verify_bundles(
             };
             if with_prekeys {
                 let Some(prekey) = device.prekey.as_ref() else {
-                    refuse(&mut out, RefusalReason::NoPrekeys);
+                    refuse(&mut out, missing_prekey(device));
                     continue;
                 };
                 let recipient = VerifiedPrekey::verify(prekey, &verified, now)
@@ -383,6 +398,15 @@ pub(crate) fn verify_bundles(
         out.users.push((user, devices));
     }
     out
+}
+
+/// Why a directory entry carries no prekey.
+fn missing_prekey(device: &v1::DeviceBundle) -> RefusalReason {
+    if device.prekey_rate_limited {
+        RefusalReason::PrekeyRateLimited(device.prekey_retry_after_ms)
+    } else {
+        RefusalReason::NoPrekeys
+    }
 }
 
 /// Reads the (unverified) device id out of a certificate, for error reports only.
@@ -601,5 +625,21 @@ mod tests {
         assert!(ok.is_empty());
         assert_eq!(refused[0].reason, RefusalReason::DeviceKeysChanged);
         assert!(refused[0].reason.is_suspicious());
+    }
+
+    #[test]
+    fn a_withheld_prekey_is_a_rate_limit_not_an_attack() {
+        let mut bob = fixture("bob");
+        let cert = bob.device.certificate().clone();
+        let mut b = bundle(&mut bob, cert, false);
+        b.devices[0].prekeys_exhausted = false;
+        b.devices[0].prekey_rate_limited = true;
+        b.devices[0].prekey_retry_after_ms = 1_500;
+        let member = RosterMember::new(&bob.user, bob.device.public().clone(), 1);
+        let bundles = v1::Bundles { users: vec![b] };
+        let (ok, refused) = roster_recipients(&bundles, &[member], NOW);
+        assert!(ok.is_empty());
+        assert_eq!(refused[0].reason, RefusalReason::PrekeyRateLimited(1_500));
+        assert!(!refused[0].reason.is_suspicious());
     }
 }

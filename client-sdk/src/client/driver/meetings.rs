@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::{Driver, Entry};
 use crate::client::directory::{
-    RefusedDevice, TrustStore, roster_recipients, screen_bundles, verify_bundles,
+    RefusalReason, RefusedDevice, TrustStore, roster_recipients, screen_bundles, verify_bundles,
 };
 use crate::client::presence::Presence;
 use crate::client::shared::{MeetingShared, RoomLink};
@@ -58,6 +58,8 @@ pub(crate) struct PendingRotation {
     attempt: u32,
 }
 
+/// Longest wait before a resend that the directory's prekey rate limit asks for, ms.
+const MAX_RESEND_WAIT_MS: u64 = 10_000;
 /// Users per directory request (the server's default `max_users_per_fetch`).
 const USERS_PER_FETCH: usize = 64;
 
@@ -251,7 +253,10 @@ impl Driver {
     /// those devices). It is sealed only to the device keys pinned in the roster;
     /// a directory entry with other keys is refused and reported. Returns the devices
     /// it reached.
-    async fn send_to_devices(&mut self, out: &Outgoing) -> Result<BTreeSet<DeviceId>, ClientError> {
+    async fn send_to_devices(
+        &mut self,
+        out: &Outgoing,
+    ) -> Result<(BTreeSet<DeviceId>, u64), ClientError> {
         let users: Vec<UserId> = out.recipients.iter().map(|m| m.user_id).collect();
         let devices: Vec<(UserId, DeviceId)> = out
             .recipients
@@ -262,16 +267,27 @@ impl Driver {
         let now = self.now();
         let (recipients, refused) = roster_recipients(&bundles, &out.recipients, now);
         self.report_refusals(&refused);
-        self.seal_and_send(&recipients, &out.payload, container::DEFAULT_TTL_MS)
-            .await
+        // The directory's own drain protection asks for patience: resend no sooner.
+        let wait_ms = refused
+            .iter()
+            .filter_map(|r| match r.reason {
+                RefusalReason::PrekeyRateLimited(ms) => Some(ms),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let reached = self
+            .seal_and_send(&recipients, &out.payload, container::DEFAULT_TTL_MS)
+            .await?;
+        Ok((reached, wait_ms))
     }
 
     /// Sends `out`. A Rekey is then reported delivered (unreachable devices are
     /// dropped by the next rekey). Without a connection it waits in the outbox until
     /// the reconnect, even if its meeting ends meanwhile (a `Leave` still goes out).
     async fn send_outgoing(&mut self, out: Outgoing) {
-        let reached = match self.send_to_devices(&out).await {
-            Ok(reached) => reached,
+        let (reached, wait_ms) = match self.send_to_devices(&out).await {
+            Ok(sent) => sent,
             Err(ClientError::Connection(_)) => {
                 if self.outbox.len() < MAX_OUTBOX {
                     self.outbox.push(out);
@@ -282,7 +298,7 @@ impl Driver {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not send a meeting message");
-                BTreeSet::new()
+                (BTreeSet::new(), 0)
             }
         };
         let now = self.now();
@@ -294,7 +310,7 @@ impl Driver {
             .collect();
         let mut dropped: Vec<DeviceId> = missed.iter().copied().collect();
         if !missed.is_empty() && out.attempt < RESEND_ATTEMPTS && self.resend.len() < MAX_OUTBOX {
-            let delay = RESEND_DELAY_MS << out.attempt;
+            let delay = (RESEND_DELAY_MS << out.attempt).max(wait_ms.min(MAX_RESEND_WAIT_MS));
             tracing::debug!(
                 missed = missed.len(),
                 delay,
