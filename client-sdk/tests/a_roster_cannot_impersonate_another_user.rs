@@ -10,48 +10,11 @@ mod support;
 
 use conclave_proto::Message as _;
 use conclave_proto::v1::{self, container_payload::Body};
+use conclave_sdk::UserId;
 use conclave_sdk::client::{ClientEvent, DeviceCredentials};
-use conclave_sdk::container::{self, Recipient};
-use conclave_sdk::identity::{VerifiedDevice, VerifiedPrekey};
-use conclave_sdk::{DeviceId, UserId};
 use rand_core::{OsRng, RngCore};
+use support::hostile::deliver_forged;
 use support::*;
-
-/// Seals `payload` from `sender` to `device` of `user` with a prekey taken straight from
-/// the server's store, and pushes it to the device as a mailbox delivery.
-fn deliver_forged(
-    sfu: &Sfu,
-    sender: &DeviceCredentials,
-    user: &User,
-    device: DeviceId,
-    payload: &v1::ContainerPayload,
-) {
-    let id = *device.as_bytes();
-    let record = sfu.store.device(&id).unwrap().unwrap();
-    let cert = v1::DeviceCertificate::decode(record.certificate.as_slice()).unwrap();
-    let verified = VerifiedDevice::verify(&cert, &user.identity(), now()).unwrap();
-    let taken = sfu.store.take_prekeys(&[id], now().0).unwrap().remove(0);
-    let prekey = v1::SignedPrekey::decode(taken.prekey.unwrap().signed.as_slice()).unwrap();
-    let prekey = VerifiedPrekey::verify(&prekey, &verified, now()).unwrap();
-    let recipient = Recipient::new(verified, prekey).unwrap();
-    let sealed = container::seal(
-        sender.device(),
-        &[recipient],
-        payload,
-        now(),
-        60_000,
-        &mut OsRng,
-    )
-    .unwrap();
-    assert!(sfu.adversary().inject(
-        &id,
-        v1::event::Event::Mailbox(v1::MailboxDelivery {
-            mailbox_id: u64::MAX - 1,
-            container: sealed,
-            stored_at_ms: now().0,
-        }),
-    ));
-}
 
 fn random32() -> Vec<u8> {
     let mut b = vec![0u8; 32];

@@ -1,11 +1,14 @@
 //! Telling a dropped device from one that is reconnecting (sans-IO).
 //!
-//! When a member's connection leaves the SFU room, every device waits `drop_after_ms`
-//! for the same device to send media again (from any connection). If it does not, the
-//! device has dropped out: the key leader rekeys without it, and if the key leader is
-//! the one that dropped, its successor takes over and rekeys. A reconnect inside the
-//! window costs nothing. (A device that never sends media is not tracked: it leaves
-//! only by `Leave` or removal.)
+//! When a member device's connection leaves the SFU room (`MemberLeft`, which names the
+//! device), every device waits `drop_after_ms` for that device to join the room again
+//! (`MemberJoined`, from any connection). If it does not, the device has dropped out:
+//! the key leader rekeys without it, and if the key leader is the one that dropped, its
+//! successor takes over and rekeys. A reconnect inside the window costs nothing.
+//!
+//! Liveness is room presence, never media: a muted device (no frames for minutes) that
+//! stays connected is present, so nobody can depose a silent key leader (security
+//! review M2), and nobody can keep a departed device "alive" by forging its frames.
 
 use std::collections::BTreeMap;
 
@@ -31,27 +34,20 @@ impl Presence {
         self.pending.values().map(|(_, _, at)| *at).min()
     }
 
-    /// Devices whose deadline passed without media seen after they left. `last_seen`
-    /// gives the last time a frame of a sender index decrypted.
-    pub(crate) fn dropped(
-        &mut self,
-        now: u64,
-        last_seen: impl Fn(u32) -> Option<u64>,
-    ) -> Vec<DeviceId> {
+    /// Devices whose deadline passed without them joining the room again.
+    pub(crate) fn dropped(&mut self, now: u64) -> Vec<DeviceId> {
         let mut out = Vec::new();
-        self.pending.retain(|device, (index, left_at, at)| {
+        self.pending.retain(|device, (_, _, at)| {
             if *at > now {
                 return true;
             }
-            if last_seen(*index).is_none_or(|seen| seen <= *left_at) {
-                out.push(*device);
-            }
+            out.push(*device);
             false
         });
         out
     }
 
-    /// Forgets `device` (it left explicitly or was removed).
+    /// Forgets `device`: it joined the room again, left explicitly or was removed.
     pub(crate) fn forget(&mut self, device: &DeviceId) {
         self.pending.remove(device);
     }
@@ -66,24 +62,22 @@ mod tests {
     }
 
     #[test]
-    fn a_device_silent_past_the_window_has_dropped() {
+    fn a_device_gone_past_the_window_has_dropped() {
         let mut p = Presence::default();
         p.left(dev(1), 1, 1_000, 500);
         assert_eq!(p.next_deadline(), Some(1_500));
-        assert!(p.dropped(1_499, |_| Some(900)).is_empty());
-        assert_eq!(p.dropped(1_500, |_| Some(900)), vec![dev(1)]);
+        assert!(p.dropped(1_499).is_empty());
+        assert_eq!(p.dropped(1_500), vec![dev(1)]);
         assert_eq!(p.next_deadline(), None);
     }
 
     #[test]
-    fn a_device_that_sends_again_in_the_window_is_kept() {
+    fn a_device_that_rejoins_in_the_window_is_kept() {
         let mut p = Presence::default();
         p.left(dev(1), 1, 1_000, 500);
         p.left(dev(2), 2, 1_000, 500);
-        assert_eq!(
-            p.dropped(2_000, |i| (i == 1).then_some(1_200)),
-            vec![dev(2)]
-        );
+        p.forget(&dev(1)); // MemberJoined
+        assert_eq!(p.dropped(2_000), vec![dev(2)]);
     }
 
     #[test]
@@ -91,6 +85,6 @@ mod tests {
         let mut p = Presence::default();
         p.left(dev(1), 1, 0, 10);
         p.forget(&dev(1));
-        assert!(p.dropped(100, |_| None).is_empty());
+        assert!(p.dropped(100).is_empty());
     }
 }

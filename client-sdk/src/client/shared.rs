@@ -47,9 +47,6 @@ pub(crate) struct MediaState {
     next_frame_number: u32,
     reassembler: Reassembler,
     senders: HashMap<u32, SenderOf>,
-    /// Last time (reader clock, ms) a frame of each sender index decrypted, and the
-    /// slot it came from.
-    seen: HashMap<u32, (u64, u16)>,
 }
 
 /// The participant view the app reads.
@@ -111,7 +108,6 @@ impl MeetingShared {
                 next_frame_number: 0,
                 reassembler: Reassembler::new(ReassemblyConfig::default()),
                 senders: HashMap::new(),
-                seen: HashMap::new(),
             }),
             info: Mutex::new(MeetingInfo::default()),
             frames,
@@ -208,20 +204,6 @@ impl MeetingShared {
         if self.events.try_send(event).is_err() {
             tracing::warn!("meeting event queue full or closed; event dropped");
         }
-    }
-
-    /// The sender index that last sent from `slot`, and when (reader clock).
-    pub(crate) fn sender_in_slot(&self, slot: u16) -> Option<u32> {
-        lock(&self.media)
-            .seen
-            .iter()
-            .find(|(_, (_, s))| *s == slot)
-            .map(|(index, _)| *index)
-    }
-
-    /// When a frame of `index` last decrypted (reader clock, ms).
-    pub(crate) fn last_seen(&self, index: u32) -> Option<u64> {
-        lock(&self.media).seen.get(&index).map(|(at, _)| *at)
     }
 
     // ----- app side -----------------------------------------------------------------
@@ -321,7 +303,6 @@ impl MeetingShared {
             }
         };
         let index = u32::from(received.kid.sender_index());
-        media.seen.insert(index, (now_ms, frame.sender_slot));
         let sender = media.senders.get(&index).copied();
         drop(media);
         let Some(sender) = sender else {

@@ -18,9 +18,9 @@
 //! rotation only to a strictly greater epoch.
 //!
 //! Limit: every holder of epoch `e` can sign a rotation. A participant about to be
-//! removed could race the key leader's rotation with one of its own; the SFU must
-//! therefore also require that rotations come from the room's key-leader connection
-//! (see `docs/protocol.md`, section 4.1).
+//! removed could race the key leader's rotation with one of its own; the SFU therefore
+//! also requires that rotations come from one of the room's leader devices, which the
+//! key leader lists (see `docs/protocol.md`, section 4.1).
 
 use std::fmt;
 

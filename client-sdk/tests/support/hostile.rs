@@ -4,15 +4,19 @@
 
 use std::sync::{Arc, Mutex};
 
+use conclave_proto::Message as _;
 use conclave_proto::v1::{self, response, server_frame};
-use conclave_sdk::container::{ReplayCache, SealedContainer};
-use conclave_sdk::identity::{DeviceIdentity, PrekeyPool, UserIdentity, UserSigningKey};
+use conclave_sdk::client::DeviceCredentials;
+use conclave_sdk::container::{self, Recipient, ReplayCache, SealedContainer};
+use conclave_sdk::identity::{
+    DeviceIdentity, PrekeyPool, UserIdentity, UserSigningKey, VerifiedDevice, VerifiedPrekey,
+};
 use conclave_sdk::time::DAY_MS;
 use conclave_sdk::{DeviceId, UserId};
 use conclave_sfu::server::hooks::Adversary;
 use rand_core::OsRng;
 
-use super::now;
+use super::{Sfu, User, now};
 
 /// A user (or a device of a real user) fabricated by the server: it holds every
 /// private key, so whatever is sealed to this device, the server reads.
@@ -139,8 +143,8 @@ pub fn server_can_open(adversary: &Adversary, forged: &Shared, senders: &[UserId
 /// A device of `credentials` registered over a raw control connection, to send
 /// requests the SDK never would (an attacker's client).
 pub async fn raw_device(
-    sfu: &super::Sfu,
-    credentials: &conclave_sdk::client::DeviceCredentials,
+    sfu: &Sfu,
+    credentials: &DeviceCredentials,
 ) -> conclave_sdk::transport::ControlConnection {
     use conclave_proto::v1::client_frame::Request;
     let (conn, _events) = conclave_sdk::transport::ControlConnection::connect_trusting(
@@ -171,4 +175,40 @@ pub async fn raw_device(
     .await
     .unwrap();
     conn
+}
+
+/// Seals `payload` from `sender` to `device` of `user` with a prekey taken straight from
+/// the server's store, and pushes it to the device as a mailbox delivery.
+pub fn deliver_forged(
+    sfu: &Sfu,
+    sender: &DeviceCredentials,
+    user: &User,
+    device: DeviceId,
+    payload: &v1::ContainerPayload,
+) {
+    let id = *device.as_bytes();
+    let record = sfu.store.device(&id).unwrap().unwrap();
+    let cert = v1::DeviceCertificate::decode(record.certificate.as_slice()).unwrap();
+    let verified = VerifiedDevice::verify(&cert, &user.identity(), now()).unwrap();
+    let taken = sfu.store.take_prekeys(&[id], now().0).unwrap().remove(0);
+    let prekey = v1::SignedPrekey::decode(taken.prekey.unwrap().signed.as_slice()).unwrap();
+    let prekey = VerifiedPrekey::verify(&prekey, &verified, now()).unwrap();
+    let recipient = Recipient::new(verified, prekey).unwrap();
+    let sealed = container::seal(
+        sender.device(),
+        &[recipient],
+        payload,
+        now(),
+        60_000,
+        &mut OsRng,
+    )
+    .unwrap();
+    assert!(sfu.adversary().inject(
+        &id,
+        v1::event::Event::Mailbox(v1::MailboxDelivery {
+            mailbox_id: u64::MAX - 1,
+            container: sealed,
+            stored_at_ms: now().0,
+        }),
+    ));
 }

@@ -123,6 +123,8 @@ pub enum RoomEvent {
         handle: u32,
         /// Its slot.
         slot: u16,
+        /// Its device, if the connection authenticated.
+        device: Option<DeviceIdBytes>,
     },
     /// A member left, was evicted or disconnected.
     MemberLeft {
@@ -130,6 +132,8 @@ pub enum RoomEvent {
         handle: u32,
         /// Its slot.
         slot: u16,
+        /// Its device, if the connection authenticated.
+        device: Option<DeviceIdBytes>,
     },
     /// The room moved to a new epoch; prove it within `grace_ms`.
     EpochChanged {
@@ -463,7 +467,11 @@ impl RoomRegistry {
             for other in room.members.keys().filter(|c| **c != conn) {
                 self.outputs.push_back(RoomOutput::Event {
                     conn: *other,
-                    event: RoomEvent::MemberJoined { handle, slot },
+                    event: RoomEvent::MemberJoined {
+                        handle,
+                        slot,
+                        device,
+                    },
                 });
             }
             slot
@@ -651,6 +659,7 @@ impl RoomRegistry {
                 event: RoomEvent::MemberLeft {
                     handle,
                     slot: member.slot,
+                    device: member.device,
                 },
             });
         }

@@ -137,7 +137,8 @@ fn opener_leads_and_joiners_get_distinct_slots() {
         conn: 1,
         event: RoomEvent::MemberJoined {
             handle: a.handle,
-            slot: b.slot
+            slot: b.slot,
+            device: Some(dev(2)),
         }
     }));
     let routes = outputs
@@ -271,7 +272,8 @@ fn only_the_leader_rotates_and_unproven_members_are_evicted_after_grace() {
         conn: 1,
         event: RoomEvent::MemberLeft {
             handle: a.handle,
-            slot: c.slot
+            slot: c.slot,
+            device: Some(dev(3)),
         }
     }));
     let routes: Vec<ConnId> = match outputs.last().unwrap() {

@@ -102,13 +102,23 @@ impl RoomPlane {
 fn to_proto_event(event: RoomEvent) -> v1::event::Event {
     use v1::event::Event;
     match event {
-        RoomEvent::MemberJoined { handle, slot } => Event::MemberJoined(v1::MemberJoined {
+        RoomEvent::MemberJoined {
+            handle,
+            slot,
+            device,
+        } => Event::MemberJoined(v1::MemberJoined {
             room_handle: handle,
             slot: u32::from(slot),
+            device_id: device.map(|d| d.to_vec()).unwrap_or_default(),
         }),
-        RoomEvent::MemberLeft { handle, slot } => Event::MemberLeft(v1::MemberLeft {
+        RoomEvent::MemberLeft {
+            handle,
+            slot,
+            device,
+        } => Event::MemberLeft(v1::MemberLeft {
             room_handle: handle,
             slot: u32::from(slot),
+            device_id: device.map(|d| d.to_vec()).unwrap_or_default(),
         }),
         RoomEvent::EpochChanged {
             handle,

@@ -285,32 +285,38 @@ impl Driver {
         }
     }
 
-    /// A member's connection left a room: start its drop timer. Every device watches
-    /// every member: the leader rekeys a dropped device out, the others take over if
-    /// the leader is the one that dropped (see `MeetingState::device_dropped`).
-    pub(super) fn on_member_left(&mut self, handle: u32, slot: u32) {
-        let Some(id) = self.link.as_ref().and_then(|l| l.meeting_of(handle)) else {
-            return;
-        };
+    /// A member device's connection left a room: start its drop timer. Every device
+    /// watches every member: the leader rekeys a dropped device out, the others take
+    /// over if the leader is the one that dropped (see `MeetingState::device_dropped`).
+    pub(super) fn on_member_left(&mut self, handle: u32, device: &[u8]) {
         let window = self.config.drop_after_ms;
         let mono = self.mono_ms();
-        let Some(entry) = self.meetings.get_mut(&id) else {
+        let Some((entry, member)) = self.room_member(handle, device) else {
             return;
         };
-        let Some(index) = u16::try_from(slot)
-            .ok()
-            .and_then(|s| entry.shared.sender_in_slot(s))
-        else {
-            return;
-        };
-        if let Some(member) = entry
-            .state
-            .roster()
-            .iter()
-            .find(|m| m.sender_index == index)
-        {
-            entry.presence.left(member.device_id, index, mono, window);
+        entry
+            .presence
+            .left(member.device_id, member.sender_index, mono, window);
+    }
+
+    /// A member device joined a room (again): it is present, whatever its media.
+    pub(super) fn on_member_joined(&mut self, handle: u32, device: &[u8]) {
+        if let Some((entry, member)) = self.room_member(handle, device) {
+            entry.presence.forget(&member.device_id);
         }
+    }
+
+    /// The meeting of room `handle` and its roster member `device`, if both exist.
+    fn room_member(
+        &mut self,
+        handle: u32,
+        device: &[u8],
+    ) -> Option<(&mut super::Entry, crate::meeting::rekey::RosterMember)> {
+        let id = self.link.as_ref().and_then(|l| l.meeting_of(handle))?;
+        let device = DeviceId::from_slice(device)?;
+        let entry = self.meetings.get_mut(&id)?;
+        let member = entry.state.roster().get(&device).cloned()?;
+        Some((entry, member))
     }
 
     /// The room moved to `epoch`: that is the signal to send on a Rekey of `epoch`

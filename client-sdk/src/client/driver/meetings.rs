@@ -458,24 +458,11 @@ impl Driver {
             }
             // Keys are installed for every held epoch in `refresh`.
             MeetingOutput::ReceiveEpoch { .. } => self.refresh(id),
-            MeetingOutput::LeaderInDoubt { leader } => self.doubt_leader(id, leader),
-        }
-    }
-
-    /// A would-be successor rekeyed the leader out: if the leader has been heard,
-    /// start its drop timer now (media from it within the window keeps it leader).
-    /// A leader never heard is left alone: only the SFU's `MemberLeft` starts its timer.
-    fn doubt_leader(&mut self, id: MeetingId, leader: DeviceId) {
-        let window = self.config.drop_after_ms;
-        let mono = self.mono_ms();
-        let Some(entry) = self.meetings.get_mut(&id) else {
-            return;
-        };
-        let Some(index) = entry.state.roster().get(&leader).map(|m| m.sender_index) else {
-            return;
-        };
-        if entry.shared.last_seen(index).is_some() {
-            entry.presence.left(leader, index, mono, window);
+            // An early Rekey is no evidence against the leader (review M2): only the
+            // room says whether it is gone (`MemberLeft`, then no `MemberJoined`).
+            MeetingOutput::LeaderInDoubt { leader } => {
+                tracing::info!(leader = ?leader, "a would-be successor rekeyed the leader out; held until the leader leaves the room");
+            }
         }
     }
 

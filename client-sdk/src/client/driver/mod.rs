@@ -329,10 +329,7 @@ impl Driver {
             if entry.state.poll_timeout().is_some_and(|t| t <= now) {
                 entry.state.handle_timeout(now, &mut self.rng);
             }
-            let shared = Arc::clone(&entry.shared);
-            let dropped = entry
-                .presence
-                .dropped(mono, |index| shared.last_seen(index));
+            let dropped = entry.presence.dropped(mono);
             for device in dropped {
                 tracing::info!(device = ?device, "participant dropped out");
                 entry.state.device_dropped(device, now);
@@ -403,7 +400,7 @@ impl Driver {
         match event {
             Event::Mailbox(delivery) => self.on_delivery(delivery).await,
             Event::PrekeysLow(low) => self.replenish(low.prekeys_held).await,
-            Event::MemberLeft(left) => self.on_member_left(left.room_handle, left.slot),
+            Event::MemberLeft(left) => self.on_member_left(left.room_handle, &left.device_id),
             Event::EpochChanged(changed) => {
                 self.on_room_epoch(changed.room_handle, changed.epoch).await;
             }
@@ -413,7 +410,9 @@ impl Driver {
                 self.drop_link("the server is shutting down").await;
                 self.reconnect_at = Some(Instant::now() + Duration::from_millis(delay));
             }
-            Event::MemberJoined(_) => {}
+            Event::MemberJoined(joined) => {
+                self.on_member_joined(joined.room_handle, &joined.device_id);
+            }
         }
     }
 
