@@ -121,8 +121,17 @@ impl MeetingShared {
 
     /// Starts sending on `key`'s epoch (one sender context per epoch: never recreated
     /// for the same epoch).
+    /// Sends on `key` from now on. If no sender can be made for it (an epoch or index
+    /// SFrame cannot carry), sending stops instead of going on with the previous
+    /// epoch's key, which departed members hold (fail closed; review L5).
     pub(crate) fn set_sending_key(&self, key: &MeetingKey) -> Result<(), ClientError> {
-        let sender = key.sframe_sender(self.my_index)?;
+        let sender = match key.sframe_sender(self.my_index) {
+            Ok(sender) => sender,
+            Err(e) => {
+                lock(&self.media).sender = None;
+                return Err(e.into());
+            }
+        };
         let mut media = lock(&self.media);
         if media.sender.as_ref().map(|s| s.kid()) != Some(sender.kid()) {
             media.sender = Some(sender);
@@ -329,5 +338,29 @@ impl MeetingShared {
                 .frames_dropped_queue_full
                 .fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand_core::OsRng;
+
+    use super::*;
+    use crate::sframe::MAX_EPOCH;
+
+    /// Review L5: a failed switch leaves no sender, rather than the old epoch's.
+    #[test]
+    fn a_key_that_cannot_send_stops_sending_instead_of_keeping_the_old_key() {
+        let (frames, _f) = mpsc::channel(1);
+        let (events, _e) = mpsc::channel(1);
+        let id = MeetingId::from_slice(&[1; 32]).expect("32 bytes");
+        let shared = MeetingShared::new(id, 1, frames, events);
+        shared
+            .set_sending_key(&MeetingKey::generate(0, &mut OsRng))
+            .expect("epoch 0 can send");
+        assert!(lock(&shared.media).sender.is_some());
+        let too_far = MeetingKey::generate(MAX_EPOCH + 1, &mut OsRng);
+        assert!(shared.set_sending_key(&too_far).is_err());
+        assert!(lock(&shared.media).sender.is_none());
     }
 }
