@@ -17,6 +17,44 @@ use conclave_proto::v1::{event::Event, server_frame};
 use conclave_sdk::client::MediaKind;
 use support::*;
 
+/// From now on the server withholds every container from `device` (so it never learns
+/// it was removed and stays in the room); the flag is set when the SFU evicts it.
+fn withhold_containers_and_watch_eviction(
+    sfu: &Sfu,
+    device: conclave_sdk::DeviceId,
+) -> Arc<AtomicBool> {
+    let device_id = *device.as_bytes();
+    let evicted = Arc::new(AtomicBool::new(false));
+    let seen = Arc::clone(&evicted);
+    sfu.adversary().on_frames(Box::new(move |to, frame| {
+        if to != Some(device_id) {
+            return true;
+        }
+        match &frame.kind {
+            Some(server_frame::Kind::Event(e)) => match &e.event {
+                Some(Event::Mailbox(_)) => false,
+                Some(Event::RoomEvicted(_)) => {
+                    seen.store(true, Ordering::SeqCst);
+                    true
+                }
+                _ => true,
+            },
+            _ => true,
+        }
+    }));
+    evicted
+}
+
+/// Waits (bounded) until `flag` is set.
+async fn wait_until(flag: &AtomicBool) -> Result<(), tokio::time::error::Elapsed> {
+    tokio::time::timeout(WAIT, async {
+        while !flag.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_participant_is_evicted_from_the_room_after_an_sfu_restart() {
     let mut config = sfu_config();
@@ -56,27 +94,7 @@ async fn a_removed_participant_is_evicted_from_the_room_after_an_sfu_restart() {
     )
     .await;
 
-    // From now on the server withholds every container from Carol (so she never learns
-    // she was removed and stays in the room), and watches for her eviction.
-    let carol_device = *c.id().as_bytes();
-    let evicted = Arc::new(AtomicBool::new(false));
-    let seen = Arc::clone(&evicted);
-    sfu.adversary().on_frames(Box::new(move |device, frame| {
-        if device != Some(carol_device) {
-            return true;
-        }
-        match &frame.kind {
-            Some(server_frame::Kind::Event(e)) => match &e.event {
-                Some(Event::Mailbox(_)) => false,
-                Some(Event::RoomEvicted(_)) => {
-                    seen.store(true, Ordering::SeqCst);
-                    true
-                }
-                _ => true,
-            },
-            _ => true,
-        }
-    }));
+    let evicted = withhold_containers_and_watch_eviction(&sfu, c.id());
 
     let epoch = meeting_a.sending_epoch();
     meeting_a.remove(&[carol.id()]).await.unwrap();
@@ -88,13 +106,9 @@ async fn a_removed_participant_is_evicted_from_the_room_after_an_sfu_restart() {
         &mut meeting_b,
     )
     .await;
-    tokio::time::timeout(WAIT, async {
-        while !evicted.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the SFU evicts the removed participant from the room after the rotation");
+    wait_until(&evicted)
+        .await
+        .expect("the SFU evicts the removed participant from the room after the rotation");
 }
 
 /// Review M1: a rotation the SFU refuses is retried (here the first two attempts are
@@ -135,34 +149,12 @@ async fn a_refused_rotation_is_retried_and_reported_when_it_keeps_failing() {
         }
         true
     }));
-    let carol_device = *c.id().as_bytes();
-    let evicted = Arc::new(AtomicBool::new(false));
-    let seen = Arc::clone(&evicted);
-    sfu.adversary().on_frames(Box::new(move |device, frame| {
-        if device != Some(carol_device) {
-            return true;
-        }
-        match &frame.kind {
-            Some(server_frame::Kind::Event(e)) => match &e.event {
-                Some(Event::Mailbox(_)) => false,
-                Some(Event::RoomEvicted(_)) => {
-                    seen.store(true, Ordering::SeqCst);
-                    true
-                }
-                _ => true,
-            },
-            _ => true,
-        }
-    }));
+    let evicted = withhold_containers_and_watch_eviction(&sfu, c.id());
 
     meeting_a.remove(&[carol.id()]).await.unwrap();
-    tokio::time::timeout(WAIT, async {
-        while !evicted.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the rotation is retried until the SFU takes it, and Carol is evicted");
+    wait_until(&evicted)
+        .await
+        .expect("the rotation is retried until the SFU takes it, and Carol is evicted");
     assert!(refused.load(Ordering::SeqCst) >= 2);
     deliver(&meeting_a, MediaKind::Audio, b"two of us", &mut meeting_b).await;
     drop(meeting_c);

@@ -19,122 +19,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use conclave_proto::datagram::{DatagramHeader, HEADER_LEN, MediaKind};
-use conclave_proto::frame::{self, PREFIX_LEN, TLS_EXPORTER_LABEL, TLS_EXPORTER_LEN};
-use conclave_proto::v1::{self, ErrorCode, client_frame::Request, response, server_frame};
+use conclave_proto::frame;
+use conclave_proto::v1::{self, ErrorCode, client_frame::Request, response};
 use conclave_sfu::server::close_code;
 use conclave_sfu::store::MemoryStore;
 use media_support::{Got, Tag, assert_exactly, member, send_marker, slot_of};
 use metrics_exporter_prometheus::PrometheusHandle;
+use support::raw::RawControl;
 use support::{TestClient, TestRoom, TestServer, TestUser, WAIT, test_config};
 use tokio::task::JoinHandle;
 
 /// Largest datagram the server accepts in this test: small, so that an oversize
 /// datagram still fits the QUIC path and reaches the server's check.
 const MAX_DATAGRAM: usize = 200;
-
-/// A client speaking the control protocol byte by byte, so it can send what the SDK
-/// never would and see every frame the server sends back (including responses to
-/// request id 0, which the SDK drops).
-struct RawControl {
-    _endpoint: quinn::Endpoint,
-    conn: quinn::Connection,
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    binding: [u8; TLS_EXPORTER_LEN],
-    challenge: Vec<u8>,
-}
-
-impl RawControl {
-    async fn connect(server: &TestServer) -> Self {
-        let config = conclave_sdk::transport::client_config(&server.trust).unwrap();
-        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        endpoint.set_default_client_config(config);
-        let conn = tokio::time::timeout(WAIT, endpoint.connect(server.addr, "localhost").unwrap())
-            .await
-            .expect("handshake in bounded time")
-            .expect("handshake");
-        let mut binding = [0u8; TLS_EXPORTER_LEN];
-        conn.export_keying_material(&mut binding, TLS_EXPORTER_LABEL, b"")
-            .unwrap();
-        let (send, recv) = conn.open_bi().await.unwrap();
-        let mut raw = RawControl {
-            _endpoint: endpoint,
-            conn,
-            send,
-            recv,
-            binding,
-            challenge: Vec::new(),
-        };
-        let hello = raw
-            .call(
-                1,
-                Request::Hello(v1::Hello {
-                    protocol_version: 1,
-                }),
-            )
-            .await;
-        let response::Result::Hello(hello) = hello else {
-            panic!("expected HelloOk, got {hello:?}");
-        };
-        raw.challenge = hello.challenge;
-        raw
-    }
-
-    async fn write(&mut self, bytes: &[u8]) {
-        self.send.write_all(bytes).await.unwrap();
-    }
-
-    async fn send_request(&mut self, request_id: u64, request: Request) {
-        let bytes = frame::encode(&v1::ClientFrame {
-            request_id,
-            request: Some(request),
-        })
-        .unwrap();
-        self.write(&bytes).await;
-    }
-
-    /// The next server frame, or `None` once the server finished its stream.
-    async fn next_frame(&mut self) -> Option<v1::ServerFrame> {
-        tokio::time::timeout(WAIT, async {
-            let mut prefix = [0u8; PREFIX_LEN];
-            match self.recv.read_exact(&mut prefix).await {
-                Ok(()) => {}
-                Err(quinn::ReadExactError::FinishedEarly(0)) => return None,
-                Err(e) => panic!("control stream failed: {e}"),
-            }
-            let len = frame::frame_len(prefix, frame::DEFAULT_MAX_FRAME_BYTES).unwrap();
-            let mut body = vec![0u8; len];
-            self.recv.read_exact(&mut body).await.unwrap();
-            Some(frame::decode_server(&body).expect("the server sends valid frames"))
-        })
-        .await
-        .expect("a server frame within the wait bound")
-    }
-
-    /// The next response, skipping events.
-    async fn response(&mut self) -> v1::Response {
-        loop {
-            match self.next_frame().await {
-                Some(v1::ServerFrame {
-                    kind: Some(server_frame::Kind::Response(r)),
-                }) => return r,
-                Some(_) => {}
-                None => panic!("the server finished the control stream"),
-            }
-        }
-    }
-
-    async fn call(&mut self, request_id: u64, request: Request) -> response::Result {
-        self.send_request(request_id, request).await;
-        let r = self.response().await;
-        assert_eq!(r.request_id, request_id);
-        r.result.expect("a response carries a result")
-    }
-
-    fn send_datagram(&self, bytes: Vec<u8>) {
-        self.conn.send_datagram(bytes.into()).unwrap();
-    }
-}
 
 /// The value of the series `name{labels}` in the Prometheus text (0 if absent).
 fn metric(metrics: &PrometheusHandle, name: &str, labels: &[(&str, &str)]) -> u64 {

@@ -160,4 +160,9 @@ impl RawControl {
             other => panic!("expected an application close, got {other:?}"),
         }
     }
+
+    /// Sends a raw datagram on this connection.
+    pub fn send_datagram(&self, bytes: Vec<u8>) {
+        self.conn.send_datagram(bytes.into()).unwrap();
+    }
 }
