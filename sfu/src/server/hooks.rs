@@ -2,14 +2,14 @@
 //!
 //! The threat model treats the SFU and its directory as part of the adversary, so the
 //! client's defences are tested against a *real* server that lies. With the
-//! `adversary` feature, [`crate::embedded::EmbeddedSfu::start_hostile`] runs the
-//! ordinary server with an [`Adversary`] attached: it can rewrite or drop any request a
+//! `adversary` feature, `EmbeddedSfu::start_hostile` runs the ordinary server with an
+//! `Adversary` attached: it can rewrite or drop any request a
 //! device sends and any answer or event the server writes to a device, records every
 //! container that passes through `SendContainer`, and can push forged events (a
 //! container "from the mailbox", a room announcement) to a connected device.
 //!
-//! Without the feature, [`Hooks`] is an empty struct whose methods do nothing and
-//! compile away; the production binary has no way to enable any of this.
+//! Without the feature, the server's hook point is an empty struct whose methods do
+//! nothing and compile away; the production binary has no way to enable any of this.
 
 #[cfg(feature = "adversary")]
 pub use enabled::{Adversary, FrameRule, RequestRule};
