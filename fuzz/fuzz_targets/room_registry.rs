@@ -210,6 +210,18 @@ fn leaders(u: &mut Unstructured<'_>) -> Result<Vec<conclave_sfu::store::DeviceId
     (0..n).map(|_| Ok([u.int_in_range(0..=4)?; 16])).collect()
 }
 
+/// Leaders of a stored `RoomRecord`: at most `MAX_ROOM_LEADERS`, as every store can hold
+/// (the registry refuses longer lists before persisting, the redb codec refuses longer
+/// values as corrupt). A five-leader record is not something a store can return, and
+/// the registry rightly passes stored leaders through unchanged, so the harness must not
+/// invent one (campaign crash `crash-059a0eab…`: a fabricated five-leader record tripped
+/// the persisted-record assertion in `open`).
+fn stored_leaders(u: &mut Unstructured<'_>) -> Result<Vec<conclave_sfu::store::DeviceIdBytes>> {
+    let mut leaders = leaders(u)?;
+    leaders.truncate(conclave_sfu::store::MAX_ROOM_LEADERS);
+    Ok(leaders)
+}
+
 impl Harness {
     fn new(u: &mut Unstructured<'_>) -> Result<Harness> {
         let shape: u8 = u.arbitrary()?;
@@ -327,7 +339,7 @@ impl Harness {
                 epoch: read_epoch(u)?,
                 auth_public: public_key(u, &key)?,
                 updated_at_ms: u.arbitrary()?,
-                leaders: leaders(u)?,
+                leaders: stored_leaders(u)?,
             }),
         };
         let listed = leaders(u)?;
