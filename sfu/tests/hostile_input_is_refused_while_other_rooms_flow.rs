@@ -251,25 +251,7 @@ async fn hostile_frames_and_datagrams_are_refused_and_counted_while_a_healthy_ro
     let mut mallory = RawControl::connect(&server).await;
     let user = TestUser::new("mallory");
     let device = user.device();
-    let auth_signature = device
-        .sign_auth_challenge(&mallory.binding, &mallory.challenge)
-        .unwrap()
-        .to_bytes()
-        .to_vec();
-    let registered = mallory
-        .call(
-            2,
-            Request::Register(v1::Register {
-                user_public_key: user.identity.key.to_bytes().to_vec(),
-                certificate: Some(device.certificate().clone()),
-                auth_signature,
-            }),
-        )
-        .await;
-    assert!(
-        matches!(registered, response::Result::Registered(_)),
-        "{registered:?}"
-    );
+    mallory.register(&user, &device).await;
     let join_signature = room
         .auth()
         .sign_join(&mallory.binding, &mallory.challenge)
