@@ -124,6 +124,7 @@ fn payload(sender: &Party) -> v1::ContainerPayload {
             key_leader_device_id: sender.device.device_id().as_bytes().to_vec(),
             reason: v1::RekeyReason::Remove.into(),
         })),
+        ..Default::default()
     }
 }
 

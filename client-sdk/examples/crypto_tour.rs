@@ -157,6 +157,7 @@ fn main() -> anyhow::Result<()> {
             key_leader_device_id: alice.device.device_id().as_bytes().to_vec(),
             expires_at_ms: now.saturating_add(DAY_MS).0,
         })),
+        ..Default::default()
     };
     let recipients = [bob.as_recipient(now)?, carol.as_recipient(now)?];
     let mut invite = invite;
@@ -205,6 +206,7 @@ fn main() -> anyhow::Result<()> {
             key_leader_device_id: alice.device.device_id().as_bytes().to_vec(),
             reason: v1::RekeyReason::Remove.into(),
         })),
+        ..Default::default()
     };
     let sealed = container::seal(
         &alice.device,

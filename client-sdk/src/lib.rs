@@ -81,6 +81,7 @@
 //!         meeting_key: key.expose_secret().to_vec(),
 //!         ..Default::default()
 //!     })),
+//!     ..Default::default()
 //! };
 //! let bytes = container::seal(
 //!     &alice_device,

@@ -86,6 +86,7 @@ async fn an_early_rekey_does_not_depose_a_muted_leader() {
             key_leader_device_id: b.id().as_bytes().to_vec(),
             reason: v1::RekeyReason::LeaderChange as i32,
         })),
+        ..Default::default()
     };
     deliver_forged(&sfu, &bob_copy, &carol, c.id(), &early);
 

@@ -93,6 +93,7 @@ fn invite() -> v1::ContainerPayload {
             expires_at_ms: NOW.0 + DAY_MS,
             ..Default::default()
         })),
+        ..Default::default()
     }
 }
 
@@ -144,6 +145,7 @@ impl Fixture {
                 body: Some(Body::Text(v1::TextMessage {
                     text: "a different plaintext".into(),
                 })),
+                ..Default::default()
             },
             NOW,
             DAY_MS,

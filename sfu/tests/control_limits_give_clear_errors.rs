@@ -62,6 +62,7 @@ async fn requests_beyond_the_burst_are_rate_limited_with_a_retry_hint() {
         code,
         message,
         retry_after_ms,
+        ..
     } = &err
     else {
         panic!("expected a server refusal, got {err}");

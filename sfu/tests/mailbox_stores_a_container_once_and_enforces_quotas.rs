@@ -289,6 +289,7 @@ async fn registrations_beyond_the_per_ip_limit_are_refused_with_a_clear_error() 
         code,
         message,
         retry_after_ms,
+        ..
     } = &err
     else {
         panic!("expected a server refusal, got {err}");

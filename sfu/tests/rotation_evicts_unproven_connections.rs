@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use conclave_proto::v1::{self, ErrorCode, EvictReason, event::Event};
 use conclave_sdk::meeting::MeetingKey;
+use conclave_sdk::transport::TransportError;
 use conclave_sfu::store::MemoryStore;
 use media_support::{
     assert_exactly, assert_quiet, collect_until_markers, leave_room, member, send_burst,
@@ -141,6 +142,12 @@ async fn members_that_do_not_prove_the_new_epoch_are_evicted_and_lose_the_rooms_
     // The old key is worthless now: neither joining nor opening with it works.
     let err = carol.join_room(&old, &room.routing).await.unwrap_err();
     assert_eq!(err.server_code(), Some(ErrorCode::WrongEpoch), "{err}");
+    // The refusal names the room's epoch, so a device left behind (review M3) knows to
+    // stop sending and ask its key leader.
+    assert!(
+        matches!(err, TransportError::Server { room_epoch: 2, .. }),
+        "{err:?}"
+    );
     let err = carol.open_room(&old, &room.routing).await.unwrap_err();
     assert_eq!(err.server_code(), Some(ErrorCode::WrongEpoch), "{err}");
     // So is a rotation to an epoch that is not greater than the current one (here

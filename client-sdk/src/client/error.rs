@@ -27,6 +27,9 @@ pub enum ClientError {
         code: ErrorCode,
         /// The server's explanation.
         message: String,
+        /// For `WrongEpoch`: the room's current epoch as the server claims it (not
+        /// trusted: it only ever makes this device stop sending and ask for a key).
+        room_epoch: Option<u64>,
     },
     /// The server answered something this SDK cannot interpret (a version mismatch or a
     /// misbehaving server).
@@ -47,6 +50,14 @@ pub enum ClientError {
     /// cannot be sent right now.
     #[error("not connected to the meeting's room yet; retry once joined")]
     NotJoined,
+    /// Sending is paused: the meeting's room moved to an epoch whose key has not
+    /// reached this device, so its current key may be known to a participant who was
+    /// removed. The key leader has been asked for the key; sending resumes on its own
+    /// (watch for [`MeetingEvent::EpochChanged`](super::MeetingEvent::EpochChanged)).
+    #[error(
+        "sending paused: the meeting moved to a key this device has not received yet; it was requested"
+    )]
+    SendingPaused,
     /// A media frame is larger than fits in the datagrams of this path.
     #[error("media frame of {len} bytes is too large; at most {max} bytes fit this path")]
     FrameTooLarge {
@@ -88,6 +99,15 @@ impl ClientError {
         }
     }
 
+    /// For a `WrongEpoch` refusal: the room's current epoch as the server claims it.
+    #[must_use]
+    pub fn room_epoch(&self) -> Option<u64> {
+        match self {
+            ClientError::Server { room_epoch, .. } => *room_epoch,
+            _ => None,
+        }
+    }
+
     /// Whether retrying later may succeed (a connection problem or a rate limit).
     #[must_use]
     pub fn is_transient(&self) -> bool {
@@ -95,6 +115,7 @@ impl ClientError {
             self,
             ClientError::Connection(_)
                 | ClientError::NotJoined
+                | ClientError::SendingPaused
                 | ClientError::Meeting(RekeyError::Busy)
         ) || matches!(
             self.server_code(),
@@ -107,7 +128,16 @@ impl From<TransportError> for ClientError {
     fn from(e: TransportError) -> Self {
         match e {
             TransportError::Certificate(p) => ClientError::Certificate(p),
-            TransportError::Server { code, message, .. } => ClientError::Server { code, message },
+            TransportError::Server {
+                code,
+                message,
+                room_epoch,
+                ..
+            } => ClientError::Server {
+                code,
+                message,
+                room_epoch: (room_epoch > 0).then_some(room_epoch),
+            },
             TransportError::Protocol(m) => ClientError::Protocol(m),
             other => ClientError::Connection(other.to_string()),
         }

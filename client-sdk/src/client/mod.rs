@@ -271,6 +271,16 @@ pub enum MeetingEvent {
         /// The new sending epoch.
         epoch: u64,
     },
+    /// The room moved to `room_epoch`, whose key has not reached this device (a lost
+    /// Rekey, or one a hostile server withheld): sending is paused, since the current
+    /// key may be held by a removed participant, and the key leader has been asked for
+    /// the key. [`MeetingEvent::EpochChanged`] follows once it arrives; until then
+    /// [`Meeting::send_frame`](super::Meeting::send_frame) fails with
+    /// [`ClientError::SendingPaused`]. Tell the user if it lasts.
+    SendingPaused {
+        /// The epoch the room announced.
+        room_epoch: u64,
+    },
     /// (Key leader) an invitee answered.
     Reply {
         /// The answering device.

@@ -42,6 +42,8 @@ struct SenderOf {
 
 pub(crate) struct MediaState {
     sender: Option<SframeSender>,
+    /// Sending paused until a new sending key (review M3).
+    paused: bool,
     receiver: SframeReceiver,
     room: Option<RoomLink>,
     next_frame_number: u32,
@@ -103,6 +105,7 @@ impl MeetingShared {
             my_index,
             media: Mutex::new(MediaState {
                 sender: None,
+                paused: false,
                 receiver: SframeReceiver::new(),
                 room: None,
                 next_frame_number: 0,
@@ -136,9 +139,18 @@ impl MeetingShared {
         if media.sender.as_ref().map(|s| s.kid()) != Some(sender.kid()) {
             media.sender = Some(sender);
         }
+        media.paused = false;
         drop(media);
         lock(&self.info).sending_epoch = key.epoch();
         Ok(())
+    }
+
+    /// Stops sending until the next [`Self::set_sending_key`]: the room moved to an
+    /// epoch whose key this device does not hold (review M3).
+    pub(crate) fn pause_sending(&self) {
+        let mut media = lock(&self.media);
+        media.sender = None;
+        media.paused = true;
     }
 
     /// Registers `key`'s per-sender keys for every participant but this device.
@@ -264,6 +276,9 @@ impl MeetingShared {
         }
         let frame_number = media.next_frame_number;
         let metadata = media::frame_metadata(kind, keyframe, frame_number);
+        if media.paused {
+            return Err(ClientError::SendingPaused);
+        }
         let sender = media.sender.as_mut().ok_or(ClientError::NotJoined)?;
         let ciphertext = sender.encrypt(&metadata, data)?;
         media.next_frame_number = frame_number.wrapping_add(1);

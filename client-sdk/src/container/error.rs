@@ -108,14 +108,18 @@ pub enum ContainerError {
     /// The payload failed to decrypt under the committed key.
     #[error("container payload does not authenticate under its key")]
     PayloadDecryptFailed,
-    /// The decrypted payload is not of the kind the header declares.
-    #[error("payload kind declared in the header ({declared}) differs from the payload ({actual})")]
-    PayloadKindMismatch {
+    /// The header names the payload's kind in the clear, which the server could read;
+    /// the kind belongs inside the encrypted payload only (protocol 3.6). Refused so
+    /// that no sender leaks it.
+    #[error("the container header names its payload kind ({declared}) in the clear; refused")]
+    PayloadKindInClear {
         /// Kind declared in the header.
         declared: i32,
-        /// Kind of the decrypted payload.
-        actual: i32,
     },
+    /// The decrypted payload carries no payload this SDK knows (empty, or a kind from
+    /// a newer protocol version).
+    #[error("the container's payload is empty or of a kind this SDK does not know; update the SDK")]
+    UnknownPayload,
     /// Sealing was asked for with no recipient.
     #[error("a container needs at least one recipient device")]
     NoRecipients,

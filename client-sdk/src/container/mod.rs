@@ -36,7 +36,7 @@ use zeroize::Zeroize;
 pub use error::ContainerError;
 pub use open::SealedContainer;
 pub use replay::{DEFAULT_REPLAY_CAPACITY, ReplayCache};
-pub use seal::seal;
+pub use seal::{PAYLOAD_PADDING_BLOCK, seal};
 
 use crate::identity::{VerifiedDevice, VerifiedPrekey};
 use crate::time::DAY_MS;
@@ -177,6 +177,7 @@ pub fn payload_kind(payload: &v1::ContainerPayload) -> PayloadKind {
         Some(Body::Leave(_)) => PayloadKind::Leave,
         Some(Body::Remove(_)) => PayloadKind::Remove,
         Some(Body::Text(_)) => PayloadKind::Text,
+        Some(Body::KeyRequest(_)) => PayloadKind::KeyRequest,
     }
 }
 

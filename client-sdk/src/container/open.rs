@@ -179,11 +179,13 @@ impl SealedContainer {
             expires_at,
             payload,
         };
-        if i32::from(actual) != header.payload_kind {
-            return Err(ContainerError::PayloadKindMismatch {
+        if header.payload_kind != 0 {
+            return Err(ContainerError::PayloadKindInClear {
                 declared: header.payload_kind,
-                actual: actual.into(),
             });
+        }
+        if actual == v1::PayloadKind::Unspecified {
+            return Err(ContainerError::UnknownPayload);
         }
 
         // 7. Commit: the prekey is spent and the container id remembered.

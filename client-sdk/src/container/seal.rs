@@ -48,7 +48,8 @@ pub(super) struct SealSecrets<'k> {
     pub(super) payload_key: &'k Key256,
     /// Key wrapped for recipient `i`; `None` wraps `payload_key` for everyone.
     pub(super) entry_keys: Option<&'k [Key256]>,
-    /// Declared payload kind; `None` derives it from the payload.
+    /// A payload kind written into the clear header, as a careless sender would;
+    /// `None` (honest) writes none: the kind is only inside the encrypted payload.
     pub(super) declared_kind: Option<v1::PayloadKind>,
     /// Container id; `None` draws a random one.
     pub(super) container_id: Option<ContainerId>,
@@ -71,12 +72,12 @@ pub(super) fn seal_with(
             max_ms: MAX_TTL_MS,
         });
     }
-    let kind = secrets
-        .declared_kind
-        .unwrap_or_else(|| payload_kind(payload));
-    if kind == v1::PayloadKind::Unspecified {
+    if payload_kind(payload) == v1::PayloadKind::Unspecified {
         return Err(ContainerError::EmptyPayload);
     }
+    let clear_kind = secrets
+        .declared_kind
+        .unwrap_or(v1::PayloadKind::Unspecified);
 
     let container_id = secrets
         .container_id
@@ -104,11 +105,11 @@ pub(super) fn seal_with(
         ephemeral_public_key,
         entries,
         key_commitment: commitment(payload_key, &container_id).to_vec(),
-        payload_kind: kind.into(),
+        payload_kind: clear_kind.into(),
     }
     .encode_to_vec();
 
-    let plaintext = Zeroizing::new(payload.encode_to_vec());
+    let plaintext = padded(payload);
     if plaintext.len() > MAX_CONTAINER_BYTES {
         return Err(ContainerError::TooLarge {
             len: plaintext.len(),
@@ -272,3 +273,32 @@ fn check_recipients(recipients: &[Recipient], now: UnixMillis) -> Result<(), Con
     }
     Ok(())
 }
+
+/// The payload's encoding, padded (with its `padding` field) to a multiple of
+/// [`PAYLOAD_PADDING_BLOCK`] bytes, so that the ciphertext's length does not tell the
+/// server a reply from a leave, a key request or a short text (protocol 3.6). Larger
+/// payloads (invites and Rekeys, which carry a roster) still reveal their size class,
+/// about as much as the header's recipient count already does.
+fn padded(payload: &v1::ContainerPayload) -> Zeroizing<Vec<u8>> {
+    let mut plaintext = Zeroizing::new(payload.encode_to_vec());
+    if payload.padding.is_empty() {
+        let len = plaintext.len();
+        // The field costs a one-byte key and a varint length; find the smallest pad
+        // that lands on a block boundary.
+        let pad = (0..PAYLOAD_PADDING_BLOCK)
+            .find(|n| {
+                let field = 1 + conclave_proto::prost::length_delimiter_len(*n) + n;
+                (len + field) % PAYLOAD_PADDING_BLOCK == 0
+            })
+            .unwrap_or(0);
+        let zeros = vec![0u8; pad];
+        conclave_proto::prost::encoding::bytes::encode(PADDING_FIELD, &zeros, &mut *plaintext);
+    }
+    plaintext
+}
+
+/// Payloads are padded to a multiple of this many bytes.
+pub const PAYLOAD_PADDING_BLOCK: usize = 256;
+
+/// The field number of `ContainerPayload.padding`.
+const PADDING_FIELD: u32 = 15;

@@ -52,6 +52,9 @@ pub enum TransportError {
         message: String,
         /// For `RateLimited`: how long to wait, ms.
         retry_after_ms: u64,
+        /// For `WrongEpoch`: the room's current epoch as the server claims it (0 if
+        /// unknown).
+        room_epoch: u64,
     },
     /// The server sent something this client cannot interpret.
     #[error("protocol error: {0}")]
@@ -218,6 +221,7 @@ impl ControlConnection {
                 code: ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified),
                 message: e.message,
                 retry_after_ms: e.retry_after_ms,
+                room_epoch: e.room_epoch,
             }),
             ok => Ok(ok),
         }

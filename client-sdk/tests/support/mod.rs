@@ -212,11 +212,11 @@ impl Sfu {
     /// A client configuration for this server with short test timers.
     pub fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new(self.addr, self.trust.clone());
-        config.rekey = RekeyConfig {
-            coalesce_ms: 20,
-            grace_ms: 300,
-            switch_deadline_ms: 1_000,
-        };
+        config.rekey = RekeyConfig::default();
+        config.rekey.coalesce_ms = 20;
+        config.rekey.grace_ms = 300;
+        config.rekey.switch_deadline_ms = 1_000;
+        config.rekey.key_request_ms = 200;
         config.drop_after_ms = 2_000;
         config.prekey_target = 40;
         config

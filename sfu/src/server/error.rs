@@ -16,6 +16,8 @@ pub struct RequestError {
     pub message: String,
     /// For `RATE_LIMITED`: how long to wait, ms.
     pub retry_after_ms: u64,
+    /// For `WRONG_EPOCH`: the room's current epoch (0 if unknown).
+    pub room_epoch: u64,
 }
 
 impl RequestError {
@@ -25,6 +27,7 @@ impl RequestError {
             code,
             message: message.into(),
             retry_after_ms: 0,
+            room_epoch: 0,
         }
     }
 
@@ -63,6 +66,7 @@ impl RequestError {
             code: self.code as i32,
             message: self.message.clone(),
             retry_after_ms: self.retry_after_ms,
+            room_epoch: self.room_epoch,
         }
     }
 }
@@ -104,6 +108,10 @@ impl From<StoreError> for RequestError {
 
 impl From<RoomError> for RequestError {
     fn from(e: RoomError) -> Self {
+        let room_epoch = match e {
+            RoomError::WrongEpoch { current } => current,
+            _ => 0,
+        };
         let retry_after = match e {
             RoomError::LeaderPresent { retry_after_ms } => retry_after_ms,
             _ => None,
@@ -120,6 +128,7 @@ impl From<RoomError> for RequestError {
             _ => ErrorCode::Internal,
         };
         let mut err = RequestError::new(code, e.to_string());
+        err.room_epoch = room_epoch;
         if let Some(ms) = retry_after {
             err.retry_after_ms = ms.max(1);
         }

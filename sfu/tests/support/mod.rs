@@ -426,6 +426,7 @@ pub fn text_payload(text: &str) -> v1::ContainerPayload {
         body: Some(v1::container_payload::Body::Text(v1::TextMessage {
             text: text.to_string(),
         })),
+        ..Default::default()
     }
 }
 

@@ -105,6 +105,7 @@ impl Driver {
             Some(Body::EpochSwitch(s)) => &s.meeting_id,
             Some(Body::Leave(l)) => &l.meeting_id,
             Some(Body::Remove(r)) => &r.meeting_id,
+            Some(Body::KeyRequest(r)) => &r.meeting_id,
             _ => return Ok(()),
         };
         let Some(meeting) = MeetingId::from_slice(meeting) else {
@@ -114,6 +115,17 @@ impl Driver {
             && !switch.joined.is_empty()
         {
             self.check_joiners(&switch.joined)
+                .await
+                .map_err(|e| match e {
+                    Refusal::Refused { reason, .. } => refused(Some(claimed), reason),
+                    other => other,
+                })?;
+        }
+        if let Some(Body::Rekey(rekey)) = &payload.body
+            && rekey.reason == v1::RekeyReason::Resend as i32
+        {
+            // A resend may list devices that joined since: prove them like joiners.
+            self.check_joiners(&rekey.roster)
                 .await
                 .map_err(|e| match e {
                     Refusal::Refused { reason, .. } => refused(Some(claimed), reason),

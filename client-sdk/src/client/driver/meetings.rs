@@ -410,7 +410,11 @@ impl Driver {
                 let Some(entry) = self.meetings.get(&id) else {
                     return;
                 };
-                if let Some(key) = entry.state.key(epoch)
+                if entry.state.is_sending_paused() {
+                    // Still behind the room: this epoch's key may be a departed
+                    // participant's too.
+                    entry.shared.pause_sending();
+                } else if let Some(key) = entry.state.key(epoch)
                     && let Err(e) = entry.shared.set_sending_key(key)
                 {
                     tracing::warn!(error = %e, "cannot send on the new epoch");
@@ -419,6 +423,20 @@ impl Driver {
                 if entry.proven.is_none_or(|p| p < epoch) {
                     self.join_room(id, epoch).await;
                 }
+            }
+            MeetingOutput::SendingPaused { room_epoch } => {
+                let Some(entry) = self.meetings.get(&id) else {
+                    return;
+                };
+                tracing::warn!(
+                    room_epoch,
+                    held = entry.state.sending_epoch(),
+                    "the room moved to an epoch whose key never reached this device; sending paused, asking the key leader"
+                );
+                entry.shared.pause_sending();
+                entry
+                    .shared
+                    .emit(MeetingEvent::SendingPaused { room_epoch });
             }
             MeetingOutput::RotateRoom { from, to } => self.rotate_room(id, from, to).await,
             MeetingOutput::DropEpoch { epoch } => {
@@ -550,9 +568,14 @@ impl Driver {
             Ok(response::Result::RoomJoined(joined)) => self.joined(id, &joined),
             Err(e) if e.server_code() == Some(ErrorCode::WrongEpoch) => {
                 // The room has not rotated yet (or already moved on): join when it
-                // announces an epoch this device holds.
+                // announces an epoch this device holds. A room past every key held
+                // here pauses sending and asks the leader (review M3).
+                let now = self.now();
                 if let Some(entry) = self.meetings.get_mut(&id) {
                     entry.wanted = Some(epoch);
+                    if let Some(room_epoch) = e.room_epoch() {
+                        let _ = entry.state.room_epoch(room_epoch, now);
+                    }
                 }
             }
             Ok(other) => tracing::warn!(?other, "unexpected answer to a room join"),
@@ -826,6 +849,7 @@ impl Driver {
                 decision: decision as i32,
                 media_kinds: media_kinds_to_proto(kinds),
             })),
+            ..Default::default()
         };
         let Some(entry) = self.meetings.get(&id) else {
             return;

@@ -33,6 +33,16 @@
 //! * A device joining mid-meeting gets the *ratcheted* key of `epoch + 1`; existing
 //!   members ratchet locally on the `EpochSwitch` that announces it, so the joiner cannot
 //!   decrypt earlier media.
+//! * **Fail closed on a missing key** (review M3). If the room announces an epoch newer
+//!   than every key this device holds (its Rekey was lost, or withheld by a server
+//!   colluding with a removed participant), the device stops sending at once
+//!   ([`MeetingOutput::SendingPaused`]): its current key may be held by whoever was
+//!   rekeyed out. After `key_request_ms` it asks the key leader with a `KeyRequest`
+//!   (again with backoff while it stays behind); the leader answers with a `Rekey` of
+//!   its current epoch (reason `RESEND`) to that device alone, at most once per
+//!   `key_request_ms` per device. Sending resumes with the switch to that key. A false
+//!   announcement (the SFU is not trusted) can only pause sending, which a hostile SFU
+//!   can always cause by dropping media.
 //!
 //! # Authorization of control messages
 //! The container layer authenticates the sender device; this machine decides whether it
@@ -56,8 +66,10 @@ pub use roster::{Roster, RosterMember};
 use super::{MeetingId, MeetingKey};
 use crate::{DeviceId, UnixMillis, UserId};
 
-/// Timers of the meeting state machine.
+/// Timers of the meeting state machine. Start from [`RekeyConfig::default`] and set
+/// the fields to change (new timers may be added).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RekeyConfig {
     /// Departures within this window are handled by one rekey, ms.
     pub coalesce_ms: u64,
@@ -66,7 +78,16 @@ pub struct RekeyConfig {
     /// A receiver switches to an installed Rekey at the latest this long after it
     /// arrived, even if the room never announced the new epoch, ms.
     pub switch_deadline_ms: u64,
+    /// A device that the room has moved past (no key for the room's epoch) stops
+    /// sending at once and asks the key leader for the key after this long (an
+    /// `EpochSwitch` or Rekey usually arrives first); it asks again with doubling
+    /// intervals up to [`MAX_KEY_REQUEST_INTERVAL_MS`]. The leader answers each device
+    /// at most once per this interval, ms.
+    pub key_request_ms: u64,
 }
+
+/// The longest interval between two key requests of a device that stays behind, ms.
+pub const MAX_KEY_REQUEST_INTERVAL_MS: u64 = 30_000;
 
 impl Default for RekeyConfig {
     fn default() -> Self {
@@ -74,6 +95,7 @@ impl Default for RekeyConfig {
             coalesce_ms: 20,
             grace_ms: 2_000,
             switch_deadline_ms: 1_000,
+            key_request_ms: 500,
         }
     }
 }
@@ -103,6 +125,14 @@ pub enum MeetingOutput {
         /// For a `Rekey`: its epoch, to report back with
         /// [`MeetingState::rekey_delivered`] once every recipient got it.
         rekey_epoch: Option<u64>,
+    },
+    /// Stop sending media now: the room moved to `room_epoch`, whose key this device
+    /// does not hold, so its current key may be known to a departed participant. The
+    /// key has been (or will be) asked for; sending resumes with the next
+    /// [`MeetingOutput::SendingEpoch`].
+    SendingPaused {
+        /// The epoch the room announced.
+        room_epoch: u64,
     },
     /// Decrypt frames of this epoch (its key is in [`MeetingState::key`]).
     ReceiveEpoch {
@@ -187,6 +217,10 @@ pub enum RekeyError {
     /// The payload is not a meeting control message.
     #[error("not a meeting control message")]
     NotControl,
+    /// A device asked for the key again sooner than the leader answers; it will ask
+    /// again.
+    #[error("key requested again too soon; ignored until the interval has passed")]
+    TooSoon,
 }
 
 /// A Rekey held back until the leader's departure is confirmed here.
@@ -229,6 +263,17 @@ struct Pending {
     switch_at: u64,
 }
 
+/// (Any device) the room moved past every epoch this device holds.
+#[derive(Debug, Clone, Copy)]
+struct Behind {
+    /// The newest epoch the room announced.
+    room_epoch: u64,
+    /// When to ask the key leader (again), ms.
+    ask_at: u64,
+    /// The interval after that, ms.
+    backoff: u64,
+}
+
 /// One device's view of one meeting.
 #[derive(Debug)]
 pub struct MeetingState {
@@ -259,6 +304,10 @@ pub struct MeetingState {
     /// (Non-leader) roster devices seen dropping out since the last switch: a successor
     /// rekeys them out too, and succession skips them.
     suspects: BTreeSet<DeviceId>,
+    /// Sending paused: the room is past every key held here (review M3).
+    behind: Option<Behind>,
+    /// (Leader) when each device's last key request was answered, ms.
+    answered: BTreeMap<DeviceId, u64>,
     ended: bool,
     outputs: VecDeque<MeetingOutput>,
 }
@@ -304,6 +353,8 @@ impl MeetingState {
             announced: 0,
             early: BTreeMap::new(),
             suspects: BTreeSet::new(),
+            behind: None,
+            answered: BTreeMap::new(),
             ended: false,
             outputs: VecDeque::new(),
         }
@@ -418,6 +469,13 @@ impl MeetingState {
         self.keys.keys().copied()
     }
 
+    /// Whether sending is paused because the room moved to an epoch whose key this
+    /// device does not hold (it has asked the key leader for it).
+    #[must_use]
+    pub fn is_sending_paused(&self) -> bool {
+        self.behind.is_some()
+    }
+
     /// Whether the meeting has ended for this device.
     #[must_use]
     pub fn is_ended(&self) -> bool {
@@ -434,7 +492,8 @@ impl MeetingState {
     pub fn poll_timeout(&self) -> Option<UnixMillis> {
         let drop = self.drops.values().min().copied();
         let switch = self.pending.as_ref().map(|p| p.switch_at);
-        [drop, self.rekey_at, switch]
+        let ask = self.behind.map(|b| b.ask_at);
+        [drop, self.rekey_at, switch, ask]
             .into_iter()
             .flatten()
             .min()
@@ -462,6 +521,9 @@ impl MeetingState {
         if self.rekey_at.is_some_and(|at| at <= now.0) {
             self.rekey_at = None;
             self.start_rekey(rng);
+        }
+        if self.behind.is_some_and(|b| b.ask_at <= now.0) {
+            self.ask_for_key(now);
         }
     }
 
@@ -646,7 +708,58 @@ impl MeetingState {
         if self.pending.as_ref().is_some_and(|p| p.epoch <= epoch) {
             self.switch_to_pending(now);
         }
+        self.check_behind(now);
         Ok(())
+    }
+
+    /// Fails closed if the room is past every key this device holds: pause sending and
+    /// arm the key request (review M3).
+    fn check_behind(&mut self, now: UnixMillis) {
+        if self.ended || self.announced <= self.newest_epoch() {
+            return;
+        }
+        match &mut self.behind {
+            Some(b) => b.room_epoch = b.room_epoch.max(self.announced),
+            None => {
+                self.behind = Some(Behind {
+                    room_epoch: self.announced,
+                    ask_at: now.0.saturating_add(self.config.key_request_ms),
+                    backoff: self.config.key_request_ms,
+                });
+                self.outputs.push_back(MeetingOutput::SendingPaused {
+                    room_epoch: self.announced,
+                });
+            }
+        }
+    }
+
+    /// Asks the key leader (or the leader of the pending Rekey) for the current key,
+    /// and schedules the next request with backoff. The leader itself has nobody to
+    /// ask: it stays paused (it was most likely rekeyed out by a successor).
+    fn ask_for_key(&mut self, now: UnixMillis) {
+        let Some(b) = self.behind.as_mut() else {
+            return;
+        };
+        let backoff = b
+            .backoff
+            .saturating_mul(2)
+            .clamp(1, MAX_KEY_REQUEST_INTERVAL_MS);
+        b.ask_at = now.0.saturating_add(b.backoff.max(1));
+        b.backoff = backoff;
+        let room_epoch = b.room_epoch;
+        let leader = self.pending.as_ref().map_or(self.leader, |p| p.leader);
+        if leader == self.me {
+            return;
+        }
+        self.outputs.push_back(MeetingOutput::Send {
+            recipients: vec![leader],
+            payload: payload(Body::KeyRequest(v1::KeyRequest {
+                meeting_id: self.meeting_id.as_bytes().to_vec(),
+                held_epoch: self.newest_epoch(),
+                room_epoch,
+            })),
+            rekey_epoch: None,
+        });
     }
 
     /// Switches to the pending Rekey on its own leader's authority (the room announced
@@ -675,6 +788,7 @@ impl MeetingState {
             Some(Body::Remove(r)) => self.on_remove(from, r),
             Some(Body::Rekey(r)) => self.on_rekey(from, recipients, r, now),
             Some(Body::EpochSwitch(s)) => self.on_switch(from, s, now),
+            Some(Body::KeyRequest(r)) => self.on_key_request(from, r, now),
             _ => Err(RekeyError::NotControl),
         }
     }
@@ -760,6 +874,56 @@ impl MeetingState {
         Ok(())
     }
 
+    /// (Leader) a roster device missed the current key: resend it to that device
+    /// alone, in a Rekey of the current epoch (reason `RESEND`) with the current roster.
+    fn on_key_request(
+        &mut self,
+        from: DeviceId,
+        r: &v1::KeyRequest,
+        now: UnixMillis,
+    ) -> Result<(), RekeyError> {
+        self.check_meeting(&r.meeting_id)?;
+        if !self.roster.contains(&from) || from == self.me {
+            return Err(RekeyError::NotParticipant);
+        }
+        if !self.is_leader() {
+            return Err(RekeyError::LeaderOnly("answer key requests"));
+        }
+        if self.in_flight.is_some() {
+            // The Rekey being delivered is addressed to it; it asks again if not.
+            return Err(RekeyError::Busy);
+        }
+        if r.held_epoch >= self.sending {
+            // It holds the current key: the room's announcement it saw was false.
+            return Ok(());
+        }
+        if self
+            .answered
+            .get(&from)
+            .is_some_and(|at| now.0 < at.saturating_add(self.config.key_request_ms))
+        {
+            return Err(RekeyError::TooSoon);
+        }
+        let key = self.keys.get(&self.sending).ok_or(RekeyError::BadKey)?;
+        let body = Body::Rekey(v1::Rekey {
+            meeting_id: self.meeting_id.as_bytes().to_vec(),
+            epoch: self.sending,
+            meeting_key: key.expose_secret().to_vec(),
+            roster: self.roster.to_proto(),
+            key_leader_device_id: self.me.as_bytes().to_vec(),
+            reason: RekeyReason::Resend as i32,
+        });
+        // Bounded by the roster: only roster devices get here.
+        self.answered.retain(|d, _| self.roster.contains(d));
+        self.answered.insert(from, now.0);
+        self.outputs.push_back(MeetingOutput::Send {
+            recipients: vec![from],
+            payload: payload(body),
+            rekey_epoch: None,
+        });
+        Ok(())
+    }
+
     fn on_rekey(
         &mut self,
         from: DeviceId,
@@ -776,7 +940,11 @@ impl MeetingState {
             });
         }
         let roster = Roster::from_proto(&r.roster, &self.roster, now)?;
-        if !roster.is_subset_of(&self.roster) {
+        // A resend may list devices that joined since (by the ratchet this device
+        // missed): each is proven by its certificate (and checked against pinned keys by
+        // the caller). Any other Rekey only removes devices.
+        let resend = r.reason == RekeyReason::Resend as i32 && from == self.leader;
+        if !resend && !roster.is_subset_of(&self.roster) {
             return Err(RekeyError::BadRoster(
                 "new roster adds devices (joins use the ratchet)",
             ));
@@ -1065,6 +1233,9 @@ impl MeetingState {
 
     fn switch_to(&mut self, epoch: u64, now: UnixMillis) {
         self.sending = epoch;
+        if self.behind.is_some_and(|b| b.room_epoch <= epoch) {
+            self.behind = None;
+        }
         // The meeting moved on under a live leader: held Rekeys for older epochs are
         // void, and suspicions start afresh (a stale one must not cut out a device
         // that came back).
@@ -1089,6 +1260,8 @@ impl MeetingState {
         self.departures.clear();
         self.early.clear();
         self.suspects.clear();
+        self.behind = None;
+        self.answered.clear();
         for epoch in epochs {
             self.outputs.push_back(MeetingOutput::DropEpoch { epoch });
         }
@@ -1097,5 +1270,8 @@ impl MeetingState {
 }
 
 fn payload(body: Body) -> v1::ContainerPayload {
-    v1::ContainerPayload { body: Some(body) }
+    v1::ContainerPayload {
+        body: Some(body),
+        ..Default::default()
+    }
 }

@@ -12,6 +12,7 @@ const CFG: RekeyConfig = RekeyConfig {
     coalesce_ms: 20,
     grace_ms: 1_000,
     switch_deadline_ms: 500,
+    key_request_ms: 300,
 };
 
 fn dev(n: u8) -> DeviceId {
@@ -70,6 +71,11 @@ struct Net {
     sent: Vec<(DeviceId, Vec<DeviceId>, &'static str)>,
     /// Whether the SFU announces room rotations (a test can make it withhold them).
     announce: bool,
+    /// Rekeys to this device are dropped (yet reported delivered), as a hostile
+    /// server colluding with a removed participant would (review M3).
+    withhold_rekeys_from: Option<DeviceId>,
+    /// Devices that paused sending, and the room epoch that made them.
+    paused: Vec<(DeviceId, u64)>,
     refused: Vec<(DeviceId, RekeyError)>,
 }
 
@@ -81,6 +87,7 @@ fn kind(p: &v1::ContainerPayload) -> &'static str {
         Some(Body::EpochSwitch(_)) => "switch",
         Some(Body::Leave(_)) => "leave",
         Some(Body::Remove(_)) => "remove",
+        Some(Body::KeyRequest(_)) => "keyrequest",
         _ => "other",
     }
 }
@@ -116,6 +123,8 @@ impl Net {
             sent: Vec::new(),
             refused: Vec::new(),
             announce: true,
+            withhold_rekeys_from: None,
+            paused: Vec::new(),
         }
     }
 
@@ -143,6 +152,10 @@ impl Net {
                 return;
             }
             for (from, out) in work {
+                if let MeetingOutput::SendingPaused { room_epoch } = out {
+                    self.paused.push((from, room_epoch));
+                    continue;
+                }
                 if let MeetingOutput::RotateRoom { to, .. } = out {
                     // The SFU announces the room's new epoch to every member.
                     let now = UnixMillis(self.now);
@@ -161,6 +174,11 @@ impl Net {
                 {
                     self.sent.push((from, recipients.clone(), kind(&payload)));
                     for r in &recipients {
+                        if Some(*r) == self.withhold_rekeys_from
+                            && matches!(payload.body, Some(Body::Rekey(_)))
+                        {
+                            continue;
+                        }
                         if let Some(s) = self.states.get_mut(r) {
                             if s.is_ended() {
                                 continue;
@@ -838,13 +856,164 @@ fn a_withheld_rotation_cannot_keep_a_device_on_the_old_key() {
 }
 
 #[test]
-fn an_announcement_without_an_installed_rekey_changes_nothing() {
+fn an_announcement_past_every_held_key_only_pauses_sending() {
     let mut net = Net::new(&[(2, 2, 1), (3, 3, 2)]);
     let s = net.states.get_mut(&dev(2)).unwrap();
     s.room_epoch(7, UnixMillis(1_000)).unwrap();
     assert_eq!(s.sending_epoch(), 1);
     assert!(s.key(7).is_none());
-    assert!(s.poll_output().is_none());
+    assert!(s.is_sending_paused());
+    assert!(matches!(
+        s.poll_output(),
+        Some(MeetingOutput::SendingPaused { room_epoch: 7 })
+    ));
+    assert!(s.poll_output().is_none(), "the key is asked for only later");
+    assert_eq!(s.roster().len(), 3, "an announcement changes no roster");
+}
+
+/// Review M3: a hostile server withholds a member's Rekey (and still reports it
+/// delivered) so that the member keeps sending on the key the removed participant
+/// holds. The room's move to the new epoch makes the member stop sending at once, and
+/// its key request to the leader brings the key.
+#[test]
+fn a_member_whose_rekey_is_withheld_stops_sending_and_asks_the_leader_for_the_key() {
+    let mut net = Net::new(&[(2, 2, 1), (3, 3, 2), (4, 4, 3)]);
+    net.withhold_rekeys_from = Some(dev(2));
+    net.with(1, |s, now| s.remove(&[], &[dev(4)], now)).unwrap();
+    net.advance(CFG.coalesce_ms);
+    assert_eq!(net.state(1).sending_epoch(), 2);
+    assert_eq!(net.state(3).sending_epoch(), 2);
+    assert!(
+        net.state(2).is_sending_paused(),
+        "no longer sending on epoch 1, which the removed device holds"
+    );
+    assert_eq!(net.paused, vec![(dev(2), 2)]);
+
+    // The key request; the first answer is withheld too, so it asks again.
+    net.advance(CFG.key_request_ms);
+    assert_eq!(net.count("keyrequest"), 1);
+    assert!(net.state(2).is_sending_paused());
+    net.withhold_rekeys_from = None;
+    net.advance(2 * CFG.key_request_ms);
+    assert_eq!(net.count("keyrequest"), 2, "asked again after the backoff");
+    let s = net.state(2);
+    assert!(!s.is_sending_paused());
+    assert_eq!(s.sending_epoch(), 2);
+    assert!(!s.roster().contains(&dev(4)));
+    assert_eq!(
+        net.recipients_of_last("rekey"),
+        vec![dev(2)],
+        "resent to the asking device alone"
+    );
+    net.advance(10 * CFG.key_request_ms);
+    assert_eq!(
+        net.count("keyrequest"),
+        2,
+        "no requests once it has the key"
+    );
+}
+
+/// A member that missed a Rekey and then a join (whose ratchet it cannot follow) gets
+/// a resend whose roster lists the joiner.
+#[test]
+fn a_resent_key_brings_the_devices_that_joined_meanwhile() {
+    let mut net = Net::new(&[(2, 2, 1), (3, 3, 2), (4, 4, 3)]);
+    net.withhold_rekeys_from = Some(dev(2));
+    net.with(1, |s, now| s.remove(&[], &[dev(4)], now)).unwrap();
+    net.advance(CFG.coalesce_ms);
+    net.with(1, |s, now| {
+        s.add_participants(
+            vec![member(5, 5, 4)],
+            &[v1::MediaKind::Audio],
+            UnixMillis(u64::MAX),
+            now,
+        )
+    })
+    .unwrap();
+    assert_eq!(net.state(1).sending_epoch(), 3);
+    assert!(net.state(2).is_sending_paused());
+    net.withhold_rekeys_from = None;
+    net.advance(CFG.key_request_ms);
+    let s = net.state(2);
+    assert_eq!(s.sending_epoch(), 3);
+    assert!(!s.is_sending_paused());
+    assert!(s.roster().contains(&dev(5)));
+    assert!(!s.roster().contains(&dev(4)));
+}
+
+#[test]
+fn key_requests_are_answered_only_for_roster_devices_and_at_a_bounded_rate() {
+    let mut net = Net::new(&[(2, 2, 1), (3, 3, 2)]);
+    net.with(3, |s, _| s.leave()).unwrap();
+    net.advance(CFG.coalesce_ms);
+    let request = payload(Body::KeyRequest(v1::KeyRequest {
+        meeting_id: vec![9; 32],
+        held_epoch: 1,
+        room_epoch: 2,
+    }));
+    let now = UnixMillis(net.now);
+    let leader = net.states.get_mut(&dev(1)).unwrap();
+    assert_eq!(
+        leader.on_message(dev(3), &[dev(1)], &request, now),
+        Err(RekeyError::NotParticipant),
+        "the departed device gets nothing"
+    );
+    leader.on_message(dev(2), &[dev(1)], &request, now).unwrap();
+    assert!(matches!(
+        leader.poll_output(),
+        Some(MeetingOutput::Send { ref recipients, .. }) if recipients == &vec![dev(2)]
+    ));
+    assert_eq!(
+        leader.on_message(dev(2), &[dev(1)], &request, now),
+        Err(RekeyError::TooSoon)
+    );
+    let current = payload(Body::KeyRequest(v1::KeyRequest {
+        meeting_id: vec![9; 32],
+        held_epoch: 2,
+        room_epoch: 9,
+    }));
+    let later = UnixMillis(now.0 + CFG.key_request_ms);
+    leader
+        .on_message(dev(2), &[dev(1)], &current, later)
+        .unwrap();
+    assert!(
+        leader.poll_output().is_none(),
+        "a device that holds the current key gets nothing"
+    );
+    let member = net.states.get_mut(&dev(2)).unwrap();
+    assert_eq!(
+        member.on_message(dev(1), &[dev(2)], &request, now),
+        Err(RekeyError::LeaderOnly("answer key requests"))
+    );
+}
+
+/// Only the leader may resend with added devices: anyone else's Rekey (and the
+/// leader's ordinary Rekeys) only remove.
+#[test]
+fn a_resend_that_adds_devices_is_refused_from_anyone_but_the_leader() {
+    let mut net = Net::new(&[(2, 2, 1), (3, 3, 2)]);
+    let with_5 = Roster::new(
+        net.state(2)
+            .roster()
+            .iter()
+            .cloned()
+            .chain([member(5, 5, 4)]),
+    )
+    .unwrap();
+    let mut forged = rekey_payload(2, &with_5, 3);
+    if let Some(Body::Rekey(r)) = &mut forged.body {
+        r.reason = RekeyReason::Resend as i32;
+    }
+    let now = UnixMillis(net.now);
+    let s = net.states.get_mut(&dev(2)).unwrap();
+    assert!(s.on_message(dev(3), &[dev(2)], &forged, now).is_err());
+    let ordinary = rekey_payload(2, &with_5, 1);
+    assert!(matches!(
+        s.on_message(dev(1), &[dev(2)], &ordinary, now),
+        Err(RekeyError::BadRoster(_))
+    ));
+    assert_eq!(s.sending_epoch(), 1);
+    assert!(!s.roster().contains(&dev(5)));
 }
 
 /// Review H1: a roster entry's certificate must be signed by the entry's identity key
