@@ -65,6 +65,34 @@ async fn an_expired_certificate_is_reported_as_expired() {
     assert!(err.to_string().contains("expired"), "{err}");
 }
 
+/// Review L4: the pinned mode used to accept an expired certificate silently.
+#[tokio::test]
+async fn an_expired_pinned_certificate_is_reported_as_expired() {
+    let (_, identity) = ca_and_server(2015, 2020);
+    let sfu = Sfu::start_with_identity(identity).await;
+    assert!(matches!(sfu.trust, ServerTrust::PinnedSha256(_)));
+    let err = connect(sfu.client_config()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Certificate(CertificateProblem::Expired { .. })
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("2020"), "{err}");
+    // A pinned certificate that is not yet valid is refused the same way.
+    let (_, identity) = ca_and_server(2090, 2095);
+    let sfu = Sfu::start_with_identity(identity).await;
+    let err = connect(sfu.client_config()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Certificate(CertificateProblem::Expired { .. })
+        ),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn a_certificate_from_an_unknown_ca_is_reported_as_untrusted() {
     let (_, identity) = ca_and_server(2020, 2090);

@@ -68,7 +68,13 @@ mod tests {
             }),
         ];
         for body in payloads {
-            let dbg = format!("{:?}", v1::ContainerPayload { body: Some(body) });
+            let dbg = format!(
+                "{:?}",
+                v1::ContainerPayload {
+                    body: Some(body),
+                    ..Default::default()
+                }
+            );
             assert!(!dbg.contains("167"), "{dbg}"); // 0xA7 in decimal
             assert!(!dbg.contains("launch"), "{dbg}");
             assert!(dbg.contains("<redacted"), "{dbg}");

@@ -9,6 +9,7 @@ mod support;
 
 use std::sync::Arc;
 
+use conclave_proto::Message as _;
 use conclave_proto::v1::{self, DeliveryStatus, ErrorCode};
 use conclave_sdk::DeviceId;
 use conclave_sdk::container::{ContainerError, ReplayCache, SealedContainer};
@@ -200,10 +201,10 @@ async fn an_unknown_recipient_device_is_reported_and_known_ones_still_get_the_co
 }
 
 #[tokio::test]
-async fn a_container_claiming_another_sender_device_is_refused() {
+async fn a_container_claiming_another_sender_device_or_user_is_refused() {
     let server = TestServer::start().await;
     let (alice, alice_client) = Person::join(&server, "alice", 0).await;
-    let (_bob, bob_client) = Person::join(&server, "bob", 0).await;
+    let (bob, bob_client) = Person::join(&server, "bob", 0).await;
     let (carol, _carol_client) = Person::join(&server, "carol", 5).await;
 
     // Alice's genuine container, sent by Bob's device.
@@ -214,6 +215,20 @@ async fn a_container_claiming_another_sender_device_is_refused() {
         .unwrap_err();
     assert_eq!(err.server_code(), Some(ErrorCode::BadRequest), "{err}");
     assert!(err.to_string().contains("sender device"), "{err}");
+
+    // Bob's own device naming a made-up sender user (review M8: each would cost the
+    // recipient a directory lookup).
+    let mut forged =
+        v1::Container::decode(support::junk_container(&bob.device, 200).as_slice()).unwrap();
+    let mut header = v1::ContainerHeader::decode(forged.header.as_slice()).unwrap();
+    header.sender_user_id = vec![7; 32];
+    forged.header = header.encode_to_vec();
+    let err = bob_client
+        .send_container(&[carol.id()], forged.encode_to_vec())
+        .await
+        .unwrap_err();
+    assert_eq!(err.server_code(), Some(ErrorCode::BadRequest), "{err}");
+    assert!(err.to_string().contains("sender user"), "{err}");
 
     // Bytes that are no container at all.
     let err = bob_client

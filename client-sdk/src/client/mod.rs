@@ -46,6 +46,7 @@ mod credentials;
 mod directory;
 mod driver;
 mod error;
+mod lookups;
 mod presence;
 mod shared;
 
@@ -102,6 +103,13 @@ pub struct ClientConfig {
     /// Identity keys the app already trusts (stored from earlier runs, or verified by
     /// safety code). Others are pinned on first use.
     pub pinned_users: Vec<UserIdentity>,
+    /// How far the server's clock may be from this device's, ms. Certificates, prekeys
+    /// and containers are checked at the server's time (device clocks are often
+    /// wrong), but a compromised server could otherwise move time freely: back, so that
+    /// expired device certificates (the only revocation) verify again, or forward, to
+    /// expire prekeys and containers. A larger offset is clamped to this bound, with a
+    /// warning in the log (security review L3). Default 24 h.
+    pub max_clock_offset_ms: u64,
 }
 
 impl ClientConfig {
@@ -120,6 +128,7 @@ impl ClientConfig {
             max_reconnect_backoff_ms: 5_000,
             frame_queue: 1024,
             pinned_users: Vec::new(),
+            max_clock_offset_ms: crate::time::DAY_MS,
         }
     }
 }

@@ -60,12 +60,6 @@ pub enum ContainerError {
         /// The replayed container.
         container_id: ContainerId,
     },
-    /// The replay cache is full of unexpired entries.
-    #[error("replay cache holds {max} unexpired container ids; raise its capacity or purge it")]
-    ReplayCacheFull {
-        /// Its capacity.
-        max: usize,
-    },
     /// This device has no entry in the header.
     #[error("container is not addressed to this device ({device_id:?})")]
     NotARecipient {

@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
 use super::ContainerError;
@@ -15,11 +15,16 @@ pub const DEFAULT_REPLAY_CAPACITY: usize = 100_000;
 ///
 /// A container id is remembered until the container's own expiry; after that the
 /// container is rejected as expired anyway, so forgetting it is safe. The cache is
-/// bounded: when full, expired ids are purged first, and if it is still full the new
-/// container is refused with [`ContainerError::ReplayCacheFull`] rather than silently
-/// forgetting an id that could then be replayed.
+/// bounded: when full, the id whose container expires soonest is forgotten (security
+/// review L1: refusing instead let one sender whose containers open block every new
+/// container). Forgetting an unexpired id is safe too: the container it names was
+/// sealed to a one-time prekey, which opening it deleted, so it cannot be opened again.
+/// The cache is the second line of defence, for the window before a restored prekey
+/// pool is saved again.
 pub struct ReplayCache {
     seen: HashMap<(DeviceId, ContainerId), UnixMillis>,
+    /// The same entries by expiry, to forget the soonest-expiring first.
+    by_expiry: BTreeSet<(UnixMillis, DeviceId, ContainerId)>,
     capacity: usize,
 }
 
@@ -29,7 +34,8 @@ impl ReplayCache {
     pub fn new(capacity: usize) -> Self {
         ReplayCache {
             seen: HashMap::new(),
-            capacity,
+            by_expiry: BTreeSet::new(),
+            capacity: capacity.max(1),
         }
     }
 
@@ -47,10 +53,16 @@ impl ReplayCache {
 
     /// Forgets ids whose containers have expired at `now`.
     pub fn purge_expired(&mut self, now: UnixMillis) {
-        self.seen.retain(|_, expires| *expires > now);
+        while let Some(&(expires, sender, id)) = self.by_expiry.first() {
+            if expires > now {
+                break;
+            }
+            self.by_expiry.pop_first();
+            self.seen.remove(&(sender, id));
+        }
     }
 
-    /// Fails if `id` from `sender` was seen, or if there is no room to remember it.
+    /// Fails if `id` from `sender` was seen (and has not expired).
     pub(crate) fn check(
         &mut self,
         sender: DeviceId,
@@ -64,18 +76,22 @@ impl ReplayCache {
         {
             return Err(ContainerError::Replayed { container_id: *id });
         }
-        if self.seen.len() >= self.capacity {
-            self.purge_expired(now);
-            if self.seen.len() >= self.capacity {
-                return Err(ContainerError::ReplayCacheFull { max: self.capacity });
-            }
-        }
         Ok(())
     }
 
-    /// Remembers `id` until `expires_at`. Call only after [`Self::check`] succeeded.
+    /// Remembers `id` until `expires_at`, forgetting the soonest-expiring ids if the
+    /// cache is full. Call only after [`Self::check`] succeeded.
     pub(crate) fn record(&mut self, sender: DeviceId, id: ContainerId, expires_at: UnixMillis) {
-        self.seen.insert((sender, id), expires_at);
+        if let Some(old) = self.seen.insert((sender, id), expires_at) {
+            self.by_expiry.remove(&(old, sender, id));
+        }
+        self.by_expiry.insert((expires_at, sender, id));
+        while self.seen.len() > self.capacity {
+            let Some((_, s, i)) = self.by_expiry.pop_first() else {
+                break;
+            };
+            self.seen.remove(&(s, i));
+        }
     }
 }
 
@@ -117,17 +133,34 @@ mod tests {
         assert!(cache.is_empty());
     }
 
+    /// Review L1: a full cache used to refuse every new container until the client
+    /// restarted; now it forgets the id that expires soonest.
     #[test]
-    fn full_cache_purges_expired_then_refuses() {
+    fn a_full_cache_forgets_the_soonest_expiring_id_instead_of_refusing() {
         let mut cache = ReplayCache::new(2);
-        cache.record(ALICE, ContainerId::from_bytes([1; 16]), UnixMillis(10));
-        cache.record(ALICE, ContainerId::from_bytes([2; 16]), UnixMillis(1000));
-        let new = ContainerId::from_bytes([3; 16]);
-        cache.check(ALICE, &new, UnixMillis(20)).unwrap();
-        cache.record(ALICE, new, UnixMillis(1000));
-        assert!(matches!(
-            cache.check(ALICE, &ContainerId::from_bytes([4; 16]), UnixMillis(20)),
-            Err(ContainerError::ReplayCacheFull { max: 2 })
-        ));
+        let (a, b, c) = (
+            ContainerId::from_bytes([1; 16]),
+            ContainerId::from_bytes([2; 16]),
+            ContainerId::from_bytes([3; 16]),
+        );
+        cache.record(ALICE, a, UnixMillis(1_000));
+        cache.record(ALICE, b, UnixMillis(500));
+        cache.check(MALLORY, &c, UnixMillis(20)).unwrap();
+        cache.record(MALLORY, c, UnixMillis(2_000));
+        assert_eq!(cache.len(), 2);
+        cache
+            .check(ALICE, &b, UnixMillis(20))
+            .expect("the soonest-expiring id was forgotten");
+        for (sender, id) in [(ALICE, a), (MALLORY, c)] {
+            assert!(matches!(
+                cache.check(sender, &id, UnixMillis(20)),
+                Err(ContainerError::Replayed { .. })
+            ));
+        }
+        for n in 0..100u8 {
+            cache.record(MALLORY, ContainerId::from_bytes([n; 16]), UnixMillis(3_000));
+        }
+        assert_eq!(cache.len(), 2, "bounded");
+        assert_eq!(cache.by_expiry.len(), 2);
     }
 }

@@ -282,7 +282,36 @@ impl ServerCertVerifier for RecordingVerifier {
     }
 }
 
-/// Accepts exactly the leaf certificate whose SHA-256 equals the pin.
+/// Whether `cert` is within its validity period at `now`.
+fn check_validity(cert: &CertificateDer<'_>, now: UnixTime) -> Result<(), CertificateProblem> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| {
+        CertificateProblem::Rejected {
+            detail: format!("the pinned certificate does not parse: {e}"),
+        }
+    })?;
+    let validity = parsed.validity();
+    let secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    let at = x509_parser::time::ASN1Time::from_timestamp(secs).map_err(|e| {
+        CertificateProblem::Rejected {
+            detail: format!("the current time cannot be compared: {e}"),
+        }
+    })?;
+    if validity.is_valid_at(at) {
+        Ok(())
+    } else {
+        Err(CertificateProblem::Expired {
+            detail: format!(
+                "pinned certificate valid from {} until {}",
+                validity.not_before, validity.not_after
+            ),
+        })
+    }
+}
+
+/// Accepts exactly the leaf certificate whose SHA-256 equals the pin, while it is
+/// within its validity period (security review L4: an expired pinned certificate is
+/// reported as [`CertificateProblem::Expired`], so operators learn to renew it). The
+/// server name is not checked: the pin names the server more precisely than any name.
 #[derive(Debug)]
 struct PinnedVerifier {
     pin: [u8; 32],
@@ -297,10 +326,15 @@ impl ServerCertVerifier for PinnedVerifier {
         _intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
-        _now: UnixTime,
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
         if bool::from(got.ct_eq(&self.pin)) {
+            if let Err(problem) = check_validity(end_entity, now) {
+                let error = rustls::Error::General(problem.to_string());
+                self.slot.record(problem);
+                return Err(error);
+            }
             Ok(ServerCertVerified::assertion())
         } else {
             let problem = CertificateProblem::FingerprintMismatch {

@@ -59,7 +59,7 @@ impl Session {
                 .map_err(|_| RequestError::bad_request("a recipient device id is not 16 bytes"))?;
             recipients.insert(id);
         }
-        let ttl_ms = container_ttl(&r.container, &me)?;
+        let ttl_ms = container_ttl(&r.container, &me, &sender)?;
         let now = now_ms();
         let max_ttl = self
             .shared
@@ -221,10 +221,15 @@ impl Session {
     }
 }
 
-/// Checks that `bytes` is a container sent by `sender` and returns its ttl. The server
-/// cannot and does not verify the signature (receivers do); this only refuses
-/// garbage and containers claiming another sender device.
-fn container_ttl(bytes: &[u8], sender: &DeviceIdBytes) -> Result<u64, RequestError> {
+/// Checks that `bytes` is a container sent by device `sender` of user `user` and returns
+/// its ttl. The server cannot and does not verify the signature (receivers do); this
+/// only refuses garbage and containers claiming another sender device or user (so a
+/// sender cannot make each recipient look up a made-up user: review M8).
+fn container_ttl(
+    bytes: &[u8],
+    sender: &DeviceIdBytes,
+    user: &[u8; 32],
+) -> Result<u64, RequestError> {
     let container = v1::Container::decode(bytes)
         .map_err(|_| RequestError::bad_request("container does not decode"))?;
     let header = v1::ContainerHeader::decode(container.header.as_slice())
@@ -232,6 +237,11 @@ fn container_ttl(bytes: &[u8], sender: &DeviceIdBytes) -> Result<u64, RequestErr
     if header.sender_device_id.as_slice() != sender.as_slice() {
         return Err(RequestError::bad_request(
             "container sender device is not the authenticated device",
+        ));
+    }
+    if header.sender_user_id.as_slice() != user.as_slice() {
+        return Err(RequestError::bad_request(
+            "container sender user is not the authenticated device's user",
         ));
     }
     if header.ttl_ms == 0 {

@@ -5,6 +5,7 @@ use conclave_proto::v1::{self, client_frame::Request, container_payload::Body};
 
 use super::{Driver, PendingInvite};
 use crate::client::directory::{check_roster_keys, verify_bundles};
+use crate::client::lookups::LookupDecision;
 use crate::client::{ClientEvent, Invitation, MeetingEvent, media_kinds_from_proto};
 use crate::container::{ContainerError, SealedContainer};
 use crate::identity::{UserIdentity, VerifiedDevice};
@@ -138,16 +139,42 @@ impl Driver {
     }
 
     /// The trusted identity of `user`: pinned, or looked up in the directory and pinned
-    /// on first use.
+    /// on first use. Lookups for unknown senders are bounded (review M8): a user the
+    /// directory recently did not know is refused without asking again, and a flood of
+    /// made-up senders leaves containers in the mailbox for later rather than spending
+    /// this device's request budget.
     async fn identity_of(&mut self, user: UserId) -> Result<UserIdentity, Refusal> {
         if let Some(known) = self.trust.get(&user) {
             return Ok(known);
         }
+        let mono = self.mono_ms();
+        match self.sender_lookups.decide(&user, mono) {
+            LookupDecision::Lookup => {}
+            LookupDecision::KnownUnknown => {
+                return Err(Refusal::Refused {
+                    claimed: Some(user),
+                    reason: "the directory recently said the sender does not exist".into(),
+                });
+            }
+            LookupDecision::OverBudget => {
+                tracing::debug!("too many containers from unknown senders; this one waits");
+                return Err(Refusal::Later);
+            }
+        }
         self.lookup_users(&[user]).await?;
-        self.trust.get(&user).ok_or_else(|| Refusal::Refused {
-            claimed: Some(user),
-            reason: "the directory does not know the sender (or changed its key)".into(),
-        })
+        match self.trust.get(&user) {
+            Some(known) => {
+                self.sender_lookups.found(&user);
+                Ok(known)
+            }
+            None => {
+                self.sender_lookups.not_found(user, self.mono_ms());
+                Err(Refusal::Refused {
+                    claimed: Some(user),
+                    reason: "the directory does not know the sender (or changed its key)".into(),
+                })
+            }
+        }
     }
 
     /// Pins the identity keys of `users` from the directory (no prekeys are taken).

@@ -77,7 +77,7 @@ impl Driver {
         let response::Result::Hello(hello) = hello else {
             return Err(ClientError::Protocol("expected HelloOk".into()));
         };
-        self.clock = Clock::sync(hello.server_time_ms);
+        self.clock = Clock::sync(hello.server_time_ms, self.config.max_clock_offset_ms);
         let signature = self
             .creds
             .device()

@@ -257,6 +257,9 @@ impl Driver {
         &mut self,
         out: &Outgoing,
     ) -> Result<(BTreeSet<DeviceId>, u64), ClientError> {
+        if out.recipients.is_empty() {
+            return Ok((BTreeSet::new(), 0));
+        }
         let users: Vec<UserId> = out.recipients.iter().map(|m| m.user_id).collect();
         let devices: Vec<(UserId, DeviceId)> = out
             .recipients
@@ -308,8 +311,11 @@ impl Driver {
             .map(|m| m.device_id)
             .filter(|d| !reached.contains(d))
             .collect();
+        let reached_any = !reached.is_empty() || out.recipients.is_empty();
         let mut dropped: Vec<DeviceId> = missed.iter().copied().collect();
-        if !missed.is_empty() && out.attempt < RESEND_ATTEMPTS && self.resend.len() < MAX_OUTBOX {
+        let resending =
+            !missed.is_empty() && out.attempt < RESEND_ATTEMPTS && self.resend.len() < MAX_OUTBOX;
+        if resending {
             let delay = (RESEND_DELAY_MS << out.attempt).max(wait_ms.min(MAX_RESEND_WAIT_MS));
             tracing::debug!(
                 missed = missed.len(),
@@ -328,10 +334,15 @@ impl Driver {
         let Some(entry) = self.meetings.get_mut(&out.meeting) else {
             return;
         };
-        // The first send switches the meeting; late recipients follow when their
-        // resend arrives (the room has announced the epoch by then).
-        if out.attempt == 0
+        // The first send that reaches anyone switches the meeting; late recipients
+        // follow when their resend arrives (the room has announced the epoch by then).
+        // A send that reached nobody (sealing or sending failed) does not switch: that
+        // would rotate the room to a key no member holds (review L7). It is resent, and
+        // only once the resends are spent are the unreachable devices dropped, and the
+        // meeting switched without them.
+        if (reached_any || !resending)
             && let Err(e) = entry.state.rekey_delivered(epoch, now)
+            && out.attempt == 0
         {
             tracing::warn!(error = %e, "rekey delivery for an unknown epoch");
         }
@@ -351,24 +362,34 @@ impl Driver {
         self.resend = later;
         for (_, mut out) in due {
             let meeting = out.meeting;
-            if let Some(entry) = self.meetings.get(&meeting) {
-                out.recipients
-                    .retain(|m| entry.state.roster().get(&m.device_id) == Some(m));
-                if out.recipients.is_empty() {
-                    continue;
-                }
+            self.keep_roster_recipients(&mut out);
+            if out.recipients.is_empty() && out.rekey_epoch.is_none() {
+                continue;
             }
             self.send_outgoing(out).await;
             self.pump(meeting).await;
         }
     }
 
-    /// Sends what waited for the connection.
+    /// Sends what waited for the connection, to the recipients still in their meeting
+    /// (review L6: a Rekey queued while disconnected must not reach devices removed
+    /// meanwhile).
     pub(super) async fn flush_outbox(&mut self) {
-        for out in std::mem::take(&mut self.outbox) {
+        for mut out in std::mem::take(&mut self.outbox) {
             let meeting = out.meeting;
+            self.keep_roster_recipients(&mut out);
             self.send_outgoing(out).await;
             self.pump(meeting).await;
+        }
+    }
+
+    /// Drops the recipients of `out` that are no longer on its meeting's roster (with
+    /// the same pinned keys). A message of a meeting that ended here (a `Leave`) keeps
+    /// all of them.
+    fn keep_roster_recipients(&self, out: &mut Outgoing) {
+        if let Some(entry) = self.meetings.get(&out.meeting) {
+            out.recipients
+                .retain(|m| entry.state.roster().get(&m.device_id) == Some(m));
         }
     }
 

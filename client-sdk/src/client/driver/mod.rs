@@ -96,13 +96,30 @@ impl Clock {
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 
-    fn sync(server_ms: u64) -> Self {
-        let local = i128::from(Self::local_ms());
-        let offset =
-            (i128::from(server_ms) - local).clamp(i128::from(i64::MIN), i128::from(i64::MAX));
-        Clock {
-            offset_ms: i64::try_from(offset).unwrap_or(0),
+    /// The server's clock read `server_ms` just now; its offset from this machine's
+    /// clock is clamped to `max_offset_ms` (review L3), with a warning.
+    fn sync(server_ms: u64, max_offset_ms: u64) -> Self {
+        let (clock, clamped) = Self::from_times(server_ms, Self::local_ms(), max_offset_ms);
+        if clamped {
+            tracing::warn!(
+                server_ms,
+                max_offset_ms,
+                "the server's clock is further from this device's than allowed; using the bound (check this device's clock, or distrust the server)"
+            );
         }
+        clock
+    }
+
+    /// The clock for a server reading `server_ms` at local time `local_ms`, and whether
+    /// its offset had to be clamped to `max_offset_ms`.
+    fn from_times(server_ms: u64, local_ms: u64, max_offset_ms: u64) -> (Self, bool) {
+        let max = i128::from(max_offset_ms.min(i64::MAX as u64));
+        let raw = i128::from(server_ms) - i128::from(local_ms);
+        let offset = raw.clamp(-max, max);
+        let clock = Clock {
+            offset_ms: i64::try_from(offset).unwrap_or(0),
+        };
+        (clock, offset != raw)
     }
 
     /// The server's time now.
@@ -144,6 +161,8 @@ pub(crate) struct Driver {
     prekeys: PrekeyPool,
     replay: ReplayCache,
     trust: TrustStore,
+    /// Lookups that containers from unknown senders may cost (review M8).
+    sender_lookups: crate::client::lookups::SenderLookups,
     clock: Clock,
     link: Option<Link>,
     /// When to try reconnecting (while `link` is `None`), and the current backoff.
@@ -191,6 +210,7 @@ pub(crate) async fn start(
         rng: OsRng,
         prekeys,
         replay: ReplayCache::new(DEFAULT_REPLAY_CAPACITY),
+        sender_lookups: crate::client::lookups::SenderLookups::new(0),
         trust,
         clock: Clock::default(),
         link: None,
@@ -527,5 +547,29 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Clock;
+
+    /// Review L3: a server clock far from this device's is clamped to the bound, so a
+    /// compromised server cannot make expired certificates verify again by rewinding
+    /// time by a year.
+    #[test]
+    fn the_servers_clock_offset_is_clamped_to_the_bound() {
+        let local = 1_000_000_000_000;
+        let hour = 3_600_000;
+        let (clock, clamped) = Clock::from_times(local + hour, local, 24 * hour);
+        assert!(!clamped);
+        assert_eq!(clock.offset_ms, 3_600_000);
+        let year = 365 * 24 * hour;
+        let (clock, clamped) = Clock::from_times(local - year, local, 24 * hour);
+        assert!(clamped);
+        assert_eq!(clock.offset_ms, -86_400_000);
+        let (clock, clamped) = Clock::from_times(u64::MAX, 0, u64::MAX);
+        assert!(clamped, "an offset beyond i64 is clamped too");
+        assert_eq!(clock.offset_ms, i64::MAX);
     }
 }
