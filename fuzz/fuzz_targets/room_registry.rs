@@ -230,6 +230,8 @@ impl Harness {
             max_rooms_per_connection: 1 + usize::from((shape / 4) % 3),
             rotation_grace_ms: u64::from(u.arbitrary::<u16>()?),
             succession_grace_ms: u64::from(u.arbitrary::<u16>()?),
+            rotation_burst: 1 + u32::from(shape % 3),
+            rotation_interval_ms: u64::from(u.arbitrary::<u16>()?),
         };
         let now = match shape / 12 % 4 {
             0 => 0,
@@ -491,7 +493,6 @@ impl Harness {
     /// Applies every pending output to the model and checks it.
     fn drain(&mut self) {
         let mut departed = Vec::new();
-        let mut deleted = Vec::new();
         while let Some(output) = self.reg.poll_output() {
             match output {
                 RoomOutput::Routes { handle, routes } => {
@@ -513,10 +514,6 @@ impl Harness {
                         departed.push((conn, handle));
                     }
                 }
-                RoomOutput::DeleteRecord { routing_id } => {
-                    self.store.remove(&routing_id);
-                    deleted.push(routing_id);
-                }
             }
         }
         for (conn, handle) in departed {
@@ -526,9 +523,6 @@ impl Harness {
                     "{conn} departed from {handle} but is still routed"
                 );
             }
-        }
-        for routing_id in deleted {
-            assert!(!self.reg.is_live(&routing_id));
         }
         let mut rooms_of: HashMap<ConnId, usize> = HashMap::new();
         for table in self.routes.values() {

@@ -75,7 +75,7 @@ pub const MIN_FRAME_BYTES_BEFORE_AUTH: usize = 2048;
 impl Limits {
     fn validate(&self) -> Result<(), ConfigError> {
         let l = self;
-        let nonzero: [(&str, u64); 25] = [
+        let nonzero: [(&str, u64); 30] = [
             ("max_connections", l.max_connections as u64),
             (
                 "max_rooms_per_connection",
@@ -90,6 +90,10 @@ impl Limits {
             ("max_prekeys_per_upload", l.max_prekeys_per_upload as u64),
             ("max_prekeys_per_device", l.max_prekeys_per_device as u64),
             ("max_mailbox_per_device", l.max_mailbox_per_device as u64),
+            (
+                "max_mailbox_entries_per_sender_per_device",
+                l.max_mailbox_entries_per_sender_per_device as u64,
+            ),
             ("max_devices_per_user", l.max_devices_per_user as u64),
             ("max_users_per_fetch", l.max_users_per_fetch as u64),
             ("requests_per_second", u64::from(l.requests_per_second)),
@@ -129,6 +133,16 @@ impl Limits {
             (
                 "prekey_pops_per_target_per_minute",
                 u64::from(l.prekey_pops_per_target_per_minute),
+            ),
+            ("room_rotation_burst", u64::from(l.room_rotation_burst)),
+            ("room_rotation_interval_ms", l.room_rotation_interval_ms),
+            (
+                "room_records_per_device_burst",
+                u64::from(l.room_records_per_device_burst),
+            ),
+            (
+                "room_records_per_device_per_hour",
+                u64::from(l.room_records_per_device_per_hour),
             ),
             ("max_rate_limit_entries", l.max_rate_limit_entries as u64),
         ];
@@ -183,6 +197,12 @@ impl Limits {
             return invalid(format!(
                 "limits.max_mailbox_bytes_per_sender ({}) must not exceed limits.max_mailbox_bytes ({})",
                 l.max_mailbox_bytes_per_sender, l.max_mailbox_bytes
+            ));
+        }
+        if l.max_mailbox_entries_per_sender_per_device > l.max_mailbox_per_device {
+            return invalid(format!(
+                "limits.max_mailbox_entries_per_sender_per_device ({}) must not exceed limits.max_mailbox_per_device ({})",
+                l.max_mailbox_entries_per_sender_per_device, l.max_mailbox_per_device
             ));
         }
         if l.prekeys_low_threshold > l.max_prekeys_per_device {
@@ -318,6 +338,12 @@ pub struct Limits {
     pub prekeys_low_threshold: usize,
     /// Waiting mailbox entries per device.
     pub max_mailbox_per_device: usize,
+    /// Waiting mailbox entries one sending user (all its devices) may hold in one
+    /// device's mailbox, so that one sender cannot fill a victim's mailbox and lock
+    /// everyone else out. At most `max_mailbox_per_device`. A send whose every
+    /// recipient is over it is refused with `LIMIT_EXCEEDED`; otherwise the recipients
+    /// over it are reported `MAILBOX_FULL` and the others get the container.
+    pub max_mailbox_entries_per_sender_per_device: usize,
     /// Devices per user.
     pub max_devices_per_user: usize,
     /// User ids in one `FetchBundles`.
@@ -365,9 +391,22 @@ pub struct Limits {
     pub prekey_pops_per_target_burst: u32,
     /// Prekeys of one device all requesters together regain per minute.
     pub prekey_pops_per_target_per_minute: u32,
+    /// Rotations of one room at once (token-bucket burst). Beyond it a rotation is
+    /// refused with `RATE_LIMITED` and the wait; the SDK retries refused rotations with
+    /// backoff.
+    pub room_rotation_burst: u32,
+    /// After its burst, a room may be rotated once per this many ms.
+    pub room_rotation_interval_ms: u64,
+    /// New room records one device may create at once (token-bucket burst). Opening a
+    /// room that has no durable record creates one, which outlives its members by
+    /// `timing.room_idle_ttl_secs`; beyond the burst such an open is refused with
+    /// `RATE_LIMITED`. Joining or re-opening a room that has a record is not counted.
+    pub room_records_per_device_burst: u32,
+    /// New room records one device regains per hour after its burst.
+    pub room_records_per_device_per_hour: u32,
     /// Entries each keyed rate-limit table (prekey pairs, prekey targets, registering
-    /// addresses) holds. Entries whose bucket has refilled are dropped first (that
-    /// loses nothing), then the least recently used ones.
+    /// addresses, room-creating devices) holds. Entries whose bucket has refilled are
+    /// dropped first (that loses nothing), then the least recently used ones.
     pub max_rate_limit_entries: usize,
 }
 
@@ -383,6 +422,7 @@ impl Default for Limits {
             max_prekeys_per_device: 1_000,
             prekeys_low_threshold: 20,
             max_mailbox_per_device: 1_000,
+            max_mailbox_entries_per_sender_per_device: 100,
             max_devices_per_user: 16,
             max_users_per_fetch: 64,
             requests_per_second: 50,
@@ -400,6 +440,10 @@ impl Default for Limits {
             prekey_pops_per_pair_per_minute: 60,
             prekey_pops_per_target_burst: 1000,
             prekey_pops_per_target_per_minute: 100,
+            room_rotation_burst: 10,
+            room_rotation_interval_ms: 500,
+            room_records_per_device_burst: 20,
+            room_records_per_device_per_hour: 60,
             max_rate_limit_entries: 100_000,
         }
     }
@@ -555,6 +599,17 @@ mod tests {
         );
         check(|c| c.limits.max_mailbox_bytes = 0, "max_mailbox_bytes");
         check(
+            |c| c.limits.max_mailbox_entries_per_sender_per_device = 0,
+            "max_mailbox_entries_per_sender_per_device",
+        );
+        check(
+            |c| {
+                c.limits.max_mailbox_entries_per_sender_per_device =
+                    c.limits.max_mailbox_per_device + 1;
+            },
+            "max_mailbox_entries_per_sender_per_device",
+        );
+        check(
             |c| c.limits.max_mailbox_bytes_per_sender = c.limits.max_mailbox_bytes + 1,
             "max_mailbox_bytes_per_sender",
         );
@@ -585,6 +640,19 @@ mod tests {
         check(
             |c| c.limits.max_rate_limit_entries = 0,
             "max_rate_limit_entries",
+        );
+        check(|c| c.limits.room_rotation_burst = 0, "room_rotation_burst");
+        check(
+            |c| c.limits.room_rotation_interval_ms = 0,
+            "room_rotation_interval_ms",
+        );
+        check(
+            |c| c.limits.room_records_per_device_burst = 0,
+            "room_records_per_device_burst",
+        );
+        check(
+            |c| c.limits.room_records_per_device_per_hour = 0,
+            "room_records_per_device_per_hour",
         );
         check(|c| c.cert = Some("c.pem".into()), "key");
         check(|c| c.key = Some("k.pem".into()), "cert");

@@ -41,11 +41,14 @@ pub const CONTAINERS_DELIVERED: &str = "conclave_containers_delivered_total";
 pub const CONTAINERS_ACKED: &str = "conclave_containers_acked_total";
 /// Containers deleted by the ttl sweep (counter).
 pub const CONTAINERS_EXPIRED: &str = "conclave_containers_expired_total";
-/// Sends refused whole by a mailbox byte limit, label `reason`: `sender_quota` or
-/// `budget` (counter).
+/// Sends refused by a mailbox limit, label `reason`: `sender_quota` or `budget`
+/// (refused whole), `sender_per_device` (some or all recipients already hold
+/// `max_mailbox_entries_per_sender_per_device` entries from this sender) (counter).
 pub const MAILBOX_REFUSED: &str = "conclave_mailbox_refused_total";
 /// Bytes of stored containers, each counted once; set by the sweep (gauge).
 pub const MAILBOX_BYTES: &str = "conclave_mailbox_bytes";
+/// Opens refused because the device created too many new room records (counter).
+pub const ROOM_RECORDS_RATE_LIMITED: &str = "conclave_room_records_rate_limited_total";
 /// Registrations refused by the per-address rate limit (counter).
 pub const REGISTRATIONS_RATE_LIMITED: &str = "conclave_registrations_rate_limited_total";
 /// Prekeys withheld by the pop rate limit, label `scope`: `pair` (this requester and
@@ -262,7 +265,8 @@ pub fn describe() {
     describe_counter!(CONTAINERS_EXPIRED, "Containers deleted by the ttl sweep.");
     describe_counter!(
         MAILBOX_REFUSED,
-        "Sends refused by a mailbox byte limit, by reason (sender_quota, budget)."
+        "Sends refused by a mailbox limit, by reason (sender_quota, budget; sender_per_device: \
+         some or all recipients hold too many entries from this sender)."
     );
     describe_gauge!(
         MAILBOX_BYTES,
@@ -271,6 +275,10 @@ pub fn describe() {
     describe_counter!(
         REGISTRATIONS_RATE_LIMITED,
         "Registrations refused by the per-address rate limit."
+    );
+    describe_counter!(
+        ROOM_RECORDS_RATE_LIMITED,
+        "Room opens refused because the device created too many new room records."
     );
     describe_counter!(
         PREKEYS_RATE_LIMITED,

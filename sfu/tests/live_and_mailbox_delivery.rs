@@ -385,6 +385,8 @@ async fn more_waiting_entries_than_one_delivery_page_all_arrive_in_order() {
     let mut config = test_config();
     config.limits.requests_per_second = 10_000;
     config.limits.request_burst = 10_000;
+    // All from one sender: above the default per-sender share of a mailbox.
+    config.limits.max_mailbox_entries_per_sender_per_device = ENTRIES;
     let server = TestServer::start_with(config.clone(), Arc::new(MemoryStore::new())).await;
     let (mut carol, carol_client) = Person::join(&server, "carol", 1).await;
     carol_client.conn.close().await;

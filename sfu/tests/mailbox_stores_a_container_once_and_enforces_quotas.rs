@@ -1,7 +1,9 @@
 //! H3: one user cannot exhaust the server's mailbox storage. A container is stored once
 //! however many recipients it has; the bytes a sending user has stored are bounded
 //! (counted once per container), so are all stored bytes together; and registrations
-//! from one source address are rate limited. Other users keep working throughout.
+//! from one source address are rate limited; and one sending user may hold only so many
+//! entries in one device's mailbox, so it cannot fill a victim's mailbox. Other users
+//! keep working throughout.
 
 // Test helpers may panic on unexpected failures.
 #![allow(
@@ -322,4 +324,96 @@ async fn registrations_beyond_the_per_ip_limit_are_refused_with_a_clear_error() 
         status_for(&sent, &device_id_bytes(&devices[1])),
         DeliveryStatus::Delivered
     );
+}
+
+/// Alice fills her share of Bob's mailbox (`max_mailbox_entries_per_sender_per_device`)
+/// with tiny containers, from two of her devices: her next send to Bob alone is refused
+/// with `LIMIT_EXCEEDED` naming the limit, and one to Bob and Dave reaches Dave only
+/// (`MAILBOX_FULL` for Bob). Bob's mailbox is far from its own limit, so Carol's
+/// container to Bob is stored and delivered. Once Bob acknowledges one of Alice's
+/// entries, Alice may send him one more.
+#[tokio::test]
+async fn one_sender_cannot_fill_a_victims_mailbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("c.redb")).unwrap());
+    let server = start(Arc::clone(&store), |c| {
+        c.limits.max_mailbox_per_device = 10;
+        c.limits.max_mailbox_entries_per_sender_per_device = 3;
+    })
+    .await;
+    let (alice, bob, carol) = (
+        TestUser::new("alice"),
+        TestUser::new("bob"),
+        TestUser::new("carol"),
+    );
+    let (alice_phone, alice_phone_device) = TestClient::registered(&server, &alice).await;
+    let (alice_laptop, alice_laptop_device) = TestClient::registered(&server, &alice).await;
+    let (mut bob_client, bob_device) = TestClient::registered(&server, &bob).await;
+    let (carol_client, carol_device) = TestClient::registered(&server, &carol).await;
+    let bob_id = device_id_bytes(&bob_device);
+    let bob_key = *bob_device.device_id().as_bytes();
+    let dave = offline_device(store.as_ref());
+    let alice_user = *alice.identity.user_id.as_bytes();
+
+    // Three tiny containers from Alice's two devices: delivered, not acknowledged.
+    let mut alice_entries = Vec::new();
+    for (client, device) in [
+        (&alice_phone, &alice_phone_device),
+        (&alice_laptop, &alice_laptop_device),
+        (&alice_phone, &alice_phone_device),
+    ] {
+        let sent = client
+            .send_container(std::slice::from_ref(&bob_id), junk_container(device, 200))
+            .await
+            .unwrap();
+        assert_eq!(status_for(&sent, &bob_id), DeliveryStatus::Delivered);
+        alice_entries.push(bob_client.mailbox_delivery().await.mailbox_id);
+    }
+    assert_eq!(store.mailbox_count_from(&bob_key, &alice_user).unwrap(), 3);
+
+    // The fourth, from either device, is refused whole with an error naming the limit.
+    for (client, device) in [
+        (&alice_phone, &alice_phone_device),
+        (&alice_laptop, &alice_laptop_device),
+    ] {
+        let err = client
+            .send_container(std::slice::from_ref(&bob_id), junk_container(device, 200))
+            .await
+            .unwrap_err();
+        assert_limit(&err, "max_mailbox_entries_per_sender_per_device");
+    }
+    // To Bob and Dave: Dave gets it, Bob is reported full (for Alice).
+    let sent = alice_phone
+        .send_container(
+            &[bob_id.clone(), dave.to_vec()],
+            junk_container(&alice_phone_device, 200),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status_for(&sent, &bob_id), DeliveryStatus::MailboxFull);
+    assert_eq!(status_for(&sent, &dave), DeliveryStatus::Stored);
+    assert_eq!(store.mailbox_count(&bob_key).unwrap(), 3);
+
+    // Carol is not locked out of Bob's mailbox.
+    let sent = carol_client
+        .send_container(
+            std::slice::from_ref(&bob_id),
+            junk_container(&carol_device, 200),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status_for(&sent, &bob_id), DeliveryStatus::Delivered);
+    bob_client.mailbox_delivery().await;
+    assert_eq!(store.mailbox_count(&bob_key).unwrap(), 4);
+
+    // Bob acknowledges one of Alice's containers: she may send one more.
+    assert_eq!(bob_client.ack(&alice_entries[..1]).await.unwrap(), 1);
+    let sent = alice_laptop
+        .send_container(
+            std::slice::from_ref(&bob_id),
+            junk_container(&alice_laptop_device, 200),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status_for(&sent, &bob_id), DeliveryStatus::Delivered);
 }

@@ -46,6 +46,24 @@ pub enum RoomError {
         /// The limit.
         limit: usize,
     },
+    /// Every sender slot (65,536) has been handed out since the room was opened; slots
+    /// are never reused, so the room takes no newcomers until it is empty and opened
+    /// anew.
+    #[error(
+        "this room has handed out all 65536 sender slots since it was opened and never reuses \
+         one; it takes new members again once every member has left and it is opened anew"
+    )]
+    SlotsExhausted,
+    /// The room was rotated too often recently (`room_rotation_burst`,
+    /// `room_rotation_interval_ms`).
+    #[error(
+        "this room was rotated too often; retry in {retry_after_ms} ms \
+         (room_rotation_burst, room_rotation_interval_ms)"
+    )]
+    RotationRateLimited {
+        /// How long until the room may be rotated again, ms.
+        retry_after_ms: u64,
+    },
     /// The connection is in the maximum number of rooms.
     #[error("connection is already in {limit} rooms (max_rooms_per_connection)")]
     TooManyRooms {

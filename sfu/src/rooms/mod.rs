@@ -23,14 +23,24 @@
 //! * A rotation moves to a strictly greater epoch, is signed by the current room-auth
 //!   key and carries the leader's own proof for the new epoch. Every other member must
 //!   prove the new epoch within the grace window or is evicted.
-//! * Slots are unique within a room and never reused while the room lives; room handles
-//!   are unique across the server.
+//! * A room may be rotated `rotation_burst` times at once, then once per
+//!   `rotation_interval_ms` (a token bucket per room, spent only by authorized
+//!   rotations); beyond that a rotation is refused with the wait.
+//! * Slots are unique within a room and never reused while the room lives: every join
+//!   takes the next of the 65,536 slots, and once all have been handed out the room
+//!   refuses newcomers ([`RoomError::SlotsExhausted`]) until it is empty and opened
+//!   anew (under a new handle). Room handles are unique across the server.
+//! * A room whose last member leaves, explicitly or not, stops being live; its durable
+//!   record is kept (the server layer forgets it after `room_idle_ttl_secs`), so that
+//!   nobody can re-create the room under another key meanwhile.
+//! * Eviction deadlines are indexed by rotation (one entry per rotation), so finding
+//!   the next deadline costs O(log rotations pending), not a scan of every member.
 
 mod error;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use conclave_sdk::meeting::{RoomAuthPublic, RoutingId};
 
@@ -53,6 +63,10 @@ pub struct RoomLimits {
     /// How long every leader device before a successor must have been out of the room
     /// before the successor may rotate it, ms.
     pub succession_grace_ms: u64,
+    /// Rotations of one room at once (token-bucket burst).
+    pub rotation_burst: u32,
+    /// After the burst, one rotation per this many ms.
+    pub rotation_interval_ms: u64,
 }
 
 /// A request to open (or join an existing room at the same epoch and key).
@@ -175,11 +189,6 @@ pub enum RoomOutput {
         /// Room handle.
         handle: u32,
     },
-    /// The last member left explicitly: forget the room's durable record.
-    DeleteRecord {
-        /// Routing id.
-        routing_id: RoutingIdBytes,
-    },
 }
 
 #[derive(Debug)]
@@ -201,7 +210,57 @@ struct Room {
     /// Since when each leader device has been out of the room (absent: present).
     absent_since: BTreeMap<DeviceIdBytes, u64>,
     members: BTreeMap<ConnId, Member>,
-    next_slot: u16,
+    /// Slots handed out so far; the next join gets this one (slots are never reused).
+    slots_issued: u32,
+    /// Rotations this room may still make now.
+    rotations: RotationBudget,
+}
+
+/// A room's token bucket of rotations, in virtual time.
+#[derive(Debug)]
+struct RotationBudget {
+    tokens: u32,
+    /// When `tokens` was last brought up to date.
+    refilled_at_ms: u64,
+}
+
+impl RotationBudget {
+    fn full(burst: u32, now_ms: u64) -> Self {
+        RotationBudget {
+            tokens: burst,
+            refilled_at_ms: now_ms,
+        }
+    }
+
+    /// Adds the tokens earned since the last refill (one per `interval_ms`, at most
+    /// `burst` held); `Err` with the wait if none is available.
+    fn ready(&mut self, now_ms: u64, burst: u32, interval_ms: u64) -> Result<(), u64> {
+        let interval_ms = interval_ms.max(1);
+        if self.tokens >= burst {
+            self.refilled_at_ms = now_ms;
+        } else {
+            let earned = now_ms.saturating_sub(self.refilled_at_ms) / interval_ms;
+            if earned > 0 {
+                let tokens = u64::from(self.tokens).saturating_add(earned);
+                self.tokens = u32::try_from(tokens.min(u64::from(burst))).unwrap_or(burst);
+                self.refilled_at_ms = if self.tokens >= burst {
+                    now_ms
+                } else {
+                    self.refilled_at_ms
+                        .saturating_add(earned.saturating_mul(interval_ms))
+                };
+            }
+        }
+        if self.tokens > 0 {
+            return Ok(());
+        }
+        let next = self.refilled_at_ms.saturating_add(interval_ms);
+        Err(next.saturating_sub(now_ms).max(1))
+    }
+
+    fn take(&mut self) {
+        self.tokens = self.tokens.saturating_sub(1);
+    }
 }
 
 #[derive(Debug)]
@@ -222,6 +281,10 @@ pub struct RoomRegistry {
     conns: HashMap<ConnId, Connection>,
     next_handle: u32,
     outputs: VecDeque<RoomOutput>,
+    /// (deadline, room) of every rotation whose grace window has not been handled
+    /// yet. An entry may be stale (the members proved, or the room is gone); it is
+    /// dropped when its deadline is handled.
+    deadlines: BTreeSet<(u64, RoutingIdBytes)>,
 }
 
 impl RoomRegistry {
@@ -235,6 +298,7 @@ impl RoomRegistry {
             conns: HashMap::new(),
             next_handle: 1,
             outputs: VecDeque::new(),
+            deadlines: BTreeSet::new(),
         }
     }
 
@@ -282,13 +346,12 @@ impl RoomRegistry {
         self.outputs.pop_front()
     }
 
-    /// Earliest deadline at which [`RoomRegistry::handle_timeout`] has work.
+    /// Earliest deadline at which [`RoomRegistry::handle_timeout`] may have work (a
+    /// rotation's grace window ends; its members may all have proved meanwhile).
+    /// O(1): read from the index of rotation deadlines.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.rooms
-            .values()
-            .flat_map(|r| r.members.values().filter_map(|m| m.prove_by_ms))
-            .min()
+        self.deadlines.first().map(|(deadline, _)| *deadline)
     }
 
     /// Opens a room, or joins it when it already exists (live or in `stored`) at the
@@ -364,9 +427,10 @@ impl RoomRegistry {
             leaders,
             absent_since,
             members: BTreeMap::new(),
-            next_slot: 0,
+            slots_issued: 0,
+            rotations: RotationBudget::full(self.limits.rotation_burst, now_ms),
         };
-        let slot = room.allocate_slot();
+        let slot = room.allocate_slot()?;
         room.members.insert(
             conn,
             Member {
@@ -430,6 +494,9 @@ impl RoomRegistry {
                     limit: self.limits.max_rooms_per_connection,
                 });
             }
+            if !room.has_free_slot() {
+                return Err(RoomError::SlotsExhausted);
+            }
         }
         room.auth
             .verify_join(
@@ -452,7 +519,7 @@ impl RoomRegistry {
             member.prove_by_ms = None;
             member.slot
         } else {
-            let slot = room.allocate_slot();
+            let slot = room.allocate_slot()?;
             room.members.insert(
                 conn,
                 Member {
@@ -510,6 +577,15 @@ impl RoomRegistry {
             return Err(RoomError::NotMember);
         }
         room.authorize_rotation(ctx.device, now_ms, self.limits.succession_grace_ms)?;
+        // Only an authorized rotation is counted against the room's budget, so no one
+        // else can spend it; the token is taken once the rotation is accepted.
+        room.rotations
+            .ready(
+                now_ms,
+                self.limits.rotation_burst,
+                self.limits.rotation_interval_ms,
+            )
+            .map_err(|retry_after_ms| RoomError::RotationRateLimited { retry_after_ms })?;
         if req.next_leaders.len() > MAX_ROOM_LEADERS {
             return Err(RoomError::BadRequest("more than 4 leader devices"));
         }
@@ -543,6 +619,7 @@ impl RoomRegistry {
             req.join_signature,
         )
         .map_err(|_| RoomError::BadProof)?;
+        room.rotations.take();
         room.epoch = req.next_epoch;
         room.auth = next;
         room.leaders = next_leaders.clone();
@@ -554,6 +631,9 @@ impl RoomRegistry {
             .collect();
         let deadline = now_ms.saturating_add(self.limits.rotation_grace_ms);
         let handle = room.handle;
+        if room.members.keys().any(|c| *c != conn) {
+            self.deadlines.insert((deadline, req.routing_id));
+        }
         for (member_conn, member) in &mut room.members {
             if *member_conn == conn {
                 member.prove_by_ms = None;
@@ -606,13 +686,21 @@ impl RoomRegistry {
         self.conns.remove(&conn);
     }
 
-    /// Evicts every member whose proof deadline is at or before `now_ms`.
+    /// Evicts every member whose proof deadline is at or before `now_ms`. Visits only
+    /// the rooms whose rotation deadlines have passed.
     pub fn handle_timeout(&mut self, now_ms: u64) {
-        let mut overdue = Vec::new();
-        for (routing_id, room) in &self.rooms {
+        let mut overdue = BTreeSet::new();
+        while let Some(&(deadline, routing_id)) = self.deadlines.first() {
+            if deadline > now_ms {
+                break;
+            }
+            self.deadlines.pop_first();
+            let Some(room) = self.rooms.get(&routing_id) else {
+                continue;
+            };
             for (conn, member) in &room.members {
                 if member.prove_by_ms.is_some_and(|d| d <= now_ms) {
-                    overdue.push((*conn, *routing_id));
+                    overdue.insert((*conn, routing_id));
                 }
             }
         }
@@ -664,13 +752,10 @@ impl RoomRegistry {
             });
         }
         if room.members.is_empty() {
+            // The room stops being live; its durable record stays (see the module
+            // rules), whether the last member left explicitly or not.
             self.rooms.remove(routing_id);
             self.handles.remove(&handle);
-            if why == Departure::Left {
-                self.outputs.push_back(RoomOutput::DeleteRecord {
-                    routing_id: *routing_id,
-                });
-            }
         }
         self.push_routes_for_handle(handle, routing_id);
     }
@@ -747,15 +832,17 @@ impl Room {
         Ok(())
     }
 
-    /// A slot no current member holds. Terminates: members are bounded far below 65,536.
-    fn allocate_slot(&mut self) -> u16 {
-        loop {
-            let s = self.next_slot;
-            self.next_slot = self.next_slot.wrapping_add(1);
-            if !self.members.values().any(|m| m.slot == s) {
-                return s;
-            }
-        }
+    /// Whether a slot never handed out in this room's life is left.
+    fn has_free_slot(&self) -> bool {
+        self.slots_issued <= u32::from(u16::MAX)
+    }
+
+    /// The next slot never handed out in this room's life (so no current or past
+    /// member holds it), or `SlotsExhausted` once all 65,536 have been.
+    fn allocate_slot(&mut self) -> Result<u16, RoomError> {
+        let slot = u16::try_from(self.slots_issued).map_err(|_| RoomError::SlotsExhausted)?;
+        self.slots_issued += 1;
+        Ok(slot)
     }
 }
 

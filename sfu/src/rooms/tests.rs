@@ -8,6 +8,8 @@ use super::*;
 
 const GRACE: u64 = 1_000;
 const SUCCESSION: u64 = 5_000;
+const ROTATION_BURST: u32 = 3;
+const ROTATION_INTERVAL: u64 = 200;
 
 /// The device each test connection authenticated as.
 fn dev(conn: ConnId) -> DeviceIdBytes {
@@ -38,6 +40,8 @@ impl Fixture {
             max_rooms_per_connection: max_rooms,
             rotation_grace_ms: GRACE,
             succession_grace_ms: SUCCESSION,
+            rotation_burst: ROTATION_BURST,
+            rotation_interval_ms: ROTATION_INTERVAL,
         });
         for c in 1..=10 {
             reg.connect(c, &binding(c), &challenge(c));
@@ -375,28 +379,20 @@ fn leadership_survives_a_reconnect_and_a_restart() {
 }
 
 #[test]
-fn last_explicit_leave_deletes_the_record_but_a_disconnect_keeps_it() {
+fn the_last_member_leaving_or_disconnecting_ends_the_live_room() {
     let mut f = Fixture::new();
     let k = f.key(1);
     f.open(1, &k).unwrap();
     f.drain();
     f.reg.disconnect(1, 0);
-    let outputs = f.drain();
-    assert!(
-        !outputs
-            .iter()
-            .any(|o| matches!(o, RoomOutput::DeleteRecord { .. }))
-    );
     assert!(!f.reg.is_live(f.routing.as_bytes()));
 
     f.reg.connect(1, &binding(1), &challenge(1));
     f.open(1, &k).unwrap();
     f.drain();
     f.reg.leave(1, f.routing.as_bytes(), 0).unwrap();
+    assert!(!f.reg.is_live(f.routing.as_bytes()));
     let outputs = f.drain();
-    assert!(outputs.contains(&RoomOutput::DeleteRecord {
-        routing_id: *f.routing.as_bytes()
-    }));
     assert!(matches!(
         outputs.last(),
         Some(RoomOutput::Routes { routes, .. }) if routes.is_empty()
@@ -438,4 +434,141 @@ fn slots_are_not_reused_while_the_room_lives() {
     assert_ne!(b.slot, c.slot);
     let routes = f.last_routes();
     assert_eq!(routes.len(), 2);
+}
+
+/// Every join takes a slot never handed out before in this room's life; once all
+/// 65,536 are spent the room refuses newcomers (members re-proving keep theirs) rather
+/// than hand a departed member's slot to someone else. The room emptied and opened anew
+/// starts over, under a new handle.
+#[test]
+fn a_room_never_hands_out_a_slot_twice_and_refuses_joins_once_all_are_spent() {
+    let mut f = Fixture::new();
+    let k = f.key(1);
+    let first = f.open(1, &k).unwrap();
+    assert_eq!(first.slot, 0);
+    // Connection 2 joins and leaves again and again: 65,535 more slots, each new.
+    let sig = k.sign_join(&binding(2), &challenge(2)).unwrap();
+    let routing = *f.routing.as_bytes();
+    let mut seen = vec![false; 1 << 16];
+    seen[usize::from(first.slot)] = true;
+    for _ in 1..(1u32 << 16) {
+        let j = f.reg.join(2, &routing, 1, &sig, 0).unwrap();
+        assert!(
+            !seen[usize::from(j.slot)],
+            "slot {} handed out twice",
+            j.slot
+        );
+        seen[usize::from(j.slot)] = true;
+        f.reg.leave(2, &routing, 0).unwrap();
+        f.drain();
+    }
+    assert!(seen.iter().all(|s| *s));
+    // Every slot is spent: a newcomer is refused with a clear error ...
+    let refused = f.join(3, &k).unwrap_err();
+    assert_eq!(refused, RoomError::SlotsExhausted);
+    assert!(refused.to_string().contains("65536"), "{refused}");
+    // ... while the member still in the room re-proves and keeps its slot.
+    assert_eq!(f.join(1, &k).unwrap().slot, first.slot);
+    // Emptied and opened anew, the room starts over under another handle.
+    f.reg.leave(1, &routing, 0).unwrap();
+    let again = f.open(3, &k).unwrap();
+    assert_eq!(again.slot, 0);
+    assert_ne!(again.handle, first.handle);
+}
+
+/// The leader may rotate a burst of times at once, then once per interval; a rotation
+/// beyond that is refused with the wait, before anything changes. Refused attempts do
+/// not use up the budget.
+#[test]
+fn rotations_beyond_the_burst_are_refused_until_the_interval_passes() {
+    let mut f = Fixture::new();
+    let mut keys = vec![f.key(1)];
+    f.open(1, &keys[0]).unwrap();
+    f.join(2, &keys[0]).unwrap();
+    for epoch in 2..=u64::from(ROTATION_BURST) + 1 {
+        keys.push(f.key(epoch));
+        let n = keys.len();
+        f.rotate(1, &keys[n - 2], &keys[n - 1], 1_000).unwrap();
+    }
+    let current = keys.pop().unwrap();
+    let next = f.key(current.epoch() + 1);
+    f.drain();
+    assert_eq!(
+        f.rotate(1, &current, &next, 1_000),
+        Err(RoomError::RotationRateLimited {
+            retry_after_ms: ROTATION_INTERVAL
+        })
+    );
+    assert_eq!(
+        f.rotate(1, &current, &next, 1_050),
+        Err(RoomError::RotationRateLimited {
+            retry_after_ms: ROTATION_INTERVAL - 50
+        })
+    );
+    // Nothing happened: no event, the room is still at the old epoch.
+    assert!(f.drain().is_empty());
+    assert_eq!(
+        f.join(2, &current).unwrap().epoch,
+        current.epoch(),
+        "the refused rotation changed nothing"
+    );
+    f.rotate(1, &current, &next, 1_000 + ROTATION_INTERVAL)
+        .unwrap();
+    // A non-leader never spends the room's budget.
+    let after = f.key(next.epoch() + 1);
+    assert_eq!(f.rotate(2, &next, &after, 5_000), Err(RoomError::NotLeader));
+    let err = RoomError::RotationRateLimited { retry_after_ms: 7 };
+    assert!(err.to_string().contains("room_rotation"), "{err}");
+}
+
+/// The eviction timer is driven by an index of rotation deadlines, not by a scan of
+/// every member: it reports the earliest deadline of any room, is not fooled by
+/// members that proved in time, and evicts only the overdue.
+#[test]
+fn eviction_deadlines_come_from_the_rotations_of_every_room() {
+    let mut f = Fixture::new();
+    let k1 = f.key(1);
+    f.open(1, &k1).unwrap();
+    f.join(2, &k1).unwrap();
+    f.join(3, &k1).unwrap();
+    assert_eq!(f.reg.poll_timeout(), None);
+    let k2 = f.key(2);
+    f.rotate(1, &k1, &k2, 100).unwrap();
+    assert_eq!(f.reg.poll_timeout(), Some(100 + GRACE));
+    // A second room rotates later; the first deadline still comes first.
+    let mut g_routing = MeetingId::from_slice(&[9; 32]).unwrap().routing_id();
+    std::mem::swap(&mut f.routing, &mut g_routing);
+    let g1 = f.key(1);
+    f.open(4, &g1).unwrap();
+    f.join(5, &g1).unwrap();
+    let g2 = f.key(2);
+    f.rotate(4, &g1, &g2, 300).unwrap();
+    assert_eq!(f.reg.poll_timeout(), Some(100 + GRACE));
+    std::mem::swap(&mut f.routing, &mut g_routing);
+    // Connection 2 proves in time, 3 does not.
+    f.join(2, &k2).unwrap();
+    f.drain();
+    f.reg.handle_timeout(100 + GRACE);
+    let outputs = f.drain();
+    let evicted: Vec<ConnId> = outputs
+        .iter()
+        .filter_map(|o| match o {
+            RoomOutput::Event {
+                conn,
+                event: RoomEvent::Evicted { .. },
+            } => Some(*conn),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(evicted, vec![3]);
+    assert_eq!(f.reg.poll_timeout(), Some(300 + GRACE));
+    f.reg.handle_timeout(300 + GRACE);
+    assert!(f.drain().iter().any(|o| matches!(
+        o,
+        RoomOutput::Event {
+            conn: 5,
+            event: RoomEvent::Evicted { .. }
+        }
+    )));
+    assert_eq!(f.reg.poll_timeout(), None);
 }

@@ -114,6 +114,7 @@ impl From<RoomError> for RequestError {
         };
         let retry_after = match e {
             RoomError::LeaderPresent { retry_after_ms } => retry_after_ms,
+            RoomError::RotationRateLimited { retry_after_ms } => Some(retry_after_ms),
             _ => None,
         };
         let code = match e {
@@ -124,7 +125,10 @@ impl From<RoomError> for RequestError {
             RoomError::NoSuchRoom => ErrorCode::NotFound,
             RoomError::NotMember => ErrorCode::BadRequest,
             RoomError::NotLeader | RoomError::LeaderPresent { .. } => ErrorCode::NotLeader,
-            RoomError::RoomFull { .. } | RoomError::TooManyRooms { .. } => ErrorCode::LimitExceeded,
+            RoomError::RoomFull { .. }
+            | RoomError::TooManyRooms { .. }
+            | RoomError::SlotsExhausted => ErrorCode::LimitExceeded,
+            RoomError::RotationRateLimited { .. } => ErrorCode::RateLimited,
             _ => ErrorCode::Internal,
         };
         let mut err = RequestError::new(code, e.to_string());

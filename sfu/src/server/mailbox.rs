@@ -70,12 +70,13 @@ impl Session {
         let expires = now.saturating_add(ttl_ms.min(max_ttl));
         let quota = MailboxQuota {
             max_per_device: limits.max_mailbox_per_device,
+            max_per_sender_per_device: limits.max_mailbox_entries_per_sender_per_device,
             max_sender_bytes: limits.max_mailbox_bytes_per_sender,
             max_total_bytes: limits.max_mailbox_bytes,
         };
         let container = r.container;
         let recipients: Vec<DeviceIdBytes> = recipients.into_iter().collect();
-        let (stored, bytes) = self
+        let (stored, bytes, refused) = self
             .shared
             .blocking("mailbox store", move |s| {
                 let mut known = Vec::with_capacity(recipients.len());
@@ -106,15 +107,31 @@ impl Session {
                     }
                     _ => {}
                 })?;
+                let sender_full = puts.contains(&MailboxPut::SenderFull);
+                if sender_full {
+                    counter!(telemetry::MAILBOX_REFUSED, "reason" => "sender_per_device")
+                        .increment(1);
+                }
+                let stored_any = puts.iter().any(|p| matches!(p, MailboxPut::Stored { .. }));
                 results.extend(known.into_iter().zip(puts).map(|(id, put)| (id, Some(put))));
-                Ok((results, container))
+                Ok((results, container, sender_full && !stored_any))
             })
             .await?;
+        if refused {
+            // Nothing was stored, and this sender's own share of a recipient's mailbox
+            // is what stopped it: say so, rather than report a full mailbox.
+            return Err(RequestError::limit(format!(
+                "this user already has {} containers waiting in a recipient's mailbox \
+                 (max_mailbox_entries_per_sender_per_device); nothing was stored. Room \
+                 comes back as the recipient acknowledges them (or they expire)",
+                limits.max_mailbox_entries_per_sender_per_device
+            )));
+        }
         let mut results = Vec::with_capacity(stored.len());
         for (device, put) in stored {
             let status = match put {
                 None => DeliveryStatus::UnknownDevice,
-                Some(MailboxPut::Full) => DeliveryStatus::MailboxFull,
+                Some(MailboxPut::Full | MailboxPut::SenderFull) => DeliveryStatus::MailboxFull,
                 Some(MailboxPut::Stored { mailbox_id }) => {
                     counter!(telemetry::CONTAINERS_STORED).increment(1);
                     let entry = MailboxEntry {

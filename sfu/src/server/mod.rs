@@ -84,6 +84,8 @@ pub(crate) struct Shared {
     registrations: std::sync::Mutex<KeyedLimiter<IpAddr>>,
     /// Prekey pops per (requester, target) and per target.
     prekey_pops: std::sync::Mutex<PrekeyPopLimiter>,
+    /// New room records per creating device.
+    room_records: std::sync::Mutex<KeyedLimiter<DeviceIdBytes>>,
     /// A test's adversary (feature `adversary`); nothing otherwise.
     pub(crate) hooks: hooks::Hooks,
 }
@@ -95,6 +97,8 @@ impl Shared {
             max_rooms_per_connection: config.limits.max_rooms_per_connection,
             rotation_grace_ms: config.timing.rotation_grace_ms,
             succession_grace_ms: config.timing.leader_succession_ms,
+            rotation_burst: config.limits.room_rotation_burst,
+            rotation_interval_ms: config.limits.room_rotation_interval_ms,
         };
         let l = &config.limits;
         let registrations = KeyedLimiter::per_hour(
@@ -113,8 +117,14 @@ impl Shared {
             ),
             l.max_rate_limit_entries,
         );
+        let room_records = KeyedLimiter::per_hour(
+            l.room_records_per_device_per_hour,
+            l.room_records_per_device_burst,
+            l.max_rate_limit_entries,
+        );
         Shared {
             registrations: std::sync::Mutex::new(registrations),
+            room_records: std::sync::Mutex::new(room_records),
             prekey_pops: std::sync::Mutex::new(prekey_pops),
             config,
             store,
@@ -148,6 +158,13 @@ impl Shared {
     /// poisoned lock is recovered).
     pub(crate) fn registrations(&self) -> std::sync::MutexGuard<'_, KeyedLimiter<IpAddr>> {
         self.registrations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Locks the room-record limiter (recovered like the registration limiter).
+    pub(crate) fn room_records(&self) -> std::sync::MutexGuard<'_, KeyedLimiter<DeviceIdBytes>> {
+        self.room_records
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }

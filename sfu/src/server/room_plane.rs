@@ -2,12 +2,12 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use conclave_proto::v1::{self, response};
+use conclave_proto::v1::{self, ErrorCode, response};
 use metrics::{counter, gauge};
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::session::{After, Handled, Session, short};
 use super::{RequestError, Shared, now_ms};
@@ -75,14 +75,6 @@ impl RoomPlane {
                     if let Some(c) = shared.conns.get(&conn) {
                         c.media.remove(handle);
                     }
-                }
-                RoomOutput::DeleteRecord { routing_id } => {
-                    let store = Arc::clone(&shared.store);
-                    tokio::task::spawn_blocking(move || {
-                        if let Err(e) = store.delete_room(&routing_id) {
-                            warn!(error = %e, "deleting an empty room's record failed");
-                        }
-                    });
                 }
             }
         }
@@ -182,8 +174,44 @@ impl Session {
         out
     }
 
+    /// Takes a token of this device's budget of new room records: an open that would
+    /// create a record (none stored, room not live) costs one, given back if the open
+    /// fails. Returns whether one was taken.
+    fn charge_new_room_record(
+        &self,
+        device: &DeviceIdBytes,
+        id: &RoutingIdBytes,
+        stored: bool,
+    ) -> Result<bool, RequestError> {
+        if stored || self.shared.rooms().registry.is_live(id) {
+            return Ok(false);
+        }
+        let taken = self.shared.room_records().try_take(device, Instant::now());
+        let Err(wait) = taken else {
+            return Ok(true);
+        };
+        counter!(telemetry::ROOM_RECORDS_RATE_LIMITED).increment(1);
+        let limits = &self.shared.config.limits;
+        let retry_after_ms = u64::try_from(wait.as_millis().saturating_add(1))
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut err = RequestError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "this device created too many new rooms: at most {} at once, then {} per \
+                 hour (room_records_per_device_burst, room_records_per_device_per_hour); \
+                 retry in {} s",
+                limits.room_records_per_device_burst,
+                limits.room_records_per_device_per_hour,
+                retry_after_ms.div_ceil(1000)
+            ),
+        );
+        err.retry_after_ms = retry_after_ms;
+        Err(err)
+    }
+
     pub(super) async fn open_room(&mut self, r: v1::OpenRoom) -> Handled {
-        self.device()?;
+        let device = self.device()?.record.device_id;
         let id = routing_id(&r.routing_id)?;
         let auth_public = public_key(&r.room_auth_public_key, "room_auth_public_key")?;
         let stored = self
@@ -191,6 +219,12 @@ impl Session {
             .blocking("room lookup", move |s| s.room(&id))
             .await?;
         let leaders = device_ids(&r.leader_device_ids, "leader_device_ids")?;
+        let charged = self.charge_new_room_record(&device, &id, stored.is_some())?;
+        let refund = |shared: &Shared| {
+            if charged {
+                shared.room_records().refund(&device);
+            }
+        };
         let conn = self.conn.id;
         let req = OpenRequest {
             routing_id: id,
@@ -200,7 +234,9 @@ impl Session {
             leaders: &leaders,
         };
         let now = now_ms();
-        let mut j = self.with_rooms(|reg| reg.open(conn, &req, stored, now))?;
+        let mut j = self
+            .with_rooms(|reg| reg.open(conn, &req, stored, now))
+            .inspect_err(|_| refund(&self.shared))?;
         if let Some(record) = j.persist.take() {
             if let Err(e) = self
                 .shared
@@ -209,6 +245,7 @@ impl Session {
             {
                 // Not durable: undo, so memory never runs ahead of the store.
                 let _ = self.with_rooms(|reg| reg.leave(conn, &id, now));
+                refund(&self.shared);
                 return Err(e);
             }
         }

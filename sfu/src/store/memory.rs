@@ -49,6 +49,8 @@ struct State {
     containers: BTreeMap<u64, StoredContainer>,
     /// Sender → bytes of its stored containers. No zero values.
     sender_bytes: BTreeMap<UserIdBytes, u64>,
+    /// (Recipient device, sender) → entries waiting. No zero values.
+    sender_entries: BTreeMap<(DeviceIdBytes, UserIdBytes), u64>,
     /// Bytes of all stored containers.
     mailbox_bytes: u64,
     /// Entries in all mailboxes.
@@ -69,6 +71,7 @@ impl Default for State {
             mailbox: BTreeMap::new(),
             containers: BTreeMap::new(),
             sender_bytes: BTreeMap::new(),
+            sender_entries: BTreeMap::new(),
             mailbox_bytes: 0,
             mailbox_entries: 0,
             next_mailbox_id: 1,
@@ -124,13 +127,20 @@ impl State {
 }
 
 impl State {
-    /// Drops one entry's reference to its container, deleting the container (and
-    /// giving its bytes back) with the last one.
-    fn release(&mut self, entry: &Entry) {
+    /// Drops one entry (of `device`) and its reference to its container, deleting the
+    /// container (and giving its bytes back) with the last one.
+    fn release(&mut self, device: &DeviceIdBytes, entry: &Entry) {
         self.mailbox_entries = self.mailbox_entries.saturating_sub(1);
         let Some(container) = self.containers.get_mut(&entry.container_id) else {
             return;
         };
+        let pair = (*device, container.sender);
+        if let Some(held) = self.sender_entries.get_mut(&pair) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                self.sender_entries.remove(&pair);
+            }
+        }
         container.refs = container.refs.saturating_sub(1);
         if container.refs > 0 {
             return;
@@ -268,16 +278,24 @@ impl Store for MemoryStore {
         let mut room = Vec::with_capacity(new.recipients.len());
         for device in new.recipients {
             let held = state.mailbox.get(device).map_or(0, BTreeMap::len);
+            let from_sender = state
+                .sender_entries
+                .get(&(*device, *new.sender))
+                .map_or(0, |n| usize::try_from(*n).unwrap_or(usize::MAX));
             let adding = added.entry(*device).or_default();
-            let fits = held.saturating_add(*adding) < quota.max_per_device;
-            if fits {
+            let verdict = if held.saturating_add(*adding) >= quota.max_per_device {
+                Some(MailboxPut::Full)
+            } else if from_sender.saturating_add(*adding) >= quota.max_per_sender_per_device {
+                Some(MailboxPut::SenderFull)
+            } else {
                 *adding += 1;
-            }
-            room.push(fits);
+                None
+            };
+            room.push(verdict);
         }
-        let refs = room.iter().filter(|fits| **fits).count() as u64;
+        let refs = room.iter().filter(|refused| refused.is_none()).count() as u64;
         if refs == 0 {
-            return Ok(vec![MailboxPut::Full; new.recipients.len()]);
+            return Ok(room.into_iter().flatten().collect());
         }
         let len = new.container.len() as u64;
         let stored = state.sender_bytes.get(new.sender).copied().unwrap_or(0);
@@ -297,9 +315,9 @@ impl Store for MemoryStore {
         }
         let container_id = state.next_mailbox_id;
         let mut results = Vec::with_capacity(new.recipients.len());
-        for (device, fits) in new.recipients.iter().zip(room) {
-            if !fits {
-                results.push(MailboxPut::Full);
+        for (device, refused) in new.recipients.iter().zip(room) {
+            if let Some(refused) = refused {
+                results.push(refused);
                 continue;
             }
             let mailbox_id = state.next_mailbox_id;
@@ -315,6 +333,10 @@ impl Store for MemoryStore {
                 .entry(*device)
                 .or_default()
                 .insert(mailbox_id, entry);
+            *state
+                .sender_entries
+                .entry((*device, *new.sender))
+                .or_default() += 1;
             results.push(MailboxPut::Stored { mailbox_id });
         }
         state.containers.insert(
@@ -383,6 +405,17 @@ impl Store for MemoryStore {
         Ok(self.lock().mailbox.get(device_id).map_or(0, BTreeMap::len))
     }
 
+    fn mailbox_count_from(
+        &self,
+        device_id: &DeviceIdBytes,
+        sender: &UserIdBytes,
+    ) -> Result<usize, StoreError> {
+        let state = self.lock();
+        let held = state.sender_entries.get(&(*device_id, *sender)).copied();
+        usize::try_from(held.unwrap_or(0))
+            .map_err(|_| StoreError::Corrupt("count does not fit in usize"))
+    }
+
     fn mailbox_ack(
         &self,
         device_id: &DeviceIdBytes,
@@ -400,7 +433,7 @@ impl Store for MemoryStore {
             state.mailbox.remove(device_id);
         }
         for entry in &removed {
-            state.release(entry);
+            state.release(device_id, entry);
         }
         Ok(removed.len())
     }
@@ -408,18 +441,18 @@ impl Store for MemoryStore {
     fn mailbox_expire(&self, now_ms: u64) -> Result<usize, StoreError> {
         let mut state = self.lock();
         let mut expired = Vec::new();
-        state.mailbox.retain(|_, entries| {
+        state.mailbox.retain(|device, entries| {
             entries.retain(|_, entry| {
                 let keep = entry.expires_at_ms > now_ms;
                 if !keep {
-                    expired.push(*entry);
+                    expired.push((*device, *entry));
                 }
                 keep
             });
             !entries.is_empty()
         });
-        for entry in &expired {
-            state.release(entry);
+        for (device, entry) in &expired {
+            state.release(device, entry);
         }
         Ok(expired.len())
     }

@@ -16,7 +16,9 @@
 //! A container sent to many devices is stored once; each recipient gets a mailbox
 //! entry referring to it, and the container goes with its last entry. Its bytes count
 //! once against its sending user and the whole mailbox ([`MailboxQuota`]), checked in
-//! the transaction that stores it.
+//! the transaction that stores it. The entries one sending user holds in one device's
+//! mailbox are bounded too, so that one sender cannot fill a victim's mailbox and shut
+//! everyone else out.
 
 #[cfg(test)]
 mod conformance;
@@ -112,6 +114,9 @@ pub struct NewContainer<'a> {
 pub struct MailboxQuota {
     /// Entries one device may have waiting; a recipient at the limit gets `Full`.
     pub max_per_device: usize,
+    /// Entries one sending user may have waiting in one device's mailbox; a recipient
+    /// holding that many from this sender gets `SenderFull`.
+    pub max_per_sender_per_device: usize,
     /// Bytes of stored containers attributed to one sender.
     pub max_sender_bytes: u64,
     /// Bytes of all stored containers.
@@ -119,11 +124,12 @@ pub struct MailboxQuota {
 }
 
 impl MailboxQuota {
-    /// Only the per-device entry limit; no byte limits.
+    /// Only the per-device entry limit; no per-sender or byte limits.
     #[must_use]
     pub const fn entries_only(max_per_device: usize) -> Self {
         MailboxQuota {
             max_per_device,
+            max_per_sender_per_device: usize::MAX,
             max_sender_bytes: u64::MAX,
             max_total_bytes: u64::MAX,
         }
@@ -144,6 +150,10 @@ pub enum MailboxPut {
     },
     /// The recipient already holds the maximum number of entries; nothing stored.
     Full,
+    /// The recipient already holds the maximum number of entries from this sending
+    /// user (`max_per_sender_per_device`); nothing stored for it. Other senders can
+    /// still reach it.
+    SenderFull,
 }
 
 /// Most devices a room record names as key leader and successors.
@@ -313,7 +323,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a container once and gives every recipient an entry referring to it, in
     /// one transaction, each entry under a new id. A recipient already holding
-    /// `quota.max_per_device` entries gets `Full`. If at least one entry is stored, the
+    /// `quota.max_per_device` entries gets `Full`; one already holding
+    /// `quota.max_per_sender_per_device` entries from `new.sender` gets `SenderFull`
+    /// (both counted within the call too: a device listed twice fills up). If at least one entry is stored, the
     /// container's bytes count once against its sender (`SenderQuota` if that would
     /// exceed `quota.max_sender_bytes`) and against the whole mailbox (`MailboxBudget`
     /// above `quota.max_total_bytes`); refused, nothing is stored. The container is
@@ -321,7 +333,7 @@ pub trait Store: Send + Sync + 'static {
     /// back. One result per recipient, in order.
     ///
     /// Every backend must implement this. The default, for wrappers written before it
-    /// existed, forwards to [`Store::mailbox_put`] and enforces no byte limit.
+    /// existed, forwards to [`Store::mailbox_put`] and enforces no byte or per-sender limit.
     fn mailbox_store(
         &self,
         new: &NewContainer<'_>,
@@ -357,6 +369,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Entries waiting for a device.
     fn mailbox_count(&self, device_id: &DeviceIdBytes) -> Result<usize, StoreError>;
+
+    /// Entries waiting for a device that `sender` stored.
+    fn mailbox_count_from(
+        &self,
+        device_id: &DeviceIdBytes,
+        sender: &UserIdBytes,
+    ) -> Result<usize, StoreError> {
+        let _ = (device_id, sender);
+        Err(StoreError::Unsupported("mailbox_count_from"))
+    }
 
     /// Deletes the listed entries of this device (ids of other devices are ignored).
     /// Returns how many were deleted.

@@ -9,7 +9,7 @@ use crate::store::{
 fn stored_id(put: MailboxPut) -> u64 {
     match put {
         MailboxPut::Stored { mailbox_id } => mailbox_id,
-        MailboxPut::Full => panic!("unexpected Full"),
+        other => panic!("unexpected {other:?}"),
     }
 }
 
@@ -177,6 +177,7 @@ fn new<'a>(
 fn quota(max_sender_bytes: u64, max_total_bytes: u64) -> MailboxQuota {
     MailboxQuota {
         max_per_device: 100,
+        max_per_sender_per_device: 100,
         max_sender_bytes,
         max_total_bytes,
     }
@@ -354,4 +355,86 @@ pub(super) fn mailbox_put_stores_once_for_the_unattributed_sender(make: Factory)
         store.mailbox_sender_bytes(&UNATTRIBUTED_SENDER).unwrap(),
         64
     );
+}
+
+// --- Entries per (sender, recipient device) ---
+
+pub(super) fn mailbox_one_sender_cannot_fill_a_devices_mailbox(make: Factory) {
+    let (store, _guard) = make();
+    let (victim, other) = ([1; 16], [2; 16]);
+    let q = MailboxQuota {
+        max_per_device: 5,
+        max_per_sender_per_device: 2,
+        ..quota(u64::MAX, u64::MAX)
+    };
+    // Alice may hold two entries in the victim's mailbox, counted within a call too.
+    let puts = store
+        .mailbox_store(&new(&ALICE, &[victim, victim, victim], b"a", 1000), &q)
+        .unwrap();
+    assert!(matches!(puts[0], MailboxPut::Stored { .. }));
+    assert!(matches!(puts[1], MailboxPut::Stored { .. }));
+    assert_eq!(puts[2], MailboxPut::SenderFull);
+    // A third one is refused for the victim but still stored for another device.
+    let puts = store
+        .mailbox_store(&new(&ALICE, &[victim, other], b"b", 1000), &q)
+        .unwrap();
+    assert_eq!(puts[0], MailboxPut::SenderFull);
+    assert!(matches!(puts[1], MailboxPut::Stored { .. }));
+    // Refused everywhere: nothing stored, nothing charged.
+    let puts = store
+        .mailbox_store(&new(&ALICE, &[victim], &[9; 50], 1000), &q)
+        .unwrap();
+    assert_eq!(puts, vec![MailboxPut::SenderFull]);
+    assert_eq!(store.mailbox_sender_bytes(&ALICE).unwrap(), 2);
+    assert_eq!(store.mailbox_count(&victim).unwrap(), 2);
+    assert_eq!(store.mailbox_count_from(&victim, &ALICE).unwrap(), 2);
+    assert_eq!(store.mailbox_count_from(&other, &ALICE).unwrap(), 1);
+    assert_eq!(store.mailbox_count_from(&victim, &CAROL).unwrap(), 0);
+    // Carol still reaches the victim.
+    let puts = store
+        .mailbox_store(&new(&CAROL, &[victim], b"c", 1000), &q)
+        .unwrap();
+    assert!(matches!(puts[0], MailboxPut::Stored { .. }));
+    assert_eq!(store.mailbox_count_from(&victim, &CAROL).unwrap(), 1);
+    // An acknowledgement gives Alice room again; the device limit still applies.
+    let first = store.mailbox_list(&victim, 0, 1).unwrap()[0].mailbox_id;
+    assert_eq!(store.mailbox_ack(&victim, &[first]).unwrap(), 1);
+    assert_eq!(store.mailbox_count_from(&victim, &ALICE).unwrap(), 1);
+    let puts = store
+        .mailbox_store(&new(&ALICE, &[victim], b"d", 1000), &q)
+        .unwrap();
+    assert!(matches!(puts[0], MailboxPut::Stored { .. }));
+    assert_eq!(store.mailbox_count(&victim).unwrap(), 3);
+}
+
+pub(super) fn mailbox_per_sender_entries_come_back_on_expiry(make: Factory) {
+    let (store, _guard) = make();
+    let victim = [1; 16];
+    let q = MailboxQuota {
+        max_per_sender_per_device: 1,
+        ..quota(u64::MAX, u64::MAX)
+    };
+    let puts = store
+        .mailbox_store(&new(&ALICE, &[victim], b"a", 100), &q)
+        .unwrap();
+    assert!(matches!(puts[0], MailboxPut::Stored { .. }));
+    let puts = store
+        .mailbox_store(&new(&ALICE, &[victim], b"b", 200), &q)
+        .unwrap();
+    assert_eq!(puts[0], MailboxPut::SenderFull);
+    assert_eq!(store.mailbox_expire(100).unwrap(), 1);
+    assert_eq!(store.mailbox_count_from(&victim, &ALICE).unwrap(), 0);
+    let puts = store
+        .mailbox_store(&new(&ALICE, &[victim], b"b", 200), &q)
+        .unwrap();
+    assert!(matches!(puts[0], MailboxPut::Stored { .. }));
+    // The device limit comes first: a full device is `Full`, whoever sends.
+    let q = MailboxQuota {
+        max_per_device: 1,
+        ..q
+    };
+    let puts = store
+        .mailbox_store(&new(&CAROL, &[victim], b"c", 200), &q)
+        .unwrap();
+    assert_eq!(puts[0], MailboxPut::Full);
 }

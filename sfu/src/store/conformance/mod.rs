@@ -72,6 +72,8 @@ conformance! {
         mailbox_budget_bounds_all_senders_together,
         mailbox_store_with_every_recipient_full_stores_and_charges_nothing,
         mailbox_put_stores_once_for_the_unattributed_sender,
+        mailbox_one_sender_cannot_fill_a_devices_mailbox,
+        mailbox_per_sender_entries_come_back_on_expiry,
     ],
     rooms: [
         rooms_put_get_replace_delete,

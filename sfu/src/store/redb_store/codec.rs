@@ -22,6 +22,8 @@
 //! * `mailbox_container_refs`: container id (`u64`) → entries referring to it (8) ++
 //!   sender user id (32) ++ container length (8)
 //! * `mailbox_sender_bytes`: user id (32) → `u64` bytes of its stored containers
+//! * `mailbox_sender_entries`: device id (16) ++ sender user id (32) → `u64` entries
+//!   that sender has waiting in that device's mailbox
 //! * `rooms`: routing id (32) → epoch (8) ++ auth public (32) ++ updated at (8)
 //!   ++ leader device ids (16 each, at most 4; none in records of older versions)
 //! * `meta`: name → `u64` (`schema_version`, `next_mailbox_id`, `mailbox_bytes`,
@@ -42,6 +44,8 @@ pub(super) const DEVICE_U64_KEY: usize = 24;
 pub(super) const EXPIRY_KEY: usize = 32;
 /// Length of a `user_devices` key.
 pub(super) const USER_DEVICE_KEY: usize = 48;
+/// Length of a `mailbox_sender_entries` key: device id ++ user id.
+pub(super) const DEVICE_USER_KEY: usize = 48;
 
 /// Concatenates `parts` into an array whose length is their total length.
 fn concat<const N: usize>(parts: &[&[u8]]) -> [u8; N] {
@@ -61,6 +65,11 @@ fn concat<const N: usize>(parts: &[&[u8]]) -> [u8; N] {
 /// `user_devices` key.
 pub(super) fn user_device_key(user: &UserIdBytes, device: &DeviceIdBytes) -> [u8; USER_DEVICE_KEY] {
     concat(&[user, device])
+}
+
+/// `mailbox_sender_entries` key: recipient device id ++ sender user id.
+pub(super) fn device_user_key(device: &DeviceIdBytes, user: &UserIdBytes) -> [u8; DEVICE_USER_KEY] {
+    concat(&[device, user])
 }
 
 /// The device id at the end of a `user_devices` key.

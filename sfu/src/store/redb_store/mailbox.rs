@@ -10,6 +10,9 @@
 //! * every container has a `mailbox_container_refs` row whose count is the number of
 //!   `mailbox` rows referring to it, never zero: the container and its row are deleted
 //!   with the last entry;
+//! * `mailbox_sender_entries` holds, per (recipient device, sender), the number of
+//!   `mailbox` rows of that device whose container that sender stored (no row when
+//!   zero);
 //! * `mailbox_sender_bytes` holds, per sender, the summed length of its containers (no
 //!   row when zero); `meta` holds the totals `mailbox_bytes`, `mailbox_containers` and
 //!   `mailbox_entries`;
@@ -23,14 +26,14 @@ use std::collections::BTreeMap;
 use redb::{ReadTransaction, ReadableTable, Table, WriteTransaction};
 
 use super::codec::{
-    ContainerRefs, DEVICE_U64_KEY, EXPIRY_KEY, MailboxRef, decode_container_refs, decode_mailbox,
-    device_u64_key, device_u64_key_id, encode_container_refs, encode_mailbox, mailbox_expiry_key,
-    mailbox_expiry_key_parts,
+    ContainerRefs, DEVICE_U64_KEY, DEVICE_USER_KEY, EXPIRY_KEY, MailboxRef, decode_container_refs,
+    decode_mailbox, device_u64_key, device_u64_key_id, device_user_key, encode_container_refs,
+    encode_mailbox, mailbox_expiry_key, mailbox_expiry_key_parts,
 };
 use super::{
     MAILBOX, MAILBOX_BYTES_KEY, MAILBOX_CONTAINER_REFS, MAILBOX_CONTAINERS, MAILBOX_CONTAINERS_KEY,
-    MAILBOX_COUNTS, MAILBOX_ENTRIES_KEY, MAILBOX_EXPIRY, MAILBOX_SENDER_BYTES, META,
-    NEXT_MAILBOX_ID_KEY, backend, read_count, to_usize, write_count,
+    MAILBOX_COUNTS, MAILBOX_ENTRIES_KEY, MAILBOX_EXPIRY, MAILBOX_SENDER_BYTES,
+    MAILBOX_SENDER_ENTRIES, META, NEXT_MAILBOX_ID_KEY, backend, read_count, to_usize, write_count,
 };
 use crate::store::{
     DeviceIdBytes, MailboxEntry, MailboxPut, MailboxQuota, MailboxUsage, NewContainer, StoreError,
@@ -69,6 +72,32 @@ fn read_sender_bytes(
     Ok(table.get(sender).map_err(backend)?.map_or(0, |v| v.value()))
 }
 
+/// A per-(device, sender) entry count (0 if absent).
+fn read_pair(
+    table: &impl ReadableTable<&'static [u8; DEVICE_USER_KEY], u64>,
+    device: &DeviceIdBytes,
+    sender: &UserIdBytes,
+) -> Result<u64, StoreError> {
+    let key = device_user_key(device, sender);
+    Ok(table.get(&key).map_err(backend)?.map_or(0, |v| v.value()))
+}
+
+/// Sets a per-(device, sender) entry count, removing the row at 0.
+fn write_pair(
+    table: &mut Table<'_, &'static [u8; DEVICE_USER_KEY], u64>,
+    device: &DeviceIdBytes,
+    sender: &UserIdBytes,
+    count: u64,
+) -> Result<(), StoreError> {
+    let key = device_user_key(device, sender);
+    if count == 0 {
+        table.remove(&key).map_err(backend)?;
+    } else {
+        table.insert(&key, count).map_err(backend)?;
+    }
+    Ok(())
+}
+
 /// [`Store::mailbox_store`](crate::store::Store::mailbox_store).
 pub(super) fn store(
     txn: &WriteTransaction,
@@ -79,24 +108,35 @@ pub(super) fn store(
     let mut expiry = txn.open_table(MAILBOX_EXPIRY).map_err(backend)?;
     let mut counts = txn.open_table(MAILBOX_COUNTS).map_err(backend)?;
     let mut meta = txn.open_table(META).map_err(backend)?;
+    let mut pairs = txn.open_table(MAILBOX_SENDER_ENTRIES).map_err(backend)?;
 
     // Decide every recipient first (a device listed twice fills up within the call).
     // Nothing is written before the quotas are checked, though an error would abort
-    // the whole transaction anyway.
-    let mut held: BTreeMap<DeviceIdBytes, u64> = BTreeMap::new();
+    // the whole transaction anyway. `held`: (entries, entries from this sender).
+    let mut held: BTreeMap<DeviceIdBytes, (u64, u64)> = BTreeMap::new();
     let mut room = Vec::with_capacity(new.recipients.len());
     for device in new.recipients {
-        let count = match held.get(device) {
-            Some(count) => *count,
-            None => read_count(&counts, device)?,
+        let (count, from_sender) = match held.get(device) {
+            Some(counts) => *counts,
+            None => (
+                read_count(&counts, device)?,
+                read_pair(&pairs, device, new.sender)?,
+            ),
         };
-        let fits = to_usize(count)? < quota.max_per_device;
-        held.insert(*device, if fits { count + 1 } else { count });
-        room.push(fits);
+        let verdict = if to_usize(count)? >= quota.max_per_device {
+            Some(MailboxPut::Full)
+        } else if to_usize(from_sender)? >= quota.max_per_sender_per_device {
+            Some(MailboxPut::SenderFull)
+        } else {
+            None
+        };
+        let stored = u64::from(verdict.is_none());
+        held.insert(*device, (count + stored, from_sender + stored));
+        room.push(verdict);
     }
-    let refs = room.iter().filter(|fits| **fits).count() as u64;
+    let refs = room.iter().filter(|refused| refused.is_none()).count() as u64;
     if refs == 0 {
-        return Ok(vec![MailboxPut::Full; new.recipients.len()]);
+        return Ok(room.into_iter().flatten().collect());
     }
 
     let len = new.container.len() as u64;
@@ -129,9 +169,9 @@ pub(super) fn store(
         container_id,
     });
     let mut results = Vec::with_capacity(new.recipients.len());
-    for (device, fits) in new.recipients.iter().zip(room) {
-        if !fits {
-            results.push(MailboxPut::Full);
+    for (device, refused) in new.recipients.iter().zip(room) {
+        if let Some(refused) = refused {
+            results.push(refused);
             continue;
         }
         let mailbox_id = next_id;
@@ -144,8 +184,9 @@ pub(super) fn store(
         expiry.insert(&index_key, ()).map_err(backend)?;
         results.push(MailboxPut::Stored { mailbox_id });
     }
-    for (device, count) in held {
+    for (device, (count, from_sender)) in held {
         write_count(&mut counts, &device, count)?;
+        write_pair(&mut pairs, &device, new.sender, from_sender)?;
     }
 
     let mut containers = txn.open_table(MAILBOX_CONTAINERS).map_err(backend)?;
@@ -212,6 +253,7 @@ struct Release<'txn> {
     containers: Table<'txn, u64, &'static [u8]>,
     container_refs: Table<'txn, u64, &'static [u8]>,
     sender_bytes: Table<'txn, &'static [u8; 32], u64>,
+    pairs: Table<'txn, &'static [u8; DEVICE_USER_KEY], u64>,
     /// Net changes to the `meta` totals, written once at the end.
     bytes: u64,
     containers_deleted: u64,
@@ -224,15 +266,17 @@ impl<'txn> Release<'txn> {
             containers: txn.open_table(MAILBOX_CONTAINERS).map_err(backend)?,
             container_refs: txn.open_table(MAILBOX_CONTAINER_REFS).map_err(backend)?,
             sender_bytes: txn.open_table(MAILBOX_SENDER_BYTES).map_err(backend)?,
+            pairs: txn.open_table(MAILBOX_SENDER_ENTRIES).map_err(backend)?,
             bytes: 0,
             containers_deleted: 0,
             entries: 0,
         })
     }
 
-    /// Drops one removed entry's reference to its container; the last reference
-    /// deletes the container and gives its bytes back to its sender.
-    fn entry(&mut self, container_id: u64) -> Result<(), StoreError> {
+    /// Drops one removed entry of `device`: its count under its sender, and its
+    /// reference to its container; the last reference deletes the container and gives
+    /// its bytes back to its sender.
+    fn entry(&mut self, device: &DeviceIdBytes, container_id: u64) -> Result<(), StoreError> {
         self.entries += 1;
         let info = self
             .container_refs
@@ -240,6 +284,10 @@ impl<'txn> Release<'txn> {
             .map_err(backend)?
             .ok_or(StoreError::Corrupt("mailbox entry without its container"))
             .and_then(|row| decode_container_refs(row.value()))?;
+        let from_sender = read_pair(&self.pairs, device, &info.sender)?
+            .checked_sub(1)
+            .ok_or(StoreError::Corrupt("per-sender entry count too low"))?;
+        write_pair(&mut self.pairs, device, &info.sender, from_sender)?;
         let refs = info.refs.checked_sub(1).ok_or(COUNT_TOO_LOW)?;
         if refs > 0 {
             let info = ContainerRefs { refs, ..info };
@@ -301,7 +349,7 @@ pub(super) fn ack(
             drop(removed);
             let index_key = mailbox_expiry_key(entry.expires_at_ms, device_id, mailbox_id);
             expiry.remove(&index_key).map_err(backend)?;
-            release.entry(entry.container_id)?;
+            release.entry(device_id, entry.container_id)?;
             deleted += 1;
         }
     }
@@ -337,7 +385,7 @@ pub(super) fn expire(txn: &WriteTransaction, now_ms: u64) -> Result<usize, Store
         if let Some(removed) = removed {
             let entry = decode_mailbox(removed.value())?;
             drop(removed);
-            release.entry(entry.container_id)?;
+            release.entry(&device, entry.container_id)?;
             let count = read_count(&counts, &device)?
                 .checked_sub(1)
                 .ok_or(COUNT_TOO_LOW)?;
@@ -357,6 +405,16 @@ pub(super) fn usage(txn: &ReadTransaction) -> Result<MailboxUsage, StoreError> {
         containers: read_meta(&meta, MAILBOX_CONTAINERS_KEY)?,
         entries: read_meta(&meta, MAILBOX_ENTRIES_KEY)?,
     })
+}
+
+/// [`Store::mailbox_count_from`](crate::store::Store::mailbox_count_from).
+pub(super) fn count_from(
+    txn: &ReadTransaction,
+    device: &DeviceIdBytes,
+    sender: &UserIdBytes,
+) -> Result<usize, StoreError> {
+    let table = txn.open_table(MAILBOX_SENDER_ENTRIES).map_err(backend)?;
+    to_usize(read_pair(&table, device, sender)?)
 }
 
 /// [`Store::mailbox_sender_bytes`](crate::store::Store::mailbox_sender_bytes).

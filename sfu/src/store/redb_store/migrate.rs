@@ -1,20 +1,20 @@
 //! Schema migrations, run by [`RedbStore::open`](super::RedbStore::open) inside its
 //! opening transaction (so a crash mid-way leaves the old version intact).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use redb::{ReadableTable, WriteTransaction};
 use sha2::{Digest, Sha256};
 
 use super::codec::{
-    ContainerRefs, DEVICE_U64_KEY, MailboxRef, decode_container_refs, decode_mailbox_v1,
-    device_u64_key_id, encode_container_refs, encode_mailbox,
+    ContainerRefs, DEVICE_U64_KEY, MailboxRef, decode_container_refs, decode_mailbox,
+    decode_mailbox_v1, device_u64_key_id, device_user_key, encode_container_refs, encode_mailbox,
 };
 use super::{
     MAILBOX, MAILBOX_BYTES_KEY, MAILBOX_CONTAINER_REFS, MAILBOX_CONTAINERS, MAILBOX_CONTAINERS_KEY,
-    MAILBOX_ENTRIES_KEY, MAILBOX_SENDER_BYTES, META, backend,
+    MAILBOX_ENTRIES_KEY, MAILBOX_SENDER_BYTES, MAILBOX_SENDER_ENTRIES, META, backend,
 };
-use crate::store::{StoreError, UNATTRIBUTED_SENDER};
+use crate::store::{DeviceIdBytes, StoreError, UNATTRIBUTED_SENDER, UserIdBytes};
 
 /// Version 1 → 2: every `mailbox` value held its own copy of the container; now each
 /// distinct container is stored once and entries refer to it. Copies with identical
@@ -99,5 +99,36 @@ pub(super) fn v1_to_v2(txn: &WriteTransaction) -> Result<(), StoreError> {
         .map_err(backend)?;
     meta.insert(MAILBOX_ENTRIES_KEY, keys.len() as u64)
         .map_err(backend)?;
+    Ok(())
+}
+
+/// Version 2 → 3: counts, per (recipient device, sender), the entries waiting, into the
+/// new `mailbox_sender_entries` table (the sender of an entry is its container's).
+/// Memory is bounded by the number of distinct (device, sender) pairs.
+pub(super) fn v2_to_v3(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let mailbox = txn.open_table(MAILBOX).map_err(backend)?;
+    let container_refs = txn.open_table(MAILBOX_CONTAINER_REFS).map_err(backend)?;
+    let mut pairs: BTreeMap<(DeviceIdBytes, UserIdBytes), u64> = BTreeMap::new();
+    for row in mailbox.iter().map_err(backend)? {
+        let (key, value) = row.map_err(backend)?;
+        let key = key.value();
+        let (device, _) = key
+            .split_first_chunk::<16>()
+            .ok_or(StoreError::Corrupt("mailbox key shorter than a device id"))?;
+        let entry = decode_mailbox(value.value())?;
+        let sender = container_refs
+            .get(entry.container_id)
+            .map_err(backend)?
+            .ok_or(StoreError::Corrupt("mailbox entry without its container"))
+            .and_then(|row| decode_container_refs(row.value()))?
+            .sender;
+        *pairs.entry((*device, sender)).or_default() += 1;
+    }
+    let mut table = txn.open_table(MAILBOX_SENDER_ENTRIES).map_err(backend)?;
+    for ((device, sender), count) in pairs {
+        table
+            .insert(&device_user_key(&device, &sender), count)
+            .map_err(backend)?;
+    }
     Ok(())
 }

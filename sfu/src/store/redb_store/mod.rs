@@ -18,15 +18,17 @@
 //!   recipients; `mailbox_container_refs` counts the entries referring to it (the last
 //!   one to go deletes it) and names the sender its bytes count against;
 //!   `mailbox_sender_bytes` holds each sender's stored bytes, so quotas need no scan;
+//!   `mailbox_sender_entries` holds how many entries each sender has waiting in each
+//!   device's mailbox, so the per-(sender, device) limit needs no scan either;
 //! * `meta` holds the schema version, the next mailbox id (persisted with every put
 //!   so ids keep increasing across restarts) and the mailbox totals.
 //!
 //! All tables are created by [`RedbStore::open`], so reads never meet a missing table.
 //!
 //! Schema versions: 1 stored a copy of the container in every recipient's entry; 2
-//! stores it once. [`RedbStore::open`] migrates a version 1 file in place, in one
-//! transaction (see [`migrate`]), and refuses any other version with
-//! [`StoreError::UnsupportedSchema`].
+//! stores it once; 3 adds `mailbox_sender_entries`. [`RedbStore::open`] migrates a
+//! version 1 or 2 file in place, in one transaction (see [`migrate`]), and refuses any
+//! other version with [`StoreError::UnsupportedSchema`].
 
 mod codec;
 mod directory;
@@ -43,8 +45,8 @@ use redb::{
 };
 
 use self::codec::{
-    DEVICE_U64_KEY, EXPIRY_KEY, USER_DEVICE_KEY, decode_device, decode_room, decode_user_key,
-    encode_room,
+    DEVICE_U64_KEY, DEVICE_USER_KEY, EXPIRY_KEY, USER_DEVICE_KEY, decode_device, decode_room,
+    decode_user_key, encode_room,
 };
 use super::{
     DeviceIdBytes, DeviceRecord, MailboxEntry, MailboxPut, MailboxQuota, MailboxUsage,
@@ -72,13 +74,15 @@ const MAILBOX_CONTAINER_REFS: TableDefinition<'_, u64, &[u8]> =
     TableDefinition::new("mailbox_container_refs");
 const MAILBOX_SENDER_BYTES: TableDefinition<'_, &[u8; 32], u64> =
     TableDefinition::new("mailbox_sender_bytes");
+const MAILBOX_SENDER_ENTRIES: TableDefinition<'_, &[u8; DEVICE_USER_KEY], u64> =
+    TableDefinition::new("mailbox_sender_entries");
 const ROOMS: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new("rooms");
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 
 /// `meta` key of the layout version.
 const SCHEMA_VERSION_KEY: &str = "schema_version";
 /// The layout this code reads and writes.
-const SCHEMA_VERSION: u64 = 2;
+const SCHEMA_VERSION: u64 = 3;
 /// `meta` key of the id the next mailbox entry gets (absent: 1).
 const NEXT_MAILBOX_ID_KEY: &str = "next_mailbox_id";
 /// `meta` key of the bytes of all stored containers (absent: 0).
@@ -134,7 +138,8 @@ pub struct RedbStore {
 
 impl RedbStore {
     /// Opens the database at `path`, creating the file (and its parent directories)
-    /// and all tables if missing, and migrating a schema version 1 file to version 2.
+    /// and all tables if missing, and migrating a schema version 1 or 2 file to
+    /// version 3.
     /// Fails with `UnsupportedSchema` if the file holds another schema version,
     /// `Backend` on I/O or database errors (e.g. the file is already open by another
     /// process).
@@ -159,6 +164,7 @@ impl RedbStore {
             txn.open_table(MAILBOX_CONTAINERS).map_err(backend)?;
             txn.open_table(MAILBOX_CONTAINER_REFS).map_err(backend)?;
             txn.open_table(MAILBOX_SENDER_BYTES).map_err(backend)?;
+            txn.open_table(MAILBOX_SENDER_ENTRIES).map_err(backend)?;
             txn.open_table(ROOMS).map_err(backend)?;
             let mut meta = txn.open_table(META).map_err(backend)?;
             let version = meta
@@ -168,9 +174,12 @@ impl RedbStore {
             match version {
                 None => {}
                 Some(SCHEMA_VERSION) => return Ok(()),
-                Some(1) => {
+                Some(old @ (1 | 2)) => {
                     drop(meta);
-                    migrate::v1_to_v2(txn)?;
+                    if old == 1 {
+                        migrate::v1_to_v2(txn)?;
+                    }
+                    migrate::v2_to_v3(txn)?;
                     meta = txn.open_table(META).map_err(backend)?;
                 }
                 Some(found) => {
@@ -314,6 +323,14 @@ impl Store for RedbStore {
             let counts = txn.open_table(MAILBOX_COUNTS).map_err(backend)?;
             to_usize(read_count(&counts, device_id)?)
         })
+    }
+
+    fn mailbox_count_from(
+        &self,
+        device_id: &DeviceIdBytes,
+        sender: &UserIdBytes,
+    ) -> Result<usize, StoreError> {
+        self.read(|txn| mailbox::count_from(txn, device_id, sender))
     }
 
     fn mailbox_ack(

@@ -24,7 +24,7 @@ fn prekey(prekey_id: u64, expires_at_ms: u64) -> StoredPrekey {
 fn stored_id(put: &MailboxPut) -> u64 {
     match put {
         MailboxPut::Stored { mailbox_id } => *mailbox_id,
-        MailboxPut::Full => panic!("unexpected Full"),
+        other => panic!("unexpected {other:?}"),
     }
 }
 
@@ -125,7 +125,7 @@ fn other_schema_version_is_refused() {
         ),
         "{err:?}"
     );
-    assert!(err.to_string().contains("schema version 3"), "{err}");
+    assert!(err.to_string().contains("schema version 4"), "{err}");
 }
 
 /// Writes a schema version 1 database as the previous release did: every recipient's
@@ -199,6 +199,12 @@ fn a_version_1_database_is_migrated_with_each_container_stored_once() {
         vec![(1, &b"shared"[..], 900), (4, &b"alone"[..], 500)]
     );
     assert_eq!(store.mailbox_count(&[1; 16]).unwrap(), 2);
+    assert_eq!(
+        store
+            .mailbox_count_from(&[1; 16], &UNATTRIBUTED_SENDER)
+            .unwrap(),
+        2
+    );
     // Entries leave as before, and the containers with their last entry.
     assert_eq!(store.mailbox_expire(500).unwrap(), 1);
     assert_eq!(store.mailbox_ack(&[2; 16], &[2]).unwrap(), 1);
@@ -217,6 +223,65 @@ fn a_version_1_database_is_migrated_with_each_container_stored_once() {
     );
 }
 
+/// A version 2 file (before per-(sender, device) counts) is migrated: the counts are
+/// rebuilt from the entries, so the limit holds for entries stored before, and they
+/// come down again as entries leave.
+#[test]
+fn a_version_2_database_gets_its_per_sender_entry_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    let (alice, carol) = ([0xa1; 32], [0xc3; 32]);
+    let (a, b) = ([1; 16], [2; 16]);
+    {
+        let store = RedbStore::open(&path).unwrap();
+        let q = MailboxQuota::entries_only(10);
+        for (sender, recipients) in [(&alice, &[a, b][..]), (&alice, &[a]), (&carol, &[a])] {
+            let new = NewContainer {
+                sender,
+                recipients,
+                container: b"c",
+                stored_at_ms: 0,
+                expires_at_ms: 900,
+            };
+            store.mailbox_store(&new, &q).unwrap();
+        }
+        // Back to what version 2 had: no count table, version 2.
+        store
+            .write(|txn| {
+                txn.delete_table(MAILBOX_SENDER_ENTRIES).map_err(backend)?;
+                let mut meta = txn.open_table(META).map_err(backend)?;
+                meta.insert(SCHEMA_VERSION_KEY, 2).map_err(backend)?;
+                Ok(())
+            })
+            .unwrap();
+    }
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.mailbox_count_from(&a, &alice).unwrap(), 2);
+    assert_eq!(store.mailbox_count_from(&b, &alice).unwrap(), 1);
+    assert_eq!(store.mailbox_count_from(&a, &carol).unwrap(), 1);
+    let q = MailboxQuota {
+        max_per_sender_per_device: 2,
+        ..MailboxQuota::entries_only(10)
+    };
+    let new = NewContainer {
+        sender: &alice,
+        recipients: &[a],
+        container: b"d",
+        stored_at_ms: 0,
+        expires_at_ms: 900,
+    };
+    assert_eq!(
+        store.mailbox_store(&new, &q).unwrap(),
+        vec![MailboxPut::SenderFull]
+    );
+    assert_eq!(store.mailbox_expire(u64::MAX).unwrap(), 4);
+    assert_eq!(store.mailbox_count_from(&a, &alice).unwrap(), 0);
+    assert!(matches!(
+        store.mailbox_store(&new, &q).unwrap()[0],
+        MailboxPut::Stored { .. }
+    ));
+}
+
 #[test]
 fn a_container_survives_reopen_until_its_last_recipient_acks() {
     let dir = tempfile::tempdir().unwrap();
@@ -233,6 +298,7 @@ fn a_container_survives_reopen_until_its_last_recipient_acks() {
         };
         let quota = MailboxQuota {
             max_per_device: 10,
+            max_per_sender_per_device: 10,
             max_sender_bytes: 4,
             max_total_bytes: 4,
         };
