@@ -163,8 +163,10 @@ impl SealedContainer {
                 )
                 .map_err(|_| ContainerError::PayloadDecryptFailed)?,
         );
-        let payload = v1::ContainerPayload::decode(plaintext.as_slice())
+        let mut payload = v1::ContainerPayload::decode(plaintext.as_slice())
             .map_err(|e| ContainerError::Malformed(format!("payload: {e}")))?;
+        // Padding only hides the length on the wire (3.6); the app never sees it.
+        payload.padding = Vec::new();
         let actual = payload_kind(&payload);
         let recipients = header
             .entries
