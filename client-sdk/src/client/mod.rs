@@ -140,6 +140,12 @@ pub enum ClientEvent {
     /// An invitation arrived (live or from the mailbox). Answer it with
     /// [`Client::accept`] or [`Client::reject`].
     Invited(Invitation),
+    /// An invitation expired before it was answered; its meeting key is gone (stop
+    /// ringing, show a missed call).
+    InvitationExpired {
+        /// The meeting it invited to.
+        meeting_id: MeetingId,
+    },
     /// The connection dropped; the client is reconnecting. Media pauses.
     Disconnected {
         /// Why.
@@ -151,6 +157,14 @@ pub enum ClientEvent {
     PrekeysUploaded {
         /// Prekeys the server now holds for this device.
         held: u32,
+    },
+    /// Opening containers used up `count` one-time prekeys: save the pool again
+    /// ([`Client::export_prekeys`]) so that their private halves are gone from storage
+    /// too, which is what gives those containers forward secrecy (security review L2).
+    /// Sent at most once per batch of acknowledgements.
+    PrekeysConsumed {
+        /// Prekeys used since the last such event.
+        count: u32,
     },
     /// A user's identity key was pinned for the first time (store it and pass it in
     /// [`ClientConfig::pinned_users`] next time).

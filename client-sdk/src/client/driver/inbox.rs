@@ -3,7 +3,10 @@
 
 use conclave_proto::v1::{self, client_frame::Request, container_payload::Body};
 
-use super::{Driver, PendingInvite};
+use super::{
+    Driver, MAX_INVITATION_HOLD_MS, MAX_PENDING_INVITATIONS, MAX_PENDING_INVITATIONS_PER_USER,
+    PendingInvite,
+};
 use crate::client::directory::{check_roster_keys, verify_bundles};
 use crate::client::lookups::LookupDecision;
 use crate::client::{ClientEvent, Invitation, MeetingEvent, media_kinds_from_proto};
@@ -56,9 +59,14 @@ impl Driver {
         }
     }
 
-    /// Acknowledges processed containers in one request.
+    /// Acknowledges processed containers in one request (and tells the app to save
+    /// its prekey pool if containers used prekeys: review L2).
     pub(super) async fn flush_acks(&mut self) {
         self.ack_at = None;
+        if self.prekeys_consumed > 0 {
+            let count = std::mem::take(&mut self.prekeys_consumed);
+            self.emit(ClientEvent::PrekeysConsumed { count });
+        }
         if self.pending_acks.is_empty() || self.link.is_none() {
             return;
         }
@@ -88,6 +96,7 @@ impl Driver {
                 ContainerError::Replayed { .. } => Refusal::Duplicate,
                 e => refused(Some(claimed), e.to_string()),
             })?;
+        self.prekeys_consumed = self.prekeys_consumed.saturating_add(1);
         let from = opened.sender().device_id();
         let recipients = opened.recipients().to_vec();
         let payload = opened.payload();
@@ -251,6 +260,26 @@ impl Driver {
         if self.meetings.contains_key(&id) || self.invitations.contains_key(&id) {
             return Ok(());
         }
+        // Invitations hold meeting keys: bounded, per inviting user and in all, and
+        // purged when they expire (review L8).
+        self.purge_invitations(now);
+        let inviter = sender.user_id();
+        let from_inviter = self
+            .invitations
+            .values()
+            .filter(|p| p.from == inviter)
+            .count();
+        if from_inviter >= MAX_PENDING_INVITATIONS_PER_USER {
+            return Err(refuse(format!(
+                "this user already has {from_inviter} unanswered invitations here; answer or let them expire"
+            )));
+        }
+        if self.invitations.len() >= MAX_PENDING_INVITATIONS {
+            return Err(refuse(format!(
+                "{} unanswered invitations are pending; answer or let them expire",
+                self.invitations.len()
+            )));
+        }
         let from = sender.device_id();
         if state.leader() != from {
             return Err(refuse("invite not sent by the meeting's key leader".into()));
@@ -276,15 +305,37 @@ impl Driver {
             participants,
             expires_at: UnixMillis(invite.expires_at_ms),
         };
+        let expires_at = UnixMillis(
+            invitation
+                .expires_at
+                .0
+                .min(now.0.saturating_add(MAX_INVITATION_HOLD_MS)),
+        );
         self.invitations.insert(
             id,
             PendingInvite {
                 state,
-                expires_at: invitation.expires_at,
+                expires_at,
+                from: inviter,
             },
         );
         self.emit(ClientEvent::Invited(invitation));
         Ok(())
+    }
+
+    /// Drops the invitations that expired by `now` (their meeting keys with them) and
+    /// tells the app.
+    pub(super) fn purge_invitations(&mut self, now: UnixMillis) {
+        let expired: Vec<MeetingId> = self
+            .invitations
+            .iter()
+            .filter(|(_, p)| p.expires_at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for meeting_id in expired {
+            self.invitations.remove(&meeting_id);
+            self.emit(ClientEvent::InvitationExpired { meeting_id });
+        }
     }
 
     async fn on_control(

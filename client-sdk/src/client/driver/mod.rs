@@ -151,8 +151,18 @@ pub(crate) struct Entry {
 /// An invitation not answered yet (its state follows rekeys in the meantime).
 pub(crate) struct PendingInvite {
     pub state: MeetingState,
+    /// The invitation's expiry, at most [`MAX_INVITATION_HOLD_MS`] after it arrived.
     pub expires_at: UnixMillis,
+    /// The inviting user.
+    pub from: UserId,
 }
+
+/// Unanswered invitations held at once (each holds a meeting key): review L8.
+pub(crate) const MAX_PENDING_INVITATIONS: usize = 64;
+/// Unanswered invitations held from one inviting user.
+pub(crate) const MAX_PENDING_INVITATIONS_PER_USER: usize = 4;
+/// The longest an invitation is held, whatever expiry its sender chose, ms.
+pub(crate) const MAX_INVITATION_HOLD_MS: u64 = crate::time::DAY_MS;
 
 pub(crate) struct Driver {
     config: ClientConfig,
@@ -184,6 +194,8 @@ pub(crate) struct Driver {
     rotations: Vec<meetings::PendingRotation>,
     /// Processed mailbox entries not acknowledged yet, and when to acknowledge them.
     pending_acks: Vec<u64>,
+    /// One-time prekeys used since the last `PrekeysConsumed` event.
+    prekeys_consumed: u32,
     ack_at: Option<Instant>,
     commands: mpsc::Receiver<Command>,
     command_tx: mpsc::WeakSender<Command>,
@@ -224,6 +236,7 @@ pub(crate) async fn start(
         resend: Vec::new(),
         rotations: Vec::new(),
         pending_acks: Vec::new(),
+        prekeys_consumed: 0,
         ack_at: None,
         commands,
         command_tx: command_tx.downgrade(),
@@ -312,6 +325,9 @@ impl Driver {
                 wake = Some(wake.map_or(at, |w| w.min(at)));
             }
         };
+        if let Some(expiry) = self.invitations.values().map(|p| p.expires_at).min() {
+            consider(Some(self.clock.instant_of(expiry)));
+        }
         for entry in self.meetings.values() {
             consider(entry.state.poll_timeout().map(|t| self.clock.instant_of(t)));
             let mono = self.mono_ms();
@@ -340,6 +356,7 @@ impl Driver {
             self.rotations_due().await;
         }
         let now = self.now();
+        self.purge_invitations(now);
         let mono = self.mono_ms();
         let ids: Vec<MeetingId> = self.meetings.keys().copied().collect();
         for id in ids {
