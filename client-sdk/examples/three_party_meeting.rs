@@ -32,6 +32,7 @@ use conclave_sdk::client::{
     Meeting, MeetingEvent,
 };
 use conclave_sdk::identity::UserSigningKey;
+use conclave_sdk::safety::SafetyWords;
 use conclave_sdk::transport::ServerTrust;
 use conclave_sdk::{UnixMillis, UserId};
 use conclave_sfu::embedded::EmbeddedSfu;
@@ -406,14 +407,12 @@ async fn matching_safety_code(
             && codes.iter().all(|c| c.as_ref() == Some(first))
             && previous != Some(first)
         {
+            let words = matching_safety_words(seats).await?;
             for seat in seats {
-                let [w1, w2] = first.words();
-                let groups: Vec<&str> = first.number_groups().collect();
                 println!(
-                    "{:>5}: epoch {}  {w1} {w2}  {}",
+                    "{:>5}: epoch {}  {words}  {first}",
                     seat.name,
                     seat.meeting.sending_epoch(),
-                    groups.join(" ")
                 );
             }
             println!("       all {} match", seats.len());
@@ -423,6 +422,24 @@ async fn matching_safety_code(
             bail!("the safety codes did not converge");
         }
         // Each device updates its code when it has switched epochs.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until every seat has the same safety words for its current epoch (each device
+/// commits to a nonce, then reveals it, through the meeting's room).
+async fn matching_safety_words(seats: &[&Seat]) -> anyhow::Result<SafetyWords> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let words: Vec<_> = seats.iter().map(|s| s.meeting.safety_words()).collect();
+        if let Some(Some(first)) = words.first()
+            && words.iter().all(|w| w.as_ref() == Some(first))
+        {
+            return Ok(*first);
+        }
+        if Instant::now() > deadline {
+            bail!("the safety words did not converge");
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -179,12 +179,15 @@
 //!                 println!("{:?} accepted: {accepted}", from.user_id);
 //!             }
 //!             MeetingEvent::ParticipantsChanged | MeetingEvent::EpochChanged { .. } => {
-//!                 // Show the participants and the safety code to compare out of band.
+//!                 // Show the participants and the safety number to compare out of band.
 //!                 if let Some(code) = meeting.safety_code() {
-//!                     let [first, second] = code.words();
 //!                     let people = meeting.participants().len();
-//!                     println!("{people} participants, safety code {first} {second}");
+//!                     println!("{people} participants, safety number {code}");
 //!                 }
+//!             }
+//!             MeetingEvent::SafetyWords(words) => {
+//!                 // Everyone's device took part: the words can be read aloud.
+//!                 println!("safety words: {words}");
 //!             }
 //!             MeetingEvent::Ended { reason } => {
 //!                 println!("meeting ended: {reason:?}");

@@ -10,17 +10,16 @@
 //! participants different sender-index assignments or different epoch keys, their
 //! codes differ.
 //!
-//! A code has two parts:
-//! * a short authentication string of **two words** from the [PGP word list]
-//!   (the first from the two-syllable "even" list, the second from the
-//!   three-syllable "odd" list), quick to say aloud at the start of a call;
-//! * a **60-digit safety number** in 12 groups of 5 digits, for a thorough
-//!   comparison (the same presentation as Signal's safety numbers).
-//!
-//! The two words carry 16 bits: enough to notice an honest mistake, not to stop an
-//! attacker who can try 65,536 meeting ids offline until the words match. Verification
-//! against an active attacker requires the 60-digit number (about 199 bits); see
-//! `docs/security.md` (finding M4).
+//! Participants compare two things:
+//! * the **60-digit safety number** ([`SafetyCode`]) in 12 groups of 5 digits, for a
+//!   thorough comparison (the same presentation as Signal's safety numbers), derived
+//!   below from public values alone;
+//! * two **safety words** ([`SafetyWords`]) from the [PGP word list] (the first from the
+//!   two-syllable "even" list, the second from the three-syllable "odd" list), quick to
+//!   say aloud at the start of a call. Sixteen bits could be ground offline by a
+//!   participant in the middle who chooses a meeting id or key (security review M4),
+//!   so the words also depend on a random nonce from *every* device, each committed
+//!   to before any is revealed ([`round`], protocol 7.1): nobody can choose them.
 //!
 //! # Derivation (protocol `conclave.safety.v2`)
 //!
@@ -50,7 +49,8 @@
 //! 3. **Key derivation.** `ikm = SHA-512(transcript)`, then HKDF-SHA512 (RFC 5869)
 //!    with no salt (that is, 64 zero bytes), `info = "conclave.safety.v2 code"`, expanded
 //!    to 62 bytes `okm[0..62]`.
-//! 4. **Words.** `okm[0]` selects the even-list word and `okm[1]` the odd-list word.
+//! 4. `okm[0..2]` is not used (until security review 1 it chose two words; the words
+//!    now come from [`SafetyWords`]).
 //! 5. **Number.** `okm[2..62]` is split into 12 groups of 5 bytes. Each group is read
 //!    as a 40-bit big-endian unsigned integer, reduced modulo 100 000 and written as 5
 //!    decimal digits with leading zeros. The 12 groups in order form the 60 digits.
@@ -61,6 +61,7 @@
 //! [PGP word list]: pgp_words
 
 pub mod pgp_words;
+pub mod round;
 
 use core::cmp::Ordering;
 use core::fmt;
@@ -153,14 +154,12 @@ impl RosterIdentity {
 /// Bytes of one encoded roster entry.
 const ENTRY_LEN: usize = 32 + 16 + 32 + 4 + 32 + 49;
 
-/// The safety code of one meeting epoch: two PGP words and a 60-digit number.
+/// The safety number of one meeting epoch: 60 digits.
 ///
-/// Equality ([`PartialEq`] and [`ConstantTimeEq`]) compares the words and the digits
-/// in constant time.
+/// Equality ([`PartialEq`] and [`ConstantTimeEq`]) compares the digits in constant
+/// time.
 #[derive(Clone)]
 pub struct SafetyCode {
-    /// `okm[0]` (even list) and `okm[1]` (odd list).
-    word_bytes: [u8; 2],
     /// Exactly [`SafetyCode::NUMBER_DIGITS`] ASCII digits.
     number: String,
 }
@@ -200,9 +199,9 @@ impl SafetyCode {
         Self::from_okm(okm)
     }
 
-    /// Formats the derived bytes as words and digits.
+    /// Formats the derived bytes as digits.
     fn from_okm(okm: [u8; OKM_LEN]) -> SafetyCode {
-        let [even, odd, groups @ ..] = okm;
+        let [_, _, groups @ ..] = okm;
         let mut number = String::with_capacity(Self::NUMBER_DIGITS);
         for group in groups.chunks_exact(GROUP_BYTES) {
             let value = group
@@ -212,18 +211,7 @@ impl SafetyCode {
             // or 10 995 116 times: a relative bias below 1e-7, which is negligible.
             number.push_str(&format!("{:05}", value % 100_000));
         }
-        SafetyCode {
-            word_bytes: [even, odd],
-            number,
-        }
-    }
-
-    /// The two words: the first from the even (two-syllable) list, the second from
-    /// the odd (three-syllable) list.
-    #[must_use]
-    pub fn words(&self) -> [&'static str; 2] {
-        let [even, odd] = self.word_bytes;
-        [pgp_words::even_word(even), pgp_words::odd_word(odd)]
+        SafetyCode { number }
     }
 
     /// The safety number: exactly 60 ASCII digits, without separators.
@@ -243,8 +231,7 @@ impl SafetyCode {
 
 impl ConstantTimeEq for SafetyCode {
     fn ct_eq(&self, other: &Self) -> Choice {
-        self.word_bytes.ct_eq(&other.word_bytes)
-            & self.number.as_bytes().ct_eq(other.number.as_bytes())
+        self.number.as_bytes().ct_eq(other.number.as_bytes())
     }
 }
 
@@ -256,14 +243,16 @@ impl PartialEq for SafetyCode {
 
 impl Eq for SafetyCode {}
 
-/// `"brickyard backwater · 07380 94396 …"`: the words, a middle dot, and the 12
-/// digit groups separated by spaces.
+/// `"07380 94396 …"`: the 12 digit groups separated by spaces.
 impl fmt::Display for SafetyCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [even, odd] = self.words();
-        write!(f, "{even} {odd} \u{b7}")?;
+        let mut first = true;
         for group in self.number_groups() {
-            write!(f, " {group}")?;
+            if !first {
+                f.write_str(" ")?;
+            }
+            f.write_str(group)?;
+            first = false;
         }
         Ok(())
     }
@@ -272,8 +261,109 @@ impl fmt::Display for SafetyCode {
 impl fmt::Debug for SafetyCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SafetyCode")
-            .field("words", &self.words())
             .field("number", &self.number)
+            .finish()
+    }
+}
+
+/// Label of the safety-words transcript.
+const WORDS_LABEL: &[u8] = b"conclave.safety-words.v1";
+/// HKDF `info` for the word bytes.
+const WORDS_INFO: &[u8] = b"conclave.safety-words.v1 words";
+
+/// The two safety words of one meeting epoch, from a completed commitment round
+/// ([`round::SasRound`]); compare them aloud. Every participant that completed the
+/// round with the same roster and the same nonces gets the same words.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SafetyWords {
+    bytes: [u8; 2],
+    epoch: u64,
+}
+
+impl SafetyWords {
+    /// The words of `epoch` of meeting `meeting_id` for `roster` (as for
+    /// [`SafetyCode::compute`]) and the revealed nonce of every roster device.
+    ///
+    /// ```text
+    /// transcript = "conclave.safety-words.v1" || meeting_id || u64be(epoch)
+    ///           || u32be(n) || canonical roster entries (as for the number)
+    ///           || u32be(m) || for each nonce, by device id: device_id (16) || nonce (32)
+    /// words      = HKDF-SHA512(ikm = SHA-512(transcript), no salt,
+    ///                          info = "conclave.safety-words.v1 words", 2 bytes)
+    /// ```
+    /// `words[0]` selects the even-list word, `words[1]` the odd-list word.
+    #[must_use]
+    pub fn compute(
+        meeting_id: &[u8; 32],
+        epoch: u64,
+        roster: &[RosterIdentity],
+        nonces: &[([u8; 16], [u8; 32])],
+    ) -> SafetyWords {
+        let mut entries: Vec<[u8; ENTRY_LEN]> = roster.iter().map(RosterIdentity::encode).collect();
+        entries.sort_unstable();
+        entries.dedup();
+        let mut nonces = nonces.to_vec();
+        nonces.sort_unstable();
+        nonces.dedup();
+        let mut hash = Sha512::new();
+        hash.update(WORDS_LABEL);
+        hash.update(meeting_id);
+        hash.update(epoch.to_be_bytes());
+        hash.update(
+            u32::try_from(entries.len())
+                .unwrap_or(u32::MAX)
+                .to_be_bytes(),
+        );
+        for entry in &entries {
+            hash.update(entry);
+        }
+        hash.update(
+            u32::try_from(nonces.len())
+                .unwrap_or(u32::MAX)
+                .to_be_bytes(),
+        );
+        for (device, nonce) in &nonces {
+            hash.update(device);
+            hash.update(nonce);
+        }
+        let ikm = hash.finalize();
+        let mut bytes = [0u8; 2];
+        // Two bytes are far within the HKDF-SHA512 output limit.
+        #[allow(clippy::expect_used)]
+        Hkdf::<Sha512>::new(None, &ikm)
+            .expand(WORDS_INFO, &mut bytes)
+            .expect("2 bytes is within the HKDF-SHA512 output limit");
+        SafetyWords { bytes, epoch }
+    }
+
+    /// The two words: the first from the even (two-syllable) list, the second from the
+    /// odd (three-syllable) list.
+    #[must_use]
+    pub fn words(&self) -> [&'static str; 2] {
+        let [even, odd] = self.bytes;
+        [pgp_words::even_word(even), pgp_words::odd_word(odd)]
+    }
+
+    /// The meeting epoch these words belong to.
+    #[must_use]
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+}
+
+/// `"brickyard backwater"`.
+impl fmt::Display for SafetyWords {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [even, odd] = self.words();
+        write!(f, "{even} {odd}")
+    }
+}
+
+impl fmt::Debug for SafetyWords {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SafetyWords")
+            .field("words", &self.words())
+            .field("epoch", &self.epoch)
             .finish()
     }
 }
@@ -347,22 +437,19 @@ mod tests {
         let mut input = roster();
         input.push(identity(2, 1, 0x10)); // an exact duplicate, ignored
         let code = code(&input);
-        assert_eq!(code.words(), ["rocker", "typewriter"]);
         assert_eq!(
             code.number(),
             "984406723814022699077543525259351763559706582472774804883181"
         );
         assert_eq!(
             code.to_string(),
-            "rocker typewriter \u{b7} 98440 67238 14022 69907 75435 25259 35176 35597 \
-             06582 47277 48048 83181"
+            "98440 67238 14022 69907 75435 25259 35176 35597 06582 47277 48048 83181"
         );
     }
 
     #[test]
     fn empty_roster_does_not_panic_and_is_pinned() {
         let code = code(&[]);
-        assert_eq!(code.words(), ["Oakland", "bifocals"]);
         assert_eq!(
             code.number(),
             "409603061399827408121167672842500495905082274946080159460943"
@@ -505,11 +592,29 @@ mod tests {
     #[test]
     fn words_come_from_even_then_odd_list() {
         for epoch in 0..64 {
-            let code = SafetyCode::compute(&MEETING, epoch, &COMMITMENT, &roster());
-            let [first, second] = code.words();
+            let words = SafetyWords::compute(&MEETING, epoch, &roster(), &[([1; 16], [2; 32])]);
+            let [first, second] = words.words();
             assert!(pgp_words::EVEN_WORDS.contains(&first), "{first}");
             assert!(pgp_words::ODD_WORDS.contains(&second), "{second}");
         }
+    }
+
+    #[test]
+    fn words_depend_on_every_nonce_and_not_on_their_order() {
+        let nonces = [([1; 16], [7; 32]), ([2; 16], [8; 32])];
+        let a = SafetyWords::compute(&MEETING, 3, &roster(), &nonces);
+        let swapped = [nonces[1], nonces[0]];
+        assert_eq!(a, SafetyWords::compute(&MEETING, 3, &roster(), &swapped));
+        let differ = (0..=255u8)
+            .filter(|n| {
+                let other = [nonces[0], ([2; 16], [*n; 32])];
+                SafetyWords::compute(&MEETING, 3, &roster(), &other) != a
+            })
+            .count();
+        assert!(
+            differ >= 250,
+            "one device's nonce moves the words: {differ}"
+        );
     }
 
     #[test]
@@ -525,43 +630,37 @@ mod tests {
         let groups: Vec<&str> = code.number_groups().collect();
         assert_eq!(&groups[..3], ["00001", "27775", "67296"]);
         assert!(groups[3..].iter().all(|g| *g == "00000"));
-        assert_eq!(code.words(), ["aardvark", "adroitness"]);
     }
 
     #[test]
-    fn display_shows_words_dot_and_groups() {
-        let mut okm = [0u8; OKM_LEN];
-        okm[0] = 0xFF;
-        okm[1] = 0xFF;
+    fn display_shows_the_groups() {
+        let okm = [0u8; OKM_LEN];
         let code = SafetyCode::from_okm(okm);
-        assert_eq!(
-            code.to_string(),
-            format!("Zulu Yucatan \u{b7}{}", " 00000".repeat(12))
-        );
+        assert_eq!(code.to_string(), ["00000"; 12].join(" "));
+        let words = SafetyWords {
+            bytes: [0xFF, 0xFF],
+            epoch: 1,
+        };
+        assert_eq!(words.to_string(), "Zulu Yucatan");
     }
 
     #[test]
-    fn equality_compares_words_and_digits() {
+    fn equality_compares_the_digits() {
         let a = code(&roster());
         assert_eq!(a, a.clone());
         assert!(bool::from(a.ct_eq(&a.clone())));
 
         let mut okm = [0u8; OKM_LEN];
         let zero = SafetyCode::from_okm(okm);
-        okm[1] = 1;
-        let other_word = SafetyCode::from_okm(okm);
-        okm[1] = 0;
         okm[OKM_LEN - 1] = 1;
         let other_digit = SafetyCode::from_okm(okm);
-        assert_ne!(zero, other_word);
         assert_ne!(zero, other_digit);
         assert!(!bool::from(zero.ct_eq(&other_digit)));
     }
 
     #[test]
-    fn debug_shows_words_and_number() {
+    fn debug_shows_the_number() {
         let text = format!("{:?}", code(&roster()));
-        assert!(text.contains("rocker"), "{text}");
         assert!(text.contains("984406723814"), "{text}");
     }
 }

@@ -1,9 +1,32 @@
-//! Every participant derives the same safety code for an epoch, and a rekey changes it.
+//! Every participant derives the same safety number for an epoch, and a rekey changes
+//! it. The safety words come from a commitment round through the meeting's room
+//! (review M4): every participant's device commits to a nonce, then reveals it, and all
+//! of them get the same words, again after a rekey.
 
 mod support;
 
-use conclave_sdk::client::MediaKind;
+use conclave_sdk::client::{MediaKind, Meeting};
+use conclave_sdk::safety::SafetyWords;
 use support::*;
+
+/// Waits (bounded) until every meeting has the same safety words for `epoch`.
+async fn matching_words(meetings: &[&Meeting], epoch: u64) -> SafetyWords {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let words: Vec<Option<SafetyWords>> =
+                meetings.iter().map(|m| m.safety_words()).collect();
+            if let Some(Some(first)) = words.first()
+                && first.epoch() == epoch
+                && words.iter().all(|w| w.as_ref() == Some(first))
+            {
+                return *first;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("every participant gets the same safety words")
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn safety_codes_match_across_participants() {
@@ -26,6 +49,8 @@ async fn safety_codes_match_across_participants() {
     assert_eq!(meeting_b.safety_code().as_ref(), Some(&code));
     assert_eq!(meeting_c.safety_code().as_ref(), Some(&code));
     assert_eq!(code.number().len(), 60);
+    let epoch = meeting_a.sending_epoch();
+    let words = matching_words(&[&meeting_a, &meeting_b, &meeting_c], epoch).await;
 
     // Carol leaves: Alice and Bob agree on a new code.
     let epoch = meeting_a.sending_epoch();
@@ -35,4 +60,8 @@ async fn safety_codes_match_across_participants() {
     let after = meeting_a.safety_code().unwrap();
     assert_ne!(after, code);
     assert_eq!(meeting_b.safety_code(), Some(after));
+    let new_epoch = meeting_a.sending_epoch();
+    let new_words = matching_words(&[&meeting_a, &meeting_b], new_epoch).await;
+    assert_eq!(new_words.epoch(), new_epoch);
+    assert_eq!(words.epoch(), epoch);
 }

@@ -86,6 +86,11 @@ impl<S> RoomMedia<S> {
         self.targets.store(Arc::new(targets));
     }
 
+    /// The member connections.
+    pub fn conns(&self) -> Vec<ConnId> {
+        self.targets.load().iter().map(|t| t.conn).collect()
+    }
+
     /// Current number of targets.
     pub fn len(&self) -> usize {
         self.targets.load().len()
@@ -155,6 +160,15 @@ impl<S> ConnMedia<S> {
                 .cloned()
                 .collect::<Vec<_>>()
         });
+    }
+
+    /// The membership for `handle`, if this connection is in that room.
+    pub fn get(&self, handle: u32) -> Option<Membership<S>> {
+        self.memberships
+            .load()
+            .iter()
+            .find(|m| m.handle == handle)
+            .cloned()
     }
 
     /// Removes every membership.

@@ -65,7 +65,7 @@ pub use error::ClientError;
 use crate::identity::UserIdentity;
 use crate::meeting::MeetingId;
 use crate::meeting::rekey::{EndReason, RekeyConfig};
-use crate::safety::SafetyCode;
+use crate::safety::{SafetyCode, SafetyWords};
 use crate::transport::ServerTrust;
 use crate::{DeviceId, UnixMillis, UserId};
 use driver::Command;
@@ -298,12 +298,15 @@ pub enum MeetingEvent {
     /// Rekey, or one a hostile server withheld): sending is paused, since the current
     /// key may be held by a removed participant, and the key leader has been asked for
     /// the key. [`MeetingEvent::EpochChanged`] follows once it arrives; until then
-    /// [`Meeting::send_frame`](super::Meeting::send_frame) fails with
+    /// [`MeetingHandle::send_frame`] fails with
     /// [`ClientError::SendingPaused`]. Tell the user if it lasts.
     SendingPaused {
         /// The epoch the room announced.
         room_epoch: u64,
     },
+    /// The safety words of `epoch` are ready ([`MeetingHandle::safety_words`]): every
+    /// participant's device committed to and revealed its nonce.
+    SafetyWords(SafetyWords),
     /// (Key leader) an invitee answered.
     Reply {
         /// The answering device.
@@ -602,11 +605,24 @@ impl MeetingHandle {
         self.shared.info().participants
     }
 
-    /// The safety code of the current epoch: participants whose codes match hold the
-    /// same meeting key and the same identity keys for everyone.
+    /// The safety number of the current epoch: participants whose numbers match hold
+    /// the same meeting key and the same identity and device keys for everyone.
     #[must_use]
     pub fn safety_code(&self) -> Option<SafetyCode> {
         self.shared.info().safety_code
+    }
+
+    /// The two safety words of the current epoch, once every participant's device has
+    /// taken part in the epoch's commitment round (a second or so after everyone is in
+    /// the room; [`MeetingEvent::SafetyWords`] says when). `None` until then, or while
+    /// a participant is offline. Equal words mean the same as equal safety numbers,
+    /// with a 1 in 65,536 chance of a miss; nobody can choose them.
+    #[must_use]
+    pub fn safety_words(&self) -> Option<SafetyWords> {
+        self.shared
+            .info()
+            .safety_words
+            .filter(|w| w.epoch() == self.sending_epoch())
     }
 
     /// The epoch this device sends on.

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use super::{ClientError, MediaFrame, MediaStats, MeetingEvent, Participant};
 use crate::media::{self, Reassembler, ReassemblyConfig};
 use crate::meeting::{MeetingId, MeetingKey, SFRAME_SUITE};
-use crate::safety::SafetyCode;
+use crate::safety::{SafetyCode, SafetyWords};
 use crate::sframe::{SframeError, SframeReceiver, SframeSender};
 use crate::{DeviceId, UserId};
 
@@ -57,6 +57,7 @@ pub(crate) struct MeetingInfo {
     pub participants: Vec<Participant>,
     pub leader: Option<DeviceId>,
     pub safety_code: Option<SafetyCode>,
+    pub safety_words: Option<SafetyWords>,
     pub sending_epoch: u64,
     pub held_epochs: Vec<u64>,
     pub ended: bool,

@@ -16,6 +16,9 @@ use crate::rooms::{Joined, OpenRequest, RoomEvent, RoomOutput, RoomRegistry, Rot
 use crate::store::{DeviceIdBytes, MAX_ROOM_LEADERS, RoutingIdBytes};
 use crate::telemetry;
 
+/// Largest `SendRoomMessage` payload, bytes.
+pub(crate) const MAX_ROOM_MESSAGE_BYTES: usize = 1_024;
+
 /// The registry plus the media plane's room tables, behind one control-plane lock
 /// (never taken on the datagram path).
 #[derive(Debug)]
@@ -289,6 +292,45 @@ impl Session {
             response::Result::RoomRotated(v1::RoomRotated {
                 epoch: r.next_epoch,
             }),
+            After::Nothing,
+        ))
+    }
+
+    /// Relays a small opaque message to the other member connections of a room this
+    /// connection is in (never to itself, never to another room).
+    pub(super) fn send_room_message(&mut self, r: v1::SendRoomMessage) -> Handled {
+        self.device()?;
+        if r.payload.len() > MAX_ROOM_MESSAGE_BYTES {
+            return Err(RequestError::limit(format!(
+                "room message of {} bytes exceeds {MAX_ROOM_MESSAGE_BYTES}",
+                r.payload.len()
+            )));
+        }
+        let Some(membership) = self.conn.media.get(r.room_handle) else {
+            return Err(RequestError::bad_request(
+                "this connection is not in that room (join it first)",
+            ));
+        };
+        let me = self.conn.id;
+        let mut recipients = 0u32;
+        for conn in membership.room.conns() {
+            if conn == me {
+                continue;
+            }
+            let Some(handle) = self.shared.conns.get(&conn).map(|h| Arc::clone(&h)) else {
+                continue;
+            };
+            let event = v1::event::Event::RoomMessage(v1::RoomMessage {
+                room_handle: r.room_handle,
+                slot: u32::from(membership.slot),
+                payload: r.payload.clone(),
+            });
+            if handle.push_event(event) {
+                recipients = recipients.saturating_add(1);
+            }
+        }
+        Ok((
+            response::Result::RoomMessageSent(v1::RoomMessageSent { recipients }),
             After::Nothing,
         ))
     }

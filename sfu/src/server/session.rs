@@ -240,6 +240,7 @@ impl Session {
             Request::JoinRoom(r) => self.join_room(&r),
             Request::RotateRoom(r) => self.rotate_room(r).await,
             Request::LeaveRoom(r) => self.leave_room(&r),
+            Request::SendRoomMessage(r) => self.send_room_message(r),
         }
     }
 
@@ -508,5 +509,6 @@ fn kind_label(request: &Request) -> &'static str {
         Request::JoinRoom(_) => "join_room",
         Request::RotateRoom(_) => "rotate_room",
         Request::LeaveRoom(_) => "leave_room",
+        Request::SendRoomMessage(_) => "send_room_message",
     }
 }

@@ -412,6 +412,8 @@ impl Driver {
             }
         }
         self.refresh(id);
+        self.start_sas_round(id);
+        self.flush_sas(id).await;
     }
 
     async fn apply(&mut self, id: MeetingId, output: MeetingOutput) {
@@ -766,6 +768,8 @@ impl Driver {
             wanted: None,
             presence: Presence::default(),
             installed: BTreeSet::new(),
+            sas: None,
+            sas_resend: None,
         };
         Ok((entry, meeting))
     }
@@ -992,14 +996,19 @@ fn proto_kinds(kinds: &[MediaKind]) -> Vec<v1::MediaKind> {
         .collect()
 }
 
-/// The safety code of the sending epoch. Every roster identity key equals this
-/// device's pinned key for its user (checked when the roster was accepted).
-fn safety_code(state: &MeetingState, key: &MeetingKey) -> SafetyCode {
-    let identities: Vec<RosterIdentity> = state
+/// The roster as it enters safety numbers and words. Every roster identity key equals
+/// this device's pinned key for its user (checked when the roster was accepted).
+pub(super) fn roster_identities(state: &MeetingState) -> Vec<RosterIdentity> {
+    state
         .roster()
         .iter()
         .map(|m| RosterIdentity::new(&m.identity_key, &m.device, m.sender_index))
-        .collect();
+        .collect()
+}
+
+/// The safety number of the sending epoch.
+fn safety_code(state: &MeetingState, key: &MeetingKey) -> SafetyCode {
+    let identities = roster_identities(state);
     let id = state.meeting_id();
     SafetyCode::compute(
         id.as_bytes(),

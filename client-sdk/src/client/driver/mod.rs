@@ -7,6 +7,7 @@
 mod inbox;
 mod link;
 mod meetings;
+mod words;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -146,6 +147,10 @@ pub(crate) struct Entry {
     pub next_index: u32,
     /// (epoch, sender index) pairs whose receive key is registered.
     pub installed: std::collections::BTreeSet<(u64, u32)>,
+    /// The safety-words round of the sending epoch (review M4).
+    pub sas: Option<crate::safety::round::SasRound>,
+    /// When to resend this device's round messages next, and resends left.
+    pub sas_resend: Option<(Instant, u32)>,
 }
 
 /// An invitation not answered yet (its state follows rekeys in the meantime).
@@ -329,6 +334,9 @@ impl Driver {
             consider(Some(self.clock.instant_of(expiry)));
         }
         for entry in self.meetings.values() {
+            if self.link.is_some() {
+                consider(entry.sas_resend.map(|(at, _)| at));
+            }
             consider(entry.state.poll_timeout().map(|t| self.clock.instant_of(t)));
             let mono = self.mono_ms();
             consider(
@@ -354,6 +362,9 @@ impl Driver {
         }
         if self.link.is_some() && self.rotations.iter().any(|r| r.at <= Instant::now()) {
             self.rotations_due().await;
+        }
+        if self.link.is_some() {
+            self.sas_resends_due().await;
         }
         let now = self.now();
         self.purge_invitations(now);
@@ -449,7 +460,9 @@ impl Driver {
             }
             Event::MemberJoined(joined) => {
                 self.on_member_joined(joined.room_handle, &joined.device_id);
+                self.resend_sas_soon(joined.room_handle);
             }
+            Event::RoomMessage(message) => self.on_room_message(message).await,
         }
     }
 
