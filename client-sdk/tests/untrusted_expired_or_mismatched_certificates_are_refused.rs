@@ -41,6 +41,17 @@ async fn connect(config: ClientConfig) -> Result<(), ClientError> {
         .map(|_| ())
 }
 
+/// The error is `CertificateProblem::Expired`.
+fn assert_expired(err: &ClientError) {
+    assert!(
+        matches!(
+            err,
+            ClientError::Certificate(CertificateProblem::Expired { .. })
+        ),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn a_ca_issued_certificate_is_accepted_with_its_ca_file() {
     let (ca, identity) = ca_and_server(2020, 2090);
@@ -55,13 +66,7 @@ async fn an_expired_certificate_is_reported_as_expired() {
     let sfu = Sfu::start_with_identity(identity).await;
     let config = ClientConfig::new(sfu.addr, ServerTrust::CaPem(ca.into_bytes()));
     let err = connect(config).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ClientError::Certificate(CertificateProblem::Expired { .. })
-        ),
-        "{err}"
-    );
+    assert_expired(&err);
     assert!(err.to_string().contains("expired"), "{err}");
 }
 
@@ -72,25 +77,13 @@ async fn an_expired_pinned_certificate_is_reported_as_expired() {
     let sfu = Sfu::start_with_identity(identity).await;
     assert!(matches!(sfu.trust, ServerTrust::PinnedSha256(_)));
     let err = connect(sfu.client_config()).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ClientError::Certificate(CertificateProblem::Expired { .. })
-        ),
-        "{err}"
-    );
+    assert_expired(&err);
     assert!(err.to_string().contains("2020"), "{err}");
     // A pinned certificate that is not yet valid is refused the same way.
     let (_, identity) = ca_and_server(2090, 2095);
     let sfu = Sfu::start_with_identity(identity).await;
     let err = connect(sfu.client_config()).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ClientError::Certificate(CertificateProblem::Expired { .. })
-        ),
-        "{err}"
-    );
+    assert_expired(&err);
 }
 
 #[tokio::test]
