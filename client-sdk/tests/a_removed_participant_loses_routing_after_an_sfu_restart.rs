@@ -176,3 +176,76 @@ async fn a_refused_rotation_is_retried_and_reported_when_it_keeps_failing() {
     .expect("a rotation that keeps failing is reported");
     assert!(failed >= 2);
 }
+
+/// A rotation that the SFU keeps refusing (here: every rotation to the first new
+/// epoch) must not make the next one fail too: the next rotation is signed from the
+/// epoch the room is really at, not from the one it never reached. (Before, it was
+/// signed by the unreached epoch's key and refused until the SDK gave up.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_after_a_refused_one_starts_from_the_rooms_real_epoch() {
+    let sfu = Sfu::start_hostile().await;
+    let (alice, bob, carol, dave) = (
+        User::new("alice"),
+        User::new("bob"),
+        User::new("carol"),
+        User::new("dave"),
+    );
+    let a = alice.connect(&sfu).await;
+    let mut b = bob.connect(&sfu).await;
+    let mut c = carol.connect(&sfu).await;
+    let mut d = dave.connect(&sfu).await;
+    let (mut meeting_a, _) = a
+        .client
+        .start_meeting(&[bob.id(), carol.id(), dave.id()], &[MediaKind::Audio])
+        .await
+        .unwrap();
+    let meeting_b = b.accept_next(&[MediaKind::Audio]).await;
+    let _meeting_c = c.accept_next(&[MediaKind::Audio]).await;
+    let _meeting_d = d.accept_next(&[MediaKind::Audio]).await;
+    deliver(&meeting_b, MediaKind::Audio, b"hello", &mut meeting_a).await;
+    let first = meeting_a.sending_epoch();
+
+    // Every rotation to the next epoch is spoiled; later ones pass.
+    let alice_device = *a.id().as_bytes();
+    let spoiled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&spoiled);
+    sfu.adversary().on_requests(Box::new(move |device, frame| {
+        if device == Some(alice_device)
+            && let Some(conclave_proto::v1::client_frame::Request::RotateRoom(rotate)) =
+                &mut frame.request
+            && rotate.next_epoch == first + 1
+        {
+            count.fetch_add(1, Ordering::SeqCst);
+            rotate.rotation_signature = vec![0; 64];
+        }
+        true
+    }));
+    let rotated = Arc::new(AtomicBool::new(false));
+    let seen = Arc::clone(&rotated);
+    sfu.adversary().on_frames(Box::new(move |to, frame| {
+        if to == Some(alice_device)
+            && let Some(server_frame::Kind::Response(r)) = &frame.kind
+            && let Some(conclave_proto::v1::response::Result::RoomRotated(done)) = &r.result
+            && done.epoch > first + 1
+        {
+            seen.store(true, Ordering::SeqCst);
+        }
+        true
+    }));
+
+    meeting_a.remove(&[carol.id()]).await.unwrap();
+    wait_epoch_above(&meeting_a, first).await;
+    tokio::time::timeout(WAIT, async {
+        while spoiled.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the first rotation was attempted");
+    meeting_a.remove(&[dave.id()]).await.unwrap();
+    wait_until(&rotated)
+        .await
+        .expect("the second rotation goes through from the room's real epoch");
+    let mut meeting_b = meeting_b;
+    deliver(&meeting_a, MediaKind::Audio, b"still here", &mut meeting_b).await;
+}

@@ -632,9 +632,18 @@ impl Driver {
         let Some(entry) = self.meetings.get(&id) else {
             return;
         };
+        // If an earlier rotation has not gone through (refused, rate-limited, still
+        // retrying), the room is still at the epoch this connection last proved: sign
+        // from there, while its key is held, rather than from an epoch the room never
+        // reached (the SFU would refuse that forever). The earlier rotation is void.
+        let from = entry
+            .proven
+            .filter(|p| *p < from && entry.state.key(*p).is_some())
+            .unwrap_or(from);
         let (Some(current), Some(next)) = (entry.state.key(from), entry.state.key(to)) else {
             return;
         };
+        self.rotations.retain(|r| r.meeting != id);
         // Signed now, while the old key is held: it is dropped after the grace window,
         // and a retry may come later than that.
         let routing = id.routing_id();
