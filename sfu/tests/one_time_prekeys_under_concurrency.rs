@@ -32,6 +32,7 @@ async fn upload(
         .request(Request::UploadPrekeys(v1::UploadPrekeys {
             prekeys,
             replace: false,
+            last_resort: None,
         }))
         .await?
     {
