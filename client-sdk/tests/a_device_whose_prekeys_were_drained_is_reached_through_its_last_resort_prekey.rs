@@ -4,7 +4,7 @@
 //! the directory, handed out (and never deleted) when its one-time prekeys are gone or
 //! withheld by the directory's pop rate limit.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
