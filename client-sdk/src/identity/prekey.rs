@@ -249,6 +249,19 @@ impl PrekeyPool {
         }))
     }
 
+    /// When [`Self::rotate_last_resort`] will next replace the last-resort prekey (its
+    /// age limit or expiry, whichever comes first); `None` when the pool has none (due
+    /// at once).
+    #[must_use]
+    pub fn last_resort_rotation_at(&self) -> Option<UnixMillis> {
+        self.last_resort.as_ref().map(|current| {
+            current
+                .created_at
+                .saturating_add(LAST_RESORT_ROTATION_MS)
+                .min(current.key.expires_at)
+        })
+    }
+
     /// The current last-resort prekey's id, if any.
     #[must_use]
     pub fn last_resort_id(&self) -> Option<u64> {
@@ -741,6 +754,7 @@ mod tests {
         assert_eq!(pool.last_resort_id(), Some(first));
         // Due after LAST_RESORT_ROTATION_MS: a new one, the old one still opens.
         let day7 = NOW.saturating_add(LAST_RESORT_ROTATION_MS);
+        assert_eq!(pool.last_resort_rotation_at(), Some(day7));
         assert!(pool.rotate_last_resort(&dev, day7, ttl, &mut rng).unwrap());
         let second = pool.last_resort_id().unwrap();
         assert_ne!(second, first);

@@ -337,6 +337,11 @@ impl Driver {
         if let Some(expiry) = self.invitations.values().map(|p| p.expires_at).min() {
             consider(Some(self.clock.instant_of(expiry)));
         }
+        if self.link.is_some() {
+            // A long-lived connection rotates the last-resort prekey on time too.
+            let rotation = self.prekeys.last_resort_rotation_at();
+            consider(rotation.map(|at| self.clock.instant_of(at)));
+        }
         for entry in self.meetings.values() {
             if self.link.is_some() {
                 consider(entry.sas_resend.map(|(at, _)| at));
@@ -371,6 +376,17 @@ impl Driver {
             self.sas_resends_due().await;
         }
         let now = self.now();
+        if self.link.is_some()
+            && self
+                .prekeys
+                .last_resort_rotation_at()
+                .is_some_and(|at| at <= now)
+        {
+            // Rotates, and uploads the new one (the server's count is only an upper
+            // bound here; a low count is reported by `PrekeysLow` anyway).
+            let held = u32::try_from(self.server_prekeys).unwrap_or(u32::MAX);
+            self.replenish(held).await;
+        }
         self.purge_invitations(now);
         let mono = self.mono_ms();
         let ids: Vec<MeetingId> = self.meetings.keys().copied().collect();
