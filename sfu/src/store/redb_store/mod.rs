@@ -27,7 +27,9 @@
 //! All tables are created by [`RedbStore::open`], so reads never meet a missing table.
 //!
 //! Schema versions: 1 stored a copy of the container in every recipient's entry; 2
-//! stores it once; 3 adds `mailbox_sender_entries`. [`RedbStore::open`] migrates a
+//! stores it once; 3 adds `mailbox_sender_entries` (and, later, `last_resort_prekeys`,
+//! which needs no migration: a version 3 file without it has no last-resort prekeys,
+//! and [`RedbStore::open`] creates the table). [`RedbStore::open`] migrates a
 //! version 1 or 2 file in place, in one transaction (see [`migrate`]), and refuses any
 //! other version with [`StoreError::UnsupportedSchema`].
 
