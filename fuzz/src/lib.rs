@@ -141,6 +141,7 @@ impl Fixture {
                 key_leader_device_id: sender_device.device_id().as_bytes().to_vec(),
                 expires_at_ms: NOW.0 + DAY_MS,
             })),
+            padding: Vec::new(),
         };
         let mut rng = ChaCha20Rng::seed_from_u64(SEAL_SEED);
         let genuine = seal(
@@ -162,6 +163,7 @@ impl Fixture {
                 body: Some(Body::Text(v1::TextMessage {
                     text: "another plaintext".into(),
                 })),
+                padding: Vec::new(),
             },
             NOW,
             TTL_MS,
