@@ -60,6 +60,20 @@ impl Store for Tampering {
     ) -> Result<usize, StoreError> {
         self.inner.add_prekeys(d, p, m, n)
     }
+    fn set_last_resort_prekey(
+        &self,
+        d: &DeviceIdBytes,
+        p: Option<&StoredPrekey>,
+    ) -> Result<(), StoreError> {
+        self.inner.set_last_resort_prekey(d, p)
+    }
+    fn last_resort_prekey(
+        &self,
+        d: &DeviceIdBytes,
+        n: u64,
+    ) -> Result<Option<StoredPrekey>, StoreError> {
+        self.inner.last_resort_prekey(d, n)
+    }
     fn prekey_count(&self, d: &DeviceIdBytes) -> Result<usize, StoreError> {
         self.inner.prekey_count(d)
     }

@@ -61,6 +61,9 @@ pub const SLOW_CLIENTS_CUT: &str = "conclave_slow_clients_cut_total";
 pub const PREKEYS_SERVED: &str = "conclave_prekeys_served_total";
 /// Bundle requests for a device with no prekey left (counter).
 pub const PREKEYS_EXHAUSTED: &str = "conclave_prekeys_exhausted_total";
+/// Last-resort prekeys handed out, for devices with no one-time prekey left or whose
+/// one-time prekey was withheld (counter).
+pub const PREKEYS_LAST_RESORT_SERVED: &str = "conclave_prekeys_last_resort_served_total";
 /// Prekeys uploaded (counter).
 pub const PREKEYS_UPLOADED: &str = "conclave_prekeys_uploaded_total";
 /// Devices registered (counter).
@@ -292,6 +295,10 @@ pub fn describe() {
     describe_counter!(
         PREKEYS_EXHAUSTED,
         "Bundle requests for a device with no prekey left."
+    );
+    describe_counter!(
+        PREKEYS_LAST_RESORT_SERVED,
+        "Last-resort prekeys handed out (no one-time prekey left, or withheld)."
     );
     describe_counter!(PREKEYS_UPLOADED, "One-time prekeys uploaded.");
     describe_counter!(DEVICES_REGISTERED, "Devices registered.");

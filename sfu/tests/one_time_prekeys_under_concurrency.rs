@@ -32,6 +32,7 @@ async fn upload(
         .request(Request::UploadPrekeys(v1::UploadPrekeys {
             prekeys,
             replace: false,
+            last_resort: None,
         }))
         .await?
     {
@@ -362,4 +363,98 @@ async fn fetching_ones_own_user_returns_only_the_other_devices_and_spends_no_own
         "own pool untouched"
     );
     assert_eq!(server.store.prekey_count(&id2).unwrap(), 2);
+}
+
+async fn upload_last_resort(
+    client: &TestClient,
+    prekeys: Vec<v1::SignedPrekey>,
+    last_resort: v1::SignedPrekey,
+) -> Result<u32, conclave_sdk::transport::TransportError> {
+    match client
+        .request(Request::UploadPrekeys(v1::UploadPrekeys {
+            prekeys,
+            replace: false,
+            last_resort: Some(last_resort),
+        }))
+        .await?
+    {
+        response::Result::PrekeysUploaded(r) => Ok(r.prekeys_held),
+        other => panic!("expected PrekeysUploaded, got {other:?}"),
+    }
+}
+
+/// The signed `last_resort` flag must match how a prekey is uploaded, and a
+/// last-resort prekey must be the uploading device's; the accepted one is handed out,
+/// never deleted, once the one-time prekeys are gone, and replaced by the next upload.
+#[tokio::test]
+async fn last_resort_uploads_are_checked_and_the_prekey_outlives_the_one_time_ones() {
+    let server = TestServer::start().await;
+    let owner = TestUser::new("owner");
+    let (client, device) = TestClient::registered(&server, &owner).await;
+    let id = *device.device_id().as_bytes();
+    let mut pool = PrekeyPool::new(&device);
+    pool.rotate_last_resort(&device, now(), DEFAULT_PREKEY_TTL_MS, &mut OsRng)
+        .unwrap();
+    let last_resort = pool.last_resort_prekey(&device).unwrap().unwrap();
+    let other = owner.device();
+    let mut other_pool = PrekeyPool::new(&other);
+    other_pool
+        .rotate_last_resort(&other, now(), DEFAULT_PREKEY_TTL_MS, &mut OsRng)
+        .unwrap();
+    let foreign = other_pool.last_resort_prekey(&other).unwrap().unwrap();
+
+    // A last-resort prekey among the one-time ones.
+    let mut batch = prekeys(&device, &mut pool, 2);
+    batch.push(last_resort.clone());
+    let err = upload(&client, batch).await.unwrap_err();
+    assert_eq!(err.server_code(), Some(ErrorCode::BadRequest), "{err}");
+    // A one-time prekey as the last-resort one.
+    let one_time = prekeys(&device, &mut pool, 1).remove(0);
+    let err = upload_last_resort(&client, Vec::new(), one_time)
+        .await
+        .unwrap_err();
+    assert_eq!(err.server_code(), Some(ErrorCode::BadRequest), "{err}");
+    // Another device's last-resort prekey.
+    let err = upload_last_resort(&client, Vec::new(), foreign)
+        .await
+        .unwrap_err();
+    assert_eq!(err.server_code(), Some(ErrorCode::BadProof), "{err}");
+    assert_eq!(server.store.prekey_count(&id).unwrap(), 0);
+    assert_eq!(server.store.last_resort_prekey(&id, 0).unwrap(), None);
+
+    // Accepted alone or with one-time prekeys.
+    assert_eq!(
+        upload_last_resort(&client, prekeys(&device, &mut pool, 2), last_resort.clone())
+            .await
+            .unwrap(),
+        2
+    );
+    let fetcher = TestClient::registered(&server, &TestUser::new("fetcher"))
+        .await
+        .0;
+    for _ in 0..2 {
+        let bundle = fetch_device_bundle(&fetcher, &owner.identity).await;
+        assert!(!bundle.last_resort && !bundle.prekeys_exhausted);
+    }
+    for _ in 0..3 {
+        let bundle = fetch_device_bundle(&fetcher, &owner.identity).await;
+        assert!(bundle.last_resort && bundle.prekeys_exhausted);
+        assert_eq!(bundle.prekey.as_ref(), Some(&last_resort));
+        let verified = VerifiedPrekey::verify(&last_resort, device.public(), now()).unwrap();
+        assert!(verified.is_last_resort());
+    }
+
+    // A rotation replaces it.
+    let later = now().saturating_add(conclave_sdk::identity::LAST_RESORT_ROTATION_MS);
+    assert!(
+        pool.rotate_last_resort(&device, later, DEFAULT_PREKEY_TTL_MS, &mut OsRng)
+            .unwrap()
+    );
+    let rotated = pool.last_resort_prekey(&device).unwrap().unwrap();
+    assert_ne!(rotated, last_resort);
+    upload_last_resort(&client, Vec::new(), rotated.clone())
+        .await
+        .unwrap();
+    let bundle = fetch_device_bundle(&fetcher, &owner.identity).await;
+    assert_eq!(bundle.prekey, Some(rotated));
 }

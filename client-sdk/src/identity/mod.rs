@@ -27,7 +27,10 @@ mod user;
 
 pub use device::{DeviceIdentity, DeviceSecrets, MAX_AUTH_INPUT_LEN, VerifiedDevice};
 pub use error::IdentityError;
-pub use prekey::{DEFAULT_PREKEY_TTL_MS, MAX_PREKEYS_HELD, PrekeyPool, VerifiedPrekey};
+pub use prekey::{
+    DEFAULT_PREKEY_TTL_MS, LAST_RESORT_OVERLAP_MS, LAST_RESORT_ROTATION_MS, MAX_PREKEYS_HELD,
+    PrekeyPool, VerifiedPrekey,
+};
 pub use user::{UserIdentity, UserPublicKey, UserSigningKey};
 
 /// P-384 public keys travel as SEC1 compressed points of this many bytes.

@@ -22,13 +22,21 @@ pub const DEFAULT_PREKEY_TTL_MS: u64 = 60 * crate::time::DAY_MS;
 /// Most unused prekeys one device holds at once.
 pub const MAX_PREKEYS_HELD: usize = 1000;
 
-/// A one-time prekey whose signature by its device was verified.
+/// Age at which a device replaces its last-resort prekey: 7 days.
+pub const LAST_RESORT_ROTATION_MS: u64 = 7 * crate::time::DAY_MS;
+
+/// How long a device keeps its previous last-resort prekey after replacing it, so that
+/// containers sealed to it and still in flight can be opened: 7 days.
+pub const LAST_RESORT_OVERLAP_MS: u64 = 7 * crate::time::DAY_MS;
+
+/// A prekey (one-time or last-resort) whose signature by its device was verified.
 #[derive(Clone)]
 pub struct VerifiedPrekey {
     device_id: DeviceId,
     prekey_id: u64,
     public_key: p384::PublicKey,
     expires_at: UnixMillis,
+    last_resort: bool,
 }
 
 impl VerifiedPrekey {
@@ -69,7 +77,17 @@ impl VerifiedPrekey {
             prekey_id: body.prekey_id,
             public_key,
             expires_at,
+            last_resort: body.last_resort,
         })
+    }
+
+    /// Whether the device signed this as its last-resort prekey: handed out only when
+    /// it has no one-time prekey left (or the directory withholds them), and not
+    /// deleted on use, so containers sealed to it have weaker forward secrecy until
+    /// the device rotates it.
+    #[must_use]
+    pub fn is_last_resort(&self) -> bool {
+        self.last_resort
     }
 
     /// The owning device.
@@ -103,18 +121,35 @@ impl fmt::Debug for VerifiedPrekey {
             .field("device_id", &self.device_id)
             .field("prekey_id", &self.prekey_id)
             .field("expires_at", &self.expires_at)
+            .field("last_resort", &self.last_resort)
             .finish_non_exhaustive()
     }
 }
 
-const POOL_MAGIC: &[u8; 4] = b"cpk1";
+/// Saved pools before last-resort prekeys (still read).
+const POOL_MAGIC_V1: &[u8; 4] = b"cpk1";
+/// Saved pools with a last-resort section.
+const POOL_MAGIC: &[u8; 4] = b"cpk2";
 const POOL_HEADER_LEN: usize = 4 + DeviceId::LEN + 8 + 4;
 const POOL_ENTRY_LEN: usize = 8 + 8 + 48;
+const POOL_LAST_RESORT_LEN: usize = 8 + 8 + 8 + 48;
+/// Bits of the last-resort section's flag byte.
+const HAS_CURRENT: u8 = 1;
+const HAS_PREVIOUS: u8 = 2;
 
 struct PrekeySecret {
     /// Zeroized on drop by `p384::SecretKey`.
     secret: p384::SecretKey,
     expires_at: UnixMillis,
+}
+
+/// A last-resort prekey's private half.
+struct LastResort {
+    prekey_id: u64,
+    /// When it was generated: it is replaced [`LAST_RESORT_ROTATION_MS`] later, and its
+    /// predecessor is deleted [`LAST_RESORT_OVERLAP_MS`] after that.
+    created_at: UnixMillis,
+    key: PrekeySecret,
 }
 
 /// Where a prekey id stands in this device's pool.
@@ -129,15 +164,24 @@ pub(crate) enum PrekeyLookup<'a> {
     Unknown,
 }
 
-/// The private halves of this device's unused one-time prekeys.
+/// The private halves of this device's unused one-time prekeys, and of its last-resort
+/// prekeys.
 ///
 /// Prekey ids increase monotonically, so the pool can tell a consumed prekey (id below
-/// the next id, no longer held) from one it never issued. A private half is deleted (and
-/// zeroized) as soon as a container using it has been opened successfully.
+/// the next id, no longer held) from one it never issued. A one-time private half is
+/// deleted (and zeroized) as soon as a container using it has been opened successfully.
+///
+/// The last-resort prekey (one id from the same sequence) is what the directory hands
+/// out when this device has no one-time prekey left, so that draining them cannot make
+/// the device unreachable. It is never deleted on use: the pool keeps the current one
+/// and, for [`LAST_RESORT_OVERLAP_MS`] after a rotation, the previous one
+/// ([`Self::rotate_last_resort`]).
 pub struct PrekeyPool {
     device_id: DeviceId,
     next_id: u64,
     secrets: BTreeMap<u64, PrekeySecret>,
+    last_resort: Option<LastResort>,
+    previous_last_resort: Option<LastResort>,
 }
 
 impl PrekeyPool {
@@ -148,7 +192,129 @@ impl PrekeyPool {
             device_id: device.device_id(),
             next_id: 1,
             secrets: BTreeMap::new(),
+            last_resort: None,
+            previous_last_resort: None,
         }
+    }
+
+    /// Generates a new last-resort prekey valid until `now + ttl_ms` when the pool has
+    /// none, or its current one is expired or at least [`LAST_RESORT_ROTATION_MS`] old;
+    /// the current one is kept as the previous one (deleting an older previous one).
+    /// Returns whether it rotated: then upload [`Self::last_resort_prekey`].
+    pub fn rotate_last_resort(
+        &mut self,
+        device: &DeviceIdentity,
+        now: UnixMillis,
+        ttl_ms: u64,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<bool, IdentityError> {
+        self.check_device(device, ttl_ms)?;
+        self.retire_previous(now);
+        let due = self.last_resort.as_ref().is_none_or(|current| {
+            current.key.expires_at <= now
+                || now >= current.created_at.saturating_add(LAST_RESORT_ROTATION_MS)
+        });
+        if !due {
+            return Ok(false);
+        }
+        let prekey_id = self.next_id;
+        self.next_id = self.next_id.saturating_add(1);
+        let fresh = LastResort {
+            prekey_id,
+            created_at: now,
+            key: PrekeySecret {
+                secret: p384::SecretKey::random(rng),
+                expires_at: now.saturating_add(ttl_ms),
+            },
+        };
+        // The previous one's private half is dropped (zeroized) here.
+        self.previous_last_resort = self.last_resort.replace(fresh);
+        self.retire_previous(now);
+        Ok(true)
+    }
+
+    /// The current last-resort prekey, signed, to upload; `None` if there is none.
+    pub fn last_resort_prekey(
+        &self,
+        device: &DeviceIdentity,
+    ) -> Result<Option<v1::SignedPrekey>, IdentityError> {
+        if device.device_id() != self.device_id {
+            return Err(IdentityError::InvalidArgument(
+                "prekey pool belongs to another device",
+            ));
+        }
+        Ok(self.last_resort.as_ref().map(|current| {
+            // Ed25519 signatures are deterministic: re-signing gives the uploaded bytes.
+            self.sign(device, current.prekey_id, &current.key, true)
+        }))
+    }
+
+    /// When [`Self::rotate_last_resort`] will next replace the last-resort prekey (its
+    /// age limit or expiry, whichever comes first); `None` when the pool has none (due
+    /// at once).
+    #[must_use]
+    pub fn last_resort_rotation_at(&self) -> Option<UnixMillis> {
+        self.last_resort.as_ref().map(|current| {
+            current
+                .created_at
+                .saturating_add(LAST_RESORT_ROTATION_MS)
+                .min(current.key.expires_at)
+        })
+    }
+
+    /// The current last-resort prekey's id, if any.
+    #[must_use]
+    pub fn last_resort_id(&self) -> Option<u64> {
+        self.last_resort.as_ref().map(|c| c.prekey_id)
+    }
+
+    /// Deletes the previous last-resort prekey once its overlap is over (or expired).
+    fn retire_previous(&mut self, now: UnixMillis) {
+        let over = match (&self.last_resort, &self.previous_last_resort) {
+            (_, None) => false,
+            (Some(current), Some(previous)) => {
+                now >= current.created_at.saturating_add(LAST_RESORT_OVERLAP_MS)
+                    || previous.key.expires_at <= now
+            }
+            (None, Some(previous)) => previous.key.expires_at <= now,
+        };
+        if over {
+            self.previous_last_resort = None;
+        }
+    }
+
+    fn check_device(&self, device: &DeviceIdentity, ttl_ms: u64) -> Result<(), IdentityError> {
+        if device.device_id() != self.device_id {
+            return Err(IdentityError::InvalidArgument(
+                "prekey pool belongs to another device",
+            ));
+        }
+        if ttl_ms == 0 {
+            return Err(IdentityError::InvalidArgument(
+                "prekey ttl must be positive",
+            ));
+        }
+        Ok(())
+    }
+
+    fn sign(
+        &self,
+        device: &DeviceIdentity,
+        prekey_id: u64,
+        key: &PrekeySecret,
+        last_resort: bool,
+    ) -> v1::SignedPrekey {
+        let body = v1::SignedPrekeyBody {
+            version: PREKEY.version,
+            device_id: self.device_id.as_bytes().to_vec(),
+            prekey_id,
+            public_key: signed::p384_compressed(&key.secret.public_key()),
+            expires_at_ms: key.expires_at.0,
+            last_resort,
+        }
+        .encode_to_vec();
+        let signature = signed::sign(device.signing_key(), PREKEY.domain, &body);
+        v1::SignedPrekey { body, signature }
     }
 
     /// Generates `count` fresh prekeys valid until `now + ttl_ms`, keeps their private
@@ -161,16 +327,7 @@ impl PrekeyPool {
         ttl_ms: u64,
         rng: &mut impl CryptoRngCore,
     ) -> Result<Vec<v1::SignedPrekey>, IdentityError> {
-        if device.device_id() != self.device_id {
-            return Err(IdentityError::InvalidArgument(
-                "prekey pool belongs to another device",
-            ));
-        }
-        if ttl_ms == 0 {
-            return Err(IdentityError::InvalidArgument(
-                "prekey ttl must be positive",
-            ));
-        }
+        self.check_device(device, ttl_ms)?;
         let held = self.secrets.len();
         if held.saturating_add(count) > MAX_PREKEYS_HELD {
             return Err(IdentityError::PrekeyPoolFull {
@@ -183,19 +340,12 @@ impl PrekeyPool {
         for _ in 0..count {
             let prekey_id = self.next_id;
             self.next_id = self.next_id.saturating_add(1);
-            let secret = p384::SecretKey::random(rng);
-            let body = v1::SignedPrekeyBody {
-                version: PREKEY.version,
-                device_id: self.device_id.as_bytes().to_vec(),
-                prekey_id,
-                public_key: signed::p384_compressed(&secret.public_key()),
-                expires_at_ms: expires_at.0,
-            }
-            .encode_to_vec();
-            let signature = signed::sign(device.signing_key(), PREKEY.domain, &body);
-            self.secrets
-                .insert(prekey_id, PrekeySecret { secret, expires_at });
-            out.push(v1::SignedPrekey { body, signature });
+            let key = PrekeySecret {
+                secret: p384::SecretKey::random(rng),
+                expires_at,
+            };
+            out.push(self.sign(device, prekey_id, &key, false));
+            self.secrets.insert(prekey_id, key);
         }
         Ok(out)
     }
@@ -218,13 +368,13 @@ impl PrekeyPool {
         doomed.len()
     }
 
-    /// Number of unused prekeys held.
+    /// Number of unused one-time prekeys held (last-resort prekeys not counted).
     #[must_use]
     pub fn len(&self) -> usize {
         self.secrets.len()
     }
 
-    /// Whether no unused prekey is held.
+    /// Whether no unused one-time prekey is held.
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.secrets.is_empty()
@@ -234,12 +384,17 @@ impl PrekeyPool {
     /// rest, so containers sealed to prekeys uploaded before a restart can still be
     /// opened. The buffer zeroizes on drop.
     ///
-    /// Format: `"cpk1" || device_id (16) || next_id u64be || count u32be ||
-    /// count × (prekey_id u64be || expires_at u64be || P-384 scalar (48))`.
+    /// Format (version 2): `"cpk2" || device_id (16) || next_id u64be || count u32be ||
+    /// count × (prekey_id u64be || expires_at u64be || P-384 scalar (48)) || flags u8
+    /// || last-resort entries`, where `flags` has bit 0 set when the current
+    /// last-resort prekey follows and bit 1 when the previous one follows (after it),
+    /// each as `prekey_id u64be || created_at u64be || expires_at u64be || P-384
+    /// scalar (48)`. Version 1 (`"cpk1"`, no flags byte and no last-resort entries) is
+    /// still read.
     #[must_use]
     pub fn to_bytes(&self) -> zeroize::Zeroizing<Vec<u8>> {
         let mut out = zeroize::Zeroizing::new(Vec::with_capacity(
-            POOL_HEADER_LEN + self.secrets.len() * POOL_ENTRY_LEN,
+            POOL_HEADER_LEN + self.secrets.len() * POOL_ENTRY_LEN + 1 + 2 * POOL_LAST_RESORT_LEN,
         ));
         out.extend_from_slice(POOL_MAGIC);
         out.extend_from_slice(self.device_id.as_bytes());
@@ -255,19 +410,41 @@ impl PrekeyPool {
             out.extend_from_slice(&s.expires_at.0.to_be_bytes());
             out.extend_from_slice(&zeroize::Zeroizing::new(s.secret.to_bytes()));
         }
+        let mut flags = 0;
+        if self.last_resort.is_some() {
+            flags |= HAS_CURRENT;
+        }
+        if self.previous_last_resort.is_some() {
+            flags |= HAS_PREVIOUS;
+        }
+        out.push(flags);
+        for lr in [&self.last_resort, &self.previous_last_resort]
+            .into_iter()
+            .flatten()
+        {
+            out.extend_from_slice(&lr.prekey_id.to_be_bytes());
+            out.extend_from_slice(&lr.created_at.0.to_be_bytes());
+            out.extend_from_slice(&lr.key.expires_at.0.to_be_bytes());
+            out.extend_from_slice(&zeroize::Zeroizing::new(lr.key.secret.to_bytes()));
+        }
         out
     }
 
-    /// Restores a pool saved with [`Self::to_bytes`] for `device`.
+    /// Restores a pool saved with [`Self::to_bytes`] for `device` (either format
+    /// version).
     pub fn from_bytes(device: &DeviceIdentity, bytes: &[u8]) -> Result<Self, IdentityError> {
         let bad = |reason: &str| IdentityError::malformed("prekey pool", reason);
         let (header, mut rest) = bytes
             .split_at_checked(POOL_HEADER_LEN)
             .ok_or_else(|| bad("shorter than its header"))?;
         let (magic, header) = header.split_at(POOL_MAGIC.len());
-        if magic != POOL_MAGIC {
+        let with_last_resort = if magic == POOL_MAGIC {
+            true
+        } else if magic == POOL_MAGIC_V1 {
+            false
+        } else {
             return Err(bad("not a saved prekey pool (wrong magic)"));
-        }
+        };
         let (device_id, header) = header.split_at(DeviceId::LEN);
         if device_id != device.device_id().as_bytes().as_slice() {
             return Err(IdentityError::InvalidArgument(
@@ -278,12 +455,16 @@ impl PrekeyPool {
         let next_id = u64::from_be_bytes(next_id.try_into().map_err(|_| bad("next id"))?);
         let count = u32::from_be_bytes(count.try_into().map_err(|_| bad("count"))?);
         let count = usize::try_from(count).map_err(|_| bad("count"))?;
-        if count > MAX_PREKEYS_HELD || rest.len() != count * POOL_ENTRY_LEN {
+        if count > MAX_PREKEYS_HELD {
             return Err(bad("entry count does not match its length"));
         }
+        let (entries, tail) = rest
+            .split_at_checked(count * POOL_ENTRY_LEN)
+            .ok_or_else(|| bad("entry count does not match its length"))?;
         let mut secrets = BTreeMap::new();
-        while let Some((entry, tail)) = rest.split_at_checked(POOL_ENTRY_LEN) {
-            rest = tail;
+        rest = entries;
+        while let Some((entry, more)) = rest.split_at_checked(POOL_ENTRY_LEN) {
+            rest = more;
             let (id, entry) = entry.split_at(8);
             let (expires, scalar) = entry.split_at(8);
             let id = u64::from_be_bytes(id.try_into().map_err(|_| bad("prekey id"))?);
@@ -301,22 +482,80 @@ impl PrekeyPool {
                 },
             );
         }
+        let (mut last_resort, mut previous_last_resort) = (None, None);
+        if with_last_resort {
+            let (&flags, mut rest) = tail
+                .split_first()
+                .ok_or_else(|| bad("missing the last-resort flags"))?;
+            if flags & !(HAS_CURRENT | HAS_PREVIOUS) != 0 {
+                return Err(bad("unknown last-resort flags"));
+            }
+            let mut read = |present: bool| -> Result<Option<LastResort>, IdentityError> {
+                if !present {
+                    return Ok(None);
+                }
+                let (entry, more) = rest
+                    .split_at_checked(POOL_LAST_RESORT_LEN)
+                    .ok_or_else(|| bad("last-resort entry cut short"))?;
+                rest = more;
+                let (id, entry) = entry.split_at(8);
+                let (created, entry) = entry.split_at(8);
+                let (expires, scalar) = entry.split_at(8);
+                let id = u64::from_be_bytes(id.try_into().map_err(|_| bad("prekey id"))?);
+                let created = u64::from_be_bytes(created.try_into().map_err(|_| bad("creation"))?);
+                let expires = u64::from_be_bytes(expires.try_into().map_err(|_| bad("expiry"))?);
+                if id == 0 || id >= next_id || secrets.contains_key(&id) {
+                    return Err(bad("last-resort prekey id outside the issued range"));
+                }
+                let secret =
+                    p384::SecretKey::from_slice(scalar).map_err(|_| bad("invalid P-384 scalar"))?;
+                Ok(Some(LastResort {
+                    prekey_id: id,
+                    created_at: UnixMillis(created),
+                    key: PrekeySecret {
+                        secret,
+                        expires_at: UnixMillis(expires),
+                    },
+                }))
+            };
+            last_resort = read(flags & HAS_CURRENT != 0)?;
+            previous_last_resort = read(flags & HAS_PREVIOUS != 0)?;
+            if !rest.is_empty() {
+                return Err(bad("trailing bytes after the last-resort entries"));
+            }
+            let ids = |lr: &Option<LastResort>| lr.as_ref().map(|lr| lr.prekey_id);
+            if last_resort.is_some() && ids(&last_resort) == ids(&previous_last_resort) {
+                return Err(bad("last-resort prekeys share an id"));
+            }
+        } else if !tail.is_empty() {
+            return Err(bad("entry count does not match its length"));
+        }
         Ok(PrekeyPool {
             device_id: device.device_id(),
             next_id,
             secrets,
+            last_resort,
+            previous_last_resort,
         })
     }
 
-    /// Deletes every prekey expired at `now`; returns how many were deleted.
+    /// Deletes every one-time prekey expired at `now`, and the previous last-resort
+    /// prekey once expired or past its overlap; returns how many one-time prekeys were
+    /// deleted. The current last-resort prekey is kept until it is rotated.
     pub fn purge_expired(&mut self, now: UnixMillis) -> usize {
+        self.retire_previous(now);
         let before = self.secrets.len();
         self.secrets.retain(|_, s| s.expires_at > now);
         before - self.secrets.len()
     }
 
     pub(crate) fn lookup(&self, prekey_id: u64, now: UnixMillis) -> PrekeyLookup<'_> {
-        match self.secrets.get(&prekey_id) {
+        let last_resort = [&self.last_resort, &self.previous_last_resort]
+            .into_iter()
+            .flatten()
+            .find(|lr| lr.prekey_id == prekey_id)
+            .map(|lr| &lr.key);
+        match last_resort.or_else(|| self.secrets.get(&prekey_id)) {
             Some(s) if s.expires_at <= now => PrekeyLookup::Expired(s.expires_at),
             Some(s) => PrekeyLookup::Available(&s.secret),
             None if prekey_id != 0 && prekey_id < self.next_id => PrekeyLookup::Consumed,
@@ -324,7 +563,9 @@ impl PrekeyPool {
         }
     }
 
-    /// Deletes a prekey's private half (zeroized on drop).
+    /// Deletes a one-time prekey's private half (zeroized on drop). A last-resort
+    /// prekey is never deleted here (only by rotation), so that every container sealed
+    /// to it can be opened; replays are stopped by the replay cache.
     pub(crate) fn consume(&mut self, prekey_id: u64) {
         self.secrets.remove(&prekey_id);
     }
@@ -335,6 +576,7 @@ impl fmt::Debug for PrekeyPool {
         f.debug_struct("PrekeyPool")
             .field("device_id", &self.device_id)
             .field("held", &self.secrets.len())
+            .field("last_resort", &self.last_resort_id())
             .field("next_id", &self.next_id)
             .finish()
     }
@@ -417,6 +659,7 @@ mod tests {
             prekey_id: 1,
             public_key: signed::p384_compressed(&p384::SecretKey::random(&mut rng).public_key()),
             expires_at_ms: NOW.0 + DAY_MS,
+            last_resort: false,
         }
         .encode_to_vec();
         let signature = signed::sign(mallory.signing_key(), PREKEY.domain, &body);
@@ -459,6 +702,170 @@ mod tests {
         assert!(matches!(pool.lookup(3, NOW), PrekeyLookup::Available(_)));
         assert_eq!(pool.evict_oldest(10), 3);
         assert!(pool.is_empty());
+    }
+
+    #[test]
+    fn a_last_resort_prekey_survives_consumption_and_one_time_prekeys_do_not() {
+        let mut rng = ChaCha20Rng::seed_from_u64(6);
+        let dev = device(&mut rng, "alice");
+        let mut pool = PrekeyPool::new(&dev);
+        pool.generate(&dev, 1, NOW, DAY_MS, &mut rng).unwrap();
+        assert!(
+            pool.rotate_last_resort(&dev, NOW, DAY_MS, &mut rng)
+                .unwrap()
+        );
+        let signed = pool.last_resort_prekey(&dev).unwrap().unwrap();
+        let verified = VerifiedPrekey::verify(&signed, dev.public(), NOW).unwrap();
+        assert!(verified.is_last_resort());
+        assert_eq!(Some(verified.prekey_id()), pool.last_resort_id());
+        let lr = verified.prekey_id();
+        for _ in 0..3 {
+            assert!(matches!(pool.lookup(lr, NOW), PrekeyLookup::Available(_)));
+            pool.consume(lr);
+        }
+        assert!(matches!(pool.lookup(lr, NOW), PrekeyLookup::Available(_)));
+        // Re-signing gives the same bytes (Ed25519 is deterministic).
+        assert_eq!(pool.last_resort_prekey(&dev).unwrap().unwrap(), signed);
+        // One-time prekeys are not flagged, and are deleted on use.
+        let one_time = pool.generate(&dev, 1, NOW, DAY_MS, &mut rng).unwrap();
+        let one_time = VerifiedPrekey::verify(&one_time[0], dev.public(), NOW).unwrap();
+        assert!(!one_time.is_last_resort());
+        pool.consume(one_time.prekey_id());
+        assert!(matches!(
+            pool.lookup(one_time.prekey_id(), NOW),
+            PrekeyLookup::Consumed
+        ));
+        assert_eq!(pool.len(), 1);
+        assert_eq!(pool.evict_oldest(10), 1);
+        assert!(matches!(pool.lookup(lr, NOW), PrekeyLookup::Available(_)));
+    }
+
+    #[test]
+    fn rotating_the_last_resort_prekey_keeps_the_previous_one_for_the_overlap() {
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let dev = device(&mut rng, "alice");
+        let mut pool = PrekeyPool::new(&dev);
+        let ttl = 60 * DAY_MS;
+        assert!(pool.rotate_last_resort(&dev, NOW, ttl, &mut rng).unwrap());
+        let first = pool.last_resort_id().unwrap();
+        // Not due yet.
+        let day6 = NOW.saturating_add(6 * DAY_MS);
+        assert!(!pool.rotate_last_resort(&dev, day6, ttl, &mut rng).unwrap());
+        assert_eq!(pool.last_resort_id(), Some(first));
+        // Due after LAST_RESORT_ROTATION_MS: a new one, the old one still opens.
+        let day7 = NOW.saturating_add(LAST_RESORT_ROTATION_MS);
+        assert_eq!(pool.last_resort_rotation_at(), Some(day7));
+        assert!(pool.rotate_last_resort(&dev, day7, ttl, &mut rng).unwrap());
+        let second = pool.last_resort_id().unwrap();
+        assert_ne!(second, first);
+        assert!(matches!(
+            pool.lookup(first, day7),
+            PrekeyLookup::Available(_)
+        ));
+        assert!(matches!(
+            pool.lookup(second, day7),
+            PrekeyLookup::Available(_)
+        ));
+        let almost = day7.saturating_add(LAST_RESORT_OVERLAP_MS - 1);
+        pool.purge_expired(almost);
+        assert!(matches!(
+            pool.lookup(first, almost),
+            PrekeyLookup::Available(_)
+        ));
+        // Deleted once the overlap is over.
+        let over = day7.saturating_add(LAST_RESORT_OVERLAP_MS);
+        pool.purge_expired(over);
+        assert!(matches!(pool.lookup(first, over), PrekeyLookup::Consumed));
+        assert!(matches!(
+            pool.lookup(second, over),
+            PrekeyLookup::Available(_)
+        ));
+        // An expired current one is replaced whatever its age.
+        let mut short = PrekeyPool::new(&dev);
+        assert!(short.rotate_last_resort(&dev, NOW, 1000, &mut rng).unwrap());
+        let later = NOW.saturating_add(1000);
+        assert!(
+            short
+                .rotate_last_resort(&dev, later, 1000, &mut rng)
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn a_saved_pool_carries_its_last_resort_prekeys() {
+        let mut rng = ChaCha20Rng::seed_from_u64(8);
+        let dev = device(&mut rng, "alice");
+        let mut pool = PrekeyPool::new(&dev);
+        pool.generate(&dev, 2, NOW, 60 * DAY_MS, &mut rng).unwrap();
+        pool.rotate_last_resort(&dev, NOW, 60 * DAY_MS, &mut rng)
+            .unwrap();
+        let first = pool.last_resort_id().unwrap();
+        let day7 = NOW.saturating_add(LAST_RESORT_ROTATION_MS);
+        pool.rotate_last_resort(&dev, day7, 60 * DAY_MS, &mut rng)
+            .unwrap();
+        let second = pool.last_resort_id().unwrap();
+        let signed = pool.last_resort_prekey(&dev).unwrap();
+        let saved = pool.to_bytes();
+        assert_eq!(&saved[..4], b"cpk2");
+        let restored = PrekeyPool::from_bytes(&dev, &saved).unwrap();
+        assert_eq!(restored.len(), 2);
+        assert_eq!(restored.last_resort_id(), Some(second));
+        assert_eq!(restored.last_resort_prekey(&dev).unwrap(), signed);
+        assert!(matches!(
+            restored.lookup(first, day7),
+            PrekeyLookup::Available(_)
+        ));
+        assert!(matches!(
+            restored.lookup(1, day7),
+            PrekeyLookup::Available(_)
+        ));
+        // The rotation time survives too: not due again before another 7 days.
+        let mut restored = restored;
+        let day13 = NOW.saturating_add(13 * DAY_MS);
+        assert!(
+            !restored
+                .rotate_last_resort(&dev, day13, 60 * DAY_MS, &mut rng)
+                .unwrap()
+        );
+        for cut in 0..saved.len() {
+            assert!(PrekeyPool::from_bytes(&dev, &saved[..cut]).is_err());
+        }
+        let mut trailing = saved.to_vec();
+        trailing.push(0);
+        assert!(PrekeyPool::from_bytes(&dev, &trailing).is_err());
+    }
+
+    #[test]
+    fn a_pool_saved_in_the_format_before_last_resort_prekeys_still_restores() {
+        let mut rng = ChaCha20Rng::seed_from_u64(9);
+        let dev = device(&mut rng, "alice");
+        let mut pool = PrekeyPool::new(&dev);
+        pool.generate(&dev, 3, NOW, DAY_MS, &mut rng).unwrap();
+        pool.consume(2);
+        // Version 1: the version-2 bytes without the last-resort flags byte.
+        let mut v1 = pool.to_bytes().to_vec();
+        assert_eq!(v1.pop(), Some(0));
+        v1[..4].copy_from_slice(b"cpk1");
+        let restored = PrekeyPool::from_bytes(&dev, &v1).unwrap();
+        assert_eq!(restored.len(), 2);
+        assert_eq!(restored.last_resort_id(), None);
+        assert!(matches!(
+            restored.lookup(1, NOW),
+            PrekeyLookup::Available(_)
+        ));
+        assert!(matches!(restored.lookup(2, NOW), PrekeyLookup::Consumed));
+        // A version-1 pool carrying a version-2 tail is refused.
+        let mut mixed = v1.clone();
+        mixed.push(0);
+        assert!(PrekeyPool::from_bytes(&dev, &mixed).is_err());
+        // A restored old pool gets a last-resort prekey on its first rotation.
+        let mut restored = restored;
+        assert!(
+            restored
+                .rotate_last_resort(&dev, NOW, DAY_MS, &mut rng)
+                .unwrap()
+        );
+        assert_eq!(restored.last_resort_id(), Some(4));
     }
 
     #[test]

@@ -4,6 +4,10 @@
 //! target device ([`crate::ratelimit::PrekeyPopLimiter`]), so that no one can drain a
 //! device's stock: a withheld prekey comes back as a bundle without prekey, marked
 //! `prekey_rate_limited` with a retry hint, and the rest of the answer is served.
+//!
+//! A device with no one-time prekey left, or whose prekey is withheld, is served its
+//! signed last-resort prekey instead (`last_resort` set; never deleted), so draining
+//! or rate-limiting cannot make it unreachable.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -26,7 +30,7 @@ impl Session {
         let limits = &self.shared.config.limits;
         let (max_upload, max_held) = (limits.max_prekeys_per_upload, limits.max_prekeys_per_device);
         let device = self.device()?;
-        if r.prekeys.is_empty() {
+        if r.prekeys.is_empty() && r.last_resort.is_none() {
             return Err(RequestError::bad_request("upload carries no prekeys"));
         }
         if r.prekeys.len() > max_upload {
@@ -41,12 +45,39 @@ impl Session {
             let verified = VerifiedPrekey::verify(prekey, &device.verified, now).map_err(|e| {
                 RequestError::bad_proof(format!("prekey #{i} refused (nothing stored): {e}"))
             })?;
+            if verified.is_last_resort() {
+                return Err(RequestError::bad_request(format!(
+                    "prekey #{i} is signed as a last-resort prekey; send it as `last_resort` \
+                     (nothing stored)"
+                )));
+            }
             stored.push(StoredPrekey {
                 prekey_id: verified.prekey_id(),
                 expires_at_ms: verified.expires_at().0,
                 signed: prekey.encode_to_vec(),
             });
         }
+        let last_resort = match &r.last_resort {
+            None => None,
+            Some(prekey) => {
+                let verified =
+                    VerifiedPrekey::verify(prekey, &device.verified, now).map_err(|e| {
+                        RequestError::bad_proof(format!(
+                            "last-resort prekey refused (nothing stored): {e}"
+                        ))
+                    })?;
+                if !verified.is_last_resort() {
+                    return Err(RequestError::bad_request(
+                        "the last-resort prekey is not signed as one (nothing stored)",
+                    ));
+                }
+                Some(StoredPrekey {
+                    prekey_id: verified.prekey_id(),
+                    expires_at_ms: verified.expires_at().0,
+                    signed: prekey.encode_to_vec(),
+                })
+            }
+        };
         let device_id = device.record.device_id;
         let count = stored.len();
         let now_ms = now.0;
@@ -56,6 +87,12 @@ impl Session {
             .blocking("prekey upload", move |s| {
                 if replace {
                     s.clear_prekeys(&device_id)?;
+                    if last_resort.is_none() {
+                        s.set_last_resort_prekey(&device_id, None)?;
+                    }
+                }
+                if let Some(last_resort) = &last_resort {
+                    s.set_last_resort_prekey(&device_id, Some(last_resort))?;
                 }
                 s.add_prekeys(&device_id, &stored, max_held, now_ms)
             })
@@ -143,10 +180,35 @@ impl Session {
                     drop(pops);
                     s.take_prekeys(&device_ids, now)?
                 };
-                Ok((per_user, taken, withheld))
+                // Devices without a one-time prekey for this requester get their
+                // last-resort prekey, which is never deleted.
+                let mut last_resort = HashMap::new();
+                let needy = withheld.keys().copied().chain(
+                    taken
+                        .iter()
+                        .filter(|t| t.prekey.is_none())
+                        .map(|t| t.device_id),
+                );
+                for device in needy.collect::<Vec<_>>() {
+                    if let Some(prekey) = s.last_resort_prekey(&device, now)? {
+                        last_resort.insert(device, prekey);
+                    }
+                }
+                Ok((per_user, taken, withheld, last_resort))
             })
             .await?;
-        let (per_user, taken, withheld) = fetched;
+        let (per_user, taken, withheld, last_resort) = fetched;
+        let last_resort_of =
+            |device: &DeviceIdBytes| -> Result<Option<v1::SignedPrekey>, RequestError> {
+                last_resort
+                    .get(device)
+                    .map(|p| {
+                        counter!(telemetry::PREKEYS_LAST_RESORT_SERVED).increment(1);
+                        v1::SignedPrekey::decode(p.signed.as_slice())
+                            .map_err(|_| RequestError::internal("last-resort prekey load"))
+                    })
+                    .transpose()
+            };
         let mut taken = taken.into_iter();
         let mut bundles = Vec::with_capacity(per_user.len());
         let mut low = Vec::new();
@@ -170,9 +232,11 @@ impl Session {
                     };
                     counter!(telemetry::PREKEYS_RATE_LIMITED, "scope" => scope).increment(1);
                     let wait = refused.retry_after().as_millis().saturating_add(1);
+                    let prekey = last_resort_of(&device.device_id)?;
                     device_bundles.push(v1::DeviceBundle {
                         certificate: Some(certificate),
-                        prekey: None,
+                        last_resort: prekey.is_some(),
+                        prekey,
                         prekeys_exhausted: false,
                         prekey_rate_limited: true,
                         prekey_retry_after_ms: u64::try_from(wait).unwrap_or(u64::MAX),
@@ -185,6 +249,7 @@ impl Session {
                 else {
                     break;
                 };
+                let one_time = prekey.is_some();
                 let prekey = match prekey {
                     Some(p) => {
                         counter!(telemetry::PREKEYS_SERVED).increment(1);
@@ -202,13 +267,18 @@ impl Session {
                 // runs dry, not on every fetch of a drained device (the owner is also
                 // warned whenever it authenticates below the threshold).
                 let crossed = remaining.saturating_add(1) == threshold;
-                let ran_dry = remaining == 0 && prekey.is_some();
+                let ran_dry = remaining == 0 && one_time;
                 if crossed || ran_dry {
                     low.push((device.device_id, remaining));
                 }
+                let prekey = match prekey {
+                    Some(p) => Some(p),
+                    None => last_resort_of(&device.device_id)?,
+                };
                 device_bundles.push(v1::DeviceBundle {
-                    prekeys_exhausted: prekey.is_none(),
+                    prekeys_exhausted: !one_time,
                     certificate: Some(certificate),
+                    last_resort: !one_time && prekey.is_some(),
                     prekey,
                     prekey_rate_limited: false,
                     prekey_retry_after_ms: 0,

@@ -43,6 +43,8 @@ struct State {
     user_devices: BTreeSet<(UserIdBytes, DeviceIdBytes)>,
     /// Device id → prekey id → prekey. No empty inner maps.
     prekeys: BTreeMap<DeviceIdBytes, BTreeMap<u64, StoredPrekey>>,
+    /// Device id → its last-resort prekey.
+    last_resort: BTreeMap<DeviceIdBytes, StoredPrekey>,
     /// Device id → mailbox id → entry. No empty inner maps.
     mailbox: BTreeMap<DeviceIdBytes, BTreeMap<u64, Entry>>,
     /// Container id (the id of its first entry) → container.
@@ -68,6 +70,7 @@ impl Default for State {
             devices: BTreeMap::new(),
             user_devices: BTreeSet::new(),
             prekeys: BTreeMap::new(),
+            last_resort: BTreeMap::new(),
             mailbox: BTreeMap::new(),
             containers: BTreeMap::new(),
             sender_bytes: BTreeMap::new(),
@@ -244,6 +247,32 @@ impl Store for MemoryStore {
             state.prekeys.insert(*device_id, pool);
         }
         Ok(held)
+    }
+
+    fn set_last_resort_prekey(
+        &self,
+        device_id: &DeviceIdBytes,
+        prekey: Option<&StoredPrekey>,
+    ) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        if !state.devices.contains_key(device_id) {
+            return Err(StoreError::UnknownDevice);
+        }
+        match prekey {
+            Some(prekey) => state.last_resort.insert(*device_id, prekey.clone()),
+            None => state.last_resort.remove(device_id),
+        };
+        Ok(())
+    }
+
+    fn last_resort_prekey(
+        &self,
+        device_id: &DeviceIdBytes,
+        now_ms: u64,
+    ) -> Result<Option<StoredPrekey>, StoreError> {
+        let state = self.lock();
+        let prekey = state.last_resort.get(device_id);
+        Ok(prekey.filter(|p| p.expires_at_ms > now_ms).cloned())
     }
 
     fn prekey_count(&self, device_id: &DeviceIdBytes) -> Result<usize, StoreError> {

@@ -46,7 +46,7 @@ pub struct DeviceRecord {
     pub certificate: Vec<u8>,
 }
 
-/// A one-time prekey held by the directory.
+/// A one-time or last-resort prekey held by the directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredPrekey {
     /// Id chosen by the owning device (unique per device).
@@ -305,6 +305,35 @@ pub trait Store: Send + Sync + 'static {
     fn clear_prekeys(&self, device_id: &DeviceIdBytes) -> Result<(), StoreError> {
         self.add_prekeys(device_id, &[], usize::MAX, u64::MAX)
             .map(|_| ())
+    }
+
+    /// Sets (`Some`, replacing the one held) or deletes (`None`) a registered device's
+    /// last-resort prekey: the one [`Store::last_resort_prekey`] hands out when the
+    /// device has no one-time prekey left. Fails with `UnknownDevice` if the device is
+    /// not registered.
+    ///
+    /// Every backend must implement this; the default, for wrappers written before it
+    /// existed, fails with `Unsupported`.
+    fn set_last_resort_prekey(
+        &self,
+        device_id: &DeviceIdBytes,
+        prekey: Option<&StoredPrekey>,
+    ) -> Result<(), StoreError> {
+        let _ = (device_id, prekey);
+        Err(StoreError::Unsupported("set_last_resort_prekey"))
+    }
+
+    /// A device's last-resort prekey if it has one unexpired at `now_ms`. Never
+    /// deleted by reading it (it is replaced by the next
+    /// [`Store::set_last_resort_prekey`]). The default, for wrappers written before it
+    /// existed, has none.
+    fn last_resort_prekey(
+        &self,
+        device_id: &DeviceIdBytes,
+        now_ms: u64,
+    ) -> Result<Option<StoredPrekey>, StoreError> {
+        let _ = (device_id, now_ms);
+        Ok(None)
     }
 
     /// Prekeys a device holds (expired ones included until taken or purged).

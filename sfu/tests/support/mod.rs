@@ -236,6 +236,7 @@ impl TestClient {
             .request(Request::UploadPrekeys(v1::UploadPrekeys {
                 prekeys,
                 replace: false,
+                last_resort: None,
             }))
             .await?
         {

@@ -130,11 +130,10 @@ impl Driver {
             rooms,
             reader,
         });
-        // Stock prekeys before `connect` returns, so this device can be invited at
-        // once (a fresh pool also replaces stale server prekeys).
-        if held < self.config.prekey_target || self.replace_prekeys {
-            self.replenish(held).await;
-        }
+        // Stock prekeys (and the last-resort prekey, when not uploaded yet or due for
+        // rotation) before `connect` returns, so this device can be invited at once (a
+        // fresh pool also replaces stale server prekeys).
+        self.replenish(held).await;
         Ok(())
     }
 

@@ -189,6 +189,9 @@ pub(crate) struct Driver {
     /// An upper bound on the prekeys the server holds for this device: its count at
     /// authentication or after this device's last upload (it only loses prekeys since).
     server_prekeys: usize,
+    /// The server holds this device's current last-resort prekey: uploaded by this
+    /// driver since it started and since the last rotation.
+    last_resort_uploaded: bool,
     meetings: HashMap<MeetingId, Entry>,
     invitations: HashMap<MeetingId, PendingInvite>,
     /// Meeting messages that failed for lack of a connection; sent after reconnecting.
@@ -235,6 +238,7 @@ pub(crate) async fn start(
         backoff_ms: 0,
         replace_prekeys: !restored,
         server_prekeys: 0,
+        last_resort_uploaded: false,
         meetings: HashMap::new(),
         invitations: HashMap::new(),
         outbox: Vec::new(),
@@ -333,6 +337,11 @@ impl Driver {
         if let Some(expiry) = self.invitations.values().map(|p| p.expires_at).min() {
             consider(Some(self.clock.instant_of(expiry)));
         }
+        if self.link.is_some() {
+            // A long-lived connection rotates the last-resort prekey on time too.
+            let rotation = self.prekeys.last_resort_rotation_at();
+            consider(rotation.map(|at| self.clock.instant_of(at)));
+        }
         for entry in self.meetings.values() {
             if self.link.is_some() {
                 consider(entry.sas_resend.map(|(at, _)| at));
@@ -367,6 +376,17 @@ impl Driver {
             self.sas_resends_due().await;
         }
         let now = self.now();
+        if self.link.is_some()
+            && self
+                .prekeys
+                .last_resort_rotation_at()
+                .is_some_and(|at| at <= now)
+        {
+            // Rotates, and uploads the new one (the server's count is only an upper
+            // bound here; a low count is reported by `PrekeysLow` anyway).
+            let held = u32::try_from(self.server_prekeys).unwrap_or(u32::MAX);
+            self.replenish(held).await;
+        }
         self.purge_invitations(now);
         let mono = self.mono_ms();
         let ids: Vec<MeetingId> = self.meetings.keys().copied().collect();
@@ -496,6 +516,11 @@ impl Driver {
     /// at most `pool - server_prekeys` of the oldest only drops private halves that
     /// somebody fetched and never used. Draining this device's prekeys (review H2)
     /// therefore never stops it from replenishing.
+    ///
+    /// It also rotates the last-resort prekey when due (none yet, or 7 days old) and
+    /// uploads it with the first upload after this driver started and after each
+    /// rotation, alone if no one-time prekey is needed: the directory hands it out when
+    /// this device's one-time prekeys run out or are withheld.
     async fn replenish(&mut self, held: u32) {
         let mut held = if self.replace_prekeys {
             0
@@ -505,8 +530,22 @@ impl Driver {
         let target = usize::try_from(self.config.prekey_target).unwrap_or(MAX_PREKEYS_HELD);
         let now = self.now();
         self.prekeys.purge_expired(now);
-        while held < target {
-            let mut batch = (target - held).min(PREKEY_UPLOAD_BATCH);
+        match self.prekeys.rotate_last_resort(
+            self.creds.device(),
+            now,
+            DEFAULT_PREKEY_TTL_MS,
+            &mut self.rng,
+        ) {
+            Ok(true) => self.last_resort_uploaded = false,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot rotate the last-resort prekey"),
+        }
+        if self.replace_prekeys {
+            // Replacing deletes the server's last-resort prekey too.
+            self.last_resort_uploaded = false;
+        }
+        while held < target || !self.last_resort_uploaded {
+            let mut batch = target.saturating_sub(held).min(PREKEY_UPLOAD_BATCH);
             let over = (self.prekeys.len() + batch).saturating_sub(MAX_PREKEYS_HELD);
             if over > 0 {
                 let orphans = self.prekeys.len().saturating_sub(self.server_prekeys);
@@ -516,10 +555,24 @@ impl Driver {
                     "prekey pool full: evicted the oldest prekeys (fetched and never used)"
                 );
                 batch = batch.min(MAX_PREKEYS_HELD.saturating_sub(self.prekeys.len()));
-                if batch == 0 {
+                if batch == 0 && self.last_resort_uploaded {
                     tracing::warn!("prekey pool full of prekeys the server may still hold");
                     return;
                 }
+            }
+            let last_resort = if self.last_resort_uploaded {
+                None
+            } else {
+                match self.prekeys.last_resort_prekey(self.creds.device()) {
+                    Ok(lr) => lr,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot sign the last-resort prekey");
+                        None
+                    }
+                }
+            };
+            if batch == 0 && last_resort.is_none() {
+                return;
             }
             let prekeys = match self.prekeys.generate(
                 self.creds.device(),
@@ -537,10 +590,13 @@ impl Driver {
             let upload = v1::UploadPrekeys {
                 prekeys,
                 replace: self.replace_prekeys,
+                last_resort,
             };
             match self.request(Request::UploadPrekeys(upload)).await {
                 Ok(response::Result::PrekeysUploaded(r)) => {
                     self.replace_prekeys = false;
+                    // Sent now, or there is none to send (nothing to retry).
+                    self.last_resort_uploaded = true;
                     held = usize::try_from(r.prekeys_held).unwrap_or(usize::MAX);
                     self.server_prekeys = held;
                     self.drop_stale_prekeys_low();

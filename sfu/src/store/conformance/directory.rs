@@ -368,3 +368,63 @@ pub(super) fn concurrent_takes_hand_out_each_prekey_once(make: Factory) {
         .collect();
     assert_eq!(unique, expected);
 }
+
+pub(super) fn last_resort_prekey_outlives_the_one_time_prekeys_and_is_never_deleted(make: Factory) {
+    let (store, _guard) = make();
+    let d = device_with_prekeys(&*store, 1, [1]);
+    let last_resort = prekey(50, 1000);
+    store
+        .set_last_resort_prekey(&d, Some(&last_resort))
+        .unwrap();
+    // One-time prekeys go first and are deleted; the last-resort one is not counted.
+    assert_eq!(store.prekey_count(&d).unwrap(), 1);
+    let taken = store.take_prekeys(&[d], 0).unwrap();
+    assert_eq!(taken[0].prekey, Some(prekey(1, 1000)));
+    let taken = store.take_prekeys(&[d], 0).unwrap();
+    assert_eq!((taken[0].prekey.clone(), taken[0].remaining), (None, 0));
+    // The last-resort prekey is handed out again and again.
+    for now in [0, 10, 999] {
+        assert_eq!(
+            store.last_resort_prekey(&d, now).unwrap(),
+            Some(last_resort.clone())
+        );
+    }
+    assert_eq!(store.prekey_count(&d).unwrap(), 0);
+    // Taking one-time prekeys (none left) does not touch it either.
+    store.take_prekeys(&[d, d], 0).unwrap();
+    assert_eq!(
+        store.last_resort_prekey(&d, 0).unwrap(),
+        Some(last_resort.clone())
+    );
+    // Never handed out once expired.
+    assert_eq!(store.last_resort_prekey(&d, 1000).unwrap(), None);
+    // Another device has none.
+    let other = device_with_prekeys(&*store, 2, [1]);
+    assert_eq!(store.last_resort_prekey(&other, 0).unwrap(), None);
+}
+
+pub(super) fn last_resort_prekey_is_replaced_on_upload_and_deleted_on_request(make: Factory) {
+    let (store, _guard) = make();
+    let d = device_with_prekeys(&*store, 1, [1, 2]);
+    store
+        .set_last_resort_prekey(&d, Some(&prekey(50, 1000)))
+        .unwrap();
+    store
+        .set_last_resort_prekey(&d, Some(&prekey(60, 2000)))
+        .unwrap();
+    assert_eq!(
+        store.last_resort_prekey(&d, 1500).unwrap(),
+        Some(prekey(60, 2000))
+    );
+    // Replacing it leaves the one-time prekeys alone.
+    assert_eq!(store.prekey_count(&d).unwrap(), 2);
+    store.set_last_resort_prekey(&d, None).unwrap();
+    assert_eq!(store.last_resort_prekey(&d, 0).unwrap(), None);
+    store.set_last_resort_prekey(&d, None).unwrap();
+    let unknown = [9; 16];
+    assert!(matches!(
+        store.set_last_resort_prekey(&unknown, Some(&prekey(1, 1000))),
+        Err(StoreError::UnknownDevice)
+    ));
+    assert_eq!(store.last_resort_prekey(&unknown, 0).unwrap(), None);
+}

@@ -58,6 +58,8 @@ conformance! {
         take_prekeys_exhausted_gives_none,
         take_prekeys_answers_in_input_order_with_duplicates,
         concurrent_takes_hand_out_each_prekey_once,
+        last_resort_prekey_outlives_the_one_time_prekeys_and_is_never_deleted,
+        last_resort_prekey_is_replaced_on_upload_and_deleted_on_request,
     ],
     mailbox: [
         mailbox_put_list_count_ack,

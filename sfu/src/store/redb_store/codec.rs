@@ -14,6 +14,8 @@
 //! * `prekeys`: device id (16) ++ prekey id (8) → expires at (8) ++ signed prekey
 //! * `prekey_expiry`: device id (16) ++ expires at (8) ++ prekey id (8) → `()`
 //! * `prekey_counts`: device id (16) → `u64` prekeys held
+//! * `last_resort_prekeys`: device id (16) → prekey id (8) ++ expires at (8) ++
+//!   signed prekey
 //! * `mailbox`: device id (16) ++ mailbox id (8) → stored at (8) ++ expires at (8) ++
 //!   container id (8)
 //! * `mailbox_expiry`: expires at (8) ++ device id (16) ++ mailbox id (8) → `()`
@@ -205,6 +207,17 @@ pub(super) fn decode_prekey(prekey_id: u64, value: &[u8]) -> Result<StoredPrekey
     })
 }
 
+/// A `last_resort_prekeys` value.
+pub(super) fn encode_last_resort(prekey: &StoredPrekey) -> Vec<u8> {
+    [&prekey.prekey_id.to_be_bytes()[..], &encode_prekey(prekey)].concat()
+}
+
+/// A `last_resort_prekeys` value.
+pub(super) fn decode_last_resort(value: &[u8]) -> Result<StoredPrekey, StoreError> {
+    let (prekey_id, rest) = take_u64(value, "last-resort prekey record shorter than its id")?;
+    decode_prekey(prekey_id, rest)
+}
+
 /// Length of a `mailbox` value.
 pub(super) const MAILBOX_VALUE: usize = 24;
 /// Length of a `mailbox_container_refs` value.
@@ -372,6 +385,10 @@ mod tests {
         };
         assert_eq!(decode_prekey(8, &encode_prekey(&prekey)).unwrap(), prekey);
         assert_eq!(decode_prekey_expiry(&encode_prekey(&prekey)).unwrap(), 99);
+        assert_eq!(
+            decode_last_resort(&encode_last_resort(&prekey)).unwrap(),
+            prekey
+        );
         let entry = MailboxRef {
             stored_at_ms: 10,
             expires_at_ms: 20,
@@ -409,6 +426,7 @@ mod tests {
             let _ = decode_device(&[0; 16], &bytes);
             let _ = decode_prekey(1, &bytes);
             let _ = decode_prekey_expiry(&bytes);
+            let _ = decode_last_resort(&bytes);
             let _ = decode_mailbox_v1(&bytes);
             assert_eq!(decode_mailbox(&bytes).is_ok(), len == 24);
             assert_eq!(decode_container_refs(&bytes).is_ok(), len == 48);

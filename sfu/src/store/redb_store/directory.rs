@@ -13,12 +13,12 @@ use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use super::codec::{
     DEVICE_U64_KEY, EXPIRY_KEY, USER_DEVICE_KEY, decode_device, decode_prekey,
     decode_prekey_expiry, decode_user_key, device_u64_key, device_u64_key_id, encode_device,
-    encode_prekey, prekey_expiry_key, prekey_expiry_key_id, user_device_key,
+    encode_last_resort, encode_prekey, prekey_expiry_key, prekey_expiry_key_id, user_device_key,
     user_device_key_device,
 };
 use super::{
-    DEVICES, PREKEY_COUNTS, PREKEY_EXPIRY, PREKEYS, USER_DEVICES, USERS, backend, read_count,
-    to_usize, write_count,
+    DEVICES, LAST_RESORT_PREKEYS, PREKEY_COUNTS, PREKEY_EXPIRY, PREKEYS, USER_DEVICES, USERS,
+    backend, read_count, to_usize, write_count,
 };
 use crate::store::{
     DeviceIdBytes, DeviceRecord, RegisterOutcome, StoreError, StoredPrekey, TakenPrekey,
@@ -149,6 +149,29 @@ pub(super) fn add_prekeys(
     }
     write_count(&mut counts, device_id, held)?;
     Ok(would_hold)
+}
+
+/// [`Store::set_last_resort_prekey`](crate::store::Store::set_last_resort_prekey).
+pub(super) fn set_last_resort(
+    txn: &WriteTransaction,
+    device_id: &DeviceIdBytes,
+    prekey: Option<&StoredPrekey>,
+) -> Result<(), StoreError> {
+    let devices = txn.open_table(DEVICES).map_err(backend)?;
+    if devices.get(device_id).map_err(backend)?.is_none() {
+        return Err(StoreError::UnknownDevice);
+    }
+    let mut table = txn.open_table(LAST_RESORT_PREKEYS).map_err(backend)?;
+    match prekey {
+        Some(prekey) => {
+            let value = encode_last_resort(prekey);
+            table.insert(device_id, value.as_slice()).map_err(backend)?;
+        }
+        None => {
+            table.remove(device_id).map_err(backend)?;
+        }
+    }
+    Ok(())
 }
 
 /// [`Store::take_prekeys`](crate::store::Store::take_prekeys): one [`take_one`] per

@@ -20,13 +20,16 @@
 //!   `mailbox_sender_bytes` holds each sender's stored bytes, so quotas need no scan;
 //!   `mailbox_sender_entries` holds how many entries each sender has waiting in each
 //!   device's mailbox, so the per-(sender, device) limit needs no scan either;
+//! * `last_resort_prekeys` holds each device's last-resort prekey (at most one);
 //! * `meta` holds the schema version, the next mailbox id (persisted with every put
 //!   so ids keep increasing across restarts) and the mailbox totals.
 //!
 //! All tables are created by [`RedbStore::open`], so reads never meet a missing table.
 //!
 //! Schema versions: 1 stored a copy of the container in every recipient's entry; 2
-//! stores it once; 3 adds `mailbox_sender_entries`. [`RedbStore::open`] migrates a
+//! stores it once; 3 adds `mailbox_sender_entries` (and, later, `last_resort_prekeys`,
+//! which needs no migration: a version 3 file without it has no last-resort prekeys,
+//! and [`RedbStore::open`] creates the table). [`RedbStore::open`] migrates a
 //! version 1 or 2 file in place, in one transaction (see [`migrate`]), and refuses any
 //! other version with [`StoreError::UnsupportedSchema`].
 
@@ -45,8 +48,8 @@ use redb::{
 };
 
 use self::codec::{
-    DEVICE_U64_KEY, DEVICE_USER_KEY, EXPIRY_KEY, USER_DEVICE_KEY, decode_device, decode_room,
-    decode_user_key, encode_room,
+    DEVICE_U64_KEY, DEVICE_USER_KEY, EXPIRY_KEY, USER_DEVICE_KEY, decode_device,
+    decode_last_resort, decode_room, decode_user_key, encode_room,
 };
 use super::{
     DeviceIdBytes, DeviceRecord, MailboxEntry, MailboxPut, MailboxQuota, MailboxUsage,
@@ -64,6 +67,11 @@ const PREKEYS: TableDefinition<'_, &[u8; DEVICE_U64_KEY], &[u8]> = TableDefiniti
 const PREKEY_EXPIRY: TableDefinition<'_, &[u8; EXPIRY_KEY], ()> =
     TableDefinition::new("prekey_expiry");
 const PREKEY_COUNTS: TableDefinition<'_, &[u8; 16], u64> = TableDefinition::new("prekey_counts");
+/// Added within schema version 3: [`RedbStore::open`] creates it in older version 3
+/// files (where no device has a last-resort prekey yet), and a server that predates it
+/// ignores it.
+const LAST_RESORT_PREKEYS: TableDefinition<'_, &[u8; 16], &[u8]> =
+    TableDefinition::new("last_resort_prekeys");
 const MAILBOX: TableDefinition<'_, &[u8; DEVICE_U64_KEY], &[u8]> = TableDefinition::new("mailbox");
 const MAILBOX_EXPIRY: TableDefinition<'_, &[u8; EXPIRY_KEY], ()> =
     TableDefinition::new("mailbox_expiry");
@@ -158,6 +166,7 @@ impl RedbStore {
             txn.open_table(PREKEYS).map_err(backend)?;
             txn.open_table(PREKEY_EXPIRY).map_err(backend)?;
             txn.open_table(PREKEY_COUNTS).map_err(backend)?;
+            txn.open_table(LAST_RESORT_PREKEYS).map_err(backend)?;
             txn.open_table(MAILBOX).map_err(backend)?;
             txn.open_table(MAILBOX_EXPIRY).map_err(backend)?;
             txn.open_table(MAILBOX_COUNTS).map_err(backend)?;
@@ -266,6 +275,27 @@ impl Store for RedbStore {
         now_ms: u64,
     ) -> Result<usize, StoreError> {
         self.write(|txn| directory::add_prekeys(txn, device_id, prekeys, max_held, now_ms))
+    }
+
+    fn set_last_resort_prekey(
+        &self,
+        device_id: &DeviceIdBytes,
+        prekey: Option<&StoredPrekey>,
+    ) -> Result<(), StoreError> {
+        self.write(|txn| directory::set_last_resort(txn, device_id, prekey))
+    }
+
+    fn last_resort_prekey(
+        &self,
+        device_id: &DeviceIdBytes,
+        now_ms: u64,
+    ) -> Result<Option<StoredPrekey>, StoreError> {
+        self.read(|txn| {
+            let table = txn.open_table(LAST_RESORT_PREKEYS).map_err(backend)?;
+            let value = table.get(device_id).map_err(backend)?;
+            let prekey = value.map(|v| decode_last_resort(v.value())).transpose()?;
+            Ok(prekey.filter(|p| p.expires_at_ms > now_ms))
+        })
     }
 
     fn prekey_count(&self, device_id: &DeviceIdBytes) -> Result<usize, StoreError> {

@@ -403,3 +403,41 @@ fn malformed_values_are_reported_as_corrupt() {
     assert_eq!(store.mailbox_count(&[1; 16]).unwrap(), 1);
     assert_eq!(store.prekey_count(&[1; 16]).unwrap(), 1);
 }
+
+#[test]
+fn a_last_resort_prekey_survives_reopen_and_a_file_without_its_table_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("conclave.redb");
+    {
+        let store = RedbStore::open(&path).unwrap();
+        store.register_device(&[0xaa; 32], &device(1), 4).unwrap();
+        store
+            .set_last_resort_prekey(&[1; 16], Some(&prekey(7, 900)))
+            .unwrap();
+    }
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(
+        store.last_resort_prekey(&[1; 16], 0).unwrap(),
+        Some(prekey(7, 900))
+    );
+    // A version 3 file written before the table existed: opening creates it.
+    store
+        .write(|txn| {
+            txn.delete_table(LAST_RESORT_PREKEYS).map_err(backend)?;
+            Ok(())
+        })
+        .unwrap();
+    drop(store);
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.last_resort_prekey(&[1; 16], 0).unwrap(), None);
+    store
+        .set_last_resort_prekey(&[1; 16], Some(&prekey(8, 900)))
+        .unwrap();
+    assert_eq!(
+        store.last_resort_prekey(&[1; 16], 0).unwrap(),
+        Some(prekey(8, 900))
+    );
+    // A damaged record is reported, not handed out.
+    poke(&store, LAST_RESORT_PREKEYS, &[1; 16], &[1, 2, 3]);
+    assert_corrupt(store.last_resort_prekey(&[1; 16], 0));
+}
