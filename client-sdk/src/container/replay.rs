@@ -17,10 +17,10 @@ pub const DEFAULT_REPLAY_CAPACITY: usize = 100_000;
 /// container is rejected as expired anyway, so forgetting it is safe. The cache is
 /// bounded: when full, the id whose container expires soonest is forgotten (security
 /// review L1: refusing instead let one sender whose containers open block every new
-/// container). Forgetting an unexpired id is safe too: the container it names was
-/// sealed to a one-time prekey, which opening it deleted, so it cannot be opened again.
-/// The cache is the second line of defence, for the window before a restored prekey
-/// pool is saved again.
+/// container). For a container sealed to a one-time prekey that is safe: opening it
+/// deleted the prekey, so it cannot be opened again. A container sealed to a
+/// last-resort prekey (never deleted) can be opened again once its id is forgotten,
+/// until the prekey rotates away or the container expires (`docs/protocol.md` 2.3).
 pub struct ReplayCache {
     seen: HashMap<(DeviceId, ContainerId), UnixMillis>,
     /// The same entries by expiry, to forget the soonest-expiring first.
