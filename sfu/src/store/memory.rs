@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 use super::{
     DeviceIdBytes, DeviceRecord, MailboxEntry, MailboxPut, MailboxQuota, MailboxUsage,
     NewContainer, RegisterOutcome, RoomRecord, RoutingIdBytes, Store, StoreError, StoredPrekey,
-    TakenPrekey, UNATTRIBUTED_SENDER, UserIdBytes,
+    TakenPrekey, UserIdBytes,
 };
 
 /// A mailbox entry: a reference to a stored container.
@@ -381,24 +381,6 @@ impl Store for MemoryStore {
         state.mailbox_bytes = state.mailbox_bytes.saturating_add(len);
         state.mailbox_entries = state.mailbox_entries.saturating_add(refs);
         Ok(results)
-    }
-
-    fn mailbox_put(
-        &self,
-        recipients: &[DeviceIdBytes],
-        container: &[u8],
-        stored_at_ms: u64,
-        expires_at_ms: u64,
-        max_per_device: usize,
-    ) -> Result<Vec<MailboxPut>, StoreError> {
-        let new = NewContainer {
-            sender: &UNATTRIBUTED_SENDER,
-            recipients,
-            container,
-            stored_at_ms,
-            expires_at_ms,
-        };
-        self.mailbox_store(&new, &MailboxQuota::entries_only(max_per_device))
     }
 
     fn mailbox_list(

@@ -386,7 +386,16 @@ pub trait Store: Send + Sync + 'static {
         stored_at_ms: u64,
         expires_at_ms: u64,
         max_per_device: usize,
-    ) -> Result<Vec<MailboxPut>, StoreError>;
+    ) -> Result<Vec<MailboxPut>, StoreError> {
+        let new = NewContainer {
+            sender: &UNATTRIBUTED_SENDER,
+            recipients,
+            container,
+            stored_at_ms,
+            expires_at_ms,
+        };
+        self.mailbox_store(&new, &MailboxQuota::entries_only(max_per_device))
+    }
 
     /// Up to `limit` entries of a device with id greater than `after_id`, ascending.
     fn mailbox_list(

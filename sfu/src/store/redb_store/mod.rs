@@ -54,7 +54,7 @@ use self::codec::{
 use super::{
     DeviceIdBytes, DeviceRecord, MailboxEntry, MailboxPut, MailboxQuota, MailboxUsage,
     NewContainer, RegisterOutcome, RoomRecord, RoutingIdBytes, Store, StoreError, StoredPrekey,
-    TakenPrekey, UNATTRIBUTED_SENDER, UserIdBytes,
+    TakenPrekey, UserIdBytes,
 };
 
 // The tables; their key and value layouts are in `codec`. Changing one means a new
@@ -319,24 +319,6 @@ impl Store for RedbStore {
         quota: &MailboxQuota,
     ) -> Result<Vec<MailboxPut>, StoreError> {
         self.write(|txn| mailbox::store(txn, new, quota))
-    }
-
-    fn mailbox_put(
-        &self,
-        recipients: &[DeviceIdBytes],
-        container: &[u8],
-        stored_at_ms: u64,
-        expires_at_ms: u64,
-        max_per_device: usize,
-    ) -> Result<Vec<MailboxPut>, StoreError> {
-        let new = NewContainer {
-            sender: &UNATTRIBUTED_SENDER,
-            recipients,
-            container,
-            stored_at_ms,
-            expires_at_ms,
-        };
-        self.mailbox_store(&new, &MailboxQuota::entries_only(max_per_device))
     }
 
     fn mailbox_list(

@@ -3,6 +3,7 @@
 
 use super::codec::device_u64_key;
 use super::*;
+use crate::store::UNATTRIBUTED_SENDER;
 use redb::ReadableTableMetadata;
 
 fn device(id: u8) -> DeviceRecord {
