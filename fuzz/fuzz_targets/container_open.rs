@@ -17,7 +17,7 @@
 
 use conclave_fuzz::{Fixture, choose_now, mutate};
 use conclave_proto::{Message, v1};
-use conclave_sdk::UnixMillis;
+use conclave_core::UnixMillis;
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 

@@ -17,7 +17,7 @@
 #![no_main]
 
 use conclave_proto::datagram::{DatagramHeader, MediaKind};
-use conclave_sdk::media::{
+use conclave_core::media::{
     MAX_FRAGMENT_PAYLOAD, Reassembler, ReassemblyConfig, ReassemblyStats, fragment,
 };
 use libfuzzer_sys::arbitrary::{Result, Unstructured};

@@ -16,8 +16,8 @@
 
 use conclave_fuzz::{Fixture, choose_now, mutate};
 use conclave_proto::{Message, v1};
-use conclave_sdk::container::{payload_kind, zeroize_payload_secrets};
-use conclave_sdk::identity::{UserPublicKey, VerifiedDevice, VerifiedPrekey};
+use conclave_core::container::{payload_kind, zeroize_payload_secrets};
+use conclave_core::identity::{UserPublicKey, VerifiedDevice, VerifiedPrekey};
 use libfuzzer_sys::arbitrary::Unstructured;
 use libfuzzer_sys::fuzz_target;
 

@@ -22,7 +22,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::sync::OnceLock;
 
-use conclave_sdk::meeting::{MeetingKey, RoomAuthKey, RoutingId};
+use conclave_core::meeting::{MeetingKey, RoomAuthKey, RoutingId};
 use conclave_sfu::rooms::{
     ConnId, Joined, OpenRequest, RoomEvent, RoomLimits, RoomOutput, RoomRegistry, RotateRequest,
     Route,

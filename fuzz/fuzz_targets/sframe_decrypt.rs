@@ -9,8 +9,8 @@
 
 use std::sync::OnceLock;
 
-use conclave_sdk::meeting::{MeetingKey, SFRAME_SUITE};
-use conclave_sdk::sframe::SframeReceiver;
+use conclave_core::meeting::{MeetingKey, SFRAME_SUITE};
+use conclave_core::sframe::SframeReceiver;
 use libfuzzer_sys::fuzz_target;
 
 const METADATA: &[u8] = b"conclave fuzz";

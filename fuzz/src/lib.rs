@@ -9,15 +9,15 @@ use std::sync::OnceLock;
 
 use conclave_proto::v1::{self, container_payload::Body};
 use conclave_proto::{Message, v1::ContainerPayload};
-use conclave_sdk::container::{ContainerError, Recipient, ReplayCache, SealedContainer, seal};
-use conclave_sdk::identity::{
+use conclave_core::container::{ContainerError, Recipient, ReplayCache, SealedContainer, seal};
+use conclave_core::identity::{
     DeviceIdentity, PrekeyPool, UserIdentity, UserSigningKey, VerifiedDevice, VerifiedPrekey,
 };
-use conclave_sdk::time::DAY_MS;
-use conclave_sdk::{UnixMillis, UserId};
+use conclave_core::time::DAY_MS;
+use conclave_core::{UnixMillis, UserId};
 use ed25519_dalek::Signer;
 
-#[path = "../../client-sdk/tests/support/protobuf_fields.rs"]
+#[path = "../../core/tests/support/protobuf_fields.rs"]
 mod protobuf_fields;
 use protobuf_fields::{
     drop_field, fields, read_varint, repeat_field, replace_field, swap_fields, write_varint,

@@ -42,7 +42,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
-use conclave_sdk::meeting::{RoomAuthPublic, RoutingId};
+use conclave_core::meeting::{RoomAuthPublic, RoutingId};
 
 pub use error::RoomError;
 

@@ -1,6 +1,6 @@
 //! Room registry behaviour, driven with virtual time.
 
-use conclave_sdk::meeting::{MeetingId, MeetingKey, RoomAuthKey, RoutingId};
+use conclave_core::meeting::{MeetingId, MeetingKey, RoomAuthKey, RoutingId};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 

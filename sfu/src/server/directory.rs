@@ -13,10 +13,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
+use conclave_core::UnixMillis;
+use conclave_core::identity::VerifiedPrekey;
 use conclave_proto::Message;
 use conclave_proto::v1::{self, response};
-use conclave_sdk::UnixMillis;
-use conclave_sdk::identity::VerifiedPrekey;
 use metrics::counter;
 
 use super::session::{After, Handled, Session, to_u32};

@@ -6,11 +6,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use conclave_core::identity::{UserIdentity, UserPublicKey, VerifiedDevice};
+use conclave_core::{UnixMillis, UserId};
 use conclave_proto::Message;
 use conclave_proto::frame::CONTROL_PROTOCOL_VERSION;
 use conclave_proto::v1::{self, ClientFrame, ErrorCode, client_frame::Request, response};
-use conclave_sdk::identity::{UserIdentity, UserPublicKey, VerifiedDevice};
-use conclave_sdk::{UnixMillis, UserId};
 use metrics::{counter, histogram};
 use tokio::sync::mpsc;
 use tracing::{debug, info};

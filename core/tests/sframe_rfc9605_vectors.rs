@@ -5,7 +5,7 @@
 //! `src/sframe/key.rs` compare them byte for byte. Here, producing exactly the RFC's `ct`
 //! (ciphertext and 16-byte tag) proves that the key and nonce were right as well.
 
-use conclave_sdk::sframe::{
+use conclave_core::sframe::{
     CipherSuite, Kid, SframeError, SframeHeader, SframeKey, SframeReceiver, decrypt, encrypt,
 };
 use serde::Deserialize;

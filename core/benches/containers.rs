@@ -1,7 +1,7 @@
 //! Criterion benchmarks of secure containers: sealing to 1, 10 and 100 recipient devices,
 //! and opening a container with 1 or 100 recipients.
 //!
-//! Run: `cargo bench -p conclave-sdk --bench containers`
+//! Run: `cargo bench -p conclave-core --bench containers`
 //!
 //! # Fixtures
 //! Every identity, device and prekey is built outside the timed loop from a seeded
@@ -47,13 +47,13 @@
 
 use std::hint::black_box;
 
-use conclave_proto::v1::{self, container_payload::Body};
-use conclave_sdk::container::{self, Recipient, ReplayCache, SealedContainer};
-use conclave_sdk::identity::{
+use conclave_core::container::{self, Recipient, ReplayCache, SealedContainer};
+use conclave_core::identity::{
     DeviceIdentity, PrekeyPool, UserIdentity, UserSigningKey, VerifiedDevice, VerifiedPrekey,
 };
-use conclave_sdk::time::DAY_MS;
-use conclave_sdk::{UnixMillis, UserId};
+use conclave_core::time::DAY_MS;
+use conclave_core::{UnixMillis, UserId};
+use conclave_proto::v1::{self, container_payload::Body};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;

@@ -3,22 +3,22 @@
 //! exchanges SFrame-encrypted media, and compares safety codes. Then Alice removes
 //! Carol and rekeys; Carol can no longer decrypt.
 //!
-//! Run: `cargo run -p conclave-sdk --example crypto_tour`
+//! Run: `cargo run -p conclave-core --example crypto_tour`
 #![allow(clippy::print_stdout)]
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use conclave_proto::v1::{self, container_payload::Body};
-use conclave_sdk::container::{self, Recipient, ReplayCache, SealedContainer};
-use conclave_sdk::identity::{
+use conclave_core::container::{self, Recipient, ReplayCache, SealedContainer};
+use conclave_core::identity::{
     DEFAULT_PREKEY_TTL_MS, DeviceIdentity, PrekeyPool, UserIdentity, UserSigningKey,
     VerifiedDevice, VerifiedPrekey,
 };
-use conclave_sdk::meeting::{MeetingId, MeetingKey, SFRAME_SUITE};
-use conclave_sdk::safety::{RosterIdentity, SafetyCode};
-use conclave_sdk::sframe::SframeReceiver;
-use conclave_sdk::time::DAY_MS;
-use conclave_sdk::{UnixMillis, UserId};
+use conclave_core::meeting::{MeetingId, MeetingKey, SFRAME_SUITE};
+use conclave_core::safety::{RosterIdentity, SafetyCode};
+use conclave_core::sframe::SframeReceiver;
+use conclave_core::time::DAY_MS;
+use conclave_core::{UnixMillis, UserId};
+use conclave_proto::v1::{self, container_payload::Body};
 use rand_core::OsRng;
 
 /// One participant: a user with one device, its prekeys and its replay cache.

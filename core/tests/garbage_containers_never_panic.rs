@@ -8,14 +8,14 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
-use conclave_proto::v1::{self, container_payload::Body};
-use conclave_proto::{Message, limits::MAX_CONTAINER_BYTES};
-use conclave_sdk::container::{ContainerError, Recipient, ReplayCache, SealedContainer, seal};
-use conclave_sdk::identity::{
+use conclave_core::container::{ContainerError, Recipient, ReplayCache, SealedContainer, seal};
+use conclave_core::identity::{
     DeviceIdentity, PrekeyPool, UserIdentity, UserSigningKey, VerifiedDevice, VerifiedPrekey,
 };
-use conclave_sdk::time::DAY_MS;
-use conclave_sdk::{UnixMillis, UserId};
+use conclave_core::time::DAY_MS;
+use conclave_core::{UnixMillis, UserId};
+use conclave_proto::v1::{self, container_payload::Body};
+use conclave_proto::{Message, limits::MAX_CONTAINER_BYTES};
 
 #[path = "support/protobuf_fields.rs"]
 mod protobuf_fields;

@@ -3,12 +3,12 @@
 //! frame (a 20 ms Opus packet at 64 kbit/s) and a 1200-byte frame (a video
 //! packet that fits one datagram).
 //!
-//! Run: `cargo bench -p conclave-sdk --bench sframe`
+//! Run: `cargo bench -p conclave-core --bench sframe`
 //!
 //! * `sframe_encrypt/N`: `SframeSender::encrypt`, which allocates the output frame.
 //! * `sframe_encrypt_into/1200`: `SframeSender::encrypt_into` into one reused buffer
 //!   (`clear()` then append): the steady-state sending path with no allocation.
-//! * `sframe_decrypt/N`: the stateless free function `conclave_sdk::sframe::decrypt` with
+//! * `sframe_decrypt/N`: the stateless free function `conclave_core::sframe::decrypt` with
 //!   the sender's `SframeKey`, decrypting one pre-encrypted frame over and over. It keeps
 //!   no replay state, so repeating a frame is allowed: this is the raw cost of header
 //!   parsing + AES-256-GCM open + the plaintext allocation.
@@ -32,8 +32,8 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use conclave_sdk::meeting::{MeetingKey, SFRAME_SUITE};
-use conclave_sdk::sframe::{self, SframeKey, SframeReceiver};
+use conclave_core::meeting::{MeetingKey, SFRAME_SUITE};
+use conclave_core::sframe::{self, SframeKey, SframeReceiver};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;

@@ -114,7 +114,6 @@ pub enum EndReason {
 
 /// What the IO layer must do.
 #[derive(Debug)]
-#[non_exhaustive]
 pub enum MeetingOutput {
     /// Seal `payload` in one container to exactly these devices and send it.
     Send {

@@ -1,6 +1,6 @@
 //! A minimal protobuf wire-format splitter for mutation tests: finds top-level fields
 //! so mutators can splice, drop or duplicate them. Shared by
-//! `client-sdk/tests/garbage_containers_never_panic.rs` and the fuzz crate
+//! `core/tests/garbage_containers_never_panic.rs` and the fuzz crate
 //! (`fuzz/src/lib.rs`), which include this file by path.
 #![allow(dead_code, clippy::cast_possible_truncation, clippy::indexing_slicing)]
 
