@@ -67,6 +67,49 @@ impl MediaKind {
             _ => None,
         }
     }
+
+    /// `kinds` as a repeated protobuf field (invitations and replies).
+    #[must_use]
+    pub fn to_wire(kinds: &[MediaKind]) -> Vec<i32> {
+        kinds
+            .iter()
+            .map(|k| crate::v1::MediaKind::from(*k) as i32)
+            .collect()
+    }
+
+    /// The kinds of a repeated protobuf field; values this version does not know (and
+    /// `UNSPECIFIED`) are skipped.
+    #[must_use]
+    pub fn from_wire(kinds: &[i32]) -> Vec<MediaKind> {
+        kinds
+            .iter()
+            .filter_map(|k| crate::v1::MediaKind::try_from(*k).ok())
+            .filter_map(|k| MediaKind::try_from(k).ok())
+            .collect()
+    }
+}
+
+/// The one media kind, as it is named inside containers.
+impl From<MediaKind> for crate::v1::MediaKind {
+    fn from(kind: MediaKind) -> Self {
+        match kind {
+            MediaKind::Audio => crate::v1::MediaKind::Audio,
+            MediaKind::Video => crate::v1::MediaKind::Video,
+        }
+    }
+}
+
+/// A container's media kind, unless it is `UNSPECIFIED`.
+impl TryFrom<crate::v1::MediaKind> for MediaKind {
+    type Error = crate::v1::MediaKind;
+
+    fn try_from(kind: crate::v1::MediaKind) -> Result<Self, Self::Error> {
+        match kind {
+            crate::v1::MediaKind::Audio => Ok(MediaKind::Audio),
+            crate::v1::MediaKind::Video => Ok(MediaKind::Video),
+            other => Err(other),
+        }
+    }
 }
 
 /// A decoded media-datagram header.
@@ -371,5 +414,15 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn media_kinds_round_trip_through_the_wire_and_unknown_ones_are_skipped() {
+        let kinds = [MediaKind::Video, MediaKind::Audio];
+        assert_eq!(MediaKind::from_wire(&MediaKind::to_wire(&kinds)), kinds);
+        assert_eq!(
+            MediaKind::from_wire(&[0, 1, 2, 3, -1]),
+            [MediaKind::Audio, MediaKind::Video]
+        );
     }
 }

@@ -19,7 +19,7 @@ pub enum ClientError {
     Certificate(CertificateProblem),
     /// The server could not be reached or the connection broke.
     #[error("cannot reach the server: {0}")]
-    Connection(String),
+    Connection(#[source] ConnectionProblem),
     /// The server refused a request.
     #[error("the server refused the request ({code:?}): {message}")]
     Server {
@@ -34,7 +34,7 @@ pub enum ClientError {
     /// The server answered something this SDK cannot interpret (a version mismatch or a
     /// misbehaving server).
     #[error("protocol error: {0}")]
-    Protocol(String),
+    Protocol(#[source] ProtocolViolation),
     /// No invitee could be reached: unknown users, or no device whose certificate and
     /// prekey verified.
     #[error("none of the invitees has a verified device to invite")]
@@ -45,7 +45,7 @@ pub enum ClientError {
     /// The meeting refused the call (only the key leader may remove or add
     /// participants; a rekey is in progress; ...).
     #[error(transparent)]
-    Meeting(#[from] RekeyError),
+    MeetingRefused(#[from] RekeyError),
     /// This device has not joined the meeting's room yet (or is reconnecting): media
     /// cannot be sent right now.
     #[error("not connected to the meeting's room yet; retry once joined")]
@@ -72,9 +72,10 @@ pub enum ClientError {
     /// A container could not be sealed.
     #[error(transparent)]
     Container(#[from] ContainerError),
-    /// A meeting-key operation failed.
+    /// A meeting-key operation failed (an epoch or sender index beyond what the key
+    /// schedule and SFrame can carry).
     #[error(transparent)]
-    MeetingKey(#[from] MeetingError),
+    KeySchedule(#[from] MeetingError),
     /// Media encryption failed (for example the SFrame counter is exhausted).
     #[error(transparent)]
     Media(#[from] SframeError),
@@ -89,7 +90,53 @@ pub enum ClientError {
     Closed,
 }
 
+/// Why the server cannot be reached right now. Every one is transient: the client
+/// reconnects by itself (see [`ClientEvent::Reconnected`](super::ClientEvent::Reconnected)).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectionProblem {
+    /// The connection broke and the client is reconnecting; retry shortly.
+    #[error("reconnecting; retry shortly")]
+    Reconnecting,
+    /// The connection failed or closed.
+    #[error(transparent)]
+    Transport(TransportError),
+    /// QUIC refused a media datagram (the connection closed, or the peer does not take
+    /// datagrams).
+    #[error("media datagram refused: {0}")]
+    Datagram(#[source] quinn::SendDatagramError),
+}
+
+/// What the server answered that this SDK cannot interpret.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolViolation {
+    /// The server answered a request with an answer of another kind.
+    #[error("the server answered {request} with an answer of another kind")]
+    UnexpectedAnswer {
+        /// The request that was answered.
+        request: &'static str,
+    },
+    /// The control stream carried something undecodable.
+    #[error(transparent)]
+    Transport(TransportError),
+    /// A directory answer yielded a recipient whose user this device has not pinned
+    /// (screening makes this impossible; it is refused rather than trusted).
+    #[error("the directory's answer named a user this device has not pinned")]
+    UnpinnedRecipient,
+}
+
 impl ClientError {
+    /// An answer of the wrong kind to `request`.
+    pub(crate) fn unexpected_answer(request: &'static str) -> Self {
+        ClientError::Protocol(ProtocolViolation::UnexpectedAnswer { request })
+    }
+
+    /// The connection broke: reconnecting.
+    pub(crate) fn reconnecting() -> Self {
+        ClientError::Connection(ConnectionProblem::Reconnecting)
+    }
+
     /// The server's error code, if the server refused the request.
     #[must_use]
     pub fn server_code(&self) -> Option<ErrorCode> {
@@ -116,7 +163,7 @@ impl ClientError {
             ClientError::Connection(_)
                 | ClientError::NotJoined
                 | ClientError::SendingPaused
-                | ClientError::Meeting(RekeyError::Busy)
+                | ClientError::MeetingRefused(RekeyError::Busy)
         ) || matches!(
             self.server_code(),
             Some(ErrorCode::RateLimited | ErrorCode::ShuttingDown)
@@ -138,8 +185,10 @@ impl From<TransportError> for ClientError {
                 message,
                 room_epoch: (room_epoch > 0).then_some(room_epoch),
             },
-            TransportError::Protocol(m) => ClientError::Protocol(m),
-            other => ClientError::Connection(other.to_string()),
+            e @ TransportError::Protocol(_) => {
+                ClientError::Protocol(ProtocolViolation::Transport(e))
+            }
+            other => ClientError::Connection(ConnectionProblem::Transport(other)),
         }
     }
 }

@@ -48,19 +48,19 @@ mod driver;
 mod error;
 mod lookups;
 mod presence;
+mod protocol;
 mod shared;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use conclave_proto::v1;
 use tokio::sync::{mpsc, oneshot};
 
 pub use conclave_proto::datagram::MediaKind;
 pub use credentials::{DEFAULT_DEVICE_VALIDITY_MS, DeviceCredentials};
 pub use directory::{RefusalReason, RefusedDevice};
-pub use error::ClientError;
+pub use error::{ClientError, ConnectionProblem, ProtocolViolation};
 
 use crate::identity::UserIdentity;
 use crate::meeting::MeetingId;
@@ -560,11 +560,101 @@ impl Meeting {
     }
 }
 
-impl core::ops::Deref for Meeting {
-    type Target = MeetingHandle;
+/// The handle's calls, on the meeting itself (each is [`MeetingHandle`]'s).
+impl Meeting {
+    /// The meeting's id.
+    #[must_use]
+    pub fn id(&self) -> MeetingId {
+        self.handle.id()
+    }
 
-    fn deref(&self) -> &MeetingHandle {
-        &self.handle
+    /// Encrypts and sends a media frame: [`MeetingHandle::send_frame`].
+    ///
+    /// # Errors
+    /// As [`MeetingHandle::send_frame`].
+    pub fn send_frame(
+        &self,
+        kind: MediaKind,
+        keyframe: bool,
+        data: &[u8],
+    ) -> Result<(), ClientError> {
+        self.handle.send_frame(kind, keyframe, data)
+    }
+
+    /// The current participants.
+    #[must_use]
+    pub fn participants(&self) -> Vec<Participant> {
+        self.handle.participants()
+    }
+
+    /// The safety number of the current epoch: [`MeetingHandle::safety_code`].
+    #[must_use]
+    pub fn safety_code(&self) -> Option<SafetyCode> {
+        self.handle.safety_code()
+    }
+
+    /// The safety words of the current epoch: [`MeetingHandle::safety_words`].
+    #[must_use]
+    pub fn safety_words(&self) -> Option<SafetyWords> {
+        self.handle.safety_words()
+    }
+
+    /// The epoch this device sends on.
+    #[must_use]
+    pub fn sending_epoch(&self) -> u64 {
+        self.handle.sending_epoch()
+    }
+
+    /// The epochs whose keys this device holds: [`MeetingHandle::held_epochs`].
+    #[must_use]
+    pub fn held_epochs(&self) -> Vec<u64> {
+        self.handle.held_epochs()
+    }
+
+    /// Whether this device is the key leader.
+    #[must_use]
+    pub fn is_leader(&self) -> bool {
+        self.handle.is_leader()
+    }
+
+    /// Whether the meeting has ended for this device.
+    #[must_use]
+    pub fn is_ended(&self) -> bool {
+        self.handle.is_ended()
+    }
+
+    /// Media counters.
+    #[must_use]
+    pub fn stats(&self) -> MediaStats {
+        self.handle.stats()
+    }
+
+    /// Leaves the meeting: [`MeetingHandle::leave`].
+    ///
+    /// # Errors
+    /// As [`MeetingHandle::leave`].
+    pub async fn leave(&self) -> Result<(), ClientError> {
+        self.handle.leave().await
+    }
+
+    /// (Key leader) removes every device of `users`: [`MeetingHandle::remove`].
+    ///
+    /// # Errors
+    /// As [`MeetingHandle::remove`].
+    pub async fn remove(&self, users: &[UserId]) -> Result<(), ClientError> {
+        self.handle.remove(users).await
+    }
+
+    /// (Key leader) invites more users mid-meeting: [`MeetingHandle::invite`].
+    ///
+    /// # Errors
+    /// As [`MeetingHandle::invite`].
+    pub async fn invite(
+        &self,
+        users: &[UserId],
+        media_kinds: &[MediaKind],
+    ) -> Result<InviteReport, ClientError> {
+        self.handle.invite(users, media_kinds).await
     }
 }
 
@@ -697,25 +787,4 @@ impl MeetingHandle {
         })
         .await
     }
-}
-
-pub(crate) fn media_kinds_to_proto(kinds: &[MediaKind]) -> Vec<i32> {
-    kinds
-        .iter()
-        .map(|k| match k {
-            MediaKind::Video => v1::MediaKind::Video as i32,
-            _ => v1::MediaKind::Audio as i32,
-        })
-        .collect()
-}
-
-pub(crate) fn media_kinds_from_proto(kinds: &[i32]) -> Vec<MediaKind> {
-    kinds
-        .iter()
-        .filter_map(|k| match v1::MediaKind::try_from(*k) {
-            Ok(v1::MediaKind::Audio) => Some(MediaKind::Audio),
-            Ok(v1::MediaKind::Video) => Some(MediaKind::Video),
-            _ => None,
-        })
-        .collect()
 }

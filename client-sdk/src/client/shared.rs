@@ -1,19 +1,21 @@
 //! State a meeting shares between the app's handles, the driver task and the media
 //! reader: the SFrame contexts, the room link, the participant snapshot and counters.
 //!
-//! Locks are short and never held across an `.await`. Sending a frame takes the media
-//! lock, encrypts and queues datagrams; receiving one takes it to reassemble and
-//! decrypt.
+//! Locks are short and never held across an `.await`. Sending and receiving never
+//! share a lock: sending a frame takes the send lock (SFrame sender, room link, frame
+//! counter), encrypts and queues datagrams; receiving one takes the receive lock
+//! (reassembler, SFrame receiver, sender table) to reassemble and decrypt. Whether the
+//! meeting ended is an atomic flag both read without locking.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use conclave_proto::datagram::{DatagramHeader, MediaKind};
 use conclave_proto::limits::MAX_DATAGRAM_BYTES;
 use tokio::sync::mpsc;
 
-use super::{ClientError, MediaFrame, MediaStats, MeetingEvent, Participant};
+use super::{ClientError, ConnectionProblem, MediaFrame, MediaStats, MeetingEvent, Participant};
 use crate::media::{self, Reassembler, ReassemblyConfig};
 use crate::meeting::{MeetingId, MeetingKey, SFRAME_SUITE};
 use crate::safety::{SafetyCode, SafetyWords};
@@ -40,13 +42,18 @@ struct SenderOf {
     device_id: DeviceId,
 }
 
-pub(crate) struct MediaState {
+/// What sending a frame needs.
+struct SendSide {
     sender: Option<SframeSender>,
     /// Sending paused until a new sending key (review M3).
     paused: bool,
-    receiver: SframeReceiver,
     room: Option<RoomLink>,
     next_frame_number: u32,
+}
+
+/// What receiving a frame needs.
+struct ReceiveSide {
+    receiver: SframeReceiver,
     reassembler: Reassembler,
     senders: HashMap<u32, SenderOf>,
 }
@@ -77,8 +84,11 @@ struct Counters {
 pub(crate) struct MeetingShared {
     pub id: MeetingId,
     pub my_index: u32,
-    media: Mutex<MediaState>,
+    send: Mutex<SendSide>,
+    receive: Mutex<ReceiveSide>,
     info: Mutex<MeetingInfo>,
+    /// Mirrors `info.ended`, for the media paths.
+    ended_flag: AtomicBool,
     frames: mpsc::Sender<MediaFrame>,
     events: mpsc::Sender<MeetingEvent>,
     counters: Counters,
@@ -104,16 +114,19 @@ impl MeetingShared {
         MeetingShared {
             id,
             my_index,
-            media: Mutex::new(MediaState {
+            send: Mutex::new(SendSide {
                 sender: None,
                 paused: false,
-                receiver: SframeReceiver::new(),
                 room: None,
                 next_frame_number: 0,
+            }),
+            receive: Mutex::new(ReceiveSide {
+                receiver: SframeReceiver::new(),
                 reassembler: Reassembler::new(ReassemblyConfig::default()),
                 senders: HashMap::new(),
             }),
             info: Mutex::new(MeetingInfo::default()),
+            ended_flag: AtomicBool::new(false),
             frames,
             events,
             counters: Counters::default(),
@@ -132,16 +145,16 @@ impl MeetingShared {
         let sender = match key.sframe_sender(self.my_index) {
             Ok(sender) => sender,
             Err(e) => {
-                lock(&self.media).sender = None;
+                lock(&self.send).sender = None;
                 return Err(e.into());
             }
         };
-        let mut media = lock(&self.media);
-        if media.sender.as_ref().map(|s| s.kid()) != Some(sender.kid()) {
-            media.sender = Some(sender);
+        let mut send = lock(&self.send);
+        if send.sender.as_ref().map(|s| s.kid()) != Some(sender.kid()) {
+            send.sender = Some(sender);
         }
-        media.paused = false;
-        drop(media);
+        send.paused = false;
+        drop(send);
         lock(&self.info).sending_epoch = key.epoch();
         Ok(())
     }
@@ -149,9 +162,9 @@ impl MeetingShared {
     /// Stops sending until the next [`Self::set_sending_key`]: the room moved to an
     /// epoch whose key this device does not hold (review M3).
     pub(crate) fn pause_sending(&self) {
-        let mut media = lock(&self.media);
-        media.sender = None;
-        media.paused = true;
+        let mut send = lock(&self.send);
+        send.sender = None;
+        send.paused = true;
     }
 
     /// Registers `key`'s per-sender keys for every participant but this device.
@@ -160,9 +173,11 @@ impl MeetingShared {
         key: &MeetingKey,
         members: impl Iterator<Item = (u32, UserId, DeviceId)> + 'a,
     ) {
-        let mut media = lock(&self.media);
+        let mut receive = lock(&self.receive);
         for (index, user_id, device_id) in members {
-            media.senders.insert(index, SenderOf { user_id, device_id });
+            receive
+                .senders
+                .insert(index, SenderOf { user_id, device_id });
             if index == self.my_index {
                 continue;
             }
@@ -170,7 +185,7 @@ impl MeetingShared {
                 continue;
             };
             if let Err(e) =
-                media
+                receive
                     .receiver
                     .add_key(kid, SFRAME_SUITE, key.sframe_base_key(index).as_slice())
             {
@@ -181,23 +196,23 @@ impl MeetingShared {
 
     /// Forgets every key of `epoch`.
     pub(crate) fn drop_epoch(&self, epoch: u64) {
-        lock(&self.media).receiver.remove_epoch(epoch);
+        lock(&self.receive).receiver.remove_epoch(epoch);
     }
 
     /// Forgets every key and stops sending (the meeting ended).
     pub(crate) fn clear_keys(&self) {
-        let mut media = lock(&self.media);
-        media.receiver = SframeReceiver::new();
-        media.sender = None;
-        media.room = None;
+        lock(&self.receive).receiver = SframeReceiver::new();
+        let mut send = lock(&self.send);
+        send.sender = None;
+        send.room = None;
     }
 
     pub(crate) fn set_room(&self, room: Option<RoomLink>) {
-        lock(&self.media).room = room;
+        lock(&self.send).room = room;
     }
 
     pub(crate) fn room_handle(&self) -> Option<u32> {
-        lock(&self.media).room.as_ref().map(|r| r.handle)
+        lock(&self.send).room.as_ref().map(|r| r.handle)
     }
 
     pub(crate) fn set_info(&self, update: impl FnOnce(&mut MeetingInfo)) {
@@ -207,6 +222,7 @@ impl MeetingShared {
             info.ended
         };
         if ended {
+            self.ended_flag.store(true, Ordering::Release);
             self.ended.notify_waiters();
         }
     }
@@ -236,7 +252,7 @@ impl MeetingShared {
 
     pub(crate) fn stats(&self) -> MediaStats {
         let c = &self.counters;
-        let reassembly = lock(&self.media).reassembler.stats();
+        let reassembly = lock(&self.receive).reassembler.stats();
         MediaStats {
             frames_sent: c.frames_sent.load(Ordering::Relaxed),
             frames_received: c.frames_received.load(Ordering::Relaxed),
@@ -255,11 +271,11 @@ impl MeetingShared {
         keyframe: bool,
         data: &[u8],
     ) -> Result<(), ClientError> {
-        let mut media = lock(&self.media);
-        if lock(&self.info).ended {
+        if self.ended_flag.load(Ordering::Acquire) {
             return Err(ClientError::MeetingEnded);
         }
-        let Some(room) = media.room.clone() else {
+        let mut send = lock(&self.send);
+        let Some(room) = send.room.clone() else {
             return Err(ClientError::NotJoined);
         };
         let max_datagram = room
@@ -275,15 +291,15 @@ impl MeetingShared {
                 max,
             });
         }
-        let frame_number = media.next_frame_number;
+        let frame_number = send.next_frame_number;
         let metadata = media::frame_metadata(kind, keyframe, frame_number);
-        if media.paused {
+        if send.paused {
             return Err(ClientError::SendingPaused);
         }
-        let sender = media.sender.as_mut().ok_or(ClientError::NotJoined)?;
+        let sender = send.sender.as_mut().ok_or(ClientError::NotJoined)?;
         let ciphertext = sender.encrypt(&metadata, data)?;
-        media.next_frame_number = frame_number.wrapping_add(1);
-        drop(media);
+        send.next_frame_number = frame_number.wrapping_add(1);
+        drop(send);
         let datagrams = media::fragment(
             room.handle,
             kind,
@@ -299,7 +315,7 @@ impl MeetingShared {
         for d in datagrams {
             room.conn
                 .send_datagram(d)
-                .map_err(|e| ClientError::Connection(e.to_string()))?;
+                .map_err(|e| ClientError::Connection(ConnectionProblem::Datagram(e)))?;
         }
         self.counters.frames_sent.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -307,15 +323,15 @@ impl MeetingShared {
 
     /// Handles one received datagram of this meeting's room (reader task).
     pub(crate) fn on_datagram(&self, header: &DatagramHeader, payload: &[u8], now_ms: u64) {
-        let mut media = lock(&self.media);
-        let Some(frame) = media.reassembler.push(header, payload, now_ms) else {
+        let mut receive = lock(&self.receive);
+        let Some(frame) = receive.reassembler.push(header, payload, now_ms) else {
             return;
         };
         let metadata = media::frame_metadata(frame.kind, frame.keyframe, frame.frame_number);
-        let received = match media.receiver.decrypt(&metadata, &frame.ciphertext) {
+        let received = match receive.receiver.decrypt(&metadata, &frame.ciphertext) {
             Ok(r) => r,
             Err(e) => {
-                drop(media);
+                drop(receive);
                 let counter = match e {
                     SframeError::UnknownKid { .. } => &self.counters.unknown_key,
                     SframeError::Replayed { .. } | SframeError::TooOld { .. } => {
@@ -328,8 +344,8 @@ impl MeetingShared {
             }
         };
         let index = u32::from(received.kid.sender_index());
-        let sender = media.senders.get(&index).copied();
-        drop(media);
+        let sender = receive.senders.get(&index).copied();
+        drop(receive);
         let Some(sender) = sender else {
             // A key is only registered together with its sender's identity.
             self.counters
@@ -374,9 +390,9 @@ mod tests {
         shared
             .set_sending_key(&MeetingKey::generate(0, &mut OsRng))
             .expect("epoch 0 can send");
-        assert!(lock(&shared.media).sender.is_some());
+        assert!(lock(&shared.send).sender.is_some());
         let too_far = MeetingKey::generate(MAX_EPOCH + 1, &mut OsRng);
         assert!(shared.set_sending_key(&too_far).is_err());
-        assert!(lock(&shared.media).sender.is_none());
+        assert!(lock(&shared.send).sender.is_none());
     }
 }

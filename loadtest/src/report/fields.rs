@@ -3,7 +3,7 @@
 //! numbers. Strings are raw here: each renderer escapes them for its medium.
 
 use super::numbers::{NA, count, dist, list, num, pct, qty, rate};
-use super::verdict::{LATENCY_P99_TARGET_MS, LOSS_TARGET, REKEY_P99_TARGET_MS};
+use super::verdict::{LATENCY_P99_TARGET_MS, LOSS_TARGET, REKEY_P99_TARGET_MS, loss_measured};
 use super::{ChurnKind, Percentiles, Report};
 
 /// One labelled figure.
@@ -67,11 +67,6 @@ pub(super) fn machine(r: &Report) -> String {
         "SFU in a separate process"
     };
     format!("{} CPUs, {}, {sfu}", m.cpus, m.os)
-}
-
-/// Whether the loss ratio means something.
-pub(super) fn loss_measured(r: &Report) -> bool {
-    r.frames_expected > 0 && r.loss_ratio.is_finite()
 }
 
 /// Every figure of the report except the time series and the problems list.

@@ -1,7 +1,6 @@
 //! The verdict: the key figures of a run judged against their targets, and the
 //! loud lines for figures that can only mean a bug.
 
-use super::fields::loss_measured;
 use super::numbers::{NA, count, dist, pct, qty};
 use super::{ChurnKind, Report};
 
@@ -11,6 +10,11 @@ pub(super) const LOSS_TARGET: f64 = 0.001;
 pub(super) const LATENCY_P99_TARGET_MS: f64 = 30.0;
 /// Rekey p99 target, ms.
 pub(super) const REKEY_P99_TARGET_MS: f64 = 300.0;
+
+/// Whether the loss ratio means something.
+pub(super) fn loss_measured(r: &Report) -> bool {
+    r.frames_expected > 0 && r.loss_ratio.is_finite()
+}
 
 /// Outcome of one check against its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

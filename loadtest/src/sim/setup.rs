@@ -346,7 +346,7 @@ pub(super) async fn join_one(
             .await
         {
             Ok(_) => break,
-            Err(ClientError::Meeting(e)) if Instant::now() < deadline => {
+            Err(ClientError::MeetingRefused(e)) if Instant::now() < deadline => {
                 tracing::debug!(error = %e, "invite deferred");
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

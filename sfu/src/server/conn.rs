@@ -4,126 +4,20 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use conclave_proto::Message;
 use conclave_proto::frame::{self, FrameError, PREFIX_LEN, TLS_EXPORTER_LABEL, TLS_EXPORTER_LEN};
-use conclave_proto::v1::{self, ServerFrame, server_frame};
 use metrics::{counter, gauge};
 use rand_core::{OsRng, RngCore};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, watch};
-use tracing::{debug, info, warn};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info};
 
+use super::handle::{ConnHandle, Outbound};
 use super::session::Session;
 use super::{Shared, close_code};
-use crate::media::{ConnMedia, Forwarder};
-use crate::rooms::ConnId;
+use crate::media::Forwarder;
 use crate::telemetry::{self, MediaCounters};
 
 /// Free send buffer below which video is dropped: half the configured buffer.
 const VIDEO_HEADROOM: usize = crate::DATAGRAM_SEND_BUFFER / 2;
-
-/// What the control stream writer sends.
-#[derive(Debug)]
-pub(crate) enum Outbound {
-    /// A frame, holding its share of the connection's queued-bytes budget until it is
-    /// written (or dropped with the queue).
-    Frame(ServerFrame, OwnedSemaphorePermit),
-    /// Everything before this was written: finish the stream.
-    Finish,
-}
-
-/// A live connection as other tasks see it.
-#[derive(Debug)]
-pub(crate) struct ConnHandle {
-    pub(crate) id: ConnId,
-    pub(crate) connection: quinn::Connection,
-    /// Frames for the control stream writer, at most `max_queued_events`.
-    pub(crate) outbound: mpsc::Sender<Outbound>,
-    /// Bytes of queued frames: `max_queued_event_bytes` permits, one per byte. A frame
-    /// larger than the whole budget takes all of it (it waits for an empty queue).
-    queued_bytes: Arc<Semaphore>,
-    max_queued_bytes: u32,
-    pub(crate) media: ConnMedia<quinn::Connection>,
-    /// The device, once authenticated.
-    pub(crate) device: std::sync::OnceLock<crate::store::DeviceIdBytes>,
-}
-
-/// Why a connection's outbound queue refused a frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Overflow {
-    Frames,
-    Bytes,
-}
-
-impl ConnHandle {
-    /// Permits `frame` takes of the queued-bytes budget: its encoded size, capped at
-    /// the whole budget.
-    fn cost(&self, frame: &ServerFrame) -> u32 {
-        let len = frame.encoded_len().saturating_add(PREFIX_LEN);
-        u32::try_from(len)
-            .unwrap_or(u32::MAX)
-            .min(self.max_queued_bytes)
-    }
-
-    /// Reserves `frame`'s bytes, waiting until the writer has made room. `None` once
-    /// the connection is gone.
-    pub(crate) async fn reserve(&self, frame: &ServerFrame) -> Option<OwnedSemaphorePermit> {
-        let cost = self.cost(frame);
-        Arc::clone(&self.queued_bytes)
-            .acquire_many_owned(cost)
-            .await
-            .ok()
-    }
-
-    /// Queues an event without waiting. A queue over its frame or byte bound closes
-    /// the connection (`TOO_SLOW`): the client reconnects and fetches its mailbox.
-    pub(crate) fn push_event(&self, event: v1::event::Event) -> bool {
-        let frame = ServerFrame {
-            kind: Some(server_frame::Kind::Event(v1::Event { event: Some(event) })),
-        };
-        let cost = self.cost(&frame);
-        let permit = match Arc::clone(&self.queued_bytes).try_acquire_many_owned(cost) {
-            Ok(permit) => permit,
-            Err(TryAcquireError::NoPermits) => {
-                self.cut_slow_client(Overflow::Bytes);
-                return false;
-            }
-            Err(TryAcquireError::Closed) => return false,
-        };
-        match self.outbound.try_send(Outbound::Frame(frame, permit)) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.cut_slow_client(Overflow::Frames);
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
-    }
-
-    fn cut_slow_client(&self, overflow: Overflow) {
-        let (bound, reason): (&str, &[u8]) = match overflow {
-            Overflow::Frames => (
-                "frames",
-                b"event queue over max_queued_events: reconnect and fetch your mailbox",
-            ),
-            Overflow::Bytes => (
-                "bytes",
-                b"event queue over max_queued_event_bytes: reconnect and fetch your mailbox",
-            ),
-        };
-        warn!(
-            conn = self.id,
-            bound, "control event queue full; disconnecting slow client"
-        );
-        counter!(telemetry::SLOW_CLIENTS_CUT, "bound" => bound).increment(1);
-        self.connection.close(close_code::TOO_SLOW.into(), reason);
-    }
-
-    /// Lets the client send full-size frames: called once it has authenticated.
-    pub(crate) fn open_receive_window(&self, max_frame_bytes: usize) {
-        self.connection
-            .set_receive_window(crate::tls::control_receive_window(max_frame_bytes));
-    }
-}
 
 /// Decrements the open-connection count when a connection task ends.
 struct OpenGuard<'a>(&'a Shared);
@@ -185,15 +79,12 @@ pub(crate) async fn serve(
     let max_queued_bytes = u32::try_from(limits.max_queued_event_bytes)
         .unwrap_or(u32::MAX)
         .max(1);
-    let handle = Arc::new(ConnHandle {
+    let handle = Arc::new(ConnHandle::new(
         id,
-        connection: connection.clone(),
-        outbound: tx.clone(),
-        queued_bytes: Arc::new(Semaphore::new(max_queued_bytes as usize)),
+        connection.clone(),
+        tx.clone(),
         max_queued_bytes,
-        media: ConnMedia::default(),
-        device: std::sync::OnceLock::new(),
-    });
+    ));
     shared.conns.insert(id, Arc::clone(&handle));
     shared.rooms().registry.connect(id, &binding, &challenge);
     debug!(conn = id, remote = %connection.remote_address(), "connection open");

@@ -9,6 +9,7 @@
 mod conn;
 mod directory;
 mod error;
+mod handle;
 pub mod hooks;
 mod mailbox;
 mod room_plane;
@@ -32,7 +33,7 @@ use crate::ratelimit::{KeyedLimiter, PrekeyPopLimiter};
 use crate::rooms::{ConnId, RoomLimits, RoomRegistry};
 use crate::store::{DeviceIdBytes, Store};
 use crate::telemetry;
-use conn::ConnHandle;
+use handle::ConnHandle;
 use room_plane::RoomPlane;
 
 /// QUIC application close codes the server uses.

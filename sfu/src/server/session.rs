@@ -15,7 +15,7 @@ use metrics::{counter, histogram};
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
-use super::conn::{ConnHandle, Outbound};
+use super::handle::{ConnHandle, Outbound};
 use super::{RequestError, Shared, close_code, now_ms};
 use crate::ratelimit::{TokenBucket, source_key};
 use crate::rooms::ConnId;

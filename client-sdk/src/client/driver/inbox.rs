@@ -3,23 +3,15 @@
 
 use conclave_proto::v1::{self, client_frame::Request, container_payload::Body};
 
-use super::{
-    Driver, MAX_INVITATION_HOLD_MS, MAX_PENDING_INVITATIONS, MAX_PENDING_INVITATIONS_PER_USER,
-    PendingInvite,
-};
+use super::Driver;
 use crate::client::directory::{check_roster_keys, verify_bundles};
 use crate::client::lookups::LookupDecision;
-use crate::client::{ClientEvent, Invitation, MeetingEvent, media_kinds_from_proto};
+use crate::client::{ClientEvent, Invitation, MediaKind, MeetingEvent};
 use crate::container::{ContainerError, SealedContainer};
 use crate::identity::{UserIdentity, VerifiedDevice};
 use crate::meeting::MeetingId;
 use crate::meeting::rekey::{MeetingState, Roster};
 use crate::{DeviceId, UnixMillis, UserId};
-
-/// Containers acknowledged together at most.
-const ACK_BATCH: usize = 256;
-/// How long processed containers wait to be acknowledged together.
-const ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Why a container was not processed.
 enum Refusal {
@@ -51,26 +43,27 @@ impl Driver {
                 });
             }
         }
-        self.pending_acks.push(delivery.mailbox_id);
-        if self.pending_acks.len() >= ACK_BATCH {
+        if self
+            .acks
+            .processed(delivery.mailbox_id, std::time::Instant::now())
+        {
             self.flush_acks().await;
-        } else if self.ack_at.is_none() {
-            self.ack_at = Some(std::time::Instant::now() + ACK_DELAY);
         }
     }
 
     /// Acknowledges processed containers in one request (and tells the app to save
     /// its prekey pool if containers used prekeys: review L2).
     pub(super) async fn flush_acks(&mut self) {
-        self.ack_at = None;
-        if self.prekeys_consumed > 0 {
-            let count = std::mem::take(&mut self.prekeys_consumed);
-            self.emit(ClientEvent::PrekeysConsumed { count });
+        let flush = self.acks.flush(self.link.is_some());
+        if flush.prekeys_consumed > 0 {
+            self.emit(ClientEvent::PrekeysConsumed {
+                count: flush.prekeys_consumed,
+            });
         }
-        if self.pending_acks.is_empty() || self.link.is_none() {
+        let ids = flush.ids;
+        if ids.is_empty() {
             return;
         }
-        let ids = std::mem::take(&mut self.pending_acks);
         let ack = Request::AckContainers(v1::AckContainers { mailbox_ids: ids });
         if let Err(e) = self.request(ack).await {
             // Unacknowledged containers are redelivered (and acked quietly then).
@@ -96,7 +89,7 @@ impl Driver {
                 ContainerError::Replayed { .. } => Refusal::Duplicate,
                 e => refused(Some(claimed), e.to_string()),
             })?;
-        self.prekeys_consumed = self.prekeys_consumed.saturating_add(1);
+        self.acks.prekey_consumed();
         let from = opened.sender().device_id();
         let recipients = opened.recipients().to_vec();
         let payload = opened.payload();
@@ -257,29 +250,16 @@ impl Driver {
             MeetingState::from_invite(self.creds.device_id(), invite, self.config.rekey, now)
                 .map_err(|e| refuse(format!("invalid invite: {e}")))?;
         let id = *state.meeting_id();
-        if self.meetings.contains_key(&id) || self.invitations.contains_key(&id) {
+        if self.meetings.contains_key(&id) || self.invitations.contains(&id) {
             return Ok(());
         }
         // Invitations hold meeting keys: bounded, per inviting user and in all, and
         // purged when they expire (review L8).
         self.purge_invitations(now);
         let inviter = sender.user_id();
-        let from_inviter = self
-            .invitations
-            .values()
-            .filter(|p| p.from == inviter)
-            .count();
-        if from_inviter >= MAX_PENDING_INVITATIONS_PER_USER {
-            return Err(refuse(format!(
-                "this user already has {from_inviter} unanswered invitations here; answer or let them expire"
-            )));
-        }
-        if self.invitations.len() >= MAX_PENDING_INVITATIONS {
-            return Err(refuse(format!(
-                "{} unanswered invitations are pending; answer or let them expire",
-                self.invitations.len()
-            )));
-        }
+        self.invitations
+            .admit(&inviter)
+            .map_err(|e| refuse(e.to_string()))?;
         let from = sender.device_id();
         if state.leader() != from {
             return Err(refuse("invite not sent by the meeting's key leader".into()));
@@ -301,24 +281,12 @@ impl Driver {
         let invitation = Invitation {
             meeting_id: id,
             from,
-            media_kinds: media_kinds_from_proto(&invite.media_kinds),
+            media_kinds: MediaKind::from_wire(&invite.media_kinds),
             participants,
             expires_at: UnixMillis(invite.expires_at_ms),
         };
-        let expires_at = UnixMillis(
-            invitation
-                .expires_at
-                .0
-                .min(now.0.saturating_add(MAX_INVITATION_HOLD_MS)),
-        );
-        self.invitations.insert(
-            id,
-            PendingInvite {
-                state,
-                expires_at,
-                from: inviter,
-            },
-        );
+        self.invitations
+            .insert(state, inviter, invitation.expires_at, now);
         self.emit(ClientEvent::Invited(invitation));
         Ok(())
     }
@@ -326,14 +294,7 @@ impl Driver {
     /// Drops the invitations that expired by `now` (their meeting keys with them) and
     /// tells the app.
     pub(super) fn purge_invitations(&mut self, now: UnixMillis) {
-        let expired: Vec<MeetingId> = self
-            .invitations
-            .iter()
-            .filter(|(_, p)| p.expires_at <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for meeting_id in expired {
-            self.invitations.remove(&meeting_id);
+        for meeting_id in self.invitations.purge(now) {
             self.emit(ClientEvent::InvitationExpired { meeting_id });
         }
     }
@@ -355,7 +316,7 @@ impl Driver {
                 entry.shared.emit(MeetingEvent::Reply {
                     from: p,
                     accepted: reply.decision == v1::invite_reply::Decision::Accept as i32,
-                    media_kinds: media_kinds_from_proto(&reply.media_kinds),
+                    media_kinds: MediaKind::from_wire(&reply.media_kinds),
                 });
             }
             if matches!(payload.body, Some(Body::Leave(_))) {

@@ -10,7 +10,8 @@ use conclave_proto::datagram::DatagramHeader;
 use conclave_proto::frame::CONTROL_PROTOCOL_VERSION;
 use conclave_proto::v1::{self, ErrorCode, client_frame::Request, response};
 
-use super::{Clock, Driver};
+use super::{Driver, local_ms};
+use crate::client::protocol::clock::ServerClock;
 use crate::client::shared::MeetingShared;
 use crate::client::{ClientError, ClientEvent};
 use crate::meeting::MeetingId;
@@ -75,9 +76,18 @@ impl Driver {
             }))
             .await?;
         let response::Result::Hello(hello) = hello else {
-            return Err(ClientError::Protocol("expected HelloOk".into()));
+            return Err(ClientError::unexpected_answer("Hello"));
         };
-        self.clock = Clock::sync(hello.server_time_ms, self.config.max_clock_offset_ms);
+        let max_offset_ms = self.config.max_clock_offset_ms;
+        let (clock, clamped) = ServerClock::sync(hello.server_time_ms, local_ms(), max_offset_ms);
+        if clamped {
+            tracing::warn!(
+                server_ms = hello.server_time_ms,
+                max_offset_ms,
+                "the server's clock is further from this device's than allowed; using the bound (check this device's clock, or distrust the server)"
+            );
+        }
+        self.clock = clock;
         let signature = self
             .creds
             .device()
@@ -102,10 +112,10 @@ impl Driver {
                     .await?
                 {
                     response::Result::Registered(r) => r.prekeys_held,
-                    _ => return Err(ClientError::Protocol("expected Registered".into())),
+                    _ => return Err(ClientError::unexpected_answer("Register")),
                 }
             }
-            Ok(_) => return Err(ClientError::Protocol("expected Authenticated".into())),
+            Ok(_) => return Err(ClientError::unexpected_answer("Authenticate")),
             Err(e) => return Err(e.into()),
         };
         // A fresh pool's first upload replaces what the server holds.
@@ -224,12 +234,10 @@ async fn read_media(
         let Ok((header, payload)) = DatagramHeader::decode(&datagram) else {
             continue;
         };
-        let meeting = rooms
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&header.room_handle)
-            .cloned();
-        if let Some(meeting) = meeting {
+        // Handled under the read lock (only the driver writes, when a room is joined
+        // or left), so the per-datagram path clones nothing.
+        let rooms = rooms.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(meeting) = rooms.get(&header.room_handle) {
             let now_ms = u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX);
             meeting.on_datagram(&header, payload, now_ms);
         }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use conclave_proto::v1::{
     self, ErrorCode, client_frame::Request, container_payload::Body, response,
@@ -14,11 +14,14 @@ use super::{Driver, Entry};
 use crate::client::directory::{
     RefusalReason, RefusedDevice, TrustStore, roster_recipients, screen_bundles, verify_bundles,
 };
+use crate::client::error::ProtocolViolation;
 use crate::client::presence::Presence;
+use crate::client::protocol::order;
+use crate::client::protocol::outbox::Outgoing;
+use crate::client::protocol::rotations::PendingRotation;
 use crate::client::shared::{MeetingShared, RoomLink};
 use crate::client::{
     ClientError, ClientEvent, InviteReport, MediaKind, Meeting, MeetingEvent, Participant,
-    media_kinds_to_proto,
 };
 use crate::container::{self, Recipient};
 use crate::meeting::rekey::{MeetingOutput, MeetingState, Roster, RosterMember};
@@ -28,98 +31,8 @@ use crate::{DeviceId, UserId};
 
 /// Control events buffered per meeting.
 const MEETING_EVENT_QUEUE: usize = 256;
-/// Meeting messages kept while disconnected.
-const MAX_OUTBOX: usize = 1024;
-
-/// A meeting message that missed recipients (their prekeys had run out, say, while
-/// every invitee replied to the leader at once) is sent to them again this many times.
-const RESEND_ATTEMPTS: u32 = 3;
-
-/// Delay before the first resend, ms; doubled for each further one (250, 500, 1000:
-/// time for the recipient to replenish its prekeys).
-const RESEND_DELAY_MS: u64 = 250;
-/// Attempts at rotating a room before the app is told it failed.
-const ROTATE_ATTEMPTS: u32 = 8;
-/// Delay before the first rotation retry, ms; doubled for each further one.
-const ROTATE_RETRY_MS: u64 = 250;
-/// Longest delay between rotation retries, ms (eight attempts span about 20 s, longer
-/// than the SFU's default succession grace of 10 s).
-const ROTATE_RETRY_MAX_MS: u64 = 4_000;
-
-/// A room rotation being attempted.
-pub(crate) struct PendingRotation {
-    /// When to try next.
-    pub(crate) at: Instant,
-    meeting: MeetingId,
-    to: u64,
-    /// The old epoch's room-auth key's signature over the rotation.
-    signature: Vec<u8>,
-    /// Attempts so far.
-    attempt: u32,
-}
-
-/// Longest wait before a resend that the directory's prekey rate limit asks for, ms.
-const MAX_RESEND_WAIT_MS: u64 = 10_000;
 /// Users per directory request (the server's default `max_users_per_fetch`).
 const USERS_PER_FETCH: usize = 64;
-
-/// A container to send; the payload's secrets are zeroized when it is dropped.
-pub(crate) struct Outgoing {
-    meeting: MeetingId,
-    /// The recipient devices as pinned in the meeting's roster (the keys it may be
-    /// sealed to), kept with the message so a `Leave` still goes out after the meeting
-    /// ended here.
-    recipients: Vec<RosterMember>,
-    payload: v1::ContainerPayload,
-    rekey_epoch: Option<u64>,
-    /// Resends so far.
-    attempt: u32,
-}
-
-impl Outgoing {
-    /// A container for `recipients`, devices of the meeting's roster (others are
-    /// dropped: nothing is ever sealed off the roster).
-    fn new(
-        state: &MeetingState,
-        recipients: Vec<DeviceId>,
-        payload: v1::ContainerPayload,
-        rekey_epoch: Option<u64>,
-    ) -> Self {
-        let recipients = recipients
-            .iter()
-            .filter_map(|d| state.roster().get(d).cloned())
-            .collect();
-        Outgoing {
-            meeting: *state.meeting_id(),
-            recipients,
-            payload,
-            rekey_epoch,
-            attempt: 0,
-        }
-    }
-
-    /// The same message for the `missed` recipients, as the next attempt.
-    fn resend_to(&self, missed: &BTreeSet<DeviceId>) -> Self {
-        Outgoing {
-            meeting: self.meeting,
-            recipients: self
-                .recipients
-                .iter()
-                .filter(|m| missed.contains(&m.device_id))
-                .cloned()
-                .collect(),
-            payload: self.payload.clone(),
-            rekey_epoch: self.rekey_epoch,
-            attempt: self.attempt.saturating_add(1),
-        }
-    }
-}
-
-impl Drop for Outgoing {
-    fn drop(&mut self) {
-        container::zeroize_payload_secrets(&mut self.payload);
-    }
-}
 
 /// The roster as the app sees it.
 pub(crate) fn participants(state: &MeetingState) -> Vec<Participant> {
@@ -139,9 +52,7 @@ pub(crate) fn participants(state: &MeetingState) -> Vec<Participant> {
 impl Driver {
     fn fail_if_closed(&self) -> Result<(), ClientError> {
         if self.link.is_none() {
-            return Err(ClientError::Connection(
-                "reconnecting; retry shortly".into(),
-            ));
+            return Err(ClientError::reconnecting());
         }
         Ok(())
     }
@@ -199,7 +110,7 @@ impl Driver {
                 device_ids,
             });
             let response::Result::Bundles(mut bundles) = self.request(request).await? else {
-                return Err(ClientError::Protocol("expected Bundles".into()));
+                return Err(ClientError::unexpected_answer("FetchBundles"));
             };
             let refused = screen_bundles(&mut bundles, chunk);
             self.report_refusals(&refused);
@@ -236,7 +147,7 @@ impl Driver {
             container: sealed,
         });
         let response::Result::ContainerSent(sent) = self.request(request).await? else {
-            return Err(ClientError::Protocol("expected ContainerSent".into()));
+            return Err(ClientError::unexpected_answer("SendContainer"));
         };
         Ok(sent
             .results
@@ -292,9 +203,7 @@ impl Driver {
         let (reached, wait_ms) = match self.send_to_devices(&out).await {
             Ok(sent) => sent,
             Err(ClientError::Connection(_)) => {
-                if self.outbox.len() < MAX_OUTBOX {
-                    self.outbox.push(out);
-                } else {
+                if !self.outbox.wait_for_connection(out) {
                     tracing::warn!("outbox full; a meeting message is dropped");
                 }
                 return;
@@ -305,48 +214,17 @@ impl Driver {
             }
         };
         let now = self.now();
-        let missed: BTreeSet<DeviceId> = out
-            .recipients
-            .iter()
-            .map(|m| m.device_id)
-            .filter(|d| !reached.contains(d))
-            .collect();
-        let reached_any = !reached.is_empty() || out.recipients.is_empty();
-        let mut dropped: Vec<DeviceId> = missed.iter().copied().collect();
-        let resending =
-            !missed.is_empty() && out.attempt < RESEND_ATTEMPTS && self.resend.len() < MAX_OUTBOX;
-        if resending {
-            let delay = (RESEND_DELAY_MS << out.attempt).max(wait_ms.min(MAX_RESEND_WAIT_MS));
-            tracing::debug!(
-                missed = missed.len(),
-                delay,
-                "meeting message missed devices; resending"
-            );
-            self.resend.push((
-                Instant::now() + Duration::from_millis(delay),
-                out.resend_to(&missed),
-            ));
-            dropped.clear();
-        }
-        let Some(epoch) = out.rekey_epoch else {
-            return;
-        };
+        let outcome = self.outbox.sent(&out, &reached, wait_ms, Instant::now());
         let Some(entry) = self.meetings.get_mut(&out.meeting) else {
             return;
         };
-        // The first send that reaches anyone switches the meeting; late recipients
-        // follow when their resend arrives (the room has announced the epoch by then).
-        // A send that reached nobody (sealing or sending failed) does not switch: that
-        // would rotate the room to a key no member holds (review L7). It is resent, and
-        // only once the resends are spent are the unreachable devices dropped, and the
-        // meeting switched without them.
-        if (reached_any || !resending)
+        if let Some(epoch) = outcome.rekey_delivered
             && let Err(e) = entry.state.rekey_delivered(epoch, now)
             && out.attempt == 0
         {
             tracing::warn!(error = %e, "rekey delivery for an unknown epoch");
         }
-        for device in dropped {
+        for device in outcome.dropped {
             tracing::warn!(device = ?device, "rekey could not reach a device; dropping it");
             entry.state.device_dropped(device, now);
         }
@@ -355,17 +233,12 @@ impl Driver {
     /// Resends the meeting messages that are due, to the recipients still in their
     /// meeting (a message of an ended meeting, such as a `Leave`, to all of them).
     pub(super) async fn resend_due(&mut self) {
-        let now = Instant::now();
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.resend)
-            .into_iter()
-            .partition(|(at, _)| *at <= now);
-        self.resend = later;
-        for (_, mut out) in due {
+        let meetings = &self.meetings;
+        let due = self.outbox.take_due_resends(Instant::now(), |id| {
+            meetings.get(id).map(|e| e.state.roster())
+        });
+        for out in due {
             let meeting = out.meeting;
-            self.keep_roster_recipients(&mut out);
-            if out.recipients.is_empty() && out.rekey_epoch.is_none() {
-                continue;
-            }
             self.send_outgoing(out).await;
             self.pump(meeting).await;
         }
@@ -375,21 +248,14 @@ impl Driver {
     /// (review L6: a Rekey queued while disconnected must not reach devices removed
     /// meanwhile).
     pub(super) async fn flush_outbox(&mut self) {
-        for mut out in std::mem::take(&mut self.outbox) {
+        let meetings = &self.meetings;
+        let waiting = self
+            .outbox
+            .take_waiting(|id| meetings.get(id).map(|e| e.state.roster()));
+        for out in waiting {
             let meeting = out.meeting;
-            self.keep_roster_recipients(&mut out);
             self.send_outgoing(out).await;
             self.pump(meeting).await;
-        }
-    }
-
-    /// Drops the recipients of `out` that are no longer on its meeting's roster (with
-    /// the same pinned keys). A message of a meeting that ended here (a `Leave`) keeps
-    /// all of them.
-    fn keep_roster_recipients(&self, out: &mut Outgoing) {
-        if let Some(entry) = self.meetings.get(&out.meeting) {
-            out.recipients
-                .retain(|m| entry.state.roster().get(&m.device_id) == Some(m));
         }
     }
 
@@ -404,9 +270,7 @@ impl Driver {
             if outputs.is_empty() {
                 break;
             }
-            // Rotate the room before announcing the switch, so members re-prove an
-            // epoch the room already has.
-            outputs.sort_by_key(|o| !matches!(o, MeetingOutput::RotateRoom { .. }));
+            order::rotate_before_switch(&mut outputs);
             for output in outputs {
                 self.apply(id, output).await;
             }
@@ -643,7 +507,7 @@ impl Driver {
         let (Some(current), Some(next)) = (entry.state.key(from), entry.state.key(to)) else {
             return;
         };
-        self.rotations.retain(|r| r.meeting != id);
+        self.rotations.cancel(&id);
         // Signed now, while the old key is held: it is dropped after the grace window,
         // and a retry may come later than that.
         let routing = id.routing_id();
@@ -714,32 +578,20 @@ impl Driver {
     }
 
     /// Schedules another attempt at a rotation, or gives up and tells the app.
-    fn schedule_rotation(&mut self, mut rotation: PendingRotation) {
-        let id = rotation.meeting;
-        if rotation.attempt + 1 >= ROTATE_ATTEMPTS {
-            if let Some(entry) = self.meetings.get(&id) {
-                entry
-                    .shared
-                    .emit(MeetingEvent::RoomRotationFailed { epoch: rotation.to });
-            }
-            return;
+    fn schedule_rotation(&mut self, rotation: PendingRotation) {
+        if let Err(gave_up) = self.rotations.retry(rotation, Instant::now())
+            && let Some(entry) = self.meetings.get(&gave_up.meeting)
+        {
+            entry.shared.emit(MeetingEvent::RoomRotationFailed {
+                epoch: gave_up.epoch,
+            });
         }
-        let delay = (ROTATE_RETRY_MS << rotation.attempt.min(4)).min(ROTATE_RETRY_MAX_MS);
-        rotation.at = Instant::now() + Duration::from_millis(delay);
-        rotation.attempt += 1;
-        self.rotations.retain(|r| r.meeting != id);
-        self.rotations.push(rotation);
     }
 
     /// Retries the rotations that are due, while this device still leads the meeting
     /// at the rotation's epoch.
     pub(super) async fn rotations_due(&mut self) {
-        let now = Instant::now();
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.rotations)
-            .into_iter()
-            .partition(|r| r.at <= now);
-        self.rotations = later;
-        for r in due {
+        for r in self.rotations.take_due(Instant::now()) {
             let current = self
                 .meetings
                 .get(&r.meeting)
@@ -811,10 +663,7 @@ impl Driver {
         let key = MeetingKey::generate(0, &mut self.rng);
         let roster = Roster::new(members)?;
         let state = MeetingState::start(meeting_id, me, roster, key, self.config.rekey)?;
-        let invite = state.invite(
-            &proto_kinds(media_kinds),
-            now.saturating_add(self.config.invite_ttl_ms),
-        );
+        let invite = state.invite(media_kinds, now.saturating_add(self.config.invite_ttl_ms));
         let invite = Outgoing::new(&state, Vec::new(), invite, None);
         let (entry, meeting) = self.new_entry(state)?;
         self.meetings.insert(meeting_id, entry);
@@ -881,7 +730,7 @@ impl Driver {
             body: Some(Body::InviteReply(v1::InviteReply {
                 meeting_id: id.as_bytes().to_vec(),
                 decision: decision as i32,
-                media_kinds: media_kinds_to_proto(kinds),
+                media_kinds: MediaKind::to_wire(kinds),
             })),
             ..Default::default()
         };
@@ -954,10 +803,9 @@ impl Driver {
             .map(|(index, r)| roster_member(r, index, &self.trust))
             .collect::<Result<_, _>>()?;
         let invited = joiners.iter().map(|j| (j.user_id, j.device_id)).collect();
-        let invite =
-            entry
-                .state
-                .add_participants(joiners, &proto_kinds(media_kinds), expires, now)?;
+        let invite = entry
+            .state
+            .add_participants(joiners, media_kinds, expires, now)?;
         let invite = Outgoing::new(&entry.state, Vec::new(), invite, None);
         self.pump(id).await;
         let ttl = self.config.invite_ttl_ms;
@@ -979,7 +827,7 @@ fn roster_member(
     let device = r.device();
     let user = trust
         .get(&device.user_id())
-        .ok_or_else(|| ClientError::Protocol("a verified recipient's user is not pinned".into()))?;
+        .ok_or(ClientError::Protocol(ProtocolViolation::UnpinnedRecipient))?;
     Ok(RosterMember::new(&user, device.clone(), sender_index))
 }
 
@@ -994,16 +842,6 @@ fn room_leader_ids(state: &MeetingState) -> Vec<Vec<u8>> {
 
 /// Devices a room lists as leader and successors (the SFU's maximum).
 const ROOM_LEADERS: usize = 4;
-
-fn proto_kinds(kinds: &[MediaKind]) -> Vec<v1::MediaKind> {
-    kinds
-        .iter()
-        .map(|k| match k {
-            MediaKind::Video => v1::MediaKind::Video,
-            _ => v1::MediaKind::Audio,
-        })
-        .collect()
-}
 
 /// The roster as it enters safety numbers and words. Every roster identity key equals
 /// this device's pinned key for its user (checked when the roster was accepted).

@@ -20,9 +20,15 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::directory::TrustStore;
 use super::presence::Presence;
+use super::protocol::acks::AckBatcher;
+use super::protocol::clock::ServerClock;
+use super::protocol::invitations::Invitations;
+use super::protocol::outbox::Outbox;
+use super::protocol::rotations::Rotations;
 use super::shared::MeetingShared;
 use super::{
-    ClientConfig, ClientError, ClientEvent, DeviceCredentials, InviteReport, MediaKind, Meeting,
+    ClientConfig, ClientError, ClientEvent, ConnectionProblem, DeviceCredentials, InviteReport,
+    MediaKind, Meeting,
 };
 use crate::container::{DEFAULT_REPLAY_CAPACITY, ReplayCache};
 use crate::identity::{DEFAULT_PREKEY_TTL_MS, MAX_PREKEYS_HELD, PrekeyPool, UserIdentity};
@@ -84,54 +90,11 @@ pub(crate) enum Command {
     },
 }
 
-/// The server's master clock, as an offset from this machine's clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Clock {
-    offset_ms: i64,
-}
-
-impl Clock {
-    fn local_ms() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    /// The server's clock read `server_ms` just now; its offset from this machine's
-    /// clock is clamped to `max_offset_ms` (review L3), with a warning.
-    fn sync(server_ms: u64, max_offset_ms: u64) -> Self {
-        let (clock, clamped) = Self::from_times(server_ms, Self::local_ms(), max_offset_ms);
-        if clamped {
-            tracing::warn!(
-                server_ms,
-                max_offset_ms,
-                "the server's clock is further from this device's than allowed; using the bound (check this device's clock, or distrust the server)"
-            );
-        }
-        clock
-    }
-
-    /// The clock for a server reading `server_ms` at local time `local_ms`, and whether
-    /// its offset had to be clamped to `max_offset_ms`.
-    fn from_times(server_ms: u64, local_ms: u64, max_offset_ms: u64) -> (Self, bool) {
-        let max = i128::from(max_offset_ms.min(i64::MAX as u64));
-        let raw = i128::from(server_ms) - i128::from(local_ms);
-        let offset = raw.clamp(-max, max);
-        let clock = Clock {
-            offset_ms: i64::try_from(offset).unwrap_or(0),
-        };
-        (clock, offset != raw)
-    }
-
-    /// The server's time now.
-    pub(crate) fn now(self) -> UnixMillis {
-        UnixMillis(Self::local_ms().saturating_add_signed(self.offset_ms))
-    }
-
-    /// The local instant at which the server clock reads `at`.
-    fn instant_of(self, at: UnixMillis) -> Instant {
-        Instant::now() + Duration::from_millis(at.0.saturating_sub(self.now().0))
-    }
+/// This machine's clock, ms since the Unix epoch.
+fn local_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A meeting this device takes part in (accepted or started).
@@ -153,22 +116,6 @@ pub(crate) struct Entry {
     pub sas_resend: Option<(Instant, u32)>,
 }
 
-/// An invitation not answered yet (its state follows rekeys in the meantime).
-pub(crate) struct PendingInvite {
-    pub state: MeetingState,
-    /// The invitation's expiry, at most [`MAX_INVITATION_HOLD_MS`] after it arrived.
-    pub expires_at: UnixMillis,
-    /// The inviting user.
-    pub from: UserId,
-}
-
-/// Unanswered invitations held at once (each holds a meeting key): review L8.
-pub(crate) const MAX_PENDING_INVITATIONS: usize = 64;
-/// Unanswered invitations held from one inviting user.
-pub(crate) const MAX_PENDING_INVITATIONS_PER_USER: usize = 4;
-/// The longest an invitation is held, whatever expiry its sender chose, ms.
-pub(crate) const MAX_INVITATION_HOLD_MS: u64 = crate::time::DAY_MS;
-
 pub(crate) struct Driver {
     config: ClientConfig,
     creds: DeviceCredentials,
@@ -178,7 +125,7 @@ pub(crate) struct Driver {
     trust: TrustStore,
     /// Lookups that containers from unknown senders may cost (review M8).
     sender_lookups: crate::client::lookups::SenderLookups,
-    clock: Clock,
+    clock: ServerClock,
     link: Option<Link>,
     /// When to try reconnecting (while `link` is `None`), and the current backoff.
     reconnect_at: Option<Instant>,
@@ -193,18 +140,13 @@ pub(crate) struct Driver {
     /// driver since it started and since the last rotation.
     last_resort_uploaded: bool,
     meetings: HashMap<MeetingId, Entry>,
-    invitations: HashMap<MeetingId, PendingInvite>,
-    /// Meeting messages that failed for lack of a connection; sent after reconnecting.
-    outbox: Vec<meetings::Outgoing>,
-    /// Meeting messages to send again to recipients they missed, and when.
-    resend: Vec<(Instant, meetings::Outgoing)>,
+    invitations: Invitations,
+    /// Meeting messages waiting for the connection, and resends.
+    outbox: Outbox,
     /// Room rotations to try again.
-    rotations: Vec<meetings::PendingRotation>,
-    /// Processed mailbox entries not acknowledged yet, and when to acknowledge them.
-    pending_acks: Vec<u64>,
-    /// One-time prekeys used since the last `PrekeysConsumed` event.
-    prekeys_consumed: u32,
-    ack_at: Option<Instant>,
+    rotations: Rotations,
+    /// Processed mailbox entries not acknowledged yet.
+    acks: AckBatcher,
     commands: mpsc::Receiver<Command>,
     command_tx: mpsc::WeakSender<Command>,
     events: mpsc::Sender<ClientEvent>,
@@ -232,7 +174,7 @@ pub(crate) async fn start(
         replay: ReplayCache::new(DEFAULT_REPLAY_CAPACITY),
         sender_lookups: crate::client::lookups::SenderLookups::new(0),
         trust,
-        clock: Clock::default(),
+        clock: ServerClock::default(),
         link: None,
         reconnect_at: None,
         backoff_ms: 0,
@@ -240,13 +182,10 @@ pub(crate) async fn start(
         server_prekeys: 0,
         last_resort_uploaded: false,
         meetings: HashMap::new(),
-        invitations: HashMap::new(),
-        outbox: Vec::new(),
-        resend: Vec::new(),
-        rotations: Vec::new(),
-        pending_acks: Vec::new(),
-        prekeys_consumed: 0,
-        ack_at: None,
+        invitations: Invitations::default(),
+        outbox: Outbox::default(),
+        rotations: Rotations::default(),
+        acks: AckBatcher::default(),
         commands,
         command_tx: command_tx.downgrade(),
         events,
@@ -259,8 +198,14 @@ pub(crate) async fn start(
 }
 
 impl Driver {
+    /// The server's time now.
     fn now(&self) -> UnixMillis {
-        self.clock.now()
+        self.clock.at(local_ms())
+    }
+
+    /// The local instant at which the server's clock reads `at`.
+    fn instant_of(&self, at: UnixMillis) -> Instant {
+        Instant::now() + Duration::from_millis(at.0.saturating_sub(self.now().0))
     }
 
     /// The media reader's clock, ms since the driver started.
@@ -310,43 +255,28 @@ impl Driver {
 
     fn next_wake(&self) -> Option<Instant> {
         let mut wake = self.reconnect_at;
-        // Resends wait for a connection (a reconnect wakes the loop anyway).
-        let resends = if self.link.is_some() {
-            &self.resend[..]
-        } else {
-            &[]
-        };
-        let rotations = if self.link.is_some() {
-            &self.rotations[..]
-        } else {
-            &[]
-        };
-        for at in self
-            .ack_at
-            .iter()
-            .chain(resends.iter().map(|(at, _)| at))
-            .chain(rotations.iter().map(|r| &r.at))
-        {
-            wake = Some(wake.map_or(*at, |w| w.min(*at)));
-        }
         let mut consider = |at: Option<Instant>| {
             if let Some(at) = at {
                 wake = Some(wake.map_or(at, |w| w.min(at)));
             }
         };
-        if let Some(expiry) = self.invitations.values().map(|p| p.expires_at).min() {
-            consider(Some(self.clock.instant_of(expiry)));
+        consider(self.acks.due_at());
+        if let Some(expiry) = self.invitations.next_expiry() {
+            consider(Some(self.instant_of(expiry)));
         }
+        // Resends and rotations wait for a connection (a reconnect wakes the loop).
         if self.link.is_some() {
+            consider(self.outbox.next_resend());
+            consider(self.rotations.next_at());
             // A long-lived connection rotates the last-resort prekey on time too.
             let rotation = self.prekeys.last_resort_rotation_at();
-            consider(rotation.map(|at| self.clock.instant_of(at)));
+            consider(rotation.map(|at| self.instant_of(at)));
         }
         for entry in self.meetings.values() {
             if self.link.is_some() {
                 consider(entry.sas_resend.map(|(at, _)| at));
             }
-            consider(entry.state.poll_timeout().map(|t| self.clock.instant_of(t)));
+            consider(entry.state.poll_timeout().map(|t| self.instant_of(t)));
             let mono = self.mono_ms();
             consider(
                 entry
@@ -363,13 +293,18 @@ impl Driver {
         if self.link.is_none() && self.reconnect_at.is_some_and(|at| at <= Instant::now()) {
             self.reconnect().await;
         }
-        if self.ack_at.is_some_and(|at| at <= Instant::now()) {
+        if self.acks.is_due(Instant::now()) {
             self.flush_acks().await;
         }
-        if self.link.is_some() && self.resend.iter().any(|(at, _)| *at <= Instant::now()) {
+        if self.link.is_some() && self.outbox.resend_due(Instant::now()) {
             self.resend_due().await;
         }
-        if self.link.is_some() && self.rotations.iter().any(|r| r.at <= Instant::now()) {
+        if self.link.is_some()
+            && self
+                .rotations
+                .next_at()
+                .is_some_and(|at| at <= Instant::now())
+        {
             self.rotations_due().await;
         }
         if self.link.is_some() {
@@ -490,15 +425,14 @@ impl Driver {
     /// reconnect cycle.
     async fn request(&mut self, request: Request) -> Result<response::Result, ClientError> {
         let Some(link) = self.link.as_ref() else {
-            return Err(ClientError::Connection("reconnecting".into()));
+            return Err(ClientError::reconnecting());
         };
         let conn = Arc::clone(&link.conn);
         match conn.request(request).await {
             Ok(r) => Ok(r),
             Err(e @ TransportError::Closed(_)) => {
-                let reason = e.to_string();
-                self.connection_lost(&reason).await;
-                Err(ClientError::Connection(reason))
+                self.connection_lost(&e.to_string()).await;
+                Err(ClientError::Connection(ConnectionProblem::Transport(e)))
             }
             Err(e) => Err(e.into()),
         }
@@ -633,29 +567,5 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Clock;
-
-    /// Review L3: a server clock far from this device's is clamped to the bound, so a
-    /// compromised server cannot make expired certificates verify again by rewinding
-    /// time by a year.
-    #[test]
-    fn the_servers_clock_offset_is_clamped_to_the_bound() {
-        let local = 1_000_000_000_000;
-        let hour = 3_600_000;
-        let (clock, clamped) = Clock::from_times(local + hour, local, 24 * hour);
-        assert!(!clamped);
-        assert_eq!(clock.offset_ms, 3_600_000);
-        let year = 365 * 24 * hour;
-        let (clock, clamped) = Clock::from_times(local - year, local, 24 * hour);
-        assert!(clamped);
-        assert_eq!(clock.offset_ms, -86_400_000);
-        let (clock, clamped) = Clock::from_times(u64::MAX, 0, u64::MAX);
-        assert!(clamped, "an offset beyond i64 is clamped too");
-        assert_eq!(clock.offset_ms, i64::MAX);
     }
 }

@@ -58,6 +58,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use conclave_proto::datagram::MediaKind;
 use conclave_proto::v1::{self, RekeyReason, container_payload::Body};
 use rand_core::CryptoRngCore;
 
@@ -388,7 +389,7 @@ impl MeetingState {
     #[must_use]
     pub fn invite(
         &self,
-        media_kinds: &[v1::MediaKind],
+        media_kinds: &[MediaKind],
         expires_at: UnixMillis,
     ) -> v1::ContainerPayload {
         let key = self.keys.get(&self.sending);
@@ -396,7 +397,7 @@ impl MeetingState {
             meeting_id: self.meeting_id.as_bytes().to_vec(),
             epoch: self.sending,
             meeting_key: key.map(|k| k.expose_secret().to_vec()).unwrap_or_default(),
-            media_kinds: media_kinds.iter().map(|k| *k as i32).collect(),
+            media_kinds: MediaKind::to_wire(media_kinds),
             roster: self.roster.to_proto(),
             key_leader_device_id: self.leader.as_bytes().to_vec(),
             expires_at_ms: expires_at.0,
@@ -610,7 +611,7 @@ impl MeetingState {
     pub fn add_participants(
         &mut self,
         joiners: Vec<RosterMember>,
-        media_kinds: &[v1::MediaKind],
+        media_kinds: &[MediaKind],
         invite_expires_at: UnixMillis,
         now: UnixMillis,
     ) -> Result<v1::ContainerPayload, RekeyError> {

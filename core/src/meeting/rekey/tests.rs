@@ -103,7 +103,7 @@ impl Net {
         let key = MeetingKey::generate(1, &mut rng);
         let leader = MeetingState::start(meeting, dev(1), roster, key, CFG).unwrap();
         let invite = match leader
-            .invite(&[v1::MediaKind::Audio], UnixMillis(u64::MAX))
+            .invite(&[MediaKind::Audio], UnixMillis(u64::MAX))
             .body
         {
             Some(Body::MeetingInvite(i)) => i,
@@ -501,7 +501,7 @@ fn a_late_joiner_gets_the_ratcheted_key_and_cannot_decrypt_earlier_epochs() {
         .with(1, |s, now| {
             s.add_participants(
                 vec![member(6, 6, 3)],
-                &[v1::MediaKind::Audio],
+                &[MediaKind::Audio],
                 UnixMillis(u64::MAX),
                 now,
             )
@@ -924,7 +924,7 @@ fn a_resent_key_brings_the_devices_that_joined_meanwhile() {
     net.with(1, |s, now| {
         s.add_participants(
             vec![member(5, 5, 4)],
-            &[v1::MediaKind::Audio],
+            &[MediaKind::Audio],
             UnixMillis(u64::MAX),
             now,
         )

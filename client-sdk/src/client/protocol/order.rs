@@ -1,0 +1,40 @@
+//! The order in which one meeting's outputs are carried out (sans-IO).
+
+use crate::meeting::rekey::MeetingOutput;
+
+/// Orders one round of a meeting's outputs for carrying out: the room rotation first,
+/// so that members re-prove an epoch the room already has when the switch is
+/// announced; the rest keep their order.
+pub(crate) fn rotate_before_switch(outputs: &mut [MeetingOutput]) {
+    outputs.sort_by_key(|o| !matches!(o, MeetingOutput::RotateRoom { .. }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rotation_goes_first_and_the_rest_keep_their_order() {
+        let mut outputs = vec![
+            MeetingOutput::SendingEpoch { epoch: 2 },
+            MeetingOutput::DropEpoch { epoch: 0 },
+            MeetingOutput::RotateRoom { from: 1, to: 2 },
+            MeetingOutput::RosterChanged,
+        ];
+        rotate_before_switch(&mut outputs);
+        let names: Vec<String> = outputs
+            .iter()
+            .map(|o| {
+                format!("{o:?}")
+                    .split([' ', '{'])
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            vec!["RotateRoom", "SendingEpoch", "DropEpoch", "RosterChanged"]
+        );
+    }
+}
