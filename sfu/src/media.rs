@@ -182,6 +182,55 @@ impl<S> ConnMedia<S> {
 const INGRESS_CHUNK: usize = 64 * 1024;
 
 /// The per-connection forwarding state.
+///
+/// # Run loop
+/// One task per connection reads its datagrams and calls [`Forwarder::forward`] for
+/// each, with the connection's [`ConnMedia`] table (kept up to date by the control
+/// plane from the room registry's outputs) and its counters, which it flushes to the
+/// metrics now and then. Nothing on this path waits or takes a lock shared with other
+/// rooms. Connection 1 sends into a room with connection 2:
+///
+/// ```
+/// use std::cell::RefCell;
+/// use std::sync::Arc;
+///
+/// use bytes::Bytes;
+/// use conclave_proto::datagram::{DatagramHeader, MediaKind};
+/// use conclave_sfu::media::{ConnMedia, DatagramSink, Forwarder, Membership, RoomMedia, SinkError, Target};
+/// use conclave_sfu::telemetry::MediaCounters;
+///
+/// /// A receiver's connection: here, a list of what it was sent.
+/// #[derive(Default)]
+/// struct Inbox(RefCell<Vec<Bytes>>);
+/// impl DatagramSink for &Inbox {
+///     fn send_buffer_space(&self) -> usize { 1 << 20 }
+///     fn send(&self, datagram: Bytes) -> Result<(), SinkError> {
+///         self.0.borrow_mut().push(datagram);
+///         Ok(())
+///     }
+/// }
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (sender, receiver) = (Inbox::default(), Inbox::default());
+/// // What the control plane set up when both joined room 9 (slots 0 and 1).
+/// let room = Arc::new(RoomMedia::default());
+/// room.set_targets(vec![Target { conn: 1, sink: &sender }, Target { conn: 2, sink: &receiver }]);
+/// let table = ConnMedia::default();
+/// table.upsert(Membership { handle: 9, slot: 0, room: Arc::clone(&room) });
+///
+/// let mut forwarder = Forwarder::new(1, 1_400, 64 * 1024);
+/// let mut counters = MediaCounters::new();
+/// let datagrams = conclave_core::media::fragment(9, MediaKind::Audio, false, 1, b"sframe ciphertext", 1_200)?;
+/// for datagram in &datagrams {
+///     forwarder.forward(datagram, &table, &mut counters);
+/// }
+/// let got = receiver.0.borrow();
+/// assert_eq!(got.len(), 1);
+/// assert_eq!(DatagramHeader::decode(&got[0])?.0.sender_slot, 0); // stamped by the server
+/// assert!(sender.0.borrow().is_empty()); // never echoed back
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Forwarder {
     me: ConnId,

@@ -458,6 +458,39 @@ impl Partial {
 ///
 /// A frame that completed forgets its fragments: a stray duplicate fragment arriving
 /// afterwards starts a new partial frame, which never completes and expires.
+///
+/// # Run loop
+/// For each datagram of the room: decode its header, [`push`](Self::push) it with the
+/// current time, and decrypt each frame it completes; when no datagram comes, call
+/// [`handle_timeout`](Self::handle_timeout) at [`poll_timeout`](Self::poll_timeout) so
+/// that abandoned partial frames are freed.
+///
+/// ```
+/// use conclave_core::media::{self, Reassembler, ReassemblyConfig};
+/// use conclave_proto::datagram::{DatagramHeader, MediaKind};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ciphertext = vec![0x5a; 3_000]; // an SFrame ciphertext
+/// let datagrams = media::fragment(9, MediaKind::Video, true, 42, &ciphertext, 1_200)?;
+/// assert!(datagrams.len() > 1);
+///
+/// let mut reassembler = Reassembler::new(ReassemblyConfig::default());
+/// let mut now_ms = 1_000;
+/// let mut frames = Vec::new();
+/// for datagram in datagrams.iter().rev() { // any order
+///     let (header, payload) = DatagramHeader::decode(datagram)?;
+///     frames.extend(reassembler.push(&header, payload, now_ms));
+///     now_ms += 1;
+/// }
+/// assert_eq!(frames.len(), 1);
+/// assert_eq!(frames[0].ciphertext, ciphertext);
+/// if let Some(at) = reassembler.poll_timeout() {
+///     reassembler.handle_timeout(at); // nothing pending here, so never reached
+/// }
+/// assert_eq!(reassembler.pending_frames(), 0);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Reassembler {
     config: ReassemblyConfig,
     by_key: BTreeMap<FrameKey, Partial>,

@@ -73,6 +73,48 @@ pub enum SasError {
 }
 
 /// One device's view of the safety-words round of one epoch.
+///
+/// # Run loop
+/// Create the round when the epoch starts, with a fresh random nonce; send what
+/// [`SasRound::poll_message`] yields to the room after every input; hand it every room
+/// message with [`SasRound::on_message`]; resend [`SasRound::own_messages`] now and
+/// then; once [`SasRound::nonces`] is `Some`, compute the words. Two devices, with the
+/// room simulated by moving the messages across:
+///
+/// ```
+/// use conclave_core::identity::{DeviceIdentity, UserSigningKey};
+/// use conclave_core::safety::round::SasRound;
+/// use conclave_core::{UnixMillis, UserId, time::DAY_MS};
+/// use rand_core::{OsRng, RngCore};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let now = UnixMillis(1_767_225_600_000);
+/// let device = |name: &str| -> Result<DeviceIdentity, Box<dyn std::error::Error>> {
+///     let key = UserSigningKey::generate(&mut OsRng);
+///     Ok(DeviceIdentity::create(&key, UserId::from_username(name)?, now, DAY_MS, &mut OsRng)?)
+/// };
+/// let (alice, bob) = (device("alice")?, device("bob")?);
+/// let me = [&alice, &bob];
+/// let members: Vec<_> = me.iter().map(|d| (d.device_id(), *d.public().signing_key())).collect();
+/// let meeting_id = [7u8; 32];
+/// let new_round = |device: &DeviceIdentity| {
+///     let mut nonce = [0u8; 32];
+///     OsRng.fill_bytes(&mut nonce); // fresh for every round
+///     SasRound::new(&meeting_id, 3, device.device_id(), members.clone(), nonce)
+/// };
+/// let mut rounds = [new_round(&alice), new_round(&bob)];
+/// for _ in 0..3 {
+///     for from in 0..2 {
+///         while let Some(message) = rounds[from].poll_message(me[from]) {
+///             rounds[1 - from].on_message(&message)?; // through the room
+///         }
+///     }
+/// }
+/// assert!(rounds.iter().all(SasRound::is_complete));
+/// assert_eq!(rounds[0].nonces(), rounds[1].nonces());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct SasRound {
     meeting_id: [u8; 32],

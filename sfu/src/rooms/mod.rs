@@ -273,6 +273,68 @@ struct Connection {
 }
 
 /// All rooms of one server.
+///
+/// # Run loop
+/// The server layer feeds every connection's room requests and disconnects in with
+/// the current time, persists the [`RoomRecord`] a call returns before it answers,
+/// applies every [`RoomOutput`] ([`RoomRegistry::poll_output`]: events to connections,
+/// fan-out tables to the media plane), and calls [`RoomRegistry::handle_timeout`] at
+/// [`RoomRegistry::poll_timeout`] (rotation grace windows). Two connections meet in a
+/// room:
+///
+/// ```
+/// use conclave_core::meeting::{MeetingId, MeetingKey};
+/// use conclave_sfu::rooms::{OpenRequest, RoomLimits, RoomOutput, RoomRegistry};
+/// use rand_core::OsRng;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut registry = RoomRegistry::new(RoomLimits {
+///     max_members_per_room: 100,
+///     max_rooms_per_connection: 8,
+///     rotation_grace_ms: 2_000,
+///     succession_grace_ms: 10_000,
+///     rotation_burst: 4,
+///     rotation_interval_ms: 1_000,
+/// });
+/// // Each connection: its TLS exporter value and challenge, then its device.
+/// for (conn, device) in [(1, [1u8; 16]), (2, [2u8; 16])] {
+///     registry.connect(conn, &[conn as u8; 32], &[0xC0; 32]);
+///     registry.authenticate(conn, device);
+/// }
+/// // The members hold the meeting key; the server sees only the routing id and the
+/// // room-auth public key.
+/// let key = MeetingKey::generate(0, &mut OsRng);
+/// let routing = MeetingId::from_slice(&[7; 32]).ok_or("32 bytes")?.routing_id();
+/// let auth = key.room_auth_key(&routing);
+/// let mut now_ms = 0;
+/// let proof = auth.sign_join(&[1u8; 32], &[0xC0; 32])?;
+/// let opened = registry.open(1, &OpenRequest {
+///     routing_id: *routing.as_bytes(),
+///     epoch: 0,
+///     auth_public: auth.public().to_bytes(),
+///     join_signature: &proof,
+///     leaders: &[[1u8; 16]],
+/// }, None, now_ms)?;
+/// // (persist `opened.persist`, then answer RoomJoined with the handle and slot)
+/// now_ms += 10;
+/// let proof = auth.sign_join(&[2u8; 32], &[0xC0; 32])?;
+/// let joined = registry.join(2, routing.as_bytes(), 0, &proof, now_ms)?;
+/// assert_ne!(opened.slot, joined.slot);
+/// let mut fan_out = 0;
+/// while let Some(output) = registry.poll_output() {
+///     match output {
+///         RoomOutput::Event { .. } => {}                          // to that connection
+///         RoomOutput::Routes { routes, .. } => fan_out = routes.len(), // to the media plane
+///         RoomOutput::Departed { .. } => {}
+///     }
+/// }
+/// assert_eq!(fan_out, 2);
+/// if let Some(at) = registry.poll_timeout() {
+///     registry.handle_timeout(at); // no rotation pending here
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct RoomRegistry {
     limits: RoomLimits,

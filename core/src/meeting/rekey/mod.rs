@@ -275,6 +275,70 @@ struct Behind {
 }
 
 /// One device's view of one meeting.
+///
+/// # Run loop
+/// The IO layer owns one `MeetingState` per meeting and repeats three steps, with the
+/// server's time as `now`: feed it what happened (a command of the app, an opened
+/// control message with [`MeetingState::on_message`], the room's epoch with
+/// [`MeetingState::room_epoch`], a delivery report with
+/// [`MeetingState::rekey_delivered`], a dropped device); carry out every output of
+/// [`MeetingState::poll_output`] in order, the `RotateRoom` of a round before the
+/// rest; and call [`MeetingState::handle_timeout`] when [`MeetingState::poll_timeout`]
+/// comes. Here the key leader removes Bob:
+///
+/// ```
+/// use conclave_core::identity::{DeviceIdentity, UserIdentity, UserSigningKey};
+/// use conclave_core::meeting::rekey::{MeetingOutput, MeetingState, RekeyConfig, Roster, RosterMember};
+/// use conclave_core::meeting::{MeetingId, MeetingKey};
+/// use conclave_core::{UnixMillis, UserId, time::DAY_MS};
+/// use rand_core::OsRng;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut now = UnixMillis(1_767_225_600_000);
+/// let member = |name: &str, index: u32| -> Result<(UserId, RosterMember), Box<dyn std::error::Error>> {
+///     let key = UserSigningKey::generate(&mut OsRng);
+///     let user = UserIdentity { user_id: UserId::from_username(name)?, key: key.public_key() };
+///     let device = DeviceIdentity::create(&key, user.user_id, now, DAY_MS, &mut OsRng)?;
+///     Ok((user.user_id, RosterMember::new(&user, device.public().clone(), index)))
+/// };
+/// let (_, alice) = member("alice", 0)?;
+/// let (bob, bob_device) = member("bob", 1)?;
+/// let me = alice.device_id;
+/// let roster = Roster::new([alice, bob_device])?;
+/// let id = MeetingId::generate(&UserId::from_username("alice")?, &me, now, 2, &mut OsRng);
+/// let mut state = MeetingState::start(id, me, roster, MeetingKey::generate(0, &mut OsRng), RekeyConfig::default())?;
+///
+/// state.remove(&[bob], &[], now)?; // an input
+/// let mut rekeyed = None;
+/// for _ in 0..10 {
+///     while let Some(output) = state.poll_output() {
+///         match output {
+///             // Seal `payload` to exactly these roster devices and send it; report a
+///             // Rekey delivered once the server took it.
+///             MeetingOutput::Send { rekey_epoch: Some(epoch), .. } => rekeyed = Some(epoch),
+///             MeetingOutput::Send { .. } => {}
+///             // Rotate the SFU room, then send on the new epoch's SFrame key.
+///             MeetingOutput::RotateRoom { .. } | MeetingOutput::SendingEpoch { .. } => {}
+///             _ => {} // install or drop receive keys, update the roster view, ...
+///         }
+///     }
+///     if let Some(epoch) = rekeyed.take() {
+///         state.rekey_delivered(epoch, now)?; // an input: the Rekey went out
+///         continue;
+///     }
+///     match state.poll_timeout() {
+///         Some(at) => {
+///             now = at; // sleep until then (or until the next input)
+///             state.handle_timeout(now, &mut OsRng);
+///         }
+///         None => break,
+///     }
+/// }
+/// assert_eq!(state.sending_epoch(), 1);
+/// assert_eq!(state.roster().len(), 1);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct MeetingState {
     meeting_id: MeetingId,
