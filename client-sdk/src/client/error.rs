@@ -30,6 +30,8 @@ pub enum ClientError {
         /// For `WrongEpoch`: the room's current epoch as the server claims it (not
         /// trusted: it only ever makes this device stop sending and ask for a key).
         room_epoch: Option<u64>,
+        /// For `RateLimited`: how long the server asks to wait before trying again.
+        retry_after: Option<std::time::Duration>,
     },
     /// The server answered something this SDK cannot interpret (a version mismatch or a
     /// misbehaving server).
@@ -155,6 +157,15 @@ impl ClientError {
         }
     }
 
+    /// For a `RateLimited` refusal: how long the server asks to wait.
+    #[must_use]
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            ClientError::Server { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// Whether retrying later may succeed (a connection problem or a rate limit).
     #[must_use]
     pub fn is_transient(&self) -> bool {
@@ -179,11 +190,13 @@ impl From<TransportError> for ClientError {
                 code,
                 message,
                 room_epoch,
-                ..
+                retry_after_ms,
             } => ClientError::Server {
                 code,
                 message,
                 room_epoch: (room_epoch > 0).then_some(room_epoch),
+                retry_after: (retry_after_ms > 0)
+                    .then(|| std::time::Duration::from_millis(retry_after_ms)),
             },
             e @ TransportError::Protocol(_) => {
                 ClientError::Protocol(ProtocolViolation::Transport(e))

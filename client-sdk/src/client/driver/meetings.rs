@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use conclave_proto::v1::{
     self, ErrorCode, client_frame::Request, container_payload::Body, response,
@@ -532,7 +532,7 @@ impl Driver {
         let id = rotation.meeting;
         let (Some(entry), Some(link)) = (self.meetings.get(&id), self.link.as_ref()) else {
             // Without a connection: retried once it is back.
-            self.schedule_rotation(rotation);
+            self.schedule_rotation(rotation, None);
             return;
         };
         if entry.proven.is_some_and(|p| p >= rotation.to) {
@@ -562,7 +562,7 @@ impl Driver {
             }
             Ok(other) => {
                 tracing::warn!(?other, "unexpected answer to RotateRoom");
-                self.schedule_rotation(rotation);
+                self.schedule_rotation(rotation, None);
             }
             Err(e) if e.server_code() == Some(ErrorCode::WrongEpoch) => {
                 // The room is already at `to` or beyond (a rotation whose answer was
@@ -572,14 +572,15 @@ impl Driver {
             }
             Err(e) => {
                 tracing::warn!(error = %e, attempt = rotation.attempt, "rotating the meeting's room failed; retrying");
-                self.schedule_rotation(rotation);
+                self.schedule_rotation(rotation, e.retry_after());
             }
         }
     }
 
-    /// Schedules another attempt at a rotation, or gives up and tells the app.
-    fn schedule_rotation(&mut self, rotation: PendingRotation) {
-        if let Err(gave_up) = self.rotations.retry(rotation, Instant::now())
+    /// Schedules another attempt at a rotation (no sooner than the server's rate limit
+    /// asked), or gives up and tells the app.
+    fn schedule_rotation(&mut self, rotation: PendingRotation, retry_after: Option<Duration>) {
+        if let Err(gave_up) = self.rotations.retry(rotation, retry_after, Instant::now())
             && let Some(entry) = self.meetings.get(&gave_up.meeting)
         {
             entry.shared.emit(MeetingEvent::RoomRotationFailed {

@@ -19,6 +19,10 @@ pub(crate) const ROTATE_RETRY_MS: u64 = 250;
 /// than the SFU's default succession grace of 10 s).
 pub(crate) const ROTATE_RETRY_MAX_MS: u64 = 4_000;
 
+/// Longest wait a server's rate limit may impose on one rotation retry, ms (a
+/// compromised server cannot park a rotation for hours).
+pub(crate) const MAX_SERVER_WAIT_MS: u64 = 30_000;
+
 /// A room rotation being attempted.
 #[derive(Debug, Clone)]
 pub(crate) struct PendingRotation {
@@ -54,10 +58,13 @@ impl Rotations {
     }
 
     /// Schedules another attempt at `rotation` (which just failed at `now`), or gives
-    /// up when its attempts are spent.
+    /// up when its attempts are spent. The attempt waits out the backoff, and at least
+    /// `retry_after` when the server's rate limit asked for it (capped at
+    /// [`MAX_SERVER_WAIT_MS`]).
     pub(crate) fn retry(
         &mut self,
         mut rotation: PendingRotation,
+        retry_after: Option<Duration>,
         now: Instant,
     ) -> Result<(), RotationGaveUp> {
         if rotation.attempt + 1 >= ROTATE_ATTEMPTS {
@@ -66,8 +73,13 @@ impl Rotations {
                 epoch: rotation.to,
             });
         }
-        let delay = (ROTATE_RETRY_MS << rotation.attempt.min(4)).min(ROTATE_RETRY_MAX_MS);
-        rotation.at = now + Duration::from_millis(delay);
+        let backoff = Duration::from_millis(
+            (ROTATE_RETRY_MS << rotation.attempt.min(4)).min(ROTATE_RETRY_MAX_MS),
+        );
+        let asked = retry_after
+            .unwrap_or_default()
+            .min(Duration::from_millis(MAX_SERVER_WAIT_MS));
+        rotation.at = now + backoff.max(asked);
         rotation.attempt += 1;
         self.cancel(&rotation.meeting);
         self.pending.push(rotation);
@@ -111,7 +123,7 @@ mod tests {
         let mut now = t0;
         let mut delays = Vec::new();
         loop {
-            match rotations.retry(r, now) {
+            match rotations.retry(r, None, now) {
                 Ok(()) => {}
                 Err(gave_up) => {
                     assert_eq!(gave_up.epoch, 5);
@@ -134,10 +146,35 @@ mod tests {
     fn a_newer_rotation_of_the_meeting_replaces_the_pending_one() {
         let t0 = Instant::now();
         let mut rotations = Rotations::default();
-        rotations.retry(rotation(t0, 5), t0).unwrap();
-        rotations.retry(rotation(t0, 6), t0).unwrap();
+        rotations.retry(rotation(t0, 5), None, t0).unwrap();
+        rotations.retry(rotation(t0, 6), None, t0).unwrap();
         let due = rotations.take_due(t0 + Duration::from_secs(10));
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].to, 6);
+    }
+
+    /// The server's rate limit sets the wait when it is longer than the backoff, up to
+    /// a bound.
+    #[test]
+    fn a_rate_limited_rotation_waits_as_long_as_the_server_asks_within_a_bound() {
+        let t0 = Instant::now();
+        let mut rotations = Rotations::default();
+        rotations
+            .retry(rotation(t0, 5), Some(Duration::from_secs(3)), t0)
+            .unwrap();
+        assert_eq!(rotations.next_at(), Some(t0 + Duration::from_secs(3)));
+        let mut rotations = Rotations::default();
+        rotations
+            .retry(rotation(t0, 5), Some(Duration::from_millis(10)), t0)
+            .unwrap();
+        assert_eq!(rotations.next_at(), Some(t0 + Duration::from_millis(250)));
+        let mut rotations = Rotations::default();
+        rotations
+            .retry(rotation(t0, 5), Some(Duration::from_secs(3_600)), t0)
+            .unwrap();
+        assert_eq!(
+            rotations.next_at(),
+            Some(t0 + Duration::from_millis(MAX_SERVER_WAIT_MS))
+        );
     }
 }
