@@ -1,12 +1,14 @@
 //! A minimal protobuf wire-format splitter for mutation tests: finds top-level fields
-//! so mutators can splice, drop or duplicate them. Shared by
-//! `core/tests/garbage_containers_never_panic.rs` and the fuzz crate
-//! (`fuzz/src/lib.rs`), which include this file by path.
-#![allow(dead_code, clippy::cast_possible_truncation, clippy::indexing_slicing)]
+//! so mutators can splice, drop or duplicate them (used by
+//! `core/tests/garbage_containers_never_panic.rs` and the fuzz targets).
+// Field spans come from `fields`, which yields only ranges inside the message it split.
+#![allow(clippy::cast_possible_truncation, clippy::indexing_slicing)]
 
 use std::ops::Range;
 
-pub(crate) fn read_varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
+/// Reads a varint at `*pos`, advancing it (`None` if the bytes end first or it is
+/// longer than ten bytes).
+pub fn read_varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
     let mut value = 0u64;
     for shift in (0..64).step_by(7) {
         let b = *bytes.get(*pos)?;
@@ -19,7 +21,8 @@ pub(crate) fn read_varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
     None
 }
 
-pub(crate) fn write_varint(out: &mut Vec<u8>, mut value: u64) {
+/// Appends `value` as a varint.
+pub fn write_varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         out.push((value as u8) | 0x80);
         value >>= 7;
@@ -29,14 +32,17 @@ pub(crate) fn write_varint(out: &mut Vec<u8>, mut value: u64) {
 
 /// One top-level protobuf field: where it is, its number and, if length-delimited,
 /// where its contents are.
-pub(crate) struct Field {
-    pub(crate) span: Range<usize>,
-    pub(crate) number: u64,
-    pub(crate) contents: Option<Range<usize>>,
+pub struct Field {
+    /// The whole field: key, length prefix if any, and value.
+    pub span: Range<usize>,
+    /// The field number.
+    pub number: u64,
+    /// The value of a length-delimited field.
+    pub contents: Option<Range<usize>>,
 }
 
 /// Splits a protobuf message into its top-level fields (None if not well-formed).
-pub(crate) fn fields(bytes: &[u8]) -> Option<Vec<Field>> {
+pub fn fields(bytes: &[u8]) -> Option<Vec<Field>> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < bytes.len() {
@@ -76,7 +82,7 @@ pub(crate) fn fields(bytes: &[u8]) -> Option<Vec<Field>> {
 }
 
 /// `bytes` with fields `a` and `b` exchanged (`None` if they are the same field).
-pub(crate) fn swap_fields(bytes: &[u8], a: &Field, b: &Field) -> Option<Vec<u8>> {
+pub fn swap_fields(bytes: &[u8], a: &Field, b: &Field) -> Option<Vec<u8>> {
     let (a, b) = if a.span.start <= b.span.start {
         (a, b)
     } else {
@@ -95,14 +101,14 @@ pub(crate) fn swap_fields(bytes: &[u8], a: &Field, b: &Field) -> Option<Vec<u8>>
 }
 
 /// `bytes` with `field` repeated at the end.
-pub(crate) fn repeat_field(bytes: &[u8], field: &Field) -> Vec<u8> {
+pub fn repeat_field(bytes: &[u8], field: &Field) -> Vec<u8> {
     let mut out = bytes.to_vec();
     out.extend_from_slice(&bytes[field.span.clone()]);
     out
 }
 
 /// `bytes` without `field`.
-pub(crate) fn drop_field(bytes: &[u8], field: &Field) -> Vec<u8> {
+pub fn drop_field(bytes: &[u8], field: &Field) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     out.extend_from_slice(&bytes[..field.span.start]);
     out.extend_from_slice(&bytes[field.span.end..]);
@@ -110,10 +116,17 @@ pub(crate) fn drop_field(bytes: &[u8], field: &Field) -> Vec<u8> {
 }
 
 /// `bytes` with `field` replaced by the bytes of `from`, a field of `donor`.
-pub(crate) fn replace_field(bytes: &[u8], field: &Field, donor: &[u8], from: &Field) -> Vec<u8> {
+pub fn replace_field(bytes: &[u8], field: &Field, donor: &[u8], from: &Field) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     out.extend_from_slice(&bytes[..field.span.start]);
     out.extend_from_slice(&donor[from.span.clone()]);
     out.extend_from_slice(&bytes[field.span.end..]);
     out
+}
+
+/// Appends a length-delimited field `number` holding `contents`.
+pub fn write_length_delimited(out: &mut Vec<u8>, number: u64, contents: &[u8]) {
+    write_varint(out, (number << 3) | 2);
+    write_varint(out, contents.len() as u64);
+    out.extend_from_slice(contents);
 }
