@@ -12,7 +12,6 @@
     clippy::indexing_slicing
 )]
 
-mod support;
 
 use std::sync::Arc;
 
@@ -22,12 +21,15 @@ use conclave_sdk::transport::TransportError;
 use conclave_sfu::config::Config;
 use conclave_sfu::store::{MemoryStore, Store};
 use rand_core::OsRng;
-use support::{TestClient, TestRoom, TestServer, TestUser, test_config};
+use conclave_testkit::identity::User;
+use conclave_testkit::protocol::TestClient;
+use conclave_testkit::protocol::rooms::TestRoom;
+use conclave_testkit::sfu::{TestSfu, test_config};
 
-async fn start(store: Arc<dyn Store>, edit: impl FnOnce(&mut Config)) -> TestServer {
+async fn start(store: Arc<dyn Store>, edit: impl FnOnce(&mut Config)) -> TestSfu {
     let mut config = test_config();
     edit(&mut config);
-    TestServer::start_with(config, store).await
+    TestSfu::start_with(config, store).await
 }
 
 /// A server refusal's code, message and wait.
@@ -69,8 +71,8 @@ async fn one_device_cannot_create_room_records_without_limit() {
         c.limits.room_records_per_device_per_hour = 1;
     })
     .await;
-    let (alice, _) = TestClient::registered(&server, &TestUser::new("alice")).await;
-    let (bob, _) = TestClient::registered(&server, &TestUser::new("bob")).await;
+    let (alice, _) = TestClient::registered(&server, &User::new("alice")).await;
+    let (bob, _) = TestClient::registered(&server, &User::new("bob")).await;
 
     let rooms: Vec<TestRoom> = (0..4).map(|_| TestRoom::new()).collect();
     for room in &rooms[..3] {
@@ -112,8 +114,8 @@ async fn rotations_beyond_the_room_budget_are_refused_with_a_wait() {
         c.limits.room_rotation_interval_ms = 60_000;
     })
     .await;
-    let (alice, _) = TestClient::registered(&server, &TestUser::new("alice")).await;
-    let (bob, _) = TestClient::registered(&server, &TestUser::new("bob")).await;
+    let (alice, _) = TestClient::registered(&server, &User::new("alice")).await;
+    let (bob, _) = TestClient::registered(&server, &User::new("bob")).await;
     let mut room = TestRoom::new();
     alice.open_room(&room.auth(), &room.routing).await.unwrap();
     for _ in 0..2 {
@@ -151,8 +153,8 @@ async fn rotations_beyond_the_room_budget_are_refused_with_a_wait() {
 async fn a_room_record_outlives_its_last_explicit_leave_so_a_past_member_cannot_squat_it() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let server = start(Arc::clone(&store), |_| {}).await;
-    let (alice, _) = TestClient::registered(&server, &TestUser::new("alice")).await;
-    let (mallory, _) = TestClient::registered(&server, &TestUser::new("mallory")).await;
+    let (alice, _) = TestClient::registered(&server, &User::new("alice")).await;
+    let (mallory, _) = TestClient::registered(&server, &User::new("mallory")).await;
     let room = TestRoom::new();
     alice.open_room(&room.auth(), &room.routing).await.unwrap();
     mallory

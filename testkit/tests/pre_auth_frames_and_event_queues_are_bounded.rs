@@ -12,7 +12,6 @@
     clippy::indexing_slicing
 )]
 
-mod support;
 
 use std::sync::Arc;
 
@@ -20,13 +19,16 @@ use conclave_proto::v1::{self, ErrorCode, client_frame::Request, response};
 use conclave_sfu::config::Config;
 use conclave_sfu::server::close_code;
 use conclave_sfu::store::MemoryStore;
-use support::raw::RawControl;
-use support::{TestClient, TestServer, TestUser, device_id_bytes, junk_container, test_config};
+use conclave_testkit::identity::User;
+use conclave_testkit::protocol::{TestClient, device_id_bytes};
+use conclave_testkit::protocol::mailbox::junk_container;
+use conclave_testkit::protocol::raw::RawControl;
+use conclave_testkit::sfu::{TestSfu, test_config};
 
-async fn start(edit: impl FnOnce(&mut Config)) -> TestServer {
+async fn start(edit: impl FnOnce(&mut Config)) -> TestSfu {
     let mut config = test_config();
     edit(&mut config);
-    TestServer::start_with(config, Arc::new(MemoryStore::new())).await
+    TestSfu::start_with(config, Arc::new(MemoryStore::new())).await
 }
 
 /// The error the server sends for request id 0 before it closes the connection.
@@ -70,14 +72,14 @@ async fn an_unauthenticated_connection_announcing_a_frame_above_the_pre_auth_lim
     assert!(reason.contains("before authentication"), "{reason}");
 
     // Other clients are served as usual.
-    TestClient::registered(&server, &TestUser::new("bob")).await;
+    TestClient::registered(&server, &User::new("bob")).await;
 }
 
 #[tokio::test]
 async fn after_authentication_the_full_frame_limit_applies() {
     let server = start(|_| {}).await;
     let mut raw = RawControl::connect(&server).await;
-    let user = TestUser::new("alice");
+    let user = User::new("alice");
     let device = user.device();
     // Register is well under the pre-authentication limit.
     raw.register(&user, &device).await;
@@ -118,12 +120,12 @@ async fn a_connection_that_does_not_read_its_events_is_cut_when_queued_bytes_exc
     // The victim registers, then never reads its control stream again. Its QUIC
     // receive window is small, so little sits in flight.
     let mut victim = RawControl::connect_with_window(&server, Some(16 * 1024)).await;
-    let victim_user = TestUser::new("victim");
+    let victim_user = User::new("victim");
     let victim_device = victim_user.device();
     victim.register(&victim_user, &victim_device).await;
     let victim_id = device_id_bytes(&victim_device);
 
-    let alice = TestUser::new("alice");
+    let alice = User::new("alice");
     let (alice_client, alice_device) = TestClient::registered(&server, &alice).await;
     // 64 containers of 16 KiB are 1 MiB: far below the frame-count bound (1024
     // events), far above the byte bound of 64 KiB.
@@ -152,7 +154,7 @@ async fn a_connection_that_does_not_read_its_events_is_cut_when_queued_bytes_exc
     // sender goes on working.
     let victim_key = *victim_device.device_id().as_bytes();
     assert_eq!(server.store.mailbox_count(&victim_key).unwrap(), sent);
-    let bob = TestUser::new("bob");
+    let bob = User::new("bob");
     let (mut bob_client, bob_device) = TestClient::registered(&server, &bob).await;
     alice_client
         .send_container(

@@ -3,19 +3,17 @@
 //! sender, never into another room, even for a client that is in both rooms.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-mod media_support;
-mod support;
+use conclave_testkit::media::{assert_exactly, assert_quiet, collect_until_markers, member, send_burst, send_marker};
+use conclave_testkit::protocol::rooms::{TestRoom, slot_of};
+use conclave_testkit::sfu::TestSfu;
 
-use media_support::{
-    assert_exactly, assert_quiet, collect_until_markers, member, send_burst, send_marker, slot_of,
-};
-use support::{TestRoom, TestServer};
+
 
 const BURST: u32 = 25;
 
 #[tokio::test]
 async fn every_datagram_reaches_exactly_the_other_members_of_its_room() {
-    let server = TestServer::start().await;
+    let server = TestSfu::start().await;
     // Room 1: Alice, Bob, Xavier. Room 2: Xavier, Dave, Erin. Xavier is in both.
     let alice = member(&server, "alice").await;
     let bob = member(&server, "bob").await;
@@ -97,7 +95,7 @@ async fn every_datagram_reaches_exactly_the_other_members_of_its_room() {
 
 #[tokio::test]
 async fn a_member_of_one_room_cannot_write_into_another_by_naming_its_handle() {
-    let server = TestServer::start().await;
+    let server = TestSfu::start().await;
     let alice = member(&server, "alice").await;
     let bob = member(&server, "bob").await;
     let xavier = member(&server, "xavier").await;

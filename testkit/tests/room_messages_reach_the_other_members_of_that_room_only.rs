@@ -4,12 +4,12 @@
 //! and never above 1,024 bytes.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-mod media_support;
-mod support;
 
 use conclave_proto::v1::{self, ErrorCode, client_frame::Request, event::Event, response};
-use media_support::member;
-use support::{TestClient, TestRoom, TestServer};
+use conclave_testkit::media::member;
+use conclave_testkit::protocol::TestClient;
+use conclave_testkit::protocol::rooms::TestRoom;
+use conclave_testkit::sfu::TestSfu;
 
 async fn send(
     client: &TestClient,
@@ -35,7 +35,7 @@ async fn next_message(client: &mut TestClient) -> v1::RoomMessage {
 
 #[tokio::test]
 async fn a_room_message_reaches_the_other_members_of_that_room_only() {
-    let server = TestServer::start().await;
+    let server = TestSfu::start().await;
     let alice = member(&server, "alice").await;
     let mut bob = member(&server, "bob").await;
     let mut carol = member(&server, "carol").await;

@@ -4,8 +4,6 @@
 //! datagrams, and cannot come back with the old key.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-mod media_support;
-mod support;
 
 use std::sync::Arc;
 
@@ -13,12 +11,11 @@ use conclave_proto::v1::{self, ErrorCode, EvictReason, event::Event};
 use conclave_sdk::meeting::MeetingKey;
 use conclave_sdk::transport::TransportError;
 use conclave_sfu::store::MemoryStore;
-use media_support::{
-    assert_exactly, assert_quiet, collect_until_markers, leave_room, member, send_burst,
-    send_marker, slot_of,
-};
 use rand_core::OsRng;
-use support::{TestClient, TestRoom, TestServer, test_config};
+use conclave_testkit::media::{assert_exactly, assert_quiet, collect_until_markers, member, send_burst, send_marker};
+use conclave_testkit::protocol::TestClient;
+use conclave_testkit::protocol::rooms::{TestRoom, slot_of};
+use conclave_testkit::sfu::{TestSfu, test_config};
 
 /// The grace window of these tests. The member that re-proves does so right after the
 /// rotation is answered; a generous window keeps a slow machine from turning that into
@@ -27,10 +24,10 @@ const GRACE_MS: u64 = 2_000;
 
 const BURST: u32 = 20;
 
-async fn server() -> TestServer {
+async fn server() -> TestSfu {
     let mut config = test_config();
     config.timing.rotation_grace_ms = GRACE_MS;
-    TestServer::start_with(config, Arc::new(MemoryStore::new())).await
+    TestSfu::start_with(config, Arc::new(MemoryStore::new())).await
 }
 
 async fn epoch_changed(client: &mut TestClient, handle: u32) -> v1::EpochChanged {
@@ -169,7 +166,7 @@ async fn when_the_leader_leaves_only_its_listed_successor_rotates_after_the_grac
     let mut config = test_config();
     config.timing.rotation_grace_ms = GRACE_MS;
     config.timing.leader_succession_ms = 300;
-    let server = TestServer::start_with(config, Arc::new(MemoryStore::new())).await;
+    let server = TestSfu::start_with(config, Arc::new(MemoryStore::new())).await;
     let alice = member(&server, "alice").await;
     let mut bob = member(&server, "bob").await;
     let mut carol = member(&server, "carol").await;
@@ -195,7 +192,7 @@ async fn when_the_leader_leaves_only_its_listed_successor_rotates_after_the_grac
         .unwrap_err();
     assert_eq!(err.server_code(), Some(ErrorCode::NotLeader), "{err}");
 
-    leave_room(&alice, &room.routing).await.unwrap();
+    alice.leave_room(&room.routing).await.unwrap();
     assert_eq!(member_left(&mut bob, handle).await, ja.slot);
     assert_eq!(member_left(&mut carol, handle).await, ja.slot);
 
@@ -210,7 +207,7 @@ async fn when_the_leader_leaves_only_its_listed_successor_rotates_after_the_grac
     // when told to, as the SDK does).
     let old = room.rekey();
     let new = room.auth();
-    let rotated = tokio::time::timeout(support::WAIT, async {
+    let rotated = tokio::time::timeout(conclave_testkit::WAIT, async {
         loop {
             match bob.rotate_room(&old, &new, &room.routing).await {
                 Ok(epoch) => return epoch,

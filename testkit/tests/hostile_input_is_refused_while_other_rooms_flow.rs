@@ -11,8 +11,6 @@
     clippy::indexing_slicing
 )]
 
-mod media_support;
-mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,11 +21,15 @@ use conclave_proto::frame;
 use conclave_proto::v1::{self, ErrorCode, client_frame::Request, response};
 use conclave_sfu::server::close_code;
 use conclave_sfu::store::MemoryStore;
-use media_support::{Got, Tag, assert_exactly, member, send_marker, slot_of};
 use metrics_exporter_prometheus::PrometheusHandle;
-use support::raw::RawControl;
-use support::{TestClient, TestRoom, TestServer, TestUser, WAIT, test_config};
 use tokio::task::JoinHandle;
+use conclave_testkit::clock::WAIT;
+use conclave_testkit::identity::User;
+use conclave_testkit::media::{Got, Tag, assert_exactly, member, send_marker};
+use conclave_testkit::protocol::TestClient;
+use conclave_testkit::protocol::raw::RawControl;
+use conclave_testkit::protocol::rooms::{TestRoom, slot_of};
+use conclave_testkit::sfu::{TestSfu, test_config};
 
 /// Largest datagram the server accepts in this test: small, so that an oversize
 /// datagram still fits the QUIC path and reaches the server's check.
@@ -237,7 +239,7 @@ async fn hostile_frames_and_datagrams_are_refused_and_counted_while_a_healthy_ro
     let mut config = test_config();
     config.limits.max_datagram_bytes = MAX_DATAGRAM;
     let max_frame_bytes = config.limits.max_frame_bytes;
-    let server = TestServer::start_with(config, Arc::new(MemoryStore::new())).await;
+    let server = TestSfu::start_with(config, Arc::new(MemoryStore::new())).await;
 
     // The healthy room: Alice and Bob talk both ways, all along.
     let alice = Arc::new(member(&server, "alice").await);
@@ -249,7 +251,7 @@ async fn hostile_frames_and_datagrams_are_refused_and_counted_while_a_healthy_ro
 
     // Mallory is a registered member of the same room (a participant gone rogue).
     let mut mallory = RawControl::connect(&server).await;
-    let user = TestUser::new("mallory");
+    let user = User::new("mallory");
     let device = user.device();
     mallory.register(&user, &device).await;
     let join_signature = room

@@ -3,17 +3,15 @@
 //! member, and its datagrams go nowhere even if it guesses the room's handle.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-mod media_support;
-mod support;
 
 use conclave_proto::v1::{self, ErrorCode, client_frame::Request};
 use conclave_sdk::meeting::MeetingKey;
 use conclave_sdk::transport::TransportError;
-use media_support::{
-    assert_exactly, assert_quiet, collect_until_markers, member, send_burst, send_marker, slot_of,
-};
 use rand_core::{OsRng, RngCore};
-use support::{TestClient, TestRoom, TestServer};
+use conclave_testkit::media::{assert_exactly, assert_quiet, collect_until_markers, member, send_burst, send_marker};
+use conclave_testkit::protocol::TestClient;
+use conclave_testkit::protocol::rooms::{TestRoom, slot_of};
+use conclave_testkit::sfu::TestSfu;
 
 const BURST: u32 = 20;
 
@@ -42,7 +40,7 @@ fn expect_code(result: Result<v1::response::Result, TransportError>, code: Error
 
 #[tokio::test]
 async fn joins_without_a_valid_proof_for_this_connection_and_epoch_are_refused() {
-    let server = TestServer::start().await;
+    let server = TestSfu::start().await;
     let alice = member(&server, "alice").await;
     let mallory = member(&server, "mallory").await;
     let bystander = member(&server, "bystander").await;
@@ -135,7 +133,7 @@ async fn joins_without_a_valid_proof_for_this_connection_and_epoch_are_refused()
 
 #[tokio::test]
 async fn joining_or_opening_without_a_proof_for_an_unknown_room_is_refused() {
-    let server = TestServer::start().await;
+    let server = TestSfu::start().await;
     let alice = member(&server, "alice").await;
     let nowhere = TestRoom::new();
     let err = alice
@@ -167,7 +165,7 @@ async fn joining_or_opening_without_a_proof_for_an_unknown_room_is_refused() {
 
 #[tokio::test]
 async fn a_non_members_datagrams_are_not_forwarded_and_a_valid_join_opens_both_directions() {
-    let server = TestServer::start().await;
+    let server = TestSfu::start().await;
     let alice = member(&server, "alice").await;
     let bob = member(&server, "bob").await;
     let mallory = member(&server, "mallory").await;

@@ -5,7 +5,6 @@
 // Test helpers may panic on unexpected failures.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,15 +15,16 @@ use conclave_sdk::time::DAY_MS;
 use conclave_sdk::transport::{ControlConnection, TransportError};
 use conclave_sfu::config::Config;
 use conclave_sfu::store::MemoryStore;
-use support::{
-    TestClient, TestServer, TestUser, WAIT, device_id_bytes, recipients_from, seal_text,
-    test_config,
-};
+use conclave_testkit::clock::WAIT;
+use conclave_testkit::identity::User;
+use conclave_testkit::protocol::{TestClient, device_id_bytes};
+use conclave_testkit::protocol::mailbox::{recipients_from, seal_text};
+use conclave_testkit::sfu::{TestSfu, test_config};
 
-async fn start(edit: impl FnOnce(&mut Config)) -> TestServer {
+async fn start(edit: impl FnOnce(&mut Config)) -> TestSfu {
     let mut config = test_config();
     edit(&mut config);
-    TestServer::start_with(config, Arc::new(MemoryStore::new())).await
+    TestSfu::start_with(config, Arc::new(MemoryStore::new())).await
 }
 
 async fn get_time(client: &TestClient) -> Result<response::Result, TransportError> {
@@ -114,10 +114,10 @@ async fn waiting_as_long_as_the_retry_hint_says_is_enough() {
 #[tokio::test]
 async fn a_fetch_for_more_users_than_max_users_per_fetch_is_refused() {
     let server = start(|c| c.limits.max_users_per_fetch = 3).await;
-    let users: Vec<TestUser> = (0..4).map(|i| TestUser::new(&format!("u{i}"))).collect();
+    let users: Vec<User> = (0..4).map(|i| User::new(&format!("u{i}"))).collect();
     let (client, _) = TestClient::registered(&server, &users[0]).await;
 
-    let all: Vec<&TestUser> = users.iter().collect();
+    let all: Vec<&User> = users.iter().collect();
     let err = client.fetch_bundles(&all).await.unwrap_err();
     assert_limit(&err, "max_users_per_fetch");
     // At the limit it works (unknown users come back without a key).
@@ -128,19 +128,19 @@ async fn a_fetch_for_more_users_than_max_users_per_fetch_is_refused() {
 #[tokio::test]
 async fn a_container_for_more_recipients_than_max_recipients_per_container_is_refused() {
     let server = start(|c| c.limits.max_recipients_per_container = 2).await;
-    let alice = TestUser::new("alice");
+    let alice = User::new("alice");
     let (alice_client, alice_device) = TestClient::registered(&server, &alice).await;
     let mut recipients = Vec::new();
     let mut ids = Vec::new();
     for name in ["bob", "carol", "dave"] {
-        let user = TestUser::new(name);
+        let user = User::new(name);
         let (client, device) = TestClient::registered(&server, &user).await;
         let mut pool = PrekeyPool::new(&device);
         client.upload_prekeys(&device, &mut pool, 2).await.unwrap();
         ids.push(device_id_bytes(&device));
         recipients.push((user, client, device));
     }
-    let users: Vec<&TestUser> = recipients.iter().map(|r| &r.0).collect();
+    let users: Vec<&User> = recipients.iter().map(|r| &r.0).collect();
     let bundles = alice_client.fetch_bundles(&users).await.unwrap();
     let container = seal_text(
         &alice_device,
@@ -173,7 +173,7 @@ async fn a_container_for_more_recipients_than_max_recipients_per_container_is_re
 #[tokio::test]
 async fn a_user_cannot_register_more_than_max_devices_per_user() {
     let server = start(|c| c.limits.max_devices_per_user = 2).await;
-    let alice = TestUser::new("alice");
+    let alice = User::new("alice");
     let (_c1, first) = TestClient::registered(&server, &alice).await;
     let (_c2, _second) = TestClient::registered(&server, &alice).await;
 
@@ -185,7 +185,7 @@ async fn a_user_cannot_register_more_than_max_devices_per_user() {
     // other users are not affected.
     let c4 = TestClient::connect(&server).await;
     assert!(!c4.register(&alice, &first).await.unwrap().new_user);
-    TestClient::registered(&server, &TestUser::new("bob")).await;
+    TestClient::registered(&server, &User::new("bob")).await;
 }
 
 #[tokio::test]
@@ -195,7 +195,7 @@ async fn an_upload_that_would_exceed_max_prekeys_per_device_is_refused_whole() {
         c.limits.prekeys_low_threshold = 5;
     })
     .await;
-    let owner = TestUser::new("owner");
+    let owner = User::new("owner");
     let (client, device) = TestClient::registered(&server, &owner).await;
     let mut pool = PrekeyPool::new(&device);
     assert_eq!(
@@ -220,7 +220,7 @@ async fn an_upload_that_would_exceed_max_prekeys_per_device_is_refused_whole() {
 }
 
 /// Tries to open a session: `Ok` only if the server answers Hello with HelloOk.
-async fn try_session(server: &TestServer) -> Result<(), String> {
+async fn try_session(server: &TestSfu) -> Result<(), String> {
     let config = conclave_sdk::transport::client_config(&server.trust).unwrap();
     let attempt = async {
         let (conn, _events) = ControlConnection::connect(server.addr, "localhost", config)
@@ -275,14 +275,14 @@ async fn a_rate_limited_request_has_no_effect() {
         c.limits.request_burst = 5;
     })
     .await;
-    let bob = TestUser::new("bob");
+    let bob = User::new("bob");
     let (bob_client, bob_device) = TestClient::registered(&server, &bob).await;
     let mut pool = PrekeyPool::new(&bob_device);
     bob_client
         .upload_prekeys(&bob_device, &mut pool, 1)
         .await
         .unwrap();
-    let alice = TestUser::new("alice");
+    let alice = User::new("alice");
     // Hello, Register and FetchBundles: three of Alice's five tokens.
     let (alice_client, alice_device) = TestClient::registered(&server, &alice).await;
     let bundles = alice_client.fetch_bundles(&[&bob]).await.unwrap();
@@ -321,15 +321,15 @@ async fn a_rate_limited_request_has_no_effect() {
 
 #[tokio::test]
 async fn an_acknowledgement_of_too_many_ids_is_refused_whole() {
-    let server = TestServer::start().await;
-    let bob = TestUser::new("bob");
+    let server = TestSfu::start().await;
+    let bob = User::new("bob");
     let (mut bob_client, bob_device) = TestClient::registered(&server, &bob).await;
     let mut pool = PrekeyPool::new(&bob_device);
     bob_client
         .upload_prekeys(&bob_device, &mut pool, 1)
         .await
         .unwrap();
-    let alice = TestUser::new("alice");
+    let alice = User::new("alice");
     let (alice_client, alice_device) = TestClient::registered(&server, &alice).await;
     let bundles = alice_client.fetch_bundles(&[&bob]).await.unwrap();
     let container = seal_text(

@@ -5,7 +5,6 @@
 // Test helpers may panic on unexpected failures.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,10 +15,10 @@ use conclave_sdk::identity::{DeviceIdentity, PrekeyPool};
 use conclave_sdk::time::DAY_MS;
 use conclave_sfu::config::Config;
 use conclave_sfu::store::{DeviceIdBytes, MemoryStore, Store};
-use support::{
-    TestClient, TestServer, TestUser, device_id_bytes, recipients_from, seal_text, status_for,
-    test_config,
-};
+use conclave_testkit::identity::User;
+use conclave_testkit::protocol::{TestClient, device_id_bytes};
+use conclave_testkit::protocol::mailbox::{recipients_from, seal_text, status_for};
+use conclave_testkit::sfu::{TestSfu, test_config};
 
 /// Polls the store (at most 100 times, 100 ms apart) until `device` holds `want`
 /// entries; returns the last count seen.
@@ -40,9 +39,9 @@ async fn wait_for_mailbox_count(store: &MemoryStore, device: &DeviceIdBytes, wan
 async fn offline_carol(
     config: &Config,
     store: &Arc<MemoryStore>,
-) -> (TestServer, TestUser, DeviceIdentity, PrekeyPool) {
-    let server = TestServer::start_with(config.clone(), Arc::clone(store) as Arc<dyn Store>).await;
-    let carol = TestUser::new("carol");
+) -> (TestSfu, User, DeviceIdentity, PrekeyPool) {
+    let server = TestSfu::start_with(config.clone(), Arc::clone(store) as Arc<dyn Store>).await;
+    let carol = User::new("carol");
     let (client, device) = TestClient::registered(&server, &carol).await;
     let mut pool = PrekeyPool::new(&device);
     client.upload_prekeys(&device, &mut pool, 5).await.unwrap();
@@ -54,7 +53,7 @@ async fn offline_carol(
 /// Alice sends Carol a text with `ttl_ms`; the server must store it for offline Carol.
 async fn send_to_carol(
     alice: (&TestClient, &DeviceIdentity),
-    carol: (&TestUser, &DeviceIdentity),
+    carol: (&User, &DeviceIdentity),
     text: &str,
     ttl_ms: u64,
 ) {
@@ -92,7 +91,7 @@ async fn an_entry_is_swept_once_the_configured_mailbox_ttl_has_passed() {
     let store = Arc::new(MemoryStore::new());
     let (server, carol, carol_device, _pool) = offline_carol(&config, &store).await;
 
-    let alice = TestUser::new("alice");
+    let alice = User::new("alice");
     let (alice_client, alice_device) = TestClient::registered(&server, &alice).await;
     // The container itself would live a day; the server keeps it one second.
     send_to_carol(
@@ -130,7 +129,7 @@ async fn a_container_ttl_shorter_than_the_server_ttl_decides_when_its_entry_expi
     let store = Arc::new(MemoryStore::new());
     let (server, carol, carol_device, mut carol_pool) = offline_carol(&config, &store).await;
 
-    let alice = TestUser::new("alice");
+    let alice = User::new("alice");
     let (alice_client, alice_device) = TestClient::registered(&server, &alice).await;
     let alice_side = (&alice_client, &alice_device);
     let carol_side = (&carol, &carol_device);
@@ -148,7 +147,7 @@ async fn a_container_ttl_shorter_than_the_server_ttl_decides_when_its_entry_expi
     let auth = carol_client.authenticate(&carol_device).await.unwrap();
     assert_eq!(auth.mailbox_pending, 1);
     let delivery = carol_client.mailbox_delivery().await;
-    let (text, _) = support::open_text(
+    let (text, _) = conclave_testkit::protocol::mailbox::open_text(
         &delivery.container,
         &alice.identity,
         &carol_device,

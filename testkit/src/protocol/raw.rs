@@ -2,35 +2,46 @@
 //! would (oversized length prefixes, half frames), stop reading its events, and see
 //! every frame the server sends back, including responses to request id 0.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use conclave_proto::frame::{self, PREFIX_LEN, TLS_EXPORTER_LABEL, TLS_EXPORTER_LEN};
+use conclave_core::identity::DeviceIdentity;
 use conclave_proto::v1::{self, client_frame::Request, response, server_frame};
-use conclave_sdk::identity::DeviceIdentity;
 
-use super::{TestServer, TestUser, WAIT};
+use super::{hello, register};
+use crate::clock::WAIT;
+use crate::identity::User;
+use crate::sfu::TestSfu;
 
+/// A control connection driven byte by byte.
 pub struct RawControl {
     _endpoint: quinn::Endpoint,
+    /// The QUIC connection.
     pub conn: quinn::Connection,
+    /// The control stream, client to server.
     pub send: quinn::SendStream,
+    /// The control stream, server to client.
     pub recv: quinn::RecvStream,
+    /// The connection's TLS exporter value (what proofs sign).
     pub binding: [u8; TLS_EXPORTER_LEN],
+    /// The server's authentication challenge from Hello.
     pub challenge: Vec<u8>,
 }
 
 impl RawControl {
     /// Connects, opens the control stream and sends Hello.
-    pub async fn connect(server: &TestServer) -> Self {
+    pub async fn connect(server: &TestSfu) -> Self {
         Self::connect_with_window(server, None).await
     }
 
     /// Like [`RawControl::connect`], with this client's QUIC receive windows (stream
     /// and connection) set to `window` bytes: a client that stops reading then
     /// buffers at most that much, so the server's queue fills up quickly.
-    pub async fn connect_with_window(server: &TestServer, window: Option<u32>) -> Self {
-        let mut config = conclave_sdk::transport::client_config(&server.trust).unwrap();
+    pub async fn connect_with_window(server: &TestSfu, window: Option<u32>) -> Self {
+        let mut config =
+            conclave_sdk::transport::client_config(&server.trust).expect("a client config");
         if let Some(window) = window {
             let mut transport = quinn::TransportConfig::default();
             transport
@@ -39,16 +50,20 @@ impl RawControl {
                 .keep_alive_interval(Some(Duration::from_secs(2)));
             config.transport_config(Arc::new(transport));
         }
-        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("a client endpoint");
         endpoint.set_default_client_config(config);
-        let conn = tokio::time::timeout(WAIT, endpoint.connect(server.addr, "localhost").unwrap())
+        let connecting = endpoint
+            .connect(server.addr, "localhost")
+            .expect("a connection attempt");
+        let conn = tokio::time::timeout(WAIT, connecting)
             .await
             .expect("handshake in bounded time")
             .expect("handshake");
         let mut binding = [0u8; TLS_EXPORTER_LEN];
         conn.export_keying_material(&mut binding, TLS_EXPORTER_LABEL, b"")
-            .unwrap();
-        let (send, recv) = conn.open_bi().await.unwrap();
+            .expect("a TLS exporter");
+        let (send, recv) = conn.open_bi().await.expect("the control stream");
         let mut raw = RawControl {
             _endpoint: endpoint,
             conn,
@@ -57,14 +72,7 @@ impl RawControl {
             binding,
             challenge: Vec::new(),
         };
-        let hello = raw
-            .call(
-                1,
-                Request::Hello(v1::Hello {
-                    protocol_version: 1,
-                }),
-            )
-            .await;
+        let hello = raw.call(1, hello()).await;
         let response::Result::Hello(hello) = hello else {
             panic!("expected HelloOk, got {hello:?}");
         };
@@ -73,38 +81,27 @@ impl RawControl {
     }
 
     /// Registers `device` of `user` on this connection.
-    pub async fn register(&mut self, user: &TestUser, device: &DeviceIdentity) {
-        let auth_signature = device
-            .sign_auth_challenge(&self.binding, &self.challenge)
-            .unwrap()
-            .to_bytes()
-            .to_vec();
-        let registered = self
-            .call(
-                2,
-                Request::Register(v1::Register {
-                    user_public_key: user.identity.key.to_bytes().to_vec(),
-                    certificate: Some(device.certificate().clone()),
-                    auth_signature,
-                }),
-            )
-            .await;
+    pub async fn register(&mut self, user: &User, device: &DeviceIdentity) {
+        let request = register(&user.identity.key, device, &self.binding, &self.challenge);
+        let registered = self.call(2, request).await;
         assert!(
             matches!(registered, response::Result::Registered(_)),
             "{registered:?}"
         );
     }
 
+    /// Writes `bytes` to the control stream.
     pub async fn write(&mut self, bytes: &[u8]) {
-        self.send.write_all(bytes).await.unwrap();
+        self.send.write_all(bytes).await.expect("write the control stream");
     }
 
+    /// Sends one framed request.
     pub async fn send_request(&mut self, request_id: u64, request: Request) {
         let bytes = frame::encode(&v1::ClientFrame {
             request_id,
             request: Some(request),
         })
-        .unwrap();
+        .expect("a frame within the limits");
         self.write(&bytes).await;
     }
 
@@ -117,9 +114,13 @@ impl RawControl {
                 Err(quinn::ReadExactError::FinishedEarly(0)) => return None,
                 Err(e) => panic!("control stream failed: {e}"),
             }
-            let len = frame::frame_len(prefix, frame::DEFAULT_MAX_FRAME_BYTES).unwrap();
+            let len = frame::frame_len(prefix, frame::DEFAULT_MAX_FRAME_BYTES)
+                .expect("the server sends frames within the limit");
             let mut body = vec![0u8; len];
-            self.recv.read_exact(&mut body).await.unwrap();
+            self.recv
+                .read_exact(&mut body)
+                .await
+                .expect("a whole frame");
             Some(frame::decode_server(&body).expect("the server sends valid frames"))
         })
         .await
@@ -139,6 +140,7 @@ impl RawControl {
         }
     }
 
+    /// Sends a request and waits for its response's result.
     pub async fn call(&mut self, request_id: u64, request: Request) -> response::Result {
         self.send_request(request_id, request).await;
         let r = self.response().await;
@@ -154,7 +156,7 @@ impl RawControl {
             .expect("the server closes the connection in bounded time");
         match closed {
             quinn::ConnectionError::ApplicationClosed(close) => (
-                u32::try_from(close.error_code.into_inner()).unwrap(),
+                u32::try_from(close.error_code.into_inner()).expect("a 32-bit close code"),
                 String::from_utf8_lossy(&close.reason).into_owned(),
             ),
             other => panic!("expected an application close, got {other:?}"),
@@ -163,6 +165,8 @@ impl RawControl {
 
     /// Sends a raw datagram on this connection.
     pub fn send_datagram(&self, bytes: Vec<u8>) {
-        self.conn.send_datagram(bytes.into()).unwrap();
+        self.conn
+            .send_datagram(bytes.into())
+            .expect("send a datagram");
     }
 }

@@ -3,7 +3,6 @@
 //! any more, and the store is released with everything it acknowledged on disk.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +12,11 @@ use conclave_sdk::identity::PrekeyPool;
 use conclave_sdk::transport::{ControlConnection, client_config};
 use conclave_sfu::server::close_code;
 use conclave_sfu::store::{RedbStore, Store};
-use support::{TestClient, TestRoom, TestServer, TestUser, WAIT, test_config};
+use conclave_testkit::clock::WAIT;
+use conclave_testkit::identity::User;
+use conclave_testkit::protocol::TestClient;
+use conclave_testkit::protocol::rooms::TestRoom;
+use conclave_testkit::sfu::{TestSfu, test_config};
 
 async fn told_to_leave(client: &mut TestClient, who: &str) -> u64 {
     let told = client
@@ -42,11 +45,11 @@ async fn clients_are_told_run_returns_ok_and_new_connections_fail() {
     let path = dir.path().join("conclave.redb");
     let config = test_config();
     let reconnect_after_ms = config.timing.shutdown_reconnect_after_ms;
-    let server = TestServer::start_with(config, Arc::new(RedbStore::open(&path).unwrap())).await;
+    let server = TestSfu::start_with(config, Arc::new(RedbStore::open(&path).unwrap())).await;
 
-    let alice = TestUser::new("alice");
+    let alice = User::new("alice");
     let (mut a, alice_device) = TestClient::registered(&server, &alice).await;
-    let bob = TestUser::new("bob");
+    let bob = User::new("bob");
     let (mut b, bob_device) = TestClient::registered(&server, &bob).await;
     // A client that only said Hello is a client too.
     let mut fresh = TestClient::connect(&server).await;

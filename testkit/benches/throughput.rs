@@ -3,7 +3,7 @@
 //! process on loopback. Client and server share the machine's cores, so the figures
 //! are a floor for the server alone; `conclave-loadtest` measures the server process.
 //!
-//! Run: `cargo bench -p conclave-sfu --bench throughput`
+//! Run: `cargo bench -p conclave-testkit --bench throughput`
 #![allow(
     missing_docs,
     unreachable_pub,
@@ -14,8 +14,6 @@
     clippy::print_stdout
 )]
 
-#[path = "../tests/support/mod.rs"]
-mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +23,10 @@ use conclave_proto::datagram::MediaKind;
 use conclave_proto::v1::{self, client_frame::Request};
 use conclave_sdk::identity::PrekeyPool;
 use conclave_sfu::store::RedbStore;
-use support::{TestClient, TestRoom, TestServer, TestUser, test_config};
+use conclave_testkit::identity::User;
+use conclave_testkit::protocol::TestClient;
+use conclave_testkit::protocol::rooms::TestRoom;
+use conclave_testkit::sfu::{TestSfu, test_config};
 
 const CONTROL_CLIENTS: usize = 8;
 const CONTROL_SECONDS: u64 = 3;
@@ -47,17 +48,17 @@ fn main() {
         config.limits.max_prekeys_per_device = 100_000;
         config.limits.max_prekeys_per_upload = 1_000;
         let store = Arc::new(RedbStore::open(&dir.path().join("bench.redb")).unwrap());
-        let server = TestServer::start_with(config, store).await;
+        let server = TestSfu::start_with(config, store).await;
         control_get_time(&server).await;
         control_fetch_bundles(&server).await;
         forwarding(&server).await;
     });
 }
 
-async fn clients(server: &TestServer, n: usize) -> Vec<(TestClient, TestUser)> {
+async fn clients(server: &TestSfu, n: usize) -> Vec<(TestClient, User)> {
     let mut out = Vec::new();
     for i in 0..n {
-        let user = TestUser::new(&format!("bench-{}-{i}", rand_suffix()));
+        let user = User::new(&format!("bench-{}-{i}", rand_suffix()));
         let (client, _device) = TestClient::registered(server, &user).await;
         out.push((client, user));
     }
@@ -71,7 +72,7 @@ fn rand_suffix() -> u64 {
 }
 
 /// Lightweight requests: framing, dispatch, response.
-async fn control_get_time(server: &TestServer) {
+async fn control_get_time(server: &TestSfu) {
     let clients = clients(server, CONTROL_CLIENTS).await;
     let done = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(CONTROL_SECONDS);
@@ -99,8 +100,8 @@ async fn control_get_time(server: &TestServer) {
 }
 
 /// Store-bound requests: each pops one prekey in a durable (fsync) redb transaction.
-async fn control_fetch_bundles(server: &TestServer) {
-    let owner = TestUser::new(&format!("bench-owner-{}", rand_suffix()));
+async fn control_fetch_bundles(server: &TestSfu) {
+    let owner = User::new(&format!("bench-owner-{}", rand_suffix()));
     let owner_client = TestClient::connect(server).await;
     let owner_device = owner.device();
     owner_client.register(&owner, &owner_device).await.unwrap();
@@ -143,7 +144,7 @@ async fn control_fetch_bundles(server: &TestServer) {
 
 /// One room of `ROOM_MEMBERS`; every member sends audio datagrams as fast as the
 /// loop goes (paced in bursts); counts what every member receives.
-async fn forwarding(server: &TestServer) {
+async fn forwarding(server: &TestSfu) {
     let room = TestRoom::new();
     let members = clients(server, ROOM_MEMBERS).await;
     let mut joined = Vec::new();

@@ -1,15 +1,16 @@
 //! Registration pins a user's signing key on first use; devices prove possession of
 //! their signing key on every connection, bound to that connection's TLS session.
 
-mod support;
 
 use conclave_proto::v1::{self, ErrorCode, client_frame::Request};
-use support::{TestClient, TestServer, TestUser};
+use conclave_testkit::identity::User;
+use conclave_testkit::protocol::TestClient;
+use conclave_testkit::sfu::TestSfu;
 
 #[tokio::test]
 async fn first_registration_pins_the_user_key_and_later_devices_must_match_it() {
-    let server = TestServer::start().await;
-    let alice = TestUser::new("alice");
+    let server = TestSfu::start().await;
+    let alice = User::new("alice");
 
     let (c1, d1) = {
         let c = TestClient::connect(&server).await;
@@ -24,7 +25,7 @@ async fn first_registration_pins_the_user_key_and_later_devices_must_match_it() 
     assert!(!c2.register(&alice, &d2).await.unwrap().new_user);
 
     // Someone else claiming the username "alice" with another key is refused.
-    let mallory = TestUser::new("alice");
+    let mallory = User::new("alice");
     let c3 = TestClient::connect(&server).await;
     let err = c3.register(&mallory, &mallory.device()).await.unwrap_err();
     assert_eq!(err.server_code(), Some(ErrorCode::UserKeyMismatch), "{err}");
@@ -37,8 +38,8 @@ async fn first_registration_pins_the_user_key_and_later_devices_must_match_it() 
 
 #[tokio::test]
 async fn returning_devices_authenticate_with_a_proof_bound_to_the_connection() {
-    let server = TestServer::start().await;
-    let bob = TestUser::new("bob");
+    let server = TestSfu::start().await;
+    let bob = User::new("bob");
     let (first, device) = TestClient::registered(&server, &bob).await;
     first.conn.close().await;
 
@@ -59,16 +60,16 @@ async fn returning_devices_authenticate_with_a_proof_bound_to_the_connection() {
     assert_eq!(err.server_code(), Some(ErrorCode::BadProof), "{err}");
 
     // A device nobody registered.
-    let stranger = TestUser::new("stranger").device();
+    let stranger = User::new("stranger").device();
     let err = target.authenticate(&stranger).await.unwrap_err();
     assert_eq!(err.server_code(), Some(ErrorCode::NotFound), "{err}");
 }
 
 #[tokio::test]
 async fn a_certificate_not_signed_by_the_presented_user_key_is_refused() {
-    let server = TestServer::start().await;
-    let carol = TestUser::new("carol");
-    let imposter = TestUser::new("carol");
+    let server = TestSfu::start().await;
+    let carol = User::new("carol");
+    let imposter = User::new("carol");
     let c = TestClient::connect(&server).await;
     // Carol's device certificate presented with the imposter's user key.
     let err = c.register(&imposter, &carol.device()).await.unwrap_err();
@@ -77,7 +78,7 @@ async fn a_certificate_not_signed_by_the_presented_user_key_is_refused() {
 
 #[tokio::test]
 async fn requests_before_authentication_are_refused() {
-    let server = TestServer::start().await;
+    let server = TestSfu::start().await;
     let c = TestClient::connect(&server).await;
     let err = c
         .request(Request::FetchBundles(v1::FetchBundles {

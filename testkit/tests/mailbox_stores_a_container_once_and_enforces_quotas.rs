@@ -13,7 +13,6 @@
     clippy::indexing_slicing
 )]
 
-mod support;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,9 +22,10 @@ use conclave_sdk::transport::TransportError;
 use conclave_sfu::config::Config;
 use conclave_sfu::store::{DeviceRecord, MemoryStore, RedbStore, Store};
 use rand_core::{OsRng, RngCore};
-use support::{
-    TestClient, TestServer, TestUser, device_id_bytes, junk_container, status_for, test_config,
-};
+use conclave_testkit::identity::User;
+use conclave_testkit::protocol::{TestClient, device_id_bytes};
+use conclave_testkit::protocol::mailbox::{junk_container, status_for};
+use conclave_testkit::sfu::{TestSfu, test_config};
 
 /// Registers a device straight in the store (no connection): a recipient that exists
 /// but is offline. The certificate is never read by these tests.
@@ -43,10 +43,10 @@ fn offline_device(store: &dyn Store) -> [u8; 16] {
     device_id
 }
 
-async fn start(store: Arc<dyn Store>, edit: impl FnOnce(&mut Config)) -> TestServer {
+async fn start(store: Arc<dyn Store>, edit: impl FnOnce(&mut Config)) -> TestSfu {
     let mut config = test_config();
     edit(&mut config);
-    TestServer::start_with(config, store).await
+    TestSfu::start_with(config, store).await
 }
 
 fn assert_limit(err: &TransportError, limit: &str) {
@@ -66,7 +66,7 @@ async fn a_1_mib_container_to_1000_recipients_is_stored_once() {
     let path = dir.path().join("conclave.redb");
     let store: Arc<dyn Store> = Arc::new(RedbStore::open(&path).unwrap());
     let server = start(Arc::clone(&store), |_| {}).await;
-    let alice = TestUser::new("alice");
+    let alice = User::new("alice");
     let (alice_client, alice_device) = TestClient::registered(&server, &alice).await;
 
     let started = Instant::now();
@@ -147,9 +147,9 @@ async fn a_sender_over_its_quota_is_refused_while_another_senders_message_is_del
     })
     .await;
     let (alice, bob, carol) = (
-        TestUser::new("alice"),
-        TestUser::new("bob"),
-        TestUser::new("carol"),
+        User::new("alice"),
+        User::new("bob"),
+        User::new("carol"),
     );
     let (alice_client, alice_device) = TestClient::registered(&server, &alice).await;
     let (mut bob_client, bob_device) = TestClient::registered(&server, &bob).await;
@@ -236,7 +236,7 @@ async fn the_global_mailbox_budget_refuses_with_a_clear_error() {
         c.limits.max_mailbox_bytes = 50_000;
     })
     .await;
-    let (alice, carol) = (TestUser::new("alice"), TestUser::new("carol"));
+    let (alice, carol) = (User::new("alice"), User::new("carol"));
     let (alice_client, alice_device) = TestClient::registered(&server, &alice).await;
     let (carol_client, carol_device) = TestClient::registered(&server, &carol).await;
     let bob = offline_device(store.as_ref());
@@ -276,7 +276,7 @@ async fn registrations_beyond_the_per_ip_limit_are_refused_with_a_clear_error() 
         c.limits.registrations_per_ip_per_hour = 1;
     })
     .await;
-    let users: Vec<TestUser> = (0..4).map(|i| TestUser::new(&format!("u{i}"))).collect();
+    let users: Vec<User> = (0..4).map(|i| User::new(&format!("u{i}"))).collect();
     let mut devices = Vec::new();
     for user in &users[..3] {
         let (client, device) = TestClient::registered(&server, user).await;
@@ -342,9 +342,9 @@ async fn one_sender_cannot_fill_a_victims_mailbox() {
     })
     .await;
     let (alice, bob, carol) = (
-        TestUser::new("alice"),
-        TestUser::new("bob"),
-        TestUser::new("carol"),
+        User::new("alice"),
+        User::new("bob"),
+        User::new("carol"),
     );
     let (alice_phone, alice_phone_device) = TestClient::registered(&server, &alice).await;
     let (alice_laptop, alice_laptop_device) = TestClient::registered(&server, &alice).await;

@@ -2,16 +2,15 @@
 //! assigned to the sending connection over it, so nobody can speak as another member.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-mod media_support;
-mod support;
 
 use conclave_proto::datagram::MediaKind;
-use media_support::{Tag, collect_until_markers, member, send_marker, slot_of};
-use support::{TestRoom, TestServer};
+use conclave_testkit::media::{Tag, collect_until_markers, member, send_marker};
+use conclave_testkit::protocol::rooms::{TestRoom, slot_of};
+use conclave_testkit::sfu::TestSfu;
 
 #[tokio::test]
 async fn receivers_see_the_senders_assigned_slot_whatever_the_header_claims() {
-    let server = TestServer::start().await;
+    let server = TestSfu::start().await;
     let alice = member(&server, "alice").await;
     let bob = member(&server, "bob").await;
     let carol = member(&server, "carol").await;

@@ -4,7 +4,6 @@
 // Test helpers may panic on unexpected failures.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -15,8 +14,11 @@ use conclave_sdk::identity::{
 };
 use conclave_sfu::store::{MemoryStore, RedbStore};
 use rand_core::OsRng;
-use support::{TestClient, TestServer, TestUser, now, test_config};
 use tokio::sync::Barrier;
+use conclave_testkit::clock::now;
+use conclave_testkit::identity::User;
+use conclave_testkit::protocol::TestClient;
+use conclave_testkit::sfu::{TestSfu, test_config};
 
 /// Generates `count` prekeys for `device` (ids continue from the pool's last one).
 fn prekeys(device: &DeviceIdentity, pool: &mut PrekeyPool, count: usize) -> Vec<v1::SignedPrekey> {
@@ -92,21 +94,21 @@ fn prekeys_low(e: v1::event::Event) -> Option<v1::PrekeysLow> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_fetchers_each_get_a_distinct_prekey_until_the_pool_is_exhausted() {
-    fetch_storm(TestServer::start().await).await;
+    fetch_storm(TestSfu::start().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_the_durable_store_concurrent_fetchers_also_get_distinct_prekeys() {
     let dir = tempfile::tempdir().unwrap();
     let store = RedbStore::open(&dir.path().join("conclave.redb")).unwrap();
-    fetch_storm(TestServer::start_with(test_config(), Arc::new(store)).await).await;
+    fetch_storm(TestSfu::start_with(test_config(), Arc::new(store)).await).await;
 }
 
 /// Eight fetchers race for the 60 prekeys of one owner.
-async fn fetch_storm(server: TestServer) {
+async fn fetch_storm(server: TestSfu) {
     const PREKEYS: usize = 60;
     const FETCHERS: usize = 8;
-    let owner = TestUser::new("owner");
+    let owner = User::new("owner");
     let (mut owner_client, owner_device) = TestClient::registered(&server, &owner).await;
     // A new device holds no prekeys and is told so right away.
     let first = owner_client.event(prekeys_low).await;
@@ -131,7 +133,7 @@ async fn fetch_storm(server: TestServer) {
     // Every fetcher is its own user with its own device and connection.
     let mut fetchers = Vec::new();
     for i in 0..FETCHERS {
-        let user = TestUser::new(&format!("fetcher-{i}"));
+        let user = User::new(&format!("fetcher-{i}"));
         fetchers.push(TestClient::registered(&server, &user).await.0);
     }
     let start = Arc::new(Barrier::new(FETCHERS));
@@ -170,7 +172,7 @@ async fn fetch_storm(server: TestServer) {
     assert_eq!(distinct, uploaded_ids, "exactly the uploaded prekeys");
 
     // Later fetches keep saying exhausted, with the certificate but no prekey.
-    let late = TestClient::registered(&server, &TestUser::new("late"))
+    let late = TestClient::registered(&server, &User::new("late"))
         .await
         .0;
     for _ in 0..2 {
@@ -197,8 +199,8 @@ async fn fetch_storm(server: TestServer) {
 
 #[tokio::test]
 async fn the_owner_is_warned_once_its_pool_drops_below_the_threshold() {
-    let server = TestServer::start().await;
-    let owner = TestUser::new("owner");
+    let server = TestSfu::start().await;
+    let owner = User::new("owner");
     let (mut owner_client, owner_device) = TestClient::registered(&server, &owner).await;
     let first = owner_client.event(prekeys_low).await;
     assert_eq!(first.prekeys_held, 0);
@@ -210,7 +212,7 @@ async fn the_owner_is_warned_once_its_pool_drops_below_the_threshold() {
             .unwrap(),
         22
     );
-    let fetcher = TestClient::registered(&server, &TestUser::new("fetcher"))
+    let fetcher = TestClient::registered(&server, &User::new("fetcher"))
         .await
         .0;
     // 22 → 21 → 20: still at the threshold, no warning.
@@ -250,8 +252,8 @@ async fn the_owner_is_warned_once_its_pool_drops_below_the_threshold() {
 async fn an_upload_above_max_prekeys_per_upload_is_refused_whole() {
     let mut config = test_config();
     config.limits.max_prekeys_per_upload = 10;
-    let server = TestServer::start_with(config, Arc::new(MemoryStore::new())).await;
-    let owner = TestUser::new("owner");
+    let server = TestSfu::start_with(config, Arc::new(MemoryStore::new())).await;
+    let owner = User::new("owner");
     let (client, device) = TestClient::registered(&server, &owner).await;
     let mut pool = PrekeyPool::new(&device);
 
@@ -275,8 +277,8 @@ async fn an_upload_above_max_prekeys_per_upload_is_refused_whole() {
 
 #[tokio::test]
 async fn a_prekey_not_signed_by_the_uploading_device_is_refused_and_nothing_is_stored() {
-    let server = TestServer::start().await;
-    let owner = TestUser::new("owner");
+    let server = TestSfu::start().await;
+    let owner = User::new("owner");
     let (client, device) = TestClient::registered(&server, &owner).await;
     let id = *device.device_id().as_bytes();
     let mut pool = PrekeyPool::new(&device);
@@ -318,7 +320,7 @@ async fn a_prekey_not_signed_by_the_uploading_device_is_refused_and_nothing_is_s
     );
 
     // Nothing of the refused batches is ever handed out.
-    let fetcher = TestClient::registered(&server, &TestUser::new("fetcher"))
+    let fetcher = TestClient::registered(&server, &User::new("fetcher"))
         .await
         .0;
     let mut ids = Vec::new();
@@ -335,8 +337,8 @@ async fn a_prekey_not_signed_by_the_uploading_device_is_refused_and_nothing_is_s
 
 #[tokio::test]
 async fn fetching_ones_own_user_returns_only_the_other_devices_and_spends_no_own_prekey() {
-    let server = TestServer::start().await;
-    let alice = TestUser::new("alice");
+    let server = TestSfu::start().await;
+    let alice = User::new("alice");
     let (c1, d1) = TestClient::registered(&server, &alice).await;
     let (c2, d2) = TestClient::registered(&server, &alice).await;
     let mut p1 = PrekeyPool::new(&d1);
@@ -388,8 +390,8 @@ async fn upload_last_resort(
 /// never deleted, once the one-time prekeys are gone, and replaced by the next upload.
 #[tokio::test]
 async fn last_resort_uploads_are_checked_and_the_prekey_outlives_the_one_time_ones() {
-    let server = TestServer::start().await;
-    let owner = TestUser::new("owner");
+    let server = TestSfu::start().await;
+    let owner = User::new("owner");
     let (client, device) = TestClient::registered(&server, &owner).await;
     let id = *device.device_id().as_bytes();
     let mut pool = PrekeyPool::new(&device);
@@ -429,7 +431,7 @@ async fn last_resort_uploads_are_checked_and_the_prekey_outlives_the_one_time_on
             .unwrap(),
         2
     );
-    let fetcher = TestClient::registered(&server, &TestUser::new("fetcher"))
+    let fetcher = TestClient::registered(&server, &User::new("fetcher"))
         .await
         .0;
     for _ in 0..2 {

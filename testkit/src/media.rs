@@ -1,5 +1,5 @@
-//! Helpers for the room and media-plane tests: members, room requests the shared
-//! support lacks, and tagged datagram bursts checked with the marker technique.
+//! The media plane under test: members, tagged datagram bursts, and checks of what
+//! arrived, with the marker technique.
 //!
 //! The marker technique: a sender sends its datagrams, then a *marker* datagram on a
 //! path that is delivered to the receiver. The server forwards one connection's
@@ -7,52 +7,25 @@
 //! once the receiver holds the marker everything sent before it that was going to
 //! arrive has arrived. Absence is then checked after a positive signal, never after a
 //! guessed delay.
-#![allow(
-    dead_code,
-    unreachable_pub,
-    missing_docs,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use conclave_proto::datagram::{DatagramHeader, MediaKind};
-use conclave_proto::v1::{self, client_frame::Request, response};
-use conclave_sdk::meeting::RoutingId;
-use conclave_sdk::transport::TransportError;
 
-use crate::support::{TestClient, TestServer, TestUser, WAIT};
+use crate::clock::WAIT;
+use crate::identity::User;
+use crate::protocol::TestClient;
+use crate::sfu::TestSfu;
 
 /// How long a receiver listens for datagrams that must not come, after its markers
 /// have arrived (a second, weaker check on top of the marker technique).
 pub const QUIET: Duration = Duration::from_millis(300);
 
 /// Connects and registers a fresh device of a fresh user called `name`.
-pub async fn member(server: &TestServer, name: &str) -> TestClient {
-    let user = TestUser::new(name);
+pub async fn member(server: &TestSfu, name: &str) -> TestClient {
+    let user = User::new(name);
     TestClient::registered(server, &user).await.0
-}
-
-/// Sends `LeaveRoom`.
-pub async fn leave_room(client: &TestClient, routing: &RoutingId) -> Result<(), TransportError> {
-    match client
-        .request(Request::LeaveRoom(v1::LeaveRoom {
-            routing_id: routing.as_bytes().to_vec(),
-        }))
-        .await?
-    {
-        response::Result::RoomLeft(_) => Ok(()),
-        other => panic!("expected RoomLeft, got {other:?}"),
-    }
-}
-
-/// The slot a member got, as the `u16` datagram headers carry.
-pub fn slot_of(joined: &v1::RoomJoined) -> u16 {
-    u16::try_from(joined.slot).expect("slots fit the datagram header")
 }
 
 const MAGIC: &[u8; 4] = b"tag1";
@@ -61,12 +34,16 @@ const MAGIC: &[u8; 4] = b"tag1";
 /// number, independent of slots), its sequence number, and whether it is a marker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Tag {
+    /// Who sent it.
     pub sender: u8,
+    /// Its sequence number.
     pub seq: u32,
+    /// Whether it is the sender's marker.
     pub marker: bool,
 }
 
 impl Tag {
+    /// The payload: the tag, then opaque bytes.
     pub fn encode(self) -> Vec<u8> {
         let mut p = MAGIC.to_vec();
         p.push(self.sender);
@@ -77,6 +54,7 @@ impl Tag {
         p
     }
 
+    /// The tag of a test payload (`None` for other payloads).
     pub fn decode(payload: &[u8]) -> Option<Tag> {
         let rest = payload.strip_prefix(MAGIC)?;
         let (&sender, rest) = rest.split_first()?;
@@ -93,8 +71,11 @@ impl Tag {
 /// One datagram as a receiver saw it.
 #[derive(Debug, Clone)]
 pub struct Got {
+    /// The header as forwarded.
     pub header: DatagramHeader,
+    /// The payload's tag, if it has one.
     pub tag: Option<Tag>,
+    /// The payload.
     pub payload: Vec<u8>,
 }
 
@@ -206,7 +187,7 @@ pub fn assert_exactly(got: &[Got], expected: &[(u32, u8, u16)], count: u32, who:
         panic!(
             "{who} received {} datagrams it should not have, starting with {:?}",
             extra.len(),
-            &extra[..extra.len().min(3)]
+            extra.get(..3).unwrap_or(&extra)
         );
     }
 }

@@ -5,7 +5,6 @@
 // Test helpers may panic on unexpected failures.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
 
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::net::SocketAddr;
@@ -20,7 +19,10 @@ use conclave_sdk::container::ReplayCache;
 use conclave_sdk::identity::{PrekeyPool, VerifiedDevice, VerifiedPrekey};
 use conclave_sdk::time::DAY_MS;
 use conclave_sdk::transport::ServerTrust;
-use support::{TestClient, TestUser, device_id_bytes, now, recipients_from, seal_text, status_for};
+use conclave_testkit::clock::now;
+use conclave_testkit::identity::User;
+use conclave_testkit::protocol::{TestClient, device_id_bytes};
+use conclave_testkit::protocol::mailbox::{recipients_from, seal_text, status_for};
 
 /// A running `conclave-sfu` process.
 struct Sfu {
@@ -42,7 +44,7 @@ impl Sfu {
     }
 
     fn start_blocking(data_dir: &Path) -> Sfu {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_conclave-sfu"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_conclave-sfu-under-test"))
             .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off"])
             .arg("--data-dir")
             .arg(data_dir)
@@ -123,7 +125,7 @@ impl Drop for Sfu {
     }
 }
 
-fn prekey_id_in(bundles: &v1::Bundles, user: &TestUser) -> Option<u64> {
+fn prekey_id_in(bundles: &v1::Bundles, user: &User) -> Option<u64> {
     let bundle = bundles
         .users
         .iter()
@@ -146,9 +148,9 @@ fn prekey_id_in(bundles: &v1::Bundles, user: &TestUser) -> Option<u64> {
 async fn registrations_prekeys_and_mailbox_entries_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    let alice = TestUser::new("alice");
-    let bob = TestUser::new("bob");
-    let carol = TestUser::new("carol");
+    let alice = User::new("alice");
+    let bob = User::new("bob");
+    let carol = User::new("carol");
 
     // Phase 1: everyone registers; Bob and Carol upload prekeys. Then kill -9.
     let sfu = Sfu::start(&data_dir).await;
@@ -213,7 +215,7 @@ async fn registrations_prekeys_and_mailbox_entries_survive_kill_9() {
     assert_eq!(auth.mailbox_pending, 1, "the stored entry survived");
     let delivery = carol_client.mailbox_delivery().await;
     assert_eq!(delivery.container, container);
-    let (text, _) = support::open_text(
+    let (text, _) = conclave_testkit::protocol::mailbox::open_text(
         &delivery.container,
         &alice.identity,
         &carol_device,

@@ -5,7 +5,6 @@
 // Test helpers may panic on unexpected failures.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
 
 use std::sync::Arc;
 
@@ -17,14 +16,14 @@ use conclave_sdk::identity::{DeviceIdentity, PrekeyPool};
 use conclave_sdk::time::DAY_MS;
 use conclave_sfu::store::MemoryStore;
 use rand_core::OsRng;
-use support::{
-    TestClient, TestServer, TestUser, device_id_bytes, recipients_from, seal_text, status_for,
-    test_config,
-};
+use conclave_testkit::identity::User;
+use conclave_testkit::protocol::{TestClient, device_id_bytes};
+use conclave_testkit::protocol::mailbox::{recipients_from, seal_text, status_for};
+use conclave_testkit::sfu::{TestSfu, test_config};
 
 /// A user with one registered device, its prekey pool and its replay cache.
 struct Person {
-    user: TestUser,
+    user: User,
     device: DeviceIdentity,
     pool: PrekeyPool,
     replay: ReplayCache,
@@ -32,8 +31,8 @@ struct Person {
 
 impl Person {
     /// Registers a new user on `server` and uploads `prekeys` prekeys.
-    async fn join(server: &TestServer, name: &str, prekeys: usize) -> (Person, TestClient) {
-        let user = TestUser::new(name);
+    async fn join(server: &TestSfu, name: &str, prekeys: usize) -> (Person, TestClient) {
+        let user = User::new(name);
         let (client, device) = TestClient::registered(server, &user).await;
         let mut pool = PrekeyPool::new(&device);
         if prekeys > 0 {
@@ -63,7 +62,7 @@ impl Person {
     ) -> Result<String, ContainerError> {
         let sealed = SealedContainer::decode(&delivery.container)?;
         assert_eq!(sealed.claimed_sender(), sender.user.identity.user_id);
-        let (text, device) = support::open_text(
+        let (text, device) = conclave_testkit::protocol::mailbox::open_text(
             &delivery.container,
             &sender.user.identity,
             &self.device,
@@ -77,7 +76,7 @@ impl Person {
 
 /// Fetches fresh bundles of `to` and seals `text` from `from` to all their devices.
 async fn seal_for(from: (&TestClient, &Person), to: &[&Person], text: &str) -> Vec<u8> {
-    let users: Vec<&TestUser> = to.iter().map(|p| &p.user).collect();
+    let users: Vec<&User> = to.iter().map(|p| &p.user).collect();
     let bundles = from.0.fetch_bundles(&users).await.unwrap();
     let recipients = recipients_from(&bundles, &users);
     assert_eq!(recipients.len(), to.len());
@@ -96,7 +95,7 @@ fn mailbox_events(events: Vec<v1::event::Event>) -> Vec<v1::MailboxDelivery> {
 
 #[tokio::test]
 async fn a_sealed_message_reaches_an_online_device_live_and_an_offline_device_from_its_mailbox() {
-    let server = TestServer::start().await;
+    let server = TestSfu::start().await;
     // Carol registers and uploads prekeys, then goes offline. The restart makes sure the
     // server holds no connection of hers (instead of waiting for it to notice the close).
     let (mut carol, carol_client) = Person::join(&server, "carol", 5).await;
@@ -148,7 +147,7 @@ async fn a_sealed_message_reaches_an_online_device_live_and_an_offline_device_fr
 
 #[tokio::test]
 async fn an_unacknowledged_delivery_comes_again_and_the_replay_cache_drops_it() {
-    let server = TestServer::start().await;
+    let server = TestSfu::start().await;
     let (alice, alice_client) = Person::join(&server, "alice", 0).await;
     let (mut bob, mut bob_client) = Person::join(&server, "bob", 5).await;
 
@@ -183,7 +182,7 @@ async fn an_unacknowledged_delivery_comes_again_and_the_replay_cache_drops_it() 
 
 #[tokio::test]
 async fn an_unknown_recipient_device_is_reported_and_known_ones_still_get_the_container() {
-    let server = TestServer::start().await;
+    let server = TestSfu::start().await;
     let (alice, alice_client) = Person::join(&server, "alice", 0).await;
     let (mut bob, mut bob_client) = Person::join(&server, "bob", 5).await;
     let nobody = DeviceId::random(&mut OsRng).as_bytes().to_vec();
@@ -202,7 +201,7 @@ async fn an_unknown_recipient_device_is_reported_and_known_ones_still_get_the_co
 
 #[tokio::test]
 async fn a_container_claiming_another_sender_device_or_user_is_refused() {
-    let server = TestServer::start().await;
+    let server = TestSfu::start().await;
     let (alice, alice_client) = Person::join(&server, "alice", 0).await;
     let (bob, bob_client) = Person::join(&server, "bob", 0).await;
     let (carol, _carol_client) = Person::join(&server, "carol", 5).await;
@@ -219,7 +218,7 @@ async fn a_container_claiming_another_sender_device_or_user_is_refused() {
     // Bob's own device naming a made-up sender user (review M8: each would cost the
     // recipient a directory lookup).
     let mut forged =
-        v1::Container::decode(support::junk_container(&bob.device, 200).as_slice()).unwrap();
+        v1::Container::decode(conclave_testkit::protocol::mailbox::junk_container(&bob.device, 200).as_slice()).unwrap();
     let mut header = v1::ContainerHeader::decode(forged.header.as_slice()).unwrap();
     header.sender_user_id = vec![7; 32];
     forged.header = header.encode_to_vec();
@@ -245,7 +244,7 @@ async fn a_container_claiming_another_sender_device_or_user_is_refused() {
 async fn a_container_above_max_container_bytes_is_refused() {
     let mut config = test_config();
     config.limits.max_container_bytes = 2048;
-    let server = TestServer::start_with(config, Arc::new(MemoryStore::new())).await;
+    let server = TestSfu::start_with(config, Arc::new(MemoryStore::new())).await;
     let (alice, alice_client) = Person::join(&server, "alice", 0).await;
     let (mut bob, mut bob_client) = Person::join(&server, "bob", 5).await;
 
@@ -276,7 +275,7 @@ async fn a_container_above_max_container_bytes_is_refused() {
 async fn a_full_mailbox_refuses_further_containers_until_entries_are_acknowledged() {
     let mut config = test_config();
     config.limits.max_mailbox_per_device = 2;
-    let server = TestServer::start_with(config, Arc::new(MemoryStore::new())).await;
+    let server = TestSfu::start_with(config, Arc::new(MemoryStore::new())).await;
     let (alice, alice_client) = Person::join(&server, "alice", 0).await;
     let (mut bob, mut bob_client) = Person::join(&server, "bob", 5).await;
     let (mut dave, mut dave_client) = Person::join(&server, "dave", 5).await;
@@ -325,7 +324,7 @@ async fn a_full_mailbox_refuses_further_containers_until_entries_are_acknowledge
 
 #[tokio::test]
 async fn a_device_cannot_acknowledge_another_devices_mailbox_entries() {
-    let server = TestServer::start().await;
+    let server = TestSfu::start().await;
     let (carol, carol_client) = Person::join(&server, "carol", 5).await;
     carol_client.conn.close().await;
     let server = server.restart_with(test_config()).await;
@@ -359,7 +358,7 @@ async fn a_device_cannot_acknowledge_another_devices_mailbox_entries() {
 
 #[tokio::test]
 async fn listing_a_recipient_twice_stores_one_entry() {
-    let server = TestServer::start().await;
+    let server = TestSfu::start().await;
     let (alice, alice_client) = Person::join(&server, "alice", 0).await;
     let (mut bob, mut bob_client) = Person::join(&server, "bob", 5).await;
 
@@ -387,7 +386,7 @@ async fn more_waiting_entries_than_one_delivery_page_all_arrive_in_order() {
     config.limits.request_burst = 10_000;
     // All from one sender: above the default per-sender share of a mailbox.
     config.limits.max_mailbox_entries_per_sender_per_device = ENTRIES;
-    let server = TestServer::start_with(config.clone(), Arc::new(MemoryStore::new())).await;
+    let server = TestSfu::start_with(config.clone(), Arc::new(MemoryStore::new())).await;
     let (mut carol, carol_client) = Person::join(&server, "carol", 1).await;
     carol_client.conn.close().await;
     let server = server.restart_with(config).await;

@@ -11,7 +11,6 @@
     clippy::indexing_slicing
 )]
 
-mod support;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,17 +19,19 @@ use conclave_proto::v1;
 use conclave_sdk::identity::PrekeyPool;
 use conclave_sfu::config::Config;
 use conclave_sfu::store::MemoryStore;
-use support::{TestClient, TestServer, TestUser, test_config};
+use conclave_testkit::identity::User;
+use conclave_testkit::protocol::TestClient;
+use conclave_testkit::sfu::{TestSfu, test_config};
 
-async fn start(edit: impl FnOnce(&mut Config)) -> TestServer {
+async fn start(edit: impl FnOnce(&mut Config)) -> TestSfu {
     let mut config = test_config();
     edit(&mut config);
-    TestServer::start_with(config, Arc::new(MemoryStore::new())).await
+    TestSfu::start_with(config, Arc::new(MemoryStore::new())).await
 }
 
 /// A registered user whose single device holds `prekeys` prekeys.
-async fn stocked(server: &TestServer, name: &str, prekeys: usize) -> (TestUser, [u8; 16]) {
-    let user = TestUser::new(name);
+async fn stocked(server: &TestSfu, name: &str, prekeys: usize) -> (User, [u8; 16]) {
+    let user = User::new(name);
     let (client, device) = TestClient::registered(server, &user).await;
     let mut pool = PrekeyPool::new(&device);
     client
@@ -41,7 +42,7 @@ async fn stocked(server: &TestServer, name: &str, prekeys: usize) -> (TestUser, 
 }
 
 /// The single device bundle of `user` in `bundles`.
-fn device_of<'a>(bundles: &'a v1::Bundles, user: &TestUser) -> &'a v1::DeviceBundle {
+fn device_of<'a>(bundles: &'a v1::Bundles, user: &User) -> &'a v1::DeviceBundle {
     let bundle = bundles
         .users
         .iter()
@@ -77,7 +78,7 @@ async fn one_requester_popping_a_victims_prekeys_in_a_loop_gets_at_most_its_burs
     .await;
     let (victim, victim_id) = stocked(&server, "victim", 50).await;
     let (carol, carol_id) = stocked(&server, "carol", 5).await;
-    let (mallory_client, _) = TestClient::registered(&server, &TestUser::new("mallory")).await;
+    let (mallory_client, _) = TestClient::registered(&server, &User::new("mallory")).await;
 
     let started = Instant::now();
     let mut got = 0;
@@ -107,7 +108,7 @@ async fn one_requester_popping_a_victims_prekeys_in_a_loop_gets_at_most_its_burs
     assert!(device_of(&bundles, &carol).prekey.is_some());
 
     // Another requester is not affected by Mallory's loop.
-    let (alice_client, _) = TestClient::registered(&server, &TestUser::new("alice")).await;
+    let (alice_client, _) = TestClient::registered(&server, &User::new("alice")).await;
     let bundles = alice_client.fetch_bundles(&[&victim]).await.unwrap();
     let device = device_of(&bundles, &victim);
     assert!(device.prekey.is_some(), "{device:?}");
@@ -132,7 +133,7 @@ async fn all_requesters_together_are_limited_per_target() {
     let mut served = 0;
     let mut withheld = 0;
     for name in ["r1", "r2", "r3"] {
-        let (client, _) = TestClient::registered(&server, &TestUser::new(name)).await;
+        let (client, _) = TestClient::registered(&server, &User::new(name)).await;
         for _ in 0..2 {
             let bundles = client.fetch_bundles(&[&victim]).await.unwrap();
             let device = device_of(&bundles, &victim);
@@ -149,7 +150,7 @@ async fn all_requesters_together_are_limited_per_target() {
 
     // A fresh requester is refused the victim too (the target's budget is shared),
     // while another target has its own.
-    let (client, _) = TestClient::registered(&server, &TestUser::new("r4")).await;
+    let (client, _) = TestClient::registered(&server, &User::new("r4")).await;
     let bundles = client.fetch_bundles(&[&victim, &carol]).await.unwrap();
     assert_withheld(device_of(&bundles, &victim), 60_000);
     assert!(device_of(&bundles, &carol).prekey.is_some());
