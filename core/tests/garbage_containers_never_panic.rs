@@ -458,7 +458,10 @@ fn resigned_mutations_by_a_dishonest_sender_never_panic() {
     }
 
     // The genuine container still opens once (it opened above; the pool was rebuilt).
-    assert_eq!(fx.try_open(&fx.sealed.genuine.clone()).unwrap(), fx.sealed.payload);
+    assert_eq!(
+        fx.try_open(&fx.sealed.genuine.clone()).unwrap(),
+        fx.sealed.payload
+    );
     eprintln!(
         "{} re-signed mutations of {attempts} in {:?}; outcomes: {:?}",
         seen.len(),

@@ -14,7 +14,6 @@
     clippy::print_stdout
 )]
 
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

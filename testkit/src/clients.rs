@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
+use conclave_sdk::DeviceId;
 use conclave_sdk::client::{
     Client, ClientConfig, ClientEvent, ClientEvents, DeviceCredentials, Invitation, MediaFrame,
     MediaKind, Meeting, MeetingEvent,
 };
-use conclave_sdk::DeviceId;
 use conclave_sdk::meeting::rekey::RekeyConfig;
 use rand_core::OsRng;
 
@@ -50,7 +50,11 @@ impl User {
 
     /// Connects the device of `credentials` (which the test created, e.g. to keep a
     /// copy of its keys).
-    pub async fn connect_credentials(&self, sfu: &TestSfu, credentials: DeviceCredentials) -> Device {
+    pub async fn connect_credentials(
+        &self,
+        sfu: &TestSfu,
+        credentials: DeviceCredentials,
+    ) -> Device {
         Device::connect(sfu.client_config(), credentials).await
     }
 

@@ -98,7 +98,11 @@ impl TestSfu {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let identity = match identity {
             Some(identity) => identity,
-            None => tls::load_or_generate_dev(dir.path()).expect("a dev certificate").0,
+            None => {
+                tls::load_or_generate_dev(dir.path())
+                    .expect("a dev certificate")
+                    .0
+            }
         };
         let mut sfu = TestSfu {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -5,7 +5,6 @@
 // Test helpers may panic on unexpected failures.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -21,8 +20,8 @@ use conclave_sdk::time::DAY_MS;
 use conclave_sdk::transport::ServerTrust;
 use conclave_testkit::clock::now;
 use conclave_testkit::identity::User;
-use conclave_testkit::protocol::{TestClient, device_id_bytes};
 use conclave_testkit::protocol::mailbox::{recipients_from, seal_text, status_for};
+use conclave_testkit::protocol::{TestClient, device_id_bytes};
 
 /// A running `conclave-sfu` process.
 struct Sfu {

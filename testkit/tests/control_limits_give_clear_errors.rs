@@ -5,7 +5,6 @@
 // Test helpers may panic on unexpected failures.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,8 +16,8 @@ use conclave_sfu::config::Config;
 use conclave_sfu::store::MemoryStore;
 use conclave_testkit::clock::WAIT;
 use conclave_testkit::identity::User;
-use conclave_testkit::protocol::{TestClient, device_id_bytes};
 use conclave_testkit::protocol::mailbox::{recipients_from, seal_text};
+use conclave_testkit::protocol::{TestClient, device_id_bytes};
 use conclave_testkit::sfu::{TestSfu, test_config};
 
 async fn start(edit: impl FnOnce(&mut Config)) -> TestSfu {

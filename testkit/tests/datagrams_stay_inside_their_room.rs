@@ -3,11 +3,11 @@
 //! sender, never into another room, even for a client that is in both rooms.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-use conclave_testkit::media::{assert_exactly, assert_quiet, collect_until_markers, member, send_burst, send_marker};
+use conclave_testkit::media::{
+    assert_exactly, assert_quiet, collect_until_markers, member, send_burst, send_marker,
+};
 use conclave_testkit::protocol::rooms::{TestRoom, slot_of};
 use conclave_testkit::sfu::TestSfu;
-
-
 
 const BURST: u32 = 25;
 

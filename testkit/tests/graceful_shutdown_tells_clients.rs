@@ -3,7 +3,6 @@
 //! any more, and the store is released with everything it acknowledged on disk.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -11,7 +11,6 @@
     clippy::indexing_slicing
 )]
 
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -21,8 +20,6 @@ use conclave_proto::frame;
 use conclave_proto::v1::{self, ErrorCode, client_frame::Request, response};
 use conclave_sfu::server::close_code;
 use conclave_sfu::store::MemoryStore;
-use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::task::JoinHandle;
 use conclave_testkit::clock::WAIT;
 use conclave_testkit::identity::User;
 use conclave_testkit::media::{Got, Tag, assert_exactly, member, send_marker};
@@ -30,6 +27,8 @@ use conclave_testkit::protocol::TestClient;
 use conclave_testkit::protocol::raw::RawControl;
 use conclave_testkit::protocol::rooms::{TestRoom, slot_of};
 use conclave_testkit::sfu::{TestSfu, test_config};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::task::JoinHandle;
 
 /// Largest datagram the server accepts in this test: small, so that an oversize
 /// datagram still fits the QUIC path and reaches the server's check.

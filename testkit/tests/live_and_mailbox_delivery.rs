@@ -5,7 +5,6 @@
 // Test helpers may panic on unexpected failures.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-
 use std::sync::Arc;
 
 use conclave_proto::Message as _;
@@ -15,11 +14,11 @@ use conclave_sdk::container::{ContainerError, ReplayCache, SealedContainer};
 use conclave_sdk::identity::{DeviceIdentity, PrekeyPool};
 use conclave_sdk::time::DAY_MS;
 use conclave_sfu::store::MemoryStore;
-use rand_core::OsRng;
 use conclave_testkit::identity::User;
-use conclave_testkit::protocol::{TestClient, device_id_bytes};
 use conclave_testkit::protocol::mailbox::{recipients_from, seal_text, status_for};
+use conclave_testkit::protocol::{TestClient, device_id_bytes};
 use conclave_testkit::sfu::{TestSfu, test_config};
+use rand_core::OsRng;
 
 /// A user with one registered device, its prekey pool and its replay cache.
 struct Person {
@@ -217,8 +216,10 @@ async fn a_container_claiming_another_sender_device_or_user_is_refused() {
 
     // Bob's own device naming a made-up sender user (review M8: each would cost the
     // recipient a directory lookup).
-    let mut forged =
-        v1::Container::decode(conclave_testkit::protocol::mailbox::junk_container(&bob.device, 200).as_slice()).unwrap();
+    let mut forged = v1::Container::decode(
+        conclave_testkit::protocol::mailbox::junk_container(&bob.device, 200).as_slice(),
+    )
+    .unwrap();
     let mut header = v1::ContainerHeader::decode(forged.header.as_slice()).unwrap();
     header.sender_user_id = vec![7; 32];
     forged.header = header.encode_to_vec();

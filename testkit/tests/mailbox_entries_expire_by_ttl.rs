@@ -5,7 +5,6 @@
 // Test helpers may panic on unexpected failures.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,8 +15,8 @@ use conclave_sdk::time::DAY_MS;
 use conclave_sfu::config::Config;
 use conclave_sfu::store::{DeviceIdBytes, MemoryStore, Store};
 use conclave_testkit::identity::User;
-use conclave_testkit::protocol::{TestClient, device_id_bytes};
 use conclave_testkit::protocol::mailbox::{recipients_from, seal_text, status_for};
+use conclave_testkit::protocol::{TestClient, device_id_bytes};
 use conclave_testkit::sfu::{TestSfu, test_config};
 
 /// Polls the store (at most 100 times, 100 ms apart) until `device` holds `want`

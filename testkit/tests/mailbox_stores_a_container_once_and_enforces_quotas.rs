@@ -13,7 +13,6 @@
     clippy::indexing_slicing
 )]
 
-
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,11 +20,11 @@ use conclave_proto::v1::{DeliveryStatus, ErrorCode};
 use conclave_sdk::transport::TransportError;
 use conclave_sfu::config::Config;
 use conclave_sfu::store::{DeviceRecord, MemoryStore, RedbStore, Store};
-use rand_core::{OsRng, RngCore};
 use conclave_testkit::identity::User;
-use conclave_testkit::protocol::{TestClient, device_id_bytes};
 use conclave_testkit::protocol::mailbox::{junk_container, status_for};
+use conclave_testkit::protocol::{TestClient, device_id_bytes};
 use conclave_testkit::sfu::{TestSfu, test_config};
+use rand_core::{OsRng, RngCore};
 
 /// Registers a device straight in the store (no connection): a recipient that exists
 /// but is offline. The certificate is never read by these tests.
@@ -146,11 +145,7 @@ async fn a_sender_over_its_quota_is_refused_while_another_senders_message_is_del
         c.limits.max_mailbox_bytes_per_sender = 100_000;
     })
     .await;
-    let (alice, bob, carol) = (
-        User::new("alice"),
-        User::new("bob"),
-        User::new("carol"),
-    );
+    let (alice, bob, carol) = (User::new("alice"), User::new("bob"), User::new("carol"));
     let (alice_client, alice_device) = TestClient::registered(&server, &alice).await;
     let (mut bob_client, bob_device) = TestClient::registered(&server, &bob).await;
     let (carol_client, carol_device) = TestClient::registered(&server, &carol).await;
@@ -341,11 +336,7 @@ async fn one_sender_cannot_fill_a_victims_mailbox() {
         c.limits.max_mailbox_entries_per_sender_per_device = 3;
     })
     .await;
-    let (alice, bob, carol) = (
-        User::new("alice"),
-        User::new("bob"),
-        User::new("carol"),
-    );
+    let (alice, bob, carol) = (User::new("alice"), User::new("bob"), User::new("carol"));
     let (alice_phone, alice_phone_device) = TestClient::registered(&server, &alice).await;
     let (alice_laptop, alice_laptop_device) = TestClient::registered(&server, &alice).await;
     let (mut bob_client, bob_device) = TestClient::registered(&server, &bob).await;

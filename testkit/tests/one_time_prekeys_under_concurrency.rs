@@ -4,7 +4,6 @@
 // Test helpers may panic on unexpected failures.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -13,12 +12,12 @@ use conclave_sdk::identity::{
     DEFAULT_PREKEY_TTL_MS, DeviceIdentity, PrekeyPool, UserIdentity, VerifiedDevice, VerifiedPrekey,
 };
 use conclave_sfu::store::{MemoryStore, RedbStore};
-use rand_core::OsRng;
-use tokio::sync::Barrier;
 use conclave_testkit::clock::now;
 use conclave_testkit::identity::User;
 use conclave_testkit::protocol::TestClient;
 use conclave_testkit::sfu::{TestSfu, test_config};
+use rand_core::OsRng;
+use tokio::sync::Barrier;
 
 /// Generates `count` prekeys for `device` (ids continue from the pool's last one).
 fn prekeys(device: &DeviceIdentity, pool: &mut PrekeyPool, count: usize) -> Vec<v1::SignedPrekey> {
@@ -172,9 +171,7 @@ async fn fetch_storm(server: TestSfu) {
     assert_eq!(distinct, uploaded_ids, "exactly the uploaded prekeys");
 
     // Later fetches keep saying exhausted, with the certificate but no prekey.
-    let late = TestClient::registered(&server, &User::new("late"))
-        .await
-        .0;
+    let late = TestClient::registered(&server, &User::new("late")).await.0;
     for _ in 0..2 {
         let bundle = fetch_device_bundle(&late, &owner.identity).await;
         assert!(bundle.prekeys_exhausted);

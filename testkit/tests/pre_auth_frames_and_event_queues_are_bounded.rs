@@ -12,7 +12,6 @@
     clippy::indexing_slicing
 )]
 
-
 use std::sync::Arc;
 
 use conclave_proto::v1::{self, ErrorCode, client_frame::Request, response};
@@ -20,9 +19,9 @@ use conclave_sfu::config::Config;
 use conclave_sfu::server::close_code;
 use conclave_sfu::store::MemoryStore;
 use conclave_testkit::identity::User;
-use conclave_testkit::protocol::{TestClient, device_id_bytes};
 use conclave_testkit::protocol::mailbox::junk_container;
 use conclave_testkit::protocol::raw::RawControl;
+use conclave_testkit::protocol::{TestClient, device_id_bytes};
 use conclave_testkit::sfu::{TestSfu, test_config};
 
 async fn start(edit: impl FnOnce(&mut Config)) -> TestSfu {

@@ -11,7 +11,6 @@
     clippy::indexing_slicing
 )]
 
-
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -1,7 +1,6 @@
 //! Registration pins a user's signing key on first use; devices prove possession of
 //! their signing key on every connection, bound to that connection's TLS session.
 
-
 use conclave_proto::v1::{self, ErrorCode, client_frame::Request};
 use conclave_testkit::identity::User;
 use conclave_testkit::protocol::TestClient;

@@ -3,15 +3,16 @@
 //! member, and its datagrams go nowhere even if it guesses the room's handle.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-
 use conclave_proto::v1::{self, ErrorCode, client_frame::Request};
 use conclave_sdk::meeting::MeetingKey;
 use conclave_sdk::transport::TransportError;
-use rand_core::{OsRng, RngCore};
-use conclave_testkit::media::{assert_exactly, assert_quiet, collect_until_markers, member, send_burst, send_marker};
+use conclave_testkit::media::{
+    assert_exactly, assert_quiet, collect_until_markers, member, send_burst, send_marker,
+};
 use conclave_testkit::protocol::TestClient;
 use conclave_testkit::protocol::rooms::{TestRoom, slot_of};
 use conclave_testkit::sfu::TestSfu;
+use rand_core::{OsRng, RngCore};
 
 const BURST: u32 = 20;
 

@@ -4,7 +4,6 @@
 //! and never above 1,024 bytes.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-
 use conclave_proto::v1::{self, ErrorCode, client_frame::Request, event::Event, response};
 use conclave_testkit::media::member;
 use conclave_testkit::protocol::TestClient;

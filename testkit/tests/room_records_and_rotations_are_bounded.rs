@@ -12,7 +12,6 @@
     clippy::indexing_slicing
 )]
 
-
 use std::sync::Arc;
 
 use conclave_proto::v1::{self, ErrorCode, client_frame::Request};
@@ -20,11 +19,11 @@ use conclave_sdk::meeting::{MeetingKey, RoomAuthKey, RoutingId};
 use conclave_sdk::transport::TransportError;
 use conclave_sfu::config::Config;
 use conclave_sfu::store::{MemoryStore, Store};
-use rand_core::OsRng;
 use conclave_testkit::identity::User;
 use conclave_testkit::protocol::TestClient;
 use conclave_testkit::protocol::rooms::TestRoom;
 use conclave_testkit::sfu::{TestSfu, test_config};
+use rand_core::OsRng;
 
 async fn start(store: Arc<dyn Store>, edit: impl FnOnce(&mut Config)) -> TestSfu {
     let mut config = test_config();

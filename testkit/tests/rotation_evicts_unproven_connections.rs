@@ -4,18 +4,19 @@
 //! datagrams, and cannot come back with the old key.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-
 use std::sync::Arc;
 
 use conclave_proto::v1::{self, ErrorCode, EvictReason, event::Event};
 use conclave_sdk::meeting::MeetingKey;
 use conclave_sdk::transport::TransportError;
 use conclave_sfu::store::MemoryStore;
-use rand_core::OsRng;
-use conclave_testkit::media::{assert_exactly, assert_quiet, collect_until_markers, member, send_burst, send_marker};
+use conclave_testkit::media::{
+    assert_exactly, assert_quiet, collect_until_markers, member, send_burst, send_marker,
+};
 use conclave_testkit::protocol::TestClient;
 use conclave_testkit::protocol::rooms::{TestRoom, slot_of};
 use conclave_testkit::sfu::{TestSfu, test_config};
+use rand_core::OsRng;
 
 /// The grace window of these tests. The member that re-proves does so right after the
 /// rotation is answered; a generous window keeps a slow machine from turning that into

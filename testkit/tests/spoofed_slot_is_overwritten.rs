@@ -2,7 +2,6 @@
 //! assigned to the sending connection over it, so nobody can speak as another member.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-
 use conclave_proto::datagram::MediaKind;
 use conclave_testkit::media::{Tag, collect_until_markers, member, send_marker};
 use conclave_testkit::protocol::rooms::{TestRoom, slot_of};

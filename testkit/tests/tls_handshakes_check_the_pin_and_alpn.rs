@@ -32,8 +32,7 @@ fn pinned_client_config_with_alpn(fingerprint: [u8; 32], alpn: &[u8]) -> quinn::
 /// A server endpoint on 127.0.0.1 that completes handshakes in the background.
 fn server(identity: &ServerIdentity) -> (quinn::Endpoint, SocketAddr) {
     let config = server_config(identity, &Timing::default(), &Limits::default()).unwrap();
-    let endpoint =
-        quinn::Endpoint::server(config, SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    let endpoint = quinn::Endpoint::server(config, SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
     let addr = endpoint.local_addr().unwrap();
     let accepting = endpoint.clone();
     tokio::spawn(async move {

@@ -1,12 +1,12 @@
 //! Directory, prekeys and mailbox for the protocol client, and the sender's and
 //! receiver's side of a text container with the crypto core.
 
+use conclave_core::DeviceId;
 use conclave_core::container::{self, ContainerError, Recipient, ReplayCache, SealedContainer};
 use conclave_core::identity::{
     DeviceIdentity, PrekeyPool, UserIdentity, VerifiedDevice, VerifiedPrekey,
 };
 use conclave_core::time::DAY_MS;
-use conclave_core::DeviceId;
 use conclave_proto::Message as _;
 use conclave_proto::v1::{self, client_frame::Request, response};
 use conclave_sdk::transport::TransportError;

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use conclave_proto::frame::{self, PREFIX_LEN, TLS_EXPORTER_LABEL, TLS_EXPORTER_LEN};
 use conclave_core::identity::DeviceIdentity;
+use conclave_proto::frame::{self, PREFIX_LEN, TLS_EXPORTER_LABEL, TLS_EXPORTER_LEN};
 use conclave_proto::v1::{self, client_frame::Request, response, server_frame};
 
 use super::{hello, register};
@@ -92,7 +92,10 @@ impl RawControl {
 
     /// Writes `bytes` to the control stream.
     pub async fn write(&mut self, bytes: &[u8]) {
-        self.send.write_all(bytes).await.expect("write the control stream");
+        self.send
+            .write_all(bytes)
+            .await
+            .expect("write the control stream");
     }
 
     /// Sends one framed request.
