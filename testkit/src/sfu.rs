@@ -26,6 +26,13 @@ pub fn test_config() -> Config {
     config
 }
 
+/// [`test_config`] as `edit` changes it (e.g. a lower limit).
+pub fn test_config_with(edit: impl FnOnce(&mut Config)) -> Config {
+    let mut config = test_config();
+    edit(&mut config);
+    config
+}
+
 /// The configuration of tests with SDK clients: a rotation grace and a leader
 /// succession of 1 s, below the test clients' drop window (2 s, see
 /// [`TestSfu::client_config`]), so a successor can take over in time.
@@ -64,6 +71,11 @@ impl TestSfu {
     /// A server with [`test_config`] and a memory store.
     pub async fn start() -> Self {
         Self::start_with(test_config(), Arc::new(MemoryStore::new())).await
+    }
+
+    /// A server with [`test_config_with`]`(edit)` and a memory store.
+    pub async fn start_edited(edit: impl FnOnce(&mut Config)) -> Self {
+        Self::start_with(test_config_with(edit), Arc::new(MemoryStore::new())).await
     }
 
     /// A server with [`client_test_config`] and a memory store, for SDK clients.

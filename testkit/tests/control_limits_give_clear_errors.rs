@@ -5,26 +5,17 @@
 // Test helpers may panic on unexpected failures.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use conclave_proto::v1::{self, ErrorCode, client_frame::Request, response};
 use conclave_sdk::identity::PrekeyPool;
 use conclave_sdk::time::DAY_MS;
 use conclave_sdk::transport::{ControlConnection, TransportError};
-use conclave_sfu::config::Config;
-use conclave_sfu::store::MemoryStore;
 use conclave_testkit::clock::WAIT;
 use conclave_testkit::identity::User;
 use conclave_testkit::protocol::mailbox::{recipients_from, seal_text};
 use conclave_testkit::protocol::{TestClient, device_id_bytes};
-use conclave_testkit::sfu::{TestSfu, test_config};
-
-async fn start(edit: impl FnOnce(&mut Config)) -> TestSfu {
-    let mut config = test_config();
-    edit(&mut config);
-    TestSfu::start_with(config, Arc::new(MemoryStore::new())).await
-}
+use conclave_testkit::sfu::TestSfu;
 
 async fn get_time(client: &TestClient) -> Result<response::Result, TransportError> {
     client.request(Request::GetTime(v1::GetTime {})).await
@@ -37,7 +28,7 @@ fn assert_limit(err: &TransportError, limit: &str) {
 
 #[tokio::test]
 async fn requests_beyond_the_burst_are_rate_limited_with_a_retry_hint() {
-    let server = start(|c| {
+    let server = TestSfu::start_edited(|c| {
         c.limits.requests_per_second = 1;
         c.limits.request_burst = 3;
     })
@@ -80,7 +71,7 @@ async fn requests_beyond_the_burst_are_rate_limited_with_a_retry_hint() {
 
 #[tokio::test]
 async fn waiting_as_long_as_the_retry_hint_says_is_enough() {
-    let server = start(|c| {
+    let server = TestSfu::start_edited(|c| {
         c.limits.requests_per_second = 7;
         c.limits.request_burst = 1;
     })
@@ -112,7 +103,7 @@ async fn waiting_as_long_as_the_retry_hint_says_is_enough() {
 
 #[tokio::test]
 async fn a_fetch_for_more_users_than_max_users_per_fetch_is_refused() {
-    let server = start(|c| c.limits.max_users_per_fetch = 3).await;
+    let server = TestSfu::start_edited(|c| c.limits.max_users_per_fetch = 3).await;
     let users: Vec<User> = (0..4).map(|i| User::new(&format!("u{i}"))).collect();
     let (client, _) = TestClient::registered(&server, &users[0]).await;
 
@@ -126,7 +117,7 @@ async fn a_fetch_for_more_users_than_max_users_per_fetch_is_refused() {
 
 #[tokio::test]
 async fn a_container_for_more_recipients_than_max_recipients_per_container_is_refused() {
-    let server = start(|c| c.limits.max_recipients_per_container = 2).await;
+    let server = TestSfu::start_edited(|c| c.limits.max_recipients_per_container = 2).await;
     let alice = User::new("alice");
     let (alice_client, alice_device) = TestClient::registered(&server, &alice).await;
     let mut recipients = Vec::new();
@@ -171,7 +162,7 @@ async fn a_container_for_more_recipients_than_max_recipients_per_container_is_re
 
 #[tokio::test]
 async fn a_user_cannot_register_more_than_max_devices_per_user() {
-    let server = start(|c| c.limits.max_devices_per_user = 2).await;
+    let server = TestSfu::start_edited(|c| c.limits.max_devices_per_user = 2).await;
     let alice = User::new("alice");
     let (_c1, first) = TestClient::registered(&server, &alice).await;
     let (_c2, _second) = TestClient::registered(&server, &alice).await;
@@ -189,7 +180,7 @@ async fn a_user_cannot_register_more_than_max_devices_per_user() {
 
 #[tokio::test]
 async fn an_upload_that_would_exceed_max_prekeys_per_device_is_refused_whole() {
-    let server = start(|c| {
+    let server = TestSfu::start_edited(|c| {
         c.limits.max_prekeys_per_device = 25;
         c.limits.prekeys_low_threshold = 5;
     })
@@ -246,7 +237,7 @@ async fn try_session(server: &TestSfu) -> Result<(), String> {
 
 #[tokio::test]
 async fn connections_above_max_connections_are_refused_until_one_closes() {
-    let server = start(|c| c.limits.max_connections = 2).await;
+    let server = TestSfu::start_edited(|c| c.limits.max_connections = 2).await;
     let first = TestClient::connect(&server).await;
     let _second = TestClient::connect(&server).await;
 
@@ -269,7 +260,7 @@ async fn connections_above_max_connections_are_refused_until_one_closes() {
 
 #[tokio::test]
 async fn a_rate_limited_request_has_no_effect() {
-    let server = start(|c| {
+    let server = TestSfu::start_edited(|c| {
         c.limits.requests_per_second = 1;
         c.limits.request_burst = 5;
     })

@@ -23,7 +23,7 @@ use conclave_sfu::store::{DeviceRecord, MemoryStore, RedbStore, Store};
 use conclave_testkit::identity::User;
 use conclave_testkit::protocol::mailbox::{junk_container, status_for};
 use conclave_testkit::protocol::{TestClient, device_id_bytes};
-use conclave_testkit::sfu::{TestSfu, test_config};
+use conclave_testkit::sfu::{TestSfu, test_config_with};
 use rand_core::{OsRng, RngCore};
 
 /// Registers a device straight in the store (no connection): a recipient that exists
@@ -43,9 +43,7 @@ fn offline_device(store: &dyn Store) -> [u8; 16] {
 }
 
 async fn start(store: Arc<dyn Store>, edit: impl FnOnce(&mut Config)) -> TestSfu {
-    let mut config = test_config();
-    edit(&mut config);
-    TestSfu::start_with(config, store).await
+    TestSfu::start_with(test_config_with(edit), store).await
 }
 
 fn assert_limit(err: &TransportError, limit: &str) {

@@ -12,23 +12,13 @@
     clippy::indexing_slicing
 )]
 
-use std::sync::Arc;
-
 use conclave_proto::v1::{self, ErrorCode, client_frame::Request, response};
-use conclave_sfu::config::Config;
 use conclave_sfu::server::close_code;
-use conclave_sfu::store::MemoryStore;
 use conclave_testkit::identity::User;
 use conclave_testkit::protocol::mailbox::junk_container;
 use conclave_testkit::protocol::raw::RawControl;
 use conclave_testkit::protocol::{TestClient, device_id_bytes};
 use conclave_testkit::sfu::{TestSfu, test_config};
-
-async fn start(edit: impl FnOnce(&mut Config)) -> TestSfu {
-    let mut config = test_config();
-    edit(&mut config);
-    TestSfu::start_with(config, Arc::new(MemoryStore::new())).await
-}
 
 /// The error the server sends for request id 0 before it closes the connection.
 async fn framing_error(raw: &mut RawControl) -> v1::Error {
@@ -42,7 +32,7 @@ async fn framing_error(raw: &mut RawControl) -> v1::Error {
 
 #[tokio::test]
 async fn an_unauthenticated_connection_announcing_a_frame_above_the_pre_auth_limit_is_closed() {
-    let server = start(|_| {}).await;
+    let server = TestSfu::start_edited(|_| {}).await;
     assert_eq!(test_config().limits.max_frame_bytes_before_auth, 8192);
     let mut raw = RawControl::connect(&server).await;
 
@@ -76,7 +66,7 @@ async fn an_unauthenticated_connection_announcing_a_frame_above_the_pre_auth_lim
 
 #[tokio::test]
 async fn after_authentication_the_full_frame_limit_applies() {
-    let server = start(|_| {}).await;
+    let server = TestSfu::start_edited(|_| {}).await;
     let mut raw = RawControl::connect(&server).await;
     let user = User::new("alice");
     let device = user.device();
@@ -114,7 +104,7 @@ async fn after_authentication_the_full_frame_limit_applies() {
 async fn a_connection_that_does_not_read_its_events_is_cut_when_queued_bytes_exceed_the_bound() {
     const BOUND: usize = 64 * 1024;
     const CONTAINER: usize = 16 * 1024;
-    let server = start(|c| c.limits.max_queued_event_bytes = BOUND).await;
+    let server = TestSfu::start_edited(|c| c.limits.max_queued_event_bytes = BOUND).await;
 
     // The victim registers, then never reads its control stream again. Its QUIC
     // receive window is small, so little sits in flight.

@@ -11,22 +11,13 @@
     clippy::indexing_slicing
 )]
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use conclave_proto::v1;
 use conclave_sdk::identity::PrekeyPool;
-use conclave_sfu::config::Config;
-use conclave_sfu::store::MemoryStore;
 use conclave_testkit::identity::User;
 use conclave_testkit::protocol::TestClient;
-use conclave_testkit::sfu::{TestSfu, test_config};
-
-async fn start(edit: impl FnOnce(&mut Config)) -> TestSfu {
-    let mut config = test_config();
-    edit(&mut config);
-    TestSfu::start_with(config, Arc::new(MemoryStore::new())).await
-}
+use conclave_testkit::sfu::TestSfu;
 
 /// A registered user whose single device holds `prekeys` prekeys.
 async fn stocked(server: &TestSfu, name: &str, prekeys: usize) -> (User, [u8; 16]) {
@@ -70,7 +61,7 @@ fn assert_withheld(device: &v1::DeviceBundle, max_wait_ms: u64) {
 #[tokio::test]
 async fn one_requester_popping_a_victims_prekeys_in_a_loop_gets_at_most_its_burst() {
     const BURST: u32 = 5;
-    let server = start(|c| {
+    let server = TestSfu::start_edited(|c| {
         c.limits.prekey_pops_per_pair_burst = BURST;
         c.limits.prekey_pops_per_pair_per_minute = 1;
     })
@@ -121,7 +112,7 @@ async fn one_requester_popping_a_victims_prekeys_in_a_loop_gets_at_most_its_burs
 
 #[tokio::test]
 async fn all_requesters_together_are_limited_per_target() {
-    let server = start(|c| {
+    let server = TestSfu::start_edited(|c| {
         c.limits.prekey_pops_per_target_burst = 4;
         c.limits.prekey_pops_per_target_per_minute = 1;
     })

@@ -22,13 +22,11 @@ use conclave_sfu::store::{MemoryStore, Store};
 use conclave_testkit::identity::User;
 use conclave_testkit::protocol::TestClient;
 use conclave_testkit::protocol::rooms::TestRoom;
-use conclave_testkit::sfu::{TestSfu, test_config};
+use conclave_testkit::sfu::{TestSfu, test_config_with};
 use rand_core::OsRng;
 
 async fn start(store: Arc<dyn Store>, edit: impl FnOnce(&mut Config)) -> TestSfu {
-    let mut config = test_config();
-    edit(&mut config);
-    TestSfu::start_with(config, store).await
+    TestSfu::start_with(test_config_with(edit), store).await
 }
 
 /// A server refusal's code, message and wait.
