@@ -20,7 +20,7 @@ use conclave_sdk::time::DAY_MS;
 use conclave_sdk::transport::ServerTrust;
 use conclave_testkit::clock::now;
 use conclave_testkit::identity::User;
-use conclave_testkit::protocol::mailbox::{recipients_from, seal_text, status_for};
+use conclave_testkit::protocol::mailbox::{open_text, recipients_from, seal_text, status_for};
 use conclave_testkit::protocol::{TestClient, device_id_bytes};
 
 /// A running `conclave-sfu` process.
@@ -214,7 +214,7 @@ async fn registrations_prekeys_and_mailbox_entries_survive_kill_9() {
     assert_eq!(auth.mailbox_pending, 1, "the stored entry survived");
     let delivery = carol_client.mailbox_delivery().await;
     assert_eq!(delivery.container, container);
-    let (text, _) = conclave_testkit::protocol::mailbox::open_text(
+    let (text, _) = open_text(
         &delivery.container,
         &alice.identity,
         &carol_device,

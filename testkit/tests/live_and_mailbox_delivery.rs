@@ -15,7 +15,9 @@ use conclave_sdk::identity::{DeviceIdentity, PrekeyPool};
 use conclave_sdk::time::DAY_MS;
 use conclave_sfu::store::MemoryStore;
 use conclave_testkit::identity::User;
-use conclave_testkit::protocol::mailbox::{recipients_from, seal_text, status_for};
+use conclave_testkit::protocol::mailbox::{
+    mailbox_events, open_text, recipients_from, seal_text, status_for,
+};
 use conclave_testkit::protocol::{TestClient, device_id_bytes};
 use conclave_testkit::sfu::{TestSfu, test_config};
 use rand_core::OsRng;
@@ -61,7 +63,7 @@ impl Person {
     ) -> Result<String, ContainerError> {
         let sealed = SealedContainer::decode(&delivery.container)?;
         assert_eq!(sealed.claimed_sender(), sender.user.identity.user_id);
-        let (text, device) = conclave_testkit::protocol::mailbox::open_text(
+        let (text, device) = open_text(
             &delivery.container,
             &sender.user.identity,
             &self.device,
@@ -80,16 +82,6 @@ async fn seal_for(from: (&TestClient, &Person), to: &[&Person], text: &str) -> V
     let recipients = recipients_from(&bundles, &users);
     assert_eq!(recipients.len(), to.len());
     seal_text(&from.1.device, &recipients, text, DAY_MS)
-}
-
-fn mailbox_events(events: Vec<v1::event::Event>) -> Vec<v1::MailboxDelivery> {
-    events
-        .into_iter()
-        .filter_map(|e| match e {
-            v1::event::Event::Mailbox(m) => Some(m),
-            _ => None,
-        })
-        .collect()
 }
 
 #[tokio::test]

@@ -8,14 +8,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use conclave_proto::v1::{self, DeliveryStatus};
+use conclave_proto::v1::DeliveryStatus;
 use conclave_sdk::container::ReplayCache;
 use conclave_sdk::identity::{DeviceIdentity, PrekeyPool};
 use conclave_sdk::time::DAY_MS;
 use conclave_sfu::config::Config;
 use conclave_sfu::store::{DeviceIdBytes, MemoryStore, Store};
 use conclave_testkit::identity::User;
-use conclave_testkit::protocol::mailbox::{recipients_from, seal_text, status_for};
+use conclave_testkit::protocol::mailbox::{
+    mailbox_events, open_text, recipients_from, seal_text, status_for,
+};
 use conclave_testkit::protocol::{TestClient, device_id_bytes};
 use conclave_testkit::sfu::{TestSfu, test_config};
 
@@ -70,16 +72,6 @@ async fn send_to_carol(
         .await
         .unwrap();
     assert_eq!(status_for(&sent, &carol_id), DeliveryStatus::Stored);
-}
-
-fn mailbox_events(events: Vec<v1::event::Event>) -> Vec<v1::MailboxDelivery> {
-    events
-        .into_iter()
-        .filter_map(|e| match e {
-            v1::event::Event::Mailbox(m) => Some(m),
-            _ => None,
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -146,7 +138,7 @@ async fn a_container_ttl_shorter_than_the_server_ttl_decides_when_its_entry_expi
     let auth = carol_client.authenticate(&carol_device).await.unwrap();
     assert_eq!(auth.mailbox_pending, 1);
     let delivery = carol_client.mailbox_delivery().await;
-    let (text, _) = conclave_testkit::protocol::mailbox::open_text(
+    let (text, _) = open_text(
         &delivery.container,
         &alice.identity,
         &carol_device,

@@ -97,6 +97,17 @@ impl TestClient {
     }
 }
 
+/// The mailbox deliveries among `events` (e.g. [`TestClient::received_events`]).
+pub fn mailbox_events(events: Vec<v1::event::Event>) -> Vec<v1::MailboxDelivery> {
+    events
+        .into_iter()
+        .filter_map(|e| match e {
+            v1::event::Event::Mailbox(m) => Some(m),
+            _ => None,
+        })
+        .collect()
+}
+
 /// What a sending client does with fetched bundles: checks that each user's bundle
 /// carries the trusted (pinned) user key, verifies every device certificate against
 /// it and every prekey against its certificate, and pairs them as recipients. Panics
