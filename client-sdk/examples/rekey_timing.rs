@@ -15,28 +15,18 @@
 )]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use conclave_sdk::client::{
-    Client, ClientConfig, ClientEvent, DeviceCredentials, MediaKind, Meeting, MeetingEvent,
-};
-use conclave_sdk::identity::UserSigningKey;
-use conclave_sdk::transport::ServerTrust;
-use conclave_sdk::{UnixMillis, UserId};
+use conclave_sdk::client::{ClientConfig, ClientEvent, MediaKind, Meeting, MeetingEvent};
 use conclave_sfu::store::MemoryStore;
-use rand_core::OsRng;
+use conclave_testkit::meeting::start_and_accept;
+use conclave_testkit::sfu::{TestSfu, quiet_config};
+use conclave_testkit::{Device, User};
 
+/// Upper bound for a meeting's set-up and each round's rekey (100 participants share
+/// two cores with the server).
 const WAIT: Duration = Duration::from_secs(120);
-
-fn now() -> UnixMillis {
-    UnixMillis(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64,
-    )
-}
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -63,65 +53,31 @@ async fn main() -> Result<()> {
 }
 
 async fn measure(n: usize, rounds: usize) -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let mut config = conclave_sfu::config::Config::default();
-    config.metrics_listen = None;
-    let (identity, _) = conclave_sfu::tls::load_or_generate_dev(dir.path())?;
-    let sfu = conclave_sfu::embedded::EmbeddedSfu::start(
-        "127.0.0.1:0".parse()?,
-        &identity,
-        config,
-        Arc::new(MemoryStore::new()),
-    )?;
-    let addr = sfu.addr();
-    let mut client_config =
-        ClientConfig::new(addr, ServerTrust::PinnedSha256(identity.fingerprint_sha256));
+    // The server with its default timers (the test kit's start-up, no metrics port).
+    let sfu = TestSfu::start_with(quiet_config(), Arc::new(MemoryStore::new())).await;
+    let mut client_config = ClientConfig::new(sfu.addr, sfu.trust.clone());
     // Enough prekeys for every round's containers without waiting for replenishment.
     client_config.prekey_target = 200;
 
     // N users, one device each.
     let setup = Instant::now();
-    let mut clients = Vec::with_capacity(n);
-    for i in 0..n {
-        let name = format!("user{i}");
-        let key = UserSigningKey::generate(&mut OsRng);
-        let creds = DeviceCredentials::create(&name, &key, now(), &mut OsRng)?;
-        let (client, mut events) = Client::connect(client_config.clone(), creds).await?;
+    let users: Vec<User> = (0..n).map(|i| User::new(&format!("user{i}"))).collect();
+    let mut devices: Vec<Device> = Vec::with_capacity(n);
+    for user in &users {
+        let mut device = user.connect_with(client_config.clone()).await;
         // The first prekey upload happens during connect.
         let _ = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(e) = events.recv().await {
+            while let Some(e) = device.events.recv().await {
                 if matches!(e, ClientEvent::PrekeysUploaded { .. }) {
                     break;
                 }
             }
         })
         .await;
-        clients.push((client, events, UserId::from_username(&name)?));
+        devices.push(device);
     }
-    let invitees: Vec<UserId> = clients[1..].iter().map(|c| c.2).collect();
-    let (mut leader, report) = clients[0]
-        .0
-        .start_meeting(&invitees, &[MediaKind::Audio])
-        .await?;
-    anyhow::ensure!(report.invited.len() == n - 1, "every invitee verified");
-    let mut meetings: Vec<Meeting> = Vec::with_capacity(n);
-    let accepts = clients[1..]
-        .iter_mut()
-        .map(|(client, events, _)| async move {
-            let invitation = loop {
-                match events.recv().await.context("client closed")? {
-                    ClientEvent::Invited(i) => break i,
-                    _ => continue,
-                }
-            };
-            client
-                .accept(&invitation, &[MediaKind::Audio])
-                .await
-                .map_err(anyhow::Error::from)
-        });
-    for m in futures_join(accepts).await {
-        meetings.push(m?);
-    }
+    let mut meetings = start_and_accept(&users, &mut devices, &[MediaKind::Audio]).await;
+    let mut leader = meetings.remove(0);
     let mut replies = 0;
     tokio::time::timeout(WAIT, async {
         while replies < n - 1 {
@@ -174,50 +130,9 @@ async fn measure(n: usize, rounds: usize) -> Result<()> {
         ms(*times.last().unwrap()),
         times.len()
     );
-    for (client, _, _) in clients {
-        client.close().await;
+    for device in devices {
+        device.client.close().await;
     }
     sfu.stop().await?;
     Ok(())
-}
-
-/// Runs futures concurrently and collects their outputs in order.
-async fn futures_join<F: std::future::Future>(
-    futures: impl IntoIterator<Item = F>,
-) -> Vec<F::Output> {
-    let mut set = Vec::new();
-    for f in futures {
-        set.push(f);
-    }
-    let mut out = Vec::with_capacity(set.len());
-    // Poll all at once by pinning them in a join set of local futures.
-    let results = futures_util_join_all(set).await;
-    out.extend(results);
-    out
-}
-
-async fn futures_util_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in pinned.iter_mut().enumerate() {
-            if outputs[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => outputs[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    outputs
-        .into_iter()
-        .map(|o| o.expect("every future completed"))
-        .collect()
 }

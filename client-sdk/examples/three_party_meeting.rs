@@ -24,9 +24,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use conclave_sdk::UserId;
 use conclave_sdk::client::{
     Client, ClientConfig, ClientEvent, ClientEvents, DeviceCredentials, Invitation, MediaKind,
     Meeting, MeetingEvent,
@@ -34,13 +35,10 @@ use conclave_sdk::client::{
 use conclave_sdk::identity::UserSigningKey;
 use conclave_sdk::safety::SafetyWords;
 use conclave_sdk::transport::ServerTrust;
-use conclave_sdk::{UnixMillis, UserId};
-use conclave_sfu::embedded::EmbeddedSfu;
 use conclave_sfu::store::MemoryStore;
+use conclave_testkit::sfu::{TestSfu, quiet_config};
+use conclave_testkit::{WAIT, now};
 use rand_core::{OsRng, RngCore};
-
-/// Upper bound for anything this example waits for.
-const WAIT: Duration = Duration::from_secs(20);
 
 const USAGE: &str = "usage: three_party_meeting [--server HOST:PORT --pin SHA256HEX]";
 
@@ -53,7 +51,7 @@ async fn main() -> anyhow::Result<()> {
 
     let sfu = match parse_args()? {
         Some((addr, trust)) => Sfu::running(addr, trust),
-        None => Sfu::start().await?,
+        None => Sfu::start().await,
     };
     let outcome = meet(&sfu).await;
     sfu.stop().await?;
@@ -91,12 +89,7 @@ struct Sfu {
     addr: SocketAddr,
     trust: ServerTrust,
     /// Set when this process runs the server.
-    local: Option<LocalSfu>,
-}
-
-struct LocalSfu {
-    server: EmbeddedSfu,
-    _cert_dir: tempfile::TempDir,
+    local: Option<TestSfu>,
 }
 
 impl Sfu {
@@ -110,39 +103,26 @@ impl Sfu {
     }
 
     /// Starts an SFU on 127.0.0.1 (any free port) with an in-memory store and a
-    /// development certificate in a temporary directory; clients pin its fingerprint.
-    async fn start() -> anyhow::Result<Self> {
-        let cert_dir = tempfile::tempdir()?;
-        let mut config = conclave_sfu::config::Config::default();
-        config.metrics_listen = None;
-        let (identity, _) = conclave_sfu::tls::load_or_generate_dev(cert_dir.path())?;
-        let server = EmbeddedSfu::start(
-            "127.0.0.1:0".parse()?,
-            &identity,
-            config,
-            Arc::new(MemoryStore::new()),
-        )?;
-        let addr = server.addr();
+    /// development certificate in a temporary directory (the test kit's start-up);
+    /// clients pin its fingerprint.
+    async fn start() -> Self {
+        let server = TestSfu::start_with(quiet_config(), Arc::new(MemoryStore::new())).await;
         println!(
-            "SFU started on {addr} (certificate sha-256 {})",
-            identity.fingerprint_hex()
+            "SFU started on {} (certificate sha-256 {})",
+            server.addr,
+            server.fingerprint_hex()
         );
-        Ok(Sfu {
-            addr,
-            trust: ServerTrust::PinnedSha256(identity.fingerprint_sha256),
-            local: Some(LocalSfu {
-                server,
-                _cert_dir: cert_dir,
-            }),
-        })
+        Sfu {
+            addr: server.addr,
+            trust: server.trust.clone(),
+            local: Some(server),
+        }
     }
 
     /// Shuts the in-process server down gracefully (nothing for a running one).
     async fn stop(self) -> anyhow::Result<()> {
-        if let Some(local) = self.local {
-            tokio::time::timeout(WAIT, local.server.stop())
-                .await
-                .context("the SFU did not stop in time")??;
+        if let Some(server) = self.local {
+            server.stop().await?;
             println!("SFU stopped");
         }
         Ok(())
@@ -499,12 +479,4 @@ async fn receive(seat: &mut Seat, payload: &[u8]) -> anyhow::Result<bool> {
             return Ok(true);
         }
     }
-}
-
-/// The local clock (for the device certificate's validity start).
-fn now() -> UnixMillis {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    UnixMillis(ms)
 }

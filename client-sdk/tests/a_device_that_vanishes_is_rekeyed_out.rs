@@ -5,21 +5,19 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use conclave_sdk::client::{MediaKind, Meeting};
 use conclave_sfu::store::MemoryStore;
-use support::*;
+use conclave_testkit::prelude::*;
 
 /// A server whose QUIC idle timeout is short (the clients' keep-alive, 5 s, still
 /// keeps live connections open).
-async fn sfu() -> Sfu {
-    let mut config = sfu_config();
+async fn sfu() -> TestSfu {
+    let mut config = client_test_config();
     config.timing.idle_timeout_secs = 6;
-    Sfu::start_configured(Arc::new(MemoryStore::new()), config).await
+    TestSfu::start_with(config, Arc::new(MemoryStore::new())).await
 }
 
 /// The device's own runtime: shutting it down kills the device mid-meeting.

@@ -6,8 +6,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,14 +13,11 @@ use conclave_proto::v1::{self, client_frame::Request, response};
 use conclave_sdk::client::{Client, DeviceCredentials, MediaKind};
 use conclave_sdk::identity::VerifiedPrekey;
 use conclave_sfu::store::MemoryStore;
-use support::hostile::raw_device;
-use support::*;
+use conclave_testkit::hostile::raw_device;
+use conclave_testkit::prelude::*;
 
 /// The directory's entry for `target`'s only device, as `fetcher` gets it.
-async fn fetch_one(
-    fetcher: &conclave_sdk::transport::ControlConnection,
-    target: &User,
-) -> v1::DeviceBundle {
+async fn fetch_one(fetcher: &TestClient, target: &User) -> v1::DeviceBundle {
     let answer = fetcher
         .request(Request::FetchBundles(v1::FetchBundles {
             user_ids: vec![target.id().as_bytes().to_vec()],
@@ -41,14 +36,14 @@ async fn fetch_one(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_device_whose_one_time_prekeys_were_all_popped_still_gets_the_invite() {
-    let mut config = sfu_config();
+    let mut config = client_test_config();
     config.limits.requests_per_second = 1_000_000;
     config.limits.request_burst = 1_000_000;
     config.limits.prekey_pops_per_pair_burst = 1_000_000;
     config.limits.prekey_pops_per_pair_per_minute = 1_000_000;
     config.limits.prekey_pops_per_target_burst = 1_000_000;
     config.limits.prekey_pops_per_target_per_minute = 1_000_000;
-    let sfu = Sfu::start_configured(Arc::new(MemoryStore::new()), config).await;
+    let sfu = TestSfu::start_with(config, Arc::new(MemoryStore::new())).await;
     let (alice, victim, mallory) = (
         User::new("alice"),
         User::new("victim"),
@@ -132,14 +127,14 @@ async fn an_offline_device_whose_one_time_prekeys_were_all_popped_still_gets_the
 /// prekey at once instead of waiting for the limit to pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_withheld_prekey_is_replaced_by_the_last_resort_prekey_without_delay() {
-    let mut config = sfu_config();
+    let mut config = client_test_config();
     config.limits.requests_per_second = 1_000_000;
     config.limits.request_burst = 1_000_000;
     config.limits.prekey_pops_per_pair_burst = 1_000_000;
     config.limits.prekey_pops_per_pair_per_minute = 1_000_000;
     config.limits.prekey_pops_per_target_burst = 5;
     config.limits.prekey_pops_per_target_per_minute = 1;
-    let sfu = Sfu::start_configured(Arc::new(MemoryStore::new()), config).await;
+    let sfu = TestSfu::start_with(config, Arc::new(MemoryStore::new())).await;
     let (alice, victim, mallory) = (
         User::new("alice"),
         User::new("victim"),

@@ -6,18 +6,16 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use conclave_sdk::client::{ClientEvent, MediaKind, RefusalReason};
-use support::hostile::{Forged, rewrite_bundles, server_can_open, shared};
-use support::*;
+use conclave_testkit::hostile::{Forged, rewrite_bundles, server_can_open, shared};
+use conclave_testkit::prelude::*;
 
 /// A directory answer to the key leader's rekey fetch leaves Bob's idle tablet out of
 /// Bob's bundle and adds an unrequested user whose certificate reuses the tablet's
 /// device id. The Rekey must not be sealed to the fabricated device.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fabricated_user_reusing_a_roster_device_id_gets_no_rekey() {
-    let sfu = Sfu::start_hostile().await;
+    let sfu = TestSfu::start_hostile(client_test_config()).await;
     let (alice, bob, carol) = (User::new("alice"), User::new("bob"), User::new("carol"));
     let mut a = alice.connect(&sfu).await;
     let mut phone = bob.connect(&sfu).await;
@@ -53,7 +51,7 @@ async fn a_fabricated_user_reusing_a_roster_device_id_gets_no_rekey() {
     deliver(&meeting_a, MediaKind::Audio, b"epoch 1", &mut meeting_b).await;
 
     assert!(
-        !server_can_open(sfu.adversary(), &forged, &[alice.identity()]),
+        !server_can_open(sfu.adversary(), &forged, &[alice.identity]),
         "a container carrying a meeting key was sealed to a device the server controls"
     );
     a.wait_for(|e| {
@@ -79,10 +77,8 @@ fn certificate_names(
 /// up. Only Bob is invited; the extra user is reported and gets nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_extra_user_in_a_start_meeting_answer_is_not_invited() {
-    let sfu = Sfu::start_hostile().await;
-    let (alice, bob) = (User::new("alice"), User::new("bob"));
-    let mut a = alice.connect(&sfu).await;
-    let mut b = bob.connect(&sfu).await;
+    let sfu = TestSfu::start_hostile(client_test_config()).await;
+    let ([alice, bob], [mut a, mut b]) = connect_users(&sfu, ["alice", "bob"]).await;
     let forged = shared(Forged::user("eve-injected", None));
     let rule = forged.clone();
     rewrite_bundles(sfu.adversary(), a.id(), move |bundles| {
@@ -107,11 +103,7 @@ async fn an_extra_user_in_a_start_meeting_answer_is_not_invited() {
     assert_eq!(meeting_a.participants().len(), 2);
     assert!(meeting_a.participants().iter().all(|p| p.user_id != eve));
     assert!(
-        !server_can_open(
-            sfu.adversary(),
-            &forged,
-            &[alice.identity(), bob.identity()]
-        ),
+        !server_can_open(sfu.adversary(), &forged, &[alice.identity, bob.identity]),
         "the invite was sealed to the injected user"
     );
     a.wait_for(|e| {
@@ -127,11 +119,9 @@ async fn an_extra_user_in_a_start_meeting_answer_is_not_invited() {
 /// pinned when the device joined, refuses the new certificate and tells the app.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_certificate_substituted_between_invite_and_rekey_is_refused() {
-    let sfu = Sfu::start_hostile().await;
-    let (alice, bob, carol) = (User::new("alice"), User::new("bob"), User::new("carol"));
-    let mut a = alice.connect(&sfu).await;
-    let mut b = bob.connect(&sfu).await;
-    let mut c = carol.connect(&sfu).await;
+    let sfu = TestSfu::start_hostile(client_test_config()).await;
+    let ([alice, bob, carol], [mut a, mut b, mut c]) =
+        connect_users(&sfu, ["alice", "bob", "carol"]).await;
     let (meeting_a, _) = a
         .client
         .start_meeting(&[bob.id(), carol.id()], &[MediaKind::Audio])
@@ -167,7 +157,7 @@ async fn a_device_certificate_substituted_between_invite_and_rekey_is_refused() 
     meeting_c.leave().await.unwrap();
     wait_epoch_above(&meeting_a, 0).await;
     assert!(
-        !server_can_open(sfu.adversary(), &forged, &[alice.identity()]),
+        !server_can_open(sfu.adversary(), &forged, &[alice.identity]),
         "the rekey was sealed to the substituted device keys"
     );
     let b_id = b.id();

@@ -7,29 +7,21 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use conclave_proto::v1::{event::Event, server_frame};
 use conclave_sdk::client::{ClientError, MediaKind, MeetingEvent};
-use support::*;
+use conclave_testkit::prelude::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_whose_rekey_is_withheld_stops_sending_until_the_leader_resends_the_key() {
-    let sfu = Sfu::start_hostile().await;
-    let (alice, bob, mallory) = (User::new("alice"), User::new("bob"), User::new("mallory"));
-    let a = alice.connect(&sfu).await;
-    let mut b = bob.connect(&sfu).await;
-    let mut m = mallory.connect(&sfu).await;
-    let (meeting_a, _) = a
-        .client
-        .start_meeting(&[bob.id(), mallory.id()], &[MediaKind::Audio])
-        .await
-        .unwrap();
-    let mut meeting_b = b.accept_next(&[MediaKind::Audio]).await;
-    let _meeting_m = m.accept_next(&[MediaKind::Audio]).await;
+    let sfu = TestSfu::start_hostile(client_test_config()).await;
+    let ThreeParty {
+        users: [_alice, _bob, mallory],
+        devices: [_a, b, _m],
+        meetings: [meeting_a, mut meeting_b, _meeting_m],
+    } = ThreeParty::start(&sfu, ["alice", "bob", "mallory"], &[MediaKind::Audio]).await;
     let mut meeting_a = meeting_a;
     deliver(&meeting_b, MediaKind::Audio, b"before", &mut meeting_a).await;
     let old_epoch = meeting_b.sending_epoch();

@@ -7,19 +7,22 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::time::Duration;
 
 use conclave_proto::Message as _;
 use conclave_proto::v1::{self, container_payload::Body};
 use conclave_sdk::client::{DeviceCredentials, MediaKind};
+use conclave_testkit::hostile::deliver_forged;
+use conclave_testkit::prelude::*;
 use rand_core::{OsRng, RngCore};
-use support::hostile::deliver_forged;
-use support::*;
 
 /// The roster entry of `device` of `user` at `index`, certificate from the directory.
-fn entry(sfu: &Sfu, user: &User, device: conclave_sdk::DeviceId, index: u32) -> v1::RosterEntry {
+fn entry(
+    sfu: &TestSfu,
+    user: &User,
+    device: conclave_sdk::DeviceId,
+    index: u32,
+) -> v1::RosterEntry {
     let record = sfu.store.device(device.as_bytes()).unwrap().unwrap();
     v1::RosterEntry {
         user_id: user.id().as_bytes().to_vec(),
@@ -32,7 +35,7 @@ fn entry(sfu: &Sfu, user: &User, device: conclave_sdk::DeviceId, index: u32) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_early_rekey_does_not_depose_a_muted_leader() {
-    let sfu = Sfu::start_hostile().await;
+    let sfu = TestSfu::start_hostile(client_test_config()).await;
     let (alice, bob, carol) = (User::new("alice"), User::new("bob"), User::new("carol"));
     let bob_creds = bob.credentials();
     let bob_copy = DeviceCredentials::restore(

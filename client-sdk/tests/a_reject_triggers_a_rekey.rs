@@ -1,17 +1,13 @@
 //! An invitee rejects: the key leader rekeys the meeting to the devices that remain.
 
-mod support;
-
 use conclave_sdk::client::{MediaKind, MeetingEvent};
-use support::*;
+use conclave_testkit::prelude::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reject_triggers_a_rekey() {
-    let sfu = Sfu::start().await;
-    let (alice, bob, carol) = (User::new("alice"), User::new("bob"), User::new("carol"));
-    let a = alice.connect(&sfu).await;
-    let mut b = bob.connect(&sfu).await;
-    let mut c = carol.connect(&sfu).await;
+    let sfu = TestSfu::start_for_clients().await;
+    let ([_alice, bob, carol], [a, mut b, mut c]) =
+        connect_users(&sfu, ["alice", "bob", "carol"]).await;
     let (mut meeting_a, _) = a
         .client
         .start_meeting(&[bob.id(), carol.id()], &[MediaKind::Audio])

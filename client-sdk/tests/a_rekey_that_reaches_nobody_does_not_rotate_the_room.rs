@@ -6,29 +6,21 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use conclave_proto::v1::{self, client_frame::Request, response, server_frame};
 use conclave_sdk::client::MediaKind;
-use support::*;
+use conclave_testkit::prelude::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_rotates_the_room_only_after_its_rekey_reached_someone() {
-    let sfu = Sfu::start_hostile().await;
-    let (alice, bob, mallory) = (User::new("alice"), User::new("bob"), User::new("mallory"));
-    let a = alice.connect(&sfu).await;
-    let mut b = bob.connect(&sfu).await;
-    let mut m = mallory.connect(&sfu).await;
-    let (mut meeting_a, _) = a
-        .client
-        .start_meeting(&[bob.id(), mallory.id()], &[MediaKind::Audio])
-        .await
-        .unwrap();
-    let meeting_b = b.accept_next(&[MediaKind::Audio]).await;
-    let _meeting_m = m.accept_next(&[MediaKind::Audio]).await;
+    let sfu = TestSfu::start_hostile(client_test_config()).await;
+    let ThreeParty {
+        users: [_alice, _bob, mallory],
+        devices: [a, _b, _m],
+        meetings: [mut meeting_a, meeting_b, _meeting_m],
+    } = ThreeParty::start(&sfu, ["alice", "bob", "mallory"], &[MediaKind::Audio]).await;
     deliver(&meeting_b, MediaKind::Audio, b"before", &mut meeting_a).await;
     let old_epoch = meeting_a.sending_epoch();
 

@@ -7,20 +7,18 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use conclave_proto::v1::{event::Event, server_frame};
 use conclave_sdk::client::MediaKind;
-use support::*;
+use conclave_testkit::prelude::*;
 
 /// From now on the server withholds every container from `device` (so it never learns
 /// it was removed and stays in the room); the flag is set when the SFU evicts it.
 fn withhold_containers_and_watch_eviction(
-    sfu: &Sfu,
+    sfu: &TestSfu,
     device: conclave_sdk::DeviceId,
 ) -> Arc<AtomicBool> {
     let device_id = *device.as_bytes();
@@ -57,13 +55,13 @@ async fn wait_until(flag: &AtomicBool) -> Result<(), tokio::time::error::Elapsed
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_participant_is_evicted_from_the_room_after_an_sfu_restart() {
-    let mut config = sfu_config();
+    let mut config = client_test_config();
     config.timing.shutdown_reconnect_after_ms = 50;
-    let sfu = Sfu::start_hostile_configured(config).await;
+    let sfu = TestSfu::start_hostile(config).await;
     let (alice, bob, carol) = (User::new("alice"), User::new("bob"), User::new("carol"));
     // Carol comes back first after the restart (alice and bob back off longer), so on
     // the old code she re-opened the room and became its leader.
-    let slow = |sfu: &Sfu| {
+    let slow = |sfu: &TestSfu| {
         let mut c = sfu.client_config();
         c.reconnect_backoff_ms = 1_500;
         c.max_reconnect_backoff_ms = 1_500;
@@ -120,18 +118,12 @@ async fn a_refused_rotation_is_retried_and_reported_when_it_keeps_failing() {
     use conclave_sdk::client::MeetingEvent;
     use std::sync::atomic::AtomicUsize;
 
-    let sfu = Sfu::start_hostile().await;
-    let (alice, bob, carol) = (User::new("alice"), User::new("bob"), User::new("carol"));
-    let a = alice.connect(&sfu).await;
-    let mut b = bob.connect(&sfu).await;
-    let mut c = carol.connect(&sfu).await;
-    let (mut meeting_a, _) = a
-        .client
-        .start_meeting(&[bob.id(), carol.id()], &[MediaKind::Audio])
-        .await
-        .unwrap();
-    let mut meeting_b = b.accept_next(&[MediaKind::Audio]).await;
-    let mut meeting_c = c.accept_next(&[MediaKind::Audio]).await;
+    let sfu = TestSfu::start_hostile(client_test_config()).await;
+    let ThreeParty {
+        users: [_alice, _bob, carol],
+        devices: [a, _b, c],
+        meetings: [mut meeting_a, mut meeting_b, mut meeting_c],
+    } = ThreeParty::start(&sfu, ["alice", "bob", "carol"], &[MediaKind::Audio]).await;
     deliver(&meeting_a, MediaKind::Audio, b"hello", &mut meeting_c).await;
 
     // The server spoils Alice's rotations: the first two, then (later) all of them.
@@ -183,25 +175,12 @@ async fn a_refused_rotation_is_retried_and_reported_when_it_keeps_failing() {
 /// signed by the unreached epoch's key and refused until the SDK gave up.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_after_a_refused_one_starts_from_the_rooms_real_epoch() {
-    let sfu = Sfu::start_hostile().await;
-    let (alice, bob, carol, dave) = (
-        User::new("alice"),
-        User::new("bob"),
-        User::new("carol"),
-        User::new("dave"),
-    );
-    let a = alice.connect(&sfu).await;
-    let mut b = bob.connect(&sfu).await;
-    let mut c = carol.connect(&sfu).await;
-    let mut d = dave.connect(&sfu).await;
-    let (mut meeting_a, _) = a
-        .client
-        .start_meeting(&[bob.id(), carol.id(), dave.id()], &[MediaKind::Audio])
-        .await
-        .unwrap();
-    let meeting_b = b.accept_next(&[MediaKind::Audio]).await;
-    let _meeting_c = c.accept_next(&[MediaKind::Audio]).await;
-    let _meeting_d = d.accept_next(&[MediaKind::Audio]).await;
+    let sfu = TestSfu::start_hostile(client_test_config()).await;
+    let Group {
+        users: [_alice, _bob, carol, dave],
+        devices: [a, _b, _c, _d],
+        meetings: [mut meeting_a, meeting_b, _meeting_c, _meeting_d],
+    } = Group::start(&sfu, ["alice", "bob", "carol", "dave"], &[MediaKind::Audio]).await;
     deliver(&meeting_b, MediaKind::Audio, b"hello", &mut meeting_a).await;
     let first = meeting_a.sending_epoch();
 

@@ -6,15 +6,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use conclave_proto::Message as _;
 use conclave_proto::v1::{self, container_payload::Body};
 use conclave_sdk::UserId;
 use conclave_sdk::client::{ClientEvent, DeviceCredentials};
+use conclave_testkit::hostile::deliver_forged;
+use conclave_testkit::prelude::*;
 use rand_core::{OsRng, RngCore};
-use support::hostile::deliver_forged;
-use support::*;
 
 fn random32() -> Vec<u8> {
     let mut b = vec![0u8; 32];
@@ -24,7 +22,7 @@ fn random32() -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_listing_her_device_under_another_users_id_is_refused() {
-    let sfu = Sfu::start_hostile().await;
+    let sfu = TestSfu::start_hostile(client_test_config()).await;
     let (ceo, mallory, victim) = (User::new("ceo"), User::new("mallory"), User::new("victim"));
     let _c = ceo.connect(&sfu).await;
     let mut v = victim.connect(&sfu).await;
@@ -95,7 +93,7 @@ async fn a_user_listing_her_device_under_another_users_id_is_refused() {
     }
 }
 
-fn v_certificate(sfu: &Sfu, device: &Device) -> v1::DeviceCertificate {
+fn v_certificate(sfu: &TestSfu, device: &Device) -> v1::DeviceCertificate {
     let record = sfu.store.device(device.id().as_bytes()).unwrap().unwrap();
     v1::DeviceCertificate::decode(record.certificate.as_slice()).unwrap()
 }

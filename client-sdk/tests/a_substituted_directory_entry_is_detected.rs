@@ -4,8 +4,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 
 use conclave_sdk::UserId;
@@ -13,8 +11,8 @@ use conclave_sdk::client::{MediaKind, RefusalReason};
 use conclave_sdk::identity::{DeviceIdentity, PrekeyPool, UserSigningKey};
 use conclave_sdk::time::DAY_MS;
 use conclave_sfu::store::*;
+use conclave_testkit::prelude::*;
 use rand_core::OsRng;
-use support::*;
 
 /// A store that lies on the directory's read path, like a compromised server would.
 struct Tampering {
@@ -141,17 +139,9 @@ async fn a_directory_that_substitutes_a_certificate_or_prekey_is_detected_and_no
         certificate: Mutex::new(None),
         prekey: Mutex::new(None),
     });
-    let sfu = Sfu::start_with(store.clone()).await;
-    let (alice, bob, carol, dave) = (
-        User::new("alice"),
-        User::new("bob"),
-        User::new("carol"),
-        User::new("dave"),
-    );
-    let a = alice.connect(&sfu).await;
-    let mut b = bob.connect(&sfu).await;
-    let mut c = carol.connect(&sfu).await;
-    let mut d = dave.connect(&sfu).await;
+    let sfu = TestSfu::start_with(client_test_config(), store.clone()).await;
+    let ([_alice, bob, carol, dave], [a, mut b, mut c, mut d]) =
+        connect_users(&sfu, ["alice", "bob", "carol", "dave"]).await;
 
     // The attacker's keys: a certificate claiming to be a device of Bob, signed by
     // the attacker's user key; and a prekey signed by the attacker's device.

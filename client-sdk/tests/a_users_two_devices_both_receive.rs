@@ -1,15 +1,13 @@
 //! Multi-device: every device of an invited user gets its own destination entry and
 //! can join; removing the user removes all of its devices.
 
-mod support;
-
 use conclave_sdk::client::{MediaKind, MeetingEvent};
 use conclave_sdk::meeting::rekey::EndReason;
-use support::*;
+use conclave_testkit::prelude::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_users_two_devices_both_receive_and_removing_the_user_removes_both() {
-    let sfu = Sfu::start().await;
+    let sfu = TestSfu::start_for_clients().await;
     let (alice, bob, carol) = (User::new("alice"), User::new("bob"), User::new("carol"));
     let a = alice.connect(&sfu).await;
     let mut phone = bob.connect(&sfu).await;

@@ -2,14 +2,12 @@
 //! connects again (restored from stored credentials and its saved prekey pool), and
 //! can join.
 
-mod support;
-
 use conclave_sdk::client::{Client, ClientEvent, DeviceCredentials, MediaKind};
-use support::*;
+use conclave_testkit::prelude::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_invitee_gets_the_invite_from_the_mailbox_on_connect() {
-    let sfu = Sfu::start().await;
+    let sfu = TestSfu::start_for_clients().await;
     let (alice, bob) = (User::new("alice"), User::new("bob"));
     let a = alice.connect(&sfu).await;
 
@@ -66,7 +64,7 @@ async fn an_offline_invitee_gets_the_invite_from_the_mailbox_on_connect() {
 /// prekeys (whose private halves are gone), so new invitations still open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_restarted_without_its_prekeys_replaces_the_stale_ones() {
-    let sfu = Sfu::start().await;
+    let sfu = TestSfu::start_for_clients().await;
     let (alice, bob) = (User::new("alice"), User::new("bob"));
     let a = alice.connect(&sfu).await;
     let credentials = bob.credentials();

@@ -8,26 +8,24 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::sync::Arc;
 
 use conclave_proto::v1::{self, client_frame::Request, response};
 use conclave_sdk::client::MediaKind;
 use conclave_sfu::store::MemoryStore;
-use support::hostile::raw_device;
-use support::*;
+use conclave_testkit::hostile::raw_device;
+use conclave_testkit::prelude::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invite_reaches_a_victim_after_5000_of_its_prekeys_were_popped() {
-    let mut config = sfu_config();
+    let mut config = client_test_config();
     config.limits.requests_per_second = 1_000_000;
     config.limits.request_burst = 1_000_000;
     config.limits.prekey_pops_per_pair_burst = 1_000_000;
     config.limits.prekey_pops_per_pair_per_minute = 1_000_000;
     config.limits.prekey_pops_per_target_burst = 1_000_000;
     config.limits.prekey_pops_per_target_per_minute = 1_000_000;
-    let sfu = Sfu::start_configured(Arc::new(MemoryStore::new()), config).await;
+    let sfu = TestSfu::start_with(config, Arc::new(MemoryStore::new())).await;
     let (alice, victim, mallory) = (
         User::new("alice"),
         User::new("victim"),

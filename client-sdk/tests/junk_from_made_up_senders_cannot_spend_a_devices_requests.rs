@@ -8,8 +8,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -18,8 +16,8 @@ use conclave_proto::Message as _;
 use conclave_proto::v1::{self, client_frame::Request};
 use conclave_sdk::client::{ClientEvent, MediaKind};
 use conclave_sdk::{DeviceId, UserId};
+use conclave_testkit::prelude::*;
 use rand_core::{OsRng, RngCore};
-use support::*;
 
 /// A user id nobody registered.
 fn made_up_user() -> UserId {
@@ -52,10 +50,8 @@ fn junk_claiming(user: UserId) -> Vec<u8> {
 /// victim can still start a meeting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_containers_from_made_up_users_costs_a_bounded_number_of_lookups() {
-    let sfu = Sfu::start_hostile().await;
-    let (alice, bob) = (User::new("alice"), User::new("bob"));
-    let mut a = alice.connect(&sfu).await;
-    let mut b = bob.connect(&sfu).await;
+    let sfu = TestSfu::start_hostile(client_test_config()).await;
+    let ([_alice, bob], [mut a, mut b]) = connect_users(&sfu, ["alice", "bob"]).await;
     let victim = *a.id().as_bytes();
     let lookups = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&lookups);

@@ -1,18 +1,14 @@
 //! A participant added mid-meeting gets the ratcheted key of the next epoch: it never
 //! holds the key of the epoch before it joined, so it cannot decrypt earlier media.
 
-mod support;
-
 use conclave_sdk::client::MediaKind;
-use support::*;
+use conclave_testkit::prelude::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_joiner_cannot_decrypt_earlier_frames() {
-    let sfu = Sfu::start().await;
-    let (alice, bob, dave) = (User::new("alice"), User::new("bob"), User::new("dave"));
-    let a = alice.connect(&sfu).await;
-    let mut b = bob.connect(&sfu).await;
-    let mut d = dave.connect(&sfu).await;
+    let sfu = TestSfu::start_for_clients().await;
+    let ([_alice, bob, dave], [a, mut b, mut d]) =
+        connect_users(&sfu, ["alice", "bob", "dave"]).await;
     let (meeting_a, _) = a
         .client
         .start_meeting(&[bob.id()], &[MediaKind::Audio])

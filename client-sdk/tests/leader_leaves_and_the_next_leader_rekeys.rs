@@ -1,27 +1,19 @@
 //! The key leader leaves: the remaining device with the lowest sender index becomes
 //! leader, rekeys, and rotates the room; media keeps flowing among the others.
 
-mod support;
-
 use std::time::Duration;
 
 use conclave_sdk::client::MediaKind;
-use support::*;
+use conclave_testkit::prelude::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_leaves_and_the_next_leader_rekeys() {
-    let sfu = Sfu::start().await;
-    let (alice, bob, carol) = (User::new("alice"), User::new("bob"), User::new("carol"));
-    let a = alice.connect(&sfu).await;
-    let mut b = bob.connect(&sfu).await;
-    let mut c = carol.connect(&sfu).await;
-    let (meeting_a, _) = a
-        .client
-        .start_meeting(&[bob.id(), carol.id()], &[MediaKind::Audio])
-        .await
-        .unwrap();
-    let mut meeting_b = b.accept_next(&[MediaKind::Audio]).await;
-    let mut meeting_c = c.accept_next(&[MediaKind::Audio]).await;
+    let sfu = TestSfu::start_for_clients().await;
+    let ThreeParty {
+        users: [alice, _bob, _carol],
+        devices: [_a, _b, _c],
+        meetings: [meeting_a, mut meeting_b, mut meeting_c],
+    } = ThreeParty::start(&sfu, ["alice", "bob", "carol"], &[MediaKind::Audio]).await;
     deliver(&meeting_b, MediaKind::Audio, b"hello carol", &mut meeting_c).await;
     let epoch = meeting_b.sending_epoch();
 

@@ -2,17 +2,13 @@
 //! rejoin the meeting's room at the current epoch without the app's help, and media
 //! resumes. The app only sees Disconnected and Reconnected events.
 
-mod support;
-
 use conclave_sdk::client::{ClientEvent, MediaKind};
-use support::*;
+use conclave_testkit::prelude::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnect_resumes_media() {
-    let sfu = Sfu::start().await;
-    let (alice, bob) = (User::new("alice"), User::new("bob"));
-    let mut a = alice.connect(&sfu).await;
-    let mut b = bob.connect(&sfu).await;
+    let sfu = TestSfu::start_for_clients().await;
+    let ([_alice, bob], [mut a, mut b]) = connect_users(&sfu, ["alice", "bob"]).await;
     let (mut meeting_a, _) = a
         .client
         .start_meeting(&[bob.id()], &[MediaKind::Audio])

@@ -2,28 +2,20 @@
 //! the removed device cannot decrypt anything sent on the new epoch, and once the room
 //! rotates the SFU stops routing datagrams to it.
 
-mod support;
-
 use std::time::Duration;
 
 use conclave_sdk::client::{MediaKind, MeetingEvent};
 use conclave_sdk::meeting::rekey::EndReason;
-use support::*;
+use conclave_testkit::prelude::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removed_participant_cannot_decrypt_frames_after_the_rekey_and_stops_receiving_datagrams() {
-    let sfu = Sfu::start().await;
-    let (alice, bob, mallory) = (User::new("alice"), User::new("bob"), User::new("mallory"));
-    let a = alice.connect(&sfu).await;
-    let mut b = bob.connect(&sfu).await;
-    let mut m = mallory.connect(&sfu).await;
-    let (meeting_a, _) = a
-        .client
-        .start_meeting(&[bob.id(), mallory.id()], &[MediaKind::Audio])
-        .await
-        .unwrap();
-    let mut meeting_b = b.accept_next(&[MediaKind::Audio]).await;
-    let mut meeting_m = m.accept_next(&[MediaKind::Audio]).await;
+    let sfu = TestSfu::start_for_clients().await;
+    let ThreeParty {
+        users: [_alice, _bob, mallory],
+        devices: [_a, _b, m],
+        meetings: [meeting_a, mut meeting_b, mut meeting_m],
+    } = ThreeParty::start(&sfu, ["alice", "bob", "mallory"], &[MediaKind::Audio]).await;
     deliver(&meeting_a, MediaKind::Audio, b"before", &mut meeting_m).await;
     let epoch = meeting_a.sending_epoch();
 

@@ -2,16 +2,14 @@
 //! prekeys on the server, so most replies find none left: they are sent again once the
 //! leader has replenished, and every reply arrives.
 
-mod support;
-
 use std::collections::BTreeSet;
 
 use conclave_sdk::client::{MediaKind, MeetingEvent};
-use support::*;
+use conclave_testkit::prelude::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_reach_a_leader_whose_prekeys_ran_out() {
-    let sfu = Sfu::start().await;
+    let sfu = TestSfu::start_for_clients().await;
     let leader = User::new("leader");
     let mut config = sfu.client_config();
     // Three prekeys on the server for six replies arriving together.

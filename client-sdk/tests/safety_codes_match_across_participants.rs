@@ -3,11 +3,9 @@
 //! (review M4): every participant's device commits to a nonce, then reveals it, and all
 //! of them get the same words, again after a rekey.
 
-mod support;
-
 use conclave_sdk::client::{MediaKind, Meeting};
 use conclave_sdk::safety::SafetyWords;
-use support::*;
+use conclave_testkit::prelude::*;
 
 /// Waits (bounded) until every meeting has the same safety words for `epoch`.
 async fn matching_words(meetings: &[&Meeting], epoch: u64) -> SafetyWords {
@@ -30,18 +28,12 @@ async fn matching_words(meetings: &[&Meeting], epoch: u64) -> SafetyWords {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn safety_codes_match_across_participants() {
-    let sfu = Sfu::start().await;
-    let (alice, bob, carol) = (User::new("alice"), User::new("bob"), User::new("carol"));
-    let a = alice.connect(&sfu).await;
-    let mut b = bob.connect(&sfu).await;
-    let mut c = carol.connect(&sfu).await;
-    let (meeting_a, _) = a
-        .client
-        .start_meeting(&[bob.id(), carol.id()], &[MediaKind::Audio])
-        .await
-        .unwrap();
-    let meeting_b = b.accept_next(&[MediaKind::Audio]).await;
-    let meeting_c = c.accept_next(&[MediaKind::Audio]).await;
+    let sfu = TestSfu::start_for_clients().await;
+    let ThreeParty {
+        users: [_alice, _bob, _carol],
+        devices: [_a, _b, _c],
+        meetings: [meeting_a, meeting_b, meeting_c],
+    } = ThreeParty::start(&sfu, ["alice", "bob", "carol"], &[MediaKind::Audio]).await;
 
     let code = meeting_a
         .safety_code()

@@ -1,18 +1,14 @@
 //! Three users meet: the initiator sends audio and video, the others reply with other
 //! media kinds, and every frame arrives decrypted with its sender and kind.
 
-mod support;
-
 use conclave_sdk::client::{MediaKind, MeetingEvent};
-use support::*;
+use conclave_testkit::prelude::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_party_meeting_exchanges_audio_and_video() {
-    let sfu = Sfu::start().await;
-    let (alice, bob, carol) = (User::new("alice"), User::new("bob"), User::new("carol"));
-    let a = alice.connect(&sfu).await;
-    let mut b = bob.connect(&sfu).await;
-    let mut c = carol.connect(&sfu).await;
+    let sfu = TestSfu::start_for_clients().await;
+    let ([alice, bob, carol], [a, mut b, mut c]) =
+        connect_users(&sfu, ["alice", "bob", "carol"]).await;
 
     let (mut meeting_a, report) = a
         .client

@@ -6,17 +6,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use conclave_sdk::client::{ClientError, ClientEvent, MediaKind};
-use support::*;
+use conclave_testkit::prelude::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_user_cannot_keep_more_than_four_invitations_pending() {
-    let sfu = Sfu::start().await;
-    let (mallory, bob) = (User::new("mallory"), User::new("bob"));
-    let m = mallory.connect(&sfu).await;
-    let mut b = bob.connect(&sfu).await;
+    let sfu = TestSfu::start_for_clients().await;
+    let ([_mallory, bob], [m, mut b]) = connect_users(&sfu, ["mallory", "bob"]).await;
     for _ in 0..6 {
         m.client
             .start_meeting(&[bob.id()], &[MediaKind::Audio])
@@ -47,7 +43,7 @@ async fn one_user_cannot_keep_more_than_four_invitations_pending() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_invitation_is_dropped_and_reported() {
-    let sfu = Sfu::start().await;
+    let sfu = TestSfu::start_for_clients().await;
     let (alice, bob) = (User::new("alice"), User::new("bob"));
     let mut config = sfu.client_config();
     config.invite_ttl_ms = 300;

@@ -3,12 +3,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use conclave_sdk::client::{Client, ClientConfig, ClientError};
 use conclave_sdk::transport::{CertificateProblem, ServerTrust};
+use conclave_testkit::prelude::*;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use support::*;
 
 /// A CA, and a server identity for "localhost" issued by it with the given validity.
 fn ca_and_server(
@@ -55,7 +53,7 @@ fn assert_expired(err: &ClientError) {
 #[tokio::test]
 async fn a_ca_issued_certificate_is_accepted_with_its_ca_file() {
     let (ca, identity) = ca_and_server(2020, 2090);
-    let sfu = Sfu::start_with_identity(identity).await;
+    let sfu = TestSfu::start_with_identity(identity, client_test_config()).await;
     let config = ClientConfig::new(sfu.addr, ServerTrust::CaPem(ca.into_bytes()));
     connect(config).await.expect("trusted by the CA file");
 }
@@ -63,7 +61,7 @@ async fn a_ca_issued_certificate_is_accepted_with_its_ca_file() {
 #[tokio::test]
 async fn an_expired_certificate_is_reported_as_expired() {
     let (ca, identity) = ca_and_server(2015, 2020);
-    let sfu = Sfu::start_with_identity(identity).await;
+    let sfu = TestSfu::start_with_identity(identity, client_test_config()).await;
     let config = ClientConfig::new(sfu.addr, ServerTrust::CaPem(ca.into_bytes()));
     let err = connect(config).await.unwrap_err();
     assert_expired(&err);
@@ -74,14 +72,14 @@ async fn an_expired_certificate_is_reported_as_expired() {
 #[tokio::test]
 async fn an_expired_pinned_certificate_is_reported_as_expired() {
     let (_, identity) = ca_and_server(2015, 2020);
-    let sfu = Sfu::start_with_identity(identity).await;
+    let sfu = TestSfu::start_with_identity(identity, client_test_config()).await;
     assert!(matches!(sfu.trust, ServerTrust::PinnedSha256(_)));
     let err = connect(sfu.client_config()).await.unwrap_err();
     assert_expired(&err);
     assert!(err.to_string().contains("2020"), "{err}");
     // A pinned certificate that is not yet valid is refused the same way.
     let (_, identity) = ca_and_server(2090, 2095);
-    let sfu = Sfu::start_with_identity(identity).await;
+    let sfu = TestSfu::start_with_identity(identity, client_test_config()).await;
     let err = connect(sfu.client_config()).await.unwrap_err();
     assert_expired(&err);
 }
@@ -90,7 +88,7 @@ async fn an_expired_pinned_certificate_is_reported_as_expired() {
 async fn a_certificate_from_an_unknown_ca_is_reported_as_untrusted() {
     let (_, identity) = ca_and_server(2020, 2090);
     let (other_ca, _) = ca_and_server(2020, 2090);
-    let sfu = Sfu::start_with_identity(identity).await;
+    let sfu = TestSfu::start_with_identity(identity, client_test_config()).await;
     let config = ClientConfig::new(sfu.addr, ServerTrust::CaPem(other_ca.into_bytes()));
     let err = connect(config).await.unwrap_err();
     assert!(
@@ -105,7 +103,7 @@ async fn a_certificate_from_an_unknown_ca_is_reported_as_untrusted() {
 #[tokio::test]
 async fn a_certificate_for_another_name_is_reported() {
     let (ca, identity) = ca_and_server(2020, 2090);
-    let sfu = Sfu::start_with_identity(identity).await;
+    let sfu = TestSfu::start_with_identity(identity, client_test_config()).await;
     let mut config = ClientConfig::new(sfu.addr, ServerTrust::CaPem(ca.into_bytes()));
     config.server_name = "sfu.example.org".into();
     let err = connect(config).await.unwrap_err();
@@ -120,7 +118,7 @@ async fn a_certificate_for_another_name_is_reported() {
 
 #[tokio::test]
 async fn a_fingerprint_mismatch_is_reported_with_both_fingerprints() {
-    let sfu = Sfu::start().await;
+    let sfu = TestSfu::start_for_clients().await;
     let config = ClientConfig::new(sfu.addr, ServerTrust::PinnedSha256([0xab; 32]));
     let err = connect(config).await.unwrap_err();
     let ClientError::Certificate(CertificateProblem::FingerprintMismatch { got, pinned }) = &err

@@ -125,6 +125,8 @@ pub mod media;
 pub mod meeting;
 pub mod safety;
 pub mod sframe;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 pub mod time;
 
 pub use ids::{ContainerId, DeviceId, MAX_USERNAME_BYTES, UserId};

@@ -8,79 +8,28 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
-use conclave_core::container::{ContainerError, Recipient, ReplayCache, SealedContainer, seal};
-use conclave_core::identity::{
-    DeviceIdentity, PrekeyPool, UserIdentity, UserSigningKey, VerifiedDevice, VerifiedPrekey,
+use conclave_core::container::{ContainerError, ReplayCache, SealedContainer};
+use conclave_core::identity::PrekeyPool;
+use conclave_core::test_util::NOW;
+use conclave_core::test_util::containers::{Parties, SealedContainers, resign_container};
+use conclave_core::test_util::protobuf::{
+    Field, drop_field, fields, read_varint, repeat_field, replace_field, swap_fields,
+    write_length_delimited, write_varint,
 };
 use conclave_core::time::DAY_MS;
-use conclave_core::{UnixMillis, UserId};
 use conclave_proto::v1::{self, container_payload::Body};
 use conclave_proto::{Message, limits::MAX_CONTAINER_BYTES};
-
-#[path = "support/protobuf_fields.rs"]
-mod protobuf_fields;
-use protobuf_fields::{
-    Field, drop_field, fields, read_varint, repeat_field, replace_field, swap_fields, write_varint,
-};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
-const NOW: UnixMillis = UnixMillis(1_700_000_000_000);
 const RANDOM_INPUTS: usize = 2_000;
 const FRAMED_RANDOM_INPUTS: usize = 200;
 const MUTATED_INPUTS: usize = 3_000;
 const RESIGNED_INPUTS: usize = 250;
 
-// Seeds: every party is rebuilt identically from its own stream.
-const SENDER_SEED: u64 = 1;
-const RECIPIENT_DEVICE_SEED: u64 = 2;
-const RECIPIENT_PREKEY_SEED: u64 = 3;
-const DECOY_SEED: u64 = 4;
-const SEAL_SEED: u64 = 5;
+// Seeds of the mutation streams (the parties have their own, in `test_util`).
 const MUTATION_SEED: u64 = 6;
 const RESIGN_SEED: u64 = 7;
-
-fn user(rng: &mut ChaCha20Rng, name: &str) -> (UserSigningKey, UserIdentity) {
-    let key = UserSigningKey::generate(rng);
-    let identity = UserIdentity {
-        user_id: UserId::from_username(name).unwrap(),
-        key: key.public_key(),
-    };
-    (key, identity)
-}
-
-fn device(seed: u64, name: &str) -> (UserIdentity, DeviceIdentity) {
-    let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    let (key, identity) = user(&mut rng, name);
-    let device =
-        DeviceIdentity::create(&key, identity.user_id, NOW, 30 * DAY_MS, &mut rng).unwrap();
-    (identity, device)
-}
-
-/// The recipient's prekey pool, regenerated identically from its seed (a successful
-/// open consumes the prekey; rebuilding is the only way to get it back).
-fn prekey_pool(
-    device: &DeviceIdentity,
-    seed: u64,
-    count: usize,
-) -> (PrekeyPool, Vec<v1::SignedPrekey>) {
-    let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    let mut pool = PrekeyPool::new(device);
-    let published = pool
-        .generate(device, count, NOW, 7 * DAY_MS, &mut rng)
-        .unwrap();
-    (pool, published)
-}
-
-fn recipient(
-    identity: &UserIdentity,
-    device: &DeviceIdentity,
-    prekey: &v1::SignedPrekey,
-) -> Recipient {
-    let verified = VerifiedDevice::verify(device.certificate(), identity, NOW).unwrap();
-    let prekey = VerifiedPrekey::verify(prekey, &verified, NOW).unwrap();
-    Recipient::new(verified, prekey).unwrap()
-}
 
 fn invite() -> v1::ContainerPayload {
     v1::ContainerPayload {
@@ -98,69 +47,23 @@ fn invite() -> v1::ContainerPayload {
 }
 
 struct Fixture {
-    sender: UserIdentity,
-    sender_device: DeviceIdentity,
-    me: DeviceIdentity,
+    /// `genuine` is sealed to `me` (prekey 1, the only one in `prekeys`) and to a decoy
+    /// device; `donor`, from the same sender to `me` (prekey 2), carries another
+    /// plaintext: the donor for splices.
+    sealed: SealedContainers,
     prekeys: PrekeyPool,
     replay: ReplayCache,
-    payload: v1::ContainerPayload,
-    /// Sealed to `me` (prekey 1, the only one in `prekeys`) and to a decoy device.
-    genuine: Vec<u8>,
-    /// Another container from the same sender to `me` (prekey 2), another plaintext:
-    /// the donor for splices.
-    other: Vec<u8>,
     /// How many inputs ended in each outcome (error variant, or `Opened`).
     outcomes: BTreeMap<String, usize>,
 }
 
 impl Fixture {
     fn new() -> Self {
-        let (sender, sender_device) = device(SENDER_SEED, "alice");
-        let (me_identity, me) = device(RECIPIENT_DEVICE_SEED, "bob");
-        let (decoy_identity, decoy) = device(DECOY_SEED, "carol");
-        let (prekeys, published) = prekey_pool(&me, RECIPIENT_PREKEY_SEED, 1);
-        // Prekeys whose private halves are not kept: for the decoy recipient and for
-        // the splice donor (which uses another prekey id of `me`).
-        let (_, decoy_prekeys) = prekey_pool(&decoy, DECOY_SEED + 100, 1);
-        let (_, spare_prekeys) = prekey_pool(&me, RECIPIENT_PREKEY_SEED + 100, 2);
-
-        let mut rng = ChaCha20Rng::seed_from_u64(SEAL_SEED);
-        let payload = invite();
-        let genuine = seal(
-            &sender_device,
-            &[
-                recipient(&me_identity, &me, &published[0]),
-                recipient(&decoy_identity, &decoy, &decoy_prekeys[0]),
-            ],
-            &payload,
-            NOW,
-            DAY_MS,
-            &mut rng,
-        )
-        .unwrap();
-        let other = seal(
-            &sender_device,
-            &[recipient(&me_identity, &me, &spare_prekeys[1])],
-            &v1::ContainerPayload {
-                body: Some(Body::Text(v1::TextMessage {
-                    text: "a different plaintext".into(),
-                })),
-                ..Default::default()
-            },
-            NOW,
-            DAY_MS,
-            &mut rng,
-        )
-        .unwrap();
+        let sealed = Parties::new().seal(invite(), "a different plaintext");
         Fixture {
-            sender,
-            sender_device,
-            me,
-            prekeys,
+            prekeys: sealed.parties.my_prekeys(),
+            sealed,
             replay: ReplayCache::default(),
-            payload,
-            genuine,
-            other,
             outcomes: BTreeMap::new(),
         }
     }
@@ -168,9 +71,10 @@ impl Fixture {
     /// Decode and the full open, with the fixture's persistent pool and replay cache.
     fn try_open(&mut self, bytes: &[u8]) -> Result<v1::ContainerPayload, ContainerError> {
         let sealed = SealedContainer::decode(bytes)?;
+        let parties = &self.sealed.parties;
         let opened = sealed.open(
-            &self.sender,
-            &self.me,
+            &parties.sender.user,
+            &parties.me.device,
             &mut self.prekeys,
             &mut self.replay,
             NOW,
@@ -185,17 +89,17 @@ impl Fixture {
             Ok(payload) => {
                 // Only a semantic no-op may open: same signed bytes, same plaintext.
                 assert_eq!(
-                    payload, self.payload,
+                    payload, self.sealed.payload,
                     "a mutation opened to another payload"
                 );
                 let wire = v1::Container::decode(bytes).unwrap();
-                let genuine = v1::Container::decode(self.genuine.as_slice()).unwrap();
+                let genuine = self.sealed.genuine_wire();
                 assert_eq!(wire.header, genuine.header);
                 assert_eq!(wire.ciphertext, genuine.ciphertext);
                 // The open spent prekey 1 and recorded the id: give the state back.
                 assert!(self.prekeys.is_empty());
                 assert_eq!(self.replay.len(), 1);
-                self.prekeys = prekey_pool(&self.me, RECIPIENT_PREKEY_SEED, 1).0;
+                self.prekeys = self.sealed.parties.my_prekeys();
                 self.replay = ReplayCache::default();
                 *self.outcomes.entry("Opened".into()).or_default() += 1;
                 true
@@ -235,14 +139,6 @@ fn below(rng: &mut ChaCha20Rng, n: usize) -> usize {
     } else {
         rng.next_u32() as usize % n
     }
-}
-
-fn length_delimited(number: u64, contents: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    write_varint(&mut out, (number << 3) | 2);
-    write_varint(&mut out, contents.len() as u64);
-    out.extend_from_slice(contents);
-    out
 }
 
 /// A protobuf-aware edit: reorders, duplicates, drops or borrows whole fields, adds
@@ -290,7 +186,7 @@ fn splice(rng: &mut ChaCha20Rng, bytes: &[u8], donor: &[u8], depth: u32) -> Opti
                 write_varint(&mut out, rng.next_u64());
             } else {
                 let junk = random_vec(rng, 40);
-                out.extend(length_delimited(number, &junk));
+                write_length_delimited(&mut out, number, &junk);
             }
             out.extend_from_slice(&bytes[at..]);
         }
@@ -342,7 +238,7 @@ fn splice(rng: &mut ChaCha20Rng, bytes: &[u8], donor: &[u8], depth: u32) -> Opti
                 .map_or(&[][..], |r| &donor[r]);
             let inner = splice(rng, &bytes[contents], donor_inner, depth + 1)?;
             out.extend_from_slice(&bytes[..pick.span.start]);
-            out.extend(length_delimited(pick.number, &inner));
+            write_length_delimited(&mut out, pick.number, &inner);
             out.extend_from_slice(&bytes[pick.span.end..]);
         }
     }
@@ -415,7 +311,7 @@ fn garbage_and_mutated_containers_never_panic() {
     }
     // Random fields in a well-formed frame with the genuine certificate, so the
     // certificate check passes and the signature check is reached with garbage.
-    let genuine_wire = v1::Container::decode(fx.genuine.as_slice()).unwrap();
+    let genuine_wire = fx.sealed.genuine_wire();
     for _ in 0..FRAMED_RANDOM_INPUTS {
         let signature_len = [64, 63, 65, 0][below(&mut rng, 4)];
         let wire = v1::Container {
@@ -439,9 +335,9 @@ fn garbage_and_mutated_containers_never_panic() {
             attempts < 2 * MUTATED_INPUTS,
             "too many duplicate mutations"
         );
-        let mut bytes = fx.genuine.clone();
+        let mut bytes = fx.sealed.genuine.clone();
         if attempts % 3 == 0 {
-            match splice(&mut rng, &bytes, &fx.other, 0) {
+            match splice(&mut rng, &bytes, &fx.sealed.donor, 0) {
                 Some(spliced) => bytes = spliced,
                 None => mutate_bytes(&mut rng, &mut bytes),
             }
@@ -449,7 +345,7 @@ fn garbage_and_mutated_containers_never_panic() {
             mutate_bytes(&mut rng, &mut bytes);
         }
         // Each distinct mutation runs once: repeats would only re-test the same path.
-        if bytes == fx.genuine || !seen.insert(bytes.clone()) {
+        if bytes == fx.sealed.genuine || !seen.insert(bytes.clone()) {
             continue;
         }
         assert!(bytes.len() <= MAX_CONTAINER_BYTES);
@@ -481,10 +377,10 @@ fn garbage_and_mutated_containers_never_panic() {
     // (c) None of the failures burnt the prekey or was recorded (each was also checked
     // on the spot; the state is rebuilt only after a semantic no-op opened): the
     // genuine container still opens, to the original payload, and only once.
-    let payload = fx.try_open(&fx.genuine.clone()).unwrap();
-    assert_eq!(payload, fx.payload);
+    let payload = fx.try_open(&fx.sealed.genuine.clone()).unwrap();
+    assert_eq!(payload, fx.sealed.payload);
     assert!(matches!(
-        fx.try_open(&fx.genuine.clone()),
+        fx.try_open(&fx.sealed.genuine.clone()),
         Err(ContainerError::Replayed { .. })
     ));
 
@@ -497,29 +393,18 @@ fn garbage_and_mutated_containers_never_panic() {
     eprintln!("outcomes: {:?}", fx.outcomes);
 }
 
-/// `sender` signs `domain || u32be(len(header)) || header || ciphertext` (the format in
-/// `container.proto`), as a dishonest sender re-signing what it altered would.
-fn resign(sender: &DeviceIdentity, wire: &mut v1::Container) {
-    let mut msg = b"conclave.container.v1".to_vec();
-    msg.extend_from_slice(&u32::try_from(wire.header.len()).unwrap().to_be_bytes());
-    msg.extend_from_slice(&wire.header);
-    msg.extend_from_slice(&wire.ciphertext);
-    let key = ed25519_dalek::SigningKey::from_bytes(&sender.export_secrets().signing_key);
-    wire.signature = ed25519_dalek::Signer::sign(&key, &msg).to_bytes().to_vec();
-}
-
 #[test]
 fn resigned_mutations_by_a_dishonest_sender_never_panic() {
     let started = Instant::now();
     let mut fx = Fixture::new();
     let mut rng = ChaCha20Rng::seed_from_u64(RESIGN_SEED);
-    let genuine = v1::Container::decode(fx.genuine.as_slice()).unwrap();
-    let donor = v1::Container::decode(fx.other.as_slice()).unwrap();
+    let genuine = fx.sealed.genuine_wire();
+    let donor = fx.sealed.donor_wire();
 
     // Re-signing an unaltered container changes nothing: it opens (and checks that
-    // `resign` matches the SDK's signing format, or the rest would prove little).
+    // `resign_container` matches the SDK's signing format, or the rest would prove little).
     let mut same = genuine.clone();
-    resign(&fx.sender_device, &mut same);
+    resign_container(&fx.sealed.parties.sender.device, &mut same);
     assert_eq!(same.signature, genuine.signature);
     assert!(fx.check(&same.encode_to_vec()));
 
@@ -545,9 +430,9 @@ fn resigned_mutations_by_a_dishonest_sender_never_panic() {
             },
             _ => mutate_bytes(&mut rng, &mut wire.header),
         }
-        resign(&fx.sender_device, &mut wire);
+        resign_container(&fx.sealed.parties.sender.device, &mut wire);
         let bytes = wire.encode_to_vec();
-        if bytes == fx.genuine || !seen.insert(bytes.clone()) {
+        if bytes == fx.sealed.genuine || !seen.insert(bytes.clone()) {
             continue;
         }
         fx.check(&bytes);
@@ -573,7 +458,10 @@ fn resigned_mutations_by_a_dishonest_sender_never_panic() {
     }
 
     // The genuine container still opens once (it opened above; the pool was rebuilt).
-    assert_eq!(fx.try_open(&fx.genuine.clone()).unwrap(), fx.payload);
+    assert_eq!(
+        fx.try_open(&fx.sealed.genuine.clone()).unwrap(),
+        fx.sealed.payload
+    );
     eprintln!(
         "{} re-signed mutations of {attempts} in {:?}; outcomes: {:?}",
         seen.len(),

@@ -1,51 +1,37 @@
-//! Shared pieces of Conclave's fuzz targets: a deterministic fixture (users, devices,
-//! prekeys and genuinely sealed containers, built once per process), signing helpers
-//! that play a dishonest signer, and a data-driven mutation engine that edits bytes and
-//! protobuf fields.
+//! Shared pieces of Conclave's fuzz targets: the deterministic fixture (users, devices,
+//! prekeys and genuinely sealed containers, built once per process) and the signing
+//! helpers that play a dishonest signer, both from `conclave_core::test_util` (the
+//! fixtures core's tests use too), and a data-driven mutation engine that edits bytes
+//! and protobuf fields.
 
 use std::cell::RefCell;
 use std::ops::Range;
 use std::sync::OnceLock;
 
-use conclave_proto::v1::{self, container_payload::Body};
-use conclave_proto::{Message, v1::ContainerPayload};
-use conclave_core::container::{ContainerError, Recipient, ReplayCache, SealedContainer, seal};
+use conclave_core::container::{ContainerError, ReplayCache, SealedContainer};
 use conclave_core::identity::{
-    DeviceIdentity, PrekeyPool, UserIdentity, UserSigningKey, VerifiedDevice, VerifiedPrekey,
+    DeviceIdentity, PrekeyPool, UserIdentity, UserSigningKey, VerifiedPrekey,
+};
+use conclave_core::test_util::containers::{
+    Parties, TTL_MS as CONTAINER_TTL_MS, resign_certificate, resign_container, sign_prekey_body,
+};
+use conclave_core::test_util::protobuf::{
+    drop_field, fields, read_varint, repeat_field, replace_field, swap_fields,
+    write_length_delimited, write_varint,
 };
 use conclave_core::time::DAY_MS;
-use conclave_core::{UnixMillis, UserId};
-use ed25519_dalek::Signer;
-
-#[path = "../../core/tests/support/protobuf_fields.rs"]
-mod protobuf_fields;
-use protobuf_fields::{
-    drop_field, fields, read_varint, repeat_field, replace_field, swap_fields, write_varint,
-};
+use conclave_core::UnixMillis;
+use conclave_proto::v1::{self, container_payload::Body};
+use conclave_proto::v1::ContainerPayload;
 use libfuzzer_sys::arbitrary::{Result as ArbResult, Unstructured};
-use rand_chacha::ChaCha20Rng;
-use rand_core::SeedableRng;
 
 /// The fixed "server master clock" of the fixture.
-pub const NOW: UnixMillis = UnixMillis(1_700_000_000_000);
+pub const NOW: UnixMillis = conclave_core::test_util::NOW;
 /// Time to live of the fixture's containers.
-pub const TTL_MS: u64 = DAY_MS;
+pub const TTL_MS: u64 = CONTAINER_TTL_MS;
 
-/// Signature domains, as specified in `proto/conclave/v1/*.proto`. The fixture checks
-/// on construction that re-signing with them reproduces valid objects.
-pub const CONTAINER_DOMAIN: &[u8] = b"conclave.container.v1";
-/// Domain of device certificates.
-pub const CERT_DOMAIN: &[u8] = b"conclave.device-cert.v1";
-/// Domain of signed prekeys.
-pub const PREKEY_DOMAIN: &[u8] = b"conclave.prekey.v1";
-
-const SENDER_SEED: u64 = 1;
-const RECIPIENT_SEED: u64 = 2;
-const RECIPIENT_PREKEY_SEED: u64 = 3;
-const DECOY_SEED: u64 = 4;
-const SEAL_SEED: u64 = 5;
-
-/// Everything the targets need, built once and deterministically.
+/// Everything the targets need, built once and deterministically (the parties and
+/// containers of `conclave_core::test_util::containers`).
 pub struct Fixture {
     /// The sender's user signing key (to play a sender whose user key is compromised).
     pub sender_user_key: UserSigningKey,
@@ -72,38 +58,6 @@ pub struct Fixture {
     pub me_prekey: v1::SignedPrekey,
 }
 
-fn user(rng: &mut ChaCha20Rng, name: &str) -> (UserSigningKey, UserIdentity) {
-    let key = UserSigningKey::generate(rng);
-    let identity = UserIdentity {
-        user_id: UserId::from_username(name).expect("valid username"),
-        key: key.public_key(),
-    };
-    (key, identity)
-}
-
-fn device(seed: u64, name: &str) -> (UserSigningKey, UserIdentity, DeviceIdentity) {
-    let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    let (key, identity) = user(&mut rng, name);
-    let device = DeviceIdentity::create(&key, identity.user_id, NOW, 30 * DAY_MS, &mut rng)
-        .expect("device creation");
-    (key, identity, device)
-}
-
-fn pool(device: &DeviceIdentity, seed: u64, count: usize) -> (PrekeyPool, Vec<v1::SignedPrekey>) {
-    let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    let mut pool = PrekeyPool::new(device);
-    let published = pool
-        .generate(device, count, NOW, 7 * DAY_MS, &mut rng)
-        .expect("prekey generation");
-    (pool, published)
-}
-
-fn recipient(user: &UserIdentity, device: &DeviceIdentity, prekey: &v1::SignedPrekey) -> Recipient {
-    let verified = VerifiedDevice::verify(device.certificate(), user, NOW).expect("certificate");
-    let prekey = VerifiedPrekey::verify(prekey, &verified, NOW).expect("prekey");
-    Recipient::new(verified, prekey).expect("recipient")
-}
-
 thread_local! {
     /// `me`'s prekey pool. A successful open consumes prekey 1; it is then rebuilt
     /// identically from its seed, so every input meets the same state.
@@ -118,13 +72,8 @@ impl Fixture {
     }
 
     fn build() -> Fixture {
-        let (sender_user_key, sender, sender_device) = device(SENDER_SEED, "alice");
-        let (_, me_user, me) = device(RECIPIENT_SEED, "bob");
-        let (_, decoy_user, decoy) = device(DECOY_SEED, "carol");
-        let (_, published) = pool(&me, RECIPIENT_PREKEY_SEED, 1);
-        let (_, spare) = pool(&me, RECIPIENT_PREKEY_SEED + 100, 2);
-        let (_, decoy_prekeys) = pool(&decoy, DECOY_SEED + 100, 1);
-
+        let parties = Parties::new();
+        let (me_user, me) = (&parties.me.user, &parties.me.device);
         let payload = ContainerPayload {
             body: Some(Body::MeetingInvite(v1::MeetingInvite {
                 meeting_id: vec![7; 32],
@@ -138,52 +87,26 @@ impl Fixture {
                     identity_key: me_user.key.to_bytes().to_vec(),
                     certificate: Some(me.certificate().clone()),
                 }],
-                key_leader_device_id: sender_device.device_id().as_bytes().to_vec(),
+                key_leader_device_id: parties.sender.device.device_id().as_bytes().to_vec(),
                 expires_at_ms: NOW.0 + DAY_MS,
             })),
             ..Default::default()
         };
-        let mut rng = ChaCha20Rng::seed_from_u64(SEAL_SEED);
-        let genuine = seal(
-            &sender_device,
-            &[
-                recipient(&me_user, &me, &published[0]),
-                recipient(&decoy_user, &decoy, &decoy_prekeys[0]),
-            ],
-            &payload,
-            NOW,
-            TTL_MS,
-            &mut rng,
-        )
-        .expect("seal");
-        let donor = seal(
-            &sender_device,
-            &[recipient(&me_user, &me, &spare[1])],
-            &ContainerPayload {
-                body: Some(Body::Text(v1::TextMessage {
-                    text: "another plaintext".into(),
-                })),
-                ..Default::default()
-            },
-            NOW,
-            TTL_MS,
-            &mut rng,
-        )
-        .expect("seal");
-        let genuine_wire = v1::Container::decode(genuine.as_slice()).expect("own container");
-        let donor_wire = v1::Container::decode(donor.as_slice()).expect("own container");
+        let sealed = parties.seal(payload, "another plaintext");
+        let genuine_wire = sealed.genuine_wire();
+        let donor_wire = sealed.donor_wire();
         let fixture = Fixture {
-            sender_user_key,
-            sender,
-            sender_device,
-            me_user,
-            me,
-            payload,
-            genuine,
+            sender_user_key: sealed.parties.sender.key,
+            sender: sealed.parties.sender.user,
+            sender_device: sealed.parties.sender.device,
+            me_user: sealed.parties.me.user,
+            me: sealed.parties.me.device,
+            payload: sealed.payload,
+            genuine: sealed.genuine,
             genuine_wire,
-            donor,
+            donor: sealed.donor,
             donor_wire,
-            me_prekey: published[0].clone(),
+            me_prekey: sealed.my_prekey,
         };
         fixture.self_check();
         fixture
@@ -227,7 +150,7 @@ impl Fixture {
         let _ = format!("{sealed:?}");
         PREKEYS.with(|cell| {
             let mut slot = cell.borrow_mut();
-            let prekeys = slot.get_or_insert_with(|| pool(&self.me, RECIPIENT_PREKEY_SEED, 1).0);
+            let prekeys = slot.get_or_insert_with(|| Parties::new().my_prekeys());
             let result = sealed.open(&self.sender, &self.me, prekeys, replay, now);
             match result {
                 Ok(opened) => {
@@ -253,44 +176,20 @@ impl Fixture {
     }
 
     /// Re-signs a container as the sender device (a dishonest sender, or one whose
-    /// device key leaked): `signature` over `domain || u32be(len) || header ||
-    /// ciphertext`.
+    /// device key leaked).
     pub fn resign_container(&self, wire: &mut v1::Container) {
-        let header_len = u32::try_from(wire.header.len()).unwrap_or(u32::MAX);
-        let mut msg = Vec::with_capacity(
-            CONTAINER_DOMAIN.len() + 4 + wire.header.len() + wire.ciphertext.len(),
-        );
-        msg.extend_from_slice(CONTAINER_DOMAIN);
-        msg.extend_from_slice(&header_len.to_be_bytes());
-        msg.extend_from_slice(&wire.header);
-        msg.extend_from_slice(&wire.ciphertext);
-        wire.signature = device_signing_key(&self.sender_device)
-            .sign(&msg)
-            .to_bytes()
-            .to_vec();
+        resign_container(&self.sender_device, wire);
     }
 
     /// Re-signs a device certificate with the sender's user key.
     pub fn resign_certificate(&self, cert: &mut v1::DeviceCertificate) {
-        let key = ed25519_dalek::SigningKey::from_bytes(&self.sender_user_key.to_secret_bytes());
-        let mut msg = CERT_DOMAIN.to_vec();
-        msg.extend_from_slice(&cert.body);
-        cert.signature = key.sign(&msg).to_bytes().to_vec();
+        resign_certificate(&self.sender_user_key, cert);
     }
 
     /// Signs a prekey body with `me`'s device signing key.
     pub fn sign_prekey_body(&self, body: Vec<u8>) -> v1::SignedPrekey {
-        let mut msg = PREKEY_DOMAIN.to_vec();
-        msg.extend_from_slice(&body);
-        let signature = device_signing_key(&self.me).sign(&msg).to_bytes().to_vec();
-        v1::SignedPrekey { body, signature }
+        sign_prekey_body(&self.me, body)
     }
-}
-
-/// The device's signing key, from its exported secrets: the fuzzer plays the device's
-/// owner (or a dishonest sender) and signs whatever it likes with it.
-fn device_signing_key(device: &DeviceIdentity) -> ed25519_dalek::SigningKey {
-    ed25519_dalek::SigningKey::from_bytes(&device.export_secrets().signing_key)
 }
 
 /// Whether `CONCLAVE_FUZZ_TRACE` is set: then every open prints its outcome, to see
@@ -393,12 +292,6 @@ pub fn mutate(u: &mut Unstructured<'_>, bytes: &mut Vec<u8>, donor: &[u8]) -> Ar
 }
 
 
-fn length_delimited(out: &mut Vec<u8>, number: u64, contents: &[u8]) {
-    write_varint(out, (number << 3) | 2);
-    write_varint(out, contents.len() as u64);
-    out.extend_from_slice(contents);
-}
-
 /// A protobuf-aware edit of `bytes` (`None` if it is not a well-formed message):
 /// swap, repeat, drop or borrow (from `donor`) whole fields, add unknown fields, pad or
 /// falsify lengths, change wire types, or recurse into a nested message.
@@ -447,7 +340,7 @@ fn splice(
             } else {
                 let n = u.int_in_range(0usize..=64)?;
                 let junk = u.bytes(n.min(u.len()))?.to_vec();
-                length_delimited(&mut out, number, &junk);
+                write_length_delimited(&mut out, number, &junk);
             }
             out.extend_from_slice(&bytes[at..]);
         }
@@ -501,7 +394,7 @@ fn splice(
                 return Ok(None);
             };
             out.extend_from_slice(&bytes[..pick.span.start]);
-            length_delimited(&mut out, pick.number, &inner);
+            write_length_delimited(&mut out, pick.number, &inner);
             out.extend_from_slice(&bytes[pick.span.end..]);
         }
     }

@@ -1,0 +1,209 @@
+//! SFU throughput on this machine: control requests per second and media datagrams
+//! forwarded per second, with a real server (redb store) and real QUIC clients in one
+//! process on loopback. Client and server share the machine's cores, so the figures
+//! are a floor for the server alone; `conclave-loadtest` measures the server process.
+//!
+//! Run: `cargo bench -p conclave-testkit --bench throughput`
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::print_stdout
+)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use conclave_proto::datagram::MediaKind;
+use conclave_proto::v1::{self, client_frame::Request};
+use conclave_sdk::identity::PrekeyPool;
+use conclave_sfu::store::RedbStore;
+use conclave_testkit::identity::User;
+use conclave_testkit::protocol::TestClient;
+use conclave_testkit::protocol::rooms::TestRoom;
+use conclave_testkit::sfu::{TestSfu, test_config};
+
+const CONTROL_CLIENTS: usize = 8;
+const CONTROL_SECONDS: u64 = 3;
+const ROOM_MEMBERS: usize = 10;
+const MEDIA_SECONDS: u64 = 5;
+const AUDIO_BYTES: usize = 120;
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config();
+        config.limits.requests_per_second = 1_000_000;
+        config.limits.request_burst = 1_000_000;
+        config.limits.max_prekeys_per_device = 100_000;
+        config.limits.max_prekeys_per_upload = 1_000;
+        let store = Arc::new(RedbStore::open(&dir.path().join("bench.redb")).unwrap());
+        let server = TestSfu::start_with(config, store).await;
+        control_get_time(&server).await;
+        control_fetch_bundles(&server).await;
+        forwarding(&server).await;
+    });
+}
+
+async fn clients(server: &TestSfu, n: usize) -> Vec<(TestClient, User)> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let user = User::new(&format!("bench-{}-{i}", rand_suffix()));
+        let (client, _device) = TestClient::registered(server, &user).await;
+        out.push((client, user));
+    }
+    out
+}
+
+/// A fresh suffix per call, so every benchmark user is a new username.
+fn rand_suffix() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Lightweight requests: framing, dispatch, response.
+async fn control_get_time(server: &TestSfu) {
+    let clients = clients(server, CONTROL_CLIENTS).await;
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(CONTROL_SECONDS);
+    let mut tasks = Vec::new();
+    for (client, _) in clients {
+        let done = Arc::clone(&done);
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                client
+                    .request(Request::GetTime(v1::GetTime {}))
+                    .await
+                    .unwrap();
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let n = done.load(Ordering::Relaxed);
+    println!(
+        "control GetTime: {n} requests in {CONTROL_SECONDS} s by {CONTROL_CLIENTS} connections = {:.0} requests/s",
+        n as f64 / CONTROL_SECONDS as f64
+    );
+}
+
+/// Store-bound requests: each pops one prekey in a durable (fsync) redb transaction.
+async fn control_fetch_bundles(server: &TestSfu) {
+    let owner = User::new(&format!("bench-owner-{}", rand_suffix()));
+    let owner_client = TestClient::connect(server).await;
+    let owner_device = owner.device();
+    owner_client.register(&owner, &owner_device).await.unwrap();
+    let mut pool = PrekeyPool::new(&owner_device);
+    for _ in 0..5 {
+        owner_client
+            .upload_prekeys(&owner_device, &mut pool, 200)
+            .await
+            .unwrap();
+    }
+    let clients = clients(server, CONTROL_CLIENTS).await;
+    let owner = Arc::new(owner);
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(CONTROL_SECONDS);
+    let mut tasks = Vec::new();
+    for (client, _) in clients {
+        let done = Arc::clone(&done);
+        let owner = Arc::clone(&owner);
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let b = client.fetch_bundles(&[&owner]).await.unwrap();
+                if b.users[0].devices[0].prekeys_exhausted {
+                    break;
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let n = done.load(Ordering::Relaxed);
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "control FetchBundles (redb, one durable prekey pop each): {n} requests in {secs:.1} s = {:.0} requests/s",
+        n as f64 / secs
+    );
+}
+
+/// One room of `ROOM_MEMBERS`; every member sends audio datagrams as fast as the
+/// loop goes (paced in bursts); counts what every member receives.
+async fn forwarding(server: &TestSfu) {
+    let room = TestRoom::new();
+    let members = clients(server, ROOM_MEMBERS).await;
+    let mut joined = Vec::new();
+    for (i, (client, _)) in members.into_iter().enumerate() {
+        let j = if i == 0 {
+            client.open_room(&room.auth(), &room.routing).await.unwrap()
+        } else {
+            client.join_room(&room.auth(), &room.routing).await.unwrap()
+        };
+        joined.push((Arc::new(client), j.room_handle));
+    }
+    let sent = Arc::new(AtomicU64::new(0));
+    let received = Arc::new(AtomicU64::new(0));
+    let stop_at = Instant::now() + Duration::from_secs(MEDIA_SECONDS);
+    let mut tasks = Vec::new();
+    for (client, handle) in &joined {
+        let (c, h, sent) = (Arc::clone(client), *handle, Arc::clone(&sent));
+        tasks.push(tokio::spawn(async move {
+            let payload = [0x5a; AUDIO_BYTES];
+            let mut frame = 0u32;
+            while Instant::now() < stop_at {
+                for _ in 0..20 {
+                    c.send_media(h, 0, MediaKind::Audio, frame, &payload);
+                    frame = frame.wrapping_add(1);
+                }
+                sent.fetch_add(20, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }));
+        let (c, received) = (Arc::clone(client), Arc::clone(&received));
+        tasks.push(tokio::spawn(async move {
+            let end = stop_at + Duration::from_millis(500);
+            while let Ok(Ok(_)) = tokio::time::timeout_at(end.into(), c.conn.read_datagram()).await
+            {
+                received.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // How many DATAGRAM frames each QUIC packet from the server carried, seen at the
+    // receivers (quinn packs the datagrams queued for one receiver into one packet).
+    let (mut frames, mut packets) = (0u64, 0u64);
+    for (client, _) in &joined {
+        let stats = client.conn.quic().stats();
+        frames += stats.frame_rx.datagram;
+        packets += stats.udp_rx.datagrams;
+    }
+    let sent = sent.load(Ordering::Relaxed);
+    let received = received.load(Ordering::Relaxed);
+    let expected = sent * (ROOM_MEMBERS as u64 - 1);
+    println!(
+        "forwarding, 1 room x {ROOM_MEMBERS} members, {AUDIO_BYTES}-byte payloads: sent {sent}, \
+         delivered {received} of {expected} ({:.2}% loss) = {:.0} datagrams forwarded/s",
+        100.0 * (1.0 - received as f64 / expected.max(1) as f64),
+        received as f64 / MEDIA_SECONDS as f64
+    );
+    println!(
+        "coalescing: {frames} media datagrams arrived in {packets} UDP packets = {:.1} per packet",
+        frames as f64 / packets.max(1) as f64
+    );
+}
