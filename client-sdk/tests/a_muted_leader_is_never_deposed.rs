@@ -7,8 +7,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::time::Duration;
-
 use conclave_proto::Message as _;
 use conclave_proto::v1::{self, container_payload::Body};
 use conclave_sdk::client::{DeviceCredentials, MediaKind};
@@ -94,7 +92,7 @@ async fn an_early_rekey_does_not_depose_a_muted_leader() {
     deliver_forged(&sfu, &bob_copy, &carol, c.id(), &early);
 
     // Three drop windows of silence from Alice, who stays in the room.
-    tokio::time::sleep(Duration::from_millis(3 * sfu.client_config().drop_after_ms)).await;
+    tokio::time::sleep(3 * sfu.client_config().drop_after).await;
     let leader = meeting_c
         .participants()
         .into_iter()

@@ -63,13 +63,13 @@ async fn a_removed_participant_is_evicted_from_the_room_after_an_sfu_restart() {
     // the old code she re-opened the room and became its leader.
     let slow = |sfu: &TestSfu| {
         let mut c = sfu.client_config();
-        c.reconnect_backoff_ms = 1_500;
-        c.max_reconnect_backoff_ms = 1_500;
+        c.reconnect_backoff = Duration::from_millis(1_500);
+        c.max_reconnect_backoff = Duration::from_millis(1_500);
         c
     };
     let mut fast = sfu.client_config();
-    fast.reconnect_backoff_ms = 20;
-    fast.max_reconnect_backoff_ms = 50;
+    fast.reconnect_backoff = Duration::from_millis(20);
+    fast.max_reconnect_backoff = Duration::from_millis(50);
     let a = alice.connect_with(slow(&sfu)).await;
     let mut b = bob.connect_with(slow(&sfu)).await;
     let mut c = carol.connect_with(fast).await;

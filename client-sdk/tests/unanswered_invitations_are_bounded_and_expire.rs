@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::time::Duration;
+
 use conclave_sdk::client::{ClientError, ClientEvent, MediaKind};
 use conclave_testkit::prelude::*;
 
@@ -46,7 +48,7 @@ async fn an_expired_invitation_is_dropped_and_reported() {
     let sfu = TestSfu::start_for_clients().await;
     let (alice, bob) = (User::new("alice"), User::new("bob"));
     let mut config = sfu.client_config();
-    config.invite_ttl_ms = 300;
+    config.invite_ttl = Duration::from_millis(300);
     let a = alice.connect_with(config).await;
     let mut b = bob.connect(&sfu).await;
     let (meeting, _) = a

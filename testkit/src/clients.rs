@@ -21,11 +21,11 @@ impl TestSfu {
     pub fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new(self.addr, self.trust.clone());
         config.rekey = RekeyConfig::default();
-        config.rekey.coalesce_ms = 20;
-        config.rekey.grace_ms = 300;
-        config.rekey.switch_deadline_ms = 1_000;
-        config.rekey.key_request_ms = 200;
-        config.drop_after_ms = 2_000;
+        config.rekey.coalesce = Duration::from_millis(20);
+        config.rekey.grace = Duration::from_millis(300);
+        config.rekey.switch_deadline = Duration::from_secs(1);
+        config.rekey.key_request = Duration::from_millis(200);
+        config.drop_after = Duration::from_secs(2);
         config.prekey_target = 40;
         config
     }

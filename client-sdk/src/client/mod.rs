@@ -54,6 +54,7 @@ mod shared;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -87,29 +88,29 @@ pub struct ClientConfig {
     /// Prekeys kept on the server: replenished up to this many when the server reports
     /// its pool low. Default 100.
     pub prekey_target: u32,
-    /// How long invites stay valid, ms. Default 1 day.
-    pub invite_ttl_ms: u64,
+    /// How long invites stay valid. Default 1 day.
+    pub invite_ttl: Duration,
     /// How long the key leader waits for a participant whose connection left the room
-    /// to come back before rekeying it out, ms. Default 15 s.
-    pub drop_after_ms: u64,
+    /// to come back before rekeying it out. Default 15 s.
+    pub drop_after: Duration,
     /// First reconnect delay, doubled per failed attempt up to
-    /// [`ClientConfig::max_reconnect_backoff_ms`]. Default 100 ms.
-    pub reconnect_backoff_ms: u64,
-    /// Longest reconnect delay, ms. Default 5 s.
-    pub max_reconnect_backoff_ms: u64,
+    /// [`ClientConfig::max_reconnect_backoff`]. Default 100 ms.
+    pub reconnect_backoff: Duration,
+    /// Longest reconnect delay. Default 5 s.
+    pub max_reconnect_backoff: Duration,
     /// Received frames buffered per meeting before new ones are dropped (counted in
     /// [`MediaStats::frames_dropped_queue_full`]). Default 1024.
     pub frame_queue: usize,
     /// Identity keys the app already trusts (stored from earlier runs, or verified by
     /// safety code). Others are pinned on first use.
     pub pinned_users: Vec<UserIdentity>,
-    /// How far the server's clock may be from this device's, ms. Certificates, prekeys
+    /// How far the server's clock may be from this device's. Certificates, prekeys
     /// and containers are checked at the server's time (device clocks are often
     /// wrong), but a compromised server could otherwise move time freely: back, so that
     /// expired device certificates (the only revocation) verify again, or forward, to
     /// expire prekeys and containers. A larger offset is clamped to this bound, with a
     /// warning in the log (security review L3). Default 24 h.
-    pub max_clock_offset_ms: u64,
+    pub max_clock_offset: Duration,
 }
 
 impl ClientConfig {
@@ -122,13 +123,13 @@ impl ClientConfig {
             trust,
             rekey: RekeyConfig::default(),
             prekey_target: 100,
-            invite_ttl_ms: crate::time::DAY_MS,
-            drop_after_ms: 15_000,
-            reconnect_backoff_ms: 100,
-            max_reconnect_backoff_ms: 5_000,
+            invite_ttl: Duration::from_millis(crate::time::DAY_MS),
+            drop_after: Duration::from_secs(15),
+            reconnect_backoff: Duration::from_millis(100),
+            max_reconnect_backoff: Duration::from_secs(5),
             frame_queue: 1024,
             pinned_users: Vec::new(),
-            max_clock_offset_ms: crate::time::DAY_MS,
+            max_clock_offset: Duration::from_millis(crate::time::DAY_MS),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Telling a dropped device from one that is reconnecting (sans-IO).
 //!
 //! When a member device's connection leaves the SFU room (`MemberLeft`, which names the
-//! device), every device waits `drop_after_ms` for that device to join the room again
+//! device), every device waits `drop_after` for that device to join the room again
 //! (`MemberJoined`, from any connection). If it does not, the device has dropped out:
 //! the key leader rekeys without it, and if the key leader is the one that dropped, its
 //! successor takes over and rekeys. A reconnect inside the window costs nothing.

@@ -340,7 +340,7 @@ impl Driver {
     /// watches every member: the leader rekeys a dropped device out, the others take
     /// over if the leader is the one that dropped (see `MeetingState::device_dropped`).
     pub(super) fn on_member_left(&mut self, handle: u32, device: &[u8]) {
-        let window = self.config.drop_after_ms;
+        let window = super::ms(self.config.drop_after);
         let mono = self.mono_ms();
         let Some((entry, member)) = self.room_member(handle, device) else {
             return;

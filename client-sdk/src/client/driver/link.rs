@@ -78,7 +78,7 @@ impl Driver {
         let response::Result::Hello(hello) = hello else {
             return Err(ClientError::unexpected_answer("Hello"));
         };
-        let max_offset_ms = self.config.max_clock_offset_ms;
+        let max_offset_ms = super::ms(self.config.max_clock_offset);
         let (clock, clamped) = ServerClock::sync(hello.server_time_ms, local_ms(), max_offset_ms);
         if clamped {
             tracing::warn!(
@@ -188,7 +188,7 @@ impl Driver {
             return;
         }
         self.drop_link(reason).await;
-        self.backoff_ms = self.config.reconnect_backoff_ms;
+        self.backoff_ms = super::ms(self.config.reconnect_backoff);
         self.reconnect_at = Some(Instant::now() + Duration::from_millis(self.backoff_ms));
     }
 
@@ -213,8 +213,8 @@ impl Driver {
                 self.backoff_ms = self
                     .backoff_ms
                     .saturating_mul(2)
-                    .max(self.config.reconnect_backoff_ms)
-                    .min(self.config.max_reconnect_backoff_ms);
+                    .max(super::ms(self.config.reconnect_backoff))
+                    .min(super::ms(self.config.max_reconnect_backoff));
                 tracing::info!(error = %e, retry_in_ms = self.backoff_ms, "reconnect failed");
                 self.reconnect_at = Some(Instant::now() + Duration::from_millis(self.backoff_ms));
             }

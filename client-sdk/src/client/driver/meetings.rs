@@ -664,12 +664,15 @@ impl Driver {
         let key = MeetingKey::generate(0, &mut self.rng);
         let roster = Roster::new(members)?;
         let state = MeetingState::start(meeting_id, me, roster, key, self.config.rekey)?;
-        let invite = state.invite(media_kinds, now.saturating_add(self.config.invite_ttl_ms));
+        let invite = state.invite(
+            media_kinds,
+            now.saturating_add(super::ms(self.config.invite_ttl)),
+        );
         let invite = Outgoing::new(&state, Vec::new(), invite, None);
         let (entry, meeting) = self.new_entry(state)?;
         self.meetings.insert(meeting_id, entry);
         self.enter_room(meeting_id, 0, true).await;
-        let ttl = self.config.invite_ttl_ms;
+        let ttl = super::ms(self.config.invite_ttl);
         self.seal_and_send(&verified.recipients, &invite.payload, ttl)
             .await?;
         self.refresh(meeting_id);
@@ -778,7 +781,7 @@ impl Driver {
     ) -> Result<InviteReport, ClientError> {
         self.fail_if_closed()?;
         let now = self.now();
-        let expires = now.saturating_add(self.config.invite_ttl_ms);
+        let expires = now.saturating_add(super::ms(self.config.invite_ttl));
         let entry = self.meetings.get(&id).ok_or(ClientError::MeetingEnded)?;
         if !entry.state.is_leader() {
             return Err(crate::meeting::rekey::RekeyError::LeaderOnly("add participants").into());
@@ -809,7 +812,7 @@ impl Driver {
             .add_participants(joiners, media_kinds, expires, now)?;
         let invite = Outgoing::new(&entry.state, Vec::new(), invite, None);
         self.pump(id).await;
-        let ttl = self.config.invite_ttl_ms;
+        let ttl = super::ms(self.config.invite_ttl);
         self.seal_and_send(&fresh, &invite.payload, ttl).await?;
         Ok(InviteReport {
             invited,

@@ -90,6 +90,11 @@ pub(crate) enum Command {
     },
 }
 
+/// `d` in whole milliseconds, saturating (protocol time is kept in ms).
+pub(crate) fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// This machine's clock, ms since the Unix epoch.
 fn local_ms() -> u64 {
     SystemTime::now()

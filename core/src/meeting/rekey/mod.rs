@@ -8,7 +8,7 @@
 //!
 //! # Protocol
 //! * The **key leader** (initially the initiator) collects departures. The first one
-//!   arms a short coalescing timer (`coalesce_ms`); every departure before it fires joins
+//!   arms a short coalescing timer (`coalesce`); every departure before it fires joins
 //!   the same rekey. At the timer the leader draws a *fresh* key for `epoch + 1` and emits
 //!   one `Rekey` for the remaining devices only (one container, one entry per device:
 //!   O(N) key messages).
@@ -20,10 +20,10 @@
 //!   device holds the new key before anyone sends on it, and a rekey costs one
 //!   container round, not two. The announcement comes from the (untrusted) SFU, but it
 //!   can only make a device switch to a key it holds from an authenticated Rekey; and
-//!   a device switches on its own `switch_deadline_ms` after the Rekey arrived if no
+//!   a device switches on its own `switch_deadline` after the Rekey arrived if no
 //!   announcement comes, so withholding it cannot keep a device sending on a key a
 //!   removed participant holds. (An `EpochSwitch` from the leader is also obeyed.)
-//! * After a switch the previous epoch stays decryptable for `grace_ms` (frames in
+//! * After a switch the previous epoch stays decryptable for `grace` (frames in
 //!   flight), then its key is dropped (zeroized).
 //! * If the leader departs (leaves, or is reported dropped with
 //!   [`MeetingState::device_dropped`]), the next leader is the remaining device with
@@ -37,10 +37,10 @@
 //!   than every key this device holds (its Rekey was lost, or withheld by a server
 //!   colluding with a removed participant), the device stops sending at once
 //!   ([`MeetingOutput::SendingPaused`]): its current key may be held by whoever was
-//!   rekeyed out. After `key_request_ms` it asks the key leader with a `KeyRequest`
+//!   rekeyed out. After `key_request` it asks the key leader with a `KeyRequest`
 //!   (again with backoff while it stays behind); the leader answers with a `Rekey` of
 //!   its current epoch (reason `RESEND`) to that device alone, at most once per
-//!   `key_request_ms` per device. Sending resumes with the switch to that key. A false
+//!   `key_request` per device. Sending resumes with the switch to that key. A false
 //!   announcement (the SFU is not trusted) can only pause sending, which a hostile SFU
 //!   can always cause by dropping media.
 //!
@@ -57,6 +57,7 @@ mod roster;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
 
 use conclave_proto::datagram::MediaKind;
 use conclave_proto::v1::{self, RekeyReason, container_payload::Body};
@@ -72,31 +73,36 @@ use crate::{DeviceId, UnixMillis, UserId};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RekeyConfig {
-    /// Departures within this window are handled by one rekey, ms.
-    pub coalesce_ms: u64,
-    /// How long a previous epoch stays decryptable after a switch, ms.
-    pub grace_ms: u64,
+    /// Departures within this window are handled by one rekey.
+    pub coalesce: Duration,
+    /// How long a previous epoch stays decryptable after a switch.
+    pub grace: Duration,
     /// A receiver switches to an installed Rekey at the latest this long after it
-    /// arrived, even if the room never announced the new epoch, ms.
-    pub switch_deadline_ms: u64,
+    /// arrived, even if the room never announced the new epoch.
+    pub switch_deadline: Duration,
     /// A device that the room has moved past (no key for the room's epoch) stops
     /// sending at once and asks the key leader for the key after this long (an
     /// `EpochSwitch` or Rekey usually arrives first); it asks again with doubling
     /// intervals up to [`MAX_KEY_REQUEST_INTERVAL_MS`]. The leader answers each device
-    /// at most once per this interval, ms.
-    pub key_request_ms: u64,
+    /// at most once per this interval.
+    pub key_request: Duration,
 }
 
 /// The longest interval between two key requests of a device that stays behind, ms.
 pub const MAX_KEY_REQUEST_INTERVAL_MS: u64 = 30_000;
 
+/// `d` in whole milliseconds, saturating (the machine's clock is `UnixMillis`).
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 impl Default for RekeyConfig {
     fn default() -> Self {
         RekeyConfig {
-            coalesce_ms: 20,
-            grace_ms: 2_000,
-            switch_deadline_ms: 1_000,
-            key_request_ms: 500,
+            coalesce: Duration::from_millis(20),
+            grace: Duration::from_secs(2),
+            switch_deadline: Duration::from_secs(1),
+            key_request: Duration::from_millis(500),
         }
     }
 }
@@ -750,7 +756,7 @@ impl MeetingState {
         });
         self.switch_to(epoch, now);
         if !self.departures.is_empty() {
-            self.rekey_at = Some(now.0.saturating_add(self.config.coalesce_ms));
+            self.rekey_at = Some(now.0.saturating_add(ms(self.config.coalesce)));
         }
         Ok(())
     }
@@ -787,8 +793,8 @@ impl MeetingState {
             None => {
                 self.behind = Some(Behind {
                     room_epoch: self.announced,
-                    ask_at: now.0.saturating_add(self.config.key_request_ms),
-                    backoff: self.config.key_request_ms,
+                    ask_at: now.0.saturating_add(ms(self.config.key_request)),
+                    backoff: ms(self.config.key_request),
                 });
                 self.outputs.push_back(MeetingOutput::SendingPaused {
                     room_epoch: self.announced,
@@ -964,7 +970,7 @@ impl MeetingState {
         if self
             .answered
             .get(&from)
-            .is_some_and(|at| now.0 < at.saturating_add(self.config.key_request_ms))
+            .is_some_and(|at| now.0 < at.saturating_add(ms(self.config.key_request)))
         {
             return Err(RekeyError::TooSoon);
         }
@@ -1069,7 +1075,7 @@ impl MeetingState {
             epoch: r.epoch,
             roster,
             leader,
-            switch_at: now.0.saturating_add(self.config.switch_deadline_ms),
+            switch_at: now.0.saturating_add(ms(self.config.switch_deadline)),
         });
         self.outputs
             .push_back(MeetingOutput::ReceiveEpoch { epoch: r.epoch });
@@ -1251,7 +1257,7 @@ impl MeetingState {
     fn depart(&mut self, device: DeviceId, reason: RekeyReason, now: UnixMillis) {
         self.departures.entry(device).or_insert(reason);
         if self.in_flight.is_none() && self.rekey_at.is_none() {
-            self.rekey_at = Some(now.0.saturating_add(self.config.coalesce_ms));
+            self.rekey_at = Some(now.0.saturating_add(ms(self.config.coalesce)));
         }
     }
 
@@ -1307,7 +1313,7 @@ impl MeetingState {
         self.suspects.clear();
         self.outputs
             .push_back(MeetingOutput::SendingEpoch { epoch });
-        let at = now.0.saturating_add(self.config.grace_ms);
+        let at = now.0.saturating_add(ms(self.config.grace));
         for e in self.keys.keys().copied().filter(|e| *e < epoch) {
             self.drops.entry(e).or_insert(at);
         }

@@ -2,6 +2,7 @@
 //! with virtual time.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -9,10 +10,10 @@ use rand_core::SeedableRng;
 use super::*;
 
 const CFG: RekeyConfig = RekeyConfig {
-    coalesce_ms: 20,
-    grace_ms: 1_000,
-    switch_deadline_ms: 500,
-    key_request_ms: 300,
+    coalesce: Duration::from_millis(20),
+    grace: Duration::from_millis(1_000),
+    switch_deadline: Duration::from_millis(500),
+    key_request: Duration::from_millis(300),
 };
 
 fn dev(n: u8) -> DeviceId {
@@ -246,7 +247,7 @@ fn a_leave_rekeys_to_the_remaining_devices_only() {
     net.with(3, |s, _| s.leave()).unwrap();
     assert!(net.state(3).is_ended());
     assert_eq!(net.count("rekey"), 0, "coalescing window first");
-    net.advance(CFG.coalesce_ms);
+    net.advance(ms(CFG.coalesce));
     assert_eq!(net.count("rekey"), 1);
     assert_eq!(net.recipients_of_last("rekey"), vec![dev(2)]);
     for d in [1, 2] {
@@ -256,7 +257,7 @@ fn a_leave_rekeys_to_the_remaining_devices_only() {
         assert!(net.state(d).key(1).is_some());
     }
     assert!(net.state(3).key(2).is_none());
-    net.advance(CFG.grace_ms);
+    net.advance(ms(CFG.grace));
     for d in [1, 2] {
         assert!(net.state(d).key(1).is_none());
         assert_eq!(net.state(d).epochs().collect::<Vec<_>>(), vec![2]);
@@ -274,7 +275,7 @@ fn a_reject_rekeys() {
     }));
     net.with(1, |s, now| s.on_message(dev(2), &[dev(1)], &reply, now))
         .unwrap();
-    net.advance(CFG.coalesce_ms);
+    net.advance(ms(CFG.coalesce));
     assert_eq!(net.recipients_of_last("rekey"), vec![dev(3)]);
     assert_eq!(net.state(3).sending_epoch(), 2);
     assert!(net.state(2).key(2).is_none());
@@ -290,7 +291,7 @@ fn removing_a_user_removes_all_their_devices_and_they_lose_every_key() {
         assert!(net.state(d).is_ended());
         assert_eq!(net.state(d).epochs().count(), 0);
     }
-    net.advance(CFG.coalesce_ms);
+    net.advance(ms(CFG.coalesce));
     assert_eq!(net.count("rekey"), 1);
     assert_eq!(net.recipients_of_last("rekey"), vec![dev(3)]);
     assert_eq!(net.state(3).roster().len(), 2);
@@ -310,7 +311,7 @@ fn concurrent_departures_coalesce_into_one_rekey() {
     net.with(1, |s, now| {
         s.device_dropped(dev(4), now);
     });
-    net.advance(CFG.coalesce_ms);
+    net.advance(ms(CFG.coalesce));
     assert_eq!(net.count("rekey"), 1);
     assert_eq!(net.recipients_of_last("rekey"), vec![dev(5)]);
     // O(N): one Rekey container; the room's rotation announces the switch.
@@ -326,7 +327,7 @@ fn when_the_leader_leaves_the_lowest_sender_index_takes_over_and_rekeys() {
     for d in [2, 3, 4] {
         assert_eq!(net.state(d).leader(), dev(3));
     }
-    net.advance(CFG.coalesce_ms);
+    net.advance(ms(CFG.coalesce));
     assert_eq!(net.count("rekey"), 1);
     let (from, recipients, _) = net
         .sent
@@ -347,7 +348,7 @@ fn departures_during_a_rekey_wait_for_the_next_one() {
     let mut net = Net::new(&[(2, 2, 1), (3, 3, 2), (4, 4, 3)]);
     net.with(2, |s, _| s.leave()).unwrap();
     // Hold the leader's Rekey in flight: fire its timer without delivering outputs.
-    net.now += CFG.coalesce_ms;
+    net.now += ms(CFG.coalesce);
     let now = UnixMillis(net.now);
     let leader = net.states.get_mut(&dev(1)).unwrap();
     leader.handle_timeout(now, &mut net.rng);
@@ -367,13 +368,13 @@ fn departures_during_a_rekey_wait_for_the_next_one() {
     assert!(
         leader
             .poll_timeout()
-            .is_none_or(|t| t.0 > net.now + CFG.coalesce_ms)
+            .is_none_or(|t| t.0 > net.now + ms(CFG.coalesce))
     );
     leader.rekey_delivered(2, now).unwrap();
     assert_eq!(leader.sending_epoch(), 2);
     // After the switch the queued departure rekeys to epoch 3 without device 3.
     net.run();
-    net.advance(CFG.coalesce_ms);
+    net.advance(ms(CFG.coalesce));
     assert_eq!(net.state(1).sending_epoch(), 3);
     assert!(!net.state(1).roster().contains(&dev(3)));
 }
@@ -571,7 +572,7 @@ fn a_leader_that_drops_out_is_succeeded_by_the_lowest_sender_index() {
     for d in [2, 3, 4] {
         assert_eq!(net.state(d).leader(), dev(3));
     }
-    net.advance(CFG.coalesce_ms);
+    net.advance(ms(CFG.coalesce));
     assert_eq!(net.count("rekey"), 1);
     assert_eq!(net.recipients_of_last("rekey"), vec![dev(2), dev(4)]);
     for d in [2, 3, 4] {
@@ -588,7 +589,7 @@ fn a_successors_rekey_that_arrives_before_the_drop_is_seen_is_held_until_then() 
     // Only the successor has seen the leader go; its Rekey and switch reach the
     // others first.
     net.see_dropped(&[3], 1);
-    net.advance(CFG.coalesce_ms);
+    net.advance(ms(CFG.coalesce));
     assert_eq!(net.state(3).sending_epoch(), 2);
     for d in [2, 4] {
         assert_eq!(net.state(d).leader(), dev(1), "held, not obeyed");
@@ -617,7 +618,7 @@ fn a_rekey_that_cuts_out_a_live_leader_is_never_obeyed() {
     assert!(net.state(3).key(2).is_none());
     // The leader moves the meeting on: the held Rekey is discarded for good.
     net.with(1, |s, now| s.remove(&[], &[dev(2)], now)).unwrap();
-    net.advance(CFG.coalesce_ms);
+    net.advance(ms(CFG.coalesce));
     assert_eq!(net.state(3).sending_epoch(), 2);
     assert_eq!(net.state(3).leader(), dev(1));
     let held = net.state(3).key(2).unwrap().expose_secret().to_vec();
@@ -632,7 +633,7 @@ fn a_successor_also_rekeys_out_devices_that_dropped_while_the_leader_went_down()
     // Device 4's drop is seen before the leader's (or both at one deadline).
     net.see_dropped(&[2, 3], 4);
     net.see_dropped(&[2, 3], 1);
-    net.advance(CFG.coalesce_ms);
+    net.advance(ms(CFG.coalesce));
     assert_eq!(net.count("rekey"), 1);
     assert_eq!(net.recipients_of_last("rekey"), vec![dev(3)]);
     for d in [2, 3] {
@@ -649,7 +650,7 @@ fn a_successor_keeps_out_whoever_the_crashed_leaders_pending_rekey_left_out() {
     let now = UnixMillis(net.now);
     let leader = net.states.get_mut(&dev(1)).unwrap();
     leader.remove(&[], &[dev(2)], now).unwrap();
-    leader.handle_timeout(UnixMillis(net.now + CFG.coalesce_ms), &mut net.rng);
+    leader.handle_timeout(UnixMillis(net.now + ms(CFG.coalesce)), &mut net.rng);
     let mut outputs = Vec::new();
     while let Some(o) = leader.poll_output() {
         outputs.push(o);
@@ -677,7 +678,7 @@ fn a_successor_keeps_out_whoever_the_crashed_leaders_pending_rekey_left_out() {
     net.see_dropped(&[3, 4], 1);
     // Device 2 had the lowest index but was being removed: device 3 leads.
     assert_eq!(net.state(4).leader(), dev(3));
-    net.advance(CFG.coalesce_ms);
+    net.advance(ms(CFG.coalesce));
     assert_eq!(net.recipients_of_last("rekey"), vec![dev(4)]);
     for d in [3, 4] {
         assert_eq!(net.state(d).sending_epoch(), 3);
@@ -715,7 +716,7 @@ fn a_participant_cannot_jump_the_succession_order_with_a_held_rekey() {
         "device 4's key was not installed"
     );
     net.see_dropped(&[2, 3, 4], 1);
-    net.advance(CFG.coalesce_ms);
+    net.advance(ms(CFG.coalesce));
     for d in [2, 3, 4, 5] {
         assert_eq!(net.state(d).leader(), dev(2));
         assert_eq!(net.state(d).sending_epoch(), 2);
@@ -736,7 +737,7 @@ fn after_the_leader_leaves_only_its_successor_may_rekey() {
     })
     .unwrap();
     assert_eq!(net.state(4).sending_epoch(), 1, "held, not obeyed");
-    net.advance(CFG.coalesce_ms);
+    net.advance(ms(CFG.coalesce));
     for d in [2, 3, 4] {
         assert_eq!(net.state(d).leader(), dev(2));
         assert_eq!(net.state(d).sending_epoch(), 2);
@@ -752,7 +753,7 @@ fn succession_skips_a_successor_already_seen_dropping_out() {
     net.crash(1);
     net.see_dropped(&[3, 4], 2);
     net.see_dropped(&[3, 4], 1);
-    net.advance(CFG.coalesce_ms);
+    net.advance(ms(CFG.coalesce));
     assert_eq!(net.recipients_of_last("rekey"), vec![dev(4)]);
     for d in [3, 4] {
         assert_eq!(net.state(d).leader(), dev(3));
@@ -768,7 +769,7 @@ fn a_device_the_crashed_leaders_rekey_missed_follows_once_the_removed_successor_
     let now = UnixMillis(net.now);
     let leader = net.states.get_mut(&dev(1)).unwrap();
     leader.remove(&[], &[dev(2)], now).unwrap();
-    leader.handle_timeout(UnixMillis(net.now + CFG.coalesce_ms), &mut net.rng);
+    leader.handle_timeout(UnixMillis(net.now + ms(CFG.coalesce)), &mut net.rng);
     let outputs: Vec<MeetingOutput> = std::iter::from_fn(|| leader.poll_output()).collect();
     net.crash(1);
     for o in outputs {
@@ -793,7 +794,7 @@ fn a_device_the_crashed_leaders_rekey_missed_follows_once_the_removed_successor_
         dev(2),
         "device 4 never saw the removal"
     );
-    net.advance(CFG.coalesce_ms);
+    net.advance(ms(CFG.coalesce));
     assert_eq!(net.state(4).sending_epoch(), 1, "device 3's rekey is held");
     // Device 2 ended and left the room: device 4 sees it go, and follows device 3.
     net.see_dropped(&[4], 2);
@@ -808,7 +809,7 @@ fn a_device_the_crashed_leaders_rekey_missed_follows_once_the_removed_successor_
 fn a_rekey_costs_one_container_and_the_rooms_rotation_switches_everyone() {
     let mut net = Net::new(&[(2, 2, 1), (3, 3, 2), (4, 4, 3)]);
     net.with(4, |s, _| s.leave()).unwrap();
-    net.advance(CFG.coalesce_ms);
+    net.advance(ms(CFG.coalesce));
     assert_eq!(net.count("rekey"), 1);
     assert_eq!(net.count("switch"), 0, "no second container round");
     for d in [1, 2, 3] {
@@ -839,14 +840,14 @@ fn a_withheld_rotation_cannot_keep_a_device_on_the_old_key() {
     let mut net = Net::new(&[(2, 2, 1), (3, 3, 2)]);
     net.announce = false;
     net.with(3, |s, _| s.leave()).unwrap();
-    net.advance(CFG.coalesce_ms);
+    net.advance(ms(CFG.coalesce));
     assert_eq!(net.state(1).sending_epoch(), 2);
     assert_eq!(
         net.state(2).sending_epoch(),
         1,
         "waits for the announcement"
     );
-    net.advance(CFG.switch_deadline_ms);
+    net.advance(ms(CFG.switch_deadline));
     assert_eq!(
         net.state(2).sending_epoch(),
         2,
@@ -880,7 +881,7 @@ fn a_member_whose_rekey_is_withheld_stops_sending_and_asks_the_leader_for_the_ke
     let mut net = Net::new(&[(2, 2, 1), (3, 3, 2), (4, 4, 3)]);
     net.withhold_rekeys_from = Some(dev(2));
     net.with(1, |s, now| s.remove(&[], &[dev(4)], now)).unwrap();
-    net.advance(CFG.coalesce_ms);
+    net.advance(ms(CFG.coalesce));
     assert_eq!(net.state(1).sending_epoch(), 2);
     assert_eq!(net.state(3).sending_epoch(), 2);
     assert!(
@@ -890,11 +891,11 @@ fn a_member_whose_rekey_is_withheld_stops_sending_and_asks_the_leader_for_the_ke
     assert_eq!(net.paused, vec![(dev(2), 2)]);
 
     // The key request; the first answer is withheld too, so it asks again.
-    net.advance(CFG.key_request_ms);
+    net.advance(ms(CFG.key_request));
     assert_eq!(net.count("keyrequest"), 1);
     assert!(net.state(2).is_sending_paused());
     net.withhold_rekeys_from = None;
-    net.advance(2 * CFG.key_request_ms);
+    net.advance(2 * ms(CFG.key_request));
     assert_eq!(net.count("keyrequest"), 2, "asked again after the backoff");
     let s = net.state(2);
     assert!(!s.is_sending_paused());
@@ -905,7 +906,7 @@ fn a_member_whose_rekey_is_withheld_stops_sending_and_asks_the_leader_for_the_ke
         vec![dev(2)],
         "resent to the asking device alone"
     );
-    net.advance(10 * CFG.key_request_ms);
+    net.advance(10 * ms(CFG.key_request));
     assert_eq!(
         net.count("keyrequest"),
         2,
@@ -920,7 +921,7 @@ fn a_resent_key_brings_the_devices_that_joined_meanwhile() {
     let mut net = Net::new(&[(2, 2, 1), (3, 3, 2), (4, 4, 3)]);
     net.withhold_rekeys_from = Some(dev(2));
     net.with(1, |s, now| s.remove(&[], &[dev(4)], now)).unwrap();
-    net.advance(CFG.coalesce_ms);
+    net.advance(ms(CFG.coalesce));
     net.with(1, |s, now| {
         s.add_participants(
             vec![member(5, 5, 4)],
@@ -933,7 +934,7 @@ fn a_resent_key_brings_the_devices_that_joined_meanwhile() {
     assert_eq!(net.state(1).sending_epoch(), 3);
     assert!(net.state(2).is_sending_paused());
     net.withhold_rekeys_from = None;
-    net.advance(CFG.key_request_ms);
+    net.advance(ms(CFG.key_request));
     let s = net.state(2);
     assert_eq!(s.sending_epoch(), 3);
     assert!(!s.is_sending_paused());
@@ -945,7 +946,7 @@ fn a_resent_key_brings_the_devices_that_joined_meanwhile() {
 fn key_requests_are_answered_only_for_roster_devices_and_at_a_bounded_rate() {
     let mut net = Net::new(&[(2, 2, 1), (3, 3, 2)]);
     net.with(3, |s, _| s.leave()).unwrap();
-    net.advance(CFG.coalesce_ms);
+    net.advance(ms(CFG.coalesce));
     let request = payload(Body::KeyRequest(v1::KeyRequest {
         meeting_id: vec![9; 32],
         held_epoch: 1,
@@ -972,7 +973,7 @@ fn key_requests_are_answered_only_for_roster_devices_and_at_a_bounded_rate() {
         held_epoch: 2,
         room_epoch: 9,
     }));
-    let later = UnixMillis(now.0 + CFG.key_request_ms);
+    let later = UnixMillis(now.0 + ms(CFG.key_request));
     leader
         .on_message(dev(2), &[dev(1)], &current, later)
         .unwrap();
