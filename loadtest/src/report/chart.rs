@@ -425,7 +425,9 @@ pub(super) fn bar_chart(ch: &BarChart) -> String {
             .margin_bottom(8)
             .x_label_area_size(40)
             .y_label_area_size(SIDE)
-            .build_cartesian_2d((0..last).into_segmented(), yr.clone())?;
+            // One segment per bar (the range is inclusive); a lone bar gets an
+            // empty neighbour, as plotters cannot map a range of one value.
+            .build_cartesian_2d((0..last.max(1)).into_segmented(), yr.clone())?;
         let label = |v: &SegmentValue<usize>| match v {
             SegmentValue::CenterOf(i) => ch
                 .bars
@@ -493,6 +495,49 @@ mod tests {
         // Two runs of one point each: NaN, infinity and None break the line.
         assert_eq!(svg.matches("<circle").count(), 2, "{svg}");
         assert_eq!(svg.matches("<title>").count(), 1, "{svg}");
+    }
+
+    #[test]
+    fn one_bar_and_one_point_still_make_charts() {
+        let bars = BarChart {
+            title: "t".to_owned(),
+            x_label: "x".to_owned(),
+            y_label: "y".to_owned(),
+            bars: vec![Bar {
+                label: "0.064".to_owned(),
+                value: f64::NAN,
+                color: BLACK,
+                tip: "only".to_owned(),
+            }],
+            legend: Vec::new(),
+        };
+        let svg = bar_chart(&bars);
+        assert!(svg.contains("<svg") && svg.contains("0.064"), "{svg}");
+        let tip = svg.split("<rect class=\"tip\"").nth(1).unwrap_or_default();
+        assert!(!tip.is_empty() && !tip.contains("width=\"0\""), "{svg}");
+        assert_eq!(svg.matches("<title>only</title>").count(), 1, "{svg}");
+        let point = Point {
+            x: 0.0,
+            y: Some(0.0),
+            tip: String::new(),
+        };
+        let xy = XyChart {
+            title: "t".to_owned(),
+            x_label: "x".to_owned(),
+            y_label: "y".to_owned(),
+            series: vec![Series {
+                name: "s".to_owned(),
+                color: BLACK,
+                style: Style::Line,
+                points: vec![point],
+            }],
+            right: None,
+            target: None,
+            bands: Vec::new(),
+        };
+        let svg = xy_chart(&xy);
+        assert!(svg.contains("<svg") && !svg.contains("NaN"), "{svg}");
+        assert_eq!(svg.matches("<circle").count(), 1, "{svg}");
     }
 
     #[test]
