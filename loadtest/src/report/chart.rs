@@ -462,14 +462,17 @@ pub(super) fn bar_chart(ch: &BarChart) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn gaps_and_nan_never_reach_coordinates() {
-        let pt = |x: f64, y: Option<f64>| Point {
+    fn pt(x: f64, y: Option<f64>) -> Point {
+        Point {
             x,
             y,
             tip: "<tip>".to_owned(),
-        };
-        let chart = XyChart {
+        }
+    }
+
+    /// One line series, no target, no bands.
+    fn line_chart(points: Vec<Point>) -> XyChart {
+        XyChart {
             title: "t".to_owned(),
             x_label: "x".to_owned(),
             y_label: "y".to_owned(),
@@ -477,17 +480,26 @@ mod tests {
                 name: "s".to_owned(),
                 color: BLACK,
                 style: Style::Line,
-                points: vec![
-                    pt(1.0, Some(1.0)),
-                    pt(2.0, Some(f64::NAN)),
-                    pt(3.0, Some(2.0)),
-                    pt(f64::INFINITY, Some(3.0)),
-                    pt(4.0, None),
-                ],
+                points,
             }],
             right: None,
+            target: None,
+            bands: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn gaps_and_nan_never_reach_coordinates() {
+        let chart = XyChart {
             target: Some((f64::NAN, "nan".to_owned())),
             bands: vec![(1.0, "<b>".to_owned()), (f64::NAN, "x".to_owned())],
+            ..line_chart(vec![
+                pt(1.0, Some(1.0)),
+                pt(2.0, Some(f64::NAN)),
+                pt(3.0, Some(2.0)),
+                pt(f64::INFINITY, Some(3.0)),
+                pt(4.0, None),
+            ])
         };
         let svg = xy_chart(&chart);
         assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
@@ -516,26 +528,7 @@ mod tests {
         let tip = svg.split("<rect class=\"tip\"").nth(1).unwrap_or_default();
         assert!(!tip.is_empty() && !tip.contains("width=\"0\""), "{svg}");
         assert_eq!(svg.matches("<title>only</title>").count(), 1, "{svg}");
-        let point = Point {
-            x: 0.0,
-            y: Some(0.0),
-            tip: String::new(),
-        };
-        let xy = XyChart {
-            title: "t".to_owned(),
-            x_label: "x".to_owned(),
-            y_label: "y".to_owned(),
-            series: vec![Series {
-                name: "s".to_owned(),
-                color: BLACK,
-                style: Style::Line,
-                points: vec![point],
-            }],
-            right: None,
-            target: None,
-            bands: Vec::new(),
-        };
-        let svg = xy_chart(&xy);
+        let svg = xy_chart(&line_chart(vec![pt(0.0, Some(0.0))]));
         assert!(svg.contains("<svg") && !svg.contains("NaN"), "{svg}");
         assert_eq!(svg.matches("<circle").count(), 1, "{svg}");
     }
