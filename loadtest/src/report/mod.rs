@@ -5,13 +5,13 @@
 //! Figures that could not be measured are `null`, never zero.
 
 mod chart;
+mod escape;
 mod fields;
 #[cfg(test)]
 mod fixture;
 mod html;
 mod numbers;
 mod plots;
-mod svg;
 mod table;
 mod verdict;
 

@@ -1,18 +1,20 @@
 //! The report's four charts: latency distribution, latency over time, throughput
 //! over time and rekey/join times per churn event.
 
+use plotters::style::RGBColor;
+
 use super::chart::{self, Bar, BarChart, Point, Series, Style, XyChart};
 use super::numbers::{count, ms_label, pct, qty, rate};
 use super::verdict::{LATENCY_P99_TARGET_MS, REKEY_P99_TARGET_MS};
 use super::{ChurnEvent, ChurnKind, Report, TimelinePoint};
 
-const BLUE: &str = "#1f6feb";
-const ORANGE: &str = "#d4760a";
-const GREEN: &str = "#1a7f37";
-const RED: &str = "#cf222e";
-const PURPLE: &str = "#8250df";
-const TEAL: &str = "#0a8a8a";
-const GREY: &str = "#8c959f";
+const BLUE: RGBColor = RGBColor(0x1f, 0x6f, 0xeb);
+const ORANGE: RGBColor = RGBColor(0xd4, 0x76, 0x0a);
+const GREEN: RGBColor = RGBColor(0x1a, 0x7f, 0x37);
+const RED: RGBColor = RGBColor(0xcf, 0x22, 0x2e);
+const PURPLE: RGBColor = RGBColor(0x82, 0x50, 0xdf);
+const TEAL: RGBColor = RGBColor(0x0a, 0x8a, 0x8a);
+const GREY: RGBColor = RGBColor(0x8c, 0x95, 0x9f);
 
 /// The churn kind as in the JSON.
 pub(super) fn kind(k: ChurnKind) -> &'static str {
@@ -58,7 +60,7 @@ pub(super) fn latency_histogram(r: &Report) -> String {
 fn timeline_series(
     r: &Report,
     name: &str,
-    color: &'static str,
+    color: RGBColor,
     style: Style,
     y: impl Fn(&TimelinePoint) -> Option<f64>,
 ) -> Series {
@@ -161,7 +163,7 @@ fn churn_tip(e: &ChurnEvent) -> String {
 fn churn_series(
     events: &[ChurnEvent],
     name: &str,
-    color: &'static str,
+    color: RGBColor,
     style: Style,
     keep: fn(&ChurnEvent) -> bool,
 ) -> Series {
