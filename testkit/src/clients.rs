@@ -119,7 +119,7 @@ impl Device {
             .expect("accept")
     }
 
-    /// Waits for the first event matching `pick`, skipping others.
+    /// Waits for the first event matching `pick`; other events are passed over.
     pub async fn wait_for(&mut self, mut pick: impl FnMut(&ClientEvent) -> bool) -> ClientEvent {
         tokio::time::timeout(WAIT, async {
             loop {

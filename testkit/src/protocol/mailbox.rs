@@ -87,7 +87,7 @@ impl TestClient {
         }
     }
 
-    /// Waits for the next mailbox delivery, skipping other events.
+    /// Waits for the next mailbox delivery; other events are passed over.
     pub async fn mailbox_delivery(&mut self) -> v1::MailboxDelivery {
         self.event(|e| match e {
             v1::event::Event::Mailbox(m) => Some(m),

@@ -134,7 +134,7 @@ impl TestClient {
             .expect("registered")
     }
 
-    /// Waits for the first event matching `pick`, skipping others.
+    /// Waits for the first event matching `pick`; other events are passed over.
     pub async fn event<T>(&mut self, mut pick: impl FnMut(v1::event::Event) -> Option<T>) -> T {
         tokio::time::timeout(WAIT, async {
             loop {

@@ -130,7 +130,7 @@ impl RawControl {
         .expect("a server frame within the wait bound")
     }
 
-    /// The next response, skipping events.
+    /// The next response; events before it are passed over.
     pub async fn response(&mut self) -> v1::Response {
         loop {
             match self.next_frame().await {
