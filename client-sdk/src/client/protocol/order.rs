@@ -22,19 +22,14 @@ mod tests {
             MeetingOutput::RosterChanged,
         ];
         rotate_before_switch(&mut outputs);
-        let names: Vec<String> = outputs
-            .iter()
-            .map(|o| {
-                format!("{o:?}")
-                    .split([' ', '{'])
-                    .next()
-                    .unwrap_or_default()
-                    .to_string()
-            })
-            .collect();
-        assert_eq!(
-            names,
-            vec!["RotateRoom", "SendingEpoch", "DropEpoch", "RosterChanged"]
-        );
+        assert!(matches!(
+            outputs.as_slice(),
+            [
+                MeetingOutput::RotateRoom { from: 1, to: 2 },
+                MeetingOutput::SendingEpoch { epoch: 2 },
+                MeetingOutput::DropEpoch { epoch: 0 },
+                MeetingOutput::RosterChanged,
+            ]
+        ));
     }
 }
