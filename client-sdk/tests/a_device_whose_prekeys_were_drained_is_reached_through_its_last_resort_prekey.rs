@@ -36,13 +36,7 @@ async fn fetch_one(fetcher: &TestClient, target: &User) -> v1::DeviceBundle {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_device_whose_one_time_prekeys_were_all_popped_still_gets_the_invite() {
-    let mut config = client_test_config();
-    config.limits.requests_per_second = 1_000_000;
-    config.limits.request_burst = 1_000_000;
-    config.limits.prekey_pops_per_pair_burst = 1_000_000;
-    config.limits.prekey_pops_per_pair_per_minute = 1_000_000;
-    config.limits.prekey_pops_per_target_burst = 1_000_000;
-    config.limits.prekey_pops_per_target_per_minute = 1_000_000;
+    let config = drain_test_config();
     let sfu = TestSfu::start_with(config, Arc::new(MemoryStore::new())).await;
     let (alice, victim, mallory) = (
         User::new("alice"),
@@ -127,11 +121,7 @@ async fn an_offline_device_whose_one_time_prekeys_were_all_popped_still_gets_the
 /// prekey at once instead of waiting for the limit to pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_withheld_prekey_is_replaced_by_the_last_resort_prekey_without_delay() {
-    let mut config = client_test_config();
-    config.limits.requests_per_second = 1_000_000;
-    config.limits.request_burst = 1_000_000;
-    config.limits.prekey_pops_per_pair_burst = 1_000_000;
-    config.limits.prekey_pops_per_pair_per_minute = 1_000_000;
+    let mut config = drain_test_config();
     config.limits.prekey_pops_per_target_burst = 5;
     config.limits.prekey_pops_per_target_per_minute = 1;
     let sfu = TestSfu::start_with(config, Arc::new(MemoryStore::new())).await;

@@ -18,13 +18,7 @@ use conclave_testkit::prelude::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invite_reaches_a_victim_after_5000_of_its_prekeys_were_popped() {
-    let mut config = client_test_config();
-    config.limits.requests_per_second = 1_000_000;
-    config.limits.request_burst = 1_000_000;
-    config.limits.prekey_pops_per_pair_burst = 1_000_000;
-    config.limits.prekey_pops_per_pair_per_minute = 1_000_000;
-    config.limits.prekey_pops_per_target_burst = 1_000_000;
-    config.limits.prekey_pops_per_target_per_minute = 1_000_000;
+    let config = drain_test_config();
     let sfu = TestSfu::start_with(config, Arc::new(MemoryStore::new())).await;
     let (alice, victim, mallory) = (
         User::new("alice"),

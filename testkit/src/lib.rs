@@ -67,5 +67,5 @@ pub mod prelude {
     pub use crate::meeting::{Group, ThreeParty, connect_users};
     pub use crate::protocol::TestClient;
     pub use crate::protocol::rooms::TestRoom;
-    pub use crate::sfu::{TestSfu, client_test_config, test_config};
+    pub use crate::sfu::{TestSfu, client_test_config, drain_test_config, test_config};
 }

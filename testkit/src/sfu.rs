@@ -43,6 +43,21 @@ pub fn client_test_config() -> Config {
     config
 }
 
+/// [`client_test_config`] with the request budget and the directory's prekey-pop
+/// limits lifted, for tests where an attacker drains a victim's prekeys (a test that
+/// wants one limit back sets it afterwards).
+pub fn drain_test_config() -> Config {
+    let mut config = client_test_config();
+    let limits = &mut config.limits;
+    limits.requests_per_second = 1_000_000;
+    limits.request_burst = 1_000_000;
+    limits.prekey_pops_per_pair_burst = 1_000_000;
+    limits.prekey_pops_per_pair_per_minute = 1_000_000;
+    limits.prekey_pops_per_target_burst = 1_000_000;
+    limits.prekey_pops_per_target_per_minute = 1_000_000;
+    config
+}
+
 /// The default configuration without the metrics listener (which would need a port of
 /// its own): what the examples and benchmarks run.
 pub fn quiet_config() -> Config {
