@@ -42,6 +42,7 @@
 //! Safety codes cover the identity keys, device keys and sender indices of the roster,
 //! so participants whose codes match hold the same keys.
 
+pub mod client_core;
 mod credentials;
 mod directory;
 mod driver;

@@ -211,10 +211,6 @@ impl MeetingShared {
         lock(&self.send).room = room;
     }
 
-    pub(crate) fn room_handle(&self) -> Option<u32> {
-        lock(&self.send).room.as_ref().map(|r| r.handle)
-    }
-
     pub(crate) fn set_info(&self, update: impl FnOnce(&mut MeetingInfo)) {
         let ended = {
             let mut info = lock(&self.info);

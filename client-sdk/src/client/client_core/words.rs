@@ -2,13 +2,13 @@
 //! [`SasRound`] decides; this sends its messages as room messages, resends them a few
 //! times for members that were not in the room yet, and publishes the words.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use conclave_proto::Message as _;
 use conclave_proto::v1::{self, client_frame::Request};
 use rand_core::RngCore;
 
-use super::Driver;
+use super::engine::Engine;
 use crate::client::MeetingEvent;
 use crate::meeting::MeetingId;
 use crate::safety::SafetyWords;
@@ -22,10 +22,11 @@ const RESENDS: u32 = 15;
 /// Largest room message this device decodes.
 const MAX_MESSAGE_BYTES: usize = 1_024;
 
-impl Driver {
+impl Engine {
     /// Starts the round of the sending epoch if it has not started yet (not while
     /// sending is paused: this device lacks the room's key).
     pub(super) fn start_sas_round(&mut self, id: MeetingId) {
+        let now = self.instant();
         let Some(entry) = self.meetings.get_mut(&id) else {
             return;
         };
@@ -51,7 +52,7 @@ impl Driver {
             members,
             nonce,
         ));
-        entry.sas_resend = Some((Instant::now() + RESEND_EVERY, RESENDS));
+        entry.sas_resend = Some((now + RESEND_EVERY, RESENDS));
         entry.shared.set_info(|i| i.safety_words = None);
     }
 
@@ -60,7 +61,7 @@ impl Driver {
         let Some(entry) = self.meetings.get_mut(&id) else {
             return;
         };
-        let (Some(handle), Some(round)) = (entry.shared.room_handle(), entry.sas.as_mut()) else {
+        let (Some(handle), Some(round)) = (entry.room, entry.sas.as_mut()) else {
             return;
         };
         let mut messages = Vec::new();
@@ -77,15 +78,16 @@ impl Driver {
         let Some(id) = self.link.as_ref().and_then(|l| l.meeting_of(handle)) else {
             return;
         };
+        let now = self.instant();
         if let Some(entry) = self.meetings.get_mut(&id) {
             let left = entry.sas_resend.map_or(RESENDS, |(_, n)| n.max(1));
-            entry.sas_resend = Some((Instant::now(), left));
+            entry.sas_resend = Some((now, left));
         }
     }
 
     /// Resends the round messages that are due.
     pub(super) async fn sas_resends_due(&mut self) {
-        let now = Instant::now();
+        let now = self.instant();
         let due: Vec<MeetingId> = self
             .meetings
             .iter()
@@ -98,8 +100,7 @@ impl Driver {
             };
             let left = entry.sas_resend.map_or(0, |(_, n)| n.saturating_sub(1));
             entry.sas_resend = (left > 0).then(|| (now + RESEND_EVERY, left));
-            let (Some(handle), Some(round)) = (entry.shared.room_handle(), entry.sas.as_ref())
-            else {
+            let (Some(handle), Some(round)) = (entry.room, entry.sas.as_ref()) else {
                 continue;
             };
             let messages = round.own_messages(self.creds.device());
@@ -149,7 +150,7 @@ impl Driver {
             return;
         }
         if !was_complete && let Some(nonces) = round.nonces() {
-            let identities = super::meetings::roster_identities(&entry.state);
+            let identities = crate::client::client_core::meetings::roster_identities(&entry.state);
             let words = SafetyWords::compute(id.as_bytes(), round.epoch(), &identities, &nonces);
             entry.shared.set_info(|i| i.safety_words = Some(words));
             entry.shared.emit(MeetingEvent::SafetyWords(words));

@@ -3,7 +3,8 @@
 
 use conclave_proto::v1::{self, client_frame::Request, container_payload::Body};
 
-use super::Driver;
+use super::Action;
+use super::engine::{Engine, ms};
 use crate::client::directory::{check_roster_keys, verify_bundles};
 use crate::client::lookups::LookupDecision;
 use crate::client::{ClientEvent, Invitation, MediaKind, MeetingEvent};
@@ -26,7 +27,7 @@ enum Refusal {
     },
 }
 
-impl Driver {
+impl Engine {
     /// A container arrived (live or from the mailbox).
     pub(super) async fn on_delivery(&mut self, delivery: v1::MailboxDelivery) {
         match self.process_container(&delivery.container).await {
@@ -43,10 +44,7 @@ impl Driver {
                 });
             }
         }
-        if self
-            .acks
-            .processed(delivery.mailbox_id, std::time::Instant::now())
-        {
+        if self.acks.processed(delivery.mailbox_id, self.instant()) {
             self.flush_acks().await;
         }
     }
@@ -274,7 +272,7 @@ impl Driver {
             ));
         }
         self.check_roster(state.roster()).await?;
-        let participants = super::meetings::participants(&state);
+        let participants = crate::client::client_core::meetings::participants(&state);
         let Some(from) = participants.iter().find(|p| p.device_id == from).cloned() else {
             return Err(refuse("the inviter is not on the roster".into()));
         };
@@ -309,7 +307,7 @@ impl Driver {
     ) {
         if let Some(entry) = self.meetings.get_mut(&id) {
             if let Some(Body::InviteReply(reply)) = &payload.body
-                && let Some(p) = super::meetings::participants(&entry.state)
+                && let Some(p) = crate::client::client_core::meetings::participants(&entry.state)
                     .into_iter()
                     .find(|p| p.device_id == from)
             {
@@ -340,7 +338,7 @@ impl Driver {
     /// watches every member: the leader rekeys a dropped device out, the others take
     /// over if the leader is the one that dropped (see `MeetingState::device_dropped`).
     pub(super) fn on_member_left(&mut self, handle: u32, device: &[u8]) {
-        let window = super::ms(self.config.drop_after);
+        let window = ms(self.config.drop_after);
         let mono = self.mono_ms();
         let Some((entry, member)) = self.room_member(handle, device) else {
             return;
@@ -362,7 +360,10 @@ impl Driver {
         &mut self,
         handle: u32,
         device: &[u8],
-    ) -> Option<(&mut super::Entry, crate::meeting::rekey::RosterMember)> {
+    ) -> Option<(
+        &mut super::engine::Entry,
+        crate::meeting::rekey::RosterMember,
+    )> {
         let id = self.link.as_ref().and_then(|l| l.meeting_of(handle))?;
         let device = DeviceId::from_slice(device)?;
         let entry = self.meetings.get_mut(&id)?;
@@ -394,17 +395,20 @@ impl Driver {
 
     /// The SFU evicted this connection from a room: rejoin at the current epoch.
     pub(super) async fn on_evicted(&mut self, handle: u32) {
-        let Some(link) = self.link.as_ref() else {
+        let Some(link) = self.link.as_mut() else {
             return;
         };
         let Some(id) = link.meeting_of(handle) else {
             return;
         };
-        link.set_room(handle, None);
+        link.rooms.remove(&handle);
+        let conn = link.conn;
+        self.port.act(Action::UnlinkRoom { conn, handle });
         let Some(entry) = self.meetings.get_mut(&id) else {
             return;
         };
         entry.shared.set_room(None);
+        entry.room = None;
         entry.proven = None;
         let epoch = entry.state.sending_epoch();
         self.join_room(id, epoch).await;

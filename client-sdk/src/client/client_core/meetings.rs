@@ -3,14 +3,15 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use conclave_proto::v1::{
     self, ErrorCode, client_frame::Request, container_payload::Body, response,
 };
 use tokio::sync::mpsc;
 
-use super::{Driver, Entry};
+use super::engine::{Engine, Entry, ms};
+use super::{Action, MeetingMedia, MeetingParts};
 use crate::client::directory::{
     RefusalReason, RefusedDevice, TrustStore, roster_recipients, screen_bundles, verify_bundles,
 };
@@ -19,10 +20,8 @@ use crate::client::presence::Presence;
 use crate::client::protocol::order;
 use crate::client::protocol::outbox::Outgoing;
 use crate::client::protocol::rotations::PendingRotation;
-use crate::client::shared::{MeetingShared, RoomLink};
-use crate::client::{
-    ClientError, ClientEvent, InviteReport, MediaKind, Meeting, MeetingEvent, Participant,
-};
+use crate::client::shared::MeetingShared;
+use crate::client::{ClientError, ClientEvent, InviteReport, MediaKind, MeetingEvent, Participant};
 use crate::container::{self, Recipient};
 use crate::meeting::rekey::{MeetingOutput, MeetingState, Roster, RosterMember};
 use crate::meeting::{MeetingId, MeetingKey};
@@ -49,7 +48,7 @@ pub(crate) fn participants(state: &MeetingState) -> Vec<Participant> {
         .collect()
 }
 
-impl Driver {
+impl Engine {
     fn fail_if_closed(&self) -> Result<(), ClientError> {
         if self.link.is_none() {
             return Err(ClientError::reconnecting());
@@ -214,7 +213,7 @@ impl Driver {
             }
         };
         let now = self.now();
-        let outcome = self.outbox.sent(&out, &reached, wait_ms, Instant::now());
+        let outcome = self.outbox.sent(&out, &reached, wait_ms, self.instant());
         let Some(entry) = self.meetings.get_mut(&out.meeting) else {
             return;
         };
@@ -234,7 +233,7 @@ impl Driver {
     /// meeting (a message of an ended meeting, such as a `Leave`, to all of them).
     pub(super) async fn resend_due(&mut self) {
         let meetings = &self.meetings;
-        let due = self.outbox.take_due_resends(Instant::now(), |id| {
+        let due = self.outbox.take_due_resends(self.instant(), |id| {
             meetings.get(id).map(|e| e.state.roster())
         });
         for out in due {
@@ -342,7 +341,7 @@ impl Driver {
                 let Some(entry) = self.meetings.remove(&id) else {
                     return;
                 };
-                let handle = entry.shared.room_handle();
+                let handle = entry.room;
                 entry.shared.clear_keys();
                 entry.shared.set_info(|i| {
                     i.ended = true;
@@ -350,8 +349,10 @@ impl Driver {
                 });
                 entry.shared.emit(MeetingEvent::Ended { reason });
                 if let Some(handle) = handle {
-                    if let Some(link) = self.link.as_ref() {
-                        link.set_room(handle, None);
+                    if let Some(link) = self.link.as_mut() {
+                        link.rooms.remove(&handle);
+                        let conn = link.conn;
+                        self.port.act(Action::UnlinkRoom { conn, handle });
                     }
                     let leave = Request::LeaveRoom(v1::LeaveRoom {
                         routing_id: id.routing_id().as_bytes().to_vec(),
@@ -428,7 +429,7 @@ impl Driver {
         };
         let routing = id.routing_id();
         let auth = key.room_auth_key(&routing);
-        let Ok(signature) = auth.sign_join(link.conn.tls_binding(), &link.challenge) else {
+        let Ok(signature) = auth.sign_join(&link.tls_binding, &link.challenge) else {
             return;
         };
         let open = Request::OpenRoom(v1::OpenRoom {
@@ -472,7 +473,7 @@ impl Driver {
 
     fn joined(&mut self, id: MeetingId, joined: &v1::RoomJoined) {
         let now = self.now();
-        let (Some(entry), Some(link)) = (self.meetings.get_mut(&id), self.link.as_ref()) else {
+        let (Some(entry), Some(link)) = (self.meetings.get_mut(&id), self.link.as_mut()) else {
             return;
         };
         entry.proven = Some(joined.epoch);
@@ -480,11 +481,14 @@ impl Driver {
         // The room's epoch also announces a switch this device may have missed while
         // it was away (the caller pumps the outputs).
         let _ = entry.state.room_epoch(joined.epoch, now);
-        entry.shared.set_room(Some(RoomLink {
-            conn: link.conn.quic().clone(),
+        entry.room = Some(joined.room_handle);
+        link.rooms.retain(|_, meeting| *meeting != id);
+        link.rooms.insert(joined.room_handle, id);
+        self.port.act(Action::LinkRoom {
+            conn: link.conn,
             handle: joined.room_handle,
-        }));
-        link.set_room(joined.room_handle, Some(Arc::clone(&entry.shared)));
+            meeting: MeetingMedia(Arc::clone(&entry.shared)),
+        });
     }
 
     /// (Leader) rotates the room from `from` to `to`, naming the devices that may
@@ -518,7 +522,7 @@ impl Driver {
             return;
         };
         let rotation = PendingRotation {
-            at: Instant::now(),
+            at: self.instant(),
             meeting: id,
             to,
             signature: signature.to_vec(),
@@ -543,7 +547,7 @@ impl Driver {
         };
         let routing = id.routing_id();
         let next = next.room_auth_key(&routing);
-        let Ok(join) = next.sign_join(link.conn.tls_binding(), &link.challenge) else {
+        let Ok(join) = next.sign_join(&link.tls_binding, &link.challenge) else {
             return;
         };
         let request = Request::RotateRoom(v1::RotateRoom {
@@ -580,7 +584,7 @@ impl Driver {
     /// Schedules another attempt at a rotation (no sooner than the server's rate limit
     /// asked), or gives up and tells the app.
     fn schedule_rotation(&mut self, rotation: PendingRotation, retry_after: Option<Duration>) {
-        if let Err(gave_up) = self.rotations.retry(rotation, retry_after, Instant::now())
+        if let Err(gave_up) = self.rotations.retry(rotation, retry_after, self.instant())
             && let Some(entry) = self.meetings.get(&gave_up.meeting)
         {
             entry.shared.emit(MeetingEvent::RoomRotationFailed {
@@ -592,7 +596,7 @@ impl Driver {
     /// Retries the rotations that are due, while this device still leads the meeting
     /// at the rotation's epoch.
     pub(super) async fn rotations_due(&mut self) {
-        for r in self.rotations.take_due(Instant::now()) {
+        for r in self.rotations.take_due(self.instant()) {
             let current = self
                 .meetings
                 .get(&r.meeting)
@@ -603,7 +607,7 @@ impl Driver {
         }
     }
 
-    fn new_entry(&self, state: MeetingState) -> Result<(Entry, Meeting), ClientError> {
+    fn new_entry(&self, state: MeetingState) -> Result<(Entry, MeetingParts), ClientError> {
         let me = state
             .roster()
             .get(&state.me())
@@ -620,9 +624,13 @@ impl Driver {
         if let Some(key) = state.key(state.sending_epoch()) {
             shared.set_sending_key(key)?;
         }
-        let commands = self.command_tx.upgrade().ok_or(ClientError::Closed)?;
-        let meeting = Meeting::new(Arc::clone(&shared), commands, events_rx, frames_rx);
+        let meeting = MeetingParts {
+            shared: Arc::clone(&shared),
+            events: events_rx,
+            frames: frames_rx,
+        };
         let entry = Entry {
+            room: None,
             next_index: state.roster().next_sender_index(),
             state,
             shared,
@@ -640,7 +648,7 @@ impl Driver {
         &mut self,
         invitees: &[UserId],
         media_kinds: &[MediaKind],
-    ) -> Result<(Meeting, crate::client::InviteReport), ClientError> {
+    ) -> Result<(MeetingParts, InviteReport), ClientError> {
         self.fail_if_closed()?;
         let verified = self.fetch_recipients(invitees).await?;
         if verified.recipients.is_empty() {
@@ -664,15 +672,12 @@ impl Driver {
         let key = MeetingKey::generate(0, &mut self.rng);
         let roster = Roster::new(members)?;
         let state = MeetingState::start(meeting_id, me, roster, key, self.config.rekey)?;
-        let invite = state.invite(
-            media_kinds,
-            now.saturating_add(super::ms(self.config.invite_ttl)),
-        );
+        let invite = state.invite(media_kinds, now.saturating_add(ms(self.config.invite_ttl)));
         let invite = Outgoing::new(&state, Vec::new(), invite, None);
         let (entry, meeting) = self.new_entry(state)?;
         self.meetings.insert(meeting_id, entry);
         self.enter_room(meeting_id, 0, true).await;
-        let ttl = super::ms(self.config.invite_ttl);
+        let ttl = ms(self.config.invite_ttl);
         self.seal_and_send(&verified.recipients, &invite.payload, ttl)
             .await?;
         self.refresh(meeting_id);
@@ -689,7 +694,7 @@ impl Driver {
         &mut self,
         id: MeetingId,
         media_kinds: &[MediaKind],
-    ) -> Result<Meeting, ClientError> {
+    ) -> Result<MeetingParts, ClientError> {
         self.fail_if_closed()?;
         let pending = self
             .invitations
@@ -781,7 +786,7 @@ impl Driver {
     ) -> Result<InviteReport, ClientError> {
         self.fail_if_closed()?;
         let now = self.now();
-        let expires = now.saturating_add(super::ms(self.config.invite_ttl));
+        let expires = now.saturating_add(ms(self.config.invite_ttl));
         let entry = self.meetings.get(&id).ok_or(ClientError::MeetingEnded)?;
         if !entry.state.is_leader() {
             return Err(crate::meeting::rekey::RekeyError::LeaderOnly("add participants").into());
@@ -812,7 +817,7 @@ impl Driver {
             .add_participants(joiners, media_kinds, expires, now)?;
         let invite = Outgoing::new(&entry.state, Vec::new(), invite, None);
         self.pump(id).await;
-        let ttl = super::ms(self.config.invite_ttl);
+        let ttl = ms(self.config.invite_ttl);
         self.seal_and_send(&fresh, &invite.payload, ttl).await?;
         Ok(InviteReport {
             invited,

@@ -1,0 +1,176 @@
+//! The connection: establishing it (hello, authenticate or register), losing it, and
+//! reconnecting with backoff.
+
+use std::time::Duration;
+
+use conclave_proto::frame::CONTROL_PROTOCOL_VERSION;
+use conclave_proto::v1::{self, ErrorCode, client_frame::Request, response};
+
+use super::Action;
+use super::engine::{Engine, Link, ms};
+use super::port::Input;
+use crate::client::protocol::clock::ServerClock;
+use crate::client::{ClientError, ClientEvent};
+use crate::meeting::MeetingId;
+
+impl Engine {
+    /// Asks for a connection, says hello, authenticates (registering on first use)
+    /// and stocks prekeys.
+    pub(super) async fn establish(&mut self) -> Result<(), ClientError> {
+        let (conn, outcome) = self.port.connect().await;
+        let tls_binding = outcome?;
+        match self.authenticate(conn, tls_binding).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.port.act(Action::Close { conn });
+                Err(e)
+            }
+        }
+    }
+
+    async fn authenticate(
+        &mut self,
+        conn: super::ConnectionId,
+        tls_binding: [u8; conclave_proto::frame::TLS_EXPORTER_LEN],
+    ) -> Result<(), ClientError> {
+        let hello = self
+            .port
+            .request(
+                conn,
+                Request::Hello(v1::Hello {
+                    protocol_version: CONTROL_PROTOCOL_VERSION,
+                }),
+            )
+            .await?;
+        let response::Result::Hello(hello) = hello else {
+            return Err(ClientError::unexpected_answer("Hello"));
+        };
+        let max_offset_ms = ms(self.config.max_clock_offset);
+        let (clock, clamped) =
+            ServerClock::sync(hello.server_time_ms, self.local_ms(), max_offset_ms);
+        if clamped {
+            tracing::warn!(
+                server_ms = hello.server_time_ms,
+                max_offset_ms,
+                "the server's clock is further from this device's than allowed; using the bound (check this device's clock, or distrust the server)"
+            );
+        }
+        self.clock = clock;
+        let signature = self
+            .creds
+            .device()
+            .sign_auth_challenge(&tls_binding, &hello.challenge)?
+            .to_bytes()
+            .to_vec();
+        let authenticate = Request::Authenticate(v1::Authenticate {
+            device_id: self.creds.device_id().as_bytes().to_vec(),
+            auth_signature: signature.clone(),
+        });
+        let held = match self.port.request(conn, authenticate).await {
+            Ok(response::Result::Authenticated(a)) => a.prekeys_held,
+            Err(e) if e.server_code() == Some(ErrorCode::NotFound) => {
+                let register = Request::Register(v1::Register {
+                    user_public_key: self.creds.user_public_key().to_bytes().to_vec(),
+                    certificate: Some(self.creds.certificate().clone()),
+                    auth_signature: signature,
+                });
+                match self.port.request(conn, register).await? {
+                    response::Result::Registered(r) => r.prekeys_held,
+                    _ => return Err(ClientError::unexpected_answer("Register")),
+                }
+            }
+            Ok(_) => return Err(ClientError::unexpected_answer("Authenticate")),
+            Err(e) => return Err(e.into()),
+        };
+        // A fresh pool's first upload replaces what the server holds.
+        self.server_prekeys = if self.replace_prekeys {
+            0
+        } else {
+            usize::try_from(held).unwrap_or(usize::MAX)
+        };
+        self.link = Some(Link {
+            conn,
+            tls_binding,
+            challenge: hello.challenge,
+            rooms: std::collections::HashMap::new(),
+        });
+        // Stock prekeys (and the last-resort prekey, when not uploaded yet or due for
+        // rotation) before `connect` returns, so this device can be invited at once (a
+        // fresh pool also replaces stale server prekeys).
+        self.replenish(held).await;
+        Ok(())
+    }
+
+    /// Drops every `PrekeysLow` received so far. The server answers in order and
+    /// queues a request's events before its answer, so after an upload's answer every
+    /// `PrekeysLow` already received carries a count the upload made stale (acting on
+    /// a backlog of them would upload, and evict, far more than needed). Every other
+    /// event is kept, in order.
+    pub(super) fn drop_stale_prekeys_low(&mut self) {
+        let Some(conn) = self.link.as_ref().map(|l| l.conn) else {
+            return;
+        };
+        self.port.with(|p| {
+            p.inputs.retain(|input| {
+                !matches!(input, Input::Event(c, v1::event::Event::PrekeysLow(_)) if *c == conn)
+            });
+        });
+    }
+
+    /// Drops the current connection (if any): media pauses, rooms must be rejoined.
+    pub(super) async fn drop_link(&mut self, reason: &str) {
+        let Some(link) = self.link.take() else {
+            return;
+        };
+        self.port.act(Action::Close { conn: link.conn });
+        for entry in self.meetings.values_mut() {
+            entry.shared.set_room(None);
+            entry.room = None;
+            entry.proven = None;
+            entry.wanted = None;
+        }
+        tracing::info!(reason, "disconnected from the server");
+        self.emit(ClientEvent::Disconnected {
+            reason: reason.to_string(),
+        });
+    }
+
+    /// The connection broke: drop it and schedule a reconnect.
+    pub(super) async fn connection_lost(&mut self, reason: &str) {
+        if self.link.is_none() {
+            return;
+        }
+        self.drop_link(reason).await;
+        self.backoff_ms = ms(self.config.reconnect_backoff);
+        self.reconnect_at = Some(self.instant() + Duration::from_millis(self.backoff_ms));
+    }
+
+    /// One reconnect attempt; on success every meeting rejoins its room.
+    pub(super) async fn reconnect(&mut self) {
+        match self.establish().await {
+            Ok(()) => {
+                self.reconnect_at = None;
+                self.backoff_ms = 0;
+                let ids: Vec<MeetingId> = self.meetings.keys().copied().collect();
+                for id in ids {
+                    let epoch = self.meetings.get(&id).map(|e| e.state.sending_epoch());
+                    if let Some(epoch) = epoch {
+                        self.join_room(id, epoch).await;
+                    }
+                    self.pump(id).await;
+                }
+                self.flush_outbox().await;
+                self.emit(ClientEvent::Reconnected);
+            }
+            Err(e) => {
+                self.backoff_ms = self
+                    .backoff_ms
+                    .saturating_mul(2)
+                    .max(ms(self.config.reconnect_backoff))
+                    .min(ms(self.config.max_reconnect_backoff));
+                tracing::info!(error = %e, retry_in_ms = self.backoff_ms, "reconnect failed");
+                self.reconnect_at = Some(self.instant() + Duration::from_millis(self.backoff_ms));
+            }
+        }
+    }
+}

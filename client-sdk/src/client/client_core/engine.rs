@@ -1,0 +1,517 @@
+//! The engine: the protocol state and the straight-line code that moves it. One input
+//! at a time to completion, so protocol state needs no locks; it waits only on the
+//! [`port`](super::port). Media never passes through it: the media path and
+//! `send_frame` use the meetings' shared state.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use conclave_proto::frame::TLS_EXPORTER_LEN;
+use conclave_proto::v1::{self, client_frame::Request, response};
+use rand_core::CryptoRngCore;
+
+use super::port::{Input, PortHandle};
+use super::{Action, AppEvent, Command, CommandId, ConnectionId, Reply};
+use crate::UnixMillis;
+use crate::client::directory::TrustStore;
+use crate::client::presence::Presence;
+use crate::client::protocol::acks::AckBatcher;
+use crate::client::protocol::clock::ServerClock;
+use crate::client::protocol::invitations::Invitations;
+use crate::client::protocol::outbox::Outbox;
+use crate::client::protocol::rotations::Rotations;
+use crate::client::shared::MeetingShared;
+use crate::client::{ClientConfig, ClientError, ClientEvent, ConnectionProblem, DeviceCredentials};
+use crate::container::{DEFAULT_REPLAY_CAPACITY, ReplayCache};
+use crate::identity::{DEFAULT_PREKEY_TTL_MS, MAX_PREKEYS_HELD, PrekeyPool};
+use crate::meeting::MeetingId;
+use crate::meeting::rekey::MeetingState;
+use crate::transport::TransportError;
+
+/// Prekeys per upload (the server's default `max_prekeys_per_upload`).
+const PREKEY_UPLOAD_BATCH: usize = 100;
+
+/// `d` in whole milliseconds, saturating (protocol time is kept in ms).
+pub(crate) fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A meeting this device takes part in (accepted or started).
+pub(super) struct Entry {
+    pub state: MeetingState,
+    pub shared: Arc<MeetingShared>,
+    /// The room's handle on the current connection, once joined.
+    pub room: Option<u32>,
+    /// The room epoch this connection has proven (joined or rotated to).
+    pub proven: Option<u64>,
+    /// An epoch to join as soon as the room reaches it (our join came early).
+    pub wanted: Option<u64>,
+    pub presence: Presence,
+    /// Highest sender index ever used, so a leader never reuses one.
+    pub next_index: u32,
+    /// (epoch, sender index) pairs whose receive key is registered.
+    pub installed: std::collections::BTreeSet<(u64, u32)>,
+    /// The safety-words round of the sending epoch (review M4).
+    pub sas: Option<crate::safety::round::SasRound>,
+    /// When to resend this device's round messages next, and resends left.
+    pub sas_resend: Option<(Instant, u32)>,
+}
+
+/// The current connection, once authenticated.
+pub(super) struct Link {
+    pub conn: ConnectionId,
+    pub tls_binding: [u8; TLS_EXPORTER_LEN],
+    pub challenge: Vec<u8>,
+    /// Room handle on this connection → meeting.
+    pub rooms: HashMap<u32, MeetingId>,
+}
+
+impl Link {
+    /// The meeting whose room has `handle` on this connection.
+    pub(super) fn meeting_of(&self, handle: u32) -> Option<MeetingId> {
+        self.rooms.get(&handle).copied()
+    }
+}
+
+pub(super) struct Engine {
+    pub(super) config: ClientConfig,
+    pub(super) creds: DeviceCredentials,
+    pub(super) rng: Box<dyn CryptoRngCore + Send>,
+    pub(super) port: PortHandle,
+    pub(super) prekeys: PrekeyPool,
+    pub(super) replay: ReplayCache,
+    pub(super) trust: TrustStore,
+    /// Lookups that containers from unknown senders may cost (review M8).
+    pub(super) sender_lookups: crate::client::lookups::SenderLookups,
+    pub(super) clock: ServerClock,
+    pub(super) link: Option<Link>,
+    /// When to try reconnecting (while `link` is `None`), and the current backoff.
+    pub(super) reconnect_at: Option<Instant>,
+    pub(super) backoff_ms: u64,
+    /// The pool was not restored from storage: the server's prekeys (if any) are
+    /// unusable and the next upload replaces them.
+    pub(super) replace_prekeys: bool,
+    /// An upper bound on the prekeys the server holds for this device: its count at
+    /// authentication or after this device's last upload (it only loses prekeys since).
+    pub(super) server_prekeys: usize,
+    /// The server holds this device's current last-resort prekey: uploaded by this
+    /// engine since it started and since the last rotation.
+    pub(super) last_resort_uploaded: bool,
+    pub(super) meetings: HashMap<MeetingId, Entry>,
+    pub(super) invitations: Invitations,
+    /// Meeting messages waiting for the connection, and resends.
+    pub(super) outbox: Outbox,
+    /// Room rotations to try again.
+    pub(super) rotations: Rotations,
+    /// Processed mailbox entries not acknowledged yet.
+    pub(super) acks: AckBatcher,
+    /// Monotonic origin: the media path's clock (presence timestamps) and the wall
+    /// clock are measured from here.
+    pub(super) origin: Instant,
+    /// This device's wall clock at `origin`, ms since the Unix epoch.
+    pub(super) wall_at_origin: u64,
+}
+
+impl Engine {
+    pub(super) fn new(
+        config: ClientConfig,
+        mut creds: DeviceCredentials,
+        rng: Box<dyn CryptoRngCore + Send>,
+        port: PortHandle,
+        now: Instant,
+        wall: UnixMillis,
+    ) -> Self {
+        let (prekeys, restored) = creds.take_prekeys();
+        let trust = TrustStore::new(config.pinned_users.iter().copied().chain([*creds.user()]));
+        Engine {
+            config,
+            creds,
+            rng,
+            port,
+            prekeys,
+            replay: ReplayCache::new(DEFAULT_REPLAY_CAPACITY),
+            sender_lookups: crate::client::lookups::SenderLookups::new(0),
+            trust,
+            clock: ServerClock::default(),
+            link: None,
+            reconnect_at: None,
+            backoff_ms: 0,
+            replace_prekeys: !restored,
+            server_prekeys: 0,
+            last_resort_uploaded: false,
+            meetings: HashMap::new(),
+            invitations: Invitations::default(),
+            outbox: Outbox::default(),
+            rotations: Rotations::default(),
+            acks: AckBatcher::default(),
+            origin: now,
+            wall_at_origin: wall.0,
+        }
+    }
+
+    /// The engine's life: connect (reporting the outcome of the first attempt), then
+    /// handle inputs until `Close`.
+    pub(super) async fn run(mut self) {
+        if let Err(e) = self.establish().await {
+            self.port.emit(AppEvent::ConnectFailed(e));
+            return;
+        }
+        self.port.emit(AppEvent::Ready);
+        loop {
+            let wake = self.next_wake();
+            self.port.with(|p| p.timeout = wake);
+            match self.port.next_input().await {
+                Input::Command(id, Command::Close) => {
+                    self.shutdown().await;
+                    self.command_done(id, Ok(Reply::Done));
+                    return;
+                }
+                Input::Command(id, command) => self.on_command(id, command).await,
+                Input::Event(conn, event) => {
+                    if self.is_current(conn) {
+                        self.on_server_event(event).await;
+                    }
+                }
+                Input::Disconnected(conn, reason) => {
+                    if self.is_current(conn) {
+                        self.connection_lost(&reason).await;
+                    }
+                }
+                Input::Timeout => self.on_timers().await,
+            }
+        }
+    }
+
+    fn is_current(&self, conn: ConnectionId) -> bool {
+        self.link.as_ref().is_some_and(|l| l.conn == conn)
+    }
+
+    pub(super) fn command_done(&self, command: CommandId, result: Result<Reply, ClientError>) {
+        self.port.emit(AppEvent::Reply { command, result });
+    }
+
+    /// Now, on the monotonic clock.
+    pub(super) fn instant(&self) -> Instant {
+        self.port.now()
+    }
+
+    /// This device's wall clock, ms since the Unix epoch.
+    pub(super) fn local_ms(&self) -> u64 {
+        self.wall_at_origin.saturating_add(self.mono_ms())
+    }
+
+    /// The server's time now.
+    pub(super) fn now(&self) -> UnixMillis {
+        self.clock.at(self.local_ms())
+    }
+
+    /// The local instant at which the server's clock reads `at`.
+    pub(super) fn instant_of(&self, at: UnixMillis) -> Instant {
+        self.instant() + Duration::from_millis(at.0.saturating_sub(self.now().0))
+    }
+
+    /// The media path's clock, ms since the engine started.
+    pub(super) fn mono_ms(&self) -> u64 {
+        let elapsed = self.instant().saturating_duration_since(self.origin);
+        u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub(super) fn emit(&self, event: ClientEvent) {
+        self.port.emit(AppEvent::Client(event));
+    }
+
+    pub(super) fn next_wake(&self) -> Option<Instant> {
+        let mut wake = self.reconnect_at;
+        let mut consider = |at: Option<Instant>| {
+            if let Some(at) = at {
+                wake = Some(wake.map_or(at, |w| w.min(at)));
+            }
+        };
+        consider(self.acks.due_at());
+        if let Some(expiry) = self.invitations.next_expiry() {
+            consider(Some(self.instant_of(expiry)));
+        }
+        // Resends and rotations wait for a connection (a reconnect wakes the loop).
+        if self.link.is_some() {
+            consider(self.outbox.next_resend());
+            consider(self.rotations.next_at());
+            // A long-lived connection rotates the last-resort prekey on time too.
+            let rotation = self.prekeys.last_resort_rotation_at();
+            consider(rotation.map(|at| self.instant_of(at)));
+        }
+        for entry in self.meetings.values() {
+            if self.link.is_some() {
+                consider(entry.sas_resend.map(|(at, _)| at));
+            }
+            consider(entry.state.poll_timeout().map(|t| self.instant_of(t)));
+            let mono = self.mono_ms();
+            consider(
+                entry
+                    .presence
+                    .next_deadline()
+                    .map(|d| self.instant() + Duration::from_millis(d.saturating_sub(mono))),
+            );
+        }
+        wake
+    }
+
+    pub(super) async fn on_timers(&mut self) {
+        tracing::trace!(device = ?self.creds.device_id(), "timers");
+        if self.link.is_none() && self.reconnect_at.is_some_and(|at| at <= self.instant()) {
+            self.reconnect().await;
+        }
+        if self.acks.is_due(self.instant()) {
+            self.flush_acks().await;
+        }
+        if self.link.is_some() && self.outbox.resend_due(self.instant()) {
+            self.resend_due().await;
+        }
+        if self.link.is_some()
+            && self
+                .rotations
+                .next_at()
+                .is_some_and(|at| at <= self.instant())
+        {
+            self.rotations_due().await;
+        }
+        if self.link.is_some() {
+            self.sas_resends_due().await;
+        }
+        let now = self.now();
+        if self.link.is_some()
+            && self
+                .prekeys
+                .last_resort_rotation_at()
+                .is_some_and(|at| at <= now)
+        {
+            // Rotates, and uploads the new one (the server's count is only an upper
+            // bound here; a low count is reported by `PrekeysLow` anyway).
+            let held = u32::try_from(self.server_prekeys).unwrap_or(u32::MAX);
+            self.replenish(held).await;
+        }
+        self.purge_invitations(now);
+        let mono = self.mono_ms();
+        let ids: Vec<MeetingId> = self.meetings.keys().copied().collect();
+        for id in ids {
+            let Some(entry) = self.meetings.get_mut(&id) else {
+                continue;
+            };
+            if entry.state.poll_timeout().is_some_and(|t| t <= now) {
+                entry.state.handle_timeout(now, &mut self.rng);
+            }
+            let dropped = entry.presence.dropped(mono);
+            for device in dropped {
+                tracing::info!(device = ?device, "participant dropped out");
+                entry.state.device_dropped(device, now);
+            }
+            self.pump(id).await;
+        }
+    }
+
+    async fn on_command(&mut self, id: CommandId, command: Command) {
+        tracing::debug!(device = ?self.creds.device_id(), ?command, "command");
+        let result = match command {
+            Command::StartMeeting {
+                invitees,
+                media_kinds,
+            } => self
+                .start_meeting(&invitees, &media_kinds)
+                .await
+                .map(|(meeting, report)| Reply::Started(meeting, report)),
+            Command::Accept {
+                meeting,
+                media_kinds,
+            } => self
+                .accept(meeting, &media_kinds)
+                .await
+                .map(Reply::Accepted),
+            Command::Reject { meeting } => self.reject(meeting).await.map(|()| Reply::Done),
+            Command::Leave { meeting } => self.leave(meeting).await.map(|()| Reply::Done),
+            Command::Remove { meeting, users } => {
+                self.remove(meeting, &users).await.map(|()| Reply::Done)
+            }
+            Command::Invite {
+                meeting,
+                users,
+                media_kinds,
+            } => self
+                .invite_more(meeting, &users, &media_kinds)
+                .await
+                .map(Reply::Invited),
+            Command::PinnedUsers => Ok(Reply::PinnedUsers(self.trust.all())),
+            Command::ExportPrekeys => Ok(Reply::Prekeys(self.prekeys.to_bytes())),
+            // Handled by the run loop.
+            Command::Close => Ok(Reply::Done),
+        };
+        self.command_done(id, result);
+    }
+
+    async fn on_server_event(&mut self, event: v1::event::Event) {
+        use v1::event::Event;
+        tracing::debug!(device = ?self.creds.device_id(), ?event, "server event");
+        match event {
+            Event::Mailbox(delivery) => self.on_delivery(delivery).await,
+            Event::PrekeysLow(low) => self.replenish(low.prekeys_held).await,
+            Event::MemberLeft(left) => self.on_member_left(left.room_handle, &left.device_id),
+            Event::EpochChanged(changed) => {
+                self.on_room_epoch(changed.room_handle, changed.epoch).await;
+            }
+            Event::RoomEvicted(evicted) => self.on_evicted(evicted.room_handle).await,
+            Event::ShuttingDown(s) => {
+                let delay = s.reconnect_after_ms.clamp(50, 30_000);
+                self.drop_link("the server is shutting down").await;
+                self.reconnect_at = Some(self.instant() + Duration::from_millis(delay));
+            }
+            Event::MemberJoined(joined) => {
+                self.on_member_joined(joined.room_handle, &joined.device_id);
+                self.resend_sas_soon(joined.room_handle);
+            }
+            Event::RoomMessage(message) => self.on_room_message(message).await,
+        }
+    }
+
+    /// Sends a request on the current connection; a broken connection starts the
+    /// reconnect cycle.
+    pub(super) async fn request(
+        &mut self,
+        request: Request,
+    ) -> Result<response::Result, ClientError> {
+        let Some(link) = self.link.as_ref() else {
+            return Err(ClientError::reconnecting());
+        };
+        let conn = link.conn;
+        match self.port.request(conn, request).await {
+            Ok(r) => Ok(r),
+            Err(e @ TransportError::Closed(_)) => {
+                self.connection_lost(&e.to_string()).await;
+                Err(ClientError::Connection(ConnectionProblem::Transport(e)))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Tops the server's prekey pool up from `held` to the target, in uploads the
+    /// server accepts, stopping once the server's own count (in each upload's answer)
+    /// reaches the target: a stale `PrekeysLow` costs at most one batch. The first
+    /// upload of a fresh pool (not restored from storage) replaces whatever the server
+    /// held: those private halves are gone.
+    ///
+    /// A full local pool makes room by evicting its oldest prekeys. The server hands
+    /// out lowest ids first and gains prekeys only from this device's uploads, so it
+    /// holds at most [`Self::server_prekeys`] of them, all among the newest: evicting
+    /// at most `pool - server_prekeys` of the oldest only drops private halves that
+    /// somebody fetched and never used. Draining this device's prekeys (review H2)
+    /// therefore never stops it from replenishing.
+    ///
+    /// It also rotates the last-resort prekey when due (none yet, or 7 days old) and
+    /// uploads it with the first upload after this driver started and after each
+    /// rotation, alone if no one-time prekey is needed: the directory hands it out when
+    /// this device's one-time prekeys run out or are withheld.
+    pub(super) async fn replenish(&mut self, held: u32) {
+        let mut held = if self.replace_prekeys {
+            0
+        } else {
+            usize::try_from(held).unwrap_or(usize::MAX)
+        };
+        let target = usize::try_from(self.config.prekey_target).unwrap_or(MAX_PREKEYS_HELD);
+        let now = self.now();
+        self.prekeys.purge_expired(now);
+        match self.prekeys.rotate_last_resort(
+            self.creds.device(),
+            now,
+            DEFAULT_PREKEY_TTL_MS,
+            &mut self.rng,
+        ) {
+            Ok(true) => self.last_resort_uploaded = false,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot rotate the last-resort prekey"),
+        }
+        if self.replace_prekeys {
+            // Replacing deletes the server's last-resort prekey too.
+            self.last_resort_uploaded = false;
+        }
+        while held < target || !self.last_resort_uploaded {
+            let mut batch = target.saturating_sub(held).min(PREKEY_UPLOAD_BATCH);
+            let over = (self.prekeys.len() + batch).saturating_sub(MAX_PREKEYS_HELD);
+            if over > 0 {
+                let orphans = self.prekeys.len().saturating_sub(self.server_prekeys);
+                let evicted = self.prekeys.evict_oldest(over.min(orphans));
+                tracing::info!(
+                    evicted,
+                    "prekey pool full: evicted the oldest prekeys (fetched and never used)"
+                );
+                batch = batch.min(MAX_PREKEYS_HELD.saturating_sub(self.prekeys.len()));
+                if batch == 0 && self.last_resort_uploaded {
+                    tracing::warn!("prekey pool full of prekeys the server may still hold");
+                    return;
+                }
+            }
+            let last_resort = if self.last_resort_uploaded {
+                None
+            } else {
+                match self.prekeys.last_resort_prekey(self.creds.device()) {
+                    Ok(lr) => lr,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot sign the last-resort prekey");
+                        None
+                    }
+                }
+            };
+            if batch == 0 && last_resort.is_none() {
+                return;
+            }
+            let prekeys = match self.prekeys.generate(
+                self.creds.device(),
+                batch,
+                now,
+                DEFAULT_PREKEY_TTL_MS,
+                &mut self.rng,
+            ) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot generate prekeys");
+                    return;
+                }
+            };
+            let upload = v1::UploadPrekeys {
+                prekeys,
+                replace: self.replace_prekeys,
+                last_resort,
+            };
+            match self.request(Request::UploadPrekeys(upload)).await {
+                Ok(response::Result::PrekeysUploaded(r)) => {
+                    self.replace_prekeys = false;
+                    // Sent now, or there is none to send (nothing to retry).
+                    self.last_resort_uploaded = true;
+                    held = usize::try_from(r.prekeys_held).unwrap_or(usize::MAX);
+                    self.server_prekeys = held;
+                    self.drop_stale_prekeys_low();
+                    self.emit(ClientEvent::PrekeysUploaded {
+                        held: r.prekeys_held,
+                    });
+                }
+                Ok(other) => {
+                    tracing::warn!(?other, "unexpected answer to UploadPrekeys");
+                    return;
+                }
+                Err(e) => {
+                    // The server may have stored them after all: count them as held.
+                    self.server_prekeys = self.server_prekeys.saturating_add(batch);
+                    tracing::warn!(error = %e, "prekey upload failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        let ids: Vec<MeetingId> = self.meetings.keys().copied().collect();
+        for id in ids {
+            let _ = self.leave(id).await;
+        }
+        if let Some(link) = self.link.take() {
+            self.port.act(Action::Close { conn: link.conn });
+        }
+    }
+}

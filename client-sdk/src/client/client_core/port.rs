@@ -1,0 +1,189 @@
+//! The boundary between the protocol engine and whoever drives [`ClientCore`]: the
+//! queues of inputs and outputs and the slots awaited answers land in.
+//!
+//! The engine's straight-line code awaits three things only, all of them futures over
+//! this port that never register a waker: the next input, the answer to the request it
+//! just queued, and the outcome of the connection attempt it just asked for.
+//! [`ClientCore`] polls the engine after every input it is handed; the engine runs
+//! until it waits for something the port does not hold yet. Nothing here blocks, spawns
+//! or reads a clock.
+//!
+//! [`ClientCore`]: super::ClientCore
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Instant;
+
+use conclave_proto::v1::{self, client_frame::Request, response};
+
+use super::{Action, AppEvent, Command, CommandId, ConnectionId, OutgoingRequest, RequestId};
+use crate::client::shared::lock;
+use crate::transport::TransportError;
+use conclave_proto::frame::TLS_EXPORTER_LEN;
+
+/// What the engine handles one at a time, in arrival order.
+#[derive(Debug)]
+pub(super) enum Input {
+    Command(CommandId, Command),
+    Event(ConnectionId, v1::event::Event),
+    Disconnected(ConnectionId, String),
+    /// Some timer may be due (the engine checks each against `now`).
+    Timeout,
+}
+
+/// The outcome of a connection attempt.
+pub(super) type Connected = Result<[u8; TLS_EXPORTER_LEN], TransportError>;
+
+#[derive(Debug)]
+pub(super) struct Port {
+    pub(super) now: Instant,
+    pub inputs: VecDeque<Input>,
+    pub requests: VecDeque<OutgoingRequest>,
+    pub actions: VecDeque<Action>,
+    pub app_events: VecDeque<AppEvent>,
+    /// The answer to the one request in flight.
+    answer: Option<(RequestId, Result<response::Result, TransportError>)>,
+    /// The request in flight, if any.
+    awaiting: Option<RequestId>,
+    /// The outcome of the connection attempt in flight.
+    connected: Option<(ConnectionId, Connected)>,
+    connecting: Option<ConnectionId>,
+    next_request: u64,
+    next_connection: u64,
+    /// When the engine next wants [`Input::Timeout`], as it said when it went idle.
+    pub timeout: Option<Instant>,
+}
+
+/// The engine's and the core's shared view of the port.
+#[derive(Debug, Clone)]
+pub(super) struct PortHandle(Arc<Mutex<Port>>);
+
+impl PortHandle {
+    pub(super) fn new(now: Instant) -> Self {
+        PortHandle(Arc::new(Mutex::new(Port {
+            now,
+            inputs: VecDeque::new(),
+            requests: VecDeque::new(),
+            actions: VecDeque::new(),
+            app_events: VecDeque::new(),
+            answer: None,
+            awaiting: None,
+            connected: None,
+            connecting: None,
+            next_request: 1,
+            next_connection: 1,
+            timeout: None,
+        })))
+    }
+
+    pub(super) fn with<T>(&self, f: impl FnOnce(&mut Port) -> T) -> T {
+        f(&mut lock(&self.0))
+    }
+
+    pub(super) fn now(&self) -> Instant {
+        self.with(|p| p.now)
+    }
+
+    pub(super) fn act(&self, action: Action) {
+        self.with(|p| p.actions.push_back(action));
+    }
+
+    pub(super) fn emit(&self, event: AppEvent) {
+        self.with(|p| p.app_events.push_back(event));
+    }
+
+    /// The next input, once there is one.
+    pub(super) async fn next_input(&self) -> Input {
+        poll_fn(|_| match self.with(|p| p.inputs.pop_front()) {
+            Some(input) => Poll::Ready(input),
+            None => Poll::Pending,
+        })
+        .await
+    }
+
+    /// Queues `request` on `conn` and waits for its answer.
+    pub(super) async fn request(
+        &self,
+        conn: ConnectionId,
+        request: Request,
+    ) -> Result<response::Result, TransportError> {
+        let id = self.with(|p| {
+            let id = RequestId(p.next_request);
+            p.next_request += 1;
+            p.awaiting = Some(id);
+            p.requests.push_back(OutgoingRequest { id, conn, request });
+            id
+        });
+        poll_fn(|_| {
+            self.with(|p| match p.answer.take() {
+                Some((answered, result)) if answered == id => {
+                    p.awaiting = None;
+                    Poll::Ready(result)
+                }
+                other => {
+                    p.answer = other;
+                    Poll::Pending
+                }
+            })
+        })
+        .await
+    }
+
+    /// Asks for a new connection and waits for the attempt's outcome.
+    pub(super) async fn connect(&self) -> (ConnectionId, Connected) {
+        let id = self.with(|p| {
+            let id = ConnectionId(p.next_connection);
+            p.next_connection += 1;
+            p.connecting = Some(id);
+            p.actions.push_back(Action::Connect { conn: id });
+            id
+        });
+        poll_fn(|_| {
+            self.with(|p| match p.connected.take() {
+                Some((conn, outcome)) if conn == id => {
+                    p.connecting = None;
+                    Poll::Ready((conn, outcome))
+                }
+                other => {
+                    p.connected = other;
+                    Poll::Pending
+                }
+            })
+        })
+        .await
+    }
+
+    /// Delivers the answer to request `id`; `false` if no such request is in flight.
+    pub(super) fn answer(
+        &self,
+        id: RequestId,
+        result: Result<response::Result, TransportError>,
+    ) -> bool {
+        self.with(|p| {
+            if p.awaiting != Some(id) {
+                return false;
+            }
+            p.answer = Some((id, result));
+            true
+        })
+    }
+
+    /// Delivers the outcome of connection attempt `conn`; `false` if none is pending.
+    pub(super) fn connected(&self, conn: ConnectionId, outcome: Connected) -> bool {
+        self.with(|p| {
+            if p.connecting != Some(conn) {
+                return false;
+            }
+            p.connected = Some((conn, outcome));
+            true
+        })
+    }
+
+    /// Whether the engine waits for an answer or a connection attempt (inputs queue
+    /// meanwhile).
+    pub(super) fn is_waiting(&self) -> bool {
+        self.with(|p| p.awaiting.is_some() || p.connecting.is_some())
+    }
+}
