@@ -15,18 +15,23 @@ use crate::clock::{WAIT, now};
 use crate::identity::User;
 use crate::sfu::TestSfu;
 
+/// Short timers for clients under test: rekeys coalesce for 20 ms, a silent device
+/// is dropped after 2 s, 40 prekeys are kept on the server.
+pub fn test_timers(config: &mut ClientConfig) {
+    config.rekey = RekeyConfig::default();
+    config.rekey.coalesce = Duration::from_millis(20);
+    config.rekey.grace = Duration::from_millis(300);
+    config.rekey.switch_deadline = Duration::from_secs(1);
+    config.rekey.key_request = Duration::from_millis(200);
+    config.drop_after = Duration::from_secs(2);
+    config.prekey_target = 40;
+}
+
 impl TestSfu {
-    /// A client configuration for this server with short test timers (rekeys
-    /// coalesce for 20 ms, a silent device is dropped after 2 s) and 40 prekeys.
+    /// A client configuration for this server with [`test_timers`].
     pub fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new(self.addr, self.trust.clone());
-        config.rekey = RekeyConfig::default();
-        config.rekey.coalesce = Duration::from_millis(20);
-        config.rekey.grace = Duration::from_millis(300);
-        config.rekey.switch_deadline = Duration::from_secs(1);
-        config.rekey.key_request = Duration::from_millis(200);
-        config.drop_after = Duration::from_secs(2);
-        config.prekey_target = 40;
+        test_timers(&mut config);
         config
     }
 }

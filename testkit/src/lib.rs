@@ -50,6 +50,7 @@ pub mod media;
 pub mod meeting;
 pub mod protocol;
 pub mod sfu;
+pub mod sim;
 
 pub use clients::Device;
 pub use clock::{NOW, WAIT, now};

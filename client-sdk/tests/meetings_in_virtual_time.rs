@@ -1,0 +1,326 @@
+//! Multi-party meetings driven in virtual time: several `ClientCore`s and the
+//! in-memory server of `conclave_testkit::sim` (the SFU's own room registry, a
+//! directory and a mailbox). No sockets and no sleeps: a test that waits twenty
+//! seconds of protocol time runs in milliseconds, the same way every time. The
+//! real-network tests beside this file prove the shell and the real server.
+
+use std::time::Duration;
+
+use conclave_sdk::client::client_core::{Command, Reply};
+use conclave_sdk::client::{ClientError, ClientEvent, MeetingEvent, RefusalReason};
+use conclave_sdk::meeting::rekey::EndReason;
+use conclave_testkit::User;
+use conclave_testkit::sim::{ClientIdx, Sim};
+
+fn users() -> (User, User, User) {
+    (User::new("alice"), User::new("bob"), User::new("carol"))
+}
+
+fn ended(
+    sim: &mut Sim,
+    c: ClientIdx,
+    meeting: conclave_sdk::meeting::MeetingId,
+) -> Option<EndReason> {
+    sim.meeting_events(c, meeting)
+        .into_iter()
+        .find_map(|e| match e {
+            MeetingEvent::Ended { reason } => Some(reason),
+            _ => None,
+        })
+}
+
+#[test]
+fn three_participants_agree_on_safety_codes_and_words() {
+    let (alice, bob, carol) = users();
+    let mut sim = Sim::new();
+    let (c, meeting) = sim.group(&[&alice, &bob, &carol]);
+    sim.advance(Duration::from_secs(3));
+    let codes: Vec<_> = c
+        .iter()
+        .map(|i| sim.meeting(*i, meeting).safety_code())
+        .collect();
+    assert!(codes[0].is_some());
+    assert!(codes.iter().all(|code| *code == codes[0]), "{codes:?}");
+    let words: Vec<_> = c
+        .iter()
+        .map(|i| sim.meeting(*i, meeting).safety_words())
+        .collect();
+    assert!(
+        words[0].is_some(),
+        "the safety-words round did not complete"
+    );
+    assert!(words.iter().all(|w| *w == words[0]), "{words:?}");
+    for i in &c {
+        assert_eq!(sim.meeting(*i, meeting).participants().len(), 3);
+    }
+}
+
+#[test]
+fn a_reject_rekeys_the_meeting_without_the_rejecter() {
+    let (alice, bob, carol) = users();
+    let mut sim = Sim::new();
+    let a = sim.add_client(&alice);
+    let b = sim.add_client(&bob);
+    let c = sim.add_client(&carol);
+    let meeting = sim.start_meeting(a, &[bob.id(), carol.id()]);
+    sim.accept_invitation(b, meeting);
+    assert!(matches!(
+        sim.call(c, Command::Reject { meeting }),
+        Ok(Reply::Done)
+    ));
+    sim.advance(Duration::from_secs(2));
+    for i in [a, b] {
+        let m = sim.meeting(i, meeting);
+        assert!(m.sending_epoch() > 0, "no rekey after the reject");
+        assert_eq!(m.participants().len(), 2);
+        assert!(m.participants().iter().all(|p| p.user_id != carol.id()));
+    }
+    assert_eq!(
+        sim.meeting(a, meeting).safety_code(),
+        sim.meeting(b, meeting).safety_code()
+    );
+}
+
+#[test]
+fn a_removed_participant_holds_no_later_key() {
+    let (alice, bob, carol) = users();
+    let mut sim = Sim::new();
+    let (c, meeting) = sim.group(&[&alice, &bob, &carol]);
+    let before = sim.meeting(c[0], meeting).sending_epoch();
+    let removed = sim.call(
+        c[0],
+        Command::Remove {
+            meeting,
+            users: vec![carol.id()],
+        },
+    );
+    assert!(matches!(removed, Ok(Reply::Done)), "{removed:?}");
+    sim.advance(Duration::from_secs(2));
+    let after = sim.meeting(c[0], meeting).sending_epoch();
+    assert!(after > before, "removal did not rekey");
+    assert_eq!(sim.meeting(c[1], meeting).sending_epoch(), after);
+    assert_eq!(ended(&mut sim, c[2], meeting), Some(EndReason::Removed));
+    let carol_meeting = sim.meeting(c[2], meeting);
+    assert!(carol_meeting.is_ended());
+    assert!(carol_meeting.held_epochs().iter().all(|e| *e < after));
+}
+
+#[test]
+fn when_the_leader_leaves_the_next_leader_rekeys() {
+    let (alice, bob, carol) = users();
+    let mut sim = Sim::new();
+    let (c, meeting) = sim.group(&[&alice, &bob, &carol]);
+    let before = sim.meeting(c[1], meeting).sending_epoch();
+    assert!(matches!(
+        sim.call(c[0], Command::Leave { meeting }),
+        Ok(Reply::Done)
+    ));
+    sim.advance(Duration::from_secs(3));
+    assert_eq!(ended(&mut sim, c[0], meeting), Some(EndReason::Left));
+    let epoch = sim.meeting(c[1], meeting).sending_epoch();
+    assert!(epoch > before, "nobody rekeyed after the leader left");
+    assert_eq!(sim.meeting(c[2], meeting).sending_epoch(), epoch);
+    let leaders: Vec<bool> = [c[1], c[2]]
+        .iter()
+        .map(|i| sim.meeting(*i, meeting).is_leader())
+        .collect();
+    assert_eq!(leaders.iter().filter(|l| **l).count(), 1, "{leaders:?}");
+    assert!(
+        sim.meeting(c[1], meeting)
+            .participants()
+            .iter()
+            .all(|p| p.user_id != alice.id())
+    );
+}
+
+#[test]
+fn a_late_joiner_holds_only_keys_from_its_own_epoch_on() {
+    let (alice, bob, carol) = users();
+    let mut sim = Sim::new();
+    let (c, meeting) = sim.group(&[&alice, &bob]);
+    let d = sim.add_client(&carol);
+    let invited = sim.call(
+        c[0],
+        Command::Invite {
+            meeting,
+            users: vec![carol.id()],
+            media_kinds: Vec::new(),
+        },
+    );
+    assert!(matches!(invited, Ok(Reply::Invited(_))), "{invited:?}");
+    assert!(sim.is_invited(d, meeting));
+    sim.accept_invitation(d, meeting);
+    sim.advance(Duration::from_secs(2));
+    let epoch = sim.meeting(c[0], meeting).sending_epoch();
+    assert!(
+        epoch > 0,
+        "adding a participant did not move to a new epoch"
+    );
+    let held = sim.meeting(d, meeting).held_epochs();
+    assert!(
+        held.iter().all(|e| *e >= epoch),
+        "late joiner holds {held:?}, joined at {epoch}"
+    );
+    assert_eq!(
+        sim.meeting(c[1], meeting).safety_code(),
+        sim.meeting(d, meeting).safety_code()
+    );
+}
+
+#[test]
+fn a_device_that_vanishes_is_rekeyed_out_after_the_drop_window() {
+    let (alice, bob, carol) = users();
+    let mut sim = Sim::new();
+    let (c, meeting) = sim.group(&[&alice, &bob, &carol]);
+    let before = sim.meeting(c[0], meeting).sending_epoch();
+    sim.go_offline(c[2]);
+    // The drop window is 2 s; nothing happens before it ends.
+    sim.advance(Duration::from_millis(1_500));
+    assert_eq!(sim.meeting(c[0], meeting).participants().len(), 3);
+    sim.advance(Duration::from_secs(3));
+    assert!(sim.meeting(c[0], meeting).sending_epoch() > before);
+    assert_eq!(sim.meeting(c[0], meeting).participants().len(), 2);
+    assert_eq!(sim.meeting(c[1], meeting).participants().len(), 2);
+}
+
+#[test]
+fn a_device_back_within_the_drop_window_stays_and_catches_up() {
+    let (alice, bob, carol) = users();
+    let mut sim = Sim::new();
+    let (c, meeting) = sim.group(&[&alice, &bob, &carol]);
+    let before = sim.meeting(c[0], meeting).sending_epoch();
+    sim.go_offline(c[1]);
+    sim.advance(Duration::from_millis(300));
+    sim.go_online(c[1]);
+    let back = sim.advance_until(Duration::from_secs(1), |s| s.is_connected(c[1]));
+    assert!(back, "bob did not reconnect");
+    let events = sim.take_events(c[1]);
+    assert!(
+        events.iter().any(|e| matches!(e, ClientEvent::Reconnected)),
+        "{events:?}"
+    );
+    sim.advance(Duration::from_secs(5));
+    assert_eq!(sim.meeting(c[0], meeting).sending_epoch(), before);
+    assert_eq!(sim.meeting(c[0], meeting).participants().len(), 3);
+    // A removal while bob is connected again reaches him.
+    sim.call(
+        c[0],
+        Command::Remove {
+            meeting,
+            users: vec![carol.id()],
+        },
+    )
+    .unwrap();
+    sim.advance(Duration::from_secs(2));
+    let epoch = sim.meeting(c[0], meeting).sending_epoch();
+    assert!(epoch > before);
+    assert_eq!(sim.meeting(c[1], meeting).sending_epoch(), epoch);
+}
+
+#[test]
+fn a_rekey_sent_while_a_member_is_offline_reaches_it_from_the_mailbox() {
+    let (alice, bob, carol) = users();
+    let mut sim = Sim::new();
+    let (c, meeting) = sim.group(&[&alice, &bob, &carol]);
+    sim.go_offline(c[1]);
+    sim.call(
+        c[0],
+        Command::Remove {
+            meeting,
+            users: vec![carol.id()],
+        },
+    )
+    .unwrap();
+    sim.advance(Duration::from_millis(500));
+    sim.go_online(c[1]);
+    sim.advance(Duration::from_secs(3));
+    let epoch = sim.meeting(c[0], meeting).sending_epoch();
+    assert!(epoch > 0);
+    assert_eq!(sim.meeting(c[1], meeting).sending_epoch(), epoch);
+    assert_eq!(sim.meeting(c[1], meeting).participants().len(), 2);
+}
+
+#[test]
+fn a_member_whose_rekeys_the_server_withholds_pauses_instead_of_sending_on_an_old_key() {
+    let (alice, bob, carol) = users();
+    let mut sim = Sim::new();
+    let (c, meeting) = sim.group(&[&alice, &bob, &carol]);
+    let bob_device = sim.client(c[1]).device;
+    sim.server
+        .hostility
+        .withhold_containers_to
+        .insert(bob_device);
+    sim.call(
+        c[0],
+        Command::Remove {
+            meeting,
+            users: vec![carol.id()],
+        },
+    )
+    .unwrap();
+    sim.advance(Duration::from_secs(3));
+    let room_epoch = sim.meeting(c[0], meeting).sending_epoch();
+    assert!(room_epoch > 0);
+    let events = sim.meeting_events(c[1], meeting);
+    assert!(
+        events.iter().any(
+            |e| matches!(e, MeetingEvent::SendingPaused { room_epoch: r } if *r == room_epoch)
+        ),
+        "bob did not pause: {events:?}"
+    );
+    assert!(
+        !sim.meeting(c[1], meeting)
+            .held_epochs()
+            .contains(&room_epoch)
+    );
+}
+
+#[test]
+fn a_substituted_identity_key_from_the_directory_gets_nothing_sealed() {
+    let (alice, bob, _) = users();
+    let mut sim = Sim::new();
+    let (c, _first) = sim.group(&[&alice, &bob]);
+    // Bob's key is pinned now; the directory then answers with another key.
+    let mallory = User::new("mallory");
+    let fake_key = mallory.identity.key.to_bytes().to_vec();
+    sim.server.hostility.rewrite_bundles = Some(Box::new(move |bundles| {
+        for user in &mut bundles.users {
+            user.user_public_key = fake_key.clone();
+        }
+    }));
+    let second = sim.try_start_meeting(c[0], &[bob.id()]);
+    assert!(
+        matches!(second, Err(ClientError::NobodyToInvite)),
+        "{second:?}"
+    );
+    let events = sim.take_events(c[0]);
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            ClientEvent::DirectoryRefused(r) if r.reason == RefusalReason::IdentityChanged
+        )),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn an_unanswered_invitation_expires_and_its_key_is_dropped() {
+    let (alice, bob, _) = users();
+    let mut sim = Sim::new();
+    let mut config = Sim::client_config();
+    config.invite_ttl = Duration::from_secs(30);
+    let a = sim.add_client_with(&alice, config);
+    let b = sim.add_client(&bob);
+    let meeting = sim.start_meeting(a, &[bob.id()]);
+    assert!(sim.is_invited(b, meeting));
+    sim.advance(Duration::from_secs(31));
+    let events = sim.take_events(b);
+    assert!(
+        events.iter().any(
+            |e| matches!(e, ClientEvent::InvitationExpired { meeting_id } if *meeting_id == meeting)
+        ),
+        "{events:?}"
+    );
+    let late = sim.try_accept(b, meeting);
+    assert!(matches!(late, Err(ClientError::NoInvitation)), "{late:?}");
+}
