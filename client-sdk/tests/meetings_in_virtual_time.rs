@@ -324,3 +324,105 @@ fn an_unanswered_invitation_expires_and_its_key_is_dropped() {
     let late = sim.try_accept(b, meeting);
     assert!(matches!(late, Err(ClientError::NoInvitation)), "{late:?}");
 }
+
+#[test]
+fn when_the_leader_vanishes_a_successor_takes_over() {
+    let (alice, bob, carol) = users();
+    let mut sim = Sim::new();
+    let (c, meeting) = sim.group(&[&alice, &bob, &carol]);
+    let before = sim.meeting(c[1], meeting).sending_epoch();
+    sim.go_offline(c[0]);
+    sim.advance(Duration::from_secs(10));
+    let epoch = sim.meeting(c[1], meeting).sending_epoch();
+    assert!(
+        epoch > before,
+        "no successor rekeyed the vanished leader out"
+    );
+    assert_eq!(sim.meeting(c[2], meeting).sending_epoch(), epoch);
+    for i in [c[1], c[2]] {
+        let participants = sim.meeting(i, meeting).participants();
+        assert_eq!(participants.len(), 2);
+        assert!(participants.iter().all(|p| p.user_id != alice.id()));
+    }
+    assert_eq!(
+        sim.meeting(c[1], meeting).safety_code(),
+        sim.meeting(c[2], meeting).safety_code()
+    );
+}
+
+#[test]
+fn junk_in_the_mailbox_is_refused_acknowledged_and_deleted() {
+    let (alice, _, _) = users();
+    let mut sim = Sim::new();
+    let a = sim.add_client(&alice);
+    let device = sim.client(a).device;
+    let now = sim.server_ms();
+    for i in 0..5u8 {
+        sim.server
+            .inject_container(device, vec![i; 40 + usize::from(i)], now);
+    }
+    sim.progress();
+    // Acknowledgements are batched: let the batch go out.
+    sim.advance(Duration::from_secs(2));
+    let refused = sim
+        .take_events(a)
+        .into_iter()
+        .filter(|e| matches!(e, ClientEvent::MessageRefused { .. }))
+        .count();
+    assert_eq!(refused, 5);
+    assert_eq!(sim.server.mailbox_len(&device), 0);
+}
+
+#[test]
+fn the_leader_rotates_the_room_only_after_its_rekey_reached_someone() {
+    use conclave_proto::v1::{self, client_frame::Request, response};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let (alice, bob, carol) = users();
+    let mut sim = Sim::new();
+    let (c, meeting) = sim.group(&[&alice, &bob, &carol]);
+    let before = sim.meeting(c[0], meeting).sending_epoch();
+    let alice_device = sim.client(c[0]).device;
+    // Alice's first two container sends fail; a rotation before one went through is a
+    // rotation to a key nobody holds.
+    let failures = Arc::new(AtomicUsize::new(0));
+    let too_early = Arc::new(AtomicBool::new(false));
+    let (f, early) = (Arc::clone(&failures), Arc::clone(&too_early));
+    sim.server.hostility.intercept = Some(Box::new(move |device, request| {
+        if device != alice_device {
+            return None;
+        }
+        match request {
+            Request::SendContainer(_) if f.fetch_add(1, Ordering::SeqCst) < 2 => {
+                Some(Ok(response::Result::Error(v1::Error {
+                    code: v1::ErrorCode::Internal as i32,
+                    message: "storage failed (injected)".into(),
+                    ..Default::default()
+                })))
+            }
+            Request::RotateRoom(_) if f.load(Ordering::SeqCst) < 3 => {
+                early.store(true, Ordering::SeqCst);
+                None
+            }
+            _ => None,
+        }
+    }));
+    sim.call(
+        c[0],
+        Command::Remove {
+            meeting,
+            users: vec![carol.id()],
+        },
+    )
+    .unwrap();
+    sim.advance(Duration::from_secs(5));
+    assert!(failures.load(Ordering::SeqCst) >= 3);
+    assert!(
+        !too_early.load(Ordering::SeqCst),
+        "the room rotated to a key that had reached nobody"
+    );
+    let epoch = sim.meeting(c[0], meeting).sending_epoch();
+    assert!(epoch > before);
+    assert_eq!(sim.meeting(c[1], meeting).sending_epoch(), epoch);
+}

@@ -10,21 +10,27 @@
 //!
 //! # Tasks and data flow
 //! ```text
-//!  app ──Client / MeetingHandle calls──▶ command queue ──▶ driver task ──▶ control stream
-//!   ▲                                                        │  ▲
-//!   │ ClientEvents (invites, connection)                     │  └── server events (mailbox,
-//!   │ Meeting::next_event (frames, roster, epochs)           │      prekeys low, rooms)
-//!   │                                                        ▼
-//!   └──── frames ◀── media reader task ◀── QUIC datagrams    MeetingState (sans-IO rekey
-//!  send_frame ─────────────(encrypt, fragment)──▶ datagrams   machine) per meeting
+//!  app ──Client / MeetingHandle calls──▶ command queue ──▶ shell task ──▶ control stream
+//!   ▲                                                     │ ▲  ▲
+//!   │ ClientEvents (invites, connection)                  │ │  └── server events (mailbox,
+//!   │ Meeting::next_event (frames, roster, epochs)        ▼ │      prekeys low, rooms)
+//!   │                                  ClientCore (sans-IO, on the blocking pool):
+//!   │                                  MeetingState per meeting, outbox, acks, ...
+//!   └──── frames ◀── media reader task ◀── QUIC datagrams
+//!  send_frame ─────────────(encrypt, fragment)──▶ datagrams
 //! ```
-//! One **driver task** owns all protocol state: the connection, the prekey pool, the
-//! replay cache, pinned identities and one [`MeetingState`](crate::meeting::rekey::MeetingState)
-//! per meeting, whose outputs it carries out (seal and send containers, rotate or join
-//! the room, install and drop keys). A **media reader task** per connection reassembles
-//! and decrypts datagrams. [`MeetingHandle::send_frame`] encrypts on the caller's
-//! thread. If the connection drops, the driver reconnects with backoff, re-authenticates
-//! and rejoins every room at the meeting's current epoch; media resumes by itself.
+//! All protocol state and every protocol decision live in the sans-IO
+//! [`ClientCore`](client_core::ClientCore): the prekey pool, the replay cache, pinned
+//! identities and one [`MeetingState`](crate::meeting::rekey::MeetingState) per
+//! meeting, whose outputs it carries out (seal containers, rotate or join the room,
+//! install and drop keys). One **shell task** per client moves bytes and time: it
+//! hands the core app commands, server events and timer ticks, performs the requests
+//! and connects the core asks for, and runs each core step on tokio's blocking pool
+//! (sealing and opening cost P-384 operations). A **media reader task** per
+//! connection reassembles and decrypts datagrams. [`MeetingHandle::send_frame`]
+//! encrypts on the caller's thread. If the connection drops, the core reconnects with
+//! backoff, re-authenticates and rejoins every room at the meeting's current epoch;
+//! media resumes by itself.
 //!
 //! # Trust
 //! A user's identity key is pinned the first time this device looks the user up in the

@@ -311,6 +311,11 @@ impl Sim {
         self.clients[c].online = true;
     }
 
+    /// Server time now, ms since the Unix epoch.
+    pub fn server_ms(&self) -> u64 {
+        self.wall_ms()
+    }
+
     /// Whether client `c` is connected.
     pub fn is_connected(&self, c: ClientIdx) -> bool {
         self.clients[c].link.is_some()

@@ -28,6 +28,16 @@ pub struct Hostility {
     /// add devices, drop users...).
     #[allow(clippy::type_complexity)]
     pub rewrite_bundles: Option<Box<dyn FnMut(&mut v1::Bundles) + Send>>,
+    /// Sees every request of an authenticated device first; an answer it returns is
+    /// sent instead of carrying the request out (fail it, fake it), `None` lets it
+    /// through.
+    #[allow(clippy::type_complexity)]
+    pub intercept: Option<
+        Box<
+            dyn FnMut(DeviceId, &Request) -> Option<Result<response::Result, TransportError>>
+                + Send,
+        >,
+    >,
 }
 
 struct Device {
@@ -150,6 +160,23 @@ impl SimServer {
         self.mailbox.get(device).map_or(0, BTreeMap::len)
     }
 
+    /// Stores `container` (any bytes) in `device`'s mailbox and delivers it if the
+    /// device is connected, as if someone had sent it.
+    pub fn inject_container(&mut self, device: DeviceId, container: Vec<u8>, now_ms: u64) {
+        let mailbox_id = self.next_mailbox_id;
+        self.next_mailbox_id += 1;
+        self.mailbox
+            .entry(device)
+            .or_default()
+            .insert(mailbox_id, container.clone());
+        let event = v1::event::Event::Mailbox(v1::MailboxDelivery {
+            mailbox_id,
+            container,
+            stored_at_ms: now_ms,
+        });
+        self.push_to_device(&device, &event);
+    }
+
     /// Answers `request` from `conn` at `now_ms`.
     pub fn handle(
         &mut self,
@@ -161,6 +188,11 @@ impl SimServer {
             return Err(TransportError::Closed("connection closed".into()));
         };
         let device = state.device;
+        if let (Some(d), Some(intercept)) = (device, self.hostility.intercept.as_mut())
+            && let Some(answer) = intercept(d, &request)
+        {
+            return answer;
+        }
         match (request, device) {
             (Request::Hello(_), _) => Ok(response::Result::Hello(v1::HelloOk {
                 protocol_version: 1,

@@ -5,9 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use conclave_proto::v1::{
-    self, ErrorCode, client_frame::Request, container_payload::Body, response,
-};
+use conclave_proto::v1::{self, ErrorCode, client_frame::Request, response};
 use tokio::sync::mpsc;
 
 use super::engine::{Engine, Entry, ms};
@@ -23,7 +21,9 @@ use crate::client::protocol::rotations::PendingRotation;
 use crate::client::shared::MeetingShared;
 use crate::client::{ClientError, ClientEvent, InviteReport, MediaKind, MeetingEvent, Participant};
 use crate::container::{self, Recipient};
-use crate::meeting::rekey::{MeetingOutput, MeetingState, Roster, RosterMember};
+use crate::meeting::rekey::{
+    ControlMessage, MeetingMessage, MeetingOutput, MeetingState, Roster, RosterMember,
+};
 use crate::meeting::{MeetingId, MeetingKey};
 use crate::safety::{RosterIdentity, SafetyCode};
 use crate::{DeviceId, UserId};
@@ -190,7 +190,11 @@ impl Engine {
             .max()
             .unwrap_or(0);
         let reached = self
-            .seal_and_send(&recipients, &out.payload, container::DEFAULT_TTL_MS)
+            .seal_and_send(
+                &recipients,
+                &out.message.to_wire(),
+                container::DEFAULT_TTL_MS,
+            )
             .await?;
         Ok((reached, wait_ms))
     }
@@ -283,13 +287,13 @@ impl Engine {
         match output {
             MeetingOutput::Send {
                 recipients,
-                payload,
+                message,
                 rekey_epoch,
             } => {
                 let Some(entry) = self.meetings.get(&id) else {
                     return;
                 };
-                let out = Outgoing::new(&entry.state, recipients, payload, rekey_epoch);
+                let out = Outgoing::new(&entry.state, recipients, message, rekey_epoch);
                 self.send_outgoing(out).await;
             }
             MeetingOutput::SendingEpoch { epoch } => {
@@ -672,13 +676,12 @@ impl Engine {
         let key = MeetingKey::generate(0, &mut self.rng);
         let roster = Roster::new(members)?;
         let state = MeetingState::start(meeting_id, me, roster, key, self.config.rekey)?;
-        let invite = state.invite(media_kinds, now.saturating_add(ms(self.config.invite_ttl)));
-        let invite = Outgoing::new(&state, Vec::new(), invite, None);
+        let invite = state.invite(media_kinds, now.saturating_add(ms(self.config.invite_ttl)))?;
         let (entry, meeting) = self.new_entry(state)?;
         self.meetings.insert(meeting_id, entry);
         self.enter_room(meeting_id, 0, true).await;
         let ttl = ms(self.config.invite_ttl);
-        self.seal_and_send(&verified.recipients, &invite.payload, ttl)
+        self.seal_and_send(&verified.recipients, &invite.to_wire(), ttl)
             .await?;
         self.refresh(meeting_id);
         Ok((
@@ -730,23 +733,17 @@ impl Engine {
     }
 
     async fn reply(&mut self, id: MeetingId, leader: DeviceId, accept: bool, kinds: &[MediaKind]) {
-        let decision = if accept {
-            v1::invite_reply::Decision::Accept
-        } else {
-            v1::invite_reply::Decision::Reject
-        };
-        let payload = v1::ContainerPayload {
-            body: Some(Body::InviteReply(v1::InviteReply {
-                meeting_id: id.as_bytes().to_vec(),
-                decision: decision as i32,
-                media_kinds: MediaKind::to_wire(kinds),
-            })),
-            ..Default::default()
+        let message = MeetingMessage {
+            meeting_id: id,
+            body: ControlMessage::InviteReply {
+                accept,
+                media_kinds: kinds.to_vec(),
+            },
         };
         let Some(entry) = self.meetings.get(&id) else {
             return;
         };
-        let out = Outgoing::new(&entry.state, vec![leader], payload, None);
+        let out = Outgoing::new(&entry.state, vec![leader], message, None);
         self.send_outgoing(out).await;
     }
 
@@ -815,10 +812,9 @@ impl Engine {
         let invite = entry
             .state
             .add_participants(joiners, media_kinds, expires, now)?;
-        let invite = Outgoing::new(&entry.state, Vec::new(), invite, None);
         self.pump(id).await;
         let ttl = ms(self.config.invite_ttl);
-        self.seal_and_send(&fresh, &invite.payload, ttl).await?;
+        self.seal_and_send(&fresh, &invite.to_wire(), ttl).await?;
         Ok(InviteReport {
             invited,
             refused: verified.refused,

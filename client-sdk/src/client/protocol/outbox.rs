@@ -11,12 +11,9 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use conclave_proto::v1;
-
 use crate::DeviceId;
-use crate::container;
 use crate::meeting::MeetingId;
-use crate::meeting::rekey::{MeetingState, Roster, RosterMember};
+use crate::meeting::rekey::{MeetingMessage, MeetingState, Roster, RosterMember};
 
 /// Meeting messages kept while disconnected, and resends scheduled, each at most.
 pub(crate) const MAX_OUTBOX: usize = 1024;
@@ -29,14 +26,15 @@ pub(crate) const RESEND_DELAY_MS: u64 = 250;
 /// Longest wait before a resend that the directory's prekey rate limit asks for, ms.
 pub(crate) const MAX_RESEND_WAIT_MS: u64 = 10_000;
 
-/// A container to send; the payload's secrets are zeroized when it is dropped.
+/// A container to send. Its message's meeting keys zeroize when it is dropped; the wire
+/// form exists only while it is sealed.
 pub(crate) struct Outgoing {
     pub(crate) meeting: MeetingId,
     /// The recipient devices as pinned in the meeting's roster (the keys it may be
     /// sealed to), kept with the message so a `Leave` still goes out after the meeting
     /// ended here.
     pub(crate) recipients: Vec<RosterMember>,
-    pub(crate) payload: v1::ContainerPayload,
+    pub(crate) message: MeetingMessage,
     /// The epoch of the Rekey this message carries, if it is one.
     pub(crate) rekey_epoch: Option<u64>,
     /// Resends so far.
@@ -49,7 +47,7 @@ impl Outgoing {
     pub(crate) fn new(
         state: &MeetingState,
         recipients: Vec<DeviceId>,
-        payload: v1::ContainerPayload,
+        message: MeetingMessage,
         rekey_epoch: Option<u64>,
     ) -> Self {
         let recipients = recipients
@@ -59,7 +57,7 @@ impl Outgoing {
         Outgoing {
             meeting: *state.meeting_id(),
             recipients,
-            payload,
+            message,
             rekey_epoch,
             attempt: 0,
         }
@@ -75,7 +73,7 @@ impl Outgoing {
                 .filter(|m| missed.contains(&m.device_id))
                 .cloned()
                 .collect(),
-            payload: self.payload.clone(),
+            message: self.message.clone(),
             rekey_epoch: self.rekey_epoch,
             attempt: self.attempt.saturating_add(1),
         }
@@ -96,15 +94,9 @@ impl Outgoing {
     }
 }
 
-impl Drop for Outgoing {
-    fn drop(&mut self) {
-        container::zeroize_payload_secrets(&mut self.payload);
-    }
-}
-
 impl std::fmt::Debug for Outgoing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The payload may carry a meeting key: never printed.
+        // The message may carry a meeting key: never printed.
         f.debug_struct("Outgoing")
             .field("meeting", &self.meeting)
             .field("recipients", &self.recipients.len())

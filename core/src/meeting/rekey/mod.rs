@@ -52,6 +52,7 @@
 //! (minus the sender), which must be a subset of the current roster that contains this
 //! device. Anything else is refused with a [`RekeyError`] and changes nothing.
 
+mod message;
 mod roster;
 #[cfg(test)]
 mod tests;
@@ -67,6 +68,7 @@ pub use roster::{Roster, RosterMember};
 
 use super::{MeetingId, MeetingKey};
 use crate::{DeviceId, UnixMillis, UserId};
+pub use message::{ControlMessage, MeetingMessage, WirePayload};
 
 /// Timers of the meeting state machine. Start from [`RekeyConfig::default`] and set
 /// the fields to change (new timers may be added).
@@ -126,8 +128,9 @@ pub enum MeetingOutput {
     Send {
         /// Recipient devices.
         recipients: Vec<DeviceId>,
-        /// The payload (it may carry a meeting key: do not log it).
-        payload: v1::ContainerPayload,
+        /// The message (its keys zeroize on drop; [`MeetingMessage::to_wire`] gives
+        /// the payload to seal).
+        message: MeetingMessage,
         /// For a `Rekey`: its epoch, to report back with
         /// [`MeetingState::rekey_delivered`] once every recipient got it.
         rekey_epoch: Option<u64>,
@@ -455,23 +458,30 @@ impl MeetingState {
         Ok(Self::with(meeting_id, me, config, roster, leader, key))
     }
 
-    /// The invite payload for the current epoch (send it to every other device).
-    #[must_use]
+    /// The invitation to the current epoch (send it to every other device).
+    ///
+    /// # Errors
+    /// [`RekeyError::BadKey`] if the meeting ended (no key is held).
     pub fn invite(
         &self,
         media_kinds: &[MediaKind],
         expires_at: UnixMillis,
-    ) -> v1::ContainerPayload {
-        let key = self.keys.get(&self.sending);
-        payload(Body::MeetingInvite(v1::MeetingInvite {
-            meeting_id: self.meeting_id.as_bytes().to_vec(),
-            epoch: self.sending,
-            meeting_key: key.map(|k| k.expose_secret().to_vec()).unwrap_or_default(),
-            media_kinds: MediaKind::to_wire(media_kinds),
-            roster: self.roster.to_proto(),
-            key_leader_device_id: self.leader.as_bytes().to_vec(),
-            expires_at_ms: expires_at.0,
+    ) -> Result<MeetingMessage, RekeyError> {
+        let key = self.keys.get(&self.sending).ok_or(RekeyError::BadKey)?;
+        Ok(self.message(ControlMessage::Invite {
+            key: key.clone(),
+            roster: self.roster.clone(),
+            leader: self.leader,
+            media_kinds: media_kinds.to_vec(),
+            expires_at,
         }))
+    }
+
+    fn message(&self, body: ControlMessage) -> MeetingMessage {
+        MeetingMessage {
+            meeting_id: self.meeting_id,
+            body,
+        }
     }
 
     /// The meeting id.
@@ -610,10 +620,9 @@ impl MeetingState {
         if !others.is_empty() {
             self.outputs.push_back(MeetingOutput::Send {
                 recipients: others,
-                payload: payload(Body::Leave(v1::Leave {
-                    meeting_id: self.meeting_id.as_bytes().to_vec(),
+                message: self.message(ControlMessage::Leave {
                     epoch: self.sending,
-                })),
+                }),
                 rekey_epoch: None,
             });
         }
@@ -642,11 +651,10 @@ impl MeetingState {
         // Tell the removed devices (everyone else learns from the Rekey).
         self.outputs.push_back(MeetingOutput::Send {
             recipients: removed.iter().copied().collect(),
-            payload: payload(Body::Remove(v1::Remove {
-                meeting_id: self.meeting_id.as_bytes().to_vec(),
-                user_ids: users.iter().map(|u| u.as_bytes().to_vec()).collect(),
-                device_ids: removed.iter().map(|d| d.as_bytes().to_vec()).collect(),
-            })),
+            message: self.message(ControlMessage::Remove {
+                users: users.to_vec(),
+                devices: removed.iter().copied().collect(),
+            }),
             rekey_epoch: None,
         });
         for d in removed {
@@ -684,7 +692,7 @@ impl MeetingState {
         media_kinds: &[MediaKind],
         invite_expires_at: UnixMillis,
         now: UnixMillis,
-    ) -> Result<v1::ContainerPayload, RekeyError> {
+    ) -> Result<MeetingMessage, RekeyError> {
         self.check_live()?;
         if !self.is_leader() {
             return Err(RekeyError::LeaderOnly("add participants"));
@@ -696,7 +704,7 @@ impl MeetingState {
             return Err(RekeyError::BadRoster("a joiner is already in the meeting"));
         }
         let roster = Roster::new(self.roster.iter().cloned().chain(joiners.iter().cloned()))?;
-        let joined = Roster::new(joiners)?.to_proto();
+        let joined = Roster::new(joiners)?;
         let epoch = self.ratchet_current()?;
         let existing = self.roster.devices_except(&self.me);
         self.send_switch(existing, epoch, joined);
@@ -707,21 +715,17 @@ impl MeetingState {
             to: epoch,
         });
         self.switch_to(epoch, now);
-        Ok(self.invite(media_kinds, invite_expires_at))
+        self.invite(media_kinds, invite_expires_at)
     }
 
     /// Queues an `EpochSwitch` to `recipients` (nothing if there are none).
-    fn send_switch(&mut self, recipients: Vec<DeviceId>, epoch: u64, joined: Vec<v1::RosterEntry>) {
+    fn send_switch(&mut self, recipients: Vec<DeviceId>, epoch: u64, joined: Roster) {
         if recipients.is_empty() {
             return;
         }
         self.outputs.push_back(MeetingOutput::Send {
             recipients,
-            payload: payload(Body::EpochSwitch(v1::EpochSwitch {
-                meeting_id: self.meeting_id.as_bytes().to_vec(),
-                epoch,
-                joined,
-            })),
+            message: self.message(ControlMessage::EpochSwitch { epoch, joined }),
             rekey_epoch: None,
         });
     }
@@ -823,11 +827,10 @@ impl MeetingState {
         }
         self.outputs.push_back(MeetingOutput::Send {
             recipients: vec![leader],
-            payload: payload(Body::KeyRequest(v1::KeyRequest {
-                meeting_id: self.meeting_id.as_bytes().to_vec(),
+            message: self.message(ControlMessage::KeyRequest {
                 held_epoch: self.newest_epoch(),
                 room_epoch,
-            })),
+            }),
             rekey_epoch: None,
         });
     }
@@ -975,20 +978,18 @@ impl MeetingState {
             return Err(RekeyError::TooSoon);
         }
         let key = self.keys.get(&self.sending).ok_or(RekeyError::BadKey)?;
-        let body = Body::Rekey(v1::Rekey {
-            meeting_id: self.meeting_id.as_bytes().to_vec(),
-            epoch: self.sending,
-            meeting_key: key.expose_secret().to_vec(),
-            roster: self.roster.to_proto(),
-            key_leader_device_id: self.me.as_bytes().to_vec(),
-            reason: RekeyReason::Resend as i32,
+        let message = self.message(ControlMessage::Rekey {
+            key: key.clone(),
+            roster: self.roster.clone(),
+            leader: self.me,
+            reason: RekeyReason::Resend,
         });
         // Bounded by the roster: only roster devices get here.
         self.answered.retain(|d, _| self.roster.contains(d));
         self.answered.insert(from, now.0);
         self.outputs.push_back(MeetingOutput::Send {
             recipients: vec![from],
-            payload: payload(body),
+            message,
             rekey_epoch: None,
         });
         Ok(())
@@ -1280,13 +1281,11 @@ impl MeetingState {
         };
         let key = MeetingKey::generate(epoch, rng);
         let recipients = roster.devices_except(&self.me);
-        let body = Body::Rekey(v1::Rekey {
-            meeting_id: self.meeting_id.as_bytes().to_vec(),
-            epoch,
-            meeting_key: key.expose_secret().to_vec(),
-            roster: roster.to_proto(),
-            key_leader_device_id: self.me.as_bytes().to_vec(),
-            reason: reason as i32,
+        let message = self.message(ControlMessage::Rekey {
+            key: key.clone(),
+            roster: roster.clone(),
+            leader: self.me,
+            reason,
         });
         self.keys.insert(epoch, key);
         self.roster = roster;
@@ -1296,7 +1295,7 @@ impl MeetingState {
         self.in_flight = Some(epoch);
         self.outputs.push_back(MeetingOutput::Send {
             recipients,
-            payload: payload(body),
+            message,
             rekey_epoch: Some(epoch),
         });
     }
@@ -1336,12 +1335,5 @@ impl MeetingState {
             self.outputs.push_back(MeetingOutput::DropEpoch { epoch });
         }
         self.outputs.push_back(MeetingOutput::Ended { reason });
-    }
-}
-
-fn payload(body: Body) -> v1::ContainerPayload {
-    v1::ContainerPayload {
-        body: Some(body),
-        ..Default::default()
     }
 }

@@ -9,6 +9,13 @@ use rand_core::SeedableRng;
 
 use super::*;
 
+fn payload(body: Body) -> v1::ContainerPayload {
+    v1::ContainerPayload {
+        body: Some(body),
+        ..Default::default()
+    }
+}
+
 const CFG: RekeyConfig = RekeyConfig {
     coalesce: Duration::from_millis(20),
     grace: Duration::from_millis(1_000),
@@ -105,7 +112,10 @@ impl Net {
         let leader = MeetingState::start(meeting, dev(1), roster, key, CFG).unwrap();
         let invite = match leader
             .invite(&[MediaKind::Audio], UnixMillis(u64::MAX))
+            .unwrap()
+            .to_wire()
             .body
+            .clone()
         {
             Some(Body::MeetingInvite(i)) => i,
             _ => unreachable!(),
@@ -169,10 +179,11 @@ impl Net {
                 }
                 if let MeetingOutput::Send {
                     recipients,
-                    payload,
+                    message,
                     rekey_epoch,
                 } = out
                 {
+                    let payload = message.to_wire();
                     self.sent.push((from, recipients.clone(), kind(&payload)));
                     for r in &recipients {
                         if Some(*r) == self.withhold_rekeys_from
@@ -508,7 +519,7 @@ fn a_late_joiner_gets_the_ratcheted_key_and_cannot_decrypt_earlier_epochs() {
             )
         })
         .unwrap();
-    let Some(Body::MeetingInvite(invite)) = invite.body else {
+    let Some(Body::MeetingInvite(invite)) = invite.to_wire().body.clone() else {
         panic!("expected an invite");
     };
     let joiner = MeetingState::from_invite(dev(6), &invite, CFG, UnixMillis(net.now)).unwrap();
@@ -659,10 +670,11 @@ fn a_successor_keeps_out_whoever_the_crashed_leaders_pending_rekey_left_out() {
     for o in outputs {
         if let MeetingOutput::Send {
             recipients,
-            payload,
+            message,
             ..
         } = o
         {
+            let payload = message.to_wire();
             for r in &recipients {
                 if let Some(s) = net.states.get_mut(r) {
                     let _ = s.on_message(dev(1), &recipients, &payload, now);
@@ -775,10 +787,11 @@ fn a_device_the_crashed_leaders_rekey_missed_follows_once_the_removed_successor_
     for o in outputs {
         if let MeetingOutput::Send {
             recipients,
-            payload,
+            message,
             ..
         } = o
         {
+            let payload = message.to_wire();
             for r in recipients.iter().filter(|r| **r != dev(4)) {
                 if let Some(s) = net.states.get_mut(r) {
                     let _ = s.on_message(dev(1), &recipients, &payload, now);

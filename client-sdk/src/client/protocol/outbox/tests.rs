@@ -1,17 +1,28 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use conclave_proto::v1;
+use conclave_proto::v1::RekeyReason;
 
 use super::*;
 use crate::client::protocol::fixtures::{dev, meeting_id, member};
-use crate::meeting::rekey::{Roster, RosterMember};
+use crate::meeting::MeetingKey;
+use crate::meeting::rekey::{ControlMessage, Roster, RosterMember};
 
+/// A Rekey of `epoch` whose key is 32 bytes of 0xAB.
 fn rekey(recipients: Vec<RosterMember>, epoch: u64) -> Outgoing {
+    let key = MeetingKey::from_slice(epoch, &[0xAB; 32]).expect("32 bytes");
     Outgoing {
         meeting: meeting_id(7),
         recipients,
-        payload: v1::ContainerPayload::default(),
+        message: MeetingMessage {
+            meeting_id: meeting_id(7),
+            body: ControlMessage::Rekey {
+                key,
+                roster: Roster::default(),
+                leader: dev(1),
+                reason: RekeyReason::Remove,
+            },
+        },
         rekey_epoch: Some(epoch),
         attempt: 0,
     }
@@ -169,11 +180,7 @@ fn the_outbox_is_bounded() {
 /// The payload may carry a meeting key: `Debug` never shows it.
 #[test]
 fn debug_output_never_shows_the_payload() {
-    let mut out = rekey(Vec::new(), 1);
-    out.payload.body = Some(v1::container_payload::Body::Rekey(v1::Rekey {
-        meeting_key: vec![0xAB; 32],
-        ..Default::default()
-    }));
+    let out = rekey(Vec::new(), 1);
     let shown = format!("{out:?}");
     assert!(!shown.contains("171"), "{shown}");
     assert!(!shown.to_lowercase().contains("ab, ab"), "{shown}");
