@@ -121,6 +121,29 @@ pub enum EndReason {
     ExcludedByRekey,
 }
 
+/// Where this device's view of the meeting is in the key schedule. Each phase names
+/// what the machine waits for; the receiving side's own states (a Rekey installed and
+/// waiting for the room's switch, sending paused behind the room) sit beside it, since
+/// they can overlap any phase but `Ended`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Sending on the current epoch, no rekey under way here.
+    Steady,
+    /// (Leader) departures are being gathered; the Rekey goes out at this time (ms).
+    Coalescing {
+        /// When the Rekey goes out, ms.
+        rekey_at: u64,
+    },
+    /// (Leader) the Rekey of `epoch` is on its way; the switch waits for its delivery
+    /// ([`MeetingState::rekey_delivered`]).
+    Delivering {
+        /// The new epoch.
+        epoch: u64,
+    },
+    /// The meeting ended here; every key is dropped.
+    Ended(EndReason),
+}
+
 /// What the IO layer must do.
 #[derive(Debug)]
 pub enum MeetingOutput {
@@ -355,6 +378,8 @@ pub struct MeetingState {
     config: RekeyConfig,
     roster: Roster,
     leader: DeviceId,
+    /// The leader's rekey cycle, or the end.
+    phase: Phase,
     /// The epoch this device sends on.
     sending: u64,
     /// Keys this device can decrypt with.
@@ -363,9 +388,6 @@ pub struct MeetingState {
     drops: BTreeMap<u64, u64>,
     /// (Leader) devices that must leave at the next rekey, and why.
     departures: BTreeMap<DeviceId, RekeyReason>,
-    rekey_at: Option<u64>,
-    /// (Leader) the epoch of the Rekey being delivered.
-    in_flight: Option<u64>,
     /// (Receiver) a Rekey installed but not yet switched to.
     pending: Option<Pending>,
     /// (Receiver) the highest epoch the SFU room announced.
@@ -381,7 +403,6 @@ pub struct MeetingState {
     behind: Option<Behind>,
     /// (Leader) when each device's last key request was answered, ms.
     answered: BTreeMap<DeviceId, u64>,
-    ended: bool,
     outputs: VecDeque<MeetingOutput>,
 }
 
@@ -420,15 +441,13 @@ impl MeetingState {
             keys: BTreeMap::from([(epoch, key)]),
             drops: BTreeMap::new(),
             departures: BTreeMap::new(),
-            rekey_at: None,
-            in_flight: None,
+            phase: Phase::Steady,
             pending: None,
             announced: 0,
             early: BTreeMap::new(),
             suspects: BTreeSet::new(),
             behind: None,
             answered: BTreeMap::new(),
-            ended: false,
             outputs: VecDeque::new(),
         }
     }
@@ -559,7 +578,21 @@ impl MeetingState {
     /// Whether the meeting has ended for this device.
     #[must_use]
     pub fn is_ended(&self) -> bool {
-        self.ended
+        matches!(self.phase, Phase::Ended(_))
+    }
+
+    /// Where the meeting is in the key schedule.
+    #[must_use]
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// When a coalesced rekey is due, ms.
+    fn rekey_at(&self) -> Option<u64> {
+        match self.phase {
+            Phase::Coalescing { rekey_at } => Some(rekey_at),
+            _ => None,
+        }
     }
 
     /// Next output to apply.
@@ -573,7 +606,7 @@ impl MeetingState {
         let drop = self.drops.values().min().copied();
         let switch = self.pending.as_ref().map(|p| p.switch_at);
         let ask = self.behind.map(|b| b.ask_at);
-        [drop, self.rekey_at, switch, ask]
+        [drop, self.rekey_at(), switch, ask]
             .into_iter()
             .flatten()
             .min()
@@ -598,8 +631,8 @@ impl MeetingState {
                 self.outputs.push_back(MeetingOutput::DropEpoch { epoch });
             }
         }
-        if self.rekey_at.is_some_and(|at| at <= now.0) {
-            self.rekey_at = None;
+        if self.rekey_at().is_some_and(|at| at <= now.0) {
+            self.phase = Phase::Steady;
             self.start_rekey(rng);
         }
         if self.behind.is_some_and(|b| b.ask_at <= now.0) {
@@ -670,7 +703,7 @@ impl MeetingState {
     /// remember it, so that a successor also rekeys out devices that dropped while the
     /// old leader was going down.
     pub fn device_dropped(&mut self, device: DeviceId, now: UnixMillis) {
-        if self.ended || device == self.me || !self.roster.contains(&device) {
+        if self.is_ended() || device == self.me || !self.roster.contains(&device) {
             return;
         }
         if self.is_leader() {
@@ -697,7 +730,7 @@ impl MeetingState {
         if !self.is_leader() {
             return Err(RekeyError::LeaderOnly("add participants"));
         }
-        if self.in_flight.is_some() || self.rekey_at.is_some() {
+        if self.phase != Phase::Steady {
             return Err(RekeyError::Busy);
         }
         if joiners.iter().any(|j| self.roster.contains(&j.device_id)) {
@@ -747,12 +780,13 @@ impl MeetingState {
 
     /// (Leader) the Rekey of `epoch` reached every recipient: switch everyone to it.
     pub fn rekey_delivered(&mut self, epoch: u64, now: UnixMillis) -> Result<(), RekeyError> {
-        if self.in_flight.take_if(|f| *f == epoch).is_none() {
+        if self.phase != (Phase::Delivering { epoch }) {
             return Err(RekeyError::BadEpoch {
                 got: epoch,
                 current: self.sending,
             });
         }
+        self.phase = Phase::Steady;
         // No EpochSwitch container: the room's rotation announces the switch.
         self.outputs.push_back(MeetingOutput::RotateRoom {
             from: self.sending,
@@ -760,7 +794,9 @@ impl MeetingState {
         });
         self.switch_to(epoch, now);
         if !self.departures.is_empty() {
-            self.rekey_at = Some(now.0.saturating_add(ms(self.config.coalesce)));
+            self.phase = Phase::Coalescing {
+                rekey_at: now.0.saturating_add(ms(self.config.coalesce)),
+            };
         }
         Ok(())
     }
@@ -789,7 +825,7 @@ impl MeetingState {
     /// Fails closed if the room is past every key this device holds: pause sending and
     /// arm the key request (review M3).
     fn check_behind(&mut self, now: UnixMillis) {
-        if self.ended || self.announced <= self.newest_epoch() {
+        if self.is_ended() || self.announced <= self.newest_epoch() {
             return;
         }
         match &mut self.behind {
@@ -876,7 +912,7 @@ impl MeetingState {
     }
 
     fn check_live(&self) -> Result<(), RekeyError> {
-        if self.ended {
+        if self.is_ended() {
             Err(RekeyError::Ended)
         } else {
             Ok(())
@@ -962,7 +998,7 @@ impl MeetingState {
         if !self.is_leader() {
             return Err(RekeyError::LeaderOnly("answer key requests"));
         }
-        if self.in_flight.is_some() {
+        if matches!(self.phase, Phase::Delivering { .. }) {
             // The Rekey being delivered is addressed to it; it asks again if not.
             return Err(RekeyError::Busy);
         }
@@ -1257,13 +1293,18 @@ impl MeetingState {
     /// Records a departure and arms the coalescing timer (leader only).
     fn depart(&mut self, device: DeviceId, reason: RekeyReason, now: UnixMillis) {
         self.departures.entry(device).or_insert(reason);
-        if self.in_flight.is_none() && self.rekey_at.is_none() {
-            self.rekey_at = Some(now.0.saturating_add(ms(self.config.coalesce)));
+        if self.phase == Phase::Steady {
+            self.phase = Phase::Coalescing {
+                rekey_at: now.0.saturating_add(ms(self.config.coalesce)),
+            };
         }
     }
 
     fn start_rekey(&mut self, rng: &mut impl CryptoRngCore) {
-        if self.departures.is_empty() || self.in_flight.is_some() || !self.is_leader() {
+        if self.departures.is_empty()
+            || matches!(self.phase, Phase::Delivering { .. })
+            || !self.is_leader()
+        {
             return;
         }
         let departed: Vec<DeviceId> = self.departures.keys().copied().collect();
@@ -1292,7 +1333,7 @@ impl MeetingState {
         self.outputs.push_back(MeetingOutput::RosterChanged);
         self.outputs
             .push_back(MeetingOutput::ReceiveEpoch { epoch });
-        self.in_flight = Some(epoch);
+        self.phase = Phase::Delivering { epoch };
         self.outputs.push_back(MeetingOutput::Send {
             recipients,
             message,
@@ -1319,13 +1360,11 @@ impl MeetingState {
     }
 
     fn end(&mut self, reason: EndReason) {
-        self.ended = true;
+        self.phase = Phase::Ended(reason);
         let epochs: Vec<u64> = self.keys.keys().copied().collect();
         self.keys.clear();
         self.drops.clear();
         self.pending = None;
-        self.in_flight = None;
-        self.rekey_at = None;
         self.departures.clear();
         self.early.clear();
         self.suspects.clear();

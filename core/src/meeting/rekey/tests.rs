@@ -1056,3 +1056,35 @@ fn a_roster_entry_whose_certificate_does_not_prove_its_user_is_refused() {
     entries[0].certificate = None;
     assert!(Roster::from_proto(&entries, &Roster::default(), now).is_err());
 }
+
+/// The leader's rekey cycle, phase by phase: a removal gathers departures
+/// (`Coalescing`), the Rekey goes out (`Delivering`), its delivery switches
+/// (`Steady`), leaving ends (`Ended`). Adding participants waits for `Steady`.
+#[test]
+fn the_leaders_phases_follow_its_rekey_cycle() {
+    let mut rng = ChaCha20Rng::seed_from_u64(5);
+    let roster = Roster::new([member(1, 1, 0), member(2, 2, 1), member(3, 3, 2)]).unwrap();
+    let meeting = MeetingId::from_slice(&[4; 32]).unwrap();
+    let key = MeetingKey::generate(0, &mut rng);
+    let mut s = MeetingState::start(meeting, dev(1), roster, key, CFG).unwrap();
+    assert_eq!(s.phase(), Phase::Steady);
+    s.remove(&[user(3)], &[], UnixMillis(1_000)).unwrap();
+    assert_eq!(s.phase(), Phase::Coalescing { rekey_at: 1_020 });
+    let busy = s.add_participants(
+        vec![member(4, 4, 3)],
+        &[],
+        UnixMillis(u64::MAX),
+        UnixMillis(1_000),
+    );
+    assert!(matches!(busy, Err(RekeyError::Busy)));
+    s.handle_timeout(UnixMillis(1_020), &mut rng);
+    assert_eq!(s.phase(), Phase::Delivering { epoch: 1 });
+    assert!(s.rekey_delivered(2, UnixMillis(1_030)).is_err());
+    assert_eq!(s.phase(), Phase::Delivering { epoch: 1 });
+    s.rekey_delivered(1, UnixMillis(1_030)).unwrap();
+    assert_eq!(s.phase(), Phase::Steady);
+    assert_eq!(s.sending_epoch(), 1);
+    s.leave().unwrap();
+    assert_eq!(s.phase(), Phase::Ended(EndReason::Left));
+    assert!(s.is_ended());
+}
