@@ -85,7 +85,7 @@ async fn a_user_listing_her_device_under_another_users_id_is_refused() {
                 Some(UserId::from_username("mallory").unwrap())
             );
             assert!(
-                reason.contains("roster"),
+                reason.is_roster_problem(),
                 "the reason names the roster problem: {reason}"
             );
         }

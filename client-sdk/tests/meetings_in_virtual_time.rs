@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use conclave_sdk::client::client_core::{Command, Reply};
-use conclave_sdk::client::{ClientError, ClientEvent, MeetingEvent, RefusalReason};
+use conclave_sdk::client::{ClientError, ClientEvent, MeetingEvent, MessageRefusal, RefusalReason};
 use conclave_sdk::meeting::rekey::EndReason;
 use conclave_testkit::User;
 use conclave_testkit::sim::{ClientIdx, Sim};
@@ -367,9 +367,17 @@ fn junk_in_the_mailbox_is_refused_acknowledged_and_deleted() {
     let refused = sim
         .take_events(a)
         .into_iter()
-        .filter(|e| matches!(e, ClientEvent::MessageRefused { .. }))
+        .filter(|e| {
+            matches!(
+                e,
+                ClientEvent::MessageRefused {
+                    reason: MessageRefusal::Undecodable(_),
+                    ..
+                }
+            )
+        })
         .count();
-    assert_eq!(refused, 5);
+    assert_eq!(refused, 5, "each junk entry is refused as undecodable");
     assert_eq!(sim.server.mailbox_len(&device), 0);
 }
 

@@ -231,20 +231,15 @@ fn roster_recipient(
 
 /// Checks that every identity key `roster` claims equals the key pinned for its user.
 /// Users never pinned must have been looked up (and pinned) before.
-pub(crate) fn check_roster_keys(roster: &Roster, trust: &TrustStore) -> Result<(), String> {
+pub(crate) fn check_roster_keys(
+    roster: &Roster,
+    trust: &TrustStore,
+) -> Result<(), super::MessageRefusal> {
     for (user, key) in roster.identity_keys() {
         match trust.get(&user) {
             Some(pinned) if pinned.key.to_bytes() == key => {}
-            Some(_) => {
-                return Err(format!(
-                    "roster rejected: it lists user {user:?} with an identity key that differs from the pinned one"
-                ));
-            }
-            None => {
-                return Err(format!(
-                    "roster rejected: the directory does not know user {user:?}"
-                ));
-            }
+            Some(_) => return Err(super::MessageRefusal::RosterKeyMismatch(user)),
+            None => return Err(super::MessageRefusal::RosterUserUnknown(user)),
         }
     }
     Ok(())

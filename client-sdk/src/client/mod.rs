@@ -56,6 +56,7 @@ mod error;
 mod lookups;
 mod presence;
 mod protocol;
+mod refusal;
 mod shared;
 
 use std::net::SocketAddr;
@@ -69,6 +70,7 @@ pub use conclave_proto::datagram::MediaKind;
 pub use credentials::{DEFAULT_DEVICE_VALIDITY_MS, DeviceCredentials};
 pub use directory::{RefusalReason, RefusedDevice};
 pub use error::{ClientError, ConnectionProblem, ProtocolViolation};
+pub use refusal::MessageRefusal;
 
 use crate::identity::UserIdentity;
 use crate::meeting::MeetingId;
@@ -190,7 +192,7 @@ pub enum ClientEvent {
         /// The user it claims to come from.
         claimed_sender: Option<UserId>,
         /// Why it was refused.
-        reason: String,
+        reason: MessageRefusal,
     },
 }
 

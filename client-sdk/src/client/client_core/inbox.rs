@@ -7,7 +7,8 @@ use super::Action;
 use super::engine::{Engine, ms};
 use crate::client::directory::{check_roster_keys, verify_bundles};
 use crate::client::lookups::LookupDecision;
-use crate::client::{ClientEvent, Invitation, MediaKind, MeetingEvent};
+use crate::client::protocol::invitations::InvitationRefused;
+use crate::client::{ClientEvent, Invitation, MediaKind, MeetingEvent, MessageRefusal};
 use crate::container::{ContainerError, SealedContainer};
 use crate::identity::{UserIdentity, VerifiedDevice};
 use crate::meeting::MeetingId;
@@ -23,7 +24,7 @@ enum Refusal {
     /// Never processable: acknowledge and report.
     Refused {
         claimed: Option<UserId>,
-        reason: String,
+        reason: MessageRefusal,
     },
 }
 
@@ -70,8 +71,9 @@ impl Engine {
     }
 
     async fn process_container(&mut self, bytes: &[u8]) -> Result<(), Refusal> {
-        let refused = |claimed, reason: String| Refusal::Refused { claimed, reason };
-        let sealed = SealedContainer::decode(bytes).map_err(|e| refused(None, e.to_string()))?;
+        let refused = |claimed, reason| Refusal::Refused { claimed, reason };
+        let sealed = SealedContainer::decode(bytes)
+            .map_err(|e| refused(None, MessageRefusal::Undecodable(e)))?;
         let claimed = sealed.claimed_sender();
         let sender = self.identity_of(claimed).await?;
         let now = self.now();
@@ -85,7 +87,7 @@ impl Engine {
             )
             .map_err(|e| match e {
                 ContainerError::Replayed { .. } => Refusal::Duplicate,
-                e => refused(Some(claimed), e.to_string()),
+                e => refused(Some(claimed), MessageRefusal::Unopenable(e)),
             })?;
         self.acks.prekey_consumed();
         let from = opened.sender().device_id();
@@ -110,7 +112,7 @@ impl Engine {
             _ => return Ok(()),
         };
         let Some(meeting) = MeetingId::from_slice(meeting) else {
-            return Err(refused(Some(claimed), "meeting id is not 32 bytes".into()));
+            return Err(refused(Some(claimed), MessageRefusal::BadMeetingId));
         };
         if let Some(Body::EpochSwitch(switch)) = &payload.body
             && !switch.joined.is_empty()
@@ -153,7 +155,7 @@ impl Engine {
             LookupDecision::KnownUnknown => {
                 return Err(Refusal::Refused {
                     claimed: Some(user),
-                    reason: "the directory recently said the sender does not exist".into(),
+                    reason: MessageRefusal::SenderRecentlyUnknown,
                 });
             }
             LookupDecision::OverBudget => {
@@ -171,7 +173,7 @@ impl Engine {
                 self.sender_lookups.not_found(user, self.mono_ms());
                 Err(Refusal::Refused {
                     claimed: Some(user),
-                    reason: "the directory does not know the sender (or changed its key)".into(),
+                    reason: MessageRefusal::SenderUnknown,
                 })
             }
         }
@@ -187,7 +189,7 @@ impl Engine {
             Err(e) => {
                 return Err(Refusal::Refused {
                     claimed: users.first().copied(),
-                    reason: e.to_string(),
+                    reason: MessageRefusal::SenderLookupFailed(Box::new(e)),
                 });
             }
         };
@@ -226,7 +228,7 @@ impl Engine {
         let roster =
             Roster::from_proto(joined, &Roster::default(), now).map_err(|e| Refusal::Refused {
                 claimed: None,
-                reason: e.to_string(),
+                reason: MessageRefusal::BadRoster(e),
             })?;
         self.check_roster(&roster).await
     }
@@ -239,14 +241,14 @@ impl Engine {
         sender: &VerifiedDevice,
         invite: &v1::MeetingInvite,
     ) -> Result<(), Refusal> {
-        let refuse = |reason: String| Refusal::Refused {
+        let refuse = |reason| Refusal::Refused {
             claimed: None,
             reason,
         };
         let now = self.now();
         let state =
             MeetingState::from_invite(self.creds.device_id(), invite, self.config.rekey, now)
-                .map_err(|e| refuse(format!("invalid invite: {e}")))?;
+                .map_err(|e| refuse(MessageRefusal::InvalidInvite(e)))?;
         let id = *state.meeting_id();
         if self.meetings.contains_key(&id) || self.invitations.contains(&id) {
             return Ok(());
@@ -255,26 +257,29 @@ impl Engine {
         // purged when they expire (review L8).
         self.purge_invitations(now);
         let inviter = sender.user_id();
-        self.invitations
-            .admit(&inviter)
-            .map_err(|e| refuse(e.to_string()))?;
+        self.invitations.admit(&inviter).map_err(|e| {
+            refuse(match e {
+                InvitationRefused::TooManyFromUser(n) => {
+                    MessageRefusal::TooManyInvitationsFromUser(n)
+                }
+                InvitationRefused::TooMany(n) => MessageRefusal::TooManyInvitations(n),
+            })
+        })?;
         let from = sender.device_id();
         if state.leader() != from {
-            return Err(refuse("invite not sent by the meeting's key leader".into()));
+            return Err(refuse(MessageRefusal::InviteNotFromLeader));
         }
         if state
             .roster()
             .get(&from)
             .is_none_or(|m| !m.device.same_keys(sender))
         {
-            return Err(refuse(
-                "roster rejected: the inviter is not on it as its own user and device".into(),
-            ));
+            return Err(refuse(MessageRefusal::InviterNotOnRoster));
         }
         self.check_roster(state.roster()).await?;
         let participants = crate::client::client_core::meetings::participants(&state);
         let Some(from) = participants.iter().find(|p| p.device_id == from).cloned() else {
-            return Err(refuse("the inviter is not on the roster".into()));
+            return Err(refuse(MessageRefusal::InviterNotOnRoster));
         };
         let invitation = Invitation {
             meeting_id: id,
