@@ -33,6 +33,7 @@ use conclave_sdk::client::{
     Meeting, MeetingEvent,
 };
 use conclave_sdk::identity::UserSigningKey;
+use conclave_sdk::meeting::Epoch;
 use conclave_sdk::safety::SafetyWords;
 use conclave_sdk::transport::ServerTrust;
 use conclave_sfu::store::MemoryStore;
@@ -363,7 +364,7 @@ async fn next_event(seat: &mut Seat) -> anyhow::Result<MeetingEvent> {
 }
 
 /// Waits until `seat` sends on an epoch above `epoch`.
-async fn wait_for_epoch_above(seat: &mut Seat, epoch: u64) -> anyhow::Result<()> {
+async fn wait_for_epoch_above(seat: &mut Seat, epoch: Epoch) -> anyhow::Result<()> {
     loop {
         // Frames still in flight from the previous epoch are skipped here.
         if let MeetingEvent::EpochChanged { epoch: new } = next_event(seat).await?

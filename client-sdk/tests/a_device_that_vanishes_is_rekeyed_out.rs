@@ -30,7 +30,7 @@ fn doomed_runtime() -> tokio::runtime::Runtime {
 }
 
 /// Both survivors move past `epoch` to the same new one, with two participants left.
-async fn rekeyed_to_two(x: &Meeting, y: &Meeting, epoch: u64) -> u64 {
+async fn rekeyed_to_two(x: &Meeting, y: &Meeting, epoch: Epoch) -> Epoch {
     let new_epoch = wait_epoch_above(x, epoch).await;
     assert_eq!(wait_epoch_above(y, epoch).await, new_epoch);
     wait_participants(x, 2).await;

@@ -47,7 +47,7 @@ async fn a_fabricated_user_reusing_a_roster_device_id_gets_no_rekey() {
     });
 
     meeting_c.leave().await.unwrap();
-    wait_epoch_above(&meeting_a, 0).await;
+    wait_epoch_above(&meeting_a, Epoch(0)).await;
     deliver(&meeting_a, MediaKind::Audio, b"epoch 1", &mut meeting_b).await;
 
     assert!(
@@ -155,7 +155,7 @@ async fn a_device_certificate_substituted_between_invite_and_rekey_is_refused() 
     });
 
     meeting_c.leave().await.unwrap();
-    wait_epoch_above(&meeting_a, 0).await;
+    wait_epoch_above(&meeting_a, Epoch(0)).await;
     assert!(
         !server_can_open(sfu.adversary(), &forged, &[alice.identity]),
         "the rekey was sealed to the substituted device keys"

@@ -78,7 +78,7 @@ async fn an_early_rekey_does_not_depose_a_muted_leader() {
     let early = v1::ContainerPayload {
         body: Some(Body::Rekey(v1::Rekey {
             meeting_id: meeting_c.id().as_bytes().to_vec(),
-            epoch: epoch + 1,
+            epoch: epoch.get() + 1,
             meeting_key: key,
             roster: vec![
                 entry(&sfu, &bob, b.id(), bob_index),

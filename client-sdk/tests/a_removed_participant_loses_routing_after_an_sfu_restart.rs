@@ -166,7 +166,7 @@ async fn a_refused_rotation_is_retried_and_reported_when_it_keeps_failing() {
     })
     .await
     .expect("a rotation that keeps failing is reported");
-    assert!(failed >= 2);
+    assert!(failed >= Epoch(2));
 }
 
 /// A rotation that the SFU keeps refusing (here: every rotation to the first new
@@ -192,7 +192,7 @@ async fn a_rotation_after_a_refused_one_starts_from_the_rooms_real_epoch() {
         if device == Some(alice_device)
             && let Some(conclave_proto::v1::client_frame::Request::RotateRoom(rotate)) =
                 &mut frame.request
-            && rotate.next_epoch == first + 1
+            && rotate.next_epoch == first.get() + 1
         {
             count.fetch_add(1, Ordering::SeqCst);
             rotate.rotation_signature = vec![0; 64];
@@ -205,7 +205,7 @@ async fn a_rotation_after_a_refused_one_starts_from_the_rooms_real_epoch() {
         if to == Some(alice_device)
             && let Some(server_frame::Kind::Response(r)) = &frame.kind
             && let Some(conclave_proto::v1::response::Result::RoomRotated(done)) = &r.result
-            && done.epoch > first + 1
+            && done.epoch > first.get() + 1
         {
             seen.store(true, Ordering::SeqCst);
         }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use conclave_sdk::client::client_core::{Command, Reply};
 use conclave_sdk::client::{ClientError, ClientEvent, MeetingEvent, MessageRefusal, RefusalReason};
+use conclave_sdk::meeting::Epoch;
 use conclave_sdk::meeting::rekey::EndReason;
 use conclave_testkit::User;
 use conclave_testkit::sim::{ClientIdx, Sim};
@@ -71,7 +72,7 @@ fn a_reject_rekeys_the_meeting_without_the_rejecter() {
     sim.advance(Duration::from_secs(2));
     for i in [a, b] {
         let m = sim.meeting(i, meeting);
-        assert!(m.sending_epoch() > 0, "no rekey after the reject");
+        assert!(m.sending_epoch() > Epoch(0), "no rekey after the reject");
         assert_eq!(m.participants().len(), 2);
         assert!(m.participants().iter().all(|p| p.user_id != carol.id()));
     }
@@ -153,7 +154,7 @@ fn a_late_joiner_holds_only_keys_from_its_own_epoch_on() {
     sim.advance(Duration::from_secs(2));
     let epoch = sim.meeting(c[0], meeting).sending_epoch();
     assert!(
-        epoch > 0,
+        epoch > Epoch(0),
         "adding a participant did not move to a new epoch"
     );
     let held = sim.meeting(d, meeting).held_epochs();
@@ -235,7 +236,7 @@ fn a_rekey_sent_while_a_member_is_offline_reaches_it_from_the_mailbox() {
     sim.go_online(c[1]);
     sim.advance(Duration::from_secs(3));
     let epoch = sim.meeting(c[0], meeting).sending_epoch();
-    assert!(epoch > 0);
+    assert!(epoch > Epoch(0));
     assert_eq!(sim.meeting(c[1], meeting).sending_epoch(), epoch);
     assert_eq!(sim.meeting(c[1], meeting).participants().len(), 2);
 }
@@ -260,7 +261,7 @@ fn a_member_whose_rekeys_the_server_withholds_pauses_instead_of_sending_on_an_ol
     .unwrap();
     sim.advance(Duration::from_secs(3));
     let room_epoch = sim.meeting(c[0], meeting).sending_epoch();
-    assert!(room_epoch > 0);
+    assert!(room_epoch > Epoch(0));
     let events = sim.meeting_events(c[1], meeting);
     assert!(
         events.iter().any(

@@ -4,11 +4,12 @@
 //! of them get the same words, again after a rekey.
 
 use conclave_sdk::client::{MediaKind, Meeting};
+use conclave_sdk::meeting::Epoch;
 use conclave_sdk::safety::SafetyWords;
 use conclave_testkit::prelude::*;
 
 /// Waits (bounded) until every meeting has the same safety words for `epoch`.
-async fn matching_words(meetings: &[&Meeting], epoch: u64) -> SafetyWords {
+async fn matching_words(meetings: &[&Meeting], epoch: Epoch) -> SafetyWords {
     tokio::time::timeout(WAIT, async {
         loop {
             let words: Vec<Option<SafetyWords>> =

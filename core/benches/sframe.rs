@@ -32,7 +32,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use conclave_core::meeting::{MeetingKey, SFRAME_SUITE};
+use conclave_core::meeting::{Epoch, MeetingKey, SFRAME_SUITE};
 use conclave_core::sframe::{self, SframeKey, SframeReceiver};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rand_chacha::ChaCha20Rng;
@@ -46,7 +46,7 @@ const SENDER_INDEX: u32 = 1;
 const CHUNK: usize = 64;
 
 fn meeting_key() -> MeetingKey {
-    MeetingKey::generate(0, &mut ChaCha20Rng::seed_from_u64(0x005F_4A3E))
+    MeetingKey::generate(Epoch::ZERO, &mut ChaCha20Rng::seed_from_u64(0x005F_4A3E))
 }
 
 fn plaintext(len: usize) -> Vec<u8> {

@@ -13,7 +13,7 @@ use conclave_core::identity::{
     DEFAULT_PREKEY_TTL_MS, DeviceIdentity, PrekeyPool, UserIdentity, UserSigningKey,
     VerifiedDevice, VerifiedPrekey,
 };
-use conclave_core::meeting::{MeetingId, MeetingKey, SFRAME_SUITE};
+use conclave_core::meeting::{Epoch, MeetingId, MeetingKey, SFRAME_SUITE};
 use conclave_core::safety::{RosterIdentity, SafetyCode};
 use conclave_core::sframe::SframeReceiver;
 use conclave_core::time::DAY_MS;
@@ -83,8 +83,10 @@ impl Participant {
             now,
         )?;
         match &opened.payload().body {
-            Some(Body::MeetingInvite(i)) => Ok(MeetingKey::from_slice(i.epoch, &i.meeting_key)?),
-            Some(Body::Rekey(r)) => Ok(MeetingKey::from_slice(r.epoch, &r.meeting_key)?),
+            Some(Body::MeetingInvite(i)) => {
+                Ok(MeetingKey::from_slice(Epoch(i.epoch), &i.meeting_key)?)
+            }
+            Some(Body::Rekey(r)) => Ok(MeetingKey::from_slice(Epoch(r.epoch), &r.meeting_key)?),
             _ => anyhow::bail!("expected a meeting key payload"),
         }
     }
@@ -137,7 +139,7 @@ fn main() -> anyhow::Result<()> {
         3,
         &mut OsRng,
     );
-    let key0 = MeetingKey::generate(0, &mut OsRng);
+    let key0 = MeetingKey::generate(Epoch(0), &mut OsRng);
     println!(
         "meeting {meeting_id:?} → SFU routing id {:?}",
         meeting_id.routing_id()
@@ -146,7 +148,7 @@ fn main() -> anyhow::Result<()> {
     let invite = v1::ContainerPayload {
         body: Some(Body::MeetingInvite(v1::MeetingInvite {
             meeting_id: meeting_id.as_bytes().to_vec(),
-            epoch: key0.epoch(),
+            epoch: key0.epoch().get(),
             meeting_key: key0.expose_secret().to_vec(),
             media_kinds: vec![v1::MediaKind::Audio.into(), v1::MediaKind::Video.into()],
             roster: vec![
@@ -196,11 +198,11 @@ fn main() -> anyhow::Result<()> {
     );
 
     // Alice removes Carol: a fresh epoch-1 key goes to Bob only.
-    let key1 = MeetingKey::generate(1, &mut OsRng);
+    let key1 = MeetingKey::generate(Epoch(1), &mut OsRng);
     let rekey = v1::ContainerPayload {
         body: Some(Body::Rekey(v1::Rekey {
             meeting_id: meeting_id.as_bytes().to_vec(),
-            epoch: key1.epoch(),
+            epoch: key1.epoch().get(),
             meeting_key: key1.expose_secret().to_vec(),
             roster: vec![alice.roster_entry(), bob.roster_entry()],
             key_leader_device_id: alice.device.device_id().as_bytes().to_vec(),

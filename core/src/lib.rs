@@ -52,7 +52,7 @@
 //! use conclave_proto::v1::{self, container_payload::Body};
 //! use conclave_core::container::{self, Recipient, ReplayCache, SealedContainer};
 //! use conclave_core::identity::*;
-//! use conclave_core::meeting::{MeetingId, MeetingKey, SFRAME_SUITE};
+//! use conclave_core::meeting::{Epoch, MeetingId, MeetingKey, SFRAME_SUITE};
 //! use conclave_core::sframe::SframeReceiver;
 //! use conclave_core::time::DAY_MS;
 //! use conclave_core::{UnixMillis, UserId};
@@ -76,11 +76,11 @@
 //! let bob_verified = VerifiedDevice::verify(bob_device.certificate(), &bob, now)?;
 //! let prekey = VerifiedPrekey::verify(&published[0], &bob_verified, now)?;
 //! let meeting_id = MeetingId::generate(&alice.user_id, &alice_device.device_id(), now, 2, &mut OsRng);
-//! let key = MeetingKey::generate(0, &mut OsRng);
+//! let key = MeetingKey::generate(Epoch::ZERO, &mut OsRng);
 //! let mut invite = v1::ContainerPayload {
 //!     body: Some(Body::MeetingInvite(v1::MeetingInvite {
 //!         meeting_id: meeting_id.as_bytes().to_vec(),
-//!         epoch: key.epoch(),
+//!         epoch: key.epoch().get(),
 //!         meeting_key: key.expose_secret().to_vec(),
 //!         ..Default::default()
 //!     })),
@@ -102,7 +102,7 @@
 //! assert_eq!(sealed.claimed_sender(), alice.user_id);
 //! let opened = sealed.open(&alice, &bob_device, &mut bob_prekeys, &mut replay, now)?;
 //! let Some(Body::MeetingInvite(received)) = &opened.payload().body else { unreachable!() };
-//! let bob_meeting_key = MeetingKey::from_slice(received.epoch, &received.meeting_key)?;
+//! let bob_meeting_key = MeetingKey::from_slice(Epoch(received.epoch), &received.meeting_key)?;
 //!
 //! // Alice (sender index 0) encrypts a frame; Bob decrypts it.
 //! let mut sender = key.sframe_sender(0)?;

@@ -71,6 +71,7 @@ use sha2::{Digest, Sha512};
 use subtle::{Choice, ConstantTimeEq};
 
 use crate::identity::{VerifiedDevice, p384_compressed};
+use crate::meeting::Epoch;
 
 /// Version label that starts the transcript.
 const TRANSCRIPT_LABEL: &[u8] = b"conclave.safety.v2";
@@ -184,7 +185,7 @@ impl SafetyCode {
     #[must_use]
     pub fn compute(
         meeting_id: &[u8; 32],
-        epoch: u64,
+        epoch: Epoch,
         key_commitment: &[u8; 32],
         roster: &[RosterIdentity],
     ) -> SafetyCode {
@@ -277,7 +278,7 @@ const WORDS_INFO: &[u8] = b"conclave.safety-words.v1 words";
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct SafetyWords {
     bytes: [u8; 2],
-    epoch: u64,
+    epoch: Epoch,
 }
 
 impl SafetyWords {
@@ -295,7 +296,7 @@ impl SafetyWords {
     #[must_use]
     pub fn compute(
         meeting_id: &[u8; 32],
-        epoch: u64,
+        epoch: Epoch,
         roster: &[RosterIdentity],
         nonces: &[([u8; 16], [u8; 32])],
     ) -> SafetyWords {
@@ -308,7 +309,7 @@ impl SafetyWords {
         let mut hash = Sha512::new();
         hash.update(WORDS_LABEL);
         hash.update(meeting_id);
-        hash.update(epoch.to_be_bytes());
+        hash.update(epoch.get().to_be_bytes());
         hash.update(
             u32::try_from(entries.len())
                 .unwrap_or(u32::MAX)
@@ -346,7 +347,7 @@ impl SafetyWords {
 
     /// The meeting epoch these words belong to.
     #[must_use]
-    pub fn epoch(&self) -> u64 {
+    pub fn epoch(&self) -> Epoch {
         self.epoch
     }
 }
@@ -371,7 +372,7 @@ impl fmt::Debug for SafetyWords {
 /// `SHA-512(transcript)` for the canonical roster (steps 1–3 of the module docs).
 fn transcript_hash(
     meeting_id: &[u8; 32],
-    epoch: u64,
+    epoch: Epoch,
     key_commitment: &[u8; 32],
     roster: &[RosterIdentity],
 ) -> [u8; 64] {
@@ -385,7 +386,7 @@ fn transcript_hash(
     let mut hash = Sha512::new();
     hash.update(TRANSCRIPT_LABEL);
     hash.update(meeting_id);
-    hash.update(epoch.to_be_bytes());
+    hash.update(epoch.get().to_be_bytes());
     hash.update(key_commitment);
     hash.update(count.to_be_bytes());
     for entry in entries {
@@ -402,7 +403,7 @@ mod tests {
         0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24,
         25, 26, 27, 28, 29, 30, 31,
     ];
-    const EPOCH: u64 = 0x0102_0304_0506_0708;
+    const EPOCH: Epoch = Epoch(0x0102_0304_0506_0708);
     const COMMITMENT: [u8; 32] = [0xAB; 32];
 
     fn identity(user: u8, device: u8, key: u8) -> RosterIdentity {
@@ -488,7 +489,7 @@ mod tests {
     fn different_epoch_changes_code() {
         let roster = roster();
         let a = SafetyCode::compute(&MEETING, EPOCH, &COMMITMENT, &roster);
-        let b = SafetyCode::compute(&MEETING, EPOCH + 1, &COMMITMENT, &roster);
+        let b = SafetyCode::compute(&MEETING, Epoch(EPOCH.get() + 1), &COMMITMENT, &roster);
         assert_ne!(a, b);
         assert_ne!(a.number(), b.number());
     }
@@ -592,7 +593,8 @@ mod tests {
     #[test]
     fn words_come_from_even_then_odd_list() {
         for epoch in 0..64 {
-            let words = SafetyWords::compute(&MEETING, epoch, &roster(), &[([1; 16], [2; 32])]);
+            let words =
+                SafetyWords::compute(&MEETING, Epoch(epoch), &roster(), &[([1; 16], [2; 32])]);
             let [first, second] = words.words();
             assert!(pgp_words::EVEN_WORDS.contains(&first), "{first}");
             assert!(pgp_words::ODD_WORDS.contains(&second), "{second}");
@@ -602,13 +604,16 @@ mod tests {
     #[test]
     fn words_depend_on_every_nonce_and_not_on_their_order() {
         let nonces = [([1; 16], [7; 32]), ([2; 16], [8; 32])];
-        let a = SafetyWords::compute(&MEETING, 3, &roster(), &nonces);
+        let a = SafetyWords::compute(&MEETING, Epoch(3), &roster(), &nonces);
         let swapped = [nonces[1], nonces[0]];
-        assert_eq!(a, SafetyWords::compute(&MEETING, 3, &roster(), &swapped));
+        assert_eq!(
+            a,
+            SafetyWords::compute(&MEETING, Epoch(3), &roster(), &swapped)
+        );
         let differ = (0..=255u8)
             .filter(|n| {
                 let other = [nonces[0], ([2; 16], [*n; 32])];
-                SafetyWords::compute(&MEETING, 3, &roster(), &other) != a
+                SafetyWords::compute(&MEETING, Epoch(3), &roster(), &other) != a
             })
             .count();
         assert!(
@@ -639,7 +644,7 @@ mod tests {
         assert_eq!(code.to_string(), ["00000"; 12].join(" "));
         let words = SafetyWords {
             bytes: [0xFF, 0xFF],
-            epoch: 1,
+            epoch: Epoch(1),
         };
         assert_eq!(words.to_string(), "Zulu Yucatan");
     }

@@ -15,9 +15,9 @@
 //! the fixture), and anything that does open yields exactly the genuine payload.
 #![no_main]
 
+use conclave_core::UnixMillis;
 use conclave_fuzz::{Fixture, choose_now, mutate};
 use conclave_proto::{Message, v1};
-use conclave_core::UnixMillis;
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 

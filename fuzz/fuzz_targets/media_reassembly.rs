@@ -16,10 +16,10 @@
 //! `handle_timeout(now)` no deadline is left at or before `now`.
 #![no_main]
 
-use conclave_proto::datagram::{DatagramHeader, MediaKind};
 use conclave_core::media::{
     MAX_FRAGMENT_PAYLOAD, Reassembler, ReassemblyConfig, ReassemblyStats, fragment,
 };
+use conclave_proto::datagram::{DatagramHeader, MediaKind};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 

@@ -14,10 +14,10 @@
 //! * 6: raw key parsers (`UserPublicKey::from_bytes`).
 #![no_main]
 
-use conclave_fuzz::{Fixture, choose_now, mutate};
-use conclave_proto::{Message, v1};
 use conclave_core::container::{payload_kind, zeroize_payload_secrets};
 use conclave_core::identity::{UserPublicKey, VerifiedDevice, VerifiedPrekey};
+use conclave_fuzz::{Fixture, choose_now, mutate};
+use conclave_proto::{Message, v1};
 use libfuzzer_sys::arbitrary::Unstructured;
 use libfuzzer_sys::fuzz_target;
 

@@ -22,7 +22,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::sync::OnceLock;
 
-use conclave_core::meeting::{MeetingKey, RoomAuthKey, RoutingId};
+use conclave_core::meeting::{Epoch, MeetingKey, RoomAuthKey, RoutingId};
 use conclave_sfu::rooms::{
     ConnId, Joined, OpenRequest, RoomEvent, RoomLimits, RoomOutput, RoomRegistry, RotateRequest,
     Route,
@@ -96,7 +96,7 @@ impl KeySpec {
     fn key(self) -> Rc<RoomAuthKey> {
         cached(&KEYS, self.id(), || {
             Rc::new(
-                MeetingKey::from_slice(self.epoch, &[self.seed + 1; 32])
+                MeetingKey::from_slice(Epoch(self.epoch), &[self.seed + 1; 32])
                     .expect("32-byte key")
                     .room_auth_key(&routing(self.room)),
             )

@@ -9,7 +9,7 @@
 
 use std::sync::OnceLock;
 
-use conclave_core::meeting::{MeetingKey, SFRAME_SUITE};
+use conclave_core::meeting::{Epoch, MeetingKey, SFRAME_SUITE};
 use conclave_core::sframe::SframeReceiver;
 use libfuzzer_sys::fuzz_target;
 
@@ -17,7 +17,7 @@ const METADATA: &[u8] = b"conclave fuzz";
 const PLAINTEXT: &[u8] = b"twenty milliseconds of opus";
 
 fn key() -> MeetingKey {
-    MeetingKey::from_slice(3, &[0x42; 32]).expect("32-byte key")
+    MeetingKey::from_slice(Epoch(3), &[0x42; 32]).expect("32-byte key")
 }
 
 fn genuine() -> &'static [u8] {
@@ -50,7 +50,11 @@ fuzz_target!(|data: &[u8]| {
         rest.to_vec()
     } else {
         let g = genuine();
-        let len = if mode & 0b10 == 0 { g.len() } else { rest.len() };
+        let len = if mode & 0b10 == 0 {
+            g.len()
+        } else {
+            rest.len()
+        };
         (0..len)
             .map(|i| g.get(i).copied().unwrap_or(0) ^ rest.get(i).copied().unwrap_or(0))
             .collect()
@@ -58,9 +62,16 @@ fuzz_target!(|data: &[u8]| {
     let mut rx = receiver();
     match rx.decrypt(METADATA, &frame) {
         Ok(received) => {
-            assert_eq!(frame.as_slice(), genuine(), "only the genuine frame may decrypt");
+            assert_eq!(
+                frame.as_slice(),
+                genuine(),
+                "only the genuine frame may decrypt"
+            );
             assert_eq!(received.plaintext, PLAINTEXT);
-            assert!(rx.decrypt(METADATA, &frame).is_err(), "a replay must be refused");
+            assert!(
+                rx.decrypt(METADATA, &frame).is_err(),
+                "a replay must be refused"
+            );
         }
         Err(err) => {
             let _ = err.to_string();

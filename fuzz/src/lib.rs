@@ -8,6 +8,7 @@ use std::cell::RefCell;
 use std::ops::Range;
 use std::sync::OnceLock;
 
+use conclave_core::UnixMillis;
 use conclave_core::container::{ContainerError, ReplayCache, SealedContainer};
 use conclave_core::identity::{
     DeviceIdentity, PrekeyPool, UserIdentity, UserSigningKey, VerifiedPrekey,
@@ -20,9 +21,8 @@ use conclave_core::test_util::protobuf::{
     write_length_delimited, write_varint,
 };
 use conclave_core::time::DAY_MS;
-use conclave_core::UnixMillis;
-use conclave_proto::v1::{self, container_payload::Body};
 use conclave_proto::v1::ContainerPayload;
+use conclave_proto::v1::{self, container_payload::Body};
 use libfuzzer_sys::arbitrary::{Result as ArbResult, Unstructured};
 
 /// The fixed "server master clock" of the fixture.
@@ -290,7 +290,6 @@ pub fn mutate(u: &mut Unstructured<'_>, bytes: &mut Vec<u8>, donor: &[u8]) -> Ar
     }
     Ok(())
 }
-
 
 /// A protobuf-aware edit of `bytes` (`None` if it is not a well-formed message):
 /// swap, repeat, drop or borrow (from `donor`) whole fields, add unknown fields, pad or

@@ -8,6 +8,7 @@ use conclave_sdk::client::{
     Client, ClientConfig, ClientEvent, ClientEvents, DeviceCredentials, Invitation, MediaFrame,
     MediaKind, Meeting, MeetingEvent,
 };
+use conclave_sdk::meeting::Epoch;
 use conclave_sdk::meeting::rekey::RekeyConfig;
 use rand_core::OsRng;
 
@@ -171,7 +172,7 @@ pub async fn deliver(
 }
 
 /// Waits until `meeting` sends on an epoch above `epoch`; returns that epoch.
-pub async fn wait_epoch_above(meeting: &Meeting, epoch: u64) -> u64 {
+pub async fn wait_epoch_above(meeting: &Meeting, epoch: Epoch) -> Epoch {
     tokio::time::timeout(WAIT, async {
         loop {
             let e = meeting.sending_epoch();

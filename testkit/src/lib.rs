@@ -71,4 +71,5 @@ pub mod prelude {
     pub use crate::protocol::TestClient;
     pub use crate::protocol::rooms::TestRoom;
     pub use crate::sfu::{TestSfu, client_test_config, drain_test_config, test_config};
+    pub use conclave_sdk::meeting::Epoch;
 }

@@ -4,6 +4,7 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use conclave_proto::v1::{self, ErrorCode, client_frame::Request};
+use conclave_sdk::meeting::Epoch;
 use conclave_sdk::meeting::MeetingKey;
 use conclave_sdk::transport::TransportError;
 use conclave_testkit::media::{
@@ -97,7 +98,7 @@ async fn joins_without_a_valid_proof_for_this_connection_and_epoch_are_refused()
 
     // A key of another epoch: naming that epoch is WRONG_EPOCH; claiming the current
     // epoch with it does not verify.
-    let epoch2 = MeetingKey::generate(2, &mut OsRng).room_auth_key(&room.routing);
+    let epoch2 = MeetingKey::generate(Epoch(2), &mut OsRng).room_auth_key(&room.routing);
     let err = mallory.join_room(&epoch2, &room.routing).await.unwrap_err();
     assert_eq!(err.server_code(), Some(ErrorCode::WrongEpoch), "{err}");
     let err = mallory.open_room(&epoch2, &room.routing).await.unwrap_err();
@@ -111,7 +112,7 @@ async fn joins_without_a_valid_proof_for_this_connection_and_epoch_are_refused()
         "epoch-2 key presented for epoch 1",
     );
     // The same meeting's key for epoch 1, but another meeting key altogether.
-    let stranger = MeetingKey::generate(1, &mut OsRng).room_auth_key(&room.routing);
+    let stranger = MeetingKey::generate(Epoch(1), &mut OsRng).room_auth_key(&room.routing);
     let sig = stranger
         .sign_join(mallory.conn.tls_binding(), &mallory.challenge)
         .unwrap();

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use conclave_proto::v1::{self, ErrorCode, client_frame::Request};
-use conclave_sdk::meeting::{MeetingKey, RoomAuthKey, RoutingId};
+use conclave_sdk::meeting::{Epoch, MeetingKey, RoomAuthKey, RoutingId};
 use conclave_sdk::transport::TransportError;
 use conclave_sfu::config::Config;
 use conclave_sfu::store::{MemoryStore, Store};
@@ -52,7 +52,7 @@ async fn leave(client: &TestClient, routing: &RoutingId) {
 }
 
 /// A key of the attacker's own for `routing` at `epoch`.
-fn own_key(routing: &RoutingId, epoch: u64) -> RoomAuthKey {
+fn own_key(routing: &RoutingId, epoch: Epoch) -> RoomAuthKey {
     MeetingKey::generate(epoch, &mut OsRng).room_auth_key(routing)
 }
 
@@ -170,12 +170,12 @@ async fn a_room_record_outlives_its_last_explicit_leave_so_a_past_member_cannot_
     );
 
     let err = mallory
-        .open_room(&own_key(&room.routing, 1), &room.routing)
+        .open_room(&own_key(&room.routing, Epoch(1)), &room.routing)
         .await
         .unwrap_err();
     assert_eq!(err.server_code(), Some(ErrorCode::RoomConflict), "{err}");
     let err = mallory
-        .open_room(&own_key(&room.routing, 9), &room.routing)
+        .open_room(&own_key(&room.routing, Epoch(9)), &room.routing)
         .await
         .unwrap_err();
     assert_eq!(err.server_code(), Some(ErrorCode::WrongEpoch), "{err}");
@@ -186,7 +186,7 @@ async fn a_room_record_outlives_its_last_explicit_leave_so_a_past_member_cannot_
     // a past member can take it. This is the documented residual risk.
     assert_eq!(store.expire_rooms(u64::MAX, &|_| false).unwrap(), 1);
     mallory
-        .open_room(&own_key(&room.routing, 9), &room.routing)
+        .open_room(&own_key(&room.routing, Epoch(9)), &room.routing)
         .await
         .unwrap();
     let err = alice

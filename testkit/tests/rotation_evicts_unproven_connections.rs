@@ -4,6 +4,7 @@
 //! datagrams, and cannot come back with the old key.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+use conclave_sdk::meeting::Epoch;
 use std::sync::Arc;
 
 use conclave_proto::v1::{self, ErrorCode, EvictReason, event::Event};
@@ -72,7 +73,7 @@ async fn members_that_do_not_prove_the_new_epoch_are_evicted_and_lose_the_rooms_
     carol.join_room(&side.auth(), &side.routing).await.unwrap();
 
     // Members other than the leader may not rotate, even with valid signatures.
-    let attempt = MeetingKey::generate(2, &mut OsRng).room_auth_key(&room.routing);
+    let attempt = MeetingKey::generate(Epoch(2), &mut OsRng).room_auth_key(&room.routing);
     for (client, who) in [(&bob, "bob"), (&carol, "carol")] {
         let err = client
             .rotate_room(&room.auth(), &attempt, &room.routing)
@@ -150,7 +151,7 @@ async fn members_that_do_not_prove_the_new_epoch_are_evicted_and_lose_the_rooms_
     assert_eq!(err.server_code(), Some(ErrorCode::WrongEpoch), "{err}");
     // So is a rotation to an epoch that is not greater than the current one (here
     // signed by the old key, as a replayed or raced rotation would be).
-    let stale = MeetingKey::generate(2, &mut OsRng).room_auth_key(&room.routing);
+    let stale = MeetingKey::generate(Epoch(2), &mut OsRng).room_auth_key(&room.routing);
     let err = alice
         .rotate_room(&old, &stale, &room.routing)
         .await
@@ -186,7 +187,7 @@ async fn when_the_leader_leaves_only_its_listed_successor_rotates_after_the_grac
 
     // While Alice is in the room, not even her successor may rotate.
     let old = room.auth();
-    let attempt = MeetingKey::generate(2, &mut OsRng).room_auth_key(&room.routing);
+    let attempt = MeetingKey::generate(Epoch(2), &mut OsRng).room_auth_key(&room.routing);
     let err = bob
         .rotate_room(&old, &attempt, &room.routing)
         .await

@@ -73,8 +73,8 @@ pub use error::{ClientError, ConnectionProblem, ProtocolViolation};
 pub use refusal::MessageRefusal;
 
 use crate::identity::UserIdentity;
-use crate::meeting::MeetingId;
 use crate::meeting::rekey::{EndReason, RekeyConfig};
+use crate::meeting::{Epoch, MeetingId};
 use crate::safety::{SafetyCode, SafetyWords};
 use crate::transport::ServerTrust;
 use crate::{DeviceId, UnixMillis, UserId};
@@ -254,7 +254,7 @@ pub struct MediaFrame {
     /// Whether the sender marked it a keyframe.
     pub keyframe: bool,
     /// The epoch it was encrypted under.
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// The media.
     pub data: Vec<u8>,
 }
@@ -302,7 +302,7 @@ pub enum MeetingEvent {
     /// This device now sends on `epoch` (after a rekey or a join).
     EpochChanged {
         /// The new sending epoch.
-        epoch: u64,
+        epoch: Epoch,
     },
     /// The room moved to `room_epoch`, whose key has not reached this device (a lost
     /// Rekey, or one a hostile server withheld): sending is paused, since the current
@@ -312,7 +312,7 @@ pub enum MeetingEvent {
     /// [`ClientError::SendingPaused`]. Tell the user if it lasts.
     SendingPaused {
         /// The epoch the room announced.
-        room_epoch: u64,
+        room_epoch: Epoch,
     },
     /// The safety words of `epoch` are ready ([`MeetingHandle::safety_words`]): every
     /// participant's device committed to and revealed its nonce.
@@ -333,7 +333,7 @@ pub enum MeetingEvent {
     /// starting a new meeting restores a clean room.
     RoomRotationFailed {
         /// The epoch the room should have moved to.
-        epoch: u64,
+        epoch: Epoch,
     },
     /// The meeting ended for this device; every key is gone.
     Ended {
@@ -611,13 +611,13 @@ impl Meeting {
 
     /// The epoch this device sends on.
     #[must_use]
-    pub fn sending_epoch(&self) -> u64 {
+    pub fn sending_epoch(&self) -> Epoch {
         self.handle.sending_epoch()
     }
 
     /// The epochs whose keys this device holds: [`MeetingHandle::held_epochs`].
     #[must_use]
-    pub fn held_epochs(&self) -> Vec<u64> {
+    pub fn held_epochs(&self) -> Vec<Epoch> {
         self.handle.held_epochs()
     }
 
@@ -727,14 +727,14 @@ impl MeetingHandle {
 
     /// The epoch this device sends on.
     #[must_use]
-    pub fn sending_epoch(&self) -> u64 {
+    pub fn sending_epoch(&self) -> Epoch {
         self.shared.info().sending_epoch
     }
 
     /// The epochs whose keys this device holds right now (the sending epoch, a newer
     /// one being switched to, an older one within its grace window).
     #[must_use]
-    pub fn held_epochs(&self) -> Vec<u64> {
+    pub fn held_epochs(&self) -> Vec<Epoch> {
         self.shared.info().held_epochs
     }
 

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use super::{ClientError, ConnectionProblem, MediaFrame, MediaStats, MeetingEvent, Participant};
 use crate::media::{self, Reassembler, ReassemblyConfig};
-use crate::meeting::{MeetingId, MeetingKey, SFRAME_SUITE};
+use crate::meeting::{Epoch, MeetingId, MeetingKey, SFRAME_SUITE};
 use crate::safety::{SafetyCode, SafetyWords};
 use crate::sframe::{SframeError, SframeReceiver, SframeSender};
 use crate::{DeviceId, UserId};
@@ -65,8 +65,8 @@ pub(crate) struct MeetingInfo {
     pub leader: Option<DeviceId>,
     pub safety_code: Option<SafetyCode>,
     pub safety_words: Option<SafetyWords>,
-    pub sending_epoch: u64,
-    pub held_epochs: Vec<u64>,
+    pub sending_epoch: Epoch,
+    pub held_epochs: Vec<Epoch>,
     pub ended: bool,
 }
 
@@ -195,8 +195,8 @@ impl MeetingShared {
     }
 
     /// Forgets every key of `epoch`.
-    pub(crate) fn drop_epoch(&self, epoch: u64) {
-        lock(&self.receive).receiver.remove_epoch(epoch);
+    pub(crate) fn drop_epoch(&self, epoch: Epoch) {
+        lock(&self.receive).receiver.remove_epoch(epoch.get());
     }
 
     /// Forgets every key and stops sending (the meeting ended).
@@ -358,7 +358,7 @@ impl MeetingShared {
             sender_index: index,
             kind: frame.kind,
             keyframe: frame.keyframe,
-            epoch: received.kid.epoch(),
+            epoch: Epoch(received.kid.epoch()),
             data: received.plaintext,
         };
         if self.frames.try_send(out).is_err() {
@@ -384,10 +384,10 @@ mod tests {
         let id = MeetingId::from_slice(&[1; 32]).expect("32 bytes");
         let shared = MeetingShared::new(id, 1, frames, events);
         shared
-            .set_sending_key(&MeetingKey::generate(0, &mut OsRng))
+            .set_sending_key(&MeetingKey::generate(Epoch(0), &mut OsRng))
             .expect("epoch 0 can send");
         assert!(lock(&shared.send).sender.is_some());
-        let too_far = MeetingKey::generate(MAX_EPOCH + 1, &mut OsRng);
+        let too_far = MeetingKey::generate(Epoch(MAX_EPOCH + 1), &mut OsRng);
         assert!(shared.set_sending_key(&too_far).is_err());
         assert!(lock(&shared.send).sender.is_none());
     }

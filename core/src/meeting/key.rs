@@ -7,7 +7,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use super::{MeetingError, MeetingId, RoomAuthKey, RoutingId};
+use super::{Epoch, MeetingError, MeetingId, RoomAuthKey, RoutingId};
 use crate::sframe::{CipherSuite, Kid, SframeSender};
 
 /// The SFrame cipher suite of Conclave media: AES_256_GCM_SHA512_128.
@@ -16,7 +16,7 @@ pub const SFRAME_SUITE: CipherSuite = CipherSuite::Aes256GcmSha512Tag128;
 /// A 256-bit meeting key and its epoch. Zeroized on drop; `Debug` shows only the epoch.
 #[derive(Clone)]
 pub struct MeetingKey {
-    epoch: u64,
+    epoch: Epoch,
     key: Zeroizing<[u8; 32]>,
 }
 
@@ -34,14 +34,14 @@ impl fmt::Debug for EpochCommitment {
 
 impl MeetingKey {
     /// A fresh key for `epoch` from `rng` (the OS CSPRNG in production).
-    pub fn generate(epoch: u64, rng: &mut impl CryptoRngCore) -> Self {
+    pub fn generate(epoch: Epoch, rng: &mut impl CryptoRngCore) -> Self {
         let mut key = Zeroizing::new([0u8; 32]);
         rng.fill_bytes(key.as_mut_slice());
         MeetingKey { epoch, key }
     }
 
     /// Restores a key received in an invite or rekey payload.
-    pub fn from_slice(epoch: u64, bytes: &[u8]) -> Result<Self, MeetingError> {
+    pub fn from_slice(epoch: Epoch, bytes: &[u8]) -> Result<Self, MeetingError> {
         let mut key = Zeroizing::new([0u8; 32]);
         if bytes.len() != key.len() {
             return Err(MeetingError::InvalidKeyLength { len: bytes.len() });
@@ -52,7 +52,7 @@ impl MeetingKey {
 
     /// The epoch this key belongs to.
     #[must_use]
-    pub fn epoch(&self) -> u64 {
+    pub fn epoch(&self) -> Epoch {
         self.epoch
     }
 
@@ -75,10 +75,9 @@ impl MeetingKey {
     /// The key of the next epoch for a participant joining mid-meeting: one-way, so the
     /// joiner cannot decrypt earlier media.
     pub fn ratchet(&self) -> Result<MeetingKey, MeetingError> {
-        let epoch = self
-            .epoch
-            .checked_add(1)
-            .ok_or(MeetingError::EpochExhausted { epoch: self.epoch })?;
+        let epoch = self.epoch.next().ok_or(MeetingError::EpochExhausted {
+            epoch: self.epoch.get(),
+        })?;
         Ok(MeetingKey {
             epoch,
             key: self.expand(&[b"conclave.ratchet.v1"]),
@@ -97,13 +96,15 @@ impl MeetingKey {
             u16::try_from(sender_index).map_err(|_| MeetingError::SenderIndexOutOfRange {
                 index: sender_index,
             })?;
-        Kid::for_sender(self.epoch, index).map_err(|_| {
+        Kid::for_sender(self.epoch.get(), index).map_err(|_| {
             if u64::from(index) >> crate::sframe::SENDER_INDEX_BITS != 0 {
                 MeetingError::SenderIndexOutOfRange {
                     index: sender_index,
                 }
             } else {
-                MeetingError::EpochOutOfRange { epoch: self.epoch }
+                MeetingError::EpochOutOfRange {
+                    epoch: self.epoch.get(),
+                }
             }
         })
     }
@@ -129,9 +130,9 @@ impl MeetingKey {
         let seed = self.expand(&[
             b"conclave.room-auth.v1",
             routing_id.as_bytes(),
-            &self.epoch.to_be_bytes(),
+            &self.epoch.get().to_be_bytes(),
         ]);
-        RoomAuthKey::from_seed(&seed, *routing_id, self.epoch)
+        RoomAuthKey::from_seed(&seed, *routing_id, self.epoch.get())
     }
 
     /// The public commitment to this epoch's key (input to the safety code).
@@ -142,7 +143,7 @@ impl MeetingKey {
             .expect("HMAC accepts any key length");
         mac.update(b"conclave.epoch-commit.v1");
         mac.update(meeting_id.as_bytes());
-        mac.update(&self.epoch.to_be_bytes());
+        mac.update(&self.epoch.get().to_be_bytes());
         EpochCommitment(mac.finalize().into_bytes().into())
     }
 }

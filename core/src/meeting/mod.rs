@@ -19,6 +19,7 @@
 //! key instead, so departed participants cannot follow. Meeting keys zeroize on drop and
 //! never appear in `Debug` output.
 
+mod epoch;
 mod key;
 pub mod rekey;
 mod room_auth;
@@ -29,6 +30,7 @@ use rand_core::CryptoRngCore;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+pub use epoch::Epoch;
 pub use key::{EpochCommitment, MeetingKey, SFRAME_SUITE};
 pub use room_auth::{MAX_CHALLENGE_LEN, RoomAuthKey, RoomAuthPublic};
 

@@ -14,7 +14,7 @@ fn ids() -> (UserId, DeviceId) {
 fn meeting(rng: &mut ChaCha20Rng) -> (MeetingId, MeetingKey) {
     let (user, device) = ids();
     let id = MeetingId::generate(&user, &device, UnixMillis(1_000), 3, rng);
-    (id, MeetingKey::generate(0, rng))
+    (id, MeetingKey::generate(Epoch(0), rng))
 }
 
 #[test]
@@ -59,13 +59,13 @@ fn ratchet_advances_the_epoch_one_way() {
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     let (_, key) = meeting(&mut rng);
     let next = key.ratchet().unwrap();
-    assert_eq!(next.epoch(), 1);
+    assert_eq!(next.epoch(), Epoch(1));
     assert_ne!(next.expose_secret(), key.expose_secret());
     // Deterministic: every existing participant ratchets to the same key.
     assert_eq!(key.ratchet().unwrap(), next);
     // The ratchet of the ratchet never comes back to the original.
     assert_ne!(next.ratchet().unwrap().expose_secret(), key.expose_secret());
-    let last = MeetingKey::from_slice(u64::MAX, key.expose_secret()).unwrap();
+    let last = MeetingKey::from_slice(Epoch(u64::MAX), key.expose_secret()).unwrap();
     assert!(matches!(
         last.ratchet(),
         Err(MeetingError::EpochExhausted { .. })
@@ -87,7 +87,7 @@ fn sframe_base_keys_differ_per_sender_and_epoch() {
 fn sframe_key_ids_encode_epoch_and_sender() {
     let mut rng = ChaCha20Rng::seed_from_u64(3);
     let (_, key) = meeting(&mut rng);
-    let key = MeetingKey::from_slice(5, key.expose_secret()).unwrap();
+    let key = MeetingKey::from_slice(Epoch(5), key.expose_secret()).unwrap();
     let kid = key.sframe_kid(17).unwrap();
     assert_eq!((kid.epoch(), kid.sender_index()), (5, 17));
     assert!(matches!(
@@ -98,7 +98,7 @@ fn sframe_key_ids_encode_epoch_and_sender() {
         key.sframe_kid(u32::MAX),
         Err(MeetingError::SenderIndexOutOfRange { .. })
     ));
-    let huge = MeetingKey::from_slice(u64::MAX, key.expose_secret()).unwrap();
+    let huge = MeetingKey::from_slice(Epoch(u64::MAX), key.expose_secret()).unwrap();
     assert!(matches!(
         huge.sframe_kid(0),
         Err(MeetingError::EpochOutOfRange { .. })
@@ -182,7 +182,7 @@ fn removed_participant_cannot_prove_the_new_epoch() {
     let (id, old) = meeting(&mut rng);
     let routing = id.routing_id();
     // Rekey after a removal: a fresh key, not a ratchet.
-    let new = MeetingKey::generate(1, &mut rng);
+    let new = MeetingKey::generate(Epoch(1), &mut rng);
     let old_auth = old.room_auth_key(&routing);
     let new_auth = new.room_auth_key(&routing);
     // The remaining participants rotate the room; the SFU checks it against the old key.
@@ -209,8 +209,8 @@ fn removed_participant_cannot_prove_the_new_epoch() {
         Err(MeetingError::BadRoomAuthSignature)
     ));
     // And a rotation signed by a non-holder is refused.
-    let outsider = MeetingKey::generate(1, &mut rng).room_auth_key(&routing);
-    let forged = MeetingKey::generate(0, &mut rng)
+    let outsider = MeetingKey::generate(Epoch(1), &mut rng).room_auth_key(&routing);
+    let forged = MeetingKey::generate(Epoch(0), &mut rng)
         .room_auth_key(&routing)
         .sign_rotation(&outsider)
         .unwrap();
@@ -228,7 +228,7 @@ fn epoch_commitment_separates_keys_epochs_and_meetings() {
     let (id, key) = meeting(&mut rng);
     let c = key.commitment(&id);
     assert_eq!(c, key.clone().commitment(&id));
-    assert_ne!(c, MeetingKey::generate(0, &mut rng).commitment(&id));
+    assert_ne!(c, MeetingKey::generate(Epoch(0), &mut rng).commitment(&id));
     assert_ne!(c, key.ratchet().unwrap().commitment(&id));
     assert_ne!(c, key.commitment(&MeetingId::from_bytes([0; 32])));
 }
@@ -253,7 +253,7 @@ fn debug_output_never_shows_meeting_or_room_auth_secrets() {
 #[test]
 fn meeting_key_must_be_32_bytes() {
     assert!(matches!(
-        MeetingKey::from_slice(0, &[0; 31]),
+        MeetingKey::from_slice(Epoch(0), &[0; 31]),
         Err(MeetingError::InvalidKeyLength { len: 31 })
     ));
 }

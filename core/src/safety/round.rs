@@ -36,6 +36,7 @@ use subtle::ConstantTimeEq;
 
 use crate::DeviceId;
 use crate::identity::DeviceIdentity;
+use crate::meeting::Epoch;
 
 /// Domain of the commitment hash.
 const COMMIT_LABEL: &[u8] = b"conclave.sas-commit.v1";
@@ -118,7 +119,7 @@ pub enum SasError {
 #[derive(Debug)]
 pub struct SasRound {
     meeting_id: [u8; 32],
-    epoch: u64,
+    epoch: Epoch,
     me: DeviceId,
     nonce: [u8; 32],
     /// Roster devices and their pinned signing keys.
@@ -136,7 +137,7 @@ impl SasRound {
     #[must_use]
     pub fn new(
         meeting_id: &[u8; 32],
-        epoch: u64,
+        epoch: Epoch,
         me: DeviceId,
         members: impl IntoIterator<Item = (DeviceId, VerifyingKey)>,
         nonce: [u8; 32],
@@ -162,16 +163,16 @@ impl SasRound {
 
     /// The epoch of this round.
     #[must_use]
-    pub fn epoch(&self) -> u64 {
+    pub fn epoch(&self) -> Epoch {
         self.epoch
     }
 
     /// Handles a round message from the room.
     pub fn on_message(&mut self, msg: &v1::SasRoundMessage) -> Result<(), SasError> {
-        if msg.epoch != self.epoch {
+        if msg.epoch != self.epoch.get() {
             return Err(SasError::OtherEpoch {
                 got: msg.epoch,
-                current: self.epoch,
+                current: self.epoch.get(),
             });
         }
         let device = DeviceId::from_slice(&msg.device_id).ok_or(SasError::Malformed)?;
@@ -278,7 +279,7 @@ impl SasRound {
         let mut h = Sha256::new();
         h.update(COMMIT_LABEL);
         h.update(self.meeting_id);
-        h.update(self.epoch.to_be_bytes());
+        h.update(self.epoch.get().to_be_bytes());
         h.update(device.as_bytes());
         h.update(nonce);
         h.finalize().into()
@@ -288,7 +289,7 @@ impl SasRound {
         let mut input = Vec::with_capacity(SIGN_LABEL.len() + 32 + 8 + 16 + 1 + 32);
         input.extend_from_slice(SIGN_LABEL);
         input.extend_from_slice(&self.meeting_id);
-        input.extend_from_slice(&self.epoch.to_be_bytes());
+        input.extend_from_slice(&self.epoch.get().to_be_bytes());
         input.extend_from_slice(device.as_bytes());
         input.push(tag);
         input.extend_from_slice(value);
@@ -308,7 +309,7 @@ impl SasRound {
             .signing_key()
             .sign(&self.signing_input(&self.me, tag, &value));
         v1::SasRoundMessage {
-            epoch: self.epoch,
+            epoch: self.epoch.get(),
             device_id: self.me.as_bytes().to_vec(),
             step: Some(step),
             signature: signature.to_bytes().to_vec(),

@@ -123,7 +123,7 @@ impl Member {
     ) -> Member {
         let handle = meeting.handle();
         let epochs = Arc::new(EpochLog::default());
-        epochs.record(handle.sending_epoch(), clock.now_us());
+        epochs.record(handle.sending_epoch().get(), clock.now_us());
         let stop = Arc::new(AtomicBool::new(false));
         let streams: Vec<u32> = sends.iter().map(|s| s.stream.id).collect();
         let senders = sends
@@ -284,7 +284,7 @@ async fn receive_loop(
                         continue;
                     };
                     if removed && out.after_removal.len() < MAX_AFTER_REMOVAL {
-                        out.after_removal.push((frame.epoch, h.sent_us));
+                        out.after_removal.push((frame.epoch.get(), h.sent_us));
                     }
                     let transit = i64::try_from(now).unwrap_or(i64::MAX)
                         - i64::try_from(h.sent_us).unwrap_or(i64::MAX);
@@ -297,7 +297,9 @@ async fn receive_loop(
                         out.bytes += frame.data.len() as u64;
                     }
                 }
-                Some(MeetingEvent::EpochChanged { epoch }) => epochs.record(epoch, clock.now_us()),
+                Some(MeetingEvent::EpochChanged { epoch }) => {
+                    epochs.record(epoch.get(), clock.now_us());
+                }
                 Some(_) => {}
                 None => ended = true,
             },

@@ -1,6 +1,6 @@
 //! Room registry behaviour, driven with virtual time.
 
-use conclave_core::meeting::{MeetingId, MeetingKey, RoomAuthKey, RoutingId};
+use conclave_core::meeting::{Epoch, MeetingId, MeetingKey, RoomAuthKey, RoutingId};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -55,7 +55,7 @@ impl Fixture {
     }
 
     fn key(&mut self, epoch: u64) -> RoomAuthKey {
-        MeetingKey::generate(epoch, &mut self.rng).room_auth_key(&self.routing)
+        MeetingKey::generate(Epoch(epoch), &mut self.rng).room_auth_key(&self.routing)
     }
 
     fn open(&mut self, conn: ConnId, key: &RoomAuthKey) -> Result<Joined, RoomError> {
@@ -408,7 +408,7 @@ fn limits_are_enforced() {
     assert_eq!(f.join(3, &k), Err(RoomError::RoomFull { limit: 2 }));
     // Connection 1 is in one room already.
     let other_routing = MeetingId::from_slice(&[8; 32]).unwrap().routing_id();
-    let other = MeetingKey::generate(1, &mut f.rng).room_auth_key(&other_routing);
+    let other = MeetingKey::generate(Epoch(1), &mut f.rng).room_auth_key(&other_routing);
     let sig = other.sign_join(&binding(1), &challenge(1)).unwrap();
     let req = OpenRequest {
         routing_id: *other_routing.as_bytes(),

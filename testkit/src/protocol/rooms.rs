@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use conclave_core::meeting::{MeetingId, MeetingKey, RoomAuthKey, RoutingId};
+use conclave_core::meeting::{Epoch, MeetingId, MeetingKey, RoomAuthKey, RoutingId};
 use conclave_core::{DeviceId, UserId};
 use conclave_proto::datagram::{DatagramHeader, MediaKind};
 use conclave_proto::v1::{self, client_frame::Request, response};
@@ -34,7 +34,7 @@ impl TestRoom {
         );
         TestRoom {
             routing: meeting.routing_id(),
-            key: MeetingKey::generate(1, &mut OsRng),
+            key: MeetingKey::generate(Epoch(1), &mut OsRng),
         }
     }
 
@@ -46,7 +46,12 @@ impl TestRoom {
     /// Moves to a fresh key at the next epoch; returns the old auth key.
     pub fn rekey(&mut self) -> RoomAuthKey {
         let old = self.auth();
-        self.key = MeetingKey::generate(self.key.epoch() + 1, &mut OsRng);
+        let next = self
+            .key
+            .epoch()
+            .next()
+            .expect("test epochs stay far below u64::MAX");
+        self.key = MeetingKey::generate(next, &mut OsRng);
         old
     }
 }

@@ -25,8 +25,8 @@ use crate::client::shared::MeetingShared;
 use crate::client::{ClientConfig, ClientError, ClientEvent, ConnectionProblem, DeviceCredentials};
 use crate::container::{DEFAULT_REPLAY_CAPACITY, ReplayCache};
 use crate::identity::{DEFAULT_PREKEY_TTL_MS, MAX_PREKEYS_HELD, PrekeyPool};
-use crate::meeting::MeetingId;
 use crate::meeting::rekey::MeetingState;
+use crate::meeting::{Epoch, MeetingId};
 use crate::transport::TransportError;
 
 /// Prekeys per upload (the server's default `max_prekeys_per_upload`).
@@ -44,14 +44,14 @@ pub(super) struct Entry {
     /// The room's handle on the current connection, once joined.
     pub room: Option<u32>,
     /// The room epoch this connection has proven (joined or rotated to).
-    pub proven: Option<u64>,
+    pub proven: Option<Epoch>,
     /// An epoch to join as soon as the room reaches it (our join came early).
-    pub wanted: Option<u64>,
+    pub wanted: Option<Epoch>,
     pub presence: Presence,
     /// Highest sender index ever used, so a leader never reuses one.
     pub next_index: u32,
     /// (epoch, sender index) pairs whose receive key is registered.
-    pub installed: std::collections::BTreeSet<(u64, u32)>,
+    pub installed: std::collections::BTreeSet<(Epoch, u32)>,
     /// The safety-words round of the sending epoch (review M4).
     pub sas: Option<crate::safety::round::SasRound>,
     /// When to resend this device's round messages next, and resends left.

@@ -11,8 +11,8 @@ use crate::client::protocol::invitations::InvitationRefused;
 use crate::client::{ClientEvent, Invitation, MediaKind, MeetingEvent, MessageRefusal};
 use crate::container::{ContainerError, SealedContainer};
 use crate::identity::{UserIdentity, VerifiedDevice};
-use crate::meeting::MeetingId;
 use crate::meeting::rekey::{MeetingState, Roster};
+use crate::meeting::{Epoch, MeetingId};
 use crate::{DeviceId, UnixMillis, UserId};
 
 /// Why a container was not processed.
@@ -380,6 +380,7 @@ impl Engine {
     /// installed here (the meeting state decides); prove it if this device holds its
     /// key.
     pub(super) async fn on_room_epoch(&mut self, handle: u32, epoch: u64) {
+        let epoch = Epoch(epoch);
         let Some(id) = self.link.as_ref().and_then(|l| l.meeting_of(handle)) else {
             return;
         };

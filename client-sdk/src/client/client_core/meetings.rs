@@ -24,7 +24,7 @@ use crate::container::{self, Recipient};
 use crate::meeting::rekey::{
     ControlMessage, MeetingMessage, MeetingOutput, MeetingState, Roster, RosterMember,
 };
-use crate::meeting::{MeetingId, MeetingKey};
+use crate::meeting::{Epoch, MeetingId, MeetingKey};
 use crate::safety::{RosterIdentity, SafetyCode};
 use crate::{DeviceId, UserId};
 
@@ -319,8 +319,8 @@ impl Engine {
                     return;
                 };
                 tracing::warn!(
-                    room_epoch,
-                    held = entry.state.sending_epoch(),
+                    room_epoch = room_epoch.get(),
+                    held = entry.state.sending_epoch().get(),
                     "the room moved to an epoch whose key never reached this device; sending paused, asking the key leader"
                 );
                 entry.shared.pause_sending();
@@ -383,7 +383,7 @@ impl Engine {
             return;
         };
         let state = &entry.state;
-        let epochs: Vec<u64> = state.epochs().collect();
+        let epochs: Vec<Epoch> = state.epochs().collect();
         for epoch in epochs {
             let Some(key) = state.key(epoch) else {
                 continue;
@@ -409,7 +409,7 @@ impl Engine {
         let participants = participants(state);
         let leader = state.leader();
         let epoch = state.sending_epoch();
-        let held: Vec<u64> = state.epochs().collect();
+        let held: Vec<Epoch> = state.epochs().collect();
         entry.shared.set_info(|info| {
             info.held_epochs = held;
             info.participants = participants;
@@ -420,11 +420,11 @@ impl Engine {
     }
 
     /// Proves `epoch` to the SFU room (joining it, or opening it if it does not exist).
-    pub(super) async fn join_room(&mut self, id: MeetingId, epoch: u64) {
+    pub(super) async fn join_room(&mut self, id: MeetingId, epoch: Epoch) {
         self.enter_room(id, epoch, false).await;
     }
 
-    async fn enter_room(&mut self, id: MeetingId, epoch: u64, open_first: bool) {
+    async fn enter_room(&mut self, id: MeetingId, epoch: Epoch, open_first: bool) {
         let (Some(entry), Some(link)) = (self.meetings.get(&id), self.link.as_ref()) else {
             return;
         };
@@ -438,14 +438,14 @@ impl Engine {
         };
         let open = Request::OpenRoom(v1::OpenRoom {
             routing_id: routing.as_bytes().to_vec(),
-            epoch,
+            epoch: epoch.get(),
             room_auth_public_key: auth.public().to_bytes().to_vec(),
             join_signature: signature.to_vec(),
             leader_device_ids: room_leader_ids(&entry.state),
         });
         let join = Request::JoinRoom(v1::JoinRoom {
             routing_id: routing.as_bytes().to_vec(),
-            epoch,
+            epoch: epoch.get(),
             join_signature: signature.to_vec(),
         });
         let result = if open_first {
@@ -466,7 +466,7 @@ impl Engine {
                 if let Some(entry) = self.meetings.get_mut(&id) {
                     entry.wanted = Some(epoch);
                     if let Some(room_epoch) = e.room_epoch() {
-                        let _ = entry.state.room_epoch(room_epoch, now);
+                        let _ = entry.state.room_epoch(Epoch(room_epoch), now);
                     }
                 }
             }
@@ -480,11 +480,11 @@ impl Engine {
         let (Some(entry), Some(link)) = (self.meetings.get_mut(&id), self.link.as_mut()) else {
             return;
         };
-        entry.proven = Some(joined.epoch);
+        entry.proven = Some(Epoch(joined.epoch));
         entry.wanted = None;
         // The room's epoch also announces a switch this device may have missed while
         // it was away (the caller pumps the outputs).
-        let _ = entry.state.room_epoch(joined.epoch, now);
+        let _ = entry.state.room_epoch(Epoch(joined.epoch), now);
         entry.room = Some(joined.room_handle);
         link.rooms.retain(|_, meeting| *meeting != id);
         link.rooms.insert(joined.room_handle, id);
@@ -500,7 +500,7 @@ impl Engine {
     /// rotate only once the leader before it has been gone a while), and reported to
     /// the app as [`MeetingEvent::RoomRotationFailed`] once the retries are spent: a
     /// room left at the old epoch keeps routing media to removed participants.
-    pub(super) async fn rotate_room(&mut self, id: MeetingId, from: u64, to: u64) {
+    pub(super) async fn rotate_room(&mut self, id: MeetingId, from: Epoch, to: Epoch) {
         let Some(entry) = self.meetings.get(&id) else {
             return;
         };
@@ -556,7 +556,7 @@ impl Engine {
         };
         let request = Request::RotateRoom(v1::RotateRoom {
             routing_id: routing.as_bytes().to_vec(),
-            next_epoch: rotation.to,
+            next_epoch: rotation.to.get(),
             next_room_auth_public_key: next.public().to_bytes().to_vec(),
             rotation_signature: rotation.signature.clone(),
             join_signature: join.to_vec(),
@@ -565,7 +565,7 @@ impl Engine {
         match self.request(request).await {
             Ok(response::Result::RoomRotated(r)) => {
                 if let Some(entry) = self.meetings.get_mut(&id) {
-                    entry.proven = Some(r.epoch);
+                    entry.proven = Some(Epoch(r.epoch));
                 }
             }
             Ok(other) => {
@@ -673,13 +673,13 @@ impl Engine {
         }
         let count = u32::try_from(members.len()).unwrap_or(u32::MAX);
         let meeting_id = MeetingId::generate(&my_user.user_id, &me, now, count, &mut self.rng);
-        let key = MeetingKey::generate(0, &mut self.rng);
+        let key = MeetingKey::generate(Epoch::ZERO, &mut self.rng);
         let roster = Roster::new(members)?;
         let state = MeetingState::start(meeting_id, me, roster, key, self.config.rekey)?;
         let invite = state.invite(media_kinds, now.saturating_add(ms(self.config.invite_ttl)))?;
         let (entry, meeting) = self.new_entry(state)?;
         self.meetings.insert(meeting_id, entry);
-        self.enter_room(meeting_id, 0, true).await;
+        self.enter_room(meeting_id, Epoch::ZERO, true).await;
         let ttl = ms(self.config.invite_ttl);
         self.seal_and_send(&verified.recipients, &invite.to_wire(), ttl)
             .await?;

@@ -5,7 +5,7 @@ use rand_core::SeedableRng;
 
 use crate::identity::{DeviceIdentity, UserIdentity, UserSigningKey};
 use crate::meeting::rekey::{MeetingState, RekeyConfig, Roster, RosterMember};
-use crate::meeting::{MeetingId, MeetingKey};
+use crate::meeting::{Epoch, MeetingId, MeetingKey};
 use crate::{DeviceId, UnixMillis, UserId};
 
 /// Device `n`'s id.
@@ -47,6 +47,6 @@ pub(crate) fn meeting_id(n: u8) -> MeetingId {
 /// Meeting `id` as started by device 1, with devices 2 and 3 on the roster.
 pub(crate) fn started(id: MeetingId) -> MeetingState {
     let roster = Roster::new([member(1, 0), member(2, 0), member(3, 0)]).expect("a roster");
-    let key = MeetingKey::generate(0, &mut ChaCha20Rng::seed_from_u64(9));
+    let key = MeetingKey::generate(Epoch(0), &mut ChaCha20Rng::seed_from_u64(9));
     MeetingState::start(id, dev(1), roster, key, RekeyConfig::default()).expect("a meeting")
 }

@@ -12,22 +12,29 @@ pub(crate) fn rotate_before_switch(outputs: &mut [MeetingOutput]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::meeting::Epoch;
 
     #[test]
     fn the_rotation_goes_first_and_the_rest_keep_their_order() {
         let mut outputs = vec![
-            MeetingOutput::SendingEpoch { epoch: 2 },
-            MeetingOutput::DropEpoch { epoch: 0 },
-            MeetingOutput::RotateRoom { from: 1, to: 2 },
+            MeetingOutput::SendingEpoch { epoch: Epoch(2) },
+            MeetingOutput::DropEpoch { epoch: Epoch(0) },
+            MeetingOutput::RotateRoom {
+                from: Epoch(1),
+                to: Epoch(2),
+            },
             MeetingOutput::RosterChanged,
         ];
         rotate_before_switch(&mut outputs);
         assert!(matches!(
             outputs.as_slice(),
             [
-                MeetingOutput::RotateRoom { from: 1, to: 2 },
-                MeetingOutput::SendingEpoch { epoch: 2 },
-                MeetingOutput::DropEpoch { epoch: 0 },
+                MeetingOutput::RotateRoom {
+                    from: Epoch(1),
+                    to: Epoch(2)
+                },
+                MeetingOutput::SendingEpoch { epoch: Epoch(2) },
+                MeetingOutput::DropEpoch { epoch: Epoch(0) },
                 MeetingOutput::RosterChanged,
             ]
         ));

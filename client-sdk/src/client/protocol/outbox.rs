@@ -12,8 +12,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use crate::DeviceId;
-use crate::meeting::MeetingId;
 use crate::meeting::rekey::{MeetingMessage, MeetingState, Roster, RosterMember};
+use crate::meeting::{Epoch, MeetingId};
 
 /// Meeting messages kept while disconnected, and resends scheduled, each at most.
 pub(crate) const MAX_OUTBOX: usize = 1024;
@@ -36,7 +36,7 @@ pub(crate) struct Outgoing {
     pub(crate) recipients: Vec<RosterMember>,
     pub(crate) message: MeetingMessage,
     /// The epoch of the Rekey this message carries, if it is one.
-    pub(crate) rekey_epoch: Option<u64>,
+    pub(crate) rekey_epoch: Option<Epoch>,
     /// Resends so far.
     pub(crate) attempt: u32,
 }
@@ -48,7 +48,7 @@ impl Outgoing {
         state: &MeetingState,
         recipients: Vec<DeviceId>,
         message: MeetingMessage,
-        rekey_epoch: Option<u64>,
+        rekey_epoch: Option<Epoch>,
     ) -> Self {
         let recipients = recipients
             .iter()
@@ -110,7 +110,7 @@ impl std::fmt::Debug for Outgoing {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct SendOutcome {
     /// The Rekey of this epoch counts as delivered: the meeting may switch.
-    pub(crate) rekey_delivered: Option<u64>,
+    pub(crate) rekey_delivered: Option<Epoch>,
     /// Devices the Rekey can no longer reach (its resends are spent): the meeting
     /// drops them.
     pub(crate) dropped: Vec<DeviceId>,

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::meeting::MeetingId;
+use crate::meeting::{Epoch, MeetingId};
 
 /// Attempts at rotating a room before the app is told it failed.
 pub(crate) const ROTATE_ATTEMPTS: u32 = 8;
@@ -30,7 +30,7 @@ pub(crate) struct PendingRotation {
     pub(crate) at: Instant,
     pub(crate) meeting: MeetingId,
     /// The epoch the room rotates to.
-    pub(crate) to: u64,
+    pub(crate) to: Epoch,
     /// The old epoch's room-auth key's signature over the rotation (made while the old
     /// key was held: it is dropped after the grace window, and a retry may come later).
     pub(crate) signature: Vec<u8>,
@@ -48,7 +48,7 @@ pub(crate) struct Rotations {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RotationGaveUp {
     pub(crate) meeting: MeetingId,
-    pub(crate) epoch: u64,
+    pub(crate) epoch: Epoch,
 }
 
 impl Rotations {
@@ -106,6 +106,7 @@ mod tests {
     use super::*;
 
     fn rotation(at: Instant, to: u64) -> PendingRotation {
+        let to = Epoch(to);
         PendingRotation {
             at,
             meeting: MeetingId::from_slice(&[1; 32]).unwrap(),
@@ -126,7 +127,7 @@ mod tests {
             match rotations.retry(r, None, now) {
                 Ok(()) => {}
                 Err(gave_up) => {
-                    assert_eq!(gave_up.epoch, 5);
+                    assert_eq!(gave_up.epoch, Epoch(5));
                     break;
                 }
             }
@@ -150,7 +151,7 @@ mod tests {
         rotations.retry(rotation(t0, 6), None, t0).unwrap();
         let due = rotations.take_due(t0 + Duration::from_secs(10));
         assert_eq!(due.len(), 1);
-        assert_eq!(due[0].to, 6);
+        assert_eq!(due[0].to, Epoch(6));
     }
 
     /// The server's rate limit sets the wait when it is longer than the backoff, up to

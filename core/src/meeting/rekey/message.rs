@@ -8,7 +8,7 @@ use conclave_proto::v1::{self, RekeyReason, container_payload::Body};
 
 use super::Roster;
 use crate::container::zeroize_payload_secrets;
-use crate::meeting::{MeetingId, MeetingKey};
+use crate::meeting::{Epoch, MeetingId, MeetingKey};
 use crate::{DeviceId, UnixMillis, UserId};
 
 /// One meeting's control message.
@@ -58,14 +58,14 @@ pub enum ControlMessage {
     /// Switch to `epoch` (the ratchet of the current key), with the devices it adds.
     EpochSwitch {
         /// The epoch.
-        epoch: u64,
+        epoch: Epoch,
         /// The devices joining at that epoch.
         joined: Roster,
     },
     /// The sender leaves the meeting.
     Leave {
         /// The sender's sending epoch.
-        epoch: u64,
+        epoch: Epoch,
     },
     /// The recipients are removed from the meeting.
     Remove {
@@ -77,16 +77,16 @@ pub enum ControlMessage {
     /// The sender lacks the key of the epoch the room moved to.
     KeyRequest {
         /// The newest epoch the sender holds.
-        held_epoch: u64,
+        held_epoch: Epoch,
         /// The epoch the room announced.
-        room_epoch: u64,
+        room_epoch: Epoch,
     },
 }
 
 impl MeetingMessage {
     /// The epoch of the Rekey this message carries, if it is one.
     #[must_use]
-    pub fn rekey_epoch(&self) -> Option<u64> {
+    pub fn rekey_epoch(&self) -> Option<Epoch> {
         match &self.body {
             ControlMessage::Rekey { key, .. } => Some(key.epoch()),
             _ => None,
@@ -112,7 +112,7 @@ impl MeetingMessage {
                 expires_at,
             } => Body::MeetingInvite(v1::MeetingInvite {
                 meeting_id,
-                epoch: key.epoch(),
+                epoch: key.epoch().get(),
                 meeting_key: key.expose_secret().to_vec(),
                 media_kinds: MediaKind::to_wire(media_kinds),
                 roster: roster.to_proto(),
@@ -141,7 +141,7 @@ impl MeetingMessage {
                 reason,
             } => Body::Rekey(v1::Rekey {
                 meeting_id,
-                epoch: key.epoch(),
+                epoch: key.epoch().get(),
                 meeting_key: key.expose_secret().to_vec(),
                 roster: roster.to_proto(),
                 key_leader_device_id: leader.as_bytes().to_vec(),
@@ -149,12 +149,12 @@ impl MeetingMessage {
             }),
             ControlMessage::EpochSwitch { epoch, joined } => Body::EpochSwitch(v1::EpochSwitch {
                 meeting_id,
-                epoch: *epoch,
+                epoch: epoch.get(),
                 joined: joined.to_proto(),
             }),
             ControlMessage::Leave { epoch } => Body::Leave(v1::Leave {
                 meeting_id,
-                epoch: *epoch,
+                epoch: epoch.get(),
             }),
             ControlMessage::Remove { users, devices } => Body::Remove(v1::Remove {
                 meeting_id,
@@ -166,8 +166,8 @@ impl MeetingMessage {
                 room_epoch,
             } => Body::KeyRequest(v1::KeyRequest {
                 meeting_id,
-                held_epoch: *held_epoch,
-                room_epoch: *room_epoch,
+                held_epoch: held_epoch.get(),
+                room_epoch: room_epoch.get(),
             }),
         };
         WirePayload(v1::ContainerPayload {
@@ -231,7 +231,7 @@ mod tests {
     use super::*;
 
     fn rekey() -> MeetingMessage {
-        let key = MeetingKey::from_slice(3, &[0xAB; 32]).expect("32 bytes");
+        let key = MeetingKey::from_slice(Epoch(3), &[0xAB; 32]).expect("32 bytes");
         MeetingMessage {
             meeting_id: MeetingId::from_slice(&[7; 32]).expect("32 bytes"),
             body: ControlMessage::Rekey {

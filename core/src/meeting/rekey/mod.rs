@@ -66,7 +66,7 @@ use rand_core::CryptoRngCore;
 
 pub use roster::{Roster, RosterMember};
 
-use super::{MeetingId, MeetingKey};
+use super::{Epoch, MeetingId, MeetingKey};
 use crate::{DeviceId, UnixMillis, UserId};
 pub use message::{ControlMessage, MeetingMessage, WirePayload};
 
@@ -138,7 +138,7 @@ pub enum Phase {
     /// ([`MeetingState::rekey_delivered`]).
     Delivering {
         /// The new epoch.
-        epoch: u64,
+        epoch: Epoch,
     },
     /// The meeting ended here; every key is dropped.
     Ended(EndReason),
@@ -156,7 +156,7 @@ pub enum MeetingOutput {
         message: MeetingMessage,
         /// For a `Rekey`: its epoch, to report back with
         /// [`MeetingState::rekey_delivered`] once every recipient got it.
-        rekey_epoch: Option<u64>,
+        rekey_epoch: Option<Epoch>,
     },
     /// Stop sending media now: the room moved to `room_epoch`, whose key this device
     /// does not hold, so its current key may be known to a departed participant. The
@@ -164,31 +164,31 @@ pub enum MeetingOutput {
     /// [`MeetingOutput::SendingEpoch`].
     SendingPaused {
         /// The epoch the room announced.
-        room_epoch: u64,
+        room_epoch: Epoch,
     },
     /// Decrypt frames of this epoch (its key is in [`MeetingState::key`]).
     ReceiveEpoch {
         /// The epoch.
-        epoch: u64,
+        epoch: Epoch,
     },
     /// Send media on this epoch from now on (a new SFrame sender context) and prove
     /// the room's new epoch to the SFU.
     SendingEpoch {
         /// The epoch.
-        epoch: u64,
+        epoch: Epoch,
     },
     /// (Leader) rotate the SFU room from `from` to `to` (keys via [`MeetingState::key`];
     /// the old key is kept until the rotation is signed, i.e. through the grace window).
     RotateRoom {
         /// Current epoch.
-        from: u64,
+        from: Epoch,
         /// New epoch.
-        to: u64,
+        to: Epoch,
     },
     /// Forget this epoch's key: remove it from the SFrame receiver.
     DropEpoch {
         /// The epoch.
-        epoch: u64,
+        epoch: Epoch,
     },
     /// The roster changed (participants, safety code).
     RosterChanged,
@@ -226,9 +226,9 @@ pub enum RekeyError {
     #[error("epoch {got} is not acceptable here (current {current}); replayed or out of order")]
     BadEpoch {
         /// Epoch in the message.
-        got: u64,
+        got: Epoch,
         /// This device's current epoch.
-        current: u64,
+        current: Epoch,
     },
     /// A roster (invite, Rekey, joiners) or a Rekey's recipients are inconsistent, or
     /// an entry's certificate does not prove its user-device binding.
@@ -288,7 +288,7 @@ enum Authority {
 /// (Receiver) a Rekey installed for decryption, not yet sent on.
 #[derive(Debug)]
 struct Pending {
-    epoch: u64,
+    epoch: Epoch,
     roster: Roster,
     leader: DeviceId,
     /// Switch at this time even if the room never announces `epoch`, ms.
@@ -299,7 +299,7 @@ struct Pending {
 #[derive(Debug, Clone, Copy)]
 struct Behind {
     /// The newest epoch the room announced.
-    room_epoch: u64,
+    room_epoch: Epoch,
     /// When to ask the key leader (again), ms.
     ask_at: u64,
     /// The interval after that, ms.
@@ -321,7 +321,7 @@ struct Behind {
 /// ```
 /// use conclave_core::identity::{DeviceIdentity, UserIdentity, UserSigningKey};
 /// use conclave_core::meeting::rekey::{MeetingOutput, MeetingState, RekeyConfig, Roster, RosterMember};
-/// use conclave_core::meeting::{MeetingId, MeetingKey};
+/// use conclave_core::meeting::{Epoch, MeetingId, MeetingKey};
 /// use conclave_core::{UnixMillis, UserId, time::DAY_MS};
 /// use rand_core::OsRng;
 ///
@@ -338,7 +338,7 @@ struct Behind {
 /// let me = alice.device_id;
 /// let roster = Roster::new([alice, bob_device])?;
 /// let id = MeetingId::generate(&UserId::from_username("alice")?, &me, now, 2, &mut OsRng);
-/// let mut state = MeetingState::start(id, me, roster, MeetingKey::generate(0, &mut OsRng), RekeyConfig::default())?;
+/// let mut state = MeetingState::start(id, me, roster, MeetingKey::generate(Epoch::ZERO, &mut OsRng), RekeyConfig::default())?;
 ///
 /// state.remove(&[bob], &[], now)?; // an input
 /// let mut rekeyed = None;
@@ -366,7 +366,7 @@ struct Behind {
 ///         None => break,
 ///     }
 /// }
-/// assert_eq!(state.sending_epoch(), 1);
+/// assert_eq!(state.sending_epoch(), Epoch(1));
 /// assert_eq!(state.roster().len(), 1);
 /// # Ok(())
 /// # }
@@ -381,17 +381,17 @@ pub struct MeetingState {
     /// The leader's rekey cycle, or the end.
     phase: Phase,
     /// The epoch this device sends on.
-    sending: u64,
+    sending: Epoch,
     /// Keys this device can decrypt with.
-    keys: BTreeMap<u64, MeetingKey>,
+    keys: BTreeMap<Epoch, MeetingKey>,
     /// Epochs to drop at a deadline.
-    drops: BTreeMap<u64, u64>,
+    drops: BTreeMap<Epoch, u64>,
     /// (Leader) devices that must leave at the next rekey, and why.
     departures: BTreeMap<DeviceId, RekeyReason>,
     /// (Receiver) a Rekey installed but not yet switched to.
     pending: Option<Pending>,
     /// (Receiver) the highest epoch the SFU room announced.
-    announced: u64,
+    announced: Epoch,
     /// (Receiver) Rekeys from would-be successors that arrived before this device saw
     /// the leader depart, by sender (at most [`EARLY_SLOTS`]); one is applied when its
     /// sender becomes this device's own pick of leader.
@@ -443,7 +443,7 @@ impl MeetingState {
             departures: BTreeMap::new(),
             phase: Phase::Steady,
             pending: None,
-            announced: 0,
+            announced: Epoch::ZERO,
             early: BTreeMap::new(),
             suspects: BTreeSet::new(),
             behind: None,
@@ -472,7 +472,7 @@ impl MeetingState {
         let leader = DeviceId::from_slice(&invite.key_leader_device_id)
             .filter(|l| roster.contains(l))
             .ok_or(RekeyError::BadRoster("key leader is not on the roster"))?;
-        let key = MeetingKey::from_slice(invite.epoch, &invite.meeting_key)
+        let key = MeetingKey::from_slice(Epoch(invite.epoch), &invite.meeting_key)
             .map_err(|_| RekeyError::BadKey)?;
         Ok(Self::with(meeting_id, me, config, roster, leader, key))
     }
@@ -553,18 +553,18 @@ impl MeetingState {
 
     /// The epoch this device sends on.
     #[must_use]
-    pub fn sending_epoch(&self) -> u64 {
+    pub fn sending_epoch(&self) -> Epoch {
         self.sending
     }
 
     /// The key of `epoch`, while this device holds it.
     #[must_use]
-    pub fn key(&self, epoch: u64) -> Option<&MeetingKey> {
+    pub fn key(&self, epoch: Epoch) -> Option<&MeetingKey> {
         self.keys.get(&epoch)
     }
 
     /// Epochs this device can decrypt.
-    pub fn epochs(&self) -> impl Iterator<Item = u64> + '_ {
+    pub fn epochs(&self) -> impl Iterator<Item = Epoch> + '_ {
         self.keys.keys().copied()
     }
 
@@ -619,7 +619,7 @@ impl MeetingState {
         if self.pending.as_ref().is_some_and(|p| p.switch_at <= now.0) {
             self.switch_to_pending(now);
         }
-        let due: Vec<u64> = self
+        let due: Vec<Epoch> = self
             .drops
             .iter()
             .filter(|(_, at)| **at <= now.0)
@@ -752,7 +752,7 @@ impl MeetingState {
     }
 
     /// Queues an `EpochSwitch` to `recipients` (nothing if there are none).
-    fn send_switch(&mut self, recipients: Vec<DeviceId>, epoch: u64, joined: Roster) {
+    fn send_switch(&mut self, recipients: Vec<DeviceId>, epoch: Epoch, joined: Roster) {
         if recipients.is_empty() {
             return;
         }
@@ -764,7 +764,7 @@ impl MeetingState {
     }
 
     /// Derives and installs the ratchet of the sending epoch's key; returns its epoch.
-    fn ratchet_current(&mut self) -> Result<u64, RekeyError> {
+    fn ratchet_current(&mut self) -> Result<Epoch, RekeyError> {
         let next = self
             .keys
             .get(&self.sending)
@@ -779,7 +779,7 @@ impl MeetingState {
     }
 
     /// (Leader) the Rekey of `epoch` reached every recipient: switch everyone to it.
-    pub fn rekey_delivered(&mut self, epoch: u64, now: UnixMillis) -> Result<(), RekeyError> {
+    pub fn rekey_delivered(&mut self, epoch: Epoch, now: UnixMillis) -> Result<(), RekeyError> {
         if self.phase != (Phase::Delivering { epoch }) {
             return Err(RekeyError::BadEpoch {
                 got: epoch,
@@ -807,11 +807,11 @@ impl MeetingState {
     ///
     /// The SFU is not trusted with this: a false or early announcement can only make
     /// this device send sooner on a key it already holds from an authenticated Rekey.
-    pub fn room_epoch(&mut self, epoch: u64, now: UnixMillis) -> Result<(), RekeyError> {
+    pub fn room_epoch(&mut self, epoch: Epoch, now: UnixMillis) -> Result<(), RekeyError> {
         self.check_live()?;
         self.announced = self.announced.max(epoch);
         for held in self.early.values_mut() {
-            if held.rekey.epoch <= epoch {
+            if Epoch(held.rekey.epoch) <= epoch {
                 held.switched = true;
             }
         }
@@ -903,7 +903,7 @@ impl MeetingState {
     }
 
     /// The newest epoch whose key this device holds (a pending one included).
-    fn newest_epoch(&self) -> u64 {
+    fn newest_epoch(&self) -> Epoch {
         self.keys
             .keys()
             .next_back()
@@ -1002,7 +1002,7 @@ impl MeetingState {
             // The Rekey being delivered is addressed to it; it asks again if not.
             return Err(RekeyError::Busy);
         }
-        if r.held_epoch >= self.sending {
+        if Epoch(r.held_epoch) >= self.sending {
             // It holds the current key: the room's announcement it saw was false.
             return Ok(());
         }
@@ -1040,9 +1040,9 @@ impl MeetingState {
     ) -> Result<(), RekeyError> {
         self.check_meeting(&r.meeting_id)?;
         let newest = self.newest_epoch();
-        if r.epoch <= newest {
+        if Epoch(r.epoch) <= newest {
             return Err(RekeyError::BadEpoch {
-                got: r.epoch,
+                got: Epoch(r.epoch),
                 current: newest,
             });
         }
@@ -1083,7 +1083,7 @@ impl MeetingState {
                 && self
                     .early
                     .get(&from)
-                    .is_none_or(|held| held.rekey.epoch < r.epoch)
+                    .is_none_or(|held| Epoch(held.rekey.epoch) < Epoch(r.epoch))
             {
                 self.early.insert(
                     from,
@@ -1091,7 +1091,7 @@ impl MeetingState {
                         from,
                         recipients: recipients.to_vec(),
                         rekey: r.clone(),
-                        switched: r.epoch <= self.announced,
+                        switched: Epoch(r.epoch) <= self.announced,
                     },
                 );
                 self.outputs.push_back(MeetingOutput::LeaderInDoubt {
@@ -1105,18 +1105,19 @@ impl MeetingState {
             self.end(EndReason::ExcludedByRekey);
             return Ok(());
         }
-        let key =
-            MeetingKey::from_slice(r.epoch, &r.meeting_key).map_err(|_| RekeyError::BadKey)?;
-        self.keys.insert(r.epoch, key);
+        let key = MeetingKey::from_slice(Epoch(r.epoch), &r.meeting_key)
+            .map_err(|_| RekeyError::BadKey)?;
+        self.keys.insert(Epoch(r.epoch), key);
         self.pending = Some(Pending {
-            epoch: r.epoch,
+            epoch: Epoch(r.epoch),
             roster,
             leader,
             switch_at: now.0.saturating_add(ms(self.config.switch_deadline)),
         });
-        self.outputs
-            .push_back(MeetingOutput::ReceiveEpoch { epoch: r.epoch });
-        if r.epoch <= self.announced {
+        self.outputs.push_back(MeetingOutput::ReceiveEpoch {
+            epoch: Epoch(r.epoch),
+        });
+        if Epoch(r.epoch) <= self.announced {
             // The room already moved on (its announcement overtook this Rekey).
             self.switch_to_pending(now);
         }
@@ -1173,12 +1174,12 @@ impl MeetingState {
         }
         let from_pending_leader = self.pending.as_ref().is_some_and(|p| p.leader == from);
         if from_pending_leader {
-            return self.apply_switch(from, s.epoch, now);
+            return self.apply_switch(from, Epoch(s.epoch), now);
         }
         if let Some(early) = self
             .early
             .get_mut(&from)
-            .filter(|e| e.rekey.epoch == s.epoch)
+            .filter(|e| Epoch(e.rekey.epoch) == Epoch(s.epoch))
         {
             // Held with its Rekey until its sender becomes this device's leader.
             early.switched = true;
@@ -1189,14 +1190,14 @@ impl MeetingState {
                 what: "EpochSwitch",
             });
         }
-        self.apply_switch(from, s.epoch, now)
+        self.apply_switch(from, Epoch(s.epoch), now)
     }
 
     /// Switches to the pending Rekey of `epoch`, announced by `from`.
     fn apply_switch(
         &mut self,
         from: DeviceId,
-        epoch: u64,
+        epoch: Epoch,
         now: UnixMillis,
     ) -> Result<(), RekeyError> {
         let Some(Pending {
@@ -1229,10 +1230,10 @@ impl MeetingState {
         let newest = self.newest_epoch();
         if self.pending.is_some()
             || newest != self.sending
-            || Some(s.epoch) != self.sending.checked_add(1)
+            || Some(Epoch(s.epoch)) != self.sending.next()
         {
             return Err(RekeyError::BadEpoch {
-                got: s.epoch,
+                got: Epoch(s.epoch),
                 current: self.sending,
             });
         }
@@ -1285,7 +1286,7 @@ impl MeetingState {
                 .is_ok()
                 && early.switched
             {
-                let _ = self.apply_switch(early.from, early.rekey.epoch, now);
+                let _ = self.apply_switch(early.from, Epoch(early.rekey.epoch), now);
             }
         }
     }
@@ -1317,7 +1318,7 @@ impl MeetingState {
         self.departures.clear();
         let roster = self.roster.without(&departed);
         let newest = self.newest_epoch();
-        let Some(epoch) = newest.checked_add(1) else {
+        let Some(epoch) = newest.next() else {
             return;
         };
         let key = MeetingKey::generate(epoch, rng);
@@ -1341,7 +1342,7 @@ impl MeetingState {
         });
     }
 
-    fn switch_to(&mut self, epoch: u64, now: UnixMillis) {
+    fn switch_to(&mut self, epoch: Epoch, now: UnixMillis) {
         self.sending = epoch;
         if self.behind.is_some_and(|b| b.room_epoch <= epoch) {
             self.behind = None;
@@ -1349,7 +1350,7 @@ impl MeetingState {
         // The meeting moved on under a live leader: held Rekeys for older epochs are
         // void, and suspicions start afresh (a stale one must not cut out a device
         // that came back).
-        self.early.retain(|_, held| held.rekey.epoch > epoch);
+        self.early.retain(|_, held| Epoch(held.rekey.epoch) > epoch);
         self.suspects.clear();
         self.outputs
             .push_back(MeetingOutput::SendingEpoch { epoch });
@@ -1361,7 +1362,7 @@ impl MeetingState {
 
     fn end(&mut self, reason: EndReason) {
         self.phase = Phase::Ended(reason);
-        let epochs: Vec<u64> = self.keys.keys().copied().collect();
+        let epochs: Vec<Epoch> = self.keys.keys().copied().collect();
         self.keys.clear();
         self.drops.clear();
         self.pending = None;

@@ -83,7 +83,7 @@ struct Net {
     /// server colluding with a removed participant would (review M3).
     withhold_rekeys_from: Option<DeviceId>,
     /// Devices that paused sending, and the room epoch that made them.
-    paused: Vec<(DeviceId, u64)>,
+    paused: Vec<(DeviceId, Epoch)>,
     refused: Vec<(DeviceId, RekeyError)>,
 }
 
@@ -108,7 +108,7 @@ impl Net {
         let mut members = vec![member(1, 1, 0)];
         members.extend(others.iter().map(|(u, d, i)| member(*u, *d, *i)));
         let roster = Roster::new(members).unwrap();
-        let key = MeetingKey::generate(1, &mut rng);
+        let key = MeetingKey::generate(Epoch(1), &mut rng);
         let leader = MeetingState::start(meeting, dev(1), roster, key, CFG).unwrap();
         let invite = match leader
             .invite(&[MediaKind::Audio], UnixMillis(u64::MAX))
@@ -262,16 +262,16 @@ fn a_leave_rekeys_to_the_remaining_devices_only() {
     assert_eq!(net.count("rekey"), 1);
     assert_eq!(net.recipients_of_last("rekey"), vec![dev(2)]);
     for d in [1, 2] {
-        assert_eq!(net.state(d).sending_epoch(), 2);
+        assert_eq!(net.state(d).sending_epoch(), Epoch(2));
         assert!(!net.state(d).roster().contains(&dev(3)));
         // The old epoch stays decryptable for the grace window only.
-        assert!(net.state(d).key(1).is_some());
+        assert!(net.state(d).key(Epoch(1)).is_some());
     }
-    assert!(net.state(3).key(2).is_none());
+    assert!(net.state(3).key(Epoch(2)).is_none());
     net.advance(ms(CFG.grace));
     for d in [1, 2] {
-        assert!(net.state(d).key(1).is_none());
-        assert_eq!(net.state(d).epochs().collect::<Vec<_>>(), vec![2]);
+        assert!(net.state(d).key(Epoch(1)).is_none());
+        assert_eq!(net.state(d).epochs().collect::<Vec<_>>(), vec![Epoch(2)]);
     }
     assert!(net.refused.is_empty(), "{:?}", net.refused);
 }
@@ -288,8 +288,8 @@ fn a_reject_rekeys() {
         .unwrap();
     net.advance(ms(CFG.coalesce));
     assert_eq!(net.recipients_of_last("rekey"), vec![dev(3)]);
-    assert_eq!(net.state(3).sending_epoch(), 2);
-    assert!(net.state(2).key(2).is_none());
+    assert_eq!(net.state(3).sending_epoch(), Epoch(2));
+    assert!(net.state(2).key(Epoch(2)).is_none());
 }
 
 #[test]
@@ -327,7 +327,7 @@ fn concurrent_departures_coalesce_into_one_rekey() {
     assert_eq!(net.recipients_of_last("rekey"), vec![dev(5)]);
     // O(N): one Rekey container; the room's rotation announces the switch.
     assert_eq!(net.count("switch"), 0);
-    assert_eq!(net.state(5).sending_epoch(), 2);
+    assert_eq!(net.state(5).sending_epoch(), Epoch(2));
 }
 
 #[test]
@@ -349,7 +349,7 @@ fn when_the_leader_leaves_the_lowest_sender_index_takes_over_and_rekeys() {
     assert_eq!(from, dev(3));
     assert_eq!(recipients, vec![dev(2), dev(4)]);
     for d in [2, 3, 4] {
-        assert_eq!(net.state(d).sending_epoch(), 2);
+        assert_eq!(net.state(d).sending_epoch(), Epoch(2));
     }
     assert!(net.refused.is_empty(), "{:?}", net.refused);
 }
@@ -370,7 +370,7 @@ fn departures_during_a_rekey_wait_for_the_next_one() {
     assert!(held.iter().any(|o| matches!(
         o,
         MeetingOutput::Send {
-            rekey_epoch: Some(2),
+            rekey_epoch: Some(Epoch(2)),
             ..
         }
     )));
@@ -381,12 +381,12 @@ fn departures_during_a_rekey_wait_for_the_next_one() {
             .poll_timeout()
             .is_none_or(|t| t.0 > net.now + ms(CFG.coalesce))
     );
-    leader.rekey_delivered(2, now).unwrap();
-    assert_eq!(leader.sending_epoch(), 2);
+    leader.rekey_delivered(Epoch(2), now).unwrap();
+    assert_eq!(leader.sending_epoch(), Epoch(2));
     // After the switch the queued departure rekeys to epoch 3 without device 3.
     net.run();
     net.advance(ms(CFG.coalesce));
-    assert_eq!(net.state(1).sending_epoch(), 3);
+    assert_eq!(net.state(1).sending_epoch(), Epoch(3));
     assert!(!net.state(1).roster().contains(&dev(3)));
 }
 
@@ -417,7 +417,7 @@ fn forged_or_replayed_control_messages_are_refused_and_change_nothing() {
     // Not a later epoch.
     assert!(matches!(
         s.on_message(dev(1), &[dev(2)], &rekey_payload(1, &without_3, 1), now),
-        Err(RekeyError::BadEpoch { got: 1, .. })
+        Err(RekeyError::BadEpoch { got: Epoch(1), .. })
     ));
     // Sent to a device off the new roster (the leader also sealed it to device 3).
     assert_eq!(
@@ -469,7 +469,7 @@ fn forged_or_replayed_control_messages_are_refused_and_change_nothing() {
     );
     assert!(matches!(
         s.on_message(dev(1), &[dev(2)], &switch(5), now),
-        Err(RekeyError::BadEpoch { got: 5, .. })
+        Err(RekeyError::BadEpoch { got: Epoch(5), .. })
     ));
     // A Remove from a non-leader.
     let remove = payload(Body::Remove(v1::Remove {
@@ -482,8 +482,8 @@ fn forged_or_replayed_control_messages_are_refused_and_change_nothing() {
         Err(RekeyError::NotLeader { what: "Remove" })
     );
     // Nothing changed.
-    assert_eq!(s.sending_epoch(), 1);
-    assert_eq!(s.epochs().collect::<Vec<_>>(), vec![1]);
+    assert_eq!(s.sending_epoch(), Epoch(1));
+    assert_eq!(s.epochs().collect::<Vec<_>>(), vec![Epoch(1)]);
     assert_eq!(s.roster(), &full);
     assert!(!s.is_ended());
     assert!(s.poll_output().is_none());
@@ -499,11 +499,11 @@ fn a_valid_rekey_installs_for_receiving_before_the_switch() {
         .unwrap();
     assert!(matches!(
         s.poll_output(),
-        Some(MeetingOutput::ReceiveEpoch { epoch: 2 })
+        Some(MeetingOutput::ReceiveEpoch { epoch: Epoch(2) })
     ));
     // Still sending on epoch 1 until the leader says switch.
-    assert_eq!(s.sending_epoch(), 1);
-    assert!(s.key(2).is_some());
+    assert_eq!(s.sending_epoch(), Epoch(1));
+    assert!(s.key(Epoch(2)).is_some());
 }
 
 #[test]
@@ -525,19 +525,22 @@ fn a_late_joiner_gets_the_ratcheted_key_and_cannot_decrypt_earlier_epochs() {
     let joiner = MeetingState::from_invite(dev(6), &invite, CFG, UnixMillis(net.now)).unwrap();
     assert_eq!(invite.epoch, 2);
     // Existing members ratcheted to the same key; the joiner holds only epoch 2.
-    let expected = net.state(1).key(1).unwrap().ratchet().unwrap();
+    let expected = net.state(1).key(Epoch(1)).unwrap().ratchet().unwrap();
     for d in [1, 2, 3] {
         let s = net.state(d);
-        assert_eq!(s.sending_epoch(), 2);
-        assert_eq!(s.key(2).unwrap().expose_secret(), expected.expose_secret());
+        assert_eq!(s.sending_epoch(), Epoch(2));
+        assert_eq!(
+            s.key(Epoch(2)).unwrap().expose_secret(),
+            expected.expose_secret()
+        );
         assert!(s.roster().contains(&dev(6)));
     }
     assert_eq!(
-        joiner.key(2).unwrap().expose_secret(),
+        joiner.key(Epoch(2)).unwrap().expose_secret(),
         expected.expose_secret()
     );
-    assert_eq!(joiner.epochs().collect::<Vec<_>>(), vec![2]);
-    assert!(joiner.key(1).is_none());
+    assert_eq!(joiner.epochs().collect::<Vec<_>>(), vec![Epoch(2)]);
+    assert!(joiner.key(Epoch(1)).is_none());
     assert!(net.refused.is_empty(), "{:?}", net.refused);
     // Only the leader adds participants, and a joiner cannot be added twice.
     assert_eq!(
@@ -587,7 +590,7 @@ fn a_leader_that_drops_out_is_succeeded_by_the_lowest_sender_index() {
     assert_eq!(net.count("rekey"), 1);
     assert_eq!(net.recipients_of_last("rekey"), vec![dev(2), dev(4)]);
     for d in [2, 3, 4] {
-        assert_eq!(net.state(d).sending_epoch(), 2);
+        assert_eq!(net.state(d).sending_epoch(), Epoch(2));
         assert!(!net.state(d).roster().contains(&dev(1)));
     }
     assert!(net.refused.is_empty(), "{:?}", net.refused);
@@ -601,17 +604,17 @@ fn a_successors_rekey_that_arrives_before_the_drop_is_seen_is_held_until_then() 
     // others first.
     net.see_dropped(&[3], 1);
     net.advance(ms(CFG.coalesce));
-    assert_eq!(net.state(3).sending_epoch(), 2);
+    assert_eq!(net.state(3).sending_epoch(), Epoch(2));
     for d in [2, 4] {
         assert_eq!(net.state(d).leader(), dev(1), "held, not obeyed");
-        assert!(net.state(d).key(2).is_none());
-        assert_eq!(net.state(d).sending_epoch(), 1);
+        assert!(net.state(d).key(Epoch(2)).is_none());
+        assert_eq!(net.state(d).sending_epoch(), Epoch(1));
     }
     // Once each sees the leader drop, the held Rekey and switch apply.
     net.see_dropped(&[2, 4], 1);
     for d in [2, 4] {
         assert_eq!(net.state(d).leader(), dev(3));
-        assert_eq!(net.state(d).sending_epoch(), 2);
+        assert_eq!(net.state(d).sending_epoch(), Epoch(2));
         assert!(!net.state(d).roster().contains(&dev(1)));
     }
     assert!(net.refused.is_empty(), "{:?}", net.refused);
@@ -626,13 +629,13 @@ fn a_rekey_that_cuts_out_a_live_leader_is_never_obeyed() {
         s.on_message(dev(2), &[dev(3)], &rekey_payload(2, &without_1, 2), now)
     })
     .unwrap();
-    assert!(net.state(3).key(2).is_none());
+    assert!(net.state(3).key(Epoch(2)).is_none());
     // The leader moves the meeting on: the held Rekey is discarded for good.
     net.with(1, |s, now| s.remove(&[], &[dev(2)], now)).unwrap();
     net.advance(ms(CFG.coalesce));
-    assert_eq!(net.state(3).sending_epoch(), 2);
+    assert_eq!(net.state(3).sending_epoch(), Epoch(2));
     assert_eq!(net.state(3).leader(), dev(1));
-    let held = net.state(3).key(2).unwrap().expose_secret().to_vec();
+    let held = net.state(3).key(Epoch(2)).unwrap().expose_secret().to_vec();
     assert_ne!(held, vec![1; 32], "the forged key was never installed");
 }
 
@@ -649,7 +652,7 @@ fn a_successor_also_rekeys_out_devices_that_dropped_while_the_leader_went_down()
     assert_eq!(net.recipients_of_last("rekey"), vec![dev(3)]);
     for d in [2, 3] {
         assert_eq!(net.state(d).roster().len(), 2);
-        assert_eq!(net.state(d).sending_epoch(), 2);
+        assert_eq!(net.state(d).sending_epoch(), Epoch(2));
     }
 }
 
@@ -684,7 +687,7 @@ fn a_successor_keeps_out_whoever_the_crashed_leaders_pending_rekey_left_out() {
     }
     assert!(net.state(2).is_ended());
     assert!(
-        net.state(3).key(2).is_some(),
+        net.state(3).key(Epoch(2)).is_some(),
         "the leader's Rekey is pending"
     );
     net.see_dropped(&[3, 4], 1);
@@ -693,7 +696,7 @@ fn a_successor_keeps_out_whoever_the_crashed_leaders_pending_rekey_left_out() {
     net.advance(ms(CFG.coalesce));
     assert_eq!(net.recipients_of_last("rekey"), vec![dev(4)]);
     for d in [3, 4] {
-        assert_eq!(net.state(d).sending_epoch(), 3);
+        assert_eq!(net.state(d).sending_epoch(), Epoch(3));
         assert!(!net.state(d).roster().contains(&dev(2)));
     }
 }
@@ -724,17 +727,20 @@ fn a_participant_cannot_jump_the_succession_order_with_a_held_rekey() {
         "the succession order decides"
     );
     assert!(
-        net.state(5).key(2).is_none(),
+        net.state(5).key(Epoch(2)).is_none(),
         "device 4's key was not installed"
     );
     net.see_dropped(&[2, 3, 4], 1);
     net.advance(ms(CFG.coalesce));
     for d in [2, 3, 4, 5] {
         assert_eq!(net.state(d).leader(), dev(2));
-        assert_eq!(net.state(d).sending_epoch(), 2);
+        assert_eq!(net.state(d).sending_epoch(), Epoch(2));
     }
-    let key = net.state(5).key(2).unwrap().expose_secret().to_vec();
-    assert_eq!(key, net.state(2).key(2).unwrap().expose_secret().to_vec());
+    let key = net.state(5).key(Epoch(2)).unwrap().expose_secret().to_vec();
+    assert_eq!(
+        key,
+        net.state(2).key(Epoch(2)).unwrap().expose_secret().to_vec()
+    );
 }
 
 #[test]
@@ -748,14 +754,17 @@ fn after_the_leader_leaves_only_its_successor_may_rekey() {
         s.on_message(dev(3), &[dev(4)], &switch_payload(2), now)
     })
     .unwrap();
-    assert_eq!(net.state(4).sending_epoch(), 1, "held, not obeyed");
+    assert_eq!(net.state(4).sending_epoch(), Epoch(1), "held, not obeyed");
     net.advance(ms(CFG.coalesce));
     for d in [2, 3, 4] {
         assert_eq!(net.state(d).leader(), dev(2));
-        assert_eq!(net.state(d).sending_epoch(), 2);
+        assert_eq!(net.state(d).sending_epoch(), Epoch(2));
     }
-    let key = net.state(4).key(2).unwrap().expose_secret().to_vec();
-    assert_eq!(key, net.state(2).key(2).unwrap().expose_secret().to_vec());
+    let key = net.state(4).key(Epoch(2)).unwrap().expose_secret().to_vec();
+    assert_eq!(
+        key,
+        net.state(2).key(Epoch(2)).unwrap().expose_secret().to_vec()
+    );
 }
 
 #[test]
@@ -770,7 +779,7 @@ fn succession_skips_a_successor_already_seen_dropping_out() {
     for d in [3, 4] {
         assert_eq!(net.state(d).leader(), dev(3));
         assert_eq!(net.state(d).roster().len(), 2);
-        assert_eq!(net.state(d).sending_epoch(), 2);
+        assert_eq!(net.state(d).sending_epoch(), Epoch(2));
     }
 }
 
@@ -808,12 +817,16 @@ fn a_device_the_crashed_leaders_rekey_missed_follows_once_the_removed_successor_
         "device 4 never saw the removal"
     );
     net.advance(ms(CFG.coalesce));
-    assert_eq!(net.state(4).sending_epoch(), 1, "device 3's rekey is held");
+    assert_eq!(
+        net.state(4).sending_epoch(),
+        Epoch(1),
+        "device 3's rekey is held"
+    );
     // Device 2 ended and left the room: device 4 sees it go, and follows device 3.
     net.see_dropped(&[4], 2);
     for d in [3, 4] {
         assert_eq!(net.state(d).leader(), dev(3));
-        assert_eq!(net.state(d).sending_epoch(), 3);
+        assert_eq!(net.state(d).sending_epoch(), Epoch(3));
         assert!(!net.state(d).roster().contains(&dev(2)));
     }
 }
@@ -826,7 +839,7 @@ fn a_rekey_costs_one_container_and_the_rooms_rotation_switches_everyone() {
     assert_eq!(net.count("rekey"), 1);
     assert_eq!(net.count("switch"), 0, "no second container round");
     for d in [1, 2, 3] {
-        assert_eq!(net.state(d).sending_epoch(), 2);
+        assert_eq!(net.state(d).sending_epoch(), Epoch(2));
     }
 }
 
@@ -836,15 +849,15 @@ fn a_rotation_announced_before_the_rekey_arrives_switches_on_arrival() {
     let without_3 = net.state(2).roster().without(&[dev(3)]);
     let s = net.states.get_mut(&dev(2)).unwrap();
     let now = UnixMillis(1_000);
-    s.room_epoch(2, now).unwrap();
+    s.room_epoch(Epoch(2), now).unwrap();
     assert_eq!(
         s.sending_epoch(),
-        1,
+        Epoch(1),
         "no key for epoch 2 yet: nothing to switch to"
     );
     s.on_message(dev(1), &[dev(2)], &rekey_payload(2, &without_3, 1), now)
         .unwrap();
-    assert_eq!(s.sending_epoch(), 2);
+    assert_eq!(s.sending_epoch(), Epoch(2));
     assert!(!s.roster().contains(&dev(3)));
 }
 
@@ -854,16 +867,16 @@ fn a_withheld_rotation_cannot_keep_a_device_on_the_old_key() {
     net.announce = false;
     net.with(3, |s, _| s.leave()).unwrap();
     net.advance(ms(CFG.coalesce));
-    assert_eq!(net.state(1).sending_epoch(), 2);
+    assert_eq!(net.state(1).sending_epoch(), Epoch(2));
     assert_eq!(
         net.state(2).sending_epoch(),
-        1,
+        Epoch(1),
         "waits for the announcement"
     );
     net.advance(ms(CFG.switch_deadline));
     assert_eq!(
         net.state(2).sending_epoch(),
-        2,
+        Epoch(2),
         "switched at its own deadline"
     );
     assert_eq!(net.state(2).roster().len(), 2);
@@ -873,13 +886,15 @@ fn a_withheld_rotation_cannot_keep_a_device_on_the_old_key() {
 fn an_announcement_past_every_held_key_only_pauses_sending() {
     let mut net = Net::new(&[(2, 2, 1), (3, 3, 2)]);
     let s = net.states.get_mut(&dev(2)).unwrap();
-    s.room_epoch(7, UnixMillis(1_000)).unwrap();
-    assert_eq!(s.sending_epoch(), 1);
-    assert!(s.key(7).is_none());
+    s.room_epoch(Epoch(7), UnixMillis(1_000)).unwrap();
+    assert_eq!(s.sending_epoch(), Epoch(1));
+    assert!(s.key(Epoch(7)).is_none());
     assert!(s.is_sending_paused());
     assert!(matches!(
         s.poll_output(),
-        Some(MeetingOutput::SendingPaused { room_epoch: 7 })
+        Some(MeetingOutput::SendingPaused {
+            room_epoch: Epoch(7)
+        })
     ));
     assert!(s.poll_output().is_none(), "the key is asked for only later");
     assert_eq!(s.roster().len(), 3, "an announcement changes no roster");
@@ -895,13 +910,13 @@ fn a_member_whose_rekey_is_withheld_stops_sending_and_asks_the_leader_for_the_ke
     net.withhold_rekeys_from = Some(dev(2));
     net.with(1, |s, now| s.remove(&[], &[dev(4)], now)).unwrap();
     net.advance(ms(CFG.coalesce));
-    assert_eq!(net.state(1).sending_epoch(), 2);
-    assert_eq!(net.state(3).sending_epoch(), 2);
+    assert_eq!(net.state(1).sending_epoch(), Epoch(2));
+    assert_eq!(net.state(3).sending_epoch(), Epoch(2));
     assert!(
         net.state(2).is_sending_paused(),
         "no longer sending on epoch 1, which the removed device holds"
     );
-    assert_eq!(net.paused, vec![(dev(2), 2)]);
+    assert_eq!(net.paused, vec![(dev(2), Epoch(2))]);
 
     // The key request; the first answer is withheld too, so it asks again.
     net.advance(ms(CFG.key_request));
@@ -912,7 +927,7 @@ fn a_member_whose_rekey_is_withheld_stops_sending_and_asks_the_leader_for_the_ke
     assert_eq!(net.count("keyrequest"), 2, "asked again after the backoff");
     let s = net.state(2);
     assert!(!s.is_sending_paused());
-    assert_eq!(s.sending_epoch(), 2);
+    assert_eq!(s.sending_epoch(), Epoch(2));
     assert!(!s.roster().contains(&dev(4)));
     assert_eq!(
         net.recipients_of_last("rekey"),
@@ -944,12 +959,12 @@ fn a_resent_key_brings_the_devices_that_joined_meanwhile() {
         )
     })
     .unwrap();
-    assert_eq!(net.state(1).sending_epoch(), 3);
+    assert_eq!(net.state(1).sending_epoch(), Epoch(3));
     assert!(net.state(2).is_sending_paused());
     net.withhold_rekeys_from = None;
     net.advance(ms(CFG.key_request));
     let s = net.state(2);
-    assert_eq!(s.sending_epoch(), 3);
+    assert_eq!(s.sending_epoch(), Epoch(3));
     assert!(!s.is_sending_paused());
     assert!(s.roster().contains(&dev(5)));
     assert!(!s.roster().contains(&dev(4)));
@@ -1026,7 +1041,7 @@ fn a_resend_that_adds_devices_is_refused_from_anyone_but_the_leader() {
         s.on_message(dev(1), &[dev(2)], &ordinary, now),
         Err(RekeyError::BadRoster(_))
     ));
-    assert_eq!(s.sending_epoch(), 1);
+    assert_eq!(s.sending_epoch(), Epoch(1));
     assert!(!s.roster().contains(&dev(5)));
 }
 
@@ -1065,7 +1080,7 @@ fn the_leaders_phases_follow_its_rekey_cycle() {
     let mut rng = ChaCha20Rng::seed_from_u64(5);
     let roster = Roster::new([member(1, 1, 0), member(2, 2, 1), member(3, 3, 2)]).unwrap();
     let meeting = MeetingId::from_slice(&[4; 32]).unwrap();
-    let key = MeetingKey::generate(0, &mut rng);
+    let key = MeetingKey::generate(Epoch(0), &mut rng);
     let mut s = MeetingState::start(meeting, dev(1), roster, key, CFG).unwrap();
     assert_eq!(s.phase(), Phase::Steady);
     s.remove(&[user(3)], &[], UnixMillis(1_000)).unwrap();
@@ -1078,12 +1093,12 @@ fn the_leaders_phases_follow_its_rekey_cycle() {
     );
     assert!(matches!(busy, Err(RekeyError::Busy)));
     s.handle_timeout(UnixMillis(1_020), &mut rng);
-    assert_eq!(s.phase(), Phase::Delivering { epoch: 1 });
-    assert!(s.rekey_delivered(2, UnixMillis(1_030)).is_err());
-    assert_eq!(s.phase(), Phase::Delivering { epoch: 1 });
-    s.rekey_delivered(1, UnixMillis(1_030)).unwrap();
+    assert_eq!(s.phase(), Phase::Delivering { epoch: Epoch(1) });
+    assert!(s.rekey_delivered(Epoch(2), UnixMillis(1_030)).is_err());
+    assert_eq!(s.phase(), Phase::Delivering { epoch: Epoch(1) });
+    s.rekey_delivered(Epoch(1), UnixMillis(1_030)).unwrap();
     assert_eq!(s.phase(), Phase::Steady);
-    assert_eq!(s.sending_epoch(), 1);
+    assert_eq!(s.sending_epoch(), Epoch(1));
     s.leave().unwrap();
     assert_eq!(s.phase(), Phase::Ended(EndReason::Left));
     assert!(s.is_ended());

@@ -38,7 +38,7 @@ fn rounds(devices: &[DeviceIdentity], rng: &mut ChaCha20Rng) -> Vec<SasRound> {
         .map(|d| {
             let mut nonce = [0u8; 32];
             rng.fill_bytes(&mut nonce);
-            SasRound::new(&MEETING, 5, d.device_id(), members(devices), nonce)
+            SasRound::new(&MEETING, Epoch(5), d.device_id(), members(devices), nonce)
         })
         .collect()
 }
@@ -135,7 +135,7 @@ fn forged_changed_or_mismatched_messages_are_refused() {
     let outsider = device(7);
     let mut stranger = SasRound::new(
         &MEETING,
-        5,
+        Epoch(5),
         outsider.device_id(),
         members(&[device(7)]),
         [1; 32],
@@ -151,7 +151,7 @@ fn forged_changed_or_mismatched_messages_are_refused() {
     assert!(matches!(reveal.step, Some(Step::Nonce(_))));
     let mut fresh = SasRound::new(
         &MEETING,
-        5,
+        Epoch(5),
         devices[0].device_id(),
         members(&devices),
         [3; 32],
@@ -161,7 +161,7 @@ fn forged_changed_or_mismatched_messages_are_refused() {
     fresh.on_message(&commit).unwrap();
     let mut again = SasRound::new(
         &MEETING,
-        5,
+        Epoch(5),
         devices[1].device_id(),
         members(&devices),
         [4; 32],
@@ -171,7 +171,7 @@ fn forged_changed_or_mismatched_messages_are_refused() {
     // A nonce that does not match the commitment.
     let mut wrong = SasRound::new(
         &MEETING,
-        5,
+        Epoch(5),
         devices[1].device_id(),
         members(&devices),
         [4; 32],
@@ -201,7 +201,7 @@ fn a_leader_grinding_the_meeting_id_cannot_choose_the_safety_words() {
         // The pre-review words: the first two bytes of the safety number's derivation,
         // from public values the leader chooses.
         let mut okm = [0u8; 62];
-        let ikm = super::super::transcript_hash(meeting, 1, &[0; 32], &roster);
+        let ikm = super::super::transcript_hash(meeting, Epoch(1), &[0; 32], &roster);
         hkdf::Hkdf::<sha2::Sha512>::new(None, &ikm)
             .expand(b"conclave.safety.v2 code", &mut okm)
             .unwrap();
@@ -213,7 +213,7 @@ fn a_leader_grinding_the_meeting_id_cannot_choose_the_safety_words() {
         (old_words(&meeting) == target).then_some(meeting)
     });
     let ground = found.expect("the old words are found by grinding");
-    let _ = SafetyCode::compute(&ground, 1, &[0; 32], &roster);
+    let _ = SafetyCode::compute(&ground, Epoch(1), &[0; 32], &roster);
 
     // Now the words take every device's revealed nonce; Bob's is random.
     let attacker_nonce = [5u8; 32];
@@ -224,7 +224,7 @@ fn a_leader_grinding_the_meeting_id_cannot_choose_the_safety_words() {
             rng.fill_bytes(&mut bob_nonce);
             let words = SafetyWords::compute(
                 &ground,
-                1,
+                Epoch(1),
                 &roster,
                 &[([1; 16], attacker_nonce), ([2; 16], bob_nonce)],
             );

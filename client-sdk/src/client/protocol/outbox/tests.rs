@@ -5,11 +5,12 @@ use conclave_proto::v1::RekeyReason;
 
 use super::*;
 use crate::client::protocol::fixtures::{dev, meeting_id, member};
-use crate::meeting::MeetingKey;
 use crate::meeting::rekey::{ControlMessage, Roster, RosterMember};
+use crate::meeting::{Epoch, MeetingKey};
 
 /// A Rekey of `epoch` whose key is 32 bytes of 0xAB.
 fn rekey(recipients: Vec<RosterMember>, epoch: u64) -> Outgoing {
+    let epoch = Epoch(epoch);
     let key = MeetingKey::from_slice(epoch, &[0xAB; 32]).expect("32 bytes");
     Outgoing {
         meeting: meeting_id(7),
@@ -87,7 +88,7 @@ fn resends_back_off_stop_and_follow_the_roster() {
         assert!(outcome.resending, "attempt {attempt} is resent");
         assert_eq!(
             outcome.rekey_delivered,
-            Some(1),
+            Some(Epoch(1)),
             "Bob got it: the meeting switches"
         );
         assert!(outcome.dropped.is_empty());
@@ -140,7 +141,7 @@ fn a_rekey_that_reached_nobody_switches_only_once_its_resends_are_spent() {
     assert_eq!(
         outcome,
         SendOutcome {
-            rekey_delivered: Some(4),
+            rekey_delivered: Some(Epoch(4)),
             dropped: vec![dev(2)],
             resending: false,
         }
