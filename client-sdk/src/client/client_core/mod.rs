@@ -69,7 +69,7 @@
 //! workers.
 //!
 //! # How the engine is written
-//! Inside, the protocol logic is straight-line `async` code over a [`port`] of queues:
+//! Inside, the protocol logic is straight-line `async` code over a port of queues (`port.rs`):
 //! awaiting a request's answer suspends it, and the compiler turns each such suspension
 //! into the continuation a hand-written job stack would keep. The core polls it with a
 //! no-op waker after every input; it can never wait on anything but the port, and it
