@@ -84,6 +84,7 @@ pub enum SasError {
 ///
 /// ```
 /// use conclave_core::identity::{DeviceIdentity, UserSigningKey};
+/// use conclave_core::meeting::Epoch;
 /// use conclave_core::safety::round::SasRound;
 /// use conclave_core::{UnixMillis, UserId, time::DAY_MS};
 /// use rand_core::{OsRng, RngCore};
@@ -101,7 +102,7 @@ pub enum SasError {
 /// let new_round = |device: &DeviceIdentity| {
 ///     let mut nonce = [0u8; 32];
 ///     OsRng.fill_bytes(&mut nonce); // fresh for every round
-///     SasRound::new(&meeting_id, 3, device.device_id(), members.clone(), nonce)
+///     SasRound::new(&meeting_id, Epoch(3), device.device_id(), members.clone(), nonce)
 /// };
 /// let mut rounds = [new_round(&alice), new_round(&bob)];
 /// for _ in 0..3 {

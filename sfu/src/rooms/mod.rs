@@ -283,7 +283,7 @@ struct Connection {
 /// room:
 ///
 /// ```
-/// use conclave_core::meeting::{MeetingId, MeetingKey};
+/// use conclave_core::meeting::{Epoch, MeetingId, MeetingKey};
 /// use conclave_sfu::rooms::{OpenRequest, RoomLimits, RoomOutput, RoomRegistry};
 /// use rand_core::OsRng;
 ///
@@ -303,7 +303,7 @@ struct Connection {
 /// }
 /// // The members hold the meeting key; the server sees only the routing id and the
 /// // room-auth public key.
-/// let key = MeetingKey::generate(0, &mut OsRng);
+/// let key = MeetingKey::generate(Epoch::ZERO, &mut OsRng);
 /// let routing = MeetingId::from_slice(&[7; 32]).ok_or("32 bytes")?.routing_id();
 /// let auth = key.room_auth_key(&routing);
 /// let mut now_ms = 0;
