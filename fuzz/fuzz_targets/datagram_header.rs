@@ -3,7 +3,9 @@
 //! sender slot must change the slot and nothing else.
 #![no_main]
 
-use conclave_proto::datagram::{DatagramHeader, HEADER_LEN, MAX_FRAGMENTS, write_sender_slot};
+use conclave_proto::datagram::{
+    DatagramHeader, HEADER_LEN, MAX_FRAGMENTS, Slot, write_sender_slot,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -16,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(header.fragment_index < header.fragment_count);
             assert!(header.fragment_count <= MAX_FRAGMENTS);
 
-            let slot = header.sender_slot ^ 0xa5a5;
+            let slot = Slot(header.sender_slot.0 ^ 0xa5a5);
             write_sender_slot(&mut stamped, slot).expect("a decoded datagram can be stamped");
             let (restamped, rest) = DatagramHeader::decode(&stamped).expect("still decodes");
             assert_eq!(
@@ -31,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
         Err(err) => {
             let _ = err.to_string();
             // Must not panic; fails exactly on buffers shorter than a header.
-            let ok = write_sender_slot(&mut stamped, 7).is_ok();
+            let ok = write_sender_slot(&mut stamped, Slot(7)).is_ok();
             assert_eq!(ok, data.len() >= HEADER_LEN);
         }
     }

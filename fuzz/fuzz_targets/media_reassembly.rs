@@ -19,7 +19,7 @@
 use conclave_core::media::{
     MAX_FRAGMENT_PAYLOAD, Reassembler, ReassemblyConfig, ReassemblyStats, fragment,
 };
-use conclave_proto::datagram::{DatagramHeader, MediaKind};
+use conclave_proto::datagram::{DatagramHeader, MediaKind, RoomHandle};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 
@@ -55,7 +55,14 @@ fn round_trip(u: &mut Unstructured<'_>, ciphertext: &[u8], flags: u8) -> Result<
     let keyframe = flags & 2 != 0;
     let frame_number: u32 = u.arbitrary()?;
     let max_datagram = usize::from(u.arbitrary::<u16>()?);
-    let Ok(datagrams) = fragment(7, kind, keyframe, frame_number, ciphertext, max_datagram) else {
+    let Ok(datagrams) = fragment(
+        RoomHandle(7),
+        kind,
+        keyframe,
+        frame_number,
+        ciphertext,
+        max_datagram,
+    ) else {
         return Ok(());
     };
     let rotate = usize::from(u.arbitrary::<u8>()?) % datagrams.len();

@@ -23,6 +23,7 @@ use std::rc::Rc;
 use std::sync::OnceLock;
 
 use conclave_core::meeting::{Epoch, MeetingKey, RoomAuthKey, RoutingId};
+use conclave_proto::datagram::{RoomHandle, Slot};
 use conclave_sfu::rooms::{
     ConnId, Joined, OpenRequest, RoomEvent, RoomLimits, RoomOutput, RoomRegistry, RotateRequest,
     Route,
@@ -194,9 +195,9 @@ struct Harness {
     /// What the server would have persisted.
     store: HashMap<RoutingIdBytes, RoomRecord>,
     /// The fan-out tables, as the outputs describe them.
-    routes: HashMap<u32, Vec<Route>>,
+    routes: HashMap<RoomHandle, Vec<Route>>,
     /// The handle each room got when last joined.
-    handles: HashMap<RoutingIdBytes, u32>,
+    handles: HashMap<RoutingIdBytes, RoomHandle>,
 }
 
 /// The device a connection authenticates as: four devices, so reconnects happen.
@@ -479,7 +480,7 @@ impl Harness {
             conn,
             slot: joined.slot
         }));
-        let mut others: Vec<u16> = table
+        let mut others: Vec<Slot> = table
             .iter()
             .filter(|r| r.conn != conn)
             .map(|r| r.slot)
@@ -497,7 +498,7 @@ impl Harness {
             match output {
                 RoomOutput::Routes { handle, routes } => {
                     let conns: BTreeSet<ConnId> = routes.iter().map(|r| r.conn).collect();
-                    let slots: BTreeSet<u16> = routes.iter().map(|r| r.slot).collect();
+                    let slots: BTreeSet<Slot> = routes.iter().map(|r| r.slot).collect();
                     assert_eq!(conns.len(), routes.len(), "a connection listed twice");
                     assert_eq!(slots.len(), routes.len(), "a slot listed twice");
                     assert!(routes.len() <= self.limits.max_members_per_room);

@@ -12,16 +12,18 @@
 //!  flags: bit 0 = keyframe, bits 1..=2 = media kind (0 audio, 1 video), bits 3..=7 = 0
 //! ```
 //!
-//! * `room handle`: a small number the SFU assigned to the room on this connection (it
-//!   replaces the 32-byte routing id on the hot path).
-//! * `slot`: the sender slot. Clients may write anything; the SFU overwrites it in place
-//!   with the slot it assigned to the sending connection ([`write_sender_slot`]), so a
-//!   client cannot impersonate another sender.
+//! * `room handle` ([`RoomHandle`]): a small number the SFU assigned to the room on this
+//!   connection (it replaces the 32-byte routing id on the hot path).
+//! * `slot` ([`Slot`]): the sender slot. Clients may write anything; the SFU overwrites
+//!   it in place with the slot it assigned to the sending connection
+//!   ([`write_sender_slot`]), so a client cannot impersonate another sender.
 //! * `frame number`, `fragment index` and `fragment count`: reassembly of media frames
 //!   larger than one datagram; `fragment index < fragment count <= MAX_FRAGMENTS`.
 //!
 //! Decoding is strict: unknown versions, reserved bits, unknown media kinds and
 //! inconsistent fragment fields are errors, never guesses. Nothing here allocates.
+
+use std::fmt;
 
 use thiserror::Error;
 
@@ -112,13 +114,56 @@ impl TryFrom<crate::v1::MediaKind> for MediaKind {
     }
 }
 
+/// The SFU-assigned handle of a room on one connection (datagram headers carry it).
+///
+/// Control messages carry it as a plain `u32`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomHandle(pub u32);
+
+impl RoomHandle {
+    /// The handle as the wire carries it.
+    #[must_use]
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+/// The bare number, as the wire carries it.
+impl fmt::Display for RoomHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// A member's sender slot in a room, as the SFU assigned it.
+///
+/// Unique within a room while the room lives. Datagram headers carry it as a `u16`,
+/// control messages as a `u32`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Slot(pub u16);
+
+impl Slot {
+    /// The slot as datagram headers carry it.
+    #[must_use]
+    pub const fn get(self) -> u16 {
+        self.0
+    }
+}
+
+/// The bare number, as the wire carries it.
+impl fmt::Display for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
 /// A decoded media-datagram header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DatagramHeader {
     /// The SFU-assigned room handle on this connection.
-    pub room_handle: u32,
+    pub room_handle: RoomHandle,
     /// The sender slot (stamped by the SFU on forwarded datagrams).
-    pub sender_slot: u16,
+    pub sender_slot: Slot,
     /// Audio or video.
     pub media_kind: MediaKind,
     /// Whether this fragment belongs to a video keyframe.
@@ -219,8 +264,8 @@ impl DatagramHeader {
         check_fragment(fragment_index, fragment_count)?;
         Ok((
             DatagramHeader {
-                room_handle: u32::from_be_bytes([h0, h1, h2, h3]),
-                sender_slot: u16::from_be_bytes([s0, s1]),
+                room_handle: RoomHandle(u32::from_be_bytes([h0, h1, h2, h3])),
+                sender_slot: Slot(u16::from_be_bytes([s0, s1])),
                 media_kind,
                 keyframe: flags & FLAG_KEYFRAME != 0,
                 frame_number: u32::from_be_bytes([f0, f1, f2, f3]),
@@ -239,8 +284,8 @@ impl DatagramHeader {
         if self.keyframe {
             flags |= FLAG_KEYFRAME;
         }
-        let [h0, h1, h2, h3] = self.room_handle.to_be_bytes();
-        let [s0, s1] = self.sender_slot.to_be_bytes();
+        let [h0, h1, h2, h3] = self.room_handle.0.to_be_bytes();
+        let [s0, s1] = self.sender_slot.0.to_be_bytes();
         let [f0, f1, f2, f3] = self.frame_number.to_be_bytes();
         Ok([
             DATAGRAM_VERSION,
@@ -272,13 +317,13 @@ fn check_fragment(index: u8, count: u8) -> Result<(), DatagramHeaderError> {
 ///
 /// Returns [`DatagramHeaderError::TooShort`] if `datagram` cannot hold a header; the
 /// caller is expected to have decoded the header first.
-pub fn write_sender_slot(datagram: &mut [u8], slot: u16) -> Result<(), DatagramHeaderError> {
+pub fn write_sender_slot(datagram: &mut [u8], slot: Slot) -> Result<(), DatagramHeaderError> {
     let len = datagram.len();
     let field = datagram
         .get_mut(SLOT_OFFSET..SLOT_OFFSET + 2)
         .filter(|_| len >= HEADER_LEN)
         .ok_or(DatagramHeaderError::TooShort { len })?;
-    field.copy_from_slice(&slot.to_be_bytes());
+    field.copy_from_slice(&slot.0.to_be_bytes());
     Ok(())
 }
 
@@ -288,8 +333,8 @@ mod tests {
 
     fn sample() -> DatagramHeader {
         DatagramHeader {
-            room_handle: 0xDEAD_BEEF,
-            sender_slot: 513,
+            room_handle: RoomHandle(0xDEAD_BEEF),
+            sender_slot: Slot(513),
             media_kind: MediaKind::Video,
             keyframe: true,
             frame_number: 0x0102_0304,
@@ -382,18 +427,18 @@ mod tests {
     fn stamping_the_slot_overwrites_only_the_slot() {
         let mut wire = sample().encode().unwrap().to_vec();
         wire.extend_from_slice(b"payload");
-        write_sender_slot(&mut wire, 7).unwrap();
+        write_sender_slot(&mut wire, Slot(7)).unwrap();
         let (decoded, payload) = DatagramHeader::decode(&wire).unwrap();
-        assert_eq!(decoded.sender_slot, 7);
+        assert_eq!(decoded.sender_slot, Slot(7));
         assert_eq!(
             decoded,
             DatagramHeader {
-                sender_slot: 7,
+                sender_slot: Slot(7),
                 ..sample()
             }
         );
         assert_eq!(payload, b"payload");
-        assert!(write_sender_slot(&mut [0u8; 7], 1).is_err());
+        assert!(write_sender_slot(&mut [0u8; 7], Slot(1)).is_err());
     }
 
     #[test]
@@ -414,6 +459,14 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn handles_and_slots_are_the_bare_wire_numbers() {
+        assert_eq!(RoomHandle(0xDEAD_BEEF).get(), 0xDEAD_BEEF);
+        assert_eq!(Slot(513).get(), 513);
+        assert_eq!(RoomHandle(42).to_string(), "42");
+        assert_eq!(format!("{:>5}", Slot(7)), "    7");
     }
 
     #[test]

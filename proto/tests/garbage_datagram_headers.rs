@@ -5,7 +5,7 @@
 
 use conclave_proto::datagram::{
     DATAGRAM_VERSION, DatagramHeader, DatagramHeaderError, HEADER_LEN, MAX_FRAGMENTS, MediaKind,
-    write_sender_slot,
+    RoomHandle, Slot, write_sender_slot,
 };
 use conclave_proto::limits::MAX_DATAGRAM_BYTES;
 use rand_chacha::ChaCha20Rng;
@@ -49,7 +49,7 @@ fn check(bytes: &[u8]) -> bool {
             assert!(header.fragment_count <= MAX_FRAGMENTS);
             // The SFU's stamp changes the slot and nothing else.
             let mut stamped = bytes.to_vec();
-            let slot = header.sender_slot.wrapping_add(0x1234);
+            let slot = Slot(header.sender_slot.0.wrapping_add(0x1234));
             write_sender_slot(&mut stamped, slot).unwrap();
             let (restamped, rest) = DatagramHeader::decode(&stamped).unwrap();
             assert_eq!(
@@ -74,7 +74,7 @@ fn check(bytes: &[u8]) -> bool {
             // Stamping never panics, and fails only on buffers shorter than a header.
             let mut copy = bytes.to_vec();
             assert_eq!(
-                write_sender_slot(&mut copy, 7).is_ok(),
+                write_sender_slot(&mut copy, Slot(7)).is_ok(),
                 bytes.len() >= HEADER_LEN
             );
             false
@@ -100,8 +100,8 @@ fn random_bytes(rng: &mut ChaCha20Rng, len: usize) -> Vec<u8> {
 fn random_valid_header(rng: &mut ChaCha20Rng) -> DatagramHeader {
     let count = 1 + (rng.next_u32() % u32::from(MAX_FRAGMENTS)) as u8;
     DatagramHeader {
-        room_handle: rng.next_u32(),
-        sender_slot: rng.next_u32() as u16,
+        room_handle: RoomHandle(rng.next_u32()),
+        sender_slot: Slot(rng.next_u32() as u16),
         media_kind: if rng.next_u32() % 2 == 0 {
             MediaKind::Audio
         } else {

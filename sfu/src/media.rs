@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
-use conclave_proto::datagram::{DatagramHeader, MediaKind, write_sender_slot};
+use conclave_proto::datagram::{DatagramHeader, MediaKind, RoomHandle, Slot, write_sender_slot};
 
 use crate::rooms::ConnId;
 use crate::telemetry::{DropReason, MediaCounters};
@@ -106,9 +106,9 @@ impl<S> RoomMedia<S> {
 #[derive(Debug)]
 pub struct Membership<S> {
     /// The room handle clients put in datagram headers.
-    pub handle: u32,
+    pub handle: RoomHandle,
     /// The slot stamped on this connection's datagrams in that room.
-    pub slot: u16,
+    pub slot: Slot,
     /// The room's fan-out table.
     pub room: Arc<RoomMedia<S>>,
 }
@@ -152,7 +152,7 @@ impl<S> ConnMedia<S> {
     }
 
     /// Removes the membership for `handle`.
-    pub fn remove(&self, handle: u32) {
+    pub fn remove(&self, handle: RoomHandle) {
         self.memberships.rcu(|current| {
             current
                 .iter()
@@ -163,7 +163,7 @@ impl<S> ConnMedia<S> {
     }
 
     /// The membership for `handle`, if this connection is in that room.
-    pub fn get(&self, handle: u32) -> Option<Membership<S>> {
+    pub fn get(&self, handle: RoomHandle) -> Option<Membership<S>> {
         self.memberships
             .load()
             .iter()
@@ -195,7 +195,7 @@ const INGRESS_CHUNK: usize = 64 * 1024;
 /// use std::sync::Arc;
 ///
 /// use bytes::Bytes;
-/// use conclave_proto::datagram::{DatagramHeader, MediaKind};
+/// use conclave_proto::datagram::{DatagramHeader, MediaKind, RoomHandle, Slot};
 /// use conclave_sfu::media::{ConnMedia, DatagramSink, Forwarder, Membership, RoomMedia, SinkError, Target};
 /// use conclave_sfu::telemetry::MediaCounters;
 ///
@@ -216,17 +216,17 @@ const INGRESS_CHUNK: usize = 64 * 1024;
 /// let room = Arc::new(RoomMedia::default());
 /// room.set_targets(vec![Target { conn: 1, sink: &sender }, Target { conn: 2, sink: &receiver }]);
 /// let table = ConnMedia::default();
-/// table.upsert(Membership { handle: 9, slot: 0, room: Arc::clone(&room) });
+/// table.upsert(Membership { handle: RoomHandle(9), slot: Slot(0), room: Arc::clone(&room) });
 ///
 /// let mut forwarder = Forwarder::new(1, 1_400, 64 * 1024);
 /// let mut counters = MediaCounters::new();
-/// let datagrams = conclave_core::media::fragment(9, MediaKind::Audio, false, 1, b"sframe ciphertext", 1_200)?;
+/// let datagrams = conclave_core::media::fragment(RoomHandle(9), MediaKind::Audio, false, 1, b"sframe ciphertext", 1_200)?;
 /// for datagram in &datagrams {
 ///     forwarder.forward(datagram, &table, &mut counters);
 /// }
 /// let got = receiver.0.borrow();
 /// assert_eq!(got.len(), 1);
-/// assert_eq!(DatagramHeader::decode(&got[0])?.0.sender_slot, 0); // stamped by the server
+/// assert_eq!(DatagramHeader::decode(&got[0])?.0.sender_slot, Slot(0)); // stamped by the server
 /// assert!(sender.0.borrow().is_empty()); // never echoed back
 /// # Ok(())
 /// # }
@@ -297,7 +297,7 @@ impl Forwarder {
     }
 
     /// Copies `datagram` into the ingress chunk and stamps `slot` over its sender slot.
-    fn stamp(&mut self, datagram: &[u8], slot: u16) -> Bytes {
+    fn stamp(&mut self, datagram: &[u8], slot: Slot) -> Bytes {
         if self.ingress.capacity() < datagram.len() {
             // Reclaims the chunk in place when every earlier slice has been dropped,
             // otherwise allocates a fresh chunk: amortized, not per datagram.

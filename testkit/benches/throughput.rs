@@ -18,13 +18,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use conclave_proto::datagram::MediaKind;
+use conclave_proto::datagram::{MediaKind, Slot};
 use conclave_proto::v1::{self, client_frame::Request};
 use conclave_sdk::identity::PrekeyPool;
 use conclave_sfu::store::RedbStore;
 use conclave_testkit::identity::User;
 use conclave_testkit::protocol::TestClient;
-use conclave_testkit::protocol::rooms::TestRoom;
+use conclave_testkit::protocol::rooms::{TestRoom, handle_of};
 use conclave_testkit::sfu::{TestSfu, test_config};
 
 const CONTROL_CLIENTS: usize = 8;
@@ -153,7 +153,7 @@ async fn forwarding(server: &TestSfu) {
         } else {
             client.join_room(&room.auth(), &room.routing).await.unwrap()
         };
-        joined.push((Arc::new(client), j.room_handle));
+        joined.push((Arc::new(client), handle_of(&j)));
     }
     let sent = Arc::new(AtomicU64::new(0));
     let received = Arc::new(AtomicU64::new(0));
@@ -166,7 +166,7 @@ async fn forwarding(server: &TestSfu) {
             let mut frame = 0u32;
             while Instant::now() < stop_at {
                 for _ in 0..20 {
-                    c.send_media(h, 0, MediaKind::Audio, frame, &payload);
+                    c.send_media(h, Slot(0), MediaKind::Audio, frame, &payload);
                     frame = frame.wrapping_add(1);
                 }
                 sent.fetch_add(20, Ordering::Relaxed);

@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use conclave_proto::datagram::{DatagramHeader, MediaKind};
+use conclave_proto::datagram::{DatagramHeader, MediaKind, RoomHandle, Slot};
 
 use crate::clock::WAIT;
 use crate::identity::User;
@@ -81,7 +81,7 @@ pub struct Got {
 
 /// Sends `count` tagged audio datagrams (sequence numbers `0..count`) in room
 /// `handle`, claiming `slot` in the header.
-pub fn send_burst(client: &TestClient, handle: u32, slot: u16, sender: u8, count: u32) {
+pub fn send_burst(client: &TestClient, handle: RoomHandle, slot: Slot, sender: u8, count: u32) {
     for seq in 0..count {
         let tag = Tag {
             sender,
@@ -93,20 +93,20 @@ pub fn send_burst(client: &TestClient, handle: u32, slot: u16, sender: u8, count
 }
 
 /// Sends `sender`'s marker in room `handle`.
-pub fn send_marker(client: &TestClient, handle: u32, sender: u8) {
+pub fn send_marker(client: &TestClient, handle: RoomHandle, sender: u8) {
     let tag = Tag {
         sender,
         seq: u32::MAX,
         marker: true,
     };
-    client.send_media(handle, 0, MediaKind::Audio, u32::MAX, &tag.encode());
+    client.send_media(handle, Slot(0), MediaKind::Audio, u32::MAX, &tag.encode());
 }
 
 /// Receives until the markers of every `(room handle, sender)` in `markers` have
 /// arrived; returns every non-marker datagram received meanwhile. Panics (naming the
 /// missing markers) if they do not all arrive within [`WAIT`].
-pub async fn collect_until_markers(client: &TestClient, markers: &[(u32, u8)]) -> Vec<Got> {
-    let mut missing: BTreeSet<(u32, u8)> = markers.iter().copied().collect();
+pub async fn collect_until_markers(client: &TestClient, markers: &[(RoomHandle, u8)]) -> Vec<Got> {
+    let mut missing: BTreeSet<(RoomHandle, u8)> = markers.iter().copied().collect();
     let mut got = Vec::new();
     let deadline = tokio::time::Instant::now() + WAIT;
     while !missing.is_empty() {
@@ -147,7 +147,7 @@ pub async fn assert_quiet(client: &TestClient, who: &str) {
 
 /// The sequence numbers received from `sender` in room `handle`, stamped with `slot`.
 /// Panics if a datagram from `sender` in that room carries another slot.
-pub fn seqs_from(got: &[Got], handle: u32, sender: u8, slot: u16) -> Vec<u32> {
+pub fn seqs_from(got: &[Got], handle: RoomHandle, sender: u8, slot: Slot) -> Vec<u32> {
     got.iter()
         .filter(|g| g.header.room_handle == handle && g.tag.is_some_and(|t| t.sender == sender))
         .map(|g| {
@@ -162,7 +162,7 @@ pub fn seqs_from(got: &[Got], handle: u32, sender: u8, slot: u16) -> Vec<u32> {
 
 /// Asserts that `got` holds exactly `0..count` from each `(handle, sender, slot)` in
 /// `expected`, once each, and nothing else.
-pub fn assert_exactly(got: &[Got], expected: &[(u32, u8, u16)], count: u32, who: &str) {
+pub fn assert_exactly(got: &[Got], expected: &[(RoomHandle, u8, Slot)], count: u32, who: &str) {
     let mut accounted = 0;
     for &(handle, sender, slot) in expected {
         let mut seqs = seqs_from(got, handle, sender, slot);

@@ -3,10 +3,11 @@
 //! sender, never into another room, even for a client that is in both rooms.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+use conclave_proto::datagram::Slot;
 use conclave_testkit::media::{
     assert_exactly, assert_quiet, collect_until_markers, member, send_burst, send_marker,
 };
-use conclave_testkit::protocol::rooms::{TestRoom, slot_of};
+use conclave_testkit::protocol::rooms::{TestRoom, handle_of, slot_of};
 use conclave_testkit::sfu::TestSfu;
 
 const BURST: u32 = 25;
@@ -30,10 +31,10 @@ async fn every_datagram_reaches_exactly_the_other_members_of_its_room() {
     let jd = dave.open_room(&two.auth(), &two.routing).await.unwrap();
     let jx2 = xavier.join_room(&two.auth(), &two.routing).await.unwrap();
     let je = erin.join_room(&two.auth(), &two.routing).await.unwrap();
-    let (h1, h2) = (ja.room_handle, jd.room_handle);
+    let (h1, h2) = (handle_of(&ja), handle_of(&jd));
     assert_ne!(h1, h2, "room handles are unique across the server");
-    assert_eq!((jb.room_handle, jx1.room_handle), (h1, h1));
-    assert_eq!((jx2.room_handle, je.room_handle), (h2, h2));
+    assert_eq!((handle_of(&jb), handle_of(&jx1)), (h1, h1));
+    assert_eq!((handle_of(&jx2), handle_of(&je)), (h2, h2));
 
     // Every membership sends a burst and then its marker, in its own room.
     for (client, handle, sender) in [
@@ -44,7 +45,7 @@ async fn every_datagram_reaches_exactly_the_other_members_of_its_room() {
         (&dave, h2, d),
         (&erin, h2, e),
     ] {
-        send_burst(client, handle, 0, sender, BURST);
+        send_burst(client, handle, Slot(0), sender, BURST);
         send_marker(client, handle, sender);
     }
 
@@ -109,11 +110,17 @@ async fn a_member_of_one_room_cannot_write_into_another_by_naming_its_handle() {
     xavier.join_room(&one.auth(), &one.routing).await.unwrap();
     let jd = dave.open_room(&two.auth(), &two.routing).await.unwrap();
     let jx2 = xavier.join_room(&two.auth(), &two.routing).await.unwrap();
-    let (h1, h2) = (ja.room_handle, jd.room_handle);
+    let (h1, h2) = (handle_of(&ja), handle_of(&jd));
 
     // Alice, in room 1 only, writes room 2's handle, claiming the slots in use there
     // and others; then her marker in room 1.
-    for claimed in [slot_of(&jd), slot_of(&jx2), slot_of(&ja), 0, u16::MAX] {
+    for claimed in [
+        slot_of(&jd),
+        slot_of(&jx2),
+        slot_of(&ja),
+        Slot(0),
+        Slot(u16::MAX),
+    ] {
         send_burst(&alice, h2, claimed, a, BURST);
     }
     send_marker(&alice, h1, a);

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use conclave_proto::datagram::{DatagramHeader, HEADER_LEN, MediaKind};
+use conclave_proto::datagram::{DatagramHeader, HEADER_LEN, MediaKind, RoomHandle, Slot};
 use conclave_proto::frame;
 use conclave_proto::v1::{self, ErrorCode, client_frame::Request, response};
 use conclave_sfu::server::close_code;
@@ -25,7 +25,7 @@ use conclave_testkit::identity::User;
 use conclave_testkit::media::{Got, Tag, assert_exactly, member, send_marker};
 use conclave_testkit::protocol::TestClient;
 use conclave_testkit::protocol::raw::RawControl;
-use conclave_testkit::protocol::rooms::{TestRoom, slot_of};
+use conclave_testkit::protocol::rooms::{TestRoom, handle_of, slot_of};
 use conclave_testkit::sfu::{TestSfu, test_config};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::task::JoinHandle;
@@ -90,9 +90,9 @@ async fn wait_for_count(what: &str, target: u64, mut read: impl FnMut() -> u64) 
 /// told to stop (then its marker), and a receiver collecting until the marker.
 struct Flow {
     who: &'static str,
-    handle: u32,
+    handle: RoomHandle,
     tag: u8,
-    slot: u16,
+    slot: Slot,
     stop: Arc<AtomicBool>,
     received: Arc<AtomicU64>,
     sender: JoinHandle<u32>,
@@ -104,9 +104,9 @@ impl Flow {
         who: &'static str,
         from: &Arc<TestClient>,
         to: &Arc<TestClient>,
-        handle: u32,
+        handle: RoomHandle,
         tag: u8,
-        slot: u16,
+        slot: Slot,
     ) -> Flow {
         let stop = Arc::new(AtomicBool::new(false));
         let received = Arc::new(AtomicU64::new(0));
@@ -121,7 +121,7 @@ impl Flow {
                         marker: false,
                     }
                     .encode();
-                    from.send_media(handle, 0, MediaKind::Audio, seq, &payload);
+                    from.send_media(handle, Slot(0), MediaKind::Audio, seq, &payload);
                     seq += 1;
                     tokio::time::sleep(Duration::from_millis(3)).await;
                 }
@@ -183,10 +183,10 @@ async fn assert_flowing(flows: &[&Flow], after: &str) {
     }
 }
 
-fn header(handle: u32) -> [u8; HEADER_LEN] {
+fn header(handle: RoomHandle) -> [u8; HEADER_LEN] {
     DatagramHeader {
         room_handle: handle,
-        sender_slot: 0,
+        sender_slot: Slot(0),
         media_kind: MediaKind::Audio,
         keyframe: false,
         frame_number: 1,
@@ -199,7 +199,7 @@ fn header(handle: u32) -> [u8; HEADER_LEN] {
 
 /// Datagrams that do not decode, naming the healthy room: garbage, truncated headers,
 /// other versions, reserved flag bits, unknown media kinds, bad fragmentation.
-fn malformed_datagrams(handle: u32) -> Vec<Vec<u8>> {
+fn malformed_datagrams(handle: RoomHandle) -> Vec<Vec<u8>> {
     let good = header(handle);
     let with = |at: usize, byte: u8| {
         let mut h = good.to_vec();
@@ -226,7 +226,7 @@ fn malformed_datagrams(handle: u32) -> Vec<Vec<u8>> {
 }
 
 /// Datagrams above the server's limit: a well-formed one and garbage.
-fn oversize_datagrams(handle: u32) -> Vec<Vec<u8>> {
+fn oversize_datagrams(handle: RoomHandle) -> Vec<Vec<u8>> {
     let mut well_formed = header(handle).to_vec();
     well_formed.resize(MAX_DATAGRAM + 1, 0x5a);
     vec![well_formed, vec![0xee; MAX_DATAGRAM * 2]]
@@ -246,7 +246,7 @@ async fn hostile_frames_and_datagrams_are_refused_and_counted_while_a_healthy_ro
     let room = TestRoom::new();
     let ja = alice.open_room(&room.auth(), &room.routing).await.unwrap();
     let jb = bob.join_room(&room.auth(), &room.routing).await.unwrap();
-    let handle = ja.room_handle;
+    let handle = handle_of(&ja);
 
     // Mallory is a registered member of the same room (a participant gone rogue).
     let mut mallory = RawControl::connect(&server).await;
@@ -271,7 +271,7 @@ async fn hostile_frames_and_datagrams_are_refused_and_counted_while_a_healthy_ro
     let response::Result::RoomJoined(joined) = joined else {
         panic!("expected RoomJoined, got {joined:?}");
     };
-    assert_eq!(joined.room_handle, handle);
+    assert_eq!(handle_of(&joined), handle);
 
     let to_bob = Flow::start("alice to bob", &alice, &bob, handle, 1, slot_of(&ja));
     let to_alice = Flow::start("bob to alice", &bob, &alice, handle, 2, slot_of(&jb));

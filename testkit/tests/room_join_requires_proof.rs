@@ -3,6 +3,7 @@
 //! member, and its datagrams go nowhere even if it guesses the room's handle.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+use conclave_proto::datagram::Slot;
 use conclave_proto::v1::{self, ErrorCode, client_frame::Request};
 use conclave_sdk::meeting::Epoch;
 use conclave_sdk::meeting::MeetingKey;
@@ -11,7 +12,7 @@ use conclave_testkit::media::{
     assert_exactly, assert_quiet, collect_until_markers, member, send_burst, send_marker,
 };
 use conclave_testkit::protocol::TestClient;
-use conclave_testkit::protocol::rooms::{TestRoom, slot_of};
+use conclave_testkit::protocol::rooms::{TestRoom, handle_of, slot_of};
 use conclave_testkit::sfu::TestSfu;
 use rand_core::{OsRng, RngCore};
 
@@ -176,7 +177,7 @@ async fn a_non_members_datagrams_are_not_forwarded_and_a_valid_join_opens_both_d
     let room = TestRoom::new();
     let ja = alice.open_room(&room.auth(), &room.routing).await.unwrap();
     let jb = bob.join_room(&room.auth(), &room.routing).await.unwrap();
-    let handle = ja.room_handle;
+    let handle = handle_of(&ja);
 
     // Mallory fails to join, then writes the room's handle (known or guessed) anyway,
     // claiming Alice's slot and others.
@@ -197,12 +198,12 @@ async fn a_non_members_datagrams_are_not_forwarded_and_a_valid_join_opens_both_d
         .unwrap();
     alice.join_room(&side.auth(), &side.routing).await.unwrap();
     bob.join_room(&side.auth(), &side.routing).await.unwrap();
-    for claimed in [slot_of(&ja), slot_of(&jb), 0, 7, u16::MAX] {
+    for claimed in [slot_of(&ja), slot_of(&jb), Slot(0), Slot(7), Slot(u16::MAX)] {
         send_burst(&mallory, handle, claimed, m, BURST);
     }
-    send_marker(&mallory, jm_side.room_handle, m);
+    send_marker(&mallory, handle_of(&jm_side), m);
     for (client, who) in [(&alice, "alice"), (&bob, "bob")] {
-        let got = collect_until_markers(client, &[(jm_side.room_handle, m)]).await;
+        let got = collect_until_markers(client, &[(handle_of(&jm_side), m)]).await;
         assert_exactly(&got, &[], BURST, who);
         assert_quiet(client, who).await;
     }
@@ -212,7 +213,7 @@ async fn a_non_members_datagrams_are_not_forwarded_and_a_valid_join_opens_both_d
         .join_room(&room.auth(), &room.routing)
         .await
         .unwrap();
-    assert_eq!(jm.room_handle, handle);
+    assert_eq!(handle_of(&jm), handle);
     let mut others = jm.member_slots.clone();
     others.sort_unstable();
     assert_eq!(others, {
@@ -220,9 +221,9 @@ async fn a_non_members_datagrams_are_not_forwarded_and_a_valid_join_opens_both_d
         s.sort_unstable();
         s
     });
-    send_burst(&mallory, handle, 0, m, BURST);
+    send_burst(&mallory, handle, Slot(0), m, BURST);
     send_marker(&mallory, handle, m);
-    send_burst(&alice, handle, 0, a, BURST);
+    send_burst(&alice, handle, Slot(0), a, BURST);
     send_marker(&alice, handle, a);
     let got = collect_until_markers(&mallory, &[(handle, a)]).await;
     assert_exactly(&got, &[(handle, a, slot_of(&ja))], BURST, "mallory");

@@ -7,6 +7,7 @@
 use conclave_sdk::meeting::Epoch;
 use std::sync::Arc;
 
+use conclave_proto::datagram::{RoomHandle, Slot};
 use conclave_proto::v1::{self, ErrorCode, EvictReason, event::Event};
 use conclave_sdk::meeting::MeetingKey;
 use conclave_sdk::transport::TransportError;
@@ -15,7 +16,7 @@ use conclave_testkit::media::{
     assert_exactly, assert_quiet, collect_until_markers, member, send_burst, send_marker,
 };
 use conclave_testkit::protocol::TestClient;
-use conclave_testkit::protocol::rooms::{TestRoom, slot_of};
+use conclave_testkit::protocol::rooms::{TestRoom, handle_of, slot_of};
 use conclave_testkit::sfu::{TestSfu, test_config};
 use rand_core::OsRng;
 
@@ -32,19 +33,19 @@ async fn server() -> TestSfu {
     TestSfu::start_with(config, Arc::new(MemoryStore::new())).await
 }
 
-async fn epoch_changed(client: &mut TestClient, handle: u32) -> v1::EpochChanged {
+async fn epoch_changed(client: &mut TestClient, handle: RoomHandle) -> v1::EpochChanged {
     client
         .event(|e| match e {
-            Event::EpochChanged(c) if c.room_handle == handle => Some(c),
+            Event::EpochChanged(c) if RoomHandle(c.room_handle) == handle => Some(c),
             _ => None,
         })
         .await
 }
 
-async fn member_left(client: &mut TestClient, handle: u32) -> u32 {
+async fn member_left(client: &mut TestClient, handle: RoomHandle) -> u32 {
     client
         .event(|e| match e {
-            Event::MemberLeft(l) if l.room_handle == handle => Some(l.slot),
+            Event::MemberLeft(l) if RoomHandle(l.room_handle) == handle => Some(l.slot),
             _ => None,
         })
         .await
@@ -64,7 +65,7 @@ async fn members_that_do_not_prove_the_new_epoch_are_evicted_and_lose_the_rooms_
     let jb = bob.join_room(&room.auth(), &room.routing).await.unwrap();
     let jc = carol.join_room(&room.auth(), &room.routing).await.unwrap();
     assert!(!jb.leader && !jc.leader);
-    let handle = ja.room_handle;
+    let handle = handle_of(&ja);
 
     // A side room Carol stays in with Alice: it carries the markers that show what
     // Carol does (not) receive once evicted.
@@ -95,7 +96,7 @@ async fn members_that_do_not_prove_the_new_epoch_are_evicted_and_lose_the_rooms_
     );
     let again = bob.join_room(&new, &room.routing).await.unwrap();
     assert_eq!(
-        (again.room_handle, again.slot, again.epoch),
+        (handle_of(&again), again.slot, again.epoch),
         (handle, jb.slot, 2),
         "re-proving keeps the handle and slot"
     );
@@ -115,26 +116,26 @@ async fn members_that_do_not_prove_the_new_epoch_are_evicted_and_lose_the_rooms_
             _ => None,
         })
         .await;
-    assert_eq!(evicted.room_handle, handle);
+    assert_eq!(RoomHandle(evicted.room_handle), handle);
     assert_eq!(evicted.reason, EvictReason::EpochNotProven as i32);
     assert_eq!(member_left(&mut alice, handle).await, jc.slot);
     assert_eq!(member_left(&mut bob, handle).await, jc.slot);
 
     // Alice's datagrams reach Bob, not Carol. Her marker in the side room follows her
     // room datagrams through the same forwarding path to Carol.
-    send_burst(&alice, handle, 0, a, BURST);
+    send_burst(&alice, handle, Slot(0), a, BURST);
     send_marker(&alice, handle, a);
-    send_marker(&alice, js.room_handle, a);
+    send_marker(&alice, handle_of(&js), a);
     let got = collect_until_markers(&bob, &[(handle, a)]).await;
     assert_exactly(&got, &[(handle, a, slot_of(&ja))], BURST, "bob");
-    let got = collect_until_markers(&carol, &[(js.room_handle, a)]).await;
+    let got = collect_until_markers(&carol, &[(handle_of(&js), a)]).await;
     assert_exactly(&got, &[], BURST, "carol (evicted)");
     assert_quiet(&carol, "carol (evicted)").await;
 
     // Nor does anything Carol writes with the room's handle reach Alice or Bob.
     send_burst(&carol, handle, slot_of(&jc), c, BURST);
-    send_marker(&carol, js.room_handle, c);
-    let got = collect_until_markers(&alice, &[(js.room_handle, c)]).await;
+    send_marker(&carol, handle_of(&js), c);
+    let got = collect_until_markers(&alice, &[(handle_of(&js), c)]).await;
     assert_exactly(&got, &[], BURST, "alice");
     assert_quiet(&bob, "bob").await;
 
@@ -183,7 +184,7 @@ async fn when_the_leader_leaves_only_its_listed_successor_rotates_after_the_grac
     let jb = bob.join_room(&room.auth(), &room.routing).await.unwrap();
     assert!(!jb.leader);
     carol.join_room(&room.auth(), &room.routing).await.unwrap();
-    let handle = ja.room_handle;
+    let handle = handle_of(&ja);
 
     // While Alice is in the room, not even her successor may rotate.
     let old = room.auth();

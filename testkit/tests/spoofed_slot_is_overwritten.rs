@@ -2,9 +2,9 @@
 //! assigned to the sending connection over it, so nobody can speak as another member.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-use conclave_proto::datagram::MediaKind;
+use conclave_proto::datagram::{MediaKind, Slot};
 use conclave_testkit::media::{Tag, collect_until_markers, member, send_marker};
-use conclave_testkit::protocol::rooms::{TestRoom, slot_of};
+use conclave_testkit::protocol::rooms::{TestRoom, handle_of, slot_of};
 use conclave_testkit::sfu::TestSfu;
 
 #[tokio::test]
@@ -19,7 +19,7 @@ async fn receivers_see_the_senders_assigned_slot_whatever_the_header_claims() {
     let ja = alice.open_room(&room.auth(), &room.routing).await.unwrap();
     let jb = bob.join_room(&room.auth(), &room.routing).await.unwrap();
     let jc = carol.join_room(&room.auth(), &room.routing).await.unwrap();
-    let handle = ja.room_handle;
+    let handle = handle_of(&ja);
     let (sa, sb, sc) = (slot_of(&ja), slot_of(&jb), slot_of(&jc));
     assert!(
         sa != sb && sb != sc && sa != sc,
@@ -28,7 +28,18 @@ async fn receivers_see_the_senders_assigned_slot_whatever_the_header_claims() {
 
     // Alice claims Bob's slot, Carol's, her own and arbitrary ones, in audio and
     // video, with varied frame numbers: only the slot may change on the way.
-    let claims = [sb, sc, sa, 0, 1, 2, 0x00ff, 0x1234, 0x8000, u16::MAX];
+    let claims = [
+        sb,
+        sc,
+        sa,
+        Slot(0),
+        Slot(1),
+        Slot(2),
+        Slot(0x00ff),
+        Slot(0x1234),
+        Slot(0x8000),
+        Slot(u16::MAX),
+    ];
     let mut sent = Vec::new();
     for (seq, claimed) in (0u32..).zip(claims.iter().copied().cycle().take(40)) {
         let kind = if seq % 2 == 0 {

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use conclave_proto::datagram::{DatagramHeader, MediaKind};
+use conclave_proto::datagram::{DatagramHeader, MediaKind, RoomHandle};
 use conclave_proto::limits::MAX_DATAGRAM_BYTES;
 use tokio::sync::mpsc;
 
@@ -32,7 +32,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug, Clone)]
 pub(crate) struct RoomLink {
     pub conn: quinn::Connection,
-    pub handle: u32,
+    pub handle: RoomHandle,
 }
 
 /// Sender identity of an SFrame sender index.

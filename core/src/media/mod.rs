@@ -51,8 +51,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use bytes::Bytes;
-pub use conclave_proto::datagram::MediaKind;
 use conclave_proto::datagram::{DatagramHeader, DatagramHeaderError, HEADER_LEN, MAX_FRAGMENTS};
+pub use conclave_proto::datagram::{MediaKind, RoomHandle, Slot};
 use conclave_proto::limits::MAX_DATAGRAM_BYTES;
 
 #[cfg(test)]
@@ -126,8 +126,8 @@ pub fn frame_metadata(
     frame_number: u32,
 ) -> [u8; FRAME_METADATA_LEN] {
     let header = DatagramHeader {
-        room_handle: 0,
-        sender_slot: 0,
+        room_handle: RoomHandle(0),
+        sender_slot: Slot(0),
         media_kind: kind,
         keyframe,
         frame_number,
@@ -170,7 +170,7 @@ pub fn max_frame_ciphertext(max_datagram: usize) -> usize {
 /// `max_datagram <= HEADER_LEN`, and [`MediaError::TooLarge`] if the ciphertext needs
 /// more than [`MAX_FRAGMENTS`] datagrams (see [`max_frame_ciphertext`]).
 pub fn fragment(
-    room_handle: u32,
+    room_handle: RoomHandle,
     kind: MediaKind,
     keyframe: bool,
     frame_number: u32,
@@ -205,7 +205,7 @@ pub fn fragment(
     for (fragment_index, end) in (0..fragment_count).zip(ends.iter_mut()) {
         let header = DatagramHeader {
             room_handle,
-            sender_slot: 0,
+            sender_slot: Slot(0),
             media_kind: kind,
             keyframe,
             frame_number,
@@ -237,7 +237,7 @@ pub fn fragment(
 #[derive(Clone, PartialEq, Eq)]
 pub struct AssembledFrame {
     /// The sender slot the SFU stamped on the fragments.
-    pub sender_slot: u16,
+    pub sender_slot: Slot,
     /// Audio or video.
     pub kind: MediaKind,
     /// Whether the frame is a video keyframe (as claimed by the sender).
@@ -314,7 +314,7 @@ pub struct ReassemblyStats {
 /// Identifies a frame within a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct FrameKey {
-    sender_slot: u16,
+    sender_slot: Slot,
     frame_number: u32,
     kind: u8,
 }
@@ -467,11 +467,11 @@ impl Partial {
 ///
 /// ```
 /// use conclave_core::media::{self, Reassembler, ReassemblyConfig};
-/// use conclave_proto::datagram::{DatagramHeader, MediaKind};
+/// use conclave_proto::datagram::{DatagramHeader, MediaKind, RoomHandle};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let ciphertext = vec![0x5a; 3_000]; // an SFrame ciphertext
-/// let datagrams = media::fragment(9, MediaKind::Video, true, 42, &ciphertext, 1_200)?;
+/// let datagrams = media::fragment(RoomHandle(9), MediaKind::Video, true, 42, &ciphertext, 1_200)?;
 /// assert!(datagrams.len() > 1);
 ///
 /// let mut reassembler = Reassembler::new(ReassemblyConfig::default());

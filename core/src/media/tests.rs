@@ -6,7 +6,7 @@ use rand_core::{RngCore, SeedableRng};
 
 use super::*;
 
-const ROOM: u32 = 0x0102_0304;
+const ROOM: RoomHandle = RoomHandle(0x0102_0304);
 /// A full-size datagram carries this much ciphertext.
 const CHUNK: usize = MAX_FRAGMENT_PAYLOAD;
 
@@ -18,7 +18,7 @@ fn ciphertext(len: usize, seed: u8) -> Vec<u8> {
 }
 
 /// Fragments like a sender, then stamps `slot` like the SFU.
-fn send(slot: u16, kind: MediaKind, keyframe: bool, frame: u32, ct: &[u8]) -> Vec<Vec<u8>> {
+fn send(slot: Slot, kind: MediaKind, keyframe: bool, frame: u32, ct: &[u8]) -> Vec<Vec<u8>> {
     fragment(ROOM, kind, keyframe, frame, ct, MAX_DATAGRAM_BYTES)
         .unwrap()
         .into_iter()
@@ -46,14 +46,14 @@ fn push_all(r: &mut Reassembler, datagrams: &[Vec<u8>], now_ms: u64) -> Vec<Asse
 
 fn round_trip(len: usize) {
     let ct = ciphertext(len, 7);
-    let datagrams = send(9, MediaKind::Video, true, 42, &ct);
+    let datagrams = send(Slot(9), MediaKind::Video, true, 42, &ct);
     assert_eq!(datagrams.len(), len.div_ceil(CHUNK));
     let mut r = Reassembler::default();
     let frames = push_all(&mut r, &datagrams, 0);
     assert_eq!(
         frames,
         [AssembledFrame {
-            sender_slot: 9,
+            sender_slot: Slot(9),
             kind: MediaKind::Video,
             keyframe: true,
             frame_number: 42,
@@ -81,7 +81,7 @@ fn round_trips_a_one_byte_frame() {
 #[test]
 fn round_trips_a_frame_that_exactly_fills_one_datagram() {
     round_trip(CHUNK);
-    let datagrams = send(0, MediaKind::Audio, false, 0, &ciphertext(CHUNK, 0));
+    let datagrams = send(Slot(0), MediaKind::Audio, false, 0, &ciphertext(CHUNK, 0));
     assert_eq!(datagrams.len(), 1);
     assert_eq!(datagrams[0].len(), MAX_DATAGRAM_BYTES);
 }
@@ -89,7 +89,13 @@ fn round_trips_a_frame_that_exactly_fills_one_datagram() {
 #[test]
 fn one_byte_more_than_a_datagram_splits_into_two_near_equal_fragments() {
     round_trip(CHUNK + 1);
-    let datagrams = send(0, MediaKind::Video, false, 0, &ciphertext(CHUNK + 1, 0));
+    let datagrams = send(
+        Slot(0),
+        MediaKind::Video,
+        false,
+        0,
+        &ciphertext(CHUNK + 1, 0),
+    );
     let sizes: Vec<usize> = datagrams.iter().map(|d| d.len() - HEADER_LEN).collect();
     assert_eq!(sizes, [CHUNK / 2 + 1, CHUNK / 2]);
 }
@@ -130,7 +136,7 @@ fn fragments_carry_the_frame_fields_and_near_equal_chunks_within_the_size() {
                     header,
                     DatagramHeader {
                         room_handle: ROOM,
-                        sender_slot: 0,
+                        sender_slot: Slot(0),
                         media_kind: MediaKind::Audio,
                         keyframe: true,
                         frame_number: 7,
@@ -209,7 +215,7 @@ fn empty_frame_and_too_small_datagram_are_rejected() {
 #[test]
 fn out_of_order_fragments_reassemble() {
     let ct = ciphertext(5 * CHUNK - 17, 2);
-    let datagrams = send(1, MediaKind::Video, false, 10, &ct);
+    let datagrams = send(Slot(1), MediaKind::Video, false, 10, &ct);
     for order in [
         [4, 3, 2, 1, 0],
         [1, 0, 3, 2, 4],
@@ -241,7 +247,7 @@ fn fragments_of_unequal_sizes_reassemble_in_any_order() {
         for i in order {
             let header = DatagramHeader {
                 room_handle: ROOM,
-                sender_slot: 4,
+                sender_slot: Slot(4),
                 media_kind: MediaKind::Video,
                 keyframe: false,
                 frame_number: 5,
@@ -260,7 +266,7 @@ fn fragments_of_unequal_sizes_reassemble_in_any_order() {
 #[test]
 fn duplicated_fragments_are_ignored_and_counted() {
     let ct = ciphertext(3 * CHUNK, 4);
-    let d = send(2, MediaKind::Video, true, 99, &ct);
+    let d = send(Slot(2), MediaKind::Video, true, 99, &ct);
     let mut r = Reassembler::default();
     let sequence = [&d[0], &d[0], &d[2], &d[0], &d[2], &d[1]];
     let frames: Vec<_> = sequence.iter().filter_map(|d| push(&mut r, d, 5)).collect();
@@ -285,8 +291,8 @@ fn interleaved_frames_from_two_slots_reassemble() {
     let b: Vec<_> = (0..3).map(|n| ciphertext(3 * CHUNK - n, 0xB0)).collect();
     let mut streams: Vec<std::vec::IntoIter<Vec<u8>>> = Vec::new();
     for (n, (a, b)) in a.iter().zip(&b).enumerate() {
-        streams.push(send(1, MediaKind::Video, false, n as u32, a).into_iter());
-        streams.push(send(2, MediaKind::Video, false, n as u32, b).into_iter());
+        streams.push(send(Slot(1), MediaKind::Video, false, n as u32, a).into_iter());
+        streams.push(send(Slot(2), MediaKind::Video, false, n as u32, b).into_iter());
     }
     // Round-robin over all six frames' datagrams.
     let mut r = Reassembler::default();
@@ -309,7 +315,11 @@ fn interleaved_frames_from_two_slots_reassemble() {
     assert_eq!(frames.len(), 6);
     for frame in frames {
         let n = frame.frame_number as usize;
-        let expected = if frame.sender_slot == 1 { &a[n] } else { &b[n] };
+        let expected = if frame.sender_slot == Slot(1) {
+            &a[n]
+        } else {
+            &b[n]
+        };
         assert_eq!(&frame.ciphertext, expected, "{frame:?}");
     }
     assert_eq!(r.stats().completed, 6);
@@ -319,8 +329,8 @@ fn interleaved_frames_from_two_slots_reassemble() {
 fn audio_and_video_with_the_same_frame_number_are_separate_frames() {
     let audio = ciphertext(2 * CHUNK, 1);
     let video = ciphertext(2 * CHUNK, 2);
-    let a = send(3, MediaKind::Audio, false, 8, &audio);
-    let v = send(3, MediaKind::Video, false, 8, &video);
+    let a = send(Slot(3), MediaKind::Audio, false, 8, &audio);
+    let v = send(Slot(3), MediaKind::Video, false, 8, &video);
     let mut r = Reassembler::default();
     let frames = push_all(
         &mut r,
@@ -347,8 +357,20 @@ fn partial_frames_expire_after_the_timeout_in_virtual_time() {
     };
     let mut r = Reassembler::new(config);
     assert_eq!(r.poll_timeout(), None);
-    let first = send(1, MediaKind::Video, false, 1, &ciphertext(2 * CHUNK, 0));
-    let second = send(1, MediaKind::Video, false, 2, &ciphertext(2 * CHUNK, 0));
+    let first = send(
+        Slot(1),
+        MediaKind::Video,
+        false,
+        1,
+        &ciphertext(2 * CHUNK, 0),
+    );
+    let second = send(
+        Slot(1),
+        MediaKind::Video,
+        false,
+        2,
+        &ciphertext(2 * CHUNK, 0),
+    );
     assert!(push(&mut r, &first[0], 1_000).is_none());
     assert!(push(&mut r, &second[0], 1_050).is_none());
     assert_eq!(r.poll_timeout(), Some(1_100));
@@ -381,7 +403,9 @@ fn partial_frames_expire_after_the_timeout_in_virtual_time() {
 
 /// One single-datagram audio frame.
 fn ciphertext_datagram() -> Vec<u8> {
-    send(7, MediaKind::Audio, false, 0, b"opus").pop().unwrap()
+    send(Slot(7), MediaKind::Audio, false, 0, b"opus")
+        .pop()
+        .unwrap()
 }
 
 #[test]
@@ -394,7 +418,7 @@ fn pending_frame_bound_evicts_the_oldest_partial_frame() {
     let frames: Vec<_> = (0..5)
         .map(|n| {
             send(
-                1,
+                Slot(1),
                 MediaKind::Video,
                 false,
                 n,
@@ -423,7 +447,13 @@ fn zero_pending_frames_still_passes_single_fragment_frames() {
     };
     let mut r = Reassembler::new(config);
     assert!(push(&mut r, &ciphertext_datagram(), 0).is_some());
-    let d = send(1, MediaKind::Video, false, 1, &ciphertext(2 * CHUNK, 0));
+    let d = send(
+        Slot(1),
+        MediaKind::Video,
+        false,
+        1,
+        &ciphertext(2 * CHUNK, 0),
+    );
     assert!(push_all(&mut r, &d, 0).is_empty());
     assert_eq!(r.pending_frames(), 0);
     assert_eq!(r.stats().evicted, 2);
@@ -441,7 +471,7 @@ fn pending_byte_bound_evicts_the_oldest_partial_frame() {
     let frames: Vec<_> = (0..3)
         .map(|n| {
             send(
-                5,
+                Slot(5),
                 MediaKind::Video,
                 false,
                 n,
@@ -474,7 +504,13 @@ fn pending_byte_bound_evicts_the_oldest_partial_frame() {
         ..ReassemblyConfig::default()
     };
     let mut r = Reassembler::new(config);
-    let small = send(5, MediaKind::Video, false, 1, &ciphertext(2 * CHUNK, 0));
+    let small = send(
+        Slot(5),
+        MediaKind::Video,
+        false,
+        1,
+        &ciphertext(2 * CHUNK, 0),
+    );
     assert!(push(&mut r, &small[0], 0).is_none());
     assert!(push(&mut r, &frames[0][0], 0).is_none());
     assert_eq!(r.pending_frames(), 1);
@@ -491,7 +527,7 @@ fn a_growing_frame_that_exceeds_the_byte_bound_evicts_older_frames_then_itself()
     let mut r = Reassembler::new(config);
     let header = |frame_number, fragment_index| DatagramHeader {
         room_handle: ROOM,
-        sender_slot: 1,
+        sender_slot: Slot(1),
         media_kind: MediaKind::Video,
         keyframe: false,
         frame_number,
@@ -515,8 +551,20 @@ fn a_growing_frame_that_exceeds_the_byte_bound_evicts_older_frames_then_itself()
 
 #[test]
 fn inconsistent_fragment_count_restarts_the_frame() {
-    let three = send(1, MediaKind::Video, false, 3, &ciphertext(3 * CHUNK, 1));
-    let two = send(1, MediaKind::Video, false, 3, &ciphertext(2 * CHUNK, 2));
+    let three = send(
+        Slot(1),
+        MediaKind::Video,
+        false,
+        3,
+        &ciphertext(3 * CHUNK, 1),
+    );
+    let two = send(
+        Slot(1),
+        MediaKind::Video,
+        false,
+        3,
+        &ciphertext(2 * CHUNK, 2),
+    );
     let mut r = Reassembler::default();
     assert!(push(&mut r, &three[0], 0).is_none());
     assert!(push(&mut r, &three[1], 0).is_none());
@@ -530,7 +578,7 @@ fn inconsistent_fragment_count_restarts_the_frame() {
     );
     // A single-fragment datagram under the key of a partial frame drops it too.
     assert!(push(&mut r, &three[2], 0).is_none());
-    let single = send(1, MediaKind::Video, false, 3, b"whole");
+    let single = send(Slot(1), MediaKind::Video, false, 3, b"whole");
     assert_eq!(push(&mut r, &single[0], 0).unwrap().ciphertext, b"whole");
     assert_eq!(r.stats().inconsistent, 2);
     assert_eq!(r.pending_frames(), 0);
@@ -539,8 +587,8 @@ fn inconsistent_fragment_count_restarts_the_frame() {
 #[test]
 fn inconsistent_keyframe_flag_restarts_the_frame() {
     let ct = ciphertext(2 * CHUNK, 1);
-    let key = send(1, MediaKind::Video, true, 3, &ct);
-    let delta = send(1, MediaKind::Video, false, 3, &ct);
+    let key = send(Slot(1), MediaKind::Video, true, 3, &ct);
+    let delta = send(Slot(1), MediaKind::Video, false, 3, &ct);
     let mut r = Reassembler::default();
     assert!(push(&mut r, &key[0], 0).is_none());
     assert!(push(&mut r, &delta[1], 0).is_none());
@@ -555,7 +603,7 @@ fn malformed_fragments_are_dropped_and_counted() {
     let mut r = Reassembler::default();
     let header = |fragment_index, fragment_count| DatagramHeader {
         room_handle: ROOM,
-        sender_slot: 1,
+        sender_slot: Slot(1),
         media_kind: MediaKind::Audio,
         keyframe: false,
         frame_number: 1,
@@ -579,7 +627,13 @@ fn malformed_fragments_are_dropped_and_counted() {
 fn single_fragment_frames_skip_the_pending_table() {
     let mut r = Reassembler::default();
     for n in 0..100 {
-        let d = send(2, MediaKind::Audio, false, n, &ciphertext(160, n as u8));
+        let d = send(
+            Slot(2),
+            MediaKind::Audio,
+            false,
+            n,
+            &ciphertext(160, n as u8),
+        );
         let frame = push(&mut r, &d[0], u64::from(n)).unwrap();
         assert_eq!(frame.ciphertext, ciphertext(160, n as u8));
         assert_eq!(r.pending_frames(), 0);
@@ -605,7 +659,7 @@ fn frame_metadata_has_the_documented_layout() {
     // The flags byte is the datagram header's.
     for kind in [MediaKind::Audio, MediaKind::Video] {
         for keyframe in [false, true] {
-            let d = send(0, kind, keyframe, 77, b"x");
+            let d = send(Slot(0), kind, keyframe, 77, b"x");
             assert_eq!(frame_metadata(kind, keyframe, 77)[1], d[0][1]);
             let frame = push(&mut Reassembler::default(), &d[0], 0).unwrap();
             assert_eq!(frame.metadata(), frame_metadata(kind, keyframe, 77));
@@ -616,7 +670,7 @@ fn frame_metadata_has_the_documented_layout() {
 #[test]
 fn debug_output_shows_lengths_not_bytes() {
     let frame = AssembledFrame {
-        sender_slot: 1,
+        sender_slot: Slot(1),
         kind: MediaKind::Video,
         keyframe: false,
         frame_number: 2,
@@ -628,7 +682,7 @@ fn debug_output_shows_lengths_not_bytes() {
     let mut r = Reassembler::default();
     push(
         &mut r,
-        &send(1, MediaKind::Video, false, 1, &[0xAB; 2 * CHUNK])[0],
+        &send(Slot(1), MediaKind::Video, false, 1, &[0xAB; 2 * CHUNK])[0],
         0,
     );
     let debug = format!("{r:?}");
@@ -658,11 +712,11 @@ fn shuffled_fragments_of_random_frames_reassemble_exactly_once() {
                 let keyframe = rng.next_u32() % 2 == 0;
                 for d in fragment(ROOM, kind, keyframe, frame_number, &ct, max_datagram).unwrap() {
                     let mut d = d.to_vec();
-                    write_sender_slot(&mut d, slot).unwrap();
+                    write_sender_slot(&mut d, Slot(slot)).unwrap();
                     datagrams.push(d);
                 }
                 expected.push(AssembledFrame {
-                    sender_slot: slot,
+                    sender_slot: Slot(slot),
                     kind,
                     keyframe,
                     frame_number,

@@ -30,7 +30,7 @@ fn sink(space: usize) -> Arc<Sink> {
     })
 }
 
-fn datagram(handle: u32, slot: u16, kind: MediaKind, payload: usize) -> Vec<u8> {
+fn datagram(handle: RoomHandle, slot: Slot, kind: MediaKind, payload: usize) -> Vec<u8> {
     let header = DatagramHeader {
         room_handle: handle,
         sender_slot: slot,
@@ -51,7 +51,7 @@ struct Room {
 }
 
 /// Room `handle` with members 0..n (member 0 is the sender, slot 5).
-fn room(handle: u32, n: usize, space: usize) -> Room {
+fn room(handle: RoomHandle, n: usize, space: usize) -> Room {
     let sinks: Vec<_> = (0..n).map(|_| sink(space)).collect();
     let media = Arc::new(RoomMedia::default());
     media.set_targets(
@@ -67,7 +67,7 @@ fn room(handle: u32, n: usize, space: usize) -> Room {
     let sender = ConnMedia::default();
     sender.upsert(Membership {
         handle,
-        slot: 5,
+        slot: Slot(5),
         room: media,
     });
     Room { sinks, sender }
@@ -75,12 +75,12 @@ fn room(handle: u32, n: usize, space: usize) -> Room {
 
 #[test]
 fn fans_out_to_every_other_member_with_the_slot_stamped() {
-    let r = room(9, 4, 1 << 20);
+    let r = room(RoomHandle(9), 4, 1 << 20);
     let mut fwd = Forwarder::new(0, 1500, 512 * 1024);
     let mut counters = MediaCounters::new();
     // The sender claims slot 77; the server stamps 5.
     fwd.forward(
-        &datagram(9, 77, MediaKind::Audio, 100),
+        &datagram(RoomHandle(9), Slot(77), MediaKind::Audio, 100),
         &r.sender,
         &mut counters,
     );
@@ -92,7 +92,7 @@ fn fans_out_to_every_other_member_with_the_slot_stamped() {
         let sent = s.sent.lock().unwrap();
         assert_eq!(sent.len(), 1);
         let (h, payload) = DatagramHeader::decode(&sent[0]).unwrap();
-        assert_eq!(h.sender_slot, 5);
+        assert_eq!(h.sender_slot, Slot(5));
         assert_eq!(payload.len(), 100);
     }
     assert_eq!(counters.pending_sent(), 3);
@@ -100,11 +100,11 @@ fn fans_out_to_every_other_member_with_the_slot_stamped() {
 
 #[test]
 fn datagrams_for_a_room_the_sender_is_not_in_are_dropped() {
-    let r = room(9, 3, 1 << 20);
+    let r = room(RoomHandle(9), 3, 1 << 20);
     let mut fwd = Forwarder::new(0, 1500, 512 * 1024);
     let mut counters = MediaCounters::new();
     fwd.forward(
-        &datagram(10, 0, MediaKind::Audio, 10),
+        &datagram(RoomHandle(10), Slot(0), MediaKind::Audio, 10),
         &r.sender,
         &mut counters,
     );
@@ -114,15 +114,15 @@ fn datagrams_for_a_room_the_sender_is_not_in_are_dropped() {
 
 #[test]
 fn malformed_and_oversized_datagrams_are_counted() {
-    let r = room(9, 2, 1 << 20);
+    let r = room(RoomHandle(9), 2, 1 << 20);
     let mut fwd = Forwarder::new(0, 200, 512 * 1024);
     let mut counters = MediaCounters::new();
     fwd.forward(&[1, 2, 3], &r.sender, &mut counters);
-    let mut bad_version = datagram(9, 0, MediaKind::Audio, 10);
+    let mut bad_version = datagram(RoomHandle(9), Slot(0), MediaKind::Audio, 10);
     bad_version[0] = 9;
     fwd.forward(&bad_version, &r.sender, &mut counters);
     fwd.forward(
-        &datagram(9, 0, MediaKind::Audio, 300),
+        &datagram(RoomHandle(9), Slot(0), MediaKind::Audio, 300),
         &r.sender,
         &mut counters,
     );
@@ -136,16 +136,16 @@ fn malformed_and_oversized_datagrams_are_counted() {
 fn congestion_drops_video_before_audio() {
     let headroom = 10_000;
     // Enough for audio, not enough headroom for video.
-    let r = room(9, 2, 5_000);
+    let r = room(RoomHandle(9), 2, 5_000);
     let mut fwd = Forwarder::new(0, 1500, headroom);
     let mut counters = MediaCounters::new();
     fwd.forward(
-        &datagram(9, 0, MediaKind::Video, 1000),
+        &datagram(RoomHandle(9), Slot(0), MediaKind::Video, 1000),
         &r.sender,
         &mut counters,
     );
     fwd.forward(
-        &datagram(9, 0, MediaKind::Audio, 100),
+        &datagram(RoomHandle(9), Slot(0), MediaKind::Audio, 100),
         &r.sender,
         &mut counters,
     );
@@ -154,7 +154,7 @@ fn congestion_drops_video_before_audio() {
     // A full buffer drops audio too.
     r.sinks[1].space.store(10, Ordering::Relaxed);
     fwd.forward(
-        &datagram(9, 0, MediaKind::Audio, 100),
+        &datagram(RoomHandle(9), Slot(0), MediaKind::Audio, 100),
         &r.sender,
         &mut counters,
     );
@@ -163,10 +163,10 @@ fn congestion_drops_video_before_audio() {
 
 #[test]
 fn ingress_chunks_are_reused_not_allocated_per_datagram() {
-    let r = room(9, 2, 1 << 20);
+    let r = room(RoomHandle(9), 2, 1 << 20);
     let mut fwd = Forwarder::new(0, 1500, 512 * 1024);
     let mut counters = MediaCounters::new();
-    let d = datagram(9, 0, MediaKind::Audio, 200);
+    let d = datagram(RoomHandle(9), Slot(0), MediaKind::Audio, 200);
     let mut chunks = std::collections::HashSet::new();
     for _ in 0..2_000 {
         fwd.forward(&d, &r.sender, &mut counters);
@@ -184,23 +184,23 @@ fn ingress_chunks_are_reused_not_allocated_per_datagram() {
 
 #[test]
 fn membership_table_updates_do_not_disturb_other_rooms() {
-    let r = room(9, 2, 1 << 20);
+    let r = room(RoomHandle(9), 2, 1 << 20);
     let other = Arc::new(RoomMedia::default());
     r.sender.upsert(Membership {
-        handle: 10,
-        slot: 1,
+        handle: RoomHandle(10),
+        slot: Slot(1),
         room: other,
     });
-    r.sender.remove(10);
+    r.sender.remove(RoomHandle(10));
     let mut fwd = Forwarder::new(0, 1500, 512 * 1024);
     let mut counters = MediaCounters::new();
     fwd.forward(
-        &datagram(9, 0, MediaKind::Audio, 10),
+        &datagram(RoomHandle(9), Slot(0), MediaKind::Audio, 10),
         &r.sender,
         &mut counters,
     );
     fwd.forward(
-        &datagram(10, 0, MediaKind::Audio, 10),
+        &datagram(RoomHandle(10), Slot(0), MediaKind::Audio, 10),
         &r.sender,
         &mut counters,
     );

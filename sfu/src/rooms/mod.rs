@@ -43,6 +43,7 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use conclave_core::meeting::{RoomAuthPublic, RoutingId};
+use conclave_proto::datagram::{RoomHandle, Slot};
 
 pub use error::RoomError;
 
@@ -106,13 +107,13 @@ pub struct RotateRequest<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Joined {
     /// Room handle for datagram headers.
-    pub handle: u32,
+    pub handle: RoomHandle,
     /// This connection's sender slot.
-    pub slot: u16,
+    pub slot: Slot,
     /// Current epoch.
     pub epoch: u64,
     /// Slots of the other members.
-    pub member_slots: Vec<u16>,
+    pub member_slots: Vec<Slot>,
     /// Whether this connection's device is the room's key leader (first on its list).
     pub leader: bool,
     /// A record to persist before answering (`None` if nothing changed).
@@ -125,7 +126,7 @@ pub struct Route {
     /// The member connection.
     pub conn: ConnId,
     /// Its slot.
-    pub slot: u16,
+    pub slot: Slot,
 }
 
 /// A control event for one connection.
@@ -134,25 +135,25 @@ pub enum RoomEvent {
     /// A member joined the room.
     MemberJoined {
         /// Room handle.
-        handle: u32,
+        handle: RoomHandle,
         /// Its slot.
-        slot: u16,
+        slot: Slot,
         /// Its device, if the connection authenticated.
         device: Option<DeviceIdBytes>,
     },
     /// A member left, was evicted or disconnected.
     MemberLeft {
         /// Room handle.
-        handle: u32,
+        handle: RoomHandle,
         /// Its slot.
-        slot: u16,
+        slot: Slot,
         /// Its device, if the connection authenticated.
         device: Option<DeviceIdBytes>,
     },
     /// The room moved to a new epoch; prove it within `grace_ms`.
     EpochChanged {
         /// Room handle.
-        handle: u32,
+        handle: RoomHandle,
         /// The new epoch.
         epoch: u64,
         /// Grace window, ms.
@@ -161,7 +162,7 @@ pub enum RoomEvent {
     /// This connection was removed for not proving the epoch in time.
     Evicted {
         /// Room handle.
-        handle: u32,
+        handle: RoomHandle,
     },
 }
 
@@ -178,7 +179,7 @@ pub enum RoomOutput {
     /// The fan-out table of room `handle` is now `routes` (empty: the room is gone).
     Routes {
         /// Room handle.
-        handle: u32,
+        handle: RoomHandle,
         /// Every member.
         routes: Vec<Route>,
     },
@@ -187,13 +188,13 @@ pub enum RoomOutput {
         /// The connection.
         conn: ConnId,
         /// Room handle.
-        handle: u32,
+        handle: RoomHandle,
     },
 }
 
 #[derive(Debug)]
 struct Member {
-    slot: u16,
+    slot: Slot,
     device: Option<DeviceIdBytes>,
     /// Deadline to prove the current epoch, if not yet proven.
     prove_by_ms: Option<u64>,
@@ -202,7 +203,7 @@ struct Member {
 #[derive(Debug)]
 struct Room {
     routing_id: RoutingId,
-    handle: u32,
+    handle: RoomHandle,
     epoch: u64,
     auth: RoomAuthPublic,
     /// Devices that may rotate, in succession order.
@@ -339,7 +340,7 @@ struct Connection {
 pub struct RoomRegistry {
     limits: RoomLimits,
     rooms: HashMap<RoutingIdBytes, Room>,
-    handles: HashMap<u32, RoutingIdBytes>,
+    handles: HashMap<RoomHandle, RoutingIdBytes>,
     conns: HashMap<ConnId, Connection>,
     next_handle: u32,
     outputs: VecDeque<RoomOutput>,
@@ -570,7 +571,7 @@ impl RoomRegistry {
             )
             .map_err(|_| RoomError::BadProof)?;
         let handle = room.handle;
-        let member_slots: Vec<u16> = room
+        let member_slots: Vec<Slot> = room
             .members
             .iter()
             .filter(|(c, _)| **c != conn)
@@ -828,7 +829,7 @@ impl RoomRegistry {
         }
     }
 
-    fn push_routes_for_handle(&mut self, handle: u32, routing_id: &RoutingIdBytes) {
+    fn push_routes_for_handle(&mut self, handle: RoomHandle, routing_id: &RoutingIdBytes) {
         let routes = self
             .rooms
             .get(routing_id)
@@ -846,9 +847,9 @@ impl RoomRegistry {
             .push_back(RoomOutput::Routes { handle, routes });
     }
 
-    fn allocate_handle(&mut self) -> u32 {
+    fn allocate_handle(&mut self) -> RoomHandle {
         loop {
-            let h = self.next_handle;
+            let h = RoomHandle(self.next_handle);
             self.next_handle = self.next_handle.wrapping_add(1).max(1);
             if !self.handles.contains_key(&h) {
                 return h;
@@ -901,10 +902,10 @@ impl Room {
 
     /// The next slot never handed out in this room's life (so no current or past
     /// member holds it), or `SlotsExhausted` once all 65,536 have been.
-    fn allocate_slot(&mut self) -> Result<u16, RoomError> {
+    fn allocate_slot(&mut self) -> Result<Slot, RoomError> {
         let slot = u16::try_from(self.slots_issued).map_err(|_| RoomError::SlotsExhausted)?;
         self.slots_issued += 1;
-        Ok(slot)
+        Ok(Slot(slot))
     }
 }
 

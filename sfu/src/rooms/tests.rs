@@ -445,20 +445,20 @@ fn a_room_never_hands_out_a_slot_twice_and_refuses_joins_once_all_are_spent() {
     let mut f = Fixture::new();
     let k = f.key(1);
     let first = f.open(1, &k).unwrap();
-    assert_eq!(first.slot, 0);
+    assert_eq!(first.slot, Slot(0));
     // Connection 2 joins and leaves again and again: 65,535 more slots, each new.
     let sig = k.sign_join(&binding(2), &challenge(2)).unwrap();
     let routing = *f.routing.as_bytes();
     let mut seen = vec![false; 1 << 16];
-    seen[usize::from(first.slot)] = true;
+    seen[usize::from(first.slot.get())] = true;
     for _ in 1..(1u32 << 16) {
         let j = f.reg.join(2, &routing, 1, &sig, 0).unwrap();
         assert!(
-            !seen[usize::from(j.slot)],
+            !seen[usize::from(j.slot.get())],
             "slot {} handed out twice",
             j.slot
         );
-        seen[usize::from(j.slot)] = true;
+        seen[usize::from(j.slot.get())] = true;
         f.reg.leave(2, &routing, 0).unwrap();
         f.drain();
     }
@@ -472,7 +472,7 @@ fn a_room_never_hands_out_a_slot_twice_and_refuses_joins_once_all_are_spent() {
     // Emptied and opened anew, the room starts over under another handle.
     f.reg.leave(1, &routing, 0).unwrap();
     let again = f.open(3, &k).unwrap();
-    assert_eq!(again.slot, 0);
+    assert_eq!(again.slot, Slot(0));
     assert_ne!(again.handle, first.handle);
 }
 

@@ -4,6 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use conclave_proto::datagram::RoomHandle;
 use conclave_proto::v1::{self, ErrorCode, response};
 use metrics::{counter, gauge};
 use tokio::sync::watch;
@@ -24,8 +25,8 @@ pub(crate) const MAX_ROOM_MESSAGE_BYTES: usize = 1_024;
 #[derive(Debug)]
 pub(crate) struct RoomPlane {
     pub(crate) registry: RoomRegistry,
-    media: HashMap<u32, Arc<RoomMedia<quinn::Connection>>>,
-    members: HashMap<u32, usize>,
+    media: HashMap<RoomHandle, Arc<RoomMedia<quinn::Connection>>>,
+    members: HashMap<RoomHandle, usize>,
 }
 
 impl RoomPlane {
@@ -102,8 +103,8 @@ fn to_proto_event(event: RoomEvent) -> v1::event::Event {
             slot,
             device,
         } => Event::MemberJoined(v1::MemberJoined {
-            room_handle: handle,
-            slot: u32::from(slot),
+            room_handle: handle.get(),
+            slot: u32::from(slot.get()),
             device_id: device.map(|d| d.to_vec()).unwrap_or_default(),
         }),
         RoomEvent::MemberLeft {
@@ -111,8 +112,8 @@ fn to_proto_event(event: RoomEvent) -> v1::event::Event {
             slot,
             device,
         } => Event::MemberLeft(v1::MemberLeft {
-            room_handle: handle,
-            slot: u32::from(slot),
+            room_handle: handle.get(),
+            slot: u32::from(slot.get()),
             device_id: device.map(|d| d.to_vec()).unwrap_or_default(),
         }),
         RoomEvent::EpochChanged {
@@ -120,12 +121,12 @@ fn to_proto_event(event: RoomEvent) -> v1::event::Event {
             epoch,
             grace_ms,
         } => Event::EpochChanged(v1::EpochChanged {
-            room_handle: handle,
+            room_handle: handle.get(),
             epoch,
             grace_ms,
         }),
         RoomEvent::Evicted { handle } => Event::RoomEvicted(v1::RoomEvicted {
-            room_handle: handle,
+            room_handle: handle.get(),
             reason: v1::EvictReason::EpochNotProven as i32,
         }),
     }
@@ -160,10 +161,14 @@ fn public_key(bytes: &[u8], what: &str) -> Result<[u8; 32], RequestError> {
 
 fn joined(j: Joined) -> response::Result {
     response::Result::RoomJoined(v1::RoomJoined {
-        room_handle: j.handle,
-        slot: u32::from(j.slot),
+        room_handle: j.handle.get(),
+        slot: u32::from(j.slot.get()),
         epoch: j.epoch,
-        member_slots: j.member_slots.into_iter().map(u32::from).collect(),
+        member_slots: j
+            .member_slots
+            .into_iter()
+            .map(|s| u32::from(s.get()))
+            .collect(),
         leader: j.leader,
     })
 }
@@ -252,7 +257,7 @@ impl Session {
                 return Err(e);
             }
         }
-        debug!(conn, room = %short(&id), handle = j.handle, slot = j.slot, "room opened or joined");
+        debug!(conn, room = %short(&id), handle = j.handle.get(), slot = j.slot.get(), "room opened or joined");
         Ok((joined(j), After::Nothing))
     }
 
@@ -306,7 +311,7 @@ impl Session {
                 r.payload.len()
             )));
         }
-        let Some(membership) = self.conn.media.get(r.room_handle) else {
+        let Some(membership) = self.conn.media.get(RoomHandle(r.room_handle)) else {
             return Err(RequestError::bad_request(
                 "this connection is not in that room (join it first)",
             ));
@@ -322,7 +327,7 @@ impl Session {
             };
             let event = v1::event::Event::RoomMessage(v1::RoomMessage {
                 room_handle: r.room_handle,
-                slot: u32::from(membership.slot),
+                slot: u32::from(membership.slot.get()),
                 payload: r.payload.clone(),
             });
             if handle.push_event(event) {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use conclave_core::meeting::{Epoch, MeetingId, MeetingKey, RoomAuthKey, RoutingId};
 use conclave_core::{DeviceId, UserId};
-use conclave_proto::datagram::{DatagramHeader, MediaKind};
+use conclave_proto::datagram::{DatagramHeader, MediaKind, RoomHandle, Slot};
 use conclave_proto::v1::{self, client_frame::Request, response};
 use conclave_sdk::transport::TransportError;
 use rand_core::OsRng;
@@ -62,9 +62,14 @@ impl Default for TestRoom {
     }
 }
 
+/// The room handle a member got, as datagram headers carry it.
+pub fn handle_of(joined: &v1::RoomJoined) -> RoomHandle {
+    RoomHandle(joined.room_handle)
+}
+
 /// The slot a member got, as the `u16` datagram headers carry.
-pub fn slot_of(joined: &v1::RoomJoined) -> u16 {
-    u16::try_from(joined.slot).expect("slots fit the datagram header")
+pub fn slot_of(joined: &v1::RoomJoined) -> Slot {
+    Slot(u16::try_from(joined.slot).expect("slots fit the datagram header"))
 }
 
 impl TestClient {
@@ -160,7 +165,14 @@ impl TestClient {
     }
 
     /// Sends a media datagram with `payload` in room `handle`, claiming `slot`.
-    pub fn send_media(&self, handle: u32, slot: u16, kind: MediaKind, frame: u32, payload: &[u8]) {
+    pub fn send_media(
+        &self,
+        handle: RoomHandle,
+        slot: Slot,
+        kind: MediaKind,
+        frame: u32,
+        payload: &[u8],
+    ) {
         let header = DatagramHeader {
             room_handle: handle,
             sender_slot: slot,

@@ -30,6 +30,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use conclave_core::UnixMillis;
+use conclave_proto::datagram::RoomHandle;
 use conclave_proto::frame::TLS_EXPORTER_LEN;
 use conclave_sdk::client::client_core::{
     Action, AppEvent, ClientCore, Command, CommandId, ConnectionId, MeetingMedia, Reply,
@@ -73,7 +74,7 @@ pub struct SimClient {
     next_command: u64,
     meetings: HashMap<MeetingId, Meeting>,
     /// Room handle → meeting media, as the core linked them.
-    rooms: HashMap<u32, MeetingMedia>,
+    rooms: HashMap<RoomHandle, MeetingMedia>,
     ready: Option<Result<(), ClientError>>,
 }
 

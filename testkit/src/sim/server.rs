@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use conclave_proto::Message as _;
+use conclave_proto::datagram::{RoomHandle, Slot};
 use conclave_proto::v1::{self, ErrorCode, client_frame::Request, response};
 use conclave_sdk::transport::TransportError;
 use conclave_sdk::{DeviceId, UserId};
@@ -68,7 +69,7 @@ pub struct SimServer {
     next_conn: ConnId,
     rooms: RoomRegistry,
     /// Room handle → member connections and their slots (the registry's routes).
-    routes: HashMap<u32, Vec<(ConnId, u16)>>,
+    routes: HashMap<RoomHandle, Vec<(ConnId, Slot)>>,
     /// Devices whose prekeys run low below this count get `PrekeysLow`.
     low_prekeys: u32,
     /// How the server misbehaves.
@@ -508,7 +509,11 @@ impl SimServer {
     }
 
     fn room_message(&mut self, conn: ConnId, m: v1::SendRoomMessage) -> response::Result {
-        let members = self.routes.get(&m.room_handle).cloned().unwrap_or_default();
+        let members = self
+            .routes
+            .get(&RoomHandle(m.room_handle))
+            .cloned()
+            .unwrap_or_default();
         let Some(slot) = members.iter().find(|(c, _)| *c == conn).map(|(_, s)| *s) else {
             return response::Result::RoomMessageSent(v1::RoomMessageSent { recipients: 0 });
         };
@@ -519,7 +524,7 @@ impl SimServer {
                     .events
                     .push_back(v1::event::Event::RoomMessage(v1::RoomMessage {
                         room_handle: m.room_handle,
-                        slot: u32::from(slot),
+                        slot: u32::from(slot.get()),
                         payload: m.payload.clone(),
                     }));
                 recipients += 1;
@@ -556,8 +561,8 @@ fn room_event(event: RoomEvent) -> v1::event::Event {
             slot,
             device: d,
         } => Event::MemberJoined(v1::MemberJoined {
-            room_handle: handle,
-            slot: u32::from(slot),
+            room_handle: handle.get(),
+            slot: u32::from(slot.get()),
             device_id: device(d),
         }),
         RoomEvent::MemberLeft {
@@ -565,8 +570,8 @@ fn room_event(event: RoomEvent) -> v1::event::Event {
             slot,
             device: d,
         } => Event::MemberLeft(v1::MemberLeft {
-            room_handle: handle,
-            slot: u32::from(slot),
+            room_handle: handle.get(),
+            slot: u32::from(slot.get()),
             device_id: device(d),
         }),
         RoomEvent::EpochChanged {
@@ -574,12 +579,12 @@ fn room_event(event: RoomEvent) -> v1::event::Event {
             epoch,
             grace_ms,
         } => Event::EpochChanged(v1::EpochChanged {
-            room_handle: handle,
+            room_handle: handle.get(),
             epoch,
             grace_ms,
         }),
         RoomEvent::Evicted { handle } => Event::RoomEvicted(v1::RoomEvicted {
-            room_handle: handle,
+            room_handle: handle.get(),
             reason: 0,
         }),
     }
@@ -587,10 +592,14 @@ fn room_event(event: RoomEvent) -> v1::event::Event {
 
 fn room_joined(joined: conclave_sfu::rooms::Joined) -> response::Result {
     response::Result::RoomJoined(v1::RoomJoined {
-        room_handle: joined.handle,
-        slot: u32::from(joined.slot),
+        room_handle: joined.handle.get(),
+        slot: u32::from(joined.slot.get()),
         epoch: joined.epoch,
-        member_slots: joined.member_slots.into_iter().map(u32::from).collect(),
+        member_slots: joined
+            .member_slots
+            .into_iter()
+            .map(|s| u32::from(s.get()))
+            .collect(),
         leader: joined.leader,
     })
 }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use conclave_proto::datagram::RoomHandle;
 use conclave_proto::frame::TLS_EXPORTER_LEN;
 use conclave_proto::v1::{self, client_frame::Request, response};
 use rand_core::CryptoRngCore;
@@ -42,7 +43,7 @@ pub(super) struct Entry {
     pub state: MeetingState,
     pub shared: Arc<MeetingShared>,
     /// The room's handle on the current connection, once joined.
-    pub room: Option<u32>,
+    pub room: Option<RoomHandle>,
     /// The room epoch this connection has proven (joined or rotated to).
     pub proven: Option<Epoch>,
     /// An epoch to join as soon as the room reaches it (our join came early).
@@ -64,12 +65,12 @@ pub(super) struct Link {
     pub tls_binding: [u8; TLS_EXPORTER_LEN],
     pub challenge: Vec<u8>,
     /// Room handle on this connection → meeting.
-    pub rooms: HashMap<u32, MeetingId>,
+    pub rooms: HashMap<RoomHandle, MeetingId>,
 }
 
 impl Link {
     /// The meeting whose room has `handle` on this connection.
-    pub(super) fn meeting_of(&self, handle: u32) -> Option<MeetingId> {
+    pub(super) fn meeting_of(&self, handle: RoomHandle) -> Option<MeetingId> {
         self.rooms.get(&handle).copied()
     }
 }
@@ -353,19 +354,23 @@ impl Engine {
         match event {
             Event::Mailbox(delivery) => self.on_delivery(delivery).await,
             Event::PrekeysLow(low) => self.replenish(low.prekeys_held).await,
-            Event::MemberLeft(left) => self.on_member_left(left.room_handle, &left.device_id),
-            Event::EpochChanged(changed) => {
-                self.on_room_epoch(changed.room_handle, changed.epoch).await;
+            Event::MemberLeft(left) => {
+                self.on_member_left(RoomHandle(left.room_handle), &left.device_id);
             }
-            Event::RoomEvicted(evicted) => self.on_evicted(evicted.room_handle).await,
+            Event::EpochChanged(changed) => {
+                self.on_room_epoch(RoomHandle(changed.room_handle), changed.epoch)
+                    .await;
+            }
+            Event::RoomEvicted(evicted) => self.on_evicted(RoomHandle(evicted.room_handle)).await,
             Event::ShuttingDown(s) => {
                 let delay = s.reconnect_after_ms.clamp(50, 30_000);
                 self.drop_link("the server is shutting down").await;
                 self.reconnect_at = Some(self.instant() + Duration::from_millis(delay));
             }
             Event::MemberJoined(joined) => {
-                self.on_member_joined(joined.room_handle, &joined.device_id);
-                self.resend_sas_soon(joined.room_handle);
+                let handle = RoomHandle(joined.room_handle);
+                self.on_member_joined(handle, &joined.device_id);
+                self.resend_sas_soon(handle);
             }
             Event::RoomMessage(message) => self.on_room_message(message).await,
         }

@@ -1,6 +1,7 @@
 //! Incoming containers: identify the sender, open, hand the payload to its meeting,
 //! acknowledge. Also the room events the SFU pushes.
 
+use conclave_proto::datagram::RoomHandle;
 use conclave_proto::v1::{self, client_frame::Request, container_payload::Body};
 
 use super::Action;
@@ -342,7 +343,7 @@ impl Engine {
     /// A member device's connection left a room: start its drop timer. Every device
     /// watches every member: the leader rekeys a dropped device out, the others take
     /// over if the leader is the one that dropped (see `MeetingState::device_dropped`).
-    pub(super) fn on_member_left(&mut self, handle: u32, device: &[u8]) {
+    pub(super) fn on_member_left(&mut self, handle: RoomHandle, device: &[u8]) {
         let window = ms(self.config.drop_after);
         let mono = self.mono_ms();
         let Some((entry, member)) = self.room_member(handle, device) else {
@@ -354,7 +355,7 @@ impl Engine {
     }
 
     /// A member device joined a room (again): it is present, whatever its media.
-    pub(super) fn on_member_joined(&mut self, handle: u32, device: &[u8]) {
+    pub(super) fn on_member_joined(&mut self, handle: RoomHandle, device: &[u8]) {
         if let Some((entry, member)) = self.room_member(handle, device) {
             entry.presence.forget(&member.device_id);
         }
@@ -363,7 +364,7 @@ impl Engine {
     /// The meeting of room `handle` and its roster member `device`, if both exist.
     fn room_member(
         &mut self,
-        handle: u32,
+        handle: RoomHandle,
         device: &[u8],
     ) -> Option<(
         &mut super::engine::Entry,
@@ -379,7 +380,7 @@ impl Engine {
     /// The room moved to `epoch`: that is the signal to send on a Rekey of `epoch`
     /// installed here (the meeting state decides); prove it if this device holds its
     /// key.
-    pub(super) async fn on_room_epoch(&mut self, handle: u32, epoch: u64) {
+    pub(super) async fn on_room_epoch(&mut self, handle: RoomHandle, epoch: u64) {
         let epoch = Epoch(epoch);
         let Some(id) = self.link.as_ref().and_then(|l| l.meeting_of(handle)) else {
             return;
@@ -400,7 +401,7 @@ impl Engine {
     }
 
     /// The SFU evicted this connection from a room: rejoin at the current epoch.
-    pub(super) async fn on_evicted(&mut self, handle: u32) {
+    pub(super) async fn on_evicted(&mut self, handle: RoomHandle) {
         let Some(link) = self.link.as_mut() else {
             return;
         };

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use conclave_proto::datagram::RoomHandle;
 use conclave_proto::v1::{self, ErrorCode, client_frame::Request, response};
 use tokio::sync::mpsc;
 
@@ -485,12 +486,13 @@ impl Engine {
         // The room's epoch also announces a switch this device may have missed while
         // it was away (the caller pumps the outputs).
         let _ = entry.state.room_epoch(Epoch(joined.epoch), now);
-        entry.room = Some(joined.room_handle);
+        let handle = RoomHandle(joined.room_handle);
+        entry.room = Some(handle);
         link.rooms.retain(|_, meeting| *meeting != id);
-        link.rooms.insert(joined.room_handle, id);
+        link.rooms.insert(handle, id);
         self.port.act(Action::LinkRoom {
             conn: link.conn,
-            handle: joined.room_handle,
+            handle,
             meeting: MeetingMedia(Arc::clone(&entry.shared)),
         });
     }

@@ -88,6 +88,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
+use conclave_proto::datagram::RoomHandle;
 use conclave_proto::frame::TLS_EXPORTER_LEN;
 use conclave_proto::v1::{self, client_frame::Request, response};
 use rand_core::CryptoRngCore;
@@ -154,7 +155,7 @@ pub enum Action {
         /// The connection.
         conn: ConnectionId,
         /// The room's handle on that connection.
-        handle: u32,
+        handle: RoomHandle,
         /// The meeting's media state.
         meeting: MeetingMedia,
     },
@@ -163,7 +164,7 @@ pub enum Action {
         /// The connection.
         conn: ConnectionId,
         /// The room's handle.
-        handle: u32,
+        handle: RoomHandle,
     },
 }
 

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use conclave_proto::Message as _;
+use conclave_proto::datagram::RoomHandle;
 use conclave_proto::v1::{self, client_frame::Request};
 use rand_core::RngCore;
 
@@ -74,7 +75,7 @@ impl Engine {
     }
 
     /// A member joined room `handle`: resend this device's round messages at once.
-    pub(super) fn resend_sas_soon(&mut self, handle: u32) {
+    pub(super) fn resend_sas_soon(&mut self, handle: RoomHandle) {
         let Some(id) = self.link.as_ref().and_then(|l| l.meeting_of(handle)) else {
             return;
         };
@@ -110,9 +111,9 @@ impl Engine {
         }
     }
 
-    async fn send_room_message(&mut self, handle: u32, message: &v1::SasRoundMessage) {
+    async fn send_room_message(&mut self, handle: RoomHandle, message: &v1::SasRoundMessage) {
         let request = Request::SendRoomMessage(v1::SendRoomMessage {
-            room_handle: handle,
+            room_handle: handle.get(),
             payload: message.encode_to_vec(),
         });
         if let Err(e) = self.request(request).await {
@@ -128,7 +129,7 @@ impl Engine {
         let Some(id) = self
             .link
             .as_ref()
-            .and_then(|l| l.meeting_of(message.room_handle))
+            .and_then(|l| l.meeting_of(RoomHandle(message.room_handle)))
         else {
             return;
         };

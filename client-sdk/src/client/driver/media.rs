@@ -5,22 +5,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
-use conclave_proto::datagram::DatagramHeader;
+use conclave_proto::datagram::{DatagramHeader, RoomHandle};
 
 use crate::client::shared::MeetingShared;
 
 /// Room handle → meeting, read by the media reader for every datagram.
-pub(super) type Rooms = Arc<RwLock<HashMap<u32, Arc<MeetingShared>>>>;
+pub(super) type Rooms = Arc<RwLock<HashMap<RoomHandle, Arc<MeetingShared>>>>;
 
 /// Routes room `handle`'s datagrams to `meeting` (and no other room's).
-pub(super) fn link_room(rooms: &Rooms, handle: u32, meeting: Arc<MeetingShared>) {
+pub(super) fn link_room(rooms: &Rooms, handle: RoomHandle, meeting: Arc<MeetingShared>) {
     let mut rooms = rooms.write().unwrap_or_else(PoisonError::into_inner);
     rooms.retain(|_, existing| existing.id != meeting.id);
     rooms.insert(handle, meeting);
 }
 
 /// Stops routing room `handle`'s datagrams.
-pub(super) fn unlink_room(rooms: &Rooms, handle: u32) {
+pub(super) fn unlink_room(rooms: &Rooms, handle: RoomHandle) {
     rooms
         .write()
         .unwrap_or_else(PoisonError::into_inner)
