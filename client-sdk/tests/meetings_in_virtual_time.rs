@@ -88,14 +88,7 @@ fn a_removed_participant_holds_no_later_key() {
     let mut sim = Sim::new();
     let (c, meeting) = sim.group(&[&alice, &bob, &carol]);
     let before = sim.meeting(c[0], meeting).sending_epoch();
-    let removed = sim.call(
-        c[0],
-        Command::Remove {
-            meeting,
-            users: vec![carol.id()],
-        },
-    );
-    assert!(matches!(removed, Ok(Reply::Done)), "{removed:?}");
+    sim.remove(c[0], meeting, &[carol.id()]);
     sim.advance(Duration::from_secs(2));
     let after = sim.meeting(c[0], meeting).sending_epoch();
     assert!(after > before, "removal did not rekey");
@@ -112,10 +105,7 @@ fn when_the_leader_leaves_the_next_leader_rekeys() {
     let mut sim = Sim::new();
     let (c, meeting) = sim.group(&[&alice, &bob, &carol]);
     let before = sim.meeting(c[1], meeting).sending_epoch();
-    assert!(matches!(
-        sim.call(c[0], Command::Leave { meeting }),
-        Ok(Reply::Done)
-    ));
+    sim.leave(c[0], meeting);
     sim.advance(Duration::from_secs(3));
     assert_eq!(ended(&mut sim, c[0], meeting), Some(EndReason::Left));
     let epoch = sim.meeting(c[1], meeting).sending_epoch();
@@ -204,14 +194,7 @@ fn a_device_back_within_the_drop_window_stays_and_catches_up() {
     assert_eq!(sim.meeting(c[0], meeting).sending_epoch(), before);
     assert_eq!(sim.meeting(c[0], meeting).participants().len(), 3);
     // A removal while bob is connected again reaches him.
-    sim.call(
-        c[0],
-        Command::Remove {
-            meeting,
-            users: vec![carol.id()],
-        },
-    )
-    .unwrap();
+    sim.remove(c[0], meeting, &[carol.id()]);
     sim.advance(Duration::from_secs(2));
     let epoch = sim.meeting(c[0], meeting).sending_epoch();
     assert!(epoch > before);
@@ -224,14 +207,7 @@ fn a_rekey_sent_while_a_member_is_offline_reaches_it_from_the_mailbox() {
     let mut sim = Sim::new();
     let (c, meeting) = sim.group(&[&alice, &bob, &carol]);
     sim.go_offline(c[1]);
-    sim.call(
-        c[0],
-        Command::Remove {
-            meeting,
-            users: vec![carol.id()],
-        },
-    )
-    .unwrap();
+    sim.remove(c[0], meeting, &[carol.id()]);
     sim.advance(Duration::from_millis(500));
     sim.go_online(c[1]);
     sim.advance(Duration::from_secs(3));
@@ -251,14 +227,7 @@ fn a_member_whose_rekeys_the_server_withholds_pauses_instead_of_sending_on_an_ol
         .hostility
         .withhold_containers_to
         .insert(bob_device);
-    sim.call(
-        c[0],
-        Command::Remove {
-            meeting,
-            users: vec![carol.id()],
-        },
-    )
-    .unwrap();
+    sim.remove(c[0], meeting, &[carol.id()]);
     sim.advance(Duration::from_secs(3));
     let room_epoch = sim.meeting(c[0], meeting).sending_epoch();
     assert!(room_epoch > Epoch(0));
@@ -417,14 +386,7 @@ fn the_leader_rotates_the_room_only_after_its_rekey_reached_someone() {
             _ => None,
         }
     }));
-    sim.call(
-        c[0],
-        Command::Remove {
-            meeting,
-            users: vec![carol.id()],
-        },
-    )
-    .unwrap();
+    sim.remove(c[0], meeting, &[carol.id()]);
     sim.advance(Duration::from_secs(5));
     assert!(failures.load(Ordering::SeqCst) >= 3);
     assert!(

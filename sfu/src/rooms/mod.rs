@@ -44,6 +44,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use conclave_core::meeting::{RoomAuthPublic, RoutingId};
 use conclave_proto::datagram::{RoomHandle, Slot};
+use conclave_proto::v1;
 
 pub use error::RoomError;
 
@@ -164,6 +165,63 @@ pub enum RoomEvent {
         /// Room handle.
         handle: RoomHandle,
     },
+}
+
+impl From<Joined> for v1::RoomJoined {
+    /// The answer to an open or join as the control protocol carries it.
+    fn from(j: Joined) -> Self {
+        v1::RoomJoined {
+            room_handle: j.handle.get(),
+            slot: u32::from(j.slot.get()),
+            epoch: j.epoch,
+            member_slots: j
+                .member_slots
+                .into_iter()
+                .map(|s| u32::from(s.get()))
+                .collect(),
+            leader: j.leader,
+        }
+    }
+}
+
+impl From<RoomEvent> for v1::event::Event {
+    /// The event as the control protocol carries it.
+    fn from(event: RoomEvent) -> Self {
+        use v1::event::Event;
+        match event {
+            RoomEvent::MemberJoined {
+                handle,
+                slot,
+                device,
+            } => Event::MemberJoined(v1::MemberJoined {
+                room_handle: handle.get(),
+                slot: u32::from(slot.get()),
+                device_id: device.map(|d| d.to_vec()).unwrap_or_default(),
+            }),
+            RoomEvent::MemberLeft {
+                handle,
+                slot,
+                device,
+            } => Event::MemberLeft(v1::MemberLeft {
+                room_handle: handle.get(),
+                slot: u32::from(slot.get()),
+                device_id: device.map(|d| d.to_vec()).unwrap_or_default(),
+            }),
+            RoomEvent::EpochChanged {
+                handle,
+                epoch,
+                grace_ms,
+            } => Event::EpochChanged(v1::EpochChanged {
+                room_handle: handle.get(),
+                epoch,
+                grace_ms,
+            }),
+            RoomEvent::Evicted { handle } => Event::RoomEvicted(v1::RoomEvicted {
+                room_handle: handle.get(),
+                reason: v1::EvictReason::EpochNotProven as i32,
+            }),
+        }
+    }
 }
 
 /// What the server layer must apply.

@@ -13,7 +13,7 @@ use tracing::debug;
 use super::session::{After, Handled, Session, short};
 use super::{RequestError, Shared, now_ms};
 use crate::media::{Membership, RoomMedia, Target};
-use crate::rooms::{Joined, OpenRequest, RoomEvent, RoomOutput, RoomRegistry, RotateRequest};
+use crate::rooms::{OpenRequest, RoomEvent, RoomOutput, RoomRegistry, RotateRequest};
 use crate::store::{DeviceIdBytes, MAX_ROOM_LEADERS, RoutingIdBytes};
 use crate::telemetry;
 
@@ -87,48 +87,11 @@ impl RoomPlane {
                 counter!(telemetry::ROOM_EVICTIONS).increment(1);
             }
             if let Some(handle) = shared.conns.get(&conn) {
-                handle.push_event(to_proto_event(event));
+                handle.push_event(v1::event::Event::from(event));
             }
         }
         gauge!(telemetry::ROOMS).set(self.registry.room_count() as f64);
         gauge!(telemetry::ROOM_MEMBERS).set(self.members.values().sum::<usize>() as f64);
-    }
-}
-
-fn to_proto_event(event: RoomEvent) -> v1::event::Event {
-    use v1::event::Event;
-    match event {
-        RoomEvent::MemberJoined {
-            handle,
-            slot,
-            device,
-        } => Event::MemberJoined(v1::MemberJoined {
-            room_handle: handle.get(),
-            slot: u32::from(slot.get()),
-            device_id: device.map(|d| d.to_vec()).unwrap_or_default(),
-        }),
-        RoomEvent::MemberLeft {
-            handle,
-            slot,
-            device,
-        } => Event::MemberLeft(v1::MemberLeft {
-            room_handle: handle.get(),
-            slot: u32::from(slot.get()),
-            device_id: device.map(|d| d.to_vec()).unwrap_or_default(),
-        }),
-        RoomEvent::EpochChanged {
-            handle,
-            epoch,
-            grace_ms,
-        } => Event::EpochChanged(v1::EpochChanged {
-            room_handle: handle.get(),
-            epoch,
-            grace_ms,
-        }),
-        RoomEvent::Evicted { handle } => Event::RoomEvicted(v1::RoomEvicted {
-            room_handle: handle.get(),
-            reason: v1::EvictReason::EpochNotProven as i32,
-        }),
     }
 }
 
@@ -157,20 +120,6 @@ fn public_key(bytes: &[u8], what: &str) -> Result<[u8; 32], RequestError> {
     bytes
         .try_into()
         .map_err(|_| RequestError::bad_request(format!("{what} is not 32 bytes")))
-}
-
-fn joined(j: Joined) -> response::Result {
-    response::Result::RoomJoined(v1::RoomJoined {
-        room_handle: j.handle.get(),
-        slot: u32::from(j.slot.get()),
-        epoch: j.epoch,
-        member_slots: j
-            .member_slots
-            .into_iter()
-            .map(|s| u32::from(s.get()))
-            .collect(),
-        leader: j.leader,
-    })
 }
 
 impl Session {
@@ -258,7 +207,7 @@ impl Session {
             }
         }
         debug!(conn, room = %short(&id), handle = j.handle.get(), slot = j.slot.get(), "room opened or joined");
-        Ok((joined(j), After::Nothing))
+        Ok((response::Result::RoomJoined(j.into()), After::Nothing))
     }
 
     pub(super) fn join_room(&mut self, r: &v1::JoinRoom) -> Handled {
@@ -267,7 +216,7 @@ impl Session {
         let conn = self.conn.id;
         let now = now_ms();
         let j = self.with_rooms(|reg| reg.join(conn, &id, r.epoch, &r.join_signature, now))?;
-        Ok((joined(j), After::Nothing))
+        Ok((response::Result::RoomJoined(j.into()), After::Nothing))
     }
 
     pub(super) async fn rotate_room(&mut self, r: v1::RotateRoom) -> Handled {

@@ -269,6 +269,24 @@ impl Sim {
         (clients, meeting)
     }
 
+    /// Client `c` (the key leader) removes `users` from `meeting`; panics on error.
+    pub fn remove(&mut self, c: ClientIdx, meeting: MeetingId, users: &[UserId]) {
+        let command = Command::Remove {
+            meeting,
+            users: users.to_vec(),
+        };
+        if let Err(e) = self.call(c, command) {
+            panic!("remove failed: {e}");
+        }
+    }
+
+    /// Client `c` leaves `meeting`; panics on error.
+    pub fn leave(&mut self, c: ClientIdx, meeting: MeetingId) {
+        if let Err(e) = self.call(c, Command::Leave { meeting }) {
+            panic!("leave failed: {e}");
+        }
+    }
+
     /// The meeting `meeting` as client `c` sees it.
     pub fn meeting(&mut self, c: ClientIdx, meeting: MeetingId) -> &mut Meeting {
         self.clients[c]

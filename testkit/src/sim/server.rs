@@ -16,7 +16,7 @@ use conclave_proto::v1::{self, ErrorCode, client_frame::Request, response};
 use conclave_sdk::transport::TransportError;
 use conclave_sdk::{DeviceId, UserId};
 use conclave_sfu::rooms::{
-    ConnId, OpenRequest, RoomError, RoomEvent, RoomLimits, RoomOutput, RoomRegistry, RotateRequest,
+    ConnId, OpenRequest, RoomError, RoomLimits, RoomOutput, RoomRegistry, RotateRequest,
 };
 
 /// How the simulated server misbehaves. Every hook is off by default.
@@ -233,7 +233,7 @@ impl SimServer {
                     .join(conn, &routing, j.epoch, &j.join_signature, now_ms)
                     .map_err(room_error);
                 self.apply_room_outputs();
-                joined.map(room_joined)
+                joined.map(|j| response::Result::RoomJoined(j.into()))
             }
             (Request::RotateRoom(r), Some(_)) => {
                 let leaders = device_ids16(&r.next_leader_device_ids)?;
@@ -505,7 +505,7 @@ impl SimServer {
             .open(conn, &open, None, now_ms)
             .map_err(room_error);
         self.apply_room_outputs();
-        joined.map(room_joined)
+        joined.map(|j| response::Result::RoomJoined(j.into()))
     }
 
     fn room_message(&mut self, conn: ConnId, m: v1::SendRoomMessage) -> response::Result {
@@ -539,7 +539,7 @@ impl SimServer {
             match output {
                 RoomOutput::Event { conn, event } => {
                     if let Some(state) = self.conns.get_mut(&conn) {
-                        state.events.push_back(room_event(event));
+                        state.events.push_back(v1::event::Event::from(event));
                     }
                 }
                 RoomOutput::Routes { handle, routes } => {
@@ -550,58 +550,6 @@ impl SimServer {
             }
         }
     }
-}
-
-fn room_event(event: RoomEvent) -> v1::event::Event {
-    use v1::event::Event;
-    let device = |d: Option<[u8; 16]>| d.map(|d| d.to_vec()).unwrap_or_default();
-    match event {
-        RoomEvent::MemberJoined {
-            handle,
-            slot,
-            device: d,
-        } => Event::MemberJoined(v1::MemberJoined {
-            room_handle: handle.get(),
-            slot: u32::from(slot.get()),
-            device_id: device(d),
-        }),
-        RoomEvent::MemberLeft {
-            handle,
-            slot,
-            device: d,
-        } => Event::MemberLeft(v1::MemberLeft {
-            room_handle: handle.get(),
-            slot: u32::from(slot.get()),
-            device_id: device(d),
-        }),
-        RoomEvent::EpochChanged {
-            handle,
-            epoch,
-            grace_ms,
-        } => Event::EpochChanged(v1::EpochChanged {
-            room_handle: handle.get(),
-            epoch,
-            grace_ms,
-        }),
-        RoomEvent::Evicted { handle } => Event::RoomEvicted(v1::RoomEvicted {
-            room_handle: handle.get(),
-            reason: 0,
-        }),
-    }
-}
-
-fn room_joined(joined: conclave_sfu::rooms::Joined) -> response::Result {
-    response::Result::RoomJoined(v1::RoomJoined {
-        room_handle: joined.handle.get(),
-        slot: u32::from(joined.slot.get()),
-        epoch: joined.epoch,
-        member_slots: joined
-            .member_slots
-            .into_iter()
-            .map(|s| u32::from(s.get()))
-            .collect(),
-        leader: joined.leader,
-    })
 }
 
 /// A refusal as the transport reports it.
