@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use conclave_proto::v1;
 
 use crate::container::Recipient;
-use crate::identity::{UserIdentity, UserPublicKey, VerifiedDevice, VerifiedPrekey};
+use crate::identity::{
+    IdentityProblem, UserIdentity, UserPublicKey, VerifiedDevice, VerifiedPrekey,
+};
 use crate::meeting::rekey::{Roster, RosterMember};
 use crate::{DeviceId, UnixMillis, UserId};
 
@@ -22,10 +24,13 @@ pub enum RefusalReason {
     UnknownUser,
     /// The directory's key for the user differs from the pinned one.
     IdentityChanged,
+    /// The directory sent no certificate for the device.
+    MissingCertificate,
     /// The device certificate does not verify under the user's key.
-    BadCertificate(String),
-    /// The prekey does not verify under the device certificate.
-    BadPrekey(String),
+    BadCertificate(IdentityProblem),
+    /// The prekey does not verify under the device certificate (or belongs to another
+    /// device).
+    BadPrekey(IdentityProblem),
     /// The device has no prekeys left on the server.
     NoPrekeys,
     /// The directory withheld the device's prekey because too many were taken from it
@@ -66,6 +71,9 @@ impl core::fmt::Display for RefusalReason {
             RefusalReason::IdentityChanged => f.write_str(
                 "the directory's identity key differs from the pinned one (possible substitution)",
             ),
+            RefusalReason::MissingCertificate => {
+                f.write_str("the directory sent no certificate for the device")
+            }
             RefusalReason::BadCertificate(e) => {
                 write!(f, "device certificate does not verify: {e}")
             }
@@ -213,9 +221,9 @@ fn roster_recipient(
     let certificate = device
         .certificate
         .as_ref()
-        .ok_or_else(|| RefusalReason::BadCertificate("missing certificate".into()))?;
+        .ok_or(RefusalReason::MissingCertificate)?;
     let current = VerifiedDevice::verify(certificate, &pinned, now)
-        .map_err(|e| RefusalReason::BadCertificate(e.to_string()))?;
+        .map_err(|e| RefusalReason::BadCertificate(e.problem()))?;
     if !current.same_keys(&member.device) {
         return Err(RefusalReason::DeviceKeysChanged);
     }
@@ -223,10 +231,21 @@ fn roster_recipient(
         .prekey
         .as_ref()
         .ok_or_else(|| missing_prekey(device))?;
-    VerifiedPrekey::verify(prekey, &member.device, now)
-        .map_err(|e| e.to_string())
-        .and_then(|p| Recipient::new(member.device.clone(), p).map_err(|e| e.to_string()))
-        .map_err(RefusalReason::BadPrekey)
+    prekey_recipient(prekey, &member.device, now)
+}
+
+/// `device` as a recipient of its `prekey`, if the prekey verifies under its
+/// certificate and belongs to it.
+fn prekey_recipient(
+    prekey: &v1::SignedPrekey,
+    device: &VerifiedDevice,
+    now: UnixMillis,
+) -> Result<Recipient, RefusalReason> {
+    let verified = VerifiedPrekey::verify(prekey, device, now)
+        .map_err(|e| RefusalReason::BadPrekey(e.problem()))?;
+    // The only way this fails: the prekey names another device.
+    Recipient::new(device.clone(), verified)
+        .map_err(|_| RefusalReason::BadPrekey(IdentityProblem::WrongDevice))
 }
 
 /// Checks that every identity key `roster` claims equals the key pinned for its user.
@@ -361,14 +380,11 @@ pub(crate) fn verify_bundles(
             {
                 Some(Ok(v)) => v,
                 Some(Err(e)) => {
-                    refuse(&mut out, RefusalReason::BadCertificate(e.to_string()));
+                    refuse(&mut out, RefusalReason::BadCertificate(e.problem()));
                     continue;
                 }
                 None => {
-                    refuse(
-                        &mut out,
-                        RefusalReason::BadCertificate("missing certificate".into()),
-                    );
+                    refuse(&mut out, RefusalReason::MissingCertificate);
                     continue;
                 }
             };
@@ -377,13 +393,10 @@ pub(crate) fn verify_bundles(
                     refuse(&mut out, missing_prekey(device));
                     continue;
                 };
-                let recipient = VerifiedPrekey::verify(prekey, &verified, now)
-                    .map_err(|e| e.to_string())
-                    .and_then(|p| Recipient::new(verified.clone(), p).map_err(|e| e.to_string()));
-                match recipient {
+                match prekey_recipient(prekey, &verified, now) {
                     Ok(r) => out.recipients.push(r),
-                    Err(e) => {
-                        refuse(&mut out, RefusalReason::BadPrekey(e));
+                    Err(reason) => {
+                        refuse(&mut out, reason);
                         continue;
                     }
                 }

@@ -85,7 +85,75 @@ pub enum IdentityError {
     InvalidArgument(&'static str),
 }
 
+/// What kind of problem an [`IdentityError`] is, without its details (times, sizes,
+/// parse errors): for reports that are copied and compared, such as a refused
+/// directory entry. [`IdentityError::problem`] gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IdentityProblem {
+    /// See [`IdentityError::InvalidUsername`].
+    InvalidUsername,
+    /// See [`IdentityError::TooLarge`].
+    TooLarge,
+    /// See [`IdentityError::Malformed`].
+    Malformed,
+    /// See [`IdentityError::BadSignature`].
+    BadSignature,
+    /// See [`IdentityError::UnsupportedVersion`].
+    UnsupportedVersion,
+    /// See [`IdentityError::WrongUser`].
+    WrongUser,
+    /// See [`IdentityError::WrongDevice`].
+    WrongDevice,
+    /// See [`IdentityError::Expired`].
+    Expired,
+    /// See [`IdentityError::NotYetValid`].
+    NotYetValid,
+    /// See [`IdentityError::PrekeyPoolFull`].
+    PrekeyPoolFull,
+    /// See [`IdentityError::InvalidArgument`].
+    InvalidArgument,
+}
+
+impl core::fmt::Display for IdentityProblem {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            IdentityProblem::InvalidUsername => "invalid username",
+            IdentityProblem::TooLarge => "too large",
+            IdentityProblem::Malformed => "malformed",
+            IdentityProblem::BadSignature => {
+                "the signature does not verify under the expected key (forged or substituted)"
+            }
+            IdentityProblem::UnsupportedVersion => "unsupported version",
+            IdentityProblem::WrongUser => "issued for another user",
+            IdentityProblem::WrongDevice => "issued for another device",
+            IdentityProblem::Expired => "expired",
+            IdentityProblem::NotYetValid => "created in the future",
+            IdentityProblem::PrekeyPoolFull => "prekey pool full",
+            IdentityProblem::InvalidArgument => "invalid argument",
+        })
+    }
+}
+
 impl IdentityError {
+    /// The kind of problem, without its details.
+    #[must_use]
+    pub fn problem(&self) -> IdentityProblem {
+        match self {
+            IdentityError::InvalidUsername { .. } => IdentityProblem::InvalidUsername,
+            IdentityError::TooLarge { .. } => IdentityProblem::TooLarge,
+            IdentityError::Malformed { .. } => IdentityProblem::Malformed,
+            IdentityError::BadSignature { .. } => IdentityProblem::BadSignature,
+            IdentityError::UnsupportedVersion { .. } => IdentityProblem::UnsupportedVersion,
+            IdentityError::WrongUser => IdentityProblem::WrongUser,
+            IdentityError::WrongDevice => IdentityProblem::WrongDevice,
+            IdentityError::Expired { .. } => IdentityProblem::Expired,
+            IdentityError::NotYetValid { .. } => IdentityProblem::NotYetValid,
+            IdentityError::PrekeyPoolFull { .. } => IdentityProblem::PrekeyPoolFull,
+            IdentityError::InvalidArgument(_) => IdentityProblem::InvalidArgument,
+        }
+    }
+
     pub(crate) fn malformed(what: &'static str, reason: impl Into<String>) -> Self {
         IdentityError::Malformed {
             what,
