@@ -504,10 +504,10 @@ mod tests {
         let mut trust = TrustStore::new([bob.user]);
         let v = verify_bundles(&bundles, &mut trust, false, NOW);
         assert!(v.recipients.is_empty());
-        assert!(matches!(
+        assert_eq!(
             v.refused[0].reason,
-            RefusalReason::BadCertificate(_)
-        ));
+            RefusalReason::BadCertificate(IdentityProblem::BadSignature)
+        );
         let _ = bob.key.public_key();
     }
 
