@@ -397,3 +397,70 @@ fn the_leader_rotates_the_room_only_after_its_rekey_reached_someone() {
     assert!(epoch > before);
     assert_eq!(sim.meeting(c[1], meeting).sending_epoch(), epoch);
 }
+
+/// A sleeping device's monotonic clock stops while real time goes on. Its protocol
+/// time follows the wall clock it reports, so after three days asleep it still opens
+/// what others seal now (a core that derived wall time from its monotonic clock would
+/// be days behind and refuse every container as expired).
+#[test]
+fn after_days_asleep_a_device_still_opens_fresh_containers() {
+    let (alice, bob, carol) = users();
+    let mut sim = Sim::new();
+    let (c, meeting) = sim.group(&[&alice, &bob, &carol]);
+    let before = sim.meeting(c[0], meeting).sending_epoch();
+    sim.jump_wall_clocks(Duration::from_secs(3 * 24 * 3600));
+    // Bob reconnects (a fresh Hello: the server's clock is three days on).
+    sim.go_offline(c[1]);
+    sim.go_online(c[1]);
+    assert!(sim.advance_until(Duration::from_secs(2), |s| s.is_connected(c[1])));
+    sim.remove(c[0], meeting, &[carol.id()]);
+    sim.advance(Duration::from_secs(2));
+    let epoch = sim.meeting(c[0], meeting).sending_epoch();
+    assert!(epoch > before);
+    assert_eq!(sim.meeting(c[1], meeting).sending_epoch(), epoch);
+    let refused: Vec<_> = sim
+        .take_events(c[1])
+        .into_iter()
+        .filter(|e| matches!(e, ClientEvent::MessageRefused { .. }))
+        .collect();
+    assert!(refused.is_empty(), "{refused:?}");
+}
+
+/// The connection drops again while the reconnect stocks prekeys: the client keeps
+/// trying instead of staying offline.
+#[test]
+fn a_reconnect_lost_while_stocking_prekeys_is_tried_again() {
+    use conclave_proto::v1::client_frame::Request;
+    use conclave_sdk::transport::TransportError;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let (alice, bob, _) = users();
+    let mut sim = Sim::new();
+    let (c, meeting) = sim.group(&[&alice, &bob]);
+    let bob_device = sim.client(c[1]).device;
+    sim.go_offline(c[1]);
+    let failed = Arc::new(AtomicBool::new(false));
+    let f = Arc::clone(&failed);
+    sim.server.hostility.intercept = Some(Box::new(move |device, request| {
+        (device == bob_device
+            && matches!(request, Request::UploadPrekeys(_))
+            && !f.swap(true, Ordering::SeqCst))
+        .then(|| {
+            Err(TransportError::Closed(
+                "dropped mid-upload (injected)".into(),
+            ))
+        })
+    }));
+    sim.go_online(c[1]);
+    let back = sim.advance_until(Duration::from_secs(10), |s| {
+        failed.load(Ordering::SeqCst) && s.is_connected(c[1])
+    });
+    assert!(back, "bob stayed offline after the interrupted reconnect");
+    sim.advance(Duration::from_secs(1));
+    assert!(sim.is_connected(c[1]));
+    assert_eq!(
+        sim.meeting(c[0], meeting).sending_epoch(),
+        sim.meeting(c[1], meeting).sending_epoch()
+    );
+}

@@ -86,6 +86,9 @@ pub struct Sim {
     start: Instant,
     now: Instant,
     wall_at_start: u64,
+    /// How far every wall clock (the server's and the devices') has jumped ahead of
+    /// the monotonic clocks, ms.
+    wall_jump_ms: u64,
     next_binding: u64,
 }
 
@@ -105,6 +108,7 @@ impl Sim {
             start: now,
             now,
             wall_at_start: crate::clock::now().0,
+            wall_jump_ms: 0,
             next_binding: 1,
         }
     }
@@ -127,7 +131,17 @@ impl Sim {
 
     fn wall_ms(&self) -> u64 {
         let elapsed = u64::try_from(self.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.wall_at_start.saturating_add(elapsed)
+        self.wall_at_start
+            .saturating_add(elapsed)
+            .saturating_add(self.wall_jump_ms)
+    }
+
+    /// Every wall clock jumps `d` ahead while the monotonic clocks stand still: what a
+    /// device sees after sleeping (its monotonic clock stops; real time goes on).
+    pub fn jump_wall_clocks(&mut self, d: Duration) {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.wall_jump_ms = self.wall_jump_ms.saturating_add(ms);
+        self.progress();
     }
 
     /// Connects a new device of `user` with [`Sim::client_config`].
@@ -409,6 +423,8 @@ impl Sim {
         let now = self.now;
         let now_ms = self.wall_ms();
         let client = &mut self.clients[c];
+        // The shell reports the device's clock before every input; so does the sim.
+        client.core.handle_wall_clock(UnixMillis(now_ms), now);
         if let Some(action) = client.core.poll_action() {
             match action {
                 Action::Connect { conn } => {

@@ -148,6 +148,9 @@ impl Engine {
     /// One reconnect attempt; on success every meeting rejoins its room.
     pub(super) async fn reconnect(&mut self) {
         match self.establish().await {
+            // Lost again while stocking prekeys: `connection_lost` has scheduled the
+            // next attempt.
+            Ok(()) if self.link.is_none() => {}
             Ok(()) => {
                 self.reconnect_at = None;
                 self.backoff_ms = 0;

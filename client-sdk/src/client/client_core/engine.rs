@@ -107,11 +107,9 @@ pub(super) struct Engine {
     pub(super) rotations: Rotations,
     /// Processed mailbox entries not acknowledged yet.
     pub(super) acks: AckBatcher,
-    /// Monotonic origin: the media path's clock (presence timestamps) and the wall
+    /// Monotonic origin of the presence clock.
     /// clock are measured from here.
     pub(super) origin: Instant,
-    /// This device's wall clock at `origin`, ms since the Unix epoch.
-    pub(super) wall_at_origin: u64,
 }
 
 impl Engine {
@@ -121,7 +119,6 @@ impl Engine {
         rng: Box<dyn CryptoRngCore + Send>,
         port: PortHandle,
         now: Instant,
-        wall: UnixMillis,
     ) -> Self {
         let (prekeys, restored) = creds.take_prekeys();
         let trust = TrustStore::new(config.pinned_users.iter().copied().chain([*creds.user()]));
@@ -147,7 +144,6 @@ impl Engine {
             rotations: Rotations::default(),
             acks: AckBatcher::default(),
             origin: now,
-            wall_at_origin: wall.0,
         }
     }
 
@@ -166,6 +162,13 @@ impl Engine {
                 Input::Command(id, Command::Close) => {
                     self.shutdown().await;
                     self.command_done(id, Ok(Reply::Done));
+                    // Commands queued behind the close are answered, not lost.
+                    let queued: Vec<Input> = self.port.with(|p| p.inputs.drain(..).collect());
+                    for input in queued {
+                        if let Input::Command(id, _) = input {
+                            self.command_done(id, Err(ClientError::Closed));
+                        }
+                    }
                     return;
                 }
                 Input::Command(id, command) => self.on_command(id, command).await,
@@ -199,7 +202,7 @@ impl Engine {
 
     /// This device's wall clock, ms since the Unix epoch.
     pub(super) fn local_ms(&self) -> u64 {
-        self.wall_at_origin.saturating_add(self.mono_ms())
+        self.port.wall_ms()
     }
 
     /// The server's time now.

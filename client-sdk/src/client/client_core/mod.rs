@@ -109,6 +109,10 @@ use port::{Input, PortHandle};
 /// commands, bounded further by the shell's own queues).
 pub const MAX_QUEUED_INPUTS: usize = 4_096;
 
+/// Client events held for the app before new ones are dropped (command replies are
+/// never dropped).
+pub const MAX_QUEUED_APP_EVENTS: usize = 4_096;
+
 /// One connection attempt of the core's. A new one per attempt, so news about an
 /// earlier connection is never taken for the current one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -316,8 +320,9 @@ impl core::fmt::Debug for ClientCore {
 }
 
 impl ClientCore {
-    /// A core for `credentials`, at `now` (monotonic) and `wall` (this device's clock;
-    /// later wall times are `wall` plus the monotonic time since). It asks to connect
+    /// A core for `credentials`, at `now` (monotonic) and `wall` (this device's clock,
+    /// ms since the Unix epoch; later readings come from
+    /// [`handle_wall_clock`](Self::handle_wall_clock)). It asks to connect
     /// at once ([`Action::Connect`]). `rng` supplies every key, nonce and id.
     /// ([`ClientConfig::server`], `server_name` and `trust` are the shell's business.)
     pub fn new(
@@ -327,8 +332,8 @@ impl ClientCore {
         now: Instant,
         wall: UnixMillis,
     ) -> Self {
-        let port = PortHandle::new(now);
-        let engine = engine::Engine::new(config, credentials, rng, port.clone(), now, wall);
+        let port = PortHandle::new(now, wall.0);
+        let engine = engine::Engine::new(config, credentials, rng, port.clone(), now);
         let mut core = ClientCore {
             port,
             engine: Box::pin(engine.run()),
@@ -366,6 +371,15 @@ impl ClientCore {
             tracing::warn!("client core input queue full; input dropped");
         }
         self.progress();
+    }
+
+    /// This device's clock read `wall` at `now`. Report it before each input (the shell
+    /// does): a monotonic clock stops while a device sleeps and never follows a clock
+    /// correction, so the wall clock cannot be derived from it for long. Between
+    /// reports the core adds the monotonic time since the last one.
+    pub fn handle_wall_clock(&mut self, wall: UnixMillis, now: Instant) {
+        self.set_now(now);
+        self.port.with(|p| p.wall = (wall.0, p.now));
     }
 
     /// The app asks for something; the outcome comes as [`AppEvent::Reply`] tagged `id`.

@@ -18,7 +18,10 @@ use std::time::Instant;
 
 use conclave_proto::v1::{self, client_frame::Request, response};
 
-use super::{Action, AppEvent, Command, CommandId, ConnectionId, OutgoingRequest, RequestId};
+use super::{
+    Action, AppEvent, Command, CommandId, ConnectionId, MAX_QUEUED_APP_EVENTS, OutgoingRequest,
+    RequestId,
+};
 use crate::client::shared::lock;
 use crate::transport::TransportError;
 use conclave_proto::frame::TLS_EXPORTER_LEN;
@@ -54,6 +57,9 @@ pub(super) struct Port {
     next_connection: u64,
     /// When the engine next wants [`Input::Timeout`], as it said when it went idle.
     pub timeout: Option<Instant>,
+    /// This device's wall clock, ms since the Unix epoch, as last reported, and the
+    /// monotonic time it was reported at.
+    pub wall: (u64, Instant),
 }
 
 /// The engine's and the core's shared view of the port.
@@ -61,7 +67,7 @@ pub(super) struct Port {
 pub(super) struct PortHandle(Arc<Mutex<Port>>);
 
 impl PortHandle {
-    pub(super) fn new(now: Instant) -> Self {
+    pub(super) fn new(now: Instant, wall: u64) -> Self {
         PortHandle(Arc::new(Mutex::new(Port {
             now,
             inputs: VecDeque::new(),
@@ -75,6 +81,7 @@ impl PortHandle {
             next_request: 1,
             next_connection: 1,
             timeout: None,
+            wall: (wall, now),
         })))
     }
 
@@ -90,8 +97,27 @@ impl PortHandle {
         self.with(|p| p.actions.push_back(action));
     }
 
+    /// Queues `event` for the app. Client events beyond [`MAX_QUEUED_APP_EVENTS`]
+    /// are dropped (with a warning) while the app does not drain them; command replies
+    /// and the connection outcome never are.
     pub(super) fn emit(&self, event: AppEvent) {
-        self.with(|p| p.app_events.push_back(event));
+        self.with(|p| {
+            if matches!(event, AppEvent::Client(_)) && p.app_events.len() >= MAX_QUEUED_APP_EVENTS {
+                tracing::warn!("client event queue full; event dropped");
+                return;
+            }
+            p.app_events.push_back(event);
+        });
+    }
+
+    /// This device's wall clock now: the last reported reading plus the monotonic time
+    /// since, ms since the Unix epoch.
+    pub(super) fn wall_ms(&self) -> u64 {
+        self.with(|p| {
+            let (wall, at) = p.wall;
+            let since = p.now.saturating_duration_since(at);
+            wall.saturating_add(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+        })
     }
 
     /// The next input, once there is one.

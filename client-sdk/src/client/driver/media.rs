@@ -19,12 +19,28 @@ pub(super) fn link_room(rooms: &Rooms, handle: RoomHandle, meeting: Arc<MeetingS
     rooms.insert(handle, meeting);
 }
 
-/// Stops routing room `handle`'s datagrams.
+/// Stops routing room `handle`'s datagrams, and its meeting's frames stop going out
+/// there.
 pub(super) fn unlink_room(rooms: &Rooms, handle: RoomHandle) {
-    rooms
+    let removed = rooms
         .write()
         .unwrap_or_else(PoisonError::into_inner)
         .remove(&handle);
+    if let Some(meeting) = removed {
+        meeting.set_room(None);
+    }
+}
+
+/// Unlinks every room (the connection is closing).
+pub(super) fn unlink_all(rooms: &Rooms) {
+    let all: Vec<_> = rooms
+        .write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .drain()
+        .collect();
+    for (_, meeting) in all {
+        meeting.set_room(None);
+    }
 }
 
 /// Reads media datagrams until the connection closes and hands each to its meeting.

@@ -251,7 +251,9 @@ impl Shell {
             return;
         };
         match tokio::task::spawn_blocking(move || {
-            input(&mut core, Instant::now());
+            let now = Instant::now();
+            core.handle_wall_clock(UnixMillis(local_ms()), now);
+            input(&mut core, now);
             core
         })
         .await
@@ -324,10 +326,10 @@ impl Shell {
             let core = self.core_mut();
             if let Some(action) = core.poll_action() {
                 self.act(action).await;
-            } else if let Some(request) = core.poll_request() {
-                self.perform(request).await;
             } else if let Some(event) = core.poll_app_event() {
                 self.deliver(event);
+            } else if let Some(request) = core.poll_request() {
+                self.perform(request).await;
             } else {
                 return;
             }
@@ -377,6 +379,9 @@ impl Shell {
                 if self.link.as_ref().is_some_and(|l| l.id == conn)
                     && let Some(link) = self.link.take()
                 {
+                    // A room linked earlier in this step must not keep pointing at
+                    // the closed connection.
+                    media::unlink_all(&link.rooms);
                     link.close();
                 }
             }
@@ -405,13 +410,19 @@ impl Shell {
     /// before it (the server queues a request's events before its answer).
     async fn perform(&mut self, request: OutgoingRequest) {
         let OutgoingRequest { id, conn, request } = request;
+        // Bounded by the room left in the core's input queue; the rest stay in the
+        // transport's own bounded channel.
+        let room = crate::client::client_core::MAX_QUEUED_INPUTS
+            .saturating_sub(self.core().queued_inputs());
         let (answer, events) = match self.link.as_mut().filter(|l| l.id == conn) {
             Some(link) => {
                 let control = Arc::clone(&link.conn);
                 let answer = control.request(request).await;
                 let mut events = Vec::new();
                 if let Some(stream) = link.events.as_mut() {
-                    while let Some(event) = stream.try_recv() {
+                    while events.len() < room
+                        && let Some(event) = stream.try_recv()
+                    {
                         events.push(event);
                     }
                 }
