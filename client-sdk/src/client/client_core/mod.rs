@@ -36,8 +36,12 @@
 //! # use conclave_sdk::client::client_core::ConnectionId;
 //! # use conclave_sdk::transport::TransportError;
 //! # use conclave_proto::v1::response;
-//! # fn connect(_: ConnectionId) -> Result<[u8; 32], TransportError> { unimplemented!() }
-//! # fn send(_: OutgoingRequest) -> Result<response::Result, TransportError> { unimplemented!() }
+//! # fn connect(_: ConnectionId) -> Result<[u8; 32], TransportError> {
+//! #     Err(TransportError::Handshake("no network in this example".into()))
+//! # }
+//! # fn send(_: OutgoingRequest) -> Result<response::Result, TransportError> {
+//! #     Err(TransportError::Closed("no network in this example".into()))
+//! # }
 //! # fn wait_for_input_until(_: Option<Instant>) {}
 //!
 //! fn drive(core: &mut ClientCore) {
