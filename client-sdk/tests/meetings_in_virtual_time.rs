@@ -7,9 +7,12 @@
 use std::time::Duration;
 
 use conclave_sdk::client::client_core::{Command, Reply};
-use conclave_sdk::client::{ClientError, ClientEvent, MeetingEvent, MessageRefusal, RefusalReason};
+use conclave_sdk::client::{
+    ClientError, ClientEvent, DisconnectReason, MeetingEvent, MessageRefusal, RefusalReason,
+};
 use conclave_sdk::meeting::Epoch;
 use conclave_sdk::meeting::rekey::EndReason;
+use conclave_sdk::transport::{ClosedReason, TransportError};
 use conclave_testkit::User;
 use conclave_testkit::sim::{ClientIdx, Sim};
 
@@ -189,6 +192,30 @@ fn a_device_back_within_the_drop_window_stays_and_catches_up() {
     assert!(
         events.iter().any(|e| matches!(e, ClientEvent::Reconnected)),
         "{events:?}"
+    );
+    // The app learns why, as a typed reason with quinn's error underneath.
+    let reason = events
+        .iter()
+        .find_map(|e| match e {
+            ClientEvent::Disconnected { reason } => Some(reason),
+            _ => None,
+        })
+        .expect("a Disconnected event before Reconnected");
+    assert!(
+        matches!(
+            reason,
+            DisconnectReason::Transport(TransportError::Closed(ClosedReason::Connection(
+                quinn::ConnectionError::TimedOut
+            )))
+        ),
+        "{reason:?}"
+    );
+    let root = std::iter::successors(Some(reason as &dyn std::error::Error), |e| e.source())
+        .last()
+        .expect("the chain starts at the reason");
+    assert!(
+        root.downcast_ref::<quinn::ConnectionError>().is_some(),
+        "{root}"
     );
     sim.advance(Duration::from_secs(5));
     assert_eq!(sim.meeting(c[0], meeting).sending_epoch(), before);
@@ -432,7 +459,6 @@ fn after_days_asleep_a_device_still_opens_fresh_containers() {
 #[test]
 fn a_reconnect_lost_while_stocking_prekeys_is_tried_again() {
     use conclave_proto::v1::client_frame::Request;
-    use conclave_sdk::transport::TransportError;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -448,9 +474,9 @@ fn a_reconnect_lost_while_stocking_prekeys_is_tried_again() {
             && matches!(request, Request::UploadPrekeys(_))
             && !f.swap(true, Ordering::SeqCst))
         .then(|| {
-            Err(TransportError::Closed(
-                "dropped mid-upload (injected)".into(),
-            ))
+            Err(TransportError::Closed(ClosedReason::Connection(
+                quinn::ConnectionError::Reset,
+            )))
         })
     }));
     sim.go_online(c[1]);

@@ -2,7 +2,7 @@
 //! rejoin the meeting's room at the current epoch without the app's help, and media
 //! resumes. The app only sees Disconnected and Reconnected events.
 
-use conclave_sdk::client::{ClientEvent, MediaKind};
+use conclave_sdk::client::{ClientEvent, DisconnectReason, MediaKind};
 use conclave_testkit::prelude::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,9 +20,20 @@ async fn reconnect_resumes_media() {
 
     let sfu = sfu.restart().await;
     for device in [&mut a, &mut b] {
-        device
+        // A graceful restart announces itself: the client closes on the server's
+        // word instead of waiting for the connection to break.
+        let event = device
             .wait_for(|e| matches!(e, ClientEvent::Disconnected { .. }))
             .await;
+        assert!(
+            matches!(
+                event,
+                ClientEvent::Disconnected {
+                    reason: DisconnectReason::ServerShuttingDown { .. }
+                }
+            ),
+            "{event:?}"
+        );
         device
             .wait_for(|e| matches!(e, ClientEvent::Reconnected))
             .await;

@@ -7,6 +7,7 @@ use conclave_sdk::client::{Client, ClientConfig, ClientError};
 use conclave_sdk::transport::{CertificateProblem, ServerTrust};
 use conclave_testkit::prelude::*;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls::CertificateError;
 
 /// A CA, and a server identity for "localhost" issued by it with the given validity.
 fn ca_and_server(
@@ -76,7 +77,15 @@ async fn an_expired_pinned_certificate_is_reported_as_expired() {
     assert!(matches!(sfu.trust, ServerTrust::PinnedSha256(_)));
     let err = connect(sfu.client_config()).await.unwrap_err();
     assert_expired(&err);
-    assert!(err.to_string().contains("2020"), "{err}");
+    // The cause names the bound that was passed: 2020-01-01T00:00:00Z.
+    let ClientError::Certificate(CertificateProblem::Expired {
+        cause: rustls::Error::InvalidCertificate(CertificateError::ExpiredContext { not_after, .. }),
+    }) = &err
+    else {
+        panic!("expected an expiry with its context, got {err:?}");
+    };
+    assert_eq!(not_after.as_secs(), 1_577_836_800, "{err}");
+    assert!(err.to_string().contains("1577836800"), "{err}");
     // A pinned certificate that is not yet valid is refused the same way.
     let (_, identity) = ca_and_server(2090, 2095);
     let sfu = TestSfu::start_with_identity(identity, client_test_config()).await;

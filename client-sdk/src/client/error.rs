@@ -109,6 +109,23 @@ pub enum ConnectionProblem {
     Datagram(#[source] quinn::SendDatagramError),
 }
 
+/// Why the client lost its connection (see
+/// [`ClientEvent::Disconnected`](super::ClientEvent::Disconnected)).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// The server announced that it is shutting down; the client reconnects after the
+    /// delay the server asked for.
+    #[error("the server is shutting down; reconnecting in {reconnect_after:?}")]
+    ServerShuttingDown {
+        /// How long the client waits before reconnecting.
+        reconnect_after: std::time::Duration,
+    },
+    /// The connection failed or closed.
+    #[error("{0}")]
+    Transport(#[source] TransportError),
+}
+
 /// What the server answered that this SDK cannot interpret.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]

@@ -69,7 +69,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use conclave_proto::datagram::MediaKind;
 pub use credentials::{DEFAULT_DEVICE_VALIDITY_MS, DeviceCredentials};
 pub use directory::{RefusalReason, RefusedDevice};
-pub use error::{ClientError, ConnectionProblem, ProtocolViolation};
+pub use error::{ClientError, ConnectionProblem, DisconnectReason, ProtocolViolation};
 pub use refusal::MessageRefusal;
 
 use crate::identity::UserIdentity;
@@ -159,7 +159,7 @@ pub enum ClientEvent {
     /// The connection dropped; the client is reconnecting. Media pauses.
     Disconnected {
         /// Why.
-        reason: String,
+        reason: DisconnectReason,
     },
     /// The client reconnected and rejoined its meetings.
     Reconnected,

@@ -8,6 +8,7 @@
 //! Tasks: one reader task per connection (spawned on the current tokio runtime) reads
 //! server frames; writes happen on the caller's task under an async lock.
 
+mod error;
 mod tls;
 
 use std::collections::HashMap;
@@ -20,59 +21,16 @@ use conclave_proto::frame::{self, PREFIX_LEN, TLS_EXPORTER_LABEL, TLS_EXPORTER_L
 use conclave_proto::v1::{self, ErrorCode, client_frame::Request, response, server_frame};
 use tokio::sync::{mpsc, oneshot};
 
+pub use error::{ClosedReason, ConnectProblem, ProtocolProblem, TransportError};
 pub use tls::{CertificateProblem, ServerTrust, client_config, rustls_client_config};
 
 /// Server events buffered before the reader stops reading (backpressure to the server).
 const EVENT_QUEUE: usize = 4096;
 
-/// Why a control-channel operation failed.
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum TransportError {
-    /// The connection could not be started (bad address or server name).
-    #[error("cannot connect: {0}")]
-    Connect(String),
-    /// The QUIC or TLS handshake failed for a reason other than the certificate
-    /// (no answer, protocol mismatch, ...).
-    #[error("handshake with the server failed: {0}")]
-    Handshake(String),
-    /// The server's certificate was refused: untrusted, expired, for another name, or
-    /// not the pinned one.
-    #[error("{0}")]
-    Certificate(CertificateProblem),
-    /// The connection or control stream is gone.
-    #[error("connection closed: {0}")]
-    Closed(String),
-    /// The server refused the request.
-    #[error("server refused the request ({code:?}): {message}")]
-    Server {
-        /// The protocol error code.
-        code: ErrorCode,
-        /// The server's explanation.
-        message: String,
-        /// For `RateLimited`: how long to wait, ms.
-        retry_after_ms: u64,
-        /// For `WrongEpoch`: the room's current epoch as the server claims it (0 if
-        /// unknown).
-        room_epoch: u64,
-    },
-    /// The server sent something this client cannot interpret.
-    #[error("protocol error: {0}")]
-    Protocol(String),
-}
-
-impl TransportError {
-    /// The server's error code, if the server refused the request.
-    #[must_use]
-    pub fn server_code(&self) -> Option<ErrorCode> {
-        match self {
-            TransportError::Server { code, .. } => Some(*code),
-            _ => None,
-        }
-    }
-}
-
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<response::Result>>>>;
+/// Requests waiting for their response; `None` once the server's control stream has
+/// ended, so that a request sent after that fails at once instead of waiting for the
+/// connection to close.
+type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<response::Result>>>>>;
 
 /// Server events, in the order the server sent them.
 #[derive(Debug)]
@@ -139,26 +97,26 @@ impl ControlConnection {
         } else {
             (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
         };
-        let mut endpoint = quinn::Endpoint::client(bind)
-            .map_err(|e| TransportError::Connect(format!("cannot bind a UDP socket: {e}")))?;
+        let mut endpoint =
+            quinn::Endpoint::client(bind).map_err(|e| ConnectProblem::Bind(Arc::new(e)))?;
         endpoint.set_default_client_config(config);
         let connection = endpoint
             .connect(server, server_name)
-            .map_err(|e| TransportError::Connect(e.to_string()))?
+            .map_err(ConnectProblem::Start)?
             .await
             .map_err(|e| match slot.as_ref().and_then(tls::ProblemSlot::take) {
                 Some(problem) => TransportError::Certificate(problem),
-                None => TransportError::Handshake(e.to_string()),
+                None => TransportError::Handshake(e),
             })?;
         let mut tls_binding = [0u8; TLS_EXPORTER_LEN];
         connection
             .export_keying_material(&mut tls_binding, TLS_EXPORTER_LABEL, b"")
-            .map_err(|_| TransportError::Protocol("TLS exporter unavailable".into()))?;
+            .map_err(|_| ProtocolProblem::NoTlsExporter)?;
         let (send, recv) = connection
             .open_bi()
             .await
-            .map_err(|e| TransportError::Closed(e.to_string()))?;
-        let pending: Pending = Arc::default();
+            .map_err(ClosedReason::Connection)?;
+        let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let reader = tokio::spawn(read_frames(recv, Arc::clone(&pending), events_tx));
         Ok((
@@ -192,27 +150,30 @@ impl ControlConnection {
     pub async fn request(&self, request: Request) -> Result<response::Result, TransportError> {
         let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(request_id, tx);
+        match lock(&self.pending).as_mut() {
+            Some(waiting) => waiting.insert(request_id, tx),
+            None => return Err(TransportError::Closed(ClosedReason::StreamEnded)),
+        };
         let bytes = frame::encode(&v1::ClientFrame {
             request_id,
             request: Some(request),
         })
-        .map_err(|e| TransportError::Protocol(e.to_string()))?;
+        .map_err(|e| ProtocolProblem::Frame(Arc::new(e)))?;
         if let Err(e) = self.write_raw(&bytes).await {
-            lock(&self.pending).remove(&request_id);
+            forget(&self.pending, request_id);
             return Err(e);
         }
         // The reader fails every waiting request when the stream ends; a request
         // registered after that would wait forever, so also watch the connection.
         let closed = |reason: Option<quinn::ConnectionError>| {
             TransportError::Closed(
-                reason.map_or_else(|| "control stream ended".to_string(), |r| r.to_string()),
+                reason.map_or(ClosedReason::StreamEnded, ClosedReason::Connection),
             )
         };
         let result = tokio::select! {
             r = rx => r.map_err(|_| closed(self.connection.close_reason()))?,
             e = self.connection.closed() => {
-                lock(&self.pending).remove(&request_id);
+                forget(&self.pending, request_id);
                 return Err(closed(Some(e)));
             }
         };
@@ -234,14 +195,14 @@ impl ControlConnection {
             .await
             .write_all(bytes)
             .await
-            .map_err(|e| TransportError::Closed(e.to_string()))
+            .map_err(|e| TransportError::Closed(ClosedReason::Write(e)))
     }
 
     /// Queues a media datagram.
     pub fn send_datagram(&self, datagram: Bytes) -> Result<(), TransportError> {
         self.connection
             .send_datagram(datagram)
-            .map_err(|e| TransportError::Closed(e.to_string()))
+            .map_err(|e| TransportError::Closed(ClosedReason::Datagram(e)))
     }
 
     /// The next media datagram.
@@ -249,7 +210,7 @@ impl ControlConnection {
         self.connection
             .read_datagram()
             .await
-            .map_err(|e| TransportError::Closed(e.to_string()))
+            .map_err(|e| TransportError::Closed(ClosedReason::Connection(e)))
     }
 
     /// Closes the connection and waits (briefly) for the close to be sent.
@@ -258,6 +219,13 @@ impl ControlConnection {
         self.reader.abort();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.endpoint.wait_idle())
             .await;
+    }
+}
+
+/// Stops waiting for `request_id`'s response.
+fn forget(pending: &Pending, request_id: u64) {
+    if let Some(waiting) = lock(pending).as_mut() {
+        waiting.remove(&request_id);
     }
 }
 
@@ -293,7 +261,9 @@ async fn read_frames(
         };
         match server_frame.kind {
             Some(server_frame::Kind::Response(r)) => {
-                let waiter = lock(&pending).remove(&r.request_id);
+                let waiter = lock(&pending)
+                    .as_mut()
+                    .and_then(|waiting| waiting.remove(&r.request_id));
                 match (waiter, r.result) {
                     (Some(tx), Some(result)) => {
                         let _ = tx.send(result);
@@ -311,6 +281,6 @@ async fn read_frames(
             _ => {}
         }
     }
-    // Fail every waiting request.
-    lock(&pending).clear();
+    // Fail every waiting request, and every later one.
+    lock(&pending).take();
 }

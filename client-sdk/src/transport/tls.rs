@@ -20,7 +20,7 @@ use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureSc
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::TransportError;
+use super::{ConnectProblem, TransportError};
 
 /// Which server certificates to trust.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,11 +42,7 @@ impl ServerTrust {
             .filter(|c| !matches!(c, ':' | ' '))
             .collect();
         let mut pin = [0u8; 32];
-        hex::decode_to_slice(&digits, &mut pin).map_err(|_| {
-            TransportError::Connect(
-                "a certificate pin must be 64 hex digits (the SHA-256 the server prints)".into(),
-            )
-        })?;
+        hex::decode_to_slice(&digits, &mut pin).map_err(|_| ConnectProblem::BadPin)?;
         Ok(ServerTrust::PinnedSha256(pin))
     }
 }
@@ -55,31 +51,35 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Why the server's certificate was not accepted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why the server's certificate was not accepted. Where the verifier gave a reason, it
+/// is the [`source`](std::error::Error::source) (a [`rustls::Error`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CertificateProblem {
     /// The certificate is not issued by a trusted CA (system roots or the CA file).
     #[error(
-        "the server certificate is not trusted ({detail}); use the server's CA file or pin its fingerprint"
+        "the server certificate is not trusted ({cause}); use the server's CA file or pin its fingerprint"
     )]
     Untrusted {
         /// What the verifier reported.
-        detail: String,
+        #[source]
+        cause: rustls::Error,
     },
     /// The certificate has expired (or is not yet valid).
     #[error(
-        "the server certificate has expired or is not yet valid ({detail}); the operator must renew it (or check this device's clock)"
+        "the server certificate has expired or is not yet valid ({cause}); the operator must renew it (or check this device's clock)"
     )]
     Expired {
-        /// What the verifier reported.
-        detail: String,
+        /// What the verifier reported (with the validity bound when known).
+        #[source]
+        cause: rustls::Error,
     },
     /// The certificate is valid, but not for the name the client asked for.
-    #[error("the server certificate is not valid for this server name ({detail})")]
+    #[error("the server certificate is not valid for this server name ({cause})")]
     WrongName {
         /// What the verifier reported.
-        detail: String,
+        #[source]
+        cause: rustls::Error,
     },
     /// The certificate's SHA-256 is not the pinned one.
     #[error(
@@ -92,30 +92,31 @@ pub enum CertificateProblem {
         pinned: String,
     },
     /// Any other rejection (revoked, malformed, unsupported signature, ...).
-    #[error("the server certificate was rejected: {detail}")]
+    #[error("the server certificate was rejected: {cause}")]
     Rejected {
         /// What the verifier reported.
-        detail: String,
+        #[source]
+        cause: rustls::Error,
     },
 }
 
 impl CertificateProblem {
     fn from_rustls(error: &rustls::Error) -> Self {
-        let detail = format!("{error}");
+        let cause = error.clone();
         match error {
             rustls::Error::InvalidCertificate(
                 CertificateError::Expired
                 | CertificateError::ExpiredContext { .. }
                 | CertificateError::NotValidYet
                 | CertificateError::NotValidYetContext { .. },
-            ) => CertificateProblem::Expired { detail },
+            ) => CertificateProblem::Expired { cause },
             rustls::Error::InvalidCertificate(
                 CertificateError::UnknownIssuer | CertificateError::BadSignature,
-            ) => CertificateProblem::Untrusted { detail },
+            ) => CertificateProblem::Untrusted { cause },
             rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            ) => CertificateProblem::WrongName { detail },
-            _ => CertificateProblem::Rejected { detail },
+            ) => CertificateProblem::WrongName { cause },
+            _ => CertificateProblem::Rejected { cause },
         }
     }
 }
@@ -148,8 +149,8 @@ pub(crate) fn recording_client_config(
     slot: &ProblemSlot,
 ) -> Result<quinn::ClientConfig, TransportError> {
     let tls = recording_rustls_config(trust, slot)?;
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-        .map_err(|e| TransportError::Connect(format!("TLS configuration for QUIC: {e}")))?;
+    let quic =
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(ConnectProblem::QuicTls)?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(std::time::Duration::from_secs(5)));
@@ -170,7 +171,7 @@ fn recording_rustls_config(
 ) -> Result<rustls::ClientConfig, TransportError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| TransportError::Connect(format!("TLS configuration: {e}")))?;
+        .map_err(ConnectProblem::Tls)?;
     let mut tls = match trust {
         ServerTrust::SystemRoots => {
             let mut roots = RootCertStore::empty();
@@ -179,11 +180,7 @@ fn recording_rustls_config(
                 let _ = roots.add(cert);
             }
             if roots.is_empty() {
-                return Err(TransportError::Connect(
-                    "no usable root certificates found in the system trust store; \
-                     install ca-certificates or use a CA file or a pinned fingerprint"
-                        .into(),
-                ));
+                return Err(ConnectProblem::NoSystemRoots.into());
             }
             builder
                 .dangerous()
@@ -193,17 +190,11 @@ fn recording_rustls_config(
         ServerTrust::CaPem(pem) => {
             let mut roots = RootCertStore::empty();
             for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|e| {
-                    TransportError::Connect(format!("CA file is not valid PEM: {e}"))
-                })?;
-                roots.add(cert).map_err(|e| {
-                    TransportError::Connect(format!("CA certificate is not usable: {e}"))
-                })?;
+                let cert = cert.map_err(|e| ConnectProblem::CaFileNotPem(Arc::new(e)))?;
+                roots.add(cert).map_err(ConnectProblem::CaCertificate)?;
             }
             if roots.is_empty() {
-                return Err(TransportError::Connect(
-                    "CA file holds no certificate (expected PEM CERTIFICATE blocks)".into(),
-                ));
+                return Err(ConnectProblem::CaFileEmpty.into());
             }
             builder
                 .dangerous()
@@ -231,7 +222,7 @@ fn webpki(
 ) -> Result<Arc<dyn ServerCertVerifier>, TransportError> {
     let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
         .build()
-        .map_err(|e| TransportError::Connect(format!("certificate verifier: {e}")))?;
+        .map_err(ConnectProblem::Verifier)?;
     Ok(Arc::new(RecordingVerifier {
         inner,
         slot: slot.clone(),
@@ -284,28 +275,34 @@ impl ServerCertVerifier for RecordingVerifier {
 
 /// Whether `cert` is within its validity period at `now`.
 fn check_validity(cert: &CertificateDer<'_>, now: UnixTime) -> Result<(), CertificateProblem> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|_| {
         CertificateProblem::Rejected {
-            detail: format!("the pinned certificate does not parse: {e}"),
+            cause: rustls::Error::InvalidCertificate(CertificateError::BadEncoding),
         }
     })?;
     let validity = parsed.validity();
-    let secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-    let at = x509_parser::time::ASN1Time::from_timestamp(secs).map_err(|e| {
-        CertificateProblem::Rejected {
-            detail: format!("the current time cannot be compared: {e}"),
+    let unix = |t: x509_parser::time::ASN1Time| {
+        UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+            u64::try_from(t.timestamp()).unwrap_or(0),
+        ))
+    };
+    let (not_before, not_after) = (unix(validity.not_before), unix(validity.not_after));
+    let cause = if now < not_before {
+        CertificateError::NotValidYetContext {
+            time: now,
+            not_before,
         }
-    })?;
-    if validity.is_valid_at(at) {
-        Ok(())
+    } else if now > not_after {
+        CertificateError::ExpiredContext {
+            time: now,
+            not_after,
+        }
     } else {
-        Err(CertificateProblem::Expired {
-            detail: format!(
-                "pinned certificate valid from {} until {}",
-                validity.not_before, validity.not_after
-            ),
-        })
-    }
+        return Ok(());
+    };
+    Err(CertificateProblem::Expired {
+        cause: rustls::Error::InvalidCertificate(cause),
+    })
 }
 
 /// Accepts exactly the leaf certificate whose SHA-256 equals the pin, while it is
@@ -369,5 +366,48 @@ impl ServerCertVerifier for PinnedVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connect_problem(result: Result<impl std::fmt::Debug, TransportError>) -> ConnectProblem {
+        match result {
+            Err(TransportError::Connect(problem)) => problem,
+            other => panic!("expected a connect problem, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_pin_that_is_not_64_hex_digits_is_refused() {
+        let problem = connect_problem(ServerTrust::pinned_hex("ab:cd"));
+        assert!(matches!(problem, ConnectProblem::BadPin), "{problem:?}");
+        let ok = ServerTrust::pinned_hex(&format!("{}ab", "ab:".repeat(31)));
+        assert!(matches!(ok, Ok(ServerTrust::PinnedSha256(pin)) if pin == [0xab; 32]));
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_refused_by_name() {
+        let empty = connect_problem(client_config(&ServerTrust::CaPem(b"not pem".to_vec())));
+        assert!(matches!(empty, ConnectProblem::CaFileEmpty), "{empty:?}");
+        let broken = b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
+        let problem = connect_problem(client_config(&ServerTrust::CaPem(broken.to_vec())));
+        assert!(
+            matches!(problem, ConnectProblem::CaFileNotPem(_)),
+            "{problem:?}"
+        );
+        // The PEM parser's own error stays reachable as the source.
+        let source = std::error::Error::source(&problem).expect("the PEM error is the source");
+        assert!(
+            source
+                .downcast_ref::<Arc<rustls::pki_types::pem::Error>>()
+                .is_some()
+                || source
+                    .downcast_ref::<rustls::pki_types::pem::Error>()
+                    .is_some(),
+            "{source}"
+        );
     }
 }

@@ -3,6 +3,75 @@ use thiserror::Error;
 use crate::identity::IdentityError;
 use crate::{ContainerId, DeviceId, UnixMillis};
 
+/// Which part of a container is not well formed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Malformed {
+    /// The bytes do not decode as a container.
+    #[error("the bytes do not decode as a container: {0}")]
+    Encoding(#[source] conclave_proto::prost::DecodeError),
+    /// The container carries no sender certificate.
+    #[error("sender certificate is missing")]
+    MissingCertificate,
+    /// The sender certificate's body does not decode.
+    #[error("sender certificate does not decode: {0}")]
+    CertificateEncoding(#[source] conclave_proto::prost::DecodeError),
+    /// The sender certificate's user id is not 32 bytes.
+    #[error("sender certificate user id is not 32 bytes")]
+    CertificateUserId,
+    /// The signature is not 64 bytes.
+    #[error("signature is not 64 bytes")]
+    SignatureLength,
+    /// The header is longer than 4 GiB.
+    #[error("header longer than 4 GiB")]
+    HeaderTooLong,
+    /// The (signed) header does not decode.
+    #[error("header does not decode: {0}")]
+    HeaderEncoding(#[source] conclave_proto::prost::DecodeError),
+    /// The container id is not 16 bytes.
+    #[error("header: container id is not 16 bytes")]
+    ContainerId,
+    /// The sender user id is not 32 bytes.
+    #[error("header: sender user id is not 32 bytes")]
+    SenderUserId,
+    /// The sender device id is not 16 bytes.
+    #[error("header: sender device id is not 16 bytes")]
+    SenderDeviceId,
+    /// The ephemeral key is not a 49-byte compressed point.
+    #[error("header: ephemeral key is not a 49-byte compressed point")]
+    EphemeralKeyLength,
+    /// The ephemeral key is not a valid P-384 point.
+    #[error("header: {0}")]
+    EphemeralKey(#[source] IdentityError),
+    /// The key commitment is not 32 bytes.
+    #[error("header: key commitment is not 32 bytes")]
+    KeyCommitment,
+    /// No recipient entry, or more than the limit.
+    #[error("header: recipient entry count out of range")]
+    RecipientCount,
+    /// The time to live is zero or above the limit.
+    #[error("header: ttl out of range")]
+    Ttl,
+    /// Two entries address the same device.
+    #[error("header: two entries for the same device")]
+    DuplicateEntry,
+    /// This device's wrapped key is not 64 bytes.
+    #[error("header: wrapped key is not 64 bytes")]
+    WrappedKeyLength,
+    /// The ciphertext is shorter than its nonce.
+    #[error("ciphertext shorter than its nonce")]
+    CiphertextTooShort,
+    /// The decrypted payload does not decode.
+    #[error("payload does not decode: {0}")]
+    PayloadEncoding(#[source] conclave_proto::prost::DecodeError),
+}
+
+impl From<Malformed> for ContainerError {
+    fn from(part: Malformed) -> Self {
+        ContainerError::Malformed(part)
+    }
+}
+
 /// Why a container could not be sealed or opened.
 ///
 /// Every failure to open is final for that container: the caller should drop it (and,
@@ -20,7 +89,7 @@ pub enum ContainerError {
     },
     /// The bytes are not a well-formed container.
     #[error("malformed container: {0}")]
-    Malformed(String),
+    Malformed(#[source] Malformed),
     /// The container version is unknown.
     #[error("unsupported container version {version}; this SDK speaks version 1")]
     UnsupportedVersion {

@@ -33,7 +33,7 @@ use std::fmt;
 use conclave_proto::v1::{self, PayloadKind, container_payload::Body};
 use zeroize::Zeroize;
 
-pub use error::ContainerError;
+pub use error::{ContainerError, Malformed};
 pub use open::SealedContainer;
 pub use replay::{DEFAULT_REPLAY_CAPACITY, ReplayCache};
 pub use seal::{PAYLOAD_PADDING_BLOCK, seal};
@@ -183,8 +183,7 @@ pub fn payload_kind(payload: &v1::ContainerPayload) -> PayloadKind {
 
 /// `domain || u32be(len(header)) || header || ciphertext`.
 fn signing_input(header: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>, ContainerError> {
-    let header_len = u32::try_from(header.len())
-        .map_err(|_| ContainerError::Malformed("header longer than 4 GiB".into()))?;
+    let header_len = u32::try_from(header.len()).map_err(|_| Malformed::HeaderTooLong)?;
     let mut msg = Vec::with_capacity(SIGNATURE_DOMAIN.len() + 4 + header.len() + ciphertext.len());
     msg.extend_from_slice(SIGNATURE_DOMAIN);
     msg.extend_from_slice(&header_len.to_be_bytes());

@@ -9,13 +9,12 @@ use zeroize::Zeroizing;
 
 use super::wrap::{COMMITMENT_LEN, EntryContext, WRAPPED_KEY_LEN, verify_commitment};
 use super::{
-    CONTAINER_VERSION, ContainerError, MAX_TTL_MS, OpenedContainer, PAYLOAD_NONCE_LEN, ReplayCache,
-    payload_kind, signing_input,
+    CONTAINER_VERSION, ContainerError, MAX_TTL_MS, Malformed, OpenedContainer, PAYLOAD_NONCE_LEN,
+    ReplayCache, payload_kind, signing_input,
 };
 use crate::identity::PrekeyLookup;
 use crate::identity::{
-    DeviceIdentity, IdentityError, P384_COMPRESSED_LEN, PrekeyPool, UserIdentity, VerifiedDevice,
-    p384_public,
+    DeviceIdentity, P384_COMPRESSED_LEN, PrekeyPool, UserIdentity, VerifiedDevice, p384_public,
 };
 use crate::time::MAX_CLOCK_SKEW_MS;
 use crate::{ContainerId, DeviceId, UnixMillis, UserId};
@@ -40,17 +39,15 @@ impl SealedContainer {
                 max: MAX_CONTAINER_BYTES,
             });
         }
-        let mut wire =
-            v1::Container::decode(bytes).map_err(|e| ContainerError::Malformed(e.to_string()))?;
+        let mut wire = v1::Container::decode(bytes).map_err(Malformed::Encoding)?;
         let certificate = wire
             .sender_certificate
             .take()
-            .ok_or_else(|| ContainerError::Malformed("sender certificate is missing".into()))?;
+            .ok_or(Malformed::MissingCertificate)?;
         let body = v1::DeviceCertificateBody::decode(certificate.body.as_slice())
-            .map_err(|e| ContainerError::Malformed(format!("sender certificate: {e}")))?;
-        let claimed_sender = UserId::from_slice(&body.user_id).ok_or_else(|| {
-            ContainerError::Malformed("sender certificate user id is not 32 bytes".into())
-        })?;
+            .map_err(Malformed::CertificateEncoding)?;
+        let claimed_sender =
+            UserId::from_slice(&body.user_id).ok_or(Malformed::CertificateUserId)?;
         Ok(SealedContainer {
             wire,
             certificate,
@@ -83,8 +80,8 @@ impl SealedContainer {
             .map_err(ContainerError::SenderCertificate)?;
 
         // 2. The signature over exactly the received header and ciphertext bytes.
-        let signature = Signature::from_slice(&self.wire.signature)
-            .map_err(|_| ContainerError::Malformed("signature is not 64 bytes".into()))?;
+        let signature =
+            Signature::from_slice(&self.wire.signature).map_err(|_| Malformed::SignatureLength)?;
         sender_device
             .signing_key()
             .verify_strict(
@@ -95,7 +92,7 @@ impl SealedContainer {
 
         // 3. The header, now known to come from the sender.
         let header = v1::ContainerHeader::decode(self.wire.header.as_slice())
-            .map_err(|e| ContainerError::Malformed(format!("header: {e}")))?;
+            .map_err(Malformed::HeaderEncoding)?;
         let parsed = ParsedHeader::parse(&header, &sender_device)?;
         let expires_at = parsed.check_time(now)?;
 
@@ -124,7 +121,7 @@ impl SealedContainer {
 
         // 5. Unwrap: device-key layer, then prekey layer; then the key commitment.
         let ephemeral = p384_public(&header.ephemeral_public_key, "ephemeral key")
-            .map_err(|e: IdentityError| ContainerError::Malformed(e.to_string()))?;
+            .map_err(Malformed::EphemeralKey)?;
         // The scalar copies zeroize on drop; the shared secrets do too.
         let prekey_scalar = Zeroizing::new(prekey_secret.to_nonzero_scalar());
         let device_scalar = Zeroizing::new(me.device_secret().to_nonzero_scalar());
@@ -151,7 +148,7 @@ impl SealedContainer {
             .wire
             .ciphertext
             .split_first_chunk::<PAYLOAD_NONCE_LEN>()
-            .ok_or_else(|| ContainerError::Malformed("ciphertext shorter than its nonce".into()))?;
+            .ok_or(Malformed::CiphertextTooShort)?;
         let plaintext = Zeroizing::new(
             Aes256Gcm::new(key.as_slice().into())
                 .decrypt(
@@ -164,7 +161,7 @@ impl SealedContainer {
                 .map_err(|_| ContainerError::PayloadDecryptFailed)?,
         );
         let mut payload = v1::ContainerPayload::decode(plaintext.as_slice())
-            .map_err(|e| ContainerError::Malformed(format!("payload: {e}")))?;
+            .map_err(Malformed::PayloadEncoding)?;
         // Padding only hides the length on the wire (3.6); the app never sees it.
         payload.padding = Vec::new();
         let actual = payload_kind(&payload);
@@ -225,27 +222,26 @@ impl ParsedHeader {
                 version: header.version,
             });
         }
-        let malformed = |what: &str| ContainerError::Malformed(format!("header: {what}"));
-        let container_id = ContainerId::from_slice(&header.container_id)
-            .ok_or_else(|| malformed("container id is not 16 bytes"))?;
-        let sender_user_id = UserId::from_slice(&header.sender_user_id)
-            .ok_or_else(|| malformed("sender user id is not 32 bytes"))?;
-        let sender_device_id = DeviceId::from_slice(&header.sender_device_id)
-            .ok_or_else(|| malformed("sender device id is not 16 bytes"))?;
+        let container_id =
+            ContainerId::from_slice(&header.container_id).ok_or(Malformed::ContainerId)?;
+        let sender_user_id =
+            UserId::from_slice(&header.sender_user_id).ok_or(Malformed::SenderUserId)?;
+        let sender_device_id =
+            DeviceId::from_slice(&header.sender_device_id).ok_or(Malformed::SenderDeviceId)?;
         if sender_user_id != sender.user_id() || sender_device_id != sender.device_id() {
             return Err(ContainerError::SenderMismatch);
         }
         if header.ephemeral_public_key.len() != P384_COMPRESSED_LEN {
-            return Err(malformed("ephemeral key is not a 49-byte compressed point"));
+            return Err(Malformed::EphemeralKeyLength.into());
         }
         if header.key_commitment.len() != COMMITMENT_LEN {
-            return Err(malformed("key commitment is not 32 bytes"));
+            return Err(Malformed::KeyCommitment.into());
         }
         if header.entries.is_empty() || header.entries.len() > MAX_CONTAINER_RECIPIENTS {
-            return Err(malformed("recipient entry count out of range"));
+            return Err(Malformed::RecipientCount.into());
         }
         if header.ttl_ms == 0 || header.ttl_ms > MAX_TTL_MS {
-            return Err(malformed("ttl out of range"));
+            return Err(Malformed::Ttl.into());
         }
         Ok(ParsedHeader {
             container_id,
@@ -288,14 +284,10 @@ impl ParsedHeader {
             .next()
             .ok_or(ContainerError::NotARecipient { device_id })?;
         if mine.next().is_some() {
-            return Err(ContainerError::Malformed(
-                "header: two entries for the same device".into(),
-            ));
+            return Err(Malformed::DuplicateEntry.into());
         }
         if entry.wrapped_key.len() != WRAPPED_KEY_LEN {
-            return Err(ContainerError::Malformed(
-                "header: wrapped key is not 64 bytes".into(),
-            ));
+            return Err(Malformed::WrappedKeyLength.into());
         }
         Ok(entry)
     }

@@ -6,7 +6,7 @@ use rand_core::CryptoRngCore;
 use zeroize::Zeroizing;
 
 use super::signed::{self, SignedKind};
-use super::{IdentityError, UserIdentity, UserSigningKey};
+use super::{IdentityError, MalformedReason, UserIdentity, UserSigningKey};
 use crate::time::MAX_CLOCK_SKEW_MS;
 use crate::{DeviceId, UnixMillis, UserId};
 
@@ -46,13 +46,27 @@ impl VerifiedDevice {
             &certificate.signature,
             |b: &v1::DeviceCertificateBody| b.version,
         )?;
-        let user_id = UserId::from_slice(&body.user_id)
-            .ok_or_else(|| IdentityError::malformed(WHAT, "user id is not 32 bytes"))?;
+        let user_id = UserId::from_slice(&body.user_id).ok_or_else(|| {
+            IdentityError::malformed(
+                WHAT,
+                MalformedReason::FieldLength {
+                    field: "user id",
+                    expected: UserId::LEN,
+                },
+            )
+        })?;
         if user_id != user.user_id {
             return Err(IdentityError::WrongUser);
         }
-        let device_id = DeviceId::from_slice(&body.device_id)
-            .ok_or_else(|| IdentityError::malformed(WHAT, "device id is not 16 bytes"))?;
+        let device_id = DeviceId::from_slice(&body.device_id).ok_or_else(|| {
+            IdentityError::malformed(
+                WHAT,
+                MalformedReason::FieldLength {
+                    field: "device id",
+                    expected: DeviceId::LEN,
+                },
+            )
+        })?;
         let signing_key = signed::ed25519_public(&body.signing_public_key, WHAT)?;
         let device_key = signed::p384_public(&body.device_public_key, WHAT)?;
         let created_at = UnixMillis(body.created_at_ms);
@@ -60,7 +74,7 @@ impl VerifiedDevice {
         if created_at >= expires_at {
             return Err(IdentityError::malformed(
                 WHAT,
-                "expires before it was created",
+                MalformedReason::ExpiresBeforeCreated,
             ));
         }
         if now >= expires_at {
@@ -271,14 +285,21 @@ impl DeviceIdentity {
     ) -> Result<Self, IdentityError> {
         let public = VerifiedDevice::verify(certificate, user, now)?;
         let signing = SigningKey::from_bytes(&secrets.signing_key);
-        let device_key = p384::SecretKey::from_slice(secrets.device_key.as_slice())
-            .map_err(|_| IdentityError::malformed("device secrets", "invalid P-384 scalar"))?;
+        let device_key =
+            p384::SecretKey::from_slice(secrets.device_key.as_slice()).map_err(|_| {
+                IdentityError::malformed(
+                    "device secrets",
+                    MalformedReason::InvalidKey {
+                        key: "P-384 private key",
+                    },
+                )
+            })?;
         if signing.verifying_key() != public.signing_key
             || device_key.public_key() != public.device_key
         {
             return Err(IdentityError::malformed(
                 "device secrets",
-                "keys do not match the certificate",
+                MalformedReason::KeysDoNotMatchCertificate,
             ));
         }
         Ok(DeviceIdentity {
@@ -367,8 +388,15 @@ impl VerifiedDevice {
         signature: &[u8],
     ) -> Result<(), IdentityError> {
         let what = "device auth proof";
-        let signature = Signature::from_slice(signature)
-            .map_err(|_| IdentityError::malformed(what, "signature is not 64 bytes"))?;
+        let signature = Signature::from_slice(signature).map_err(|_| {
+            IdentityError::malformed(
+                what,
+                MalformedReason::FieldLength {
+                    field: "signature",
+                    expected: 64,
+                },
+            )
+        })?;
         self.signing_key
             .verify_strict(&auth_message(tls_binding, challenge)?, &signature)
             .map_err(|_| IdentityError::BadSignature { what })

@@ -28,7 +28,8 @@ pub enum IdentityError {
         /// Which object.
         what: &'static str,
         /// What is wrong with it.
-        reason: String,
+        #[source]
+        reason: MalformedReason,
     },
     /// The signature does not verify under the key that must have made it.
     #[error(
@@ -83,6 +84,57 @@ pub enum IdentityError {
     /// An argument was out of range.
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),
+}
+
+/// What is wrong with a malformed identity object (see [`IdentityError::Malformed`]).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum MalformedReason {
+    /// The bytes do not decode.
+    #[error("does not decode: {0}")]
+    Encoding(#[source] conclave_proto::prost::DecodeError),
+    /// A fixed-size field has another length.
+    #[error("{field} is not {expected} bytes")]
+    FieldLength {
+        /// The field.
+        field: &'static str,
+        /// Its required length.
+        expected: usize,
+    },
+    /// A key field has the right length but is not a valid key.
+    #[error("{key} is not valid")]
+    InvalidKey {
+        /// Which key (for example "Ed25519 public key").
+        key: &'static str,
+    },
+    /// The object expires before it was created.
+    #[error("expires before it was created")]
+    ExpiresBeforeCreated,
+    /// Saved secret keys do not match the certificate saved with them.
+    #[error("keys do not match the certificate")]
+    KeysDoNotMatchCertificate,
+    /// An id is outside its valid range (prekey ids start at 1 and stay below the
+    /// pool's next id).
+    #[error("{what} id is out of range")]
+    IdOutOfRange {
+        /// Which id.
+        what: &'static str,
+    },
+    /// Saved bytes are cut short or their counts disagree with their length.
+    #[error("cut short, or its counts do not match its length")]
+    Truncated,
+    /// Saved bytes continue after the last entry.
+    #[error("trailing bytes after the last entry")]
+    TrailingBytes,
+    /// The bytes do not start with the expected magic (not this kind of object).
+    #[error("wrong magic: not this kind of saved object")]
+    WrongMagic,
+    /// A flags field holds values this version does not know.
+    #[error("unknown flags")]
+    UnknownFlags,
+    /// Two entries share an id.
+    #[error("two entries share an id")]
+    DuplicateId,
 }
 
 /// What kind of problem an [`IdentityError`] is, without its details (times, sizes,
@@ -154,10 +206,7 @@ impl IdentityError {
         }
     }
 
-    pub(crate) fn malformed(what: &'static str, reason: impl Into<String>) -> Self {
-        IdentityError::Malformed {
-            what,
-            reason: reason.into(),
-        }
+    pub(crate) fn malformed(what: &'static str, reason: MalformedReason) -> Self {
+        IdentityError::Malformed { what, reason }
     }
 }

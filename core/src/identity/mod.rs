@@ -26,7 +26,7 @@ mod signed;
 mod user;
 
 pub use device::{DeviceIdentity, DeviceSecrets, MAX_AUTH_INPUT_LEN, VerifiedDevice};
-pub use error::{IdentityError, IdentityProblem};
+pub use error::{IdentityError, IdentityProblem, MalformedReason};
 pub use prekey::{
     DEFAULT_PREKEY_TTL_MS, LAST_RESORT_OVERLAP_MS, LAST_RESORT_ROTATION_MS, MAX_PREKEYS_HELD,
     PrekeyPool, VerifiedPrekey,

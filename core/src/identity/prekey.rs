@@ -5,7 +5,7 @@ use conclave_proto::{Message, v1};
 use rand_core::CryptoRngCore;
 
 use super::signed::{self, SignedKind};
-use super::{DeviceIdentity, IdentityError, VerifiedDevice};
+use super::{DeviceIdentity, IdentityError, MalformedReason, VerifiedDevice};
 use crate::{DeviceId, UnixMillis};
 
 const PREKEY: SignedKind = SignedKind {
@@ -55,13 +55,23 @@ impl VerifiedPrekey {
             &prekey.signature,
             |b: &v1::SignedPrekeyBody| b.version,
         )?;
-        let device_id = DeviceId::from_slice(&body.device_id)
-            .ok_or_else(|| IdentityError::malformed(WHAT, "device id is not 16 bytes"))?;
+        let device_id = DeviceId::from_slice(&body.device_id).ok_or_else(|| {
+            IdentityError::malformed(
+                WHAT,
+                MalformedReason::FieldLength {
+                    field: "device id",
+                    expected: DeviceId::LEN,
+                },
+            )
+        })?;
         if device_id != device.device_id() {
             return Err(IdentityError::WrongDevice);
         }
         if body.prekey_id == 0 {
-            return Err(IdentityError::malformed(WHAT, "prekey ids start at 1"));
+            return Err(IdentityError::malformed(
+                WHAT,
+                MalformedReason::IdOutOfRange { what: "prekey" },
+            ));
         }
         let public_key = signed::p384_public(&body.public_key, WHAT)?;
         let expires_at = UnixMillis(body.expires_at_ms);
@@ -433,17 +443,17 @@ impl PrekeyPool {
     /// Restores a pool saved with [`Self::to_bytes`] for `device` (either format
     /// version).
     pub fn from_bytes(device: &DeviceIdentity, bytes: &[u8]) -> Result<Self, IdentityError> {
-        let bad = |reason: &str| IdentityError::malformed("prekey pool", reason);
+        let bad = |reason: MalformedReason| IdentityError::malformed("prekey pool", reason);
         let (header, mut rest) = bytes
             .split_at_checked(POOL_HEADER_LEN)
-            .ok_or_else(|| bad("shorter than its header"))?;
+            .ok_or_else(|| bad(MalformedReason::Truncated))?;
         let (magic, header) = header.split_at(POOL_MAGIC.len());
         let with_last_resort = if magic == POOL_MAGIC {
             true
         } else if magic == POOL_MAGIC_V1 {
             false
         } else {
-            return Err(bad("not a saved prekey pool (wrong magic)"));
+            return Err(bad(MalformedReason::WrongMagic));
         };
         let (device_id, header) = header.split_at(DeviceId::LEN);
         if device_id != device.device_id().as_bytes().as_slice() {
@@ -452,28 +462,44 @@ impl PrekeyPool {
             ));
         }
         let (next_id, count) = header.split_at(8);
-        let next_id = u64::from_be_bytes(next_id.try_into().map_err(|_| bad("next id"))?);
-        let count = u32::from_be_bytes(count.try_into().map_err(|_| bad("count"))?);
-        let count = usize::try_from(count).map_err(|_| bad("count"))?;
+        let next_id = u64::from_be_bytes(
+            next_id
+                .try_into()
+                .map_err(|_| bad(MalformedReason::Truncated))?,
+        );
+        let count = u32::from_be_bytes(
+            count
+                .try_into()
+                .map_err(|_| bad(MalformedReason::Truncated))?,
+        );
+        let count = usize::try_from(count).map_err(|_| bad(MalformedReason::Truncated))?;
         if count > MAX_PREKEYS_HELD {
-            return Err(bad("entry count does not match its length"));
+            return Err(bad(MalformedReason::Truncated));
         }
         let (entries, tail) = rest
             .split_at_checked(count * POOL_ENTRY_LEN)
-            .ok_or_else(|| bad("entry count does not match its length"))?;
+            .ok_or_else(|| bad(MalformedReason::Truncated))?;
         let mut secrets = BTreeMap::new();
         rest = entries;
         while let Some((entry, more)) = rest.split_at_checked(POOL_ENTRY_LEN) {
             rest = more;
             let (id, entry) = entry.split_at(8);
             let (expires, scalar) = entry.split_at(8);
-            let id = u64::from_be_bytes(id.try_into().map_err(|_| bad("prekey id"))?);
-            let expires = u64::from_be_bytes(expires.try_into().map_err(|_| bad("expiry"))?);
+            let id =
+                u64::from_be_bytes(id.try_into().map_err(|_| bad(MalformedReason::Truncated))?);
+            let expires = u64::from_be_bytes(
+                expires
+                    .try_into()
+                    .map_err(|_| bad(MalformedReason::Truncated))?,
+            );
             if id == 0 || id >= next_id {
-                return Err(bad("prekey id outside the issued range"));
+                return Err(bad(MalformedReason::IdOutOfRange { what: "prekey" }));
             }
-            let secret =
-                p384::SecretKey::from_slice(scalar).map_err(|_| bad("invalid P-384 scalar"))?;
+            let secret = p384::SecretKey::from_slice(scalar).map_err(|_| {
+                bad(MalformedReason::InvalidKey {
+                    key: "P-384 private key",
+                })
+            })?;
             secrets.insert(
                 id,
                 PrekeySecret {
@@ -486,9 +512,9 @@ impl PrekeyPool {
         if with_last_resort {
             let (&flags, mut rest) = tail
                 .split_first()
-                .ok_or_else(|| bad("missing the last-resort flags"))?;
+                .ok_or_else(|| bad(MalformedReason::Truncated))?;
             if flags & !(HAS_CURRENT | HAS_PREVIOUS) != 0 {
-                return Err(bad("unknown last-resort flags"));
+                return Err(bad(MalformedReason::UnknownFlags));
             }
             let mut read = |present: bool| -> Result<Option<LastResort>, IdentityError> {
                 if !present {
@@ -496,19 +522,33 @@ impl PrekeyPool {
                 }
                 let (entry, more) = rest
                     .split_at_checked(POOL_LAST_RESORT_LEN)
-                    .ok_or_else(|| bad("last-resort entry cut short"))?;
+                    .ok_or_else(|| bad(MalformedReason::Truncated))?;
                 rest = more;
                 let (id, entry) = entry.split_at(8);
                 let (created, entry) = entry.split_at(8);
                 let (expires, scalar) = entry.split_at(8);
-                let id = u64::from_be_bytes(id.try_into().map_err(|_| bad("prekey id"))?);
-                let created = u64::from_be_bytes(created.try_into().map_err(|_| bad("creation"))?);
-                let expires = u64::from_be_bytes(expires.try_into().map_err(|_| bad("expiry"))?);
+                let id =
+                    u64::from_be_bytes(id.try_into().map_err(|_| bad(MalformedReason::Truncated))?);
+                let created = u64::from_be_bytes(
+                    created
+                        .try_into()
+                        .map_err(|_| bad(MalformedReason::Truncated))?,
+                );
+                let expires = u64::from_be_bytes(
+                    expires
+                        .try_into()
+                        .map_err(|_| bad(MalformedReason::Truncated))?,
+                );
                 if id == 0 || id >= next_id || secrets.contains_key(&id) {
-                    return Err(bad("last-resort prekey id outside the issued range"));
+                    return Err(bad(MalformedReason::IdOutOfRange {
+                        what: "last-resort prekey",
+                    }));
                 }
-                let secret =
-                    p384::SecretKey::from_slice(scalar).map_err(|_| bad("invalid P-384 scalar"))?;
+                let secret = p384::SecretKey::from_slice(scalar).map_err(|_| {
+                    bad(MalformedReason::InvalidKey {
+                        key: "P-384 private key",
+                    })
+                })?;
                 Ok(Some(LastResort {
                     prekey_id: id,
                     created_at: UnixMillis(created),
@@ -521,14 +561,14 @@ impl PrekeyPool {
             last_resort = read(flags & HAS_CURRENT != 0)?;
             previous_last_resort = read(flags & HAS_PREVIOUS != 0)?;
             if !rest.is_empty() {
-                return Err(bad("trailing bytes after the last-resort entries"));
+                return Err(bad(MalformedReason::TrailingBytes));
             }
             let ids = |lr: &Option<LastResort>| lr.as_ref().map(|lr| lr.prekey_id);
             if last_resort.is_some() && ids(&last_resort) == ids(&previous_last_resort) {
-                return Err(bad("last-resort prekeys share an id"));
+                return Err(bad(MalformedReason::DuplicateId));
             }
         } else if !tail.is_empty() {
-            return Err(bad("entry count does not match its length"));
+            return Err(bad(MalformedReason::Truncated));
         }
         Ok(PrekeyPool {
             device_id: device.device_id(),

@@ -4,7 +4,7 @@ use conclave_proto::Message;
 use conclave_proto::limits::MAX_SIGNED_OBJECT_BYTES;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
-use super::IdentityError;
+use super::{IdentityError, MalformedReason};
 
 /// How one kind of signed object is checked: its domain separator, its format version
 /// and its name in errors.
@@ -33,8 +33,8 @@ pub(super) fn verify_and_decode<M: Message + Default>(
         });
     }
     verify(key, kind.domain, body, signature, kind.what)?;
-    let decoded =
-        M::decode(body).map_err(|e| IdentityError::malformed(kind.what, e.to_string()))?;
+    let decoded = M::decode(body)
+        .map_err(|e| IdentityError::malformed(kind.what, MalformedReason::Encoding(e)))?;
     let version = version_of(&decoded);
     if version != kind.version {
         return Err(IdentityError::UnsupportedVersion {
@@ -65,8 +65,15 @@ fn verify(
     signature: &[u8],
     what: &'static str,
 ) -> Result<(), IdentityError> {
-    let signature = Signature::from_slice(signature)
-        .map_err(|_| IdentityError::malformed(what, "signature is not 64 bytes"))?;
+    let signature = Signature::from_slice(signature).map_err(|_| {
+        IdentityError::malformed(
+            what,
+            MalformedReason::FieldLength {
+                field: "signature",
+                expected: 64,
+            },
+        )
+    })?;
     key.verify_strict(&signing_input(domain, body), &signature)
         .map_err(|_| IdentityError::BadSignature { what })
 }
@@ -76,11 +83,23 @@ pub(crate) fn ed25519_public(
     bytes: &[u8],
     what: &'static str,
 ) -> Result<VerifyingKey, IdentityError> {
-    let arr: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| IdentityError::malformed(what, "Ed25519 public key is not 32 bytes"))?;
-    VerifyingKey::from_bytes(&arr)
-        .map_err(|_| IdentityError::malformed(what, "Ed25519 public key is not a valid point"))
+    let arr: [u8; 32] = bytes.try_into().map_err(|_| {
+        IdentityError::malformed(
+            what,
+            MalformedReason::FieldLength {
+                field: "Ed25519 public key",
+                expected: 32,
+            },
+        )
+    })?;
+    VerifyingKey::from_bytes(&arr).map_err(|_| {
+        IdentityError::malformed(
+            what,
+            MalformedReason::InvalidKey {
+                key: "Ed25519 public key",
+            },
+        )
+    })
 }
 
 /// Parses a SEC1 compressed P-384 public key field.
@@ -91,11 +110,20 @@ pub(crate) fn p384_public(
     if bytes.len() != super::P384_COMPRESSED_LEN {
         return Err(IdentityError::malformed(
             what,
-            "P-384 public key is not a 49-byte compressed point",
+            MalformedReason::FieldLength {
+                field: "compressed P-384 public key",
+                expected: super::P384_COMPRESSED_LEN,
+            },
         ));
     }
-    p384::PublicKey::from_sec1_bytes(bytes)
-        .map_err(|_| IdentityError::malformed(what, "P-384 public key is not a valid point"))
+    p384::PublicKey::from_sec1_bytes(bytes).map_err(|_| {
+        IdentityError::malformed(
+            what,
+            MalformedReason::InvalidKey {
+                key: "P-384 public key",
+            },
+        )
+    })
 }
 
 /// Encodes a P-384 public key as a SEC1 compressed point.

@@ -39,7 +39,7 @@ use conclave_sdk::client::{
     ClientConfig, ClientError, ClientEvent, InviteReport, MediaKind, Meeting, MeetingEvent,
 };
 use conclave_sdk::meeting::MeetingId;
-use conclave_sdk::transport::{ServerTrust, TransportError};
+use conclave_sdk::transport::{ClosedReason, ServerTrust, TransportError};
 use conclave_sdk::{DeviceId, UserId};
 use conclave_sfu::rooms::ConnId;
 use rand_chacha::ChaCha20Rng;
@@ -332,9 +332,11 @@ impl Sim {
         if let Some((conn, server_conn)) = client.link.take() {
             self.server.disconnect(server_conn, now_ms);
             client.rooms.clear();
-            client
-                .core
-                .handle_disconnected(conn, "network gone".into(), self.now);
+            client.core.handle_disconnected(
+                conn,
+                TransportError::Closed(ClosedReason::Connection(quinn::ConnectionError::TimedOut)),
+                self.now,
+            );
         }
         self.progress();
     }
@@ -436,7 +438,7 @@ impl Sim {
                         client.link = Some((conn, server_conn));
                         client.core.handle_connected(conn, binding, now);
                     } else {
-                        let offline = TransportError::Handshake("no network".into());
+                        let offline = TransportError::Handshake(quinn::ConnectionError::TimedOut);
                         client.core.handle_connect_failed(conn, offline, now);
                     }
                 }
@@ -471,7 +473,7 @@ impl Sim {
                     }
                     answer
                 }
-                _ => Err(TransportError::Closed("the connection is gone".into())),
+                _ => Err(TransportError::Closed(ClosedReason::Gone)),
             };
             client.core.handle_response(request.id, answer, now);
             return true;

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use conclave_proto::Message as _;
 use conclave_proto::datagram::{RoomHandle, Slot};
 use conclave_proto::v1::{self, ErrorCode, client_frame::Request, response};
-use conclave_sdk::transport::TransportError;
+use conclave_sdk::transport::{ClosedReason, TransportError};
 use conclave_sdk::{DeviceId, UserId};
 use conclave_sfu::rooms::{
     ConnId, OpenRequest, RoomError, RoomLimits, RoomOutput, RoomRegistry, RotateRequest,
@@ -186,7 +186,7 @@ impl SimServer {
         now_ms: u64,
     ) -> Result<response::Result, TransportError> {
         let Some(state) = self.conns.get(&conn) else {
-            return Err(TransportError::Closed("connection closed".into()));
+            return Err(TransportError::Closed(ClosedReason::Gone));
         };
         let device = state.device;
         if let (Some(d), Some(intercept)) = (device, self.hostility.intercept.as_mut())

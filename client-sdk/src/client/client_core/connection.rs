@@ -10,8 +10,9 @@ use super::Action;
 use super::engine::{Engine, Link, ms};
 use super::port::Input;
 use crate::client::protocol::clock::ServerClock;
-use crate::client::{ClientError, ClientEvent};
+use crate::client::{ClientError, ClientEvent, DisconnectReason};
 use crate::meeting::MeetingId;
+use crate::transport::TransportError;
 
 impl Engine {
     /// Asks for a connection, says hello, authenticates (registering on first use)
@@ -118,7 +119,7 @@ impl Engine {
     }
 
     /// Drops the current connection (if any): media pauses, rooms must be rejoined.
-    pub(super) async fn drop_link(&mut self, reason: &str) {
+    pub(super) async fn drop_link(&mut self, reason: DisconnectReason) {
         let Some(link) = self.link.take() else {
             return;
         };
@@ -129,18 +130,30 @@ impl Engine {
             entry.proven = None;
             entry.wanted = None;
         }
-        tracing::info!(reason, "disconnected from the server");
-        self.emit(ClientEvent::Disconnected {
-            reason: reason.to_string(),
-        });
+        tracing::info!(%reason, "disconnected from the server");
+        self.emit(ClientEvent::Disconnected { reason });
     }
 
-    /// The connection broke: drop it and schedule a reconnect.
-    pub(super) async fn connection_lost(&mut self, reason: &str) {
+    /// The server announced that it is shutting down: drop the link and reconnect after
+    /// the delay it asked for (bounded to 50 ms ..= 30 s).
+    pub(super) async fn server_shutting_down(&mut self, reconnect_after_ms: u64) {
         if self.link.is_none() {
             return;
         }
-        self.drop_link(reason).await;
+        let delay = Duration::from_millis(reconnect_after_ms.clamp(50, 30_000));
+        self.drop_link(DisconnectReason::ServerShuttingDown {
+            reconnect_after: delay,
+        })
+        .await;
+        self.reconnect_at = Some(self.instant() + delay);
+    }
+
+    /// The connection broke: drop it and schedule a reconnect.
+    pub(super) async fn connection_lost(&mut self, reason: TransportError) {
+        if self.link.is_none() {
+            return;
+        }
+        self.drop_link(DisconnectReason::Transport(reason)).await;
         self.backoff_ms = ms(self.config.reconnect_backoff);
         self.reconnect_at = Some(self.instant() + Duration::from_millis(self.backoff_ms));
     }

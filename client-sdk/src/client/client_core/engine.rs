@@ -179,7 +179,7 @@ impl Engine {
                 }
                 Input::Disconnected(conn, reason) => {
                     if self.is_current(conn) {
-                        self.connection_lost(&reason).await;
+                        self.connection_lost(reason).await;
                     }
                 }
                 Input::Timeout => self.on_timers().await,
@@ -365,11 +365,7 @@ impl Engine {
                     .await;
             }
             Event::RoomEvicted(evicted) => self.on_evicted(RoomHandle(evicted.room_handle)).await,
-            Event::ShuttingDown(s) => {
-                let delay = s.reconnect_after_ms.clamp(50, 30_000);
-                self.drop_link("the server is shutting down").await;
-                self.reconnect_at = Some(self.instant() + Duration::from_millis(delay));
-            }
+            Event::ShuttingDown(s) => self.server_shutting_down(s.reconnect_after_ms).await,
             Event::MemberJoined(joined) => {
                 let handle = RoomHandle(joined.room_handle);
                 self.on_member_joined(handle, &joined.device_id);
@@ -392,7 +388,20 @@ impl Engine {
         match self.port.request(conn, request).await {
             Ok(r) => Ok(r),
             Err(e @ TransportError::Closed(_)) => {
-                self.connection_lost(&e.to_string()).await;
+                // The server announces a shutdown, then ends the stream: when that
+                // announcement is still queued behind this answer, honour it now.
+                let announced = self.port.with(|p| {
+                    p.inputs.iter().find_map(|input| match input {
+                        Input::Event(c, v1::event::Event::ShuttingDown(s)) if *c == conn => {
+                            Some(s.reconnect_after_ms)
+                        }
+                        _ => None,
+                    })
+                });
+                match announced {
+                    Some(after_ms) => self.server_shutting_down(after_ms).await,
+                    None => self.connection_lost(e.clone()).await,
+                }
                 Err(ClientError::Connection(ConnectionProblem::Transport(e)))
             }
             Err(e) => Err(e.into()),

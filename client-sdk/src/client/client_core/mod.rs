@@ -34,13 +34,13 @@
 //! use std::time::Instant;
 //! use conclave_sdk::client::client_core::{Action, AppEvent, ClientCore, OutgoingRequest};
 //! # use conclave_sdk::client::client_core::ConnectionId;
-//! # use conclave_sdk::transport::TransportError;
+//! # use conclave_sdk::transport::{ClosedReason, TransportError};
 //! # use conclave_proto::v1::response;
 //! # fn connect(_: ConnectionId) -> Result<[u8; 32], TransportError> {
-//! #     Err(TransportError::Handshake("no network in this example".into()))
+//! #     Err(TransportError::Handshake(quinn::ConnectionError::TimedOut))
 //! # }
 //! # fn send(_: OutgoingRequest) -> Result<response::Result, TransportError> {
-//! #     Err(TransportError::Closed("no network in this example".into()))
+//! #     Err(TransportError::Closed(ClosedReason::Gone))
 //! # }
 //! # fn wait_for_input_until(_: Option<Instant>) {}
 //!
@@ -439,7 +439,12 @@ impl ClientCore {
     }
 
     /// Connection `conn` ended (its event stream closed).
-    pub fn handle_disconnected(&mut self, conn: ConnectionId, reason: String, now: Instant) {
+    pub fn handle_disconnected(
+        &mut self,
+        conn: ConnectionId,
+        reason: TransportError,
+        now: Instant,
+    ) {
         self.input(Input::Disconnected(conn, reason), now);
     }
 

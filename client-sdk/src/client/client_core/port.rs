@@ -31,7 +31,7 @@ use conclave_proto::frame::TLS_EXPORTER_LEN;
 pub(super) enum Input {
     Command(CommandId, Command),
     Event(ConnectionId, v1::event::Event),
-    Disconnected(ConnectionId, String),
+    Disconnected(ConnectionId, TransportError),
     /// Some timer may be due (the engine checks each against `now`).
     Timeout,
 }

@@ -30,7 +30,7 @@ use crate::UserId;
 use crate::client::shared::RoomLink;
 use crate::identity::UserIdentity;
 use crate::meeting::MeetingId;
-use crate::transport::{ControlConnection, EventStream, TransportError};
+use crate::transport::{ClosedReason, ControlConnection, EventStream, TransportError};
 use media::Rooms;
 
 /// Commands queued by the app before the shell stops taking more.
@@ -305,7 +305,12 @@ impl Shell {
                         if let Some(link) = self.link.as_mut() {
                             link.events = None;
                         }
-                        let reason = "the connection closed".to_string();
+                        let reason = TransportError::Closed(
+                            self.link
+                                .as_ref()
+                                .and_then(|link| link.conn.quic().close_reason())
+                                .map_or(ClosedReason::StreamEnded, ClosedReason::Connection),
+                        );
                         self.step(move |core, now| core.handle_disconnected(conn, reason, now)).await;
                     }
                 },
@@ -428,10 +433,7 @@ impl Shell {
                 }
                 (answer, events)
             }
-            None => (
-                Err(TransportError::Closed("the connection is gone".into())),
-                Vec::new(),
-            ),
+            None => (Err(TransportError::Closed(ClosedReason::Gone)), Vec::new()),
         };
         self.step(move |core, now| {
             for event in events {
