@@ -23,9 +23,11 @@
 #[cfg(test)]
 mod conformance;
 mod memory;
+pub mod postgres;
 mod redb_store;
 
 pub use memory::MemoryStore;
+pub use postgres::{PgOptions, PgStore};
 pub use redb_store::RedbStore;
 
 /// A hashed user id (SHA-256 of the normalized username).
@@ -260,9 +262,71 @@ pub enum StoreError {
     /// Stored bytes failed to decode: the database is corrupt or from another version.
     #[error("corrupt store record: {0}")]
     Corrupt(&'static str),
-    /// The storage backend failed (I/O, database). The operation did not take effect.
+    /// The storage backend failed (I/O, database, network). The operation did not
+    /// take effect.
     #[error("storage backend failed: {0}")]
-    Backend(String),
+    Backend(#[source] BackendError),
+}
+
+/// What failed underneath a [`StoreError::Backend`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The redb database failed (I/O, or the file is locked by another process).
+    #[error("{0}")]
+    Redb(#[source] redb::Error),
+    /// The database's directory cannot be created.
+    #[error("cannot create {}: {source}", path.display())]
+    CreateDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No connection to PostgreSQL could be opened (refused, unreachable, TLS or
+    /// authentication failure). Nothing was done; it is retried on the next operation.
+    #[error(
+        "cannot connect to PostgreSQL: {0}; check that it runs, the store URL (host, \
+         port, user, password, database) and, with TLS, store_ca_file"
+    )]
+    PostgresUnreachable(#[source] tokio_postgres::Error),
+    /// No pooled connection became free in time: PostgreSQL is slow or the pool
+    /// (`store_pool_size`) is too small for the load.
+    #[error("no PostgreSQL connection became free within {0:?}")]
+    PoolTimeout(std::time::Duration),
+    /// PostgreSQL did not answer a connection attempt in time.
+    #[error("PostgreSQL did not answer within {0:?}; check that it runs and is reachable")]
+    ConnectTimeout(std::time::Duration),
+    /// The connection pool is closed (the store is shutting down).
+    #[error("the PostgreSQL connection pool is closed")]
+    PoolClosed,
+    /// PostgreSQL failed a statement or the connection broke during it; the
+    /// transaction was rolled back.
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[source] tokio_postgres::Error),
+    /// The store URL is not a valid PostgreSQL connection string.
+    #[error("invalid PostgreSQL URL (expected postgres://user:password@host:port/database): {0}")]
+    InvalidUrl(#[source] tokio_postgres::Error),
+    /// The CA file for TLS to PostgreSQL cannot be read.
+    #[error("cannot read store_ca_file {}: {source}", path.display())]
+    CaFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No certificate to verify PostgreSQL's TLS certificate with: the CA file holds
+    /// none, or the system trust store is empty.
+    #[error(
+        "no usable CA certificate to verify PostgreSQL's TLS certificate; set store_ca_file \
+         to its CA (PEM), or install the system's ca-certificates"
+    )]
+    NoTrustAnchors,
+    /// The store's I/O thread could not be started.
+    #[error("cannot start the store's I/O thread: {0}")]
+    Runtime(#[source] std::io::Error),
 }
 
 /// The server's durable state. Every method is atomic and durable on `Ok`.

@@ -438,3 +438,40 @@ pub(super) fn mailbox_per_sender_entries_come_back_on_expiry(make: Factory) {
         .unwrap();
     assert_eq!(puts[0], MailboxPut::Full);
 }
+
+pub(super) fn concurrent_sends_never_overshoot_the_device_limit(make: Factory) {
+    const LIMIT: usize = 10;
+    let (store, _guard) = make();
+    let store: &dyn Store = &*store;
+    let device = [7; 16];
+    let stored: usize = std::thread::scope(|scope| {
+        let senders: Vec<_> = (0..6u8)
+            .map(|sender| {
+                scope.spawn(move || {
+                    let sender = [sender; 32];
+                    let new = NewContainer {
+                        sender: &sender,
+                        recipients: &[device],
+                        container: b"c",
+                        stored_at_ms: 0,
+                        expires_at_ms: 1000,
+                    };
+                    (0..5)
+                        .map(|_| {
+                            let puts = store
+                                .mailbox_store(&new, &MailboxQuota::entries_only(LIMIT))
+                                .unwrap();
+                            puts.iter()
+                                .filter(|p| matches!(p, MailboxPut::Stored { .. }))
+                                .count()
+                        })
+                        .sum::<usize>()
+                })
+            })
+            .collect();
+        senders.into_iter().map(|s| s.join().unwrap()).sum()
+    });
+    assert_eq!(stored, LIMIT, "30 sends to a device that holds 10");
+    assert_eq!(store.mailbox_count(&device).unwrap(), LIMIT);
+    assert_eq!(store.mailbox_usage().unwrap().entries, LIMIT as u64);
+}

@@ -3,7 +3,8 @@
 //! Each test is a plain function taking a [`Factory`], grouped by area in
 //! [`directory`], [`mailbox`] and [`rooms`]; the `conformance!` macro at the bottom
 //! instantiates every one of them as a `#[test]` per backend
-//! (`store::conformance::memory::*`, `store::conformance::redb::*`). A new backend
+//! (`store::conformance::memory::*`, `store::conformance::redb::*`,
+//! `store::conformance::postgres::*` on a real PostgreSQL). A new backend
 //! needs one factory and one more module in the macro; a new test one more name.
 
 mod directory;
@@ -12,7 +13,7 @@ mod rooms;
 
 use std::any::Any;
 
-use super::{MemoryStore, RedbStore, Store};
+use super::{MemoryStore, PgOptions, PgStore, RedbStore, Store};
 
 /// Something that must outlive the store (e.g. its temporary directory).
 type Guard = Box<dyn Any>;
@@ -29,6 +30,15 @@ fn redb_store() -> (Box<dyn Store>, Guard) {
     (Box::new(store), Box::new(dir))
 }
 
+/// A fresh database on the test process's PostgreSQL (see
+/// [`testing`](super::postgres::testing)); fails when there is none.
+fn postgres_store() -> (Box<dyn Store>, Guard) {
+    let mut options = PgOptions::new(super::postgres::testing::fresh_database());
+    options.pool_size = 4;
+    let store = PgStore::connect(&options).expect("the test database accepts the schema");
+    (Box::new(store), Box::new(()))
+}
+
 /// Instantiates every listed test (`area: [test, ...]`) for every backend.
 macro_rules! conformance {
     ($($area:ident: [$($test:ident),* $(,)?]),* $(,)?) => {
@@ -37,6 +47,9 @@ macro_rules! conformance {
         }
         mod redb {
             $($( #[test] fn $test() { super::$area::$test(super::redb_store) } )*)*
+        }
+        mod postgres {
+            $($( #[test] fn $test() { super::$area::$test(super::postgres_store) } )*)*
         }
     };
 }
@@ -76,6 +89,7 @@ conformance! {
         mailbox_put_stores_once_for_the_unattributed_sender,
         mailbox_one_sender_cannot_fill_a_devices_mailbox,
         mailbox_per_sender_entries_come_back_on_expiry,
+        concurrent_sends_never_overshoot_the_device_limit,
     ],
     rooms: [
         rooms_put_get_replace_delete,

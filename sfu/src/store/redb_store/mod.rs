@@ -52,9 +52,9 @@ use self::codec::{
     decode_last_resort, decode_room, decode_user_key, encode_room,
 };
 use super::{
-    DeviceIdBytes, DeviceRecord, MailboxEntry, MailboxPut, MailboxQuota, MailboxUsage,
-    NewContainer, RegisterOutcome, RoomRecord, RoutingIdBytes, Store, StoreError, StoredPrekey,
-    TakenPrekey, UserIdBytes,
+    BackendError, DeviceIdBytes, DeviceRecord, MailboxEntry, MailboxPut, MailboxQuota,
+    MailboxUsage, NewContainer, RegisterOutcome, RoomRecord, RoutingIdBytes, Store, StoreError,
+    StoredPrekey, TakenPrekey, UserIdBytes,
 };
 
 // The tables; their key and value layouts are in `codec`. Changing one means a new
@@ -102,7 +102,7 @@ const MAILBOX_ENTRIES_KEY: &str = "mailbox_entries";
 
 /// Maps any redb error to [`StoreError::Backend`].
 fn backend(error: impl Into<redb::Error>) -> StoreError {
-    StoreError::Backend(error.into().to_string())
+    StoreError::Backend(BackendError::Redb(error.into()))
 }
 
 /// A counter table: per-device number of prekeys or mailbox entries.
@@ -153,8 +153,12 @@ impl RedbStore {
     /// process).
     pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| StoreError::Backend(format!("creating {}: {e}", parent.display())))?;
+            std::fs::create_dir_all(parent).map_err(|source| {
+                StoreError::Backend(BackendError::CreateDir {
+                    path: parent.to_path_buf(),
+                    source,
+                })
+            })?;
         }
         let store = RedbStore {
             db: Database::create(path).map_err(backend)?,
