@@ -15,7 +15,7 @@
 //!   ▼              ▼                               │
 //! server::session  media::Forwarder ──snapshot──▶ ConnMedia (this connection's rooms)
 //!   │  Hello / Register / Authenticate               │ stamp slot, fan out Bytes
-//!   │  directory, mailbox ──spawn_blocking──▶ store::Store (redb: durable before ack)
+//!   │  directory, mailbox ──spawn_blocking──▶ store::Store (redb / PostgreSQL: durable before ack)
 //!   │  rooms ──lock──▶ rooms::RoomRegistry (sans-IO) ──outputs──▶ events + RoomMedia tables
 //!   ▼
 //! events (mailbox deliveries, prekeys low, members, epoch changes, shutdown)
@@ -27,8 +27,9 @@
 //! * [`rooms::RoomRegistry`], [`media::Forwarder`] and [`ratelimit::TokenBucket`] are
 //!   sans-IO: plain state machines driven with explicit time, unit-tested with virtual
 //!   time and in-memory sinks. [`server`] is the thin tokio/quinn layer around them.
-//! * [`store::Store`] is the durable state with a redb implementation (default) and an
-//!   in-memory one (tests). Every acknowledged write is committed first.
+//! * [`store::Store`] is the durable state: redb (the default, one node), PostgreSQL
+//!   ([`store::PgStore`], shared by the nodes of a cluster) and memory (tests). Every
+//!   acknowledged write is committed first.
 //!
 //! ## Invariants
 //! * Nothing a peer sends can panic the server: frames are length-checked before

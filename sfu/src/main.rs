@@ -1,7 +1,9 @@
 //! `conclave-sfu`: the Conclave selective forwarding unit.
 //!
 //! Configuration comes from the built-in defaults, then an optional TOML file
-//! (`--config`), then command-line flags, and is validated before anything starts.
+//! (`--config`), then the environment (`CONCLAVE_STORE`, `CONCLAVE_STORE_CA_FILE`), then
+//! command-line flags, and is validated before anything starts. The store is opened
+//! (and its schema migrated) before the endpoints are bound.
 //! Logs go to stderr. Once the endpoints are bound, stdout gets exactly these lines
 //! (for scripts and tests; addresses are the bound ones, so port 0 works):
 //!
@@ -14,7 +16,6 @@
 //! SIGINT or SIGTERM starts a graceful shutdown (exit code 0); a second signal exits
 //! at once. Any startup error exits nonzero with its cause chain on stderr.
 
-use std::future::Future;
 use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,7 +23,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use conclave_sfu::config::{Config, parse_metrics_listen};
+use conclave_sfu::config::{Config, StoreSetting, parse_metrics_listen};
+use conclave_sfu::store::{PgOptions, PgStore, RedbStore, Store};
 use conclave_sfu::{metrics_http, tls};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -56,6 +58,23 @@ struct Cli {
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --cert (default: none).
     #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
+
+    /// Where durable state lives: `redb` (a file in the data directory, one node) or
+    /// a PostgreSQL URL `postgres://user:password@host:port/database` shared by the
+    /// nodes of a cluster (default: `store` in the config file, else redb).
+    // Parsed after clap: clap would echo a refused value, password and all.
+    #[arg(
+        long,
+        value_name = "redb|URL",
+        env = "CONCLAVE_STORE",
+        hide_env_values = true
+    )]
+    store: Option<String>,
+
+    /// PEM CA certificate(s) that PostgreSQL's TLS certificate must chain to (default:
+    /// `store_ca_file` in the config file, else the system trust store).
+    #[arg(long, value_name = "FILE", env = "CONCLAVE_STORE_CA_FILE")]
+    store_ca_file: Option<PathBuf>,
 
     /// TOML configuration file; unknown keys are errors (default: none, built-in
     /// defaults).
@@ -123,12 +142,17 @@ async fn try_main(cli: Cli) -> anyhow::Result<()> {
     tracing::info!(
         listen = %config.listen,
         data_dir = %config.data_dir.display(),
+        store = %config.store,
         metrics = ?config.metrics_listen,
         "starting conclave-sfu {}",
         env!("CARGO_PKG_VERSION"),
     );
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+
+    // The store before anything answers: a server that cannot keep state must not
+    // print that it listens or answer a health check.
+    let store = open_store(&config).await?;
 
     // Signal handlers first: a signal that arrives after the banner must not kill us.
     let stop = shutdown_signal().context("cannot install signal handlers")?;
@@ -153,7 +177,7 @@ async fn try_main(cli: Cli) -> anyhow::Result<()> {
         metrics.as_ref().map(|(addr, _)| *addr),
     );
 
-    serve(endpoint, config, stopped(stop)).await?;
+    conclave_sfu::run(endpoint, store, config, stopped(stop)).await?;
 
     if let Some((_, task)) = metrics {
         task.await
@@ -164,18 +188,39 @@ async fn try_main(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the server until `shutdown` resolves: opens the durable store under the data
-/// directory and hands the endpoint to the library.
-async fn serve(
-    endpoint: quinn::Endpoint,
-    config: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+/// Opens the configured store (on the blocking pool: opening may wait for the disk or
+/// for PostgreSQL, and migrates the schema).
+async fn open_store(config: &Config) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+    let setting = config.store.clone();
     let path = config.data_dir.join("conclave.redb");
-    let store = conclave_sfu::store::RedbStore::open(&path)
-        .with_context(|| format!("cannot open the database {}", path.display()))?;
-    conclave_sfu::run(endpoint, std::sync::Arc::new(store), config, shutdown).await?;
-    Ok(())
+    let mut options = match &setting {
+        StoreSetting::Postgres(url) => Some(PgOptions::new(url.clone())),
+        _ => None,
+    };
+    if let Some(options) = options.as_mut() {
+        options.pool_size = config.store_pool_size;
+        options.ca_file.clone_from(&config.store_ca_file);
+    }
+    let shown = setting.to_string();
+    let store =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<std::sync::Arc<dyn Store>> {
+            match options {
+                Some(options) => {
+                    let store = PgStore::connect(&options)
+                        .with_context(|| format!("cannot open the PostgreSQL store {shown}"))?;
+                    Ok(std::sync::Arc::new(store))
+                }
+                None => {
+                    let store = RedbStore::open(&path)
+                        .with_context(|| format!("cannot open the database {}", path.display()))?;
+                    Ok(std::sync::Arc::new(store))
+                }
+            }
+        })
+        .await
+        .context("the store-opening task failed")??;
+    tracing::info!(store = %setting, "store open");
+    Ok(store)
 }
 
 /// Logs to stderr, filtered by `--log`, else `RUST_LOG`, else `info`.
@@ -212,6 +257,13 @@ fn build_config(cli: &Cli) -> anyhow::Result<Config> {
     }
     if let Some(key) = &cli.key {
         config.key = Some(key.clone());
+    }
+    if let Some(store) = &cli.store {
+        config.store = StoreSetting::parse(store)
+            .map_err(|e| anyhow::anyhow!("invalid --store (or CONCLAVE_STORE): {e}"))?;
+    }
+    if let Some(ca) = &cli.store_ca_file {
+        config.store_ca_file = Some(ca.clone());
     }
     config.validate()?;
     Ok(config)

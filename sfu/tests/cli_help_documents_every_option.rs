@@ -20,6 +20,8 @@ fn help_documents_every_option() {
         "--cert",
         "--key",
         "--config",
+        "--store",
+        "--store-ca-file",
         "--log",
         "--help",
         "--version",

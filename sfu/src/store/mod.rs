@@ -2,11 +2,13 @@
 //!
 //! [`Store`] is synchronous: every method is one transaction that is durable when it
 //! returns `Ok` (the server acknowledges a request only afterwards). The async server
-//! calls it from `spawn_blocking`. Two implementations:
+//! calls it from `spawn_blocking`. Three implementations, held to one conformance
+//! suite:
 //!
 //! * [`RedbStore`]: the default, an embedded [redb](https://docs.rs/redb) database
 //!   file. Each write commits with immediate durability (fsync), so a `kill -9` loses
 //!   nothing that was acknowledged.
+//! * [`PgStore`]: PostgreSQL, shared by the nodes of a cluster (see [`postgres`]).
 //! * [`MemoryStore`]: the same semantics in memory, for tests.
 //!
 //! The store holds only what the threat model allows the server to know: hashed user

@@ -21,8 +21,8 @@
 //!     (quotas are exact and mailbox ids become visible in increasing order).
 //! * `u64` times are stored as `bigint`, saturating at `i64::MAX` ms (the year
 //!   292,277,026); prekey ids, chosen by devices, map order-preservingly onto the whole
-//!   `bigint` range ([`id_to_sql`]).
-//! * The schema is versioned ([`schema`]); a database written by a newer server is
+//!   `bigint` range (the sign bit flipped).
+//! * The schema is versioned ([`SCHEMA_VERSION`]); a database written by a newer server is
 //!   refused with [`StoreError::UnsupportedSchema`] rather than misread.
 //!
 //! # TLS

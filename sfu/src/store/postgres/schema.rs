@@ -9,7 +9,7 @@
 use super::{PgStore, from_sql, pg, to_sql};
 use crate::store::StoreError;
 
-/// The schema version this server writes; [`MIGRATIONS`]`[i]` brings `i` to `i + 1`.
+/// The schema version this server writes (the number of migrations it knows).
 pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
 
 /// Key of the advisory lock held while migrating ("conclave" in ASCII).

@@ -9,6 +9,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod store;
+
+pub use store::StoreSetting;
+
 /// Why a configuration could not be read or is not usable.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -62,6 +66,14 @@ impl Config {
         }
         if self.data_dir.as_os_str().is_empty() {
             return invalid("data_dir must not be empty");
+        }
+        if !(1..=1024).contains(&self.store_pool_size) {
+            return invalid("store_pool_size must be 1..=1024");
+        }
+        if self.store_ca_file.is_some() && self.store == StoreSetting::Redb {
+            return invalid(
+                "store_ca_file is set but store is redb: it only applies to PostgreSQL",
+            );
         }
         self.limits.validate()?;
         self.timing.validate()
@@ -291,6 +303,14 @@ pub struct Config {
     pub cert: Option<PathBuf>,
     /// PEM private key for `cert`.
     pub key: Option<PathBuf>,
+    /// Where durable state lives: `redb` (a file in `data_dir`, one node) or a
+    /// PostgreSQL URL shared by the nodes of a cluster.
+    pub store: StoreSetting,
+    /// PEM CA certificate(s) PostgreSQL's TLS certificate must chain to (default: the
+    /// system trust store). Only with a PostgreSQL `store`.
+    pub store_ca_file: Option<PathBuf>,
+    /// Most connections to PostgreSQL this node opens.
+    pub store_pool_size: usize,
     /// Resource limits.
     pub limits: Limits,
     /// Timers and lifetimes.
@@ -305,6 +325,9 @@ impl Default for Config {
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             cert: None,
             key: None,
+            store: StoreSetting::Redb,
+            store_ca_file: None,
+            store_pool_size: 16,
             limits: Limits::default(),
             timing: Timing::default(),
         }

@@ -1,0 +1,114 @@
+//! The `store` setting: where the server keeps its durable state.
+
+use std::fmt;
+
+use crate::store::postgres::redacted_url;
+
+/// Where durable state lives.
+///
+/// Written in the file, `--store` or `CONCLAVE_STORE` as `redb` (the default: an
+/// embedded database file `conclave.redb` in `data_dir`, for one node) or as a
+/// PostgreSQL URL, `postgres://user:password@host:port/database?sslmode=require`
+/// (shared by the nodes of a cluster). `Debug` and `Display` never show a password.
+#[derive(Clone, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(try_from = "String")]
+#[non_exhaustive]
+pub enum StoreSetting {
+    /// The embedded redb file under `data_dir`.
+    #[default]
+    Redb,
+    /// PostgreSQL at this URL.
+    Postgres(String),
+}
+
+impl StoreSetting {
+    /// Parses `redb` or a `postgres://` / `postgresql://` URL.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("redb") {
+            return Ok(StoreSetting::Redb);
+        }
+        let lower = s.get(..13).unwrap_or(s).to_ascii_lowercase();
+        if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+            return Ok(StoreSetting::Postgres(s.to_string()));
+        }
+        Err(format!(
+            "store must be `redb` or a postgres://user:password@host:port/database URL, \
+             not {:?}",
+            redacted_url(s)
+        ))
+    }
+}
+
+impl TryFrom<String> for StoreSetting {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        StoreSetting::parse(&s)
+    }
+}
+
+impl fmt::Display for StoreSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreSetting::Redb => f.write_str("redb"),
+            StoreSetting::Postgres(url) => f.write_str(&redacted_url(url)),
+        }
+    }
+}
+
+impl fmt::Debug for StoreSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StoreSetting({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redb_and_postgres_urls_parse_and_anything_else_is_refused() {
+        assert_eq!(StoreSetting::parse("redb"), Ok(StoreSetting::Redb));
+        let url = "postgres://conclave:pw@db:5432/conclave";
+        assert_eq!(
+            StoreSetting::parse(url),
+            Ok(StoreSetting::Postgres(url.into()))
+        );
+        assert!(StoreSetting::parse("PostgreSQL://db/c").is_ok());
+        let err = StoreSetting::parse("mysql://root:hunter2@db/c").unwrap_err();
+        assert!(err.contains("store must be"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn the_config_file_selects_postgres_and_checks_its_settings() {
+        use crate::config::Config;
+        let config = Config::from_toml_str(
+            "store = \"postgres://conclave@db/c?sslmode=require\"\nstore_pool_size = 8\n\
+             store_ca_file = \"/etc/conclave/pg-ca.pem\"",
+        )
+        .unwrap();
+        assert_eq!(
+            config.store,
+            StoreSetting::Postgres("postgres://conclave@db/c?sslmode=require".into())
+        );
+        assert_eq!(config.store_pool_size, 8);
+        config.validate().unwrap();
+        let err = Config::from_toml_str("store = \"sqlite://x\"").unwrap_err();
+        assert!(err.to_string().contains("store must be"), "{err}");
+        let err = Config::from_toml_str("store_ca_file = \"/ca.pem\"")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("store_ca_file"), "{err}");
+    }
+
+    #[test]
+    fn the_password_never_shows() {
+        let setting = StoreSetting::parse("postgres://conclave:s3cret@db/c").unwrap();
+        let shown = format!("{setting} {setting:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("conclave:***@db"), "{shown}");
+    }
+}
