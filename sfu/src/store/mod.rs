@@ -22,12 +22,14 @@
 //! mailbox are bounded too, so that one sender cannot fill a victim's mailbox and shut
 //! everyone else out.
 
+pub mod cluster;
 #[cfg(test)]
 mod conformance;
 mod memory;
 pub mod postgres;
 mod redb_store;
 
+pub use cluster::{ClusterStore, Fence, NodeId, NodeInfo, RoomClaim};
 pub use memory::MemoryStore;
 pub use postgres::{PgOptions, PgStore};
 pub use redb_store::RedbStore;
@@ -261,6 +263,10 @@ pub enum StoreError {
         /// The version this code writes.
         supported: u64,
     },
+    /// This node's lease is not alive (it could not renew in time): it must not claim
+    /// rooms until a heartbeat succeeds.
+    #[error("this node's lease has expired; it cannot claim rooms until it renews")]
+    LeaseExpired,
     /// Stored bytes failed to decode: the database is corrupt or from another version.
     #[error("corrupt store record: {0}")]
     Corrupt(&'static str),

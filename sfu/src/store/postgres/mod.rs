@@ -31,6 +31,7 @@
 //! else the system's trust store. `sslmode=disable` turns TLS off (a trusted network
 //! or a local socket only).
 
+mod cluster;
 mod directory;
 mod mailbox;
 mod rooms;
@@ -455,6 +456,8 @@ impl Store for PgStore {
     }
 }
 
+#[cfg(test)]
+mod cluster_tests;
 #[cfg(test)]
 mod tests;
 

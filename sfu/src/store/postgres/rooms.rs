@@ -47,6 +47,15 @@ impl PgStore {
         record: &RoomRecord,
     ) -> Result<(), StoreError> {
         let client = self.client().await?;
+        Self::upsert_room(&client, routing_id, record).await
+    }
+
+    /// Creates or replaces a room's record on `client` (a connection or transaction).
+    pub(super) async fn upsert_room(
+        client: &impl deadpool_postgres::GenericClient,
+        routing_id: &RoutingIdBytes,
+        record: &RoomRecord,
+    ) -> Result<(), StoreError> {
         let leaders = record.leaders.concat();
         client
             .execute(

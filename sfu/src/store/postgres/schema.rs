@@ -15,7 +15,7 @@ pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
 /// Key of the advisory lock held while migrating ("conclave" in ASCII).
 const MIGRATION_LOCK: i64 = 0x636f_6e63_6c61_7665;
 
-/// The migrations, in order.
+/// The migrations, in order; `MIGRATIONS[i]` takes version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
     // 1: directory, mailbox and room records (the redb store's tables).
     r"
@@ -79,6 +79,22 @@ const MIGRATIONS: &[&str] = &[
         leaders bytea NOT NULL
     );
     CREATE INDEX rooms_by_update ON rooms (updated_at_ms);
+    ",
+    // 2: cluster nodes, their leases, and room ownership under fences.
+    r"
+    CREATE TABLE nodes (
+        node_id text PRIMARY KEY CHECK (length(node_id) BETWEEN 1 AND 64),
+        quic_addr text NOT NULL,
+        server_name text NOT NULL,
+        lease_until_ms bigint NOT NULL
+    );
+    CREATE SEQUENCE room_fences AS bigint;
+    CREATE TABLE room_owners (
+        routing_id bytea PRIMARY KEY CHECK (octet_length(routing_id) = 32),
+        node_id text NOT NULL REFERENCES nodes (node_id),
+        fence bigint NOT NULL
+    );
+    CREATE INDEX room_owners_by_node ON room_owners (node_id);
     ",
 ];
 

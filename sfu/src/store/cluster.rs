@@ -1,0 +1,133 @@
+//! What the nodes of a cluster share besides the [`Store`](super::Store): who they
+//! are, their leases, and which node owns each room under which fence.
+//!
+//! # The rules
+//! * A node heartbeats its lease ([`ClusterStore::heartbeat`]); the store computes the
+//!   expiry on its own clock (PostgreSQL's), so node clocks never need to agree.
+//! * A room is owned by at most one node whose lease is alive. Claiming is one
+//!   conditional write ([`ClusterStore::claim_room`]): it succeeds if the room has no
+//!   owner, or its owner's lease has expired, and then returns a new **fence**, larger
+//!   than every fence the room had. Two nodes racing for one room: exactly one wins.
+//! * Every write an owner makes about its room carries the fence
+//!   ([`ClusterStore::put_room_fenced`]) and changes nothing unless that fence is still
+//!   the room's and its owner's lease is alive, so a node that was paused past its lease
+//!   cannot overwrite what the new owner wrote.
+//! * A node stopping cleanly releases its lease and its rooms
+//!   ([`ClusterStore::release_node`]), so other nodes take them over at once.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::{RoomRecord, RoutingIdBytes, StoreError};
+
+/// A node's name in the cluster: 1..=64 characters of `[A-Za-z0-9._-]`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(String);
+
+impl NodeId {
+    /// Checks and wraps a node id.
+    pub fn new(id: impl Into<String>) -> Result<NodeId, String> {
+        let id = id.into();
+        let valid = (1..=64).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if valid {
+            Ok(NodeId(id))
+        } else {
+            Err(format!(
+                "node id {id:?} must be 1 to 64 characters of letters, digits, '.', '_' or '-'"
+            ))
+        }
+    }
+
+    /// The id as text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeId({})", self.0)
+    }
+}
+
+/// How clients reach a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Its id.
+    pub node_id: NodeId,
+    /// The QUIC address it advertises to clients.
+    pub quic_addr: SocketAddr,
+    /// The TLS server name clients verify it as.
+    pub server_name: String,
+}
+
+/// A room ownership token: every claim of a room gets a larger one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Fence(pub u64);
+
+/// The outcome of [`ClusterStore::claim_room`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomClaim {
+    /// This node owns the room under this fence (newly claimed, or already its own).
+    Owned(Fence),
+    /// Another node with a live lease owns it: send clients there.
+    OwnedElsewhere {
+        /// The owner.
+        owner: NodeInfo,
+        /// Its fence.
+        fence: Fence,
+    },
+}
+
+/// Leases and room ownership, shared by the nodes of a cluster.
+pub trait ClusterStore: Send + Sync + 'static {
+    /// Registers or updates `node` and extends its lease to `lease` from now on the
+    /// store's clock.
+    fn heartbeat(&self, node: &NodeInfo, lease: Duration) -> Result<(), StoreError>;
+
+    /// Ends `node`'s lease now and gives up its rooms (a clean stop).
+    fn release_node(&self, node: &NodeId) -> Result<(), StoreError>;
+
+    /// Nodes whose lease is alive, by id.
+    fn live_nodes(&self) -> Result<Vec<NodeInfo>, StoreError>;
+
+    /// Claims `room` for `node` (see the module docs). Fails with `LeaseExpired` if
+    /// `node`'s own lease is not alive.
+    fn claim_room(&self, room: &RoutingIdBytes, node: &NodeId) -> Result<RoomClaim, StoreError>;
+
+    /// The live owner of `room` and its fence, if any.
+    fn room_owner(&self, room: &RoutingIdBytes) -> Result<Option<(NodeInfo, Fence)>, StoreError>;
+
+    /// Creates or replaces `room`'s record if `fence` is still the room's and its
+    /// owner's lease is alive; returns whether it was written.
+    fn put_room_fenced(
+        &self,
+        room: &RoutingIdBytes,
+        record: &RoomRecord,
+        fence: Fence,
+    ) -> Result<bool, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ids_are_short_and_plain() {
+        assert!(NodeId::new("sfu-1.eu_west").is_ok());
+        for bad in ["", "a b", "ü", &"x".repeat(65)] {
+            assert!(NodeId::new(bad).is_err(), "{bad:?}");
+        }
+    }
+}
