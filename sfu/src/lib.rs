@@ -54,6 +54,7 @@
 //! (tests, examples, the load test). The wire protocol is specified in
 //! `docs/protocol.md`; operating the server is described in the README.
 
+pub mod cluster;
 pub mod config;
 pub mod embedded;
 pub mod media;
