@@ -82,6 +82,33 @@ impl EmbeddedSfu {
         )
     }
 
+    /// [`EmbeddedSfu::start`] as one node of a cluster: `node` builds this node's
+    /// cluster identity from the bound address (so port 0 works).
+    pub fn start_cluster(
+        listen: SocketAddr,
+        identity: &ServerIdentity,
+        config: Config,
+        store: Arc<dyn Store>,
+        node: impl FnOnce(SocketAddr) -> crate::ClusterNode + Send + 'static,
+    ) -> Result<Self, EmbeddedError> {
+        Self::launch(
+            listen,
+            identity,
+            config,
+            store,
+            |endpoint, store, config, stop| {
+                let addr = endpoint.local_addr().unwrap_or(listen);
+                tokio::spawn(crate::run_cluster(
+                    endpoint,
+                    store,
+                    node(addr),
+                    config,
+                    stop,
+                ))
+            },
+        )
+    }
+
     fn launch<S>(
         listen: SocketAddr,
         identity: &ServerIdentity,

@@ -66,7 +66,7 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 
-pub use server::{SfuError, run};
+pub use server::{ClusterNode, SfuError, run, run_cluster};
 
 /// Bytes of outgoing datagrams quinn buffers per connection before the forwarder
 /// starts dropping (video at half of it, audio when full).

@@ -20,11 +20,12 @@ use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
 use conclave_sfu::config::{Config, StoreSetting, parse_metrics_listen};
-use conclave_sfu::store::{PgOptions, PgStore, RedbStore, Store};
+use conclave_sfu::store::{ClusterStore, PgOptions, PgStore, RedbStore, Store};
 use conclave_sfu::{metrics_http, tls};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -152,7 +153,7 @@ async fn try_main(cli: Cli) -> anyhow::Result<()> {
 
     // The store before anything answers: a server that cannot keep state must not
     // print that it listens or answer a health check.
-    let store = open_store(&config).await?;
+    let (store, cluster_store) = open_store(&config).await?;
 
     // Signal handlers first: a signal that arrives after the banner must not kill us.
     let stop = shutdown_signal().context("cannot install signal handlers")?;
@@ -177,7 +178,21 @@ async fn try_main(cli: Cli) -> anyhow::Result<()> {
         metrics.as_ref().map(|(addr, _)| *addr),
     );
 
-    conclave_sfu::run(endpoint, store, config, stopped(stop)).await?;
+    match (&config.cluster, cluster_store) {
+        (Some(cluster), Some(cluster_store)) => {
+            let info = cluster
+                .node_info(quic_addr)
+                .map_err(|e| anyhow::anyhow!("invalid [cluster] section: {e}"))?;
+            tracing::info!(node = %info.node_id, advertise = %info.quic_addr, "joining the cluster");
+            let node = conclave_sfu::ClusterNode {
+                info,
+                store: cluster_store,
+                lease: cluster.lease(),
+            };
+            conclave_sfu::run_cluster(endpoint, store, node, config, stopped(stop)).await?;
+        }
+        _ => conclave_sfu::run(endpoint, store, config, stopped(stop)).await?,
+    }
 
     if let Some((_, task)) = metrics {
         task.await
@@ -190,7 +205,7 @@ async fn try_main(cli: Cli) -> anyhow::Result<()> {
 
 /// Opens the configured store (on the blocking pool: opening may wait for the disk or
 /// for PostgreSQL, and migrates the schema).
-async fn open_store(config: &Config) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+async fn open_store(config: &Config) -> anyhow::Result<Stores> {
     let setting = config.store.clone();
     let path = config.data_dir.join("conclave.redb");
     let mut options = match &setting {
@@ -202,26 +217,31 @@ async fn open_store(config: &Config) -> anyhow::Result<std::sync::Arc<dyn Store>
         options.ca_file.clone_from(&config.store_ca_file);
     }
     let shown = setting.to_string();
-    let store =
-        tokio::task::spawn_blocking(move || -> anyhow::Result<std::sync::Arc<dyn Store>> {
-            match options {
-                Some(options) => {
-                    let store = PgStore::connect(&options)
-                        .with_context(|| format!("cannot open the PostgreSQL store {shown}"))?;
-                    Ok(std::sync::Arc::new(store))
-                }
-                None => {
-                    let store = RedbStore::open(&path)
-                        .with_context(|| format!("cannot open the database {}", path.display()))?;
-                    Ok(std::sync::Arc::new(store))
-                }
+    let stores = tokio::task::spawn_blocking(move || -> anyhow::Result<Stores> {
+        match options {
+            Some(options) => {
+                let store = Arc::new(
+                    PgStore::connect(&options)
+                        .with_context(|| format!("cannot open the PostgreSQL store {shown}"))?,
+                );
+                let cluster: Arc<dyn ClusterStore> = Arc::clone(&store) as _;
+                Ok((store, Some(cluster)))
             }
-        })
-        .await
-        .context("the store-opening task failed")??;
+            None => {
+                let store = RedbStore::open(&path)
+                    .with_context(|| format!("cannot open the database {}", path.display()))?;
+                Ok((Arc::new(store), None))
+            }
+        }
+    })
+    .await
+    .context("the store-opening task failed")??;
     tracing::info!(store = %setting, "store open");
-    Ok(store)
+    Ok(stores)
 }
+
+/// The store, and its cluster side when it has one (PostgreSQL).
+type Stores = (Arc<dyn Store>, Option<Arc<dyn ClusterStore>>);
 
 /// Logs to stderr, filtered by `--log`, else `RUST_LOG`, else `info`.
 fn init_logging(flag: Option<&str>) -> anyhow::Result<()> {

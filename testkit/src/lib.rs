@@ -46,6 +46,7 @@
 
 pub mod clients;
 pub mod clock;
+pub mod cluster;
 pub mod hostile;
 pub mod identity;
 pub mod media;

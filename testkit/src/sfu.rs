@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use conclave_sdk::transport::ServerTrust;
-use conclave_sfu::SfuError;
+use conclave_sfu::cluster::LeaseConfig;
 use conclave_sfu::config::Config;
 use conclave_sfu::embedded::EmbeddedSfu;
 use conclave_sfu::server::hooks::Adversary;
-use conclave_sfu::store::{MemoryStore, Store};
+use conclave_sfu::store::{ClusterStore, MemoryStore, NodeId, NodeInfo, PgStore, Store};
 use conclave_sfu::tls::{self, ServerIdentity};
+use conclave_sfu::{ClusterNode, SfuError};
 
 use crate::clock::WAIT;
 
@@ -77,6 +78,8 @@ pub struct TestSfu {
     identity: ServerIdentity,
     config: Config,
     adversary: Option<Arc<Adversary>>,
+    /// For a cluster node: its id, its cluster store and lease timing.
+    cluster: Option<(NodeId, Arc<dyn ClusterStore>, LeaseConfig)>,
     server: Option<EmbeddedSfu>,
     /// Holds the generated development certificate.
     _dir: tempfile::TempDir,
@@ -110,6 +113,37 @@ impl TestSfu {
         Self::launch(config, Arc::new(MemoryStore::new()), None, adversary).await
     }
 
+    /// One node of a cluster: `store` is the cluster's PostgreSQL store (this node's own
+    /// connection pool), `identity` the certificate every node of the test cluster
+    /// presents.
+    pub async fn start_node(
+        node_id: &str,
+        config: Config,
+        store: Arc<PgStore>,
+        identity: ServerIdentity,
+        lease: LeaseConfig,
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let cluster: Arc<dyn ClusterStore> = Arc::clone(&store) as _;
+        let mut sfu = TestSfu {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            trust: ServerTrust::PinnedSha256(identity.fingerprint_sha256),
+            store,
+            identity,
+            config,
+            adversary: None,
+            cluster: Some((
+                NodeId::new(node_id).expect("a valid node id"),
+                cluster,
+                lease,
+            )),
+            server: None,
+            _dir: dir,
+        };
+        sfu.serve().await;
+        sfu
+    }
+
     /// A server presenting `identity` (e.g. a CA-issued certificate), with a memory
     /// store.
     pub async fn start_with_identity(identity: ServerIdentity, config: Config) -> Self {
@@ -138,6 +172,7 @@ impl TestSfu {
             identity,
             config,
             adversary,
+            cluster: None,
             server: None,
             _dir: dir,
         };
@@ -152,11 +187,25 @@ impl TestSfu {
         let server = loop {
             let identity = copy_identity(&self.identity);
             let (config, store) = (self.config.clone(), Arc::clone(&self.store));
-            let started = match &self.adversary {
-                Some(a) => {
+            let started = match (&self.adversary, &self.cluster) {
+                (Some(a), _) => {
                     EmbeddedSfu::start_hostile(self.addr, &identity, config, store, Arc::clone(a))
                 }
-                None => EmbeddedSfu::start(self.addr, &identity, config, store),
+                (None, Some((node_id, cluster, lease))) => {
+                    let (node_id, cluster, lease) = (node_id.clone(), Arc::clone(cluster), *lease);
+                    EmbeddedSfu::start_cluster(self.addr, &identity, config, store, move |addr| {
+                        ClusterNode {
+                            info: NodeInfo {
+                                node_id,
+                                quic_addr: addr,
+                                server_name: "localhost".into(),
+                            },
+                            store: cluster,
+                            lease,
+                        }
+                    })
+                }
+                (None, None) => EmbeddedSfu::start(self.addr, &identity, config, store),
             };
             match started {
                 Ok(server) => break server,

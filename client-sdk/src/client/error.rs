@@ -203,11 +203,13 @@ impl From<TransportError> for ClientError {
     fn from(e: TransportError) -> Self {
         match e {
             TransportError::Certificate(p) => ClientError::Certificate(p),
+            // The client does not follow a cluster redirect yet: it reports `WrongNode`.
             TransportError::Server {
                 code,
                 message,
                 room_epoch,
                 retry_after_ms,
+                ..
             } => ClientError::Server {
                 code,
                 message,

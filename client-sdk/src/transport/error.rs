@@ -39,6 +39,10 @@ pub enum TransportError {
         /// For `WrongEpoch`: the room's current epoch as the server claims it (0 if
         /// unknown).
         room_epoch: u64,
+        /// For `WrongNode` (cluster mode): where the room's owner is, as the server
+        /// claims it. Only a place to connect to: the owner must pass the same trust
+        /// setting as any server.
+        redirect: Option<conclave_proto::v1::Redirect>,
     },
     /// The connection cannot carry the protocol.
     #[error("protocol error: {0}")]

@@ -183,6 +183,7 @@ impl ControlConnection {
                 message: e.message,
                 retry_after_ms: e.retry_after_ms,
                 room_epoch: e.room_epoch,
+                redirect: e.redirect,
             }),
             ok => Ok(ok),
         }

@@ -261,7 +261,10 @@ mod tests {
         }
         assert_eq!(keeper.poll_event(), Some(LeaseEvent::Lost));
         // A later success acquires a new lease (rooms are claimed again).
-        let now = keeper.poll_timeout().expect("a retry is scheduled").max(now);
+        let now = keeper
+            .poll_timeout()
+            .expect("a retry is scheduled")
+            .max(now);
         renew_ok(&mut keeper, now, Duration::from_millis(10));
         assert_eq!(keeper.poll_event(), Some(LeaseEvent::Acquired));
     }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 mod store;
 
-pub use store::StoreSetting;
+pub use store::{ClusterConfig, StoreSetting};
 
 /// Why a configuration could not be read or is not usable.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +74,9 @@ impl Config {
             return invalid(
                 "store_ca_file is set but store is redb: it only applies to PostgreSQL",
             );
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate(self).map_err(ConfigError::Invalid)?;
         }
         self.limits.validate()?;
         self.timing.validate()
@@ -311,6 +314,8 @@ pub struct Config {
     pub store_ca_file: Option<PathBuf>,
     /// Most connections to PostgreSQL this node opens.
     pub store_pool_size: usize,
+    /// This node's part in a cluster; `None` (no `[cluster]` section) for one node.
+    pub cluster: Option<ClusterConfig>,
     /// Resource limits.
     pub limits: Limits,
     /// Timers and lifetimes.
@@ -328,6 +333,7 @@ impl Default for Config {
             store: StoreSetting::Redb,
             store_ca_file: None,
             store_pool_size: 16,
+            cluster: None,
             limits: Limits::default(),
             timing: Timing::default(),
         }

@@ -112,3 +112,91 @@ mod tests {
         assert!(shown.contains("conclave:***@db"), "{shown}");
     }
 }
+
+/// The `[cluster]` section: this node's part in a cluster (absent: a single node).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ClusterConfig {
+    /// This node's id, unique in the cluster: 1 to 64 of `[A-Za-z0-9._-]`.
+    pub node_id: String,
+    /// The QUIC address clients are redirected to for rooms this node owns (default:
+    /// `listen`, which must then be a specific address, not 0.0.0.0 or ::).
+    #[serde(default)]
+    pub advertise: Option<std::net::SocketAddr>,
+    /// The TLS server name clients verify this node as; every node's certificate must
+    /// pass the clients' one trust setting.
+    #[serde(default = "default_server_name")]
+    pub server_name: String,
+    /// How long the store keeps this node's lease after a heartbeat, ms.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+    /// How often the node renews its lease, ms.
+    #[serde(default = "default_renew_ms")]
+    pub renew_ms: u64,
+}
+
+fn default_server_name() -> String {
+    "localhost".to_string()
+}
+
+const fn default_lease_ms() -> u64 {
+    10_000
+}
+
+const fn default_renew_ms() -> u64 {
+    2_000
+}
+
+impl ClusterConfig {
+    /// Checks the section against the rest of the configuration.
+    pub(super) fn validate(&self, config: &super::Config) -> Result<(), String> {
+        crate::store::NodeId::new(self.node_id.clone())?;
+        if !matches!(config.store, StoreSetting::Postgres(_)) {
+            return Err("[cluster] needs a PostgreSQL store (store = \"postgres://…\")".into());
+        }
+        if self.advertise.is_none() && config.listen.ip().is_unspecified() {
+            return Err(format!(
+                "[cluster] advertise must be set: listen ({}) is not an address clients \
+                 can be sent to",
+                config.listen
+            ));
+        }
+        if self.server_name.is_empty() {
+            return Err("[cluster] server_name must not be empty".into());
+        }
+        if self.renew_ms == 0 || self.lease_ms < 3 * self.renew_ms {
+            return Err(format!(
+                "[cluster] lease_ms ({}) must be at least 3 × renew_ms ({}) so that a failed \
+                 renewal can be retried before the lease runs out",
+                self.lease_ms, self.renew_ms
+            ));
+        }
+        Ok(())
+    }
+
+    /// The lease timing: retries every quarter renewal period, and a margin of a tenth
+    /// of the lease (at least 100 ms) for clock drift and scheduling delay.
+    #[must_use]
+    pub fn lease(&self) -> crate::cluster::LeaseConfig {
+        let ms = std::time::Duration::from_millis;
+        crate::cluster::LeaseConfig {
+            lease: ms(self.lease_ms),
+            renew_every: ms(self.renew_ms),
+            retry_every: ms((self.renew_ms / 4).max(50)),
+            margin: ms((self.lease_ms / 10).max(100)),
+        }
+    }
+
+    /// This node as clients reach it.
+    pub fn node_info(
+        &self,
+        listen: std::net::SocketAddr,
+    ) -> Result<crate::store::NodeInfo, String> {
+        Ok(crate::store::NodeInfo {
+            node_id: crate::store::NodeId::new(self.node_id.clone())?,
+            quic_addr: self.advertise.unwrap_or(listen),
+            server_name: self.server_name.clone(),
+        })
+    }
+}

@@ -18,6 +18,8 @@ pub struct RequestError {
     pub retry_after_ms: u64,
     /// For `WRONG_EPOCH`: the room's current epoch (0 if unknown).
     pub room_epoch: u64,
+    /// For `WRONG_NODE`: the room's owner.
+    pub redirect: Option<v1::Redirect>,
 }
 
 impl RequestError {
@@ -28,7 +30,36 @@ impl RequestError {
             message: message.into(),
             retry_after_ms: 0,
             room_epoch: 0,
+            redirect: None,
         }
+    }
+
+    /// `WRONG_NODE`: `owner` owns the room under `fence`.
+    pub fn wrong_node(owner: &crate::store::NodeInfo, fence: crate::store::Fence) -> Self {
+        let mut err = Self::new(
+            ErrorCode::WrongNode,
+            format!(
+                "node {} owns this room: connect to {} ({}) and retry there",
+                owner.node_id, owner.quic_addr, owner.server_name
+            ),
+        );
+        err.redirect = Some(v1::Redirect {
+            address: owner.quic_addr.to_string(),
+            server_name: owner.server_name.clone(),
+            fence: fence.0,
+        });
+        err
+    }
+
+    /// `UNAVAILABLE`: this node holds no cluster lease right now.
+    pub fn unavailable(retry_after_ms: u64) -> Self {
+        let mut err = Self::new(
+            ErrorCode::Unavailable,
+            "this node cannot own rooms right now (its cluster lease is not renewed); \
+             retry shortly or on another node",
+        );
+        err.retry_after_ms = retry_after_ms;
+        err
     }
 
     /// `BAD_REQUEST`.
@@ -67,6 +98,7 @@ impl RequestError {
             message: self.message.clone(),
             retry_after_ms: self.retry_after_ms,
             room_epoch: self.room_epoch,
+            redirect: self.redirect.clone(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! ([`crate::rooms`], [`crate::media`], [`crate::ratelimit`]); this layer owns sockets,
 //! tasks, clocks and the store's blocking calls.
 
+mod cluster;
 mod conn;
 mod directory;
 mod error;
@@ -26,6 +27,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
+pub use cluster::ClusterNode;
 pub use error::RequestError;
 
 use crate::config::Config;
@@ -89,10 +91,17 @@ pub(crate) struct Shared {
     room_records: std::sync::Mutex<KeyedLimiter<DeviceIdBytes>>,
     /// A test's adversary (feature `adversary`); nothing otherwise.
     pub(crate) hooks: hooks::Hooks,
+    /// Cluster mode's state; `None` for a single node.
+    pub(crate) cluster: Option<cluster::ClusterState>,
 }
 
 impl Shared {
-    fn new(config: Config, store: Arc<dyn Store>, hooks: hooks::Hooks) -> Self {
+    fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        hooks: hooks::Hooks,
+        cluster: Option<ClusterNode>,
+    ) -> Self {
         let limits = RoomLimits {
             max_members_per_room: config.limits.max_members_per_room,
             max_rooms_per_connection: config.limits.max_rooms_per_connection,
@@ -136,6 +145,7 @@ impl Shared {
             open_connections: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),
             hooks,
+            cluster: cluster.map(cluster::ClusterState::new),
         }
     }
 
@@ -199,7 +209,23 @@ pub async fn run(
     // `Hooks` is a unit struct only without the `adversary` feature.
     #[allow(clippy::default_constructed_unit_structs)]
     let hooks = hooks::Hooks::default();
-    serve(endpoint, store, config, hooks, shutdown).await
+    serve(endpoint, store, config, hooks, None, shutdown).await
+}
+
+/// [`run`] as one node of a cluster: `node.store` holds the leases and room owners
+/// (PostgreSQL, the same database as `store`). The node heartbeats its lease, claims
+/// each room before it accepts a join, answers joins of rooms owned elsewhere with
+/// `WRONG_NODE` and the owner's address, and releases its lease and rooms when it stops.
+pub async fn run_cluster(
+    endpoint: quinn::Endpoint,
+    store: Arc<dyn Store>,
+    node: ClusterNode,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), SfuError> {
+    #[allow(clippy::default_constructed_unit_structs)]
+    let hooks = hooks::Hooks::default();
+    serve(endpoint, store, config, hooks, Some(node), shutdown).await
 }
 
 /// [`run`] with an [`hooks::Adversary`] attached: the same server, made hostile by the
@@ -217,6 +243,7 @@ pub async fn run_hostile(
         store,
         config,
         hooks::Hooks(Some(adversary)),
+        None,
         shutdown,
     )
     .await
@@ -227,15 +254,17 @@ async fn serve(
     store: Arc<dyn Store>,
     config: Config,
     hooks: hooks::Hooks,
+    cluster: Option<ClusterNode>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SfuError> {
     telemetry::describe();
-    let shared = Arc::new(Shared::new(config, store, hooks));
+    let shared = Arc::new(Shared::new(config, store, hooks, cluster));
     shared.hooks.attach(&shared);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut background = JoinSet::new();
     background.spawn(room_plane::timer_task(Arc::clone(&shared), stop_rx.clone()));
     background.spawn(mailbox::sweep_task(Arc::clone(&shared), stop_rx.clone()));
+    let lease = tokio::spawn(cluster::lease_task(Arc::clone(&shared), stop_rx.clone()));
 
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -271,6 +300,9 @@ async fn serve(
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     background.abort_all();
     while background.join_next().await.is_some() {}
+    // The lease task releases the lease and the rooms on stop (bounded by the store's
+    // own timeouts).
+    let _ = tokio::time::timeout(Duration::from_secs(10), lease).await;
     info!("shutdown complete; store flushed");
     Ok(())
 }

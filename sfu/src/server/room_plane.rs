@@ -171,6 +171,11 @@ impl Session {
         let device = self.device()?.record.device_id;
         let id = routing_id(&r.routing_id)?;
         let auth_public = public_key(&r.room_auth_public_key, "room_auth_public_key")?;
+        // In a cluster, only the room's owner reads and writes its record.
+        let shared = Arc::clone(&self.shared);
+        if let Some(cluster) = &shared.cluster {
+            cluster.claim(&shared, id).await?;
+        }
         let stored = self
             .shared
             .blocking("room lookup", move |s| s.room(&id))
@@ -195,11 +200,7 @@ impl Session {
             .with_rooms(|reg| reg.open(conn, &req, stored, now))
             .inspect_err(|_| refund(&self.shared))?;
         if let Some(record) = j.persist.take() {
-            if let Err(e) = self
-                .shared
-                .blocking("room persist", move |s| s.put_room(&id, &record))
-                .await
-            {
+            if let Err(e) = self.persist_room(id, record).await {
                 // Not durable: undo, so memory never runs ahead of the store.
                 let _ = self.with_rooms(|reg| reg.leave(conn, &id, now));
                 refund(&self.shared);
@@ -210,9 +211,13 @@ impl Session {
         Ok((response::Result::RoomJoined(j.into()), After::Nothing))
     }
 
-    pub(super) fn join_room(&mut self, r: &v1::JoinRoom) -> Handled {
+    pub(super) async fn join_room(&mut self, r: &v1::JoinRoom) -> Handled {
         self.device()?;
         let id = routing_id(&r.routing_id)?;
+        let shared = Arc::clone(&self.shared);
+        if let Some(cluster) = &shared.cluster {
+            cluster.claim(&shared, id).await?;
+        }
         let conn = self.conn.id;
         let now = now_ms();
         let j = self.with_rooms(|reg| reg.join(conn, &id, r.epoch, &r.join_signature, now))?;
@@ -224,6 +229,10 @@ impl Session {
         let id = routing_id(&r.routing_id)?;
         let next = public_key(&r.next_room_auth_public_key, "next_room_auth_public_key")?;
         let next_leaders = device_ids(&r.next_leader_device_ids, "next_leader_device_ids")?;
+        let shared = Arc::clone(&self.shared);
+        if let Some(cluster) = &shared.cluster {
+            cluster.claim(&shared, id).await?;
+        }
         let conn = self.conn.id;
         let req = RotateRequest {
             routing_id: id,
@@ -238,9 +247,7 @@ impl Session {
         self.shared.room_timer.notify_one();
         // The rotation is in force in memory (members were told); persist it so a
         // restart cannot bring back the old epoch.
-        self.shared
-            .blocking("room persist", move |s| s.put_room(&id, &record))
-            .await?;
+        self.persist_room(id, record).await?;
         debug!(conn, room = %short(&id), epoch = r.next_epoch, "room rotated");
         Ok((
             response::Result::RoomRotated(v1::RoomRotated {
@@ -248,6 +255,22 @@ impl Session {
             }),
             After::Nothing,
         ))
+    }
+
+    /// Writes a room's record: fenced in a cluster, plainly on a single node.
+    async fn persist_room(
+        &self,
+        id: RoutingIdBytes,
+        record: crate::store::RoomRecord,
+    ) -> Result<(), RequestError> {
+        match &self.shared.cluster {
+            Some(cluster) => cluster.persist(id, record).await,
+            None => {
+                self.shared
+                    .blocking("room persist", move |s| s.put_room(&id, &record))
+                    .await
+            }
+        }
     }
 
     /// Relays a small opaque message to the other member connections of a room this

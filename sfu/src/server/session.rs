@@ -237,7 +237,7 @@ impl Session {
             Request::SendContainer(r) => self.send_container(r).await,
             Request::AckContainers(r) => self.ack_containers(r).await,
             Request::OpenRoom(r) => self.open_room(r).await,
-            Request::JoinRoom(r) => self.join_room(&r),
+            Request::JoinRoom(r) => self.join_room(&r).await,
             Request::RotateRoom(r) => self.rotate_room(r).await,
             Request::LeaveRoom(r) => self.leave_room(&r),
             Request::SendRoomMessage(r) => self.send_room_message(r),

@@ -559,6 +559,7 @@ fn refused(code: ErrorCode, message: &str) -> TransportError {
         message: message.to_string(),
         retry_after_ms: 0,
         room_epoch: 0,
+        redirect: None,
     }
 }
 
@@ -586,6 +587,7 @@ fn room_error(e: RoomError) -> TransportError {
         message: e.to_string(),
         retry_after_ms,
         room_epoch,
+        redirect: None,
     }
 }
 

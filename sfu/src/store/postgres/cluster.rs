@@ -9,7 +9,7 @@ use crate::store::{
 };
 
 /// PostgreSQL's current time in ms since the Unix epoch.
-const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+pub(super) const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
 fn node_info(row: &tokio_postgres::Row) -> Result<NodeInfo, StoreError> {
     let id: String = row.get("node_id");

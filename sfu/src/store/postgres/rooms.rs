@@ -1,5 +1,6 @@
 //! Room records.
 
+use super::cluster::NOW_MS;
 use super::{PgStore, fixed, from_sql, pg, to_sql};
 use crate::store::{MAX_ROOM_LEADERS, RoomRecord, RoutingIdBytes, StoreError};
 
@@ -99,9 +100,16 @@ impl PgStore {
     ) -> Result<usize, StoreError> {
         let client = self.client().await?;
         let cutoff = to_sql(cutoff_ms);
+        // A room owned by a live node of the cluster is in use there: never expired
+        // by a node that merely does not host it.
         let rows = client
             .query(
-                "SELECT routing_id FROM rooms WHERE updated_at_ms < $1",
+                &format!(
+                    "SELECT routing_id FROM rooms r WHERE updated_at_ms < $1
+                     AND NOT EXISTS (SELECT 1 FROM room_owners o JOIN nodes n USING (node_id)
+                                     WHERE o.routing_id = r.routing_id
+                                       AND n.lease_until_ms > {NOW_MS})"
+                ),
                 &[&cutoff],
             )
             .await

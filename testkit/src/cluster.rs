@@ -1,0 +1,103 @@
+//! A cluster of in-process SFU nodes on one real PostgreSQL (a fresh database of the
+//! test process's throwaway server, see `conclave_sfu::store::postgres::testing`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use conclave_sfu::cluster::LeaseConfig;
+use conclave_sfu::store::postgres::testing;
+use conclave_sfu::store::{PgOptions, PgStore};
+use conclave_sfu::tls;
+
+use crate::sfu::{TestSfu, test_config};
+
+/// Short leases, so that tests of expiry do not wait long.
+pub fn test_lease() -> LeaseConfig {
+    LeaseConfig {
+        lease: Duration::from_secs(3),
+        renew_every: Duration::from_millis(500),
+        retry_every: Duration::from_millis(100),
+        margin: Duration::from_millis(300),
+    }
+}
+
+/// Nodes `node-1` … `node-n`, sharing one database and one certificate.
+pub struct TestCluster {
+    /// The nodes, in order.
+    pub nodes: Vec<TestSfu>,
+    /// The database URL (to open more stores on it).
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// Starts `n` nodes with [`test_config`] and [`test_lease`], and waits until every
+    /// node holds its lease.
+    pub async fn start(n: usize) -> Self {
+        let url = testing::fresh_database();
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let identity = tls::load_or_generate_dev(dir.path())
+            .expect("a dev certificate")
+            .0;
+        let mut nodes = Vec::with_capacity(n);
+        for i in 1..=n {
+            let store = open(&url).await;
+            let identity = tls::ServerIdentity {
+                cert_chain: identity.cert_chain.clone(),
+                key: identity.key.clone_key(),
+                fingerprint_sha256: identity.fingerprint_sha256,
+            };
+            let node = TestSfu::start_node(
+                &format!("node-{i}"),
+                test_config(),
+                store,
+                identity,
+                test_lease(),
+            )
+            .await;
+            nodes.push(node);
+        }
+        let cluster = TestCluster {
+            nodes,
+            url,
+            _dir: dir,
+        };
+        cluster.wait_for_leases(n).await;
+        cluster
+    }
+
+    /// Waits (bounded) until `n` nodes hold a live lease.
+    pub async fn wait_for_leases(&self, n: usize) {
+        let probe = open(&self.url).await;
+        let deadline = tokio::time::Instant::now() + crate::clock::WAIT;
+        loop {
+            let store = Arc::clone(&probe);
+            let live = tokio::task::spawn_blocking(move || {
+                conclave_sfu::store::ClusterStore::live_nodes(&*store)
+            })
+            .await
+            .expect("the probe does not panic")
+            .expect("the store answers");
+            if live.len() >= n {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {} of {n} nodes hold a lease",
+                live.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A store on `url` (opened on the blocking pool: connecting waits for PostgreSQL).
+pub async fn open(url: &str) -> Arc<PgStore> {
+    let mut options = PgOptions::new(url);
+    options.pool_size = 4;
+    tokio::task::spawn_blocking(move || PgStore::connect(&options))
+        .await
+        .expect("connecting does not panic")
+        .map(Arc::new)
+        .expect("the test database accepts the schema")
+}
