@@ -9,6 +9,7 @@ use conclave_sfu::store::postgres::testing;
 use conclave_sfu::store::{PgOptions, PgStore};
 use conclave_sfu::tls;
 
+use crate::proxy::TcpProxy;
 use crate::sfu::{TestSfu, test_config};
 
 /// Short leases, so that tests of expiry do not wait long.
@@ -27,6 +28,8 @@ pub struct TestCluster {
     pub nodes: Vec<TestSfu>,
     /// The database URL (to open more stores on it).
     pub url: String,
+    /// The proxy between `node-1` and PostgreSQL, for [`TestCluster::start_with_proxy`].
+    pub proxy: Option<TcpProxy>,
     _dir: tempfile::TempDir,
 }
 
@@ -34,14 +37,33 @@ impl TestCluster {
     /// Starts `n` nodes with [`test_config`] and [`test_lease`], and waits until every
     /// node holds its lease.
     pub async fn start(n: usize) -> Self {
+        Self::launch(n, false).await
+    }
+
+    /// Like [`TestCluster::start`], with `node-1` reaching PostgreSQL through a
+    /// [`TcpProxy`] the test can cut.
+    pub async fn start_with_proxy(n: usize) -> Self {
+        Self::launch(n, true).await
+    }
+
+    async fn launch(n: usize, proxy_first: bool) -> Self {
         let url = testing::fresh_database();
+        let mut proxy = None;
         let dir = tempfile::tempdir().expect("a temporary directory");
         let identity = tls::load_or_generate_dev(dir.path())
             .expect("a dev certificate")
             .0;
         let mut nodes = Vec::with_capacity(n);
         for i in 1..=n {
-            let store = open(&url).await;
+            let store = if i == 1 && proxy_first {
+                let (authority, target) = authority_of(&url).await;
+                let started = TcpProxy::start(target).await;
+                let via = url.replacen(&authority, &started.addr.to_string(), 1);
+                proxy = Some(started);
+                open(&via).await
+            } else {
+                open(&url).await
+            };
             let identity = tls::ServerIdentity {
                 cert_chain: identity.cert_chain.clone(),
                 key: identity.key.clone_key(),
@@ -60,6 +82,7 @@ impl TestCluster {
         let cluster = TestCluster {
             nodes,
             url,
+            proxy,
             _dir: dir,
         };
         cluster.wait_for_leases(n).await;
@@ -89,6 +112,25 @@ impl TestCluster {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// The `host:port` part of a PostgreSQL URL and the address it resolves to.
+async fn authority_of(url: &str) -> (String, std::net::SocketAddr) {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let after_user = after_scheme
+        .rsplit_once('@')
+        .map_or(after_scheme, |(_, rest)| rest);
+    let authority = after_user
+        .split(['/', '?'])
+        .next()
+        .unwrap_or(after_user)
+        .to_string();
+    let target = tokio::net::lookup_host(&authority)
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .unwrap_or_else(|| panic!("the test database's address {authority} does not resolve"));
+    (authority, target)
 }
 
 /// A store on `url` (opened on the blocking pool: connecting waits for PostgreSQL).

@@ -52,6 +52,7 @@ pub mod identity;
 pub mod media;
 pub mod meeting;
 pub mod protocol;
+pub mod proxy;
 pub mod sfu;
 pub mod sim;
 

@@ -10,17 +10,19 @@
 //! every room, so nothing is forwarded for rooms another node may now own.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use conclave_proto::v1;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use super::{RequestError, Shared, now_ms};
-use crate::cluster::{LeaseConfig, LeaseEvent, LeaseKeeper};
-use crate::store::{ClusterStore, Fence, NodeInfo, RoomClaim, RoomRecord, RoutingIdBytes};
+use crate::cluster::{LeaseConfig, LeaseEvent, LeaseKeeper, RenewalTicket};
+use crate::store::{
+    ClusterStore, Fence, NodeInfo, RoomClaim, RoomRecord, RoutingIdBytes, StoreError,
+};
 
 /// What a node needs to take part in a cluster.
 #[derive(Clone)]
@@ -45,8 +47,10 @@ impl std::fmt::Debug for ClusterNode {
 /// The cluster state of a running node.
 pub(crate) struct ClusterState {
     node: ClusterNode,
-    /// Whether the lease is alive (the keeper's `may_accept`, refreshed by the task).
-    leased: AtomicBool,
+    /// The local end of the lease (the keeper's deadline), `None` without one. Room
+    /// requests compare it with the clock themselves, so a lease task busy with a slow
+    /// heartbeat can never leave a stale "leased" behind.
+    lease_until: watch::Sender<Option<Instant>>,
     /// The fence of each room this node owns.
     fences: Mutex<HashMap<RoutingIdBytes, Fence>>,
 }
@@ -55,7 +59,7 @@ impl ClusterState {
     pub(crate) fn new(node: ClusterNode) -> Self {
         ClusterState {
             node,
-            leased: AtomicBool::new(false),
+            lease_until: watch::Sender::new(None),
             fences: Mutex::new(HashMap::new()),
         }
     }
@@ -75,8 +79,16 @@ impl ClusterState {
         shared: &Shared,
         room: RoutingIdBytes,
     ) -> Result<Fence, RequestError> {
-        if !self.leased.load(Ordering::Acquire) {
-            return Err(RequestError::unavailable(self.retry_ms()));
+        let alive = |until: &Option<Instant>| until.is_some_and(|d| Instant::now() < d);
+        if !alive(&self.lease_until.borrow()) {
+            // Just started, or renewing after a blip: wait a little for the lease
+            // rather than send the client away at once.
+            let mut until = self.lease_until.subscribe();
+            let wait = self.node.lease.retry_every.saturating_mul(4);
+            let acquired = tokio::time::timeout(wait, until.wait_for(alive)).await;
+            if !matches!(acquired, Ok(Ok(_))) {
+                return Err(RequestError::unavailable(self.retry_ms()));
+            }
         }
         let live = shared.rooms().registry.is_live(&room);
         if let Some(fence) = self.fences().get(&room).copied().filter(|_| live) {
@@ -144,32 +156,51 @@ async fn run_blocking<T: Send + 'static>(
 }
 
 /// Keeps the lease: heartbeats on the keeper's schedule, and on a loss tells every
-/// client to move and empties every room. On stop, releases the lease and the rooms.
+/// client to move and empties every room. A heartbeat runs as its own task, so a slow
+/// or unreachable store never delays the reaction to the deadline. On stop, releases
+/// the lease and the rooms.
 pub(crate) async fn lease_task(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let Some(cluster) = shared.cluster.as_ref() else {
         return;
     };
     let mut keeper = LeaseKeeper::new(cluster.node.lease, Instant::now());
+    // At most one heartbeat in flight, with the ticket it answers.
+    let mut beats: JoinSet<Result<(), StoreError>> = JoinSet::new();
+    let mut in_flight: Option<RenewalTicket> = None;
     loop {
-        let now = Instant::now();
-        if let Some(ticket) = keeper.start_renewal(now) {
+        if in_flight.is_none()
+            && let Some(ticket) = keeper.start_renewal(Instant::now())
+        {
             let store = Arc::clone(&cluster.node.store);
             let info = cluster.node.info.clone();
             let lease = cluster.node.lease.lease;
-            let beat = run_blocking("lease heartbeat", move || store.heartbeat(&info, lease)).await;
-            match beat {
-                Ok(()) => keeper.renewal_succeeded(ticket, Instant::now()),
-                Err(e) => {
-                    warn!(error = %e, "cluster lease heartbeat failed");
-                    keeper.renewal_failed(ticket, Instant::now());
+            beats.spawn_blocking(move || store.heartbeat(&info, lease));
+            in_flight = Some(ticket);
+        }
+        let wake = keeper
+            .poll_timeout()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        tokio::select! {
+            Some(done) = beats.join_next(), if !beats.is_empty() => {
+                let Some(ticket) = in_flight.take() else { continue };
+                match done {
+                    Ok(Ok(())) => keeper.renewal_succeeded(ticket, Instant::now()),
+                    Ok(Err(e)) => {
+                        warn!(error = %e, "cluster lease heartbeat failed");
+                        keeper.renewal_failed(ticket, Instant::now());
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "cluster lease heartbeat task failed");
+                        keeper.renewal_failed(ticket, Instant::now());
+                    }
                 }
             }
+            () = tokio::time::sleep_until(wake.into()) => {}
+            _ = stop.changed() => break,
         }
         keeper.handle_timeout(Instant::now());
+        cluster.lease_until.send_replace(keeper.deadline());
         cluster.forget_closed_rooms(&shared);
-        cluster
-            .leased
-            .store(keeper.may_accept(Instant::now()), Ordering::Release);
         while let Some(event) = keeper.poll_event() {
             match event {
                 LeaseEvent::Acquired => {
@@ -178,15 +209,8 @@ pub(crate) async fn lease_task(shared: Arc<Shared>, mut stop: watch::Receiver<bo
                 LeaseEvent::Lost => lose_rooms(&shared, cluster),
             }
         }
-        let wake = keeper.poll_timeout().map_or(Duration::from_secs(1), |at| {
-            at.saturating_duration_since(Instant::now())
-        });
-        tokio::select! {
-            () = tokio::time::sleep(wake) => {}
-            _ = stop.changed() => break,
-        }
     }
-    cluster.leased.store(false, Ordering::Release);
+    cluster.lease_until.send_replace(None);
     let store = Arc::clone(&cluster.node.store);
     let node = cluster.node.info.node_id.clone();
     match run_blocking("lease release", move || store.release_node(&node)).await {
