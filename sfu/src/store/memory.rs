@@ -303,25 +303,15 @@ impl Store for MemoryStore {
         }
         // Decide every recipient first (a device listed twice fills up within the
         // call), so that a refusal below leaves nothing behind.
-        let mut added: BTreeMap<DeviceIdBytes, usize> = BTreeMap::new();
-        let mut room = Vec::with_capacity(new.recipients.len());
-        for device in new.recipients {
+        let room = quota.verdicts(new.recipients, |device| {
             let held = state.mailbox.get(device).map_or(0, BTreeMap::len);
             let from_sender = state
                 .sender_entries
                 .get(&(*device, *new.sender))
                 .map_or(0, |n| usize::try_from(*n).unwrap_or(usize::MAX));
-            let adding = added.entry(*device).or_default();
-            let verdict = if held.saturating_add(*adding) >= quota.max_per_device {
-                Some(MailboxPut::Full)
-            } else if from_sender.saturating_add(*adding) >= quota.max_per_sender_per_device {
-                Some(MailboxPut::SenderFull)
-            } else {
-                *adding += 1;
-                None
-            };
-            room.push(verdict);
-        }
+            Ok::<_, std::convert::Infallible>((held, from_sender))
+        });
+        let Ok(room) = room;
         let refs = room.iter().filter(|refused| refused.is_none()).count() as u64;
         if refs == 0 {
             return Ok(room.into_iter().flatten().collect());

@@ -130,6 +130,43 @@ pub struct MailboxQuota {
 }
 
 impl MailboxQuota {
+    /// Decides, for each recipient in order, whether it gets an entry (`None`) or why
+    /// not (`Full`, `SenderFull`). `held` gives a device's entries and its entries from
+    /// this sender before the call; it is asked once per distinct device, and a device
+    /// listed twice fills up within the call. Every backend decides with this.
+    pub fn verdicts<E>(
+        &self,
+        recipients: &[DeviceIdBytes],
+        mut held: impl FnMut(&DeviceIdBytes) -> Result<(usize, usize), E>,
+    ) -> Result<Vec<Option<MailboxPut>>, E> {
+        let mut counts: std::collections::BTreeMap<DeviceIdBytes, (usize, usize)> =
+            std::collections::BTreeMap::new();
+        let mut verdicts = Vec::with_capacity(recipients.len());
+        for device in recipients {
+            let (all, from_sender) = match counts.get(device) {
+                Some(counts) => *counts,
+                None => held(device)?,
+            };
+            let verdict = if all >= self.max_per_device {
+                Some(MailboxPut::Full)
+            } else if from_sender >= self.max_per_sender_per_device {
+                Some(MailboxPut::SenderFull)
+            } else {
+                None
+            };
+            let stored = usize::from(verdict.is_none());
+            counts.insert(
+                *device,
+                (
+                    all.saturating_add(stored),
+                    from_sender.saturating_add(stored),
+                ),
+            );
+            verdicts.push(verdict);
+        }
+        Ok(verdicts)
+    }
+
     /// Only the per-device entry limit; no per-sender or byte limits.
     #[must_use]
     pub const fn entries_only(max_per_device: usize) -> Self {

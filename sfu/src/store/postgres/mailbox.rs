@@ -116,21 +116,9 @@ impl PgStore {
             held.insert(row.get(0), (count(row.get(1))?, count(row.get(2))?));
         }
         // Decide every recipient first (a device listed twice fills up within the call).
-        let mut adding: BTreeMap<&DeviceIdBytes, usize> = BTreeMap::new();
-        let mut verdicts = Vec::with_capacity(new.recipients.len());
-        for device in new.recipients {
-            let (all, from_sender) = held.get(device.as_slice()).copied().unwrap_or((0, 0));
-            let added = adding.entry(device).or_default();
-            let verdict = if all.saturating_add(*added) >= quota.max_per_device {
-                Some(MailboxPut::Full)
-            } else if from_sender.saturating_add(*added) >= quota.max_per_sender_per_device {
-                Some(MailboxPut::SenderFull)
-            } else {
-                *added += 1;
-                None
-            };
-            verdicts.push(verdict);
-        }
+        let verdicts = quota.verdicts(new.recipients, |device| {
+            Ok::<_, StoreError>(held.get(device.as_slice()).copied().unwrap_or((0, 0)))
+        })?;
         let stored: Vec<&DeviceIdBytes> = new
             .recipients
             .iter()

@@ -114,25 +114,20 @@ pub(super) fn store(
     // Nothing is written before the quotas are checked, though an error would abort
     // the whole transaction anyway. `held`: (entries, entries from this sender).
     let mut held: BTreeMap<DeviceIdBytes, (u64, u64)> = BTreeMap::new();
-    let mut room = Vec::with_capacity(new.recipients.len());
-    for device in new.recipients {
-        let (count, from_sender) = match held.get(device) {
-            Some(counts) => *counts,
-            None => (
-                read_count(&counts, device)?,
-                read_pair(&pairs, device, new.sender)?,
-            ),
-        };
-        let verdict = if to_usize(count)? >= quota.max_per_device {
-            Some(MailboxPut::Full)
-        } else if to_usize(from_sender)? >= quota.max_per_sender_per_device {
-            Some(MailboxPut::SenderFull)
-        } else {
-            None
-        };
-        let stored = u64::from(verdict.is_none());
-        held.insert(*device, (count + stored, from_sender + stored));
-        room.push(verdict);
+    let room = quota.verdicts(new.recipients, |device| {
+        let count = read_count(&counts, device)?;
+        let from_sender = read_pair(&pairs, device, new.sender)?;
+        held.insert(*device, (count, from_sender));
+        Ok::<_, StoreError>((to_usize(count)?, to_usize(from_sender)?))
+    })?;
+    // The counts after this call: one more per stored entry.
+    for (device, refused) in new.recipients.iter().zip(&room) {
+        if refused.is_none()
+            && let Some((count, from_sender)) = held.get_mut(device)
+        {
+            *count += 1;
+            *from_sender += 1;
+        }
     }
     let refs = room.iter().filter(|refused| refused.is_none()).count() as u64;
     if refs == 0 {
