@@ -491,3 +491,54 @@ fn a_reconnect_lost_while_stocking_prekeys_is_tried_again() {
         sim.meeting(c[1], meeting).sending_epoch()
     );
 }
+
+#[test]
+fn nodes_that_disagree_about_a_rooms_owner_cannot_bounce_a_client_forever() {
+    use conclave_proto::v1::{ErrorCode, Redirect, client_frame::Request};
+    let (alice, bob, _) = users();
+    let mut sim = Sim::new();
+    let (c, meeting) = sim.group(&[&alice, &bob]);
+    let bob_device = sim.client(c[1]).device;
+    // From now on every room request of bob's is answered "another node owns it".
+    sim.server.hostility.intercept = Some(Box::new(move |device, request| {
+        (device == bob_device && matches!(request, Request::JoinRoom(_) | Request::OpenRoom(_)))
+            .then(|| {
+                Err(TransportError::Server {
+                    code: ErrorCode::WrongNode,
+                    message: "owned elsewhere (injected)".into(),
+                    retry_after_ms: 0,
+                    room_epoch: 0,
+                    redirect: Some(Redirect {
+                        address: "127.0.0.9:4433".into(),
+                        server_name: "elsewhere".into(),
+                        fence: 1,
+                    }),
+                })
+            })
+    }));
+    let _ = sim.take_events(c[1]);
+    sim.go_offline(c[1]);
+    sim.go_online(c[1]);
+    sim.advance(Duration::from_secs(30));
+    let redirects = sim
+        .take_events(c[1])
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e,
+                ClientEvent::Disconnected {
+                    reason: DisconnectReason::Redirected { .. }
+                }
+            )
+        })
+        .count();
+    assert!(
+        (1..=3).contains(&redirects),
+        "followed {redirects} redirects in 30 s"
+    );
+    // Bob stops moving and stays connected (the control plane works on any node);
+    // alice, who never hears from him in the room, rekeys him out as for any device
+    // that vanished.
+    assert!(sim.is_connected(c[1]));
+    assert_eq!(sim.meeting(c[0], meeting).participants().len(), 1);
+}

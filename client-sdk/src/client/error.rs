@@ -32,6 +32,9 @@ pub enum ClientError {
         room_epoch: Option<u64>,
         /// For `RateLimited`: how long the server asks to wait before trying again.
         retry_after: Option<std::time::Duration>,
+        /// For `WrongNode` (cluster mode): where the room's owner is, as the server
+        /// claims it. The client follows it by itself when it joins a meeting's room.
+        redirect: Option<conclave_proto::v1::Redirect>,
     },
     /// The server answered something this SDK cannot interpret (a version mismatch or a
     /// misbehaving server).
@@ -121,6 +124,13 @@ pub enum DisconnectReason {
         /// How long the client waits before reconnecting.
         reconnect_after: std::time::Duration,
     },
+    /// A meeting's room is owned by another node of the cluster: the client moves to
+    /// it (cluster mode).
+    #[error("moving to {address}, the node that owns a meeting's room")]
+    Redirected {
+        /// The owner's address, as the server gave it.
+        address: String,
+    },
     /// The connection failed or closed.
     #[error("{0}")]
     Transport(#[source] TransportError),
@@ -203,14 +213,14 @@ impl From<TransportError> for ClientError {
     fn from(e: TransportError) -> Self {
         match e {
             TransportError::Certificate(p) => ClientError::Certificate(p),
-            // The client does not follow a cluster redirect yet: it reports `WrongNode`.
             TransportError::Server {
                 code,
                 message,
                 room_epoch,
                 retry_after_ms,
-                ..
+                redirect,
             } => ClientError::Server {
+                redirect,
                 code,
                 message,
                 room_epoch: (room_epoch > 0).then_some(room_epoch),

@@ -111,6 +111,9 @@ pub enum ConnectProblem {
     /// No local UDP socket could be opened.
     #[error("cannot bind a UDP socket: {0}")]
     Bind(#[source] Arc<std::io::Error>),
+    /// A cluster node's address (from a redirect) does not resolve.
+    #[error("the address a redirect named does not resolve")]
+    UnresolvedAddress,
     /// QUIC refused to start the connection (for example an invalid server name or
     /// address).
     #[error("{0}")]

@@ -429,7 +429,7 @@ impl Sim {
         client.core.handle_wall_clock(UnixMillis(now_ms), now);
         if let Some(action) = client.core.poll_action() {
             match action {
-                Action::Connect { conn } => {
+                Action::Connect { conn, .. } => {
                     if client.online {
                         let mut binding = [0u8; TLS_EXPORTER_LEN];
                         binding[..8].copy_from_slice(&self.next_binding.to_be_bytes());

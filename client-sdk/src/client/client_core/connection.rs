@@ -18,7 +18,8 @@ impl Engine {
     /// Asks for a connection, says hello, authenticates (registering on first use)
     /// and stocks prekeys.
     pub(super) async fn establish(&mut self) -> Result<(), ClientError> {
-        let (conn, outcome) = self.port.connect().await;
+        let to = self.redirect.as_ref().map(|(target, _)| target.clone());
+        let (conn, outcome) = self.port.connect(to).await;
         let tls_binding = outcome?;
         match self.authenticate(conn, tls_binding).await {
             Ok(()) => Ok(()),
@@ -175,10 +176,18 @@ impl Engine {
                     }
                     self.pump(id).await;
                 }
+                // A room owned by another node sent this client there: that move is
+                // its own reconnect.
+                if self.link.is_none() {
+                    return;
+                }
                 self.flush_outbox().await;
                 self.emit(ClientEvent::Reconnected);
             }
             Err(e) => {
+                // A redirect target that cannot be reached (its node died): start
+                // again from the configured server, which knows the room's new owner.
+                self.redirect = None;
                 self.backoff_ms = self
                     .backoff_ms
                     .saturating_mul(2)

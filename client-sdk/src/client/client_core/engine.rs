@@ -90,6 +90,10 @@ pub(super) struct Engine {
     /// When to try reconnecting (while `link` is `None`), and the current backoff.
     pub(super) reconnect_at: Option<Instant>,
     pub(super) backoff_ms: u64,
+    /// The cluster node a `WRONG_NODE` redirect sent this client to, and how many
+    /// redirects in a row led there (bounded by `meetings::MAX_REDIRECTS`); `None`: the
+    /// configured server.
+    pub(super) redirect: Option<(super::ServerTarget, u32)>,
     /// The pool was not restored from storage: the server's prekeys (if any) are
     /// unusable and the next upload replaces them.
     pub(super) replace_prekeys: bool,
@@ -135,6 +139,7 @@ impl Engine {
             link: None,
             reconnect_at: None,
             backoff_ms: 0,
+            redirect: None,
             replace_prekeys: !restored,
             server_prekeys: 0,
             last_resort_uploaded: false,

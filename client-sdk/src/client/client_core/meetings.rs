@@ -20,7 +20,13 @@ use crate::client::protocol::order;
 use crate::client::protocol::outbox::Outgoing;
 use crate::client::protocol::rotations::PendingRotation;
 use crate::client::shared::MeetingShared;
-use crate::client::{ClientError, ClientEvent, InviteReport, MediaKind, MeetingEvent, Participant};
+use crate::client::{
+    ClientError, ClientEvent, DisconnectReason, InviteReport, MediaKind, MeetingEvent, Participant,
+};
+
+/// Redirects in a row a client follows before it stops (nodes that disagree about a
+/// room's owner must not bounce it forever).
+pub(super) const MAX_REDIRECTS: u32 = 3;
 use crate::container::{self, Recipient};
 use crate::meeting::rekey::{
     ControlMessage, MeetingMessage, MeetingOutput, MeetingState, Roster, RosterMember,
@@ -458,7 +464,17 @@ impl Engine {
             }
         };
         match result {
-            Ok(response::Result::RoomJoined(joined)) => self.joined(id, &joined),
+            Ok(response::Result::RoomJoined(joined)) => {
+                if let Some((_, hops)) = self.redirect.as_mut() {
+                    *hops = 0;
+                }
+                self.joined(id, &joined);
+            }
+            Err(ClientError::Server {
+                code: ErrorCode::WrongNode,
+                redirect: Some(redirect),
+                ..
+            }) => self.follow_redirect(id, epoch, redirect).await,
             Err(e) if e.server_code() == Some(ErrorCode::WrongEpoch) => {
                 // The room has not rotated yet (or already moved on): join when it
                 // announces an epoch this device holds. A room past every key held
@@ -474,6 +490,34 @@ impl Engine {
             Ok(other) => tracing::warn!(?other, "unexpected answer to a room join"),
             Err(e) => tracing::warn!(error = %e, "joining the meeting's room failed"),
         }
+    }
+
+    /// The meeting's room is owned by another node: move this client's connection there
+    /// (the directory and mailbox work on every node) and rejoin every meeting. A chain
+    /// of redirects longer than [`MAX_REDIRECTS`] (nodes disagreeing about an owner) is
+    /// not followed; the join is retried on the next reconnect.
+    async fn follow_redirect(&mut self, id: MeetingId, epoch: Epoch, redirect: v1::Redirect) {
+        let hops = self.redirect.as_ref().map_or(0, |(_, hops)| *hops) + 1;
+        if let Some(entry) = self.meetings.get_mut(&id) {
+            entry.wanted = Some(epoch);
+        }
+        if hops > MAX_REDIRECTS || redirect.address.is_empty() {
+            tracing::warn!(address = %redirect.address, hops, "not following a room redirect");
+            return;
+        }
+        tracing::info!(address = %redirect.address, fence = redirect.fence, "following a room redirect");
+        let address = redirect.address.clone();
+        self.redirect = Some((
+            super::ServerTarget {
+                address: redirect.address,
+                server_name: redirect.server_name,
+            },
+            hops,
+        ));
+        self.drop_link(DisconnectReason::Redirected { address })
+            .await;
+        self.backoff_ms = 0;
+        self.reconnect_at = Some(self.instant());
     }
 
     fn joined(&mut self, id: MeetingId, joined: &v1::RoomJoined) {

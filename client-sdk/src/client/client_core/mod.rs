@@ -47,7 +47,7 @@
 //! fn drive(core: &mut ClientCore) {
 //!     while !core.is_finished() {
 //!         while let Some(action) = core.poll_action() {
-//!             if let Action::Connect { conn } = action {
+//!             if let Action::Connect { conn, .. } = action {
 //!                 match connect(conn) {
 //!                     Ok(tls_binding) => core.handle_connected(conn, tls_binding, Instant::now()),
 //!                     Err(e) => core.handle_connect_failed(conn, e, Instant::now()),
@@ -142,6 +142,16 @@ pub struct OutgoingRequest {
     pub request: Request,
 }
 
+/// A server to connect to other than the configured one: the node of a cluster that
+/// owns a meeting's room, as a `WRONG_NODE` redirect named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTarget {
+    /// `host:port` (an IP address or a DNS name).
+    pub address: String,
+    /// The TLS server name to verify it as.
+    pub server_name: String,
+}
+
 /// Something the driver of the core carries out.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -151,6 +161,9 @@ pub enum Action {
     Connect {
         /// The attempt.
         conn: ConnectionId,
+        /// Where to connect: `None` for the configured server, else the cluster node a
+        /// redirect named (verified with the same trust setting as any server).
+        to: Option<ServerTarget>,
     },
     /// Close this connection (media stops; its events no longer matter).
     Close {

@@ -20,7 +20,7 @@ use conclave_proto::v1::{self, client_frame::Request, response};
 
 use super::{
     Action, AppEvent, Command, CommandId, ConnectionId, MAX_QUEUED_APP_EVENTS, OutgoingRequest,
-    RequestId,
+    RequestId, ServerTarget,
 };
 use crate::client::shared::lock;
 use crate::transport::TransportError;
@@ -158,12 +158,12 @@ impl PortHandle {
     }
 
     /// Asks for a new connection and waits for the attempt's outcome.
-    pub(super) async fn connect(&self) -> (ConnectionId, Connected) {
+    pub(super) async fn connect(&self, to: Option<ServerTarget>) -> (ConnectionId, Connected) {
         let id = self.with(|p| {
             let id = ConnectionId(p.next_connection);
             p.next_connection += 1;
             p.connecting = Some(id);
-            p.actions.push_back(Action::Connect { conn: id });
+            p.actions.push_back(Action::Connect { conn: id, to });
             id
         });
         poll_fn(|_| {

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::client_core::{
     Action, AppEvent, ClientCore, Command as CoreCommand, CommandId, ConnectionId, MeetingParts,
-    OutgoingRequest, Reply,
+    OutgoingRequest, Reply, ServerTarget,
 };
 use super::{
     ClientConfig, ClientError, ClientEvent, DeviceCredentials, InviteReport, MediaKind, Meeting,
@@ -343,16 +343,21 @@ impl Shell {
 
     async fn act(&mut self, action: Action) {
         match action {
-            Action::Connect { conn } => {
+            Action::Connect { conn, to } => {
                 if let Some(old) = self.link.take() {
                     old.close();
                 }
-                let connected = ControlConnection::connect_trusting(
-                    self.config.server,
-                    &self.config.server_name,
-                    &self.config.trust,
-                )
-                .await;
+                let connected = match to {
+                    None => {
+                        ControlConnection::connect_trusting(
+                            self.config.server,
+                            &self.config.server_name,
+                            &self.config.trust,
+                        )
+                        .await
+                    }
+                    Some(target) => connect_to_target(&target, &self.config.trust).await,
+                };
                 match connected {
                     Ok((control, events)) => {
                         let binding = *control.tls_binding();
@@ -529,4 +534,23 @@ async fn sleep_until(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
     }
+}
+
+/// Connects to a cluster node a redirect named: its address (resolved if it is a name)
+/// and server name, verified with the client's one trust setting.
+async fn connect_to_target(
+    target: &ServerTarget,
+    trust: &crate::transport::ServerTrust,
+) -> Result<(ControlConnection, EventStream), TransportError> {
+    let addr = match target.address.parse::<std::net::SocketAddr>() {
+        Ok(addr) => addr,
+        Err(_) => tokio::net::lookup_host(&target.address)
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or(TransportError::Connect(
+                crate::transport::ConnectProblem::UnresolvedAddress,
+            ))?,
+    };
+    ControlConnection::connect_trusting(addr, &target.server_name, trust).await
 }
