@@ -51,8 +51,8 @@ pub(crate) struct ClusterState {
     /// requests compare it with the clock themselves, so a lease task busy with a slow
     /// heartbeat can never leave a stale "leased" behind.
     lease_until: watch::Sender<Option<Instant>>,
-    /// The fence of each room this node owns.
-    fences: Mutex<HashMap<RoutingIdBytes, Fence>>,
+    /// The fence of each room this node owns, and when it was claimed.
+    fences: Mutex<HashMap<RoutingIdBytes, (Fence, Instant)>>,
 }
 
 impl ClusterState {
@@ -64,7 +64,7 @@ impl ClusterState {
         }
     }
 
-    fn fences(&self) -> std::sync::MutexGuard<'_, HashMap<RoutingIdBytes, Fence>> {
+    fn fences(&self) -> std::sync::MutexGuard<'_, HashMap<RoutingIdBytes, (Fence, Instant)>> {
         self.fences.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -91,7 +91,7 @@ impl ClusterState {
             }
         }
         let live = shared.rooms().registry.is_live(&room);
-        if let Some(fence) = self.fences().get(&room).copied().filter(|_| live) {
+        if let Some((fence, _)) = self.fences().get(&room).copied().filter(|_| live) {
             return Ok(fence);
         }
         let store = Arc::clone(&self.node.store);
@@ -99,7 +99,7 @@ impl ClusterState {
         let claim = run_blocking("room claim", move || store.claim_room(&room, &node)).await?;
         match claim {
             RoomClaim::Owned(fence) => {
-                self.fences().insert(room, fence);
+                self.fences().insert(room, (fence, Instant::now()));
                 Ok(fence)
             }
             RoomClaim::OwnedElsewhere { owner, fence } => {
@@ -116,7 +116,7 @@ impl ClusterState {
         room: RoutingIdBytes,
         record: RoomRecord,
     ) -> Result<(), RequestError> {
-        let Some(fence) = self.fences().get(&room).copied() else {
+        let Some((fence, _)) = self.fences().get(&room).copied() else {
             return Err(RequestError::unavailable(self.retry_ms()));
         };
         let store = Arc::clone(&self.node.store);
@@ -135,10 +135,15 @@ impl ClusterState {
         }
     }
 
-    /// A room closed here: forget its fence (the next open claims it again).
+    /// Rooms closed here: forget their fences (the next open claims them again). A
+    /// fence claimed moments ago is kept: its open may still be on its way to the
+    /// registry.
     pub(crate) fn forget_closed_rooms(&self, shared: &Shared) {
+        let settle = self.node.lease.lease;
         let plane = shared.rooms();
-        self.fences().retain(|room, _| plane.registry.is_live(room));
+        self.fences().retain(|room, (_, claimed)| {
+            plane.registry.is_live(room) || claimed.elapsed() < settle
+        });
     }
 }
 
