@@ -318,20 +318,7 @@ impl Store for MemoryStore {
         }
         let len = new.container.len() as u64;
         let stored = state.sender_bytes.get(new.sender).copied().unwrap_or(0);
-        if stored.saturating_add(len) > quota.max_sender_bytes {
-            return Err(StoreError::SenderQuota {
-                stored,
-                adding: len,
-                limit: quota.max_sender_bytes,
-            });
-        }
-        if state.mailbox_bytes.saturating_add(len) > quota.max_total_bytes {
-            return Err(StoreError::MailboxBudget {
-                stored: state.mailbox_bytes,
-                adding: len,
-                limit: quota.max_total_bytes,
-            });
-        }
+        quota.check_bytes(stored, state.mailbox_bytes, len)?;
         let container_id = state.next_mailbox_id;
         let mut results = Vec::with_capacity(new.recipients.len());
         for (device, refused) in new.recipients.iter().zip(room) {

@@ -167,6 +167,32 @@ impl MailboxQuota {
         Ok(verdicts)
     }
 
+    /// Checks that a container of `adding` bytes fits: its sender holds `sender_stored`
+    /// bytes (`SenderQuota` above `max_sender_bytes`), the whole mailbox `total_stored`
+    /// (`MailboxBudget` above `max_total_bytes`). Every backend checks with this.
+    pub fn check_bytes(
+        &self,
+        sender_stored: u64,
+        total_stored: u64,
+        adding: u64,
+    ) -> Result<(), StoreError> {
+        if sender_stored.saturating_add(adding) > self.max_sender_bytes {
+            return Err(StoreError::SenderQuota {
+                stored: sender_stored,
+                adding,
+                limit: self.max_sender_bytes,
+            });
+        }
+        if total_stored.saturating_add(adding) > self.max_total_bytes {
+            return Err(StoreError::MailboxBudget {
+                stored: total_stored,
+                adding,
+                limit: self.max_total_bytes,
+            });
+        }
+        Ok(())
+    }
+
     /// Only the per-device entry limit; no per-sender or byte limits.
     #[must_use]
     pub const fn entries_only(max_per_device: usize) -> Self {

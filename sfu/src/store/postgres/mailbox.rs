@@ -138,20 +138,7 @@ impl PgStore {
             .await
             .map_err(pg)?
             .map_or(Ok(0), |row| from_sql(row.get(0), "negative sender bytes"))?;
-        if sender_bytes.saturating_add(len) > quota.max_sender_bytes {
-            return Err(StoreError::SenderQuota {
-                stored: sender_bytes,
-                adding: len,
-                limit: quota.max_sender_bytes,
-            });
-        }
-        if totals.bytes.saturating_add(len) > quota.max_total_bytes {
-            return Err(StoreError::MailboxBudget {
-                stored: totals.bytes,
-                adding: len,
-                limit: quota.max_total_bytes,
-            });
-        }
+        quota.check_bytes(sender_bytes, totals.bytes, len)?;
         let n = i64::try_from(stored.len()).unwrap_or(i64::MAX);
         let mut ids: Vec<i64> = tx
             .query(

@@ -137,21 +137,8 @@ pub(super) fn store(
     let len = new.container.len() as u64;
     let mut sender_bytes = txn.open_table(MAILBOX_SENDER_BYTES).map_err(backend)?;
     let stored = read_sender_bytes(&sender_bytes, new.sender)?;
-    if stored.saturating_add(len) > quota.max_sender_bytes {
-        return Err(StoreError::SenderQuota {
-            stored,
-            adding: len,
-            limit: quota.max_sender_bytes,
-        });
-    }
     let total = read_meta(&meta, MAILBOX_BYTES_KEY)?;
-    if total.saturating_add(len) > quota.max_total_bytes {
-        return Err(StoreError::MailboxBudget {
-            stored: total,
-            adding: len,
-            limit: quota.max_total_bytes,
-        });
-    }
+    quota.check_bytes(stored, total, len)?;
 
     let mut next_id = meta
         .get(NEXT_MAILBOX_ID_KEY)
