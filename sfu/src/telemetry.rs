@@ -37,6 +37,9 @@ pub const DATAGRAMS_DROPPED: &str = "conclave_datagrams_dropped_total";
 pub const CONTAINERS_STORED: &str = "conclave_containers_stored_total";
 /// Containers pushed to a connected device (counter).
 pub const CONTAINERS_DELIVERED: &str = "conclave_containers_delivered_total";
+/// Mailbox signals from other nodes (cluster mode), label `kind`: `new_mail` or
+/// `rescan` (counter).
+pub const MAILBOX_SIGNALS: &str = "conclave_cluster_mailbox_signals_total";
 /// Containers acknowledged and deleted (counter).
 pub const CONTAINERS_ACKED: &str = "conclave_containers_acked_total";
 /// Containers deleted by the ttl sweep (counter).
@@ -265,6 +268,10 @@ pub fn describe() {
         "Containers pushed to connected devices."
     );
     describe_counter!(CONTAINERS_ACKED, "Containers acknowledged and deleted.");
+    describe_counter!(
+        MAILBOX_SIGNALS,
+        "Mailbox signals received from the cluster, by kind (new_mail, rescan)."
+    );
     describe_counter!(CONTAINERS_EXPIRED, "Containers deleted by the ttl sweep.");
     describe_counter!(
         MAILBOX_REFUSED,

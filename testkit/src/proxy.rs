@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 pub struct TcpProxy {
     /// Where to connect instead of the target.
     pub addr: SocketAddr,
+    target: SocketAddr,
     cut: Arc<Notify>,
     task: Option<JoinHandle<()>>,
 }
@@ -29,6 +30,7 @@ impl TcpProxy {
         let task = tokio::spawn(serve(listener, target, Arc::clone(&cut)));
         TcpProxy {
             addr,
+            target,
             cut,
             task: Some(task),
         }
@@ -42,6 +44,23 @@ impl TcpProxy {
             task.abort();
             let _ = task.await;
         }
+    }
+}
+
+impl TcpProxy {
+    /// Forwards again, on the same address, after [`TcpProxy::cut`].
+    pub async fn restore(&mut self) {
+        if self.task.is_some() {
+            return;
+        }
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .expect("the proxy's own port is free again");
+        self.task = Some(tokio::spawn(serve(
+            listener,
+            self.target,
+            Arc::clone(&self.cut),
+        )));
     }
 }
 

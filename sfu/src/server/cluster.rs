@@ -64,6 +64,11 @@ impl ClusterState {
         }
     }
 
+    /// The shared store's cluster side.
+    pub(crate) fn store(&self) -> &dyn ClusterStore {
+        self.node.store.as_ref()
+    }
+
     fn fences(&self) -> std::sync::MutexGuard<'_, HashMap<RoutingIdBytes, (Fence, Instant)>> {
         self.fences.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -4,6 +4,7 @@
 //! (`conn`) drains the queue onto the control stream.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use conclave_proto::Message;
 use conclave_proto::frame::PREFIX_LEN;
@@ -41,6 +42,19 @@ pub(crate) struct ConnHandle {
     pub(crate) media: ConnMedia<quinn::Connection>,
     /// The device, once authenticated.
     pub(crate) device: std::sync::OnceLock<crate::store::DeviceIdBytes>,
+    /// Mailbox delivery to this connection (see `mailbox::deliver_pass`).
+    pub(crate) mailbox: MailboxCursor,
+}
+
+/// Where mailbox delivery to one connection stands.
+#[derive(Debug, Default)]
+pub(crate) struct MailboxCursor {
+    /// The id of the last entry delivered; held for a whole delivery pass, so passes
+    /// never overlap and each starts where the last ended (entries become visible in
+    /// id order, so nothing is skipped).
+    pub(crate) delivered: tokio::sync::Mutex<u64>,
+    /// A pass is requested and has not started reading yet (coalesces signals).
+    pub(crate) requested: AtomicBool,
 }
 
 /// Why a connection's outbound queue refused a frame.
@@ -67,6 +81,7 @@ impl ConnHandle {
             max_queued_bytes,
             media: ConnMedia::default(),
             device: std::sync::OnceLock::new(),
+            mailbox: MailboxCursor::default(),
         }
     }
 
@@ -87,6 +102,21 @@ impl ConnHandle {
             .acquire_many_owned(cost)
             .await
             .ok()
+    }
+
+    /// Queues an event, waiting while the queue is full (in frames or bytes). Returns
+    /// whether it was queued (`false` once the connection is gone).
+    pub(crate) async fn send_event(&self, event: v1::event::Event) -> bool {
+        let frame = ServerFrame {
+            kind: Some(server_frame::Kind::Event(v1::Event { event: Some(event) })),
+        };
+        let Some(permit) = self.reserve(&frame).await else {
+            return false;
+        };
+        self.outbound
+            .send(Outbound::Frame(frame, permit))
+            .await
+            .is_ok()
     }
 
     /// Queues an event without waiting. A queue over its frame or byte bound closes

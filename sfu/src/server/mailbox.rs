@@ -1,4 +1,4 @@
-//! Mailbox requests, delivery and the ttl sweep.
+//! Mailbox requests and the ttl sweep (delivery to connections: `delivery`).
 //!
 //! Every container is stored durably, once for all its recipients, before the sender
 //! gets its answer, then pushed to recipients that are connected. Its bytes count
@@ -17,15 +17,13 @@ use metrics::{counter, gauge};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::session::{After, Handled, Session, short, to_u32};
+use super::session::{After, Handled, Session, to_u32};
 use super::{RequestError, Shared, now_ms};
 use crate::store::{
     DeviceIdBytes, MailboxEntry, MailboxPut, MailboxQuota, NewContainer, StoreError,
 };
 use crate::telemetry;
 
-/// Mailbox entries pushed per store read when a device connects.
-const DELIVERY_PAGE: usize = 100;
 /// Most ids in one acknowledgement.
 const MAX_ACK_IDS: usize = 1_000;
 
@@ -158,11 +156,17 @@ impl Session {
         ))
     }
 
-    /// Pushes a stored entry to its recipient if it is connected.
+    /// Pushes a stored entry to its recipient if it is connected here. In a cluster,
+    /// the store's signal does it instead (for this node's devices as for others'), so
+    /// that every live delivery goes through the connection's cursor and none arrives
+    /// twice; the answer still says `Delivered` for a device connected here.
     fn push_live(&self, device: &DeviceIdBytes, entry: &MailboxEntry, container: &[u8]) -> bool {
         let Some(conn) = self.shared.online.get(device).map(|c| *c) else {
             return false;
         };
+        if self.shared.cluster.is_some() {
+            return true;
+        }
         let Some(handle) = self.shared.conns.get(&conn).map(|h| Arc::clone(&h)) else {
             return false;
         };
@@ -197,44 +201,6 @@ impl Session {
             }),
             After::Nothing,
         ))
-    }
-
-    /// Pushes every waiting entry to the freshly authenticated device, oldest first.
-    pub(super) async fn deliver_pending(&self) {
-        let Some(me) = self.device_id() else { return };
-        let mut after = 0;
-        loop {
-            let page = self
-                .shared
-                .blocking("mailbox delivery", move |s| {
-                    s.mailbox_list(&me, after, DELIVERY_PAGE)
-                })
-                .await;
-            let page = match page {
-                Ok(p) => p,
-                Err(e) => {
-                    warn!(device = %short(&me), error = %e.message, "mailbox delivery failed");
-                    return;
-                }
-            };
-            let Some(last) = page.last().map(|e| e.mailbox_id) else {
-                return;
-            };
-            let count = page.len();
-            for entry in page {
-                self.send_event(v1::event::Event::Mailbox(v1::MailboxDelivery {
-                    mailbox_id: entry.mailbox_id,
-                    container: entry.container,
-                    stored_at_ms: entry.stored_at_ms,
-                }))
-                .await;
-                counter!(telemetry::CONTAINERS_DELIVERED).increment(1);
-            }
-            if count < DELIVERY_PAGE {
-                return;
-            }
-            after = last;
-        }
     }
 }
 

@@ -8,6 +8,7 @@
 
 mod cluster;
 mod conn;
+mod delivery;
 mod directory;
 mod error;
 mod handle;
@@ -264,6 +265,7 @@ async fn serve(
     let mut background = JoinSet::new();
     background.spawn(room_plane::timer_task(Arc::clone(&shared), stop_rx.clone()));
     background.spawn(mailbox::sweep_task(Arc::clone(&shared), stop_rx.clone()));
+    background.spawn(delivery::watch_task(Arc::clone(&shared), stop_rx.clone()));
     let lease = tokio::spawn(cluster::lease_task(Arc::clone(&shared), stop_rx.clone()));
 
     let mut connections = JoinSet::new();

@@ -248,7 +248,9 @@ impl Session {
         match after {
             After::Nothing => {}
             After::DeliverMailbox { prekeys_held } => {
-                self.deliver_pending().await;
+                if let Some(device) = self.device_id() {
+                    super::delivery::deliver_pass(&self.shared, &self.conn, device).await;
+                }
                 self.warn_if_prekeys_low(prekeys_held).await;
             }
         }

@@ -12,6 +12,8 @@
 //!   ([`ClusterStore::put_room_fenced`]) and changes nothing unless that fence is still
 //!   the room's and its owner's lease is alive, so a node that was paused past its lease
 //!   cannot overwrite what the new owner wrote.
+//! * Mailbox writes are signalled to every node ([`ClusterStore::watch_mailboxes`]), so
+//!   a container reaches its recipient live on whichever node it is connected to.
 //! * A node stopping cleanly releases its lease and its rooms
 //!   ([`ClusterStore::release_node`]), so other nodes take them over at once.
 
@@ -19,7 +21,23 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{RoomRecord, RoutingIdBytes, StoreError};
+use super::{DeviceIdBytes, RoomRecord, RoutingIdBytes, StoreError};
+
+/// Signals queued from the store's mailbox watcher to the server, at most.
+pub const MAILBOX_SIGNAL_QUEUE: usize = 4096;
+
+/// A hint from the store that a mailbox changed on some node. Signals carry no
+/// entries: the server reads them from the mailbox, so a lost signal loses nothing
+/// once a rescan follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MailboxSignal {
+    /// New entries for this device were committed.
+    NewMail(DeviceIdBytes),
+    /// Signals may have been missed (the watcher reconnected, or its queue was
+    /// full): read the mailbox of every connected device.
+    Rescan,
+}
 
 /// A node's name in the cluster: 1..=64 characters of `[A-Za-z0-9._-]`.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -117,6 +135,13 @@ pub trait ClusterStore: Send + Sync + 'static {
         record: &RoomRecord,
         fence: Fence,
     ) -> Result<bool, StoreError>;
+
+    /// Starts watching every node's mailbox writes: a signal per device with new
+    /// entries, and a [`MailboxSignal::Rescan`] first and whenever signals may have been
+    /// lost. Runs until the receiver is dropped. The queue holds at most
+    /// [`MAILBOX_SIGNAL_QUEUE`] signals; when it is full, one `Rescan` replaces what did
+    /// not fit.
+    fn watch_mailboxes(&self) -> Result<tokio::sync::mpsc::Receiver<MailboxSignal>, StoreError>;
 }
 
 #[cfg(test)]

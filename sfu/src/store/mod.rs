@@ -29,7 +29,7 @@ mod memory;
 pub mod postgres;
 mod redb_store;
 
-pub use cluster::{ClusterStore, Fence, NodeId, NodeInfo, RoomClaim};
+pub use cluster::{ClusterStore, Fence, MailboxSignal, NodeId, NodeInfo, RoomClaim};
 pub use memory::MemoryStore;
 pub use postgres::{PgOptions, PgStore};
 pub use redb_store::RedbStore;
@@ -398,6 +398,10 @@ pub enum BackendError {
     /// The store's I/O thread could not be started.
     #[error("cannot start the store's I/O thread: {0}")]
     Runtime(#[source] std::io::Error),
+    /// PostgreSQL closed a connection the store keeps open (the mailbox listener's);
+    /// it is reopened by itself.
+    #[error("PostgreSQL closed the connection")]
+    ConnectionClosed,
 }
 
 /// The server's durable state. Every method is atomic and durable on `Ok`.

@@ -223,4 +223,10 @@ impl ClusterStore for PgStore {
     ) -> Result<bool, StoreError> {
         self.block_on(self.put_room_fenced_async(room, record, fence))
     }
+
+    fn watch_mailboxes(
+        &self,
+    ) -> Result<tokio::sync::mpsc::Receiver<crate::store::MailboxSignal>, StoreError> {
+        self.watch()
+    }
 }

@@ -2,7 +2,9 @@
 //!
 //! Every write locks the one `mailbox_totals` row first, which serializes mailbox
 //! writes across all nodes: the quota checks see every committed entry and cannot be
-//! overshot by two concurrent sends, and entries become visible in id order.
+//! overshot by two concurrent sends, and entries become visible in id order. The
+//! transaction that stores entries also signals their devices (`pg_notify`, see
+//! `notify`), delivered to listening nodes when it commits.
 
 use std::collections::BTreeMap;
 
@@ -189,6 +191,16 @@ impl PgStore {
             "UPDATE mailbox_totals SET bytes = bytes + $1, containers = containers + 1,
                  entries = entries + $2",
             &[&len_sql, &n],
+        )
+        .await
+        .map_err(pg)?;
+        // Every node listening learns which devices have new entries, on commit.
+        let mut signalled: Vec<String> = devices.iter().map(hex::encode).collect();
+        signalled.sort_unstable();
+        signalled.dedup();
+        tx.execute(
+            "SELECT pg_notify($1, d) FROM unnest($2::text[]) AS t(d)",
+            &[&super::notify::CHANNEL, &signalled],
         )
         .await
         .map_err(pg)?;

@@ -34,6 +34,7 @@
 mod cluster;
 mod directory;
 mod mailbox;
+mod notify;
 mod rooms;
 mod schema;
 #[cfg(any(test, feature = "test-util"))]
@@ -148,6 +149,8 @@ pub struct PgStore {
     /// For `Debug` and logs, password masked.
     redacted: String,
     connect_timeout: Duration,
+    /// For the dedicated `LISTEN` connection of [`crate::store::ClusterStore::watch_mailboxes`].
+    listen: notify::ListenTarget,
 }
 
 impl fmt::Debug for PgStore {
@@ -181,6 +184,10 @@ impl PgStore {
         let config = tokio_postgres::Config::from_str(&options.url)
             .map_err(|e| backend(BackendError::InvalidUrl(e)))?;
         let tls = tls_connector(options.ca_file.as_deref())?;
+        let listen = notify::ListenTarget {
+            config: config.clone(),
+            tls: tls.clone(),
+        };
         let manager = Manager::from_config(
             config,
             tls,
@@ -211,6 +218,7 @@ impl PgStore {
             runtime: Some(runtime),
             redacted: redacted_url(&options.url),
             connect_timeout: options.connect_timeout,
+            listen,
         };
         store.block_on(store.migrate())?;
         Ok(store)

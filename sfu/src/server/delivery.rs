@@ -1,0 +1,131 @@
+//! Mailbox delivery to connections: everything waiting when a device authenticates,
+//! then, in a cluster, whatever the store signals as new for a device connected here
+//! (stored through this node or any other).
+//!
+//! Each connection has a cursor (the last entry it was given) and at most one
+//! delivery pass at a time, which reads the device's entries after the cursor and
+//! queues them. Mailbox ids become visible in increasing order, so a pass never skips
+//! an entry and never repeats one; a signal that arrives while a pass runs requests
+//! another pass. Delivery stays at least once across connections (entries stay until
+//! acknowledged; a new connection starts from the beginning), and clients drop
+//! duplicates by container id.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use conclave_proto::v1;
+use metrics::counter;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::Shared;
+use super::handle::ConnHandle;
+use super::session::short;
+use crate::store::{DeviceIdBytes, MailboxSignal};
+use crate::telemetry;
+
+/// Mailbox entries read per store call in a pass.
+const DELIVERY_PAGE: usize = 100;
+
+/// Queues `device`'s entries after `conn`'s cursor, oldest first, waiting for room in
+/// the connection's queue, and moves the cursor.
+pub(super) async fn deliver_pass(shared: &Shared, conn: &ConnHandle, device: DeviceIdBytes) {
+    let mut delivered = conn.mailbox.delivered.lock().await;
+    // Signals from here on need another pass; those before are covered by this one.
+    conn.mailbox.requested.store(false, Ordering::Release);
+    loop {
+        let after = *delivered;
+        let page = shared
+            .blocking("mailbox delivery", move |s| {
+                s.mailbox_list(&device, after, DELIVERY_PAGE)
+            })
+            .await;
+        let page = match page {
+            Ok(page) => page,
+            Err(e) => {
+                warn!(device = %short(&device), error = %e.message, "mailbox delivery failed");
+                return;
+            }
+        };
+        let count = page.len();
+        for entry in page {
+            let id = entry.mailbox_id;
+            let queued = conn
+                .send_event(v1::event::Event::Mailbox(v1::MailboxDelivery {
+                    mailbox_id: id,
+                    container: entry.container,
+                    stored_at_ms: entry.stored_at_ms,
+                }))
+                .await;
+            if !queued {
+                return;
+            }
+            *delivered = id;
+            counter!(telemetry::CONTAINERS_DELIVERED).increment(1);
+        }
+        if count < DELIVERY_PAGE {
+            return;
+        }
+    }
+}
+
+/// Asks for a delivery pass on `conn` (coalesced with one already waiting to start).
+fn request_pass(shared: &Arc<Shared>, conn: Arc<ConnHandle>, device: DeviceIdBytes) {
+    if conn.mailbox.requested.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move { deliver_pass(&shared, &conn, device).await });
+}
+
+/// Requests a pass for `device` if it is connected here.
+fn signal_device(shared: &Arc<Shared>, device: &DeviceIdBytes) {
+    let Some(id) = shared.online.get(device).map(|c| *c) else {
+        return;
+    };
+    if let Some(conn) = shared.conns.get(&id).map(|c| Arc::clone(&c)) {
+        request_pass(shared, conn, *device);
+    }
+}
+
+/// Cluster mode: turns the store's mailbox signals into delivery passes until `stop`.
+pub(super) async fn watch_task(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let Some(cluster) = shared.cluster.as_ref() else {
+        return;
+    };
+    let mut signals = match cluster.store().watch_mailboxes() {
+        Ok(signals) => signals,
+        Err(e) => {
+            warn!(error = %e, "cannot watch the cluster's mailboxes; containers stored through \
+                   other nodes reach this node's devices only when they reconnect");
+            return;
+        }
+    };
+    loop {
+        let signal = tokio::select! {
+            signal = signals.recv() => signal,
+            _ = stop.changed() => return,
+        };
+        match signal {
+            Some(MailboxSignal::NewMail(device)) => {
+                counter!(telemetry::MAILBOX_SIGNALS, "kind" => "new_mail").increment(1);
+                signal_device(&shared, &device);
+            }
+            Some(MailboxSignal::Rescan) => {
+                counter!(telemetry::MAILBOX_SIGNALS, "kind" => "rescan").increment(1);
+                let online: Vec<DeviceIdBytes> = shared.online.iter().map(|e| *e.key()).collect();
+                info!(
+                    devices = online.len(),
+                    "rescanning the mailboxes of connected devices"
+                );
+                for device in online {
+                    signal_device(&shared, &device);
+                }
+            }
+            None => {
+                warn!("the cluster's mailbox watcher stopped");
+                return;
+            }
+        }
+    }
+}
