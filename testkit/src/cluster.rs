@@ -91,26 +91,31 @@ impl TestCluster {
 
     /// Waits (bounded) until `n` nodes hold a live lease.
     pub async fn wait_for_leases(&self, n: usize) {
-        let probe = open(&self.url).await;
-        let deadline = tokio::time::Instant::now() + crate::clock::WAIT;
-        loop {
-            let store = Arc::clone(&probe);
-            let live = tokio::task::spawn_blocking(move || {
-                conclave_sfu::store::ClusterStore::live_nodes(&*store)
-            })
-            .await
-            .expect("the probe does not panic")
-            .expect("the store answers");
-            if live.len() >= n {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "only {} of {n} nodes hold a lease",
-                live.len()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        wait_for_live_nodes(&self.url, n).await;
+    }
+}
+
+/// Waits (bounded) until `n` nodes hold a live lease in the database at `url`.
+pub async fn wait_for_live_nodes(url: &str, n: usize) {
+    let probe = open(url).await;
+    let deadline = tokio::time::Instant::now() + crate::clock::WAIT;
+    loop {
+        let store = Arc::clone(&probe);
+        let live = tokio::task::spawn_blocking(move || {
+            conclave_sfu::store::ClusterStore::live_nodes(&*store)
+        })
+        .await
+        .expect("the probe does not panic")
+        .expect("the store answers");
+        if live.len() >= n {
+            return;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {n} nodes hold a lease",
+            live.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -25,6 +25,9 @@
 //!   waits for frames, epochs and rosters.
 //! * [`meeting`]: the setup before most client tests: users connect and meet
 //!   ([`Group`], [`ThreeParty`]).
+//! * [`cluster`]: in-process cluster nodes on a throwaway PostgreSQL; [`proxy`]: a TCP
+//!   proxy a test can cut between a node and PostgreSQL; [`process`]: cluster nodes as
+//!   real processes on `127.0.0.i` (for `kill -9`, `SIGSTOP`, a PostgreSQL restart).
 //! * [`hostile`]: the hostile server's tools: forged identities, directory rewrites,
 //!   and the check whether the server could open what passed through it.
 //! * [`prelude`]: what most tests import.
@@ -51,6 +54,7 @@ pub mod hostile;
 pub mod identity;
 pub mod media;
 pub mod meeting;
+pub mod process;
 pub mod protocol;
 pub mod proxy;
 pub mod sfu;

@@ -87,6 +87,19 @@ use shared::MeetingShared;
 pub struct ClientConfig {
     /// The SFU's UDP address.
     pub server: SocketAddr,
+    /// More addresses of the same service, `host:port` each: the other nodes of a
+    /// cluster, or a DNS name with one record per node (resolved on every connect; it
+    /// stands for all its addresses). A connect tries them after `server`, one more
+    /// every 250 ms while none has answered, starting after the node reached last, so
+    /// a node that died is tried last. All must pass the one `trust` setting as
+    /// `server_name`. Default empty.
+    pub more_servers: Vec<String>,
+    /// How long a connection may hear nothing from the server before it counts as
+    /// lost and the client reconnects (keep-alives go out every sixth of it, so a
+    /// healthy connection never idles that long). This is how fast a dead node is
+    /// noticed; raise it for networks that often go silent for seconds. Default 3 s
+    /// ([`crate::transport::DEFAULT_IDLE_TIMEOUT`]), at least 600 ms.
+    pub idle_timeout: Duration,
     /// The name the server certificate must be valid for (ignored with a pinned
     /// fingerprint). Default `"localhost"`.
     pub server_name: String,
@@ -128,6 +141,8 @@ impl ClientConfig {
     pub fn new(server: SocketAddr, trust: ServerTrust) -> Self {
         ClientConfig {
             server,
+            more_servers: Vec::new(),
+            idle_timeout: crate::transport::DEFAULT_IDLE_TIMEOUT,
             server_name: "localhost".to_string(),
             trust,
             rekey: RekeyConfig::default(),

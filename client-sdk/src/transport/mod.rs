@@ -22,7 +22,9 @@ use conclave_proto::v1::{self, ErrorCode, client_frame::Request, response, serve
 use tokio::sync::{mpsc, oneshot};
 
 pub use error::{ClosedReason, ConnectProblem, ProtocolProblem, TransportError};
-pub use tls::{CertificateProblem, ServerTrust, client_config, rustls_client_config};
+pub use tls::{
+    CertificateProblem, DEFAULT_IDLE_TIMEOUT, ServerTrust, client_config, rustls_client_config,
+};
 
 /// Server events buffered before the reader stops reading (backpressure to the server).
 const EVENT_QUEUE: usize = 4096;
@@ -81,8 +83,20 @@ impl ControlConnection {
         server_name: &str,
         trust: &ServerTrust,
     ) -> Result<(Self, EventStream), TransportError> {
+        Self::connect_with_idle_timeout(server, server_name, trust, DEFAULT_IDLE_TIMEOUT).await
+    }
+
+    /// [`ControlConnection::connect_trusting`] with a connection that counts as lost
+    /// after `idle_timeout` without a packet from the server (keep-alives every sixth
+    /// of it). Also bounds how long a handshake with a silent address takes to fail.
+    pub async fn connect_with_idle_timeout(
+        server: SocketAddr,
+        server_name: &str,
+        trust: &ServerTrust,
+        idle_timeout: std::time::Duration,
+    ) -> Result<(Self, EventStream), TransportError> {
         let slot = tls::ProblemSlot::default();
-        let config = tls::recording_client_config(trust, &slot)?;
+        let config = tls::recording_client_config(trust, &slot, idle_timeout)?;
         Self::connect_inner(server, server_name, config, Some(slot)).await
     }
 

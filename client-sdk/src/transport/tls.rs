@@ -9,6 +9,7 @@
 //! Every mode speaks TLS 1.3 only with ALPN `conclave/1`.
 
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use conclave_proto::frame::ALPN;
 use rustls::client::WebPkiServerVerifier;
@@ -137,23 +138,40 @@ impl ProblemSlot {
     }
 }
 
+/// How long a connection may go without a packet from the server before it counts
+/// as lost, unless configured otherwise: 3 s. Keep-alives go out every sixth of it, so
+/// a healthy connection is never idle that long, and a dead server (a crashed or
+/// killed cluster node) is noticed within it.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Builds a quinn client configuration for `trust`: TLS 1.3, ALPN `conclave/1`,
-/// 5 s keep-alive and 1 MiB datagram buffers.
+/// [`DEFAULT_IDLE_TIMEOUT`] and 1 MiB datagram buffers.
 pub fn client_config(trust: &ServerTrust) -> Result<quinn::ClientConfig, TransportError> {
-    recording_client_config(trust, &ProblemSlot::default())
+    recording_client_config(trust, &ProblemSlot::default(), DEFAULT_IDLE_TIMEOUT)
 }
 
-/// [`client_config`] whose verifier records a refusal in `slot`.
+/// The shortest idle timeout a client uses (shorter ones are raised to it).
+const MIN_IDLE_TIMEOUT: Duration = Duration::from_millis(600);
+
+/// [`client_config`] whose verifier records a refusal in `slot`, with `idle_timeout`.
 pub(crate) fn recording_client_config(
     trust: &ServerTrust,
     slot: &ProblemSlot,
+    idle_timeout: Duration,
 ) -> Result<quinn::ClientConfig, TransportError> {
     let tls = recording_rustls_config(trust, slot)?;
     let quic =
         quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(ConnectProblem::QuicTls)?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(std::time::Duration::from_secs(5)));
+    let idle_timeout = idle_timeout.max(MIN_IDLE_TIMEOUT);
+    transport.keep_alive_interval(Some(idle_timeout / 6));
+    // A timeout quinn cannot represent (centuries) falls back to the default.
+    let idle = quinn::IdleTimeout::try_from(idle_timeout).unwrap_or_else(|_| {
+        quinn::IdleTimeout::try_from(DEFAULT_IDLE_TIMEOUT)
+            .expect("invariant: a 3 s idle timeout is representable")
+    });
+    transport.max_idle_timeout(Some(idle));
     transport.datagram_receive_buffer_size(Some(1024 * 1024));
     transport.datagram_send_buffer_size(1024 * 1024);
     config.transport_config(Arc::new(transport));

@@ -128,7 +128,11 @@ pub struct ClusterConfig {
     /// pass the clients' one trust setting.
     #[serde(default = "default_server_name")]
     pub server_name: String,
-    /// How long the store keeps this node's lease after a heartbeat, ms.
+    /// How long the store keeps this node's lease after a heartbeat, ms. This bounds
+    /// failover: a dead node's rooms can be claimed by another node once its lease has
+    /// run out. It also bounds the PostgreSQL outage a node rides out: a node that
+    /// cannot renew tells its clients to move shortly before it runs out. Every node of
+    /// a cluster uses the same value.
     #[serde(default = "default_lease_ms")]
     pub lease_ms: u64,
     /// How often the node renews its lease, ms.
@@ -141,11 +145,11 @@ fn default_server_name() -> String {
 }
 
 const fn default_lease_ms() -> u64 {
-    10_000
+    3_000
 }
 
 const fn default_renew_ms() -> u64 {
-    2_000
+    500
 }
 
 impl ClusterConfig {

@@ -107,8 +107,20 @@ impl ClusterState {
                 self.fences().insert(room, (fence, Instant::now()));
                 Ok(fence)
             }
-            RoomClaim::OwnedElsewhere { owner, fence } => {
+            RoomClaim::OwnedElsewhere {
+                owner,
+                fence,
+                lease,
+            } => {
                 self.fences().remove(&room);
+                // An owner that has missed two heartbeats is most likely dead: its
+                // clients are coming here. Rather than send them back to it, ask them
+                // to retry once its lease has run out, when this node can claim the room.
+                if lease.silent_for > self.node.lease.renew_every.saturating_mul(2) {
+                    let retry = lease.left.saturating_add(self.node.lease.retry_every);
+                    let retry_ms = u64::try_from(retry.as_millis()).unwrap_or(u64::MAX);
+                    return Err(RequestError::owner_silent(&owner, retry_ms));
+                }
                 Err(RequestError::wrong_node(&owner, fence))
             }
         }

@@ -62,6 +62,21 @@ impl RequestError {
         err
     }
 
+    /// `UNAVAILABLE`: the room's owner has stopped renewing its lease (it is probably
+    /// dead); the room can be claimed here once that lease has run out.
+    pub fn owner_silent(owner: &crate::store::NodeInfo, retry_after_ms: u64) -> Self {
+        let mut err = Self::new(
+            ErrorCode::Unavailable,
+            format!(
+                "node {}, which owns this room, has stopped renewing its lease; retry in \
+                 {retry_after_ms} ms, when another node can take the room over",
+                owner.node_id
+            ),
+        );
+        err.retry_after_ms = retry_after_ms;
+        err
+    }
+
     /// `BAD_REQUEST`.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::BadRequest, message)

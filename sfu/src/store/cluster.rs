@@ -105,7 +105,20 @@ pub enum RoomClaim {
         owner: NodeInfo,
         /// Its fence.
         fence: Fence,
+        /// Its lease, as it stands now.
+        lease: OwnerLease,
     },
+}
+
+/// How an owner's lease stands, on the store's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnerLease {
+    /// Since its last heartbeat. A node that has missed several heartbeats is likely
+    /// dead (its clients cannot reach it either): sending clients there only delays them
+    /// until its lease runs out.
+    pub silent_for: Duration,
+    /// Until its lease runs out and the room can be claimed.
+    pub left: Duration,
 }
 
 /// Leases and room ownership, shared by the nodes of a cluster.

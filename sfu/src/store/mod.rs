@@ -29,7 +29,7 @@ mod memory;
 pub mod postgres;
 mod redb_store;
 
-pub use cluster::{ClusterStore, Fence, MailboxSignal, NodeId, NodeInfo, RoomClaim};
+pub use cluster::{ClusterStore, Fence, MailboxSignal, NodeId, NodeInfo, OwnerLease, RoomClaim};
 pub use memory::MemoryStore;
 pub use postgres::{PgOptions, PgStore};
 pub use redb_store::RedbStore;

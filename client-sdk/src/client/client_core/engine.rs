@@ -57,6 +57,9 @@ pub(super) struct Entry {
     pub sas: Option<crate::safety::round::SasRound>,
     /// When to resend this device's round messages next, and resends left.
     pub sas_resend: Option<(Instant, u32)>,
+    /// When to try joining the room again: the node answered `UNAVAILABLE` (its
+    /// owner is failing over, or the node is between leases).
+    pub rejoin_at: Option<Instant>,
 }
 
 /// The current connection, once authenticated.
@@ -252,6 +255,7 @@ impl Engine {
         for entry in self.meetings.values() {
             if self.link.is_some() {
                 consider(entry.sas_resend.map(|(at, _)| at));
+                consider(entry.rejoin_at);
             }
             consider(entry.state.poll_timeout().map(|t| self.instant_of(t)));
             let mono = self.mono_ms();
@@ -286,6 +290,7 @@ impl Engine {
         }
         if self.link.is_some() {
             self.sas_resends_due().await;
+            self.rejoins_due().await;
         }
         let now = self.now();
         if self.link.is_some()

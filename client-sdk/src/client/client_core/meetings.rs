@@ -27,6 +27,10 @@ use crate::client::{
 /// Redirects in a row a client follows before it stops (nodes that disagree about a
 /// room's owner must not bounce it forever).
 pub(super) const MAX_REDIRECTS: u32 = 3;
+/// How long to wait before joining again after an `UNAVAILABLE` without a retry time.
+const REJOIN_RETRY: Duration = Duration::from_millis(500);
+/// The longest wait an `UNAVAILABLE` answer can impose before the next join attempt.
+const MAX_REJOIN_WAIT: Duration = Duration::from_secs(30);
 use crate::container::{self, Recipient};
 use crate::meeting::rekey::{
     ControlMessage, MeetingMessage, MeetingOutput, MeetingState, Roster, RosterMember,
@@ -475,6 +479,22 @@ impl Engine {
                 redirect: Some(redirect),
                 ..
             }) => self.follow_redirect(id, epoch, redirect).await,
+            Err(e) if e.server_code() == Some(ErrorCode::Unavailable) => {
+                // The room cannot be served right now (its owner node is failing over,
+                // or this node is between leases): try again when the server says.
+                let wait = e
+                    .retry_after()
+                    .unwrap_or(REJOIN_RETRY)
+                    .clamp(Duration::from_millis(50), MAX_REJOIN_WAIT);
+                tracing::info!(
+                    retry_in_ms = wait.as_millis(),
+                    "room unavailable; rejoining later"
+                );
+                let at = self.instant() + wait;
+                if let Some(entry) = self.meetings.get_mut(&id) {
+                    entry.rejoin_at = Some(at);
+                }
+            }
             Err(e) if e.server_code() == Some(ErrorCode::WrongEpoch) => {
                 // The room has not rotated yet (or already moved on): join when it
                 // announces an epoch this device holds. A room past every key held
@@ -520,6 +540,28 @@ impl Engine {
         self.reconnect_at = Some(self.instant());
     }
 
+    /// Joins the rooms whose `UNAVAILABLE` wait is over, at the sending epoch.
+    pub(super) async fn rejoins_due(&mut self) {
+        let now = self.instant();
+        let due: Vec<MeetingId> = self
+            .meetings
+            .iter()
+            .filter(|(_, e)| e.rejoin_at.is_some_and(|at| at <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let Some(entry) = self.meetings.get_mut(&id) else {
+                continue;
+            };
+            entry.rejoin_at = None;
+            let epoch = entry.state.sending_epoch();
+            self.join_room(id, epoch).await;
+            if self.link.is_none() {
+                return;
+            }
+        }
+    }
+
     fn joined(&mut self, id: MeetingId, joined: &v1::RoomJoined) {
         let now = self.now();
         let (Some(entry), Some(link)) = (self.meetings.get_mut(&id), self.link.as_mut()) else {
@@ -527,6 +569,7 @@ impl Engine {
         };
         entry.proven = Some(Epoch(joined.epoch));
         entry.wanted = None;
+        entry.rejoin_at = None;
         // The room's epoch also announces a switch this device may have missed while
         // it was away (the caller pumps the outputs).
         let _ = entry.state.room_epoch(Epoch(joined.epoch), now);
@@ -690,6 +733,7 @@ impl Engine {
             installed: BTreeSet::new(),
             sas: None,
             sas_resend: None,
+            rejoin_at: None,
         };
         Ok((entry, meeting))
     }

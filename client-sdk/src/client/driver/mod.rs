@@ -8,6 +8,7 @@
 //! operations that must not stall the runtime's workers. A media reader task per
 //! connection hands datagrams to their meetings; media never passes through the core.
 
+mod bootstrap;
 mod media;
 
 use std::collections::HashMap;
@@ -191,6 +192,8 @@ struct Shell {
     origin: Instant,
     /// Media datagrams received on any connection, for any room.
     datagrams: Arc<AtomicU64>,
+    /// How the configured servers are tried.
+    bootstrap: bootstrap::Bootstrap,
 }
 
 /// Connects, authenticates and spawns the shell's task.
@@ -221,6 +224,7 @@ pub(crate) async fn start(
         ready: None,
         origin: now,
         datagrams,
+        bootstrap: bootstrap::Bootstrap::default(),
     };
     shell.carry_out().await;
     match shell.ready.take() {
@@ -348,15 +352,8 @@ impl Shell {
                     old.close();
                 }
                 let connected = match to {
-                    None => {
-                        ControlConnection::connect_trusting(
-                            self.config.server,
-                            &self.config.server_name,
-                            &self.config.trust,
-                        )
-                        .await
-                    }
-                    Some(target) => connect_to_target(&target, &self.config.trust).await,
+                    None => self.bootstrap.connect(&self.config).await,
+                    Some(target) => connect_to_target(&target, &self.config).await,
                 };
                 match connected {
                     Ok((control, events)) => {
@@ -540,7 +537,7 @@ async fn sleep_until(at: Option<Instant>) {
 /// and server name, verified with the client's one trust setting.
 async fn connect_to_target(
     target: &ServerTarget,
-    trust: &crate::transport::ServerTrust,
+    config: &ClientConfig,
 ) -> Result<(ControlConnection, EventStream), TransportError> {
     let addr = match target.address.parse::<std::net::SocketAddr>() {
         Ok(addr) => addr,
@@ -552,5 +549,11 @@ async fn connect_to_target(
                 crate::transport::ConnectProblem::UnresolvedAddress,
             ))?,
     };
-    ControlConnection::connect_trusting(addr, &target.server_name, trust).await
+    ControlConnection::connect_with_idle_timeout(
+        addr,
+        &target.server_name,
+        &config.trust,
+        config.idle_timeout,
+    )
+    .await
 }

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use super::{PgStore, pg, to_sql};
 use crate::store::{
-    ClusterStore, Fence, NodeId, NodeInfo, RoomClaim, RoomRecord, RoutingIdBytes, StoreError,
+    ClusterStore, Fence, NodeId, NodeInfo, OwnerLease, RoomClaim, RoomRecord, RoutingIdBytes,
+    StoreError,
 };
 
 /// PostgreSQL's current time in ms since the Unix epoch.
@@ -34,10 +35,11 @@ impl PgStore {
         let client = self.client().await?;
         let lease_ms = to_sql(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
         let sql = format!(
-            "INSERT INTO nodes (node_id, quic_addr, server_name, lease_until_ms)
-             VALUES ($1, $2, $3, {NOW_MS} + $4)
+            "INSERT INTO nodes (node_id, quic_addr, server_name, lease_until_ms, renewed_at_ms)
+             VALUES ($1, $2, $3, {NOW_MS} + $4, {NOW_MS})
              ON CONFLICT (node_id) DO UPDATE SET quic_addr = EXCLUDED.quic_addr,
-                 server_name = EXCLUDED.server_name, lease_until_ms = EXCLUDED.lease_until_ms"
+                 server_name = EXCLUDED.server_name, lease_until_ms = EXCLUDED.lease_until_ms,
+                 renewed_at_ms = EXCLUDED.renewed_at_ms"
         );
         client
             .execute(
@@ -123,9 +125,13 @@ impl PgStore {
             None => {
                 let row = tx
                     .query_one(
-                        "SELECT n.node_id, n.quic_addr, n.server_name, o.fence
-                         FROM room_owners o JOIN nodes n USING (node_id)
-                         WHERE o.routing_id = $1",
+                        &format!(
+                            "SELECT n.node_id, n.quic_addr, n.server_name, o.fence,
+                                 greatest({NOW_MS} - n.renewed_at_ms, 0) AS silent_ms,
+                                 greatest(n.lease_until_ms - {NOW_MS}, 0) AS left_ms
+                             FROM room_owners o JOIN nodes n USING (node_id)
+                             WHERE o.routing_id = $1"
+                        ),
                         &[&room_id],
                     )
                     .await
@@ -135,9 +141,16 @@ impl PgStore {
                 if owner.node_id == *node {
                     RoomClaim::Owned(owner_fence)
                 } else {
+                    let ms = |column: &str| {
+                        Duration::from_millis(u64::try_from(row.get::<_, i64>(column)).unwrap_or(0))
+                    };
                     RoomClaim::OwnedElsewhere {
                         owner,
                         fence: owner_fence,
+                        lease: OwnerLease {
+                            silent_for: ms("silent_ms"),
+                            left: ms("left_ms"),
+                        },
                     }
                 }
             }

@@ -70,13 +70,16 @@ fn two_nodes_racing_for_a_room_a_thousand_times_have_exactly_one_winner_each_tim
             unreachable!()
         };
         let expected_owner = [&node_a, &node_b][winner];
-        assert_eq!(
-            claims[1 - winner],
-            RoomClaim::OwnedElsewhere {
-                owner: expected_owner.clone(),
-                fence
-            }
-        );
+        let RoomClaim::OwnedElsewhere {
+            owner,
+            fence: theirs,
+            lease,
+        } = &claims[1 - winner]
+        else {
+            panic!("round {round}: the loser was not redirected: {claims:?}");
+        };
+        assert_eq!((owner, *theirs), (expected_owner, fence));
+        assert!(lease.left <= LEASE && lease.left > Duration::ZERO);
     }
     assert_eq!(wins[0] + wins[1], 1000, "{wins:?}");
 }
@@ -146,4 +149,31 @@ fn a_node_without_a_live_lease_cannot_claim_and_a_clean_stop_frees_its_rooms() {
         a.claim_room(&room, &node_a.node_id),
         Err(crate::store::StoreError::LeaseExpired)
     ));
+}
+
+#[test]
+fn a_redirect_says_how_long_the_owner_has_been_silent_and_how_much_lease_it_has_left() {
+    let url = fresh_database();
+    let (a, b) = (store(&url), store(&url));
+    let (node_a, node_b) = (node("a", 1), node("b", 2));
+    let room = [5; 32];
+    a.heartbeat(&node_a, LEASE).unwrap();
+    b.heartbeat(&node_b, LEASE).unwrap();
+    owned(a.claim_room(&room, &node_a.node_id).unwrap());
+    let pause = Duration::from_millis(300);
+    std::thread::sleep(pause);
+    let RoomClaim::OwnedElsewhere { lease, .. } = b.claim_room(&room, &node_b.node_id).unwrap()
+    else {
+        panic!("node a owns the room");
+    };
+    assert!(lease.silent_for >= pause, "{lease:?}");
+    assert!(lease.left <= LEASE - pause, "{lease:?}");
+    // A heartbeat: silent no more, the whole lease ahead again.
+    a.heartbeat(&node_a, LEASE).unwrap();
+    let RoomClaim::OwnedElsewhere { lease, .. } = b.claim_room(&room, &node_b.node_id).unwrap()
+    else {
+        panic!("node a owns the room");
+    };
+    assert!(lease.silent_for < pause, "{lease:?}");
+    assert!(lease.left > LEASE - pause, "{lease:?}");
 }

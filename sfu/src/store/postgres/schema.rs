@@ -96,6 +96,10 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX room_owners_by_node ON room_owners (node_id);
     ",
+    // 3: when each node last renewed its lease (to tell a silent owner from a live one).
+    r"
+    ALTER TABLE nodes ADD COLUMN renewed_at_ms bigint NOT NULL DEFAULT 0;
+    ",
 ];
 
 /// The version recorded in the database (0 before the first migration).

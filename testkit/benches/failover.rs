@@ -1,0 +1,189 @@
+//! Failover time: how long after `kill -9` of the node that owns a meeting's room the
+//! meeting's media flows again, both ways.
+//!
+//! Three `conclave-sfu` processes (this build's binary, release profile under
+//! `cargo bench`) on 127.0.0.1–3 share a throwaway PostgreSQL (as the tests start it)
+//! with the default lease settings (3 s lease, renewed every 500 ms). Each run: two SDK
+//! devices that know all three nodes meet on node `run % 3` (which then owns the room)
+//! and each sends an audio frame every 20 ms. The bench records `t0`, kills the owner
+//! with SIGKILL, and from the moment the process is reaped marks every frame it sends
+//! as "after". A run's sample is the time from `t0` until both devices have received
+//! an "after" frame: the clients noticed the silence (their idle timeout, 3 s), moved
+//! to another node, waited out the dead owner's lease and rejoined. The killed node is
+//! then restarted, and the next run kills another.
+//!
+//! `cargo bench -p conclave-testkit --bench failover -- [--runs N]` (default 12).
+#![allow(
+    missing_docs,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::print_stdout,
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use conclave_sdk::client::{MediaKind, Meeting, MeetingEvent};
+use conclave_testkit::User;
+use conclave_testkit::cluster::open;
+use conclave_testkit::process::ProcessCluster;
+
+const SFU: &str = env!("CARGO_BIN_EXE_conclave-sfu-under-test");
+/// One audio frame per 20 ms, as a voice codec sends them.
+const FRAME_EVERY: Duration = Duration::from_millis(20);
+/// A run that has not recovered by then counts as failed.
+const GIVE_UP: Duration = Duration::from_secs(30);
+
+fn main() {
+    let runs = runs_from_args();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(bench(runs));
+}
+
+/// `--runs N` from the bench's arguments (cargo passes `--bench` too).
+fn runs_from_args() -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--runs")
+        .and_then(|i| args.get(i + 1))
+        .map_or(12, |n| n.parse().expect("--runs takes a number"))
+}
+
+async fn bench(runs: usize) {
+    let mut cluster = ProcessCluster::start(SFU, 3).await;
+    let mut samples = Vec::with_capacity(runs);
+    for run in 0..runs {
+        let victim = run % 3;
+        let sample = one_run(&mut cluster, run, victim).await;
+        match sample {
+            Some(d) => println!(
+                "run {run:>2}: owner node-{} killed; media again after {d:?}",
+                victim + 1
+            ),
+            None => println!(
+                "run {run:>2}: owner node-{} killed; no media within {GIVE_UP:?}",
+                victim + 1
+            ),
+        }
+        samples.push(sample);
+        cluster.nodes[victim].restart();
+        cluster.wait_for_leases(3).await;
+    }
+    report(&samples);
+}
+
+/// One kill; the time until media flows both ways again.
+async fn one_run(cluster: &mut ProcessCluster, run: usize, victim: usize) -> Option<Duration> {
+    let (host_user, guest_user) = (
+        User::new(&format!("host{run}")),
+        User::new(&format!("guest{run}")),
+    );
+    let host = host_user.connect_with(cluster.client_config(victim)).await;
+    let mut guest = guest_user.connect_with(cluster.client_config(victim)).await;
+    let (host_meeting, _) = host
+        .client
+        .start_meeting(&[guest_user.id()], &[MediaKind::Audio])
+        .await
+        .expect("start a meeting");
+    let guest_meeting = guest.accept_next(&[MediaKind::Audio]).await;
+    let routing = *host_meeting.id().routing_id().as_bytes();
+    let store = open(&cluster.url).await;
+    let owner = tokio::task::spawn_blocking(move || {
+        conclave_sfu::store::ClusterStore::room_owner(&*store, &routing)
+    })
+    .await
+    .expect("the store probe runs")
+    .expect("the store answers")
+    .expect("the room has an owner");
+    assert_eq!(owner.0.node_id.as_str(), format!("node-{}", victim + 1));
+
+    let after = Arc::new(AtomicBool::new(false));
+    let streams = [host_meeting, guest_meeting].map(|meeting| {
+        let after = Arc::clone(&after);
+        tokio::spawn(stream(meeting, after))
+    });
+    // Media flows before the kill.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t0 = Instant::now();
+    cluster.nodes[victim].kill_9();
+    after.store(true, Ordering::Release);
+    let mut recovered = Some(Duration::ZERO);
+    for stream in streams {
+        let first = stream.await.expect("a stream task");
+        recovered = match (recovered, first) {
+            (Some(worst), Some(at)) => Some(worst.max(at.duration_since(t0))),
+            _ => None,
+        };
+    }
+    drop((host, guest));
+    recovered
+}
+
+/// Sends a frame every 20 ms (marked "after" once `after` is set) and returns when
+/// the first frame marked "after" arrives from the other device.
+async fn stream(mut meeting: Meeting, after: Arc<AtomicBool>) -> Option<Instant> {
+    let deadline = tokio::time::Instant::now() + GIVE_UP;
+    let mut next_send = tokio::time::Instant::now();
+    let mut seq: u32 = 0;
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        if now >= next_send {
+            let phase = u8::from(after.load(Ordering::Acquire));
+            let mut payload = vec![phase];
+            payload.extend_from_slice(&seq.to_be_bytes());
+            // Sending fails while the client is between connections; that is the gap
+            // being measured.
+            let _ = meeting.send_frame(MediaKind::Audio, false, &payload);
+            seq = seq.wrapping_add(1);
+            next_send += FRAME_EVERY;
+        }
+        match tokio::time::timeout_at(next_send, meeting.next_event()).await {
+            Ok(Some(MeetingEvent::Frame(frame))) if frame.data.first() == Some(&1) => {
+                return Some(Instant::now());
+            }
+            Ok(None) => return None,
+            Ok(Some(_)) | Err(_) => {}
+        }
+    }
+}
+
+fn report(samples: &[Option<Duration>]) {
+    let mut ok: Vec<Duration> = samples.iter().flatten().copied().collect();
+    ok.sort_unstable();
+    let failed = samples.len() - ok.len();
+    println!();
+    println!("failover: kill -9 of a room's owner → media both ways again");
+    println!(
+        "runs: {}, recovered: {}, failed: {failed}",
+        samples.len(),
+        ok.len()
+    );
+    if ok.is_empty() {
+        return;
+    }
+    let rank = |p: f64| {
+        // Nearest rank.
+        let i = ((p * ok.len() as f64).ceil() as usize).clamp(1, ok.len()) - 1;
+        ok[i]
+    };
+    println!(
+        "min {:.2} s | p50 {:.2} s | p90 {:.2} s | p99 {:.2} s | max {:.2} s",
+        ok[0].as_secs_f64(),
+        rank(0.50).as_secs_f64(),
+        rank(0.90).as_secs_f64(),
+        rank(0.99).as_secs_f64(),
+        ok[ok.len() - 1].as_secs_f64()
+    );
+}

@@ -1,0 +1,267 @@
+//! Real SFU processes in cluster mode on one real PostgreSQL, for what only a process
+//! can show: `kill -9` (no shutdown path runs), `SIGSTOP`/`SIGCONT` (a node frozen
+//! past its lease comes back), a PostgreSQL restart under them.
+//!
+//! Node `i` (from 1) listens on `127.0.0.i` with a port of its own, so each node has
+//! its own address as in production; all share one certificate (one pin for the
+//! clients) and one database. Cargo hands the binary's path only to tests of this
+//! package, so a test passes `env!("CARGO_BIN_EXE_conclave-sfu-under-test")`.
+
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use conclave_sdk::client::ClientConfig;
+use conclave_sdk::transport::ServerTrust;
+use conclave_sfu::store::postgres::testing;
+use conclave_sfu::tls;
+
+use crate::clients::test_timers;
+
+/// How long a node has to print its banner.
+const START_WAIT: Duration = Duration::from_secs(30);
+
+/// One `conclave-sfu` process of a cluster.
+pub struct NodeProcess {
+    /// Its id (`node-i`).
+    pub node_id: String,
+    /// Its QUIC address (also the one it advertises).
+    pub addr: SocketAddr,
+    command: Vec<String>,
+    child: Child,
+    stderr: Option<thread::JoinHandle<String>>,
+}
+
+impl NodeProcess {
+    /// Starts the binary `bin` with `args` and waits (bounded) for its banner.
+    fn spawn(bin: &Path, node_id: &str, addr: SocketAddr, args: Vec<String>) -> NodeProcess {
+        let mut child = Command::new(bin)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, lines) = mpsc::channel();
+        // Keeps draining stdout for the life of the process.
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let stderr = thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        let mut command = vec![bin.display().to_string()];
+        command.extend(args);
+        let mut node = NodeProcess {
+            node_id: node_id.to_string(),
+            addr,
+            command,
+            child,
+            stderr: Some(stderr),
+        };
+        loop {
+            match lines.recv_timeout(START_WAIT) {
+                Ok(line) if line.starts_with("conclave-sfu listening on ") => return node,
+                Ok(_) => {}
+                Err(e) => {
+                    let stderr = node.kill_and_collect();
+                    panic!("{node_id} printed no banner ({e}); stderr:\n{stderr}");
+                }
+            }
+        }
+    }
+
+    /// Starts this node again (same id, address, database and certificate) after it
+    /// exited or was killed.
+    pub fn restart(&mut self) {
+        assert!(
+            !matches!(self.child.try_wait(), Ok(None)),
+            "{} is still running",
+            self.node_id
+        );
+        let (bin, args) = self.command.split_first().expect("a command line");
+        let fresh = NodeProcess::spawn(Path::new(bin), &self.node_id, self.addr, args.to_vec());
+        *self = fresh;
+    }
+
+    /// `SIGKILL`: no shutdown path runs; its lease and rooms stay in the store until
+    /// the lease runs out.
+    pub fn kill_9(&mut self) {
+        self.child.kill().expect("the node process can be killed");
+        let status = self.child.wait().expect("the killed node is reaped");
+        assert!(!status.success(), "killed, not exited: {status}");
+    }
+
+    /// `SIGSTOP`: the process freezes (no heartbeat, no packet) until [`Self::resume`].
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// `SIGCONT` after [`Self::freeze`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    /// `SIGTERM`: a clean stop (the node releases its lease and rooms); waits for it.
+    pub fn terminate(&mut self) {
+        self.signal("-TERM");
+        let status = self.child.wait().expect("the node exits");
+        assert!(status.success(), "{} exited with {status}", self.node_id);
+    }
+
+    fn signal(&self, which: &str) {
+        let status = Command::new("kill")
+            .arg(which)
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill(1) runs");
+        assert!(status.success(), "kill {which} {}", self.child.id());
+    }
+
+    /// Kills the process if it runs and returns what it wrote to stderr.
+    fn kill_and_collect(&mut self) -> String {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        self.stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for NodeProcess {
+    /// A failed test must not leave a server running (or frozen).
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(self.child.id().to_string())
+                .status();
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if thread::panicking() {
+            let stderr = self.kill_and_collect();
+            eprintln!("--- {} stderr ---\n{stderr}", self.node_id);
+        }
+    }
+}
+
+/// `n` node processes on one fresh database.
+pub struct ProcessCluster {
+    /// The nodes; `nodes[i]` is `node-{i+1}` on `127.0.0.{i+1}`.
+    pub nodes: Vec<NodeProcess>,
+    /// The database URL.
+    pub url: String,
+    /// The clients' one trust setting (the shared certificate's pin).
+    pub trust: ServerTrust,
+    _dir: tempfile::TempDir,
+}
+
+impl ProcessCluster {
+    /// Starts `n` nodes of the binary `bin` with the default lease settings and waits
+    /// until all hold their lease.
+    pub async fn start(bin: &str, n: usize) -> ProcessCluster {
+        let bin = PathBuf::from(bin);
+        let url = testing::fresh_database();
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let certs = dir.path().join("certs");
+        let identity = tls::load_or_generate_dev(&certs)
+            .expect("a dev certificate")
+            .0;
+        let trust = ServerTrust::PinnedSha256(identity.fingerprint_sha256);
+        let root = dir.path().to_path_buf();
+        let database = url.clone();
+        let nodes = tokio::task::spawn_blocking(move || {
+            (1..=n)
+                .map(|i| start_node(&bin, &root, &database, i))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .expect("starting nodes does not panic");
+        let cluster = ProcessCluster {
+            nodes,
+            url,
+            trust,
+            _dir: dir,
+        };
+        cluster.wait_for_leases(n).await;
+        cluster
+    }
+
+    /// Waits (bounded) until `n` nodes hold a live lease.
+    pub async fn wait_for_leases(&self, n: usize) {
+        crate::cluster::wait_for_live_nodes(&self.url, n).await;
+    }
+
+    /// A client configuration (with [`test_timers`]) that bootstraps from node
+    /// `first` and knows every other node.
+    pub fn client_config(&self, first: usize) -> ClientConfig {
+        let mut config = ClientConfig::new(self.nodes[first].addr, self.trust.clone());
+        config.more_servers = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != first)
+            .map(|(_, node)| node.addr.to_string())
+            .collect();
+        test_timers(&mut config);
+        // A failover takes seconds; keep the participants of a meeting from rekeying
+        // each other out for being away that long.
+        config.drop_after = Duration::from_secs(15);
+        config
+    }
+}
+
+/// Starts node `i` on `127.0.0.i`, a free port, its own data directory and config.
+fn start_node(bin: &Path, root: &Path, url: &str, i: usize) -> NodeProcess {
+    let node_id = format!("node-{i}");
+    let ip = Ipv4Addr::new(127, 0, 0, u8::try_from(i).expect("at most 254 nodes"));
+    let addr = free_udp_port(ip);
+    let data = root.join(&node_id);
+    std::fs::create_dir_all(&data).expect("a node data directory");
+    let config = data.join("conclave.toml");
+    std::fs::write(&config, format!("[cluster]\nnode_id = \"{node_id}\"\n"))
+        .expect("the node's config file");
+    let certs = root.join("certs");
+    let path = |p: PathBuf| p.display().to_string();
+    let args = vec![
+        "--listen".into(),
+        addr.to_string(),
+        "--metrics-listen".into(),
+        "off".into(),
+        "--data-dir".into(),
+        path(data),
+        "--config".into(),
+        path(config),
+        "--store".into(),
+        url.to_string(),
+        "--cert".into(),
+        path(certs.join(tls::DEV_CERT_FILE)),
+        "--key".into(),
+        path(certs.join(tls::DEV_KEY_FILE)),
+        "--log".into(),
+        "warn".into(),
+    ];
+    NodeProcess::spawn(bin, &node_id, addr, args)
+}
+
+/// A UDP port free on `ip` right now.
+fn free_udp_port(ip: Ipv4Addr) -> SocketAddr {
+    UdpSocket::bind((ip, 0))
+        .and_then(|s| s.local_addr())
+        .unwrap_or_else(|e| panic!("cannot bind {ip}: {e}"))
+}
