@@ -12,7 +12,8 @@
 //! to another node, waited out the dead owner's lease and rejoined. The killed node is
 //! then restarted, and the next run kills another.
 //!
-//! `cargo bench -p conclave-testkit --bench failover -- [--runs N]` (default 12).
+//! `cargo bench -p conclave-testkit --bench failover -- [--runs N] [--idle-ms MS]
+//! [--lease-ms MS --renew-ms MS]` (default: 12 runs, the SDK's and the nodes' defaults).
 #![allow(
     missing_docs,
     clippy::expect_used,
@@ -25,7 +26,7 @@
 )]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use conclave_sdk::client::{MediaKind, Meeting, MeetingEvent};
@@ -40,39 +41,82 @@ const FRAME_EVERY: Duration = Duration::from_millis(20);
 const GIVE_UP: Duration = Duration::from_secs(30);
 
 fn main() {
-    let runs = runs_from_args();
+    // `RUST_LOG=conclave_sdk=info` shows what the clients do.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let settings = settings_from_args();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    runtime.block_on(bench(runs));
+    runtime.block_on(bench(settings));
 }
 
-/// `--runs N` from the bench's arguments (cargo passes `--bench` too).
-fn runs_from_args() -> usize {
+/// What a run varies: `--runs N` (default 12), `--idle-ms` (the clients'
+/// `idle_timeout`; default the SDK's), `--lease-ms` and `--renew-ms` (the nodes'
+/// `[cluster]` settings; default theirs). Cargo passes `--bench` too; it is ignored.
+struct Settings {
+    runs: usize,
+    idle: Option<Duration>,
+    lease: Option<(u64, u64)>,
+}
+
+fn settings_from_args() -> Settings {
     let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == "--runs")
-        .and_then(|i| args.get(i + 1))
-        .map_or(12, |n| n.parse().expect("--runs takes a number"))
+    let number = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .map(|n| {
+                n.parse::<u64>()
+                    .unwrap_or_else(|_| panic!("{flag} takes a number"))
+            })
+    };
+    let lease = match (number("--lease-ms"), number("--renew-ms")) {
+        (Some(lease), Some(renew)) => Some((lease, renew)),
+        (None, None) => None,
+        _ => panic!("--lease-ms and --renew-ms go together"),
+    };
+    Settings {
+        runs: number("--runs").map_or(12, |n| usize::try_from(n).expect("a run count")),
+        idle: number("--idle-ms").map(Duration::from_millis),
+        lease,
+    }
 }
 
-async fn bench(runs: usize) {
-    let mut cluster = ProcessCluster::start(SFU, 3).await;
+async fn bench(settings: Settings) {
+    let runs = settings.runs;
+    let mut cluster = ProcessCluster::start_with_lease(SFU, 3, settings.lease).await;
+    println!(
+        "client idle timeout: {:?}; lease, renew (ms): {:?}",
+        settings
+            .idle
+            .unwrap_or(conclave_sdk::transport::DEFAULT_IDLE_TIMEOUT),
+        settings.lease.unwrap_or((3_000, 500))
+    );
     let mut samples = Vec::with_capacity(runs);
     for run in 0..runs {
         let victim = run % 3;
-        let sample = one_run(&mut cluster, run, victim).await;
+        let sample = one_run(&mut cluster, run, victim, settings.idle).await;
         match sample {
             Some(d) => println!(
                 "run {run:>2}: owner node-{} killed; media again after {d:?}",
                 victim + 1
             ),
-            None => println!(
-                "run {run:>2}: owner node-{} killed; no media within {GIVE_UP:?}",
-                victim + 1
-            ),
+            None => {
+                println!(
+                    "run {run:>2}: owner node-{} killed; no media within {GIVE_UP:?}",
+                    victim + 1
+                );
+                for node in &cluster.nodes {
+                    println!("--- {} log ---\n{}", node.node_id, node.log_tail(40));
+                }
+            }
         }
         samples.push(sample);
         cluster.nodes[victim].restart();
@@ -82,13 +126,22 @@ async fn bench(runs: usize) {
 }
 
 /// One kill; the time until media flows both ways again.
-async fn one_run(cluster: &mut ProcessCluster, run: usize, victim: usize) -> Option<Duration> {
+async fn one_run(
+    cluster: &mut ProcessCluster,
+    run: usize,
+    victim: usize,
+    idle: Option<Duration>,
+) -> Option<Duration> {
     let (host_user, guest_user) = (
         User::new(&format!("host{run}")),
         User::new(&format!("guest{run}")),
     );
-    let host = host_user.connect_with(cluster.client_config(victim)).await;
-    let mut guest = guest_user.connect_with(cluster.client_config(victim)).await;
+    let mut config = cluster.client_config(victim);
+    if let Some(idle) = idle {
+        config.idle_timeout = idle;
+    }
+    let host = host_user.connect_with(config.clone()).await;
+    let mut guest = guest_user.connect_with(config).await;
     let (host_meeting, _) = host
         .client
         .start_meeting(&[guest_user.id()], &[MediaKind::Audio])
@@ -107,9 +160,10 @@ async fn one_run(cluster: &mut ProcessCluster, run: usize, victim: usize) -> Opt
     assert_eq!(owner.0.node_id.as_str(), format!("node-{}", victim + 1));
 
     let after = Arc::new(AtomicBool::new(false));
+    let recovered = Arc::new(AtomicUsize::new(0));
     let streams = [host_meeting, guest_meeting].map(|meeting| {
-        let after = Arc::clone(&after);
-        tokio::spawn(stream(meeting, after))
+        let (after, recovered) = (Arc::clone(&after), Arc::clone(&recovered));
+        tokio::spawn(stream(meeting, after, recovered))
     });
     // Media flows before the kill.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -128,15 +182,35 @@ async fn one_run(cluster: &mut ProcessCluster, run: usize, victim: usize) -> Opt
     recovered
 }
 
-/// Sends a frame every 20 ms (marked "after" once `after` is set) and returns when
-/// the first frame marked "after" arrives from the other device.
-async fn stream(mut meeting: Meeting, after: Arc<AtomicBool>) -> Option<Instant> {
+/// Sends a frame every 20 ms (marked "after" once `after` is set) and notes when the
+/// first frame marked "after" arrives from the other device; keeps sending until both
+/// devices have one (`recovered` counts them), so the other side gets its frame too.
+async fn stream(
+    mut meeting: Meeting,
+    after: Arc<AtomicBool>,
+    recovered: Arc<AtomicUsize>,
+) -> Option<Instant> {
     let deadline = tokio::time::Instant::now() + GIVE_UP;
     let mut next_send = tokio::time::Instant::now();
     let mut seq: u32 = 0;
+    let mut last_error = None;
+    let mut first_after = None;
     loop {
         let now = tokio::time::Instant::now();
+        if first_after.is_some() && recovered.load(Ordering::Acquire) == 2 {
+            return first_after;
+        }
         if now >= deadline {
+            if first_after.is_some() {
+                return first_after;
+            }
+            println!(
+                "  a device got no media: {:?}; last send error: {last_error:?}; epoch {:?}; \
+                 participants {}",
+                meeting.stats(),
+                meeting.sending_epoch(),
+                meeting.participants().len()
+            );
             return None;
         }
         if now >= next_send {
@@ -145,15 +219,20 @@ async fn stream(mut meeting: Meeting, after: Arc<AtomicBool>) -> Option<Instant>
             payload.extend_from_slice(&seq.to_be_bytes());
             // Sending fails while the client is between connections; that is the gap
             // being measured.
-            let _ = meeting.send_frame(MediaKind::Audio, false, &payload);
+            if let Err(e) = meeting.send_frame(MediaKind::Audio, false, &payload) {
+                last_error = Some(e.to_string());
+            }
             seq = seq.wrapping_add(1);
             next_send += FRAME_EVERY;
         }
         match tokio::time::timeout_at(next_send, meeting.next_event()).await {
-            Ok(Some(MeetingEvent::Frame(frame))) if frame.data.first() == Some(&1) => {
-                return Some(Instant::now());
+            Ok(Some(MeetingEvent::Frame(frame)))
+                if frame.data.first() == Some(&1) && first_after.is_none() =>
+            {
+                first_after = Some(Instant::now());
+                recovered.fetch_add(1, Ordering::AcqRel);
             }
-            Ok(None) => return None,
+            Ok(None) => return first_after,
             Ok(Some(_)) | Err(_) => {}
         }
     }

@@ -3,7 +3,11 @@
 //! process on loopback. Client and server share the machine's cores, so the figures
 //! are a floor for the server alone; `conclave-loadtest` measures the server process.
 //!
-//! Run: `cargo bench -p conclave-testkit --bench throughput`
+//! Run: `cargo bench -p conclave-testkit --bench throughput [-- --store postgres]`.
+//! With `--store postgres` the server is one node of a cluster (lease, room claims,
+//! fenced room writes) on a throwaway PostgreSQL (as the tests start it, or the one
+//! `CONCLAVE_TEST_POSTGRES` names) instead of a single node on redb: the same
+//! scenarios, so the two can be compared.
 #![allow(
     missing_docs,
     unreachable_pub,
@@ -21,9 +25,10 @@ use std::time::{Duration, Instant};
 use conclave_proto::datagram::{MediaKind, Slot};
 use conclave_proto::v1::{self, client_frame::Request};
 use conclave_sdk::identity::PrekeyPool;
-use conclave_sfu::store::RedbStore;
+use conclave_sfu::store::{RedbStore, Store};
 use conclave_testkit::identity::User;
 use conclave_testkit::protocol::TestClient;
+use conclave_testkit::protocol::mailbox::junk_container;
 use conclave_testkit::protocol::rooms::{TestRoom, handle_of};
 use conclave_testkit::sfu::{TestSfu, test_config};
 
@@ -46,10 +51,35 @@ fn main() {
         config.limits.request_burst = 1_000_000;
         config.limits.max_prekeys_per_device = 100_000;
         config.limits.max_prekeys_per_upload = 1_000;
-        let store = Arc::new(RedbStore::open(&dir.path().join("bench.redb")).unwrap());
-        let server = TestSfu::start_with(config, store).await;
+        config.limits.registrations_per_ip_burst = 1_000;
+        config.limits.max_mailbox_per_device = 1_000_000;
+        config.limits.max_mailbox_entries_per_sender_per_device = 1_000_000;
+        config.limits.max_mailbox_bytes_per_sender = 1 << 30;
+        config.limits.max_mailbox_bytes = 1 << 32;
+        let postgres = std::env::args()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .any(|w| w[0] == "--store" && w[1] == "postgres");
+        let server = if postgres {
+            let url = conclave_sfu::store::postgres::testing::fresh_database();
+            let store = conclave_testkit::cluster::open(&url).await;
+            let identity = conclave_sfu::tls::load_or_generate_dev(dir.path())
+                .unwrap()
+                .0;
+            let lease = conclave_sfu::cluster::LeaseConfig::default();
+            let server = TestSfu::start_node("bench-1", config, store, identity, lease).await;
+            conclave_testkit::cluster::wait_for_live_nodes(&url, 1).await;
+            println!("store: PostgreSQL, the server one node of a cluster");
+            server
+        } else {
+            let store: Arc<dyn Store> =
+                Arc::new(RedbStore::open(&dir.path().join("bench.redb")).unwrap());
+            println!("store: redb, a single node");
+            TestSfu::start_with(config, store).await
+        };
         control_get_time(&server).await;
         control_fetch_bundles(&server).await;
+        control_send_container(&server).await;
         forwarding(&server).await;
     });
 }
@@ -136,7 +166,43 @@ async fn control_fetch_bundles(server: &TestSfu) {
     let n = done.load(Ordering::Relaxed);
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "control FetchBundles (redb, one durable prekey pop each): {n} requests in {secs:.1} s = {:.0} requests/s",
+        "control FetchBundles (one durable prekey pop each): {n} requests in {secs:.1} s = {:.0} requests/s",
+        n as f64 / secs
+    );
+}
+
+/// Store-bound requests: each stores a 1 KiB container for one recipient device (one
+/// durable transaction with the mailbox quotas checked, then the delivery).
+async fn control_send_container(server: &TestSfu) {
+    let recipient = User::new(&format!("bench-inbox-{}", rand_suffix()));
+    let (_inbox, recipient_device) = TestClient::registered(server, &recipient).await;
+    let to = vec![recipient_device.device_id().as_bytes().to_vec()];
+    let mut senders = Vec::new();
+    for i in 0..CONTROL_CLIENTS {
+        let user = User::new(&format!("bench-sender-{}-{i}", rand_suffix()));
+        senders.push(TestClient::registered(server, &user).await);
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(CONTROL_SECONDS);
+    let mut tasks = Vec::new();
+    for (client, device) in senders {
+        let (done, to) = (Arc::clone(&done), to.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let container = junk_container(&device, 1024);
+                client.send_container(&to, container).await.unwrap();
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let n = done.load(Ordering::Relaxed);
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "control SendContainer (1 KiB, one recipient, stored durably): {n} requests in {secs:.1} s = {:.0} requests/s",
         n as f64 / secs
     );
 }

@@ -7,7 +7,7 @@
 //! clients) and one database. Cargo hands the binary's path only to tests of this
 //! package, so a test passes `env!("CARGO_BIN_EXE_conclave-sfu-under-test")`.
 
-use std::io::{BufRead as _, BufReader, Read as _};
+use std::io::{BufRead as _, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -33,17 +33,30 @@ pub struct NodeProcess {
     pub addr: SocketAddr,
     command: Vec<String>,
     child: Child,
-    stderr: Option<thread::JoinHandle<String>>,
+    /// Where its stderr (the log) goes, appended across restarts.
+    log: PathBuf,
 }
 
 impl NodeProcess {
-    /// Starts the binary `bin` with `args` and waits (bounded) for its banner.
-    fn spawn(bin: &Path, node_id: &str, addr: SocketAddr, args: Vec<String>) -> NodeProcess {
+    /// Starts the binary `bin` with `args`, its log appended to `log`, and waits
+    /// (bounded) for its banner.
+    fn spawn(
+        bin: &Path,
+        node_id: &str,
+        addr: SocketAddr,
+        args: Vec<String>,
+        log: PathBuf,
+    ) -> NodeProcess {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", log.display()));
         let mut child = Command::new(bin)
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -55,12 +68,6 @@ impl NodeProcess {
                 let _ = tx.send(line);
             }
         });
-        let mut stderr = child.stderr.take().expect("stderr is piped");
-        let stderr = thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
-            text
-        });
         let mut command = vec![bin.display().to_string()];
         command.extend(args);
         let mut node = NodeProcess {
@@ -68,18 +75,28 @@ impl NodeProcess {
             addr,
             command,
             child,
-            stderr: Some(stderr),
+            log,
         };
         loop {
             match lines.recv_timeout(START_WAIT) {
                 Ok(line) if line.starts_with("conclave-sfu listening on ") => return node,
                 Ok(_) => {}
                 Err(e) => {
-                    let stderr = node.kill_and_collect();
-                    panic!("{node_id} printed no banner ({e}); stderr:\n{stderr}");
+                    node.stop_now();
+                    panic!(
+                        "{node_id} printed no banner ({e}); log:\n{}",
+                        node.log_tail(50)
+                    );
                 }
             }
         }
+    }
+
+    /// The last `lines` lines of the node's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
     }
 
     /// Starts this node again (same id, address, database and certificate) after it
@@ -91,7 +108,13 @@ impl NodeProcess {
             self.node_id
         );
         let (bin, args) = self.command.split_first().expect("a command line");
-        let fresh = NodeProcess::spawn(Path::new(bin), &self.node_id, self.addr, args.to_vec());
+        let fresh = NodeProcess::spawn(
+            Path::new(bin),
+            &self.node_id,
+            self.addr,
+            args.to_vec(),
+            self.log.clone(),
+        );
         *self = fresh;
     }
 
@@ -129,22 +152,8 @@ impl NodeProcess {
         assert!(status.success(), "kill {which} {}", self.child.id());
     }
 
-    /// Kills the process if it runs and returns what it wrote to stderr.
-    fn kill_and_collect(&mut self) -> String {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        self.stderr
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for NodeProcess {
-    /// A failed test must not leave a server running (or frozen).
-    fn drop(&mut self) {
+    /// Kills the process if it runs (thawing it first, if frozen).
+    fn stop_now(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = Command::new("kill")
                 .arg("-CONT")
@@ -153,9 +162,15 @@ impl Drop for NodeProcess {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+impl Drop for NodeProcess {
+    /// A failed test must not leave a server running (or frozen); it shows the log.
+    fn drop(&mut self) {
+        self.stop_now();
         if thread::panicking() {
-            let stderr = self.kill_and_collect();
-            eprintln!("--- {} stderr ---\n{stderr}", self.node_id);
+            eprintln!("--- {} log ---\n{}", self.node_id, self.log_tail(80));
         }
     }
 }
@@ -175,6 +190,16 @@ impl ProcessCluster {
     /// Starts `n` nodes of the binary `bin` with the default lease settings and waits
     /// until all hold their lease.
     pub async fn start(bin: &str, n: usize) -> ProcessCluster {
+        Self::start_with_lease(bin, n, None).await
+    }
+
+    /// Like [`ProcessCluster::start`], with `lease_ms` and `renew_ms` (the `[cluster]`
+    /// settings) if given.
+    pub async fn start_with_lease(
+        bin: &str,
+        n: usize,
+        lease: Option<(u64, u64)>,
+    ) -> ProcessCluster {
         let bin = PathBuf::from(bin);
         let url = testing::fresh_database();
         let dir = tempfile::tempdir().expect("a temporary directory");
@@ -187,7 +212,7 @@ impl ProcessCluster {
         let database = url.clone();
         let nodes = tokio::task::spawn_blocking(move || {
             (1..=n)
-                .map(|i| start_node(&bin, &root, &database, i))
+                .map(|i| start_node(&bin, &root, &database, i, lease))
                 .collect::<Vec<_>>()
         })
         .await
@@ -227,15 +252,24 @@ impl ProcessCluster {
 }
 
 /// Starts node `i` on `127.0.0.i`, a free port, its own data directory and config.
-fn start_node(bin: &Path, root: &Path, url: &str, i: usize) -> NodeProcess {
+fn start_node(
+    bin: &Path,
+    root: &Path,
+    url: &str,
+    i: usize,
+    lease: Option<(u64, u64)>,
+) -> NodeProcess {
     let node_id = format!("node-{i}");
     let ip = Ipv4Addr::new(127, 0, 0, u8::try_from(i).expect("at most 254 nodes"));
     let addr = free_udp_port(ip);
     let data = root.join(&node_id);
     std::fs::create_dir_all(&data).expect("a node data directory");
     let config = data.join("conclave.toml");
-    std::fs::write(&config, format!("[cluster]\nnode_id = \"{node_id}\"\n"))
-        .expect("the node's config file");
+    let mut toml = format!("[cluster]\nnode_id = \"{node_id}\"\n");
+    if let Some((lease_ms, renew_ms)) = lease {
+        toml.push_str(&format!("lease_ms = {lease_ms}\nrenew_ms = {renew_ms}\n"));
+    }
+    std::fs::write(&config, toml).expect("the node's config file");
     let certs = root.join("certs");
     let path = |p: PathBuf| p.display().to_string();
     let args = vec![
@@ -254,9 +288,15 @@ fn start_node(bin: &Path, root: &Path, url: &str, i: usize) -> NodeProcess {
         "--key".into(),
         path(certs.join(tls::DEV_KEY_FILE)),
         "--log".into(),
-        "warn".into(),
+        std::env::var("CONCLAVE_NODE_LOG").unwrap_or_else(|_| "info".into()),
     ];
-    NodeProcess::spawn(bin, &node_id, addr, args)
+    NodeProcess::spawn(
+        bin,
+        &node_id,
+        addr,
+        args,
+        root.join(format!("{node_id}.log")),
+    )
 }
 
 /// A UDP port free on `ip` right now.

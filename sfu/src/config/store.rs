@@ -105,6 +105,13 @@ mod tests {
     }
 
     #[test]
+    fn the_cluster_defaults_are_the_lease_keepers_defaults() {
+        let config = crate::config::Config::from_toml_str("[cluster]\nnode_id = \"n1\"\n").unwrap();
+        let cluster = config.cluster.expect("a cluster section");
+        assert_eq!(cluster.lease(), crate::cluster::LeaseConfig::default());
+    }
+
+    #[test]
     fn the_password_never_shows() {
         let setting = StoreSetting::parse("postgres://conclave:s3cret@db/c").unwrap();
         let shown = format!("{setting} {setting:?}");
