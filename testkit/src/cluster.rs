@@ -37,17 +37,22 @@ impl TestCluster {
     /// Starts `n` nodes with [`test_config`] and [`test_lease`], and waits until every
     /// node holds its lease.
     pub async fn start(n: usize) -> Self {
-        Self::launch(n, false).await
+        Self::launch(testing::fresh_database(), n, false).await
+    }
+
+    /// Like [`TestCluster::start`], on the database at `url` (e.g. of a
+    /// [`testing::dedicated_server`] the test restarts).
+    pub async fn start_on(url: String, n: usize) -> Self {
+        Self::launch(url, n, false).await
     }
 
     /// Like [`TestCluster::start`], with `node-1` reaching PostgreSQL through a
     /// [`TcpProxy`] the test can cut.
     pub async fn start_with_proxy(n: usize) -> Self {
-        Self::launch(n, true).await
+        Self::launch(testing::fresh_database(), n, true).await
     }
 
-    async fn launch(n: usize, proxy_first: bool) -> Self {
-        let url = testing::fresh_database();
+    async fn launch(url: String, n: usize, proxy_first: bool) -> Self {
         let mut proxy = None;
         let dir = tempfile::tempdir().expect("a temporary directory");
         let identity = tls::load_or_generate_dev(dir.path())

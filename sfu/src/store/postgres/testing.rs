@@ -13,6 +13,12 @@
 //!
 //! Without either, the test fails and says how to install PostgreSQL: a test that
 //! needs a real database never skips silently.
+//!
+//! [`dedicated_server`] starts a throwaway server of the caller's own (always, even
+//! with `CONCLAVE_TEST_POSTGRES` set), which [`TestServer::restart`] crashes and starts
+//! again: for tests of what survives a PostgreSQL restart. It commits synchronously, so
+//! what it acknowledged survives the crash (the machine does not crash, so the WAL in
+//! the OS's cache is enough; `fsync` stays off).
 
 #![allow(
     clippy::panic,
@@ -39,8 +45,11 @@ pub struct TestServer {
     base: String,
     /// The database administrative statements connect to.
     admin_db: String,
-    /// The watchdog's stdin: the server lives as long as this stays open.
-    _watchdog: Option<Mutex<(Child, ChildStdin)>>,
+    /// The watchdog's stdin: the server lives as long as this stays open; a line
+    /// `restart` crashes it and starts it again.
+    watchdog: Option<Mutex<(Child, ChildStdin)>>,
+    /// The throwaway server's directory (its log is `postgres.log` there).
+    dir: Option<PathBuf>,
 }
 
 static SERVER: OnceLock<TestServer> = OnceLock::new();
@@ -54,8 +63,17 @@ static NEXT_DB: AtomicU64 = AtomicU64::new(1);
 pub fn server() -> &'static TestServer {
     SERVER.get_or_init(|| match std::env::var(ENV_URL) {
         Ok(url) if !url.is_empty() => TestServer::external(&url),
-        _ => TestServer::start_throwaway(),
+        _ => TestServer::start_throwaway(false),
     })
+}
+
+/// A throwaway server of the caller's own, which it can [`TestServer::restart`].
+///
+/// # Panics
+/// If PostgreSQL is not installed (the message says what to install).
+#[must_use]
+pub fn dedicated_server() -> TestServer {
+    TestServer::start_throwaway(true)
 }
 
 /// A new empty database on the shared server; returns its URL.
@@ -85,11 +103,13 @@ impl TestServer {
         TestServer {
             base: format!("postgres://{user}{password}@{host}:{port}"),
             admin_db: config.get_dbname().unwrap_or("postgres").to_string(),
-            _watchdog: None,
+            watchdog: None,
+            dir: None,
         }
     }
 
-    fn start_throwaway() -> TestServer {
+    /// `synchronous`: commit synchronously (for a server that will be crashed).
+    fn start_throwaway(synchronous: bool) -> TestServer {
         let bin = find_bindir().unwrap_or_else(|| {
             panic!(
                 "these tests need PostgreSQL: install it (Debian: apt-get install postgresql) \
@@ -156,18 +176,27 @@ impl TestServer {
             port.to_string().into(),
         ]);
         args.extend(["-k".into(), dir.clone().into_os_string()]);
+        let commit = if synchronous {
+            "synchronous_commit=on"
+        } else {
+            "synchronous_commit=off"
+        };
         for setting in [
             "listen_addresses=127.0.0.1",
             "fsync=off",
-            "synchronous_commit=off",
+            commit,
             "full_page_writes=off",
             "max_connections=400",
         ] {
             args.extend(["-c".into(), setting.into()]);
         }
-        // `$0` is the program, `$@` its arguments: no quoting of paths needed.
-        let script = "\"$0\" \"$@\" >\"$LOG\" 2>&1 & pid=$!; read _; kill -INT $pid; \
-                      wait $pid; rm -rf \"$DIR\"";
+        // `$0` is the program, `$@` its arguments: no quoting of paths needed. A line
+        // `restart` on stdin crashes the server (SIGQUIT: immediate shutdown) and starts
+        // it again; end of input (the test process gone) stops it and cleans up.
+        let script = "while :; do \"$0\" \"$@\" >>\"$LOG\" 2>&1 & pid=$!; \
+                      read cmd || cmd=quit; \
+                      if [ \"$cmd\" = restart ]; then kill -QUIT $pid; wait $pid; \
+                      else kill -INT $pid; wait $pid; break; fi; done; rm -rf \"$DIR\"";
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(script)
@@ -185,10 +214,56 @@ impl TestServer {
         let server = TestServer {
             base: format!("postgres://conclave@127.0.0.1:{port}"),
             admin_db: "postgres".to_string(),
-            _watchdog: Some(Mutex::new((child, stdin))),
+            watchdog: Some(Mutex::new((child, stdin))),
+            dir: Some(dir.clone()),
         };
         server.wait_until_ready(&dir);
         server
+    }
+
+    /// Crashes the server (immediate shutdown, as after a crash: no checkpoint, clients
+    /// cut off) and starts it again on the same port and data; returns once it accepts
+    /// connections again (after crash recovery).
+    ///
+    /// # Panics
+    /// For a server this process did not start, or if it does not come back.
+    pub fn restart(&self) {
+        let (Some(watchdog), Some(dir)) = (&self.watchdog, &self.dir) else {
+            panic!("only a throwaway server can be restarted (see dedicated_server)");
+        };
+        let before = self.start_time();
+        {
+            use std::io::Write as _;
+            let mut guard = watchdog
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            guard
+                .1
+                .write_all(b"restart\n")
+                .and_then(|()| guard.1.flush())
+                .expect("the watchdog takes the restart");
+        }
+        let deadline = Instant::now() + START_TIMEOUT;
+        while self.start_time().is_some() && self.start_time() == before {
+            assert!(Instant::now() < deadline, "PostgreSQL did not go down");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.wait_until_ready(dir);
+    }
+
+    /// A new empty database on this server; returns its URL.
+    ///
+    /// # Panics
+    /// If the server refuses to create it.
+    #[must_use]
+    pub fn fresh_database(&self) -> String {
+        self.create_database()
+    }
+
+    /// When the running server started, if it answers.
+    fn start_time(&self) -> Option<String> {
+        let url = format!("{}/{}", self.base, self.admin_db);
+        query_text(&url, "SELECT pg_postmaster_start_time()::text").ok()
     }
 
     fn wait_until_ready(&self, dir: &Path) {
@@ -256,6 +331,27 @@ fn admin(url: &str, sql: String) -> Result<(), tokio_postgres::Error> {
     })
     .join()
     .expect("the admin thread does not panic")
+}
+
+/// The first column of the first row of `sql`, as text.
+fn query_text(url: &str, sql: &'static str) -> Result<String, tokio_postgres::Error> {
+    let url = url.to_string();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread runtime builds");
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+            let task = tokio::spawn(connection);
+            let row = client.query_one(sql, &[]).await;
+            drop(client);
+            let _ = task.await;
+            row.map(|r| r.get::<_, String>(0))
+        })
+    })
+    .join()
+    .expect("the query thread does not panic")
 }
 
 fn as_user(as_root: bool, program: &Path) -> Command {
