@@ -23,6 +23,7 @@
 
 pub mod baseline;
 pub mod error;
+mod local_cluster;
 pub mod metrics;
 pub mod options;
 pub mod payload;

@@ -19,11 +19,19 @@ use crate::LoadError;
 #[allow(clippy::struct_excessive_bools)] // independent switches of a CLI
 pub struct Options {
     /// Start an SFU in this process on 127.0.0.1 (the default without --server).
-    #[arg(long, conflicts_with = "server")]
+    #[arg(long, conflicts_with_all = ["server", "local_cluster"])]
     pub embedded: bool,
-    /// Address of a running SFU (UDP), e.g. 10.0.0.5:4433.
-    #[arg(long, value_name = "ADDR")]
-    pub server: Option<SocketAddr>,
+    /// Address of a running SFU (UDP), e.g. 10.0.0.5:4433. Repeat it (or separate
+    /// addresses by commas) for the nodes of a cluster: participants connect first to
+    /// each in turn and know the others.
+    #[arg(long, value_name = "ADDR", value_delimiter = ',')]
+    pub server: Vec<SocketAddr>,
+    /// Start a cluster of N nodes in this process, on 127.0.0.1 … 127.0.0.N, sharing a
+    /// throwaway PostgreSQL started the way the tests start it (initdb and postgres
+    /// must be installed), and spread the participants over them: a demo of cluster
+    /// mode, not a measurement of separate machines.
+    #[arg(long, value_name = "N", conflicts_with = "server")]
+    pub local_cluster: Option<usize>,
     /// SHA-256 fingerprint of the server's certificate (64 hex digits), as printed by
     /// the SFU in development mode.
     #[arg(
@@ -171,6 +179,12 @@ impl Options {
                 self.churn
             ));
         }
+        if self.local_cluster.is_some_and(|n| !(2..=8).contains(&n)) {
+            return bad("--local-cluster takes 2 to 8 nodes".into());
+        }
+        if self.server.len() > 16 {
+            return bad("at most 16 --server addresses".into());
+        }
         if self.sfu_threads == 0 || self.client_threads == Some(0) {
             return bad("thread counts must be at least 1".into());
         }
@@ -253,6 +267,26 @@ mod tests {
             Options::try_parse_from(["x", "--pin", "00"]).is_err(),
             "--pin needs --server"
         );
+        assert!(parse(&["--local-cluster", "1"]).validate().is_err());
+        assert!(
+            Options::try_parse_from(["x", "--local-cluster", "2", "--server", "127.0.0.1:1"])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn several_servers_are_the_nodes_of_a_cluster() {
+        let o = parse(&[
+            "--server",
+            "127.0.0.1:4433,127.0.0.2:4433",
+            "--server",
+            "127.0.0.3:4433",
+            "--pin",
+            &"ab".repeat(32),
+        ]);
+        o.validate().unwrap();
+        assert_eq!(o.server.len(), 3);
+        assert_eq!(o.server[2], "127.0.0.3:4433".parse().unwrap());
     }
 
     #[test]

@@ -35,7 +35,11 @@ pub fn run(options: Options) -> Result<Report, LoadError> {
         .build()
         .map_err(|e| LoadError::Setup(format!("participants' runtime: {e}")))?;
     let progress = progress_bar(options.quiet);
-    let mut config = ClientConfig::new(target.addr, target.trust.clone());
+    let first = *target
+        .addrs
+        .first()
+        .ok_or_else(|| LoadError::Options("no server to test".into()))?;
+    let mut config = ClientConfig::new(first, target.trust.clone());
     config.server_name = target.server_name.clone();
     config.prekey_target = u32::try_from(options.participants)
         .unwrap_or(u32::MAX)
@@ -44,6 +48,7 @@ pub fn run(options: Options) -> Result<Report, LoadError> {
     let outcome = runtime.block_on(sim::simulate(
         Arc::clone(&options),
         config,
+        target.addrs.clone(),
         progress.clone(),
         &*target,
     ));
@@ -274,6 +279,7 @@ fn assemble(
         baseline,
         forwarding_efficiency,
         problems,
+        cluster: sim.cluster.clone(),
     }
 }
 

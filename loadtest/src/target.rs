@@ -1,5 +1,7 @@
-//! The SFU under test: started in this process on its own runtime (`--embedded`), or a
-//! running one (`--server`). Knows how to read its CPU time, peak memory and counters.
+//! The SFU under test: started in this process on its own runtime (`--embedded`), a
+//! cluster of nodes started in this process on a throwaway PostgreSQL
+//! (`--local-cluster N`), or running ones (`--server`, once per node). Knows how to
+//! read its CPU time, peak memory and counters.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -37,13 +39,16 @@ pub(crate) struct Reading {
 
 struct Embedded {
     runtime: tokio::runtime::Runtime,
-    sfu: Option<EmbeddedSfu>,
+    /// One, or the nodes of a local cluster.
+    sfus: Vec<EmbeddedSfu>,
     _dir: tempfile::TempDir,
 }
 
 /// The SFU under test.
 pub(crate) struct Target {
-    pub(crate) addr: SocketAddr,
+    /// Its address, or its nodes' addresses (participants connect first to each in
+    /// turn).
+    pub(crate) addrs: Vec<SocketAddr>,
     pub(crate) trust: ServerTrust,
     pub(crate) server_name: String,
     pub(crate) label: String,
@@ -57,7 +62,7 @@ pub(crate) struct Target {
 impl Target {
     /// Starts the in-process SFU or describes the remote one.
     pub(crate) fn start(options: &Options) -> Result<Arc<Target>, LoadError> {
-        if let Some(addr) = options.server {
+        if let Some(&addr) = options.server.first() {
             let trust = match (&options.pin, &options.ca) {
                 (Some(pin), _) => ServerTrust::pinned_hex(pin)
                     .map_err(|e| LoadError::Options(format!("--pin: {e}")))?,
@@ -69,11 +74,16 @@ impl Target {
                 }
                 (None, None) => ServerTrust::SystemRoots,
             };
+            let label = if options.server.len() == 1 {
+                addr.to_string()
+            } else {
+                format!("cluster of {} nodes from {addr}", options.server.len())
+            };
             return Ok(Arc::new(Target {
-                addr,
+                addrs: options.server.clone(),
                 trust,
                 server_name: options.server_name.clone(),
-                label: addr.to_string(),
+                label,
                 embedded: None,
                 metrics_url: options.metrics_url.clone(),
                 sfu_pid: options.sfu_pid,
@@ -100,25 +110,32 @@ impl Target {
         // registration limit (a defence against account floods, not load).
         config.limits.registrations_per_ip_burst = u32::MAX;
         config.limits.registrations_per_ip_per_hour = u32::MAX;
-        let listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
-        let sfu = {
-            let _guard = runtime.enter();
-            EmbeddedSfu::start(listen, &identity, config, Arc::new(MemoryStore::new())).map_err(
-                |e| LoadError::Start {
-                    what: "SFU",
-                    addr: listen,
-                    reason: e.to_string(),
-                },
-            )?
+        let (sfus, label) = match options.local_cluster {
+            Some(n) => (
+                crate::local_cluster::start(&runtime, n, &identity, &config)?,
+                format!("local cluster of {n} nodes (PostgreSQL)"),
+            ),
+            None => {
+                let listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
+                let _guard = runtime.enter();
+                let sfu =
+                    EmbeddedSfu::start(listen, &identity, config, Arc::new(MemoryStore::new()))
+                        .map_err(|e| LoadError::Start {
+                            what: "SFU",
+                            addr: listen,
+                            reason: e.to_string(),
+                        })?;
+                (vec![sfu], "embedded".into())
+            }
         };
         Ok(Arc::new(Target {
-            addr: sfu.addr(),
-            trust: ServerTrust::PinnedSha256(sfu.fingerprint_sha256()),
+            addrs: sfus.iter().map(EmbeddedSfu::addr).collect(),
+            trust: ServerTrust::PinnedSha256(identity.fingerprint_sha256),
             server_name: "localhost".into(),
-            label: "embedded".into(),
+            label,
             embedded: Some(Embedded {
                 runtime,
-                sfu: Some(sfu),
+                sfus,
                 _dir: dir,
             }),
             metrics_url: None,
@@ -195,7 +212,7 @@ impl crate::sim::Probe for Target {
 impl Drop for Target {
     fn drop(&mut self) {
         if let Some(mut e) = self.embedded.take() {
-            if let Some(sfu) = e.sfu.take() {
+            for sfu in e.sfus.drain(..) {
                 // Graceful stop, bounded; the runtime is ours and idle otherwise.
                 let _ = e.runtime.block_on(async {
                     tokio::time::timeout(Duration::from_secs(5), sfu.stop()).await

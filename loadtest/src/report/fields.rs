@@ -85,10 +85,35 @@ pub(super) fn sections(r: &Report) -> Vec<Section> {
             rows: vec![row("cpu", qty(r.loadgen_cpu_seconds, 1, "s"))],
         },
     ];
+    if let Some(c) = &r.cluster {
+        out.push(cluster(c));
+    }
     if r.baseline.is_some() || r.forwarding_efficiency.is_some() {
         out.push(baseline(r));
     }
     out
+}
+
+/// Per node: participants that connected there first, and there at the end.
+fn cluster(c: &super::ClusterLoad) -> Section {
+    let mut rows: Vec<Row> = c
+        .nodes
+        .iter()
+        .map(|n| {
+            row(
+                &format!("node {}", n.address),
+                format!(
+                    "{} connected first, {} there at the end",
+                    n.connected_first, n.placed_last
+                ),
+            )
+        })
+        .collect();
+    rows.push(row("redirects followed", count(c.redirects)));
+    Section {
+        title: "Cluster",
+        rows,
+    }
 }
 
 fn scenario(r: &Report) -> Section {

@@ -182,5 +182,6 @@ pub(super) fn report() -> Report {
             "meeting 1: rekey after a leave at 44.7 s did not complete within 5000 ms".to_owned(),
             "meeting 0: 1 frame received twice".to_owned(),
         ],
+        cluster: None,
     }
 }

@@ -191,7 +191,7 @@ mod tests {
             "0.008 %",
             "7.90 ms",
             "266.0 ms, 1 incomplete",
-            "<details><summary>JSON (schema version 1)",
+            "<details><summary>JSON (schema version 2)",
             "&quot;frames_expected&quot;: 7545600",
             "no_room: 9",
             "(24 participants after): incomplete</title>",

@@ -23,7 +23,7 @@ pub use html::render_html;
 pub use table::render_summary;
 
 /// Version of the JSON schema; bumped on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Percentiles of a distribution, ms.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -282,4 +282,29 @@ pub struct Report {
     pub forwarding_efficiency: Option<f64>,
     /// Problems seen during the run (failed joins, incomplete rekeys, ...).
     pub problems: Vec<String>,
+    /// With several servers (`--server` repeated, `--local-cluster`): how the
+    /// participants spread over the nodes and how many redirects they followed.
+    pub cluster: Option<ClusterLoad>,
+}
+
+/// How a run spread over the nodes of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterLoad {
+    /// One entry per node, in `--server` order.
+    pub nodes: Vec<NodeLoad>,
+    /// Redirects the participants followed (a room join answered `WRONG_NODE`: the
+    /// client moved to the room's owner).
+    pub redirects: u64,
+}
+
+/// One node's share of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeLoad {
+    /// Its address.
+    pub address: String,
+    /// Participants that connected to it first (the servers are dealt in turn).
+    pub connected_first: usize,
+    /// Participants on it at the end of the run: where their last redirect sent them,
+    /// or where they connected first. The node's meetings are hosted there.
+    pub placed_last: usize,
 }

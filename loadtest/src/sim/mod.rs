@@ -76,6 +76,8 @@ pub(crate) struct SimOutcome {
     pub(crate) churn_events: Vec<ChurnEvent>,
     pub(crate) problems: Vec<String>,
     pub(crate) timeline: Option<Arc<Timeline>>,
+    /// With several servers: where participants connected and moved.
+    pub(crate) cluster: Option<crate::report::ClusterLoad>,
 }
 
 /// One meeting under test.
@@ -99,6 +101,12 @@ struct Departed {
 pub(crate) struct Env {
     pub(crate) options: Arc<Options>,
     pub(crate) client_config: ClientConfig,
+    /// Where participants connect first, in turn (one address without a cluster).
+    pub(crate) servers: Vec<std::net::SocketAddr>,
+    /// Each participant's first node and the node a redirect last sent it to.
+    pub(crate) placements: Arc<Placements>,
+    /// Participants connected so far (their index picks their first server).
+    pub(crate) next_participant: AtomicUsize,
     pub(crate) clock: Clock,
     pub(crate) timeline: Arc<Timeline>,
     pub(crate) progress: ProgressBar,
@@ -107,10 +115,92 @@ pub(crate) struct Env {
     pub(crate) next_stream: std::sync::atomic::AtomicU32,
 }
 
+/// Where one participant connected first, and where redirects moved it.
+#[derive(Debug, Clone)]
+struct Placement {
+    name: String,
+    first: std::net::SocketAddr,
+    now: String,
+    redirects: u64,
+}
+
+/// Every participant's [`Placement`].
+#[derive(Debug, Default)]
+pub(crate) struct Placements(std::sync::Mutex<Vec<Placement>>);
+
+impl Placements {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Placement>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records that participant `name` connected first to `first`.
+    pub(crate) fn placed(&self, name: &str, first: std::net::SocketAddr) {
+        self.lock().push(Placement {
+            name: name.to_string(),
+            first,
+            now: first.to_string(),
+            redirects: 0,
+        });
+    }
+
+    /// Records a redirect of participant `name` to `address`.
+    pub(crate) fn redirected(&self, name: &str, address: &str) {
+        if let Some(p) = self.lock().iter_mut().find(|p| p.name == name) {
+            p.now = address.to_string();
+            p.redirects += 1;
+        }
+    }
+
+    /// The cluster section of the report over `servers`.
+    fn load(&self, servers: &[std::net::SocketAddr]) -> crate::report::ClusterLoad {
+        let placements = self.lock();
+        let nodes = servers
+            .iter()
+            .map(|addr| crate::report::NodeLoad {
+                address: addr.to_string(),
+                connected_first: placements.iter().filter(|p| p.first == *addr).count(),
+                placed_last: placements
+                    .iter()
+                    .filter(|p| p.now == addr.to_string())
+                    .count(),
+            })
+            .collect();
+        crate::report::ClusterLoad {
+            nodes,
+            redirects: placements.iter().map(|p| p.redirects).sum(),
+        }
+    }
+}
+
+impl Env {
+    /// The client configuration of the next participant, and the server it connects
+    /// to first: the servers in turn, each participant knowing the others.
+    pub(crate) fn next_client_config(&self) -> (ClientConfig, std::net::SocketAddr) {
+        let mut config = self.client_config.clone();
+        let n = self.servers.len();
+        if n > 1 {
+            let index = self
+                .next_participant
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // The servers from this participant's turn on, wrapping around.
+            let mut turn = self.servers.iter().cycle().skip(index % n).take(n);
+            if let Some(first) = turn.next() {
+                config.server = *first;
+            }
+            config.more_servers = turn.map(ToString::to_string).collect();
+        }
+        let first = config.server;
+        (config, first)
+    }
+}
+
 /// Runs the whole simulation on the current (participants') runtime.
 pub(crate) async fn simulate(
     options: Arc<Options>,
     client_config: ClientConfig,
+    servers: Vec<std::net::SocketAddr>,
     progress: ProgressBar,
     probe: &impl Probe,
 ) -> Result<SimOutcome, LoadError> {
@@ -118,6 +208,9 @@ pub(crate) async fn simulate(
         timeline: Arc::new(Timeline::new(options.duration)),
         options,
         client_config,
+        servers,
+        placements: Arc::new(Placements::default()),
+        next_participant: AtomicUsize::new(0),
         clock: Clock::new(),
         progress,
         joined: AtomicUsize::new(0),
@@ -197,6 +290,7 @@ pub(crate) async fn simulate(
         }
         out.receivers.push(outcome);
     }
+    out.cluster = (env.servers.len() > 1).then(|| env.placements.load(&env.servers));
     Ok(out)
 }
 

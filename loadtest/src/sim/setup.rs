@@ -7,7 +7,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use conclave_sdk::UnixMillis;
 use conclave_sdk::client::{
-    Client, ClientError, ClientEvent, ClientEvents, DeviceCredentials, Invitation, MediaKind,
+    Client, ClientError, ClientEvent, ClientEvents, DeviceCredentials, DisconnectReason,
+    Invitation, MediaKind,
 };
 use conclave_sdk::identity::UserSigningKey;
 use rand_chacha::ChaCha20Rng;
@@ -16,7 +17,7 @@ use tokio::task::JoinSet;
 
 use super::board::Board;
 use super::participant::{Member, SendSpec};
-use super::{CHURN_BOUND, Env, MeetingSim, SimOutcome};
+use super::{CHURN_BOUND, Env, MeetingSim, Placements, SimOutcome};
 use crate::LoadError;
 
 /// Longest a connect (registration, authentication, prekeys) may take.
@@ -51,14 +52,13 @@ async fn connect(env: &Env, name: String) -> Result<(Connected, u64), LoadError>
     let key = UserSigningKey::generate(&mut OsRng);
     let creds = DeviceCredentials::create(&name, &key, now_unix(), &mut OsRng)
         .map_err(|e| failed(&name, "create its identity", e))?;
-    let (client, events) = tokio::time::timeout(
-        CONNECT_BOUND,
-        Client::connect(env.client_config.clone(), creds),
-    )
-    .await
-    .map_err(|_| failed(&name, "connect", "timed out"))?
-    .map_err(|e| failed(&name, "connect", e))?;
+    let (config, first) = env.next_client_config();
+    let (client, events) = tokio::time::timeout(CONNECT_BOUND, Client::connect(config, creds))
+        .await
+        .map_err(|_| failed(&name, "connect", "timed out"))?
+        .map_err(|e| failed(&name, "connect", e))?;
     let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    env.placements.placed(&name, first);
     Ok((
         Connected {
             name,
@@ -87,11 +87,18 @@ async fn invitation(c: &mut Connected) -> Result<Invitation, LoadError> {
         .ok_or_else(|| failed(&c.name, "receive its invitation", "none arrived"))
 }
 
-fn drain_events(name: String, mut events: ClientEvents) {
+fn drain_events(placements: Arc<Placements>, name: String, mut events: ClientEvents) {
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
-            if let ClientEvent::Disconnected { reason } = &event {
-                tracing::warn!(participant = %name, %reason, "participant disconnected");
+            match &event {
+                // Cluster mode: the meeting's room is on another node; the client moved.
+                ClientEvent::Disconnected {
+                    reason: DisconnectReason::Redirected { address },
+                } => placements.redirected(&name, address),
+                ClientEvent::Disconnected { reason } => {
+                    tracing::warn!(participant = %name, %reason, "participant disconnected");
+                }
+                _ => {}
             }
         }
     });
@@ -239,7 +246,11 @@ pub(super) async fn fill_meetings(
         out.join.record_us(elapsed_us(t0));
         env.progress.inc(1);
         env.joined.fetch_add(1, Ordering::Relaxed);
-        drain_events(leader.name.clone(), leader.events);
+        drain_events(
+            Arc::clone(&env.placements),
+            leader.name.clone(),
+            leader.events,
+        );
         let leader = Member::start(
             leader.name,
             leader.client,
@@ -284,7 +295,7 @@ fn into_member(
     meeting: conclave_sdk::client::Meeting,
     specs: Vec<SendSpec>,
 ) -> Member {
-    drain_events(c.name.clone(), c.events);
+    drain_events(Arc::clone(&env.placements), c.name.clone(), c.events);
     Member::start(
         c.name,
         c.client,
