@@ -37,6 +37,18 @@ pub const DATAGRAMS_DROPPED: &str = "conclave_datagrams_dropped_total";
 pub const CONTAINERS_STORED: &str = "conclave_containers_stored_total";
 /// Containers pushed to a connected device (counter).
 pub const CONTAINERS_DELIVERED: &str = "conclave_containers_delivered_total";
+/// Cluster mode: 1 while this node holds a live lease, else 0 (gauge).
+pub const CLUSTER_LEASE_HELD: &str = "conclave_cluster_lease_held";
+/// Cluster mode: leases lost (the node told its clients to move) (counter).
+pub const CLUSTER_LEASES_LOST: &str = "conclave_cluster_leases_lost_total";
+/// Cluster mode: lease heartbeats that failed (counter).
+pub const CLUSTER_HEARTBEAT_FAILURES: &str = "conclave_cluster_heartbeat_failures_total";
+/// Cluster mode: room claims made in the store, label `outcome`: `owned`,
+/// `redirected` (another live node owns it), `owner_silent` (its owner stopped
+/// renewing: retry later), `no_lease` (this node holds none), `error` (counter).
+pub const CLUSTER_ROOM_CLAIMS: &str = "conclave_cluster_room_claims_total";
+/// Cluster mode: rooms this node owns (gauge).
+pub const CLUSTER_ROOMS_OWNED: &str = "conclave_cluster_rooms_owned";
 /// Mailbox signals from other nodes (cluster mode), label `kind`: `new_mail` or
 /// `rescan` (counter).
 pub const MAILBOX_SIGNALS: &str = "conclave_cluster_mailbox_signals_total";
@@ -268,6 +280,24 @@ pub fn describe() {
         "Containers pushed to connected devices."
     );
     describe_counter!(CONTAINERS_ACKED, "Containers acknowledged and deleted.");
+    describe_gauge!(
+        CLUSTER_LEASE_HELD,
+        "1 while this cluster node holds a live lease, else 0."
+    );
+    describe_counter!(
+        CLUSTER_LEASES_LOST,
+        "Cluster leases lost (the node told its clients to move)."
+    );
+    describe_counter!(
+        CLUSTER_HEARTBEAT_FAILURES,
+        "Cluster lease heartbeats that failed."
+    );
+    describe_counter!(
+        CLUSTER_ROOM_CLAIMS,
+        "Room claims made in the store, by outcome (owned, redirected, owner_silent, \
+         no_lease, error)."
+    );
+    describe_gauge!(CLUSTER_ROOMS_OWNED, "Rooms this cluster node owns.");
     describe_counter!(
         MAILBOX_SIGNALS,
         "Mailbox signals received from the cluster, by kind (new_mail, rescan)."

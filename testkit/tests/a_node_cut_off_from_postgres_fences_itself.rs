@@ -14,6 +14,7 @@ use conclave_testkit::protocol::rooms::TestRoom;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_from_postgres_fences_itself_and_another_node_takes_over() {
+    let metrics = conclave_sfu::metrics_http::install_recorder().unwrap();
     let mut cluster = TestCluster::start_with_proxy(2).await;
     let mut alice = member(&cluster.nodes[0], "alice").await;
     let room = TestRoom::new();
@@ -46,12 +47,18 @@ async fn a_node_cut_off_from_postgres_fences_itself_and_another_node_takes_over(
     );
 
     // Once the lease has run out at the store, node two takes the room over. Until
-    // then it points at node one.
+    // then it points at node one, or, once node one has missed two heartbeats, asks
+    // the client to retry when node one's lease has run out.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         match bob.open_room(&key, &room.routing).await {
             Ok(_) => break,
-            Err(e) if e.server_code() == Some(ErrorCode::WrongNode) => {
+            Err(e)
+                if matches!(
+                    e.server_code(),
+                    Some(ErrorCode::WrongNode | ErrorCode::Unavailable)
+                ) =>
+            {
                 assert!(
                     tokio::time::Instant::now() < deadline,
                     "never taken over: {e}"
@@ -63,4 +70,25 @@ async fn a_node_cut_off_from_postgres_fences_itself_and_another_node_takes_over(
     }
     // Node two's own room was never disturbed.
     erin.join_room(&other_key, &other.routing).await.unwrap();
+
+    // The operator saw it: heartbeats failed, a lease was lost, rooms were claimed
+    // (both nodes record into this process's one recorder).
+    let text = metrics.render();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        value("conclave_cluster_heartbeat_failures_total ") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        value("conclave_cluster_leases_lost_total ") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        value("conclave_cluster_room_claims_total{outcome=\"owned\"} ") >= 3.0,
+        "{text}"
+    );
 }

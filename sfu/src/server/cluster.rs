@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use conclave_proto::v1;
+use metrics::{counter, gauge};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -23,6 +24,7 @@ use crate::cluster::{LeaseConfig, LeaseEvent, LeaseKeeper, RenewalTicket};
 use crate::store::{
     ClusterStore, Fence, NodeInfo, RoomClaim, RoomRecord, RoutingIdBytes, StoreError,
 };
+use crate::telemetry;
 
 /// What a node needs to take part in a cluster.
 #[derive(Clone)]
@@ -92,6 +94,7 @@ impl ClusterState {
             let wait = self.node.lease.retry_every.saturating_mul(4);
             let acquired = tokio::time::timeout(wait, until.wait_for(alive)).await;
             if !matches!(acquired, Ok(Ok(_))) {
+                counter!(telemetry::CLUSTER_ROOM_CLAIMS, "outcome" => "no_lease").increment(1);
                 return Err(RequestError::unavailable(self.retry_ms()));
             }
         }
@@ -101,9 +104,14 @@ impl ClusterState {
         }
         let store = Arc::clone(&self.node.store);
         let node = self.node.info.node_id.clone();
-        let claim = run_blocking("room claim", move || store.claim_room(&room, &node)).await?;
+        let claim = run_blocking("room claim", move || store.claim_room(&room, &node))
+            .await
+            .inspect_err(|_| {
+                counter!(telemetry::CLUSTER_ROOM_CLAIMS, "outcome" => "error").increment(1);
+            })?;
         match claim {
             RoomClaim::Owned(fence) => {
+                counter!(telemetry::CLUSTER_ROOM_CLAIMS, "outcome" => "owned").increment(1);
                 self.fences().insert(room, (fence, Instant::now()));
                 Ok(fence)
             }
@@ -117,10 +125,13 @@ impl ClusterState {
                 // clients are coming here. Rather than send them back to it, ask them
                 // to retry once its lease has run out, when this node can claim the room.
                 if lease.silent_for > self.node.lease.renew_every.saturating_mul(2) {
+                    counter!(telemetry::CLUSTER_ROOM_CLAIMS, "outcome" => "owner_silent")
+                        .increment(1);
                     let retry = lease.left.saturating_add(self.node.lease.retry_every);
                     let retry_ms = u64::try_from(retry.as_millis()).unwrap_or(u64::MAX);
                     return Err(RequestError::owner_silent(&owner, retry_ms));
                 }
+                counter!(telemetry::CLUSTER_ROOM_CLAIMS, "outcome" => "redirected").increment(1);
                 Err(RequestError::wrong_node(&owner, fence))
             }
         }
@@ -158,9 +169,12 @@ impl ClusterState {
     pub(crate) fn forget_closed_rooms(&self, shared: &Shared) {
         let settle = self.node.lease.lease;
         let plane = shared.rooms();
-        self.fences().retain(|room, (_, claimed)| {
+        let mut fences = self.fences();
+        fences.retain(|room, (_, claimed)| {
             plane.registry.is_live(room) || claimed.elapsed() < settle
         });
+        #[allow(clippy::cast_precision_loss)] // a room count is far below 2^52
+        gauge!(telemetry::CLUSTER_ROOMS_OWNED).set(fences.len() as f64);
     }
 }
 
@@ -209,10 +223,12 @@ pub(crate) async fn lease_task(shared: Arc<Shared>, mut stop: watch::Receiver<bo
                     Ok(Ok(())) => keeper.renewal_succeeded(ticket, Instant::now()),
                     Ok(Err(e)) => {
                         warn!(error = %e, "cluster lease heartbeat failed");
+                        counter!(telemetry::CLUSTER_HEARTBEAT_FAILURES).increment(1);
                         keeper.renewal_failed(ticket, Instant::now());
                     }
                     Err(e) => {
                         warn!(error = %e, "cluster lease heartbeat task failed");
+                        counter!(telemetry::CLUSTER_HEARTBEAT_FAILURES).increment(1);
                         keeper.renewal_failed(ticket, Instant::now());
                     }
                 }
@@ -222,17 +238,23 @@ pub(crate) async fn lease_task(shared: Arc<Shared>, mut stop: watch::Receiver<bo
         }
         keeper.handle_timeout(Instant::now());
         cluster.lease_until.send_replace(keeper.deadline());
+        let held = keeper.may_accept(Instant::now());
+        gauge!(telemetry::CLUSTER_LEASE_HELD).set(if held { 1.0 } else { 0.0 });
         cluster.forget_closed_rooms(&shared);
         while let Some(event) = keeper.poll_event() {
             match event {
                 LeaseEvent::Acquired => {
                     info!(node = %cluster.node.info.node_id, "cluster lease acquired");
                 }
-                LeaseEvent::Lost => lose_rooms(&shared, cluster),
+                LeaseEvent::Lost => {
+                    counter!(telemetry::CLUSTER_LEASES_LOST).increment(1);
+                    lose_rooms(&shared, cluster);
+                }
             }
         }
     }
     cluster.lease_until.send_replace(None);
+    gauge!(telemetry::CLUSTER_LEASE_HELD).set(0.0);
     let store = Arc::clone(&cluster.node.store);
     let node = cluster.node.info.node_id.clone();
     match run_blocking("lease release", move || store.release_node(&node)).await {
