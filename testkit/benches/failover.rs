@@ -3,12 +3,12 @@
 //!
 //! Three `conclave-sfu` processes (this build's binary, release profile under
 //! `cargo bench`) on 127.0.0.1–3 share a throwaway PostgreSQL (as the tests start it)
-//! with the default lease settings (3 s lease, renewed every 500 ms). Each run: two SDK
+//! with the default lease settings (2.5 s lease, renewed every 500 ms). Each run: two SDK
 //! devices that know all three nodes meet on node `run % 3` (which then owns the room)
 //! and each sends an audio frame every 20 ms. The bench records `t0`, kills the owner
 //! with SIGKILL, and from the moment the process is reaped marks every frame it sends
 //! as "after". A run's sample is the time from `t0` until both devices have received
-//! an "after" frame: the clients noticed the silence (their idle timeout, 3 s), moved
+//! an "after" frame: the clients noticed the silence (their idle timeout, 2.5 s), moved
 //! to another node, waited out the dead owner's lease and rejoined. The killed node is
 //! then restarted, and the next run kills another.
 //!
@@ -97,7 +97,7 @@ async fn bench(settings: Settings) {
         settings
             .idle
             .unwrap_or(conclave_sdk::transport::DEFAULT_IDLE_TIMEOUT),
-        settings.lease.unwrap_or((3_000, 500))
+        settings.lease.unwrap_or((2_500, 500))
     );
     let mut samples = Vec::with_capacity(runs);
     for run in 0..runs {

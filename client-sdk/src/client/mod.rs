@@ -97,7 +97,7 @@ pub struct ClientConfig {
     /// How long a connection may hear nothing from the server before it counts as
     /// lost and the client reconnects (keep-alives go out every sixth of it, so a
     /// healthy connection never idles that long). This is how fast a dead node is
-    /// noticed; raise it for networks that often go silent for seconds. Default 3 s
+    /// noticed; raise it for networks that often go silent for seconds. Default 2.5 s
     /// ([`crate::transport::DEFAULT_IDLE_TIMEOUT`]), at least 600 ms.
     pub idle_timeout: Duration,
     /// The name the server certificate must be valid for (ignored with a pinned

@@ -139,10 +139,10 @@ impl ProblemSlot {
 }
 
 /// How long a connection may go without a packet from the server before it counts
-/// as lost, unless configured otherwise: 3 s. Keep-alives go out every sixth of it, so
+/// as lost, unless configured otherwise: 2.5 s. Keep-alives go out every sixth of it, so
 /// a healthy connection is never idle that long, and a dead server (a crashed or
 /// killed cluster node) is noticed within it.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_millis(2_500);
 
 /// Builds a quinn client configuration for `trust`: TLS 1.3, ALPN `conclave/1`,
 /// [`DEFAULT_IDLE_TIMEOUT`] and 1 MiB datagram buffers.
@@ -169,7 +169,7 @@ pub(crate) fn recording_client_config(
     // A timeout quinn cannot represent (centuries) falls back to the default.
     let idle = quinn::IdleTimeout::try_from(idle_timeout).unwrap_or_else(|_| {
         quinn::IdleTimeout::try_from(DEFAULT_IDLE_TIMEOUT)
-            .expect("invariant: a 3 s idle timeout is representable")
+            .expect("invariant: a 2.5 s idle timeout is representable")
     });
     transport.max_idle_timeout(Some(idle));
     transport.datagram_receive_buffer_size(Some(1024 * 1024));

@@ -49,15 +49,15 @@ pub struct LeaseConfig {
 }
 
 impl Default for LeaseConfig {
-    /// The `[cluster]` defaults: a 3 s lease renewed every 500 ms (retried every
-    /// 125 ms), with a 300 ms margin. A store blip of up to about 2.2 s interrupts
-    /// nothing, and a dead node's rooms can be claimed within 3 s.
+    /// The `[cluster]` defaults: a 2.5 s lease renewed every 500 ms (retried every
+    /// 125 ms), with a 250 ms margin. A store blip of up to about 1.75 s interrupts
+    /// nothing, and a dead node's rooms can be claimed within 2.5 s.
     fn default() -> Self {
         LeaseConfig {
-            lease: Duration::from_secs(3),
+            lease: Duration::from_millis(2_500),
             renew_every: Duration::from_millis(500),
             retry_every: Duration::from_millis(125),
-            margin: Duration::from_millis(300),
+            margin: Duration::from_millis(250),
         }
     }
 }

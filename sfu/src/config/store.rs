@@ -152,7 +152,7 @@ fn default_server_name() -> String {
 }
 
 const fn default_lease_ms() -> u64 {
-    3_000
+    2_500
 }
 
 const fn default_renew_ms() -> u64 {
