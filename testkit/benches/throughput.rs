@@ -102,18 +102,40 @@ fn rand_suffix() -> u64 {
 
 /// Lightweight requests: framing, dispatch, response.
 async fn control_get_time(server: &TestSfu) {
-    let clients = clients(server, CONTROL_CLIENTS).await;
+    let clients: Vec<TestClient> = clients(server, CONTROL_CLIENTS)
+        .await
+        .into_iter()
+        .map(|(client, _)| client)
+        .collect();
+    request_loop("control GetTime", clients, |client| async move {
+        client
+            .request(Request::GetTime(v1::GetTime {}))
+            .await
+            .unwrap();
+        true
+    })
+    .await;
+}
+
+/// Sends requests with `request` on every client for `CONTROL_SECONDS` (a client stops
+/// early when `request` says `false`) and prints the rate.
+async fn request_loop<C, F, Fut>(what: &str, clients: Vec<C>, request: F)
+where
+    C: Send + Sync + 'static,
+    F: Fn(Arc<C>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
     let done = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(CONTROL_SECONDS);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(CONTROL_SECONDS);
     let mut tasks = Vec::new();
-    for (client, _) in clients {
-        let done = Arc::clone(&done);
+    for client in clients {
+        let (done, request, client) = (Arc::clone(&done), request.clone(), Arc::new(client));
         tasks.push(tokio::spawn(async move {
             while Instant::now() < deadline {
-                client
-                    .request(Request::GetTime(v1::GetTime {}))
-                    .await
-                    .unwrap();
+                if !request(Arc::clone(&client)).await {
+                    break;
+                }
                 done.fetch_add(1, Ordering::Relaxed);
             }
         }));
@@ -122,9 +144,11 @@ async fn control_get_time(server: &TestSfu) {
         t.await.unwrap();
     }
     let n = done.load(Ordering::Relaxed);
+    let secs = started.elapsed().as_secs_f64();
     println!(
-        "control GetTime: {n} requests in {CONTROL_SECONDS} s by {CONTROL_CLIENTS} connections = {:.0} requests/s",
-        n as f64 / CONTROL_SECONDS as f64
+        "{what}: {n} requests in {secs:.1} s by {} connections = {:.0} requests/s",
+        CONTROL_CLIENTS,
+        n as f64 / secs
     );
 }
 
@@ -141,34 +165,24 @@ async fn control_fetch_bundles(server: &TestSfu) {
             .await
             .unwrap();
     }
-    let clients = clients(server, CONTROL_CLIENTS).await;
+    let clients: Vec<TestClient> = clients(server, CONTROL_CLIENTS)
+        .await
+        .into_iter()
+        .map(|(client, _)| client)
+        .collect();
     let owner = Arc::new(owner);
-    let done = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(CONTROL_SECONDS);
-    let mut tasks = Vec::new();
-    for (client, _) in clients {
-        let done = Arc::clone(&done);
-        let owner = Arc::clone(&owner);
-        tasks.push(tokio::spawn(async move {
-            while Instant::now() < deadline {
+    request_loop(
+        "control FetchBundles (one durable prekey pop each)",
+        clients,
+        move |client| {
+            let owner = Arc::clone(&owner);
+            async move {
                 let b = client.fetch_bundles(&[&owner]).await.unwrap();
-                if b.users[0].devices[0].prekeys_exhausted {
-                    break;
-                }
-                done.fetch_add(1, Ordering::Relaxed);
+                !b.users[0].devices[0].prekeys_exhausted
             }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let n = done.load(Ordering::Relaxed);
-    let secs = started.elapsed().as_secs_f64();
-    println!(
-        "control FetchBundles (one durable prekey pop each): {n} requests in {secs:.1} s = {:.0} requests/s",
-        n as f64 / secs
-    );
+        },
+    )
+    .await;
 }
 
 /// Store-bound requests: each stores a 1 KiB container for one recipient device (one
@@ -182,29 +196,20 @@ async fn control_send_container(server: &TestSfu) {
         let user = User::new(&format!("bench-sender-{}-{i}", rand_suffix()));
         senders.push(TestClient::registered(server, &user).await);
     }
-    let done = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(CONTROL_SECONDS);
-    let mut tasks = Vec::new();
-    for (client, device) in senders {
-        let (done, to) = (Arc::clone(&done), to.clone());
-        tasks.push(tokio::spawn(async move {
-            while Instant::now() < deadline {
-                let container = junk_container(&device, 1024);
+    request_loop(
+        "control SendContainer (1 KiB, one recipient, stored durably)",
+        senders,
+        move |sender| {
+            let to = to.clone();
+            async move {
+                let (client, device) = &*sender;
+                let container = junk_container(device, 1024);
                 client.send_container(&to, container).await.unwrap();
-                done.fetch_add(1, Ordering::Relaxed);
+                true
             }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let n = done.load(Ordering::Relaxed);
-    let secs = started.elapsed().as_secs_f64();
-    println!(
-        "control SendContainer (1 KiB, one recipient, stored durably): {n} requests in {secs:.1} s = {:.0} requests/s",
-        n as f64 / secs
-    );
+        },
+    )
+    .await;
 }
 
 /// One room of `ROOM_MEMBERS`; every member sends audio datagrams as fast as the

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use conclave_sdk::DeviceId;
 use conclave_sdk::client::{
-    Client, ClientConfig, ClientEvent, ClientEvents, DeviceCredentials, Invitation, MediaFrame,
-    MediaKind, Meeting, MeetingEvent,
+    Client, ClientConfig, ClientEvent, ClientEvents, DeviceCredentials, DisconnectReason,
+    Invitation, MediaFrame, MediaKind, Meeting, MeetingEvent,
 };
 use conclave_sdk::meeting::Epoch;
 use conclave_sdk::meeting::rekey::RekeyConfig;
@@ -137,6 +137,26 @@ impl Device {
         })
         .await
         .expect("event within the wait bound")
+    }
+
+    /// Waits until the client follows a cluster redirect; returns where it went.
+    pub async fn wait_redirected(&mut self) -> String {
+        let moved = self
+            .wait_for(|e| {
+                matches!(
+                    e,
+                    ClientEvent::Disconnected {
+                        reason: DisconnectReason::Redirected { .. }
+                    }
+                )
+            })
+            .await;
+        match moved {
+            ClientEvent::Disconnected {
+                reason: DisconnectReason::Redirected { address },
+            } => address,
+            _ => unreachable!("wait_for returns a matching event"),
+        }
     }
 }
 

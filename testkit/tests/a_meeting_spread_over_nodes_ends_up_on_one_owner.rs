@@ -4,7 +4,7 @@
 //! clients move by themselves, and everyone hears everyone with equal safety codes.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-use conclave_sdk::client::{ClientEvent, DisconnectReason, MediaKind};
+use conclave_sdk::client::MediaKind;
 use conclave_sfu::store::ClusterStore;
 use conclave_testkit::User;
 use conclave_testkit::clients::deliver;
@@ -33,23 +33,7 @@ async fn a_meeting_whose_members_start_on_three_nodes_ends_up_on_one_owner() {
     // Their joins were redirected to node one, which owns the room.
     let owner = cluster.nodes[0].addr.to_string();
     for device in [&mut b, &mut c] {
-        let moved = device
-            .wait_for(|e| {
-                matches!(
-                    e,
-                    ClientEvent::Disconnected {
-                        reason: DisconnectReason::Redirected { .. }
-                    }
-                )
-            })
-            .await;
-        let ClientEvent::Disconnected {
-            reason: DisconnectReason::Redirected { address },
-        } = moved
-        else {
-            unreachable!()
-        };
-        assert_eq!(address, owner);
+        assert_eq!(device.wait_redirected().await, owner);
     }
     let routing = *meeting_a.id().routing_id().as_bytes();
     let store = open(&cluster.url).await;

@@ -3,7 +3,7 @@
 //! and joins; media flows both ways. The app sees one meeting.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-use conclave_sdk::client::{ClientEvent, DisconnectReason, MediaKind};
+use conclave_sdk::client::MediaKind;
 use conclave_testkit::User;
 use conclave_testkit::clients::deliver;
 use conclave_testkit::cluster::TestCluster;
@@ -25,23 +25,7 @@ async fn a_device_on_another_node_follows_the_redirect_to_the_rooms_owner() {
     let mut meeting_b = b.accept_next(&[MediaKind::Audio]).await;
 
     // Bob's join on node two was answered with a redirect; his client moved.
-    let moved = b
-        .wait_for(|e| {
-            matches!(
-                e,
-                ClientEvent::Disconnected {
-                    reason: DisconnectReason::Redirected { .. }
-                }
-            )
-        })
-        .await;
-    let ClientEvent::Disconnected {
-        reason: DisconnectReason::Redirected { address },
-    } = moved
-    else {
-        unreachable!()
-    };
-    assert_eq!(address, cluster.nodes[0].addr.to_string());
+    assert_eq!(b.wait_redirected().await, cluster.nodes[0].addr.to_string());
 
     deliver(&meeting_a, MediaKind::Audio, b"to bob", &mut meeting_b).await;
     deliver(&meeting_b, MediaKind::Audio, b"to alice", &mut meeting_a).await;

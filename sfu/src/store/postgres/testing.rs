@@ -314,6 +314,21 @@ impl TestServer {
 /// Runs one statement on its own thread and runtime (callers may be inside an async
 /// test, where blocking on another runtime is not allowed).
 fn admin(url: &str, sql: String) -> Result<(), tokio_postgres::Error> {
+    on_own_thread(url, sql, false).map(drop)
+}
+
+/// The first column of the first row of `sql`, as text.
+fn query_text(url: &str, sql: &'static str) -> Result<String, tokio_postgres::Error> {
+    on_own_thread(url, sql.to_string(), true).map(Option::unwrap_or_default)
+}
+
+/// Runs `sql` on a connection of its own, on a thread and runtime of its own;
+/// `want_text`: returns the first column of the first row.
+fn on_own_thread(
+    url: &str,
+    sql: String,
+    want_text: bool,
+) -> Result<Option<String>, tokio_postgres::Error> {
     let url = url.to_string();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -323,7 +338,14 @@ fn admin(url: &str, sql: String) -> Result<(), tokio_postgres::Error> {
         runtime.block_on(async {
             let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
             let task = tokio::spawn(connection);
-            let result = client.batch_execute(&sql).await;
+            let result = if want_text {
+                client
+                    .query_one(sql.as_str(), &[])
+                    .await
+                    .map(|row| Some(row.get::<_, String>(0)))
+            } else {
+                client.batch_execute(&sql).await.map(|()| None)
+            };
             drop(client);
             let _ = task.await;
             result
@@ -331,27 +353,6 @@ fn admin(url: &str, sql: String) -> Result<(), tokio_postgres::Error> {
     })
     .join()
     .expect("the admin thread does not panic")
-}
-
-/// The first column of the first row of `sql`, as text.
-fn query_text(url: &str, sql: &'static str) -> Result<String, tokio_postgres::Error> {
-    let url = url.to_string();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a current-thread runtime builds");
-        runtime.block_on(async {
-            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
-            let task = tokio::spawn(connection);
-            let row = client.query_one(sql, &[]).await;
-            drop(client);
-            let _ = task.await;
-            row.map(|r| r.get::<_, String>(0))
-        })
-    })
-    .join()
-    .expect("the query thread does not panic")
 }
 
 fn as_user(as_root: bool, program: &Path) -> Command {
