@@ -542,3 +542,52 @@ fn nodes_that_disagree_about_a_rooms_owner_cannot_bounce_a_client_forever() {
     assert!(sim.is_connected(c[1]));
     assert_eq!(sim.meeting(c[0], meeting).participants().len(), 1);
 }
+
+#[test]
+fn a_room_join_refused_while_a_node_fails_over_is_tried_again_until_it_succeeds() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use conclave_proto::v1::{ErrorCode, client_frame::Request};
+    let (alice, bob, _) = users();
+    let mut sim = Sim::new();
+    let (c, meeting) = sim.group(&[&alice, &bob]);
+    let bob_device = sim.client(c[1]).device;
+    // Bob's next two joins are refused as a node in a failover refuses them: first
+    // UNAVAILABLE with the time left on the dead owner's lease, then INTERNAL (its store
+    // is busy recovering). The third goes through.
+    let joins = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&joins);
+    sim.server.hostility.intercept = Some(Box::new(move |device, request| {
+        if device != bob_device || !matches!(request, Request::JoinRoom(_) | Request::OpenRoom(_)) {
+            return None;
+        }
+        let (code, retry_after_ms) = match seen.fetch_add(1, Ordering::SeqCst) {
+            0 => (ErrorCode::Unavailable, 300),
+            1 => (ErrorCode::Internal, 0),
+            _ => return None,
+        };
+        Some(Err(TransportError::Server {
+            code,
+            message: "failing over (injected)".into(),
+            retry_after_ms,
+            room_epoch: 0,
+            redirect: None,
+        }))
+    }));
+    sim.go_offline(c[1]);
+    sim.go_online(c[1]);
+    sim.advance(Duration::from_secs(10));
+    // Bob came back into the room by himself, within alice's patience for a vanished
+    // device (two seconds here), so she did not rekey him out.
+    assert!(
+        joins.load(Ordering::SeqCst) >= 3,
+        "bob's joins were retried"
+    );
+    assert!(sim.is_connected(c[1]));
+    assert_eq!(sim.meeting(c[0], meeting).participants().len(), 2);
+    assert_eq!(
+        sim.meeting(c[0], meeting).sending_epoch(),
+        sim.meeting(c[1], meeting).sending_epoch()
+    );
+}

@@ -49,8 +49,8 @@ pub const CLUSTER_HEARTBEAT_FAILURES: &str = "conclave_cluster_heartbeat_failure
 pub const CLUSTER_ROOM_CLAIMS: &str = "conclave_cluster_room_claims_total";
 /// Cluster mode: rooms this node owns (gauge).
 pub const CLUSTER_ROOMS_OWNED: &str = "conclave_cluster_rooms_owned";
-/// Mailbox signals from other nodes (cluster mode), label `kind`: `new_mail` or
-/// `rescan` (counter).
+/// Mailbox signals from the cluster's store (cluster mode; this node's own writes
+/// included), label `kind`: `new_mail` or `rescan` (counter).
 pub const MAILBOX_SIGNALS: &str = "conclave_cluster_mailbox_signals_total";
 /// Containers acknowledged and deleted (counter).
 pub const CONTAINERS_ACKED: &str = "conclave_containers_acked_total";

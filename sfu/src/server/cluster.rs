@@ -255,6 +255,7 @@ pub(crate) async fn lease_task(shared: Arc<Shared>, mut stop: watch::Receiver<bo
     }
     cluster.lease_until.send_replace(None);
     gauge!(telemetry::CLUSTER_LEASE_HELD).set(0.0);
+    gauge!(telemetry::CLUSTER_ROOMS_OWNED).set(0.0);
     let store = Arc::clone(&cluster.node.store);
     let node = cluster.node.info.node_id.clone();
     match run_blocking("lease release", move || store.release_node(&node)).await {

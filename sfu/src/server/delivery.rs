@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use conclave_proto::v1;
 use metrics::counter;
@@ -26,25 +27,51 @@ use crate::telemetry;
 
 /// Mailbox entries read per store call in a pass.
 const DELIVERY_PAGE: usize = 100;
+/// Store reads of delivery passes at once, at most.
+pub(super) const CONCURRENT_READS: usize = 8;
+/// A pass whose store read failed is tried again after this, doubled per failure up
+/// to [`RETRY_MAX`], while the connection lives.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(8);
+
+/// How a delivery pass ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PassEnd {
+    /// Everything after the cursor was queued.
+    Done,
+    /// The connection is gone.
+    Gone,
+    /// The store could not be read: try again later.
+    StoreFailed,
+}
 
 /// Queues `device`'s entries after `conn`'s cursor, oldest first, waiting for room in
 /// the connection's queue, and moves the cursor.
-pub(super) async fn deliver_pass(shared: &Shared, conn: &ConnHandle, device: DeviceIdBytes) {
+pub(super) async fn deliver_pass(
+    shared: &Shared,
+    conn: &ConnHandle,
+    device: DeviceIdBytes,
+) -> PassEnd {
     let mut delivered = conn.mailbox.delivered.lock().await;
     // Signals from here on need another pass; those before are covered by this one.
-    conn.mailbox.requested.store(false, Ordering::Release);
+    conn.mailbox.requested.swap(false, Ordering::AcqRel);
     loop {
         let after = *delivered;
-        let page = shared
-            .blocking("mailbox delivery", move |s| {
-                s.mailbox_list(&device, after, DELIVERY_PAGE)
-            })
-            .await;
+        let page = {
+            let Ok(_slot) = shared.delivery_reads.acquire().await else {
+                return PassEnd::Gone;
+            };
+            shared
+                .blocking("mailbox delivery", move |s| {
+                    s.mailbox_list(&device, after, DELIVERY_PAGE)
+                })
+                .await
+        };
         let page = match page {
             Ok(page) => page,
             Err(e) => {
-                warn!(device = %short(&device), error = %e.message, "mailbox delivery failed");
-                return;
+                warn!(device = %short(&device), error = %e.message, "mailbox delivery failed; retrying");
+                return PassEnd::StoreFailed;
             }
         };
         let count = page.len();
@@ -58,15 +85,30 @@ pub(super) async fn deliver_pass(shared: &Shared, conn: &ConnHandle, device: Dev
                 }))
                 .await;
             if !queued {
-                return;
+                return PassEnd::Gone;
             }
             *delivered = id;
             counter!(telemetry::CONTAINERS_DELIVERED).increment(1);
         }
         if count < DELIVERY_PAGE {
-            return;
+            return PassEnd::Done;
         }
     }
+}
+
+/// Runs a pass on `conn` in a task of its own, and again with backoff while the store
+/// cannot be read and the connection lives.
+pub(super) fn spawn_pass(shared: Arc<Shared>, conn: Arc<ConnHandle>, device: DeviceIdBytes) {
+    tokio::spawn(async move {
+        let mut wait = RETRY_FIRST;
+        while deliver_pass(&shared, &conn, device).await == PassEnd::StoreFailed {
+            tokio::time::sleep(wait).await;
+            wait = wait.saturating_mul(2).min(RETRY_MAX);
+            if conn.connection.close_reason().is_some() {
+                return;
+            }
+        }
+    });
 }
 
 /// Asks for a delivery pass on `conn` (coalesced with one already waiting to start).
@@ -74,8 +116,7 @@ fn request_pass(shared: &Arc<Shared>, conn: Arc<ConnHandle>, device: DeviceIdByt
     if conn.mailbox.requested.swap(true, Ordering::AcqRel) {
         return;
     }
-    let shared = Arc::clone(shared);
-    tokio::spawn(async move { deliver_pass(&shared, &conn, device).await });
+    spawn_pass(Arc::clone(shared), conn, device);
 }
 
 /// Requests a pass for `device` if it is connected here.

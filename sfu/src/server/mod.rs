@@ -90,6 +90,9 @@ pub(crate) struct Shared {
     prekey_pops: std::sync::Mutex<PrekeyPopLimiter>,
     /// New room records per creating device.
     room_records: std::sync::Mutex<KeyedLimiter<DeviceIdBytes>>,
+    /// Store reads of mailbox delivery passes running at once, at most (a rescan of
+    /// every connected device must not take the whole connection pool).
+    pub(crate) delivery_reads: tokio::sync::Semaphore,
     /// A test's adversary (feature `adversary`); nothing otherwise.
     pub(crate) hooks: hooks::Hooks,
     /// Cluster mode's state; `None` for a single node.
@@ -145,6 +148,7 @@ impl Shared {
             online: DashMap::new(),
             open_connections: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),
+            delivery_reads: tokio::sync::Semaphore::new(delivery::CONCURRENT_READS),
             hooks,
             cluster: cluster.map(cluster::ClusterState::new),
         }

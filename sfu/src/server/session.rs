@@ -249,7 +249,15 @@ impl Session {
             After::Nothing => {}
             After::DeliverMailbox { prekeys_held } => {
                 if let Some(device) = self.device_id() {
-                    super::delivery::deliver_pass(&self.shared, &self.conn, device).await;
+                    let end = super::delivery::deliver_pass(&self.shared, &self.conn, device).await;
+                    if end == super::delivery::PassEnd::StoreFailed {
+                        // Try again in the background, with backoff.
+                        super::delivery::spawn_pass(
+                            Arc::clone(&self.shared),
+                            Arc::clone(&self.conn),
+                            device,
+                        );
+                    }
                 }
                 self.warn_if_prekeys_low(prekeys_held).await;
             }

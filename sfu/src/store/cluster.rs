@@ -115,7 +115,8 @@ pub enum RoomClaim {
 pub struct OwnerLease {
     /// Since its last heartbeat. A node that has missed several heartbeats is likely
     /// dead (its clients cannot reach it either): sending clients there only delays them
-    /// until its lease runs out.
+    /// until its lease runs out. Zero when unknown (a node of an older version, which
+    /// does not record when it renewed).
     pub silent_for: Duration,
     /// Until its lease runs out and the room can be claimed.
     pub left: Duration,

@@ -58,8 +58,11 @@ pub(super) struct Entry {
     /// When to resend this device's round messages next, and resends left.
     pub sas_resend: Option<(Instant, u32)>,
     /// When to try joining the room again: the node answered `UNAVAILABLE` (its
-    /// owner is failing over, or the node is between leases).
+    /// owner is failing over, or the node is between leases), `INTERNAL` or
+    /// `RATE_LIMITED`.
     pub rejoin_at: Option<Instant>,
+    /// Transient join refusals in a row (the backoff grows with them).
+    pub rejoin_failures: u32,
 }
 
 /// The current connection, once authenticated.

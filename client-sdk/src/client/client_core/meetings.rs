@@ -27,7 +27,8 @@ use crate::client::{
 /// Redirects in a row a client follows before it stops (nodes that disagree about a
 /// room's owner must not bounce it forever).
 pub(super) const MAX_REDIRECTS: u32 = 3;
-/// How long to wait before joining again after an `UNAVAILABLE` without a retry time.
+/// How long to wait before joining again after a transient refusal without a retry
+/// time (doubled per failure in a row, up to 32 times this).
 const REJOIN_RETRY: Duration = Duration::from_millis(500);
 /// The longest wait an `UNAVAILABLE` answer can impose before the next join attempt.
 const MAX_REJOIN_WAIT: Duration = Duration::from_secs(30);
@@ -479,21 +480,34 @@ impl Engine {
                 redirect: Some(redirect),
                 ..
             }) => self.follow_redirect(id, epoch, redirect).await,
-            Err(e) if e.server_code() == Some(ErrorCode::Unavailable) => {
+            Err(e)
+                if matches!(
+                    e.server_code(),
+                    Some(ErrorCode::Unavailable | ErrorCode::Internal | ErrorCode::RateLimited)
+                ) =>
+            {
                 // The room cannot be served right now (its owner node is failing over,
-                // or this node is between leases): try again when the server says.
+                // this node is between leases, or its store is recovering): try again
+                // when the server says, else with backoff; jittered, so that the clients
+                // of a dead node do not all come back at one instant.
+                let now = self.instant();
+                let Some(entry) = self.meetings.get_mut(&id) else {
+                    return;
+                };
+                let backoff = REJOIN_RETRY.saturating_mul(1 << entry.rejoin_failures.min(6));
+                entry.rejoin_failures = entry.rejoin_failures.saturating_add(1);
                 let wait = e
                     .retry_after()
-                    .unwrap_or(REJOIN_RETRY)
+                    .unwrap_or(backoff)
                     .clamp(Duration::from_millis(50), MAX_REJOIN_WAIT);
+                let jitter = wait / 10 * (self.rng.next_u32() % 1_000) / 1_000;
+                let wait = wait + jitter;
                 tracing::info!(
                     retry_in_ms = wait.as_millis(),
-                    "room unavailable; rejoining later"
+                    error = %e,
+                    "the meeting's room cannot be joined now; rejoining later"
                 );
-                let at = self.instant() + wait;
-                if let Some(entry) = self.meetings.get_mut(&id) {
-                    entry.rejoin_at = Some(at);
-                }
+                entry.rejoin_at = Some(now + wait);
             }
             Err(e) if e.server_code() == Some(ErrorCode::WrongEpoch) => {
                 // The room has not rotated yet (or already moved on): join when it
@@ -570,6 +584,7 @@ impl Engine {
         entry.proven = Some(Epoch(joined.epoch));
         entry.wanted = None;
         entry.rejoin_at = None;
+        entry.rejoin_failures = 0;
         // The room's epoch also announces a switch this device may have missed while
         // it was away (the caller pumps the outputs).
         let _ = entry.state.room_epoch(Epoch(joined.epoch), now);
@@ -734,6 +749,7 @@ impl Engine {
             sas: None,
             sas_resend: None,
             rejoin_at: None,
+            rejoin_failures: 0,
         };
         Ok((entry, meeting))
     }

@@ -18,6 +18,8 @@ use crate::transport::{ConnectProblem, ControlConnection, EventStream, Transport
 const STAGGER: Duration = Duration::from_millis(250);
 /// Most addresses one connect tries (names can resolve to many).
 const MAX_CANDIDATES: usize = 16;
+/// How long one name may take to resolve before it is skipped for this connect.
+const RESOLVE_WITHIN: Duration = Duration::from_secs(2);
 
 /// Where the last connection went.
 #[derive(Debug, Default)]
@@ -73,6 +75,7 @@ impl Bootstrap {
                 done = attempts.join_next() => match done {
                     Some(Ok((addr, Ok(connected)))) => {
                         self.last = Some(addr);
+                        close_losers(attempts);
                         return Ok(connected);
                     }
                     Some(Ok((addr, Err(e)))) => {
@@ -96,6 +99,20 @@ impl Bootstrap {
     }
 }
 
+/// Stops the attempts still running and closes any that completed meanwhile (a
+/// finished connection dropped unclosed would keep its socket and keep-alives until the
+/// server gave up on it).
+fn close_losers(mut attempts: JoinSet<Attempt>) {
+    attempts.abort_all();
+    tokio::spawn(async move {
+        while let Some(done) = attempts.join_next().await {
+            if let Ok((_, Ok((connection, _)))) = done {
+                connection.close().await;
+            }
+        }
+    });
+}
+
 /// The configured server, then every address of `more_servers`, without repeats.
 async fn candidates(config: &ClientConfig) -> Vec<SocketAddr> {
     let mut out = vec![config.server];
@@ -110,10 +127,17 @@ async fn candidates(config: &ClientConfig) -> Vec<SocketAddr> {
         }
         match name.parse::<SocketAddr>() {
             Ok(addr) => add(&mut out, addr),
-            Err(_) => match tokio::net::lookup_host(name.as_str()).await {
-                Ok(addrs) => addrs.for_each(|addr| add(&mut out, addr)),
-                Err(e) => tracing::warn!(server = %name, error = %e, "cannot resolve a server"),
-            },
+            Err(_) => {
+                match tokio::time::timeout(RESOLVE_WITHIN, tokio::net::lookup_host(name.as_str()))
+                    .await
+                {
+                    Ok(Ok(addrs)) => addrs.for_each(|addr| add(&mut out, addr)),
+                    Ok(Err(e)) => {
+                        tracing::warn!(server = %name, error = %e, "cannot resolve a server")
+                    }
+                    Err(_) => tracing::warn!(server = %name, "resolving a server timed out"),
+                }
+            }
         }
     }
     out

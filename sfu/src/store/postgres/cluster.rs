@@ -127,7 +127,9 @@ impl PgStore {
                     .query_one(
                         &format!(
                             "SELECT n.node_id, n.quic_addr, n.server_name, o.fence,
-                                 greatest({NOW_MS} - n.renewed_at_ms, 0) AS silent_ms,
+                                 CASE WHEN n.renewed_at_ms = 0 THEN 0
+                                      ELSE greatest({NOW_MS} - n.renewed_at_ms, 0)
+                                 END AS silent_ms,
                                  greatest(n.lease_until_ms - {NOW_MS}, 0) AS left_ms
                              FROM room_owners o JOIN nodes n USING (node_id)
                              WHERE o.routing_id = $1"

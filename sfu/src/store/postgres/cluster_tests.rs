@@ -176,4 +176,24 @@ fn a_redirect_says_how_long_the_owner_has_been_silent_and_how_much_lease_it_has_
     };
     assert!(lease.silent_for < pause, "{lease:?}");
     assert!(lease.left > LEASE - pause, "{lease:?}");
+    // A node of an older version records no renewal time: unknown, never "silent" (its
+    // clients are redirected to it, not told to wait for a lease it keeps renewing).
+    a.block_on(async {
+        let client = a.client().await?;
+        client
+            .execute(
+                "UPDATE nodes SET renewed_at_ms = 0 WHERE node_id = 'a'",
+                &[],
+            )
+            .await
+            .map_err(super::pg)?;
+        Ok(())
+    })
+    .unwrap();
+    std::thread::sleep(pause);
+    let RoomClaim::OwnedElsewhere { lease, .. } = b.claim_room(&room, &node_b.node_id).unwrap()
+    else {
+        panic!("node a owns the room");
+    };
+    assert_eq!(lease.silent_for, Duration::ZERO, "{lease:?}");
 }

@@ -86,7 +86,17 @@ impl Outbox {
             self.rescan_owed = true;
         }
     }
+
+    /// Sends the rescan owed, if there is room now.
+    fn pay_owed(&mut self) {
+        if self.rescan_owed && self.tx.try_send(MailboxSignal::Rescan).is_ok() {
+            self.rescan_owed = false;
+        }
+    }
 }
+
+/// How often a rescan owed is tried again while no notification comes.
+const OWED_RETRY: Duration = Duration::from_millis(100);
 
 async fn listen_loop(target: ListenTarget, mut out: Outbox, timeout: Duration) {
     let mut backoff = BACKOFF.0;
@@ -148,7 +158,6 @@ async fn listen_once(
         .await
         .map_err(|_| timed_out())?
         .map_err(pg)?;
-    *listened = true;
     info!("mailbox listener connected");
     // Anything committed while nobody listened is found by a rescan.
     out.send(MailboxSignal::Rescan);
@@ -173,7 +182,11 @@ async fn listen_once(
                     .await
                     .map_err(|_| timed_out())?
                     .map_err(pg)?;
+                // A connection that lasted a ping resets the reconnect backoff (one
+                // that fails right after LISTEN keeps backing off).
+                *listened = true;
             }
+            () = tokio::time::sleep(OWED_RETRY), if out.rescan_owed => out.pay_owed(),
             () = out.tx.closed() => return Ok(()),
         }
     }
@@ -228,5 +241,21 @@ mod tests {
         assert_eq!(rx.try_recv().ok(), Some(MailboxSignal::Rescan));
         assert!(!out.rescan_owed, "one rescan pays what was owed");
         assert!(rx.try_recv().is_err(), "and is not sent twice");
+    }
+
+    #[test]
+    fn a_rescan_owed_is_paid_once_there_is_room_even_without_new_signals() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let mut out = Outbox::new(tx);
+        out.send(MailboxSignal::NewMail([1; 16]));
+        out.send(MailboxSignal::NewMail([2; 16]));
+        out.pay_owed();
+        assert!(out.rescan_owed, "no room yet");
+        assert_eq!(rx.try_recv().ok(), Some(MailboxSignal::NewMail([1; 16])));
+        out.pay_owed();
+        assert!(!out.rescan_owed);
+        assert_eq!(rx.try_recv().ok(), Some(MailboxSignal::Rescan));
+        out.pay_owed();
+        assert!(rx.try_recv().is_err(), "nothing owed, nothing sent");
     }
 }
