@@ -158,13 +158,13 @@ impl Placements {
         let placements = self.lock();
         let nodes = servers
             .iter()
-            .map(|addr| crate::report::NodeLoad {
-                address: addr.to_string(),
-                connected_first: placements.iter().filter(|p| p.first == *addr).count(),
-                placed_last: placements
-                    .iter()
-                    .filter(|p| p.now == addr.to_string())
-                    .count(),
+            .map(|addr| {
+                let address = addr.to_string();
+                crate::report::NodeLoad {
+                    connected_first: placements.iter().filter(|p| p.first == *addr).count(),
+                    placed_last: placements.iter().filter(|p| p.now == address).count(),
+                    address,
+                }
             })
             .collect();
         crate::report::ClusterLoad {

@@ -244,7 +244,8 @@ impl TestServer {
                 .expect("the watchdog takes the restart");
         }
         let deadline = Instant::now() + START_TIMEOUT;
-        while self.start_time().is_some() && self.start_time() == before {
+        // Until the old server stops answering (or a new one, started later, answers).
+        while before.is_some() && self.start_time() == before {
             assert!(Instant::now() < deadline, "PostgreSQL did not go down");
             std::thread::sleep(Duration::from_millis(20));
         }
