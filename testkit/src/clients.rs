@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use conclave_sdk::DeviceId;
 use conclave_sdk::client::{
-    Client, ClientConfig, ClientEvent, ClientEvents, DeviceCredentials, DisconnectReason,
-    Invitation, MediaFrame, MediaKind, Meeting, MeetingEvent,
+    Client, ClientConfig, ClientEvent, ClientEvents, DeviceCredentials, Invitation, MediaFrame,
+    MediaKind, Meeting, MeetingEvent,
 };
 use conclave_sdk::meeting::Epoch;
 use conclave_sdk::meeting::rekey::RekeyConfig;
@@ -139,22 +139,14 @@ impl Device {
         .expect("event within the wait bound")
     }
 
-    /// Waits until the client follows a cluster redirect; returns where it went.
+    /// Waits until the client follows a cluster redirect for a meeting's room;
+    /// returns the owner's address.
     pub async fn wait_redirected(&mut self) -> String {
         let moved = self
-            .wait_for(|e| {
-                matches!(
-                    e,
-                    ClientEvent::Disconnected {
-                        reason: DisconnectReason::Redirected { .. }
-                    }
-                )
-            })
+            .wait_for(|e| matches!(e, ClientEvent::RoomRedirected { .. }))
             .await;
         match moved {
-            ClientEvent::Disconnected {
-                reason: DisconnectReason::Redirected { address },
-            } => address,
+            ClientEvent::RoomRedirected { address, .. } => address,
             _ => unreachable!("wait_for returns a matching event"),
         }
     }
@@ -162,19 +154,46 @@ impl Device {
 
 /// Sends `payload` from `meeting` until a frame with exactly that payload reaches
 /// `receiver` (media is loss-tolerant and joins are asynchronous, so tests resend
-/// rather than sleep). Other frames are skipped. Returns the received frame.
+/// rather than sleep). Other frames are skipped, and so are the receiver's control
+/// events. Returns the received frame.
 pub async fn deliver(
     from: &Meeting,
     kind: MediaKind,
     payload: &[u8],
     receiver: &mut Meeting,
 ) -> MediaFrame {
+    deliver_with(from, kind, payload, receiver, false).await
+}
+
+/// [`deliver`], leaving the receiver's control events queued (for a test that reads
+/// them afterwards with `try_next_control_event`).
+pub async fn deliver_keeping_events(
+    from: &Meeting,
+    kind: MediaKind,
+    payload: &[u8],
+    receiver: &mut Meeting,
+) -> MediaFrame {
+    deliver_with(from, kind, payload, receiver, true).await
+}
+
+async fn deliver_with(
+    from: &Meeting,
+    kind: MediaKind,
+    payload: &[u8],
+    receiver: &mut Meeting,
+    keep_events: bool,
+) -> MediaFrame {
     tokio::time::timeout(WAIT, async {
         loop {
             let _ = from.send_frame(kind, false, payload);
             let got = tokio::time::timeout(Duration::from_millis(50), async {
                 loop {
-                    match receiver.next_event().await {
+                    let next = if keep_events {
+                        receiver.recv_frame().await.map(MeetingEvent::Frame)
+                    } else {
+                        receiver.next_event().await
+                    };
+                    match next {
                         Some(MeetingEvent::Frame(f)) if f.data == payload => return Some(f),
                         Some(_) => continue,
                         None => return None,

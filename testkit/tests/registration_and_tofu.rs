@@ -53,6 +53,7 @@ async fn returning_devices_authenticate_with_a_proof_bound_to_the_connection() {
         .request(Request::Authenticate(v1::Authenticate {
             device_id: device.device_id().as_bytes().to_vec(),
             auth_signature: other.auth_signature(&device),
+            ..Default::default()
         }))
         .await
         .unwrap_err();

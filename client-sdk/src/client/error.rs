@@ -124,13 +124,6 @@ pub enum DisconnectReason {
         /// How long the client waits before reconnecting.
         reconnect_after: std::time::Duration,
     },
-    /// A meeting's room is owned by another node of the cluster: the client moves to
-    /// it (cluster mode).
-    #[error("moving to {address}, the node that owns a meeting's room")]
-    Redirected {
-        /// The owner's address, as the server gave it.
-        address: String,
-    },
     /// The connection failed or closed.
     #[error("{0}")]
     Transport(#[source] TransportError),

@@ -32,6 +32,11 @@
 //! backoff, re-authenticates and rejoins every room at the meeting's current epoch;
 //! media resumes by itself.
 //!
+//! In a cluster the client holds one **primary connection** (directory, mailbox, the
+//! rooms its node owns) and one rooms-only connection per other node that owns the room
+//! of one of its meetings (a `WRONG_NODE` redirect names it); each meeting's room lives
+//! on exactly one of them, and losing one pauses only the meetings on it.
+//!
 //! # Trust
 //! A user's identity key is pinned the first time this device looks the user up in the
 //! directory (trust on first use) or when the app passes it in
@@ -171,13 +176,24 @@ pub enum ClientEvent {
         /// The meeting it invited to.
         meeting_id: MeetingId,
     },
-    /// The connection dropped; the client is reconnecting. Media pauses.
+    /// The primary connection (directory, mailbox, and the rooms its node owns)
+    /// dropped; the client is reconnecting. The media of meetings whose rooms were on it
+    /// pauses ([`MeetingEvent::MediaInterrupted`]); meetings whose rooms live on other
+    /// cluster nodes go on.
     Disconnected {
         /// Why.
         reason: DisconnectReason,
     },
     /// The client reconnected and rejoined its meetings.
     Reconnected,
+    /// Cluster mode: `meeting`'s room is owned by another node, and the client joins
+    /// it there on a connection of its own (the app does nothing; the meeting goes on).
+    RoomRedirected {
+        /// The meeting.
+        meeting: MeetingId,
+        /// The owner node's address, as the server gave it.
+        address: String,
+    },
     /// Fresh prekeys were uploaded.
     PrekeysUploaded {
         /// Prekeys the server now holds for this device.
@@ -350,6 +366,13 @@ pub enum MeetingEvent {
         /// The epoch the room should have moved to.
         epoch: Epoch,
     },
+    /// The meeting's media stopped flowing: the connection its room was on ended, or
+    /// the room moved to another node. The client joins it again without the app's
+    /// help; [`MeetingEvent::MediaResumed`] follows. Frames sent meanwhile are lost.
+    MediaInterrupted,
+    /// The meeting's room was joined again after [`MeetingEvent::MediaInterrupted`]:
+    /// media flows again.
+    MediaResumed,
     /// The meeting ended for this device; every key is gone.
     Ended {
         /// Why.

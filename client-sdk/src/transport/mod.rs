@@ -50,6 +50,15 @@ impl EventStream {
     pub fn try_recv(&mut self) -> Option<v1::event::Event> {
         self.rx.try_recv().ok()
     }
+
+    /// Polls for the next event (`Ready(None)` once the connection is gone), for
+    /// drivers that wait on several connections at once.
+    pub fn poll_recv(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<v1::event::Event>> {
+        self.rx.poll_recv(cx)
+    }
 }
 
 /// A QUIC connection to an SFU with its control stream.

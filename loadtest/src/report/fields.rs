@@ -103,7 +103,7 @@ fn cluster(c: &super::ClusterLoad) -> Section {
             row(
                 &format!("node {}", n.address),
                 format!(
-                    "{} connected first, {} there at the end",
+                    "{} connected first, {} with their room there at the end",
                     n.connected_first, n.placed_last
                 ),
             )

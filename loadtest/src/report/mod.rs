@@ -304,7 +304,7 @@ pub struct NodeLoad {
     pub address: String,
     /// Participants that connected to it first (the servers are dealt in turn).
     pub connected_first: usize,
-    /// Participants on it at the end of the run: where their last redirect sent them,
-    /// or where they connected first. The node's meetings are hosted there.
+    /// Participants whose meeting's room is on it at the end of the run: where their
+    /// last redirect sent it, or where they connected first.
     pub placed_last: usize,
 }

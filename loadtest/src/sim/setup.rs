@@ -7,8 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use conclave_sdk::UnixMillis;
 use conclave_sdk::client::{
-    Client, ClientError, ClientEvent, ClientEvents, DeviceCredentials, DisconnectReason,
-    Invitation, MediaKind,
+    Client, ClientError, ClientEvent, ClientEvents, DeviceCredentials, Invitation, MediaKind,
 };
 use conclave_sdk::identity::UserSigningKey;
 use rand_chacha::ChaCha20Rng;
@@ -91,10 +90,11 @@ fn drain_events(placements: Arc<Placements>, name: String, mut events: ClientEve
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
             match &event {
-                // Cluster mode: the meeting's room is on another node; the client moved.
-                ClientEvent::Disconnected {
-                    reason: DisconnectReason::Redirected { address },
-                } => placements.redirected(&name, address),
+                // Cluster mode: the meeting's room is on another node; the client
+                // joins it there.
+                ClientEvent::RoomRedirected { address, .. } => {
+                    placements.redirected(&name, address);
+                }
                 ClientEvent::Disconnected { reason } => {
                     tracing::warn!(participant = %name, %reason, "participant disconnected");
                 }

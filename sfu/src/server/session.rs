@@ -27,6 +27,10 @@ use crate::telemetry;
 pub(crate) struct AuthedDevice {
     pub(crate) record: DeviceRecord,
     pub(crate) verified: VerifiedDevice,
+    /// The connection carries rooms only (`ConnectionRole::Rooms`): it is not the
+    /// device's entry in `Shared::online`, nothing but room events is pushed on it, and
+    /// directory and mailbox requests are refused.
+    pub(crate) rooms_only: bool,
 }
 
 #[derive(Debug)]
@@ -83,6 +87,11 @@ impl Session {
 
     pub(crate) fn is_authenticated(&self) -> bool {
         matches!(self.stage, Stage::Authenticated(_))
+    }
+
+    /// Whether the session is authenticated as a rooms-only connection.
+    fn is_rooms_only(&self) -> bool {
+        matches!(&self.stage, Stage::Authenticated(d) if d.rooms_only)
     }
 
     pub(crate) fn device_id(&self) -> Option<DeviceIdBytes> {
@@ -232,6 +241,16 @@ impl Session {
             )),
             Request::Register(r) => self.register(r).await,
             Request::Authenticate(r) => self.authenticate(r).await,
+            Request::UploadPrekeys(_)
+            | Request::FetchBundles(_)
+            | Request::SendContainer(_)
+            | Request::AckContainers(_)
+                if self.is_rooms_only() =>
+            {
+                Err(RequestError::bad_request(
+                    "this connection carries rooms only (Authenticate.role = ROOMS): send directory and mailbox requests on the device's primary connection",
+                ))
+            }
             Request::UploadPrekeys(r) => self.upload_prekeys(r).await,
             Request::FetchBundles(r) => self.fetch_bundles(r).await,
             Request::SendContainer(r) => self.send_container(r).await,
@@ -369,7 +388,7 @@ impl Session {
             new_user = outcome == RegisterOutcome::NewUser,
             "device registered"
         );
-        self.become_authenticated(record, verified);
+        self.become_authenticated(record, verified, false);
         Ok((
             response::Result::Registered(v1::Registered {
                 new_user: outcome == RegisterOutcome::NewUser,
@@ -418,6 +437,15 @@ impl Session {
 
     async fn authenticate(&mut self, r: v1::Authenticate) -> Handled {
         self.require_greeted()?;
+        let rooms_only = match v1::ConnectionRole::try_from(r.role) {
+            Ok(v1::ConnectionRole::Primary) => false,
+            Ok(v1::ConnectionRole::Rooms) => true,
+            Err(_) => {
+                return Err(RequestError::bad_request(
+                    "unknown connection role: use PRIMARY (0) or ROOMS (1)",
+                ));
+            }
+        };
         let device_id: DeviceIdBytes = r
             .device_id
             .as_slice()
@@ -458,26 +486,38 @@ impl Session {
         verified
             .verify_auth_challenge(&self.binding, &self.challenge, &r.auth_signature)
             .map_err(|e| RequestError::bad_proof(format!("device auth proof refused: {e}")))?;
-        debug!(conn = self.conn.id, device = %short(&device_id), "device authenticated");
-        self.become_authenticated(record, verified);
+        debug!(conn = self.conn.id, device = %short(&device_id), rooms_only, "device authenticated");
+        self.become_authenticated(record, verified, rooms_only);
+        let after = if rooms_only {
+            After::Nothing
+        } else {
+            After::DeliverMailbox { prekeys_held: held }
+        };
         Ok((
             response::Result::Authenticated(v1::Authenticated {
                 prekeys_held: to_u32(held),
                 mailbox_pending: to_u32(pending),
                 server_time_ms: now_ms(),
             }),
-            After::DeliverMailbox { prekeys_held: held },
+            after,
         ))
     }
 
-    fn become_authenticated(&mut self, record: DeviceRecord, verified: VerifiedDevice) {
+    fn become_authenticated(
+        &mut self,
+        record: DeviceRecord,
+        verified: VerifiedDevice,
+        rooms_only: bool,
+    ) {
         let device_id = record.device_id;
         let _ = self.conn.device.set(device_id);
         self.shared
             .rooms()
             .registry
             .authenticate(self.conn.id, device_id);
-        if let Some(previous) = self.shared.online.insert(device_id, self.conn.id) {
+        if rooms_only {
+            // Not the device's entry for pushes, and it replaces no other connection.
+        } else if let Some(previous) = self.shared.online.insert(device_id, self.conn.id) {
             if previous != self.conn.id {
                 if let Some(old) = self.shared.conns.get(&previous) {
                     info!(
@@ -489,7 +529,11 @@ impl Session {
                 }
             }
         }
-        self.stage = Stage::Authenticated(Box::new(AuthedDevice { record, verified }));
+        self.stage = Stage::Authenticated(Box::new(AuthedDevice {
+            record,
+            verified,
+            rooms_only,
+        }));
         self.conn
             .open_receive_window(self.shared.config.limits.max_frame_bytes);
     }

@@ -112,11 +112,23 @@ impl TestClient {
         &self,
         device: &DeviceIdentity,
     ) -> Result<v1::Authenticated, TransportError> {
+        self.authenticate_as(device, v1::ConnectionRole::Primary)
+            .await
+    }
+
+    /// Authenticates `device` with `role` (a rooms-only connection is what the SDK
+    /// opens to the cluster node owning one of its meetings' rooms).
+    pub async fn authenticate_as(
+        &self,
+        device: &DeviceIdentity,
+        role: v1::ConnectionRole,
+    ) -> Result<v1::Authenticated, TransportError> {
         *self.device.lock().expect("unpoisoned") = Some(device.device_id().as_bytes().to_vec());
         let r = self
             .request(Request::Authenticate(v1::Authenticate {
                 device_id: device.device_id().as_bytes().to_vec(),
                 auth_signature: self.auth_signature(device),
+                role: role as i32,
             }))
             .await?;
         match r {

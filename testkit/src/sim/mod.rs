@@ -65,8 +65,9 @@ pub struct SimClient {
     /// Its device.
     pub device: DeviceId,
     core: ClientCore,
-    /// The core's current connection and the server's id for it.
-    link: Option<(ConnectionId, ConnId)>,
+    /// The core's connections and the server's ids for them (rooms-only connections
+    /// to "other nodes" reach the same simulated server).
+    links: Vec<(ConnectionId, ConnId)>,
     /// Whether connection attempts succeed.
     online: bool,
     events: Vec<ClientEvent>,
@@ -167,7 +168,7 @@ impl Sim {
             user: user.id(),
             device,
             core,
-            link: None,
+            links: Vec::new(),
             online: true,
             events: Vec::new(),
             replies: HashMap::new(),
@@ -329,9 +330,9 @@ impl Sim {
         let now_ms = self.wall_ms();
         let client = &mut self.clients[c];
         client.online = false;
-        if let Some((conn, server_conn)) = client.link.take() {
+        client.rooms.clear();
+        for (conn, server_conn) in std::mem::take(&mut client.links) {
             self.server.disconnect(server_conn, now_ms);
-            client.rooms.clear();
             client.core.handle_disconnected(
                 conn,
                 TransportError::Closed(ClosedReason::Connection(quinn::ConnectionError::TimedOut)),
@@ -353,7 +354,12 @@ impl Sim {
 
     /// Whether client `c` is connected.
     pub fn is_connected(&self, c: ClientIdx) -> bool {
-        self.clients[c].link.is_some()
+        !self.clients[c].links.is_empty()
+    }
+
+    /// Client `c`'s open connections (its primary one and any rooms-only ones).
+    pub fn connections(&self, c: ClientIdx) -> usize {
+        self.clients[c].links.len()
     }
 
     /// Moves everything that can move without time passing.
@@ -435,7 +441,7 @@ impl Sim {
                         binding[..8].copy_from_slice(&self.next_binding.to_be_bytes());
                         self.next_binding += 1;
                         let server_conn = self.server.connect(&binding);
-                        client.link = Some((conn, server_conn));
+                        client.links.push((conn, server_conn));
                         client.core.handle_connected(conn, binding, now);
                     } else {
                         let offline = TransportError::Handshake(quinn::ConnectionError::TimedOut);
@@ -443,11 +449,11 @@ impl Sim {
                     }
                 }
                 Action::Close { conn } => {
-                    if let Some((current, server_conn)) = client.link
-                        && current == conn
-                    {
-                        client.link = None;
-                        client.rooms.clear();
+                    if let Some(at) = client.links.iter().position(|(c, _)| *c == conn) {
+                        let (_, server_conn) = client.links.remove(at);
+                        if client.links.is_empty() {
+                            client.rooms.clear();
+                        }
                         self.server.disconnect(server_conn, now_ms);
                     }
                 }
@@ -465,8 +471,9 @@ impl Sim {
             return true;
         }
         if let Some(request) = client.core.poll_request() {
-            let answer = match client.link {
-                Some((conn, server_conn)) if conn == request.conn => {
+            let link = client.links.iter().find(|(c, _)| *c == request.conn);
+            let answer = match link.copied() {
+                Some((conn, server_conn)) => {
                     let answer = self.server.handle(server_conn, request.request, now_ms);
                     while let Some(event) = self.server.poll_event(server_conn) {
                         client.core.handle_event(conn, event, now);
@@ -490,12 +497,13 @@ impl Sim {
             }
             return true;
         }
-        if !client.core.is_waiting()
-            && let Some((conn, server_conn)) = client.link
-            && let Some(event) = self.server.poll_event(server_conn)
-        {
-            client.core.handle_event(conn, event, now);
-            return true;
+        if !client.core.is_waiting() {
+            for &(conn, server_conn) in &client.links {
+                if let Some(event) = self.server.poll_event(server_conn) {
+                    client.core.handle_event(conn, event, now);
+                    return true;
+                }
+            }
         }
         false
     }

@@ -54,6 +54,8 @@ struct User {
 
 struct Conn {
     device: Option<DeviceId>,
+    /// Authenticated as a rooms-only connection: nothing but room events is pushed.
+    rooms_only: bool,
     challenge: Vec<u8>,
     events: VecDeque<v1::event::Event>,
 }
@@ -115,6 +117,7 @@ impl SimServer {
             conn,
             Conn {
                 device: None,
+                rooms_only: false,
                 challenge,
                 events: VecDeque::new(),
             },
@@ -300,7 +303,7 @@ impl SimServer {
                 last_resort: None,
             },
         );
-        self.authenticated(conn, device);
+        self.authenticated(conn, device, false);
         Ok(response::Result::Registered(v1::Registered {
             new_user,
             prekeys_held: 0,
@@ -317,7 +320,8 @@ impl SimServer {
         let device = DeviceId::from_slice(&a.device_id)
             .filter(|d| self.devices.contains_key(d))
             .ok_or_else(|| refused(ErrorCode::NotFound, "unknown device"))?;
-        self.authenticated(conn, device);
+        let rooms_only = a.role == v1::ConnectionRole::Rooms as i32;
+        self.authenticated(conn, device, rooms_only);
         let held = self.devices.get(&device).map_or(0, |d| d.prekeys.len());
         Ok(response::Result::Authenticated(v1::Authenticated {
             prekeys_held: u32::try_from(held).unwrap_or(u32::MAX),
@@ -328,17 +332,19 @@ impl SimServer {
 
     /// `conn` is `device` now: it gets the device's waiting containers, and rotations
     /// are authorized by its id.
-    fn authenticated(&mut self, conn: ConnId, device: DeviceId) {
+    fn authenticated(&mut self, conn: ConnId, device: DeviceId, rooms_only: bool) {
         let mut id16 = [0u8; 16];
         id16.copy_from_slice(device.as_bytes());
         self.rooms.authenticate(conn, id16);
         let waiting: Vec<(u64, Vec<u8>)> = self
             .mailbox
             .get(&device)
+            .filter(|_| !rooms_only)
             .map(|m| m.iter().map(|(id, c)| (*id, c.clone())).collect())
             .unwrap_or_default();
         if let Some(state) = self.conns.get_mut(&conn) {
             state.device = Some(device);
+            state.rooms_only = rooms_only;
             for (mailbox_id, container) in waiting {
                 state
                     .events
@@ -478,7 +484,7 @@ impl SimServer {
     fn push_to_device(&mut self, device: &DeviceId, event: &v1::event::Event) -> bool {
         let mut any = false;
         for state in self.conns.values_mut() {
-            if state.device.as_ref() == Some(device) {
+            if state.device.as_ref() == Some(device) && !state.rooms_only {
                 state.events.push_back(event.clone());
                 any = true;
             }

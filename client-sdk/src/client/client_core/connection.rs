@@ -18,8 +18,7 @@ impl Engine {
     /// Asks for a connection, says hello, authenticates (registering on first use)
     /// and stocks prekeys.
     pub(super) async fn establish(&mut self) -> Result<(), ClientError> {
-        let to = self.redirect.as_ref().map(|(target, _)| target.clone());
-        let (conn, outcome) = self.port.connect(to).await;
+        let (conn, outcome) = self.port.connect(None).await;
         let tls_binding = outcome?;
         match self.authenticate(conn, tls_binding).await {
             Ok(()) => Ok(()),
@@ -30,11 +29,13 @@ impl Engine {
         }
     }
 
-    async fn authenticate(
+    /// Says hello on `conn`; returns the server's answer (with the challenge) and this
+    /// device's auth proof over the connection's TLS exporter and that challenge.
+    async fn hello(
         &mut self,
         conn: super::ConnectionId,
-        tls_binding: [u8; conclave_proto::frame::TLS_EXPORTER_LEN],
-    ) -> Result<(), ClientError> {
+        tls_binding: &[u8; conclave_proto::frame::TLS_EXPORTER_LEN],
+    ) -> Result<(v1::HelloOk, Vec<u8>), ClientError> {
         let hello = self
             .port
             .request(
@@ -47,6 +48,42 @@ impl Engine {
         let response::Result::Hello(hello) = hello else {
             return Err(ClientError::unexpected_answer("Hello"));
         };
+        let signature = self
+            .creds
+            .device()
+            .sign_auth_challenge(tls_binding, &hello.challenge)?
+            .to_bytes()
+            .to_vec();
+        Ok((hello, signature))
+    }
+
+    /// Authenticates an already registered device on `conn` with `role`; returns the
+    /// server's hello. (The primary connection uses [`Self::authenticate`], which
+    /// also registers on first use.)
+    pub(super) async fn authenticate_as(
+        &mut self,
+        conn: super::ConnectionId,
+        tls_binding: [u8; conclave_proto::frame::TLS_EXPORTER_LEN],
+        role: v1::ConnectionRole,
+    ) -> Result<v1::HelloOk, ClientError> {
+        let (hello, signature) = self.hello(conn, &tls_binding).await?;
+        let authenticate = Request::Authenticate(v1::Authenticate {
+            device_id: self.creds.device_id().as_bytes().to_vec(),
+            auth_signature: signature,
+            role: role as i32,
+        });
+        match self.port.request(conn, authenticate).await? {
+            response::Result::Authenticated(_) => Ok(hello),
+            _ => Err(ClientError::unexpected_answer("Authenticate")),
+        }
+    }
+
+    async fn authenticate(
+        &mut self,
+        conn: super::ConnectionId,
+        tls_binding: [u8; conclave_proto::frame::TLS_EXPORTER_LEN],
+    ) -> Result<(), ClientError> {
+        let (hello, signature) = self.hello(conn, &tls_binding).await?;
         let max_offset_ms = ms(self.config.max_clock_offset);
         let (clock, clamped) =
             ServerClock::sync(hello.server_time_ms, self.local_ms(), max_offset_ms);
@@ -58,15 +95,10 @@ impl Engine {
             );
         }
         self.clock = clock;
-        let signature = self
-            .creds
-            .device()
-            .sign_auth_challenge(&tls_binding, &hello.challenge)?
-            .to_bytes()
-            .to_vec();
         let authenticate = Request::Authenticate(v1::Authenticate {
             device_id: self.creds.device_id().as_bytes().to_vec(),
             auth_signature: signature.clone(),
+            role: v1::ConnectionRole::Primary as i32,
         });
         let held = match self.port.request(conn, authenticate).await {
             Ok(response::Result::Authenticated(a)) => a.prekeys_held,
@@ -95,6 +127,7 @@ impl Engine {
             tls_binding,
             challenge: hello.challenge,
             rooms: std::collections::HashMap::new(),
+            node: None,
         });
         // Stock prekeys (and the last-resort prekey, when not uploaded yet or due for
         // rotation) before `connect` returns, so this device can be invited at once (a
@@ -119,17 +152,16 @@ impl Engine {
         });
     }
 
-    /// Drops the current connection (if any): media pauses, rooms must be rejoined.
+    /// Drops the primary connection (if any): the media of the meetings whose rooms
+    /// were on it pauses, and those rooms must be rejoined (meetings on rooms-only
+    /// connections to other nodes go on).
     pub(super) async fn drop_link(&mut self, reason: DisconnectReason) {
         let Some(link) = self.link.take() else {
             return;
         };
         self.port.act(Action::Close { conn: link.conn });
-        for entry in self.meetings.values_mut() {
-            entry.shared.set_room(None);
-            entry.room = None;
-            entry.proven = None;
-            entry.wanted = None;
+        for entry in self.meetings.values_mut().filter(|e| e.node.is_none()) {
+            super::links::lose_room(entry);
         }
         tracing::info!(%reason, "disconnected from the server");
         self.emit(ClientEvent::Disconnected { reason });
@@ -159,7 +191,7 @@ impl Engine {
         self.reconnect_at = Some(self.instant() + Duration::from_millis(self.backoff_ms));
     }
 
-    /// One reconnect attempt; on success every meeting rejoins its room.
+    /// One reconnect attempt; on success every meeting without a room rejoins it.
     pub(super) async fn reconnect(&mut self) {
         match self.establish().await {
             // Lost again while stocking prekeys: `connection_lost` has scheduled the
@@ -170,14 +202,17 @@ impl Engine {
                 self.backoff_ms = 0;
                 let ids: Vec<MeetingId> = self.meetings.keys().copied().collect();
                 for id in ids {
-                    let epoch = self.meetings.get(&id).map(|e| e.state.sending_epoch());
+                    let epoch = self
+                        .meetings
+                        .get(&id)
+                        .filter(|e| e.room.is_none())
+                        .map(|e| e.state.sending_epoch());
                     if let Some(epoch) = epoch {
                         self.join_room(id, epoch).await;
                     }
                     self.pump(id).await;
                 }
-                // A room owned by another node sent this client there: that move is
-                // its own reconnect.
+                // Lost again while rejoining: the next attempt is scheduled.
                 if self.link.is_none() {
                     return;
                 }
@@ -185,9 +220,6 @@ impl Engine {
                 self.emit(ClientEvent::Reconnected);
             }
             Err(e) => {
-                // A redirect target that cannot be reached (its node died): start
-                // again from the configured server, which knows the room's new owner.
-                self.redirect = None;
                 self.backoff_ms = self
                     .backoff_ms
                     .saturating_mul(2)

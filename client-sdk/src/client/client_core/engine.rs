@@ -63,15 +63,27 @@ pub(super) struct Entry {
     pub rejoin_at: Option<Instant>,
     /// Transient join refusals in a row (the backoff grows with them).
     pub rejoin_failures: u32,
+    /// The cluster node a `WRONG_NODE` redirect named as the room's owner: its room
+    /// lives on a rooms-only connection there. `None`: on the primary connection.
+    pub node: Option<super::ServerTarget>,
+    /// Redirects followed in a row for this room (bounded by
+    /// `meetings::MAX_REDIRECTS`; reset by a successful join).
+    pub redirects: u32,
+    /// The room was lost (its connection ended, or it moved) and has not been joined
+    /// again yet: the app was told media is interrupted.
+    pub interrupted: bool,
 }
 
-/// The current connection, once authenticated.
+/// An authenticated connection: the primary one, or a rooms-only one.
 pub(super) struct Link {
     pub conn: ConnectionId,
     pub tls_binding: [u8; TLS_EXPORTER_LEN],
     pub challenge: Vec<u8>,
     /// Room handle on this connection → meeting.
     pub rooms: HashMap<RoomHandle, MeetingId>,
+    /// `None`: the primary connection (to a configured server). Else the cluster node
+    /// it reaches, as a redirect named it (a rooms-only connection).
+    pub node: Option<super::ServerTarget>,
 }
 
 impl Link {
@@ -92,14 +104,14 @@ pub(super) struct Engine {
     /// Lookups that containers from unknown senders may cost (review M8).
     pub(super) sender_lookups: crate::client::lookups::SenderLookups,
     pub(super) clock: ServerClock,
+    /// The primary connection: directory, mailbox, and the rooms its node owns.
     pub(super) link: Option<Link>,
+    /// Rooms-only connections, one per other cluster node that owns the room of one
+    /// of this device's meetings (at most `links::MAX_ROOM_LINKS`).
+    pub(super) room_links: Vec<Link>,
     /// When to try reconnecting (while `link` is `None`), and the current backoff.
     pub(super) reconnect_at: Option<Instant>,
     pub(super) backoff_ms: u64,
-    /// The cluster node a `WRONG_NODE` redirect sent this client to, and how many
-    /// redirects in a row led there (bounded by `meetings::MAX_REDIRECTS`); `None`: the
-    /// configured server.
-    pub(super) redirect: Option<(super::ServerTarget, u32)>,
     /// The pool was not restored from storage: the server's prekeys (if any) are
     /// unusable and the next upload replaces them.
     pub(super) replace_prekeys: bool,
@@ -143,9 +155,9 @@ impl Engine {
             trust,
             clock: ServerClock::default(),
             link: None,
+            room_links: Vec::new(),
             reconnect_at: None,
             backoff_ms: 0,
-            redirect: None,
             replace_prekeys: !restored,
             server_prekeys: 0,
             last_resort_uploaded: false,
@@ -185,12 +197,17 @@ impl Engine {
                 Input::Command(id, command) => self.on_command(id, command).await,
                 Input::Event(conn, event) => {
                     if self.is_current(conn) {
-                        self.on_server_event(event).await;
+                        self.on_server_event(conn, event).await;
+                    } else if self.is_room_link(conn) {
+                        self.on_room_link_event(conn, event).await;
                     }
                 }
                 Input::Disconnected(conn, reason) => {
                     if self.is_current(conn) {
                         self.connection_lost(reason).await;
+                    } else if self.is_room_link(conn) {
+                        tracing::info!(error = %reason, "a room node's connection ended");
+                        self.room_link_lost(conn, None).await;
                     }
                 }
                 Input::Timeout => self.on_timers().await,
@@ -255,9 +272,11 @@ impl Engine {
             let rotation = self.prekeys.last_resort_rotation_at();
             consider(rotation.map(|at| self.instant_of(at)));
         }
-        for entry in self.meetings.values() {
-            if self.link.is_some() {
+        for (id, entry) in &self.meetings {
+            if self.room_link(*id).is_some() {
                 consider(entry.sas_resend.map(|(at, _)| at));
+            }
+            if self.can_join(entry) {
                 consider(entry.rejoin_at);
             }
             consider(entry.state.poll_timeout().map(|t| self.instant_of(t)));
@@ -291,10 +310,8 @@ impl Engine {
         {
             self.rotations_due().await;
         }
-        if self.link.is_some() {
-            self.sas_resends_due().await;
-            self.rejoins_due().await;
-        }
+        self.sas_resends_due().await;
+        self.rejoins_due().await;
         let now = self.now();
         if self.link.is_some()
             && self
@@ -364,31 +381,57 @@ impl Engine {
         self.command_done(id, result);
     }
 
-    async fn on_server_event(&mut self, event: v1::event::Event) {
+    async fn on_server_event(&mut self, conn: ConnectionId, event: v1::event::Event) {
         use v1::event::Event;
         tracing::debug!(device = ?self.creds.device_id(), ?event, "server event");
         match event {
             Event::Mailbox(delivery) => self.on_delivery(delivery).await,
             Event::PrekeysLow(low) => self.replenish(low.prekeys_held).await,
-            Event::MemberLeft(left) => {
-                self.on_member_left(RoomHandle(left.room_handle), &left.device_id);
-            }
-            Event::EpochChanged(changed) => {
-                self.on_room_epoch(RoomHandle(changed.room_handle), changed.epoch)
-                    .await;
-            }
-            Event::RoomEvicted(evicted) => self.on_evicted(RoomHandle(evicted.room_handle)).await,
             Event::ShuttingDown(s) => self.server_shutting_down(s.reconnect_after_ms).await,
-            Event::MemberJoined(joined) => {
-                let handle = RoomHandle(joined.room_handle);
-                self.on_member_joined(handle, &joined.device_id);
-                self.resend_sas_soon(handle);
-            }
-            Event::RoomMessage(message) => self.on_room_message(message).await,
+            room_event => self.on_room_event(conn, room_event).await,
         }
     }
 
-    /// Sends a request on the current connection; a broken connection starts the
+    /// An event about a room on connection `conn` (primary or rooms-only).
+    pub(super) async fn on_room_event(&mut self, conn: ConnectionId, event: v1::event::Event) {
+        use v1::event::Event;
+        match event {
+            Event::MemberLeft(left) => {
+                self.on_member_left(conn, RoomHandle(left.room_handle), &left.device_id);
+            }
+            Event::EpochChanged(changed) => {
+                self.on_room_epoch(conn, RoomHandle(changed.room_handle), changed.epoch)
+                    .await;
+            }
+            Event::RoomEvicted(evicted) => {
+                self.on_evicted(conn, RoomHandle(evicted.room_handle)).await;
+            }
+            Event::MemberJoined(joined) => {
+                let handle = RoomHandle(joined.room_handle);
+                self.on_member_joined(conn, handle, &joined.device_id);
+                self.resend_sas_soon(conn, handle);
+            }
+            Event::RoomMessage(message) => self.on_room_message(conn, message).await,
+            Event::Mailbox(_) | Event::PrekeysLow(_) | Event::ShuttingDown(_) => {
+                tracing::debug!("a connection event outside a room ignored");
+            }
+        }
+    }
+
+    /// A `ShuttingDown` announcement for `conn` still queued behind an answer: the
+    /// delay it asks for before reconnecting.
+    pub(super) fn announced_shutdown(&self, conn: ConnectionId) -> Option<u64> {
+        self.port.with(|p| {
+            p.inputs.iter().find_map(|input| match input {
+                Input::Event(c, v1::event::Event::ShuttingDown(s)) if *c == conn => {
+                    Some(s.reconnect_after_ms)
+                }
+                _ => None,
+            })
+        })
+    }
+
+    /// Sends a request on the primary connection; a broken connection starts the
     /// reconnect cycle.
     pub(super) async fn request(
         &mut self,
@@ -403,15 +446,7 @@ impl Engine {
             Err(e @ TransportError::Closed(_)) => {
                 // The server announces a shutdown, then ends the stream: when that
                 // announcement is still queued behind this answer, honour it now.
-                let announced = self.port.with(|p| {
-                    p.inputs.iter().find_map(|input| match input {
-                        Input::Event(c, v1::event::Event::ShuttingDown(s)) if *c == conn => {
-                            Some(s.reconnect_after_ms)
-                        }
-                        _ => None,
-                    })
-                });
-                match announced {
+                match self.announced_shutdown(conn) {
                     Some(after_ms) => self.server_shutting_down(after_ms).await,
                     None => self.connection_lost(e.clone()).await,
                 }
@@ -541,6 +576,9 @@ impl Engine {
             let _ = self.leave(id).await;
         }
         if let Some(link) = self.link.take() {
+            self.port.act(Action::Close { conn: link.conn });
+        }
+        for link in std::mem::take(&mut self.room_links) {
             self.port.act(Action::Close { conn: link.conn });
         }
     }

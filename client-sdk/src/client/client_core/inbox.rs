@@ -4,7 +4,7 @@
 use conclave_proto::datagram::RoomHandle;
 use conclave_proto::v1::{self, client_frame::Request, container_payload::Body};
 
-use super::Action;
+use super::ConnectionId;
 use super::engine::{Engine, ms};
 use crate::client::directory::{check_roster_keys, verify_bundles};
 use crate::client::lookups::LookupDecision;
@@ -343,10 +343,10 @@ impl Engine {
     /// A member device's connection left a room: start its drop timer. Every device
     /// watches every member: the leader rekeys a dropped device out, the others take
     /// over if the leader is the one that dropped (see `MeetingState::device_dropped`).
-    pub(super) fn on_member_left(&mut self, handle: RoomHandle, device: &[u8]) {
+    pub(super) fn on_member_left(&mut self, conn: ConnectionId, handle: RoomHandle, device: &[u8]) {
         let window = ms(self.config.drop_after);
         let mono = self.mono_ms();
-        let Some((entry, member)) = self.room_member(handle, device) else {
+        let Some((entry, member)) = self.room_member(conn, handle, device) else {
             return;
         };
         entry
@@ -355,8 +355,13 @@ impl Engine {
     }
 
     /// A member device joined a room (again): it is present, whatever its media.
-    pub(super) fn on_member_joined(&mut self, handle: RoomHandle, device: &[u8]) {
-        if let Some((entry, member)) = self.room_member(handle, device) {
+    pub(super) fn on_member_joined(
+        &mut self,
+        conn: ConnectionId,
+        handle: RoomHandle,
+        device: &[u8],
+    ) {
+        if let Some((entry, member)) = self.room_member(conn, handle, device) {
             entry.presence.forget(&member.device_id);
         }
     }
@@ -364,13 +369,14 @@ impl Engine {
     /// The meeting of room `handle` and its roster member `device`, if both exist.
     fn room_member(
         &mut self,
+        conn: ConnectionId,
         handle: RoomHandle,
         device: &[u8],
     ) -> Option<(
         &mut super::engine::Entry,
         crate::meeting::rekey::RosterMember,
     )> {
-        let id = self.link.as_ref().and_then(|l| l.meeting_of(handle))?;
+        let id = self.meeting_of(conn, handle)?;
         let device = DeviceId::from_slice(device)?;
         let entry = self.meetings.get_mut(&id)?;
         let member = entry.state.roster().get(&device).cloned()?;
@@ -380,9 +386,14 @@ impl Engine {
     /// The room moved to `epoch`: that is the signal to send on a Rekey of `epoch`
     /// installed here (the meeting state decides); prove it if this device holds its
     /// key.
-    pub(super) async fn on_room_epoch(&mut self, handle: RoomHandle, epoch: u64) {
+    pub(super) async fn on_room_epoch(
+        &mut self,
+        conn: ConnectionId,
+        handle: RoomHandle,
+        epoch: u64,
+    ) {
         let epoch = Epoch(epoch);
-        let Some(id) = self.link.as_ref().and_then(|l| l.meeting_of(handle)) else {
+        let Some(id) = self.meeting_of(conn, handle) else {
             return;
         };
         let now = self.now();
@@ -401,22 +412,15 @@ impl Engine {
     }
 
     /// The SFU evicted this connection from a room: rejoin at the current epoch.
-    pub(super) async fn on_evicted(&mut self, handle: RoomHandle) {
-        let Some(link) = self.link.as_mut() else {
+    pub(super) async fn on_evicted(&mut self, conn: ConnectionId, handle: RoomHandle) {
+        let Some(id) = self.meeting_of(conn, handle) else {
             return;
         };
-        let Some(id) = link.meeting_of(handle) else {
-            return;
-        };
-        link.rooms.remove(&handle);
-        let conn = link.conn;
-        self.port.act(Action::UnlinkRoom { conn, handle });
+        self.unlink_meeting(id, None);
         let Some(entry) = self.meetings.get_mut(&id) else {
             return;
         };
-        entry.shared.set_room(None);
-        entry.room = None;
-        entry.proven = None;
+        super::links::lose_room(entry);
         let epoch = entry.state.sending_epoch();
         self.join_room(id, epoch).await;
         self.pump(id).await;

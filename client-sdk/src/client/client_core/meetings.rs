@@ -10,6 +10,7 @@ use conclave_proto::v1::{self, ErrorCode, client_frame::Request, response};
 use tokio::sync::mpsc;
 
 use super::engine::{Engine, Entry, ms};
+use super::links::lose_room;
 use super::{Action, MeetingMedia, MeetingParts};
 use crate::client::directory::{
     RefusalReason, RefusedDevice, TrustStore, roster_recipients, screen_bundles, verify_bundles,
@@ -20,9 +21,7 @@ use crate::client::protocol::order;
 use crate::client::protocol::outbox::Outgoing;
 use crate::client::protocol::rotations::PendingRotation;
 use crate::client::shared::MeetingShared;
-use crate::client::{
-    ClientError, ClientEvent, DisconnectReason, InviteReport, MediaKind, MeetingEvent, Participant,
-};
+use crate::client::{ClientError, ClientEvent, InviteReport, MediaKind, MeetingEvent, Participant};
 
 /// Redirects in a row a client follows before it stops (nodes that disagree about a
 /// room's owner must not bounce it forever).
@@ -354,6 +353,8 @@ impl Engine {
                 }
             }
             MeetingOutput::Ended { reason } => {
+                let conn = self.room_link(id).map(|l| l.conn);
+                self.unlink_meeting(id, None);
                 let Some(entry) = self.meetings.remove(&id) else {
                     return;
                 };
@@ -364,19 +365,15 @@ impl Engine {
                     i.held_epochs.clear();
                 });
                 entry.shared.emit(MeetingEvent::Ended { reason });
-                if let Some(handle) = handle {
-                    if let Some(link) = self.link.as_mut() {
-                        link.rooms.remove(&handle);
-                        let conn = link.conn;
-                        self.port.act(Action::UnlinkRoom { conn, handle });
-                    }
+                if let (Some(_), Some(conn)) = (handle, conn) {
                     let leave = Request::LeaveRoom(v1::LeaveRoom {
                         routing_id: id.routing_id().as_bytes().to_vec(),
                     });
-                    if let Err(e) = self.request(leave).await {
+                    if let Err(e) = self.request_on(conn, leave).await {
                         tracing::debug!(error = %e, "leaving the room failed");
                     }
                 }
+                self.close_idle_room_links();
             }
             // Keys are installed for every held epoch in `refresh`.
             MeetingOutput::ReceiveEpoch { .. } => self.refresh(id),
@@ -436,122 +433,161 @@ impl Engine {
         self.enter_room(id, epoch, false).await;
     }
 
-    async fn enter_room(&mut self, id: MeetingId, epoch: Epoch, open_first: bool) {
-        let (Some(entry), Some(link)) = (self.meetings.get(&id), self.link.as_ref()) else {
-            return;
-        };
-        let Some(key) = entry.state.key(epoch) else {
-            return;
-        };
-        let routing = id.routing_id();
-        let auth = key.room_auth_key(&routing);
-        let Ok(signature) = auth.sign_join(&link.tls_binding, &link.challenge) else {
-            return;
-        };
-        let open = Request::OpenRoom(v1::OpenRoom {
-            routing_id: routing.as_bytes().to_vec(),
-            epoch: epoch.get(),
-            room_auth_public_key: auth.public().to_bytes().to_vec(),
-            join_signature: signature.to_vec(),
-            leader_device_ids: room_leader_ids(&entry.state),
-        });
-        let join = Request::JoinRoom(v1::JoinRoom {
-            routing_id: routing.as_bytes().to_vec(),
-            epoch: epoch.get(),
-            join_signature: signature.to_vec(),
-        });
-        let result = if open_first {
-            self.request(open).await
-        } else {
-            match self.request(join).await {
-                Err(e) if e.server_code() == Some(ErrorCode::NotFound) => self.request(open).await,
-                other => other,
+    /// Proves `epoch` to meeting `id`'s room on the connection its room lives on
+    /// (opening it first if `open_first`, or if it does not exist), following
+    /// redirects to the room's owner (at most [`MAX_REDIRECTS`] in a row).
+    async fn enter_room(&mut self, id: MeetingId, mut epoch: Epoch, mut open_first: bool) {
+        loop {
+            let Some(conn) = self.room_link_for(id).await else {
+                return;
+            };
+            let (Some(entry), Some(link)) = (self.meetings.get(&id), self.link_by_conn(conn))
+            else {
+                return;
+            };
+            if entry.state.key(epoch).is_none() {
+                // A redirect took long enough for the epoch to be dropped: the
+                // current one is what to prove now.
+                epoch = entry.state.sending_epoch();
             }
-        };
-        match result {
-            Ok(response::Result::RoomJoined(joined)) => {
-                if let Some((_, hops)) = self.redirect.as_mut() {
-                    *hops = 0;
-                }
-                self.joined(id, &joined);
-            }
-            Err(ClientError::Server {
-                code: ErrorCode::WrongNode,
-                redirect: Some(redirect),
-                ..
-            }) => self.follow_redirect(id, epoch, redirect).await,
-            Err(e)
-                if matches!(
-                    e.server_code(),
-                    Some(ErrorCode::Unavailable | ErrorCode::Internal | ErrorCode::RateLimited)
-                ) =>
-            {
-                // The room cannot be served right now (its owner node is failing over,
-                // this node is between leases, or its store is recovering): try again
-                // when the server says, else with backoff; jittered, so that the clients
-                // of a dead node do not all come back at one instant.
-                let now = self.instant();
-                let Some(entry) = self.meetings.get_mut(&id) else {
-                    return;
-                };
-                let backoff = REJOIN_RETRY.saturating_mul(1 << entry.rejoin_failures.min(6));
-                entry.rejoin_failures = entry.rejoin_failures.saturating_add(1);
-                let wait = e
-                    .retry_after()
-                    .unwrap_or(backoff)
-                    .clamp(Duration::from_millis(50), MAX_REJOIN_WAIT);
-                let jitter = wait / 10 * (self.rng.next_u32() % 1_000) / 1_000;
-                let wait = wait + jitter;
-                tracing::info!(
-                    retry_in_ms = wait.as_millis(),
-                    error = %e,
-                    "the meeting's room cannot be joined now; rejoining later"
-                );
-                entry.rejoin_at = Some(now + wait);
-            }
-            Err(e) if e.server_code() == Some(ErrorCode::WrongEpoch) => {
-                // The room has not rotated yet (or already moved on): join when it
-                // announces an epoch this device holds. A room past every key held
-                // here pauses sending and asks the leader (review M3).
-                let now = self.now();
-                if let Some(entry) = self.meetings.get_mut(&id) {
-                    entry.wanted = Some(epoch);
-                    if let Some(room_epoch) = e.room_epoch() {
-                        let _ = entry.state.room_epoch(Epoch(room_epoch), now);
+            let Some(key) = entry.state.key(epoch) else {
+                return;
+            };
+            let routing = id.routing_id();
+            let auth = key.room_auth_key(&routing);
+            let Ok(signature) = auth.sign_join(&link.tls_binding, &link.challenge) else {
+                return;
+            };
+            let open = Request::OpenRoom(v1::OpenRoom {
+                routing_id: routing.as_bytes().to_vec(),
+                epoch: epoch.get(),
+                room_auth_public_key: auth.public().to_bytes().to_vec(),
+                join_signature: signature.to_vec(),
+                leader_device_ids: room_leader_ids(&entry.state),
+            });
+            let join = Request::JoinRoom(v1::JoinRoom {
+                routing_id: routing.as_bytes().to_vec(),
+                epoch: epoch.get(),
+                join_signature: signature.to_vec(),
+            });
+            let result = if open_first {
+                self.request_on(conn, open).await
+            } else {
+                match self.request_on(conn, join).await {
+                    Err(e) if e.server_code() == Some(ErrorCode::NotFound) => {
+                        self.request_on(conn, open).await
                     }
+                    other => other,
+                }
+            };
+            match result {
+                Ok(response::Result::RoomJoined(joined)) => {
+                    self.joined(id, conn, &joined);
+                    self.close_idle_room_links();
+                    return;
+                }
+                Err(ClientError::Server {
+                    code: ErrorCode::WrongNode,
+                    redirect: Some(redirect),
+                    ..
+                }) => {
+                    if !self.follow_redirect(id, redirect) {
+                        return;
+                    }
+                    // The owner holds the room already: join it there.
+                    open_first = false;
+                }
+                Err(e)
+                    if matches!(
+                        e.server_code(),
+                        Some(ErrorCode::Unavailable | ErrorCode::Internal | ErrorCode::RateLimited)
+                    ) =>
+                {
+                    // The room cannot be served right now (its owner node is failing
+                    // over, this node is between leases, or its store is recovering).
+                    tracing::info!(error = %e, "the meeting's room cannot be joined now; rejoining later");
+                    self.retry_join_later(id, e.retry_after());
+                    return;
+                }
+                Err(e) if e.server_code() == Some(ErrorCode::WrongEpoch) => {
+                    // The room has not rotated yet (or already moved on): join when it
+                    // announces an epoch this device holds. A room past every key held
+                    // here pauses sending and asks the leader (review M3).
+                    let now = self.now();
+                    if let Some(entry) = self.meetings.get_mut(&id) {
+                        entry.wanted = Some(epoch);
+                        if let Some(room_epoch) = e.room_epoch() {
+                            let _ = entry.state.room_epoch(Epoch(room_epoch), now);
+                        }
+                    }
+                    return;
+                }
+                Ok(other) => {
+                    tracing::warn!(?other, "unexpected answer to a room join");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "joining the meeting's room failed");
+                    return;
                 }
             }
-            Ok(other) => tracing::warn!(?other, "unexpected answer to a room join"),
-            Err(e) => tracing::warn!(error = %e, "joining the meeting's room failed"),
         }
     }
 
-    /// The meeting's room is owned by another node: move this client's connection there
-    /// (the directory and mailbox work on every node) and rejoin every meeting. A chain
-    /// of redirects longer than [`MAX_REDIRECTS`] (nodes disagreeing about an owner) is
-    /// not followed; the join is retried on the next reconnect.
-    async fn follow_redirect(&mut self, id: MeetingId, epoch: Epoch, redirect: v1::Redirect) {
-        let hops = self.redirect.as_ref().map_or(0, |(_, hops)| *hops) + 1;
-        if let Some(entry) = self.meetings.get_mut(&id) {
-            entry.wanted = Some(epoch);
-        }
-        if hops > MAX_REDIRECTS || redirect.address.is_empty() {
-            tracing::warn!(address = %redirect.address, hops, "not following a room redirect");
+    /// Tries joining meeting `id`'s room again when the server said (`retry_after`),
+    /// else with backoff; jittered, so that the clients of a dead node do not all come
+    /// back at one instant.
+    pub(super) fn retry_join_later(&mut self, id: MeetingId, retry_after: Option<Duration>) {
+        let now = self.instant();
+        let Some(entry) = self.meetings.get_mut(&id) else {
             return;
+        };
+        let backoff = REJOIN_RETRY.saturating_mul(1 << entry.rejoin_failures.min(6));
+        entry.rejoin_failures = entry.rejoin_failures.saturating_add(1);
+        let wait = retry_after
+            .unwrap_or(backoff)
+            .clamp(Duration::from_millis(50), MAX_REJOIN_WAIT);
+        let jitter = wait / 10 * (self.rng.next_u32() % 1_000) / 1_000;
+        let wait = wait + jitter;
+        tracing::debug!(retry_in_ms = wait.as_millis(), "room join scheduled");
+        entry.rejoin_at = Some(now + wait);
+    }
+
+    /// The meeting's room is owned by another node: its room moves to a rooms-only
+    /// connection there (the directory and mailbox stay on the primary connection).
+    /// Returns whether to join there now. A chain of redirects longer than
+    /// [`MAX_REDIRECTS`] (nodes disagreeing about an owner) is not followed: the join
+    /// is tried again later, from the primary connection.
+    fn follow_redirect(&mut self, id: MeetingId, redirect: v1::Redirect) -> bool {
+        let Some(entry) = self.meetings.get_mut(&id) else {
+            return false;
+        };
+        entry.redirects = entry.redirects.saturating_add(1);
+        if entry.redirects > MAX_REDIRECTS || redirect.address.is_empty() {
+            tracing::warn!(address = %redirect.address, hops = entry.redirects, "not following a room redirect; joining again later");
+            entry.redirects = 0;
+            entry.node = None;
+            self.retry_join_later(id, None);
+            self.close_idle_room_links();
+            return false;
         }
         tracing::info!(address = %redirect.address, fence = redirect.fence, "following a room redirect");
-        let address = redirect.address.clone();
-        self.redirect = Some((
-            super::ServerTarget {
-                address: redirect.address,
-                server_name: redirect.server_name,
-            },
-            hops,
-        ));
-        self.drop_link(DisconnectReason::Redirected { address })
-            .await;
-        self.backoff_ms = 0;
-        self.reconnect_at = Some(self.instant());
+        let node = super::ServerTarget {
+            address: redirect.address,
+            server_name: redirect.server_name,
+        };
+        if entry.node.as_ref() != Some(&node) {
+            // Whatever room this meeting held elsewhere is not the owner's.
+            lose_room(entry);
+            entry.node = Some(node.clone());
+            self.unlink_meeting(id, None);
+            self.emit(ClientEvent::RoomRedirected {
+                meeting: id,
+                address: node.address,
+            });
+        }
+        self.close_idle_room_links();
+        true
     }
 
     /// Joins the rooms whose `UNAVAILABLE` wait is over, at the sending epoch.
@@ -560,7 +596,7 @@ impl Engine {
         let due: Vec<MeetingId> = self
             .meetings
             .iter()
-            .filter(|(_, e)| e.rejoin_at.is_some_and(|at| at <= now))
+            .filter(|(_, e)| e.rejoin_at.is_some_and(|at| at <= now) && self.can_join(e))
             .map(|(id, _)| *id)
             .collect();
         for id in due {
@@ -570,21 +606,30 @@ impl Engine {
             entry.rejoin_at = None;
             let epoch = entry.state.sending_epoch();
             self.join_room(id, epoch).await;
-            if self.link.is_none() {
-                return;
-            }
         }
     }
 
-    fn joined(&mut self, id: MeetingId, joined: &v1::RoomJoined) {
+    /// Meeting `id` joined its room on connection `conn`.
+    fn joined(&mut self, id: MeetingId, conn: super::ConnectionId, joined: &v1::RoomJoined) {
         let now = self.now();
-        let (Some(entry), Some(link)) = (self.meetings.get_mut(&id), self.link.as_mut()) else {
+        self.unlink_meeting(id, Some(conn));
+        let link = self
+            .link
+            .iter_mut()
+            .chain(self.room_links.iter_mut())
+            .find(|l| l.conn == conn);
+        let (Some(entry), Some(link)) = (self.meetings.get_mut(&id), link) else {
             return;
         };
         entry.proven = Some(Epoch(joined.epoch));
         entry.wanted = None;
         entry.rejoin_at = None;
         entry.rejoin_failures = 0;
+        entry.redirects = 0;
+        if entry.interrupted {
+            entry.interrupted = false;
+            entry.shared.emit(MeetingEvent::MediaResumed);
+        }
         // The room's epoch also announces a switch this device may have missed while
         // it was away (the caller pumps the outputs).
         let _ = entry.state.room_epoch(Epoch(joined.epoch), now);
@@ -642,11 +687,12 @@ impl Engine {
     /// One attempt at a rotation; a failure schedules the next one.
     async fn try_rotation(&mut self, rotation: PendingRotation) {
         let id = rotation.meeting;
-        let (Some(entry), Some(link)) = (self.meetings.get(&id), self.link.as_ref()) else {
+        let (Some(entry), Some(link)) = (self.meetings.get(&id), self.room_link(id)) else {
             // Without a connection: retried once it is back.
             self.schedule_rotation(rotation, None);
             return;
         };
+        let conn = link.conn;
         if entry.proven.is_some_and(|p| p >= rotation.to) {
             return;
         }
@@ -666,7 +712,7 @@ impl Engine {
             join_signature: join.to_vec(),
             next_leader_device_ids: room_leader_ids(&entry.state),
         });
-        match self.request(request).await {
+        match self.request_on(conn, request).await {
             Ok(response::Result::RoomRotated(r)) => {
                 if let Some(entry) = self.meetings.get_mut(&id) {
                     entry.proven = Some(Epoch(r.epoch));
@@ -750,6 +796,9 @@ impl Engine {
             sas_resend: None,
             rejoin_at: None,
             rejoin_failures: 0,
+            node: None,
+            redirects: 0,
+            interrupted: false,
         };
         Ok((entry, meeting))
     }

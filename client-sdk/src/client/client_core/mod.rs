@@ -82,6 +82,7 @@
 mod connection;
 mod engine;
 mod inbox;
+mod links;
 mod meetings;
 mod port;
 mod words;

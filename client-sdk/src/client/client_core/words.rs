@@ -9,6 +9,7 @@ use conclave_proto::datagram::RoomHandle;
 use conclave_proto::v1::{self, client_frame::Request};
 use rand_core::RngCore;
 
+use super::ConnectionId;
 use super::engine::Engine;
 use crate::client::MeetingEvent;
 use crate::meeting::MeetingId;
@@ -70,13 +71,13 @@ impl Engine {
             messages.push(m);
         }
         for m in messages {
-            self.send_room_message(handle, &m).await;
+            self.send_room_message(id, handle, &m).await;
         }
     }
 
     /// A member joined room `handle`: resend this device's round messages at once.
-    pub(super) fn resend_sas_soon(&mut self, handle: RoomHandle) {
-        let Some(id) = self.link.as_ref().and_then(|l| l.meeting_of(handle)) else {
+    pub(super) fn resend_sas_soon(&mut self, conn: ConnectionId, handle: RoomHandle) {
+        let Some(id) = self.meeting_of(conn, handle) else {
             return;
         };
         let now = self.instant();
@@ -92,7 +93,9 @@ impl Engine {
         let due: Vec<MeetingId> = self
             .meetings
             .iter()
-            .filter(|(_, e)| e.sas_resend.is_some_and(|(at, _)| at <= now))
+            .filter(|(id, e)| {
+                e.sas_resend.is_some_and(|(at, _)| at <= now) && self.room_link(**id).is_some()
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in due {
@@ -106,31 +109,36 @@ impl Engine {
             };
             let messages = round.own_messages(self.creds.device());
             for m in messages {
-                self.send_room_message(handle, &m).await;
+                self.send_room_message(id, handle, &m).await;
             }
         }
     }
 
-    async fn send_room_message(&mut self, handle: RoomHandle, message: &v1::SasRoundMessage) {
+    /// Sends `message` to meeting `id`'s room `handle`, on the connection it lives on.
+    async fn send_room_message(
+        &mut self,
+        id: MeetingId,
+        handle: RoomHandle,
+        message: &v1::SasRoundMessage,
+    ) {
+        let Some(conn) = self.room_link(id).map(|l| l.conn) else {
+            return;
+        };
         let request = Request::SendRoomMessage(v1::SendRoomMessage {
             room_handle: handle.get(),
             payload: message.encode_to_vec(),
         });
-        if let Err(e) = self.request(request).await {
+        if let Err(e) = self.request_on(conn, request).await {
             tracing::debug!(error = %e, "a safety-words message was not sent; it is resent");
         }
     }
 
     /// A room message: a step of some member's safety-words round.
-    pub(super) async fn on_room_message(&mut self, message: v1::RoomMessage) {
+    pub(super) async fn on_room_message(&mut self, conn: ConnectionId, message: v1::RoomMessage) {
         if message.payload.len() > MAX_MESSAGE_BYTES {
             return;
         }
-        let Some(id) = self
-            .link
-            .as_ref()
-            .and_then(|l| l.meeting_of(RoomHandle(message.room_handle)))
-        else {
+        let Some(id) = self.meeting_of(conn, RoomHandle(message.room_handle)) else {
             return;
         };
         let Ok(step) = v1::SasRoundMessage::decode(message.payload.as_slice()) else {

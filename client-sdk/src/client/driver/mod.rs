@@ -1,9 +1,11 @@
 //! The tokio shell around [`ClientCore`]: it moves bytes and time, and decides nothing.
 //!
-//! One task owns the core and the connection. It waits on three sources (app commands,
-//! server events, the core's timer), hands each to the core, then carries out what the
-//! core asks (connect, close, send a request and feed back its answer, link a room's
-//! media, deliver replies and events) until the core waits again. Each step of the
+//! One task owns the core and its connections (the primary one, and in a cluster one
+//! rooms-only connection per other node that owns a room of this device's meetings).
+//! It waits on three sources (app commands, server events on any connection, the
+//! core's timer), hands each to the core, then carries out what the core asks
+//! (connect, close, send a request and feed back its answer, link a room's media,
+//! deliver replies and events) until the core waits again. Each step of the
 //! core runs on tokio's blocking pool: sealing and opening containers costs P-384
 //! operations that must not stall the runtime's workers. A media reader task per
 //! connection hands datagrams to their meetings; media never passes through the core.
@@ -159,7 +161,7 @@ fn local_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The live connection.
+/// A live connection.
 struct Link {
     id: ConnectionId,
     conn: Arc<ControlConnection>,
@@ -180,7 +182,10 @@ struct Shell {
     /// Taken while a step runs on the blocking pool.
     core: Option<Box<ClientCore>>,
     config: ClientConfig,
-    link: Option<Link>,
+    /// The open connections (bounded by the core: one primary, a few rooms-only).
+    links: Vec<Link>,
+    /// Which connection's events are polled first next (so that none starves).
+    poll_first: usize,
     commands: mpsc::Receiver<Command>,
     command_tx: mpsc::WeakSender<Command>,
     events: mpsc::Sender<ClientEvent>,
@@ -215,7 +220,8 @@ pub(crate) async fn start(
     let mut shell = Shell {
         core: Some(Box::new(core)),
         config,
-        link: None,
+        links: Vec::new(),
+        poll_first: 0,
         commands,
         command_tx: command_tx.downgrade(),
         events,
@@ -237,6 +243,11 @@ pub(crate) async fn start(
 }
 
 impl Shell {
+    /// Open connection `conn`.
+    fn link(&self, conn: ConnectionId) -> Option<&Link> {
+        self.links.iter().find(|l| l.id == conn)
+    }
+
     fn core(&self) -> &ClientCore {
         self.core
             .as_deref()
@@ -274,16 +285,8 @@ impl Shell {
     async fn run(mut self) {
         while self.core.as_ref().is_some_and(|c| !c.is_finished()) {
             let wake = self.core().poll_timeout();
-            let server_event = async {
-                match self.link.as_mut() {
-                    Some(Link {
-                        id,
-                        events: Some(events),
-                        ..
-                    }) => (*id, events.recv().await),
-                    _ => std::future::pending().await,
-                }
-            };
+            self.poll_first = self.poll_first.wrapping_add(1);
+            let server_event = next_server_event(&mut self.links, self.poll_first);
             tokio::select! {
                 command = self.commands.recv() => {
                     let (command, pending) = match command {
@@ -306,14 +309,13 @@ impl Shell {
                         self.step(move |core, now| core.handle_event(conn, event, now)).await;
                     }
                     None => {
-                        if let Some(link) = self.link.as_mut() {
+                        let link = self.links.iter_mut().find(|l| l.id == conn);
+                        let closed = link.and_then(|link| {
                             link.events = None;
-                        }
+                            link.conn.quic().close_reason()
+                        });
                         let reason = TransportError::Closed(
-                            self.link
-                                .as_ref()
-                                .and_then(|link| link.conn.quic().close_reason())
-                                .map_or(ClosedReason::StreamEnded, ClosedReason::Connection),
+                            closed.map_or(ClosedReason::StreamEnded, ClosedReason::Connection),
                         );
                         self.step(move |core, now| core.handle_disconnected(conn, reason, now)).await;
                     }
@@ -324,7 +326,7 @@ impl Shell {
             }
             self.carry_out().await;
         }
-        if let Some(link) = self.link.take() {
+        for link in self.links.drain(..) {
             link.close();
         }
     }
@@ -348,9 +350,6 @@ impl Shell {
     async fn act(&mut self, action: Action) {
         match action {
             Action::Connect { conn, to } => {
-                if let Some(old) = self.link.take() {
-                    old.close();
-                }
                 let connected = match to {
                     None => self.bootstrap.connect(&self.config).await,
                     Some(target) => connect_to_target(&target, &self.config).await,
@@ -366,7 +365,7 @@ impl Shell {
                             self.origin,
                             Arc::clone(&self.datagrams),
                         ));
-                        self.link = Some(Link {
+                        self.links.push(Link {
                             id: conn,
                             conn: control,
                             events: Some(events),
@@ -383,9 +382,8 @@ impl Shell {
                 }
             }
             Action::Close { conn } => {
-                if self.link.as_ref().is_some_and(|l| l.id == conn)
-                    && let Some(link) = self.link.take()
-                {
+                if let Some(at) = self.links.iter().position(|l| l.id == conn) {
+                    let link = self.links.swap_remove(at);
                     // A room linked earlier in this step must not keep pointing at
                     // the closed connection.
                     media::unlink_all(&link.rooms);
@@ -397,7 +395,7 @@ impl Shell {
                 handle,
                 meeting,
             } => {
-                if let Some(link) = self.link.as_ref().filter(|l| l.id == conn) {
+                if let Some(link) = self.link(conn) {
                     meeting.0.set_room(Some(RoomLink {
                         conn: link.conn.quic().clone(),
                         handle,
@@ -406,7 +404,7 @@ impl Shell {
                 }
             }
             Action::UnlinkRoom { conn, handle } => {
-                if let Some(link) = self.link.as_ref().filter(|l| l.id == conn) {
+                if let Some(link) = self.link(conn) {
                     media::unlink_room(&link.rooms, handle);
                 }
             }
@@ -421,7 +419,7 @@ impl Shell {
         // transport's own bounded channel.
         let room = crate::client::client_core::MAX_QUEUED_INPUTS
             .saturating_sub(self.core().queued_inputs());
-        let (answer, events) = match self.link.as_mut().filter(|l| l.id == conn) {
+        let (answer, events) = match self.links.iter_mut().find(|l| l.id == conn) {
             Some(link) => {
                 let control = Arc::clone(&link.conn);
                 let answer = control.request(request).await;
@@ -524,6 +522,27 @@ impl Shell {
             }
         }
     }
+}
+
+/// The next event on any of `links` (from the `first`-th on, round robin), with its
+/// connection; `None` as the event once that connection's stream ended.
+async fn next_server_event(
+    links: &mut [Link],
+    first: usize,
+) -> (ConnectionId, Option<conclave_proto::v1::event::Event>) {
+    std::future::poll_fn(|cx| {
+        let n = links.len().max(1);
+        let (tail, head) = links.split_at_mut(first % n);
+        for link in head.iter_mut().chain(tail.iter_mut()) {
+            if let Some(events) = link.events.as_mut()
+                && let std::task::Poll::Ready(event) = events.poll_recv(cx)
+            {
+                return std::task::Poll::Ready((link.id, event));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 async fn sleep_until(at: Option<Instant>) {
