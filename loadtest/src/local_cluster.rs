@@ -49,7 +49,7 @@ pub(crate) fn start(
                 ClusterNode {
                     info: NodeInfo {
                         node_id,
-                        quic_addr: addr,
+                        quic_addr: addr.into(),
                         server_name: "localhost".into(),
                     },
                     store: cluster,

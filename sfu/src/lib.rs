@@ -57,6 +57,7 @@
 pub mod cluster;
 pub mod config;
 pub mod embedded;
+pub mod health;
 pub mod media;
 pub mod metrics_http;
 pub mod ratelimit;
@@ -66,7 +67,7 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 
-pub use server::{ClusterNode, SfuError, run, run_cluster};
+pub use server::{ClusterNode, SfuError, run, run_cluster, run_node};
 
 /// Bytes of outgoing datagrams quinn buffers per connection before the forwarder
 /// starts dropping (video at half of it, audio when full).

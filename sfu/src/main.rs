@@ -1,9 +1,10 @@
 //! `conclave-sfu`: the Conclave selective forwarding unit.
 //!
 //! Configuration comes from the built-in defaults, then an optional TOML file
-//! (`--config`), then the environment (`CONCLAVE_STORE`, `CONCLAVE_STORE_CA_FILE`), then
-//! command-line flags, and is validated before anything starts. The store is opened
-//! (and its schema migrated) before the endpoints are bound.
+//! (`--config`), then the environment (`CONCLAVE_<KEY>` and `CONCLAVE_<SECTION>__<KEY>`
+//! for every setting, see `config::env`), then command-line flags, and is validated
+//! before anything starts; an error names the file or variable of a bad value. The
+//! store is opened (and its schema migrated) before the endpoints are bound.
 //! Logs go to stderr. Once the endpoints are bound, stdout gets exactly these lines
 //! (for scripts and tests; addresses are the bound ones, so port 0 works):
 //!
@@ -13,8 +14,12 @@
 //! metrics on http://<addr>/metrics            (only when enabled)
 //! ```
 //!
-//! SIGINT or SIGTERM starts a graceful shutdown (exit code 0); a second signal exits
-//! at once. Any startup error exits nonzero with its cause chain on stderr.
+//! SIGINT or SIGTERM starts a drain: `/readyz` answers 503, new connections and rooms
+//! are refused, clients are told to move, and the process exits 0 once they have gone
+//! or `timing.drain_grace_secs` has passed; a second signal exits at once. SIGHUP
+//! reloads the certificate and key from disk for new connections (a bad file is
+//! refused and logged, and the old certificate stays). Any startup error exits nonzero
+//! with its cause chain on stderr.
 
 use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
@@ -25,14 +30,16 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use conclave_sfu::config::{Config, StoreSetting, parse_metrics_listen};
+use conclave_sfu::health::Health;
 use conclave_sfu::store::{ClusterStore, PgOptions, PgStore, RedbStore, Store};
-use conclave_sfu::{metrics_http, tls};
+use conclave_sfu::{metrics_http, telemetry, tls};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 /// Conclave SFU: QUIC control plane and end-to-end encrypted media forwarding.
 ///
-/// Settings are taken from the defaults, then the --config file, then these flags.
+/// Settings are taken from the defaults, then the --config file, then the environment
+/// (CONCLAVE_<KEY>, CONCLAVE_<SECTION>__<KEY>), then these flags.
 #[derive(Debug, Parser)]
 #[command(name = "conclave-sfu", version, about, long_about)]
 struct Cli {
@@ -79,19 +86,43 @@ struct Cli {
 
     /// TOML configuration file; unknown keys are errors (default: none, built-in
     /// defaults).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "CONCLAVE_CONFIG")]
     config: Option<PathBuf>,
 
     /// Log filter for stderr, as a tracing EnvFilter directive such as `info` or
     /// `conclave_sfu=debug,quinn=warn` (default: $RUST_LOG if set, else `info`).
-    #[arg(long, value_name = "FILTER")]
+    #[arg(long, value_name = "FILTER", env = "CONCLAVE_LOG")]
     log: Option<String>,
+
+    /// Log format on stderr: `text` for people, `json` (one object per line) for log
+    /// collectors (default: text).
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        env = "CONCLAVE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
 
     /// Async worker threads (default: one per CPU). One thread forwards each datagram
     /// at the lowest CPU cost (no cross-thread wake-ups or lock contention; see
     /// docs/benchmarks.md); more threads add capacity at a higher cost per datagram.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(
+        long,
+        value_name = "N",
+        env = "CONCLAVE_WORKER_THREADS",
+        value_parser = clap::value_parser!(u16).range(1..=1024)
+    )]
     worker_threads: Option<u16>,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// A parsed `--metrics-listen`: an address, or `None` for `off`.
@@ -138,7 +169,7 @@ fn report(error: &anyhow::Error) {
 
 /// Everything after argument parsing; an error ends the process with status 1.
 async fn try_main(cli: Cli) -> anyhow::Result<()> {
-    init_logging(cli.log.as_deref())?;
+    init_logging(cli.log.as_deref(), cli.log_format)?;
     let config = build_config(&cli)?;
     tracing::info!(
         listen = %config.listen,
@@ -148,8 +179,7 @@ async fn try_main(cli: Cli) -> anyhow::Result<()> {
         "starting conclave-sfu {}",
         env!("CARGO_PKG_VERSION"),
     );
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    prepare_data_dir(&config.data_dir)?;
 
     // The store before anything answers: a server that cannot keep state must not
     // print that it listens or answer a health check.
@@ -158,16 +188,18 @@ async fn try_main(cli: Cli) -> anyhow::Result<()> {
     // Signal handlers first: a signal that arrives after the banner must not kill us.
     let stop = shutdown_signal().context("cannot install signal handlers")?;
 
+    // The endpoint serves until the node has drained: `/readyz` says so meanwhile.
+    let health = Arc::new(Health::new());
+    let (metrics_stop, metrics_stopped) = watch::channel(false);
     let metrics = match config.metrics_listen {
-        Some(addr) => Some(start_metrics(addr, stop.clone()).await?),
+        Some(addr) => Some(start_metrics(addr, Arc::clone(&health), metrics_stopped).await?),
         None => None,
     };
 
     let identity = load_identity(&config)?;
     let server_config = tls::server_config(&identity, &config.timing, &config.limits)
         .context("cannot configure QUIC")?;
-    let endpoint = quinn::Endpoint::server(server_config, config.listen)
-        .with_context(|| format!("cannot bind the QUIC endpoint on {} (udp)", config.listen))?;
+    let endpoint = bind_quic(server_config, config.listen)?;
     let quic_addr = endpoint
         .local_addr()
         .context("cannot read the bound QUIC address")?;
@@ -178,21 +210,29 @@ async fn try_main(cli: Cli) -> anyhow::Result<()> {
         metrics.as_ref().map(|(addr, _)| *addr),
     );
 
-    match (&config.cluster, cluster_store) {
+    let node = match (&config.cluster, cluster_store) {
         (Some(cluster), Some(cluster_store)) => {
             let info = cluster
                 .node_info(quic_addr)
                 .map_err(|e| anyhow::anyhow!("invalid [cluster] section: {e}"))?;
             tracing::info!(node = %info.node_id, advertise = %info.quic_addr, "joining the cluster");
-            let node = conclave_sfu::ClusterNode {
+            Some(conclave_sfu::ClusterNode {
                 info,
                 store: cluster_store,
                 lease: cluster.lease(),
-            };
-            conclave_sfu::run_cluster(endpoint, store, node, config, stopped(stop)).await?;
+            })
         }
-        _ => conclave_sfu::run(endpoint, store, config, stopped(stop)).await?,
-    }
+        _ => None,
+    };
+    let reload = tokio::spawn(reload_on_hangup(
+        endpoint.clone(),
+        config.clone(),
+        Arc::clone(&health),
+    ));
+    let served = conclave_sfu::run_node(endpoint, store, config, node, health, stopped(stop)).await;
+    reload.abort();
+    let _ = metrics_stop.send(true);
+    served?;
 
     if let Some((_, task)) = metrics {
         task.await
@@ -243,26 +283,111 @@ async fn open_store(config: &Config) -> anyhow::Result<Stores> {
 /// The store, and its cluster side when it has one (PostgreSQL).
 type Stores = (Arc<dyn Store>, Option<Arc<dyn ClusterStore>>);
 
-/// Logs to stderr, filtered by `--log`, else `RUST_LOG`, else `info`.
-fn init_logging(flag: Option<&str>) -> anyhow::Result<()> {
+/// Logs to stderr, filtered by `--log`, else `RUST_LOG`, else `info`, as text or JSON.
+fn init_logging(flag: Option<&str>, format: LogFormat) -> anyhow::Result<()> {
     let env = std::env::var("RUST_LOG").ok();
     let directive = flag.or(env.as_deref()).unwrap_or("info");
-    let filter = tracing_subscriber::EnvFilter::try_new(directive)
-        .with_context(|| format!("invalid log filter {directive:?} (from --log or RUST_LOG)"))?;
-    tracing_subscriber::fmt()
+    let filter = tracing_subscriber::EnvFilter::try_new(directive).with_context(|| {
+        format!("invalid log filter {directive:?} (from --log, CONCLAVE_LOG or RUST_LOG)")
+    })?;
+    let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(filter)
-        .try_init()
-        .map_err(|e| anyhow::anyhow!("cannot initialize logging: {e}"))
+        .with_env_filter(filter);
+    let installed = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+    };
+    installed.map_err(|e| anyhow::anyhow!("cannot initialize logging: {e}"))
 }
 
-/// Defaults, then the config file, then flags; validated.
-fn build_config(cli: &Cli) -> anyhow::Result<Config> {
-    let mut config = match &cli.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
+/// Creates the data directory if needed and checks that it is a directory this
+/// process can write.
+fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        anyhow::bail!(
+            "data directory {} is a file, not a directory: point --data-dir (or data_dir, CONCLAVE_DATA_DIR) elsewhere",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    let probe = dir.join(".conclave-write-check");
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .with_context(|| {
+            format!(
+                "cannot write to data directory {}: check its owner and permissions",
+                dir.display()
+            )
+        })
+}
+
+/// Binds the QUIC endpoint, saying plainly when the port is taken.
+fn bind_quic(config: quinn::ServerConfig, addr: SocketAddr) -> anyhow::Result<quinn::Endpoint> {
+    quinn::Endpoint::server(config, addr).map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                " (another process uses this port: stop it, or choose another --listen)"
+            }
+            std::io::ErrorKind::AddrNotAvailable => {
+                " (no interface of this machine has that address)"
+            }
+            std::io::ErrorKind::PermissionDenied => " (ports below 1024 need CAP_NET_BIND_SERVICE)",
+            _ => "",
+        };
+        anyhow::Error::new(e).context(format!(
+            "cannot bind the QUIC endpoint on {addr} (udp){hint}"
+        ))
+    })
+}
+
+/// Reloads the certificate and key on every SIGHUP, for new connections (existing
+/// ones keep theirs). A file that does not load is refused and logged; the certificate
+/// in use stays. Nothing is reloaded while the node drains.
+async fn reload_on_hangup(endpoint: quinn::Endpoint, config: Config, health: Arc<Health>) {
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot install the SIGHUP handler: certificate reloads are off");
+            return;
+        }
     };
+    while hangups.recv().await.is_some() {
+        if health.is_draining() {
+            tracing::info!("SIGHUP while draining: certificate not reloaded");
+            continue;
+        }
+        let reloaded = load_identity(&config).and_then(|identity| {
+            let server = tls::server_config(&identity, &config.timing, &config.limits)
+                .context("cannot configure QUIC with the new certificate")?;
+            Ok((identity.fingerprint_hex(), server))
+        });
+        match reloaded {
+            Ok((fingerprint, server)) => {
+                endpoint.set_server_config(Some(server));
+                metrics::counter!(telemetry::TLS_RELOADS, "outcome" => "ok").increment(1);
+                tracing::info!(%fingerprint, "SIGHUP: certificate reloaded for new connections");
+            }
+            Err(e) => {
+                metrics::counter!(telemetry::TLS_RELOADS, "outcome" => "error").increment(1);
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "SIGHUP: certificate not reloaded; the old one stays in use"
+                );
+            }
+        }
+    }
+}
+
+/// Defaults, then the config file, then the environment, then flags; validated.
+fn build_config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut config = Config::load_layered(cli.config.as_deref(), std::env::vars())?;
     if let Some(listen) = cli.listen {
         config.listen = listen;
     }
@@ -292,17 +417,17 @@ fn build_config(cli: &Cli) -> anyhow::Result<Config> {
 /// Installs the recorder, binds the endpoint and serves it in the background.
 async fn start_metrics(
     addr: SocketAddr,
+    health: Arc<Health>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let handle = metrics_http::install_recorder().context("cannot install the metrics recorder")?;
-    metrics::gauge!("conclave_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot bind the metrics endpoint on {addr} (tcp)"))?;
     let bound = listener
         .local_addr()
         .context("cannot read the bound metrics address")?;
-    let task = tokio::spawn(metrics_http::serve(listener, handle, stopped(stop)));
+    let task = tokio::spawn(metrics_http::serve(listener, handle, health, stopped(stop)));
     Ok((bound, task))
 }
 

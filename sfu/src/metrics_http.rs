@@ -1,14 +1,21 @@
-//! The operator's HTTP endpoint: Prometheus metrics and a liveness probe.
+//! The operator's HTTP endpoint: Prometheus metrics and the health probes.
 //!
 //! * `GET /metrics`: the Prometheus text exposition of every metric recorded through
-//!   the [`metrics`] macros.
-//! * `GET /healthz`: `200 ok`, as long as the process serves requests.
+//!   the [`metrics`] macros, and the process's own (`process_cpu_seconds_total`,
+//!   `process_resident_memory_bytes`, `process_open_fds`, ...).
+//! * `GET /livez` (and its older name `/healthz`): `200 ok` as long as the process
+//!   serves requests. A liveness probe: failing it means restart the process.
+//! * `GET /readyz`: `200 ready` while the node takes new work; `503` with the reason
+//!   (`starting`, `draining`, `store unreachable`) otherwise
+//!   ([`Health`](crate::health::Health)). A readiness probe: failing it means send
+//!   new clients elsewhere, not restart.
 //!
 //! Everything else is `404` (or `405` for another method on a known path). The
 //! endpoint is plain HTTP/1.1; bind it to a loopback or otherwise private address.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,6 +28,8 @@ use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, Promet
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+
+use crate::health::Health;
 
 /// Name of the control request latency histogram, in seconds.
 pub const CONTROL_REQUEST_SECONDS: &str = "conclave_control_request_seconds";
@@ -59,13 +68,32 @@ pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
     builder()?.install_recorder()
 }
 
-/// Serves `/metrics` and `/healthz` on `listener` until `shutdown` resolves, then
-/// lets open connections finish (for up to five seconds).
+/// What the endpoint serves from: the recorder, the node's health and the process
+/// metrics collector.
+#[derive(Clone)]
+struct Sources {
+    handle: PrometheusHandle,
+    health: Arc<Health>,
+    process: Arc<metrics_process::Collector>,
+}
+
+/// Serves `/metrics`, `/livez`, `/healthz` and `/readyz` on `listener` until
+/// `shutdown` resolves, then lets open connections finish (for up to five seconds).
+/// Keep it running while the node drains: `/readyz` says so.
 pub async fn serve(
     listener: TcpListener,
     handle: PrometheusHandle,
+    health: Arc<Health>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let process = Arc::new(metrics_process::Collector::default());
+    process.describe();
+    process.collect();
+    let sources = Sources {
+        handle: handle.clone(),
+        health,
+        process,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut upkeep = tokio::time::interval(UPKEEP_INTERVAL);
@@ -76,9 +104,8 @@ pub async fn serve(
             _ = upkeep.tick() => handle.run_upkeep(),
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
-                    let handle = handle.clone();
                     let stop = stop_rx.clone();
-                    connections.spawn(serve_connection(stream, handle, stop));
+                    connections.spawn(serve_connection(stream, sources.clone(), stop));
                 }
                 Err(e) => {
                     // Usually out of file descriptors: back off instead of spinning.
@@ -105,11 +132,11 @@ pub async fn serve(
 /// Serves one HTTP/1.1 connection, shutting it down gracefully when `stop` flips.
 async fn serve_connection(
     stream: tokio::net::TcpStream,
-    handle: PrometheusHandle,
+    sources: Sources,
     mut stop: watch::Receiver<bool>,
 ) {
     let service = hyper::service::service_fn(move |request| {
-        let response = respond(&request, &handle);
+        let response = respond(&request, &sources);
         async move { Ok::<_, Infallible>(response) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -131,9 +158,9 @@ async fn serve_connection(
 }
 
 /// Routes one request.
-fn respond(request: &Request<Incoming>, handle: &PrometheusHandle) -> Response<Full<Bytes>> {
+fn respond(request: &Request<Incoming>, sources: &Sources) -> Response<Full<Bytes>> {
     let path = request.uri().path();
-    if path != "/metrics" && path != "/healthz" {
+    if !matches!(path, "/metrics" | "/healthz" | "/livez" | "/readyz") {
         return text(StatusCode::NOT_FOUND, "not found\n", "text/plain");
     }
     if request.method() != Method::GET {
@@ -143,10 +170,24 @@ fn respond(request: &Request<Incoming>, handle: &PrometheusHandle) -> Response<F
             .insert(ALLOW, HeaderValue::from_static("GET"));
         return response;
     }
-    if path == "/metrics" {
-        text(StatusCode::OK, handle.render(), PROMETHEUS_CONTENT_TYPE)
-    } else {
-        text(StatusCode::OK, "ok\n", "text/plain")
+    match path {
+        "/metrics" => {
+            sources.process.collect();
+            text(
+                StatusCode::OK,
+                sources.handle.render(),
+                PROMETHEUS_CONTENT_TYPE,
+            )
+        }
+        "/readyz" => match sources.health.readiness() {
+            Ok(()) => text(StatusCode::OK, "ready\n", "text/plain"),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{}\n", why.reason()),
+                "text/plain",
+            ),
+        },
+        _ => text(StatusCode::OK, "ok\n", "text/plain"),
     }
 }
 
@@ -194,7 +235,8 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, handle, async {
+        let health = Arc::new(Health::new());
+        let server = tokio::spawn(serve(listener, handle, Arc::clone(&health), async {
             let _ = stopped.await;
         }));
 
@@ -207,9 +249,22 @@ mod tests {
             "{metrics}"
         );
 
-        let health = get(addr, "GET", "/healthz").await;
-        assert!(health.starts_with("HTTP/1.1 200 OK\r\n"), "{health}");
-        assert!(health.ends_with("\r\n\r\nok\n"), "{health}");
+        for path in ["/healthz", "/livez"] {
+            let live = get(addr, "GET", path).await;
+            assert!(live.starts_with("HTTP/1.1 200 OK\r\n"), "{live}");
+            assert!(live.ends_with("\r\n\r\nok\n"), "{live}");
+        }
+        let starting = get(addr, "GET", "/readyz").await;
+        assert!(starting.starts_with("HTTP/1.1 503 "), "{starting}");
+        assert!(starting.ends_with("\r\n\r\nstarting\n"), "{starting}");
+        health.set_serving(true);
+        let ready = get(addr, "GET", "/readyz").await;
+        assert!(ready.starts_with("HTTP/1.1 200 OK\r\n"), "{ready}");
+        health.start_draining();
+        let draining = get(addr, "GET", "/readyz").await;
+        assert!(draining.ends_with("\r\n\r\ndraining\n"), "{draining}");
+        let live = get(addr, "GET", "/livez").await;
+        assert!(live.starts_with("HTTP/1.1 200 OK\r\n"), "{live}");
 
         let missing = get(addr, "GET", "/").await;
         assert!(missing.starts_with("HTTP/1.1 404 "), "{missing}");

@@ -87,6 +87,118 @@ pub const DEVICES_REGISTERED: &str = "conclave_devices_registered_total";
 pub const CONTROL_REQUESTS: &str = "conclave_control_requests_total";
 /// Control request latency in seconds, label `kind` (histogram).
 pub const CONTROL_REQUEST_SECONDS: &str = "conclave_control_request_seconds";
+/// Always 1, label `version` (gauge).
+pub const BUILD_INFO: &str = "conclave_build_info";
+/// 1 while the node drains (after SIGTERM), else 0 (gauge).
+pub const DRAINING: &str = "conclave_draining";
+/// 1 while the store answers its probe, else 0 (gauge).
+pub const STORE_UP: &str = "conclave_store_up";
+/// Certificate reloads (SIGHUP), label `outcome`: `ok` or `error` (counter).
+pub const TLS_RELOADS: &str = "conclave_tls_reloads_total";
+
+/// Every control request kind, as the `kind` label names it (`malformed` frames are
+/// counted apart, with outcome `bad_request`).
+pub const REQUEST_KINDS: [&str; 13] = [
+    "hello",
+    "register",
+    "authenticate",
+    "upload_prekeys",
+    "fetch_bundles",
+    "send_container",
+    "ack_containers",
+    "get_time",
+    "open_room",
+    "join_room",
+    "rotate_room",
+    "leave_room",
+    "send_room_message",
+];
+
+/// Creates every counter and gauge the dashboards and alerts use, at zero (gauges
+/// that describe state at their current value), so that an idle node shows flat lines
+/// rather than no data and a first event is a visible increase. `cluster`: this node
+/// runs in cluster mode (its cluster metrics exist too).
+pub fn register_at_zero(cluster: bool) {
+    for name in [
+        CONNECTIONS_ACCEPTED,
+        ROOM_EVICTIONS,
+        DATAGRAMS_IN,
+        BYTES_IN,
+        DATAGRAMS_OUT,
+        BYTES_OUT,
+        CONTAINERS_STORED,
+        CONTAINERS_DELIVERED,
+        CONTAINERS_ACKED,
+        CONTAINERS_EXPIRED,
+        ROOM_RECORDS_RATE_LIMITED,
+        REGISTRATIONS_RATE_LIMITED,
+        PREKEYS_SERVED,
+        PREKEYS_EXHAUSTED,
+        PREKEYS_LAST_RESORT_SERVED,
+        PREKEYS_UPLOADED,
+        DEVICES_REGISTERED,
+    ] {
+        counter!(name).absolute(0);
+    }
+    let labelled: [(&str, &str, &[&str]); 6] = [
+        (
+            CONNECTIONS_REFUSED,
+            "reason",
+            &["max_connections", "handshake"],
+        ),
+        (
+            MAILBOX_REFUSED,
+            "reason",
+            &["sender_quota", "budget", "sender_per_device"],
+        ),
+        (PREKEYS_RATE_LIMITED, "scope", &["pair", "target"]),
+        (SLOW_CLIENTS_CUT, "bound", &["frames", "bytes"]),
+        (TLS_RELOADS, "outcome", &["ok", "error"]),
+        (
+            DATAGRAMS_DROPPED,
+            "reason",
+            &[
+                "oversize",
+                "malformed",
+                "not_member",
+                "congestion_video",
+                "congestion_audio",
+                "too_large_for_receiver",
+                "receiver_gone",
+            ],
+        ),
+    ];
+    for (name, label, values) in labelled {
+        for value in values {
+            counter!(name, label => *value).absolute(0);
+        }
+    }
+    for kind in REQUEST_KINDS {
+        for outcome in ["ok", "error"] {
+            counter!(CONTROL_REQUESTS, "kind" => kind, "outcome" => outcome).absolute(0);
+        }
+    }
+    counter!(CONTROL_REQUESTS, "kind" => "malformed", "outcome" => "bad_request").absolute(0);
+    for name in [CONNECTIONS, ROOMS, ROOM_MEMBERS, MAILBOX_BYTES, DRAINING] {
+        metrics::gauge!(name).increment(0.0);
+    }
+    metrics::gauge!(STORE_UP).set(1.0);
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    if cluster {
+        for name in [CLUSTER_LEASES_LOST, CLUSTER_HEARTBEAT_FAILURES] {
+            counter!(name).absolute(0);
+        }
+        for outcome in ["owned", "redirected", "owner_silent", "no_lease", "error"] {
+            counter!(CLUSTER_ROOM_CLAIMS, "outcome" => outcome).absolute(0);
+        }
+        for kind in ["new_mail", "rescan"] {
+            counter!(MAILBOX_SIGNALS, "kind" => kind).absolute(0);
+        }
+        for name in [CLUSTER_LEASE_HELD, CLUSTER_ROOMS_OWNED] {
+            metrics::gauge!(name).increment(0.0);
+        }
+    }
+}
 
 /// Why a datagram was not forwarded (to one receiver, or at all).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,6 +452,15 @@ pub fn describe() {
     describe_counter!(PREKEYS_UPLOADED, "One-time prekeys uploaded.");
     describe_counter!(DEVICES_REGISTERED, "Devices registered.");
     describe_counter!(CONTROL_REQUESTS, "Control requests, by kind and outcome.");
+    describe_gauge!(
+        DRAINING,
+        "1 while this node drains (after SIGTERM), else 0."
+    );
+    describe_gauge!(STORE_UP, "1 while the store answers its probe, else 0.");
+    describe_counter!(
+        TLS_RELOADS,
+        "Certificate reloads on SIGHUP, by outcome (ok, error)."
+    );
     describe_histogram!(
         CONTROL_REQUEST_SECONDS,
         metrics::Unit::Seconds,

@@ -23,6 +23,7 @@ fn help_documents_every_option() {
         "--store",
         "--store-ca-file",
         "--log",
+        "--log-format",
         "--help",
         "--version",
     ] {

@@ -30,7 +30,8 @@ async fn global_recorder_is_served() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(metrics_http::serve(listener, handle, async {
+    let health = std::sync::Arc::new(conclave_sfu::health::Health::new());
+    let server = tokio::spawn(metrics_http::serve(listener, handle, health, async {
         let _ = stopped.await;
     }));
 
@@ -43,6 +44,9 @@ async fn global_recorder_is_served() {
         "{scrape}"
     );
     assert!(scrape.contains("conclave_cli_test_total 2"), "{scrape}");
+    // The process's own metrics come with every scrape.
+    assert!(scrape.contains("process_cpu_seconds_total"), "{scrape}");
+    assert!(scrape.contains("process_resident_memory_bytes"), "{scrape}");
     // Buckets, not a summary, for the control request histogram.
     assert!(
         scrape.contains("conclave_control_request_seconds_bucket{le=\"0.025\"} 1"),

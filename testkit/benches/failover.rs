@@ -12,8 +12,13 @@
 //! to another node, waited out the dead owner's lease and rejoined. The killed node is
 //! then restarted, and the next run kills another.
 //!
+//! With `--guest-elsewhere` the guest connects first to the next node instead, so its
+//! primary connection survives the kill and only its rooms-only connection to the
+//! owner dies: it rejoins through its primary connection.
+//!
 //! `cargo bench -p conclave-testkit --bench failover -- [--runs N] [--idle-ms MS]
-//! [--lease-ms MS --renew-ms MS]` (default: 12 runs, the SDK's and the nodes' defaults).
+//! [--lease-ms MS --renew-ms MS] [--guest-elsewhere]` (default: 12 runs, the SDK's and
+//! the nodes' defaults, both devices on the owner).
 #![allow(
     missing_docs,
     clippy::expect_used,
@@ -59,11 +64,13 @@ fn main() {
 
 /// What a run varies: `--runs N` (default 12), `--idle-ms` (the clients'
 /// `idle_timeout`; default the SDK's), `--lease-ms` and `--renew-ms` (the nodes'
-/// `[cluster]` settings; default theirs). Cargo passes `--bench` too; it is ignored.
+/// `[cluster]` settings; default theirs), `--guest-elsewhere`. Cargo passes `--bench`
+/// too; it is ignored.
 struct Settings {
     runs: usize,
     idle: Option<Duration>,
     lease: Option<(u64, u64)>,
+    guest_elsewhere: bool,
 }
 
 fn settings_from_args() -> Settings {
@@ -86,6 +93,7 @@ fn settings_from_args() -> Settings {
         runs: number("--runs").map_or(12, |n| usize::try_from(n).expect("a run count")),
         idle: number("--idle-ms").map(Duration::from_millis),
         lease,
+        guest_elsewhere: args.iter().any(|a| a == "--guest-elsewhere"),
     }
 }
 
@@ -93,16 +101,21 @@ async fn bench(settings: Settings) {
     let runs = settings.runs;
     let mut cluster = ProcessCluster::start_with_lease(SFU, 3, settings.lease).await;
     println!(
-        "client idle timeout: {:?}; lease, renew (ms): {:?}",
+        "client idle timeout: {:?}; lease, renew (ms): {:?}; guest {}",
         settings
             .idle
             .unwrap_or(conclave_sdk::transport::DEFAULT_IDLE_TIMEOUT),
-        settings.lease.unwrap_or((2_500, 500))
+        settings.lease.unwrap_or((2_500, 500)),
+        if settings.guest_elsewhere {
+            "connected first to another node (its room on a rooms-only connection)"
+        } else {
+            "on the owner too"
+        }
     );
     let mut samples = Vec::with_capacity(runs);
     for run in 0..runs {
         let victim = run % 3;
-        let sample = one_run(&mut cluster, run, victim, settings.idle).await;
+        let sample = one_run(&mut cluster, run, victim, &settings).await;
         match sample {
             Some(d) => println!(
                 "run {run:>2}: owner node-{} killed; media again after {d:?}",
@@ -130,18 +143,26 @@ async fn one_run(
     cluster: &mut ProcessCluster,
     run: usize,
     victim: usize,
-    idle: Option<Duration>,
+    settings: &Settings,
 ) -> Option<Duration> {
     let (host_user, guest_user) = (
         User::new(&format!("host{run}")),
         User::new(&format!("guest{run}")),
     );
-    let mut config = cluster.client_config(victim);
-    if let Some(idle) = idle {
-        config.idle_timeout = idle;
-    }
-    let host = host_user.connect_with(config.clone()).await;
-    let mut guest = guest_user.connect_with(config).await;
+    let config = |first: usize| {
+        let mut config = cluster.client_config(first);
+        if let Some(idle) = settings.idle {
+            config.idle_timeout = idle;
+        }
+        config
+    };
+    let guest_first = if settings.guest_elsewhere {
+        (victim + 1) % 3
+    } else {
+        victim
+    };
+    let host = host_user.connect_with(config(victim)).await;
+    let mut guest = guest_user.connect_with(config(guest_first)).await;
     let (host_meeting, _) = host
         .client
         .start_meeting(&[guest_user.id()], &[MediaKind::Audio])

@@ -143,6 +143,31 @@ impl NodeProcess {
         assert!(status.success(), "{} exited with {status}", self.node_id);
     }
 
+    /// `SIGTERM` without waiting: the node starts draining.
+    pub fn start_drain(&self) {
+        self.signal("-TERM");
+    }
+
+    /// Waits (bounded by `within`) for the process to exit; its status, or `None` if
+    /// it still runs.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `SIGHUP`: the node reloads its certificate and key.
+    pub fn hangup(&self) {
+        self.signal("-HUP");
+    }
+
     fn signal(&self, which: &str) {
         let status = Command::new("kill")
             .arg(which)
@@ -183,6 +208,9 @@ pub struct ProcessCluster {
     pub url: String,
     /// The clients' one trust setting (the shared certificate's pin).
     pub trust: ServerTrust,
+    /// The directory of the nodes' shared certificate and key (`tls::DEV_CERT_FILE`,
+    /// `tls::DEV_KEY_FILE`), which a reload test may replace.
+    pub certs: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -221,6 +249,7 @@ impl ProcessCluster {
             nodes,
             url,
             trust,
+            certs,
             _dir: dir,
         };
         cluster.wait_for_leases(n).await;
@@ -269,6 +298,8 @@ fn start_node(
     if let Some((lease_ms, renew_ms)) = lease {
         toml.push_str(&format!("lease_ms = {lease_ms}\nrenew_ms = {renew_ms}\n"));
     }
+    // Tests drain in seconds, not the production 25 s.
+    toml.push_str("[timing]\ndrain_grace_secs = 5\n");
     std::fs::write(&config, toml).expect("the node's config file");
     let certs = root.join("certs");
     let path = |p: PathBuf| p.display().to_string();

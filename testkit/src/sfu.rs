@@ -64,6 +64,8 @@ pub fn drain_test_config() -> Config {
 pub fn quiet_config() -> Config {
     let mut config = Config::default();
     config.metrics_listen = None;
+    // A client that does not move when told is closed after 2 s, not 25.
+    config.timing.drain_grace_secs = 2;
     config
 }
 
@@ -197,7 +199,7 @@ impl TestSfu {
                         ClusterNode {
                             info: NodeInfo {
                                 node_id,
-                                quic_addr: addr,
+                                quic_addr: addr.into(),
                                 server_name: "localhost".into(),
                             },
                             store: cluster,

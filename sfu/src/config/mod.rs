@@ -7,8 +7,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
+mod env;
 mod store;
 
 pub use store::{ClusterConfig, StoreSetting};
@@ -254,6 +255,12 @@ impl Timing {
                 t.idle_timeout_secs
             ));
         }
+        if !(1..=3600).contains(&t.drain_grace_secs) {
+            return invalid(format!(
+                "timing.drain_grace_secs must be 1..=3600, got {}",
+                t.drain_grace_secs
+            ));
+        }
         Ok(())
     }
 }
@@ -277,6 +284,16 @@ where
     parse_metrics_listen(&s).map_err(serde::de::Error::custom)
 }
 
+fn metrics_listen_as_text<S>(value: &Option<SocketAddr>, serializer: S) -> Result<S::Ok, S::Error>
+where
+    S: serde::Serializer,
+{
+    match value {
+        Some(addr) => serializer.collect_str(addr),
+        None => serializer.serialize_str("off"),
+    }
+}
+
 fn invalid(message: impl Into<String>) -> Result<(), ConfigError> {
     Err(ConfigError::Invalid(message.into()))
 }
@@ -289,7 +306,7 @@ fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// Everything the server needs to know besides its endpoint and store.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct Config {
@@ -299,7 +316,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// TCP address of the Prometheus `/metrics` and `/healthz` endpoint; `None` disables it
     /// (written `"off"` in the file).
-    #[serde(deserialize_with = "metrics_listen_or_off")]
+    #[serde(
+        deserialize_with = "metrics_listen_or_off",
+        serialize_with = "metrics_listen_as_text"
+    )]
     pub metrics_listen: Option<SocketAddr>,
     /// PEM certificate chain; with `key`. Without both, a development certificate is
     /// generated under `data_dir` on first start.
@@ -345,7 +365,7 @@ impl Default for Config {
 /// prekey is withheld (`prekey_rate_limited`), or, for a client that does not read its
 /// events or breaks the framing, a closed connection (`TOO_SLOW`,
 /// `PROTOCOL_VIOLATION`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct Limits {
@@ -479,7 +499,7 @@ impl Default for Limits {
 }
 
 /// Timers and lifetimes.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct Timing {
@@ -501,6 +521,18 @@ pub struct Timing {
     pub room_idle_ttl_secs: u64,
     /// On shutdown, clients are told to come back after this long, ms.
     pub shutdown_reconnect_after_ms: u64,
+    /// Draining (SIGTERM): how long the node waits for its clients to move away before
+    /// it closes what is left and exits, seconds (1 to 3600). Give the orchestrator's
+    /// stop timeout a few seconds more.
+    pub drain_grace_secs: u64,
+}
+
+impl Timing {
+    /// [`Timing::drain_grace_secs`] as a duration.
+    #[must_use]
+    pub fn drain_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.drain_grace_secs)
+    }
 }
 
 impl Default for Timing {
@@ -514,6 +546,7 @@ impl Default for Timing {
             idle_timeout_secs: 30,
             room_idle_ttl_secs: 24 * 3600,
             shutdown_reconnect_after_ms: 1_000,
+            drain_grace_secs: 25,
         }
     }
 }

@@ -10,8 +10,8 @@ use crate::store::postgres::redacted_url;
 /// embedded database file `conclave.redb` in `data_dir`, for one node) or as a
 /// PostgreSQL URL, `postgres://user:password@host:port/database?sslmode=require`
 /// (shared by the nodes of a cluster). `Debug` and `Display` never show a password.
-#[derive(Clone, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Clone, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "String", into = "String")]
 #[non_exhaustive]
 pub enum StoreSetting {
     /// The embedded redb file under `data_dir`.
@@ -45,6 +45,14 @@ impl TryFrom<String> for StoreSetting {
 
     fn try_from(s: String) -> Result<Self, String> {
         StoreSetting::parse(&s)
+    }
+}
+
+/// The setting as the config file writes it (for the environment overlay's type
+/// template only; the password is masked).
+impl From<StoreSetting> for String {
+    fn from(setting: StoreSetting) -> String {
+        setting.to_string()
     }
 }
 
@@ -121,16 +129,17 @@ mod tests {
 }
 
 /// The `[cluster]` section: this node's part in a cluster (absent: a single node).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ClusterConfig {
     /// This node's id, unique in the cluster: 1 to 64 of `[A-Za-z0-9._-]`.
     pub node_id: String,
-    /// The QUIC address clients are redirected to for rooms this node owns (default:
-    /// `listen`, which must then be a specific address, not 0.0.0.0 or ::).
+    /// Where clients are redirected to for rooms this node owns: `host:port`, the host
+    /// an IP address or a DNS name clients resolve (default: `listen`, which must then
+    /// be a specific address, not 0.0.0.0 or ::).
     #[serde(default)]
-    pub advertise: Option<std::net::SocketAddr>,
+    pub advertise: Option<String>,
     /// The TLS server name clients verify this node as; every node's certificate must
     /// pass the clients' one trust setting.
     #[serde(default = "default_server_name")]
@@ -163,6 +172,10 @@ impl ClusterConfig {
     /// Checks the section against the rest of the configuration.
     pub(super) fn validate(&self, config: &super::Config) -> Result<(), String> {
         crate::store::NodeId::new(self.node_id.clone())?;
+        if let Some(advertise) = &self.advertise {
+            crate::store::NodeAddress::new(advertise.clone())
+                .map_err(|e| format!("[cluster] advertise: {e}"))?;
+        }
         if !matches!(config.store, StoreSetting::Postgres(_)) {
             return Err("[cluster] needs a PostgreSQL store (store = \"postgres://…\")".into());
         }
@@ -206,7 +219,10 @@ impl ClusterConfig {
     ) -> Result<crate::store::NodeInfo, String> {
         Ok(crate::store::NodeInfo {
             node_id: crate::store::NodeId::new(self.node_id.clone())?,
-            quic_addr: self.advertise.unwrap_or(listen),
+            quic_addr: match &self.advertise {
+                Some(advertise) => crate::store::NodeAddress::new(advertise.clone())?,
+                None => listen.into(),
+            },
             server_name: self.server_name.clone(),
         })
     }

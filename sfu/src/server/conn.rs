@@ -166,7 +166,9 @@ async fn control(
                 // Let the writer flush the ShuttingDown event, then give the client a
                 // moment to close by itself.
                 let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
-                let _ = tokio::time::timeout(Duration::from_secs(1), connection.closed()).await;
+                // Its calls go on until the client has moved, at most the drain grace.
+                let grace = shared.config.timing.drain_grace();
+                let _ = tokio::time::timeout(grace, connection.closed()).await;
                 connection.close(close_code::SHUTTING_DOWN.into(), b"server shutting down");
                 return;
             }

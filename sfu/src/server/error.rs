@@ -44,7 +44,7 @@ impl RequestError {
             ),
         );
         err.redirect = Some(v1::Redirect {
-            address: owner.quic_addr.to_string(),
+            address: owner.quic_addr.as_str().to_owned(),
             server_name: owner.server_name.clone(),
             fence: fence.0,
         });

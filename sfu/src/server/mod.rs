@@ -32,6 +32,7 @@ pub use cluster::ClusterNode;
 pub use error::RequestError;
 
 use crate::config::Config;
+use crate::health::Health;
 use crate::ratelimit::{KeyedLimiter, PrekeyPopLimiter};
 use crate::rooms::{ConnId, RoomLimits, RoomRegistry};
 use crate::store::{DeviceIdBytes, Store};
@@ -97,6 +98,8 @@ pub(crate) struct Shared {
     pub(crate) hooks: hooks::Hooks,
     /// Cluster mode's state; `None` for a single node.
     pub(crate) cluster: Option<cluster::ClusterState>,
+    /// Readiness: serving, draining, store reachable.
+    pub(crate) health: Arc<Health>,
 }
 
 impl Shared {
@@ -105,6 +108,7 @@ impl Shared {
         store: Arc<dyn Store>,
         hooks: hooks::Hooks,
         cluster: Option<ClusterNode>,
+        health: Arc<Health>,
     ) -> Self {
         let limits = RoomLimits {
             max_members_per_room: config.limits.max_members_per_room,
@@ -151,6 +155,7 @@ impl Shared {
             delivery_reads: tokio::sync::Semaphore::new(delivery::CONCURRENT_READS),
             hooks,
             cluster: cluster.map(cluster::ClusterState::new),
+            health,
         }
     }
 
@@ -202,6 +207,35 @@ impl Shared {
     }
 }
 
+/// How often the store is probed for `/readyz`.
+const STORE_PROBE_EVERY: Duration = Duration::from_secs(5);
+/// A probe not answered within this long counts as a failure.
+const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Probes the store every [`STORE_PROBE_EVERY`] and reports the outcome to the node's
+/// health (and `conclave_store_up`) until `stop`.
+async fn probe_store(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(STORE_PROBE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let store = Arc::clone(&shared.store);
+        let probe = tokio::task::spawn_blocking(move || store.ping());
+        let up = match tokio::time::timeout(STORE_PROBE_TIMEOUT, probe).await {
+            Ok(Ok(Ok(()))) => true,
+            Ok(Ok(Err(e))) => {
+                warn!(error = %e, "store probe failed");
+                false
+            }
+            Ok(Err(_)) | Err(_) => false,
+        };
+        shared.health.set_store_up(up);
+    }
+}
+
 /// Runs the server on `endpoint` until `shutdown` resolves, then shuts down
 /// gracefully: stops accepting, tells every client (`ShuttingDown` event), closes the
 /// connections and drops the store (which flushes it).
@@ -214,7 +248,25 @@ pub async fn run(
     // `Hooks` is a unit struct only without the `adversary` feature.
     #[allow(clippy::default_constructed_unit_structs)]
     let hooks = hooks::Hooks::default();
-    serve(endpoint, store, config, hooks, None, shutdown).await
+    let health = Arc::new(Health::new());
+    serve(endpoint, store, config, hooks, None, health, shutdown).await
+}
+
+/// [`run`] or [`run_cluster`] (with `node`), reporting readiness to `health` (which the
+/// binary's `/readyz` reads). When `shutdown` resolves the node drains: it reports not
+/// ready, refuses new connections and rooms, tells its clients to move, waits up to
+/// `timing.drain_grace_secs` for them to go, then stops.
+pub async fn run_node(
+    endpoint: quinn::Endpoint,
+    store: Arc<dyn Store>,
+    config: Config,
+    node: Option<ClusterNode>,
+    health: Arc<Health>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), SfuError> {
+    #[allow(clippy::default_constructed_unit_structs)]
+    let hooks = hooks::Hooks::default();
+    serve(endpoint, store, config, hooks, node, health, shutdown).await
 }
 
 /// [`run`] as one node of a cluster: `node.store` holds the leases and room owners
@@ -230,7 +282,8 @@ pub async fn run_cluster(
 ) -> Result<(), SfuError> {
     #[allow(clippy::default_constructed_unit_structs)]
     let hooks = hooks::Hooks::default();
-    serve(endpoint, store, config, hooks, Some(node), shutdown).await
+    let health = Arc::new(Health::new());
+    serve(endpoint, store, config, hooks, Some(node), health, shutdown).await
 }
 
 /// [`run`] with an [`hooks::Adversary`] attached: the same server, made hostile by the
@@ -249,6 +302,7 @@ pub async fn run_hostile(
         config,
         hooks::Hooks(Some(adversary)),
         None,
+        Arc::new(Health::new()),
         shutdown,
     )
     .await
@@ -260,10 +314,12 @@ async fn serve(
     config: Config,
     hooks: hooks::Hooks,
     cluster: Option<ClusterNode>,
+    health: Arc<Health>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SfuError> {
     telemetry::describe();
-    let shared = Arc::new(Shared::new(config, store, hooks, cluster));
+    telemetry::register_at_zero(cluster.is_some());
+    let shared = Arc::new(Shared::new(config, store, hooks, cluster, health));
     shared.hooks.attach(&shared);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut background = JoinSet::new();
@@ -271,6 +327,8 @@ async fn serve(
     background.spawn(mailbox::sweep_task(Arc::clone(&shared), stop_rx.clone()));
     background.spawn(delivery::watch_task(Arc::clone(&shared), stop_rx.clone()));
     let lease = tokio::spawn(cluster::lease_task(Arc::clone(&shared), stop_rx.clone()));
+    background.spawn(probe_store(Arc::clone(&shared), stop_rx.clone()));
+    shared.health.set_serving(true);
 
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -286,22 +344,28 @@ async fn serve(
         }
     }
 
+    let grace = shared.config.timing.drain_grace();
     info!(
         connections = shared.open_connections.load(Ordering::Relaxed),
-        "shutting down: refusing new connections and telling clients"
+        grace_secs = grace.as_secs(),
+        "draining: refusing new connections and rooms, telling clients to move"
     );
+    shared.health.start_draining();
     endpoint.set_server_config(None);
     let _ = stop_tx.send(true);
-    let grace = Duration::from_secs(5);
-    if tokio::time::timeout(grace, async {
+    // Each connection closes once its client has moved away, or at the end of the
+    // grace period; a little more for the closes to go out.
+    let bound = grace + Duration::from_secs(2);
+    if tokio::time::timeout(bound, async {
         while connections.join_next().await.is_some() {}
     })
     .await
     .is_err()
     {
-        warn!("connections did not finish within {grace:?}; closing them");
+        warn!("connections did not finish within {bound:?}; closing them");
         connections.abort_all();
     }
+    shared.health.set_serving(false);
     endpoint.close(close_code::SHUTTING_DOWN.into(), b"server shutting down");
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     background.abort_all();

@@ -212,7 +212,14 @@ impl Session {
                 self.after(after).await;
             }
             Err(err) => {
-                counter!(telemetry::CONTROL_REQUESTS, "kind" => kind, "outcome" => "error")
+                // A new device's first `Authenticate` is answered NOT_FOUND (it then
+                // registers): the protocol working, not an error.
+                let outcome = if kind == "authenticate" && err.code == ErrorCode::NotFound {
+                    "unregistered"
+                } else {
+                    "error"
+                };
+                counter!(telemetry::CONTROL_REQUESTS, "kind" => kind, "outcome" => outcome)
                     .increment(1);
                 debug!(conn = self.conn.id, kind, code = ?err.code, "request refused");
                 self.respond(request_id, response::Result::Error(err.to_proto()))
@@ -255,6 +262,12 @@ impl Session {
             Request::FetchBundles(r) => self.fetch_bundles(r).await,
             Request::SendContainer(r) => self.send_container(r).await,
             Request::AckContainers(r) => self.ack_containers(r).await,
+            Request::OpenRoom(_) | Request::JoinRoom(_) if self.shared.health.is_draining() => {
+                Err(RequestError::new(
+                    ErrorCode::Unavailable,
+                    "this node is draining: reconnect to another node and join there",
+                ))
+            }
             Request::OpenRoom(r) => self.open_room(r).await,
             Request::JoinRoom(r) => self.join_room(&r).await,
             Request::RotateRoom(r) => self.rotate_room(r).await,

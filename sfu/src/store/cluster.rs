@@ -79,13 +79,65 @@ impl fmt::Debug for NodeId {
     }
 }
 
+/// Where clients reach a node: `host:port`, the host an IP address (IPv6 in brackets)
+/// or a DNS name (clients resolve it), such as `203.0.113.7:4433` or
+/// `sfu-0.example.com:4433`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NodeAddress(String);
+
+impl NodeAddress {
+    /// Checks `address` as `host:port` (a non-zero port, a host of at most 253 bytes
+    /// of letters, digits, `.`, `-` and `_`, or a bracketed IPv6 address).
+    pub fn new(address: String) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "{address:?} is not host:port (an IP address, [IPv6] or DNS name, and a port 1-65535)"
+            )
+        };
+        if address.parse::<SocketAddr>().is_ok() {
+            return Ok(NodeAddress(address));
+        }
+        let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+        let port_ok = port.parse::<u16>().is_ok_and(|p| p != 0);
+        let host_ok = !host.is_empty()
+            && host.len() <= 253
+            && !host.starts_with(['-', '.'])
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+        if port_ok && host_ok {
+            Ok(NodeAddress(address))
+        } else {
+            Err(bad())
+        }
+    }
+
+    /// As `host:port`.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<SocketAddr> for NodeAddress {
+    fn from(addr: SocketAddr) -> Self {
+        NodeAddress(addr.to_string())
+    }
+}
+
+impl fmt::Display for NodeAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// How clients reach a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeInfo {
     /// Its id.
     pub node_id: NodeId,
     /// The QUIC address it advertises to clients.
-    pub quic_addr: SocketAddr,
+    pub quic_addr: NodeAddress,
     /// The TLS server name clients verify it as.
     pub server_name: String,
 }
@@ -167,6 +219,31 @@ mod tests {
         assert!(NodeId::new("sfu-1.eu_west").is_ok());
         for bad in ["", "a b", "ü", &"x".repeat(65)] {
             assert!(NodeId::new(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn node_addresses_are_host_and_port() {
+        for good in [
+            "203.0.113.7:4433",
+            "[2001:db8::1]:4433",
+            "sfu-0.conclave-sfu.media.svc.cluster.local:4433",
+            "localhost:1",
+        ] {
+            assert!(NodeAddress::new(good.into()).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "sfu-0",
+            "sfu-0:0",
+            "sfu-0:70000",
+            ":4433",
+            "-sfu:4433",
+            "a b:4433",
+            "ü.example:4433",
+            "2001:db8::1:4433",
+        ] {
+            assert!(NodeAddress::new(bad.into()).is_err(), "{bad:?}");
         }
     }
 }

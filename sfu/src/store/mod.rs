@@ -29,7 +29,9 @@ mod memory;
 pub mod postgres;
 mod redb_store;
 
-pub use cluster::{ClusterStore, Fence, MailboxSignal, NodeId, NodeInfo, OwnerLease, RoomClaim};
+pub use cluster::{
+    ClusterStore, Fence, MailboxSignal, NodeAddress, NodeId, NodeInfo, OwnerLease, RoomClaim,
+};
 pub use memory::MemoryStore;
 pub use postgres::{PgOptions, PgStore};
 pub use redb_store::RedbStore;
@@ -406,6 +408,11 @@ pub enum BackendError {
 
 /// The server's durable state. Every method is atomic and durable on `Ok`.
 pub trait Store: Send + Sync + 'static {
+    /// Checks that the store answers (for `/readyz`). An embedded store always does.
+    fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// The pinned user signing key of `user_id`, if the user is known.
     fn user_key(&self, user_id: &UserIdBytes) -> Result<Option<[u8; 32]>, StoreError>;
 

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use super::{PgStore, pg, to_sql};
 use crate::store::{
-    ClusterStore, Fence, NodeId, NodeInfo, OwnerLease, RoomClaim, RoomRecord, RoutingIdBytes,
-    StoreError,
+    ClusterStore, Fence, NodeAddress, NodeId, NodeInfo, OwnerLease, RoomClaim, RoomRecord,
+    RoutingIdBytes, StoreError,
 };
 
 /// PostgreSQL's current time in ms since the Unix epoch.
@@ -17,8 +17,7 @@ fn node_info(row: &tokio_postgres::Row) -> Result<NodeInfo, StoreError> {
     let addr: String = row.get("quic_addr");
     Ok(NodeInfo {
         node_id: NodeId::new(id).map_err(|_| StoreError::Corrupt("invalid node id"))?,
-        quic_addr: addr
-            .parse()
+        quic_addr: NodeAddress::new(addr)
             .map_err(|_| StoreError::Corrupt("invalid node address"))?,
         server_name: row.get("server_name"),
     })
@@ -46,7 +45,7 @@ impl PgStore {
                 &sql,
                 &[
                     &node.node_id.as_str(),
-                    &node.quic_addr.to_string(),
+                    &node.quic_addr.as_str(),
                     &node.server_name,
                     &lease_ms,
                 ],

@@ -12,7 +12,7 @@ const LEASE: Duration = Duration::from_secs(30);
 fn node(name: &str, port: u16) -> NodeInfo {
     NodeInfo {
         node_id: NodeId::new(name).unwrap(),
-        quic_addr: ([127, 0, 0, 1], port).into(),
+        quic_addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)).into(),
         server_name: "sfu.test".into(),
     }
 }

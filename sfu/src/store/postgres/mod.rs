@@ -335,6 +335,14 @@ fn count(v: i64) -> Result<usize, StoreError> {
 }
 
 impl Store for PgStore {
+    fn ping(&self) -> Result<(), StoreError> {
+        self.block_on(async {
+            let client = self.client().await?;
+            client.simple_query("SELECT 1").await.map_err(pg)?;
+            Ok(())
+        })
+    }
+
     fn user_key(&self, user_id: &UserIdBytes) -> Result<Option<[u8; 32]>, StoreError> {
         self.block_on(self.user_key_async(user_id))
     }
