@@ -7,7 +7,7 @@
 //!   serves requests. A liveness probe: failing it means restart the process.
 //! * `GET /readyz`: `200 ready` while the node takes new work; `503` with the reason
 //!   (`starting`, `draining`, `store unreachable`) otherwise
-//!   ([`Health`](crate::health::Health)). A readiness probe: failing it means send
+//!   ([`Health`]). A readiness probe: failing it means send
 //!   new clients elsewhere, not restart.
 //!
 //! Everything else is `404` (or `405` for another method on a known path). The
