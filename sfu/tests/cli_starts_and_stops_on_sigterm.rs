@@ -1,4 +1,5 @@
-//! The binary starts, prints its banner, serves `/healthz`, and exits 0 on SIGTERM;
+//! The binary starts, prints its banner, serves `/healthz`, `/livez`, `/readyz` and its
+//! metrics (present at zero from start), and exits 0 on SIGTERM;
 //! its development certificate survives a restart.
 
 // Test helpers may panic on unexpected failures.
@@ -161,9 +162,32 @@ fn starts_serves_health_and_stops_on_sigterm() {
     let health = http_get(metrics, "/healthz");
     assert!(health.starts_with("HTTP/1.1 200 OK\r\n"), "{health}");
     assert!(health.ends_with("ok\n"), "{health}");
+    let live = http_get(metrics, "/livez");
+    assert!(live.ends_with("ok\n"), "{live}");
+    // Ready once the server loop runs (it may still say `starting` right after the
+    // banner).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ready = loop {
+        let ready = http_get(metrics, "/readyz");
+        if ready.starts_with("HTTP/1.1 200 OK\r\n") || Instant::now() > deadline {
+            break ready;
+        }
+        assert!(ready.ends_with("starting\n"), "{ready}");
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(ready.ends_with("ready\n"), "{ready}");
     let scrape = http_get(metrics, "/metrics");
     assert!(scrape.starts_with("HTTP/1.1 200 OK\r\n"), "{scrape}");
     assert!(scrape.contains("conclave_build_info"), "{scrape}");
+    // Present at zero before anything happened: flat lines, not "no data".
+    for idle in [
+        "conclave_draining 0",
+        "conclave_store_up 1",
+        "conclave_datagrams_dropped_total{reason=\"congestion_audio\"} 0",
+        "conclave_containers_stored_total 0",
+    ] {
+        assert!(scrape.contains(idle), "no {idle:?} in:\n{scrape}");
+    }
 
     assert!(
         server.terminate().is_empty(),
