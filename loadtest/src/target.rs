@@ -110,6 +110,8 @@ impl Target {
         // registration limit (a defence against account floods, not load).
         config.limits.registrations_per_ip_burst = u32::MAX;
         config.limits.registrations_per_ip_per_hour = u32::MAX;
+        // The run is over when the SFU stops: no calls to hand over, so a short drain.
+        config.timing.drain_grace_secs = 1;
         let (sfus, label) = match options.local_cluster {
             Some(n) => (
                 crate::local_cluster::start(&runtime, n, &identity, &config)?,
