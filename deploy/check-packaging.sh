@@ -268,8 +268,9 @@ for name in nodes:
         fail(f"{name}: server name must be localhost (the dev certificate's name)")
     drain = float(env.get("CONCLAVE_TIMING__DRAIN_GRACE_SECS", 25))
     grace = seconds(svc.get("stop_grace_period", "10s"))
-    if not grace > drain:
-        fail(f"{name}: stop_grace_period {grace}s must exceed the drain grace {drain}s")
+    # The drain's worst case: the grace, 2 s for the closes, a few for the lease release.
+    if not grace >= drain + 10:
+        fail(f"{name}: stop_grace_period {grace}s must be at least the drain grace {drain}s + 10 s")
     deps = svc.get("depends_on", {})
     if deps.get("postgres", {}).get("condition") != "service_healthy" or \
        deps.get("certs", {}).get("condition") != "service_completed_successfully":

@@ -241,8 +241,8 @@ def check_statefulset(sts: dict, docs: list[dict], report: Report) -> None:
     grace = pod.get("terminationGracePeriodSeconds", 30)
     drain = drain_grace_secs(pod, docs, report)
     report.expect(
-        grace > drain,
-        f"StatefulSet/{name}: terminationGracePeriodSeconds {grace} > drain grace {drain} s",
+        grace >= drain + 10,
+        f"StatefulSet/{name}: terminationGracePeriodSeconds {grace} >= drain grace {drain} s + 10 s",
     )
     report.expect(
         pod.get("enableServiceLinks") is False,

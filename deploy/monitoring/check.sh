@@ -105,6 +105,7 @@ EXPORTED = {
     "conclave_room_members",
     "conclave_draining",
     "conclave_store_up",
+    "conclave_worker_threads",
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
     "conclave_datagrams_received_total",

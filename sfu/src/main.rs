@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
-use conclave_sfu::config::{Config, StoreSetting, parse_metrics_listen};
+use conclave_sfu::config::{Config, ConfigError, StoreSetting, parse_metrics_listen};
 use conclave_sfu::health::Health;
 use conclave_sfu::store::{ClusterStore, PgOptions, PgStore, RedbStore, Store};
 use conclave_sfu::{metrics_http, telemetry, tls};
@@ -135,6 +135,7 @@ fn parse_metrics_flag(s: &str) -> Result<MetricsListen, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let format = cli.log_format;
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = cli.worker_threads {
         builder.worker_threads(usize::from(n));
@@ -147,10 +148,24 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            report(&e);
+            match format {
+                LogFormat::Text => report(&e),
+                LogFormat::Json => report_json(&e),
+            }
             ExitCode::FAILURE
         }
     }
+}
+
+/// [`report`] as one JSON object on one line, for `--log-format json`.
+fn report_json(error: &anyhow::Error) {
+    let causes: Vec<String> = error.chain().skip(1).map(ToString::to_string).collect();
+    let line = serde_json::json!({
+        "level": "ERROR",
+        "message": error.to_string(),
+        "causes": causes,
+    });
+    eprintln!("{line}");
 }
 
 /// Prints an error and its causes to stderr, one per line, without a backtrace.
@@ -170,6 +185,9 @@ fn report(error: &anyhow::Error) {
 /// Everything after argument parsing; an error ends the process with status 1.
 async fn try_main(cli: Cli) -> anyhow::Result<()> {
     init_logging(cli.log.as_deref(), cli.log_format)?;
+    // From here on SIGHUP reloads instead of killing the process (its default), even
+    // while the store opens.
+    let hangups = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
     let config = build_config(&cli)?;
     tracing::info!(
         listen = %config.listen,
@@ -188,18 +206,27 @@ async fn try_main(cli: Cli) -> anyhow::Result<()> {
     // Signal handlers first: a signal that arrives after the banner must not kill us.
     let stop = shutdown_signal().context("cannot install signal handlers")?;
 
-    // The endpoint serves until the node has drained: `/readyz` says so meanwhile.
-    let health = Arc::new(Health::new());
-    let (metrics_stop, metrics_stopped) = watch::channel(false);
-    let metrics = match config.metrics_listen {
-        Some(addr) => Some(start_metrics(addr, Arc::clone(&health), metrics_stopped).await?),
+    // The metrics port is bound now (a port in use fails the start), but answers only
+    // once the certificate is loaded and the QUIC port bound: nothing says "alive" about
+    // a node that is about to exit. It serves until the node has drained.
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(bind_metrics(addr).await?),
         None => None,
     };
-
     let identity = load_identity(&config)?;
     let server_config = tls::server_config(&identity, &config.timing, &config.limits)
         .context("cannot configure QUIC")?;
     let endpoint = bind_quic(server_config, config.listen)?;
+    let health = Arc::new(Health::new());
+    let (metrics_stop, metrics_stopped) = watch::channel(false);
+    let metrics = match metrics_listener {
+        Some(listener) => Some(serve_metrics(
+            listener,
+            Arc::clone(&health),
+            metrics_stopped,
+        )?),
+        None => None,
+    };
     let quic_addr = endpoint
         .local_addr()
         .context("cannot read the bound QUIC address")?;
@@ -225,6 +252,7 @@ async fn try_main(cli: Cli) -> anyhow::Result<()> {
         _ => None,
     };
     let reload = tokio::spawn(reload_on_hangup(
+        hangups,
         endpoint.clone(),
         config.clone(),
         Arc::clone(&health),
@@ -350,20 +378,18 @@ fn bind_quic(config: quinn::ServerConfig, addr: SocketAddr) -> anyhow::Result<qu
 /// Reloads the certificate and key on every SIGHUP, for new connections (existing
 /// ones keep theirs). A file that does not load is refused and logged; the certificate
 /// in use stays. Nothing is reloaded while the node drains.
-async fn reload_on_hangup(endpoint: quinn::Endpoint, config: Config, health: Arc<Health>) {
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(hangups) => hangups,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot install the SIGHUP handler: certificate reloads are off");
-            return;
-        }
-    };
+async fn reload_on_hangup(
+    mut hangups: tokio::signal::unix::Signal,
+    endpoint: quinn::Endpoint,
+    config: Config,
+    health: Arc<Health>,
+) {
     while hangups.recv().await.is_some() {
         if health.is_draining() {
             tracing::info!("SIGHUP while draining: certificate not reloaded");
             continue;
         }
-        let reloaded = load_identity(&config).and_then(|identity| {
+        let reloaded = reload_identity(&config).and_then(|identity| {
             let server = tls::server_config(&identity, &config.timing, &config.limits)
                 .context("cannot configure QUIC with the new certificate")?;
             Ok((identity.fingerprint_hex(), server))
@@ -385,9 +411,51 @@ async fn reload_on_hangup(endpoint: quinn::Endpoint, config: Config, health: Arc
     }
 }
 
+/// The environment's `CONCLAVE_…` variables (a variable of another name is never
+/// read, whatever its bytes; one of ours must be text).
+fn environment() -> anyhow::Result<Vec<(String, String)>> {
+    let mut vars = Vec::new();
+    for (key, value) in std::env::vars_os() {
+        let Some(key) = key.to_str().filter(|k| k.starts_with("CONCLAVE_")) else {
+            continue;
+        };
+        let value = value
+            .into_string()
+            .map_err(|_| anyhow::anyhow!("environment variable {key} is not valid UTF-8"))?;
+        vars.push((key.to_owned(), value));
+    }
+    Ok(vars)
+}
+
 /// Defaults, then the config file, then the environment, then flags; validated.
 fn build_config(cli: &Cli) -> anyhow::Result<Config> {
-    let mut config = Config::load_layered(cli.config.as_deref(), std::env::vars())?;
+    let vars = environment()?;
+    let file = cli.config.as_deref();
+    let mut config = Config::load_layered(file, vars.clone())?;
+    apply_flags(cli, &mut config)?;
+    if let Err(e) = config.validate() {
+        // Name where the bad value came from: the variable without which the rest is
+        // valid, else the file and flags.
+        let finish = |mut c: Config| {
+            apply_flags(cli, &mut c).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            c.validate()
+        };
+        return Err(match Config::blame_environment(file, &vars, finish) {
+            Some(var) => anyhow::anyhow!("{e} (set by the environment variable {var})"),
+            None => match file {
+                Some(path) => anyhow::anyhow!(
+                    "{e} (check the config file {} and the flags)",
+                    path.display()
+                ),
+                None => anyhow::anyhow!("{e} (check the flags)"),
+            },
+        });
+    }
+    Ok(config)
+}
+
+/// The command-line flags, over everything else.
+fn apply_flags(cli: &Cli, config: &mut Config) -> anyhow::Result<()> {
     if let Some(listen) = cli.listen {
         config.listen = listen;
     }
@@ -410,25 +478,42 @@ fn build_config(cli: &Cli) -> anyhow::Result<Config> {
     if let Some(ca) = &cli.store_ca_file {
         config.store_ca_file = Some(ca.clone());
     }
-    config.validate()?;
-    Ok(config)
+    Ok(())
 }
 
-/// Installs the recorder, binds the endpoint and serves it in the background.
-async fn start_metrics(
-    addr: SocketAddr,
+/// Binds the metrics endpoint.
+async fn bind_metrics(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot bind the metrics endpoint on {addr} (tcp): is another process using it?")
+    })
+}
+
+/// Installs the recorder and serves the metrics endpoint in the background.
+fn serve_metrics(
+    listener: tokio::net::TcpListener,
     health: Arc<Health>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let handle = metrics_http::install_recorder().context("cannot install the metrics recorder")?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot bind the metrics endpoint on {addr} (tcp)"))?;
     let bound = listener
         .local_addr()
         .context("cannot read the bound metrics address")?;
     let task = tokio::spawn(metrics_http::serve(listener, handle, health, stopped(stop)));
     Ok((bound, task))
+}
+
+/// The certificate files again, for a reload: the operator's, or the development
+/// certificate already in the data directory (a reload never generates one, which
+/// would break every client's pin).
+fn reload_identity(config: &Config) -> anyhow::Result<tls::ServerIdentity> {
+    let (cert, key) = match (&config.cert, &config.key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        _ => (
+            config.data_dir.join(tls::DEV_CERT_FILE),
+            config.data_dir.join(tls::DEV_KEY_FILE),
+        ),
+    };
+    Ok(tls::load_pem(&cert, &key)?)
 }
 
 /// The operator's certificate, or the development certificate (generated if needed).

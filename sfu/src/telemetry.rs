@@ -87,6 +87,8 @@ pub const DEVICES_REGISTERED: &str = "conclave_devices_registered_total";
 pub const CONTROL_REQUESTS: &str = "conclave_control_requests_total";
 /// Control request latency in seconds, label `kind` (histogram).
 pub const CONTROL_REQUEST_SECONDS: &str = "conclave_control_request_seconds";
+/// The async runtime's worker threads: the node's CPU capacity in cores (gauge).
+pub const WORKER_THREADS: &str = "conclave_worker_threads";
 /// Always 1, label `version` (gauge).
 pub const BUILD_INFO: &str = "conclave_build_info";
 /// 1 while the node drains (after SIGTERM), else 0 (gauge).
@@ -144,7 +146,7 @@ pub fn register_at_zero(cluster: bool) {
         (
             CONNECTIONS_REFUSED,
             "reason",
-            &["max_connections", "handshake"],
+            &["max_connections", "handshake", "draining"],
         ),
         (
             MAILBOX_REFUSED,
@@ -184,6 +186,10 @@ pub fn register_at_zero(cluster: bool) {
     }
     metrics::gauge!(STORE_UP).set(1.0);
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let workers = u32::try_from(runtime.metrics().num_workers()).unwrap_or(u32::MAX);
+        metrics::gauge!(WORKER_THREADS).set(f64::from(workers));
+    }
     if cluster {
         for name in [CLUSTER_LEASES_LOST, CLUSTER_HEARTBEAT_FAILURES] {
             counter!(name).absolute(0);
@@ -457,6 +463,10 @@ pub fn describe() {
         "1 while this node drains (after SIGTERM), else 0."
     );
     describe_gauge!(STORE_UP, "1 while the store answers its probe, else 0.");
+    describe_gauge!(
+        WORKER_THREADS,
+        "Worker threads of the node's async runtime (its CPU capacity in cores)."
+    );
     describe_counter!(
         TLS_RELOADS,
         "Certificate reloads on SIGHUP, by outcome (ok, error)."

@@ -117,6 +117,24 @@ fn startup_errors_name_the_problem() {
         &[("CONCLAVE_LIMITS__MAX_CONNECTIONS", "many")],
         &["CONCLAVE_LIMITS__MAX_CONNECTIONS", "a whole number"],
     );
+    // One that reads but is out of range too.
+    refused(
+        &args,
+        &[("CONCLAVE_TIMING__DRAIN_GRACE_SECS", "0")],
+        &["drain_grace_secs", "CONCLAVE_TIMING__DRAIN_GRACE_SECS"],
+    );
+
+    // With JSON logs, the fatal error is a JSON object too.
+    let mut args = base.to_vec();
+    args.extend(["--listen", addr.as_str(), "--log-format", "json"]);
+    let (status, _, stderr) = run(&args, &[]);
+    assert!(!status.success());
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("{\"") && last.ends_with('}') && last.contains("\"level\":\"ERROR\""),
+        "{stderr}"
+    );
+    assert!(last.contains("another process uses this port"), "{last}");
 }
 
 #[test]

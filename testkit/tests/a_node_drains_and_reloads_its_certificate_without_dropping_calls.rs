@@ -4,7 +4,8 @@
 //!   resumes on the other node, and the drained node exits 0 within its grace period;
 //! * reload: SIGHUP after the certificate files were replaced; new connections see the
 //!   new certificate (a client pinning the old one is refused) while a meeting that was
-//!   already running keeps its media flowing.
+//!   already running keeps its media flowing; a broken file on a later SIGHUP is refused
+//!   and the certificate in use stays.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -105,4 +106,25 @@ async fn a_reloaded_certificate_serves_new_connections_while_calls_go_on() {
 
     // The meeting that was running keeps flowing on its old connections.
     both_ways(&mut meeting_a, &mut meeting_b, "after the reload").await;
+
+    // A broken file on the next SIGHUP is refused; the certificate in use stays.
+    std::fs::write(cluster.certs.join(tls::DEV_CERT_FILE), b"not a certificate").unwrap();
+    cluster.nodes[0].hangup();
+    let refused = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if cluster.nodes[0]
+                .log_tail(20)
+                .contains("certificate not reloaded")
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(refused.is_ok(), "{}", cluster.nodes[0].log_tail(20));
+    let erin = User::new("erin");
+    let still = Client::connect(config, erin.credentials()).await;
+    assert!(still.is_ok(), "the renewed certificate is still served");
+    both_ways(&mut meeting_a, &mut meeting_b, "after a refused reload").await;
 }

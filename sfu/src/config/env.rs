@@ -93,6 +93,61 @@ impl Config {
     }
 }
 
+/// Variables the binary's flags read (`--store`, `--store-ca-file`, `--config`, `--log`,
+/// `--log-format`, `--worker-threads`).
+pub const FLAG_VARIABLES: [&str; 6] = [
+    "CONCLAVE_STORE",
+    "CONCLAVE_STORE_CA_FILE",
+    "CONCLAVE_CONFIG",
+    "CONCLAVE_LOG",
+    "CONCLAVE_LOG_FORMAT",
+    "CONCLAVE_WORKER_THREADS",
+];
+
+/// Whether the server reads `var`: a setting's variable or a flag's.
+#[must_use]
+pub fn is_known_variable(var: &str) -> bool {
+    if FLAG_VARIABLES.contains(&var) {
+        return true;
+    }
+    let Some(name) = var.strip_prefix(PREFIX) else {
+        return false;
+    };
+    let path: Vec<String> = name.split("__").map(str::to_ascii_lowercase).collect();
+    let template = template();
+    match path.as_slice() {
+        [key] => template.get(key).is_some_and(|v| !v.is_table()),
+        [section, key] => template
+            .get(section)
+            .and_then(toml::Value::as_table)
+            .is_some_and(|t| t.contains_key(key)),
+        _ => false,
+    }
+}
+
+impl Config {
+    /// After `finish` (the flags, then validation) refused the configuration of
+    /// [`Config::load_layered`]`(file, vars)`: the variable among `vars` without which
+    /// it passes, if exactly that one is to blame.
+    pub fn blame_environment(
+        file: Option<&Path>,
+        vars: &[(String, String)],
+        finish: impl Fn(Config) -> Result<(), ConfigError>,
+    ) -> Option<String> {
+        let settings: Vec<&(String, String)> = vars
+            .iter()
+            .filter(|(var, value)| {
+                overrides([(var.clone(), value.clone())]).is_ok_and(|o| !o.is_empty())
+            })
+            .collect();
+        settings.iter().find_map(|(var, _)| {
+            let rest = vars.iter().filter(|(v, _)| v != var).cloned();
+            let passes = Config::load_layered(file, rest).is_ok_and(|c| finish(c).is_ok());
+            passes.then(|| var.clone())
+        })
+    }
+}
+
 fn read(table: &toml::Table, source: &Path) -> Result<Config, ConfigError> {
     Config::deserialize(table.clone()).map_err(|e| ConfigError::Parse {
         path: source.to_path_buf(),
@@ -291,6 +346,18 @@ mod tests {
             .to_string();
         assert!(err.contains("node_id"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_value_that_reads_but_is_out_of_range_is_blamed_on_its_variable() {
+        let vars = env(&[
+            ("CONCLAVE_TIMING__DRAIN_GRACE_SECS", "0"),
+            ("CONCLAVE_LIMITS__MAX_CONNECTIONS", "5"),
+        ]);
+        let config = Config::load_layered(None, vars.clone()).unwrap();
+        assert!(config.validate().is_err());
+        let blamed = Config::blame_environment(None, &vars, |c| c.validate());
+        assert_eq!(blamed.as_deref(), Some("CONCLAVE_TIMING__DRAIN_GRACE_SECS"));
     }
 
     #[test]

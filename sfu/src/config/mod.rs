@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 mod env;
 mod store;
 
+pub use env::{FLAG_VARIABLES, is_known_variable};
 pub use store::{ClusterConfig, StoreSetting};
 
 /// Why a configuration could not be read or is not usable.

@@ -215,6 +215,7 @@ const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Probes the store every [`STORE_PROBE_EVERY`] and reports the outcome to the node's
 /// health (and `conclave_store_up`) until `stop`.
 async fn probe_store(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut failures = 0u32;
     let mut every = tokio::time::interval(STORE_PROBE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -232,7 +233,10 @@ async fn probe_store(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             }
             Ok(Err(_)) | Err(_) => false,
         };
-        shared.health.set_store_up(up);
+        // Down only after two failed probes in a row: one slow answer must not take
+        // every node out of rotation at once.
+        failures = if up { 0 } else { failures.saturating_add(1) };
+        shared.health.set_store_up(failures < 2);
     }
 }
 
@@ -351,13 +355,31 @@ async fn serve(
         "draining: refusing new connections and rooms, telling clients to move"
     );
     shared.health.start_draining();
-    endpoint.set_server_config(None);
     let _ = stop_tx.send(true);
     // Each connection closes once its client has moved away, or at the end of the
-    // grace period; a little more for the closes to go out.
+    // grace period; a little more for the closes to go out. New connections are
+    // refused meanwhile (a client that reaches this node is told at once, rather than
+    // left to time out its handshake).
     let bound = grace + Duration::from_secs(2);
     if tokio::time::timeout(bound, async {
-        while connections.join_next().await.is_some() {}
+        let mut accepting = true;
+        loop {
+            tokio::select! {
+                joined = connections.join_next() => {
+                    if joined.is_none() {
+                        break;
+                    }
+                }
+                incoming = endpoint.accept(), if accepting => match incoming {
+                    Some(incoming) => {
+                        metrics::counter!(telemetry::CONNECTIONS_REFUSED, "reason" => "draining")
+                            .increment(1);
+                        incoming.refuse();
+                    }
+                    None => accepting = false,
+                },
+            }
+        }
     })
     .await
     .is_err()

@@ -334,12 +334,25 @@ fn count(v: i64) -> Result<usize, StoreError> {
     usize::try_from(v).map_err(|_| StoreError::Corrupt("count does not fit in usize"))
 }
 
+/// How long a liveness probe's `SELECT 1` may take.
+const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Store for PgStore {
     fn ping(&self) -> Result<(), StoreError> {
         self.block_on(async {
-            let client = self.client().await?;
-            client.simple_query("SELECT 1").await.map_err(pg)?;
-            Ok(())
+            // Every pooled connection busy means PostgreSQL answers (it is serving
+            // them): that is load, not an outage.
+            let client = match self.client().await {
+                Ok(client) => client,
+                Err(StoreError::Backend(BackendError::PoolTimeout(_))) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            match tokio::time::timeout(PING_TIMEOUT, client.simple_query("SELECT 1")).await {
+                Ok(answer) => answer.map(|_| ()).map_err(pg),
+                Err(_) => Err(StoreError::Backend(BackendError::ConnectTimeout(
+                    PING_TIMEOUT,
+                ))),
+            }
         })
     }
 
