@@ -137,26 +137,30 @@ fn startup_errors_name_the_problem() {
     assert!(last.contains("another process uses this port"), "{last}");
 }
 
-#[test]
-fn a_database_another_server_holds_stops_the_second_before_it_listens() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().to_str().unwrap().to_owned();
-    let mut first = Command::new(SFU)
+/// Starts the server on `data` with `extra` flags and waits (bounded) for its banner;
+/// its stderr is piped when `stderr` is set.
+fn start(data: &str, extra: &[&str], stderr: bool) -> std::process::Child {
+    let mut child = Command::new(SFU)
         .args([
             "--listen",
             "127.0.0.1:0",
             "--metrics-listen",
             "off",
             "--data-dir",
+            data,
         ])
-        .arg(&data)
+        .args(extra)
         .env_remove("CONCLAVE_STORE")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(if stderr {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .unwrap();
-    let stdout = first.stdout.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
     let (tx, lines) = mpsc::channel();
     thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
@@ -167,7 +171,14 @@ fn a_database_another_server_holds_stops_the_second_before_it_listens() {
     });
     let banner = lines.recv_timeout(BOUND).unwrap();
     assert!(banner.starts_with("conclave-sfu listening on "), "{banner}");
+    child
+}
 
+#[test]
+fn a_database_another_server_holds_stops_the_second_before_it_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let mut first = start(&data, &[], false);
     refused(
         &[
             "--listen",
@@ -188,27 +199,7 @@ fn a_database_another_server_holds_stops_the_second_before_it_listens() {
 fn json_logs_are_one_object_per_line() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap().to_owned();
-    let mut child = Command::new(SFU)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "off",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .args(["--log-format", "json", "--log", "info"])
-        .env_remove("CONCLAVE_STORE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut banner = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut banner)
-        .unwrap();
-    assert!(banner.starts_with("conclave-sfu listening on "), "{banner}");
+    let mut child = start(&data, &["--log-format", "json", "--log", "info"], true);
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
