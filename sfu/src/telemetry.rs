@@ -142,7 +142,7 @@ pub fn register_at_zero(cluster: bool) {
     ] {
         counter!(name).absolute(0);
     }
-    let labelled: [(&str, &str, &[&str]); 6] = [
+    let labelled: [(&str, &str, &[&str]); 5] = [
         (
             CONNECTIONS_REFUSED,
             "reason",
@@ -156,24 +156,14 @@ pub fn register_at_zero(cluster: bool) {
         (PREKEYS_RATE_LIMITED, "scope", &["pair", "target"]),
         (SLOW_CLIENTS_CUT, "bound", &["frames", "bytes"]),
         (TLS_RELOADS, "outcome", &["ok", "error"]),
-        (
-            DATAGRAMS_DROPPED,
-            "reason",
-            &[
-                "oversize",
-                "malformed",
-                "not_member",
-                "congestion_video",
-                "congestion_audio",
-                "too_large_for_receiver",
-                "receiver_gone",
-            ],
-        ),
     ];
     for (name, label, values) in labelled {
         for value in values {
             counter!(name, label => *value).absolute(0);
         }
+    }
+    for reason in DropReason::ALL {
+        counter!(DATAGRAMS_DROPPED, "reason" => reason.label()).absolute(0);
     }
     for kind in REQUEST_KINDS {
         for outcome in ["ok", "error"] {

@@ -110,19 +110,50 @@ pub fn is_known_variable(var: &str) -> bool {
     if FLAG_VARIABLES.contains(&var) {
         return true;
     }
+    matches!(setting(&template(), var), Ok(Some(_)))
+}
+
+/// The setting `var` names in `template`: its path and a value of its type. `None`:
+/// not a setting (another tool's variable, or a flag's); an error: a section's variable
+/// that names no key of it.
+fn setting<'t>(
+    template: &'t toml::Table,
+    var: &str,
+) -> Result<Option<(Vec<String>, &'t toml::Value)>, ConfigError> {
     let Some(name) = var.strip_prefix(PREFIX) else {
-        return false;
+        return Ok(None);
     };
     let path: Vec<String> = name.split("__").map(str::to_ascii_lowercase).collect();
-    let template = template();
-    match path.as_slice() {
-        [key] => template.get(key).is_some_and(|v| !v.is_table()),
-        [section, key] => template
-            .get(section)
-            .and_then(toml::Value::as_table)
-            .is_some_and(|t| t.contains_key(key)),
-        _ => false,
+    let Some(first) = path.first() else {
+        return Ok(None);
+    };
+    if FLAG_KEYS.contains(&first.as_str()) && path.len() == 1 {
+        return Ok(None);
     }
+    let kind = match (template.get(first), path.get(1), path.len()) {
+        (None, _, _) => return Ok(None),
+        (Some(toml::Value::Table(section)), Some(key), 2) => match section.get(key) {
+            Some(kind) => kind,
+            None => {
+                return Err(ConfigError::Invalid(format!(
+                    "environment variable {var}: [{first}] has no setting {key:?}"
+                )));
+            }
+        },
+        (Some(toml::Value::Table(_)), _, _) => {
+            return Err(ConfigError::Invalid(format!(
+                "environment variable {var}: name one key of [{first}], as CONCLAVE_{}__<KEY>",
+                first.to_ascii_uppercase()
+            )));
+        }
+        (Some(kind), None, 1) => kind,
+        (Some(_), _, _) => {
+            return Err(ConfigError::Invalid(format!(
+                "environment variable {var}: {first} is not a section"
+            )));
+        }
+    };
+    Ok(Some((path, kind)))
 }
 
 impl Config {
@@ -136,9 +167,7 @@ impl Config {
     ) -> Option<String> {
         let settings: Vec<&(String, String)> = vars
             .iter()
-            .filter(|(var, value)| {
-                overrides([(var.clone(), value.clone())]).is_ok_and(|o| !o.is_empty())
-            })
+            .filter(|(var, _)| matches!(setting(&template(), var), Ok(Some(_))))
             .collect();
         settings.iter().find_map(|(var, _)| {
             let rest = vars.iter().filter(|(v, _)| v != var).cloned();
@@ -182,39 +211,8 @@ fn overrides(
     let template = template();
     let mut found = Vec::new();
     for (var, raw) in vars {
-        let Some(name) = var.strip_prefix(PREFIX) else {
+        let Some((path, kind)) = setting(&template, &var)? else {
             continue;
-        };
-        let path: Vec<String> = name.split("__").map(str::to_ascii_lowercase).collect();
-        let Some(first) = path.first() else {
-            continue;
-        };
-        if FLAG_KEYS.contains(&first.as_str()) && path.len() == 1 {
-            continue;
-        }
-        let kind = match (template.get(first), path.get(1), path.len()) {
-            // Not a setting: another tool's variable, or a flag's.
-            (None, _, _) => continue,
-            (Some(toml::Value::Table(section)), Some(key), 2) => match section.get(key) {
-                Some(kind) => kind,
-                None => {
-                    return Err(ConfigError::Invalid(format!(
-                        "environment variable {var}: [{first}] has no setting {key:?}"
-                    )));
-                }
-            },
-            (Some(toml::Value::Table(_)), _, _) => {
-                return Err(ConfigError::Invalid(format!(
-                    "environment variable {var}: name one key of [{first}], as CONCLAVE_{}__<KEY>",
-                    first.to_ascii_uppercase()
-                )));
-            }
-            (Some(kind), None, 1) => kind,
-            (Some(_), _, _) => {
-                return Err(ConfigError::Invalid(format!(
-                    "environment variable {var}: {first} is not a section"
-                )));
-            }
         };
         let value = typed(kind, &raw).map_err(|expected| {
             ConfigError::Invalid(format!(
