@@ -19,6 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "conclave.v1.MeetingInvite",
             "conclave.v1.Rekey",
             "conclave.v1.TextMessage",
+            "conclave.v1.StoredCredentials",
         ])
         .compile_fds(descriptors)?;
     Ok(())

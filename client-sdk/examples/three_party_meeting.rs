@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use conclave_sdk::OsRng;
 use conclave_sdk::UserId;
 use conclave_sdk::client::{
     Client, ClientConfig, ClientEvent, ClientEvents, DeviceCredentials, Invitation, MediaKind,
@@ -34,12 +35,12 @@ use conclave_sdk::client::{
 };
 use conclave_sdk::identity::UserSigningKey;
 use conclave_sdk::meeting::Epoch;
+use conclave_sdk::rand_core::RngCore;
 use conclave_sdk::safety::SafetyWords;
 use conclave_sdk::transport::ServerTrust;
 use conclave_sfu::store::MemoryStore;
 use conclave_testkit::sfu::{TestSfu, quiet_config};
 use conclave_testkit::{WAIT, now};
-use rand_core::{OsRng, RngCore};
 
 const USAGE: &str = "usage: three_party_meeting [--server HOST:PORT --pin SHA256HEX]";
 

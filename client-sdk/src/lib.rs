@@ -20,7 +20,7 @@
 //! use conclave_sdk::identity::UserSigningKey;
 //! use conclave_sdk::transport::ServerTrust;
 //! use conclave_sdk::{UnixMillis, UserId};
-//! use rand_core::OsRng;
+//! use conclave_sdk::OsRng;
 //!
 //! # fn encode_audio() -> Vec<u8> { vec![0; 80] }
 //! # fn play(_from: UserId, _kind: MediaKind, _data: &[u8]) {}
@@ -111,3 +111,15 @@ pub use conclave_core::{
     ContainerId, DeviceId, MAX_USERNAME_BYTES, UnixMillis, UserId, container, identity, media,
     meeting, safety, sframe, time,
 };
+
+/// The wire formats (protobuf messages, the media-datagram header), for apps that keep
+/// or inspect protocol types; most apps need none of it.
+pub use conclave_proto as proto;
+
+/// The randomness traits the SDK's constructors take (`rand_core` 0.6), re-exported so
+/// an app never has to match this version itself.
+pub use rand_core;
+
+/// The operating system's random number generator, the one to pass wherever the SDK
+/// asks for `&mut impl CryptoRngCore` (`DeviceCredentials::create`, `UserSigningKey::generate`).
+pub use rand_core::OsRng;

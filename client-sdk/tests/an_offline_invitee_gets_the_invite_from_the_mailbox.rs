@@ -1,6 +1,6 @@
 //! An invitee that is offline when invited gets the invitation from its mailbox when it
-//! connects again (restored from stored credentials and its saved prekey pool), and
-//! can join.
+//! connects again (restored from the one stored credentials object, which carries its
+//! prekey pool), and can join.
 
 use conclave_sdk::client::{Client, ClientEvent, DeviceCredentials, MediaKind};
 use conclave_testkit::prelude::*;
@@ -11,20 +11,17 @@ async fn an_offline_invitee_gets_the_invite_from_the_mailbox_on_connect() {
     let (alice, bob) = (User::new("alice"), User::new("bob"));
     let a = alice.connect(&sfu).await;
 
-    // Bob registers once, the app stores what it must, and Bob goes offline.
-    let credentials = bob.credentials();
-    let stored_certificate = credentials.certificate().clone();
-    let stored_secrets = credentials.export_secrets();
-    let (client, mut events) = Client::connect(sfu.client_config(), credentials)
+    // Bob registers once and goes offline; the app stores one object.
+    let (client, mut events) = Client::connect(sfu.client_config(), bob.credentials())
         .await
         .unwrap();
-    // Wait until the prekeys are on the server, then save the pool.
+    // Wait until the prekeys are on the server, then store the credentials with them.
     loop {
         if let Some(ClientEvent::PrekeysUploaded { .. }) = events.recv().await {
             break;
         }
     }
-    let saved_prekeys = client.export_prekeys().await.unwrap();
+    let stored = client.export_credentials().await.unwrap();
     client.close().await;
 
     // Alice invites Bob while he is offline: the invite waits in his mailbox.
@@ -36,16 +33,7 @@ async fn an_offline_invitee_gets_the_invite_from_the_mailbox_on_connect() {
     assert_eq!(report.invited.len(), 1);
 
     // Bob's app restarts from storage.
-    let restored = DeviceCredentials::restore(
-        &bob.name,
-        bob.key.public_key(),
-        &stored_certificate,
-        &stored_secrets,
-        now(),
-    )
-    .unwrap()
-    .with_saved_prekeys(&saved_prekeys)
-    .unwrap();
+    let restored = DeviceCredentials::import(&stored, now()).unwrap();
     let (client, events) = Client::connect(sfu.client_config(), restored)
         .await
         .unwrap();

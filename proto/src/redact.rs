@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::v1::{MeetingInvite, Rekey, TextMessage};
+use crate::v1::{MeetingInvite, Rekey, StoredCredentials, TextMessage};
 
 struct Redacted(usize);
 
@@ -48,6 +48,22 @@ impl fmt::Debug for TextMessage {
     }
 }
 
+impl fmt::Debug for StoredCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredCredentials")
+            .field("username", &self.username)
+            .field("user_public_key", &self.user_public_key)
+            .field("certificate", &self.certificate)
+            .field(
+                "device_signing_key",
+                &Redacted(self.device_signing_key.len()),
+            )
+            .field("device_key", &Redacted(self.device_key.len()))
+            .field("prekey_pool", &Redacted(self.prekey_pool.len()))
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::v1::{self, container_payload::Body};
@@ -79,5 +95,22 @@ mod tests {
             assert!(!dbg.contains("launch"), "{dbg}");
             assert!(dbg.contains("<redacted"), "{dbg}");
         }
+    }
+
+    #[test]
+    fn debug_of_stored_credentials_never_shows_secrets() {
+        let stored = v1::StoredCredentials {
+            username: "alice".into(),
+            device_signing_key: vec![0xA7; 32],
+            device_key: vec![0xA7; 48],
+            prekey_pool: vec![0xA7; 100],
+            ..Default::default()
+        };
+        let dbg = format!("{stored:?}");
+        assert!(!dbg.contains("167"), "{dbg}");
+        assert!(
+            dbg.contains("alice") && dbg.contains("<redacted 48 bytes>"),
+            "{dbg}"
+        );
     }
 }

@@ -252,9 +252,10 @@ fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), TlsErro
     std::fs::rename(&tmp, path).map_err(io_err)
 }
 
-/// The crypto provider used everywhere: ring.
+/// The crypto provider used everywhere: rustls on aws-lc-rs, whose default key exchange
+/// prefers the hybrid post-quantum X25519MLKEM768.
 fn provider() -> CryptoProvider {
-    rustls::crypto::ring::default_provider()
+    rustls::crypto::aws_lc_rs::default_provider()
 }
 
 /// Builds the QUIC server configuration: TLS 1.3 only, ALPN [`ALPN`], no client

@@ -72,7 +72,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 pub use conclave_proto::datagram::MediaKind;
-pub use credentials::{DEFAULT_DEVICE_VALIDITY_MS, DeviceCredentials};
+pub use credentials::{
+    CREDENTIALS_MAGIC, CREDENTIALS_VERSION, CredentialsError, DEFAULT_DEVICE_VALIDITY_MS,
+    DeviceCredentials, MAX_STORED_CREDENTIALS_BYTES,
+};
 pub use directory::{RefusalReason, RefusedDevice};
 pub use error::{ClientError, ConnectionProblem, DisconnectReason, ProtocolViolation};
 pub use refusal::MessageRefusal;
@@ -516,6 +519,16 @@ impl Client {
     /// and pass it to [`DeviceCredentials::with_saved_prekeys`] on the next start.
     pub async fn export_prekeys(&self) -> Result<zeroize::Zeroizing<Vec<u8>>, ClientError> {
         self.call(|reply| Command::ExportPrekeys { reply }).await
+    }
+
+    /// This device's credentials with the current prekey pool, as the one object the
+    /// app stores (encrypted at rest) and reads back with [`DeviceCredentials::import`].
+    /// Store it again after every [`ClientEvent::PrekeysConsumed`] and before the app
+    /// exits: a stale copy lacks the prekeys generated since, and still holds the
+    /// private halves of used ones. The buffer zeroizes on drop.
+    pub async fn export_credentials(&self) -> Result<zeroize::Zeroizing<Vec<u8>>, ClientError> {
+        self.call(|reply| Command::ExportCredentials { reply })
+            .await
     }
 
     /// Leaves every meeting, closes the connection and stops the client's tasks.

@@ -49,7 +49,7 @@ impl ServerTrust {
 }
 
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// Why the server's certificate was not accepted. Where the verifier gave a reason, it

@@ -88,7 +88,7 @@ fn server_transport() -> Result<quinn::TransportConfig, LoadError> {
     Ok(transport)
 }
 
-/// ring, as everywhere in Conclave.
+/// aws-lc-rs, as everywhere in Conclave (post-quantum hybrid key exchange preferred).
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }

@@ -374,7 +374,11 @@ impl Engine {
                 .await
                 .map(Reply::Invited),
             Command::PinnedUsers => Ok(Reply::PinnedUsers(self.trust.all())),
-            Command::ExportPrekeys => Ok(Reply::Prekeys(self.prekeys.to_bytes())),
+            Command::ExportPrekeys => Ok(Reply::Exported(self.prekeys.to_bytes())),
+            Command::ExportCredentials => Ok(Reply::Exported(
+                self.creds
+                    .export_with_pool(Some(self.prekeys.to_bytes().as_slice())),
+            )),
             // Handled by the run loop.
             Command::Close => Ok(Reply::Done),
         };

@@ -257,6 +257,8 @@ pub enum Command {
     PinnedUsers,
     /// The prekey pool's private halves, serialized.
     ExportPrekeys,
+    /// The device's credentials with the current prekey pool, serialized.
+    ExportCredentials,
     /// Leave every meeting, close the connection and stop.
     Close,
 }
@@ -275,8 +277,8 @@ pub enum Reply {
     Invited(InviteReport),
     /// The pinned identity keys.
     PinnedUsers(Vec<UserIdentity>),
-    /// The serialized prekey pool (zeroized on drop).
-    Prekeys(zeroize::Zeroizing<Vec<u8>>),
+    /// Serialized secrets: the prekey pool or the credentials (zeroized on drop).
+    Exported(zeroize::Zeroizing<Vec<u8>>),
 }
 
 /// A meeting this device takes part in, as the core hands it out: its media state and

@@ -81,6 +81,9 @@ pub(crate) enum Command {
     ExportPrekeys {
         reply: ReplyTo<zeroize::Zeroizing<Vec<u8>>>,
     },
+    ExportCredentials {
+        reply: ReplyTo<zeroize::Zeroizing<Vec<u8>>>,
+    },
     Close {
         reply: ReplyTo<()>,
     },
@@ -93,7 +96,7 @@ enum Pending {
     Done(ReplyTo<()>),
     Invite(ReplyTo<InviteReport>),
     Pinned(ReplyTo<Vec<UserIdentity>>),
-    Prekeys(ReplyTo<zeroize::Zeroizing<Vec<u8>>>),
+    Exported(ReplyTo<zeroize::Zeroizing<Vec<u8>>>),
 }
 
 impl Command {
@@ -147,7 +150,10 @@ impl Command {
             ),
             Command::PinnedUsers { reply } => (CoreCommand::PinnedUsers, Pending::Pinned(reply)),
             Command::ExportPrekeys { reply } => {
-                (CoreCommand::ExportPrekeys, Pending::Prekeys(reply))
+                (CoreCommand::ExportPrekeys, Pending::Exported(reply))
+            }
+            Command::ExportCredentials { reply } => {
+                (CoreCommand::ExportCredentials, Pending::Exported(reply))
             }
             Command::Close { reply } => (CoreCommand::Close, Pending::Done(reply)),
         }
@@ -513,9 +519,9 @@ impl Shell {
                 });
                 let _ = tx.send(r);
             }
-            Pending::Prekeys(tx) => {
+            Pending::Exported(tx) => {
                 let r = result.and_then(|r| match r {
-                    Reply::Prekeys(bytes) => Ok(bytes),
+                    Reply::Exported(bytes) => Ok(bytes),
                     _ => Err(mismatch()),
                 });
                 let _ = tx.send(r);

@@ -290,7 +290,7 @@ fn tls_connector(
     if roots.is_empty() && ca_file.is_some() {
         return Err(backend(BackendError::NoTrustAnchors));
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|_| backend(BackendError::NoTrustAnchors))?

@@ -1,11 +1,17 @@
 //! A device's long-term identity, as the app stores it.
 
+mod stored;
+
 use conclave_proto::v1;
 use rand_core::CryptoRngCore;
 
+pub use self::stored::{
+    CREDENTIALS_MAGIC, CREDENTIALS_VERSION, CredentialsError, MAX_STORED_CREDENTIALS_BYTES,
+};
 use super::ClientError;
 use crate::identity::{
-    DeviceIdentity, DeviceSecrets, PrekeyPool, UserIdentity, UserPublicKey, UserSigningKey,
+    DeviceIdentity, DeviceSecrets, IdentityError, PrekeyPool, UserIdentity, UserPublicKey,
+    UserSigningKey,
 };
 use crate::{DeviceId, UnixMillis, UserId};
 
@@ -15,13 +21,16 @@ pub const DEFAULT_DEVICE_VALIDITY_MS: u64 = 730 * crate::time::DAY_MS;
 /// Who this device is: the user (username, identity key) and the device's own keys
 /// and certificate.
 ///
-/// **The app must store** (encrypted at rest): [`Self::username`],
-/// [`Self::user_public_key`], [`Self::certificate`] and [`Self::export_secrets`], and
-/// restore them with [`Self::restore`]; and the prekey pool from
-/// [`Client::export_prekeys`](super::Client::export_prekeys), restored with
-/// [`Self::with_saved_prekeys`]. The *user signing key* is needed only to
-/// certify new devices ([`Self::create`]); keep it wherever the app keeps its most
-/// protected secret, not necessarily on every device.
+/// **The app stores one object**, encrypted at rest:
+/// [`Client::export_credentials`](super::Client::export_credentials) while a client runs
+/// (it includes the current prekey pool), or [`Self::export`] before the first connect,
+/// and reads it back with [`Self::import`]. The format is versioned; an SDK refuses a
+/// newer version with [`CredentialsError::NewerVersion`] rather than misreading it. The
+/// *user signing key* is needed only to certify new devices ([`Self::create`]); keep it
+/// wherever the app keeps its most protected secret, not necessarily on every device.
+///
+/// [`Self::restore`] and [`Self::with_saved_prekeys`] rebuild credentials from separate
+/// parts, for apps that stored them that way before the single object existed.
 ///
 /// `Debug` shows the user and device ids only.
 pub struct DeviceCredentials {
@@ -64,8 +73,9 @@ impl DeviceCredentials {
         })
     }
 
-    /// Restores stored credentials; the certificate must verify under the user key at
-    /// `now` and name exactly the stored keys.
+    /// Restores credentials stored as separate parts; the certificate must verify under
+    /// the user key at `now` and name exactly the stored keys. New apps store one object
+    /// instead ([`Self::export`], [`Self::import`]).
     pub fn restore(
         username: &str,
         user_public_key: UserPublicKey,
@@ -73,6 +83,22 @@ impl DeviceCredentials {
         secrets: &DeviceSecrets,
         now: UnixMillis,
     ) -> Result<Self, ClientError> {
+        Ok(Self::restore_parts(
+            username,
+            user_public_key,
+            certificate,
+            secrets,
+            now,
+        )?)
+    }
+
+    fn restore_parts(
+        username: &str,
+        user_public_key: UserPublicKey,
+        certificate: &v1::DeviceCertificate,
+        secrets: &DeviceSecrets,
+        now: UnixMillis,
+    ) -> Result<Self, IdentityError> {
         let user = UserIdentity {
             user_id: UserId::from_username(username)?,
             key: user_public_key,
