@@ -23,19 +23,29 @@
 //! use conclave_sdk::OsRng;
 //!
 //! # fn encode_audio() -> Vec<u8> { vec![0; 80] }
+//! # fn load_encrypted(_name: &str) -> Option<Vec<u8>> { None }
+//! # fn store_encrypted(_name: &str, _bytes: &[u8]) {}
 //! # fn play(_from: UserId, _kind: MediaKind, _data: &[u8]) {}
 //! #[tokio::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     // Once per device; the app stores the parts (`DeviceCredentials::restore`).
-//!     let user_key = UserSigningKey::generate(&mut OsRng);
 //!     let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH)?;
 //!     let now = UnixMillis(u64::try_from(since_epoch.as_millis())?);
-//!     let credentials = DeviceCredentials::create("alice", &user_key, now, &mut OsRng)?;
+//!     // Once per device; later runs read back what the app stored (encrypted).
+//!     let credentials = match load_encrypted("credentials") {
+//!         Some(stored) => DeviceCredentials::import(&stored, now)?,
+//!         None => {
+//!             let user_key = UserSigningKey::generate(&mut OsRng);
+//!             DeviceCredentials::create("alice", &user_key, now, &mut OsRng)?
+//!         }
+//!     };
 //!
 //!     // Pin the certificate fingerprint that `conclave-sfu` prints at start.
 //!     let trust = ServerTrust::pinned_hex(&std::env::var("CONCLAVE_SFU_SHA256")?)?;
-//!     let config = ClientConfig::new("127.0.0.1:4433".parse()?, trust);
+//!     let config = ClientConfig::new("sfu.example.com:4433", trust);
 //!     let (client, mut events) = Client::connect(config, credentials).await?;
+//!     // One object holds the device's keys and prekeys: store it again whenever
+//!     // `ClientEvent::PrekeysConsumed` arrives, and before exiting.
+//!     store_encrypted("credentials", &client.export_credentials().await?);
 //!     // Client events (invitations, newly pinned identity keys, reconnects) must be read.
 //!     tokio::spawn(async move { while let Some(_event) = events.recv().await {} });
 //!

@@ -53,6 +53,7 @@
 //! Safety codes cover the identity keys, device keys and sender indices of the roster,
 //! so participants whose codes match hold the same keys.
 
+mod address;
 pub mod client_core;
 mod credentials;
 mod directory;
@@ -64,13 +65,13 @@ mod protocol;
 mod refusal;
 mod shared;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+pub use address::ServerAddress;
 pub use conclave_proto::datagram::MediaKind;
 pub use credentials::{
     CREDENTIALS_MAGIC, CREDENTIALS_VERSION, CredentialsError, DEFAULT_DEVICE_VALIDITY_MS,
@@ -93,8 +94,8 @@ use shared::MeetingShared;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ClientConfig {
-    /// The SFU's UDP address.
-    pub server: SocketAddr,
+    /// The SFU's address: a socket address or `host:port` (resolved on every connect).
+    pub server: ServerAddress,
     /// More addresses of the same service, `host:port` each: the other nodes of a
     /// cluster, or a DNS name with one record per node (resolved on every connect; it
     /// stands for all its addresses). A connect tries them after `server`, one more
@@ -109,8 +110,14 @@ pub struct ClientConfig {
     /// ([`crate::transport::DEFAULT_IDLE_TIMEOUT`]), at least 600 ms.
     pub idle_timeout: Duration,
     /// The name the server certificate must be valid for (ignored with a pinned
-    /// fingerprint). Default `"localhost"`.
+    /// fingerprint). Default: the host of a `host:port` server address, else
+    /// `"localhost"`.
     pub server_name: String,
+    /// How long a connect (resolving names, then the staggered handshakes with every
+    /// address) may take before it fails with
+    /// [`TransportError::ConnectTimedOut`](crate::transport::TransportError::ConnectTimedOut).
+    /// Default 10 s.
+    pub connect_timeout: Duration,
     /// How to authenticate the server.
     pub trust: ServerTrust,
     /// Rekey timers (coalescing window, grace window for the previous epoch).
@@ -143,15 +150,22 @@ pub struct ClientConfig {
     pub max_clock_offset: Duration,
 }
 
+/// [`ClientConfig::connect_timeout`]'s default.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl ClientConfig {
-    /// Defaults for `server`, authenticated with `trust`.
+    /// Defaults for `server` (a [`SocketAddr`] or a `"host:port"` string),
+    /// authenticated with `trust`.
     #[must_use]
-    pub fn new(server: SocketAddr, trust: ServerTrust) -> Self {
+    pub fn new(server: impl Into<ServerAddress>, trust: ServerTrust) -> Self {
+        let server = server.into();
+        let server_name = server.host().unwrap_or("localhost").to_string();
         ClientConfig {
             server,
             more_servers: Vec::new(),
             idle_timeout: crate::transport::DEFAULT_IDLE_TIMEOUT,
-            server_name: "localhost".to_string(),
+            server_name,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             trust,
             rekey: RekeyConfig::default(),
             prekey_target: 100,

@@ -47,6 +47,27 @@ pub enum TransportError {
     /// The connection cannot carry the protocol.
     #[error("protocol error: {0}")]
     Protocol(#[source] ProtocolProblem),
+    /// No server address could be reached: every one tried failed (the last failure is
+    /// the source).
+    #[error("cannot reach {addresses}: {source}")]
+    Unreachable {
+        /// The addresses tried, as configured and as resolved.
+        addresses: String,
+        /// Why the last one failed.
+        #[source]
+        source: Box<TransportError>,
+    },
+    /// No server address answered within the connect timeout.
+    #[error(
+        "no answer from {addresses} within {after:?}: check the address, that UDP reaches \
+         the server (firewalls often drop it), or raise ClientConfig::connect_timeout"
+    )]
+    ConnectTimedOut {
+        /// The addresses tried, as configured and as resolved.
+        addresses: String,
+        /// The timeout.
+        after: std::time::Duration,
+    },
 }
 
 impl TransportError {
@@ -114,6 +135,20 @@ pub enum ConnectProblem {
     /// A cluster node's address (from a redirect) does not resolve.
     #[error("the address a redirect named does not resolve")]
     UnresolvedAddress,
+    /// A server address is not `host:port`.
+    #[error("server address {address:?} is not host:port (e.g. \"sfu.example.com:4433\")")]
+    InvalidAddress {
+        /// The address as configured.
+        address: String,
+    },
+    /// A server's name does not resolve.
+    #[error("cannot resolve {address}: {reason}; check the name and this device's DNS")]
+    Unresolved {
+        /// The address as configured.
+        address: String,
+        /// The resolver's answer.
+        reason: String,
+    },
     /// QUIC refused to start the connection (for example an invalid server name or
     /// address).
     #[error("{0}")]

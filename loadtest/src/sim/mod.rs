@@ -180,18 +180,22 @@ impl Env {
     pub(crate) fn next_client_config(&self) -> (ClientConfig, std::net::SocketAddr) {
         let mut config = self.client_config.clone();
         let n = self.servers.len();
+        let mut first = *self
+            .servers
+            .first()
+            .expect("run() refuses to start without a server to test");
         if n > 1 {
             let index = self
                 .next_participant
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             // The servers from this participant's turn on, wrapping around.
             let mut turn = self.servers.iter().cycle().skip(index % n).take(n);
-            if let Some(first) = turn.next() {
-                config.server = *first;
+            if let Some(next) = turn.next() {
+                first = *next;
+                config.server = first.into();
             }
             config.more_servers = turn.map(ToString::to_string).collect();
         }
-        let first = config.server;
         (config, first)
     }
 }

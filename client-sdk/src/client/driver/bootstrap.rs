@@ -3,15 +3,17 @@
 //! failed or have not answered within [`STAGGER`]; the first handshake to complete
 //! wins and the others are dropped. Each connect starts after the address this
 //! client last reached, so a cluster node that just died is tried last, not first.
-//! Names are resolved on every connect, and a name stands for every address it
-//! resolves to (a DNS name with one record per node).
+//! Names (the server's and the others') are resolved on every connect, and a name
+//! stands for every address it resolves to (a DNS name with one record per node).
+//! The whole connect is bounded by [`ClientConfig::connect_timeout`]; its errors name
+//! the addresses tried.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use crate::client::ClientConfig;
+use crate::client::{ClientConfig, ServerAddress};
 use crate::transport::{ConnectProblem, ControlConnection, EventStream, TransportError};
 
 /// How long one attempt has before the next address is tried alongside it.
@@ -33,12 +35,36 @@ type Attempt = (
 );
 
 impl Bootstrap {
-    /// Connects to the first candidate to complete a handshake.
+    /// Connects to the first candidate to complete a handshake, within
+    /// [`ClientConfig::connect_timeout`]. A failure names the addresses tried.
     pub(super) async fn connect(
         &mut self,
         config: &ClientConfig,
     ) -> Result<(ControlConnection, EventStream), TransportError> {
-        let mut order = candidates(config).await;
+        let mut tried = Tried::default();
+        match tokio::time::timeout(config.connect_timeout, self.race(config, &mut tried)).await {
+            Ok(Ok(connected)) => Ok(connected),
+            // A refused certificate says what is wrong on its own, and must stay
+            // recognizable as such (it is not a reason to retry).
+            Ok(Err(e @ TransportError::Certificate(_))) => Err(e),
+            Ok(Err(e)) if tried.addresses.is_empty() => Err(e),
+            Ok(Err(e)) => Err(TransportError::Unreachable {
+                addresses: tried.describe(),
+                source: Box::new(e),
+            }),
+            Err(_) => Err(TransportError::ConnectTimedOut {
+                addresses: tried.describe_or(&config.server),
+                after: config.connect_timeout,
+            }),
+        }
+    }
+
+    async fn race(
+        &mut self,
+        config: &ClientConfig,
+        tried: &mut Tried,
+    ) -> Result<(ControlConnection, EventStream), TransportError> {
+        let mut order = candidates(config, tried).await?;
         if let Some(at) = self
             .last
             .and_then(|last| order.iter().position(|a| *a == last))
@@ -99,6 +125,37 @@ impl Bootstrap {
     }
 }
 
+/// The addresses one connect tried, for its error: each as configured, with what a
+/// name resolved to.
+#[derive(Debug, Default)]
+struct Tried {
+    addresses: Vec<String>,
+}
+
+impl Tried {
+    fn note(&mut self, configured: &ServerAddress, resolved: &[SocketAddr]) {
+        self.addresses.push(match configured {
+            ServerAddress::Socket(addr) => addr.to_string(),
+            ServerAddress::Name(name) => {
+                let list: Vec<String> = resolved.iter().map(ToString::to_string).collect();
+                format!("{name} ({})", list.join(", "))
+            }
+        });
+    }
+
+    fn describe(&self) -> String {
+        self.addresses.join(", ")
+    }
+
+    fn describe_or(&self, server: &ServerAddress) -> String {
+        if self.addresses.is_empty() {
+            server.to_string()
+        } else {
+            self.describe()
+        }
+    }
+}
+
 /// Stops the attempts still running and closes any that completed meanwhile (a
 /// finished connection dropped unclosed would keep its socket and keep-alives until the
 /// server gave up on it).
@@ -113,34 +170,45 @@ fn close_losers(mut attempts: JoinSet<Attempt>) {
     });
 }
 
-/// The configured server, then every address of `more_servers`, without repeats.
-async fn candidates(config: &ClientConfig) -> Vec<SocketAddr> {
-    let mut out = vec![config.server];
+/// The configured server's addresses, then every address of `more_servers`, without
+/// repeats. Fails only if the configured server does not resolve and no other
+/// address does either.
+async fn candidates(
+    config: &ClientConfig,
+    tried: &mut Tried,
+) -> Result<Vec<SocketAddr>, TransportError> {
+    let mut out = Vec::new();
     let add = |out: &mut Vec<SocketAddr>, addr: SocketAddr| {
         if out.len() < MAX_CANDIDATES && !out.contains(&addr) {
             out.push(addr);
         }
     };
-    for name in &config.more_servers {
+    let mut first_failure = None;
+    let more = config.more_servers.iter().map(ServerAddress::from);
+    for (i, address) in std::iter::once(config.server.clone())
+        .chain(more)
+        .enumerate()
+    {
         if out.len() >= MAX_CANDIDATES {
             break;
         }
-        match name.parse::<SocketAddr>() {
-            Ok(addr) => add(&mut out, addr),
-            Err(_) => {
-                match tokio::time::timeout(RESOLVE_WITHIN, tokio::net::lookup_host(name.as_str()))
-                    .await
-                {
-                    Ok(Ok(addrs)) => addrs.for_each(|addr| add(&mut out, addr)),
-                    Ok(Err(e)) => {
-                        tracing::warn!(server = %name, error = %e, "cannot resolve a server")
-                    }
-                    Err(_) => tracing::warn!(server = %name, "resolving a server timed out"),
+        match address.resolve(RESOLVE_WITHIN).await {
+            Ok(addrs) => {
+                tried.note(&address, &addrs);
+                addrs.into_iter().for_each(|addr| add(&mut out, addr));
+            }
+            Err(e) => {
+                tracing::warn!(server = %address, error = %e, "cannot resolve a server");
+                if i == 0 {
+                    first_failure = Some(e);
                 }
             }
         }
     }
-    out
+    match first_failure {
+        Some(e) if out.is_empty() => Err(e),
+        _ => Ok(out),
+    }
 }
 
 #[cfg(test)]
@@ -150,7 +218,7 @@ mod tests {
 
     fn config(server: &str, more: &[&str]) -> ClientConfig {
         let mut config = ClientConfig::new(
-            server.parse().expect("a socket address"),
+            server.parse::<SocketAddr>().expect("a socket address"),
             ServerTrust::PinnedSha256([0; 32]),
         );
         config.more_servers = more.iter().map(|s| (*s).to_string()).collect();
@@ -163,7 +231,7 @@ mod tests {
             "127.0.0.1:4433",
             &["127.0.0.2:4433", "127.0.0.1:4433", "localhost:4434"],
         );
-        let got = candidates(&c).await;
+        let got = candidates(&c, &mut Tried::default()).await.unwrap();
         assert_eq!(got[0], "127.0.0.1:4433".parse().unwrap());
         assert_eq!(got[1], "127.0.0.2:4433".parse().unwrap());
         assert!(got[2..].iter().all(|a| a.port() == 4434), "{got:?}");
@@ -175,7 +243,9 @@ mod tests {
         let many: Vec<String> = (1..40).map(|i| format!("127.0.0.{i}:4433")).collect();
         let mut more: Vec<&str> = vec!["no-such-host.invalid:4433"];
         more.extend(many.iter().map(String::as_str));
-        let got = candidates(&config("127.0.0.1:4433", &more)).await;
+        let got = candidates(&config("127.0.0.1:4433", &more), &mut Tried::default())
+            .await
+            .unwrap();
         assert_eq!(got.len(), MAX_CANDIDATES);
         assert_eq!(got[0], "127.0.0.1:4433".parse().unwrap());
     }
