@@ -20,6 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "conclave.v1.Rekey",
             "conclave.v1.TextMessage",
             "conclave.v1.StoredCredentials",
+            "conclave.v1.CallerProfile",
         ])
         .compile_fds(descriptors)?;
     Ok(())

@@ -62,6 +62,7 @@ async fn a_user_listing_her_device_under_another_users_id_is_refused() {
             roster,
             key_leader_device_id: m.id().as_bytes().to_vec(),
             expires_at_ms: now().0 + 3_600_000,
+            caller: None,
         })),
         ..Default::default()
     };

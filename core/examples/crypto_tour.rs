@@ -158,6 +158,11 @@ fn main() -> anyhow::Result<()> {
             ],
             key_leader_device_id: alice.device.device_id().as_bytes().to_vec(),
             expires_at_ms: now.saturating_add(DAY_MS).0,
+            // "Alice is calling": sealed with the key, so only the invitees read it.
+            caller: Some(v1::CallerProfile {
+                display_name: "Alice".into(),
+                avatar: String::new(),
+            }),
         })),
         ..Default::default()
     };

@@ -89,6 +89,7 @@ impl Fixture {
                 }],
                 key_leader_device_id: parties.sender.device.device_id().as_bytes().to_vec(),
                 expires_at_ms: NOW.0 + DAY_MS,
+                caller: None,
             })),
             ..Default::default()
         };

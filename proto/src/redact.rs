@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::v1::{MeetingInvite, Rekey, StoredCredentials, TextMessage};
+use crate::v1::{CallerProfile, MeetingInvite, Rekey, StoredCredentials, TextMessage};
 
 struct Redacted(usize);
 
@@ -23,6 +23,16 @@ impl fmt::Debug for MeetingInvite {
             .field("roster", &self.roster)
             .field("key_leader_device_id", &self.key_leader_device_id)
             .field("expires_at_ms", &self.expires_at_ms)
+            .field("caller", &self.caller.as_ref().map(|_| Redacted(0)))
+            .finish()
+    }
+}
+
+impl fmt::Debug for CallerProfile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallerProfile")
+            .field("display_name", &Redacted(self.display_name.len()))
+            .field("avatar", &Redacted(self.avatar.len()))
             .finish()
     }
 }
@@ -73,6 +83,10 @@ mod tests {
         let payloads = [
             Body::MeetingInvite(v1::MeetingInvite {
                 meeting_key: vec![0xA7; 32],
+                caller: Some(v1::CallerProfile {
+                    display_name: "launch control".into(),
+                    avatar: "https://launch.example/a.png".into(),
+                }),
                 ..Default::default()
             }),
             Body::Rekey(v1::Rekey {

@@ -61,6 +61,7 @@ mod driver;
 mod error;
 mod lookups;
 mod presence;
+mod profile;
 mod protocol;
 mod refusal;
 mod shared;
@@ -79,6 +80,7 @@ pub use credentials::{
 };
 pub use directory::{RefusalReason, RefusedDevice};
 pub use error::{ClientError, ConnectionProblem, DisconnectReason, ProtocolViolation};
+pub use profile::{CallerProfile, MAX_AVATAR_BYTES, MAX_DISPLAY_NAME_BYTES, ProfileError};
 pub use refusal::MessageRefusal;
 
 use crate::identity::UserIdentity;
@@ -148,6 +150,9 @@ pub struct ClientConfig {
     /// expire prekeys and containers. A larger offset is clamped to this bound, with a
     /// warning in the log (security review L3). Default 24 h.
     pub max_clock_offset: Duration,
+    /// How this user presents themself in the invitations this device sends (display
+    /// name, avatar reference), sealed inside them. Default `None`.
+    pub profile: Option<CallerProfile>,
 }
 
 /// [`ClientConfig::connect_timeout`]'s default.
@@ -176,6 +181,7 @@ impl ClientConfig {
             frame_queue: 1024,
             pinned_users: Vec::new(),
             max_clock_offset: Duration::from_millis(crate::time::DAY_MS),
+            profile: None,
         }
     }
 }
@@ -257,6 +263,10 @@ pub struct Invitation {
     pub participants: Vec<Participant>,
     /// When the invitation lapses (server clock).
     pub expires_at: UnixMillis,
+    /// How the inviting user presents themself ("Alice is calling"), if they set a
+    /// profile: their own claim, sealed in the invite (the server never saw it). The
+    /// verified identity is `from.user_id`.
+    pub caller: Option<CallerProfile>,
 }
 
 /// A participating device.
@@ -383,6 +393,14 @@ pub enum MeetingEvent {
         /// The epoch the room should have moved to.
         epoch: Epoch,
     },
+    /// Every other user's devices have left the meeting (left, removed, rejected,
+    /// dropped, or their invitations lapsed): this device is alone with, at most, other
+    /// devices of its own user. The meeting stays open (keys held, room joined) and
+    /// inviting someone makes it a call again; a one-to-one call app usually ends the
+    /// call here ([`Meeting::leave`]). Sent once each time the meeting becomes empty of
+    /// others, after the [`MeetingEvent::ParticipantsChanged`] that emptied it; not while
+    /// the invitees of a new meeting have yet to answer (they are on the roster).
+    Alone,
     /// The meeting's media stopped flowing: the connection its room was on ended, or
     /// the room moved to another node. The client joins it again without the app's
     /// help; [`MeetingEvent::MediaResumed`] follows. Frames sent meanwhile are lost.

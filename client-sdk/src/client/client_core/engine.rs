@@ -51,6 +51,10 @@ pub(super) struct Entry {
     pub presence: Presence,
     /// Highest sender index ever used, so a leader never reuses one.
     pub next_index: u32,
+    /// Whether another user's device was on the roster since this device was last
+    /// alone: [`MeetingEvent::Alone`](crate::client::MeetingEvent::Alone) fires once
+    /// when the last one goes.
+    pub had_others: bool,
     /// (epoch, sender index) pairs whose receive key is registered.
     pub installed: std::collections::BTreeSet<(Epoch, u32)>,
     /// The safety-words round of the sending epoch (review M4).

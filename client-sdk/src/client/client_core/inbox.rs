@@ -9,7 +9,9 @@ use super::engine::{Engine, ms};
 use crate::client::directory::{check_roster_keys, verify_bundles};
 use crate::client::lookups::LookupDecision;
 use crate::client::protocol::invitations::InvitationRefused;
-use crate::client::{ClientEvent, Invitation, MediaKind, MeetingEvent, MessageRefusal};
+use crate::client::{
+    CallerProfile, ClientEvent, Invitation, MediaKind, MeetingEvent, MessageRefusal,
+};
 use crate::container::{ContainerError, SealedContainer};
 use crate::identity::{UserIdentity, VerifiedDevice};
 use crate::meeting::rekey::{MeetingState, Roster};
@@ -288,6 +290,7 @@ impl Engine {
             media_kinds: MediaKind::from_wire(&invite.media_kinds),
             participants,
             expires_at: UnixMillis(invite.expires_at_ms),
+            caller: CallerProfile::from_wire(invite.caller.as_ref()),
         };
         self.invitations
             .insert(state, inviter, invitation.expires_at, now);

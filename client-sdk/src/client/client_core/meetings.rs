@@ -21,7 +21,9 @@ use crate::client::protocol::order;
 use crate::client::protocol::outbox::Outgoing;
 use crate::client::protocol::rotations::PendingRotation;
 use crate::client::shared::MeetingShared;
-use crate::client::{ClientError, ClientEvent, InviteReport, MediaKind, MeetingEvent, Participant};
+use crate::client::{
+    CallerProfile, ClientError, ClientEvent, InviteReport, MediaKind, MeetingEvent, Participant,
+};
 
 /// Redirects in a row a client follows before it stops (nodes that disagree about a
 /// room's owner must not bounce it forever).
@@ -127,6 +129,11 @@ impl Engine {
             all.users.extend(bundles.users);
         }
         Ok(all)
+    }
+
+    /// This user's profile, for the invites this device sends.
+    fn caller(&self) -> Option<v1::CallerProfile> {
+        self.config.profile.as_ref().map(CallerProfile::to_wire)
     }
 
     /// Seals `payload` to `recipients` and sends it; returns the devices the server
@@ -348,8 +355,15 @@ impl Engine {
             }
             MeetingOutput::RosterChanged => {
                 self.refresh(id);
-                if let Some(entry) = self.meetings.get(&id) {
+                let me = self.creds.user().user_id;
+                if let Some(entry) = self.meetings.get_mut(&id) {
                     entry.shared.emit(MeetingEvent::ParticipantsChanged);
+                    let others = entry.state.roster().iter().any(|m| m.user_id != me);
+                    if others {
+                        entry.had_others = true;
+                    } else if std::mem::take(&mut entry.had_others) {
+                        entry.shared.emit(MeetingEvent::Alone);
+                    }
                 }
             }
             MeetingOutput::Ended { reason } => {
@@ -783,9 +797,12 @@ impl Engine {
             events: events_rx,
             frames: frames_rx,
         };
+        let me = self.creds.user().user_id;
+        let had_others = state.roster().iter().any(|m| m.user_id != me);
         let entry = Entry {
             room: None,
             next_index: state.roster().next_sender_index(),
+            had_others,
             state,
             shared,
             proven: None,
@@ -836,8 +853,8 @@ impl Engine {
         self.meetings.insert(meeting_id, entry);
         self.enter_room(meeting_id, Epoch::ZERO, true).await;
         let ttl = ms(self.config.invite_ttl);
-        self.seal_and_send(&verified.recipients, &invite.to_wire(), ttl)
-            .await?;
+        let wire = invite.to_wire().with_caller(self.caller());
+        self.seal_and_send(&verified.recipients, &wire, ttl).await?;
         self.refresh(meeting_id);
         Ok((
             meeting,
@@ -969,7 +986,8 @@ impl Engine {
             .add_participants(joiners, media_kinds, expires, now)?;
         self.pump(id).await;
         let ttl = ms(self.config.invite_ttl);
-        self.seal_and_send(&fresh, &invite.to_wire(), ttl).await?;
+        let wire = invite.to_wire().with_caller(self.caller());
+        self.seal_and_send(&fresh, &wire, ttl).await?;
         Ok(InviteReport {
             invited,
             refused: verified.refused,

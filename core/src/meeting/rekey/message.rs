@@ -118,6 +118,7 @@ impl MeetingMessage {
                 roster: roster.to_proto(),
                 key_leader_device_id: leader.as_bytes().to_vec(),
                 expires_at_ms: expires_at.0,
+                caller: None,
             }),
             ControlMessage::InviteReply {
                 accept,
@@ -209,6 +210,18 @@ impl core::ops::Deref for WirePayload {
 
     fn deref(&self) -> &v1::ContainerPayload {
         &self.0
+    }
+}
+
+impl WirePayload {
+    /// Adds how the inviting user presents themself to an invite (no effect on other
+    /// messages): it travels inside the sealed container, never seen by the server.
+    #[must_use]
+    pub fn with_caller(mut self, caller: Option<v1::CallerProfile>) -> Self {
+        if let Some(Body::MeetingInvite(invite)) = &mut self.0.body {
+            invite.caller = caller;
+        }
+        self
     }
 }
 
