@@ -1,6 +1,8 @@
 //! The client takes `host:port` as well as socket addresses, resolves it on connect,
 //! bounds a connect with `connect_timeout`, and names the addresses in its errors.
 
+#![allow(clippy::panic)]
+
 use std::time::Duration;
 
 use conclave_sdk::client::{Client, ClientConfig, ClientError, ConnectionProblem, MediaKind};

@@ -3,6 +3,8 @@
 //! not before), and an invitation carries the caller's display name and avatar sealed
 //! inside it, where the server never sees them.
 
+#![allow(clippy::panic)]
+
 use std::time::Duration;
 
 use conclave_sdk::client::{CallerProfile, ClientConfig, MediaKind, Meeting, MeetingEvent};
