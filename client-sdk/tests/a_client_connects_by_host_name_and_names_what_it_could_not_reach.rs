@@ -42,8 +42,7 @@ async fn a_name_that_does_not_resolve_is_named_in_the_error() {
     let config = ClientConfig::new("no-such-sfu.invalid:4433", sfu.trust.clone());
     let err = Client::connect(config, User::new("alice").credentials())
         .await
-        .err()
-        .expect("an unresolvable name cannot connect");
+        .expect_err("an unresolvable name cannot connect");
     let message = err.to_string();
     assert!(message.contains("no-such-sfu.invalid:4433"), "{message}");
     assert!(matches!(
@@ -54,8 +53,7 @@ async fn a_name_that_does_not_resolve_is_named_in_the_error() {
     let config = ClientConfig::new("no-port.example", sfu.trust.clone());
     let err = Client::connect(config, User::new("alice").credentials())
         .await
-        .err()
-        .expect("an address without a port cannot connect");
+        .expect_err("an address without a port cannot connect");
     assert!(err.to_string().contains("no-port.example"), "{err}");
     assert!(matches!(
         transport_error(err),
@@ -74,8 +72,7 @@ async fn a_silent_server_fails_the_connect_within_the_timeout_naming_its_address
     config.idle_timeout = Duration::from_secs(30);
     let err = Client::connect(config, User::new("alice").credentials())
         .await
-        .err()
-        .expect("a silent address cannot connect");
+        .expect_err("a silent address cannot connect");
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
     match transport_error(err) {
         TransportError::ConnectTimedOut { after, .. } => {
@@ -98,8 +95,7 @@ async fn a_failed_handshake_names_the_address_it_tried() {
     config.connect_timeout = Duration::from_secs(30);
     let err = Client::connect(config, User::new("alice").credentials())
         .await
-        .err()
-        .expect("a silent address cannot connect");
+        .expect_err("a silent address cannot connect");
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
     assert!(matches!(
         transport_error(err),
