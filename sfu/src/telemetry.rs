@@ -100,7 +100,7 @@ pub const TLS_RELOADS: &str = "conclave_tls_reloads_total";
 
 /// Every control request kind, as the `kind` label names it (`malformed` frames are
 /// counted apart, with outcome `bad_request`).
-pub const REQUEST_KINDS: [&str; 13] = [
+pub const REQUEST_KINDS: [&str; 14] = [
     "hello",
     "register",
     "authenticate",
@@ -114,6 +114,7 @@ pub const REQUEST_KINDS: [&str; 13] = [
     "rotate_room",
     "leave_room",
     "send_room_message",
+    "request_keyframe",
 ];
 
 /// Creates every counter and gauge the dashboards and alerts use, at zero (gauges

@@ -84,6 +84,13 @@ pub enum ClientError {
     /// Media encryption failed (for example the SFrame counter is exhausted).
     #[error(transparent)]
     Media(#[from] SframeError),
+    /// No frame of this sender has arrived yet, so the SFU slot to ask for a keyframe
+    /// is unknown; ask again once its frames arrive.
+    #[error("no frame from sender {sender_index} has arrived yet; nothing to ask a keyframe of")]
+    NoFramesFrom {
+        /// The sender index asked for.
+        sender_index: u32,
+    },
     /// The invitation is unknown or has already been answered.
     #[error("no pending invitation for this meeting")]
     NoInvitation,

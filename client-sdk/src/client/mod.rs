@@ -155,6 +155,12 @@ pub struct ClientConfig {
     pub profile: Option<CallerProfile>,
 }
 
+/// The shortest time between two [`MeetingEvent::KeyframeRequested`] of one meeting:
+/// requests arriving sooner are merged into the last one (a keyframe answers them
+/// all), so neither many receivers nor a hostile one can make the encoder produce
+/// only keyframes.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
+
 /// [`ClientConfig::connect_timeout`]'s default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -313,6 +319,15 @@ pub struct MediaFrame {
     pub keyframe: bool,
     /// The epoch it was encrypted under.
     pub epoch: Epoch,
+    /// Its number in the sender's stream of this media kind: +1 per frame from 0,
+    /// wrapping at 2³², going on across rekeys. Gaps mean lost frames. Encrypted with
+    /// the frame (the SFU never sees it).
+    pub sequence: u32,
+    /// When the sender captured it, in microseconds on the sender's clock
+    /// ([`MeetingHandle::send_frame_at`]): compare only values of one sender (its
+    /// audio with its video, for lip sync; consecutive frames, for playout spacing).
+    /// Encrypted with the frame.
+    pub capture_us: u64,
     /// The media.
     pub data: Vec<u8>,
 }
@@ -393,6 +408,11 @@ pub enum MeetingEvent {
         /// The epoch the room should have moved to.
         epoch: Epoch,
     },
+    /// Another participant asked this device for a video keyframe
+    /// ([`MeetingHandle::request_keyframe`]): have the encoder produce one and send it
+    /// with `keyframe = true`. Requests are coalesced: at most one such event per
+    /// [`KEYFRAME_REQUEST_INTERVAL`].
+    KeyframeRequested,
     /// Every other user's devices have left the meeting (left, removed, rejected,
     /// dropped, or their invitations lapsed): this device is alone with, at most, other
     /// devices of its own user. The meeting stays open (keys held, room joined) and
@@ -674,6 +694,28 @@ impl Meeting {
         self.handle.send_frame(kind, keyframe, data)
     }
 
+    /// Sends a frame with its capture time: [`MeetingHandle::send_frame_at`].
+    ///
+    /// # Errors
+    /// As [`MeetingHandle::send_frame`].
+    pub fn send_frame_at(
+        &self,
+        kind: MediaKind,
+        keyframe: bool,
+        capture_us: u64,
+        data: &[u8],
+    ) -> Result<(), ClientError> {
+        self.handle.send_frame_at(kind, keyframe, capture_us, data)
+    }
+
+    /// Asks a sender for a video keyframe: [`MeetingHandle::request_keyframe`].
+    ///
+    /// # Errors
+    /// As [`MeetingHandle::request_keyframe`].
+    pub async fn request_keyframe(&self, sender_index: u32) -> Result<(), ClientError> {
+        self.handle.request_keyframe(sender_index).await
+    }
+
     /// The current participants.
     #[must_use]
     pub fn participants(&self) -> Vec<Participant> {
@@ -779,7 +821,47 @@ impl MeetingHandle {
         keyframe: bool,
         data: &[u8],
     ) -> Result<(), ClientError> {
-        self.shared.send_frame(kind, keyframe, data)
+        self.shared.send_frame(kind, keyframe, None, data)
+    }
+
+    /// [`Self::send_frame`] with the frame's capture time, in microseconds on any clock
+    /// of the app's that runs steadily (the capture device's, or a monotonic clock):
+    /// receivers get it as [`MediaFrame::capture_us`]. Use it for every frame of a
+    /// meeting, audio and video alike, so a receiver can sync them; `send_frame` stamps
+    /// the time of sending on the SDK's own clock instead.
+    ///
+    /// # Errors
+    /// As [`Self::send_frame`].
+    pub fn send_frame_at(
+        &self,
+        kind: MediaKind,
+        keyframe: bool,
+        capture_us: u64,
+        data: &[u8],
+    ) -> Result<(), ClientError> {
+        self.shared
+            .send_frame(kind, keyframe, Some(capture_us), data)
+    }
+
+    /// Asks the participant with `sender_index` ([`MediaFrame::sender_index`]) for a
+    /// video keyframe, the role RTCP PLI plays in WebRTC: call it when video frames of
+    /// that sender were lost and the decoder cannot go on. The request goes through the
+    /// SFU, which learns only that this device asked that sender slot of the room; the
+    /// sender gets [`MeetingEvent::KeyframeRequested`] (at most one per
+    /// [`KEYFRAME_REQUEST_INTERVAL`], however many ask).
+    ///
+    /// # Errors
+    /// [`ClientError::NoFramesFrom`] if no frame of that sender arrived yet (the SFU
+    /// slot to ask is learnt from its frames), [`ClientError::NotJoined`] while the
+    /// room is not joined, [`ClientError::Server`] if the SFU refused it.
+    pub async fn request_keyframe(&self, sender_index: u32) -> Result<(), ClientError> {
+        let meeting = self.shared.id;
+        call(&self.commands, |reply| Command::RequestKeyframe {
+            meeting,
+            sender_index,
+            reply,
+        })
+        .await
     }
 
     /// The current participants.

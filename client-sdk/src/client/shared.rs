@@ -11,12 +11,14 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use conclave_proto::datagram::{DatagramHeader, MediaKind, RoomHandle};
+use std::time::Instant;
+
+use conclave_proto::datagram::{DatagramHeader, MediaKind, RoomHandle, Slot};
 use conclave_proto::limits::MAX_DATAGRAM_BYTES;
 use tokio::sync::mpsc;
 
 use super::{ClientError, ConnectionProblem, MediaFrame, MediaStats, MeetingEvent, Participant};
-use crate::media::{self, Reassembler, ReassemblyConfig};
+use crate::media::{self, ENVELOPE_LEN, MediaEnvelope, Reassembler, ReassemblyConfig};
 use crate::meeting::{Epoch, MeetingId, MeetingKey, SFRAME_SUITE};
 use crate::safety::{SafetyCode, SafetyWords};
 use crate::sframe::{SframeError, SframeReceiver, SframeSender};
@@ -40,6 +42,8 @@ pub(crate) struct RoomLink {
 struct SenderOf {
     user_id: UserId,
     device_id: DeviceId,
+    /// The SFU slot its last frame came from (where a keyframe request goes).
+    slot: Option<Slot>,
 }
 
 /// What sending a frame needs.
@@ -49,6 +53,24 @@ struct SendSide {
     paused: bool,
     room: Option<RoomLink>,
     next_frame_number: u32,
+    /// The next envelope sequence number of each media kind: they go on across
+    /// rekeys and room changes.
+    next_audio: u32,
+    next_video: u32,
+    /// The origin of capture timestamps the SDK stamps itself ([`MeetingShared::send_frame`]
+    /// without one from the app).
+    clock_origin: Instant,
+}
+
+impl SendSide {
+    /// The next sequence number of `kind`'s stream.
+    fn next_sequence(&mut self, kind: MediaKind) -> &mut u32 {
+        if kind == MediaKind::Audio {
+            &mut self.next_audio
+        } else {
+            &mut self.next_video
+        }
+    }
 }
 
 /// What receiving a frame needs.
@@ -119,6 +141,9 @@ impl MeetingShared {
                 paused: false,
                 room: None,
                 next_frame_number: 0,
+                next_audio: 0,
+                next_video: 0,
+                clock_origin: Instant::now(),
             }),
             receive: Mutex::new(ReceiveSide {
                 receiver: SframeReceiver::new(),
@@ -175,9 +200,15 @@ impl MeetingShared {
     ) {
         let mut receive = lock(&self.receive);
         for (index, user_id, device_id) in members {
-            receive
-                .senders
-                .insert(index, SenderOf { user_id, device_id });
+            let slot = receive.senders.get(&index).and_then(|s| s.slot);
+            receive.senders.insert(
+                index,
+                SenderOf {
+                    user_id,
+                    device_id,
+                    slot,
+                },
+            );
             if index == self.my_index {
                 continue;
             }
@@ -261,10 +292,13 @@ impl MeetingShared {
     }
 
     /// Encrypts one media frame and queues its datagrams.
+    /// Encrypts and sends a frame with its envelope: `capture_us` from the app, or the
+    /// microseconds since this meeting's state was created.
     pub(crate) fn send_frame(
         &self,
         kind: MediaKind,
         keyframe: bool,
+        capture_us: Option<u64>,
         data: &[u8],
     ) -> Result<(), ClientError> {
         if self.ended_flag.load(Ordering::Acquire) {
@@ -280,7 +314,7 @@ impl MeetingShared {
             .unwrap_or(0)
             .min(MAX_DATAGRAM_BYTES);
         let max = media::max_frame_ciphertext(max_datagram)
-            .saturating_sub(crate::sframe::SframeHeader::MAX_LEN + 16);
+            .saturating_sub(crate::sframe::SframeHeader::MAX_LEN + 16 + ENVELOPE_LEN);
         if data.len() > max {
             return Err(ClientError::FrameTooLarge {
                 len: data.len(),
@@ -292,9 +326,19 @@ impl MeetingShared {
         if send.paused {
             return Err(ClientError::SendingPaused);
         }
+        let sequence = *send.next_sequence(kind);
+        let capture_us = capture_us.unwrap_or_else(|| {
+            u64::try_from(send.clock_origin.elapsed().as_micros()).unwrap_or(u64::MAX)
+        });
+        let plaintext = MediaEnvelope {
+            sequence,
+            capture_us,
+        }
+        .wrap(data);
         let sender = send.sender.as_mut().ok_or(ClientError::NotJoined)?;
-        let ciphertext = sender.encrypt(&metadata, data)?;
+        let ciphertext = sender.encrypt(&metadata, &plaintext)?;
         send.next_frame_number = frame_number.wrapping_add(1);
+        *send.next_sequence(kind) = sequence.wrapping_add(1);
         drop(send);
         let datagrams = media::fragment(
             room.handle,
@@ -315,6 +359,11 @@ impl MeetingShared {
         }
         self.counters.frames_sent.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The SFU slot sender `index`'s frames last came from, if any arrived.
+    pub(crate) fn slot_of(&self, index: u32) -> Option<Slot> {
+        lock(&self.receive).senders.get(&index).and_then(|s| s.slot)
     }
 
     /// Handles one received datagram of this meeting's room (reader task).
@@ -340,8 +389,18 @@ impl MeetingShared {
             }
         };
         let index = u32::from(received.kid.sender_index());
-        let sender = receive.senders.get(&index).copied();
+        let sender = receive.senders.get_mut(&index).map(|s| {
+            s.slot = Some(frame.sender_slot);
+            *s
+        });
         drop(receive);
+        let mut plaintext = received.plaintext;
+        let Ok(envelope) = MediaEnvelope::unwrap(&mut plaintext) else {
+            self.counters
+                .decrypt_failures
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        };
         let Some(sender) = sender else {
             // A key is only registered together with its sender's identity.
             self.counters
@@ -359,7 +418,9 @@ impl MeetingShared {
             kind: frame.kind,
             keyframe: frame.keyframe,
             epoch: Epoch(received.kid.epoch()),
-            data: received.plaintext,
+            sequence: envelope.sequence,
+            capture_us: envelope.capture_us,
+            data: plaintext,
         };
         if self.frames.try_send(out).is_err() {
             self.counters

@@ -55,8 +55,11 @@ use conclave_proto::datagram::{DatagramHeader, DatagramHeaderError, HEADER_LEN, 
 pub use conclave_proto::datagram::{MediaKind, RoomHandle, Slot};
 use conclave_proto::limits::MAX_DATAGRAM_BYTES;
 
+mod envelope;
 #[cfg(test)]
 mod tests;
+
+pub use envelope::{ENVELOPE_LEN, ENVELOPE_VERSION, MediaEnvelope};
 
 /// Version byte at the front of [`frame_metadata`].
 pub const FRAME_METADATA_VERSION: u8 = 1;
@@ -103,6 +106,14 @@ pub enum MediaError {
         /// The datagram size asked for (after clamping to the protocol limit).
         max_datagram: usize,
     },
+
+    /// A decrypted frame does not start with a media envelope this version reads (a
+    /// sender running another protocol version, or a participant sending junk).
+    #[error(
+        "a decrypted media frame has no valid media envelope (shorter than {ENVELOPE_LEN} \
+         bytes, or another envelope version): the sender runs an incompatible SDK"
+    )]
+    Envelope,
 
     /// A datagram header could not be encoded (a bug in this module, not a caller error).
     #[error("media datagram header could not be encoded: {0}")]

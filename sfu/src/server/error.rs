@@ -82,6 +82,11 @@ impl RequestError {
         Self::new(ErrorCode::BadRequest, message)
     }
 
+    /// `NOT_FOUND`.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+
     /// `LIMIT_EXCEEDED`.
     pub fn limit(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::LimitExceeded, message)

@@ -312,6 +312,40 @@ impl Session {
         ))
     }
 
+    /// Relays a keyframe request to the member connection holding `slot` in a room
+    /// this connection is in. Requests count against the connection's request rate
+    /// like any other; receivers coalesce what reaches them.
+    pub(super) fn request_keyframe(&mut self, r: &v1::RequestKeyframe) -> Handled {
+        self.device()?;
+        let handle = RoomHandle(r.room_handle);
+        let Some(membership) = self.conn.media.get(handle) else {
+            return Err(RequestError::bad_request(
+                "this connection is not in that room (join it first)",
+            ));
+        };
+        let target = membership
+            .room
+            .conns()
+            .into_iter()
+            .filter(|conn| *conn != self.conn.id)
+            .filter_map(|conn| self.shared.conns.get(&conn).map(|h| Arc::clone(&h)))
+            .find(|h| {
+                h.media
+                    .get(handle)
+                    .is_some_and(|m| u32::from(m.slot.get()) == r.slot)
+            });
+        let Some(target) = target else {
+            return Err(RequestError::not_found("no other member holds that slot"));
+        };
+        target.push_event(v1::event::Event::KeyframeRequested(v1::KeyframeRequested {
+            room_handle: r.room_handle,
+        }));
+        Ok((
+            response::Result::KeyframeRequestSent(v1::KeyframeRequestSent {}),
+            After::Nothing,
+        ))
+    }
+
     pub(super) fn leave_room(&mut self, r: &v1::LeaveRoom) -> Handled {
         self.device()?;
         let id = routing_id(&r.routing_id)?;

@@ -273,6 +273,7 @@ impl Session {
             Request::RotateRoom(r) => self.rotate_room(r).await,
             Request::LeaveRoom(r) => self.leave_room(&r),
             Request::SendRoomMessage(r) => self.send_room_message(r),
+            Request::RequestKeyframe(r) => self.request_keyframe(&r),
         }
     }
 
@@ -577,5 +578,6 @@ fn kind_label(request: &Request) -> &'static str {
         Request::RotateRoom(_) => "rotate_room",
         Request::LeaveRoom(_) => "leave_room",
         Request::SendRoomMessage(_) => "send_room_message",
+        Request::RequestKeyframe(_) => "request_keyframe",
     }
 }

@@ -265,6 +265,7 @@ impl SimServer {
                 left.map(|()| response::Result::RoomLeft(v1::RoomLeft {}))
             }
             (Request::SendRoomMessage(m), Some(_)) => Ok(self.room_message(conn, m)),
+            (Request::RequestKeyframe(r), Some(_)) => self.request_keyframe(conn, &r),
         }
     }
 
@@ -537,6 +538,39 @@ impl SimServer {
             }
         }
         response::Result::RoomMessageSent(v1::RoomMessageSent { recipients })
+    }
+
+    fn request_keyframe(
+        &mut self,
+        conn: ConnId,
+        r: &v1::RequestKeyframe,
+    ) -> Result<response::Result, TransportError> {
+        let members = self
+            .routes
+            .get(&RoomHandle(r.room_handle))
+            .cloned()
+            .unwrap_or_default();
+        if !members.iter().any(|(c, _)| *c == conn) {
+            return Err(refused(ErrorCode::BadRequest, "not in that room"));
+        }
+        let target = members
+            .iter()
+            .find(|(c, s)| *c != conn && u32::from(s.get()) == r.slot)
+            .map(|(c, _)| *c);
+        let Some(state) = target.and_then(|c| self.conns.get_mut(&c)) else {
+            return Err(refused(
+                ErrorCode::NotFound,
+                "no other member holds that slot",
+            ));
+        };
+        state
+            .events
+            .push_back(v1::event::Event::KeyframeRequested(v1::KeyframeRequested {
+                room_handle: r.room_handle,
+            }));
+        Ok(response::Result::KeyframeRequestSent(
+            v1::KeyframeRequestSent {},
+        ))
     }
 
     /// Carries out the registry's outputs: room events to connections, fan-out tables.

@@ -51,6 +51,8 @@ pub(super) struct Entry {
     pub presence: Presence,
     /// Highest sender index ever used, so a leader never reuses one.
     pub next_index: u32,
+    /// When this meeting last told the app a keyframe was requested (coalescing).
+    pub last_keyframe_request: Option<Instant>,
     /// Whether another user's device was on the roster since this device was last
     /// alone: [`MeetingEvent::Alone`](crate::client::MeetingEvent::Alone) fires once
     /// when the last one goes.
@@ -366,6 +368,13 @@ impl Engine {
                 .map(Reply::Accepted),
             Command::Reject { meeting } => self.reject(meeting).await.map(|()| Reply::Done),
             Command::Leave { meeting } => self.leave(meeting).await.map(|()| Reply::Done),
+            Command::RequestKeyframe {
+                meeting,
+                sender_index,
+            } => self
+                .request_keyframe(meeting, sender_index)
+                .await
+                .map(|()| Reply::Done),
             Command::Remove { meeting, users } => {
                 self.remove(meeting, &users).await.map(|()| Reply::Done)
             }
@@ -420,6 +429,7 @@ impl Engine {
                 self.resend_sas_soon(conn, handle);
             }
             Event::RoomMessage(message) => self.on_room_message(conn, message).await,
+            Event::KeyframeRequested(request) => self.on_keyframe_requested(conn, &request),
             Event::Mailbox(_) | Event::PrekeysLow(_) | Event::ShuttingDown(_) => {
                 tracing::debug!("a connection event outside a room ignored");
             }

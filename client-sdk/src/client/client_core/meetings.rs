@@ -803,6 +803,7 @@ impl Engine {
             room: None,
             next_index: state.roster().next_sender_index(),
             had_others,
+            last_keyframe_request: None,
             state,
             shared,
             proven: None,

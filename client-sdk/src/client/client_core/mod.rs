@@ -82,6 +82,7 @@
 mod connection;
 mod engine;
 mod inbox;
+mod keyframes;
 mod links;
 mod meetings;
 mod port;
@@ -236,6 +237,13 @@ pub enum Command {
     Leave {
         /// The meeting.
         meeting: MeetingId,
+    },
+    /// Ask a sender of a meeting for a video keyframe.
+    RequestKeyframe {
+        /// The meeting.
+        meeting: MeetingId,
+        /// The sender's index.
+        sender_index: u32,
     },
     /// (Leader) remove users from a meeting.
     Remove {

@@ -64,6 +64,11 @@ pub(crate) enum Command {
         meeting: MeetingId,
         reply: ReplyTo<()>,
     },
+    RequestKeyframe {
+        meeting: MeetingId,
+        sender_index: u32,
+        reply: ReplyTo<()>,
+    },
     Remove {
         meeting: MeetingId,
         users: Vec<UserId>,
@@ -130,6 +135,17 @@ impl Command {
             Command::Leave { meeting, reply } => {
                 (CoreCommand::Leave { meeting }, Pending::Done(reply))
             }
+            Command::RequestKeyframe {
+                meeting,
+                sender_index,
+                reply,
+            } => (
+                CoreCommand::RequestKeyframe {
+                    meeting,
+                    sender_index,
+                },
+                Pending::Done(reply),
+            ),
             Command::Remove {
                 meeting,
                 users,
