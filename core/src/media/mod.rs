@@ -3,12 +3,14 @@
 //! # Data flow
 //!
 //! ```text
-//! sender:   encoded frame ──SframeSender::encrypt(frame_metadata(kind, key, n))──▶ ciphertext
+//! sender:   encoded frame ──MediaEnvelope::wrap (sequence, capture time)──▶ plaintext
+//!           plaintext ──SframeSender::encrypt(frame_metadata(kind, key, n))──▶ ciphertext
 //!           ciphertext ──fragment()──▶ [header(i of n) || chunk i] ──▶ QUIC datagrams ──▶ SFU
 //!
 //! receiver: datagram ──DatagramHeader::decode──▶ (header, payload)
 //!           ──Reassembler::push──▶ AssembledFrame (when its last missing fragment arrives)
-//!           ──SframeReceiver::decrypt(frame.metadata(), ciphertext)──▶ encoded frame
+//!           ──SframeReceiver::decrypt(frame.metadata(), ciphertext)──▶ plaintext
+//!           ──MediaEnvelope::unwrap──▶ (sequence, capture time) + encoded frame
 //! ```
 //!
 //! [`fragment`] cuts one SFrame ciphertext into at most [`MAX_FRAGMENTS`] datagrams of
