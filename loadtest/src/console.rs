@@ -16,6 +16,7 @@
 use std::ffi::OsStr;
 use std::io::IsTerminal;
 
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
@@ -89,20 +90,33 @@ impl Logging {
             },
             FilterSource::Default => None,
         };
+        let (logging, subscriber) = Self::build(user, ansi, std::io::stderr);
+        // A second subscriber (only possible in tests) is no reason to stop.
+        let _ = subscriber.try_init();
+        logging
+    }
+
+    /// The subscriber: `user`'s filter for the whole run, or the reloadable
+    /// default; log lines to `writer`, with colour if `ansi`.
+    fn build<W>(
+        user: Option<EnvFilter>,
+        ansi: bool,
+        writer: W,
+    ) -> (Self, impl tracing::Subscriber + Send + Sync + 'static)
+    where
+        W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+    {
         let user_set = user.is_some();
         let (filter, handle) =
             reload::Layer::new(user.unwrap_or_else(|| EnvFilter::new(RUN_FILTER)));
         let fmt = tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .with_ansi(ansi);
-        // A second subscriber (only possible in tests) is no reason to stop.
-        let _ = tracing_subscriber::registry()
-            .with(filter)
-            .with(fmt)
-            .try_init();
-        Logging {
+        let subscriber = tracing_subscriber::registry().with(filter).with(fmt);
+        let logging = Logging {
             handle: (!user_set).then_some(handle),
-        }
+        };
+        (logging, subscriber)
     }
 
     /// The measurement is over: from now on the SDK's and the server's warnings
@@ -115,25 +129,33 @@ impl Logging {
     }
 }
 
+/// A writer into a shared buffer, for tests.
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl Buffer {
+    /// Everything written so far.
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+#[cfg(test)]
+impl std::io::Write for Buffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// What `log` writes under `filter`, with colour decided as for a file.
 #[cfg(test)]
 pub(crate) fn captured(filter: &str, log: impl FnOnce()) -> String {
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Buffer {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     let buffer = Buffer::default();
     let writer = buffer.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -142,8 +164,7 @@ pub(crate) fn captured(filter: &str, log: impl FnOnce()) -> String {
         .with_ansi(ansi_enabled(false, None))
         .finish();
     tracing::subscriber::with_default(subscriber, log);
-    let bytes = buffer.0.lock().unwrap().clone();
-    String::from_utf8(bytes).unwrap()
+    buffer.text()
 }
 
 #[cfg(test)]
@@ -196,5 +217,34 @@ mod tests {
             "{after}"
         );
         assert!(!after.contains('\u{1b}'), "no colour in a file: {after:?}");
+    }
+
+    fn around_teardown(logging: &Logging) {
+        tracing::warn!(target: "conclave_sdk::client::shared", "dropped while measuring");
+        logging.quiet_teardown();
+        tracing::warn!(target: "conclave_sdk::client::shared", "dropped at teardown");
+        tracing::warn!(target: "conclave_loadtest::sim", "own warning at teardown");
+    }
+
+    #[test]
+    fn quiet_teardown_reloads_the_default_filter_but_never_rust_log() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let (logging, subscriber) = Logging::build(None, false, move || writer.clone());
+        tracing::subscriber::with_default(subscriber, || around_teardown(&logging));
+        let out = buffer.text();
+        assert!(out.contains("dropped while measuring"), "{out}");
+        assert!(!out.contains("dropped at teardown"), "{out}");
+        assert!(out.contains("own warning at teardown"), "{out}");
+        assert!(!out.contains('\u{1b}'), "{out:?}");
+
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let user = Some(EnvFilter::new("warn"));
+        let (logging, subscriber) = Logging::build(user, true, move || writer.clone());
+        tracing::subscriber::with_default(subscriber, || around_teardown(&logging));
+        let out = buffer.text();
+        assert!(out.contains("dropped at teardown"), "RUST_LOG wins: {out}");
+        assert!(out.contains('\u{1b}'), "colour when asked: {out:?}");
     }
 }
