@@ -170,11 +170,9 @@ pub(super) fn footnotes(r: &Report) -> Vec<String> {
     let mut out = Vec::new();
     if r.frames_beyond_expected > 0 {
         out.push(format!(
-            "{BEYOND_MARK} frames that arrived while a receiver was measuring but were \
-             numbered past the end of its window (sent as the window closed): delivered, \
-             so not lost, yet not expected, so not counted as received. The loss is \
-             computed without them and is never negative (docs/loadtest.md, \
-             \"Frames beyond expected\")."
+            "{BEYOND_MARK} delivered inside a receiver's window but numbered past its end (sent as it closed):\n  \
+             not lost, not expected, not counted as received; the loss leaves them out \
+             (docs/loadtest.md)."
         ));
     }
     out

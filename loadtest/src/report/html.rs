@@ -253,7 +253,7 @@ mod tests {
         assert!(!html.contains("-0.000"));
         assert!(html.contains("<tr><th>loss</th><td>0.000 %</td></tr>"));
         assert!(html.contains("<tr><th>beyond expected ¹</th><td>37</td></tr>"));
-        assert!(html.contains("<p class=\"note\">¹ frames that arrived"));
+        assert!(html.contains("<p class=\"note\">¹ delivered inside a receiver&#39;s window"));
         assert!(html.contains("&quot;frames_beyond_expected&quot;: 37"));
     }
 

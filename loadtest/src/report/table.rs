@@ -131,7 +131,7 @@ mod tests {
         assert!(!s.contains("-0.000"), "{s}");
         assert!(s.contains("beyond expected ¹"), "{s}");
         assert!(s.contains("37"), "{s}");
-        assert!(s.contains("¹ frames that arrived"), "{s}");
+        assert!(s.contains("¹ delivered inside a receiver's window"), "{s}");
     }
 
     #[test]

@@ -143,11 +143,16 @@ impl ReceiverWindow {
     }
 
     /// Closes the window at `snapshot`: frames numbered from there on no longer count.
+    /// A window closed before it opened (a joiner still settling when the run or its
+    /// participation ended) stays shut: an `open` arriving later is ignored.
     pub fn close(&mut self, snapshot: &[(u32, u64)]) {
-        if !self.open || self.closed {
+        if self.closed {
             return;
         }
         self.closed = true;
+        if !self.open {
+            return;
+        }
         for (stream, next) in snapshot {
             if !self.own.contains(stream) {
                 self.pairs.entry(*stream).or_default().end = Some(*next);
@@ -188,11 +193,14 @@ impl ReceiverWindow {
         self.pairs.values().map(PairStats::expected).sum()
     }
 
-    /// Frames received inside the window (at most one per number). Once closed,
-    /// only frames numbered inside the window count, so this never exceeds
+    /// Frames received inside the window (at most one per number). Only frames
+    /// numbered inside a closed window count, so this never exceeds
     /// [`Self::expected`]: the others are in [`Self::beyond_expected`].
     #[must_use]
     pub fn received(&self) -> u64 {
+        if !self.closed {
+            return 0; // never closed: nothing was expected
+        }
         self.pairs.values().map(|p| p.received).sum()
     }
 
@@ -201,6 +209,10 @@ impl ReceiverWindow {
     /// deliveries that were not expected, so not counted as received either.
     #[must_use]
     pub fn beyond_expected(&self) -> u64 {
+        if !self.closed {
+            // Never closed: every frame counted so far was beyond what it expected.
+            return self.pairs.values().map(|p| p.received).sum();
+        }
         self.pairs.values().map(|p| p.beyond).sum()
     }
 
@@ -302,5 +314,26 @@ mod tests {
         w.close(&[(1, 10)]);
         assert_eq!(w.expected(), 0);
         assert_eq!(w.on_frame(1, 3, 0), Counted::Outside);
+    }
+
+    #[test]
+    fn an_open_arriving_after_the_close_is_ignored() {
+        // A joiner still settling when the measurement ended: its delayed open
+        // comes after the close and must not start counting frames.
+        let mut w = ReceiverWindow::new(vec![]);
+        w.close(&[(1, 10)]);
+        w.open(&[(1, 10)]);
+        assert!(!w.is_open());
+        assert_eq!(w.on_frame(1, 10, 0), Counted::Outside);
+        assert_eq!((w.expected(), w.received(), w.beyond_expected()), (0, 0, 0));
+    }
+
+    #[test]
+    fn a_window_never_closed_counts_nothing_as_received() {
+        let mut w = ReceiverWindow::new(vec![]);
+        w.open(&[(1, 0)]);
+        w.on_frame(1, 0, 0);
+        w.on_frame(1, 1, 0);
+        assert_eq!((w.expected(), w.received(), w.beyond_expected()), (0, 0, 2));
     }
 }
