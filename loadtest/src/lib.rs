@@ -12,6 +12,8 @@
 //! `--duration` seconds with churn; the optional `baseline` runs the same fan-out
 //! through a bare QUIC relay; the result is a [`report::Report`] (JSON schema in
 //! `docs/loadtest.md`), printed as a table and optionally written as JSON and HTML.
+//! When the measurement ends, [`run_with`]'s callback lets the binary quiet the
+//! expected teardown warnings (see [`console`]).
 //!
 //! # Invariants
 //! * Expected frames are exact: each receiver's window opens and closes at snapshots
@@ -22,6 +24,7 @@
 //!   after the ramp, the duration and a short drain.
 
 pub mod baseline;
+pub mod console;
 pub mod error;
 mod local_cluster;
 pub mod metrics;
@@ -36,4 +39,4 @@ mod target;
 
 pub use error::LoadError;
 pub use options::Options;
-pub use run::run;
+pub use run::{run, run_with};

@@ -1,6 +1,7 @@
 //! One load-test run: start (or reach) the SFU, simulate, optionally run the
 //! baseline, and assemble the report.
 
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use crate::report::{
     BaselineReport, Jitter, Machine, RekeyStats, Report, SCHEMA_VERSION, ScenarioEcho, Throughput,
 };
 use crate::sim::{self, SimOutcome};
-use crate::stats::{LatencyHistogram, percentiles_ms};
+use crate::stats::{LatencyHistogram, loss_ratio, percentiles_ms, surplus};
 use crate::target::{Reading, Target};
 
 /// Prekeys each simulated device keeps on the server beyond one per participant (a
@@ -24,6 +25,14 @@ const SPARE_PREKEYS: u32 = 20;
 /// creates its own runtimes (call it from `main` or a plain `#[test]`, not from async
 /// code).
 pub fn run(options: Options) -> Result<Report, LoadError> {
+    run_with(options, &|| {})
+}
+
+/// [`run`], calling `on_teardown` once the measurement is over (or the run failed),
+/// before participants and servers are stopped: what they log from then on is an
+/// expected consequence of stopping (the binary lowers the log filter, see
+/// [`crate::console::Logging::quiet_teardown`]). It may be called more than once.
+pub fn run_with(options: Options, on_teardown: &dyn Fn()) -> Result<Report, LoadError> {
     options.validate()?;
     let options = Arc::new(options);
     let target = Target::start(&options)?;
@@ -34,7 +43,10 @@ pub fn run(options: Options) -> Result<Report, LoadError> {
         .enable_all()
         .build()
         .map_err(|e| LoadError::Setup(format!("participants' runtime: {e}")))?;
-    let progress = progress_bar(options.quiet);
+    let progress = progress_bar(crate::console::progress_visible(
+        options.quiet,
+        std::io::stderr().is_terminal(),
+    ));
     let first = *target
         .addrs
         .first()
@@ -51,11 +63,13 @@ pub fn run(options: Options) -> Result<Report, LoadError> {
         target.addrs.clone(),
         progress.clone(),
         &*target,
+        on_teardown,
     ));
     progress.finish_and_clear();
     let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
+            on_teardown();
             runtime.shutdown_timeout(Duration::from_secs(2));
             return Err(e);
         }
@@ -72,8 +86,9 @@ pub fn run(options: Options) -> Result<Report, LoadError> {
     Ok(report)
 }
 
-fn progress_bar(quiet: bool) -> ProgressBar {
-    if quiet {
+/// The live progress bar on stderr, or a hidden one.
+fn progress_bar(visible: bool) -> ProgressBar {
+    if !visible {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(0);
@@ -114,10 +129,6 @@ fn rank(sorted: &[f64], q: f64) -> Option<f64> {
     )]
     let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted.get(i).copied()
-}
-
-fn ratio(a: u64, b: u64) -> f64 {
-    if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }
 
 #[allow(clippy::too_many_lines)] // one flat mapping from measurements to report fields
@@ -162,7 +173,7 @@ fn assemble(
     });
 
     let mut latency = LatencyHistogram::default();
-    let (mut expected, mut received, mut duplicates) = (0, 0, 0);
+    let (mut expected, mut received, mut duplicates, mut beyond) = (0, 0, 0, 0);
     let (mut decrypt_failures, mut unknown_key, mut queue_full, mut foreign) = (0, 0, 0, 0);
     let mut jitters = Vec::new();
     for r in &sim.receivers {
@@ -170,6 +181,7 @@ fn assemble(
         expected += r.window.expected();
         received += r.window.received();
         duplicates += r.window.duplicates();
+        beyond += r.window.beyond_expected();
         jitters.extend(r.window.jitters_us().map(|j| j / 1e3));
         decrypt_failures += r.stats.decrypt_failures;
         unknown_key += r.stats.unknown_key;
@@ -229,11 +241,9 @@ fn assemble(
         frames_sent: sim.frames_sent,
         frames_received: received,
         frames_expected: expected,
-        loss_ratio: if expected == 0 {
-            0.0
-        } else {
-            1.0 - ratio(received, expected)
-        },
+        loss_ratio: loss_ratio(received, expected),
+        // Windows never count more than they expect; the aggregate check is a guard.
+        frames_beyond_expected: beyond + surplus(received, expected),
         duplicates,
         send_shortfall: sim.send_shortfall,
         latency_ms: percentiles_ms(&latency),

@@ -2,7 +2,7 @@
 //! summary and the HTML page both render these, so the two always show the same
 //! numbers. Strings are raw here: each renderer escapes them for its medium.
 
-use super::numbers::{NA, count, dist, list, num, pct, qty, rate};
+use super::numbers::{NA, count, dist, list, loss_pct, num, qty, rate};
 use super::verdict::{LATENCY_P99_TARGET_MS, LOSS_TARGET, REKEY_P99_TARGET_MS, loss_measured};
 use super::{ChurnKind, Percentiles, Report};
 
@@ -161,9 +161,26 @@ fn scenario(r: &Report) -> Section {
     }
 }
 
+/// Marks the "beyond expected" row and its footnote.
+const BEYOND_MARK: &str = "¹";
+
+/// Notes under the figures, each explaining a row marked with its sign; empty when
+/// no marked row is shown.
+pub(super) fn footnotes(r: &Report) -> Vec<String> {
+    let mut out = Vec::new();
+    if r.frames_beyond_expected > 0 {
+        out.push(format!(
+            "{BEYOND_MARK} delivered inside a receiver's window but numbered past its end (sent as it closed):\n  \
+             not lost, not expected, not counted as received; the loss leaves them out \
+             (docs/loadtest.md)."
+        ));
+    }
+    out
+}
+
 fn frames(r: &Report) -> Section {
     let loss = if loss_measured(r) {
-        pct(r.loss_ratio)
+        loss_pct(r.loss_ratio)
     } else {
         NA.to_owned()
     };
@@ -171,20 +188,29 @@ fn frames(r: &Report) -> Section {
     if r.send_shortfall > 0 {
         shortfall.push_str(" (the load generator fell behind)");
     }
+    let mut rows = vec![
+        row("sent", count(r.frames_sent)),
+        row("expected", count(r.frames_expected)),
+        row("received", count(r.frames_received)),
+        flagged("loss", loss, loss_measured(r) && r.loss_ratio > LOSS_TARGET),
+    ];
+    if r.frames_beyond_expected > 0 {
+        rows.push(row(
+            &format!("beyond expected {BEYOND_MARK}"),
+            count(r.frames_beyond_expected),
+        ));
+    }
+    rows.extend([
+        row("duplicates", count(r.duplicates)),
+        flagged("send shortfall", shortfall, r.send_shortfall > 0),
+        row(
+            "dropped, reader too slow",
+            count(r.frames_dropped_queue_full),
+        ),
+    ]);
     Section {
         title: "Frames",
-        rows: vec![
-            row("sent", count(r.frames_sent)),
-            row("expected", count(r.frames_expected)),
-            row("received", count(r.frames_received)),
-            flagged("loss", loss, loss_measured(r) && r.loss_ratio > LOSS_TARGET),
-            row("duplicates", count(r.duplicates)),
-            flagged("send shortfall", shortfall, r.send_shortfall > 0),
-            row(
-                "dropped, reader too slow",
-                count(r.frames_dropped_queue_full),
-            ),
-        ],
+        rows,
     }
 }
 
@@ -320,7 +346,7 @@ fn baseline(r: &Report) -> Section {
     if let Some(b) = &r.baseline {
         let l = &b.latency_ms;
         let loss = if b.frames_expected > 0 {
-            pct(b.loss_ratio)
+            loss_pct(b.loss_ratio)
         } else {
             NA.to_owned()
         };

@@ -90,6 +90,7 @@ pub(super) fn report() -> Report {
         frames_received: 7_545_012,
         frames_expected: 7_545_600,
         loss_ratio: 588.0 / 7_545_600.0,
+        frames_beyond_expected: 0,
         duplicates: 1,
         send_shortfall: 0,
         latency_ms: Percentiles {

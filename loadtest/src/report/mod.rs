@@ -1,5 +1,6 @@
 //! The run's report: one serde type with a stable, documented JSON schema
-//! (`docs/loadtest.md`), a terminal summary and a self-contained HTML page.
+//! (`docs/loadtest.md`), a terminal summary and a self-contained HTML page. The
+//! verdict is judged once ([`Verdict::of`]) and rendered by all three.
 //!
 //! Every duration is in milliseconds (`*_ms`), every rate per second (`*_per_s`).
 //! Figures that could not be measured are `null`, never zero.
@@ -10,9 +11,12 @@ mod fields;
 #[cfg(test)]
 mod fixture;
 mod html;
+mod json;
 mod numbers;
 mod plots;
 mod table;
+#[cfg(test)]
+mod tests;
 mod verdict;
 
 use std::collections::BTreeMap;
@@ -20,7 +24,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 pub use html::render_html;
+pub use json::render_json;
 pub use table::render_summary;
+pub use verdict::{Check, Outcome, Status, Verdict};
 
 /// Version of the JSON schema; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 2;
@@ -230,8 +236,12 @@ pub struct Report {
     /// Frames that should have been received (per sender→receiver pair, frames sent
     /// while both were in the meeting).
     pub frames_expected: u64,
-    /// `1 - frames_received / frames_expected`.
+    /// `1 - frames_received / frames_expected`, never below 0.
     pub loss_ratio: f64,
+    /// Frames that arrived inside a receiver's window but were numbered past the
+    /// window's end snapshot (sent in the instant it was taken): delivered, but
+    /// neither expected nor counted as received. Not a loss, not a duplicate.
+    pub frames_beyond_expected: u64,
     /// Frames received more than once.
     pub duplicates: u64,
     /// Frames scheduled but not sent because the load generator fell behind.

@@ -52,6 +52,16 @@ pub(super) fn pct(ratio: f64) -> String {
     qty(Some(ratio * 100.0), 3, "%")
 }
 
+/// A loss ratio as a percentage with 3 decimals, never negative: a ratio at or
+/// below zero (more frames than expected, or a rounding `-0.0`) is "0.000 %";
+/// "n/a" when not a finite number.
+pub(super) fn loss_pct(ratio: f64) -> String {
+    if !ratio.is_finite() {
+        return NA.to_owned();
+    }
+    pct(if ratio <= 0.0 { 0.0 } else { ratio })
+}
+
 /// "a / b / c unit"; "n/a" when every value is absent.
 pub(super) fn list(values: &[Option<f64>], decimals: usize, unit: &str) -> String {
     if values.iter().all(|v| !v.is_some_and(f64::is_finite)) {
@@ -82,4 +92,20 @@ pub(super) fn ms_label(v: f64) -> String {
         _ => 0,
     };
     num(v, decimals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_is_never_shown_negative() {
+        for ratio in [-0.0, -1e-9, -0.25, 0.0] {
+            assert_eq!(loss_pct(ratio), "0.000 %", "{ratio}");
+        }
+        assert_eq!(loss_pct(0.000_08), "0.008 %");
+        assert_eq!(loss_pct(f64::NAN), NA);
+        assert_eq!(loss_pct(f64::INFINITY), NA);
+        assert_eq!(loss_pct(f64::NEG_INFINITY), NA);
+    }
 }

@@ -1,10 +1,11 @@
-//! The terminal summary printed after a run: plain text, an aligned two-column
-//! table in sections (figures outside their target are marked `!`), the problems,
-//! a one-line verdict and, last, a loud line for every bug seen.
+//! The terminal summary printed after a run: plain text (no colour, whatever the
+//! output), an aligned two-column table in sections (figures outside their target
+//! are marked `!`), the footnotes, the problems, the verdict with its reasons and,
+//! last, a loud line for every bug seen.
 
 use super::Report;
 use super::fields;
-use super::verdict::{self, Check, Status};
+use super::verdict::Verdict;
 
 /// Problems listed one by one; the rest are counted.
 const MAX_PROBLEMS: usize = 5;
@@ -29,6 +30,9 @@ pub fn render_summary(report: &Report) -> String {
             out.push_str(&format!("{mark} {label:<width$}  {}\n", clean(&row.value)));
         }
     }
+    for note in fields::footnotes(report) {
+        out.push_str(&format!("{note}\n"));
+    }
     if !report.problems.is_empty() {
         out.push_str(&format!("Problems ({})\n", report.problems.len()));
         for problem in report.problems.iter().take(MAX_PROBLEMS) {
@@ -39,34 +43,26 @@ pub fn render_summary(report: &Report) -> String {
             out.push_str(&format!("  … and {more} more in the JSON/HTML report\n"));
         }
     }
-    out.push_str(&verdict_line(&verdict::verdict(report)));
-    out.push('\n');
-    for alarm in verdict::alarms(report) {
-        out.push_str(&alarm);
+    let verdict = Verdict::of(report);
+    out.push_str(&verdict_lines(&verdict));
+    for alarm in &verdict.alarms {
+        out.push_str(alarm);
         out.push('\n');
     }
     out
 }
 
-/// "Verdict: 3 of 5 targets met; MISSED rekey p99 412.0 ms (target ≤ 300 ms); …".
-fn verdict_line(checks: &[Check]) -> String {
-    let with = |status: Status| checks.iter().filter(move |c| c.status == status);
-    let mut line = format!(
-        "Verdict: {} of {} targets met",
-        with(Status::Met).count(),
-        checks.len()
-    );
-    let missed: Vec<String> = with(Status::Missed)
-        .map(|c| format!("{} {} (target {})", c.name, c.value, c.target))
-        .collect();
-    if !missed.is_empty() {
-        line.push_str(&format!("; MISSED {}", missed.join(", ")));
+/// "Verdict: FAIL: 3 of 5 targets met, 1 missed", then one line per reason and
+/// one naming the targets not measured.
+fn verdict_lines(v: &Verdict) -> String {
+    let mut out = format!("Verdict: {}\n", v.headline);
+    for reason in &v.reasons {
+        out.push_str(&format!("  missed: {reason}\n"));
     }
-    let unmeasured: Vec<&str> = with(Status::NotMeasured).map(|c| c.name).collect();
-    if !unmeasured.is_empty() {
-        line.push_str(&format!("; not measured: {}", unmeasured.join(", ")));
+    if !v.not_measured.is_empty() {
+        out.push_str(&format!("  not measured: {}\n", v.not_measured.join(", ")));
     }
-    line
+    out
 }
 
 /// Replaces control characters (a hostile target or problem string could carry
@@ -111,13 +107,31 @@ mod tests {
             "forwarding efficiency",
             "0.46",
             "Problems (2)",
-            "Verdict: 4 of 5 targets met; MISSED rekey p99 266.0 ms, 1 incomplete",
+            "Verdict: FAIL: 4 of 5 targets met, 1 missed\n",
+            "  missed: rekey p99 266.0 ms, 1 incomplete (target ≤ 300 ms)\n",
         ] {
             assert!(s.contains(needle), "missing {needle:?} in\n{s}");
         }
         assert!(!s.contains("!!!"), "{s}");
         assert!(!s.contains("NaN"), "{s}");
+        assert!(!s.contains('\u{1b}'), "no colour codes: {s}");
+        assert!(!s.contains("beyond expected"), "no surplus, no row: {s}");
         assert!(s.lines().count() <= 60, "{} lines", s.lines().count());
+    }
+
+    #[test]
+    fn a_surplus_shows_as_zero_loss_with_a_footnote() {
+        let mut r = report();
+        r.frames_received = r.frames_expected;
+        r.loss_ratio = -0.0;
+        r.frames_beyond_expected = 37;
+        let s = render_summary(&r);
+        assert!(s.contains("  loss "), "{s}");
+        assert!(s.contains("0.000 %"), "{s}");
+        assert!(!s.contains("-0.000"), "{s}");
+        assert!(s.contains("beyond expected ¹"), "{s}");
+        assert!(s.contains("37"), "{s}");
+        assert!(s.contains("¹ delivered inside a receiver's window"), "{s}");
     }
 
     #[test]

@@ -1,7 +1,11 @@
-//! The verdict: the key figures of a run judged against their targets, and the
-//! loud lines for figures that can only mean a bug.
+//! The verdict: the key figures of a run judged against their targets, the loud
+//! lines for figures that can only mean a bug, and the outcome. Computed here
+//! only ([`Verdict::of`]); the terminal summary, the JSON and the HTML page render
+//! this one value, so they always agree.
 
-use super::numbers::{NA, count, dist, pct, qty};
+use serde::Serialize;
+
+use super::numbers::{NA, count, dist, loss_pct, qty};
 use super::{ChurnKind, Report};
 
 /// Loss target: at most 0.1 % of the expected frames lost.
@@ -17,8 +21,9 @@ pub(super) fn loss_measured(r: &Report) -> bool {
 }
 
 /// Outcome of one check against its target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Status {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
     /// Within the target.
     Met,
     /// Outside the target.
@@ -28,15 +33,100 @@ pub(super) enum Status {
 }
 
 /// One key figure judged against its target.
-pub(super) struct Check {
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
     /// What is checked.
-    pub(super) name: &'static str,
+    pub name: &'static str,
     /// The measured figure (or why there is none).
-    pub(super) value: String,
+    pub value: String,
     /// The target, for display.
-    pub(super) target: &'static str,
+    pub target: &'static str,
     /// The judgement.
-    pub(super) status: Status,
+    pub status: Status,
+}
+
+impl Check {
+    /// "rekey p99 412.0 ms (target ≤ 300 ms)".
+    fn reason(&self) -> String {
+        format!("{} {} (target {})", self.name, self.value, self.target)
+    }
+}
+
+/// Pass or fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every measured target met and no bug seen.
+    Pass,
+    /// A target missed or a bug seen.
+    Fail,
+}
+
+/// The run judged: one value that every rendering shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    /// Pass or fail.
+    pub outcome: Outcome,
+    /// "FAIL: 3 of 5 targets met, 1 missed, 1 not measured".
+    pub headline: String,
+    /// Why it failed, one line per missed target ("loss 2.164 % (target ≤ 0.1 %)");
+    /// empty when it passed.
+    pub reasons: Vec<String>,
+    /// The targets this run could not judge (nobody left, no rekey, ...).
+    pub not_measured: Vec<String>,
+    /// Every key figure against its target.
+    pub checks: Vec<Check>,
+    /// Lines that must not be missed: each one is a bug in the system under test
+    /// (the run exits with status 2).
+    pub alarms: Vec<String>,
+}
+
+impl Verdict {
+    /// Judges `r`.
+    #[must_use]
+    pub fn of(r: &Report) -> Self {
+        let checks = checks(r);
+        let alarms = alarms(r);
+        let with = |s: Status| checks.iter().filter(move |c| c.status == s);
+        let reasons: Vec<String> = with(Status::Missed).map(Check::reason).collect();
+        let not_measured: Vec<String> = with(Status::NotMeasured)
+            .map(|c| c.name.to_owned())
+            .collect();
+        let outcome = if reasons.is_empty() && alarms.is_empty() {
+            Outcome::Pass
+        } else {
+            Outcome::Fail
+        };
+        let mut headline = format!(
+            "{}: {} of {} targets met",
+            match outcome {
+                Outcome::Pass => "PASS",
+                Outcome::Fail => "FAIL",
+            },
+            with(Status::Met).count(),
+            checks.len()
+        );
+        if !reasons.is_empty() {
+            headline.push_str(&format!(", {} missed", reasons.len()));
+        }
+        if !not_measured.is_empty() {
+            headline.push_str(&format!(", {} not measured", not_measured.len()));
+        }
+        Verdict {
+            outcome,
+            headline,
+            reasons,
+            not_measured,
+            checks,
+            alarms,
+        }
+    }
+
+    /// Whether the run saw a security bug (exit status 2).
+    #[must_use]
+    pub fn security_failure(&self) -> bool {
+        !self.alarms.is_empty()
+    }
 }
 
 /// Whether any participant left or was removed (so the removed-participant check
@@ -49,7 +139,7 @@ fn had_departures(r: &Report) -> bool {
 }
 
 /// The key figures against their targets.
-pub(super) fn verdict(r: &Report) -> Vec<Check> {
+fn checks(r: &Report) -> Vec<Check> {
     let l = &r.latency_ms;
     let k = &r.rekey_ms;
     let judge = |measured: bool, met: bool| match (measured, met) {
@@ -72,7 +162,7 @@ pub(super) fn verdict(r: &Report) -> Vec<Check> {
         Check {
             name: "loss",
             value: if loss_measured(r) {
-                pct(r.loss_ratio)
+                loss_pct(r.loss_ratio)
             } else {
                 NA.to_owned()
             },
@@ -117,7 +207,7 @@ pub(super) fn verdict(r: &Report) -> Vec<Check> {
 }
 
 /// Lines that must not be missed: each one is a bug in the system under test.
-pub(super) fn alarms(r: &Report) -> Vec<String> {
+fn alarms(r: &Report) -> Vec<String> {
     let mut out = Vec::new();
     if r.decrypt_failures > 0 {
         let s = if r.decrypt_failures == 1 { "" } else { "S" };
@@ -133,4 +223,66 @@ pub(super) fn alarms(r: &Report) -> Vec<String> {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixture::report;
+    use super::*;
+
+    #[test]
+    fn a_missed_target_fails_with_its_reason() {
+        let v = Verdict::of(&report());
+        assert_eq!(v.outcome, Outcome::Fail);
+        assert_eq!(v.headline, "FAIL: 4 of 5 targets met, 1 missed");
+        assert_eq!(
+            v.reasons,
+            vec!["rekey p99 266.0 ms, 1 incomplete (target ≤ 300 ms)".to_owned()]
+        );
+        assert!(v.alarms.is_empty() && !v.security_failure());
+    }
+
+    #[test]
+    fn targets_met_pass_and_unmeasured_ones_are_named() {
+        let mut r = report();
+        r.rekey_ms.incomplete = 0;
+        let v = Verdict::of(&r);
+        assert_eq!(v.outcome, Outcome::Pass);
+        assert_eq!(v.headline, "PASS: 5 of 5 targets met");
+        assert!(v.reasons.is_empty());
+        r.churn_events.clear();
+        r.rekey_ms = super::super::RekeyStats::default();
+        let v = Verdict::of(&r);
+        assert_eq!(v.outcome, Outcome::Pass);
+        assert_eq!(v.headline, "PASS: 3 of 5 targets met, 2 not measured");
+        assert_eq!(
+            v.not_measured,
+            vec!["removed participants' decrypted frames", "rekey p99"]
+        );
+    }
+
+    #[test]
+    fn a_bug_fails_and_is_a_security_failure() {
+        let mut r = report();
+        r.rekey_ms.incomplete = 0;
+        r.decrypt_failures = 1;
+        let v = Verdict::of(&r);
+        assert_eq!(v.outcome, Outcome::Fail);
+        assert!(v.security_failure());
+        assert_eq!(
+            v.reasons,
+            vec!["decrypt failures 1 (target = 0)".to_owned()]
+        );
+    }
+
+    #[test]
+    fn more_frames_than_expected_is_no_negative_loss() {
+        let mut r = report();
+        r.loss_ratio = -0.0;
+        r.frames_beyond_expected = 12;
+        let v = Verdict::of(&r);
+        let loss = v.checks.iter().find(|c| c.name == "loss");
+        assert_eq!(loss.map(|c| c.value.as_str()), Some("0.000 %"));
+        assert_eq!(loss.map(|c| c.status), Some(Status::Met));
+    }
 }

@@ -113,6 +113,9 @@ pub(crate) struct Env {
     pub(crate) joined: AtomicUsize,
     pub(crate) run_id: u32,
     pub(crate) next_stream: std::sync::atomic::AtomicU32,
+    /// Set once the measurement is over: participants are being stopped, so a
+    /// disconnection is expected (logged at debug level, not as a warning).
+    pub(crate) ending: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Where one participant connected first, and where redirects moved it.
@@ -207,6 +210,7 @@ pub(crate) async fn simulate(
     servers: Vec<std::net::SocketAddr>,
     progress: ProgressBar,
     probe: &impl Probe,
+    on_teardown: &dyn Fn(),
 ) -> Result<SimOutcome, LoadError> {
     let env = Arc::new(Env {
         timeline: Arc::new(Timeline::new(options.duration)),
@@ -220,6 +224,7 @@ pub(crate) async fn simulate(
         joined: AtomicUsize::new(0),
         run_id: rand_core::RngCore::next_u32(&mut rand_core::OsRng),
         next_stream: std::sync::atomic::AtomicU32::new(0),
+        ending: Arc::default(),
     });
     let mut out = SimOutcome {
         timeline: Some(Arc::clone(&env.timeline)),
@@ -252,6 +257,9 @@ pub(crate) async fn simulate(
         }
         last_snapshots.push(snapshot);
     }
+    // Measured: from here on, disconnections and dropped events are expected.
+    env.ending.store(true, std::sync::atomic::Ordering::Release);
+    on_teardown();
     probe.mark().await;
     out.measured_s = end_us.saturating_sub(start_us) as f64 / 1e6;
     for m in &mut meetings {

@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 
 use super::board::Board;
 use super::participant::{Member, SendSpec};
-use super::{CHURN_BOUND, Env, MeetingSim, Placements, SimOutcome};
+use super::{CHURN_BOUND, Env, MeetingSim, SimOutcome};
 use crate::LoadError;
 
 /// Longest a connect (registration, authentication, prekeys) may take.
@@ -86,7 +86,9 @@ async fn invitation(c: &mut Connected) -> Result<Invitation, LoadError> {
         .ok_or_else(|| failed(&c.name, "receive its invitation", "none arrived"))
 }
 
-fn drain_events(placements: Arc<Placements>, name: String, mut events: ClientEvents) {
+fn drain_events(env: &Env, name: String, mut events: ClientEvents) {
+    let placements = Arc::clone(&env.placements);
+    let ending = Arc::clone(&env.ending);
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
             match &event {
@@ -96,12 +98,22 @@ fn drain_events(placements: Arc<Placements>, name: String, mut events: ClientEve
                     placements.redirected(&name, address);
                 }
                 ClientEvent::Disconnected { reason } => {
-                    tracing::warn!(participant = %name, %reason, "participant disconnected");
+                    log_disconnect(&name, reason, ending.load(Ordering::Acquire));
                 }
                 _ => {}
             }
         }
     });
+}
+
+/// A participant lost its connection: a warning while the run measures, a debug
+/// line once it is `ending` (then the participants and the server are being stopped).
+fn log_disconnect(name: &str, reason: &dyn std::fmt::Display, ending: bool) {
+    if ending {
+        tracing::debug!(participant = %name, %reason, "participant disconnected (the run is ending)");
+    } else {
+        tracing::warn!(participant = %name, %reason, "participant disconnected");
+    }
 }
 
 /// What one participant sends.
@@ -246,11 +258,7 @@ pub(super) async fn fill_meetings(
         out.join.record_us(elapsed_us(t0));
         env.progress.inc(1);
         env.joined.fetch_add(1, Ordering::Relaxed);
-        drain_events(
-            Arc::clone(&env.placements),
-            leader.name.clone(),
-            leader.events,
-        );
+        drain_events(env, leader.name.clone(), leader.events);
         let leader = Member::start(
             leader.name,
             leader.client,
@@ -295,7 +303,7 @@ fn into_member(
     meeting: conclave_sdk::client::Meeting,
     specs: Vec<SendSpec>,
 ) -> Member {
-    drain_events(Arc::clone(&env.placements), c.name.clone(), c.events);
+    drain_events(env, c.name.clone(), c.events);
     Member::start(
         c.name,
         c.client,
@@ -397,4 +405,23 @@ pub(super) async fn join_one(
     );
     m.members.push(member);
     Some(us as f64 / 1e3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::console::{RUN_FILTER, captured};
+
+    #[test]
+    fn a_disconnection_warns_only_while_the_run_measures() {
+        let during = captured(RUN_FILTER, || log_disconnect("p1", &"reset", false));
+        assert!(during.contains("WARN") && during.contains("p1"), "{during}");
+        let ending = captured(RUN_FILTER, || log_disconnect("p1", &"reset", true));
+        assert!(ending.is_empty(), "{ending}");
+        let debug = captured("debug", || log_disconnect("p1", &"reset", true));
+        assert!(
+            debug.contains("DEBUG") && debug.contains("the run is ending"),
+            "{debug}"
+        );
+    }
 }

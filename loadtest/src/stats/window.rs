@@ -15,6 +15,9 @@ pub(crate) struct PairStats {
     start: u64,
     end: Option<u64>,
     received: u64,
+    /// Frames that arrived while the window was open but are numbered at or past
+    /// its end (moved out of `received` at the close).
+    beyond: u64,
     duplicates: u64,
     highest: Option<u64>,
     /// Bit i set: frame `highest - i` arrived.
@@ -27,6 +30,36 @@ pub(crate) struct PairStats {
 impl PairStats {
     fn expected(&self) -> u64 {
         self.end.map_or(0, |end| end.saturating_sub(self.start))
+    }
+
+    /// At the close: frames counted as received whose number is at or past `end`
+    /// were not expected (the sender had handed them to the SDK but not yet
+    /// published their number when the end snapshot was taken, or they arrived
+    /// before the receiver processed the close). They move from `received` to
+    /// `beyond`, so `received` never exceeds `expected`.
+    fn settle_at_close(&mut self) {
+        let Some(end) = self.end else {
+            // A stream the end snapshot does not know: nothing of it was expected.
+            self.beyond += self.received;
+            self.received = 0;
+            return;
+        };
+        let Some(highest) = self.highest else {
+            return;
+        };
+        if highest < end {
+            return;
+        }
+        // Numbers end..=highest are ages 0..span of the bitmap.
+        let span = highest - end + 1;
+        let mask = if span >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << span) - 1
+        };
+        let late = u64::from((self.seen & mask).count_ones()).min(self.received);
+        self.received -= late;
+        self.beyond += late;
     }
 
     /// Records `seq`; false if it is a duplicate.
@@ -110,15 +143,23 @@ impl ReceiverWindow {
     }
 
     /// Closes the window at `snapshot`: frames numbered from there on no longer count.
+    /// A window closed before it opened (a joiner still settling when the run or its
+    /// participation ended) stays shut: an `open` arriving later is ignored.
     pub fn close(&mut self, snapshot: &[(u32, u64)]) {
-        if !self.open || self.closed {
+        if self.closed {
             return;
         }
         self.closed = true;
+        if !self.open {
+            return;
+        }
         for (stream, next) in snapshot {
             if !self.own.contains(stream) {
                 self.pairs.entry(*stream).or_default().end = Some(*next);
             }
+        }
+        for pair in self.pairs.values_mut() {
+            pair.settle_at_close();
         }
     }
 
@@ -152,12 +193,27 @@ impl ReceiverWindow {
         self.pairs.values().map(PairStats::expected).sum()
     }
 
-    /// Frames received inside the window (at most one per number).
+    /// Frames received inside the window (at most one per number). Only frames
+    /// numbered inside a closed window count, so this never exceeds
+    /// [`Self::expected`]: the others are in [`Self::beyond_expected`].
     #[must_use]
     pub fn received(&self) -> u64 {
-        // A frame received before the close was sent before it, so its number is
-        // below the stream's `end`: received never exceeds expected once closed.
+        if !self.closed {
+            return 0; // never closed: nothing was expected
+        }
         self.pairs.values().map(|p| p.received).sum()
+    }
+
+    /// Frames that arrived while the window was open but were numbered at or past
+    /// its end snapshot (sent in the instant the snapshot was taken): real
+    /// deliveries that were not expected, so not counted as received either.
+    #[must_use]
+    pub fn beyond_expected(&self) -> u64 {
+        if !self.closed {
+            // Never closed: every frame counted so far was beyond what it expected.
+            return self.pairs.values().map(|p| p.received).sum();
+        }
+        self.pairs.values().map(|p| p.beyond).sum()
     }
 
     /// Duplicates.
@@ -205,6 +261,44 @@ mod tests {
     }
 
     #[test]
+    fn frames_numbered_past_the_end_snapshot_are_beyond_expected_not_received() {
+        let mut w = ReceiverWindow::new(vec![]);
+        w.open(&[(1, 5)]);
+        // 5..12 arrive before the receiver processes the close; the end snapshot
+        // says 10 (frames 10 and 11 were sent as it was taken).
+        for seq in 5..12 {
+            assert_eq!(w.on_frame(1, seq, 100), Counted::Yes);
+        }
+        w.close(&[(1, 10)]);
+        assert_eq!(w.expected(), 5);
+        assert_eq!(w.received(), 5, "never more than expected");
+        assert_eq!(w.beyond_expected(), 2);
+        assert_eq!(w.on_frame(1, 12, 100), Counted::Outside);
+        assert_eq!(w.beyond_expected(), 2);
+    }
+
+    #[test]
+    fn a_stream_the_end_snapshot_does_not_know_is_all_beyond_expected() {
+        let mut w = ReceiverWindow::new(vec![]);
+        w.open(&[(1, 0)]);
+        w.on_frame(2, 0, 100);
+        w.on_frame(2, 1, 100);
+        w.close(&[(1, 0)]);
+        assert_eq!((w.expected(), w.received(), w.beyond_expected()), (0, 0, 2));
+    }
+
+    #[test]
+    fn a_loss_and_a_late_frame_do_not_cancel_out() {
+        let mut w = ReceiverWindow::new(vec![]);
+        w.open(&[(1, 0)]);
+        for seq in [0, 1, 3, 4] {
+            w.on_frame(1, seq, 100); // 2 lost, 4 is past the end
+        }
+        w.close(&[(1, 4)]);
+        assert_eq!((w.expected(), w.received(), w.beyond_expected()), (4, 3, 1));
+    }
+
+    #[test]
     fn jitter_follows_rfc_3550() {
         let mut w = ReceiverWindow::new(vec![]);
         w.open(&[(1, 0)]);
@@ -220,5 +314,26 @@ mod tests {
         w.close(&[(1, 10)]);
         assert_eq!(w.expected(), 0);
         assert_eq!(w.on_frame(1, 3, 0), Counted::Outside);
+    }
+
+    #[test]
+    fn an_open_arriving_after_the_close_is_ignored() {
+        // A joiner still settling when the measurement ended: its delayed open
+        // comes after the close and must not start counting frames.
+        let mut w = ReceiverWindow::new(vec![]);
+        w.close(&[(1, 10)]);
+        w.open(&[(1, 10)]);
+        assert!(!w.is_open());
+        assert_eq!(w.on_frame(1, 10, 0), Counted::Outside);
+        assert_eq!((w.expected(), w.received(), w.beyond_expected()), (0, 0, 0));
+    }
+
+    #[test]
+    fn a_window_never_closed_counts_nothing_as_received() {
+        let mut w = ReceiverWindow::new(vec![]);
+        w.open(&[(1, 0)]);
+        w.on_frame(1, 0, 0);
+        w.on_frame(1, 1, 0);
+        assert_eq!((w.expected(), w.received(), w.beyond_expected()), (0, 0, 2));
     }
 }
