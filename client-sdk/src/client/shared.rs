@@ -266,8 +266,17 @@ impl MeetingShared {
     }
 
     pub(crate) fn emit(&self, event: MeetingEvent) {
-        if self.events.try_send(event).is_err() {
-            tracing::warn!("meeting event queue full or closed; event dropped");
+        match self.events.try_send(event) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(
+                    "meeting event queue full (the app reads too slowly); event dropped"
+                );
+            }
+            // The app dropped its `Meeting`: nobody is listening, as intended.
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::debug!("meeting event dropped: the app no longer reads this meeting");
+            }
         }
     }
 

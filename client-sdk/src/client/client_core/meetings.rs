@@ -89,9 +89,13 @@ impl Engine {
     /// Logs refused directory entries and tells the app about the suspicious ones.
     pub(super) fn report_refusals(&self, refused: &[RefusedDevice]) {
         for r in refused {
-            tracing::warn!(user = ?r.user_id, device = ?r.device_id, reason = %r.reason, "directory entry refused");
             if r.reason.is_suspicious() {
+                tracing::warn!(user = ?r.user_id, device = ?r.device_id, reason = %r.reason, "directory entry refused");
                 self.emit(ClientEvent::DirectoryRefused(r.clone()));
+            } else {
+                // An unknown user, a device without prekeys: ordinary, reported to the
+                // caller in its `InviteReport`.
+                tracing::debug!(user = ?r.user_id, device = ?r.device_id, reason = %r.reason, "directory entry refused");
             }
         }
     }

@@ -297,8 +297,13 @@ impl Shell {
         {
             Ok(core) => self.core = Some(core),
             Err(e) => {
-                // The core panicked: nothing can go on. Pending replies see `Closed`.
-                tracing::error!(error = %e, "the client core stopped unexpectedly");
+                // The core panicked, or the runtime is shutting down and cancelled the
+                // step: nothing can go on. Pending replies see `Closed`.
+                if e.is_cancelled() {
+                    tracing::debug!("the client core stopped: its runtime is shutting down");
+                } else {
+                    tracing::error!(error = %e, "the client core stopped unexpectedly");
+                }
                 self.pending.clear();
             }
         }
@@ -470,11 +475,17 @@ impl Shell {
         match event {
             AppEvent::Ready => self.ready = Some(Ok(())),
             AppEvent::ConnectFailed(e) => self.ready = Some(Err(e)),
-            AppEvent::Client(event) => {
-                if self.events.try_send(event).is_err() {
-                    tracing::warn!("client event queue full or closed; event dropped");
+            AppEvent::Client(event) => match self.events.try_send(event) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(
+                        "client event queue full (the app reads too slowly); event dropped"
+                    );
                 }
-            }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    tracing::debug!("client event dropped: the app no longer reads events");
+                }
+            },
             AppEvent::Reply { command, result } => {
                 if let Some(pending) = self.pending.remove(&command) {
                     self.answer(pending, result);
