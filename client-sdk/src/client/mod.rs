@@ -165,7 +165,7 @@ pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl ClientConfig {
-    /// Defaults for `server` (a [`SocketAddr`] or a `"host:port"` string),
+    /// Defaults for `server` (a [`SocketAddr`](std::net::SocketAddr) or a `"host:port"` string),
     /// authenticated with `trust`.
     #[must_use]
     pub fn new(server: impl Into<ServerAddress>, trust: ServerTrust) -> Self {
