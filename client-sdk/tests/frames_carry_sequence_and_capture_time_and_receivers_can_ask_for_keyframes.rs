@@ -154,16 +154,9 @@ async fn a_receiver_asks_a_sender_for_a_keyframe_and_the_sender_is_told() {
         .request_keyframe(frame.sender_index)
         .await
         .unwrap();
-    tokio::time::timeout(WAIT, async {
-        loop {
-            match meeting_a.next_event().await {
-                Some(MeetingEvent::KeyframeRequested) => return,
-                Some(MeetingEvent::Ended { reason }) => panic!("ended: {reason:?}"),
-                None => panic!("events closed"),
-                Some(_) => {}
-            }
-        }
+    // The sender hears of the request.
+    wait_meeting_event(&mut meeting_a, |e| {
+        matches!(e, MeetingEvent::KeyframeRequested)
     })
-    .await
-    .expect("the sender hears of the request");
+    .await;
 }

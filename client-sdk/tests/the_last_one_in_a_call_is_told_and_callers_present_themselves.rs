@@ -12,18 +12,7 @@ use conclave_testkit::prelude::*;
 
 /// Reads `meeting`'s events until `Alone`; panics if the meeting ends first.
 async fn wait_alone(meeting: &mut Meeting) {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            match meeting.next_event().await {
-                Some(MeetingEvent::Alone) => return,
-                Some(MeetingEvent::Ended { reason }) => panic!("ended instead: {reason:?}"),
-                None => panic!("the meeting's events closed"),
-                Some(_) => {}
-            }
-        }
-    })
-    .await
-    .expect("Alone arrives within the wait bound");
+    wait_meeting_event(meeting, |e| matches!(e, MeetingEvent::Alone)).await;
 }
 
 /// Whether `Alone` is among the control events queued right now.

@@ -210,6 +210,28 @@ async fn deliver_with(
     .expect("the frame arrives within the wait bound")
 }
 
+/// Reads `meeting`'s events until one that `pick` accepts, and returns it; panics if the
+/// meeting ends first or nothing comes within the wait bound.
+pub async fn wait_meeting_event(
+    meeting: &mut Meeting,
+    mut pick: impl FnMut(&MeetingEvent) -> bool,
+) -> MeetingEvent {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match meeting.next_event().await {
+                Some(event) if pick(&event) => return event,
+                Some(MeetingEvent::Ended { reason }) => {
+                    panic!("the meeting ended while waiting: {reason:?}")
+                }
+                None => panic!("the meeting's events closed while waiting"),
+                Some(_) => {}
+            }
+        }
+    })
+    .await
+    .expect("the event arrives within the wait bound")
+}
+
 /// Waits until `meeting` sends on an epoch above `epoch`; returns that epoch.
 pub async fn wait_epoch_above(meeting: &Meeting, epoch: Epoch) -> Epoch {
     tokio::time::timeout(WAIT, async {

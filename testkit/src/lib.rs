@@ -70,7 +70,9 @@ pub use sfu::TestSfu;
 
 /// What most tests import: `use conclave_testkit::prelude::*;`.
 pub mod prelude {
-    pub use crate::clients::{Device, deliver, wait_epoch_above, wait_participants};
+    pub use crate::clients::{
+        Device, deliver, wait_epoch_above, wait_meeting_event, wait_participants,
+    };
     pub use crate::clock::{NOW, WAIT, now};
     pub use crate::identity::User;
     pub use crate::meeting::{Group, ThreeParty, connect_users};
