@@ -339,13 +339,13 @@ impl MeetingShared {
         let capture_us = capture_us.unwrap_or_else(|| {
             u64::try_from(send.clock_origin.elapsed().as_micros()).unwrap_or(u64::MAX)
         });
-        let plaintext = MediaEnvelope {
+        let envelope = MediaEnvelope {
             sequence,
             capture_us,
         }
-        .wrap(data);
+        .encode();
         let sender = send.sender.as_mut().ok_or(ClientError::NotJoined)?;
-        let ciphertext = sender.encrypt(&metadata, &plaintext)?;
+        let ciphertext = sender.encrypt_parts(&metadata, &[&envelope, data])?;
         send.next_frame_number = frame_number.wrapping_add(1);
         *send.next_sequence(kind) = sequence.wrapping_add(1);
         drop(send);

@@ -39,13 +39,24 @@ pub struct MediaEnvelope {
 }
 
 impl MediaEnvelope {
-    /// `envelope || media`, the plaintext to encrypt.
+    /// The envelope's bytes, to put before the media (e.g. with
+    /// `SframeSender::encrypt_parts(metadata, &[&envelope.encode(), media])`).
+    #[must_use]
+    pub fn encode(&self) -> [u8; ENVELOPE_LEN] {
+        let mut out = [0u8; ENVELOPE_LEN];
+        let (version, rest) = out.split_at_mut(1);
+        let (sequence, capture) = rest.split_at_mut(4);
+        version.copy_from_slice(&[ENVELOPE_VERSION]);
+        sequence.copy_from_slice(&self.sequence.to_be_bytes());
+        capture.copy_from_slice(&self.capture_us.to_be_bytes());
+        out
+    }
+
+    /// `envelope || media`, the plaintext to encrypt, as one buffer.
     #[must_use]
     pub fn wrap(&self, media: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(ENVELOPE_LEN + media.len());
-        out.push(ENVELOPE_VERSION);
-        out.extend_from_slice(&self.sequence.to_be_bytes());
-        out.extend_from_slice(&self.capture_us.to_be_bytes());
+        out.extend_from_slice(&self.encode());
         out.extend_from_slice(media);
         out
     }

@@ -68,9 +68,23 @@ pub(crate) fn seal_append(
     out: &mut Vec<u8>,
     aad: &mut Vec<u8>,
 ) -> Result<(), SframeError> {
-    if plaintext.len() > MAX_PLAINTEXT_LEN {
+    seal_append_parts(key, ctr, metadata, &[plaintext], out, aad)
+}
+
+/// [`seal_append`] of the concatenation of `parts`, without first copying them into
+/// one buffer (they are copied once, into `out`, and encrypted there).
+pub(crate) fn seal_append_parts(
+    key: &SframeKey,
+    ctr: u64,
+    metadata: &[u8],
+    parts: &[&[u8]],
+    out: &mut Vec<u8>,
+    aad: &mut Vec<u8>,
+) -> Result<(), SframeError> {
+    let len = parts.iter().map(|p| p.len()).sum::<usize>();
+    if len > MAX_PLAINTEXT_LEN {
         return Err(SframeError::FrameTooLarge {
-            len: plaintext.len(),
+            len,
             max: MAX_PLAINTEXT_LEN,
         });
     }
@@ -82,9 +96,11 @@ pub(crate) fn seal_append(
     build_aad(aad, header, metadata);
 
     let start = out.len();
-    out.reserve(header_len + plaintext.len() + TAG_LEN);
+    out.reserve(header_len + len + TAG_LEN);
     out.extend_from_slice(header);
-    out.extend_from_slice(plaintext);
+    for part in parts {
+        out.extend_from_slice(part);
+    }
     let body = out
         .get_mut(start + header_len..)
         .expect("the header was just appended at `start`");
@@ -96,7 +112,7 @@ pub(crate) fn seal_append(
         Err(_) => {
             out.truncate(start);
             Err(SframeError::FrameTooLarge {
-                len: plaintext.len(),
+                len,
                 max: MAX_PLAINTEXT_LEN,
             })
         }
