@@ -521,6 +521,7 @@ fn nodes_that_disagree_about_a_rooms_owner_cannot_bounce_a_client_forever() {
                         address: "127.0.0.9:4433".into(),
                         server_name: "elsewhere".into(),
                         fence: 1,
+                        connection_id_byte: None,
                     }),
                 })
             })

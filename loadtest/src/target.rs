@@ -92,8 +92,16 @@ impl Target {
             }));
         }
         let _ = recorder();
+        // The SFU's control runtime; its connections are served by `sfu_threads`
+        // shards, each a thread of its own (as `conclave-sfu --worker-threads` runs).
+        // A local cluster runs its nodes on this runtime's threads.
+        let control_threads = if options.local_cluster.is_some() {
+            options.sfu_threads
+        } else {
+            1
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(options.sfu_threads)
+            .worker_threads(control_threads)
             .thread_name(SFU_THREADS)
             .enable_all()
             .build()
@@ -120,13 +128,19 @@ impl Target {
             None => {
                 let listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
                 let _guard = runtime.enter();
-                let sfu =
-                    EmbeddedSfu::start(listen, &identity, config, Arc::new(MemoryStore::new()))
-                        .map_err(|e| LoadError::Start {
-                            what: "SFU",
-                            addr: listen,
-                            reason: e.to_string(),
-                        })?;
+                let sfu = EmbeddedSfu::start_sharded(
+                    listen,
+                    &identity,
+                    config,
+                    Arc::new(MemoryStore::new()),
+                    options.sfu_threads,
+                    SFU_THREADS,
+                )
+                .map_err(|e| LoadError::Start {
+                    what: "SFU",
+                    addr: listen,
+                    reason: e.to_string(),
+                })?;
                 (vec![sfu], "embedded".into())
             }
         };

@@ -10,9 +10,13 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::shards::{ListenError, Listener};
 use crate::store::Store;
 use crate::tls::{ServerIdentity, TlsError};
 use crate::{SfuError, run};
+
+/// The future that tells an embedded server to stop.
+type StopSignal = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Why an embedded server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +25,9 @@ pub enum EmbeddedError {
     /// The TLS configuration could not be built from the identity.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The shards could not start (sockets, threads).
+    #[error(transparent)]
+    Listen(#[from] ListenError),
     /// The UDP socket could not be bound (address in use, permission).
     #[error("cannot bind {addr}/udp: {source}")]
     Bind {
@@ -57,6 +64,28 @@ impl EmbeddedSfu {
             store,
             |endpoint, store, config, stop| tokio::spawn(run(endpoint, store, config, stop)),
         )
+    }
+
+    /// [`EmbeddedSfu::start`] with `shards` shards, each a thread of its own named
+    /// `{thread_name}-{index}` (as `conclave-sfu --worker-threads` runs), on the
+    /// address's one port. The shards' threads stop with the server.
+    pub fn start_sharded(
+        listen: SocketAddr,
+        identity: &ServerIdentity,
+        config: Config,
+        store: Arc<dyn Store>,
+        shards: usize,
+        thread_name: &str,
+    ) -> Result<Self, EmbeddedError> {
+        let server_config = crate::tls::server_config(identity, &config.timing, &config.limits)?;
+        let listener = Listener::bind(listen, server_config, shards, thread_name)?;
+        Ok(Self::serve(
+            listener,
+            identity,
+            store,
+            config,
+            |listener, store, config, stop| tokio::spawn(run(listener, store, config, stop)),
+        ))
     }
 
     /// [`EmbeddedSfu::start`] with `adversary` attached: the real server, made hostile
@@ -97,7 +126,7 @@ impl EmbeddedSfu {
             config,
             store,
             |endpoint, store, config, stop| {
-                let addr = endpoint.local_addr().unwrap_or(listen);
+                let addr = endpoint.local_addr();
                 tokio::spawn(crate::run_cluster(
                     endpoint,
                     store,
@@ -117,12 +146,7 @@ impl EmbeddedSfu {
         spawn: S,
     ) -> Result<Self, EmbeddedError>
     where
-        S: FnOnce(
-            quinn::Endpoint,
-            Arc<dyn Store>,
-            Config,
-            std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
-        ) -> JoinHandle<Result<(), SfuError>>,
+        S: FnOnce(Listener, Arc<dyn Store>, Config, StopSignal) -> JoinHandle<Result<(), SfuError>>,
     {
         let server_config = crate::tls::server_config(identity, &config.timing, &config.limits)?;
         let endpoint = quinn::Endpoint::server(server_config, listen).map_err(|source| {
@@ -131,27 +155,41 @@ impl EmbeddedSfu {
                 source,
             }
         })?;
-        let addr = endpoint
-            .local_addr()
-            .map_err(|source| EmbeddedError::Bind {
-                addr: listen,
-                source,
-            })?;
+        Ok(Self::serve(
+            Listener::from(endpoint),
+            identity,
+            store,
+            config,
+            spawn,
+        ))
+    }
+
+    fn serve<S>(
+        listener: Listener,
+        identity: &ServerIdentity,
+        store: Arc<dyn Store>,
+        config: Config,
+        spawn: S,
+    ) -> Self
+    where
+        S: FnOnce(Listener, Arc<dyn Store>, Config, StopSignal) -> JoinHandle<Result<(), SfuError>>,
+    {
+        let addr = listener.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = spawn(
-            endpoint,
+            listener,
             store,
             config,
             Box::pin(async move {
                 let _ = stopped.await;
             }),
         );
-        Ok(EmbeddedSfu {
+        EmbeddedSfu {
             addr,
             fingerprint_sha256: identity.fingerprint_sha256,
             stop: Some(stop),
             task: Some(task),
-        })
+        }
     }
 
     /// The UDP address the server listens on.

@@ -63,11 +63,13 @@ pub mod metrics_http;
 pub mod ratelimit;
 pub mod rooms;
 pub mod server;
+pub mod shards;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
 
 pub use server::{ClusterNode, SfuError, run, run_cluster, run_node};
+pub use shards::Listener;
 
 /// Bytes of outgoing datagrams quinn buffers per connection before the forwarder
 /// starts dropping (video at half of it, audio when full).

@@ -32,7 +32,7 @@ use clap::Parser;
 use conclave_sfu::config::{Config, ConfigError, StoreSetting, parse_metrics_listen};
 use conclave_sfu::health::Health;
 use conclave_sfu::store::{ClusterStore, PgOptions, PgStore, RedbStore, Store};
-use conclave_sfu::{metrics_http, telemetry, tls};
+use conclave_sfu::{Listener, metrics_http, telemetry, tls};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -104,14 +104,15 @@ struct Cli {
     )]
     log_format: LogFormat,
 
-    /// Async worker threads (default: one per CPU). One thread forwards each datagram
-    /// at the lowest CPU cost (no cross-thread wake-ups or lock contention; see
-    /// docs/benchmarks.md); more threads add capacity at a higher cost per datagram.
+    /// Threads that serve connections (default: one per CPU). Each is a shard with its
+    /// own socket on the node's one port and its own share of the rooms: a room's
+    /// connections and its forwarding stay on one thread, so N threads carry about N
+    /// times the load of one (clients are steered to a room's shard by a redirect).
     #[arg(
         long,
         value_name = "N",
         env = "CONCLAVE_WORKER_THREADS",
-        value_parser = clap::value_parser!(u16).range(1..=1024)
+        value_parser = clap::value_parser!(u16).range(1..=128)
     )]
     worker_threads: Option<u16>,
 }
@@ -136,11 +137,11 @@ fn parse_metrics_flag(s: &str) -> Result<MetricsListen, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let format = cli.log_format;
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = cli.worker_threads {
-        builder.worker_threads(usize::from(n));
-    }
-    let result = builder
+    // The control runtime: start-up, signals, metrics, background tasks. Connections
+    // are served by the shards' threads (--worker-threads).
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("conclave-main")
         .enable_all()
         .build()
         .context("cannot start the async runtime")
@@ -216,7 +217,11 @@ async fn try_main(cli: Cli) -> anyhow::Result<()> {
     let identity = load_identity(&config)?;
     let server_config = tls::server_config(&identity, &config.timing, &config.limits)
         .context("cannot configure QUIC")?;
-    let endpoint = bind_quic(server_config, config.listen)?;
+    let shards = cli.worker_threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        usize::from,
+    );
+    let listener = bind_quic(server_config, config.listen, shards)?;
     let health = Arc::new(Health::new());
     let (metrics_stop, metrics_stopped) = watch::channel(false);
     let metrics = match metrics_listener {
@@ -227,9 +232,7 @@ async fn try_main(cli: Cli) -> anyhow::Result<()> {
         )?),
         None => None,
     };
-    let quic_addr = endpoint
-        .local_addr()
-        .context("cannot read the bound QUIC address")?;
+    let quic_addr = listener.local_addr();
 
     print_banner(
         quic_addr,
@@ -253,11 +256,11 @@ async fn try_main(cli: Cli) -> anyhow::Result<()> {
     };
     let reload = tokio::spawn(reload_on_hangup(
         hangups,
-        endpoint.clone(),
+        listener.config_handle(),
         config.clone(),
         Arc::clone(&health),
     ));
-    let served = conclave_sfu::run_node(endpoint, store, config, node, health, stopped(stop)).await;
+    let served = conclave_sfu::run_node(listener, store, config, node, health, stopped(stop)).await;
     reload.abort();
     let _ = metrics_stop.send(true);
     served?;
@@ -356,17 +359,23 @@ fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
         })
 }
 
-/// Binds the QUIC endpoint, saying plainly when the port is taken.
-fn bind_quic(config: quinn::ServerConfig, addr: SocketAddr) -> anyhow::Result<quinn::Endpoint> {
-    quinn::Endpoint::server(config, addr).map_err(|e| {
-        let hint = match e.kind() {
-            std::io::ErrorKind::AddrInUse => {
+/// Binds the QUIC port with `shards` shards, saying plainly when the port is taken.
+fn bind_quic(
+    config: quinn::ServerConfig,
+    addr: SocketAddr,
+    shards: usize,
+) -> anyhow::Result<Listener> {
+    Listener::bind(addr, config, shards, "sfu-shard").map_err(|e| {
+        let hint = match e.io_kind() {
+            Some(std::io::ErrorKind::AddrInUse) => {
                 " (another process uses this port: stop it, or choose another --listen)"
             }
-            std::io::ErrorKind::AddrNotAvailable => {
+            Some(std::io::ErrorKind::AddrNotAvailable) => {
                 " (no interface of this machine has that address)"
             }
-            std::io::ErrorKind::PermissionDenied => " (ports below 1024 need CAP_NET_BIND_SERVICE)",
+            Some(std::io::ErrorKind::PermissionDenied) => {
+                " (ports below 1024 need CAP_NET_BIND_SERVICE)"
+            }
             _ => "",
         };
         anyhow::Error::new(e).context(format!(
@@ -380,7 +389,7 @@ fn bind_quic(config: quinn::ServerConfig, addr: SocketAddr) -> anyhow::Result<qu
 /// in use stays. Nothing is reloaded while the node drains.
 async fn reload_on_hangup(
     mut hangups: tokio::signal::unix::Signal,
-    endpoint: quinn::Endpoint,
+    endpoints: conclave_sfu::shards::ConfigHandle,
     config: Config,
     health: Arc<Health>,
 ) {
@@ -396,7 +405,7 @@ async fn reload_on_hangup(
         });
         match reloaded {
             Ok((fingerprint, server)) => {
-                endpoint.set_server_config(Some(server));
+                endpoints.set_server_config(&server);
                 metrics::counter!(telemetry::TLS_RELOADS, "outcome" => "ok").increment(1);
                 tracing::info!(%fingerprint, "SIGHUP: certificate reloaded for new connections");
             }

@@ -47,6 +47,10 @@ pub const CLUSTER_HEARTBEAT_FAILURES: &str = "conclave_cluster_heartbeat_failure
 /// `redirected` (another live node owns it), `owner_silent` (its owner stopped
 /// renewing: retry later), `no_lease` (this node holds none), `error` (counter).
 pub const CLUSTER_ROOM_CLAIMS: &str = "conclave_cluster_room_claims_total";
+/// Shards serving this node's port, each a thread with its rooms (gauge).
+pub const SHARDS: &str = "conclave_shards";
+/// Room opens and joins sent to the room's shard of this node (counter).
+pub const SHARD_REDIRECTS: &str = "conclave_shard_redirects_total";
 /// Cluster mode: rooms this node owns (gauge).
 pub const CLUSTER_ROOMS_OWNED: &str = "conclave_cluster_rooms_owned";
 /// Mailbox signals from the cluster's store (cluster mode; this node's own writes
@@ -172,15 +176,12 @@ pub fn register_at_zero(cluster: bool) {
         }
     }
     counter!(CONTROL_REQUESTS, "kind" => "malformed", "outcome" => "bad_request").absolute(0);
+    counter!(SHARD_REDIRECTS).absolute(0);
     for name in [CONNECTIONS, ROOMS, ROOM_MEMBERS, MAILBOX_BYTES, DRAINING] {
         metrics::gauge!(name).increment(0.0);
     }
     metrics::gauge!(STORE_UP).set(1.0);
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        let workers = u32::try_from(runtime.metrics().num_workers()).unwrap_or(u32::MAX);
-        metrics::gauge!(WORKER_THREADS).set(f64::from(workers));
-    }
     if cluster {
         for name in [CLUSTER_LEASES_LOST, CLUSTER_HEARTBEAT_FAILURES] {
             counter!(name).absolute(0);
@@ -407,6 +408,14 @@ pub fn describe() {
          no_lease, error)."
     );
     describe_gauge!(CLUSTER_ROOMS_OWNED, "Rooms this cluster node owns.");
+    describe_gauge!(
+        SHARDS,
+        "Shards serving this node's port (threads, each with the rooms assigned to it)."
+    );
+    describe_counter!(
+        SHARD_REDIRECTS,
+        "Room opens and joins sent to the shard of this node that serves the room."
+    );
     describe_counter!(
         MAILBOX_SIGNALS,
         "Mailbox signals received from the cluster, by kind (new_mail, rescan)."

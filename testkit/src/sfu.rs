@@ -83,6 +83,8 @@ pub struct TestSfu {
     /// For a cluster node: its id, its cluster store and lease timing.
     cluster: Option<(NodeId, Arc<dyn ClusterStore>, LeaseConfig)>,
     server: Option<EmbeddedSfu>,
+    /// Shards serving the port: 1 serves on the test's runtime.
+    shards: usize,
     /// Holds the generated development certificate.
     _dir: tempfile::TempDir,
 }
@@ -140,6 +142,7 @@ impl TestSfu {
                 lease,
             )),
             server: None,
+            shards: 1,
             _dir: dir,
         };
         sfu.serve().await;
@@ -152,11 +155,27 @@ impl TestSfu {
         Self::launch(config, Arc::new(MemoryStore::new()), Some(identity), None).await
     }
 
+    /// A server whose port is served by `shards` shards (threads of their own, as
+    /// `conclave-sfu --worker-threads` runs), with `config` and a memory store.
+    pub async fn start_sharded(config: Config, shards: usize) -> Self {
+        Self::launch_sharded(config, Arc::new(MemoryStore::new()), None, None, shards).await
+    }
+
     async fn launch(
         config: Config,
         store: Arc<dyn Store>,
         identity: Option<ServerIdentity>,
         adversary: Option<Arc<Adversary>>,
+    ) -> Self {
+        Self::launch_sharded(config, store, identity, adversary, 1).await
+    }
+
+    async fn launch_sharded(
+        config: Config,
+        store: Arc<dyn Store>,
+        identity: Option<ServerIdentity>,
+        adversary: Option<Arc<Adversary>>,
+        shards: usize,
     ) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let identity = match identity {
@@ -176,6 +195,7 @@ impl TestSfu {
             adversary,
             cluster: None,
             server: None,
+            shards,
             _dir: dir,
         };
         sfu.serve().await;
@@ -207,6 +227,14 @@ impl TestSfu {
                         }
                     })
                 }
+                (None, None) if self.shards > 1 => EmbeddedSfu::start_sharded(
+                    self.addr,
+                    &identity,
+                    config,
+                    store,
+                    self.shards,
+                    "test-shard",
+                ),
                 (None, None) => EmbeddedSfu::start(self.addr, &identity, config, store),
             };
             match started {

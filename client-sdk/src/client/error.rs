@@ -32,9 +32,10 @@ pub enum ClientError {
         room_epoch: Option<u64>,
         /// For `RateLimited`: how long the server asks to wait before trying again.
         retry_after: Option<std::time::Duration>,
-        /// For `WrongNode` (cluster mode): where the room's owner is, as the server
-        /// claims it. The client follows it by itself when it joins a meeting's room.
-        redirect: Option<conclave_proto::v1::Redirect>,
+        /// For `WrongNode`: where the room is served (another cluster node, or another
+        /// shard of this one), as the server claims it. The client follows it by
+        /// itself when it joins a meeting's room.
+        redirect: Option<Box<conclave_proto::v1::Redirect>>,
     },
     /// The server answered something this SDK cannot interpret (a version mismatch or a
     /// misbehaving server).
@@ -220,7 +221,7 @@ impl From<TransportError> for ClientError {
                 retry_after_ms,
                 redirect,
             } => ClientError::Server {
-                redirect,
+                redirect: redirect.map(Box::new),
                 code,
                 message,
                 room_epoch: (room_epoch > 0).then_some(room_epoch),

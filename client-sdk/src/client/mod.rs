@@ -215,12 +215,14 @@ pub enum ClientEvent {
     },
     /// The client reconnected and rejoined its meetings.
     Reconnected,
-    /// Cluster mode: `meeting`'s room is owned by another node, and the client joins
-    /// it there on a connection of its own (the app does nothing; the meeting goes on).
+    /// `meeting`'s room is served by another cluster node, or by another shard of a
+    /// node, and the client joins it there on a connection of its own (the app does
+    /// nothing; the meeting goes on).
     RoomRedirected {
         /// The meeting.
         meeting: MeetingId,
-        /// The owner node's address, as the server gave it.
+        /// The node's address, as the server gave it (empty: the node this client is
+        /// connected to, on another of its shards).
         address: String,
     },
     /// Fresh prekeys were uploaded.

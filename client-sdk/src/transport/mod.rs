@@ -61,6 +61,19 @@ impl EventStream {
     }
 }
 
+/// Length of a steered initial destination connection ID (RFC 9000 asks for at least
+/// 8 bytes of unpredictable ID; the first byte is the steering byte).
+const STEERED_CID_LEN: usize = 16;
+
+/// A random initial destination connection ID that starts with `byte`.
+fn steered_cid(byte: u8) -> quinn::ConnectionId {
+    let mut id = [0u8; STEERED_CID_LEN];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
+    let [first, ..] = &mut id;
+    *first = byte;
+    quinn::ConnectionId::new(&id)
+}
+
 /// A QUIC connection to an SFU with its control stream.
 #[derive(Debug)]
 pub struct ControlConnection {
@@ -104,8 +117,25 @@ impl ControlConnection {
         trust: &ServerTrust,
         idle_timeout: std::time::Duration,
     ) -> Result<(Self, EventStream), TransportError> {
+        Self::connect_steered(server, server_name, trust, idle_timeout, None).await
+    }
+
+    /// [`ControlConnection::connect_with_idle_timeout`] to one shard of a node: the
+    /// initial destination connection ID starts with `connection_id_byte` (from a
+    /// redirect), which the node's kernel uses to steer the connection's packets.
+    /// `None` picks a random ID, as for any connection.
+    pub async fn connect_steered(
+        server: SocketAddr,
+        server_name: &str,
+        trust: &ServerTrust,
+        idle_timeout: std::time::Duration,
+        connection_id_byte: Option<u8>,
+    ) -> Result<(Self, EventStream), TransportError> {
         let slot = tls::ProblemSlot::default();
-        let config = tls::recording_client_config(trust, &slot, idle_timeout)?;
+        let mut config = tls::recording_client_config(trust, &slot, idle_timeout)?;
+        if let Some(byte) = connection_id_byte {
+            config.initial_dst_cid_provider(Arc::new(move || steered_cid(byte)));
+        }
         Self::connect_inner(server, server_name, config, Some(slot)).await
     }
 

@@ -66,6 +66,11 @@ impl ClusterState {
         }
     }
 
+    /// This node as clients reach it.
+    pub(crate) fn info(&self) -> &crate::store::NodeInfo {
+        &self.node.info
+    }
+
     /// The shared store's cluster side.
     pub(crate) fn store(&self) -> &dyn ClusterStore {
         self.node.store.as_ref()

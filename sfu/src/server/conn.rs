@@ -33,6 +33,7 @@ impl Drop for OpenGuard<'_> {
 pub(crate) async fn serve(
     shared: Arc<Shared>,
     incoming: quinn::Incoming,
+    shard: usize,
     mut stop: watch::Receiver<bool>,
 ) {
     let open = shared.open_connections.fetch_add(1, Ordering::Relaxed) + 1;
@@ -81,6 +82,7 @@ pub(crate) async fn serve(
         .max(1);
     let handle = Arc::new(ConnHandle::new(
         id,
+        shard,
         connection.clone(),
         tx.clone(),
         max_queued_bytes,

@@ -47,6 +47,28 @@ impl RequestError {
             address: owner.quic_addr.as_str().to_owned(),
             server_name: owner.server_name.clone(),
             fence: fence.0,
+            connection_id_byte: None,
+        });
+        err
+    }
+
+    /// `WRONG_NODE`: another shard of this node serves the room. `node` is this node
+    /// as clients reach it (cluster mode), else the client reuses the address it
+    /// connected to; `steering_byte` starts the new connection's ID.
+    pub fn wrong_shard(node: Option<&crate::store::NodeInfo>, steering_byte: u8) -> Self {
+        let mut err = Self::new(
+            ErrorCode::WrongNode,
+            "another shard of this node serves this room: open a connection whose \
+             initial connection ID starts with the redirect's connection_id_byte, \
+             and join there",
+        );
+        err.redirect = Some(v1::Redirect {
+            address: node
+                .map(|n| n.quic_addr.as_str().to_owned())
+                .unwrap_or_default(),
+            server_name: node.map(|n| n.server_name.clone()).unwrap_or_default(),
+            fence: 0,
+            connection_id_byte: Some(u32::from(steering_byte)),
         });
         err
     }

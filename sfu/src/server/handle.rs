@@ -32,6 +32,8 @@ pub(crate) enum Outbound {
 #[derive(Debug)]
 pub(crate) struct ConnHandle {
     pub(crate) id: ConnId,
+    /// The shard whose runtime serves this connection.
+    pub(crate) shard: usize,
     pub(crate) connection: quinn::Connection,
     /// Frames for the control stream writer, at most `max_queued_events`.
     pub(crate) outbound: mpsc::Sender<Outbound>,
@@ -69,12 +71,14 @@ impl ConnHandle {
     /// budget of `max_queued_bytes` queued bytes.
     pub(crate) fn new(
         id: ConnId,
+        shard: usize,
         connection: quinn::Connection,
         outbound: mpsc::Sender<Outbound>,
         max_queued_bytes: u32,
     ) -> Self {
         ConnHandle {
             id,
+            shard,
             connection,
             outbound,
             queued_bytes: Arc::new(Semaphore::new(max_queued_bytes as usize)),

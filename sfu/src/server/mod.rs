@@ -35,6 +35,7 @@ use crate::config::Config;
 use crate::health::Health;
 use crate::ratelimit::{KeyedLimiter, PrekeyPopLimiter};
 use crate::rooms::{ConnId, RoomLimits, RoomRegistry};
+use crate::shards::{self, Listener};
 use crate::store::{DeviceIdBytes, Store};
 use crate::telemetry;
 use handle::ConnHandle;
@@ -100,6 +101,8 @@ pub(crate) struct Shared {
     pub(crate) cluster: Option<cluster::ClusterState>,
     /// Readiness: serving, draining, store reachable.
     pub(crate) health: Arc<Health>,
+    /// How many shards serve the node's port (rooms are spread over them).
+    pub(crate) shards: usize,
 }
 
 impl Shared {
@@ -109,6 +112,7 @@ impl Shared {
         hooks: hooks::Hooks,
         cluster: Option<ClusterNode>,
         health: Arc<Health>,
+        shards: usize,
     ) -> Self {
         let limits = RoomLimits {
             max_members_per_room: config.limits.max_members_per_room,
@@ -156,6 +160,7 @@ impl Shared {
             hooks,
             cluster: cluster.map(cluster::ClusterState::new),
             health,
+            shards: shards.max(1),
         }
     }
 
@@ -240,11 +245,12 @@ async fn probe_store(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Runs the server on `endpoint` until `shutdown` resolves, then shuts down
+/// Runs the server on `listener` (a [`Listener`] of one or more shards, or one quinn
+/// endpoint served on this runtime) until `shutdown` resolves, then shuts down
 /// gracefully: stops accepting, tells every client (`ShuttingDown` event), closes the
 /// connections and drops the store (which flushes it).
 pub async fn run(
-    endpoint: quinn::Endpoint,
+    listener: impl Into<Listener>,
     store: Arc<dyn Store>,
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
@@ -253,7 +259,16 @@ pub async fn run(
     #[allow(clippy::default_constructed_unit_structs)]
     let hooks = hooks::Hooks::default();
     let health = Arc::new(Health::new());
-    serve(endpoint, store, config, hooks, None, health, shutdown).await
+    serve(
+        listener.into(),
+        store,
+        config,
+        hooks,
+        None,
+        health,
+        shutdown,
+    )
+    .await
 }
 
 /// [`run`] or [`run_cluster`] (with `node`), reporting readiness to `health` (which the
@@ -261,7 +276,7 @@ pub async fn run(
 /// ready, refuses new connections and rooms, tells its clients to move, waits up to
 /// `timing.drain_grace_secs` for them to go, then stops.
 pub async fn run_node(
-    endpoint: quinn::Endpoint,
+    listener: impl Into<Listener>,
     store: Arc<dyn Store>,
     config: Config,
     node: Option<ClusterNode>,
@@ -270,7 +285,16 @@ pub async fn run_node(
 ) -> Result<(), SfuError> {
     #[allow(clippy::default_constructed_unit_structs)]
     let hooks = hooks::Hooks::default();
-    serve(endpoint, store, config, hooks, node, health, shutdown).await
+    serve(
+        listener.into(),
+        store,
+        config,
+        hooks,
+        node,
+        health,
+        shutdown,
+    )
+    .await
 }
 
 /// [`run`] as one node of a cluster: `node.store` holds the leases and room owners
@@ -278,7 +302,7 @@ pub async fn run_node(
 /// each room before it accepts a join, answers joins of rooms owned elsewhere with
 /// `WRONG_NODE` and the owner's address, and releases its lease and rooms when it stops.
 pub async fn run_cluster(
-    endpoint: quinn::Endpoint,
+    listener: impl Into<Listener>,
     store: Arc<dyn Store>,
     node: ClusterNode,
     config: Config,
@@ -287,21 +311,30 @@ pub async fn run_cluster(
     #[allow(clippy::default_constructed_unit_structs)]
     let hooks = hooks::Hooks::default();
     let health = Arc::new(Health::new());
-    serve(endpoint, store, config, hooks, Some(node), health, shutdown).await
+    serve(
+        listener.into(),
+        store,
+        config,
+        hooks,
+        Some(node),
+        health,
+        shutdown,
+    )
+    .await
 }
 
 /// [`run`] with an [`hooks::Adversary`] attached: the same server, made hostile by the
 /// rules a test installs (feature `adversary`, for tests only).
 #[cfg(feature = "adversary")]
 pub async fn run_hostile(
-    endpoint: quinn::Endpoint,
+    listener: impl Into<Listener>,
     store: Arc<dyn Store>,
     config: Config,
     adversary: Arc<hooks::Adversary>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SfuError> {
     serve(
-        endpoint,
+        listener.into(),
         store,
         config,
         hooks::Hooks(Some(adversary)),
@@ -313,7 +346,7 @@ pub async fn run_hostile(
 }
 
 async fn serve(
-    endpoint: quinn::Endpoint,
+    listener: Listener,
     store: Arc<dyn Store>,
     config: Config,
     hooks: hooks::Hooks,
@@ -323,7 +356,18 @@ async fn serve(
 ) -> Result<(), SfuError> {
     telemetry::describe();
     telemetry::register_at_zero(cluster.is_some());
-    let shared = Arc::new(Shared::new(config, store, hooks, cluster, health));
+    let shards = listener.shard_count();
+    metrics::gauge!(telemetry::SHARDS).set(shards as f64);
+    // The threads that serve connections: one per shard, or the caller's runtime's
+    // workers for an endpoint served on it.
+    let workers = match listener.shards() {
+        [shard] if shard.runtime.is_none() => {
+            tokio::runtime::Handle::current().metrics().num_workers()
+        }
+        _ => shards,
+    };
+    metrics::gauge!(telemetry::WORKER_THREADS).set(workers as f64);
+    let shared = Arc::new(Shared::new(config, store, hooks, cluster, health, shards));
     shared.hooks.attach(&shared);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut background = JoinSet::new();
@@ -334,33 +378,94 @@ async fn serve(
     background.spawn(probe_store(Arc::clone(&shared), stop_rx.clone()));
     shared.health.set_serving(true);
 
-    let mut connections = JoinSet::new();
+    // Each shard accepts and serves its connections on its own runtime.
+    let ended = Arc::new(Notify::new());
+    let mut accepting = Vec::with_capacity(shards);
+    for shard in listener.shards() {
+        let task = accept(
+            Arc::clone(&shared),
+            shard.clone(),
+            stop_rx.clone(),
+            Arc::clone(&ended),
+        );
+        accepting.push(match &shard.runtime {
+            Some(runtime) => runtime.spawn(task),
+            None => tokio::spawn(task),
+        });
+    }
     tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            incoming = endpoint.accept() => {
-                let Some(incoming) = incoming else { break };
-                connections.spawn(conn::serve(Arc::clone(&shared), incoming, stop_rx.clone()));
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
+    tokio::select! {
+        () = &mut shutdown => {}
+        // An endpoint closed under us: stop the node rather than serve a part of it.
+        () = ended.notified() => {}
     }
 
-    let grace = shared.config.timing.drain_grace();
     info!(
         connections = shared.open_connections.load(Ordering::Relaxed),
-        grace_secs = grace.as_secs(),
+        grace_secs = shared.config.timing.drain_grace().as_secs(),
         "draining: refusing new connections and rooms, telling clients to move"
     );
     shared.health.start_draining();
     let _ = stop_tx.send(true);
+    for task in accepting {
+        // A shard task cannot panic short of a bug; the others are still drained.
+        let _ = task.await;
+    }
+    shared.health.set_serving(false);
+    for shard in listener.shards() {
+        shard
+            .endpoint
+            .close(close_code::SHUTTING_DOWN.into(), b"server shutting down");
+    }
+    for shard in listener.shards() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), shard.endpoint.wait_idle()).await;
+    }
+    drop(listener);
+    background.abort_all();
+    while background.join_next().await.is_some() {}
+    // The lease task releases the lease and the rooms on stop (bounded by the store's
+    // own timeouts).
+    let _ = tokio::time::timeout(Duration::from_secs(10), lease).await;
+    info!("shutdown complete; store flushed");
+    Ok(())
+}
+
+/// One shard's accept loop: serves each incoming connection on this shard's runtime
+/// until `stop`, then drains: refuses new connections, lets each connection close
+/// once its client has moved away or the grace period ends, then returns.
+async fn accept(
+    shared: Arc<Shared>,
+    shard: shards::Shard,
+    mut stop: watch::Receiver<bool>,
+    ended: Arc<Notify>,
+) {
+    let endpoint = &shard.endpoint;
+    let mut connections = JoinSet::new();
+    let conn_stop = stop.clone();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|stopping| *stopping) => break,
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else {
+                    ended.notify_one();
+                    break;
+                };
+                connections.spawn(conn::serve(
+                    Arc::clone(&shared),
+                    incoming,
+                    shard.index,
+                    conn_stop.clone(),
+                ));
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
     // Each connection closes once its client has moved away, or at the end of the
     // grace period; a little more for the closes to go out. New connections are
     // refused meanwhile (a client that reaches this node is told at once, rather than
     // left to time out its handshake).
-    let bound = grace + Duration::from_secs(2);
+    let bound = shared.config.timing.drain_grace() + Duration::from_secs(2);
     if tokio::time::timeout(bound, async {
         let mut accepting = true;
         loop {
@@ -384,17 +489,10 @@ async fn serve(
     .await
     .is_err()
     {
-        warn!("connections did not finish within {bound:?}; closing them");
+        warn!(
+            shard = shard.index,
+            "connections did not finish within {bound:?}; closing them"
+        );
         connections.abort_all();
     }
-    shared.health.set_serving(false);
-    endpoint.close(close_code::SHUTTING_DOWN.into(), b"server shutting down");
-    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
-    background.abort_all();
-    while background.join_next().await.is_some() {}
-    // The lease task releases the lease and the rooms on stop (bounded by the store's
-    // own timeouts).
-    let _ = tokio::time::timeout(Duration::from_secs(10), lease).await;
-    info!("shutdown complete; store flushed");
-    Ok(())
 }

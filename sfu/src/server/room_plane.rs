@@ -176,6 +176,7 @@ impl Session {
         if let Some(cluster) = &shared.cluster {
             cluster.claim(&shared, id).await?;
         }
+        self.on_room_shard(&id)?;
         let stored = self
             .shared
             .blocking("room lookup", move |s| s.room(&id))
@@ -211,6 +212,24 @@ impl Session {
         Ok((response::Result::RoomJoined(j.into()), After::Nothing))
     }
 
+    /// Rooms live on one shard each: a connection of another shard is sent there
+    /// (after the cluster claim, so that a room of another node is redirected once, to
+    /// that node).
+    fn on_room_shard(&self, id: &RoutingIdBytes) -> Result<(), RequestError> {
+        let shards = self.shared.shards;
+        let shard = crate::shards::steer::shard_of_room(id, shards);
+        if shard == self.conn.shard {
+            return Ok(());
+        }
+        counter!(telemetry::SHARD_REDIRECTS).increment(1);
+        // The shard's own index as the byte (below MAX_SHARDS, so it steers there):
+        // every redirect to a shard names it alike, and a client reuses one
+        // connection for all the rooms of that shard.
+        let byte = u8::try_from(shard).unwrap_or(0);
+        let node = self.shared.cluster.as_ref().map(|c| c.info());
+        Err(RequestError::wrong_shard(node, byte))
+    }
+
     pub(super) async fn join_room(&mut self, r: &v1::JoinRoom) -> Handled {
         self.device()?;
         let id = routing_id(&r.routing_id)?;
@@ -218,6 +237,7 @@ impl Session {
         if let Some(cluster) = &shared.cluster {
             cluster.claim(&shared, id).await?;
         }
+        self.on_room_shard(&id)?;
         let conn = self.conn.id;
         let now = now_ms();
         let j = self.with_rooms(|reg| reg.join(conn, &id, r.epoch, &r.join_signature, now))?;

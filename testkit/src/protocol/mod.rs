@@ -45,11 +45,35 @@ impl TestClient {
     /// Connects to the server at `addr`, trusted as `trust`, and sends Hello.
     pub async fn connect_to(addr: SocketAddr, trust: &ServerTrust) -> Self {
         let config = conclave_sdk::transport::client_config(trust).expect("a client config");
-        let (conn, events) =
+        let connected =
             tokio::time::timeout(WAIT, ControlConnection::connect(addr, "localhost", config))
                 .await
                 .expect("connect in bounded time")
                 .expect("connect");
+        Self::hello(connected).await
+    }
+
+    /// Connects to `server` with an initial connection ID that starts with
+    /// `connection_id_byte` (which steers the connection to one of its shards), and
+    /// sends Hello.
+    pub async fn connect_steered(server: &TestSfu, connection_id_byte: u8) -> Self {
+        let connected = tokio::time::timeout(
+            WAIT,
+            ControlConnection::connect_steered(
+                server.addr,
+                "localhost",
+                &server.trust,
+                conclave_sdk::transport::DEFAULT_IDLE_TIMEOUT,
+                Some(connection_id_byte),
+            ),
+        )
+        .await
+        .expect("connect in bounded time")
+        .expect("connect");
+        Self::hello(connected).await
+    }
+
+    async fn hello((conn, events): (ControlConnection, EventStream)) -> Self {
         let mut client = TestClient {
             conn,
             events,

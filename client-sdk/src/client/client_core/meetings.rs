@@ -509,7 +509,7 @@ impl Engine {
                     redirect: Some(redirect),
                     ..
                 }) => {
-                    if !self.follow_redirect(id, redirect) {
+                    if !self.follow_redirect(id, conn, *redirect) {
                         return;
                     }
                     // The owner holds the room already: join it there.
@@ -576,24 +576,49 @@ impl Engine {
     /// Returns whether to join there now. A chain of redirects longer than
     /// [`MAX_REDIRECTS`] (nodes disagreeing about an owner) is not followed: the join
     /// is tried again later, from the primary connection.
-    fn follow_redirect(&mut self, id: MeetingId, redirect: v1::Redirect) -> bool {
+    fn follow_redirect(
+        &mut self,
+        id: MeetingId,
+        from: super::ConnectionId,
+        redirect: v1::Redirect,
+    ) -> bool {
+        // A shard redirect without an address names the node `from` reached.
+        let here = self.link_by_conn(from).map(|l| l.node.clone());
         let Some(entry) = self.meetings.get_mut(&id) else {
             return false;
         };
         entry.redirects = entry.redirects.saturating_add(1);
-        if entry.redirects > MAX_REDIRECTS || redirect.address.is_empty() {
-            tracing::warn!(address = %redirect.address, hops = entry.redirects, "not following a room redirect; joining again later");
+        let byte = redirect
+            .connection_id_byte
+            .and_then(|b| u8::try_from(b).ok());
+        let node = match (redirect.address.is_empty(), byte, here) {
+            (false, _, _) => Some(super::ServerTarget {
+                address: redirect.address,
+                server_name: redirect.server_name,
+                connection_id_byte: byte,
+            }),
+            (true, Some(byte), Some(here)) => Some(super::ServerTarget {
+                connection_id_byte: Some(byte),
+                ..here.unwrap_or(super::ServerTarget {
+                    address: String::new(),
+                    server_name: String::new(),
+                    connection_id_byte: None,
+                })
+            }),
+            _ => None,
+        };
+        let Some(node) = node.filter(|_| entry.redirects <= MAX_REDIRECTS) else {
+            tracing::warn!(
+                hops = entry.redirects,
+                "not following a room redirect; joining again later"
+            );
             entry.redirects = 0;
             entry.node = None;
             self.retry_join_later(id, None);
             self.close_idle_room_links();
             return false;
-        }
-        tracing::info!(address = %redirect.address, fence = redirect.fence, "following a room redirect");
-        let node = super::ServerTarget {
-            address: redirect.address,
-            server_name: redirect.server_name,
         };
+        tracing::info!(address = %node.address, shard_byte = ?node.connection_id_byte, fence = redirect.fence, "following a room redirect");
         if entry.node.as_ref() != Some(&node) {
             // Whatever room this meeting held elsewhere is not the owner's.
             lose_room(entry);

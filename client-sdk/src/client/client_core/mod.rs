@@ -144,14 +144,19 @@ pub struct OutgoingRequest {
     pub request: Request,
 }
 
-/// A server to connect to other than the configured one: the node of a cluster that
-/// owns a meeting's room, as a `WRONG_NODE` redirect named it.
+/// A server to connect to other than the configured one, as a `WRONG_NODE` redirect
+/// named it: the node of a cluster that owns a meeting's room, or the shard of a node
+/// that serves it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerTarget {
-    /// `host:port` (an IP address or a DNS name).
+    /// `host:port` (an IP address or a DNS name); empty: the server the primary
+    /// connection reached (the same address and server name).
     pub address: String,
-    /// The TLS server name to verify it as.
+    /// The TLS server name to verify it as (empty with an empty `address`).
     pub server_name: String,
+    /// The first byte of the new connection's initial destination connection ID,
+    /// which steers it to the node's shard that serves the room; `None`: any.
+    pub connection_id_byte: Option<u8>,
 }
 
 /// Something the driver of the core carries out.

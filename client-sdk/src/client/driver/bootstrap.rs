@@ -35,6 +35,11 @@ type Attempt = (
 );
 
 impl Bootstrap {
+    /// The address the last connection reached.
+    pub(super) fn last(&self) -> Option<SocketAddr> {
+        self.last
+    }
+
     /// Connects to the first candidate to complete a handshake, within
     /// [`ClientConfig::connect_timeout`]. A failure names the addresses tried.
     pub(super) async fn connect(

@@ -379,7 +379,9 @@ impl Shell {
             Action::Connect { conn, to } => {
                 let connected = match to {
                     None => self.bootstrap.connect(&self.config).await,
-                    Some(target) => connect_to_target(&target, &self.config).await,
+                    Some(target) => {
+                        connect_to_target(&target, self.bootstrap.last(), &self.config).await
+                    }
                 };
                 match connected {
                     Ok((control, events)) => {
@@ -585,27 +587,36 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Connects to a cluster node a redirect named: its address (resolved if it is a name)
-/// and server name, verified with the client's one trust setting.
+/// Connects to the node a redirect named: its address (resolved if it is a name) and
+/// server name, verified with the client's one trust setting; an empty address is the
+/// node the client last reached (`last`, as the configured server name). With a
+/// connection ID byte, the connection lands on that shard of the node.
 async fn connect_to_target(
     target: &ServerTarget,
+    last: Option<std::net::SocketAddr>,
     config: &ClientConfig,
 ) -> Result<(ControlConnection, EventStream), TransportError> {
-    let addr = match target.address.parse::<std::net::SocketAddr>() {
-        Ok(addr) => addr,
-        Err(_) => tokio::net::lookup_host(&target.address)
-            .await
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .ok_or(TransportError::Connect(
-                crate::transport::ConnectProblem::UnresolvedAddress,
-            ))?,
+    let unresolved =
+        || TransportError::Connect(crate::transport::ConnectProblem::UnresolvedAddress);
+    let (addr, server_name) = if target.address.is_empty() {
+        (last.ok_or_else(unresolved)?, config.server_name.as_str())
+    } else {
+        let addr = match target.address.parse::<std::net::SocketAddr>() {
+            Ok(addr) => addr,
+            Err(_) => tokio::net::lookup_host(&target.address)
+                .await
+                .ok()
+                .and_then(|mut addrs| addrs.next())
+                .ok_or_else(unresolved)?,
+        };
+        (addr, target.server_name.as_str())
     };
-    ControlConnection::connect_with_idle_timeout(
+    ControlConnection::connect_steered(
         addr,
-        &target.server_name,
+        server_name,
         &config.trust,
         config.idle_timeout,
+        target.connection_id_byte,
     )
     .await
 }
