@@ -21,6 +21,11 @@
 //! events (mailbox deliveries, prekeys low, members, epoch changes, shutdown)
 //! ```
 //!
+//! * [`shards::Listener`] serves the node's one UDP port with one shard per core: a
+//!   thread with its own runtime, socket and quinn endpoint; the kernel steers each
+//!   datagram to its connection's shard by the connection ID, and each room lives on
+//!   one shard (joiners elsewhere are redirected there), so a room's forwarding never
+//!   crosses threads.
 //! * [`run`] serves a bound endpoint until a shutdown future resolves, then stops
 //!   accepting, sends every client a `ShuttingDown` event, closes connections and
 //!   drops the store (the mini-redis pattern; tests bind `127.0.0.1:0`).
