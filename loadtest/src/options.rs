@@ -55,8 +55,9 @@ pub struct Options {
     /// peak memory are then reported.
     #[arg(long, value_name = "PID", requires = "server")]
     pub sfu_pid: Option<u32>,
-    /// Worker threads of the in-process SFU. One is the cheapest per datagram when the
-    /// SFU shares the machine with the load generator (no cross-thread wake-ups).
+    /// Shards of the in-process SFU: threads sharing its port, each serving its share
+    /// of the rooms (as `conclave-sfu --worker-threads`); also the `--baseline` relay's
+    /// worker threads. A local cluster's nodes run on this many threads.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub sfu_threads: usize,
     /// Worker threads of the participants' runtime (default: one per CPU).

@@ -228,6 +228,22 @@ impl ProcessCluster {
         n: usize,
         lease: Option<(u64, u64)>,
     ) -> ProcessCluster {
+        Self::launch(bin, n, lease, 1).await
+    }
+
+    /// Like [`ProcessCluster::start`], each node serving its port with `shards` shards
+    /// (`--worker-threads`; the others run one, so that which node and shard a room
+    /// lives on is only the cluster's choice).
+    pub async fn start_sharded(bin: &str, n: usize, shards: usize) -> ProcessCluster {
+        Self::launch(bin, n, None, shards).await
+    }
+
+    async fn launch(
+        bin: &str,
+        n: usize,
+        lease: Option<(u64, u64)>,
+        shards: usize,
+    ) -> ProcessCluster {
         let bin = PathBuf::from(bin);
         let url = testing::fresh_database();
         let dir = tempfile::tempdir().expect("a temporary directory");
@@ -240,7 +256,7 @@ impl ProcessCluster {
         let database = url.clone();
         let nodes = tokio::task::spawn_blocking(move || {
             (1..=n)
-                .map(|i| start_node(&bin, &root, &database, i, lease))
+                .map(|i| start_node(&bin, &root, &database, i, lease, shards))
                 .collect::<Vec<_>>()
         })
         .await
@@ -287,6 +303,7 @@ fn start_node(
     url: &str,
     i: usize,
     lease: Option<(u64, u64)>,
+    shards: usize,
 ) -> NodeProcess {
     let node_id = format!("node-{i}");
     let ip = Ipv4Addr::new(127, 0, 0, u8::try_from(i).expect("at most 254 nodes"));
@@ -320,6 +337,8 @@ fn start_node(
         path(certs.join(tls::DEV_KEY_FILE)),
         "--log".into(),
         std::env::var("CONCLAVE_NODE_LOG").unwrap_or_else(|_| "info".into()),
+        "--worker-threads".into(),
+        shards.to_string(),
     ];
     NodeProcess::spawn(
         bin,
