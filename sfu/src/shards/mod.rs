@@ -3,7 +3,7 @@
 //! A [`Listener`] binds `N` sockets to the node's one port (`SO_REUSEPORT`) and gives
 //! each to a *shard*: an OS thread running a single-threaded tokio runtime with its own
 //! quinn endpoint. The kernel steers every datagram to the shard that holds its
-//! connection by the first byte of the destination connection ID ([`bpf`], [`steer`]).
+//! connection by the first byte of the destination connection ID (`bpf`, [`steer`]).
 //! Rooms are assigned to shards by their routing id ([`steer::shard_of_room`]); a
 //! connection asking to open or join a room of another shard is redirected to it
 //! (`WRONG_NODE` with this node's address and a steering byte, the redirect cluster

@@ -1,7 +1,7 @@
 //! How a packet finds its shard: by the first byte of its destination connection ID.
 //!
 //! Every connection ID a shard issues starts with a byte `b` where `b % shards` is the
-//! shard's index ([`ShardCids`]); the kernel program of [`super::bpf`] computes the same
+//! shard's index (`ShardCids`); the kernel program of `shards::bpf` computes the same
 //! from each datagram, so a connection's packets always reach the socket of the shard
 //! that holds it. A client's first packets carry a destination connection ID the client
 //! chose: random ones land on a random shard, and a client sent to another shard by a
