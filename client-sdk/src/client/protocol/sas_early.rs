@@ -34,9 +34,10 @@ impl EarlyRoundMessages {
             self.messages.clear();
         }
         // A resend of a message already kept adds nothing.
+        let step = message.step.as_ref().map(std::mem::discriminant);
         let same = |m: &v1::SasRoundMessage| {
             m.device_id == message.device_id
-                && std::mem::discriminant(&m.step) == std::mem::discriminant(&message.step)
+                && m.step.as_ref().map(std::mem::discriminant) == step
         };
         if self.messages.iter().any(same) || self.messages.len() >= MAX_EARLY_MESSAGES {
             return false;
