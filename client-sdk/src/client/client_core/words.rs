@@ -112,7 +112,12 @@ impl Engine {
 
     /// A member joined room `handle`: if it takes part in the running round, resend
     /// this device's round messages soon.
-    pub(super) fn resend_sas_soon(&mut self, conn: ConnectionId, handle: RoomHandle, device: &[u8]) {
+    pub(super) fn resend_sas_soon(
+        &mut self,
+        conn: ConnectionId,
+        handle: RoomHandle,
+        device: &[u8],
+    ) {
         let Some(id) = self.meeting_of(conn, handle) else {
             return;
         };
@@ -120,9 +125,8 @@ impl Engine {
         let Some(entry) = self.meetings.get_mut(&id) else {
             return;
         };
-        let in_round = DeviceId::from_slice(device).is_some_and(|d| {
-            entry.sas.is_some() && entry.state.roster().get(&d).is_some()
-        });
+        let in_round = DeviceId::from_slice(device)
+            .is_some_and(|d| entry.sas.is_some() && entry.state.roster().get(&d).is_some());
         if in_round {
             entry.sas_timing.member_joined(now);
         }
@@ -187,7 +191,10 @@ impl Engine {
             // this device has not switched yet).
             entry.sas_early.keep(step);
         } else {
-            tracing::debug!(epoch = step.epoch, "safety-words message of a past round ignored");
+            tracing::debug!(
+                epoch = step.epoch,
+                "safety-words message of a past round ignored"
+            );
         }
     }
 }

@@ -36,8 +36,7 @@ impl EarlyRoundMessages {
         // A resend of a message already kept adds nothing.
         let step = message.step.as_ref().map(std::mem::discriminant);
         let same = |m: &v1::SasRoundMessage| {
-            m.device_id == message.device_id
-                && m.step.as_ref().map(std::mem::discriminant) == step
+            m.device_id == message.device_id && m.step.as_ref().map(std::mem::discriminant) == step
         };
         if self.messages.iter().any(same) || self.messages.len() >= MAX_EARLY_MESSAGES {
             return false;
@@ -91,7 +90,10 @@ mod tests {
         assert!(early.keep(msg(4, 2, false)));
         assert!(early.keep(msg(4, 1, true)));
         let taken = early.take(4);
-        assert_eq!(taken, vec![msg(4, 1, false), msg(4, 2, false), msg(4, 1, true)]);
+        assert_eq!(
+            taken,
+            vec![msg(4, 1, false), msg(4, 2, false), msg(4, 1, true)]
+        );
         assert!(early.take(4).is_empty());
     }
 
