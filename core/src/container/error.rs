@@ -222,4 +222,8 @@ pub enum ContainerError {
     /// The payload is empty.
     #[error("container payload has no body")]
     EmptyPayload,
+    /// The P-384 key agreement failed inside the crypto library (not expected for
+    /// valid keys, which every key reaching it is).
+    #[error("P-384 key agreement failed")]
+    KeyAgreement,
 }

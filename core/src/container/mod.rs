@@ -22,6 +22,7 @@
 //! Failures before that leave no state behind, so forged containers cannot burn
 //! prekeys.
 
+mod ecdh;
 mod error;
 mod open;
 mod replay;

@@ -7,6 +7,7 @@ use conclave_proto::{Message, v1};
 use ed25519_dalek::Signature;
 use zeroize::Zeroizing;
 
+use super::ecdh::EcdhKey;
 use super::wrap::{COMMITMENT_LEN, EntryContext, WRAPPED_KEY_LEN, verify_commitment};
 use super::{
     CONTAINER_VERSION, ContainerError, MAX_TTL_MS, Malformed, OpenedContainer, PAYLOAD_NONCE_LEN,
@@ -122,11 +123,9 @@ impl SealedContainer {
         // 5. Unwrap: device-key layer, then prekey layer; then the key commitment.
         let ephemeral = p384_public(&header.ephemeral_public_key, "ephemeral key")
             .map_err(Malformed::EphemeralKey)?;
-        // The scalar copies zeroize on drop; the shared secrets do too.
-        let prekey_scalar = Zeroizing::new(prekey_secret.to_nonzero_scalar());
-        let device_scalar = Zeroizing::new(me.device_secret().to_nonzero_scalar());
-        let prekey_shared = p384::ecdh::diffie_hellman(&*prekey_scalar, ephemeral.as_affine());
-        let device_shared = p384::ecdh::diffie_hellman(&*device_scalar, ephemeral.as_affine());
+        // The agreements run in aws-lc (`ecdh`); the shared secrets zeroize on drop.
+        let prekey_shared = EcdhKey::new(prekey_secret)?.agree(&ephemeral)?;
+        let device_shared = EcdhKey::new(me.device_secret())?.agree(&ephemeral)?;
         let my_device_id = me.device_id();
         let ctx = EntryContext {
             container_id: &parsed.container_id,
@@ -136,10 +135,7 @@ impl SealedContainer {
             prekey_id: entry.prekey_id,
             ephemeral_public_key: &header.ephemeral_public_key,
         };
-        let (kek1, kek2) = ctx.keks(
-            prekey_shared.raw_secret_bytes(),
-            device_shared.raw_secret_bytes(),
-        );
+        let (kek1, kek2) = ctx.keks(prekey_shared.as_slice(), device_shared.as_slice());
         let key = ctx.unwrap(&kek1, &kek2, &entry.wrapped_key)?;
         verify_commitment(&key, &parsed.container_id, &header.key_commitment)?;
 

@@ -5,10 +5,10 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use conclave_proto::limits::{MAX_CONTAINER_BYTES, MAX_CONTAINER_RECIPIENTS};
 use conclave_proto::{Message, v1};
 use ed25519_dalek::Signer;
-use p384::ecdh::EphemeralSecret;
 use rand_core::CryptoRngCore;
 use zeroize::Zeroizing;
 
+use super::ecdh::EcdhKey;
 use super::wrap::{EntryContext, Key256, commitment};
 use super::{
     CONTAINER_VERSION, ContainerError, MAX_TTL_MS, PAYLOAD_NONCE_LEN, Recipient, payload_kind,
@@ -82,8 +82,10 @@ pub(super) fn seal_with(
     let container_id = secrets
         .container_id
         .unwrap_or_else(|| ContainerId::random(rng));
-    let ephemeral = EphemeralSecret::random(rng);
-    let ephemeral_public_key = crate::identity::p384_compressed(&ephemeral.public_key());
+    // Drawn from the caller's RNG (no hidden randomness), zeroized on drop; the
+    // agreements run in aws-lc (`ecdh`).
+    let ephemeral = EcdhKey::new(&p384::SecretKey::random(rng))?;
+    let ephemeral_public_key = crate::identity::p384_compressed(&ephemeral.public_key()?);
     let sender_user_id = sender.user_id();
     let sender_device_id = sender.device_id();
 
@@ -93,7 +95,7 @@ pub(super) fn seal_with(
         sender_device_id: &sender_device_id,
         ephemeral_public_key: &ephemeral_public_key,
     };
-    let entries = wrap_entries(&ephemeral, &ids, recipients, secrets);
+    let entries = wrap_entries(&ephemeral, &ids, recipients, secrets)?;
 
     let header = v1::ContainerHeader {
         version: CONTAINER_VERSION,
@@ -170,16 +172,16 @@ const ENTRIES_PER_THREAD: usize = 16;
 /// large container), on up to one scoped thread per CPU. Entries come out in
 /// recipient order whatever the thread count.
 fn wrap_entries(
-    ephemeral: &EphemeralSecret,
+    ephemeral: &EcdhKey,
     ids: &EntryIds<'_>,
     recipients: &[Recipient],
     secrets: &SealSecrets<'_>,
-) -> Vec<v1::RecipientEntry> {
+) -> Result<Vec<v1::RecipientEntry>, ContainerError> {
     let threads = std::thread::available_parallelism()
         .map_or(1, std::num::NonZeroUsize::get)
         .min(recipients.len() / ENTRIES_PER_THREAD)
         .max(1);
-    let wrap_range = |start: usize, part: &[Recipient]| -> Vec<v1::RecipientEntry> {
+    let wrap_range = |start: usize, part: &[Recipient]| -> Result<Vec<_>, ContainerError> {
         part.iter()
             .enumerate()
             .map(|(j, r)| wrap_entry(ephemeral, ids, r, entry_key(secrets, start + j)))
@@ -199,9 +201,9 @@ fn wrap_entries(
             // A thread that cannot be started: wrap that part here instead.
             parts.push(spawned.map_err(|_| wrap_range(start, part)));
         }
-        parts
-            .into_iter()
-            .flat_map(|part| match part {
+        let mut entries = Vec::with_capacity(recipients.len());
+        for part in parts {
+            let done = match part {
                 // Wrapping does not panic (every input was checked before); should a
                 // thread panic all the same, the panic goes on here, as it would have
                 // on the calling thread.
@@ -209,19 +211,21 @@ fn wrap_entries(
                     .join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
                 Err(done) => done,
-            })
-            .collect()
+            };
+            entries.extend(done?);
+        }
+        Ok(entries)
     })
 }
 
 /// One recipient's entry: the key under KEK1 (ephemeral × prekey), then KEK2
 /// (ephemeral × device key).
 fn wrap_entry(
-    ephemeral: &EphemeralSecret,
+    ephemeral: &EcdhKey,
     ids: &EntryIds<'_>,
     r: &Recipient,
     key: &Key256,
-) -> v1::RecipientEntry {
+) -> Result<v1::RecipientEntry, ContainerError> {
     let recipient_device_id = r.device.device_id();
     let ctx = EntryContext {
         container_id: ids.container_id,
@@ -231,17 +235,14 @@ fn wrap_entry(
         prekey_id: r.prekey.prekey_id(),
         ephemeral_public_key: ids.ephemeral_public_key,
     };
-    let prekey_shared = ephemeral.diffie_hellman(r.prekey.public_key());
-    let device_shared = ephemeral.diffie_hellman(r.device.device_key());
-    let (kek1, kek2) = ctx.keks(
-        prekey_shared.raw_secret_bytes(),
-        device_shared.raw_secret_bytes(),
-    );
-    v1::RecipientEntry {
+    let prekey_shared = ephemeral.agree(r.prekey.public_key())?;
+    let device_shared = ephemeral.agree(r.device.device_key())?;
+    let (kek1, kek2) = ctx.keks(prekey_shared.as_slice(), device_shared.as_slice());
+    Ok(v1::RecipientEntry {
         recipient_device_id: recipient_device_id.as_bytes().to_vec(),
         prekey_id: r.prekey.prekey_id(),
         wrapped_key: ctx.wrap(&kek1, &kek2, key),
-    }
+    })
 }
 
 fn entry_key<'k>(secrets: &SealSecrets<'k>, i: usize) -> &'k Key256 {

@@ -168,7 +168,9 @@ impl SasRound {
         self.epoch
     }
 
-    /// Handles a round message from the room.
+    /// Handles a round message from the room. A message whose step this round
+    /// already accepted (a resend) is `Ok` at the cost of a comparison: it cannot
+    /// change the round, so its signature is not verified again.
     pub fn on_message(&mut self, msg: &v1::SasRoundMessage) -> Result<(), SasError> {
         if msg.epoch != self.epoch.get() {
             return Err(SasError::OtherEpoch {
@@ -188,6 +190,12 @@ impl SasRound {
             .try_into()
             .map_err(|_| SasError::Malformed)?;
         let signature = Signature::from_slice(&msg.signature).map_err(|_| SasError::Malformed)?;
+        if self.already_holds(&device, tag, &value) {
+            // A resend (or a replay) of something this round accepted: it cannot
+            // change the round, so its signature is not checked again (resends make
+            // these the bulk of a large meeting's round messages).
+            return Ok(());
+        }
         key.verify(&self.signing_input(&device, tag, &value), &signature)
             .map_err(|_| SasError::BadSignature)?;
         if device == self.me {
@@ -260,6 +268,15 @@ impl SasRound {
             .filter(|d| !self.nonces.contains_key(d))
             .copied()
             .collect()
+    }
+
+    /// Whether this round already accepted exactly this step from `device` (a resend).
+    fn already_holds(&self, device: &DeviceId, tag: u8, value: &[u8; 32]) -> bool {
+        let held = match tag {
+            1 => self.commitments.get(device),
+            _ => self.nonces.get(device),
+        };
+        held.is_some_and(|h| bool::from(h.ct_eq(value)))
     }
 
     /// Reveals this device's nonce once every roster device has committed.

@@ -61,8 +61,10 @@ pub(super) struct Entry {
     pub installed: std::collections::BTreeSet<(Epoch, u32)>,
     /// The safety-words round of the sending epoch (review M4).
     pub sas: Option<crate::safety::round::SasRound>,
-    /// When to resend this device's round messages next, and resends left.
-    pub sas_resend: Option<(Instant, u32)>,
+    /// When that round starts (its epoch settled) and resends.
+    pub sas_timing: crate::client::protocol::sas_timing::SasTiming,
+    /// Round messages of an epoch whose round has not started here yet.
+    pub sas_early: crate::client::protocol::sas_early::EarlyRoundMessages,
     /// When to try joining the room again: the node answered `UNAVAILABLE` (its
     /// owner is failing over, or the node is between leases), `INTERNAL` or
     /// `RATE_LIMITED`.
@@ -278,10 +280,8 @@ impl Engine {
             let rotation = self.prekeys.last_resort_rotation_at();
             consider(rotation.map(|at| self.instant_of(at)));
         }
-        for (id, entry) in &self.meetings {
-            if self.room_link(*id).is_some() {
-                consider(entry.sas_resend.map(|(at, _)| at));
-            }
+        for entry in self.meetings.values() {
+            consider(entry.sas_timing.next_wake());
             if self.can_join(entry) {
                 consider(entry.rejoin_at);
             }
@@ -316,7 +316,7 @@ impl Engine {
         {
             self.rotations_due().await;
         }
-        self.sas_resends_due().await;
+        self.sas_timers_due().await;
         self.rejoins_due().await;
         let now = self.now();
         if self.link.is_some()
@@ -426,7 +426,7 @@ impl Engine {
             Event::MemberJoined(joined) => {
                 let handle = RoomHandle(joined.room_handle);
                 self.on_member_joined(conn, handle, &joined.device_id);
-                self.resend_sas_soon(conn, handle);
+                self.resend_sas_soon(conn, handle, &joined.device_id);
             }
             Event::RoomMessage(message) => self.on_room_message(conn, message).await,
             Event::KeyframeRequested(request) => self.on_keyframe_requested(conn, &request),

@@ -96,6 +96,12 @@ impl Engine {
         let from = opened.sender().device_id();
         let recipients = opened.recipients().to_vec();
         let payload = opened.payload();
+        tracing::debug!(
+            target: super::REKEY_TRACE,
+            me = ?self.creds.device_id(),
+            body = body_name(payload.body.as_ref()),
+            "container opened"
+        );
         let meeting = match &payload.body {
             Some(Body::MeetingInvite(invite)) => {
                 return self
@@ -399,6 +405,12 @@ impl Engine {
         let Some(id) = self.meeting_of(conn, handle) else {
             return;
         };
+        tracing::debug!(
+            target: super::REKEY_TRACE,
+            me = ?self.creds.device_id(),
+            epoch = epoch.get(),
+            "room epoch announced"
+        );
         let now = self.now();
         if let Some(entry) = self.meetings.get_mut(&id) {
             let _ = entry.state.room_epoch(epoch, now);
@@ -427,5 +439,19 @@ impl Engine {
         let epoch = entry.state.sending_epoch();
         self.join_room(id, epoch).await;
         self.pump(id).await;
+    }
+}
+
+/// A payload body's kind, for the rekey trace.
+fn body_name(body: Option<&Body>) -> &'static str {
+    match body {
+        Some(Body::MeetingInvite(_)) => "invite",
+        Some(Body::InviteReply(_)) => "reply",
+        Some(Body::Rekey(_)) => "rekey",
+        Some(Body::EpochSwitch(_)) => "switch",
+        Some(Body::Leave(_)) => "leave",
+        Some(Body::Remove(_)) => "remove",
+        Some(Body::KeyRequest(_)) => "key-request",
+        _ => "other",
     }
 }

@@ -160,6 +160,12 @@ impl Engine {
             ttl_ms,
             &mut self.rng,
         )?;
+        tracing::debug!(
+            target: super::REKEY_TRACE,
+            me = ?self.creds.device_id(),
+            recipients = recipients.len(),
+            "sealed"
+        );
         let request = Request::SendContainer(v1::SendContainer {
             recipient_device_ids: recipients
                 .iter()
@@ -198,7 +204,11 @@ impl Engine {
             .iter()
             .map(|m| (m.user_id, m.device_id))
             .collect();
+        let trace = out.rekey_epoch.is_some();
         let bundles = self.fetch_bundles(&users, &devices, false).await?;
+        if trace {
+            tracing::debug!(target: super::REKEY_TRACE, me = ?self.creds.device_id(), "bundles fetched");
+        }
         let now = self.now();
         let (recipients, refused) = roster_recipients(&bundles, &out.recipients, now);
         self.report_refusals(&refused);
@@ -218,6 +228,9 @@ impl Engine {
                 container::DEFAULT_TTL_MS,
             )
             .await?;
+        if trace {
+            tracing::debug!(target: super::REKEY_TRACE, me = ?self.creds.device_id(), "rekey sent");
+        }
         Ok((reached, wait_ms))
     }
 
@@ -301,7 +314,7 @@ impl Engine {
             }
         }
         self.refresh(id);
-        self.start_sas_round(id);
+        self.sas_epoch_entered(id);
         self.flush_sas(id).await;
     }
 
@@ -322,6 +335,12 @@ impl Engine {
                 let Some(entry) = self.meetings.get(&id) else {
                     return;
                 };
+                tracing::debug!(
+                    target: super::REKEY_TRACE,
+                    me = ?self.creds.device_id(),
+                    epoch = epoch.get(),
+                    "sending epoch"
+                );
                 if entry.state.is_sending_paused() {
                     // Still behind the room: this epoch's key may be a departed
                     // participant's too.
@@ -757,6 +776,12 @@ impl Engine {
         });
         match self.request_on(conn, request).await {
             Ok(response::Result::RoomRotated(r)) => {
+                tracing::debug!(
+                    target: super::REKEY_TRACE,
+                    me = ?self.creds.device_id(),
+                    epoch = r.epoch,
+                    "room rotated"
+                );
                 if let Some(entry) = self.meetings.get_mut(&id) {
                     entry.proven = Some(Epoch(r.epoch));
                 }
@@ -840,7 +865,8 @@ impl Engine {
             presence: Presence::default(),
             installed: BTreeSet::new(),
             sas: None,
-            sas_resend: None,
+            sas_timing: Default::default(),
+            sas_early: Default::default(),
             rejoin_at: None,
             rejoin_failures: 0,
             node: None,

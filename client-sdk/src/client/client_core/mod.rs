@@ -111,6 +111,11 @@ use crate::transport::TransportError;
 use crate::{UnixMillis, UserId};
 use port::{Input, PortHandle};
 
+/// The `tracing` target of the rekey's milestones (debug level): container opened,
+/// bundles fetched, sealed, sent, room rotated, room epoch announced, sending epoch.
+/// `RUST_LOG=conclave::rekey=debug` shows where a rekey's time goes.
+pub const REKEY_TRACE: &str = "conclave::rekey";
+
 /// Inputs that may wait inside the core while it handles one (server events and
 /// commands, bounded further by the shell's own queues).
 pub const MAX_QUEUED_INPUTS: usize = 4_096;

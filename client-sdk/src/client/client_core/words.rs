@@ -1,8 +1,8 @@
 //! The safety-words round of each meeting's sending epoch (review M4): the sans-IO
-//! [`SasRound`] decides; this sends its messages as room messages, resends them a few
-//! times for members that were not in the room yet, and publishes the words.
-
-use std::time::Duration;
+//! [`SasRound`] decides; this starts it once the epoch has settled
+//! ([`SasTiming`](crate::client::protocol::sas_timing)), sends its messages as room
+//! messages, keeps messages that come before the round, resends for members that were
+//! not in the room yet, and publishes the words.
 
 use conclave_proto::Message as _;
 use conclave_proto::datagram::RoomHandle;
@@ -10,24 +10,20 @@ use conclave_proto::v1::{self, client_frame::Request};
 use rand_core::RngCore;
 
 use super::ConnectionId;
-use super::engine::Engine;
+use super::engine::{Engine, Entry};
+use crate::DeviceId;
 use crate::client::MeetingEvent;
 use crate::meeting::MeetingId;
 use crate::safety::SafetyWords;
 use crate::safety::round::SasRound;
 
-/// How often this device resends its own round messages.
-const RESEND_EVERY: Duration = Duration::from_secs(1);
-/// Resends per round (bounded: a participant that never comes stops the words, not
-/// the traffic).
-const RESENDS: u32 = 15;
 /// Largest room message this device decodes.
 const MAX_MESSAGE_BYTES: usize = 1_024;
 
 impl Engine {
-    /// Starts the round of the sending epoch if it has not started yet (not while
-    /// sending is paused: this device lacks the room's key).
-    pub(super) fn start_sas_round(&mut self, id: MeetingId) {
+    /// Arms the settle timer of the sending epoch's round if that round has not
+    /// started (not while sending is paused: this device lacks the room's key).
+    pub(super) fn sas_epoch_entered(&mut self, id: MeetingId) {
         let now = self.instant();
         let Some(entry) = self.meetings.get_mut(&id) else {
             return;
@@ -39,6 +35,43 @@ impl Engine {
         {
             return;
         }
+        if entry.sas.is_some() {
+            // The words belonged to the epoch this device has left.
+            entry.sas = None;
+            entry.shared.set_info(|i| i.safety_words = None);
+        }
+        entry.sas_timing.epoch_entered(epoch, now);
+    }
+
+    /// Starts the rounds whose epoch has settled and resends what is due.
+    pub(super) async fn sas_timers_due(&mut self) {
+        let now = self.instant();
+        let ids: Vec<MeetingId> = self.meetings.keys().copied().collect();
+        for id in ids {
+            let Some(entry) = self.meetings.get_mut(&id) else {
+                continue;
+            };
+            if let Some(epoch) = entry.sas_timing.start_due(now) {
+                if entry.state.sending_epoch() == epoch && !entry.state.is_sending_paused() {
+                    self.start_sas_round(id);
+                    self.flush_sas(id).await;
+                }
+                continue;
+            }
+            // Without a room there is nobody to resend to: the resend is spent (members
+            // joining later bring one on).
+            if entry.sas_timing.resend_due(now) && self.room_link(id).is_some() {
+                self.resend_sas(id).await;
+            }
+        }
+    }
+
+    /// Starts the round of the sending epoch, with the messages that came before it.
+    fn start_sas_round(&mut self, id: MeetingId) {
+        let Some(entry) = self.meetings.get_mut(&id) else {
+            return;
+        };
+        let epoch = entry.state.sending_epoch();
         let mut nonce = [0u8; 32];
         self.rng.fill_bytes(&mut nonce);
         let members = entry
@@ -54,8 +87,10 @@ impl Engine {
             members,
             nonce,
         ));
-        entry.sas_resend = Some((now + RESEND_EVERY, RESENDS));
         entry.shared.set_info(|i| i.safety_words = None);
+        for message in entry.sas_early.take(epoch.get()) {
+            apply_round_message(id, entry, &message);
+        }
     }
 
     /// Sends the round's queued messages to the meeting's room (once joined).
@@ -75,42 +110,39 @@ impl Engine {
         }
     }
 
-    /// A member joined room `handle`: resend this device's round messages at once.
-    pub(super) fn resend_sas_soon(&mut self, conn: ConnectionId, handle: RoomHandle) {
+    /// A member joined room `handle`: if it takes part in the running round, resend
+    /// this device's round messages soon.
+    pub(super) fn resend_sas_soon(
+        &mut self,
+        conn: ConnectionId,
+        handle: RoomHandle,
+        device: &[u8],
+    ) {
         let Some(id) = self.meeting_of(conn, handle) else {
             return;
         };
         let now = self.instant();
-        if let Some(entry) = self.meetings.get_mut(&id) {
-            let left = entry.sas_resend.map_or(RESENDS, |(_, n)| n.max(1));
-            entry.sas_resend = Some((now, left));
+        let Some(entry) = self.meetings.get_mut(&id) else {
+            return;
+        };
+        let in_round = DeviceId::from_slice(device)
+            .is_some_and(|d| entry.sas.is_some() && entry.state.roster().get(&d).is_some());
+        if in_round {
+            entry.sas_timing.member_joined(now);
         }
     }
 
-    /// Resends the round messages that are due.
-    pub(super) async fn sas_resends_due(&mut self) {
-        let now = self.instant();
-        let due: Vec<MeetingId> = self
-            .meetings
-            .iter()
-            .filter(|(id, e)| {
-                e.sas_resend.is_some_and(|(at, _)| at <= now) && self.room_link(**id).is_some()
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
-            let Some(entry) = self.meetings.get_mut(&id) else {
-                continue;
-            };
-            let left = entry.sas_resend.map_or(0, |(_, n)| n.saturating_sub(1));
-            entry.sas_resend = (left > 0).then(|| (now + RESEND_EVERY, left));
-            let (Some(handle), Some(round)) = (entry.room, entry.sas.as_ref()) else {
-                continue;
-            };
-            let messages = round.own_messages(self.creds.device());
-            for m in messages {
-                self.send_room_message(id, handle, &m).await;
-            }
+    /// Resends this device's round messages to the room.
+    async fn resend_sas(&mut self, id: MeetingId) {
+        let Some(entry) = self.meetings.get(&id) else {
+            return;
+        };
+        let (Some(handle), Some(round)) = (entry.room, entry.sas.as_ref()) else {
+            return;
+        };
+        let messages = round.own_messages(self.creds.device());
+        for m in messages {
+            self.send_room_message(id, handle, &m).await;
         }
     }
 
@@ -148,22 +180,39 @@ impl Engine {
         let Some(entry) = self.meetings.get_mut(&id) else {
             return;
         };
-        let Some(round) = entry.sas.as_mut() else {
-            return;
-        };
-        let was_complete = round.is_complete();
-        if let Err(e) = round.on_message(&step) {
-            // Another epoch's round (a member switched earlier or later) is normal;
-            // its messages are resent.
-            tracing::debug!(error = %e, "safety-words message not used");
-            return;
+        let running = entry.sas.as_ref().map(|r| r.epoch().get());
+        if running == Some(step.epoch) {
+            apply_round_message(id, entry, &step);
+            self.flush_sas(id).await;
+        } else if running.is_none_or(|r| step.epoch > r)
+            && step.epoch >= entry.state.sending_epoch().get()
+        {
+            // A round this device has not started yet (its epoch is settling here, or
+            // this device has not switched yet).
+            entry.sas_early.keep(step);
+        } else {
+            tracing::debug!(
+                epoch = step.epoch,
+                "safety-words message of a past round ignored"
+            );
         }
-        if !was_complete && let Some(nonces) = round.nonces() {
-            let identities = crate::client::client_core::meetings::roster_identities(&entry.state);
-            let words = SafetyWords::compute(id.as_bytes(), round.epoch(), &identities, &nonces);
-            entry.shared.set_info(|i| i.safety_words = Some(words));
-            entry.shared.emit(MeetingEvent::SafetyWords(words));
-        }
-        self.flush_sas(id).await;
+    }
+}
+
+/// Hands `message` to `entry`'s running round; publishes the words once complete.
+fn apply_round_message(id: MeetingId, entry: &mut Entry, message: &v1::SasRoundMessage) {
+    let Some(round) = entry.sas.as_mut() else {
+        return;
+    };
+    let was_complete = round.is_complete();
+    if let Err(e) = round.on_message(message) {
+        tracing::debug!(error = %e, "safety-words message not used");
+        return;
+    }
+    if !was_complete && let Some(nonces) = round.nonces() {
+        let identities = crate::client::client_core::meetings::roster_identities(&entry.state);
+        let words = SafetyWords::compute(id.as_bytes(), round.epoch(), &identities, &nonces);
+        entry.shared.set_info(|i| i.safety_words = Some(words));
+        entry.shared.emit(MeetingEvent::SafetyWords(words));
     }
 }

@@ -3,7 +3,8 @@
 //! One task owns the core and its connections (the primary one, and in a cluster one
 //! rooms-only connection per other node that owns a room of this device's meetings).
 //! It waits on three sources (app commands, server events on any connection, the
-//! core's timer), hands each to the core, then carries out what the core asks
+//! core's timer), hands each to the core (server events that are already waiting on
+//! the same connection go with it, in one step), then carries out what the core asks
 //! (connect, close, send a request and feed back its answer, link a room's media,
 //! deliver replies and events) until the core waits again. Each step of the
 //! core runs on tokio's blocking pool: sealing and opening containers costs P-384
@@ -40,6 +41,8 @@ use media::Rooms;
 const COMMAND_QUEUE: usize = 256;
 /// Client events buffered for the app.
 const EVENT_QUEUE: usize = 1024;
+/// Most server events handed to the core in one step.
+const EVENTS_PER_STEP: usize = 64;
 
 type ReplyTo<T> = oneshot::Sender<Result<T, ClientError>>;
 
@@ -333,7 +336,13 @@ impl Shell {
                 }
                 (conn, event) = server_event => match event {
                     Some(event) => {
-                        self.step(move |core, now| core.handle_event(conn, event, now)).await;
+                        let batch = self.ready_events(conn, event);
+                        self.step(move |core, now| {
+                            for event in batch {
+                                core.handle_event(conn, event, now);
+                            }
+                        })
+                        .await;
                     }
                     None => {
                         let link = self.links.iter_mut().find(|l| l.id == conn);
@@ -356,6 +365,34 @@ impl Shell {
         for link in self.links.drain(..) {
             link.close();
         }
+    }
+
+    /// `first` and the events already waiting behind it on `conn`, to hand to the core
+    /// in one step: a burst (a meeting's safety-words round, a rekey's room events)
+    /// costs one trip to the blocking pool, not one per event. Bounded by
+    /// [`EVENTS_PER_STEP`] and by the room left in the core's input queue.
+    fn ready_events(
+        &mut self,
+        conn: ConnectionId,
+        first: conclave_proto::v1::event::Event,
+    ) -> Vec<conclave_proto::v1::event::Event> {
+        let room = crate::client::client_core::MAX_QUEUED_INPUTS
+            .saturating_sub(self.core().queued_inputs())
+            .min(EVENTS_PER_STEP);
+        let mut batch = vec![first];
+        if let Some(stream) = self
+            .links
+            .iter_mut()
+            .find(|l| l.id == conn)
+            .and_then(|l| l.events.as_mut())
+        {
+            while batch.len() < room
+                && let Some(event) = stream.try_recv()
+            {
+                batch.push(event);
+            }
+        }
+        batch
     }
 
     /// Carries out everything the core asks until it waits for input.

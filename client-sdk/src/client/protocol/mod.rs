@@ -12,6 +12,8 @@
 //! * [`rotations`]: retrying refused room rotations with capped backoff.
 //! * [`invitations`]: unanswered invitations, bounded and expiring.
 //! * [`order`]: the order in which one meeting's outputs are carried out.
+//! * [`sas_timing`]: when a meeting's safety-words round starts (once its epoch has
+//!   settled) and resends; [`sas_early`]: round messages that came before the round.
 //!
 //! The meeting key schedule and rekey machine itself is
 //! [`MeetingState`](crate::meeting::rekey::MeetingState) in `conclave-core`; presence
@@ -23,6 +25,8 @@ pub(crate) mod invitations;
 pub(crate) mod order;
 pub(crate) mod outbox;
 pub(crate) mod rotations;
+pub(crate) mod sas_early;
+pub(crate) mod sas_timing;
 
 #[cfg(test)]
 pub(crate) mod fixtures;

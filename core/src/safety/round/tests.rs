@@ -233,3 +233,26 @@ fn a_leader_grinding_the_meeting_id_cannot_choose_the_safety_words() {
         .count();
     assert_eq!(hits, 0, "the ground meeting id no longer decides the words");
 }
+
+#[test]
+fn a_resent_step_is_accepted_without_changing_the_round_and_a_changed_one_is_still_refused() {
+    let devices: Vec<DeviceIdentity> = (1..=3).map(device).collect();
+    let mut rng = ChaCha20Rng::seed_from_u64(11);
+    let mut rounds = rounds(&devices, &mut rng);
+    let commit = rounds[1].poll_message(&devices[1]).unwrap();
+    rounds[0].on_message(&commit).unwrap();
+    let before = rounds[0].waiting_for();
+    // The same step again (a resend), even with its signature mangled: nothing new.
+    let mut resent = commit.clone();
+    resent.signature = vec![0; 64];
+    assert_eq!(rounds[0].on_message(&resent), Ok(()));
+    assert_eq!(rounds[0].waiting_for(), before);
+    // A different commitment under a mangled signature is still a forgery.
+    let mut changed = resent.clone();
+    changed.step = Some(Step::Commitment(vec![7; 32]));
+    assert_eq!(rounds[0].on_message(&changed), Err(SasError::BadSignature));
+    // A nonce nobody has revealed yet needs its valid signature.
+    let mut early = resent;
+    early.step = Some(Step::Nonce(vec![7; 32]));
+    assert_eq!(rounds[0].on_message(&early), Err(SasError::BadSignature));
+}
