@@ -403,6 +403,11 @@ pub struct MeetingState {
     behind: Option<Behind>,
     /// (Leader) when each device's last key request was answered, ms.
     answered: BTreeMap<DeviceId, u64>,
+    /// (Leader) devices whose key requests are answered together at `resend_at`: a
+    /// burst of requests (every member asks at once after a switch the server
+    /// delivered late) gets one resend container, sealed and sent once.
+    resend_to: Vec<DeviceId>,
+    resend_at: Option<u64>,
     outputs: VecDeque<MeetingOutput>,
 }
 
@@ -448,6 +453,8 @@ impl MeetingState {
             suspects: BTreeSet::new(),
             behind: None,
             answered: BTreeMap::new(),
+            resend_to: Vec::new(),
+            resend_at: None,
             outputs: VecDeque::new(),
         }
     }
@@ -606,7 +613,7 @@ impl MeetingState {
         let drop = self.drops.values().min().copied();
         let switch = self.pending.as_ref().map(|p| p.switch_at);
         let ask = self.behind.map(|b| b.ask_at);
-        [drop, self.rekey_at(), switch, ask]
+        [drop, self.rekey_at(), switch, ask, self.resend_at]
             .into_iter()
             .flatten()
             .min()
@@ -637,6 +644,9 @@ impl MeetingState {
         }
         if self.behind.is_some_and(|b| b.ask_at <= now.0) {
             self.ask_for_key(now);
+        }
+        if self.resend_at.is_some_and(|at| at <= now.0) {
+            self.resend_key();
         }
     }
 
@@ -1013,22 +1023,49 @@ impl MeetingState {
         {
             return Err(RekeyError::TooSoon);
         }
-        let key = self.keys.get(&self.sending).ok_or(RekeyError::BadKey)?;
+        if !self.keys.contains_key(&self.sending) {
+            return Err(RekeyError::BadKey);
+        }
+        // Bounded by the roster: only roster devices get here.
+        self.answered.retain(|d, _| self.roster.contains(d));
+        self.answered.insert(from, now.0);
+        if !self.resend_to.contains(&from) {
+            self.resend_to.push(from);
+        }
+        if self.resend_at.is_none() {
+            self.resend_at = Some(now.0.saturating_add(ms(self.config.coalesce)));
+        }
+        Ok(())
+    }
+
+    /// (Leader) answers the key requests gathered since the first of them: the current
+    /// key to all those devices still in the roster, in one Rekey of the current epoch
+    /// (reason `RESEND`). While a new Rekey is being delivered they get that instead
+    /// (and ask again if it misses them).
+    fn resend_key(&mut self) {
+        self.resend_at = None;
+        let mut recipients = std::mem::take(&mut self.resend_to);
+        recipients.retain(|d| self.roster.contains(d) && *d != self.me);
+        if recipients.is_empty()
+            || !self.is_leader()
+            || matches!(self.phase, Phase::Delivering { .. })
+        {
+            return;
+        }
+        let Some(key) = self.keys.get(&self.sending) else {
+            return;
+        };
         let message = self.message(ControlMessage::Rekey {
             key: key.clone(),
             roster: self.roster.clone(),
             leader: self.me,
             reason: RekeyReason::Resend,
         });
-        // Bounded by the roster: only roster devices get here.
-        self.answered.retain(|d, _| self.roster.contains(d));
-        self.answered.insert(from, now.0);
         self.outputs.push_back(MeetingOutput::Send {
-            recipients: vec![from],
+            recipients,
             message,
             rekey_epoch: None,
         });
-        Ok(())
     }
 
     fn on_rekey(
@@ -1371,6 +1408,8 @@ impl MeetingState {
         self.suspects.clear();
         self.behind = None;
         self.answered.clear();
+        self.resend_to.clear();
+        self.resend_at = None;
         for epoch in epochs {
             self.outputs.push_back(MeetingOutput::DropEpoch { epoch });
         }

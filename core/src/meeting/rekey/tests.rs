@@ -918,8 +918,9 @@ fn a_member_whose_rekey_is_withheld_stops_sending_and_asks_the_leader_for_the_ke
     );
     assert_eq!(net.paused, vec![(dev(2), Epoch(2))]);
 
-    // The key request; the first answer is withheld too, so it asks again.
-    net.advance(ms(CFG.key_request));
+    // The key request; the first answer (after the leader's coalescing window) is
+    // withheld too, so it asks again.
+    net.advance(ms(CFG.key_request) + ms(CFG.coalesce));
     assert_eq!(net.count("keyrequest"), 1);
     assert!(net.state(2).is_sending_paused());
     net.withhold_rekeys_from = None;
@@ -962,7 +963,7 @@ fn a_resent_key_brings_the_devices_that_joined_meanwhile() {
     assert_eq!(net.state(1).sending_epoch(), Epoch(3));
     assert!(net.state(2).is_sending_paused());
     net.withhold_rekeys_from = None;
-    net.advance(ms(CFG.key_request));
+    net.advance(ms(CFG.key_request) + ms(CFG.coalesce));
     let s = net.state(2);
     assert_eq!(s.sending_epoch(), Epoch(3));
     assert!(!s.is_sending_paused());
@@ -988,6 +989,10 @@ fn key_requests_are_answered_only_for_roster_devices_and_at_a_bounded_rate() {
         "the departed device gets nothing"
     );
     leader.on_message(dev(2), &[dev(1)], &request, now).unwrap();
+    assert!(leader.poll_output().is_none(), "answered after the coalescing window");
+    let answer_at = UnixMillis(now.0 + ms(CFG.coalesce));
+    assert_eq!(leader.poll_timeout(), Some(answer_at));
+    leader.handle_timeout(answer_at, &mut ChaCha20Rng::seed_from_u64(7));
     assert!(matches!(
         leader.poll_output(),
         Some(MeetingOutput::Send { ref recipients, .. }) if recipients == &vec![dev(2)]
@@ -1014,6 +1019,44 @@ fn key_requests_are_answered_only_for_roster_devices_and_at_a_bounded_rate() {
         member.on_message(dev(1), &[dev(2)], &request, now),
         Err(RekeyError::LeaderOnly("answer key requests"))
     );
+}
+
+/// A burst of key requests (every member asks at once when the server delivered a
+/// switch late) is answered by one resend to all of them, not one container each.
+#[test]
+fn a_burst_of_key_requests_gets_one_resend_to_all_who_asked() {
+    let mut net = Net::new(&[(2, 2, 1), (3, 3, 2), (4, 4, 3), (5, 5, 4)]);
+    let request = payload(Body::KeyRequest(v1::KeyRequest {
+        meeting_id: vec![9; 32],
+        held_epoch: 0,
+        room_epoch: 1,
+    }));
+    let now = UnixMillis(net.now);
+    let leader = net.states.get_mut(&dev(1)).unwrap();
+    for d in [2, 3, 4] {
+        leader.on_message(dev(d), &[dev(1)], &request, now).unwrap();
+    }
+    assert!(leader.poll_output().is_none());
+    let at = UnixMillis(now.0 + ms(CFG.coalesce));
+    leader.handle_timeout(at, &mut ChaCha20Rng::seed_from_u64(7));
+    let Some(MeetingOutput::Send {
+        recipients,
+        message,
+        rekey_epoch: None,
+    }) = leader.poll_output()
+    else {
+        panic!("one resend");
+    };
+    assert_eq!(recipients, vec![dev(2), dev(3), dev(4)]);
+    assert!(matches!(
+        message.body,
+        ControlMessage::Rekey {
+            reason: RekeyReason::Resend,
+            ..
+        }
+    ));
+    assert!(leader.poll_output().is_none(), "nothing more: one container for all");
+    assert_eq!(leader.poll_timeout().filter(|t| *t <= at), None);
 }
 
 /// Only the leader may resend with added devices: anyone else's Rekey (and the
