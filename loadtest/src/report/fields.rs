@@ -82,7 +82,13 @@ pub(super) fn sections(r: &Report) -> Vec<Section> {
         sfu(r),
         Section {
             title: "Load generator",
-            rows: vec![row("cpu", qty(r.loadgen_cpu_seconds, 1, "s"))],
+            rows: vec![
+                row("cpu", qty(r.loadgen_cpu_seconds, 1, "s")),
+                row(
+                    "cpu per received frame",
+                    qty(r.loadgen_cpu_us_per_received_frame, 2, "µs"),
+                ),
+            ],
         },
     ];
     if let Some(c) = &r.cluster {
@@ -311,6 +317,10 @@ fn sfu(r: &Report) -> Section {
             qty(r.sfu_cpu_us_per_forwarded_datagram, 2, "µs"),
         ),
         row("peak RSS", rss),
+        row(
+            "RSS growth per participant",
+            qty(r.sfu_rss_kib_per_participant, 1, "KiB"),
+        ),
     ];
     match &r.sfu_metrics {
         Some(m) => {
