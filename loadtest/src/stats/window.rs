@@ -109,7 +109,7 @@ pub enum Counted {
 /// multiplication: the map is looked up for every received frame, where SipHash showed
 /// in profiles, and its keys are not attacker-chosen.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct StreamHasher(u64);
+pub(super) struct StreamHasher(u64);
 
 impl Hasher for StreamHasher {
     fn finish(&self) -> u64 {
