@@ -768,7 +768,7 @@ fn push_ref_behaves_like_push_and_borrows_single_fragments() {
     for n in 0..20u32 {
         let len = if n % 3 == 0 { 3 * CHUNK + 5 } else { 120 };
         let mut d = send(
-            Slot(n % 4),
+            Slot((n % 4) as u16),
             MediaKind::Video,
             n % 5 == 0,
             n,

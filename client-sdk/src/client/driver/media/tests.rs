@@ -50,7 +50,7 @@ fn a_burst_is_split_into_runs_of_one_room_in_arrival_order() {
 #[test]
 fn undecodable_datagrams_never_start_a_run_or_reach_a_meeting() {
     let junk = Bytes::from_static(b"\xff");
-    assert!(runs(&[junk.clone()]).is_empty());
+    assert!(runs(std::slice::from_ref(&junk)).is_empty());
     assert!(runs(&[]).is_empty());
     let burst = [junk.clone(), datagram(3, 7), junk, datagram(3, 8)];
     assert_eq!(runs(&burst), vec![(3, vec![7, 8])]);
