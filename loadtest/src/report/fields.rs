@@ -82,13 +82,7 @@ pub(super) fn sections(r: &Report) -> Vec<Section> {
         sfu(r),
         Section {
             title: "Load generator",
-            rows: vec![
-                row("cpu", qty(r.loadgen_cpu_seconds, 1, "s")),
-                row(
-                    "cpu per received frame",
-                    qty(r.loadgen_cpu_us_per_received_frame, 2, "µs"),
-                ),
-            ],
+            rows: vec![row("cpu", loadgen_cpu(r))],
         },
     ];
     if let Some(c) = &r.cluster {
@@ -98,6 +92,15 @@ pub(super) fn sections(r: &Report) -> Vec<Section> {
         out.push(baseline(r));
     }
     out
+}
+
+/// The load generator's CPU, with its cost per received frame when known.
+fn loadgen_cpu(r: &Report) -> String {
+    let mut cpu = qty(r.loadgen_cpu_seconds, 1, "s");
+    if let Some(us) = r.loadgen_cpu_us_per_received_frame {
+        cpu.push_str(&format!(" ({us:.2} µs per received frame)"));
+    }
+    cpu
 }
 
 /// Per node: participants that connected there first, and there at the end.
@@ -310,6 +313,9 @@ fn sfu(r: &Report) -> Section {
     if r.machine.sfu_in_process && mib.is_some() {
         rss.push_str(" (whole process: SFU and load generator)");
     }
+    if let Some(kib) = r.sfu_rss_kib_per_participant {
+        rss.push_str(&format!(" (grew {kib:.1} KiB per participant)"));
+    }
     let mut rows = vec![
         row("cpu", qty(r.sfu_cpu_seconds, 1, "s")),
         row(
@@ -317,10 +323,6 @@ fn sfu(r: &Report) -> Section {
             qty(r.sfu_cpu_us_per_forwarded_datagram, 2, "µs"),
         ),
         row("peak RSS", rss),
-        row(
-            "RSS growth per participant",
-            qty(r.sfu_rss_kib_per_participant, 1, "KiB"),
-        ),
     ];
     match &r.sfu_metrics {
         Some(m) => {
