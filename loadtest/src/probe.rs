@@ -84,6 +84,14 @@ fn parse_stat_cpu_ticks(stat: &str) -> Option<f64> {
     Some(utime + stime)
 }
 
+/// Current resident set size of process `pid`, bytes.
+#[must_use]
+pub fn pid_rss_bytes(pid: u32) -> Option<u64> {
+    let status =
+        fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status")).ok()?;
+    parse_status_kb(&status, "VmRSS:")
+}
+
 fn peak_rss(dir: &Path) -> Option<u64> {
     let status = fs::read_to_string(dir.join("status")).ok()?;
     parse_vm_hwm(&status)
@@ -91,7 +99,12 @@ fn peak_rss(dir: &Path) -> Option<u64> {
 
 /// `VmHWM:   123456 kB` → bytes.
 fn parse_vm_hwm(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    parse_status_kb(status, "VmHWM:")
+}
+
+/// `<key>   123456 kB` of a `status` file → bytes.
+fn parse_status_kb(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     kb.checked_mul(1024)
 }
@@ -114,6 +127,10 @@ mod tests {
             Some(2 * 1024 * 1024)
         );
         assert_eq!(parse_vm_hwm("Name:\tx\n"), None);
+        assert_eq!(
+            parse_status_kb("VmHWM:\t 9 kB\nVmRSS:\t    3 kB\n", "VmRSS:"),
+            Some(3 * 1024)
+        );
     }
 
     #[test]
@@ -121,6 +138,7 @@ mod tests {
         if Path::new("/proc/self/stat").exists() {
             assert!(process_cpu_seconds().is_some());
             assert!(process_peak_rss_bytes().is_some_and(|b| b > 0));
+            assert!(pid_rss_bytes(std::process::id()).is_some_and(|b| b > 0));
             assert!(threads_cpu_seconds("no-such-thread").is_some_and(|s| s == 0.0));
         }
     }

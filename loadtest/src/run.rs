@@ -131,6 +131,20 @@ fn rank(sorted: &[f64], q: f64) -> Option<f64> {
     sorted.get(i).copied()
 }
 
+/// KiB of resident memory the SFU grew by per participant, if both readings exist.
+fn rss_per_participant(
+    before: Option<u64>,
+    after: Option<u64>,
+    participants: usize,
+) -> Option<f64> {
+    match (before, after) {
+        (Some(b), Some(a)) if participants > 0 => {
+            Some(a.saturating_sub(b) as f64 / 1024.0 / participants as f64)
+        }
+        _ => None,
+    }
+}
+
 #[allow(clippy::too_many_lines)] // one flat mapping from measurements to report fields
 fn assemble(
     o: &Options,
@@ -279,6 +293,14 @@ fn assemble(
         sfu_peak_rss_bytes: target.peak_rss_bytes(),
         sfu_cpu_us_per_forwarded_datagram: sfu_us,
         loadgen_cpu_seconds: loadgen_cpu,
+        loadgen_cpu_us_per_received_frame: loadgen_cpu
+            .filter(|_| received > 0)
+            .map(|cpu| cpu * 1e6 / received as f64),
+        sfu_rss_kib_per_participant: rss_per_participant(
+            target.sfu_rss_at_start,
+            last.and_then(|r| r.sfu_rss),
+            o.meetings * o.participants,
+        ),
         sfu_metrics,
         timeline: sim
             .timeline
@@ -303,5 +325,17 @@ mod tests {
         assert_eq!(rank(&v, 0.5), Some(2.0));
         assert_eq!(rank(&v, 0.99), Some(4.0));
         assert_eq!(rank(&[], 0.5), None);
+    }
+
+    #[test]
+    fn rss_growth_is_shared_over_the_participants() {
+        assert_eq!(
+            rss_per_participant(Some(10 << 20), Some(20 << 20), 100),
+            Some(102.4)
+        );
+        // Memory handed back to the system is no growth.
+        assert_eq!(rss_per_participant(Some(20), Some(10), 2), Some(0.0));
+        assert_eq!(rss_per_participant(None, Some(10), 2), None);
+        assert_eq!(rss_per_participant(Some(1), Some(10), 0), None);
     }
 }

@@ -35,6 +35,8 @@ pub(crate) struct Reading {
     pub(crate) sfu_cpu: Option<f64>,
     pub(crate) process_cpu: Option<f64>,
     pub(crate) metrics: Option<SfuMetrics>,
+    /// Resident memory of the SFU process (`--sfu-pid`), bytes.
+    pub(crate) sfu_rss: Option<u64>,
 }
 
 struct Embedded {
@@ -55,6 +57,9 @@ pub(crate) struct Target {
     embedded: Option<Embedded>,
     metrics_url: Option<String>,
     sfu_pid: Option<u32>,
+    /// Resident memory of the SFU process (`--sfu-pid`) before any participant
+    /// connected, bytes.
+    pub(crate) sfu_rss_at_start: Option<u64>,
     pub(crate) readings: Mutex<Vec<Reading>>,
     pub(crate) problems: Mutex<Vec<String>>,
 }
@@ -87,6 +92,7 @@ impl Target {
                 embedded: None,
                 metrics_url: options.metrics_url.clone(),
                 sfu_pid: options.sfu_pid,
+                sfu_rss_at_start: options.sfu_pid.and_then(probe::pid_rss_bytes),
                 readings: Mutex::new(Vec::new()),
                 problems: Mutex::new(Vec::new()),
             }));
@@ -156,6 +162,7 @@ impl Target {
             }),
             metrics_url: None,
             sfu_pid: None,
+            sfu_rss_at_start: None,
             readings: Mutex::new(Vec::new()),
             problems: Mutex::new(Vec::new()),
         }))
@@ -217,6 +224,7 @@ impl crate::sim::Probe for Target {
             sfu_cpu: self.cpu_seconds(),
             process_cpu: probe::process_cpu_seconds(),
             metrics: self.metrics().await,
+            sfu_rss: self.sfu_pid.and_then(probe::pid_rss_bytes),
         };
         self.readings
             .lock()

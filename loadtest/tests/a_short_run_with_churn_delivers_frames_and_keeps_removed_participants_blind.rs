@@ -69,6 +69,8 @@ fn a_short_run_with_churn_delivers_frames_and_keeps_removed_participants_blind()
         "/rekey_ms/p99",
         "/sfu_cpu_seconds",
         "/sfu_peak_rss_bytes",
+        "/loadgen_cpu_us_per_received_frame",
+        "/sfu_rss_kib_per_participant",
     ] {
         assert!(json.pointer(key).is_some(), "JSON report lacks {key}");
     }

@@ -59,6 +59,7 @@ mod credentials;
 mod directory;
 mod driver;
 mod error;
+mod frames;
 mod lookups;
 mod presence;
 mod profile;
@@ -90,6 +91,7 @@ use crate::safety::{SafetyCode, SafetyWords};
 use crate::transport::ServerTrust;
 use crate::{DeviceId, UnixMillis, UserId};
 use driver::Command;
+use frames::FrameSource;
 use shared::MeetingShared;
 
 /// How a [`Client`] connects and behaves.
@@ -138,8 +140,13 @@ pub struct ClientConfig {
     /// Longest reconnect delay. Default 5 s.
     pub max_reconnect_backoff: Duration,
     /// Received frames buffered per meeting before new ones are dropped (counted in
-    /// [`MediaStats::frames_dropped_queue_full`]). Default 1024.
+    /// [`MediaStats::frames_dropped_queue_full`]), including a batch the app has taken
+    /// but not read to its end. Default 1024.
     pub frame_queue: usize,
+    /// Media bytes buffered per meeting before new frames are dropped, counted like
+    /// [`ClientConfig::frame_queue`] (a single frame larger than this still passes into
+    /// an empty queue). Default 8 MiB.
+    pub frame_queue_bytes: usize,
     /// Identity keys the app already trusts (stored from earlier runs, or verified by
     /// safety code). Others are pinned on first use.
     pub pinned_users: Vec<UserIdentity>,
@@ -185,6 +192,7 @@ impl ClientConfig {
             reconnect_backoff: Duration::from_millis(100),
             max_reconnect_backoff: Duration::from_secs(5),
             frame_queue: 1024,
+            frame_queue_bytes: 8 << 20,
             pinned_users: Vec::new(),
             max_clock_offset: Duration::from_millis(crate::time::DAY_MS),
             profile: None,
@@ -608,7 +616,7 @@ async fn call<T>(
 pub struct Meeting {
     handle: MeetingHandle,
     events: mpsc::Receiver<MeetingEvent>,
-    frames: mpsc::Receiver<MediaFrame>,
+    frames: FrameSource,
     /// `Ended` has been handed out: after the queued frames, the stream is over.
     ended: bool,
 }
@@ -618,7 +626,7 @@ impl Meeting {
         shared: Arc<MeetingShared>,
         commands: mpsc::Sender<Command>,
         events: mpsc::Receiver<MeetingEvent>,
-        frames: mpsc::Receiver<MediaFrame>,
+        frames: FrameSource,
     ) -> Self {
         Meeting {
             handle: MeetingHandle { shared, commands },
@@ -638,7 +646,16 @@ impl Meeting {
     /// the meeting has ended and every event was read.
     pub async fn next_event(&mut self) -> Option<MeetingEvent> {
         if self.ended {
-            return self.frames.try_recv().ok().map(MeetingEvent::Frame);
+            return self.frames.try_recv().map(MeetingEvent::Frame);
+        }
+        // Fast path: frames of a batch already taken, and no control event waiting.
+        if self.frames.has_local() {
+            let event = match self.events.try_recv() {
+                Ok(e) => e,
+                Err(_) => return self.frames.try_recv().map(MeetingEvent::Frame),
+            };
+            self.ended = matches!(event, MeetingEvent::Ended { .. });
+            return Some(event);
         }
         let event = tokio::select! {
             biased;
@@ -655,18 +672,27 @@ impl Meeting {
     /// The next media frame (other events stay queued for [`Meeting::next_event`]);
     /// `None` once the meeting has ended and the queued frames were read.
     pub async fn recv_frame(&mut self) -> Option<MediaFrame> {
-        if self.ended || self.handle.is_ended() {
-            return self.frames.try_recv().ok();
-        }
-        tokio::select! {
-            f = self.frames.recv() => f,
-            () = self.handle.shared.ended() => self.frames.try_recv().ok(),
-        }
+        self.frames.recv().await
+    }
+
+    /// Waits for media frames, then moves every queued frame, up to `max` (at least
+    /// one), to the end of `out`; returns how many, 0 once the meeting has ended and the
+    /// queued frames were read. The cheapest way to receive: frames that arrive
+    /// together are handed over together, with one wake-up of the app (other events
+    /// stay queued for [`Meeting::next_event`]).
+    pub async fn recv_frames(&mut self, out: &mut Vec<MediaFrame>, max: usize) -> usize {
+        self.frames.recv_many(out, max).await
     }
 
     /// A queued media frame, without waiting.
     pub fn try_recv_frame(&mut self) -> Option<MediaFrame> {
-        self.frames.try_recv().ok()
+        self.frames.try_recv()
+    }
+
+    /// Moves queued media frames, up to `max`, to the end of `out` without waiting;
+    /// returns how many.
+    pub fn try_recv_frames(&mut self, out: &mut Vec<MediaFrame>, max: usize) -> usize {
+        self.frames.try_recv_many(out, max)
     }
 
     /// A queued non-media event, without waiting.

@@ -13,15 +13,18 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use std::time::Instant;
 
-use conclave_proto::datagram::{DatagramHeader, MediaKind, RoomHandle, Slot};
+use conclave_proto::datagram::{MediaKind, RoomHandle, Slot};
 use conclave_proto::limits::MAX_DATAGRAM_BYTES;
 use tokio::sync::mpsc;
 
-use super::{ClientError, ConnectionProblem, MediaFrame, MediaStats, MeetingEvent, Participant};
+use super::frames::FrameSink;
+use super::{ClientError, ConnectionProblem, MediaStats, MeetingEvent, Participant};
 use crate::media::{self, ENVELOPE_LEN, MediaEnvelope, Reassembler, ReassemblyConfig};
 use crate::meeting::{Epoch, MeetingId, MeetingKey, SFRAME_SUITE};
 use crate::safety::{SafetyCode, SafetyWords};
-use crate::sframe::{SframeError, SframeReceiver, SframeSender};
+use crate::sframe::{SframeReceiver, SframeSender};
+
+mod receive;
 use crate::{DeviceId, UserId};
 
 /// Locks `m`, recovering from poisoning: every critical section leaves the state
@@ -78,6 +81,8 @@ struct ReceiveSide {
     receiver: SframeReceiver,
     reassembler: Reassembler,
     senders: HashMap<u32, SenderOf>,
+    /// Decryption buffer, reused for every frame.
+    plaintext: Vec<u8>,
 }
 
 /// The participant view the app reads.
@@ -111,10 +116,9 @@ pub(crate) struct MeetingShared {
     info: Mutex<MeetingInfo>,
     /// Mirrors `info.ended`, for the media paths.
     ended_flag: AtomicBool,
-    frames: mpsc::Sender<MediaFrame>,
+    frames: FrameSink,
     events: mpsc::Sender<MeetingEvent>,
     counters: Counters,
-    ended: tokio::sync::Notify,
 }
 
 impl core::fmt::Debug for MeetingShared {
@@ -130,7 +134,7 @@ impl MeetingShared {
     pub(crate) fn new(
         id: MeetingId,
         my_index: u32,
-        frames: mpsc::Sender<MediaFrame>,
+        frames: FrameSink,
         events: mpsc::Sender<MeetingEvent>,
     ) -> Self {
         MeetingShared {
@@ -149,13 +153,13 @@ impl MeetingShared {
                 receiver: SframeReceiver::new(),
                 reassembler: Reassembler::new(ReassemblyConfig::default()),
                 senders: HashMap::new(),
+                plaintext: Vec::new(),
             }),
             info: Mutex::new(MeetingInfo::default()),
             ended_flag: AtomicBool::new(false),
             frames,
             events,
             counters: Counters::default(),
-            ended: tokio::sync::Notify::new(),
         }
     }
 
@@ -250,18 +254,8 @@ impl MeetingShared {
         };
         if ended {
             self.ended_flag.store(true, Ordering::Release);
-            self.ended.notify_waiters();
-        }
-    }
-
-    /// Resolves once the meeting has ended.
-    pub(crate) async fn ended(&self) {
-        loop {
-            let notified = self.ended.notified();
-            if lock(&self.info).ended {
-                return;
-            }
-            notified.await;
+            // The app reads the frames already queued, then the end of the stream.
+            self.frames.close();
         }
     }
 
@@ -374,69 +368,6 @@ impl MeetingShared {
     pub(crate) fn slot_of(&self, index: u32) -> Option<Slot> {
         lock(&self.receive).senders.get(&index).and_then(|s| s.slot)
     }
-
-    /// Handles one received datagram of this meeting's room (reader task).
-    pub(crate) fn on_datagram(&self, header: &DatagramHeader, payload: &[u8], now_ms: u64) {
-        let mut receive = lock(&self.receive);
-        let Some(frame) = receive.reassembler.push(header, payload, now_ms) else {
-            return;
-        };
-        let metadata = media::frame_metadata(frame.kind, frame.keyframe, frame.frame_number);
-        let received = match receive.receiver.decrypt(&metadata, &frame.ciphertext) {
-            Ok(r) => r,
-            Err(e) => {
-                drop(receive);
-                let counter = match e {
-                    SframeError::UnknownKid { .. } => &self.counters.unknown_key,
-                    SframeError::Replayed { .. } | SframeError::TooOld { .. } => {
-                        &self.counters.replayed
-                    }
-                    _ => &self.counters.decrypt_failures,
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        };
-        let index = u32::from(received.kid.sender_index());
-        let sender = receive.senders.get_mut(&index).map(|s| {
-            s.slot = Some(frame.sender_slot);
-            *s
-        });
-        drop(receive);
-        let mut plaintext = received.plaintext;
-        let Ok(envelope) = MediaEnvelope::unwrap(&mut plaintext) else {
-            self.counters
-                .decrypt_failures
-                .fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        let Some(sender) = sender else {
-            // A key is only registered together with its sender's identity.
-            self.counters
-                .decrypt_failures
-                .fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        self.counters
-            .frames_received
-            .fetch_add(1, Ordering::Relaxed);
-        let out = MediaFrame {
-            user_id: sender.user_id,
-            device_id: sender.device_id,
-            sender_index: index,
-            kind: frame.kind,
-            keyframe: frame.keyframe,
-            epoch: Epoch(received.kid.epoch()),
-            sequence: envelope.sequence,
-            capture_us: envelope.capture_us,
-            data: plaintext,
-        };
-        if self.frames.try_send(out).is_err() {
-            self.counters
-                .frames_dropped_queue_full
-                .fetch_add(1, Ordering::Relaxed);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -449,7 +380,10 @@ mod tests {
     /// Review L5: a failed switch leaves no sender, rather than the old epoch's.
     #[test]
     fn a_key_that_cannot_send_stops_sending_instead_of_keeping_the_old_key() {
-        let (frames, _f) = mpsc::channel(1);
+        let (frames, _f) = crate::client::frames::frame_queue(crate::client::frames::FrameBounds {
+            frames: 1,
+            bytes: 1,
+        });
         let (events, _e) = mpsc::channel(1);
         let id = MeetingId::from_slice(&[1; 32]).expect("32 bytes");
         let shared = MeetingShared::new(id, 1, frames, events);

@@ -68,7 +68,19 @@ impl MediaEnvelope {
     /// [`MediaError::Envelope`] if the plaintext is shorter than [`ENVELOPE_LEN`] or
     /// carries another version.
     pub fn unwrap(plaintext: &mut Vec<u8>) -> Result<Self, MediaError> {
-        let (head, _) = plaintext
+        let (envelope, _) = Self::split(plaintext)?;
+        plaintext.drain(..ENVELOPE_LEN);
+        Ok(envelope)
+    }
+
+    /// Splits a decrypted plaintext into its envelope and the media, borrowing the
+    /// media (for a receiver that decrypts into a reused buffer and copies the media
+    /// out once).
+    ///
+    /// # Errors
+    /// As [`MediaEnvelope::unwrap`].
+    pub fn split(plaintext: &[u8]) -> Result<(Self, &[u8]), MediaError> {
+        let (head, media) = plaintext
             .split_first_chunk::<ENVELOPE_LEN>()
             .ok_or(MediaError::Envelope)?;
         let [version, s0, s1, s2, s3, c0, c1, c2, c3, c4, c5, c6, c7] = *head;
@@ -79,8 +91,7 @@ impl MediaEnvelope {
             sequence: u32::from_be_bytes([s0, s1, s2, s3]),
             capture_us: u64::from_be_bytes([c0, c1, c2, c3, c4, c5, c6, c7]),
         };
-        plaintext.drain(..ENVELOPE_LEN);
-        Ok(envelope)
+        Ok((envelope, media))
     }
 }
 
@@ -100,6 +111,23 @@ mod tests {
         assert_eq!(plaintext.len(), ENVELOPE_LEN + 4);
         assert_eq!(MediaEnvelope::unwrap(&mut plaintext).unwrap(), env);
         assert_eq!(plaintext, b"opus");
+    }
+
+    #[test]
+    fn split_borrows_the_media_and_checks_like_unwrap() {
+        let env = MediaEnvelope {
+            sequence: 7,
+            capture_us: 9,
+        };
+        let plaintext = env.wrap(b"opus");
+        assert_eq!(
+            MediaEnvelope::split(&plaintext).unwrap(),
+            (env, &b"opus"[..])
+        );
+        assert!(MediaEnvelope::split(&plaintext[..ENVELOPE_LEN - 1]).is_err());
+        let mut other_version = plaintext.clone();
+        other_version[0] = ENVELOPE_VERSION + 1;
+        assert!(MediaEnvelope::split(&other_version).is_err());
     }
 
     #[test]

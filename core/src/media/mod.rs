@@ -47,7 +47,8 @@
 //! which is sized for the whole frame on its first fragment; the only allocation is that
 //! buffer, which becomes [`AssembledFrame::ciphertext`]. Fragments that arrive out of
 //! order cost one more allocation and copy at completion. Single-fragment frames skip the
-//! pending-frame table altogether. Lookups are `O(log pending)`.
+//! pending-frame table altogether, and [`Reassembler::push_ref`] hands them out borrowed
+//! from the datagram, without a copy or an allocation. Lookups are `O(log pending)`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -58,10 +59,12 @@ pub use conclave_proto::datagram::{MediaKind, RoomHandle, Slot};
 use conclave_proto::limits::MAX_DATAGRAM_BYTES;
 
 mod envelope;
+mod frame_ref;
 #[cfg(test)]
 mod tests;
 
 pub use envelope::{ENVELOPE_LEN, ENVELOPE_VERSION, MediaEnvelope};
+pub use frame_ref::FrameRef;
 
 /// Version byte at the front of [`frame_metadata`].
 pub const FRAME_METADATA_VERSION: u8 = 1;
@@ -560,11 +563,7 @@ impl Reassembler {
         let key = FrameKey::of(header);
 
         if count == 1 {
-            // Fast path: nothing to store. A partial frame under the same key disagrees
-            // on the fragment count.
-            if !self.by_key.is_empty() && self.remove(&key).is_some() {
-                self.stats.inconsistent += 1;
-            }
+            self.single(&key);
             return Some(self.complete(header, payload.to_vec()));
         }
 
@@ -665,6 +664,14 @@ impl Reassembler {
         self.by_age.remove(&partial.age);
         self.pending_bytes -= partial.charged;
         Some(partial)
+    }
+
+    /// Fast path of a single-fragment frame: nothing to store. A partial frame under
+    /// the same key disagrees on the fragment count.
+    fn single(&mut self, key: &FrameKey) {
+        if !self.by_key.is_empty() && self.remove(key).is_some() {
+            self.stats.inconsistent += 1;
+        }
     }
 
     fn complete(&mut self, header: &DatagramHeader, ciphertext: Vec<u8>) -> AssembledFrame {

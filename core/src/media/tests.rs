@@ -758,3 +758,65 @@ fn shuffled_fragments_of_random_frames_reassemble_exactly_once() {
         assert_eq!(r.pending_bytes(), 0);
     }
 }
+
+/// `push_ref` is `push` with single-fragment frames borrowed: same frames, same state
+/// and counters, over a mix of single- and multi-fragment frames, duplicates and a
+/// single fragment that contradicts a pending frame.
+#[test]
+fn push_ref_behaves_like_push_and_borrows_single_fragments() {
+    let mut datagrams = Vec::new();
+    for n in 0..20u32 {
+        let len = if n % 3 == 0 { 3 * CHUNK + 5 } else { 120 };
+        let mut d = send(
+            Slot((n % 4) as u16),
+            MediaKind::Video,
+            n % 5 == 0,
+            n,
+            &ciphertext(len, n as u8),
+        );
+        if n % 4 == 1 {
+            d.push(d[0].clone());
+        }
+        d.reverse();
+        datagrams.extend(d);
+    }
+    // A single fragment under the key of a pending multi-fragment frame.
+    let pending = send(
+        Slot(7),
+        MediaKind::Audio,
+        false,
+        99,
+        &ciphertext(2 * CHUNK, 1),
+    );
+    let single = send(Slot(7), MediaKind::Audio, false, 99, &ciphertext(10, 2));
+    datagrams.push(pending[0].clone());
+    datagrams.push(single[0].clone());
+
+    let (mut by_push, mut by_ref) = (Reassembler::default(), Reassembler::default());
+    for (i, d) in datagrams.iter().enumerate() {
+        let (header, payload) = DatagramHeader::decode(d).unwrap();
+        let now = i as u64;
+        let owned = by_push.push(&header, payload, now);
+        let borrowed = by_ref.push_ref(&header, payload, now);
+        match (owned, borrowed) {
+            (None, None) => {}
+            (Some(a), Some(b)) => {
+                assert_eq!(
+                    (a.sender_slot, a.kind, a.keyframe, a.frame_number),
+                    (b.sender_slot, b.kind, b.keyframe, b.frame_number)
+                );
+                assert_eq!(a.metadata(), b.metadata());
+                assert_eq!(a.ciphertext.as_slice(), &*b.ciphertext);
+                let is_single = header.fragment_count == 1;
+                assert_eq!(
+                    matches!(b.ciphertext, std::borrow::Cow::Borrowed(_)),
+                    is_single
+                );
+            }
+            (a, b) => panic!("push gave {a:?}, push_ref gave {b:?}"),
+        }
+        assert_eq!(by_push.stats(), by_ref.stats());
+        assert_eq!(by_push.pending_frames(), by_ref.pending_frames());
+    }
+    assert_eq!(by_ref.stats().inconsistent, 1);
+}

@@ -167,14 +167,31 @@ impl<'a> ParsedFrame<'a> {
         metadata: &[u8],
         aad: &mut Vec<u8>,
     ) -> Result<Vec<u8>, SframeError> {
-        build_aad(aad, self.header_bytes, metadata);
-        let mut plaintext = self.body.to_vec();
-        key.open_in_place(self.header.ctr, aad, &mut plaintext, self.tag)
-            .map_err(|_| SframeError::AuthenticationFailed {
-                kid: self.header.kid,
-                ctr: self.header.ctr,
-            })?;
+        let mut plaintext = Vec::new();
+        self.open_into(key, metadata, aad, &mut plaintext)?;
         Ok(plaintext)
+    }
+
+    /// [`Self::open`] into `plaintext` (cleared first, its allocation reused). On error
+    /// `plaintext` is left empty: nothing unauthenticated is released.
+    pub(crate) fn open_into(
+        &self,
+        key: &SframeKey,
+        metadata: &[u8],
+        aad: &mut Vec<u8>,
+        plaintext: &mut Vec<u8>,
+    ) -> Result<(), SframeError> {
+        build_aad(aad, self.header_bytes, metadata);
+        plaintext.clear();
+        plaintext.extend_from_slice(self.body);
+        key.open_in_place(self.header.ctr, aad, plaintext, self.tag)
+            .map_err(|_| {
+                plaintext.clear();
+                SframeError::AuthenticationFailed {
+                    kid: self.header.kid,
+                    ctr: self.header.ctr,
+                }
+            })
     }
 }
 

@@ -123,6 +123,28 @@ impl SframeReceiver {
     /// [`SframeError::AuthenticationFailed`] if the tag does not verify. In every error case
     /// the receiver's state is unchanged.
     pub fn decrypt(&mut self, metadata: &[u8], data: &[u8]) -> Result<ReceivedFrame, SframeError> {
+        let mut plaintext = Vec::new();
+        let (kid, ctr) = self.decrypt_into(metadata, data, &mut plaintext)?;
+        Ok(ReceivedFrame {
+            kid,
+            ctr,
+            plaintext,
+        })
+    }
+
+    /// [`Self::decrypt`] into `plaintext` (cleared first, its allocation reused: no
+    /// allocation per frame once it is large enough); returns the frame's KID and
+    /// counter. On error `plaintext` is left empty and the receiver's state unchanged.
+    ///
+    /// # Errors
+    /// As [`Self::decrypt`].
+    pub fn decrypt_into(
+        &mut self,
+        metadata: &[u8],
+        data: &[u8],
+        plaintext: &mut Vec<u8>,
+    ) -> Result<(Kid, u64), SframeError> {
+        plaintext.clear();
         let frame = ParsedFrame::parse(data)?;
         let kid = Kid::new(frame.header.kid);
         let ctr = frame.header.ctr;
@@ -135,13 +157,9 @@ impl SframeReceiver {
                 sender_index: kid.sender_index(),
             })?;
         entry.window.check(ctr)?;
-        let plaintext = frame.open(&entry.key, metadata, &mut self.aad)?;
+        frame.open_into(&entry.key, metadata, &mut self.aad, plaintext)?;
         entry.window.accept(ctr);
-        Ok(ReceivedFrame {
-            kid,
-            ctr,
-            plaintext,
-        })
+        Ok((kid, ctr))
     }
 }
 
@@ -205,6 +223,50 @@ mod tests {
             receiver.decrypt(META, &from_alice).unwrap().plaintext,
             b"alice"
         );
+    }
+
+    #[test]
+    fn decrypt_into_reuses_the_buffer_and_leaves_it_empty_on_every_error() {
+        let mut receiver = receiver_for(&[(7, 0)]);
+        let mut alice = sender(7, 0);
+        let first = alice.encrypt(META, b"first frame").unwrap();
+        let second = alice.encrypt(META, b"second").unwrap();
+        let mut buf = Vec::with_capacity(64);
+        let capacity = buf.capacity();
+        assert_eq!(
+            receiver.decrypt_into(META, &first, &mut buf).unwrap(),
+            (kid(7, 0), 0)
+        );
+        assert_eq!(buf, b"first frame");
+        assert_eq!(
+            receiver.decrypt_into(META, &second, &mut buf).unwrap(),
+            (kid(7, 0), 1)
+        );
+        assert_eq!(buf, b"second");
+        assert_eq!(buf.capacity(), capacity);
+        // Replayed, tampered, unknown key: nothing is left in the buffer.
+        assert!(matches!(
+            receiver.decrypt_into(META, &second, &mut buf),
+            Err(SframeError::Replayed { .. })
+        ));
+        assert!(buf.is_empty());
+        let third = alice.encrypt(META, b"third").unwrap();
+        let mut tampered = third.clone();
+        if let Some(last) = tampered.last_mut() {
+            *last ^= 1;
+        }
+        buf.extend_from_slice(b"stale");
+        assert!(matches!(
+            receiver.decrypt_into(META, &tampered, &mut buf),
+            Err(SframeError::AuthenticationFailed { .. })
+        ));
+        assert!(buf.is_empty());
+        // The failed attempt did not consume the counter.
+        receiver.decrypt_into(META, &third, &mut buf).unwrap();
+        assert_eq!(buf, b"third");
+        let stranger = sender(7, 1).encrypt(META, b"who").unwrap();
+        assert!(receiver.decrypt_into(META, &stranger, &mut buf).is_err());
+        assert!(buf.is_empty());
     }
 
     #[test]

@@ -82,7 +82,7 @@ pub(super) fn sections(r: &Report) -> Vec<Section> {
         sfu(r),
         Section {
             title: "Load generator",
-            rows: vec![row("cpu", qty(r.loadgen_cpu_seconds, 1, "s"))],
+            rows: vec![row("cpu", loadgen_cpu(r))],
         },
     ];
     if let Some(c) = &r.cluster {
@@ -92,6 +92,15 @@ pub(super) fn sections(r: &Report) -> Vec<Section> {
         out.push(baseline(r));
     }
     out
+}
+
+/// The load generator's CPU, with its cost per received frame when known.
+fn loadgen_cpu(r: &Report) -> String {
+    let mut cpu = qty(r.loadgen_cpu_seconds, 1, "s");
+    if let Some(us) = r.loadgen_cpu_us_per_received_frame {
+        cpu.push_str(&format!(" ({us:.2} µs per received frame)"));
+    }
+    cpu
 }
 
 /// Per node: participants that connected there first, and there at the end.
@@ -303,6 +312,9 @@ fn sfu(r: &Report) -> Section {
     let mut rss = qty(mib, 1, "MiB");
     if r.machine.sfu_in_process && mib.is_some() {
         rss.push_str(" (whole process: SFU and load generator)");
+    }
+    if let Some(kib) = r.sfu_rss_kib_per_participant {
+        rss.push_str(&format!(" (grew {kib:.1} KiB per participant)"));
     }
     let mut rows = vec![
         row("cpu", qty(r.sfu_cpu_seconds, 1, "s")),

@@ -150,6 +150,8 @@ pub(super) fn report() -> Report {
         sfu_peak_rss_bytes: Some(412 * 1024 * 1024),
         sfu_cpu_us_per_forwarded_datagram: Some(21.4e6 / 7_548_480.0),
         loadgen_cpu_seconds: Some(96.3),
+        loadgen_cpu_us_per_received_frame: Some(4.1),
+        sfu_rss_kib_per_participant: None,
         sfu_metrics: Some(SfuMetrics {
             datagrams_received: 314_520,
             datagrams_forwarded: 7_548_480,

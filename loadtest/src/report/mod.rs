@@ -279,6 +279,13 @@ pub struct Report {
     pub sfu_cpu_us_per_forwarded_datagram: Option<f64>,
     /// CPU seconds of the load generator (participants), s.
     pub loadgen_cpu_seconds: Option<f64>,
+    /// `loadgen_cpu_seconds` per frame received inside the windows, µs: the
+    /// participants' whole cost (sending, receiving, bookkeeping) per received frame.
+    pub loadgen_cpu_us_per_received_frame: Option<f64>,
+    /// Growth of the SFU process's resident memory (`--sfu-pid`) from before the
+    /// first participant connected to the end of the measured phase, per participant
+    /// of the scenario, KiB.
+    pub sfu_rss_kib_per_participant: Option<f64>,
     /// The SFU's counters, when its metrics could be read.
     pub sfu_metrics: Option<SfuMetrics>,
     /// Per-second timeline of the measured phase.

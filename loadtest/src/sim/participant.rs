@@ -22,6 +22,9 @@ use crate::stats::{Counted, LatencyHistogram, ReceiverWindow, Timeline};
 /// How often tasks add their counts to the timeline.
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
 
+/// Most frames a receiver handles per batch.
+const MAX_BATCH: usize = 256;
+
 /// Most frames a removed participant's log keeps.
 const MAX_AFTER_REMOVAL: usize = 100_000;
 
@@ -265,6 +268,7 @@ async fn receive_loop(
     let mut ended = false;
     let mut delta = LatencyHistogram::default();
     let (mut frames, mut bytes) = (0u64, 0u64);
+    let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut flush = tokio::time::interval(FLUSH_EVERY);
     flush.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -278,23 +282,27 @@ async fn receive_loop(
             },
             event = meeting.next_event(), if !ended => match event {
                 Some(MeetingEvent::Frame(frame)) => {
+                    // Everything already queued is handled as one batch, with one
+                    // clock reading (control events wait for the next call, µs).
+                    batch.push(frame);
+                    meeting.try_recv_frames(&mut batch, MAX_BATCH);
                     let now = clock.now_us();
-                    let Some(h) = FrameHeader::read(&frame.data) else {
-                        out.foreign_frames += 1;
-                        continue;
-                    };
-                    if removed && out.after_removal.len() < MAX_AFTER_REMOVAL {
-                        out.after_removal.push((frame.epoch.get(), h.sent_us));
-                    }
-                    let transit = i64::try_from(now).unwrap_or(i64::MAX)
-                        - i64::try_from(h.sent_us).unwrap_or(i64::MAX);
-                    if window.on_frame(h.sender, h.seq, transit) == Counted::Yes {
-                        let us = u64::try_from(transit).unwrap_or(0);
-                        out.latency.record_us(us);
-                        delta.record_us(us);
-                        frames += 1;
-                        bytes += frame.data.len() as u64;
-                        out.bytes += frame.data.len() as u64;
+                    for frame in batch.drain(..) {
+                        let Some(h) = FrameHeader::read(&frame.data) else {
+                            out.foreign_frames += 1;
+                            continue;
+                        };
+                        if removed && out.after_removal.len() < MAX_AFTER_REMOVAL {
+                            out.after_removal.push((frame.epoch.get(), h.sent_us));
+                        }
+                        let transit = i64::try_from(now).unwrap_or(i64::MAX)
+                            - i64::try_from(h.sent_us).unwrap_or(i64::MAX);
+                        if window.on_frame(h.sender, h.seq, transit) == Counted::Yes {
+                            delta.record_us(u64::try_from(transit).unwrap_or(0));
+                            frames += 1;
+                            bytes += frame.data.len() as u64;
+                            out.bytes += frame.data.len() as u64;
+                        }
                     }
                 }
                 Some(MeetingEvent::EpochChanged { epoch }) => {
@@ -304,12 +312,15 @@ async fn receive_loop(
                 None => ended = true,
             },
             _ = flush.tick() => {
+                // Latencies are recorded once, into the delta, and merged here.
+                out.latency.merge(&delta);
                 timeline.add_received(clock.now_us(), frames, bytes, &delta);
                 delta.clear();
                 (frames, bytes) = (0, 0);
             }
         }
     }
+    out.latency.merge(&delta);
     timeline.add_received(clock.now_us(), frames, bytes, &delta);
     out.stats = meeting.stats();
     out.window = window;

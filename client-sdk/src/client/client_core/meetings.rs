@@ -16,6 +16,7 @@ use crate::client::directory::{
     RefusalReason, RefusedDevice, TrustStore, roster_recipients, screen_bundles, verify_bundles,
 };
 use crate::client::error::ProtocolViolation;
+use crate::client::frames::{FrameBounds, frame_queue};
 use crate::client::presence::Presence;
 use crate::client::protocol::order;
 use crate::client::protocol::outbox::Outgoing;
@@ -836,7 +837,10 @@ impl Engine {
             .map(|m| m.sender_index)
             .ok_or(ClientError::MeetingEnded)?;
         let (events_tx, events_rx) = mpsc::channel(MEETING_EVENT_QUEUE);
-        let (frames_tx, frames_rx) = mpsc::channel(self.config.frame_queue.max(1));
+        let (frames_tx, frames_rx) = frame_queue(FrameBounds {
+            frames: self.config.frame_queue,
+            bytes: self.config.frame_queue_bytes,
+        });
         let shared = Arc::new(MeetingShared::new(
             *state.meeting_id(),
             me,

@@ -102,7 +102,7 @@ use tokio::sync::mpsc;
 
 use super::shared::MeetingShared;
 use super::{
-    ClientConfig, ClientError, ClientEvent, DeviceCredentials, InviteReport, MediaFrame, MediaKind,
+    ClientConfig, ClientError, ClientEvent, DeviceCredentials, InviteReport, MediaKind,
     MeetingEvent,
 };
 use crate::identity::UserIdentity;
@@ -307,7 +307,7 @@ pub enum Reply {
 pub struct MeetingParts {
     pub(crate) shared: Arc<MeetingShared>,
     pub(crate) events: mpsc::Receiver<MeetingEvent>,
-    pub(crate) frames: mpsc::Receiver<MediaFrame>,
+    pub(crate) frames: super::frames::FrameSource,
 }
 
 impl MeetingParts {
