@@ -989,7 +989,10 @@ fn key_requests_are_answered_only_for_roster_devices_and_at_a_bounded_rate() {
         "the departed device gets nothing"
     );
     leader.on_message(dev(2), &[dev(1)], &request, now).unwrap();
-    assert!(leader.poll_output().is_none(), "answered after the coalescing window");
+    assert!(
+        leader.poll_output().is_none(),
+        "answered after the coalescing window"
+    );
     let answer_at = UnixMillis(now.0 + ms(CFG.coalesce));
     assert_eq!(leader.poll_timeout(), Some(answer_at));
     leader.handle_timeout(answer_at, &mut ChaCha20Rng::seed_from_u64(7));
@@ -1055,7 +1058,10 @@ fn a_burst_of_key_requests_gets_one_resend_to_all_who_asked() {
             ..
         }
     ));
-    assert!(leader.poll_output().is_none(), "nothing more: one container for all");
+    assert!(
+        leader.poll_output().is_none(),
+        "nothing more: one container for all"
+    );
     assert_eq!(leader.poll_timeout().filter(|t| *t <= at), None);
 }
 
