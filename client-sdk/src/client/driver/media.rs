@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use conclave_proto::datagram::{DatagramHeader, RoomHandle};
+use conclave_proto::datagram::{DatagramHeader, HEADER_LEN, RoomHandle};
 
 use crate::client::shared::MeetingShared;
 
@@ -67,25 +67,42 @@ pub(super) async fn read_media(
     received: Arc<AtomicU64>,
 ) {
     let mut burst: Vec<Bytes> = Vec::with_capacity(MAX_BURST);
+    let mut headers = Vec::with_capacity(MAX_BURST);
     let mut frames = Vec::with_capacity(MAX_BURST);
     while let Ok(first) = conn.read_datagram().await {
         burst.push(first);
         take_ready(&conn, &mut burst);
         received.fetch_add(burst.len() as u64, Ordering::Relaxed);
         let now_ms = u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        decode_headers(&burst, &mut headers);
         {
             // Handled under the read lock (only the shell writes, when a room is
             // joined or left), so the per-datagram path clones nothing.
             let rooms = rooms.read().unwrap_or_else(PoisonError::into_inner);
-            for_each_room_run(&burst, |handle, run| {
+            for_each_room_run(&headers, |handle, run| {
                 if let Some(meeting) = rooms.get(&handle) {
-                    let decoded = run.iter().filter_map(|d| DatagramHeader::decode(d).ok());
-                    meeting.on_datagrams(decoded, now_ms, &mut frames);
+                    let datagrams = run.iter().filter_map(|(header, at)| {
+                        let payload = burst.get(*at)?.get(HEADER_LEN..)?;
+                        Some((*header, payload))
+                    });
+                    meeting.on_datagrams(datagrams, now_ms, &mut frames);
                 }
             });
         }
         burst.clear();
     }
+}
+
+/// Decodes the header of each datagram of `burst` once, into `headers` (with the
+/// datagram's index); undecodable datagrams are left out.
+fn decode_headers(burst: &[Bytes], headers: &mut Vec<(DatagramHeader, usize)>) {
+    headers.clear();
+    headers.extend(
+        burst
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| DatagramHeader::decode(d).ok().map(|(h, _)| (h, i))),
+    );
 }
 
 /// Appends the datagrams `conn` already holds to `burst`, without waiting, until it
@@ -102,27 +119,23 @@ fn take_ready(conn: &quinn::Connection, burst: &mut Vec<Bytes>) {
     }
 }
 
-/// Calls `f` with each run of consecutive datagrams of one room, in arrival order
-/// (undecodable datagrams stay in whichever run they fall into; the meeting skips them).
-fn for_each_room_run(burst: &[Bytes], mut f: impl FnMut(RoomHandle, &[Bytes])) {
+/// Calls `f` with each run of consecutive decoded datagrams of one room, in arrival
+/// order.
+fn for_each_room_run(
+    headers: &[(DatagramHeader, usize)],
+    mut f: impl FnMut(RoomHandle, &[(DatagramHeader, usize)]),
+) {
     let mut start = 0;
-    let mut room = None;
-    for (i, datagram) in burst.iter().enumerate() {
-        let Ok((header, _)) = DatagramHeader::decode(datagram) else {
-            continue;
-        };
-        match room {
-            Some(r) if r == header.room_handle => {}
-            Some(r) => {
-                f(r, burst.get(start..i).unwrap_or_default());
-                start = i;
-                room = Some(header.room_handle);
-            }
-            None => room = Some(header.room_handle),
-        }
-    }
-    if let Some(r) = room {
-        f(r, burst.get(start..).unwrap_or_default());
+    while let Some((first, _)) = headers.get(start) {
+        let room = first.room_handle;
+        let len = headers
+            .get(start..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|(h, _)| h.room_handle == room)
+            .count();
+        f(room, headers.get(start..start + len).unwrap_or_default());
+        start += len;
     }
 }
 

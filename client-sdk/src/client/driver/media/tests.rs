@@ -20,13 +20,11 @@ fn datagram(room: u32, frame_number: u32) -> Bytes {
 }
 
 fn runs(burst: &[Bytes]) -> Vec<(u32, Vec<u32>)> {
+    let mut headers = Vec::new();
+    decode_headers(burst, &mut headers);
     let mut out = Vec::new();
-    for_each_room_run(burst, |room, run| {
-        let numbers = run
-            .iter()
-            .filter_map(|d| DatagramHeader::decode(d).ok())
-            .map(|(h, _)| h.frame_number)
-            .collect();
+    for_each_room_run(&headers, |room, run| {
+        let numbers = run.iter().map(|(h, _)| h.frame_number).collect();
         out.push((room.0, numbers));
     });
     out
