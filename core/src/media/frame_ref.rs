@@ -7,8 +7,8 @@ use std::fmt;
 use conclave_proto::datagram::DatagramHeader;
 
 use super::{
-    FRAME_METADATA_LEN, FrameKey, MAX_FRAGMENT_PAYLOAD, MediaKind, Reassembler, Slot,
-    frame_metadata,
+    AssembledFrame, FRAME_METADATA_LEN, FrameKey, MAX_FRAGMENT_PAYLOAD, MediaKind, Reassembler,
+    Slot, frame_metadata,
 };
 
 /// A media frame reassembled from its datagrams, still SFrame-encrypted: borrowed from
@@ -35,6 +35,19 @@ impl FrameRef<'_> {
     }
 }
 
+impl FrameRef<'_> {
+    /// The frame as an owned [`AssembledFrame`] (copies a borrowed ciphertext).
+    pub(super) fn into_assembled(self) -> AssembledFrame {
+        AssembledFrame {
+            sender_slot: self.sender_slot,
+            kind: self.kind,
+            keyframe: self.keyframe,
+            frame_number: self.frame_number,
+            ciphertext: self.ciphertext.into_owned(),
+        }
+    }
+}
+
 impl fmt::Debug for FrameRef<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FrameRef")
@@ -50,8 +63,8 @@ impl fmt::Debug for FrameRef<'_> {
 
 impl Reassembler {
     /// [`Reassembler::push`], but a frame that came in one datagram is returned
-    /// borrowed from `payload` (no copy, no allocation); the state, the counters and
-    /// every check are the same as `push`'s.
+    /// borrowed from `payload` (no copy, no allocation); `push` is this with the
+    /// frame copied out, so the state, the counters and every check are the same.
     pub fn push_ref<'a>(
         &mut self,
         header: &DatagramHeader,
@@ -73,12 +86,13 @@ impl Reassembler {
                 ciphertext: Cow::Borrowed(payload),
             });
         }
-        self.push(header, payload, now_ms).map(|frame| FrameRef {
-            sender_slot: frame.sender_slot,
-            kind: frame.kind,
-            keyframe: frame.keyframe,
-            frame_number: frame.frame_number,
-            ciphertext: Cow::Owned(frame.ciphertext),
-        })
+        self.push_fragment(header, payload, now_ms)
+            .map(|frame| FrameRef {
+                sender_slot: frame.sender_slot,
+                kind: frame.kind,
+                keyframe: frame.keyframe,
+                frame_number: frame.frame_number,
+                ciphertext: Cow::Owned(frame.ciphertext),
+            })
     }
 }

@@ -550,6 +550,18 @@ impl Reassembler {
         payload: &[u8],
         now_ms: u64,
     ) -> Option<AssembledFrame> {
+        self.push_ref(header, payload, now_ms)
+            .map(FrameRef::into_assembled)
+    }
+
+    /// [`Reassembler::push`] for every datagram but a well-formed single-datagram
+    /// frame (which [`Reassembler::push_ref`] completes without a copy).
+    fn push_fragment(
+        &mut self,
+        header: &DatagramHeader,
+        payload: &[u8],
+        now_ms: u64,
+    ) -> Option<AssembledFrame> {
         self.handle_timeout(now_ms);
         let (index, count) = (header.fragment_index, header.fragment_count);
         if count == 0 || count > MAX_FRAGMENTS || index >= count {
@@ -561,12 +573,6 @@ impl Reassembler {
             return None;
         }
         let key = FrameKey::of(header);
-
-        if count == 1 {
-            self.single(&key);
-            return Some(self.complete(header, payload.to_vec()));
-        }
-
         let partial = match self.by_key.get_mut(&key) {
             Some(partial) if partial.matches(header) => partial,
             existing => {
