@@ -16,6 +16,9 @@ use super::{Shared, close_code};
 use crate::media::Forwarder;
 use crate::telemetry::{self, MediaCounters};
 
+/// Capacity of the control read buffer kept between frames (bytes).
+const KEPT_READ_BUFFER: usize = 2 * 1024;
+
 /// Free send buffer below which video is dropped: half the configured buffer.
 const VIDEO_HEADROOM: usize = crate::DATAGRAM_SEND_BUFFER / 2;
 
@@ -222,7 +225,9 @@ async fn control(
             }
             Err(e) => session.malformed(&e.to_string()).await,
         }
-        if buf.capacity() > 64 * 1024 {
+        // Most frames are a few hundred bytes; a prekey upload or a large container
+        // grows the buffer, and an idle connection must not keep that size.
+        if buf.capacity() > KEPT_READ_BUFFER {
             buf = Vec::new();
         }
     }

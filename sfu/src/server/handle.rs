@@ -22,8 +22,10 @@ use crate::telemetry;
 #[derive(Debug)]
 pub(crate) enum Outbound {
     /// A frame, holding its share of the connection's queued-bytes budget until it is
-    /// written (or dropped with the queue).
-    Frame(ServerFrame, OwnedSemaphorePermit),
+    /// written (or dropped with the queue). Boxed: the queue's memory is allocated in
+    /// blocks of slots, so an unboxed frame would make every connection's idle queue
+    /// cost kilobytes.
+    Frame(Box<ServerFrame>, OwnedSemaphorePermit),
     /// Everything before this was written: finish the stream.
     Finish,
 }
@@ -118,7 +120,7 @@ impl ConnHandle {
             return false;
         };
         self.outbound
-            .send(Outbound::Frame(frame, permit))
+            .send(Outbound::Frame(Box::new(frame), permit))
             .await
             .is_ok()
     }
@@ -138,7 +140,10 @@ impl ConnHandle {
             }
             Err(TryAcquireError::Closed) => return false,
         };
-        match self.outbound.try_send(Outbound::Frame(frame, permit)) {
+        match self
+            .outbound
+            .try_send(Outbound::Frame(Box::new(frame), permit))
+        {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.cut_slow_client(Overflow::Frames);

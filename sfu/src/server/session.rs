@@ -117,7 +117,7 @@ impl Session {
         let Some(queued) = self.conn.reserve(&frame).await else {
             return;
         };
-        let _ = self.tx.send(Outbound::Frame(frame, queued)).await;
+        let _ = self.tx.send(Outbound::Frame(Box::new(frame), queued)).await;
     }
 
     /// Queues an event for the writer (waits if the queue is full).

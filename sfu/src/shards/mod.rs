@@ -18,6 +18,7 @@
 //! caller's runtime, as the tests and the embedded server do.
 
 mod bpf;
+mod socket;
 pub mod steer;
 
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
+pub use socket::MAX_GSO_SEGMENTS;
 pub use steer::MAX_SHARDS;
 
 /// Why a [`Listener`] could not start.
@@ -133,11 +135,14 @@ impl Listener {
                 // quinn spawns its endpoint driver on the runtime entered here, and
                 // registers the socket with that runtime's reactor.
                 let _entered = runtime.enter();
-                quinn::Endpoint::new(
+                let quinn_runtime = quinn::TokioRuntime;
+                let socket = socket::CappedSocket::wrap(&quinn_runtime, socket, MAX_GSO_SEGMENTS)
+                    .map_err(|source| ListenError::Bind { addr, source })?;
+                quinn::Endpoint::new_with_abstract_socket(
                     endpoint_config,
                     Some(server_config.clone()),
                     socket,
-                    Arc::new(quinn::TokioRuntime),
+                    Arc::new(quinn_runtime),
                 )
                 .map_err(|source| ListenError::Bind { addr, source })?
             };
