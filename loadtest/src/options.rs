@@ -60,6 +60,10 @@ pub struct Options {
     /// worker threads. A local cluster's nodes run on this many threads.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub sfu_threads: usize,
+    /// The in-process SFU's pack window for small media datagrams, ms (as
+    /// `timing.media_pack_ms`; 0 sends each datagram at once).
+    #[arg(long, value_name = "MS", default_value_t = conclave_sfu::config::DEFAULT_MEDIA_PACK_MS)]
+    pub sfu_pack_ms: u64,
     /// Worker threads of the participants' runtime (default: one per CPU).
     #[arg(long, value_name = "N")]
     pub client_threads: Option<usize>,
@@ -185,6 +189,12 @@ impl Options {
         }
         if self.server.len() > 16 {
             return bad("at most 16 --server addresses".into());
+        }
+        if self.sfu_pack_ms > conclave_sfu::config::MAX_MEDIA_PACK_MS {
+            return bad(format!(
+                "--sfu-pack-ms takes 0 to {} ms",
+                conclave_sfu::config::MAX_MEDIA_PACK_MS
+            ));
         }
         if self.sfu_threads == 0 || self.client_threads == Some(0) {
             return bad("thread counts must be at least 1".into());

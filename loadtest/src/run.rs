@@ -245,6 +245,7 @@ fn assemble(
             churn: o.churn,
             seed: o.seed,
             sfu_threads: o.sfu_threads,
+            sfu_pack_ms: o.sfu_pack_ms,
             client_threads: o.client_threads.unwrap_or(cpus),
         },
         machine: Machine {

@@ -126,6 +126,7 @@ impl Target {
         config.limits.registrations_per_ip_per_hour = u32::MAX;
         // The run is over when the SFU stops: no calls to hand over, so a short drain.
         config.timing.drain_grace_secs = 1;
+        config.timing.media_pack_ms = options.sfu_pack_ms;
         let (sfus, label) = match options.local_cluster {
             Some(n) => (
                 crate::local_cluster::start(&runtime, n, &identity, &config)?,

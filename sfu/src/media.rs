@@ -8,8 +8,10 @@
 //! 3. the datagram is copied once into a pooled ingress buffer and the sender slot the
 //!    server assigned is stamped over whatever the client wrote;
 //! 4. the stamped bytes are handed to every other member's connection as a
-//!    reference-counted [`Bytes`] (no copy, no allocation per receiver). quinn packs
-//!    the datagrams queued for one receiver into as few QUIC packets as fit.
+//!    reference-counted [`Bytes`] (no copy, no allocation per receiver). In the server
+//!    each receiver is a [`pacer::PacedSink`]: small datagrams wait up to the pack
+//!    window and then go to quinn together, which packs them into as few QUIC packets
+//!    as fit.
 //!
 //! Under congestion (a receiver's datagram send buffer filling up) video is dropped
 //! first, while more than half the buffer is in use; audio only when it does not fit at
@@ -33,6 +35,10 @@ pub trait DatagramSink {
     fn send_buffer_space(&self) -> usize;
     /// Queues a datagram.
     fn send(&self, datagram: Bytes) -> Result<(), SinkError>;
+    /// The largest datagram the receiver's path takes now (`None`: it takes none).
+    fn max_datagram_size(&self) -> Option<usize> {
+        Some(usize::MAX)
+    }
 }
 
 /// Why a sink refused a datagram.
@@ -54,6 +60,10 @@ impl DatagramSink for quinn::Connection {
             quinn::SendDatagramError::TooLarge => SinkError::TooLarge,
             _ => SinkError::Gone,
         })
+    }
+
+    fn max_datagram_size(&self) -> Option<usize> {
+        quinn::Connection::max_datagram_size(self)
     }
 }
 
@@ -311,5 +321,6 @@ impl Forwarder {
     }
 }
 
+pub mod pacer;
 #[cfg(test)]
 mod tests;

@@ -79,6 +79,7 @@ pub(super) fn report() -> Report {
             churn: 6.0,
             seed: 42,
             sfu_threads: 1,
+            sfu_pack_ms: 2,
             client_threads: 8,
         },
         machine: Machine {

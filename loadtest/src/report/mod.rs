@@ -79,6 +79,8 @@ pub struct ScenarioEcho {
     pub seed: u64,
     /// Worker threads of the in-process SFU (and of the baseline relay).
     pub sfu_threads: usize,
+    /// The in-process SFU's pack window, ms (`--sfu-pack-ms`; not the `--server`'s).
+    pub sfu_pack_ms: u64,
     /// Worker threads of the participants' runtime.
     pub client_threads: usize,
 }

@@ -256,6 +256,12 @@ impl Timing {
                 t.idle_timeout_secs
             ));
         }
+        if t.media_pack_ms > MAX_MEDIA_PACK_MS {
+            return invalid(format!(
+                "timing.media_pack_ms must be 0..={MAX_MEDIA_PACK_MS}, got {}",
+                t.media_pack_ms
+            ));
+        }
         if !(1..=3600).contains(&t.drain_grace_secs) {
             return invalid(format!(
                 "timing.drain_grace_secs must be 1..=3600, got {}",
@@ -499,6 +505,11 @@ impl Default for Limits {
     }
 }
 
+/// Default pack window for small media datagrams, ms (docs/benchmarks.md, "Packing").
+pub const DEFAULT_MEDIA_PACK_MS: u64 = 2;
+/// Largest pack window accepted, ms: beyond it the added latency is audible.
+pub const MAX_MEDIA_PACK_MS: u64 = 20;
+
 /// Timers and lifetimes.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -526,9 +537,20 @@ pub struct Timing {
     /// it closes what is left and exits, seconds (1 to 3600). Give the orchestrator's
     /// stop timeout a few seconds more.
     pub drain_grace_secs: u64,
+    /// Small media datagrams (audio) for one receiver wait up to this long, ms, so that
+    /// several share a QUIC packet: fewer packets for the SFU to send and for each
+    /// receiver to take in, for at most this much added latency. 0 sends each at once
+    /// (0 to 20).
+    pub media_pack_ms: u64,
 }
 
 impl Timing {
+    /// [`Timing::media_pack_ms`] as a duration.
+    #[must_use]
+    pub fn media_pack_window(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.media_pack_ms)
+    }
+
     /// [`Timing::drain_grace_secs`] as a duration.
     #[must_use]
     pub fn drain_grace(&self) -> std::time::Duration {
@@ -548,6 +570,7 @@ impl Default for Timing {
             room_idle_ttl_secs: 24 * 3600,
             shutdown_reconnect_after_ms: 1_000,
             drain_grace_secs: 25,
+            media_pack_ms: DEFAULT_MEDIA_PACK_MS,
         }
     }
 }

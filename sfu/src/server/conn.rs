@@ -14,6 +14,7 @@ use super::handle::{ConnHandle, Outbound};
 use super::session::Session;
 use super::{Shared, close_code};
 use crate::media::Forwarder;
+use crate::media::pacer::Pacer;
 use crate::telemetry::{self, MediaCounters};
 
 /// Capacity of the control read buffer kept between frames (bytes).
@@ -37,6 +38,7 @@ pub(crate) async fn serve(
     shared: Arc<Shared>,
     incoming: quinn::Incoming,
     shard: usize,
+    pacer: Arc<Pacer<quinn::Connection>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let open = shared.open_connections.fetch_add(1, Ordering::Relaxed) + 1;
@@ -87,6 +89,7 @@ pub(crate) async fn serve(
         id,
         shard,
         connection.clone(),
+        &pacer,
         tx.clone(),
         max_queued_bytes,
     ));

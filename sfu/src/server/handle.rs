@@ -15,6 +15,7 @@ use tracing::warn;
 
 use super::close_code;
 use crate::media::ConnMedia;
+use crate::media::pacer::{PacedSink, Pacer};
 use crate::rooms::ConnId;
 use crate::telemetry;
 
@@ -43,7 +44,9 @@ pub(crate) struct ConnHandle {
     /// larger than the whole budget takes all of it (it waits for an empty queue).
     queued_bytes: Arc<Semaphore>,
     max_queued_bytes: u32,
-    pub(crate) media: ConnMedia<quinn::Connection>,
+    /// Where the media plane sends this connection's datagrams (its shard's pacer).
+    pub(crate) sink: Arc<PacedSink<quinn::Connection>>,
+    pub(crate) media: ConnMedia<Arc<PacedSink<quinn::Connection>>>,
     /// The device, once authenticated.
     pub(crate) device: std::sync::OnceLock<crate::store::DeviceIdBytes>,
     /// Mailbox delivery to this connection (see `mailbox::deliver_pass`).
@@ -70,17 +73,20 @@ enum Overflow {
 
 impl ConnHandle {
     /// A handle on connection `id` whose control frames go to `outbound`, with a
-    /// budget of `max_queued_bytes` queued bytes.
+    /// budget of `max_queued_bytes` queued bytes, and whose datagrams go through
+    /// `pacer` (its shard's).
     pub(crate) fn new(
         id: ConnId,
         shard: usize,
         connection: quinn::Connection,
+        pacer: &Arc<Pacer<quinn::Connection>>,
         outbound: mpsc::Sender<Outbound>,
         max_queued_bytes: u32,
     ) -> Self {
         ConnHandle {
             id,
             shard,
+            sink: pacer.sink(connection.clone()),
             connection,
             outbound,
             queued_bytes: Arc::new(Semaphore::new(max_queued_bytes as usize)),

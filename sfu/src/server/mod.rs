@@ -33,6 +33,7 @@ pub use error::RequestError;
 
 use crate::config::Config;
 use crate::health::Health;
+use crate::media::pacer::Pacer;
 use crate::ratelimit::{KeyedLimiter, PrekeyPopLimiter};
 use crate::rooms::{ConnId, RoomLimits, RoomRegistry};
 use crate::shards::{self, Listener};
@@ -442,6 +443,10 @@ async fn accept(
     let endpoint = &shard.endpoint;
     let mut connections = JoinSet::new();
     let conn_stop = stop.clone();
+    // This shard's receivers share one pack window (see `media::pacer`); the task runs
+    // on the shard's runtime, beside the connections whose datagrams it sends.
+    let pacer = Pacer::new(shared.config.timing.media_pack_window());
+    let pacing = tokio::spawn(Arc::clone(&pacer).run());
     loop {
         tokio::select! {
             biased;
@@ -455,6 +460,7 @@ async fn accept(
                     Arc::clone(&shared),
                     incoming,
                     shard.index,
+                    Arc::clone(&pacer),
                     conn_stop.clone(),
                 ));
             }
@@ -495,4 +501,6 @@ async fn accept(
         );
         connections.abort_all();
     }
+    pacing.abort();
+    pacer.flush_listed();
 }

@@ -12,6 +12,7 @@ use tracing::debug;
 
 use super::session::{After, Handled, Session, short};
 use super::{RequestError, Shared, now_ms};
+use crate::media::pacer::PacedSink;
 use crate::media::{Membership, RoomMedia, Target};
 use crate::rooms::{OpenRequest, RoomEvent, RoomOutput, RoomRegistry, RotateRequest};
 use crate::store::{DeviceIdBytes, MAX_ROOM_LEADERS, RoutingIdBytes};
@@ -25,7 +26,7 @@ pub(crate) const MAX_ROOM_MESSAGE_BYTES: usize = 1_024;
 #[derive(Debug)]
 pub(crate) struct RoomPlane {
     pub(crate) registry: RoomRegistry,
-    media: HashMap<RoomHandle, Arc<RoomMedia<quinn::Connection>>>,
+    media: HashMap<RoomHandle, Arc<RoomMedia<Arc<PacedSink<quinn::Connection>>>>>,
     members: HashMap<RoomHandle, usize>,
 }
 
@@ -69,7 +70,7 @@ impl RoomPlane {
                         });
                         targets.push(Target {
                             conn: route.conn,
-                            sink: conn.connection.clone(),
+                            sink: Arc::clone(&conn.sink),
                         });
                     }
                     self.members.insert(handle, targets.len());
