@@ -11,9 +11,10 @@
 //! 2 ms window gathers about six of them, which then fill one packet.
 //!
 //! # Data flow
-//! [`PacedSink::send`] (called by the [`Forwarder`](super::Forwarder) for each receiver)
-//! queues a datagram of at most half the path's packet size and, if the receiver had
-//! nothing queued, lists the receiver with its shard's [`Pacer`]. The pacer's task
+//! A [`PacedSink`]'s [`DatagramSink::send`] (called by the
+//! [`Forwarder`](super::Forwarder) for each receiver) queues a datagram of at most half
+//! the path's packet size and, if the receiver had nothing queued, lists the receiver
+//! with its shard's [`Pacer`]. The pacer's task
 //! ([`Pacer::run`], one per shard) sleeps one window after the first listing and then
 //! hands every listed receiver's queue to quinn in order. A larger datagram (a video
 //! fragment, which fills a packet alone) goes at once, with whatever small ones were
