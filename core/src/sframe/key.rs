@@ -15,9 +15,7 @@
 //! their internal HMAC state, and constructing a cipher may leave a transient copy of its
 //! key schedule on the stack before it is moved into its box.
 
-use aes_gcm::aead::consts::U12;
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes128Gcm, Aes256Gcm, Nonce, Tag};
+use aws_lc_rs::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use hkdf::{Hkdf, InvalidLength};
 use sha2::{Sha256, Sha512};
 use subtle::ConstantTimeEq;
@@ -82,26 +80,20 @@ fn expand_material(
     KeyMaterial { secret, key, salt }
 }
 
-/// The AES-GCM instance of one suite, boxed so that moving an [`SframeKey`] never copies
-/// its key schedule. The workspace enables the `zeroize` features of `aes` and `ghash`,
-/// so the AES round keys and the GHASH state wipe themselves when the box is dropped.
-enum Gcm {
-    Aes128(Box<Aes128Gcm>),
-    Aes256(Box<Aes256Gcm>),
-}
-
-impl Gcm {
-    fn new(suite: CipherSuite, key: &[u8]) -> Self {
-        const KEY_LEN: &str = "the key schedule derives exactly suite.key_len() bytes";
-        match suite {
-            CipherSuite::Aes128GcmSha256Tag128 => {
-                Self::Aes128(Box::new(Aes128Gcm::new_from_slice(key).expect(KEY_LEN)))
-            }
-            CipherSuite::Aes256GcmSha512Tag128 => {
-                Self::Aes256(Box::new(Aes256Gcm::new_from_slice(key).expect(KEY_LEN)))
-            }
-        }
-    }
+/// The AES-GCM key of one suite, in AWS-LC (through aws-lc-rs, which rustls and quinn
+/// already use for QUIC's packet protection): its AES-NI/VAES and CLMUL code runs an
+/// audio frame's AEAD several times faster than the portable implementation we used
+/// before (docs/benchmarks.md, "SFrame on AWS-LC"). The key schedule lives in an
+/// allocation of AWS-LC's own, so moving an [`SframeKey`] never copies it, and AWS-LC
+/// wipes every allocation it frees (`OPENSSL_free` cleanses it), so the round keys are
+/// gone when the key is dropped.
+fn gcm(suite: CipherSuite, key: &[u8]) -> LessSafeKey {
+    const KEY_LEN: &str = "the key schedule derives exactly suite.key_len() bytes";
+    let algorithm = match suite {
+        CipherSuite::Aes128GcmSha256Tag128 => &AES_128_GCM,
+        CipherSuite::Aes256GcmSha512Tag128 => &AES_256_GCM,
+    };
+    LessSafeKey::new(UnboundKey::new(algorithm, key).expect(KEY_LEN))
 }
 
 /// Why an AEAD operation failed: for sealing, only an impossibly large buffer; for
@@ -116,7 +108,7 @@ pub(crate) struct AeadFailure;
 pub struct SframeKey {
     suite: CipherSuite,
     kid: Kid,
-    cipher: Gcm,
+    cipher: LessSafeKey,
     salt: Zeroizing<[u8; NONCE_LEN]>,
 }
 
@@ -128,7 +120,7 @@ impl SframeKey {
         Self {
             suite,
             kid: Kid::new(kid),
-            cipher: Gcm::new(suite, &material.key),
+            cipher: gcm(suite, &material.key),
             salt: material.salt.clone(),
         }
     }
@@ -165,13 +157,12 @@ impl SframeKey {
         aad: &[u8],
         buffer: &mut [u8],
     ) -> Result<[u8; TAG_LEN], AeadFailure> {
-        let nonce = Nonce::<U12>::from(*self.nonce(ctr));
-        let tag = match &self.cipher {
-            Gcm::Aes128(c) => c.encrypt_in_place_detached(&nonce, aad, buffer),
-            Gcm::Aes256(c) => c.encrypt_in_place_detached(&nonce, aad, buffer),
-        }
-        .map_err(|_| AeadFailure)?;
-        Ok(tag.into())
+        let nonce = Nonce::assume_unique_for_key(*self.nonce(ctr));
+        let tag = self
+            .cipher
+            .seal_in_place_separate_tag(nonce, Aad::from(aad), buffer)
+            .map_err(|_| AeadFailure)?;
+        tag.as_ref().try_into().map_err(|_| AeadFailure)
     }
 
     /// Verifies `tag` and, only if it matches, decrypts `buffer` in place.
@@ -182,13 +173,11 @@ impl SframeKey {
         buffer: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> Result<(), AeadFailure> {
-        let nonce = Nonce::<U12>::from(*self.nonce(ctr));
-        let tag = Tag::from(*tag);
-        match &self.cipher {
-            Gcm::Aes128(c) => c.decrypt_in_place_detached(&nonce, aad, buffer, &tag),
-            Gcm::Aes256(c) => c.decrypt_in_place_detached(&nonce, aad, buffer, &tag),
-        }
-        .map_err(|_| AeadFailure)
+        let nonce = Nonce::assume_unique_for_key(*self.nonce(ctr));
+        self.cipher
+            .open_in_place_separate_tag(nonce, Aad::from(aad), tag, buffer)
+            .map(|_| ())
+            .map_err(|_| AeadFailure)
     }
 
     /// Whether `other` holds the same key material (same suite, KID and derived salt; the
@@ -200,8 +189,8 @@ impl SframeKey {
     }
 }
 
-/// Every field wipes itself on drop: the salt is `Zeroizing`, and the cipher's AES and
-/// GHASH state zeroize through their crates' `zeroize` features.
+/// Every field wipes itself on drop: the salt is `Zeroizing`, and AWS-LC cleanses the
+/// cipher's key schedule when it frees it.
 impl zeroize::ZeroizeOnDrop for SframeKey {}
 
 impl core::fmt::Debug for SframeKey {
