@@ -1,0 +1,214 @@
+//! The one error type of the bindings.
+
+use conclave_sdk::client::{ClientError, CredentialsError};
+use conclave_sdk::transport::TransportError;
+
+/// Why a call failed. Each variant says what the app can do; `message` texts are for
+/// logs and never contain a secret.
+#[derive(Debug, thiserror::Error, uniffi::Error)]
+#[non_exhaustive]
+pub enum ConclaveError {
+    /// An argument was malformed (an id that is not hex of the right length, a bad
+    /// fingerprint, an unusable username). Fix the call.
+    #[error("invalid {what}: {reason}")]
+    InvalidArgument {
+        /// Which argument.
+        what: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// Stored credentials or a stored key could not be read (damaged, not ours, from a
+    /// newer SDK, or a certificate that no longer verifies).
+    #[error("credentials: {message}")]
+    Credentials {
+        /// What was wrong.
+        message: String,
+    },
+    /// The server's certificate was refused (untrusted, expired, wrong name, not the
+    /// pinned one). Nothing was sent. Check the server trust setting; do not retry
+    /// blindly, this is what an impostor looks like.
+    #[error("server certificate refused: {message}")]
+    Certificate {
+        /// Why.
+        message: String,
+    },
+    /// The server could not be reached or the connection broke. Transient: a connected
+    /// client reconnects by itself; a first connect can be retried.
+    #[error("cannot reach the server: {message}")]
+    Connection {
+        /// Why.
+        message: String,
+    },
+    /// The server refused the request.
+    #[error("the server refused the request ({code}): {message}")]
+    Server {
+        /// The protocol's error code, e.g. `RateLimited`, `UserKeyMismatch` (the
+        /// username belongs to another identity key).
+        code: String,
+        /// The server's explanation.
+        message: String,
+        /// For `RateLimited`: how long to wait before trying again, ms.
+        retry_after_ms: Option<u64>,
+    },
+    /// The server answered something this SDK cannot interpret (version mismatch or a
+    /// misbehaving server).
+    #[error("protocol error: {message}")]
+    Protocol {
+        /// What.
+        message: String,
+    },
+    /// No invitee has a device whose certificate and prekey verified.
+    #[error("none of the invitees has a verified device to invite")]
+    NobodyToInvite,
+    /// The meeting has ended for this device (left, removed, or left out by a rekey).
+    #[error("the meeting has ended for this device")]
+    MeetingEnded,
+    /// The meeting refused the call: only the key leader may add or remove
+    /// participants, a rekey is under way, ...
+    #[error("the meeting refused the call: {message}")]
+    MeetingRefused {
+        /// Why.
+        message: String,
+    },
+    /// The meeting's room is not joined yet (or the client is reconnecting): media
+    /// cannot be sent right now. Retry once joined.
+    #[error("not connected to the meeting's room yet; retry once joined")]
+    NotJoined,
+    /// Sending is paused until this device receives the meeting's newest key (it was
+    /// requested); `MeetingEvent::EpochChanged` says when it resumes.
+    #[error("sending paused until the meeting's new key arrives")]
+    SendingPaused,
+    /// A media frame is larger than this path carries.
+    #[error("media frame of {len} bytes is too large; at most {max} bytes fit this path")]
+    FrameTooLarge {
+        /// The frame's length.
+        len: u64,
+        /// The largest frame this path carries.
+        max: u64,
+    },
+    /// No frame of this sender arrived yet, so there is no one to ask for a keyframe.
+    #[error("no frame from sender {sender_index} has arrived yet")]
+    NoFramesFrom {
+        /// The sender index asked for.
+        sender_index: u32,
+    },
+    /// The invitation is unknown or was already answered.
+    #[error("no pending invitation for this meeting")]
+    NoInvitation,
+    /// The invitation expired; ask the inviter for a new one.
+    #[error("the invitation has expired")]
+    InvitationExpired,
+    /// A cryptographic operation failed (sealing a container, the key schedule, media
+    /// encryption); the message says which.
+    #[error("crypto: {message}")]
+    Crypto {
+        /// What failed.
+        message: String,
+    },
+    /// The client was closed.
+    #[error("the client has been closed")]
+    Closed,
+    /// A bug in the SDK (reported rather than crashing the app).
+    #[error("internal error: {message}")]
+    Internal {
+        /// What happened.
+        message: String,
+    },
+}
+
+impl From<ClientError> for ConclaveError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Certificate(problem) => ConclaveError::Certificate {
+                message: problem.to_string(),
+            },
+            ClientError::Connection(problem) => ConclaveError::Connection {
+                message: problem.to_string(),
+            },
+            ClientError::Server {
+                code,
+                message,
+                retry_after,
+                ..
+            } => ConclaveError::Server {
+                code: format!("{code:?}"),
+                message,
+                retry_after_ms: retry_after
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            },
+            ClientError::Protocol(v) => ConclaveError::Protocol {
+                message: v.to_string(),
+            },
+            ClientError::NobodyToInvite => ConclaveError::NobodyToInvite,
+            ClientError::MeetingEnded => ConclaveError::MeetingEnded,
+            ClientError::MeetingRefused(r) => ConclaveError::MeetingRefused {
+                message: r.to_string(),
+            },
+            ClientError::NotJoined => ConclaveError::NotJoined,
+            ClientError::SendingPaused => ConclaveError::SendingPaused,
+            ClientError::FrameTooLarge { len, max } => ConclaveError::FrameTooLarge {
+                len: len as u64,
+                max: max as u64,
+            },
+            ClientError::NoFramesFrom { sender_index } => {
+                ConclaveError::NoFramesFrom { sender_index }
+            }
+            ClientError::NoInvitation => ConclaveError::NoInvitation,
+            ClientError::InvitationExpired => ConclaveError::InvitationExpired,
+            ClientError::Closed => ConclaveError::Closed,
+            ClientError::Identity(e) => ConclaveError::Credentials {
+                message: e.to_string(),
+            },
+            e @ (ClientError::Container(_)
+            | ClientError::KeySchedule(_)
+            | ClientError::Media(_)) => ConclaveError::Crypto {
+                message: e.to_string(),
+            },
+            other => ConclaveError::Internal {
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+impl From<CredentialsError> for ConclaveError {
+    fn from(e: CredentialsError) -> Self {
+        ConclaveError::Credentials {
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<TransportError> for ConclaveError {
+    fn from(e: TransportError) -> Self {
+        ConclaveError::InvalidArgument {
+            what: "server trust".to_string(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_errors_keep_what_the_app_acts_on() {
+        let e: ConclaveError = ClientError::FrameTooLarge {
+            len: 90_000,
+            max: 70_000,
+        }
+        .into();
+        assert!(matches!(
+            e,
+            ConclaveError::FrameTooLarge {
+                len: 90_000,
+                max: 70_000
+            }
+        ));
+        let e: ConclaveError = ClientError::SendingPaused.into();
+        assert!(matches!(e, ConclaveError::SendingPaused));
+        let e: ConclaveError = ClientError::NoFramesFrom { sender_index: 3 }.into();
+        assert_eq!(e.to_string(), "no frame from sender 3 has arrived yet");
+    }
+}
