@@ -338,7 +338,7 @@ impl Client {
     /// `ClientOptions::pinned_users` next time).
     ///
     /// # Errors
-    /// [`ConclaveError::Closed`] after `close`.
+    /// [`ConclaveError::Closed`] after `disconnect`.
     pub async fn pinned_users(&self) -> Result<Vec<PinnedUser>, ConclaveError> {
         let client = self.inner.clone();
         on_runtime(async move {
@@ -353,7 +353,7 @@ impl Client {
     /// Contains secret keys.
     ///
     /// # Errors
-    /// [`ConclaveError::Closed`] after `close`.
+    /// [`ConclaveError::Closed`] after `disconnect`.
     pub async fn export_credentials(&self) -> Result<Vec<u8>, ConclaveError> {
         let client = self.inner.clone();
         on_runtime(async move { Ok(client.export_credentials().await?.to_vec()) }).await
@@ -363,7 +363,7 @@ impl Client {
     /// parts; `export_credentials` includes them). Contains secret keys.
     ///
     /// # Errors
-    /// [`ConclaveError::Closed`] after `close`.
+    /// [`ConclaveError::Closed`] after `disconnect`.
     pub async fn export_prekeys(&self) -> Result<Vec<u8>, ConclaveError> {
         let client = self.inner.clone();
         on_runtime(async move { Ok(client.export_prekeys().await?.to_vec()) }).await
@@ -375,8 +375,9 @@ impl Client {
     }
 
     /// Leaves every meeting, closes the connection and stops the client's tasks. The
-    /// client's other calls fail with [`ConclaveError::Closed`] afterwards.
-    pub async fn close(&self) {
+    /// client's other calls fail with [`ConclaveError::Closed`] afterwards. (Not
+    /// `close`: in Kotlin and Swift that name frees the object itself.)
+    pub async fn disconnect(&self) {
         let client = self.inner.clone();
         let _ = on_runtime(async move {
             client.close().await;

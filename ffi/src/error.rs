@@ -19,43 +19,43 @@ pub enum ConclaveError {
     },
     /// Stored credentials or a stored key could not be read (damaged, not ours, from a
     /// newer SDK, or a certificate that no longer verifies).
-    #[error("credentials: {message}")]
+    #[error("credentials: {detail}")]
     Credentials {
         /// What was wrong.
-        message: String,
+        detail: String,
     },
     /// The server's certificate was refused (untrusted, expired, wrong name, not the
     /// pinned one). Nothing was sent. Check the server trust setting; do not retry
     /// blindly, this is what an impostor looks like.
-    #[error("server certificate refused: {message}")]
+    #[error("server certificate refused: {detail}")]
     Certificate {
         /// Why.
-        message: String,
+        detail: String,
     },
     /// The server could not be reached or the connection broke. Transient: a connected
     /// client reconnects by itself; a first connect can be retried.
-    #[error("cannot reach the server: {message}")]
+    #[error("cannot reach the server: {detail}")]
     Connection {
         /// Why.
-        message: String,
+        detail: String,
     },
     /// The server refused the request.
-    #[error("the server refused the request ({code}): {message}")]
+    #[error("the server refused the request ({code}): {detail}")]
     Server {
         /// The protocol's error code, e.g. `RateLimited`, `UserKeyMismatch` (the
         /// username belongs to another identity key).
         code: String,
         /// The server's explanation.
-        message: String,
+        detail: String,
         /// For `RateLimited`: how long to wait before trying again, ms.
         retry_after_ms: Option<u64>,
     },
     /// The server answered something this SDK cannot interpret (version mismatch or a
     /// misbehaving server).
-    #[error("protocol error: {message}")]
+    #[error("protocol error: {detail}")]
     Protocol {
         /// What.
-        message: String,
+        detail: String,
     },
     /// No invitee has a device whose certificate and prekey verified.
     #[error("none of the invitees has a verified device to invite")]
@@ -65,10 +65,10 @@ pub enum ConclaveError {
     MeetingEnded,
     /// The meeting refused the call: only the key leader may add or remove
     /// participants, a rekey is under way, ...
-    #[error("the meeting refused the call: {message}")]
+    #[error("the meeting refused the call: {detail}")]
     MeetingRefused {
         /// Why.
-        message: String,
+        detail: String,
     },
     /// The meeting's room is not joined yet (or the client is reconnecting): media
     /// cannot be sent right now. Retry once joined.
@@ -100,19 +100,19 @@ pub enum ConclaveError {
     InvitationExpired,
     /// A cryptographic operation failed (sealing a container, the key schedule, media
     /// encryption); the message says which.
-    #[error("crypto: {message}")]
+    #[error("crypto: {detail}")]
     Crypto {
         /// What failed.
-        message: String,
+        detail: String,
     },
     /// The client was closed.
     #[error("the client has been closed")]
     Closed,
     /// A bug in the SDK (reported rather than crashing the app).
-    #[error("internal error: {message}")]
+    #[error("internal error: {detail}")]
     Internal {
         /// What happened.
-        message: String,
+        detail: String,
     },
 }
 
@@ -120,10 +120,10 @@ impl From<ClientError> for ConclaveError {
     fn from(e: ClientError) -> Self {
         match e {
             ClientError::Certificate(problem) => ConclaveError::Certificate {
-                message: problem.to_string(),
+                detail: problem.to_string(),
             },
             ClientError::Connection(problem) => ConclaveError::Connection {
-                message: problem.to_string(),
+                detail: problem.to_string(),
             },
             ClientError::Server {
                 code,
@@ -132,17 +132,17 @@ impl From<ClientError> for ConclaveError {
                 ..
             } => ConclaveError::Server {
                 code: format!("{code:?}"),
-                message,
+                detail: message,
                 retry_after_ms: retry_after
                     .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             },
             ClientError::Protocol(v) => ConclaveError::Protocol {
-                message: v.to_string(),
+                detail: v.to_string(),
             },
             ClientError::NobodyToInvite => ConclaveError::NobodyToInvite,
             ClientError::MeetingEnded => ConclaveError::MeetingEnded,
             ClientError::MeetingRefused(r) => ConclaveError::MeetingRefused {
-                message: r.to_string(),
+                detail: r.to_string(),
             },
             ClientError::NotJoined => ConclaveError::NotJoined,
             ClientError::SendingPaused => ConclaveError::SendingPaused,
@@ -157,15 +157,15 @@ impl From<ClientError> for ConclaveError {
             ClientError::InvitationExpired => ConclaveError::InvitationExpired,
             ClientError::Closed => ConclaveError::Closed,
             ClientError::Identity(e) => ConclaveError::Credentials {
-                message: e.to_string(),
+                detail: e.to_string(),
             },
             e @ (ClientError::Container(_)
             | ClientError::KeySchedule(_)
             | ClientError::Media(_)) => ConclaveError::Crypto {
-                message: e.to_string(),
+                detail: e.to_string(),
             },
             other => ConclaveError::Internal {
-                message: other.to_string(),
+                detail: other.to_string(),
             },
         }
     }
@@ -174,7 +174,7 @@ impl From<ClientError> for ConclaveError {
 impl From<CredentialsError> for ConclaveError {
     fn from(e: CredentialsError) -> Self {
         ConclaveError::Credentials {
-            message: e.to_string(),
+            detail: e.to_string(),
         }
     }
 }

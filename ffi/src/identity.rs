@@ -72,7 +72,7 @@ impl UserKey {
         let bytes: Zeroizing<[u8; 32]> =
             Zeroizing::new(secret.as_slice().try_into().map_err(|_| {
                 ConclaveError::Credentials {
-                    message: format!("a user key is 32 bytes, not {}", secret.len()),
+                    detail: format!("a user key is 32 bytes, not {}", secret.len()),
                 }
             })?);
         Ok(Arc::new(UserKey {

@@ -48,7 +48,7 @@ where
     match runtime().spawn(work).await {
         Ok(result) => result,
         Err(e) => Err(ConclaveError::Internal {
-            message: format!("an SDK task failed: {e}"),
+            detail: format!("an SDK task failed: {e}"),
         }),
     }
 }

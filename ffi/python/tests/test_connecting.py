@@ -36,7 +36,7 @@ def test_exported_credentials_come_back_as_the_same_device(sfu):
         person = await Person.connect("dana", sfu)
         stored = await person.client.export_credentials()
         device = person.client.device_id()
-        await person.client.close()
+        await person.client.disconnect()
         with pytest.raises(conclave.ConclaveError.Closed):
             await person.client.export_credentials()
 
@@ -45,7 +45,7 @@ def test_exported_credentials_come_back_as_the_same_device(sfu):
         client = await conclave.connect(sfu.options(), restored, ClientEvents())
         assert client.device_id() == device
         assert client.user_id() == person.user_id
-        await client.close()
+        await client.disconnect()
 
         key_back = conclave.UserKey.restore(person.user_key.export())
         assert key_back.public_key() == person.user_key.public_key()
@@ -61,3 +61,17 @@ def test_bad_stored_bytes_and_ids_are_typed_errors():
     with pytest.raises(conclave.ConclaveError.InvalidArgument):
         conclave.user_id_for_username("   ")
     assert conclave.user_id_for_username(" Alice ") == conclave.user_id_for_username("alice")
+
+
+def test_the_documented_example_runs(sfu):
+    """examples/three_party_meeting.py, as docs/bindings.md tells a developer to run it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "three_party_meeting.py"
+    done = subprocess.run(
+        [sys.executable, str(example), "--server", sfu.addr, "--pin", sfu.fingerprint],
+        capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "rekeyed from epoch" in done.stdout

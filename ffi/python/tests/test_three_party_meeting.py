@@ -91,7 +91,7 @@ def everyone_hears_everyone(parties, tag: str = "", min_epoch: int = 0):
 
 async def close_all(parties):
     for p in parties:
-        await p.person.client.close()
+        await p.person.client.disconnect()
 
 
 def test_three_parties_agree_on_safety_codes_and_exchange_audio_and_video(sfu):
