@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -187,25 +187,35 @@ fn lock(invitations: &Mutex<Invitations>) -> MutexGuard<'_, Invitations> {
 
 /// Whether listeners are still called ([`stop_event_delivery`]).
 static DELIVERING: AtomicBool = AtomicBool::new(true);
+/// Listener calls under way right now.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+/// How long [`stop_event_delivery`] waits for listener calls under way.
+const STOP_WAIT: Duration = Duration::from_secs(2);
 
-/// Stops every call into the app's listeners, for good: events and frames that arrive
-/// afterwards are dropped. Call it from the app's exit hook (the Python package does,
-/// with `atexit`): an interpreter that is shutting down ends any thread that calls into
-/// it, and those threads are the SDK's.
+/// Stops every call into the app's listeners, for good (events and frames that
+/// arrive afterwards are dropped), and waits (at most 2 s) for calls already under way
+/// to return. Call it from the app's exit hook, as the Python package does with
+/// `atexit`: an interpreter that is shutting down ends any thread that calls into it,
+/// and those threads are the SDK's. Call it without holding a lock a listener takes.
 #[uniffi::export]
 pub fn stop_event_delivery() {
     DELIVERING.store(false, Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + STOP_WAIT;
+    while IN_FLIGHT.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// Calls `f` unless delivery was stopped, reporting a panic (an exception a listener
 /// let escape) instead of ending the event pump.
 pub(crate) fn call_listener(what: &str, f: impl FnOnce()) {
-    if !DELIVERING.load(Ordering::SeqCst) {
-        return;
-    }
-    if catch_unwind(AssertUnwindSafe(f)).is_err() {
+    // Counted before the check, so that `stop_event_delivery` either sees this call
+    // or this call sees the stop.
+    IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+    if DELIVERING.load(Ordering::SeqCst) && catch_unwind(AssertUnwindSafe(f)).is_err() {
         tracing::error!("the app's {what} failed; the event was dropped");
     }
+    IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// Connects to the server, authenticates the device (registering it and its user on

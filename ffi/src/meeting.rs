@@ -36,12 +36,12 @@ pub struct StartedMeeting {
     pub report: InviteReport,
 }
 
-/// A meeting this device takes part in. Dropping it stops the delivery of its events;
-/// call `leave` to leave.
+/// A meeting this device takes part in. Its listener gets its events and frames until
+/// it ends (`leave`, removal, or `Client::disconnect`), whether or not the app keeps
+/// this object; the object is what sends, reads the roster and leaves.
 #[derive(uniffi::Object)]
 pub struct Meeting {
     handle: sdk::MeetingHandle,
-    pump: tokio::task::AbortHandle,
 }
 
 impl core::fmt::Debug for Meeting {
@@ -52,12 +52,6 @@ impl core::fmt::Debug for Meeting {
     }
 }
 
-impl Drop for Meeting {
-    fn drop(&mut self) {
-        self.pump.abort();
-    }
-}
-
 impl Meeting {
     /// Wraps an SDK meeting and starts delivering its events to `listener`.
     pub(crate) fn start(
@@ -65,7 +59,9 @@ impl Meeting {
         listener: Arc<dyn MeetingListener>,
     ) -> Arc<Self> {
         let handle = meeting.handle();
-        let pump = runtime().spawn(async move {
+        // Ends with the meeting: `next_event` gives `None` after `Ended` and the last
+        // frames, or once the client is closed.
+        runtime().spawn(async move {
             let mut batch = Vec::new();
             // `None` once the meeting ended and its last frames were read.
             while let Some(event) = meeting.next_event().await {
@@ -85,10 +81,7 @@ impl Meeting {
                 }
             }
         });
-        Arc::new(Meeting {
-            handle,
-            pump: pump.abort_handle(),
-        })
+        Arc::new(Meeting { handle })
     }
 }
 
