@@ -69,6 +69,8 @@ async fn measure(n: usize, rounds: usize) -> Result<()> {
     let mut client_config = ClientConfig::new(sfu.addr, sfu.trust.clone());
     // Enough prekeys for every round's containers without waiting for replenishment.
     client_config.prekey_target = 200;
+    // Setting up 100 participants on two cores can take longer than a call rings.
+    client_config.ring_timeout = conclave_sdk::client::MAX_RING_TIMEOUT;
 
     // N users, one device each.
     let setup = Instant::now();

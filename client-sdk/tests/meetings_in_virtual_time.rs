@@ -314,7 +314,7 @@ fn an_unanswered_invitation_expires_and_its_key_is_dropped() {
     let (alice, bob, _) = users();
     let mut sim = Sim::new();
     let mut config = Sim::client_config();
-    config.invite_ttl = Duration::from_secs(30);
+    config.ring_timeout = Duration::from_secs(30);
     let a = sim.add_client_with(&alice, config);
     let b = sim.add_client(&bob);
     let meeting = sim.start_meeting(a, &[bob.id()]);
@@ -322,9 +322,9 @@ fn an_unanswered_invitation_expires_and_its_key_is_dropped() {
     sim.advance(Duration::from_secs(31));
     let events = sim.take_events(b);
     assert!(
-        events.iter().any(
-            |e| matches!(e, ClientEvent::InvitationExpired { meeting_id } if *meeting_id == meeting)
-        ),
+        events
+            .iter()
+            .any(|e| matches!(e, ClientEvent::MissedCall(i) if i.meeting_id == meeting)),
         "{events:?}"
     );
     let late = sim.try_accept(b, meeting);

@@ -51,7 +51,8 @@ async fn an_expired_invitation_is_dropped_and_reported() {
     let sfu = TestSfu::start_for_clients().await;
     let (alice, bob) = (User::new("alice"), User::new("bob"));
     let mut config = sfu.client_config();
-    config.invite_ttl = Duration::from_millis(300);
+    // The shortest ring allowed: the invitation stops ringing a second after it went out.
+    config.ring_timeout = Duration::from_secs(1);
     let a = alice.connect_with(config).await;
     let mut b = bob.connect(&sfu).await;
     let (meeting, _) = a
@@ -69,13 +70,14 @@ async fn an_expired_invitation_is_dropped_and_reported() {
         consumed,
         ClientEvent::PrekeysConsumed { count: 1 }
     ));
-    let expired = b
-        .wait_for(|e| matches!(e, ClientEvent::InvitationExpired { .. }))
+    let missed = b
+        .wait_for(|e| matches!(e, ClientEvent::MissedCall(_)))
         .await;
-    let ClientEvent::InvitationExpired { meeting_id } = expired else {
+    let ClientEvent::MissedCall(missed) = missed else {
         unreachable!()
     };
-    assert_eq!(meeting_id, meeting.id());
+    assert_eq!(missed.meeting_id, meeting.id());
+    assert_eq!(missed.from.user_id, alice.id());
     let err = b
         .client
         .accept(&invitation, &[MediaKind::Audio])

@@ -88,6 +88,10 @@ pub struct ClientOptions {
     /// How long a connect may take, ms (default 10,000).
     #[uniffi(default = None)]
     pub connect_timeout_ms: Option<u64>,
+    /// How long this device's invitations ring before they count as unanswered, ms
+    /// (default 45,000; 1,000 to 600,000).
+    #[uniffi(default = None)]
+    pub ring_timeout_ms: Option<u64>,
 }
 
 impl ClientOptions {
@@ -126,6 +130,9 @@ impl ClientOptions {
         }
         if let Some(ms) = self.connect_timeout_ms {
             config.connect_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.ring_timeout_ms {
+            config.ring_timeout = Duration::from_millis(ms);
         }
         Ok(config)
     }
@@ -194,9 +201,9 @@ const STOP_WAIT: Duration = Duration::from_secs(2);
 
 /// Stops every call into the app's listeners, for good (events and frames that
 /// arrive afterwards are dropped), and waits (at most 2 s) for calls already under way
-/// to return. Call it from the app's exit hook, as the Python package does with
-/// `atexit`: an interpreter that is shutting down ends any thread that calls into it,
-/// and those threads are the SDK's. Call it without holding a lock a listener takes.
+/// to return. Part of [`crate::shutdown`], which an app calls at exit; on its own for
+/// an app that wants the clients to go on silently. Call it without holding a lock a
+/// listener takes.
 #[uniffi::export]
 pub fn stop_event_delivery() {
     DELIVERING.store(false, Ordering::SeqCst);
@@ -243,8 +250,8 @@ pub async fn connect(
             while let Some(event) = events.recv().await {
                 match &event {
                     sdk::ClientEvent::Invited(i) => lock(&book).insert(i.clone()),
-                    sdk::ClientEvent::InvitationExpired { meeting_id } => {
-                        lock(&book).by_meeting.remove(meeting_id);
+                    sdk::ClientEvent::MissedCall(i) => {
+                        lock(&book).by_meeting.remove(&i.meeting_id);
                     }
                     _ => {}
                 }
@@ -414,12 +421,14 @@ mod tests {
             display_name: Some("Alice".into()),
             idle_timeout_ms: Some(5_000),
             connect_timeout_ms: None,
+            ring_timeout_ms: Some(30_000),
         };
         let config = options.to_config().expect("valid options");
         assert_eq!(config.trust, SdkTrust::PinnedSha256([0xab; 32]));
         assert_eq!(config.idle_timeout, Duration::from_secs(5));
         assert_eq!(config.more_servers.len(), 1);
         assert!(config.profile.is_some());
+        assert_eq!(config.ring_timeout, Duration::from_secs(30));
     }
 
     #[test]

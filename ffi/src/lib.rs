@@ -8,8 +8,8 @@
 //! ```text
 //!  app (Kotlin / Swift / Python)          conclave-ffi                 conclave-sdk
 //!  ──────────────────────────────         ─────────────────────        ──────────────
-//!  connect(options, credentials, ──────►  runtime(): one tokio   ───►  Client::connect
-//!          ClientListener)                runtime per process          (QUIC, directory,
+//!  connect(options, credentials, ──────►  one tokio runtime      ───►  Client::connect
+//!          ClientListener)                per process            (QUIC, directory,
 //!  ClientListener.on_event  ◄──────────── pump task per client   ◄───  mailbox, rekeys)
 //!  client.start_meeting / accept ──────►  Meeting object         ───►  Meeting
 //!  MeetingListener.on_event/on_frames ◄── pump task per meeting  ◄───  next_event, frames
@@ -17,7 +17,7 @@
 //! ```
 //!
 //! * **Threading.** Every `async` call runs on the SDK's own multi-threaded tokio
-//!   runtime ([`runtime`]), whatever executor the app awaits it from (asyncio, Kotlin
+//!   runtime ([`runtime_handle`]), whatever executor the app awaits it from (asyncio, Kotlin
 //!   coroutines, Swift concurrency): the foreign future only waits for a task of that
 //!   runtime. Listener methods are called from the runtime's threads, one call at a
 //!   time per client or meeting, in order; they must return quickly (hand the work to
@@ -56,7 +56,7 @@ pub use client::{
 pub use error::ConclaveError;
 pub use identity::{Credentials, UserKey, user_id_for_username};
 pub use meeting::{Meeting, MeetingListener, StartedMeeting};
-pub use runtime::runtime;
+pub use runtime::{runtime_handle, shutdown};
 pub use types::{
     ClientEvent, EndReason, Invitation, InviteReport, MediaFrame, MediaKind, MediaStats,
     MeetingEvent, Participant, PinnedUser, RefusedDevice, SafetyWords,

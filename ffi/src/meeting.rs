@@ -7,7 +7,7 @@ use conclave_sdk::client as sdk;
 use crate::ConclaveError;
 use crate::client::call_listener;
 use crate::ids::meeting_hex;
-use crate::runtime::{on_runtime, runtime};
+use crate::runtime::{on_runtime, runtime_handle};
 use crate::types::{
     InviteReport, MediaFrame, MediaKind, MediaStats, MeetingEvent, Participant, SafetyWords,
     kinds_to_sdk, participants,
@@ -61,7 +61,7 @@ impl Meeting {
         let handle = meeting.handle();
         // Ends with the meeting: `next_event` gives `None` after `Ended` and the last
         // frames, or once the client is closed.
-        runtime().spawn(async move {
+        runtime_handle().spawn(async move {
             let mut batch = Vec::new();
             // `None` once the meeting ended and its last frames were read.
             while let Some(event) = meeting.next_event().await {

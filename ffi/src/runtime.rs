@@ -6,11 +6,19 @@
 //! here and the foreign future only awaits the task's completion.
 
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use tokio::runtime::{Handle, Runtime};
 
 use crate::ConclaveError;
 
-static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+/// The runtime, owned here until [`shutdown`] takes it.
+static RUNTIME: Mutex<Option<Runtime>> = Mutex::new(None);
+/// Its handle, for spawning; outlives a shutdown (spawning then fails cleanly).
+static HANDLE: OnceLock<Handle> = OnceLock::new();
+/// How long [`shutdown`] waits for the runtime's tasks and threads to end.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 
 /// Worker threads of the runtime: one per core, at least two (so that a listener
 /// call that takes a while never stalls every client at once), at most eight (an app
@@ -21,32 +29,57 @@ fn worker_threads() -> usize {
         .clamp(2, 8)
 }
 
-/// The runtime every client of this process runs on.
+/// A handle on the runtime every client of this process runs on, started on first
+/// use.
 ///
 /// # Panics
 /// If the operating system refuses to start its threads, the first call panics: the
 /// SDK cannot run at all without them, and there is no caller to hand an error to.
-pub fn runtime() -> &'static tokio::runtime::Runtime {
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
+pub fn runtime_handle() -> &'static Handle {
+    HANDLE.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(worker_threads())
             .thread_name("conclave-sdk")
             .enable_all()
             .build()
-            .expect("invariant: the OS can start the SDK runtime's threads")
+            .expect("invariant: the OS can start the SDK runtime's threads");
+        let handle = runtime.handle().clone();
+        *RUNTIME.lock().unwrap_or_else(PoisonError::into_inner) = Some(runtime);
+        handle
     })
+}
+
+/// Shuts the SDK down for good, for the process's exit: no listener is called any
+/// more ([`crate::client::stop_event_delivery`]), every client's tasks end and the
+/// runtime's threads are joined (waiting at most 2 s). Calls made afterwards fail with
+/// [`ConclaveError::Closed`]. The Python package calls it from `atexit`: an interpreter
+/// that is finalizing ends any thread that calls into it, which would abort the
+/// process if it were one of the SDK's. Call it from the app's exit hook elsewhere,
+/// never from a listener.
+#[uniffi::export]
+pub fn shutdown() {
+    crate::client::stop_event_delivery();
+    let runtime = RUNTIME
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    if let Some(runtime) = runtime {
+        runtime.shutdown_timeout(SHUTDOWN_WAIT);
+    }
 }
 
 /// Runs `work` on the SDK runtime and waits for it from any executor. A panic inside
 /// it (a bug: the SDK never panics on network input) becomes
-/// [`ConclaveError::Internal`] instead of unwinding into foreign code.
+/// [`ConclaveError::Internal`] instead of unwinding into foreign code; after
+/// [`shutdown`] it is [`ConclaveError::Closed`].
 pub(crate) async fn on_runtime<T, F>(work: F) -> Result<T, ConclaveError>
 where
     F: Future<Output = Result<T, ConclaveError>> + Send + 'static,
     T: Send + 'static,
 {
-    match runtime().spawn(work).await {
+    match runtime_handle().spawn(work).await {
         Ok(result) => result,
+        Err(e) if e.is_cancelled() => Err(ConclaveError::Closed),
         Err(e) => Err(ConclaveError::Internal {
             detail: format!("an SDK task failed: {e}"),
         }),

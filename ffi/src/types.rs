@@ -314,10 +314,12 @@ pub enum ClientEvent {
         /// The invitation.
         invitation: Invitation,
     },
-    /// An invitation lapsed before it was answered (stop ringing; a missed call).
-    InvitationExpired {
-        /// Its meeting (hex).
-        meeting_id: String,
+    /// A missed call: an invitation stopped ringing unanswered, or arrived from the
+    /// mailbox after its ring deadline. It can no longer be accepted; stop ringing and
+    /// show who called.
+    MissedCall {
+        /// The invitation.
+        invitation: Invitation,
     },
     /// The connection dropped; the client is reconnecting by itself.
     Disconnected {
@@ -372,8 +374,8 @@ impl ClientEvent {
             sdk::ClientEvent::Invited(i) => ClientEvent::Invited {
                 invitation: Invitation::from(i),
             },
-            sdk::ClientEvent::InvitationExpired { meeting_id } => ClientEvent::InvitationExpired {
-                meeting_id: meeting_hex(meeting_id),
+            sdk::ClientEvent::MissedCall(i) => ClientEvent::MissedCall {
+                invitation: Invitation::from(i),
             },
             sdk::ClientEvent::Disconnected { reason } => ClientEvent::Disconnected {
                 reason: reason.to_string(),
@@ -438,6 +440,12 @@ pub enum MeetingEvent {
         /// The media it will send.
         media_kinds: Vec<MediaKind>,
     },
+    /// (Key leader) an invitee did not answer by the ring deadline; the meeting rekeys
+    /// without it, as for a reject.
+    Unanswered {
+        /// The invited device.
+        participant: Participant,
+    },
     /// (Key leader) the room could not be moved to `epoch`: a removed participant may
     /// still receive (undecryptable) media. Tell the user.
     RoomRotationFailed {
@@ -482,6 +490,9 @@ impl MeetingEvent {
                 participant: Participant::from(from),
                 accepted: *accepted,
                 media_kinds: kinds_from_sdk(media_kinds),
+            },
+            sdk::MeetingEvent::Unanswered { participant } => MeetingEvent::Unanswered {
+                participant: Participant::from(participant),
             },
             sdk::MeetingEvent::RoomRotationFailed { epoch } => {
                 MeetingEvent::RoomRotationFailed { epoch: epoch.0 }

@@ -57,6 +57,10 @@ pub fn run_with(options: Options, on_teardown: &dyn Fn()) -> Result<Report, Load
         .unwrap_or(u32::MAX)
         .saturating_add(SPARE_PREKEYS);
     config.frame_queue = 4_096;
+    // Hundreds of participants answer their invitations as the ramp connects them,
+    // which on a busy machine takes longer than a phone would ring: ring as long as
+    // the SDK allows, so no participant is rung out while the meeting forms.
+    config.ring_timeout = conclave_sdk::client::MAX_RING_TIMEOUT;
     let outcome = runtime.block_on(sim::simulate(
         Arc::clone(&options),
         config,

@@ -129,7 +129,16 @@ pub struct ClientConfig {
     /// Prekeys kept on the server: replenished up to this many when the server reports
     /// its pool low. Default 100.
     pub prekey_target: u32,
-    /// How long invites stay valid. Default 1 day.
+    /// How long an invitation rings: the deadline this device sets in the invitations
+    /// it sends. An invitee that has not answered by then is rekeyed out as if it had
+    /// rejected ([`MeetingEvent::Unanswered`]), and its own app shows a missed call
+    /// ([`ClientEvent::MissedCall`]); it can no longer join with that invitation.
+    /// Default 45 s ([`DEFAULT_RING_TIMEOUT`]); clamped to
+    /// [`MIN_RING_TIMEOUT`]..=[`MAX_RING_TIMEOUT`].
+    pub ring_timeout: Duration,
+    /// How long an invitation waits in the server's mailbox for an invitee that is
+    /// offline, so that it can still show the missed call when it comes back (it can
+    /// join only until [`ClientConfig::ring_timeout`]). Default 1 day.
     pub invite_ttl: Duration,
     /// How long the key leader waits for a participant whose connection left the room
     /// to come back before rekeying it out. Default 15 s.
@@ -168,6 +177,14 @@ pub struct ClientConfig {
 /// only keyframes.
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
 
+/// [`ClientConfig::ring_timeout`]'s default: how long a call rings.
+pub const DEFAULT_RING_TIMEOUT: Duration = Duration::from_secs(45);
+/// The shortest ring [`ClientConfig::ring_timeout`] allows.
+pub const MIN_RING_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest ring [`ClientConfig::ring_timeout`] allows (a scheduled meeting's
+/// invitees join within minutes of its start or are called again).
+pub const MAX_RING_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// [`ClientConfig::connect_timeout`]'s default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -187,6 +204,7 @@ impl ClientConfig {
             trust,
             rekey: RekeyConfig::default(),
             prekey_target: 100,
+            ring_timeout: DEFAULT_RING_TIMEOUT,
             invite_ttl: Duration::from_millis(crate::time::DAY_MS),
             drop_after: Duration::from_secs(15),
             reconnect_backoff: Duration::from_millis(100),
@@ -204,15 +222,14 @@ impl ClientConfig {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ClientEvent {
-    /// An invitation arrived (live or from the mailbox). Answer it with
-    /// [`Client::accept`] or [`Client::reject`].
+    /// An invitation arrived (live or from the mailbox) and rings until its
+    /// `expires_at`. Answer it with [`Client::accept`] or [`Client::reject`].
     Invited(Invitation),
-    /// An invitation expired before it was answered; its meeting key is gone (stop
-    /// ringing, show a missed call).
-    InvitationExpired {
-        /// The meeting it invited to.
-        meeting_id: MeetingId,
-    },
+    /// A call was missed: an invitation stopped ringing unanswered, or one arrived
+    /// from the mailbox after its ring deadline (it never rang). Its meeting key is
+    /// gone and it can no longer be accepted; stop ringing, show who called and when
+    /// (the caller's meeting rekeyed this device out).
+    MissedCall(Invitation),
     /// The primary connection (directory, mailbox, and the rooms its node owns)
     /// dropped; the client is reconnecting. The media of meetings whose rooms were on it
     /// pauses ([`MeetingEvent::MediaInterrupted`]); meetings whose rooms live on other
@@ -277,7 +294,8 @@ pub struct Invitation {
     pub media_kinds: Vec<MediaKind>,
     /// Everyone invited, this device included.
     pub participants: Vec<Participant>,
-    /// When the invitation lapses (server clock).
+    /// When the invitation stops ringing (server clock): the caller's ring deadline.
+    /// Accept it before then.
     pub expires_at: UnixMillis,
     /// How the inviting user presents themself ("Alice is calling"), if they set a
     /// profile: their own claim, sealed in the invite (the server never saw it). The
@@ -408,6 +426,13 @@ pub enum MeetingEvent {
         accepted: bool,
         /// The media it will send.
         media_kinds: Vec<MediaKind>,
+    },
+    /// (Key leader) an invitee did not answer by the ring deadline
+    /// ([`ClientConfig::ring_timeout`]): the meeting rekeys without it, as for a
+    /// reject. [`MeetingEvent::ParticipantsChanged`] follows.
+    Unanswered {
+        /// The invited device.
+        participant: Participant,
     },
     /// (Key leader) the SFU room could not be moved to `epoch` after several attempts.
     /// Media keeps flowing, but the room still admits devices that hold only the old

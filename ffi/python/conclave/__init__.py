@@ -9,8 +9,9 @@ from the SDK's threads.
 import atexit as _atexit
 
 from .conclave import *  # noqa: F401,F403  (the generated module defines __all__)
-from .conclave import stop_event_delivery as _stop_event_delivery
+from .conclave import shutdown as _shutdown
 
-# An interpreter that is shutting down ends any thread that calls into it; the SDK's
-# threads must not call the app's listeners from then on.
-_atexit.register(_stop_event_delivery)
+# An interpreter that is finalizing ends any thread that calls into it, and the SDK's
+# threads call into Python (listeners, the completion of awaited calls): stop them all
+# before that. Registered at import, so it runs after the app's own atexit hooks.
+_atexit.register(_shutdown)

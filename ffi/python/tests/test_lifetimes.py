@@ -31,8 +31,10 @@ def test_a_meeting_object_the_app_does_not_keep_still_delivers_to_its_listener(s
 
 
 def test_an_interpreter_exiting_with_connected_clients_exits_cleanly(sfu):
-    """Listener calls racing the interpreter's shutdown must not abort the process
-    (an ended thread unwinding through the SDK used to: "exception not rethrown")."""
+    """The SDK's threads calling into an interpreter that is finalizing (a listener,
+    or the completion of an awaited call) must not abort the process: a thread ended
+    by the interpreter used to unwind through the SDK ("FATAL: exception not
+    rethrown", SIGABRT, about one exit in fifteen here). `shutdown` at exit stops them."""
     script = textwrap.dedent(f"""
         import asyncio, sys
         import conclave
@@ -55,7 +57,7 @@ def test_an_interpreter_exiting_with_connected_clients_exits_cleanly(sfu):
         clients = asyncio.run(main())
         sys.exit(3)  # without disconnecting: events (prekey uploads) are still arriving
     """)
-    for _ in range(3):
+    for _ in range(5):
         done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                               timeout=120)
         assert done.returncode == 3, done.stderr[-2000:]

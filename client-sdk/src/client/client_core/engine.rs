@@ -241,6 +241,14 @@ impl Engine {
         self.port.wall_ms()
     }
 
+    /// How long this device's invitations ring: the configured time, within bounds.
+    pub(super) fn ring_timeout(&self) -> Duration {
+        self.config.ring_timeout.clamp(
+            crate::client::MIN_RING_TIMEOUT,
+            crate::client::MAX_RING_TIMEOUT,
+        )
+    }
+
     /// The server's time now.
     pub(super) fn now(&self) -> UnixMillis {
         self.clock.at(self.local_ms())

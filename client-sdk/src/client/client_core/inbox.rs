@@ -298,17 +298,23 @@ impl Engine {
             expires_at: UnixMillis(invite.expires_at_ms),
             caller: CallerProfile::from_wire(invite.caller.as_ref()),
         };
+        if invitation.expires_at <= now {
+            // Opened after its ring deadline (from the mailbox, after being offline):
+            // it never rings, and its key goes now. The caller rekeyed this device out.
+            self.emit(ClientEvent::MissedCall(invitation));
+            return Ok(());
+        }
         self.invitations
-            .insert(state, inviter, invitation.expires_at, now);
+            .insert(state, inviter, invitation.clone(), now);
         self.emit(ClientEvent::Invited(invitation));
         Ok(())
     }
 
-    /// Drops the invitations that expired by `now` (their meeting keys with them) and
-    /// tells the app.
+    /// Drops the invitations that stopped ringing by `now` (their meeting keys with
+    /// them) and tells the app of each missed call.
     pub(super) fn purge_invitations(&mut self, now: UnixMillis) {
-        for meeting_id in self.invitations.purge(now) {
-            self.emit(ClientEvent::InvitationExpired { meeting_id });
+        for invitation in self.invitations.purge(now) {
+            self.emit(ClientEvent::MissedCall(invitation));
         }
     }
 

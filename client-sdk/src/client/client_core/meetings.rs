@@ -371,6 +371,15 @@ impl Engine {
                     .emit(MeetingEvent::SendingPaused { room_epoch });
             }
             MeetingOutput::RotateRoom { from, to } => self.rotate_room(id, from, to).await,
+            MeetingOutput::Unanswered { device } => {
+                if let Some(entry) = self.meetings.get(&id)
+                    && let Some(participant) = participants(&entry.state)
+                        .into_iter()
+                        .find(|p| p.device_id == device)
+                {
+                    entry.shared.emit(MeetingEvent::Unanswered { participant });
+                }
+            }
             MeetingOutput::DropEpoch { epoch } => {
                 if let Some(entry) = self.meetings.get_mut(&id) {
                     entry.shared.drop_epoch(epoch);
@@ -907,8 +916,11 @@ impl Engine {
         let meeting_id = MeetingId::generate(&my_user.user_id, &me, now, count, &mut self.rng);
         let key = MeetingKey::generate(Epoch::ZERO, &mut self.rng);
         let roster = Roster::new(members)?;
-        let state = MeetingState::start(meeting_id, me, roster, key, self.config.rekey)?;
-        let invite = state.invite(media_kinds, now.saturating_add(ms(self.config.invite_ttl)))?;
+        let mut state = MeetingState::start(meeting_id, me, roster, key, self.config.rekey)?;
+        let rings_until = now.saturating_add(ms(self.ring_timeout()));
+        let invite = state.invite(media_kinds, rings_until)?;
+        let invitees: Vec<DeviceId> = invited.iter().map(|(_, d)| *d).collect();
+        state.ring(&invitees, rings_until)?;
         let (entry, meeting) = self.new_entry(state)?;
         self.meetings.insert(meeting_id, entry);
         self.enter_room(meeting_id, Epoch::ZERO, true).await;
@@ -1015,7 +1027,7 @@ impl Engine {
     ) -> Result<InviteReport, ClientError> {
         self.fail_if_closed()?;
         let now = self.now();
-        let expires = now.saturating_add(ms(self.config.invite_ttl));
+        let expires = now.saturating_add(ms(self.ring_timeout()));
         let entry = self.meetings.get(&id).ok_or(ClientError::MeetingEnded)?;
         if !entry.state.is_leader() {
             return Err(crate::meeting::rekey::RekeyError::LeaderOnly("add participants").into());

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 
+use crate::client::Invitation;
 use crate::meeting::MeetingId;
 use crate::meeting::rekey::MeetingState;
 use crate::{UnixMillis, UserId};
@@ -26,6 +27,8 @@ pub(crate) struct PendingInvite {
     pub(crate) expires_at: UnixMillis,
     /// The inviting user.
     pub(crate) from: UserId,
+    /// What the app was told: it hears of it again as a missed call if it lapses.
+    pub(crate) invitation: Invitation,
 }
 
 /// Why an invitation is not held.
@@ -64,18 +67,19 @@ impl Invitations {
         Ok(())
     }
 
-    /// Holds an invitation from `from` that says it expires at `expires_at`, received
-    /// at `now`; it is dropped at that time or [`MAX_INVITATION_HOLD_MS`] after `now`,
-    /// whichever comes first.
+    /// Holds `invitation` from `from`, received at `now`; it is dropped when it stops
+    /// ringing (its `expires_at`) or [`MAX_INVITATION_HOLD_MS`] after `now`, whichever
+    /// comes first.
     pub(crate) fn insert(
         &mut self,
         state: MeetingState,
         from: UserId,
-        expires_at: UnixMillis,
+        invitation: Invitation,
         now: UnixMillis,
     ) {
         let expires_at = UnixMillis(
-            expires_at
+            invitation
+                .expires_at
                 .0
                 .min(now.0.saturating_add(MAX_INVITATION_HOLD_MS)),
         );
@@ -85,6 +89,7 @@ impl Invitations {
                 state,
                 expires_at,
                 from,
+                invitation,
             },
         );
     }
@@ -99,19 +104,20 @@ impl Invitations {
         self.pending.get_mut(meeting)
     }
 
-    /// Drops the invitations expired by `now` (their meeting keys with them) and
-    /// returns their meetings.
-    pub(crate) fn purge(&mut self, now: UnixMillis) -> Vec<MeetingId> {
+    /// Drops the invitations that stopped ringing by `now` (their meeting keys with
+    /// them) and returns them: missed calls.
+    pub(crate) fn purge(&mut self, now: UnixMillis) -> Vec<Invitation> {
         let expired: Vec<MeetingId> = self
             .pending
             .iter()
             .filter(|(_, p)| p.expires_at <= now)
             .map(|(id, _)| *id)
             .collect();
-        for id in &expired {
-            self.pending.remove(id);
-        }
         expired
+            .iter()
+            .filter_map(|id| self.pending.remove(id))
+            .map(|p| p.invitation)
+            .collect()
     }
 
     /// When the next invitation expires.
@@ -123,9 +129,33 @@ impl Invitations {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::DeviceId;
+    use crate::client::Participant;
     use crate::client::protocol::fixtures::{meeting_id, started, user};
 
     const NOW: UnixMillis = UnixMillis(1_000_000);
+
+    fn invitation(n: u8, expires_at: UnixMillis) -> Invitation {
+        let from = Participant {
+            user_id: user(1),
+            device_id: DeviceId::from_bytes([1; 16]),
+            sender_index: 0,
+            is_leader: true,
+            is_me: false,
+        };
+        Invitation {
+            meeting_id: meeting_id(n),
+            from,
+            media_kinds: Vec::new(),
+            participants: Vec::new(),
+            expires_at,
+            caller: None,
+        }
+    }
+
+    fn ids(list: &[Invitation]) -> Vec<MeetingId> {
+        list.iter().map(|i| i.meeting_id).collect()
+    }
 
     #[test]
     fn invitations_are_bounded_per_inviting_user() {
@@ -133,7 +163,12 @@ mod tests {
         for n in 0..MAX_PENDING_INVITATIONS_PER_USER {
             assert_eq!(invitations.admit(&user(1)), Ok(()));
             let id = meeting_id(u8::try_from(n).unwrap());
-            invitations.insert(started(id), user(1), UnixMillis(u64::MAX), NOW);
+            invitations.insert(
+                started(id),
+                user(1),
+                invitation(0, UnixMillis(u64::MAX)),
+                NOW,
+            );
         }
         assert_eq!(
             invitations.admit(&user(1)),
@@ -151,7 +186,8 @@ mod tests {
             let n = u8::try_from(n).unwrap();
             let from = user(n / 4);
             assert_eq!(invitations.admit(&from), Ok(()));
-            invitations.insert(started(meeting_id(n)), from, UnixMillis(u64::MAX), NOW);
+            let lapses = invitation(n, UnixMillis(u64::MAX));
+            invitations.insert(started(meeting_id(n)), from, lapses, NOW);
         }
         assert_eq!(
             invitations.admit(&user(200)),
@@ -163,14 +199,15 @@ mod tests {
     fn invitations_expire_at_their_time_or_after_a_day_at_most() {
         let mut invitations = Invitations::default();
         let soon = UnixMillis(NOW.0 + 60_000);
-        invitations.insert(started(meeting_id(1)), user(1), soon, NOW);
-        invitations.insert(started(meeting_id(2)), user(1), UnixMillis(u64::MAX), NOW);
+        invitations.insert(started(meeting_id(1)), user(1), invitation(1, soon), NOW);
+        let never = invitation(2, UnixMillis(u64::MAX));
+        invitations.insert(started(meeting_id(2)), user(1), never, NOW);
         assert_eq!(invitations.next_expiry(), Some(soon));
         assert!(invitations.purge(UnixMillis(soon.0 - 1)).is_empty());
-        assert_eq!(invitations.purge(soon), vec![meeting_id(1)]);
+        assert_eq!(ids(&invitations.purge(soon)), vec![meeting_id(1)]);
         let cap = UnixMillis(NOW.0 + MAX_INVITATION_HOLD_MS);
         assert_eq!(invitations.next_expiry(), Some(cap));
-        assert_eq!(invitations.purge(cap), vec![meeting_id(2)]);
+        assert_eq!(ids(&invitations.purge(cap)), vec![meeting_id(2)]);
         assert!(!invitations.contains(&meeting_id(2)));
     }
 }

@@ -192,6 +192,13 @@ pub enum MeetingOutput {
     },
     /// The roster changed (participants, safety code).
     RosterChanged,
+    /// (Leader) `device` did not answer its invitation by the ring deadline: it is
+    /// rekeyed out as if it had rejected (the Rekey says `REJECT`). Still on the
+    /// roster when this is emitted; gone with the next [`MeetingOutput::RosterChanged`].
+    Unanswered {
+        /// The invited device.
+        device: DeviceId,
+    },
     /// A would-be successor rekeyed `leader` out, but this device still sees it: check
     /// whether `leader` is still there (arm its drop timer) and report with
     /// [`MeetingState::device_dropped`] if it is not.
@@ -408,6 +415,9 @@ pub struct MeetingState {
     /// delivered late) gets one resend container, sealed and sent once.
     resend_to: Vec<DeviceId>,
     resend_at: Option<u64>,
+    /// (Leader) invited devices that have not answered yet, and when their
+    /// invitation stops ringing, ms ([`MeetingState::ring`]).
+    ringing: BTreeMap<DeviceId, u64>,
     outputs: VecDeque<MeetingOutput>,
 }
 
@@ -455,6 +465,7 @@ impl MeetingState {
             answered: BTreeMap::new(),
             resend_to: Vec::new(),
             resend_at: None,
+            ringing: BTreeMap::new(),
             outputs: VecDeque::new(),
         }
     }
@@ -613,7 +624,8 @@ impl MeetingState {
         let drop = self.drops.values().min().copied();
         let switch = self.pending.as_ref().map(|p| p.switch_at);
         let ask = self.behind.map(|b| b.ask_at);
-        [drop, self.rekey_at(), switch, ask, self.resend_at]
+        let ring = self.ringing.values().min().copied();
+        [drop, self.rekey_at(), switch, ask, self.resend_at, ring]
             .into_iter()
             .flatten()
             .min()
@@ -638,6 +650,7 @@ impl MeetingState {
                 self.outputs.push_back(MeetingOutput::DropEpoch { epoch });
             }
         }
+        self.ring_out(now);
         if self.rekey_at().is_some_and(|at| at <= now.0) {
             self.phase = Phase::Steady;
             self.start_rekey(rng);
@@ -725,6 +738,29 @@ impl MeetingState {
         }
     }
 
+    /// (Leader) the invitation just sent to `devices` rings until `deadline` (the
+    /// invite's `expires_at`): a device that has not answered by then is rekeyed out
+    /// as if it had rejected, and [`MeetingOutput::Unanswered`] says so. Call it after
+    /// [`MeetingState::start`] for the invitees; [`MeetingState::add_participants`]
+    /// does it for joiners. Devices not on the roster, and this one, are ignored. A
+    /// successor leader does not know who has answered (replies go to the leader), so
+    /// invitees of a leader that left ring out on their own side only.
+    ///
+    /// # Errors
+    /// [`RekeyError::LeaderOnly`] on another device.
+    pub fn ring(&mut self, devices: &[DeviceId], deadline: UnixMillis) -> Result<(), RekeyError> {
+        self.check_live()?;
+        if !self.is_leader() {
+            return Err(RekeyError::LeaderOnly("ring invitees"));
+        }
+        for d in devices {
+            if *d != self.me && self.roster.contains(d) {
+                self.ringing.insert(*d, deadline.0);
+            }
+        }
+        Ok(())
+    }
+
     /// (Leader) adds devices mid-meeting. The meeting moves to the *ratcheted* key of
     /// the next epoch: existing devices derive it themselves from an `EpochSwitch`
     /// naming the joiners; the joiners get it in an invite (returned here to be sealed
@@ -747,6 +783,7 @@ impl MeetingState {
             return Err(RekeyError::BadRoster("a joiner is already in the meeting"));
         }
         let roster = Roster::new(self.roster.iter().cloned().chain(joiners.iter().cloned()))?;
+        let joined_devices: Vec<DeviceId> = joiners.iter().map(|j| j.device_id).collect();
         let joined = Roster::new(joiners)?;
         let epoch = self.ratchet_current()?;
         let existing = self.roster.devices_except(&self.me);
@@ -758,6 +795,9 @@ impl MeetingState {
             to: epoch,
         });
         self.switch_to(epoch, now);
+        for j in &joined_devices {
+            self.ringing.insert(*j, invite_expires_at.0);
+        }
         self.invite(media_kinds, invite_expires_at)
     }
 
@@ -947,6 +987,8 @@ impl MeetingState {
         if !self.roster.contains(&from) {
             return Err(RekeyError::NotParticipant);
         }
+        // Answered, either way: it rings no more.
+        self.ringing.remove(&from);
         if r.decision == v1::invite_reply::Decision::Reject as i32 && self.is_leader() {
             self.depart(from, RekeyReason::Reject, now);
         }
@@ -1328,6 +1370,23 @@ impl MeetingState {
         }
     }
 
+    /// (Leader) rekeys out the invitees whose invitations stopped ringing unanswered.
+    fn ring_out(&mut self, now: UnixMillis) {
+        let due: Vec<DeviceId> = self
+            .ringing
+            .iter()
+            .filter(|(_, at)| **at <= now.0)
+            .map(|(d, _)| *d)
+            .collect();
+        for device in due {
+            self.ringing.remove(&device);
+            if self.is_leader() && self.roster.contains(&device) && !self.is_ended() {
+                self.outputs.push_back(MeetingOutput::Unanswered { device });
+                self.depart(device, RekeyReason::Reject, now);
+            }
+        }
+    }
+
     /// Records a departure and arms the coalescing timer (leader only).
     fn depart(&mut self, device: DeviceId, reason: RekeyReason, now: UnixMillis) {
         self.departures.entry(device).or_insert(reason);
@@ -1368,6 +1427,7 @@ impl MeetingState {
         });
         self.keys.insert(epoch, key);
         self.roster = roster;
+        self.ringing.retain(|d, _| self.roster.contains(d));
         self.outputs.push_back(MeetingOutput::RosterChanged);
         self.outputs
             .push_back(MeetingOutput::ReceiveEpoch { epoch });
@@ -1410,6 +1470,7 @@ impl MeetingState {
         self.answered.clear();
         self.resend_to.clear();
         self.resend_at = None;
+        self.ringing.clear();
         for epoch in epochs {
             self.outputs.push_back(MeetingOutput::DropEpoch { epoch });
         }

@@ -85,6 +85,8 @@ struct Net {
     /// Devices that paused sending, and the room epoch that made them.
     paused: Vec<(DeviceId, Epoch)>,
     refused: Vec<(DeviceId, RekeyError)>,
+    /// Invitees a leader reported unanswered at their ring deadline.
+    unanswered: Vec<DeviceId>,
 }
 
 fn kind(p: &v1::ContainerPayload) -> &'static str {
@@ -136,6 +138,7 @@ impl Net {
             announce: true,
             withhold_rekeys_from: None,
             paused: Vec::new(),
+            unanswered: Vec::new(),
         }
     }
 
@@ -165,6 +168,10 @@ impl Net {
             for (from, out) in work {
                 if let MeetingOutput::SendingPaused { room_epoch } = out {
                     self.paused.push((from, room_epoch));
+                    continue;
+                }
+                if let MeetingOutput::Unanswered { device } = out {
+                    self.unanswered.push(device);
                     continue;
                 }
                 if let MeetingOutput::RotateRoom { to, .. } = out {
@@ -290,6 +297,93 @@ fn a_reject_rekeys() {
     assert_eq!(net.recipients_of_last("rekey"), vec![dev(3)]);
     assert_eq!(net.state(3).sending_epoch(), Epoch(2));
     assert!(net.state(2).key(Epoch(2)).is_none());
+}
+
+fn reply(decision: v1::invite_reply::Decision) -> v1::ContainerPayload {
+    payload(Body::InviteReply(v1::InviteReply {
+        meeting_id: vec![9; 32],
+        decision: decision as i32,
+        media_kinds: vec![],
+    }))
+}
+
+#[test]
+fn an_invitee_who_does_not_answer_by_the_ring_deadline_is_rekeyed_out_as_a_reject() {
+    let mut net = Net::new(&[(2, 2, 1), (3, 3, 2)]);
+    let deadline = UnixMillis(net.now + 45_000);
+    net.with(1, |s, _| s.ring(&[dev(2), dev(3)], deadline))
+        .unwrap();
+    // Device 2 accepts in time; device 3 never answers.
+    net.advance(10_000);
+    net.with(1, |s, now| {
+        s.on_message(
+            dev(2),
+            &[dev(1)],
+            &reply(v1::invite_reply::Decision::Accept),
+            now,
+        )
+    })
+    .unwrap();
+    net.advance(34_999);
+    assert_eq!(net.count("rekey"), 0, "nothing happens before the deadline");
+    net.advance(1 + ms(CFG.coalesce));
+    assert_eq!(net.unanswered, vec![dev(3)]);
+    assert_eq!(net.count("rekey"), 1);
+    assert_eq!(net.recipients_of_last("rekey"), vec![dev(2)]);
+    assert_eq!(net.state(2).sending_epoch(), Epoch(2));
+    assert!(!net.state(1).roster().contains(&dev(3)));
+    assert!(net.state(3).key(Epoch(2)).is_none());
+    // Rekeyed out as for a reject: nothing more rings, nothing more rekeys.
+    net.advance(120_000);
+    assert_eq!(net.count("rekey"), 1);
+    assert_eq!(net.unanswered, vec![dev(3)]);
+}
+
+#[test]
+fn a_reject_before_the_ring_deadline_rekeys_once_not_twice() {
+    let mut net = Net::new(&[(2, 2, 1), (3, 3, 2)]);
+    let deadline = UnixMillis(net.now + 45_000);
+    net.with(1, |s, _| s.ring(&[dev(2), dev(3)], deadline))
+        .unwrap();
+    for d in [2, 3] {
+        let decision = if d == 2 {
+            v1::invite_reply::Decision::Accept
+        } else {
+            v1::invite_reply::Decision::Reject
+        };
+        net.with(1, |s, now| {
+            s.on_message(dev(d), &[dev(1)], &reply(decision), now)
+        })
+        .unwrap();
+    }
+    net.advance(60_000);
+    assert_eq!(net.count("rekey"), 1);
+    assert!(net.unanswered.is_empty());
+    assert_eq!(net.recipients_of_last("rekey"), vec![dev(2)]);
+}
+
+#[test]
+fn a_joiner_added_mid_meeting_rings_until_it_answers() {
+    let mut net = Net::new(&[(2, 2, 1)]);
+    let deadline = UnixMillis(net.now + 30_000);
+    net.with(1, |s, now| {
+        s.add_participants(vec![member(4, 4, 2)], &[MediaKind::Audio], deadline, now)
+    })
+    .unwrap();
+    // The joiner never opens its invite, let alone answers.
+    net.advance(31_000 + ms(CFG.coalesce));
+    assert_eq!(net.unanswered, vec![dev(4)]);
+    assert!(!net.state(1).roster().contains(&dev(4)));
+    assert!(net.state(2).roster().len() == 2);
+}
+
+#[test]
+fn only_the_leader_rings_invitees() {
+    let mut net = Net::new(&[(2, 2, 1)]);
+    assert_eq!(
+        net.with(2, |s, now| s.ring(&[dev(1)], now)),
+        Err(RekeyError::LeaderOnly("ring invitees"))
+    );
 }
 
 #[test]
