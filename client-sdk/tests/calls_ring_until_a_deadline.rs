@@ -1,13 +1,15 @@
 //! Ringing (issue 19, point 2), in virtual time with `conclave_testkit::sim`: an
 //! invitation rings until the caller's deadline (`ClientConfig::ring_timeout`). Then
 //! the invitee's app gets a missed call and cannot join with it any more, and the
-//! caller's meeting rekeys the invitee out as for a reject. An invitation opened from
+//! caller's meeting, after waiting `ANSWER_GRACE` for a reply still on its way, rekeys
+//! the invitee out as for a reject. An invitation opened from
 //! the mailbox after its deadline never rings: it is a missed call at once.
 
 use std::time::Duration;
 
 use conclave_sdk::client::{ClientError, ClientEvent, MeetingEvent};
 use conclave_sdk::meeting::Epoch;
+use conclave_sdk::meeting::rekey::ANSWER_GRACE;
 use conclave_testkit::User;
 use conclave_testkit::sim::{ClientIdx, Sim};
 
@@ -57,7 +59,14 @@ fn an_unanswered_call_becomes_a_missed_call_and_the_caller_rekeys_without_the_in
     assert_eq!(missed[0].from.user_id, alice.id());
     let late = sim.try_accept(c, meeting);
     assert!(matches!(late, Err(ClientError::NoInvitation)), "{late:?}");
-    // Alice's meeting: Carol unanswered, rekeyed out; Alice and Bob on a new epoch.
+    // Alice's meeting waits ANSWER_GRACE for a reply still on its way, then rings Carol
+    // out: unanswered, rekeyed out; Alice and Bob on a new epoch.
+    assert_eq!(
+        sim.meeting(a, meeting).participants().len(),
+        3,
+        "not before the grace"
+    );
+    sim.advance(ANSWER_GRACE);
     assert!(
         sim.meeting_events(a, meeting).iter().any(|e| matches!(
             e,
@@ -102,6 +111,49 @@ fn a_call_answered_before_the_deadline_goes_on_past_it() {
             .iter()
             .any(|e| matches!(e, MeetingEvent::Unanswered { .. }))
     );
+}
+
+#[test]
+fn a_callee_stops_ringing_when_the_caller_hangs_up() {
+    let (alice, bob) = (User::new("alice"), User::new("bob"));
+    let mut sim = Sim::new();
+    let a = sim.add_client(&alice);
+    let b = sim.add_client(&bob);
+    let meeting = sim.start_meeting(a, &[bob.id()]);
+    assert!(sim.is_invited(b, meeting));
+    sim.advance(Duration::from_secs(5));
+    sim.leave(a, meeting);
+    sim.advance(Duration::from_secs(2));
+    let missed = missed_calls(&mut sim, b);
+    assert_eq!(
+        missed.len(),
+        1,
+        "the call ended before the deadline: {missed:?}"
+    );
+    assert_eq!(missed[0].from.user_id, alice.id());
+    assert!(matches!(
+        sim.try_accept(b, meeting),
+        Err(ClientError::NoInvitation)
+    ));
+}
+
+#[test]
+fn a_callee_removed_before_answering_stops_ringing() {
+    let (alice, bob, carol) = (User::new("alice"), User::new("bob"), User::new("carol"));
+    let mut sim = Sim::new();
+    let a = sim.add_client(&alice);
+    let b = sim.add_client(&bob);
+    let c = sim.add_client(&carol);
+    let meeting = sim.start_meeting(a, &[bob.id(), carol.id()]);
+    sim.accept_invitation(b, meeting);
+    sim.remove(a, meeting, &[carol.id()]);
+    sim.advance(Duration::from_secs(2));
+    let missed = missed_calls(&mut sim, c);
+    assert_eq!(missed.len(), 1, "{missed:?}");
+    assert!(matches!(
+        sim.try_accept(c, meeting),
+        Err(ClientError::NoInvitation)
+    ));
 }
 
 #[test]

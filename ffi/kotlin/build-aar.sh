@@ -6,14 +6,17 @@
 # (AAR flavour) and kotlinx-coroutines. Not run in CI (no Android SDK here);
 # ffi/kotlin/check.sh compiles and runs the same generated Kotlin on the JVM.
 #
-# Usage: ffi/kotlin/build-aar.sh [OUT_DIR]   (default target/android-package)
+# Usage: ffi/kotlin/build-aar.sh [OUT_DIR]   (default: android-package in the cargo target directory)
 set -euo pipefail
 : "${ANDROID_NDK_HOME:?set ANDROID_NDK_HOME to the Android NDK}"
 : "${ANDROID_HOME:?set ANDROID_HOME to the Android SDK}"
 command -v cargo-ndk >/dev/null || { echo "cargo install cargo-ndk" >&2; exit 1; }
 command -v gradle >/dev/null || { echo "Gradle 8 is needed on the PATH" >&2; exit 1; }
 cd "$(dirname "$0")/../.."
-out="${1:-target/android-package}"
+# Where cargo puts its output (honours CARGO_TARGET_DIR).
+target_dir="$(cargo metadata --format-version 1 --no-deps --locked |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+out="${1:-"$target_dir"/android-package}"
 
 rustup target add aarch64-linux-android armv7-linux-androideabi x86_64-linux-android
 rm -rf "$out"
@@ -22,7 +25,7 @@ cargo ndk --platform 24 -t arm64-v8a -t armeabi-v7a -t x86_64 -o "$out/src/main/
     build --locked --release -p conclave-ffi
 # The generator reads the interface from a library built for this machine.
 cargo build --locked --release -p conclave-ffi -p conclave-uniffi-bindgen
-target/release/uniffi-bindgen generate --library target/release/libconclave_ffi.so \
+"$target_dir"/release/uniffi-bindgen generate --library "$target_dir"/release/libconclave_ffi.so \
     --language kotlin --out-dir "$out/src/main/java"
 
 cat >"$out/settings.gradle.kts" <<'GRADLE'

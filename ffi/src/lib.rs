@@ -28,7 +28,10 @@
 //! * **Secrets** cross the boundary only through the explicit export calls
 //!   ([`Credentials::export`], [`UserKey::export`], [`Client::export_credentials`],
 //!   [`Client::export_prekeys`]); no other value, error message or `Debug` output
-//!   carries one. Exported buffers are the app's to encrypt at rest.
+//!   carries one. Exported buffers are the app's to encrypt at rest. They become the
+//!   language's own byte type (Python `bytes`, Kotlin `ByteArray`, Swift `Data`),
+//!   which Rust cannot wipe: the SDK zeroizes its own copies, the app should drop
+//!   (or overwrite, where the type allows) its copy once stored.
 //! * **Identifiers** (users, devices, meetings) are lowercase hex strings of their
 //!   bytes; [`user_id_for_username`] turns a username into its user id.
 //! * **Errors** are one typed enum, [`ConclaveError`], whose variants say what the app

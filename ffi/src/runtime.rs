@@ -77,12 +77,26 @@ where
     F: Future<Output = Result<T, ConclaveError>> + Send + 'static,
     T: Send + 'static,
 {
-    match runtime_handle().spawn(work).await {
+    // If the app cancels the call (drops the foreign future: an asyncio timeout, a
+    // cancelled coroutine or Task), the work is cancelled too, rather than, say, a
+    // `connect` finishing unseen and delivering events for a client nobody holds.
+    let mut task = AbortOnDrop(runtime_handle().spawn(work));
+    match (&mut task.0).await {
         Ok(result) => result,
         Err(e) if e.is_cancelled() => Err(ConclaveError::Closed),
         Err(e) => Err(ConclaveError::Internal {
             detail: format!("an SDK task failed: {e}"),
         }),
+    }
+}
+
+/// A spawned task that is aborted when its handle is dropped unfinished.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        // Nothing if the task already finished.
+        self.0.abort();
     }
 }
 
@@ -116,6 +130,30 @@ mod tests {
             Ok(())
         }));
         assert!(matches!(result, Err(ConclaveError::Internal { .. })));
+    }
+
+    #[test]
+    fn an_abandoned_call_cancels_its_work() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let finished = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&finished);
+        let mut call = Box::pin(on_runtime(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            flag.store(true, Ordering::SeqCst);
+            Ok(())
+        }));
+        // Polled once (the work is spawned), then dropped, as a cancelled await is.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(call.as_mut().poll(&mut cx).is_pending());
+        drop(call);
+        // Long past when the work would have finished: only a bound, never a failure
+        // on a slow machine (the work would then not have run either way).
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            !finished.load(Ordering::SeqCst),
+            "the work ran on after its call was dropped"
+        );
     }
 
     /// Polls a future to completion on the current thread without any runtime, as a

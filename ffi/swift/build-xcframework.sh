@@ -9,14 +9,17 @@
 # example against a conclave-sfu. Not run in CI (no Swift compiler on Linux here);
 # ffi/swift/check.sh checks the generated module and its header there.
 #
-# Usage: ffi/swift/build-xcframework.sh [OUT_DIR]   (default target/swift-package)
+# Usage: ffi/swift/build-xcframework.sh [OUT_DIR]   (default: swift-package in the cargo target directory)
 set -euo pipefail
 if [ "$(uname -s)" != Darwin ]; then
     echo "build-xcframework.sh needs macOS with Xcode (xcodebuild, lipo, swift)" >&2
     exit 1
 fi
 cd "$(dirname "$0")/../.."
-out="${1:-target/swift-package}"
+# Where cargo puts its output (honours CARGO_TARGET_DIR).
+target_dir="$(cargo metadata --format-version 1 --no-deps --locked |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+out="${1:-"$target_dir"/swift-package}"
 targets=(aarch64-apple-ios aarch64-apple-ios-sim x86_64-apple-ios aarch64-apple-darwin x86_64-apple-darwin)
 
 rustup target add "${targets[@]}"
@@ -29,19 +32,19 @@ cargo build --locked --release -p conclave-ffi -p conclave-uniffi-bindgen
 rm -rf "$out"
 mkdir -p "$out/gen" "$out/headers" "$out/lib/ios-simulator" "$out/lib/macos" \
     "$out/Sources/Conclave" "$out/Sources/Lifecycle"
-target/release/uniffi-bindgen generate --library target/release/libconclave_ffi.dylib \
+"$target_dir"/release/uniffi-bindgen generate --library "$target_dir"/release/libconclave_ffi.dylib \
     --language swift --out-dir "$out/gen"
 cp "$out/gen/conclave.swift" "$out/Sources/Conclave/Conclave.swift"
 cp "$out/gen/conclaveFFI.h" "$out/headers/"
 cp "$out/gen/conclaveFFI.modulemap" "$out/headers/module.modulemap"
 cp ffi/swift/example/Lifecycle.swift "$out/Sources/Lifecycle/Lifecycle.swift"
 
-lipo -create target/aarch64-apple-ios-sim/release/libconclave_ffi.a \
-    target/x86_64-apple-ios/release/libconclave_ffi.a -output "$out/lib/ios-simulator/libconclave_ffi.a"
-lipo -create target/aarch64-apple-darwin/release/libconclave_ffi.a \
-    target/x86_64-apple-darwin/release/libconclave_ffi.a -output "$out/lib/macos/libconclave_ffi.a"
+lipo -create "$target_dir"/aarch64-apple-ios-sim/release/libconclave_ffi.a \
+    "$target_dir"/x86_64-apple-ios/release/libconclave_ffi.a -output "$out/lib/ios-simulator/libconclave_ffi.a"
+lipo -create "$target_dir"/aarch64-apple-darwin/release/libconclave_ffi.a \
+    "$target_dir"/x86_64-apple-darwin/release/libconclave_ffi.a -output "$out/lib/macos/libconclave_ffi.a"
 xcodebuild -create-xcframework \
-    -library target/aarch64-apple-ios/release/libconclave_ffi.a -headers "$out/headers" \
+    -library "$target_dir"/aarch64-apple-ios/release/libconclave_ffi.a -headers "$out/headers" \
     -library "$out/lib/ios-simulator/libconclave_ffi.a" -headers "$out/headers" \
     -library "$out/lib/macos/libconclave_ffi.a" -headers "$out/headers" \
     -output "$out/conclaveFFI.xcframework"

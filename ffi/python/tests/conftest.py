@@ -1,7 +1,7 @@
 """Fixtures: a real `conclave-sfu` process on 127.0.0.1, and clients made from Python.
 
 The SFU binary is ``$CONCLAVE_SFU_BIN`` when set, else it is built with cargo from the
-workspace (the same profile as the library: ``$CONCLAVE_FFI_PROFILE``, default dev).
+workspace (profile ``$CONCLAVE_SFU_PROFILE``, default dev).
 Waits are bounded by ``WAIT`` and only bound them: no test asserts on timing.
 """
 
@@ -22,7 +22,7 @@ import pytest
 import conclave
 
 WORKSPACE = Path(__file__).resolve().parents[3]
-WAIT = 30.0
+WAIT = 45.0
 
 
 def sfu_binary() -> Path:

@@ -12,7 +12,7 @@ def test_an_unanswered_call_is_missed_and_the_caller_rekeys_without_the_invitee(
         alice, bob = [await Person.connect(n, sfu) for n in ("alice", "bob")]
         await alice.client.disconnect()
         options = sfu.options()
-        options.ring_timeout_ms = 1000  # the shortest ring the SDK allows
+        options.ring_timeout_ms = 5000  # short, yet long enough to arrive on a busy machine
         caller_events = ClientEvents()
         alice_client = await conclave.connect(options, alice.credentials, caller_events)
         recorder = MeetingRecorder()
@@ -29,6 +29,8 @@ def test_an_unanswered_call_is_missed_and_the_caller_rekeys_without_the_invitee(
             raise AssertionError("a missed call could still be accepted")
         except conclave.ConclaveError.NoInvitation:
             pass
+        # The caller waits 15 s past the deadline for an answer on its way
+        # (ANSWER_GRACE) before it rings the invitee out.
         await recorder.wait_until(
             lambda events, _: any(isinstance(e, conclave.MeetingEvent.UNANSWERED)
                                   and e.participant.user_id == bob.user_id for e in events),

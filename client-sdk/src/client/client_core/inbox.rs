@@ -349,8 +349,14 @@ impl Engine {
             // Not answered yet: follow the epochs so accepting joins the current one.
             let _ = pending.state.on_message(from, recipients, payload, now);
             while pending.state.poll_output().is_some() {}
-            if pending.state.is_ended() {
-                self.invitations.remove(&id);
+            // The call is over for this device before it answered: it was removed
+            // or rung out (the state ended), or the caller hung up (the inviting
+            // device left, so the key leader changed). Stop ringing: a missed call.
+            let caller_gone = pending.state.leader() != pending.invitation.from.device_id;
+            if (pending.state.is_ended() || caller_gone)
+                && let Some(pending) = self.invitations.remove(&id)
+            {
+                self.emit(ClientEvent::MissedCall(pending.invitation));
             }
         }
     }

@@ -951,6 +951,8 @@ impl Engine {
             return Err(ClientError::MeetingEnded);
         }
         if pending.expires_at <= self.now() {
+            // It stopped ringing a moment ago; the expiry timer has not run yet.
+            self.emit(ClientEvent::MissedCall(pending.invitation));
             return Err(ClientError::InvitationExpired);
         }
         let leader = pending.state.leader();
@@ -1026,13 +1028,14 @@ impl Engine {
         media_kinds: &[MediaKind],
     ) -> Result<InviteReport, ClientError> {
         self.fail_if_closed()?;
-        let now = self.now();
-        let expires = now.saturating_add(ms(self.ring_timeout()));
         let entry = self.meetings.get(&id).ok_or(ClientError::MeetingEnded)?;
         if !entry.state.is_leader() {
             return Err(crate::meeting::rekey::RekeyError::LeaderOnly("add participants").into());
         }
         let verified = self.fetch_recipients(users).await?;
+        // The ring starts now, after the directory lookup (which may have waited).
+        let now = self.now();
+        let expires = now.saturating_add(ms(self.ring_timeout()));
         let entry = self
             .meetings
             .get_mut(&id)

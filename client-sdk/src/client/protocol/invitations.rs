@@ -17,8 +17,12 @@ use crate::{UnixMillis, UserId};
 pub(crate) const MAX_PENDING_INVITATIONS: usize = 64;
 /// Unanswered invitations held from one inviting user.
 pub(crate) const MAX_PENDING_INVITATIONS_PER_USER: usize = 4;
-/// The longest an invitation is held, whatever expiry its sender chose, ms.
-pub(crate) const MAX_INVITATION_HOLD_MS: u64 = crate::time::DAY_MS;
+/// The longest an invitation is held, whatever ring deadline its sender chose, ms:
+/// the longest ring this SDK sets ([`MAX_RING_TIMEOUT`](crate::client::MAX_RING_TIMEOUT))
+/// and a minute for delivery. A modified client cannot make a device ring, and hold
+/// one of its bounded invitation slots, for longer.
+pub(crate) const MAX_INVITATION_HOLD_MS: u64 =
+    crate::client::MAX_RING_TIMEOUT.as_secs() * 1_000 + 60_000;
 
 /// An invitation not answered yet.
 pub(crate) struct PendingInvite {
@@ -196,7 +200,7 @@ mod tests {
     }
 
     #[test]
-    fn invitations_expire_at_their_time_or_after_a_day_at_most() {
+    fn invitations_expire_at_their_deadline_or_after_the_longest_ring_at_most() {
         let mut invitations = Invitations::default();
         let soon = UnixMillis(NOW.0 + 60_000);
         invitations.insert(started(meeting_id(1)), user(1), invitation(1, soon), NOW);

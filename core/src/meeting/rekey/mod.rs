@@ -93,6 +93,12 @@ pub struct RekeyConfig {
 /// The longest interval between two key requests of a device that stays behind, ms.
 pub const MAX_KEY_REQUEST_INTERVAL_MS: u64 = 30_000;
 
+/// How long after an invitation's ring deadline the key leader still waits for its
+/// answer before ringing the invitee out ([`MeetingState::ring`]). An `Accept` sent just
+/// before the deadline still has to be sealed and delivered, possibly after a prekey
+/// rate-limit wait of up to 10 s or a reconnect; it must not find its sender rung out.
+pub const ANSWER_GRACE: Duration = Duration::from_secs(15);
+
 /// `d` in whole milliseconds, saturating (the machine's clock is `UnixMillis`).
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -739,8 +745,10 @@ impl MeetingState {
     }
 
     /// (Leader) the invitation just sent to `devices` rings until `deadline` (the
-    /// invite's `expires_at`): a device that has not answered by then is rekeyed out
-    /// as if it had rejected, and [`MeetingOutput::Unanswered`] says so. Call it after
+    /// invite's `expires_at`): a device whose answer has not arrived [`ANSWER_GRACE`]
+    /// after that is sent a `Remove` (so that a device that did answer, too late, ends
+    /// cleanly instead of waiting for a key) and rekeyed out as if it had rejected;
+    /// [`MeetingOutput::Unanswered`] says so. Call it after
     /// [`MeetingState::start`] for the invitees; [`MeetingState::add_participants`]
     /// does it for joiners. Devices not on the roster, and this one, are ignored. A
     /// successor leader does not know who has answered (replies go to the leader), so
@@ -753,9 +761,10 @@ impl MeetingState {
         if !self.is_leader() {
             return Err(RekeyError::LeaderOnly("ring invitees"));
         }
+        let ring_out_at = deadline.0.saturating_add(ms(ANSWER_GRACE));
         for d in devices {
             if *d != self.me && self.roster.contains(d) {
-                self.ringing.insert(*d, deadline.0);
+                self.ringing.insert(*d, ring_out_at);
             }
         }
         Ok(())
@@ -795,8 +804,9 @@ impl MeetingState {
             to: epoch,
         });
         self.switch_to(epoch, now);
+        let ring_out_at = invite_expires_at.0.saturating_add(ms(ANSWER_GRACE));
         for j in &joined_devices {
-            self.ringing.insert(*j, invite_expires_at.0);
+            self.ringing.insert(*j, ring_out_at);
         }
         self.invite(media_kinds, invite_expires_at)
     }
@@ -1370,7 +1380,8 @@ impl MeetingState {
         }
     }
 
-    /// (Leader) rekeys out the invitees whose invitations stopped ringing unanswered.
+    /// (Leader) rekeys out the invitees whose invitations stopped ringing unanswered
+    /// (the deadline and [`ANSWER_GRACE`] passed), telling each with a `Remove`.
     fn ring_out(&mut self, now: UnixMillis) {
         let due: Vec<DeviceId> = self
             .ringing
@@ -1382,6 +1393,14 @@ impl MeetingState {
             self.ringing.remove(&device);
             if self.is_leader() && self.roster.contains(&device) && !self.is_ended() {
                 self.outputs.push_back(MeetingOutput::Unanswered { device });
+                self.outputs.push_back(MeetingOutput::Send {
+                    recipients: vec![device],
+                    message: self.message(ControlMessage::Remove {
+                        users: Vec::new(),
+                        devices: vec![device],
+                    }),
+                    rekey_epoch: None,
+                });
                 self.depart(device, RekeyReason::Reject, now);
             }
         }

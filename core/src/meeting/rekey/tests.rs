@@ -324,11 +324,20 @@ fn an_invitee_who_does_not_answer_by_the_ring_deadline_is_rekeyed_out_as_a_rejec
         )
     })
     .unwrap();
-    net.advance(34_999);
-    assert_eq!(net.count("rekey"), 0, "nothing happens before the deadline");
+    net.advance(34_999 + ms(ANSWER_GRACE));
+    assert_eq!(
+        net.count("rekey"),
+        0,
+        "nothing happens before the deadline and its grace"
+    );
     net.advance(1 + ms(CFG.coalesce));
     assert_eq!(net.unanswered, vec![dev(3)]);
     assert_eq!(net.count("rekey"), 1);
+    assert_eq!(net.recipients_of_last("remove"), vec![dev(3)]);
+    assert!(
+        net.state(3).is_ended(),
+        "told, so a late accept cannot leave it stuck"
+    );
     assert_eq!(net.recipients_of_last("rekey"), vec![dev(2)]);
     assert_eq!(net.state(2).sending_epoch(), Epoch(2));
     assert!(!net.state(1).roster().contains(&dev(3)));
@@ -337,6 +346,29 @@ fn an_invitee_who_does_not_answer_by_the_ring_deadline_is_rekeyed_out_as_a_rejec
     net.advance(120_000);
     assert_eq!(net.count("rekey"), 1);
     assert_eq!(net.unanswered, vec![dev(3)]);
+}
+
+#[test]
+fn an_answer_arriving_just_after_the_deadline_keeps_the_invitee_in() {
+    // Sent before the deadline, delayed on its way (a prekey wait, a reconnect).
+    let mut net = Net::new(&[(2, 2, 1)]);
+    let deadline = UnixMillis(net.now + 45_000);
+    net.with(1, |s, _| s.ring(&[dev(2)], deadline)).unwrap();
+    net.advance(45_000 + ms(ANSWER_GRACE) - 1_000);
+    net.with(1, |s, now| {
+        s.on_message(
+            dev(2),
+            &[dev(1)],
+            &reply(v1::invite_reply::Decision::Accept),
+            now,
+        )
+    })
+    .unwrap();
+    net.advance(60_000);
+    assert!(net.unanswered.is_empty());
+    assert_eq!(net.count("rekey"), 0);
+    assert_eq!(net.count("remove"), 0);
+    assert!(net.state(1).roster().contains(&dev(2)));
 }
 
 #[test]
@@ -371,7 +403,7 @@ fn a_joiner_added_mid_meeting_rings_until_it_answers() {
     })
     .unwrap();
     // The joiner never opens its invite, let alone answers.
-    net.advance(31_000 + ms(CFG.coalesce));
+    net.advance(31_000 + ms(ANSWER_GRACE) + ms(CFG.coalesce));
     assert_eq!(net.unanswered, vec![dev(4)]);
     assert!(!net.state(1).roster().contains(&dev(4)));
     assert!(net.state(2).roster().len() == 2);
