@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use conclave_sdk::client::{ClientError, ClientEvent, MeetingEvent};
+use conclave_sdk::client::{ClientError, ClientEvent, Invitation, MeetingEvent};
 use conclave_sdk::meeting::Epoch;
 use conclave_sdk::meeting::rekey::ANSWER_GRACE;
 use conclave_testkit::User;
@@ -15,13 +15,49 @@ use conclave_testkit::sim::{ClientIdx, Sim};
 
 const RING: Duration = Duration::from_secs(45);
 
-fn missed_calls(sim: &mut Sim, c: ClientIdx) -> Vec<conclave_sdk::client::Invitation> {
-    sim.take_events(c)
-        .into_iter()
+/// Alice, Bob and Carol, each with one connected device (`a`, `b`, `c`).
+struct Three {
+    sim: Sim,
+    alice: User,
+    bob: User,
+    carol: User,
+    a: ClientIdx,
+    b: ClientIdx,
+    c: ClientIdx,
+}
+
+fn three() -> Three {
+    let (alice, bob, carol) = (User::new("alice"), User::new("bob"), User::new("carol"));
+    let mut sim = Sim::new();
+    let a = sim.add_client(&alice);
+    let b = sim.add_client(&bob);
+    let c = sim.add_client(&carol);
+    Three {
+        sim,
+        alice,
+        bob,
+        carol,
+        a,
+        b,
+        c,
+    }
+}
+
+/// The missed calls among `events`.
+fn missed_in(events: &[ClientEvent]) -> Vec<&Invitation> {
+    events
+        .iter()
         .filter_map(|e| match e {
             ClientEvent::MissedCall(i) => Some(i),
             _ => None,
         })
+        .collect()
+}
+
+fn missed_calls(sim: &mut Sim, c: ClientIdx) -> Vec<Invitation> {
+    missed_in(&sim.take_events(c))
+        .into_iter()
+        .cloned()
         .collect()
 }
 
@@ -32,11 +68,15 @@ fn the_default_ring_is_45_seconds() {
 
 #[test]
 fn an_unanswered_call_becomes_a_missed_call_and_the_caller_rekeys_without_the_invitee() {
-    let (alice, bob, carol) = (User::new("alice"), User::new("bob"), User::new("carol"));
-    let mut sim = Sim::new();
-    let a = sim.add_client(&alice);
-    let b = sim.add_client(&bob);
-    let c = sim.add_client(&carol);
+    let Three {
+        mut sim,
+        alice,
+        bob,
+        carol,
+        a,
+        b,
+        c,
+    } = three();
     let meeting = sim.start_meeting(a, &[bob.id(), carol.id()]);
     sim.accept_invitation(b, meeting);
     assert!(sim.is_invited(c, meeting), "Carol's phone rings");
@@ -139,11 +179,15 @@ fn a_callee_stops_ringing_when_the_caller_hangs_up() {
 
 #[test]
 fn a_callee_removed_before_answering_stops_ringing() {
-    let (alice, bob, carol) = (User::new("alice"), User::new("bob"), User::new("carol"));
-    let mut sim = Sim::new();
-    let a = sim.add_client(&alice);
-    let b = sim.add_client(&bob);
-    let c = sim.add_client(&carol);
+    let Three {
+        mut sim,
+        bob,
+        carol,
+        a,
+        b,
+        c,
+        ..
+    } = three();
     let meeting = sim.start_meeting(a, &[bob.id(), carol.id()]);
     sim.accept_invitation(b, meeting);
     sim.remove(a, meeting, &[carol.id()]);
@@ -158,11 +202,15 @@ fn a_callee_removed_before_answering_stops_ringing() {
 
 #[test]
 fn an_invitation_read_from_the_mailbox_after_its_deadline_is_a_missed_call_not_a_ring() {
-    let (alice, bob, carol) = (User::new("alice"), User::new("bob"), User::new("carol"));
-    let mut sim = Sim::new();
-    let a = sim.add_client(&alice);
-    let b = sim.add_client(&bob);
-    let c = sim.add_client(&carol);
+    let Three {
+        mut sim,
+        alice,
+        bob,
+        carol,
+        a,
+        b,
+        c,
+    } = three();
     sim.go_offline(c);
     let meeting = sim.start_meeting(a, &[bob.id(), carol.id()]);
     sim.accept_invitation(b, meeting);
@@ -174,13 +222,7 @@ fn an_invitation_read_from_the_mailbox_after_its_deadline_is_a_missed_call_not_a
         !events.iter().any(|e| matches!(e, ClientEvent::Invited(_))),
         "an invitation past its deadline must not ring: {events:?}"
     );
-    let missed: Vec<_> = events
-        .iter()
-        .filter_map(|e| match e {
-            ClientEvent::MissedCall(i) => Some(i),
-            _ => None,
-        })
-        .collect();
+    let missed = missed_in(&events);
     assert_eq!(missed.len(), 1, "{events:?}");
     assert_eq!(missed[0].meeting_id, meeting);
     assert_eq!(missed[0].from.user_id, alice.id());

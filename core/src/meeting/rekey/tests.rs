@@ -307,6 +307,16 @@ fn reply(decision: v1::invite_reply::Decision) -> v1::ContainerPayload {
     }))
 }
 
+impl Net {
+    /// Device `d`'s answer to its invitation reaches the leader (device 1) now.
+    fn answer(&mut self, d: u8, decision: v1::invite_reply::Decision) {
+        self.with(1, |s, now| {
+            s.on_message(dev(d), &[dev(1)], &reply(decision), now)
+        })
+        .unwrap();
+    }
+}
+
 #[test]
 fn an_invitee_who_does_not_answer_by_the_ring_deadline_is_rekeyed_out_as_a_reject() {
     let mut net = Net::new(&[(2, 2, 1), (3, 3, 2)]);
@@ -315,15 +325,7 @@ fn an_invitee_who_does_not_answer_by_the_ring_deadline_is_rekeyed_out_as_a_rejec
         .unwrap();
     // Device 2 accepts in time; device 3 never answers.
     net.advance(10_000);
-    net.with(1, |s, now| {
-        s.on_message(
-            dev(2),
-            &[dev(1)],
-            &reply(v1::invite_reply::Decision::Accept),
-            now,
-        )
-    })
-    .unwrap();
+    net.answer(2, v1::invite_reply::Decision::Accept);
     net.advance(34_999 + ms(ANSWER_GRACE));
     assert_eq!(
         net.count("rekey"),
@@ -355,15 +357,7 @@ fn an_answer_arriving_just_after_the_deadline_keeps_the_invitee_in() {
     let deadline = UnixMillis(net.now + 45_000);
     net.with(1, |s, _| s.ring(&[dev(2)], deadline)).unwrap();
     net.advance(45_000 + ms(ANSWER_GRACE) - 1_000);
-    net.with(1, |s, now| {
-        s.on_message(
-            dev(2),
-            &[dev(1)],
-            &reply(v1::invite_reply::Decision::Accept),
-            now,
-        )
-    })
-    .unwrap();
+    net.answer(2, v1::invite_reply::Decision::Accept);
     net.advance(60_000);
     assert!(net.unanswered.is_empty());
     assert_eq!(net.count("rekey"), 0);
@@ -377,17 +371,8 @@ fn a_reject_before_the_ring_deadline_rekeys_once_not_twice() {
     let deadline = UnixMillis(net.now + 45_000);
     net.with(1, |s, _| s.ring(&[dev(2), dev(3)], deadline))
         .unwrap();
-    for d in [2, 3] {
-        let decision = if d == 2 {
-            v1::invite_reply::Decision::Accept
-        } else {
-            v1::invite_reply::Decision::Reject
-        };
-        net.with(1, |s, now| {
-            s.on_message(dev(d), &[dev(1)], &reply(decision), now)
-        })
-        .unwrap();
-    }
+    net.answer(2, v1::invite_reply::Decision::Accept);
+    net.answer(3, v1::invite_reply::Decision::Reject);
     net.advance(60_000);
     assert_eq!(net.count("rekey"), 1);
     assert!(net.unanswered.is_empty());
