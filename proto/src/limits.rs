@@ -19,3 +19,7 @@ pub const MAX_ROSTER_ENTRIES: usize = 4096;
 
 /// Largest media datagram accepted, in bytes (header plus SFrame ciphertext).
 pub const MAX_DATAGRAM_BYTES: usize = 1500;
+
+/// Largest payload of a room message (`SendRoomMessage`): a reliable in-meeting message
+/// of the largest body, with its topic, signature and SFrame overhead, fits.
+pub const MAX_ROOM_MESSAGE_BYTES: usize = 5 * 1024;

@@ -63,7 +63,7 @@ impl MeetingKey {
         &self.key
     }
 
-    fn expand(&self, info: &[&[u8]]) -> Zeroizing<[u8; 32]> {
+    pub(super) fn expand(&self, info: &[&[u8]]) -> Zeroizing<[u8; 32]> {
         let hk = Hkdf::<Sha256>::new(None, self.key.as_slice());
         let mut out = Zeroizing::new([0u8; 32]);
         // Invariant: 32 bytes is far below HKDF-SHA256's 8160-byte output limit.

@@ -10,6 +10,8 @@
 //!   │                              || routing_id || u64be(epoch))
 //!   ├─ epoch commitment          = HMAC-SHA256(key, "conclave.epoch-commit.v1" || meeting_id
 //!   │                              || u64be(epoch))  — public; feeds the safety code
+//!   ├─ message base key(mode, i) = HKDF-SHA256(key, info = "conclave.message.v1" || mode
+//!   │                              || u32be(i))  — in-meeting messages ([`messages`])
 //!   └─ ratchet (join)            = (epoch + 1, HKDF-SHA256(key, info = "conclave.ratchet.v1"))
 //! ```
 //!
@@ -21,6 +23,7 @@
 
 mod epoch;
 mod key;
+pub mod messages;
 pub mod rekey;
 mod room_auth;
 

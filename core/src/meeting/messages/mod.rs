@@ -1,0 +1,501 @@
+//! In-meeting messages: chat and application data that participants send to the meeting
+//! (docs/protocol.md 11), sans-IO.
+//!
+//! ```text
+//! message base key(mode, i) = HKDF-SHA256(meeting key, "conclave.message.v1" || mode || u32be(i))
+//! MeetingMessage { sequence, topic, body, signature }        (protobuf, payloads.proto)
+//!   signature = Ed25519(device signing key, "conclave.meeting-message.v1" || meeting_id
+//!               || u64be(epoch) || u32be(i) || device_id || mode || u64be(sequence)
+//!               || u16be(len(topic)) || topic || body)
+//! wire      = SFrame(KID = (epoch, i), CTR, key = message base key(mode, i))(MeetingMessage)
+//! ```
+//!
+//! * **Confidential to the epoch's participants.** The key comes from the epoch's meeting
+//!   key, so the server and departed participants (who never get a later epoch's key)
+//!   cannot read a message, and a participant that joined later (it holds only ratcheted
+//!   keys) cannot read one sent before it joined.
+//! * **Who sent it.** Every participant of an epoch can derive every sender's message key,
+//!   so the key alone proves only "someone in the meeting". The Ed25519 signature by the
+//!   device of the KID's sender index tells receivers which device sent it; a message
+//!   whose signature does not verify under that device's pinned key is refused.
+//! * **Two modes, two nonce spaces.** Reliable messages (relayed in order on the control
+//!   channel) and lossy ones (media datagrams) use different keys and counters, so their
+//!   replay windows are independent.
+//!
+//! [`MessageCrypto`] holds one meeting's message keys: the caller installs and drops keys
+//! as the meeting's epochs change (exactly where it does for SFrame media keys), seals what
+//! the app sends and opens what arrives. It does no I/O and reads no clock.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use conclave_proto::Message as _;
+use conclave_proto::v1;
+use ed25519_dalek::{Signature, Signer, Verifier, VerifyingKey};
+use thiserror::Error;
+
+use super::{Epoch, MeetingId, MeetingKey, SFRAME_SUITE};
+use crate::identity::DeviceIdentity;
+use crate::sframe::{Kid, SframeError, SframeReceiver, SframeSender};
+use crate::{DeviceId, UserId};
+
+#[cfg(test)]
+mod tests;
+
+/// Largest body of a reliable message, bytes.
+pub const MAX_RELIABLE_BODY_BYTES: usize = 4_096;
+/// Largest body of a lossy message, bytes: a lossy message travels in one media datagram
+/// on a path of the smallest QUIC MTU (1,200 bytes).
+pub const MAX_LOSSY_BODY_BYTES: usize = 900;
+/// Largest topic, bytes of UTF-8.
+pub const MAX_TOPIC_BYTES: usize = 64;
+/// Largest sealed message this module opens, bytes (body, topic, signature, protobuf and
+/// SFrame overhead of the largest reliable message, with room to spare).
+pub const MAX_SEALED_MESSAGE_BYTES: usize = conclave_proto::limits::MAX_ROOM_MESSAGE_BYTES;
+
+const SIGN_LABEL: &[u8] = b"conclave.meeting-message.v1";
+const KEY_LABEL: &[u8] = b"conclave.message.v1";
+
+/// How a message travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Delivery {
+    /// Relayed by the server on the control channel: every participant in the room gets
+    /// it, in the order each sender sent. For chat, reactions and shared state.
+    Reliable,
+    /// A media datagram: may be lost or reordered, never retransmitted; at most
+    /// [`MAX_LOSSY_BODY_BYTES`]. For cursor positions, live captions and the like.
+    Lossy,
+}
+
+impl Delivery {
+    fn byte(self) -> u8 {
+        match self {
+            Delivery::Reliable => 1,
+            Delivery::Lossy => 2,
+        }
+    }
+
+    fn slot(self) -> usize {
+        match self {
+            Delivery::Reliable => 0,
+            Delivery::Lossy => 1,
+        }
+    }
+
+    /// The largest body this mode carries, bytes.
+    #[must_use]
+    pub const fn max_body_bytes(self) -> usize {
+        match self {
+            Delivery::Reliable => MAX_RELIABLE_BODY_BYTES,
+            Delivery::Lossy => MAX_LOSSY_BODY_BYTES,
+        }
+    }
+}
+
+/// Why a message could not be sealed or opened.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum MessageError {
+    /// The body is larger than the mode allows.
+    #[error(
+        "message body of {len} bytes exceeds the {max}-byte limit of {delivery:?} messages; \
+         split it or send it another way"
+    )]
+    BodyTooLarge {
+        /// The body's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+        /// The mode.
+        delivery: Delivery,
+    },
+    /// The topic is longer than [`MAX_TOPIC_BYTES`].
+    #[error("message topic of {len} bytes exceeds {MAX_TOPIC_BYTES} bytes; use a shorter label")]
+    TopicTooLong {
+        /// The topic's length.
+        len: usize,
+    },
+    /// This device holds no sending key (not in the meeting yet, sending paused after the
+    /// room moved to an epoch whose key has not arrived, or the meeting ended).
+    #[error("no sending key: wait until the meeting's key arrives, then send again")]
+    NotSending,
+    /// The sealed message is larger than [`MAX_SEALED_MESSAGE_BYTES`].
+    #[error("sealed message of {len} bytes exceeds {MAX_SEALED_MESSAGE_BYTES}; dropped")]
+    TooLarge {
+        /// Its length.
+        len: usize,
+    },
+    /// The message is under a key this device does not hold: an epoch it has not reached
+    /// yet (its key is on the way), or one it has dropped, or a sender it does not know.
+    #[error("message under epoch {epoch}, sender index {sender_index}: no key held")]
+    UnknownKey {
+        /// The frame's epoch.
+        epoch: u64,
+        /// The frame's sender index.
+        sender_index: u32,
+    },
+    /// The frame did not decrypt, or replayed an earlier one.
+    #[error("message frame refused: {0}")]
+    Frame(SframeError),
+    /// The plaintext is not a well-formed message (bad protobuf, topic not UTF-8 or too
+    /// long, body too large for its mode).
+    #[error("malformed message plaintext: {0}")]
+    Malformed(&'static str),
+    /// The signature does not verify under the sender device's pinned key: a participant
+    /// forged another's message, or the message was altered.
+    #[error("message signature does not verify under the sending device's key; dropped")]
+    BadSignature,
+    /// An epoch or sender index that SFrame key ids cannot carry.
+    #[error(transparent)]
+    Meeting(#[from] Box<super::MeetingError>),
+}
+
+/// A message a participant sent, opened and verified.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    /// The sending user.
+    pub user_id: UserId,
+    /// The sending device (its signature verified).
+    pub device_id: DeviceId,
+    /// How it travelled.
+    pub delivery: Delivery,
+    /// The epoch it was sent in.
+    pub epoch: Epoch,
+    /// The sender's sequence number for this mode.
+    pub sequence: u64,
+    /// The app's label.
+    pub topic: String,
+    /// The app's bytes.
+    pub body: Vec<u8>,
+}
+
+impl fmt::Debug for ReceivedMessage {
+    /// The body is the app's (it may be private chat): only its length is shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReceivedMessage")
+            .field("device_id", &self.device_id)
+            .field("delivery", &self.delivery)
+            .field("epoch", &self.epoch)
+            .field("sequence", &self.sequence)
+            .field("topic", &self.topic)
+            .field("body_len", &self.body.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A sealed message and the epoch it was sealed in.
+#[derive(Debug, Clone)]
+pub struct SealedMessage {
+    /// The epoch of the sending key.
+    pub epoch: Epoch,
+    /// The SFrame frame to send.
+    pub frame: Vec<u8>,
+}
+
+/// A participant whose messages this device accepts in some epoch.
+#[derive(Clone, Copy)]
+struct Member {
+    user_id: UserId,
+    device_id: DeviceId,
+    signing_key: VerifyingKey,
+}
+
+/// One meeting's message keys: this device's sending contexts for its sending epoch, and
+/// the receive keys (with each sender's signing key) for every epoch it holds.
+pub struct MessageCrypto {
+    meeting_id: MeetingId,
+    my_index: u32,
+    /// Sending contexts of the sending epoch, per mode (one per epoch: never recreated,
+    /// or AES-GCM nonces would repeat).
+    senders: [Option<SframeSender>; 2],
+    sending_epoch: Option<Epoch>,
+    receivers: [SframeReceiver; 2],
+    members: HashMap<(u64, u32), Member>,
+    next_sequence: [u64; 2],
+}
+
+impl fmt::Debug for MessageCrypto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MessageCrypto")
+            .field("meeting_id", &self.meeting_id)
+            .field("my_index", &self.my_index)
+            .field("sending_epoch", &self.sending_epoch)
+            .field("members", &self.members.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The message base key of `mode` for sender `index` in `key`'s epoch.
+fn base_key(key: &MeetingKey, delivery: Delivery, index: u32) -> zeroize::Zeroizing<[u8; 32]> {
+    key.expand(&[KEY_LABEL, &[delivery.byte()], &index.to_be_bytes()])
+}
+
+impl MessageCrypto {
+    /// No keys yet; this device sends as sender index `my_index`.
+    #[must_use]
+    pub fn new(meeting_id: MeetingId, my_index: u32) -> Self {
+        MessageCrypto {
+            meeting_id,
+            my_index,
+            senders: [None, None],
+            sending_epoch: None,
+            receivers: [SframeReceiver::new(), SframeReceiver::new()],
+            members: HashMap::new(),
+            next_sequence: [0, 0],
+        }
+    }
+
+    /// Sends on `key` from now on (a no-op if already sending on its epoch: the contexts
+    /// are never recreated for an epoch).
+    ///
+    /// # Errors
+    /// [`MessageError::Meeting`] if the epoch or this device's index cannot be carried by
+    /// a key id; sending then stops (fail closed).
+    pub fn set_sending_key(&mut self, key: &MeetingKey) -> Result<(), MessageError> {
+        if self.sending_epoch == Some(key.epoch()) && self.senders.iter().all(Option::is_some) {
+            return Ok(());
+        }
+        let kid = match key.sframe_kid(self.my_index) {
+            Ok(kid) => kid,
+            Err(e) => {
+                self.pause_sending();
+                return Err(MessageError::Meeting(Box::new(e)));
+            }
+        };
+        for delivery in [Delivery::Reliable, Delivery::Lossy] {
+            let base = base_key(key, delivery, self.my_index);
+            self.senders[delivery.slot()] = Some(SframeSender::new(SFRAME_SUITE, &*base, kid));
+        }
+        self.sending_epoch = Some(key.epoch());
+        Ok(())
+    }
+
+    /// Stops sending until the next [`Self::set_sending_key`] for a *new* epoch.
+    pub fn pause_sending(&mut self) {
+        self.senders = [None, None];
+    }
+
+    /// Accepts messages of `key`'s epoch from `members` (sender index, user, device and
+    /// the device's pinned signing key). This device's own index is skipped.
+    ///
+    /// # Errors
+    /// The first member whose keys could not be registered (an index a key id cannot
+    /// carry, too many keys, or another key under the same key id); the others are
+    /// registered all the same.
+    pub fn add_receive_keys(
+        &mut self,
+        key: &MeetingKey,
+        members: impl IntoIterator<Item = (u32, UserId, DeviceId, VerifyingKey)>,
+    ) -> Result<(), MessageError> {
+        let epoch = key.epoch();
+        let mut first_error = None;
+        for (index, user_id, device_id, signing_key) in members {
+            if index == self.my_index {
+                continue;
+            }
+            let kid = match key.sframe_kid(index) {
+                Ok(kid) => kid,
+                Err(e) => {
+                    first_error.get_or_insert(MessageError::Meeting(Box::new(e)));
+                    continue;
+                }
+            };
+            let mut added = true;
+            for delivery in [Delivery::Reliable, Delivery::Lossy] {
+                let base = base_key(key, delivery, index);
+                if let Err(e) = self.receivers[delivery.slot()].add_key(kid, SFRAME_SUITE, &*base) {
+                    first_error.get_or_insert(MessageError::Frame(e));
+                    added = false;
+                }
+            }
+            if added {
+                self.members.insert(
+                    (epoch.get(), index),
+                    Member {
+                        user_id,
+                        device_id,
+                        signing_key,
+                    },
+                );
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Forgets every receive key of `epoch`.
+    pub fn drop_epoch(&mut self, epoch: Epoch) {
+        for receiver in &mut self.receivers {
+            receiver.remove_epoch(epoch.get());
+        }
+        self.members.retain(|(e, _), _| *e != epoch.get());
+    }
+
+    /// Forgets every key (the meeting ended).
+    pub fn clear(&mut self) {
+        self.pause_sending();
+        self.receivers = [SframeReceiver::new(), SframeReceiver::new()];
+        self.members.clear();
+    }
+
+    /// Whether a message of `epoch` could be opened now (its keys are held).
+    #[must_use]
+    pub fn holds_epoch(&self, epoch: u64) -> bool {
+        self.members.keys().any(|(e, _)| *e == epoch)
+    }
+
+    /// Signs and encrypts `body` under this device's sending key for `delivery`.
+    ///
+    /// # Errors
+    /// [`MessageError::BodyTooLarge`], [`MessageError::TopicTooLong`],
+    /// [`MessageError::NotSending`] without a sending key, [`MessageError::Frame`] once the
+    /// epoch's counter is exhausted.
+    pub fn seal(
+        &mut self,
+        device: &DeviceIdentity,
+        delivery: Delivery,
+        topic: &str,
+        body: &[u8],
+    ) -> Result<SealedMessage, MessageError> {
+        if body.len() > delivery.max_body_bytes() {
+            return Err(MessageError::BodyTooLarge {
+                len: body.len(),
+                max: delivery.max_body_bytes(),
+                delivery,
+            });
+        }
+        if topic.len() > MAX_TOPIC_BYTES {
+            return Err(MessageError::TopicTooLong { len: topic.len() });
+        }
+        let (Some(epoch), Some(sender)) =
+            (self.sending_epoch, self.senders[delivery.slot()].as_mut())
+        else {
+            return Err(MessageError::NotSending);
+        };
+        let sequence = self.next_sequence[delivery.slot()];
+        let input = signing_input(&SigningFields {
+            meeting_id: &self.meeting_id,
+            epoch: epoch.get(),
+            index: self.my_index,
+            device_id: &device.device_id(),
+            delivery,
+            sequence,
+            topic,
+            body,
+        });
+        let signature = device.signing_key().sign(&input);
+        let plaintext = v1::MeetingMessage {
+            sequence,
+            topic: topic.to_owned(),
+            body: body.to_vec(),
+            signature: signature.to_bytes().to_vec(),
+        }
+        .encode_to_vec();
+        let frame = sender
+            .encrypt(&[], &plaintext)
+            .map_err(MessageError::Frame)?;
+        self.next_sequence[delivery.slot()] = sequence.wrapping_add(1);
+        Ok(SealedMessage { epoch, frame })
+    }
+
+    /// Decrypts and verifies a message that arrived by `delivery`.
+    ///
+    /// # Errors
+    /// [`MessageError::UnknownKey`] for an epoch or sender whose key is not held (the
+    /// caller may keep a reliable message until its epoch's key arrives), and
+    /// [`MessageError::Frame`], [`MessageError::Malformed`] or
+    /// [`MessageError::BadSignature`] for a message to drop.
+    pub fn open(
+        &mut self,
+        delivery: Delivery,
+        frame: &[u8],
+    ) -> Result<ReceivedMessage, MessageError> {
+        if frame.len() > MAX_SEALED_MESSAGE_BYTES {
+            return Err(MessageError::TooLarge { len: frame.len() });
+        }
+        let received = match self.receivers[delivery.slot()].decrypt(&[], frame) {
+            Ok(r) => r,
+            Err(SframeError::UnknownKid {
+                epoch,
+                sender_index,
+                ..
+            }) => {
+                return Err(MessageError::UnknownKey {
+                    epoch,
+                    sender_index: u32::try_from(sender_index).unwrap_or(u32::MAX),
+                });
+            }
+            Err(e) => return Err(MessageError::Frame(e)),
+        };
+        let kid: Kid = received.kid;
+        let index = u32::try_from(kid.sender_index()).unwrap_or(u32::MAX);
+        let member = *self
+            .members
+            .get(&(kid.epoch(), index))
+            .ok_or(MessageError::UnknownKey {
+                epoch: kid.epoch(),
+                sender_index: index,
+            })?;
+        let message = v1::MeetingMessage::decode(received.plaintext.as_slice())
+            .map_err(|_| MessageError::Malformed("not a MeetingMessage"))?;
+        if message.topic.len() > MAX_TOPIC_BYTES {
+            return Err(MessageError::Malformed("topic too long"));
+        }
+        if message.body.len() > delivery.max_body_bytes() {
+            return Err(MessageError::Malformed("body too large for its mode"));
+        }
+        let signature = Signature::from_slice(&message.signature)
+            .map_err(|_| MessageError::Malformed("signature is not 64 bytes"))?;
+        let input = signing_input(&SigningFields {
+            meeting_id: &self.meeting_id,
+            epoch: kid.epoch(),
+            index,
+            device_id: &member.device_id,
+            delivery,
+            sequence: message.sequence,
+            topic: &message.topic,
+            body: &message.body,
+        });
+        member
+            .signing_key
+            .verify(&input, &signature)
+            .map_err(|_| MessageError::BadSignature)?;
+        Ok(ReceivedMessage {
+            user_id: member.user_id,
+            device_id: member.device_id,
+            delivery,
+            epoch: Epoch(kid.epoch()),
+            sequence: message.sequence,
+            topic: message.topic,
+            body: message.body,
+        })
+    }
+}
+
+struct SigningFields<'a> {
+    meeting_id: &'a MeetingId,
+    epoch: u64,
+    index: u32,
+    device_id: &'a DeviceId,
+    delivery: Delivery,
+    sequence: u64,
+    topic: &'a str,
+    body: &'a [u8],
+}
+
+fn signing_input(f: &SigningFields<'_>) -> Vec<u8> {
+    // Invariant: callers check the topic against MAX_TOPIC_BYTES (64) first.
+    let topic_len = u16::try_from(f.topic.len()).unwrap_or(u16::MAX);
+    let mut input = Vec::with_capacity(SIGN_LABEL.len() + 80 + f.topic.len() + f.body.len());
+    input.extend_from_slice(SIGN_LABEL);
+    input.extend_from_slice(f.meeting_id.as_bytes());
+    input.extend_from_slice(&f.epoch.to_be_bytes());
+    input.extend_from_slice(&f.index.to_be_bytes());
+    input.extend_from_slice(f.device_id.as_bytes());
+    input.push(f.delivery.byte());
+    input.extend_from_slice(&f.sequence.to_be_bytes());
+    input.extend_from_slice(&topic_len.to_be_bytes());
+    input.extend_from_slice(f.topic.as_bytes());
+    input.extend_from_slice(f.body);
+    input
+}
