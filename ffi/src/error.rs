@@ -86,6 +86,13 @@ pub enum ConclaveError {
         /// The largest frame this path carries.
         max: u64,
     },
+    /// An in-meeting message was refused: its body or topic is above the limits
+    /// (reliable 4,096 bytes, lossy 900, topic 64). Shorten it or split it.
+    #[error("message refused: {detail}")]
+    MessageTooLarge {
+        /// What was too large.
+        detail: String,
+    },
     /// No frame of this sender arrived yet, so there is no one to ask for a keyframe.
     #[error("no frame from sender {sender_index} has arrived yet")]
     NoFramesFrom {
@@ -149,6 +156,9 @@ impl From<ClientError> for ConclaveError {
             ClientError::FrameTooLarge { len, max } => ConclaveError::FrameTooLarge {
                 len: len as u64,
                 max: max as u64,
+            },
+            ClientError::Message(e) => ConclaveError::MessageTooLarge {
+                detail: e.to_string(),
             },
             ClientError::NoFramesFrom { sender_index } => {
                 ConclaveError::NoFramesFrom { sender_index }

@@ -9,8 +9,8 @@ use crate::client::call_listener;
 use crate::ids::meeting_hex;
 use crate::runtime::{on_runtime, runtime_handle};
 use crate::types::{
-    InviteReport, MediaFrame, MediaKind, MediaStats, MeetingEvent, Participant, SafetyWords,
-    kinds_to_sdk, participants,
+    Delivery, InviteReport, MediaFrame, MediaKind, MediaStats, MeetingEvent, Participant,
+    SafetyWords, kinds_to_sdk, participants,
 };
 
 /// Frames handed to the app in one `on_frames` call at most.
@@ -123,6 +123,24 @@ impl Meeting {
         Ok(self
             .handle
             .send_frame_at(kind.into(), keyframe, capture_us, &data)?)
+    }
+
+    /// Sends a chat or data message to the other participants (`topic`: the app's
+    /// label, at most 64 bytes). They get `MeetingEvent.Message`. Reliable messages are
+    /// relayed in order (at most 4,096 bytes); lossy ones are one datagram (at most 900).
+    ///
+    /// # Errors
+    /// [`ConclaveError::MessageTooLarge`] above the limits, [`ConclaveError::NotJoined`]
+    /// while the room is not joined, [`ConclaveError::MeetingEnded`].
+    pub async fn send_message(
+        &self,
+        delivery: Delivery,
+        topic: String,
+        body: Vec<u8>,
+    ) -> Result<(), ConclaveError> {
+        let handle = self.handle.clone();
+        on_runtime(async move { Ok(handle.send_message(delivery.into(), &topic, &body).await?) })
+            .await
     }
 
     /// Asks the participant with `sender_index` for a video keyframe.

@@ -49,6 +49,62 @@ fn kinds_from_sdk(kinds: &[sdk::MediaKind]) -> Vec<MediaKind> {
         .collect()
 }
 
+/// How an in-meeting message travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum Delivery {
+    /// Relayed by the server in order (chat, reactions, state): at most 4,096 bytes.
+    Reliable,
+    /// One datagram, may be lost (cursors, captions): at most 900 bytes.
+    Lossy,
+}
+
+impl From<Delivery> for sdk::Delivery {
+    fn from(d: Delivery) -> Self {
+        match d {
+            Delivery::Reliable => sdk::Delivery::Reliable,
+            Delivery::Lossy => sdk::Delivery::Lossy,
+        }
+    }
+}
+
+/// An in-meeting message another participant sent, its sender verified by signature.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct ChatMessage {
+    /// The sending user (hex).
+    pub user_id: String,
+    /// The sending device (hex).
+    pub device_id: String,
+    /// How it travelled.
+    pub delivery: Delivery,
+    /// The epoch it was sent in.
+    pub epoch: u64,
+    /// The sender's sequence number for this delivery mode.
+    pub sequence: u64,
+    /// The app's label.
+    pub topic: String,
+    /// The app's bytes.
+    pub body: Vec<u8>,
+}
+
+impl ChatMessage {
+    fn from_sdk(m: &sdk::ReceivedMessage) -> Option<Self> {
+        let delivery = match m.delivery {
+            sdk::Delivery::Reliable => Delivery::Reliable,
+            sdk::Delivery::Lossy => Delivery::Lossy,
+            _ => return None,
+        };
+        Some(ChatMessage {
+            user_id: user_hex(&m.user_id),
+            device_id: device_hex(&m.device_id),
+            delivery,
+            epoch: m.epoch.0,
+            sequence: m.sequence,
+            topic: m.topic.clone(),
+            body: m.body.clone(),
+        })
+    }
+}
+
 /// A participating device.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct Participant {
@@ -426,6 +482,11 @@ pub enum MeetingEvent {
         /// The epoch the room announced.
         room_epoch: u64,
     },
+    /// Another participant's in-meeting message.
+    Message {
+        /// The message.
+        message: ChatMessage,
+    },
     /// The safety words of an epoch are ready.
     SafetyWords {
         /// The words.
@@ -478,6 +539,9 @@ impl MeetingEvent {
             }
             sdk::MeetingEvent::SendingPaused { room_epoch } => MeetingEvent::SendingPaused {
                 room_epoch: room_epoch.0,
+            },
+            sdk::MeetingEvent::Message(m) => MeetingEvent::Message {
+                message: ChatMessage::from_sdk(m)?,
             },
             sdk::MeetingEvent::SafetyWords(w) => MeetingEvent::SafetyWords {
                 words: SafetyWords::from(w),

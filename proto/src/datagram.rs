@@ -9,7 +9,7 @@
 //!  |version| flags |  room handle  | slot  | frame number  | frag  | frag  | SFrame
 //!  |  (1)  |       |     (u32)     | (u16) |     (u32)     | index | count | ciphertext
 //!  +-------+-------+---------------+-------+---------------+-------+-------+----------
-//!  flags: bit 0 = keyframe, bits 1..=2 = media kind (0 audio, 1 video), bits 3..=7 = 0
+//!  flags: bit 0 = keyframe, bits 1..=2 = media kind (0 audio, 1 video, 2 data), bits 3..=7 = 0
 //! ```
 //!
 //! * `room handle` ([`RoomHandle`]): a small number the SFU assigned to the room on this
@@ -52,6 +52,10 @@ pub enum MediaKind {
     Audio,
     /// Video frames: dropped first under congestion.
     Video,
+    /// Lossy in-meeting messages (cursor positions, live captions): one datagram each,
+    /// never fragmented, forwarded like video (dropped first under congestion). The
+    /// SDK sends them through its message API, not as media frames.
+    Data,
 }
 
 impl MediaKind {
@@ -59,6 +63,7 @@ impl MediaKind {
         match self {
             MediaKind::Audio => 0,
             MediaKind::Video => 1,
+            MediaKind::Data => 2,
         }
     }
 
@@ -66,6 +71,7 @@ impl MediaKind {
         match bits {
             0 => Some(MediaKind::Audio),
             1 => Some(MediaKind::Video),
+            2 => Some(MediaKind::Data),
             _ => None,
         }
     }
@@ -97,6 +103,7 @@ impl From<MediaKind> for crate::v1::MediaKind {
         match kind {
             MediaKind::Audio => crate::v1::MediaKind::Audio,
             MediaKind::Video => crate::v1::MediaKind::Video,
+            MediaKind::Data => crate::v1::MediaKind::Data,
         }
     }
 }
@@ -109,6 +116,7 @@ impl TryFrom<crate::v1::MediaKind> for MediaKind {
         match kind {
             crate::v1::MediaKind::Audio => Ok(MediaKind::Audio),
             crate::v1::MediaKind::Video => Ok(MediaKind::Video),
+            crate::v1::MediaKind::Data => Ok(MediaKind::Data),
             other => Err(other),
         }
     }
@@ -474,8 +482,8 @@ mod tests {
         let kinds = [MediaKind::Video, MediaKind::Audio];
         assert_eq!(MediaKind::from_wire(&MediaKind::to_wire(&kinds)), kinds);
         assert_eq!(
-            MediaKind::from_wire(&[0, 1, 2, 3, -1]),
-            [MediaKind::Audio, MediaKind::Video]
+            MediaKind::from_wire(&[0, 1, 2, 3, 4, -1]),
+            [MediaKind::Audio, MediaKind::Video, MediaKind::Data]
         );
     }
 }

@@ -285,7 +285,8 @@ impl Forwarder {
             return;
         };
         let stamped = self.stamp(datagram, membership.slot);
-        let video = header.media_kind == MediaKind::Video;
+        // Video and lossy messages give way to audio under congestion.
+        let video = header.media_kind != MediaKind::Audio;
         let len = stamped.len();
         let targets = membership.room.targets.load();
         for target in targets.iter().filter(|t| t.conn != self.me) {

@@ -61,6 +61,23 @@ impl TokenBucket {
         }
     }
 
+    /// Takes `n` tokens at once (a cost in bytes, say), or says how long until they
+    /// are available. A cost above the burst can never be paid: the wait is the time to
+    /// refill the whole burst, and it is refused again then.
+    pub fn try_take_n(&mut self, n: u64, now: Instant) -> Result<(), Duration> {
+        self.refill(now);
+        // Precision: costs are far below 2^53.
+        #[allow(clippy::cast_precision_loss)]
+        let n = n as f64;
+        if n <= self.tokens {
+            self.tokens -= n;
+            Ok(())
+        } else {
+            let wait = (n.min(self.burst) - self.tokens).max(0.0) / self.rate;
+            Err(Duration::try_from_secs_f64(wait).unwrap_or(Duration::MAX))
+        }
+    }
+
     /// Gives back a token taken for something that then did not happen.
     pub fn refund(&mut self) {
         self.tokens = (self.tokens + 1.0).min(self.burst);

@@ -1,7 +1,7 @@
 //! `SendRoomMessage` relays a small opaque payload to the other member connections of a
 //! room the sender is in (the SDK runs its safety-words round over it): never back to
 //! the sender, never into another room, never from a connection that is not a member,
-//! and never above 1,024 bytes.
+//! never above 5 KiB, and never faster than the relay budget (payload × recipients).
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use conclave_proto::v1::{self, ErrorCode, client_frame::Request, event::Event, response};
@@ -70,8 +70,43 @@ async fn a_room_message_reaches_the_other_members_of_that_room_only() {
     send(&bob, jc.room_handle, b"to carol").await.unwrap();
     assert_eq!(next_message(&mut carol).await.payload, b"to carol");
 
-    let err = send(&alice, ja.room_handle, &[0u8; 1025])
+    let largest = conclave_proto::limits::MAX_ROOM_MESSAGE_BYTES;
+    send(&alice, ja.room_handle, &vec![0u8; largest]).await.unwrap();
+    let err = send(&alice, ja.room_handle, &vec![0u8; largest + 1])
         .await
         .unwrap_err();
     assert_eq!(err.server_code(), Some(ErrorCode::LimitExceeded), "{err}");
+}
+
+/// A member that floods a room with messages is refused once it has had relayed its
+/// budget of bytes (payload × recipients), with a retry-after: one connection cannot
+/// make the server fan out without bound.
+#[tokio::test]
+async fn a_flood_of_room_messages_is_refused_once_its_relay_budget_is_spent() {
+    let server = TestSfu::start_edited(|c| {
+        c.limits.room_message_bytes_per_second = 1_000;
+        c.limits.room_message_burst_bytes = 20_000;
+        c.limits.requests_per_second = 10_000;
+        c.limits.request_burst = 10_000;
+    })
+    .await;
+    let alice = member(&server, "alice").await;
+    let mut bob = member(&server, "bob").await;
+    let room = TestRoom::new();
+    let ja = alice.open_room(&room.auth(), &room.routing).await.unwrap();
+    bob.join_room(&room.auth(), &room.routing).await.unwrap();
+    // One recipient: each 1,000-byte message costs 1,000 bytes of the 20,000 burst.
+    let mut sent = 0;
+    let err = loop {
+        match send(&alice, ja.room_handle, &[7u8; 1_000]).await {
+            Ok(_) => sent += 1,
+            Err(e) => break e,
+        }
+        assert!(sent <= 20, "the budget holds");
+    };
+    assert_eq!(sent, 20);
+    assert_eq!(err.server_code(), Some(ErrorCode::RateLimited), "{err}");
+    for _ in 0..20 {
+        assert_eq!(next_message(&mut bob).await.payload.len(), 1_000);
+    }
 }

@@ -5,6 +5,7 @@ use conclave_proto::v1::ErrorCode;
 use crate::container::ContainerError;
 use crate::identity::IdentityError;
 use crate::meeting::MeetingError;
+use crate::meeting::messages::MessageError;
 use crate::meeting::rekey::RekeyError;
 use crate::sframe::SframeError;
 use crate::transport::{CertificateProblem, TransportError};
@@ -72,6 +73,14 @@ pub enum ClientError {
         /// The largest frame this path carries.
         max: usize,
     },
+    /// [`MeetingHandle::send_frame`](super::MeetingHandle::send_frame) was given
+    /// [`MediaKind::Data`](super::MediaKind::Data), which only in-meeting messages use:
+    /// send those with [`MeetingHandle::send_message`](super::MeetingHandle::send_message).
+    #[error("MediaKind::Data is for in-meeting messages: use send_message")]
+    NotMedia,
+    /// An in-meeting message was refused before sending (body or topic too long).
+    #[error(transparent)]
+    Message(#[from] MessageError),
     /// An identity operation failed (certificate creation, prekeys).
     #[error(transparent)]
     Identity(#[from] IdentityError),

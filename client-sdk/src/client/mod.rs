@@ -74,6 +74,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 pub use address::ServerAddress;
+pub use conclave_core::meeting::messages::{
+    Delivery, MAX_LOSSY_BODY_BYTES, MAX_RELIABLE_BODY_BYTES, MAX_TOPIC_BYTES, MessageError,
+    ReceivedMessage,
+};
 pub use conclave_proto::datagram::MediaKind;
 pub use credentials::{
     CREDENTIALS_MAGIC, CREDENTIALS_VERSION, CredentialsError, DEFAULT_DEVICE_VALIDITY_MS,
@@ -415,6 +419,11 @@ pub enum MeetingEvent {
         /// The epoch the room announced.
         room_epoch: Epoch,
     },
+    /// An in-meeting message from another participant ([`MeetingHandle::send_message`]):
+    /// its sender device is verified by signature, and it was readable only by the
+    /// participants of its epoch. Reliable messages of one sender arrive in the order
+    /// sent, also across rekeys; lossy ones may be lost or reordered.
+    Message(ReceivedMessage),
     /// The safety words of `epoch` are ready ([`MeetingHandle::safety_words`]): every
     /// participant's device committed to and revealed its nonce.
     SafetyWords(SafetyWords),
@@ -769,6 +778,19 @@ impl Meeting {
         self.handle.request_keyframe(sender_index).await
     }
 
+    /// Sends a chat or data message to the meeting: [`MeetingHandle::send_message`].
+    ///
+    /// # Errors
+    /// As [`MeetingHandle::send_message`].
+    pub async fn send_message(
+        &self,
+        delivery: Delivery,
+        topic: &str,
+        body: &[u8],
+    ) -> Result<(), ClientError> {
+        self.handle.send_message(delivery, topic, body).await
+    }
+
     /// The current participants.
     #[must_use]
     pub fn participants(&self) -> Vec<Participant> {
@@ -894,6 +916,45 @@ impl MeetingHandle {
     ) -> Result<(), ClientError> {
         self.shared
             .send_frame(kind, keyframe, Some(capture_us), data)
+    }
+
+    /// Sends `body` to every other participant of the meeting, labelled `topic` (the
+    /// app's choice: "chat", "reaction", "cursor", ...; at most [`MAX_TOPIC_BYTES`]).
+    /// Others get it as [`MeetingEvent::Message`]. It is encrypted under a key derived
+    /// from the current epoch's meeting key (the server, removed participants and later
+    /// joiners cannot read it) and signed by this device (receivers know which device
+    /// sent it).
+    ///
+    /// * [`Delivery::Reliable`]: relayed by the server on the control channel; everyone
+    ///   in the room gets it, in the order this device sent, also across rekeys. At most
+    ///   [`MAX_RELIABLE_BODY_BYTES`]. Returns once the server has taken it.
+    /// * [`Delivery::Lossy`]: one media datagram, no retransmission, dropped first under
+    ///   congestion. At most [`MAX_LOSSY_BODY_BYTES`]. For cursor positions, captions.
+    ///
+    /// Participants whose connection is down when it is relayed do not get it later:
+    /// keep the history in the app if late readers need it.
+    ///
+    /// # Errors
+    /// [`ClientError::Message`] ([`MessageError::BodyTooLarge`],
+    /// [`MessageError::TopicTooLong`]), [`ClientError::NotJoined`] while the room is not
+    /// joined, [`ClientError::SendingPaused`], [`ClientError::MeetingEnded`],
+    /// [`ClientError::Server`] if the server refused it (a rate limit).
+    pub async fn send_message(
+        &self,
+        delivery: Delivery,
+        topic: &str,
+        body: &[u8],
+    ) -> Result<(), ClientError> {
+        let meeting = self.shared.id;
+        let (topic, body) = (topic.to_owned(), body.to_vec());
+        call(&self.commands, |reply| Command::SendMessage {
+            meeting,
+            delivery,
+            topic,
+            body,
+            reply,
+        })
+        .await
     }
 
     /// Asks the participant with `sender_index` ([`MediaFrame::sender_index`]) for a

@@ -19,7 +19,9 @@ use tokio::sync::mpsc;
 
 use super::frames::FrameSink;
 use super::{ClientError, ConnectionProblem, MediaStats, MeetingEvent, Participant};
+use crate::identity::DeviceIdentity;
 use crate::media::{self, ENVELOPE_LEN, MediaEnvelope, Reassembler, ReassemblyConfig};
+use crate::meeting::messages::{Delivery, MessageCrypto, MessageError, ReceivedMessage};
 use crate::meeting::{Epoch, MeetingId, MeetingKey, SFRAME_SUITE};
 use crate::safety::{SafetyCode, SafetyWords};
 use crate::sframe::{SframeReceiver, SframeSender};
@@ -113,6 +115,9 @@ pub(crate) struct MeetingShared {
     pub my_index: u32,
     send: Mutex<SendSide>,
     receive: Mutex<ReceiveSide>,
+    /// In-meeting message keys (both modes): taken by the engine for reliable messages
+    /// and sending, by the reader for lossy ones; never with `send` or `receive` held.
+    messages: Mutex<MessageCrypto>,
     info: Mutex<MeetingInfo>,
     /// Mirrors `info.ended`, for the media paths.
     ended_flag: AtomicBool,
@@ -155,6 +160,7 @@ impl MeetingShared {
                 senders: HashMap::new(),
                 plaintext: Vec::new(),
             }),
+            messages: Mutex::new(MessageCrypto::new(id, my_index)),
             info: Mutex::new(MeetingInfo::default()),
             ended_flag: AtomicBool::new(false),
             frames,
@@ -175,9 +181,14 @@ impl MeetingShared {
             Ok(sender) => sender,
             Err(e) => {
                 lock(&self.send).sender = None;
+                lock(&self.messages).pause_sending();
                 return Err(e.into());
             }
         };
+        if let Err(e) = lock(&self.messages).set_sending_key(key) {
+            lock(&self.send).sender = None;
+            return Err(ClientError::Message(e));
+        }
         let mut send = lock(&self.send);
         if send.sender.as_ref().map(|s| s.kid()) != Some(sender.kid()) {
             send.sender = Some(sender);
@@ -194,16 +205,22 @@ impl MeetingShared {
         let mut send = lock(&self.send);
         send.sender = None;
         send.paused = true;
+        drop(send);
+        lock(&self.messages).pause_sending();
     }
 
-    /// Registers `key`'s per-sender keys for every participant but this device.
-    pub(crate) fn add_receive_keys<'a>(
+    /// Registers `key`'s per-sender media and message keys for every participant but
+    /// this device (each with its pinned signing key, which message signatures need).
+    pub(crate) fn add_receive_keys(
         &self,
         key: &MeetingKey,
-        members: impl Iterator<Item = (u32, UserId, DeviceId)> + 'a,
+        members: &[(u32, UserId, DeviceId, ed25519_dalek::VerifyingKey)],
     ) {
+        if let Err(e) = lock(&self.messages).add_receive_keys(key, members.iter().copied()) {
+            tracing::warn!(error = %e, "cannot register a message receive key");
+        }
         let mut receive = lock(&self.receive);
-        for (index, user_id, device_id) in members {
+        for &(index, user_id, device_id, _) in members {
             let slot = receive.senders.get(&index).and_then(|s| s.slot);
             receive.senders.insert(
                 index,
@@ -232,11 +249,13 @@ impl MeetingShared {
     /// Forgets every key of `epoch`.
     pub(crate) fn drop_epoch(&self, epoch: Epoch) {
         lock(&self.receive).receiver.remove_epoch(epoch.get());
+        lock(&self.messages).drop_epoch(epoch);
     }
 
     /// Forgets every key and stops sending (the meeting ended).
     pub(crate) fn clear_keys(&self) {
         lock(&self.receive).receiver = SframeReceiver::new();
+        lock(&self.messages).clear();
         let mut send = lock(&self.send);
         send.sender = None;
         send.room = None;
@@ -307,6 +326,9 @@ impl MeetingShared {
         if self.ended_flag.load(Ordering::Acquire) {
             return Err(ClientError::MeetingEnded);
         }
+        if !matches!(kind, MediaKind::Audio | MediaKind::Video) {
+            return Err(ClientError::NotMedia);
+        }
         let mut send = lock(&self.send);
         let Some(room) = send.room.clone() else {
             return Err(ClientError::NotJoined);
@@ -362,6 +384,76 @@ impl MeetingShared {
         }
         self.counters.frames_sent.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Seals an in-meeting message as this device (`identity`) for `delivery`.
+    pub(crate) fn seal_message(
+        &self,
+        identity: &DeviceIdentity,
+        delivery: Delivery,
+        topic: &str,
+        body: &[u8],
+    ) -> Result<Vec<u8>, ClientError> {
+        if self.ended_flag.load(Ordering::Acquire) {
+            return Err(ClientError::MeetingEnded);
+        }
+        let sealed = lock(&self.messages).seal(identity, delivery, topic, body);
+        match sealed {
+            Ok(sealed) => Ok(sealed.frame),
+            Err(MessageError::NotSending) if lock(&self.send).paused => {
+                Err(ClientError::SendingPaused)
+            }
+            Err(MessageError::NotSending) => Err(ClientError::NotJoined),
+            Err(e) => Err(ClientError::Message(e)),
+        }
+    }
+
+    /// Opens an in-meeting message that arrived by `delivery`.
+    pub(crate) fn open_message(
+        &self,
+        delivery: Delivery,
+        frame: &[u8],
+    ) -> Result<ReceivedMessage, MessageError> {
+        lock(&self.messages).open(delivery, frame)
+    }
+
+    /// Whether messages of `epoch` can be opened now.
+    pub(crate) fn holds_message_epoch(&self, epoch: u64) -> bool {
+        lock(&self.messages).holds_epoch(epoch)
+    }
+
+    /// Sends a sealed lossy message as one `Data` datagram on the room link.
+    pub(crate) fn send_lossy_message(&self, sealed: &[u8]) -> Result<(), ClientError> {
+        let mut send = lock(&self.send);
+        let Some(room) = send.room.clone() else {
+            return Err(ClientError::NotJoined);
+        };
+        let frame_number = send.next_frame_number;
+        send.next_frame_number = frame_number.wrapping_add(1);
+        drop(send);
+        let max_datagram = room
+            .conn
+            .max_datagram_size()
+            .unwrap_or(0)
+            .min(MAX_DATAGRAM_BYTES);
+        let datagram = media::fragment(
+            room.handle,
+            MediaKind::Data,
+            false,
+            frame_number,
+            sealed,
+            max_datagram,
+        )
+        .ok()
+        .filter(|d| d.len() == 1)
+        .and_then(|mut d| d.pop())
+        .ok_or(ClientError::FrameTooLarge {
+            len: sealed.len(),
+            max: media::max_frame_ciphertext(max_datagram),
+        })?;
+        room.conn
+            .send_datagram(datagram)
+            .map_err(|e| ClientError::Connection(ConnectionProblem::Datagram(e)))
     }
 
     /// The SFU slot sender `index`'s frames last came from, if any arrived.

@@ -92,7 +92,7 @@ pub const MIN_FRAME_BYTES_BEFORE_AUTH: usize = 2048;
 impl Limits {
     fn validate(&self) -> Result<(), ConfigError> {
         let l = self;
-        let nonzero: [(&str, u64); 30] = [
+        let nonzero: [(&str, u64); 32] = [
             ("max_connections", l.max_connections as u64),
             (
                 "max_rooms_per_connection",
@@ -115,6 +115,14 @@ impl Limits {
             ("max_users_per_fetch", l.max_users_per_fetch as u64),
             ("requests_per_second", u64::from(l.requests_per_second)),
             ("request_burst", u64::from(l.request_burst)),
+            (
+                "room_message_bytes_per_second",
+                u64::from(l.room_message_bytes_per_second),
+            ),
+            (
+                "room_message_burst_bytes",
+                u64::from(l.room_message_burst_bytes),
+            ),
             ("max_frame_bytes", l.max_frame_bytes as u64),
             (
                 "max_frame_bytes_before_auth",
@@ -408,6 +416,14 @@ pub struct Limits {
     pub requests_per_second: u32,
     /// Burst of control requests above the sustained rate.
     pub request_burst: u32,
+    /// Sustained bytes per second one connection may have relayed as room messages
+    /// (`SendRoomMessage`: chat, app data, safety-words rounds), counted as payload ×
+    /// recipients, so a large room costs what it costs the server. Above it, a send is
+    /// refused `RATE_LIMITED` with a retry-after.
+    pub room_message_bytes_per_second: u32,
+    /// Burst of relayed room-message bytes (payload × recipients) above the sustained
+    /// rate; at least one largest message (5 KiB) to a full room must fit.
+    pub room_message_burst_bytes: u32,
     /// Largest media datagram accepted or forwarded, bytes (at most 1500).
     pub max_datagram_bytes: usize,
     /// Largest control frame, bytes.
@@ -483,6 +499,8 @@ impl Default for Limits {
             max_users_per_fetch: 64,
             requests_per_second: 50,
             request_burst: 200,
+            room_message_bytes_per_second: 512 * 1024,
+            room_message_burst_bytes: 4 * 1024 * 1024,
             max_datagram_bytes: conclave_proto::limits::MAX_DATAGRAM_BYTES,
             max_frame_bytes: 2 * 1024 * 1024,
             max_frame_bytes_before_auth: 8 * 1024,

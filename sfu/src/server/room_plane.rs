@@ -18,8 +18,9 @@ use crate::rooms::{OpenRequest, RoomEvent, RoomOutput, RoomRegistry, RotateReque
 use crate::store::{DeviceIdBytes, MAX_ROOM_LEADERS, RoutingIdBytes};
 use crate::telemetry;
 
-/// Largest `SendRoomMessage` payload, bytes.
-pub(crate) const MAX_ROOM_MESSAGE_BYTES: usize = 1_024;
+/// Largest `SendRoomMessage` payload, bytes (a reliable in-meeting message of the
+/// largest body fits).
+pub(crate) const MAX_ROOM_MESSAGE_BYTES: usize = conclave_proto::limits::MAX_ROOM_MESSAGE_BYTES;
 
 /// The registry plus the media plane's room tables, behind one control-plane lock
 /// (never taken on the datagram path).
@@ -310,8 +311,32 @@ impl Session {
             ));
         };
         let me = self.conn.id;
+        let members = membership.room.conns();
+        // The other members get it: the sender's own connection is not a recipient.
+        let recipients_now = members.len().saturating_sub(1) as u64;
+        let cost = (r.payload.len() as u64).saturating_mul(recipients_now);
+        let now = Instant::now();
+        let limits = &self.shared.config.limits;
+        let bucket = self.relay_bucket.get_or_insert_with(|| {
+            crate::ratelimit::TokenBucket::new(
+                limits.room_message_bytes_per_second,
+                limits.room_message_burst_bytes,
+                now,
+            )
+        });
+        if let Err(wait) = bucket.try_take_n(cost, now) {
+            let mut err = RequestError::new(
+                ErrorCode::RateLimited,
+                "room messages relayed too fast on this connection \
+                 (limits.room_message_bytes_per_second); slow down",
+            );
+            err.retry_after_ms = u64::try_from(wait.as_micros().div_ceil(1000))
+                .unwrap_or(u64::MAX)
+                .max(1);
+            return Err(err);
+        }
         let mut recipients = 0u32;
-        for conn in membership.room.conns() {
+        for conn in members {
             if conn == me {
                 continue;
             }

@@ -60,6 +60,8 @@ pub(crate) struct Session {
     challenge: [u8; 32],
     stage: Stage,
     bucket: Option<TokenBucket>,
+    /// Room-message bytes relayed (payload × recipients), per second.
+    pub(super) relay_bucket: Option<TokenBucket>,
 }
 
 impl Session {
@@ -78,6 +80,7 @@ impl Session {
             challenge,
             stage: Stage::Fresh,
             bucket: None,
+            relay_bucket: None,
         }
     }
 

@@ -65,6 +65,8 @@ pub(super) struct Entry {
     pub sas_timing: crate::client::protocol::sas_timing::SasTiming,
     /// Round messages of an epoch whose round has not started here yet.
     pub sas_early: crate::client::protocol::sas_early::EarlyRoundMessages,
+    /// Reliable meeting messages of an epoch whose key has not arrived yet.
+    pub early_messages: crate::client::protocol::early_messages::EarlyMessages,
     /// When to try joining the room again: the node answered `UNAVAILABLE` (its
     /// owner is failing over, or the node is between leases), `INTERNAL` or
     /// `RATE_LIMITED`.
@@ -381,6 +383,15 @@ impl Engine {
                 sender_index,
             } => self
                 .request_keyframe(meeting, sender_index)
+                .await
+                .map(|()| Reply::Done),
+            Command::SendMessage {
+                meeting,
+                delivery,
+                topic,
+                body,
+            } => self
+                .send_message(meeting, delivery, &topic, &body)
                 .await
                 .map(|()| Reply::Done),
             Command::Remove { meeting, users } => {

@@ -444,20 +444,29 @@ impl Engine {
             let Some(key) = state.key(epoch) else {
                 continue;
             };
-            let missing: Vec<(u32, UserId, DeviceId)> = state
+            let missing: Vec<_> = state
                 .roster()
                 .iter()
                 .filter(|m| !entry.installed.contains(&(epoch, m.sender_index)))
-                .map(|m| (m.sender_index, m.user_id, m.device_id))
+                .map(|m| {
+                    (
+                        m.sender_index,
+                        m.user_id,
+                        m.device_id,
+                        *m.device.signing_key(),
+                    )
+                })
                 .collect();
             if missing.is_empty() {
                 continue;
             }
             entry
                 .installed
-                .extend(missing.iter().map(|(i, _, _)| (epoch, *i)));
-            entry.shared.add_receive_keys(key, missing.into_iter());
+                .extend(missing.iter().map(|(i, _, _, _)| (epoch, *i)));
+            entry.shared.add_receive_keys(key, &missing);
         }
+        super::messages::deliver_early_messages(entry);
+        let state = &entry.state;
         entry.next_index = entry.next_index.max(state.roster().next_sender_index());
         let safety = state
             .key(state.sending_epoch())
@@ -880,6 +889,7 @@ impl Engine {
             sas: None,
             sas_timing: Default::default(),
             sas_early: Default::default(),
+            early_messages: Default::default(),
             rejoin_at: None,
             rejoin_failures: 0,
             node: None,

@@ -85,6 +85,7 @@ mod inbox;
 mod keyframes;
 mod links;
 mod meetings;
+mod messages;
 mod port;
 mod words;
 
@@ -254,6 +255,17 @@ pub enum Command {
         meeting: MeetingId,
         /// The sender's index.
         sender_index: u32,
+    },
+    /// Send an in-meeting message (chat or app data).
+    SendMessage {
+        /// The meeting.
+        meeting: MeetingId,
+        /// Reliable (in order, on the control channel) or lossy (a datagram).
+        delivery: crate::meeting::messages::Delivery,
+        /// The app's label, at most 64 bytes.
+        topic: String,
+        /// The app's bytes.
+        body: Vec<u8>,
     },
     /// (Leader) remove users from a meeting.
     Remove {

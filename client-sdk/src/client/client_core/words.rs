@@ -18,7 +18,7 @@ use crate::safety::SafetyWords;
 use crate::safety::round::SasRound;
 
 /// Largest room message this device decodes.
-const MAX_MESSAGE_BYTES: usize = 1_024;
+const MAX_MESSAGE_BYTES: usize = conclave_proto::limits::MAX_ROOM_MESSAGE_BYTES;
 
 impl Engine {
     /// Arms the settle timer of the sending epoch's round if that round has not
@@ -158,14 +158,18 @@ impl Engine {
         };
         let request = Request::SendRoomMessage(v1::SendRoomMessage {
             room_handle: handle.get(),
-            payload: message.encode_to_vec(),
+            payload: v1::RoomPayload {
+                body: Some(v1::room_payload::Body::SasRound(message.clone())),
+            }
+            .encode_to_vec(),
         });
         if let Err(e) = self.request_on(conn, request).await {
             tracing::debug!(error = %e, "a safety-words message was not sent; it is resent");
         }
     }
 
-    /// A room message: a step of some member's safety-words round.
+    /// A room message: a step of some member's safety-words round, or a reliable
+    /// in-meeting message.
     pub(super) async fn on_room_message(&mut self, conn: ConnectionId, message: v1::RoomMessage) {
         if message.payload.len() > MAX_MESSAGE_BYTES {
             return;
@@ -173,10 +177,19 @@ impl Engine {
         let Some(id) = self.meeting_of(conn, RoomHandle(message.room_handle)) else {
             return;
         };
-        let Ok(step) = v1::SasRoundMessage::decode(message.payload.as_slice()) else {
-            tracing::debug!("undecodable room message ignored");
-            return;
-        };
+        match v1::RoomPayload::decode(message.payload.as_slice()) {
+            Ok(v1::RoomPayload {
+                body: Some(v1::room_payload::Body::SasRound(step)),
+            }) => self.on_round_message(id, step).await,
+            Ok(v1::RoomPayload {
+                body: Some(v1::room_payload::Body::MeetingMessage(frame)),
+            }) => self.on_meeting_message(id, frame),
+            _ => tracing::debug!("undecodable room message ignored"),
+        }
+    }
+
+    /// A step of some member's safety-words round.
+    async fn on_round_message(&mut self, id: MeetingId, step: v1::SasRoundMessage) {
         let Some(entry) = self.meetings.get_mut(&id) else {
             return;
         };

@@ -72,6 +72,13 @@ pub(crate) enum Command {
         sender_index: u32,
         reply: ReplyTo<()>,
     },
+    SendMessage {
+        meeting: MeetingId,
+        delivery: crate::meeting::messages::Delivery,
+        topic: String,
+        body: Vec<u8>,
+        reply: ReplyTo<()>,
+    },
     Remove {
         meeting: MeetingId,
         users: Vec<UserId>,
@@ -146,6 +153,21 @@ impl Command {
                 CoreCommand::RequestKeyframe {
                     meeting,
                     sender_index,
+                },
+                Pending::Done(reply),
+            ),
+            Command::SendMessage {
+                meeting,
+                delivery,
+                topic,
+                body,
+                reply,
+            } => (
+                CoreCommand::SendMessage {
+                    meeting,
+                    delivery,
+                    topic,
+                    body,
                 },
                 Pending::Done(reply),
             ),

@@ -21,6 +21,7 @@
 
 pub(crate) mod acks;
 pub(crate) mod clock;
+pub(crate) mod early_messages;
 pub(crate) mod invitations;
 pub(crate) mod order;
 pub(crate) mod outbox;

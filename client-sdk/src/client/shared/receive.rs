@@ -8,12 +8,13 @@
 
 use std::sync::atomic::Ordering;
 
-use conclave_proto::datagram::DatagramHeader;
+use conclave_proto::datagram::{DatagramHeader, MediaKind};
 
 use super::{MeetingShared, lock};
-use crate::client::MediaFrame;
+use crate::client::{MediaFrame, MeetingEvent};
 use crate::media::MediaEnvelope;
 use crate::meeting::Epoch;
+use crate::meeting::messages::Delivery;
 use crate::sframe::SframeError;
 
 /// What one run counted, added to the meeting's counters once.
@@ -37,10 +38,20 @@ impl MeetingShared {
     ) {
         out.clear();
         let mut counts = RunCounts::default();
+        // Lossy in-meeting messages of the run, opened after the media (another lock).
+        let mut messages: Vec<&'a [u8]> = Vec::new();
         {
             let mut guard = lock(&self.receive);
             let side = &mut *guard;
             for (header, payload) in datagrams {
+                if header.media_kind == MediaKind::Data {
+                    if header.fragment_count == 1 {
+                        messages.push(payload);
+                    } else {
+                        counts.failures += 1;
+                    }
+                    continue;
+                }
                 let Some(frame) = side.reassembler.push_ref(&header, payload, now_ms) else {
                     continue;
                 };
@@ -105,6 +116,12 @@ impl MeetingShared {
         if dropped > 0 {
             c.frames_dropped_queue_full
                 .fetch_add(dropped as u64, Ordering::Relaxed);
+        }
+        for payload in messages {
+            match self.open_message(Delivery::Lossy, payload) {
+                Ok(message) => self.emit(MeetingEvent::Message(message)),
+                Err(e) => tracing::debug!(error = %e, "lossy meeting message dropped"),
+            }
         }
     }
 }

@@ -76,13 +76,6 @@ impl Delivery {
         }
     }
 
-    fn slot(self) -> usize {
-        match self {
-            Delivery::Reliable => 0,
-            Delivery::Lossy => 1,
-        }
-    }
-
     /// The largest body this mode carries, bytes.
     #[must_use]
     pub const fn max_body_bytes(self) -> usize {
@@ -208,11 +201,34 @@ pub struct MessageCrypto {
     my_index: u32,
     /// Sending contexts of the sending epoch, per mode (one per epoch: never recreated,
     /// or AES-GCM nonces would repeat).
-    senders: [Option<SframeSender>; 2],
+    senders: PerMode<Option<SframeSender>>,
     sending_epoch: Option<Epoch>,
-    receivers: [SframeReceiver; 2],
+    receivers: PerMode<SframeReceiver>,
     members: HashMap<(u64, u32), Member>,
-    next_sequence: [u64; 2],
+    next_sequence: PerMode<u64>,
+}
+
+/// One `T` per delivery mode.
+#[derive(Debug, Default)]
+struct PerMode<T> {
+    reliable: T,
+    lossy: T,
+}
+
+impl<T> PerMode<T> {
+    fn get(&self, delivery: Delivery) -> &T {
+        match delivery {
+            Delivery::Reliable => &self.reliable,
+            Delivery::Lossy => &self.lossy,
+        }
+    }
+
+    fn get_mut(&mut self, delivery: Delivery) -> &mut T {
+        match delivery {
+            Delivery::Reliable => &mut self.reliable,
+            Delivery::Lossy => &mut self.lossy,
+        }
+    }
 }
 
 impl fmt::Debug for MessageCrypto {
@@ -238,11 +254,11 @@ impl MessageCrypto {
         MessageCrypto {
             meeting_id,
             my_index,
-            senders: [None, None],
+            senders: PerMode::default(),
             sending_epoch: None,
-            receivers: [SframeReceiver::new(), SframeReceiver::new()],
+            receivers: PerMode::default(),
             members: HashMap::new(),
-            next_sequence: [0, 0],
+            next_sequence: PerMode::default(),
         }
     }
 
@@ -253,7 +269,10 @@ impl MessageCrypto {
     /// [`MessageError::Meeting`] if the epoch or this device's index cannot be carried by
     /// a key id; sending then stops (fail closed).
     pub fn set_sending_key(&mut self, key: &MeetingKey) -> Result<(), MessageError> {
-        if self.sending_epoch == Some(key.epoch()) && self.senders.iter().all(Option::is_some) {
+        if self.sending_epoch == Some(key.epoch())
+            && self.senders.reliable.is_some()
+            && self.senders.lossy.is_some()
+        {
             return Ok(());
         }
         let kid = match key.sframe_kid(self.my_index) {
@@ -265,7 +284,7 @@ impl MessageCrypto {
         };
         for delivery in [Delivery::Reliable, Delivery::Lossy] {
             let base = base_key(key, delivery, self.my_index);
-            self.senders[delivery.slot()] = Some(SframeSender::new(SFRAME_SUITE, &*base, kid));
+            *self.senders.get_mut(delivery) = Some(SframeSender::new(SFRAME_SUITE, &*base, kid));
         }
         self.sending_epoch = Some(key.epoch());
         Ok(())
@@ -273,7 +292,7 @@ impl MessageCrypto {
 
     /// Stops sending until the next [`Self::set_sending_key`] for a *new* epoch.
     pub fn pause_sending(&mut self) {
-        self.senders = [None, None];
+        self.senders = PerMode::default();
     }
 
     /// Accepts messages of `key`'s epoch from `members` (sender index, user, device and
@@ -304,7 +323,11 @@ impl MessageCrypto {
             let mut added = true;
             for delivery in [Delivery::Reliable, Delivery::Lossy] {
                 let base = base_key(key, delivery, index);
-                if let Err(e) = self.receivers[delivery.slot()].add_key(kid, SFRAME_SUITE, &*base) {
+                if let Err(e) = self
+                    .receivers
+                    .get_mut(delivery)
+                    .add_key(kid, SFRAME_SUITE, &*base)
+                {
                     first_error.get_or_insert(MessageError::Frame(e));
                     added = false;
                 }
@@ -325,16 +348,15 @@ impl MessageCrypto {
 
     /// Forgets every receive key of `epoch`.
     pub fn drop_epoch(&mut self, epoch: Epoch) {
-        for receiver in &mut self.receivers {
-            receiver.remove_epoch(epoch.get());
-        }
+        self.receivers.reliable.remove_epoch(epoch.get());
+        self.receivers.lossy.remove_epoch(epoch.get());
         self.members.retain(|(e, _), _| *e != epoch.get());
     }
 
     /// Forgets every key (the meeting ended).
     pub fn clear(&mut self) {
         self.pause_sending();
-        self.receivers = [SframeReceiver::new(), SframeReceiver::new()];
+        self.receivers = PerMode::default();
         self.members.clear();
     }
 
@@ -368,11 +390,11 @@ impl MessageCrypto {
             return Err(MessageError::TopicTooLong { len: topic.len() });
         }
         let (Some(epoch), Some(sender)) =
-            (self.sending_epoch, self.senders[delivery.slot()].as_mut())
+            (self.sending_epoch, self.senders.get_mut(delivery).as_mut())
         else {
             return Err(MessageError::NotSending);
         };
-        let sequence = self.next_sequence[delivery.slot()];
+        let sequence = *self.next_sequence.get(delivery);
         let input = signing_input(&SigningFields {
             meeting_id: &self.meeting_id,
             epoch: epoch.get(),
@@ -394,7 +416,7 @@ impl MessageCrypto {
         let frame = sender
             .encrypt(&[], &plaintext)
             .map_err(MessageError::Frame)?;
-        self.next_sequence[delivery.slot()] = sequence.wrapping_add(1);
+        *self.next_sequence.get_mut(delivery) = sequence.wrapping_add(1);
         Ok(SealedMessage { epoch, frame })
     }
 
@@ -413,7 +435,7 @@ impl MessageCrypto {
         if frame.len() > MAX_SEALED_MESSAGE_BYTES {
             return Err(MessageError::TooLarge { len: frame.len() });
         }
-        let received = match self.receivers[delivery.slot()].decrypt(&[], frame) {
+        let received = match self.receivers.get_mut(delivery).decrypt(&[], frame) {
             Ok(r) => r,
             Err(SframeError::UnknownKid {
                 epoch,
@@ -422,13 +444,13 @@ impl MessageCrypto {
             }) => {
                 return Err(MessageError::UnknownKey {
                     epoch,
-                    sender_index: u32::try_from(sender_index).unwrap_or(u32::MAX),
+                    sender_index: u32::from(sender_index),
                 });
             }
             Err(e) => return Err(MessageError::Frame(e)),
         };
         let kid: Kid = received.kid;
-        let index = u32::try_from(kid.sender_index()).unwrap_or(u32::MAX);
+        let index = u32::from(kid.sender_index());
         let member = *self
             .members
             .get(&(kid.epoch(), index))

@@ -35,8 +35,9 @@ fn fixture(queue: usize) -> Fixture {
         1,
         UserId::from_username("bob").unwrap(),
         DeviceId::from_bytes([2; 16]),
+        ed25519_dalek::SigningKey::from_bytes(&[2; 32]).verifying_key(),
     );
-    shared.add_receive_keys(&key, [bob].into_iter());
+    shared.add_receive_keys(&key, &[bob]);
     Fixture {
         bob: key.sframe_sender(1).unwrap(),
         shared,
