@@ -3,7 +3,7 @@
 //! Alice starts a meeting with Bob and Carol; Bob answers with audio, Carol with video.
 //! Everyone compares safety codes and exchanges SFrame-encrypted frames. Then Carol
 //! leaves: the meeting rekeys to a new epoch that only Alice and Bob hold, with a new
-//! safety code, and they carry on.
+//! safety code, and they carry on, with media and an end-to-end encrypted chat.
 //!
 //! Run it with an SFU started inside this process (127.0.0.1, throwaway certificate):
 //!
@@ -30,8 +30,8 @@ use anyhow::{Context, bail};
 use conclave_sdk::OsRng;
 use conclave_sdk::UserId;
 use conclave_sdk::client::{
-    Client, ClientConfig, ClientEvent, ClientEvents, DeviceCredentials, Invitation, MediaKind,
-    Meeting, MeetingEvent,
+    Client, ClientConfig, ClientEvent, ClientEvents, Delivery, DeviceCredentials, Invitation,
+    MediaKind, Meeting, MeetingEvent,
 };
 use conclave_sdk::identity::UserSigningKey;
 use conclave_sdk::meeting::Epoch;
@@ -322,6 +322,10 @@ async fn meet(sfu: &Sfu) -> anyhow::Result<()> {
     exchange(&a, Audio, b"alice audio 2", &mut [&mut b]).await?;
     exchange(&b, Audio, b"bob audio 3", &mut [&mut a]).await?;
 
+    println!("\n== Chat (end-to-end encrypted, signed by the sending device)");
+    chat(&a, "Carol had to go. Shall we go on?", &mut b).await?;
+    chat(&b, "Yes, five more minutes.", &mut a).await?;
+
     for seat in [&a, &b] {
         let stats = seat.meeting.stats();
         println!(
@@ -457,6 +461,38 @@ async fn exchange(
         waiting = still;
     }
     Ok(())
+}
+
+/// Sends a reliable chat message from `from` and waits until `to` reads it.
+async fn chat(from: &Seat, text: &str, to: &mut Seat) -> anyhow::Result<()> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match from
+            .meeting
+            .send_message(Delivery::Reliable, "chat", text.as_bytes())
+            .await
+        {
+            Ok(()) => break,
+            Err(e) if e.is_transient() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    loop {
+        if let MeetingEvent::Message(m) = next_event(to).await? {
+            println!(
+                "{:>5} ◀ {:<5} {}: {:?} (epoch {}, message #{})",
+                to.name,
+                to.names.of(&m.user_id),
+                m.topic,
+                String::from_utf8_lossy(&m.body),
+                m.epoch,
+                m.sequence
+            );
+            return Ok(());
+        }
+    }
 }
 
 /// Reads `seat`'s events for up to 50 ms; true (after printing it) once the frame

@@ -102,6 +102,13 @@ pub struct Options {
     /// join in random meetings (each leave and remove is a rekey).
     #[arg(long, value_name = "PER_MINUTE", default_value_t = 0.0)]
     pub churn: f64,
+    /// Chat messages per minute per participant during the measured phase: reliable
+    /// in-meeting messages (end-to-end encrypted and signed, relayed by the SFU).
+    #[arg(long, value_name = "PER_MINUTE", default_value_t = 0.0)]
+    pub chat_per_minute: f64,
+    /// Bytes of each chat message body (at least 20: the stamp; at most 4096).
+    #[arg(long, value_name = "BYTES", default_value_t = 200)]
+    pub chat_bytes: usize,
     /// Seed of every random choice (who sends, phases, churn targets).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub seed: u64,
@@ -182,6 +189,18 @@ impl Options {
             return bad(format!(
                 "--churn must be 0..=600 per minute, got {}",
                 self.churn
+            ));
+        }
+        if !(self.chat_per_minute.is_finite() && (0.0..=6_000.0).contains(&self.chat_per_minute)) {
+            return bad(format!(
+                "--chat-per-minute must be 0..=6000, got {}",
+                self.chat_per_minute
+            ));
+        }
+        if !(20..=conclave_sdk::client::MAX_RELIABLE_BODY_BYTES).contains(&self.chat_bytes) {
+            return bad(format!(
+                "--chat-bytes must be 20..=4096, got {}",
+                self.chat_bytes
             ));
         }
         if self.local_cluster.is_some_and(|n| !(2..=8).contains(&n)) {

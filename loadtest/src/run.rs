@@ -293,6 +293,25 @@ fn assemble(
             max: rekeys.last().copied(),
         },
         removed_decrypted_frames: sim.removed_decrypted_frames,
+        chat: (o.chat_per_minute > 0.0).then(|| {
+            let mut latency = LatencyHistogram::default();
+            let (mut received, mut out_of_order) = (0, 0);
+            for r in &sim.receivers {
+                latency.merge(&r.chat.latency);
+                received += r.chat.received;
+                out_of_order += r.chat.out_of_order;
+            }
+            crate::report::ChatReport {
+                sent: sim.chat_sent,
+                failed: sim.chat_failed,
+                received,
+                expected: sim
+                    .chat_sent
+                    .saturating_mul(o.participants.saturating_sub(1) as u64),
+                out_of_order,
+                latency_ms: percentiles_ms(&latency),
+            }
+        }),
         churn_events: sim.churn_events.clone(),
         sfu_cpu_seconds: sfu_cpu,
         sfu_peak_rss_bytes: target.peak_rss_bytes(),

@@ -1,7 +1,8 @@
 //! CI smoke: a bounded run (two meetings × five participants, a few seconds, churn that
 //! includes a leave, a join and a removal) against the in-process SFU, with the
 //! baseline relay. Asserts that frames flowed, nothing failed to decrypt, a removed
-//! participant decrypted nothing after its removal, and the JSON report carries the
+//! participant decrypted nothing after its removal, chat (reliable in-meeting messages)
+//! arrived in each sender's order through the churn, and the JSON report carries the
 //! documented keys. No timing thresholds.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -26,6 +27,8 @@ fn a_short_run_with_churn_delivers_frames_and_keeps_removed_participants_blind()
         "--settle-ms",
         "500",
         "--baseline",
+        "--chat-per-minute",
+        "120",
         "--quiet",
     ])
     .unwrap();
@@ -44,6 +47,10 @@ fn a_short_run_with_churn_delivers_frames_and_keeps_removed_participants_blind()
         assert!(kinds.contains(&kind), "churn had {kinds:?}");
     }
     assert!(report.rekey_ms.count >= 2);
+    // Chat went on through the churn, each sender's messages in order.
+    let chat = report.chat.as_ref().expect("chat ran");
+    assert!(chat.sent > 0 && chat.received > 0, "{chat:?}");
+    assert_eq!(chat.out_of_order, 0);
     let baseline = report.baseline.as_ref().expect("baseline ran");
     assert!(baseline.frames_received > 0);
     assert!(
@@ -71,6 +78,8 @@ fn a_short_run_with_churn_delivers_frames_and_keeps_removed_participants_blind()
         "/sfu_peak_rss_bytes",
         "/loadgen_cpu_us_per_received_frame",
         "/sfu_rss_kib_per_participant",
+        "/chat/received",
+        "/chat/latency_ms/p99",
     ] {
         assert!(json.pointer(key).is_some(), "JSON report lacks {key}");
     }

@@ -71,7 +71,9 @@ async fn a_room_message_reaches_the_other_members_of_that_room_only() {
     assert_eq!(next_message(&mut carol).await.payload, b"to carol");
 
     let largest = conclave_proto::limits::MAX_ROOM_MESSAGE_BYTES;
-    send(&alice, ja.room_handle, &vec![0u8; largest]).await.unwrap();
+    send(&alice, ja.room_handle, &vec![0u8; largest])
+        .await
+        .unwrap();
     let err = send(&alice, ja.room_handle, &vec![0u8; largest + 1])
         .await
         .unwrap_err();

@@ -176,3 +176,40 @@ def test_the_meeting_resumes_after_the_server_restarts(sfu):
         await close_all(parties)
 
     asyncio.run(run())
+
+
+def messages_from(party: Party, sender: Party, topic: str) -> list:
+    events, _ = party.recorder.snapshot()
+    return [e.message for e in events
+            if isinstance(e, conclave.MeetingEvent.MESSAGE)
+            and e.message.user_id == sender.person.user_id and e.message.topic == topic]
+
+
+def test_chat_reaches_everyone_in_order_and_lossy_data_flows(sfu):
+    async def run():
+        alice, bob, carol = parties = await three_party_meeting(sfu)
+        await exchange_until(parties, everyone_hears_everyone(parties))
+        for n in range(5):
+            await alice.meeting.send_message(conclave.Delivery.RELIABLE, "chat", f"line {n}".encode())
+        for p in (bob, carol):
+            await p.recorder.wait_until(
+                lambda _e, _f, p=p: len(messages_from(p, alice, "chat")) == 5, "five chat lines")
+            got = messages_from(p, alice, "chat")
+            assert [m.body for m in got] == [f"line {n}".encode() for n in range(5)]
+            assert [m.sequence for m in got] == list(range(5))
+            assert all(m.delivery == conclave.Delivery.RELIABLE for m in got)
+        # Lossy: resend until Alice sees one of Bob's cursors.
+        deadline = time.monotonic() + WAIT
+        while not messages_from(alice, bob, "cursor"):
+            assert time.monotonic() < deadline, "no lossy message arrived"
+            await bob.meeting.send_message(conclave.Delivery.LOSSY, "cursor", b"12,34")
+            await asyncio.sleep(0.02)
+        assert messages_from(alice, bob, "cursor")[0].body == b"12,34"
+        try:
+            await alice.meeting.send_message(conclave.Delivery.LOSSY, "cursor", bytes(901))
+            raise AssertionError("a lossy message above 900 bytes was sent")
+        except conclave.ConclaveError.MessageTooLarge:
+            pass
+        await close_all(parties)
+
+    asyncio.run(run())

@@ -85,6 +85,9 @@ pub(super) fn sections(r: &Report) -> Vec<Section> {
             rows: vec![row("cpu", loadgen_cpu(r))],
         },
     ];
+    if let Some(c) = &r.chat {
+        out.push(chat(c));
+    }
     if let Some(c) = &r.cluster {
         out.push(cluster(c));
     }
@@ -277,6 +280,25 @@ fn security(r: &Report) -> Section {
                 count(r.removed_decrypted_frames),
                 r.removed_decrypted_frames > 0,
             ),
+        ],
+    }
+}
+
+fn chat(c: &super::ChatReport) -> Section {
+    Section {
+        title: "Chat",
+        rows: vec![
+            flagged(
+                "sent (refused)",
+                format!("{} ({})", count(c.sent), count(c.failed)),
+                c.failed > 0,
+            ),
+            row(
+                "received / expected",
+                format!("{} / {}", count(c.received), count(c.expected)),
+            ),
+            flagged("out of order", count(c.out_of_order), c.out_of_order > 0),
+            row("latency p50 / p99", p50_p99(&c.latency_ms)),
         ],
     }
 }

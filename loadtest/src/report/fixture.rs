@@ -139,6 +139,7 @@ pub(super) fn report() -> Report {
             max: Some(266.0),
         },
         removed_decrypted_frames: 0,
+        chat: None,
         churn_events: vec![
             churn(8.2, ChurnKind::Leave, 0, 24, Some(142.5)),
             churn(17.9, ChurnKind::Join, 0, 25, Some(310.2)),

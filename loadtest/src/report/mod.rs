@@ -271,6 +271,8 @@ pub struct Report {
     pub removed_decrypted_frames: u64,
     /// Churn events.
     pub churn_events: Vec<ChurnEvent>,
+    /// In-meeting chat during the measured phase (`--chat-per-minute`); `null` without.
+    pub chat: Option<ChatReport>,
     /// CPU seconds of the SFU (its runtime's threads when in-process; the process
     /// given by `--sfu-pid` otherwise); `null` when not measurable.
     pub sfu_cpu_seconds: Option<f64>,
@@ -304,6 +306,24 @@ pub struct Report {
     /// With several servers (`--server` repeated, `--local-cluster`): how the
     /// participants spread over the nodes and how many redirects they followed.
     pub cluster: Option<ClusterLoad>,
+}
+
+/// Reliable in-meeting messages sent during the measured phase.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatReport {
+    /// Messages the participants sent (the server took them).
+    pub sent: u64,
+    /// Sends refused (by the SDK or the server: rate limits among them).
+    pub failed: u64,
+    /// Messages received, summed over receivers.
+    pub received: u64,
+    /// `sent` × (participants − 1): what full meetings would receive. Churn makes
+    /// meetings smaller for a while, so with `--churn` fewer arrive without any loss.
+    pub expected: u64,
+    /// Messages that arrived before an earlier one of the same sender (must be 0).
+    pub out_of_order: u64,
+    /// One-way latency from send to the receiver's app, ms.
+    pub latency_ms: Percentiles,
 }
 
 /// How a run spread over the nodes of a cluster.

@@ -10,6 +10,7 @@
 //! frames are exact.
 
 mod board;
+mod chat;
 mod churn;
 mod participant;
 mod setup;
@@ -74,6 +75,9 @@ pub(crate) struct SimOutcome {
     pub(crate) rekeys_incomplete: u64,
     pub(crate) removed_decrypted_frames: u64,
     pub(crate) churn_events: Vec<ChurnEvent>,
+    /// Chat messages sent and refused in the measured phase.
+    pub(crate) chat_sent: u64,
+    pub(crate) chat_failed: u64,
     pub(crate) problems: Vec<String>,
     pub(crate) timeline: Option<Arc<Timeline>>,
     /// With several servers: where participants connected and moved.
@@ -116,6 +120,30 @@ pub(crate) struct Env {
     /// Set once the measurement is over: participants are being stopped, so a
     /// disconnection is expected (logged at debug level, not as a warning).
     pub(crate) ending: Arc<std::sync::atomic::AtomicBool>,
+    /// Chat counts, and whether chat is on (the measured phase).
+    pub(crate) chat: Arc<chat::ChatTally>,
+}
+
+impl Env {
+    /// What a new participant sends as chat (`None` without `--chat-per-minute`).
+    pub(crate) fn chat_spec(&self) -> Option<chat::ChatSpec> {
+        let o = &self.options;
+        if o.chat_per_minute <= 0.0 {
+            return None;
+        }
+        let tag = self
+            .next_stream
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let period_us = (60e6 / o.chat_per_minute) as u64;
+        Some(chat::ChatSpec {
+            per_minute: o.chat_per_minute,
+            bytes: o.chat_bytes,
+            // Spread over the period, the same for the same participant every run.
+            phase: Duration::from_micros(u64::from(tag).wrapping_mul(7_919_000) % period_us.max(1)),
+            tag,
+            tally: Arc::clone(&self.chat),
+        })
+    }
 }
 
 /// Where one participant connected first, and where redirects moved it.
@@ -225,6 +253,7 @@ pub(crate) async fn simulate(
         run_id: rand_core::RngCore::next_u32(&mut rand_core::OsRng),
         next_stream: std::sync::atomic::AtomicU32::new(0),
         ending: Arc::default(),
+        chat: Arc::default(),
     });
     let mut out = SimOutcome {
         timeline: Some(Arc::clone(&env.timeline)),
@@ -242,6 +271,9 @@ pub(crate) async fn simulate(
             member.tell(ToReceiver::Open(snapshot.clone()));
         }
     }
+    env.chat
+        .on
+        .store(true, std::sync::atomic::Ordering::Release);
     let first_snapshots: Vec<Vec<(u32, u64)>> =
         meetings.iter().map(|m| m.board.snapshot()).collect();
 
@@ -257,6 +289,9 @@ pub(crate) async fn simulate(
         }
         last_snapshots.push(snapshot);
     }
+    env.chat
+        .on
+        .store(false, std::sync::atomic::Ordering::Release);
     // Measured: from here on, disconnections and dropped events are expected.
     env.ending.store(true, std::sync::atomic::Ordering::Release);
     on_teardown();
@@ -268,6 +303,8 @@ pub(crate) async fn simulate(
         }
     }
     tokio::time::sleep(DRAIN).await;
+    out.chat_sent = env.chat.sent.load(std::sync::atomic::Ordering::Acquire);
+    out.chat_failed = env.chat.failed.load(std::sync::atomic::Ordering::Acquire);
 
     // Frames sent in the measured phase: every stream's advance between the snapshots.
     for (first, last) in first_snapshots.iter().zip(&last_snapshots) {

@@ -16,6 +16,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::Clock;
 use super::board::Stream;
+use super::chat::{ChatReceived, ChatSpec, chat_loop};
 use crate::payload::FrameHeader;
 use crate::stats::{Counted, LatencyHistogram, ReceiverWindow, Timeline};
 
@@ -87,6 +88,8 @@ pub(crate) struct ReceiverOutcome {
     /// Decrypted frames that were not load-test frames.
     pub(crate) foreign_frames: u64,
     pub(crate) stats: MediaStats,
+    /// Load-test chat messages received (`--chat-per-minute`).
+    pub(crate) chat: ChatReceived,
 }
 
 /// A media stream this participant sends.
@@ -121,6 +124,7 @@ impl Member {
         client: conclave_sdk::client::Client,
         meeting: Meeting,
         sends: Vec<SendSpec>,
+        chat: Option<ChatSpec>,
         clock: Clock,
         timeline: Arc<Timeline>,
     ) -> Member {
@@ -129,7 +133,7 @@ impl Member {
         epochs.record(handle.sending_epoch().get(), clock.now_us());
         let stop = Arc::new(AtomicBool::new(false));
         let streams: Vec<u32> = sends.iter().map(|s| s.stream.id).collect();
-        let senders = sends
+        let mut senders: Vec<JoinHandle<u64>> = sends
             .into_iter()
             .map(|spec| {
                 tokio::spawn(send_loop(
@@ -141,6 +145,13 @@ impl Member {
                 ))
             })
             .collect();
+        if let Some(spec) = chat {
+            let (handle, stop) = (handle.clone(), Arc::clone(&stop));
+            senders.push(tokio::spawn(async move {
+                chat_loop(handle, spec, stop, clock).await;
+                0
+            }));
+        }
         let (to_receiver, commands) = mpsc::unbounded_channel();
         let receiver = tokio::spawn(receive_loop(
             meeting,
@@ -308,6 +319,7 @@ async fn receive_loop(
                 Some(MeetingEvent::EpochChanged { epoch }) => {
                     epochs.record(epoch.get(), clock.now_us());
                 }
+                Some(MeetingEvent::Message(m)) => out.chat.on_message(&m, clock.now_us()),
                 Some(_) => {}
                 None => ended = true,
             },

@@ -264,6 +264,7 @@ pub(super) async fn fill_meetings(
             leader.client,
             meeting,
             leader_specs,
+            env.chat_spec(),
             env.clock,
             Arc::clone(&env.timeline),
         );
@@ -309,6 +310,7 @@ fn into_member(
         c.client,
         meeting,
         specs,
+        env.chat_spec(),
         env.clock,
         Arc::clone(&env.timeline),
     )
