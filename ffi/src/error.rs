@@ -1,6 +1,6 @@
 //! The one error type of the bindings.
 
-use conclave_sdk::client::{ClientError, CredentialsError};
+use conclave_sdk::client::{ClientError, CredentialsError, MessageError};
 use conclave_sdk::transport::TransportError;
 
 /// Why a call failed. Each variant says what the app can do; `message` texts are for
@@ -157,7 +157,12 @@ impl From<ClientError> for ConclaveError {
                 len: len as u64,
                 max: max as u64,
             },
-            ClientError::Message(e) => ConclaveError::MessageTooLarge {
+            ClientError::Message(
+                e @ (MessageError::BodyTooLarge { .. } | MessageError::TopicTooLong { .. }),
+            ) => ConclaveError::MessageTooLarge {
+                detail: e.to_string(),
+            },
+            ClientError::Message(e) => ConclaveError::Crypto {
                 detail: e.to_string(),
             },
             ClientError::NoFramesFrom { sender_index } => {

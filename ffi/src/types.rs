@@ -68,7 +68,8 @@ impl From<Delivery> for sdk::Delivery {
 }
 
 /// An in-meeting message another participant sent, its sender verified by signature.
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+/// `Debug` shows the body's length only (it may be private chat).
+#[derive(Clone, PartialEq, Eq, uniffi::Record)]
 pub struct ChatMessage {
     /// The sending user (hex).
     pub user_id: String,
@@ -84,6 +85,19 @@ pub struct ChatMessage {
     pub topic: String,
     /// The app's bytes.
     pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for ChatMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatMessage")
+            .field("device_id", &self.device_id)
+            .field("delivery", &self.delivery)
+            .field("epoch", &self.epoch)
+            .field("sequence", &self.sequence)
+            .field("topic", &self.topic)
+            .field("body_len", &self.body.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ChatMessage {
@@ -228,6 +242,8 @@ pub struct MediaStats {
     pub frames_received: u64,
     /// Decrypted frames dropped because the app did not take them fast enough.
     pub frames_dropped_queue_full: u64,
+    /// Lossy messages dropped because the meeting's events were not taken fast enough.
+    pub lossy_messages_dropped: u64,
     /// Frames under a key this device does not hold.
     pub unknown_key: u64,
     /// Frames that failed authentication or were malformed.
@@ -244,6 +260,7 @@ impl From<sdk::MediaStats> for MediaStats {
             frames_sent: s.frames_sent,
             frames_received: s.frames_received,
             frames_dropped_queue_full: s.frames_dropped_queue_full,
+            lossy_messages_dropped: s.lossy_messages_dropped,
             unknown_key: s.unknown_key,
             decrypt_failures: s.decrypt_failures,
             replayed: s.replayed,

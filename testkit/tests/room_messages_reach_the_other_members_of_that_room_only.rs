@@ -86,29 +86,33 @@ async fn a_room_message_reaches_the_other_members_of_that_room_only() {
 #[tokio::test]
 async fn a_flood_of_room_messages_is_refused_once_its_relay_budget_is_spent() {
     let server = TestSfu::start_edited(|c| {
-        c.limits.room_message_bytes_per_second = 1_000;
+        // Almost no refill: the burst is the budget, however long the loop takes.
+        c.limits.room_message_bytes_per_second = 1;
         c.limits.room_message_burst_bytes = 20_000;
+        c.limits.max_members_per_room = 4;
         c.limits.requests_per_second = 10_000;
         c.limits.request_burst = 10_000;
     })
     .await;
     let alice = member(&server, "alice").await;
     let mut bob = member(&server, "bob").await;
+    let carol = member(&server, "carol").await;
     let room = TestRoom::new();
     let ja = alice.open_room(&room.auth(), &room.routing).await.unwrap();
     bob.join_room(&room.auth(), &room.routing).await.unwrap();
-    // One recipient: each 1,000-byte message costs 1,000 bytes of the 20,000 burst.
+    carol.join_room(&room.auth(), &room.routing).await.unwrap();
+    // Two recipients: each 1,000-byte message costs 2,000 bytes of the 20,000 burst.
     let mut sent = 0;
     let err = loop {
         match send(&alice, ja.room_handle, &[7u8; 1_000]).await {
             Ok(_) => sent += 1,
             Err(e) => break e,
         }
-        assert!(sent <= 20, "the budget holds");
+        assert!(sent <= 10, "the budget holds");
     };
-    assert_eq!(sent, 20);
+    assert_eq!(sent, 10, "the cost counts every recipient");
     assert_eq!(err.server_code(), Some(ErrorCode::RateLimited), "{err}");
-    for _ in 0..20 {
+    for _ in 0..10 {
         assert_eq!(next_message(&mut bob).await.payload.len(), 1_000);
     }
 }

@@ -385,6 +385,9 @@ pub struct MediaStats {
     pub frames_received: u64,
     /// Decrypted frames dropped because the app did not read them fast enough.
     pub frames_dropped_queue_full: u64,
+    /// Lossy in-meeting messages dropped because the meeting's event queue was more
+    /// than half full (the app reads events too slowly, or a participant floods).
+    pub lossy_messages_dropped: u64,
     /// Frames under a key this device does not hold (an epoch it was not given, or
     /// one already dropped).
     pub unknown_key: u64,

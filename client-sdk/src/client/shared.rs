@@ -104,6 +104,7 @@ struct Counters {
     frames_sent: AtomicU64,
     frames_received: AtomicU64,
     frames_dropped_queue_full: AtomicU64,
+    lossy_messages_dropped: AtomicU64,
     unknown_key: AtomicU64,
     decrypt_failures: AtomicU64,
     replayed: AtomicU64,
@@ -201,11 +202,11 @@ impl MeetingShared {
 
     /// Stops sending until the next [`Self::set_sending_key`]: the room moved to an
     /// epoch whose key this device does not hold (review M3).
+    ///
+    /// The sender context stays (unused while paused): if the same epoch's key is set
+    /// again, its counter goes on, where a new context would repeat AES-GCM nonces.
     pub(crate) fn pause_sending(&self) {
-        let mut send = lock(&self.send);
-        send.sender = None;
-        send.paused = true;
-        drop(send);
+        lock(&self.send).paused = true;
         lock(&self.messages).pause_sending();
     }
 
@@ -306,6 +307,7 @@ impl MeetingShared {
             frames_sent: c.frames_sent.load(Ordering::Relaxed),
             frames_received: c.frames_received.load(Ordering::Relaxed),
             frames_dropped_queue_full: c.frames_dropped_queue_full.load(Ordering::Relaxed),
+            lossy_messages_dropped: c.lossy_messages_dropped.load(Ordering::Relaxed),
             unknown_key: c.unknown_key.load(Ordering::Relaxed),
             decrypt_failures: c.decrypt_failures.load(Ordering::Relaxed),
             replayed: c.replayed.load(Ordering::Relaxed),
@@ -422,15 +424,38 @@ impl MeetingShared {
         lock(&self.messages).holds_epoch(epoch)
     }
 
-    /// Sends a sealed lossy message as one `Data` datagram on the room link.
-    pub(crate) fn send_lossy_message(&self, sealed: &[u8]) -> Result<(), ClientError> {
-        let mut send = lock(&self.send);
-        let Some(room) = send.room.clone() else {
-            return Err(ClientError::NotJoined);
+    /// Hands a lossy message to the app, unless its event queue is more than half full:
+    /// lossy messages give way, so that a flood of them (from any participant) cannot
+    /// crowd out control events and reliable messages. Dropped ones are counted.
+    pub(crate) fn emit_lossy(&self, message: ReceivedMessage) {
+        if self.events.capacity() < self.events.max_capacity() / 2 {
+            self.counters
+                .lossy_messages_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.emit(MeetingEvent::Message(message));
+    }
+
+    /// Seals a lossy message as this device and sends it as one `Data` datagram on the
+    /// room link (checked first, so a refused send spends no sequence number).
+    pub(crate) fn send_lossy_message(
+        &self,
+        identity: &DeviceIdentity,
+        topic: &str,
+        body: &[u8],
+    ) -> Result<(), ClientError> {
+        let (room, frame_number) = {
+            let mut send = lock(&self.send);
+            let Some(room) = send.room.clone() else {
+                return Err(ClientError::NotJoined);
+            };
+            let frame_number = send.next_frame_number;
+            send.next_frame_number = frame_number.wrapping_add(1);
+            (room, frame_number)
         };
-        let frame_number = send.next_frame_number;
-        send.next_frame_number = frame_number.wrapping_add(1);
-        drop(send);
+        let sealed = self.seal_message(identity, Delivery::Lossy, topic, body)?;
+        let sealed = sealed.as_slice();
         let max_datagram = room
             .conn
             .max_datagram_size()

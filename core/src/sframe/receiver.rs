@@ -144,6 +144,21 @@ impl SframeReceiver {
         data: &[u8],
         plaintext: &mut Vec<u8>,
     ) -> Result<(Kid, u64), SframeError> {
+        let (kid, ctr) = self.open_checked(metadata, data, plaintext)?;
+        if let Some(entry) = self.keys.get_mut(&kid.value()) {
+            entry.window.accept(ctr);
+        }
+        Ok((kid, ctr))
+    }
+
+    /// Parses, checks the replay window (without marking) and decrypts into
+    /// `plaintext` (cleared first; left empty on error).
+    fn open_checked(
+        &mut self,
+        metadata: &[u8],
+        data: &[u8],
+        plaintext: &mut Vec<u8>,
+    ) -> Result<(Kid, u64), SframeError> {
         plaintext.clear();
         let frame = ParsedFrame::parse(data)?;
         let kid = Kid::new(frame.header.kid);
@@ -158,8 +173,43 @@ impl SframeReceiver {
             })?;
         entry.window.check(ctr)?;
         frame.open_into(&entry.key, metadata, &mut self.aad, plaintext)?;
-        entry.window.accept(ctr);
         Ok((kid, ctr))
+    }
+
+    /// [`Self::decrypt`] without marking the counter as seen: for a frame whose
+    /// plaintext carries a further check (a signature) that must pass before the frame
+    /// counts. Call [`Self::commit`] with the returned KID and counter once it has;
+    /// until then, the same frame decrypts again. Anyone holding the group key can
+    /// make a frame that decrypts under any sender's KID, so a window moved before the
+    /// further check would let them burn another sender's counters.
+    ///
+    /// # Errors
+    /// As [`Self::decrypt`].
+    pub fn decrypt_uncommitted(
+        &mut self,
+        metadata: &[u8],
+        data: &[u8],
+    ) -> Result<ReceivedFrame, SframeError> {
+        let mut plaintext = Vec::new();
+        let (kid, ctr) = self.open_checked(metadata, data, &mut plaintext)?;
+        Ok(ReceivedFrame {
+            kid,
+            ctr,
+            plaintext,
+        })
+    }
+
+    /// Marks `ctr` of `kid` as seen (after [`Self::decrypt_uncommitted`] and the
+    /// caller's own check). Returns `false`, marking nothing, if the key is gone or the
+    /// counter was seen or fell out of the window meanwhile.
+    pub fn commit(&mut self, kid: Kid, ctr: u64) -> bool {
+        match self.keys.get_mut(&kid.value()) {
+            Some(entry) if entry.window.check(ctr).is_ok() => {
+                entry.window.accept(ctr);
+                true
+            }
+            _ => false,
+        }
     }
 }
 

@@ -211,6 +211,18 @@ impl Limits {
                 l.max_frame_bytes, l.max_frame_bytes_before_auth
             ));
         }
+        // One largest room message to a full room must fit the burst, or it could
+        // never be sent (it would be refused RATE_LIMITED forever).
+        let fan_out = conclave_proto::limits::MAX_ROOM_MESSAGE_BYTES as u64
+            * (l.max_members_per_room.saturating_sub(1) as u64);
+        if u64::from(l.room_message_burst_bytes) < fan_out {
+            return invalid(format!(
+                "limits.room_message_burst_bytes ({}) must be at least {fan_out}: one \
+                 largest room message (5 KiB) to every other member of a full room \
+                 (limits.max_members_per_room = {})",
+                l.room_message_burst_bytes, l.max_members_per_room
+            ));
+        }
         if u32::try_from(l.max_queued_event_bytes).is_err() {
             return invalid(format!(
                 "limits.max_queued_event_bytes must be at most {}, got {}",
@@ -422,7 +434,8 @@ pub struct Limits {
     /// refused `RATE_LIMITED` with a retry-after.
     pub room_message_bytes_per_second: u32,
     /// Burst of relayed room-message bytes (payload × recipients) above the sustained
-    /// rate; at least one largest message (5 KiB) to a full room must fit.
+    /// rate; at least one largest message (5 KiB) to every other member of a full room
+    /// (`max_members_per_room`), which the configuration check enforces.
     pub room_message_burst_bytes: u32,
     /// Largest media datagram accepted or forwarded, bytes (at most 1500).
     pub max_datagram_bytes: usize,
@@ -500,7 +513,7 @@ impl Default for Limits {
             requests_per_second: 50,
             request_burst: 200,
             room_message_bytes_per_second: 512 * 1024,
-            room_message_burst_bytes: 4 * 1024 * 1024,
+            room_message_burst_bytes: 8 * 1024 * 1024,
             max_datagram_bytes: conclave_proto::limits::MAX_DATAGRAM_BYTES,
             max_frame_bytes: 2 * 1024 * 1024,
             max_frame_bytes_before_auth: 8 * 1024,

@@ -9,6 +9,7 @@ use conclave_proto::Message as _;
 use conclave_proto::v1::{self, client_frame::Request, room_payload};
 
 use super::engine::{Engine, Entry};
+use crate::client::protocol::early_messages::MAX_EPOCHS_AHEAD;
 use crate::client::{ClientError, MeetingEvent};
 use crate::meeting::MeetingId;
 use crate::meeting::messages::{Delivery, MessageError};
@@ -27,10 +28,9 @@ impl Engine {
             .get(&meeting)
             .ok_or(ClientError::MeetingEnded)?;
         if delivery != Delivery::Reliable {
-            let frame = entry
+            return entry
                 .shared
-                .seal_message(self.creds.device(), delivery, topic, body)?;
-            return entry.shared.send_lossy_message(&frame);
+                .send_lossy_message(self.creds.device(), topic, body);
         }
         // Check the room before sealing, so a refused send spends no sequence number.
         let handle = entry.room.ok_or(ClientError::NotJoined)?;
@@ -57,16 +57,19 @@ impl Engine {
 
     /// A reliable message relayed by the room of meeting `id`.
     pub(super) fn on_meeting_message(&mut self, id: MeetingId, frame: Vec<u8>) {
+        let now = self.instant();
         let Some(entry) = self.meetings.get_mut(&id) else {
             return;
         };
         match entry.shared.open_message(Delivery::Reliable, &frame) {
             Ok(message) => entry.shared.emit(MeetingEvent::Message(message)),
             Err(MessageError::UnknownKey { epoch, .. }) if ahead(entry, epoch) => {
-                if !entry.early_messages.keep(epoch, frame) {
+                let dropped = entry.early_messages.dropped();
+                entry.early_messages.keep(epoch, frame, now);
+                if entry.early_messages.dropped() > dropped {
                     tracing::warn!(
                         dropped = entry.early_messages.dropped(),
-                        "too many meeting messages wait for a key; message dropped"
+                        "too many meeting messages wait for a key; the oldest was dropped"
                     );
                 }
             }
@@ -75,9 +78,11 @@ impl Engine {
     }
 }
 
-/// Whether `epoch` is above every epoch `entry` holds (its key may still come).
+/// Whether `epoch` is above every epoch `entry` holds (its key may still come), and
+/// not more than [`MAX_EPOCHS_AHEAD`] above the newest.
 fn ahead(entry: &Entry, epoch: u64) -> bool {
-    entry.state.epochs().all(|e| e.get() < epoch)
+    let newest = entry.state.epochs().map(|e| e.get()).max().unwrap_or(0);
+    epoch > newest && epoch - newest <= MAX_EPOCHS_AHEAD
 }
 
 /// Opens the waiting messages whose key has arrived, in arrival order; drops those

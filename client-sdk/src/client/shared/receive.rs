@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use conclave_proto::datagram::{DatagramHeader, MediaKind};
 
 use super::{MeetingShared, lock};
-use crate::client::{MediaFrame, MeetingEvent};
+use crate::client::MediaFrame;
 use crate::media::MediaEnvelope;
 use crate::meeting::Epoch;
 use crate::meeting::messages::Delivery;
@@ -119,7 +119,7 @@ impl MeetingShared {
         }
         for payload in messages {
             match self.open_message(Delivery::Lossy, payload) {
-                Ok(message) => self.emit(MeetingEvent::Message(message)),
+                Ok(message) => self.emit_lossy(message),
                 Err(e) => tracing::debug!(error = %e, "lossy meeting message dropped"),
             }
         }

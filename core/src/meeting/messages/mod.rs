@@ -5,8 +5,8 @@
 //! message base key(mode, i) = HKDF-SHA256(meeting key, "conclave.message.v1" || mode || u32be(i))
 //! MeetingMessage { sequence, topic, body, signature }        (protobuf, payloads.proto)
 //!   signature = Ed25519(device signing key, "conclave.meeting-message.v1" || meeting_id
-//!               || u64be(epoch) || u32be(i) || device_id || mode || u64be(sequence)
-//!               || u16be(len(topic)) || topic || body)
+//!               || u64be(epoch) || u32be(i) || device_id || mode || u64be(CTR)
+//!               || u64be(sequence) || u16be(len(topic)) || topic || body)
 //! wire      = SFrame(KID = (epoch, i), CTR, key = message base key(mode, i))(MeetingMessage)
 //! ```
 //!
@@ -17,7 +17,11 @@
 //! * **Who sent it.** Every participant of an epoch can derive every sender's message key,
 //!   so the key alone proves only "someone in the meeting". The Ed25519 signature by the
 //!   device of the KID's sender index tells receivers which device sent it; a message
-//!   whose signature does not verify under that device's pinned key is refused.
+//!   whose signature does not verify under that device's pinned key is refused. The
+//!   signature covers the SFrame counter, so another participant cannot re-encrypt a
+//!   signed message under a fresh counter (a replay the window would not see), and a
+//!   counter is marked as seen only after the signature verified, so frames that fail
+//!   it cannot burn a sender's counters.
 //! * **Two modes, two nonce spaces.** Reliable messages (relayed in order on the control
 //!   channel) and lossy ones (media datagrams) use different keys and counters, so their
 //!   replay windows are independent.
@@ -31,7 +35,7 @@ use std::fmt;
 
 use conclave_proto::Message as _;
 use conclave_proto::v1;
-use ed25519_dalek::{Signature, Signer, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, VerifyingKey};
 use thiserror::Error;
 
 use super::{Epoch, MeetingId, MeetingKey, SFRAME_SUITE};
@@ -139,6 +143,13 @@ pub enum MessageError {
     /// forged another's message, or the message was altered.
     #[error("message signature does not verify under the sending device's key; dropped")]
     BadSignature,
+    /// A sending key for an epoch at or below one this device already sent on: new
+    /// contexts would repeat AES-GCM nonces, so sending stops.
+    #[error("epoch {epoch} was already sent on; sending stops until a newer epoch")]
+    EpochAlreadyUsed {
+        /// The refused epoch.
+        epoch: u64,
+    },
     /// An epoch or sender index that SFrame key ids cannot carry.
     #[error(transparent)]
     Meeting(#[from] Box<super::MeetingError>),
@@ -203,6 +214,8 @@ pub struct MessageCrypto {
     /// or AES-GCM nonces would repeat).
     senders: PerMode<Option<SframeSender>>,
     sending_epoch: Option<Epoch>,
+    /// Sending stopped (the senders are kept, their counters with them).
+    paused: bool,
     receivers: PerMode<SframeReceiver>,
     members: HashMap<(u64, u32), Member>,
     next_sequence: PerMode<u64>,
@@ -256,24 +269,35 @@ impl MessageCrypto {
             my_index,
             senders: PerMode::default(),
             sending_epoch: None,
+            paused: false,
             receivers: PerMode::default(),
             members: HashMap::new(),
             next_sequence: PerMode::default(),
         }
     }
 
-    /// Sends on `key` from now on (a no-op if already sending on its epoch: the contexts
-    /// are never recreated for an epoch).
+    /// Sends on `key` from now on. The contexts of an epoch are made once and kept
+    /// (across [`Self::pause_sending`]): the same epoch again resumes their counters,
+    /// and an epoch at or below one already sent on is refused, since new contexts
+    /// would repeat AES-GCM nonces.
     ///
     /// # Errors
     /// [`MessageError::Meeting`] if the epoch or this device's index cannot be carried by
-    /// a key id; sending then stops (fail closed).
+    /// a key id, [`MessageError::EpochAlreadyUsed`] for an epoch below the one sending
+    /// contexts were made for; sending then stops (fail closed).
     pub fn set_sending_key(&mut self, key: &MeetingKey) -> Result<(), MessageError> {
-        if self.sending_epoch == Some(key.epoch())
-            && self.senders.reliable.is_some()
-            && self.senders.lossy.is_some()
-        {
-            return Ok(());
+        match self.sending_epoch {
+            Some(epoch) if epoch == key.epoch() && self.senders.reliable.is_some() => {
+                self.paused = false;
+                return Ok(());
+            }
+            Some(epoch) if epoch >= key.epoch() => {
+                self.pause_sending();
+                return Err(MessageError::EpochAlreadyUsed {
+                    epoch: key.epoch().get(),
+                });
+            }
+            _ => {}
         }
         let kid = match key.sframe_kid(self.my_index) {
             Ok(kid) => kid,
@@ -287,12 +311,14 @@ impl MessageCrypto {
             *self.senders.get_mut(delivery) = Some(SframeSender::new(SFRAME_SUITE, &*base, kid));
         }
         self.sending_epoch = Some(key.epoch());
+        self.paused = false;
         Ok(())
     }
 
-    /// Stops sending until the next [`Self::set_sending_key`] for a *new* epoch.
+    /// Stops sending until the next [`Self::set_sending_key`] (the contexts are kept,
+    /// so resuming the same epoch goes on with their counters).
     pub fn pause_sending(&mut self) {
-        self.senders = PerMode::default();
+        self.paused = true;
     }
 
     /// Accepts messages of `key`'s epoch from `members` (sender index, user, device and
@@ -356,6 +382,7 @@ impl MessageCrypto {
     /// Forgets every key (the meeting ended).
     pub fn clear(&mut self) {
         self.pause_sending();
+        self.senders = PerMode::default();
         self.receivers = PerMode::default();
         self.members.clear();
     }
@@ -389,11 +416,16 @@ impl MessageCrypto {
         if topic.len() > MAX_TOPIC_BYTES {
             return Err(MessageError::TopicTooLong { len: topic.len() });
         }
-        let (Some(epoch), Some(sender)) =
-            (self.sending_epoch, self.senders.get_mut(delivery).as_mut())
-        else {
+        let (false, Some(epoch), Some(sender)) = (
+            self.paused,
+            self.sending_epoch,
+            self.senders.get_mut(delivery).as_mut(),
+        ) else {
             return Err(MessageError::NotSending);
         };
+        let ctr = sender
+            .next_counter()
+            .ok_or(MessageError::Frame(SframeError::CounterExhausted))?;
         let sequence = *self.next_sequence.get(delivery);
         let input = signing_input(&SigningFields {
             meeting_id: &self.meeting_id,
@@ -401,6 +433,7 @@ impl MessageCrypto {
             index: self.my_index,
             device_id: &device.device_id(),
             delivery,
+            ctr,
             sequence,
             topic,
             body,
@@ -435,7 +468,14 @@ impl MessageCrypto {
         if frame.len() > MAX_SEALED_MESSAGE_BYTES {
             return Err(MessageError::TooLarge { len: frame.len() });
         }
-        let received = match self.receivers.get_mut(delivery).decrypt(&[], frame) {
+        // The counter is marked as seen only once the signature verified: every
+        // participant can make frames under any sender's key, and must not be able to
+        // burn that sender's counters with frames that fail the signature.
+        let received = match self
+            .receivers
+            .get_mut(delivery)
+            .decrypt_uncommitted(&[], frame)
+        {
             Ok(r) => r,
             Err(SframeError::UnknownKid {
                 epoch,
@@ -474,14 +514,21 @@ impl MessageCrypto {
             index,
             device_id: &member.device_id,
             delivery,
+            ctr: received.ctr,
             sequence: message.sequence,
             topic: &message.topic,
             body: &message.body,
         });
         member
             .signing_key
-            .verify(&input, &signature)
+            .verify_strict(&input, &signature)
             .map_err(|_| MessageError::BadSignature)?;
+        if !self.receivers.get_mut(delivery).commit(kid, received.ctr) {
+            return Err(MessageError::Frame(SframeError::Replayed {
+                kid: kid.value(),
+                ctr: received.ctr,
+            }));
+        }
         Ok(ReceivedMessage {
             user_id: member.user_id,
             device_id: member.device_id,
@@ -500,6 +547,9 @@ struct SigningFields<'a> {
     index: u32,
     device_id: &'a DeviceId,
     delivery: Delivery,
+    /// The SFrame counter the message travels under: a participant re-encrypting
+    /// another's signed message under a fresh counter fails the signature.
+    ctr: u64,
     sequence: u64,
     topic: &'a str,
     body: &'a [u8],
@@ -515,6 +565,7 @@ fn signing_input(f: &SigningFields<'_>) -> Vec<u8> {
     input.extend_from_slice(&f.index.to_be_bytes());
     input.extend_from_slice(f.device_id.as_bytes());
     input.push(f.delivery.byte());
+    input.extend_from_slice(&f.ctr.to_be_bytes());
     input.extend_from_slice(&f.sequence.to_be_bytes());
     input.extend_from_slice(&topic_len.to_be_bytes());
     input.extend_from_slice(f.topic.as_bytes());

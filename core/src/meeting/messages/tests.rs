@@ -118,6 +118,34 @@ fn a_replayed_message_is_refused() {
     ));
 }
 
+/// A frame under sender `index`'s reliable key with counter `ctr` and `plaintext`, as
+/// any participant (who holds the epoch's meeting key) can make one.
+fn raw_frame(k: &MeetingKey, index: u32, skip_to: u64, plaintext: &[u8]) -> Vec<u8> {
+    let mut sender = SframeSender::new(
+        SFRAME_SUITE,
+        &*base_key(k, Delivery::Reliable, index),
+        k.sframe_kid(index).unwrap(),
+    );
+    for _ in 0..skip_to {
+        sender.encrypt(&[], b"").unwrap();
+    }
+    sender.encrypt(&[], plaintext).unwrap()
+}
+
+/// Test helper: the signed plaintext of a genuine frame of sender `index`.
+fn plaintext_of(k: &MeetingKey, index: u32, frame: &[u8]) -> v1::MeetingMessage {
+    let mut receiver = SframeReceiver::new();
+    receiver
+        .add_key(
+            k.sframe_kid(index).unwrap(),
+            SFRAME_SUITE,
+            &*base_key(k, Delivery::Reliable, index),
+        )
+        .unwrap();
+    let plain = receiver.decrypt(&[], frame).unwrap().plaintext;
+    v1::MeetingMessage::decode(plain.as_slice()).unwrap()
+}
+
 /// Every participant can derive every sender's message key, so a participant can
 /// encrypt under another's index; the signature is what names the sender.
 #[test]
@@ -135,63 +163,117 @@ fn a_participant_cannot_send_in_another_participants_name() {
         all[1].crypto.open(Delivery::Reliable, &forged.frame),
         Err(MessageError::BadSignature)
     ));
-    // The same for a genuine message whose body was altered and re-encrypted.
+    // Alice's genuine messages (counter 0 included, which the forgery used) still
+    // reach Bob.
     let genuine = seal(&mut all[0], Delivery::Reliable, "chat", b"pay 10");
-    let opened = all[2]
-        .crypto
-        .open(Delivery::Reliable, &genuine.frame)
-        .unwrap();
-    let mut altered = v1::MeetingMessage {
-        sequence: opened.sequence,
-        topic: opened.topic,
-        body: b"pay 99".to_vec(),
-        signature: Vec::new(),
-    };
-    let original_signature = {
-        let sframe = SframeReceiverFor::new(&k, 0);
-        sframe.signature_of(&genuine.frame)
-    };
-    altered.signature = original_signature;
-    let mut sender = SframeSender::new(
-        SFRAME_SUITE,
-        &*base_key(&k, Delivery::Reliable, 0),
-        k.sframe_kid(0).unwrap(),
+    assert_eq!(
+        all[1]
+            .crypto
+            .open(Delivery::Reliable, &genuine.frame)
+            .unwrap()
+            .body,
+        b"pay 10"
     );
-    // Counter 0 was used by the genuine message at Bob's: use a fresh counter space by
-    // skipping ahead.
-    let _ = sender.encrypt(&[], b"burn counter 0").unwrap();
-    let frame = sender.encrypt(&[], &altered.encode_to_vec()).unwrap();
+    // The same body altered and re-encrypted with Alice's signature fails.
+    let mut altered = plaintext_of(&k, 0, &genuine.frame);
+    altered.body = b"pay 99".to_vec();
+    let frame = raw_frame(&k, 0, 5, &altered.encode_to_vec());
     assert!(matches!(
         all[1].crypto.open(Delivery::Reliable, &frame),
         Err(MessageError::BadSignature)
     ));
 }
 
-/// Test helper: opens a frame with the raw message key, bypassing the signature check,
-/// to lift a genuine signature.
-struct SframeReceiverFor {
-    receiver: SframeReceiver,
+/// Frames that fail the signature do not move the replay window: a participant cannot
+/// silence another by burning its counters (the next ones, or the largest).
+#[test]
+fn forged_frames_cannot_burn_another_senders_counters() {
+    let k = key(1, 1);
+    let mut all = parties(&["alice", "bob", "carol"], &k);
+    let junk = v1::MeetingMessage {
+        sequence: 0,
+        topic: "chat".into(),
+        body: b"junk".to_vec(),
+        signature: vec![0; 64],
+    }
+    .encode_to_vec();
+    for ctr in [0, 1, 2, 3, 1_000, u64::MAX - 1] {
+        let frame = raw_frame_at(&k, 0, ctr, &junk);
+        assert!(matches!(
+            all[1].crypto.open(Delivery::Reliable, &frame),
+            Err(MessageError::BadSignature)
+        ));
+    }
+    for n in 0..3u64 {
+        let genuine = seal(&mut all[0], Delivery::Reliable, "chat", b"still here");
+        let got = all[1]
+            .crypto
+            .open(Delivery::Reliable, &genuine.frame)
+            .expect("Alice's messages still open");
+        assert_eq!(got.sequence, n);
+    }
 }
 
-impl SframeReceiverFor {
-    fn new(k: &MeetingKey, index: u32) -> Self {
-        let mut receiver = SframeReceiver::new();
-        receiver
-            .add_key(
-                k.sframe_kid(index).unwrap(),
-                SFRAME_SUITE,
-                &*base_key(k, Delivery::Reliable, index),
-            )
-            .unwrap();
-        SframeReceiverFor { receiver }
-    }
+/// A frame with counter `ctr` (written straight into the SFrame header) under sender
+/// `index`'s reliable key.
+fn raw_frame_at(k: &MeetingKey, index: u32, ctr: u64, plaintext: &[u8]) -> Vec<u8> {
+    let key = crate::sframe::SframeKey::derive(
+        SFRAME_SUITE,
+        &*base_key(k, Delivery::Reliable, index),
+        k.sframe_kid(index).unwrap().value(),
+    );
+    crate::sframe::encrypt(&key, ctr, &[], plaintext).unwrap()
+}
 
-    fn signature_of(mut self, frame: &[u8]) -> Vec<u8> {
-        let plain = self.receiver.decrypt(&[], frame).unwrap().plaintext;
-        v1::MeetingMessage::decode(plain.as_slice())
-            .unwrap()
-            .signature
+/// A participant re-encrypts another's signed message under a fresh counter: the
+/// signature covers the counter, so it is refused (the replay window alone would not
+/// see it).
+#[test]
+fn a_participant_cannot_replay_another_participants_message_under_a_new_counter() {
+    let k = key(1, 1);
+    let mut all = parties(&["alice", "bob", "carol"], &k);
+    let genuine = seal(&mut all[0], Delivery::Reliable, "chat", b"yes");
+    all[1]
+        .crypto
+        .open(Delivery::Reliable, &genuine.frame)
+        .unwrap();
+    let signed = plaintext_of(&k, 0, &genuine.frame);
+    let replayed = raw_frame(&k, 0, 7, &signed.encode_to_vec());
+    assert!(matches!(
+        all[1].crypto.open(Delivery::Reliable, &replayed),
+        Err(MessageError::BadSignature)
+    ));
+}
+
+/// Pausing keeps the epoch's contexts: resuming the same epoch goes on with the
+/// counters (new contexts would repeat nonces), and an older epoch is refused.
+#[test]
+fn sending_contexts_are_never_made_twice_for_an_epoch() {
+    let k1 = key(1, 1);
+    let mut all = parties(&["alice", "bob"], &k1);
+    let first = seal(&mut all[0], Delivery::Reliable, "chat", b"1");
+    all[0].crypto.pause_sending();
+    let Party { me, crypto, .. } = &mut all[0];
+    assert!(matches!(
+        crypto.seal(&me.device, Delivery::Reliable, "chat", b"x"),
+        Err(MessageError::NotSending)
+    ));
+    all[0].crypto.set_sending_key(&k1).unwrap();
+    let second = seal(&mut all[0], Delivery::Reliable, "chat", b"2");
+    assert_ne!(
+        first.frame.get(..4),
+        second.frame.get(..4),
+        "the counter went on"
+    );
+    for frame in [&first.frame, &second.frame] {
+        all[1].crypto.open(Delivery::Reliable, frame).unwrap();
     }
+    let k2 = key(2, 2);
+    all[0].crypto.set_sending_key(&k2).unwrap();
+    assert!(matches!(
+        all[0].crypto.set_sending_key(&k1),
+        Err(MessageError::EpochAlreadyUsed { epoch: 1 })
+    ));
 }
 
 #[test]
