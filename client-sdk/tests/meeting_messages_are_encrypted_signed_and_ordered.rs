@@ -225,6 +225,34 @@ async fn messages_above_the_limits_are_refused_and_the_largest_get_through() {
     assert_eq!((got.topic, got.body), (topic, body));
 }
 
+/// The room message a server frame carries, if it is one.
+fn room_message(frame: &mut v1::ServerFrame) -> Option<&mut v1::RoomMessage> {
+    match &mut frame.kind {
+        Some(server_frame::Kind::Event(v1::Event {
+            event: Some(Event::RoomMessage(m)),
+        })) => Some(m),
+        _ => None,
+    }
+}
+
+/// The server pushes `message` to `device` (whose meeting is `to`): the device reads
+/// nothing of it, and `from`'s next message is the next one it reads.
+async fn injected_message_is_ignored(
+    sfu: &TestSfu,
+    device: &[u8; 16],
+    message: v1::RoomMessage,
+    from: &Meeting,
+    to: &mut Meeting,
+) {
+    assert!(sfu.adversary().inject(device, Event::RoomMessage(message)));
+    send(from, Delivery::Reliable, "chat", b"marker").await;
+    assert_eq!(
+        next_message(to).await.body,
+        b"marker",
+        "the injected message was not read"
+    );
+}
+
 /// What a hostile server saw and may replay: the payload of every `SendRoomMessage`,
 /// and the room messages it relayed to one device.
 #[derive(Default)]
@@ -254,9 +282,7 @@ async fn a_hostile_server_cannot_read_alter_or_replay_a_message() {
     }));
     let record = Arc::clone(&seen);
     sfu.adversary().on_frames(Box::new(move |to, frame| {
-        if let Some(server_frame::Kind::Event(v1::Event {
-            event: Some(Event::RoomMessage(m)),
-        })) = &frame.kind
+        if let Some(m) = room_message(frame)
             && to == Some(bob)
         {
             record.lock().unwrap().relayed_to.push(m.clone());
@@ -278,11 +304,8 @@ async fn a_hostile_server_cannot_read_alter_or_replay_a_message() {
 
     // Alter: the server flips a byte of what it relays to Bob; he never sees it.
     sfu.adversary().on_frames(Box::new(move |to, frame| {
-        if let Some(server_frame::Kind::Event(v1::Event {
-            event: Some(Event::RoomMessage(m)),
-        })) = &mut frame.kind
-            && to == Some(bob)
-            && let Some(last) = m.payload.last_mut()
+        if to == Some(bob)
+            && let Some(last) = room_message(frame).and_then(|m| m.payload.last_mut())
         {
             *last ^= 1;
         }
@@ -300,13 +323,7 @@ async fn a_hostile_server_cannot_read_alter_or_replay_a_message() {
 
     // Replay: the server delivers the first message to Bob again; he ignores it.
     let first = seen.lock().unwrap().relayed_to[0].clone();
-    assert!(sfu.adversary().inject(&bob, Event::RoomMessage(first)));
-    send(&meeting_a, Delivery::Reliable, "chat", b"final").await;
-    assert_eq!(
-        next_message(&mut meeting_b).await.body,
-        b"final",
-        "the replayed message was dropped"
-    );
+    injected_message_is_ignored(&sfu, &bob, first, &meeting_a, &mut meeting_b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -325,9 +342,7 @@ async fn a_late_joiner_cannot_read_a_message_sent_before_it_joined() {
     let bob_id = *pair.devices[1].id().as_bytes();
     let dave_id = *d.id().as_bytes();
     sfu.adversary().on_frames(Box::new(move |to, frame| {
-        if let Some(server_frame::Kind::Event(v1::Event {
-            event: Some(Event::RoomMessage(m)),
-        })) = &frame.kind
+        if let Some(m) = room_message(frame)
             && (to == Some(bob_id) || to == Some(dave_id))
         {
             record
@@ -370,13 +385,7 @@ async fn a_late_joiner_cannot_read_a_message_sent_before_it_joined() {
         room_handle: dave_room,
         ..before
     };
-    assert!(sfu.adversary().inject(&dave_id, Event::RoomMessage(replay)));
-    send(&meeting_a, Delivery::Reliable, "chat", b"last").await;
-    assert_eq!(
-        next_message(&mut meeting_d).await.body,
-        b"last",
-        "Dave never read the message sent before he joined"
-    );
+    injected_message_is_ignored(&sfu, &dave_id, replay, &meeting_a, &mut meeting_d).await;
 }
 
 /// Chat of a new epoch reaches a member before the key does (here the server withholds

@@ -25,7 +25,7 @@ fn reference_accepts(bytes: &[u8]) -> bool {
     let (index, count) = (bytes[12], bytes[13]);
     bytes[0] == DATAGRAM_VERSION
         && flags & 0b1111_1000 == 0
-        && kind <= 1
+        && kind <= 2
         && (1..=MAX_FRAGMENTS).contains(&count)
         && index < count
 }

@@ -130,7 +130,7 @@ pub enum MediaError {
 ///
 /// Layout: `[version = 1, flags, frame_number (u32, big-endian)]`, where `flags` has
 /// the bit layout of the datagram header's flags byte: bit 0 keyframe, bits 1–2 media
-/// kind (0 audio, 1 video).
+/// kind (0 audio, 1 video, 2 data).
 ///
 /// The sender passes it to `SframeSender::encrypt`; the receiver passes the same bytes,
 /// rebuilt from the received header fields ([`AssembledFrame::metadata`]), to

@@ -11,11 +11,13 @@ import java.util.concurrent.LinkedBlockingQueue
 import java.util.concurrent.TimeUnit
 import kotlinx.coroutines.delay
 import kotlinx.coroutines.runBlocking
+import uniffi.conclave.ChatMessage
 import uniffi.conclave.ClientEvent
 import uniffi.conclave.ClientListener
 import uniffi.conclave.ClientOptions
 import uniffi.conclave.ConclaveException
 import uniffi.conclave.Credentials
+import uniffi.conclave.Delivery
 import uniffi.conclave.MediaFrame
 import uniffi.conclave.MediaKind
 import uniffi.conclave.Meeting
@@ -60,6 +62,14 @@ suspend fun exchange(sender: Meeting, receiver: MeetingInbox, text: String): Med
     error("no frame within 30 s")
 }
 
+/** The next in-meeting message `inbox` receives, bounded. */
+fun chatMessage(inbox: MeetingInbox): ChatMessage {
+    while (true) {
+        val event = inbox.events.poll(30, TimeUnit.SECONDS) ?: error("no message within 30 s")
+        if (event is MeetingEvent.Message) return event.message
+    }
+}
+
 fun main(args: Array<String>) = runBlocking {
     require(args.size == 2) { "usage: LifecycleKt HOST:PORT SHA256-FINGERPRINT" }
     val options = ClientOptions(server = args[0], trust = ServerTrust.PinnedSha256(args[1]))
@@ -91,6 +101,12 @@ fun main(args: Array<String>) = runBlocking {
     val numbers = setOf(started.meeting.safetyNumber(), meeting.safetyNumber())
     check(numbers.size == 1 && numbers.first() != null) { "safety numbers differ: $numbers" }
     println("safety number ${numbers.first()}, epoch ${meeting.sendingEpoch()}")
+
+    // Chat: end-to-end encrypted, signed by Alice's device, in order.
+    started.meeting.sendMessage(Delivery.RELIABLE, "chat", "see you at 3".toByteArray())
+    val chat = chatMessage(bobMeeting)
+    check(chat.userId == alice.userId() && String(chat.body) == "see you at 3")
+    println("bob read: ${String(chat.body)}")
 
     meeting.leave()
     alice.disconnect()

@@ -101,6 +101,16 @@ struct Lifecycle {
         precondition(numbers.count == 1 && numbers.first! != nil, "safety numbers differ")
         print("safety number \(numbers.first!!), epoch \(meeting.sendingEpoch())")
 
+        // Chat: end-to-end encrypted, signed by Alice's device, in order.
+        try await started.meeting.sendMessage(delivery: .reliable, topic: "chat", body: Data("see you at 3".utf8))
+        for await event in bobMeeting.events {
+            if case let .message(message) = event {
+                precondition(message.userId == alice.userId())
+                print("bob read: \(String(decoding: message.body, as: UTF8.self))")
+                break
+            }
+        }
+
         try await meeting.leave()
         await alice.disconnect()
         await bob.disconnect()
