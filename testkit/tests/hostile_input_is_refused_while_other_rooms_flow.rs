@@ -218,7 +218,7 @@ fn malformed_datagrams(handle: RoomHandle) -> Vec<Vec<u8>> {
         with(1, 0b1000_0000),
         with(1, 0b0000_1000),
         with(1, 0b0000_0110),
-        with(1, 0b0000_0100),
+        with(1, 0b0000_0111),
         with(12, 2),
         with(13, 0),
         with(13, 65),

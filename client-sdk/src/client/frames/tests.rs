@@ -123,7 +123,7 @@ fn a_waiting_app_is_woken_by_a_batch_pushed_from_another_thread() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let (sink, mut source) = frame_queue(bounds(100, 1 << 20));
+    let (sink, mut source) = frame_queue(bounds(256, 1 << 20)); // room for all 200: none dropped
     let pusher = std::thread::spawn(move || {
         for round in 0..50u32 {
             sink.push_batch(&mut batch(round * 4..round * 4 + 4, 10));
