@@ -32,6 +32,19 @@ async fn send(meeting: &Meeting, delivery: Delivery, topic: &str, body: &[u8]) {
     .expect("the message is sent within the wait bound");
 }
 
+/// Sends the reliable chat lines "m{i}" for `lines`, in order.
+async fn send_lines(meeting: &Meeting, lines: std::ops::Range<u32>) {
+    for i in lines {
+        send(
+            meeting,
+            Delivery::Reliable,
+            "chat",
+            format!("m{i}").as_bytes(),
+        )
+        .await;
+    }
+}
+
 /// The next message `meeting` receives.
 async fn next_message(meeting: &mut Meeting) -> ReceivedMessage {
     match wait_meeting_event(meeting, |e| matches!(e, MeetingEvent::Message(_))).await {
@@ -91,26 +104,10 @@ async fn chat_reaches_everyone_in_order_across_a_rekey_and_not_the_removed_parti
     let [meeting_a, mut meeting_b, mut meeting_c] = meetings;
     let first_epoch = meeting_a.sending_epoch();
 
-    for i in 0..10 {
-        send(
-            &meeting_a,
-            Delivery::Reliable,
-            "chat",
-            format!("m{i}").as_bytes(),
-        )
-        .await;
-    }
+    send_lines(&meeting_a, 0..10).await;
     meeting_a.remove(&[carol.id()]).await.unwrap();
     // Sent while the rekey runs: some go out on the new epoch before Bob holds its key.
-    for i in 10..20 {
-        send(
-            &meeting_a,
-            Delivery::Reliable,
-            "chat",
-            format!("m{i}").as_bytes(),
-        )
-        .await;
-    }
+    send_lines(&meeting_a, 10..20).await;
     let new_epoch = wait_epoch_above(&meeting_a, first_epoch).await;
     send(&meeting_a, Delivery::Reliable, "chat", b"m20").await;
 
@@ -416,15 +413,7 @@ async fn chat_that_arrives_before_its_key_waits_for_the_key() {
     }));
     meeting_a.remove(&[carol.id()]).await.unwrap();
     let new_epoch = wait_epoch_above(&meeting_a, old_epoch).await;
-    for i in 0..5 {
-        send(
-            &meeting_a,
-            Delivery::Reliable,
-            "chat",
-            format!("m{i}").as_bytes(),
-        )
-        .await;
-    }
+    send_lines(&meeting_a, 0..5).await;
     // Bob cannot read them yet.
     assert!(
         tokio::time::timeout(Duration::from_millis(300), next_message(&mut meeting_b))
