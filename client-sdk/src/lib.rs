@@ -119,7 +119,7 @@ pub mod transport;
 
 pub use conclave_core::{
     ContainerId, DeviceId, MAX_USERNAME_BYTES, UnixMillis, UserId, container, identity, media,
-    meeting, safety, sframe, time,
+    meeting, push, safety, sframe, time,
 };
 
 /// The wire formats (protobuf messages, the media-datagram header), for apps that keep

@@ -130,6 +130,23 @@ impl Store for Tampering {
     ) -> Result<usize, StoreError> {
         self.inner.expire_rooms(c, live)
     }
+    fn set_push_subscription(
+        &self,
+        d: &DeviceIdBytes,
+        s: &PushSubscription,
+    ) -> Result<(), StoreError> {
+        self.inner.set_push_subscription(d, s)
+    }
+    fn push_subscription(&self, d: &DeviceIdBytes) -> Result<Option<PushSubscription>, StoreError> {
+        self.inner.push_subscription(d)
+    }
+    fn clear_push_subscription(
+        &self,
+        d: &DeviceIdBytes,
+        e: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        self.inner.clear_push_subscription(d, e)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

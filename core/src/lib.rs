@@ -30,9 +30,10 @@
 //!
 //! [`meeting::rekey::MeetingState`] runs a meeting's roster, key leader and rekeys as a
 //! sans-IO state machine; [`media`] splits SFrame ciphertexts into datagrams and
-//! reassembles them. The `conclave-sdk` crate puts the QUIC transport and the async
-//! client on top; the `conclave-sfu` server uses the identity, meeting-id and room-proof
-//! types from here.
+//! reassembles them; [`push`] holds a device's Web Push keys and opens the wake-ups
+//! the server sends it while it is offline. The `conclave-sdk` crate puts the QUIC
+//! transport and the async client on top; the `conclave-sfu` server uses the identity,
+//! meeting-id and room-proof types from here.
 //!
 //! ## Invariants
 //! * Containers are only sealed to recipients whose certificate and prekey verified
@@ -43,7 +44,8 @@
 //!   output are truncated to four bytes.
 //! * No input bytes can make this crate panic; every failure is a typed error
 //!   ([`identity::IdentityError`], [`container::ContainerError`],
-//!   [`meeting::MeetingError`], [`sframe::SframeError`]) that says what went wrong.
+//!   [`meeting::MeetingError`], [`sframe::SframeError`], [`push::PushError`]) that says
+//!   what went wrong.
 //!
 //! The wire formats and labels are specified in `docs/protocol.md`.
 //!
@@ -123,6 +125,7 @@ pub mod identity;
 mod ids;
 pub mod media;
 pub mod meeting;
+pub mod push;
 pub mod safety;
 pub mod sframe;
 #[cfg(feature = "test-util")]

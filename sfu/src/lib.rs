@@ -65,6 +65,7 @@ pub mod embedded;
 pub mod health;
 pub mod media;
 pub mod metrics_http;
+pub mod push;
 pub mod ratelimit;
 pub mod rooms;
 pub mod server;

@@ -23,7 +23,7 @@
 
 use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -115,6 +115,11 @@ struct Cli {
         value_parser = clap::value_parser!(u16).range(1..=128)
     )]
     worker_threads: Option<u16>,
+
+    /// Writes a new VAPID key (P-256, PKCS#8 PEM, mode 0600) to FILE for `[push]
+    /// vapid_key_file`, prints its public key and exits. Refuses to overwrite a file.
+    #[arg(long, value_name = "FILE")]
+    generate_vapid_key: Option<PathBuf>,
 }
 
 /// `--log-format`.
@@ -136,6 +141,15 @@ fn parse_metrics_flag(s: &str) -> Result<MetricsListen, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(path) = &cli.generate_vapid_key {
+        return match generate_vapid_key(path) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                report(&e);
+                ExitCode::FAILURE
+            }
+        };
+    }
     let format = cli.log_format;
     // The control runtime: start-up, signals, metrics, background tasks. Connections
     // are served by the shards' threads (--worker-threads).
@@ -156,6 +170,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--generate-vapid-key`: a new key in a new file (never overwritten), readable by its
+/// owner only.
+fn generate_vapid_key(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let pem = conclave_sfu::push::VapidKey::generate_pem()?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {} (it must not exist yet)", path.display()))?;
+    file.write_all(pem.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let key = conclave_sfu::push::VapidKey::load(path)?;
+    let public = key.public_key_base64url();
+    eprintln!("wrote a VAPID key to {}", path.display());
+    eprintln!("public key (base64url, for web apps' applicationServerKey): {public}");
+    Ok(())
 }
 
 /// [`report`] as one JSON object on one line, for `--log-format json`.

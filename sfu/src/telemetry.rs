@@ -35,6 +35,27 @@ pub const DATAGRAMS_DROPPED: &str = "conclave_datagrams_dropped_total";
 /// Mailbox entries stored, one per recipient (the container itself is stored once)
 /// (counter).
 pub const CONTAINERS_STORED: &str = "conclave_containers_stored_total";
+/// Push wake-ups a push service accepted (counter).
+pub const PUSH_SENT: &str = "conclave_push_sent_total";
+/// Push wake-ups that failed for good, by reason (counter): `refused` (a 4xx other than
+/// 404/410), `unreachable` (out of attempts), `not_allowed` (endpoint no longer on the
+/// allow-list), `bad_subscription`.
+pub const PUSH_FAILED: &str = "conclave_push_failed_total";
+/// Wake-ups not scheduled, by reason (counter): `queue_full`, `too_many_devices`.
+pub const PUSH_DROPPED: &str = "conclave_push_dropped_total";
+/// Wake-ups not needed when due, by reason (counter): `no_subscription`,
+/// `nothing_waiting` (fetched meanwhile).
+pub const PUSH_SKIPPED: &str = "conclave_push_skipped_total";
+/// Containers folded into a wake-up already pending (the per-device rate limit)
+/// (counter).
+pub const PUSH_FOLDED: &str = "conclave_push_folded_total";
+/// Retries after 429, 5xx or a failed connection (counter).
+pub const PUSH_RETRIES: &str = "conclave_push_retries_total";
+/// Subscriptions deleted because the push service said they are gone (404/410)
+/// (counter).
+pub const PUSH_SUBSCRIPTIONS_DROPPED: &str = "conclave_push_subscriptions_dropped_total";
+/// Devices the push scheduler tracks (gauge).
+pub const PUSH_TRACKED_DEVICES: &str = "conclave_push_tracked_devices";
 /// Containers pushed to a connected device (counter).
 pub const CONTAINERS_DELIVERED: &str = "conclave_containers_delivered_total";
 /// Cluster mode: 1 while this node holds a live lease, else 0 (gauge).
@@ -104,7 +125,7 @@ pub const TLS_RELOADS: &str = "conclave_tls_reloads_total";
 
 /// Every control request kind, as the `kind` label names it (`malformed` frames are
 /// counted apart, with outcome `bad_request`).
-pub const REQUEST_KINDS: [&str; 14] = [
+pub const REQUEST_KINDS: [&str; 17] = [
     "hello",
     "register",
     "authenticate",
@@ -119,7 +140,58 @@ pub const REQUEST_KINDS: [&str; 14] = [
     "leave_room",
     "send_room_message",
     "request_keyframe",
+    "get_push_key",
+    "set_push_subscription",
+    "clear_push_subscription",
 ];
+
+fn describe_push() {
+    describe_counter!(PUSH_SENT, "Push wake-ups a push service accepted.");
+    describe_counter!(
+        PUSH_FAILED,
+        "Push wake-ups that failed for good, by reason."
+    );
+    describe_counter!(
+        PUSH_DROPPED,
+        "Push wake-ups not scheduled (bounds), by reason."
+    );
+    describe_counter!(
+        PUSH_SKIPPED,
+        "Push wake-ups not needed when due, by reason."
+    );
+    describe_counter!(
+        PUSH_FOLDED,
+        "Containers folded into a pending wake-up (per-device rate limit)."
+    );
+    describe_counter!(PUSH_RETRIES, "Push retries after 429, 5xx or no answer.");
+    describe_counter!(
+        PUSH_SUBSCRIPTIONS_DROPPED,
+        "Push subscriptions deleted because the push service said they are gone."
+    );
+    describe_gauge!(PUSH_TRACKED_DEVICES, "Devices the push scheduler tracks.");
+}
+
+/// Registers the push series at zero (only on a node with push configured).
+pub fn register_push_at_zero() {
+    for name in [PUSH_SENT, PUSH_FOLDED, PUSH_RETRIES] {
+        counter!(name).absolute(0);
+    }
+    let labelled: [(&str, &[&str]); 4] = [
+        (
+            PUSH_FAILED,
+            &["refused", "unreachable", "not_allowed", "bad_subscription"],
+        ),
+        (PUSH_DROPPED, &["queue_full", "too_many_devices"]),
+        (PUSH_SKIPPED, &["no_subscription", "nothing_waiting"]),
+        (PUSH_SUBSCRIPTIONS_DROPPED, &["gone"]),
+    ];
+    for (name, values) in labelled {
+        for value in values {
+            counter!(name, "reason" => *value).absolute(0);
+        }
+    }
+    metrics::gauge!(PUSH_TRACKED_DEVICES).set(0.0);
+}
 
 /// Creates every counter and gauge the dashboards and alerts use, at zero (gauges
 /// that describe state at their current value), so that an idle node shows flat lines
@@ -364,6 +436,7 @@ impl Drop for MediaCounters {
 
 /// Registers help texts for every metric with the installed recorder.
 pub fn describe() {
+    describe_push();
     describe_gauge!(CONNECTIONS, "Open QUIC connections.");
     describe_counter!(CONNECTIONS_ACCEPTED, "QUIC connections accepted.");
     describe_counter!(CONNECTIONS_REFUSED, "QUIC connections refused, by reason.");

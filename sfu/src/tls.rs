@@ -25,6 +25,65 @@ use sha2::{Digest, Sha256};
 use crate::config::{Limits, Timing};
 use conclave_proto::frame::PREFIX_LEN;
 
+/// Why a TLS client configuration (for PostgreSQL or push services) could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientTlsError {
+    /// The CA file could not be read.
+    #[error("cannot read the CA file {}: check the path and its permissions", path.display())]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The CA file holds no usable certificate.
+    #[error("the CA file {} holds no PEM certificate", path.display())]
+    NoTrustAnchors {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The crypto provider refused the protocol versions (a build problem).
+    #[error("TLS setup failed: {0}")]
+    Setup(rustls::Error),
+}
+
+/// A TLS client configuration (rustls on aws-lc-rs, TLS 1.2 and 1.3) that verifies
+/// servers against the certificates in `ca_file`, or the system's roots without one.
+pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, ClientTlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|source| ClientTlsError::CaFile {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            for cert in CertificateDer::pem_slice_iter(&pem).flatten() {
+                let _ = roots.add(cert);
+            }
+            // A CA file without an anchor is a mistake; an empty system store is not
+            // (TLS then fails with its reason).
+            if roots.is_empty() {
+                return Err(ClientTlsError::NoTrustAnchors {
+                    path: path.to_path_buf(),
+                });
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(ClientTlsError::Setup)?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// The ALPN protocol identifier of the Conclave control and media protocol.
 pub use conclave_proto::frame::ALPN;
 

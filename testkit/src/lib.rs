@@ -57,6 +57,7 @@ pub mod meeting;
 pub mod process;
 pub mod protocol;
 pub mod proxy;
+pub mod push_service;
 pub mod sfu;
 pub mod sim;
 

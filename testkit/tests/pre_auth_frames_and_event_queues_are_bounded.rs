@@ -81,6 +81,7 @@ async fn after_authentication_the_full_frame_limit_applies() {
             Request::SendContainer(v1::SendContainer {
                 recipient_device_ids: vec![device_id_bytes(&device)],
                 container,
+                ..Default::default()
             }),
         )
         .await;

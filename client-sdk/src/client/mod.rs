@@ -173,6 +173,12 @@ pub struct ClientConfig {
     /// How this user presents themself in the invitations this device sends (display
     /// name, avatar reference), sealed inside them. Default `None`.
     pub profile: Option<CallerProfile>,
+    /// Whether the invitations this device sends ask the server to wake offline
+    /// invitees at high push urgency (RFC 8030 `Urgency: high`, what a ringing call
+    /// needs on a phone). This is the one bit the server learns about a container from
+    /// its sender: that it is probably an invitation. Default `true`; with `false`,
+    /// invitees are woken at normal urgency, like for any other container.
+    pub urgent_invitations: bool,
 }
 
 /// The shortest time between two [`MeetingEvent::KeyframeRequested`] of one meeting:
@@ -218,6 +224,7 @@ impl ClientConfig {
             pinned_users: Vec::new(),
             max_clock_offset: Duration::from_millis(crate::time::DAY_MS),
             profile: None,
+            urgent_invitations: true,
         }
     }
 }
@@ -628,6 +635,46 @@ impl Client {
     pub async fn export_credentials(&self) -> Result<zeroize::Zeroizing<Vec<u8>>, ClientError> {
         self.call(|reply| Command::ExportCredentials { reply })
             .await
+    }
+
+    /// The server's VAPID public key (RFC 8292, an uncompressed P-256 point): the
+    /// application server key to subscribe to a push service with, before
+    /// [`Client::register_push`]. A `Server` error with `ErrorCode::NotOffered` when the
+    /// server does not offer push.
+    ///
+    /// Not authenticated beyond the TLS connection: a server that lies here only makes
+    /// its own wake-ups fail, which it could do anyway.
+    pub async fn push_server_key(&self) -> Result<[u8; 65], ClientError> {
+        self.call(|reply| Command::PushServerKey { reply }).await
+    }
+
+    /// Registers (or replaces) this device's Web Push subscription: while the device is
+    /// not connected, the server wakes it through `endpoint` (the push service's URL
+    /// for this subscription) when containers wait for it. The payload is encrypted to
+    /// `keys` ([`PushKeys`](crate::push::PushKeys)); open it with
+    /// [`open_wake_up`](crate::push::open_wake_up). A `Server` error with
+    /// `ErrorCode::ForbiddenEndpoint` when the endpoint's host is not one of the
+    /// server's allowed push services, `ErrorCode::NotOffered` when it offers none.
+    pub async fn register_push(
+        &self,
+        endpoint: &str,
+        keys: &crate::push::PushKeys,
+    ) -> Result<(), ClientError> {
+        let endpoint = endpoint.to_owned();
+        let p256dh = keys.public_key();
+        let auth = keys.auth_secret();
+        self.call(|reply| Command::RegisterPush {
+            endpoint,
+            p256dh,
+            auth,
+            reply,
+        })
+        .await
+    }
+
+    /// Removes this device's push subscription; returns whether there was one.
+    pub async fn unregister_push(&self) -> Result<bool, ClientError> {
+        self.call(|reply| Command::UnregisterPush { reply }).await
     }
 
     /// Leaves every meeting, closes the connection and stops the client's tasks.

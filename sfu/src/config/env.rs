@@ -199,6 +199,10 @@ fn template() -> toml::Table {
             lease_ms: 0,
             renew_ms: 0,
         }),
+        push: Some(super::PushConfig {
+            ca_file: Some(PathBuf::new()),
+            ..super::PushConfig::default()
+        }),
         ..Config::default()
     };
     toml::Table::try_from(&config).expect("the configuration serializes to a TOML table")
@@ -242,6 +246,14 @@ fn typed(kind: &toml::Value, raw: &str) -> Result<toml::Value, &'static str> {
             .parse::<f64>()
             .map(toml::Value::Float)
             .map_err(|_| "a number"),
+        // Lists (`push.allowed_hosts`): comma-separated.
+        toml::Value::Array(_) => Ok(toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| toml::Value::String(item.to_owned()))
+                .collect(),
+        )),
         _ => Ok(toml::Value::String(raw.to_owned())),
     }
 }
@@ -308,6 +320,30 @@ mod tests {
         assert_eq!(cluster.node_id, "1");
         assert_eq!(cluster.advertise.as_deref(), Some("sfu-1.example.com:4433"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn push_settings_and_their_allow_list_come_from_the_environment() {
+        let config = Config::load_layered(
+            None,
+            env(&[
+                ("CONCLAVE_PUSH__CONTACT", "mailto:ops@example.com"),
+                (
+                    "CONCLAVE_PUSH__ALLOWED_HOSTS",
+                    "fcm.googleapis.com, *.push.apple.com,",
+                ),
+                ("CONCLAVE_PUSH__MIN_INTERVAL_SECS", "30"),
+            ]),
+        )
+        .unwrap();
+        let push = config.push.clone().unwrap();
+        assert_eq!(
+            push.allowed_hosts,
+            ["fcm.googleapis.com", "*.push.apple.com"]
+        );
+        assert_eq!(push.min_interval_secs, 30);
+        assert_eq!(push.ttl_secs, crate::config::PushConfig::default().ttl_secs);
+        config.validate().unwrap();
     }
 
     #[test]

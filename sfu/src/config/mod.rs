@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 mod env;
+mod push;
 mod store;
 
 pub use env::{FLAG_VARIABLES, is_known_variable};
+pub use push::{AllowList, EndpointRefused, PushConfig};
 pub use store::{ClusterConfig, StoreSetting};
 
 /// Why a configuration could not be read or is not usable.
@@ -79,6 +81,9 @@ impl Config {
         }
         if let Some(cluster) = &self.cluster {
             cluster.validate(self).map_err(ConfigError::Invalid)?;
+        }
+        if let Some(push) = &self.push {
+            push.validate().map_err(ConfigError::Invalid)?;
         }
         self.limits.validate()?;
         self.timing.validate()
@@ -367,6 +372,8 @@ pub struct Config {
     pub limits: Limits,
     /// Timers and lifetimes.
     pub timing: Timing,
+    /// Web Push wake-ups for offline devices; `None` (no `[push]` section) offers none.
+    pub push: Option<PushConfig>,
 }
 
 impl Default for Config {
@@ -383,6 +390,7 @@ impl Default for Config {
             cluster: None,
             limits: Limits::default(),
             timing: Timing::default(),
+            push: None,
         }
     }
 }

@@ -58,6 +58,9 @@ impl Session {
             recipients.insert(id);
         }
         let ttl_ms = container_ttl(&r.container, &me, &sender)?;
+        // The one bit a sender tells the server about a container (unknown values are
+        // taken as normal).
+        let urgent = r.wake_urgency == v1::WakeUrgency::High as i32;
         let now = now_ms();
         let max_ttl = self
             .shared
@@ -141,6 +144,9 @@ impl Session {
                     if self.push_live(&device, &entry, &bytes) {
                         DeliveryStatus::Delivered
                     } else {
+                        if let Some(push) = &self.shared.push {
+                            push.stored(device, urgent, expires);
+                        }
                         DeliveryStatus::Stored
                     }
                 }

@@ -14,6 +14,7 @@ mod error;
 mod handle;
 pub mod hooks;
 mod mailbox;
+mod push;
 mod room_plane;
 mod session;
 
@@ -67,6 +68,9 @@ pub enum SfuError {
     /// A background task panicked or was cancelled unexpectedly.
     #[error("server task failed: {0}")]
     Task(String),
+    /// Push wake-ups are configured but could not be set up (key file, CA file).
+    #[error("{0}")]
+    Push(#[from] crate::push::PushSetupError),
 }
 
 /// Milliseconds since the Unix epoch (the server's master clock).
@@ -104,6 +108,8 @@ pub(crate) struct Shared {
     pub(crate) health: Arc<Health>,
     /// How many shards serve the node's port (rooms are spread over them).
     pub(crate) shards: usize,
+    /// Push wake-ups for offline devices; `None` without a `[push]` section.
+    pub(crate) push: Option<Arc<crate::push::PushService>>,
 }
 
 impl Shared {
@@ -114,6 +120,7 @@ impl Shared {
         cluster: Option<ClusterNode>,
         health: Arc<Health>,
         shards: usize,
+        push: Option<Arc<crate::push::PushService>>,
     ) -> Self {
         let limits = RoomLimits {
             max_members_per_room: config.limits.max_members_per_room,
@@ -162,6 +169,7 @@ impl Shared {
             cluster: cluster.map(cluster::ClusterState::new),
             health,
             shards: shards.max(1),
+            push,
         }
     }
 
@@ -368,9 +376,20 @@ async fn serve(
         _ => shards,
     };
     metrics::gauge!(telemetry::WORKER_THREADS).set(workers as f64);
-    let shared = Arc::new(Shared::new(config, store, hooks, cluster, health, shards));
-    shared.hooks.attach(&shared);
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (push, push_task) = match &config.push {
+        Some(push) => {
+            telemetry::register_push_at_zero();
+            let (service, task) =
+                crate::push::PushService::start(push, Arc::clone(&store), stop_rx.clone())?;
+            (Some(service), Some(task))
+        }
+        None => (None, None),
+    };
+    let shared = Arc::new(Shared::new(
+        config, store, hooks, cluster, health, shards, push,
+    ));
+    shared.hooks.attach(&shared);
     let mut background = JoinSet::new();
     background.spawn(room_plane::timer_task(Arc::clone(&shared), stop_rx.clone()));
     background.spawn(mailbox::sweep_task(Arc::clone(&shared), stop_rx.clone()));
@@ -424,6 +443,10 @@ async fn serve(
     drop(listener);
     background.abort_all();
     while background.join_next().await.is_some() {}
+    if let Some(task) = push_task {
+        // The push task ends on `stop` (its requests in flight are abandoned).
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
     // The lease task releases the lease and the rooms on stop (bounded by the store's
     // own timeouts).
     let _ = tokio::time::timeout(Duration::from_secs(10), lease).await;

@@ -255,6 +255,8 @@ impl Session {
             | Request::FetchBundles(_)
             | Request::SendContainer(_)
             | Request::AckContainers(_)
+            | Request::SetPushSubscription(_)
+            | Request::ClearPushSubscription(_)
                 if self.is_rooms_only() =>
             {
                 Err(RequestError::bad_request(
@@ -265,6 +267,9 @@ impl Session {
             Request::FetchBundles(r) => self.fetch_bundles(r).await,
             Request::SendContainer(r) => self.send_container(r).await,
             Request::AckContainers(r) => self.ack_containers(r).await,
+            Request::GetPushKey(_) => self.get_push_key(),
+            Request::SetPushSubscription(r) => self.set_push_subscription(r).await,
+            Request::ClearPushSubscription(_) => self.clear_push_subscription().await,
             Request::OpenRoom(_) | Request::JoinRoom(_) if self.shared.health.is_draining() => {
                 Err(RequestError::new(
                     ErrorCode::Unavailable,
@@ -532,18 +537,22 @@ impl Session {
             .rooms()
             .registry
             .authenticate(self.conn.id, device_id);
-        if rooms_only {
-            // Not the device's entry for pushes, and it replaces no other connection.
-        } else if let Some(previous) = self.shared.online.insert(device_id, self.conn.id) {
-            if previous != self.conn.id {
-                if let Some(old) = self.shared.conns.get(&previous) {
-                    info!(
-                        conn = previous,
-                        "device connected again; closing its older connection"
-                    );
-                    old.connection
-                        .close(close_code::REPLACED.into(), b"device connected elsewhere");
-                }
+        if !rooms_only {
+            // The device's primary connection (a rooms-only one is not its entry for
+            // pushes, and replaces no other connection): no push wake-up is needed.
+            if let Some(push) = &self.shared.push {
+                push.connected(device_id);
+            }
+            if let Some(previous) = self.shared.online.insert(device_id, self.conn.id)
+                && previous != self.conn.id
+                && let Some(old) = self.shared.conns.get(&previous)
+            {
+                info!(
+                    conn = previous,
+                    "device connected again; closing its older connection"
+                );
+                old.connection
+                    .close(close_code::REPLACED.into(), b"device connected elsewhere");
             }
         }
         self.stage = Stage::Authenticated(Box::new(AuthedDevice {
@@ -582,5 +591,8 @@ fn kind_label(request: &Request) -> &'static str {
         Request::LeaveRoom(_) => "leave_room",
         Request::SendRoomMessage(_) => "send_room_message",
         Request::RequestKeyframe(_) => "request_keyframe",
+        Request::GetPushKey(_) => "get_push_key",
+        Request::SetPushSubscription(_) => "set_push_subscription",
+        Request::ClearPushSubscription(_) => "clear_push_subscription",
     }
 }

@@ -11,8 +11,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::{
     DeviceIdBytes, DeviceRecord, MailboxEntry, MailboxPut, MailboxQuota, MailboxUsage,
-    NewContainer, RegisterOutcome, RoomRecord, RoutingIdBytes, Store, StoreError, StoredPrekey,
-    TakenPrekey, UserIdBytes,
+    NewContainer, PushSubscription, RegisterOutcome, RoomRecord, RoutingIdBytes, Store, StoreError,
+    StoredPrekey, TakenPrekey, UserIdBytes,
 };
 
 /// A mailbox entry: a reference to a stored container.
@@ -61,6 +61,8 @@ struct State {
     next_mailbox_id: u64,
     /// Routing id → room record.
     rooms: BTreeMap<RoutingIdBytes, RoomRecord>,
+    /// Device id → its Web Push subscription.
+    push: BTreeMap<DeviceIdBytes, PushSubscription>,
 }
 
 impl Default for State {
@@ -79,6 +81,7 @@ impl Default for State {
             mailbox_entries: 0,
             next_mailbox_id: 1,
             rooms: BTreeMap::new(),
+            push: BTreeMap::new(),
         }
     }
 }
@@ -483,5 +486,38 @@ impl Store for MemoryStore {
             .rooms
             .retain(|routing_id, room| room.updated_at_ms >= cutoff_ms || is_live(routing_id));
         Ok(before - state.rooms.len())
+    }
+
+    fn set_push_subscription(
+        &self,
+        device_id: &DeviceIdBytes,
+        subscription: &PushSubscription,
+    ) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        if !state.devices.contains_key(device_id) {
+            return Err(StoreError::UnknownDevice);
+        }
+        state.push.insert(*device_id, subscription.clone());
+        Ok(())
+    }
+
+    fn push_subscription(
+        &self,
+        device_id: &DeviceIdBytes,
+    ) -> Result<Option<PushSubscription>, StoreError> {
+        Ok(self.lock().push.get(device_id).cloned())
+    }
+
+    fn clear_push_subscription(
+        &self,
+        device_id: &DeviceIdBytes,
+        only_endpoint: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        let matches = state
+            .push
+            .get(device_id)
+            .is_some_and(|held| only_endpoint.is_none_or(|e| held.endpoint == e));
+        Ok(matches && state.push.remove(device_id).is_some())
     }
 }

@@ -1,4 +1,5 @@
-//! Durable state: users, devices, prekeys, mailbox and room records.
+//! Durable state: users, devices, prekeys, mailbox and room records, and devices'
+//! Web Push subscriptions.
 //!
 //! [`Store`] is synchronous: every method is one transaction that is durable when it
 //! returns `Ok` (the server acknowledges a request only afterwards). The async server
@@ -12,8 +13,9 @@
 //! * [`MemoryStore`]: the same semantics in memory, for tests.
 //!
 //! The store holds only what the threat model allows the server to know: hashed user
-//! ids, public keys, certificates, signed prekeys, opaque containers, routing ids and
-//! room-auth public keys.
+//! ids, public keys, certificates, signed prekeys, opaque containers, routing ids,
+//! room-auth public keys and the push subscriptions devices registered (whose
+//! endpoints and secrets `Debug` never prints in full: see [`PushSubscription`]).
 //!
 //! A container sent to many devices is stored once; each recipient gets a mailbox
 //! entry referring to it, and the container goes with its last entry. Its bytes count
@@ -27,6 +29,7 @@ pub mod cluster;
 mod conformance;
 mod memory;
 pub mod postgres;
+mod push_subscription;
 mod redb_store;
 
 pub use cluster::{
@@ -34,6 +37,7 @@ pub use cluster::{
 };
 pub use memory::MemoryStore;
 pub use postgres::{PgOptions, PgStore};
+pub use push_subscription::{MAX_PUSH_ENDPOINT_BYTES, PushSubscription};
 pub use redb_store::RedbStore;
 
 /// A hashed user id (SHA-256 of the normalized username).
@@ -603,4 +607,30 @@ pub trait Store: Send + Sync + 'static {
         cutoff_ms: u64,
         is_live: &dyn Fn(&RoutingIdBytes) -> bool,
     ) -> Result<usize, StoreError>;
+
+    /// Stores a registered device's Web Push subscription, replacing the one it held
+    /// (a device has at most one). The caller has checked the endpoint (https, at most
+    /// [`MAX_PUSH_ENDPOINT_BYTES`], allowed push service); the store keeps it as given.
+    /// Fails with `UnknownDevice` if the device is not registered.
+    fn set_push_subscription(
+        &self,
+        device_id: &DeviceIdBytes,
+        subscription: &PushSubscription,
+    ) -> Result<(), StoreError>;
+
+    /// A device's Web Push subscription, if it has one.
+    fn push_subscription(
+        &self,
+        device_id: &DeviceIdBytes,
+    ) -> Result<Option<PushSubscription>, StoreError>;
+
+    /// Deletes a device's Web Push subscription. With `only_endpoint`, deletes it only
+    /// if its endpoint is exactly that one, so that a push service's "gone" for an old
+    /// endpoint never deletes the subscription the device replaced it with meanwhile.
+    /// Returns whether one was deleted (`false` for an unknown device).
+    fn clear_push_subscription(
+        &self,
+        device_id: &DeviceIdBytes,
+        only_endpoint: Option<&str>,
+    ) -> Result<bool, StoreError>;
 }

@@ -66,6 +66,7 @@ impl TestClient {
             .request(Request::SendContainer(v1::SendContainer {
                 recipient_device_ids: recipients.to_vec(),
                 container,
+                ..Default::default()
             }))
             .await?
         {

@@ -266,6 +266,17 @@ impl SimServer {
             }
             (Request::SendRoomMessage(m), Some(_)) => Ok(self.room_message(conn, m)),
             (Request::RequestKeyframe(r), Some(_)) => self.request_keyframe(conn, &r),
+            // The simulated server offers no push (the real one's is tested against a
+            // real SFU and a local push service).
+            (
+                Request::GetPushKey(_)
+                | Request::SetPushSubscription(_)
+                | Request::ClearPushSubscription(_),
+                Some(_),
+            ) => Err(refused(
+                ErrorCode::NotOffered,
+                "the simulated server offers no push",
+            )),
         }
     }
 

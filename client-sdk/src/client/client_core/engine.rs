@@ -411,6 +411,16 @@ impl Engine {
                 self.creds
                     .export_with_pool(Some(self.prekeys.to_bytes().as_slice())),
             )),
+            Command::PushServerKey => self.push_server_key().await.map(Reply::PushKey),
+            Command::RegisterPush {
+                endpoint,
+                p256dh,
+                auth,
+            } => self
+                .register_push(endpoint, p256dh, auth)
+                .await
+                .map(|()| Reply::Done),
+            Command::UnregisterPush => self.unregister_push().await.map(Reply::Unregistered),
             // Handled by the run loop.
             Command::Close => Ok(Reply::Done),
         };

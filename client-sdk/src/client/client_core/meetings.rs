@@ -141,6 +141,16 @@ impl Engine {
         self.config.profile.as_ref().map(CallerProfile::to_wire)
     }
 
+    /// How urgently offline invitees are woken
+    /// ([`ClientConfig::urgent_invitations`](crate::client::ClientConfig::urgent_invitations)).
+    fn invite_urgency(&self) -> v1::WakeUrgency {
+        if self.config.urgent_invitations {
+            v1::WakeUrgency::High
+        } else {
+            v1::WakeUrgency::Normal
+        }
+    }
+
     /// Seals `payload` to `recipients` and sends it; returns the devices the server
     /// delivered or stored it for.
     async fn seal_and_send(
@@ -148,6 +158,7 @@ impl Engine {
         recipients: &[Recipient],
         payload: &v1::ContainerPayload,
         ttl_ms: u64,
+        urgency: v1::WakeUrgency,
     ) -> Result<BTreeSet<DeviceId>, ClientError> {
         if recipients.is_empty() {
             return Ok(BTreeSet::new());
@@ -173,6 +184,7 @@ impl Engine {
                 .map(|r| r.device().device_id().as_bytes().to_vec())
                 .collect(),
             container: sealed,
+            wake_urgency: urgency as i32,
         });
         let response::Result::ContainerSent(sent) = self.request(request).await? else {
             return Err(ClientError::unexpected_answer("SendContainer"));
@@ -227,6 +239,7 @@ impl Engine {
                 &recipients,
                 &out.message.to_wire(),
                 container::DEFAULT_TTL_MS,
+                v1::WakeUrgency::Normal,
             )
             .await?;
         if trace {
@@ -936,7 +949,8 @@ impl Engine {
         self.enter_room(meeting_id, Epoch::ZERO, true).await;
         let ttl = ms(self.config.invite_ttl);
         let wire = invite.to_wire().with_caller(self.caller());
-        self.seal_and_send(&verified.recipients, &wire, ttl).await?;
+        self.seal_and_send(&verified.recipients, &wire, ttl, self.invite_urgency())
+            .await?;
         self.refresh(meeting_id);
         Ok((
             meeting,
@@ -1072,7 +1086,8 @@ impl Engine {
         self.pump(id).await;
         let ttl = ms(self.config.invite_ttl);
         let wire = invite.to_wire().with_caller(self.caller());
-        self.seal_and_send(&fresh, &wire, ttl).await?;
+        self.seal_and_send(&fresh, &wire, ttl, self.invite_urgency())
+            .await?;
         Ok(InviteReport {
             invited,
             refused: verified.refused,

@@ -87,6 +87,7 @@ mod links;
 mod meetings;
 mod messages;
 mod port;
+mod push;
 mod words;
 
 use std::future::Future;
@@ -289,6 +290,19 @@ pub enum Command {
     ExportPrekeys,
     /// The device's credentials with the current prekey pool, serialized.
     ExportCredentials,
+    /// The server's VAPID public key.
+    PushServerKey,
+    /// Register (or replace) this device's Web Push subscription.
+    RegisterPush {
+        /// The push service's URL for this subscription.
+        endpoint: String,
+        /// The subscription's P-256 public key, uncompressed.
+        p256dh: [u8; 65],
+        /// The subscription's auth secret.
+        auth: [u8; 16],
+    },
+    /// Remove this device's push subscription.
+    UnregisterPush,
     /// Leave every meeting, close the connection and stop.
     Close,
 }
@@ -309,6 +323,10 @@ pub enum Reply {
     PinnedUsers(Vec<UserIdentity>),
     /// Serialized secrets: the prekey pool or the credentials (zeroized on drop).
     Exported(zeroize::Zeroizing<Vec<u8>>),
+    /// The server's VAPID public key.
+    PushKey([u8; 65]),
+    /// Whether a push subscription was removed.
+    Unregistered(bool),
 }
 
 /// A meeting this device takes part in, as the core hands it out: its media state and

@@ -99,6 +99,18 @@ pub(crate) enum Command {
     ExportCredentials {
         reply: ReplyTo<zeroize::Zeroizing<Vec<u8>>>,
     },
+    PushServerKey {
+        reply: ReplyTo<[u8; 65]>,
+    },
+    RegisterPush {
+        endpoint: String,
+        p256dh: [u8; 65],
+        auth: [u8; 16],
+        reply: ReplyTo<()>,
+    },
+    UnregisterPush {
+        reply: ReplyTo<bool>,
+    },
     Close {
         reply: ReplyTo<()>,
     },
@@ -112,6 +124,8 @@ enum Pending {
     Invite(ReplyTo<InviteReport>),
     Pinned(ReplyTo<Vec<UserIdentity>>),
     Exported(ReplyTo<zeroize::Zeroizing<Vec<u8>>>),
+    PushKey(ReplyTo<[u8; 65]>),
+    Unregistered(ReplyTo<bool>),
 }
 
 impl Command {
@@ -195,6 +209,25 @@ impl Command {
             }
             Command::ExportCredentials { reply } => {
                 (CoreCommand::ExportCredentials, Pending::Exported(reply))
+            }
+            Command::PushServerKey { reply } => {
+                (CoreCommand::PushServerKey, Pending::PushKey(reply))
+            }
+            Command::RegisterPush {
+                endpoint,
+                p256dh,
+                auth,
+                reply,
+            } => (
+                CoreCommand::RegisterPush {
+                    endpoint,
+                    p256dh,
+                    auth,
+                },
+                Pending::Done(reply),
+            ),
+            Command::UnregisterPush { reply } => {
+                (CoreCommand::UnregisterPush, Pending::Unregistered(reply))
             }
             Command::Close { reply } => (CoreCommand::Close, Pending::Done(reply)),
         }
@@ -603,6 +636,20 @@ impl Shell {
             Pending::Pinned(tx) => {
                 let r = result.and_then(|r| match r {
                     Reply::PinnedUsers(users) => Ok(users),
+                    _ => Err(mismatch()),
+                });
+                let _ = tx.send(r);
+            }
+            Pending::PushKey(tx) => {
+                let r = result.and_then(|r| match r {
+                    Reply::PushKey(key) => Ok(key),
+                    _ => Err(mismatch()),
+                });
+                let _ = tx.send(r);
+            }
+            Pending::Unregistered(tx) => {
+                let r = result.and_then(|r| match r {
+                    Reply::Unregistered(removed) => Ok(removed),
                     _ => Err(mismatch()),
                 });
                 let _ = tx.send(r);

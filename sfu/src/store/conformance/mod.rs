@@ -1,14 +1,15 @@
 //! Conformance suite shared by every [`Store`] implementation.
 //!
 //! Each test is a plain function taking a [`Factory`], grouped by area in
-//! [`directory`], [`mailbox`] and [`rooms`]; the `conformance!` macro at the bottom
-//! instantiates every one of them as a `#[test]` per backend
+//! [`directory`], [`mailbox`], [`rooms`] and [`push`]; the `conformance!` macro at the
+//! bottom instantiates every one of them as a `#[test]` per backend
 //! (`store::conformance::memory::*`, `store::conformance::redb::*`,
 //! `store::conformance::postgres::*` on a real PostgreSQL). A new backend
 //! needs one factory and one more module in the macro; a new test one more name.
 
 mod directory;
 mod mailbox;
+mod push;
 mod rooms;
 
 use std::any::Any;
@@ -94,5 +95,14 @@ conformance! {
     rooms: [
         rooms_put_get_replace_delete,
         expire_rooms_spares_recent_and_live,
+    ],
+    push: [
+        push_subscription_set_then_get_round_trips,
+        push_subscription_set_replaces,
+        push_subscription_for_unknown_device_is_refused,
+        push_subscription_clear_returns_true_then_false,
+        push_subscription_clear_of_another_endpoint_keeps_it,
+        push_subscription_clear_of_its_endpoint_deletes_it,
+        push_subscriptions_of_two_devices_are_independent,
     ],
 }

@@ -35,6 +35,7 @@ mod cluster;
 mod directory;
 mod mailbox;
 mod notify;
+mod push;
 mod rooms;
 mod schema;
 #[cfg(any(test, feature = "test-util"))]
@@ -44,15 +45,14 @@ use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 
 use super::{
     BackendError, DeviceIdBytes, DeviceRecord, MailboxEntry, MailboxPut, MailboxQuota,
-    MailboxUsage, NewContainer, RegisterOutcome, RoomRecord, RoutingIdBytes, Store, StoreError,
-    StoredPrekey, TakenPrekey, UserIdBytes,
+    MailboxUsage, NewContainer, PushSubscription, RegisterOutcome, RoomRecord, RoutingIdBytes,
+    Store, StoreError, StoredPrekey, TakenPrekey, UserIdBytes,
 };
 
 pub use schema::SCHEMA_VERSION;
@@ -264,38 +264,13 @@ impl PgStore {
 fn tls_connector(
     ca_file: Option<&std::path::Path>,
 ) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
-    let backend = StoreError::Backend;
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let pem = std::fs::read(path).map_err(|source| {
-                backend(BackendError::CaFile {
-                    path: path.to_path_buf(),
-                    source,
-                })
-            })?;
-            use rustls::pki_types::pem::PemObject;
-            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem).flatten() {
-                let _ = roots.add(cert);
-            }
-        }
-        None => {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-        }
-    }
-    // Without any anchor, only `sslmode=disable` can work; refuse a CA file that holds
-    // none (a mistake), allow an empty system store (TLS then fails with its reason).
-    if roots.is_empty() && ca_file.is_some() {
-        return Err(backend(BackendError::NoTrustAnchors));
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|_| backend(BackendError::NoTrustAnchors))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    use crate::tls::ClientTlsError;
+    let config = crate::tls::client_config(ca_file).map_err(|e| {
+        StoreError::Backend(match e {
+            ClientTlsError::CaFile { path, source } => BackendError::CaFile { path, source },
+            _ => BackendError::NoTrustAnchors,
+        })
+    })?;
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
@@ -482,6 +457,29 @@ impl Store for PgStore {
         is_live: &dyn Fn(&RoutingIdBytes) -> bool,
     ) -> Result<usize, StoreError> {
         self.block_on(self.expire_rooms_async(cutoff_ms, is_live))
+    }
+
+    fn set_push_subscription(
+        &self,
+        device_id: &DeviceIdBytes,
+        subscription: &PushSubscription,
+    ) -> Result<(), StoreError> {
+        self.block_on(self.set_push_subscription_async(device_id, subscription))
+    }
+
+    fn push_subscription(
+        &self,
+        device_id: &DeviceIdBytes,
+    ) -> Result<Option<PushSubscription>, StoreError> {
+        self.block_on(self.push_subscription_async(device_id))
+    }
+
+    fn clear_push_subscription(
+        &self,
+        device_id: &DeviceIdBytes,
+        only_endpoint: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        self.block_on(self.clear_push_subscription_async(device_id, only_endpoint))
     }
 }
 

@@ -100,6 +100,16 @@ const MIGRATIONS: &[&str] = &[
     r"
     ALTER TABLE nodes ADD COLUMN renewed_at_ms bigint NOT NULL DEFAULT 0;
     ",
+    // 4: each device's Web Push subscription (at most one).
+    r"
+    CREATE TABLE push_subscriptions (
+        device_id bytea PRIMARY KEY REFERENCES devices (device_id),
+        endpoint text NOT NULL,
+        p256dh bytea NOT NULL CHECK (octet_length(p256dh) = 65),
+        auth bytea NOT NULL CHECK (octet_length(auth) = 16),
+        updated_at_ms bigint NOT NULL
+    );
+    ",
 ];
 
 /// The version recorded in the database (0 before the first migration).

@@ -196,3 +196,85 @@ fn two_nodes_sending_together_never_overshoot_a_quota() {
         (1000, 10, 20)
     );
 }
+
+#[test]
+fn push_subscriptions_survive_reconnecting_and_a_version_3_database_gets_their_table() {
+    let url = fresh_database();
+    let subscription = |endpoint: &str| PushSubscription {
+        endpoint: endpoint.to_string(),
+        p256dh: [4; 65],
+        auth: [9; 16],
+        updated_at_ms: 1234,
+    };
+    let device = DeviceRecord {
+        user_id: [1; 32],
+        device_id: [2; 16],
+        certificate: b"cert".to_vec(),
+    };
+    let store = connect(&url);
+    store.register_device(&[9; 32], &device, 4).unwrap();
+    store
+        .set_push_subscription(&[2; 16], &subscription("https://push.example/a"))
+        .unwrap();
+    drop(store);
+    let store = connect(&url);
+    assert_eq!(
+        store.push_subscription(&[2; 16]).unwrap(),
+        Some(subscription("https://push.example/a"))
+    );
+    // Back to what version 3 had: no table, version 3. Starting migrates again.
+    store
+        .block_on(async {
+            let client = store.client().await?;
+            client
+                .batch_execute(
+                    "DROP TABLE push_subscriptions; UPDATE conclave_schema SET version = 3",
+                )
+                .await
+                .map_err(pg)
+        })
+        .unwrap();
+    drop(store);
+    let store = connect(&url);
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    assert_eq!(store.push_subscription(&[2; 16]).unwrap(), None);
+    store
+        .set_push_subscription(&[2; 16], &subscription("https://push.example/b"))
+        .unwrap();
+    assert!(
+        store
+            .clear_push_subscription(&[2; 16], Some("https://push.example/b"))
+            .unwrap()
+    );
+}
+
+#[test]
+fn a_malformed_push_subscription_row_is_reported_as_corrupt() {
+    let store = connect(&fresh_database());
+    let device = DeviceRecord {
+        user_id: [1; 32],
+        device_id: [2; 16],
+        certificate: b"cert".to_vec(),
+    };
+    store.register_device(&[9; 32], &device, 4).unwrap();
+    for (column, bad) in [("auth", "'\\x0102'::bytea"), ("p256dh", "'\\x04'::bytea")] {
+        let sql = format!(
+            "ALTER TABLE push_subscriptions DROP CONSTRAINT IF EXISTS push_subscriptions_{column}_check;
+             DELETE FROM push_subscriptions;
+             INSERT INTO push_subscriptions (device_id, endpoint, p256dh, auth, updated_at_ms)
+             VALUES ('\\x{}'::bytea, 'https://push.example/x', '\\x{}'::bytea, '\\x{}'::bytea, 1);
+             UPDATE push_subscriptions SET {column} = {bad};",
+            "02".repeat(16),
+            "04".repeat(65),
+            "09".repeat(16),
+        );
+        store
+            .block_on(async {
+                let client = store.client().await?;
+                client.batch_execute(&sql).await.map_err(pg)
+            })
+            .unwrap();
+        let result = store.push_subscription(&[2; 16]);
+        assert!(matches!(result, Err(StoreError::Corrupt(_))), "{result:?}");
+    }
+}

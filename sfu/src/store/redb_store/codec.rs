@@ -16,6 +16,8 @@
 //! * `prekey_counts`: device id (16) → `u64` prekeys held
 //! * `last_resort_prekeys`: device id (16) → prekey id (8) ++ expires at (8) ++
 //!   signed prekey
+//! * `push_subscriptions`: device id (16) → format (1) ++ updated at (8) ++ p256dh
+//!   (65) ++ auth (16) ++ endpoint (see [`push`](super::push), which encodes it)
 //! * `mailbox`: device id (16) ++ mailbox id (8) → stored at (8) ++ expires at (8) ++
 //!   container id (8)
 //! * `mailbox_expiry`: expires at (8) ++ device id (16) ++ mailbox id (8) → `()`

@@ -21,22 +21,27 @@
 //!   `mailbox_sender_entries` holds how many entries each sender has waiting in each
 //!   device's mailbox, so the per-(sender, device) limit needs no scan either;
 //! * `last_resort_prekeys` holds each device's last-resort prekey (at most one);
+//! * `push_subscriptions` holds each device's Web Push subscription (at most one; its
+//!   layout is in [`push`]);
 //! * `meta` holds the schema version, the next mailbox id (persisted with every put
 //!   so ids keep increasing across restarts) and the mailbox totals.
 //!
 //! All tables are created by [`RedbStore::open`], so reads never meet a missing table.
 //!
 //! Schema versions: 1 stored a copy of the container in every recipient's entry; 2
-//! stores it once; 3 adds `mailbox_sender_entries` (and, later, `last_resort_prekeys`,
-//! which needs no migration: a version 3 file without it has no last-resort prekeys,
-//! and [`RedbStore::open`] creates the table). [`RedbStore::open`] migrates a
-//! version 1 or 2 file in place, in one transaction (see [`migrate`]), and refuses any
-//! other version with [`StoreError::UnsupportedSchema`].
+//! stores it once; 3 adds `mailbox_sender_entries` (and, later, `last_resort_prekeys`
+//! and `push_subscriptions`, which need no migration: a version 3 file without one of
+//! them has no last-resort prekeys or push subscriptions, and [`RedbStore::open`]
+//! creates the missing table; a server that predates a table ignores it).
+//! [`RedbStore::open`] migrates a version 1 or 2 file in place, in one transaction
+//! (see [`migrate`]), and refuses any other version with
+//! [`StoreError::UnsupportedSchema`].
 
 mod codec;
 mod directory;
 mod mailbox;
 mod migrate;
+mod push;
 #[cfg(test)]
 mod tests;
 
@@ -53,8 +58,8 @@ use self::codec::{
 };
 use super::{
     BackendError, DeviceIdBytes, DeviceRecord, MailboxEntry, MailboxPut, MailboxQuota,
-    MailboxUsage, NewContainer, RegisterOutcome, RoomRecord, RoutingIdBytes, Store, StoreError,
-    StoredPrekey, TakenPrekey, UserIdBytes,
+    MailboxUsage, NewContainer, PushSubscription, RegisterOutcome, RoomRecord, RoutingIdBytes,
+    Store, StoreError, StoredPrekey, TakenPrekey, UserIdBytes,
 };
 
 // The tables; their key and value layouts are in `codec`. Changing one means a new
@@ -72,6 +77,10 @@ const PREKEY_COUNTS: TableDefinition<'_, &[u8; 16], u64> = TableDefinition::new(
 /// ignores it.
 const LAST_RESORT_PREKEYS: TableDefinition<'_, &[u8; 16], &[u8]> =
     TableDefinition::new("last_resort_prekeys");
+/// Added within schema version 3, like [`LAST_RESORT_PREKEYS`]: a file without it has
+/// no push subscriptions. Values are laid out by [`push`].
+const PUSH_SUBSCRIPTIONS: TableDefinition<'_, &[u8; 16], &[u8]> =
+    TableDefinition::new("push_subscriptions");
 const MAILBOX: TableDefinition<'_, &[u8; DEVICE_U64_KEY], &[u8]> = TableDefinition::new("mailbox");
 const MAILBOX_EXPIRY: TableDefinition<'_, &[u8; EXPIRY_KEY], ()> =
     TableDefinition::new("mailbox_expiry");
@@ -171,6 +180,7 @@ impl RedbStore {
             txn.open_table(PREKEY_EXPIRY).map_err(backend)?;
             txn.open_table(PREKEY_COUNTS).map_err(backend)?;
             txn.open_table(LAST_RESORT_PREKEYS).map_err(backend)?;
+            txn.open_table(PUSH_SUBSCRIPTIONS).map_err(backend)?;
             txn.open_table(MAILBOX).map_err(backend)?;
             txn.open_table(MAILBOX_EXPIRY).map_err(backend)?;
             txn.open_table(MAILBOX_COUNTS).map_err(backend)?;
@@ -417,5 +427,28 @@ impl Store for RedbStore {
             }
             Ok(stale.len())
         })
+    }
+
+    fn set_push_subscription(
+        &self,
+        device_id: &DeviceIdBytes,
+        subscription: &PushSubscription,
+    ) -> Result<(), StoreError> {
+        self.write(|txn| push::set(txn, device_id, subscription))
+    }
+
+    fn push_subscription(
+        &self,
+        device_id: &DeviceIdBytes,
+    ) -> Result<Option<PushSubscription>, StoreError> {
+        self.read(|txn| push::get(txn, device_id))
+    }
+
+    fn clear_push_subscription(
+        &self,
+        device_id: &DeviceIdBytes,
+        only_endpoint: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        self.write(|txn| push::clear(txn, device_id, only_endpoint))
     }
 }

@@ -442,3 +442,54 @@ fn a_last_resort_prekey_survives_reopen_and_a_file_without_its_table_opens() {
     poke(&store, LAST_RESORT_PREKEYS, &[1; 16], &[1, 2, 3]);
     assert_corrupt(store.last_resort_prekey(&[1; 16], 0));
 }
+
+#[test]
+fn a_push_subscription_survives_reopen_and_a_file_without_its_table_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("conclave.redb");
+    let subscription = |endpoint: &str| crate::store::PushSubscription {
+        endpoint: endpoint.to_string(),
+        p256dh: [4; 65],
+        auth: [9; 16],
+        updated_at_ms: 1234,
+    };
+    {
+        let store = RedbStore::open(&path).unwrap();
+        store.register_device(&[0xaa; 32], &device(1), 4).unwrap();
+        store.register_device(&[0xaa; 32], &device(2), 4).unwrap();
+        store
+            .set_push_subscription(&[1; 16], &subscription("https://push.example/a"))
+            .unwrap();
+        store
+            .set_push_subscription(&[2; 16], &subscription("https://push.example/b"))
+            .unwrap();
+        assert!(store.clear_push_subscription(&[2; 16], None).unwrap());
+    }
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(
+        store.push_subscription(&[1; 16]).unwrap(),
+        Some(subscription("https://push.example/a"))
+    );
+    assert_eq!(store.push_subscription(&[2; 16]).unwrap(), None);
+    // A version 3 file written before the table existed: opening creates it.
+    store
+        .write(|txn| {
+            txn.delete_table(PUSH_SUBSCRIPTIONS).map_err(backend)?;
+            Ok(())
+        })
+        .unwrap();
+    drop(store);
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.push_subscription(&[1; 16]).unwrap(), None);
+    assert!(!store.clear_push_subscription(&[1; 16], None).unwrap());
+    store
+        .set_push_subscription(&[1; 16], &subscription("https://push.example/c"))
+        .unwrap();
+    // A damaged record is reported, not handed out; a conditional clear cannot compare
+    // it and keeps it, an unconditional one deletes it.
+    poke(&store, PUSH_SUBSCRIPTIONS, &[1; 16], &[1, 2, 3]);
+    assert_corrupt(store.push_subscription(&[1; 16]));
+    assert_corrupt(store.clear_push_subscription(&[1; 16], Some("https://push.example/c")));
+    assert!(store.clear_push_subscription(&[1; 16], None).unwrap());
+    assert_eq!(store.push_subscription(&[1; 16]).unwrap(), None);
+}
