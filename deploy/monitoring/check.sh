@@ -138,6 +138,14 @@ EXPORTED = {
     "conclave_cluster_room_claims_total",
     "conclave_cluster_rooms_owned",
     "conclave_cluster_mailbox_signals_total",
+    "conclave_push_sent_total",
+    "conclave_push_failed_total",
+    "conclave_push_dropped_total",
+    "conclave_push_skipped_total",
+    "conclave_push_folded_total",
+    "conclave_push_retries_total",
+    "conclave_push_subscriptions_dropped_total",
+    "conclave_push_tracked_devices",
 }
 HISTOGRAMS = {"conclave_control_request_seconds"}
 # A metric name, not part of a recording rule name (level:metric:operations).

@@ -9,9 +9,12 @@ use std::collections::BTreeSet;
 
 use conclave_sdk::client::MediaKind;
 use conclave_sfu::health::Health;
+use conclave_sfu::config::PushConfig;
 use conclave_sfu::metrics_http;
+use conclave_sfu::push::VapidKey;
 use conclave_testkit::User;
 use conclave_testkit::clients::deliver;
+use conclave_testkit::TestSfu;
 use conclave_testkit::cluster::TestCluster;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -67,6 +70,16 @@ async fn every_metric_the_dashboards_and_alerts_use_is_exported() {
     let mut meeting_b = b.accept_next(&[MediaKind::Audio]).await;
     deliver(&meeting_a, MediaKind::Audio, b"to bob", &mut meeting_b).await;
     deliver(&meeting_b, MediaKind::Audio, b"to alice", &mut meeting_a).await;
+    // A node with push wake-ups configured exports their series too (the dashboard's
+    // push panels); it needs no push service to register them.
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("vapid.pem");
+    std::fs::write(&key_file, VapidKey::generate_pem().unwrap()).unwrap();
+    let mut push = PushConfig::default();
+    push.vapid_key_file = key_file;
+    push.contact = "mailto:ops@conclave.test".into();
+    push.allowed_hosts = vec!["push.example.net".into()];
+    let push_node = TestSfu::start_edited(|config| config.push = Some(push)).await;
 
     let exported = names_in(
         &scrape(addr)
@@ -92,4 +105,5 @@ async fn every_metric_the_dashboards_and_alerts_use_is_exported() {
     );
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
+    push_node.stop().await.unwrap();
 }
