@@ -8,13 +8,13 @@
 use std::collections::BTreeSet;
 
 use conclave_sdk::client::MediaKind;
-use conclave_sfu::health::Health;
 use conclave_sfu::config::PushConfig;
+use conclave_sfu::health::Health;
 use conclave_sfu::metrics_http;
 use conclave_sfu::push::VapidKey;
+use conclave_testkit::TestSfu;
 use conclave_testkit::User;
 use conclave_testkit::clients::deliver;
-use conclave_testkit::TestSfu;
 use conclave_testkit::cluster::TestCluster;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
