@@ -43,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
     let push_service = LocalPushService::start().await;
     let dir = tempfile::tempdir()?;
     let key_file = dir.path().join("vapid.pem");
-    std::fs::write(&key_file, VapidKey::generate_pem()?)?;
+    std::fs::write(&key_file, VapidKey::generate_pem()?.as_bytes())?;
     let mut push = PushConfig::default();
     push.vapid_key_file = key_file;
     push.contact = "mailto:ops@example.com".into();

@@ -146,6 +146,7 @@ EXPORTED = {
     "conclave_push_retries_total",
     "conclave_push_subscriptions_dropped_total",
     "conclave_push_tracked_devices",
+    "conclave_push_urgency_downgraded_total",
 }
 HISTOGRAMS = {"conclave_control_request_seconds"}
 # A metric name, not part of a recording rule name (level:metric:operations).

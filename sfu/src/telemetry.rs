@@ -54,6 +54,9 @@ pub const PUSH_RETRIES: &str = "conclave_push_retries_total";
 /// Subscriptions deleted because the push service said they are gone (404/410)
 /// (counter).
 pub const PUSH_SUBSCRIPTIONS_DROPPED: &str = "conclave_push_subscriptions_dropped_total";
+/// High-urgency wake-ups sent at normal urgency because the sending user spent its
+/// budget for that device (counter).
+pub const PUSH_URGENCY_DOWNGRADED: &str = "conclave_push_urgency_downgraded_total";
 /// Devices the push scheduler tracks (gauge).
 pub const PUSH_TRACKED_DEVICES: &str = "conclave_push_tracked_devices";
 /// Containers pushed to a connected device (counter).
@@ -165,6 +168,10 @@ fn describe_push() {
     );
     describe_counter!(PUSH_RETRIES, "Push retries after 429, 5xx or no answer.");
     describe_counter!(
+        PUSH_URGENCY_DOWNGRADED,
+        "High-urgency wake-ups sent at normal urgency (budget or setting)."
+    );
+    describe_counter!(
         PUSH_SUBSCRIPTIONS_DROPPED,
         "Push subscriptions deleted because the push service said they are gone."
     );
@@ -173,7 +180,12 @@ fn describe_push() {
 
 /// Registers the push series at zero (only on a node with push configured).
 pub fn register_push_at_zero() {
-    for name in [PUSH_SENT, PUSH_FOLDED, PUSH_RETRIES] {
+    for name in [
+        PUSH_SENT,
+        PUSH_FOLDED,
+        PUSH_RETRIES,
+        PUSH_URGENCY_DOWNGRADED,
+    ] {
         counter!(name).absolute(0);
     }
     let labelled: [(&str, &[&str]); 4] = [
@@ -181,9 +193,12 @@ pub fn register_push_at_zero() {
             PUSH_FAILED,
             &["refused", "unreachable", "not_allowed", "bad_subscription"],
         ),
-        (PUSH_DROPPED, &["queue_full", "too_many_devices"]),
+        (
+            PUSH_DROPPED,
+            &["queue_full", "too_many_devices", "sender_budget"],
+        ),
         (PUSH_SKIPPED, &["no_subscription", "nothing_waiting"]),
-        (PUSH_SUBSCRIPTIONS_DROPPED, &["gone"]),
+        (PUSH_SUBSCRIPTIONS_DROPPED, &["gone", "refused"]),
     ];
     for (name, values) in labelled {
         for value in values {

@@ -53,6 +53,8 @@ struct State {
     requests: Vec<PushRequest>,
     /// Statuses for the next requests, in order; then 201.
     script: VecDeque<(u16, Option<u64>)>,
+    /// A `Location` for the next response (a redirect).
+    location: Option<String>,
 }
 
 /// The running service (stopped on drop).
@@ -133,6 +135,13 @@ impl LocalPushService {
     /// in seconds), then 201 again.
     pub fn script(&self, statuses: &[(u16, Option<u64>)]) {
         self.lock().script.extend(statuses.iter().copied());
+    }
+
+    /// Answers the next request with `307 Temporary Redirect` to `location`.
+    pub fn redirect_next(&self, location: &str) {
+        let mut state = self.lock();
+        state.script.push_front((307, None));
+        state.location = Some(location.to_string());
     }
 
     /// Every request so far.
@@ -218,11 +227,16 @@ async fn answer(
         Ok(collected) => collected.to_bytes().to_vec(),
         Err(_) => Vec::new(),
     };
-    let (status, retry_after) = {
+    let (status, retry_after, location) = {
         let mut s = state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (status, retry_after) = s.script.pop_front().unwrap_or((201, None));
+        let location = if status / 100 == 3 {
+            s.location.take()
+        } else {
+            None
+        };
         s.requests.push(PushRequest {
             method,
             path,
@@ -230,12 +244,15 @@ async fn answer(
             body,
             status,
         });
-        (status, retry_after)
+        (status, retry_after, location)
     };
     arrived.notify_waiters();
     let mut response = Response::builder().status(status);
     if let Some(secs) = retry_after {
         response = response.header("retry-after", secs.to_string());
+    }
+    if let Some(location) = location {
+        response = response.header("location", location);
     }
     response
         .body(Full::new(Bytes::new()))

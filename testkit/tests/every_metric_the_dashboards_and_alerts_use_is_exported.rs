@@ -74,7 +74,7 @@ async fn every_metric_the_dashboards_and_alerts_use_is_exported() {
     // push panels); it needs no push service to register them.
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("vapid.pem");
-    std::fs::write(&key_file, VapidKey::generate_pem().unwrap()).unwrap();
+    std::fs::write(&key_file, VapidKey::generate_pem().unwrap().as_bytes()).unwrap();
     let mut push = PushConfig::default();
     push.vapid_key_file = key_file;
     push.contact = "mailto:ops@conclave.test".into();

@@ -36,7 +36,7 @@ const QUIET: Duration = Duration::from_millis(1_500);
 /// An SFU that wakes devices through `service` (after 100 ms; retries from 100 ms).
 async fn sfu_with_push(service: &LocalPushService, dir: &tempfile::TempDir) -> TestSfu {
     let key_file = dir.path().join("vapid.pem");
-    std::fs::write(&key_file, VapidKey::generate_pem().unwrap()).unwrap();
+    std::fs::write(&key_file, VapidKey::generate_pem().unwrap().as_bytes()).unwrap();
     let mut config = client_test_config();
     let mut push = PushConfig::default();
     push.vapid_key_file = key_file;
@@ -436,4 +436,49 @@ async fn a_device_that_unregisters_is_not_woken() {
         .await
         .unwrap();
     assert!(service.settle(QUIET).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_from_the_push_service_is_not_followed() {
+    let service = LocalPushService::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sfu = sfu_with_push(&service, &dir).await;
+    // To another path of the same service: a follower would be seen at once.
+    service.redirect_next(&service.endpoint("elsewhere"));
+    let (_keys, bob, alice, alice_device) = offline_subscriber(&sfu, &service, "bob").await;
+    let bob_id: [u8; 16] = bob.as_slice().try_into().unwrap();
+    alice
+        .send_container(
+            std::slice::from_ref(&bob),
+            junk_container(&alice_device, 100),
+        )
+        .await
+        .unwrap();
+    service.wait_for(1).await;
+    let requests = service.settle(QUIET).await;
+    let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, ["/push/bob"], "the redirect was followed");
+    assert_eq!(requests[0].status, 307);
+    // One refusal keeps the subscription (three in a row drop it).
+    assert!(sfu.store.push_subscription(&bob_id).unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_endpoint_is_stored_as_the_server_will_request_it() {
+    let service = LocalPushService::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sfu = sfu_with_push(&service, &dir).await;
+    let keys = PushKeys::generate(&mut OsRng);
+    let (bob, bob_device) = TestClient::registered(&sfu, &User::new("bob")).await;
+    let port = service.port;
+    // Upper case host, a backslash (a slash to URL parsers), a dot segment.
+    let written = format!("https://LOCALHOST:{port}\\push/./bob");
+    subscribe(&bob, &written, &keys).await.unwrap();
+    let id: [u8; 16] = device_id_bytes(&bob_device).as_slice().try_into().unwrap();
+    let stored = sfu.store.push_subscription(&id).unwrap().unwrap();
+    assert_eq!(
+        stored.endpoint,
+        format!("https://localhost:{port}/push/bob")
+    );
+    assert!(!format!("{stored:?}").contains("push/bob"), "{stored:?}");
 }

@@ -201,6 +201,7 @@ fn template() -> toml::Table {
         }),
         push: Some(super::PushConfig {
             ca_file: Some(PathBuf::new()),
+            proxy: Some(String::new()),
             ..super::PushConfig::default()
         }),
         ..Config::default()

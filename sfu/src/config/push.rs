@@ -38,8 +38,29 @@ pub struct PushConfig {
     /// reconnects at once, has fetched it by then and is not woken).
     pub delay_ms: u64,
     /// At most one wake-up per device per this many seconds; containers stored
-    /// meanwhile are counted into the next one.
+    /// meanwhile are counted into the next one. The interval doubles with each wake-up
+    /// the device does not answer by connecting, up to `max_interval_secs`.
     pub min_interval_secs: u64,
+    /// The longest interval between wake-ups of a device that does not connect.
+    pub max_interval_secs: u64,
+    /// Offline devices one sending user's containers may wake per minute, sustained
+    /// (a container to 100 offline devices takes 100); beyond it containers are stored
+    /// and delivered as usual, without a wake-up.
+    pub wakeups_per_sender_per_minute: u32,
+    /// ... and at once.
+    pub wakeup_burst_per_sender: u32,
+    /// High-urgency wake-ups one sending user may ask for one device per hour,
+    /// sustained; beyond it they go out at normal urgency.
+    pub urgent_wakeups_per_pair_per_hour: u32,
+    /// ... and at once.
+    pub urgent_wakeup_burst_per_pair: u32,
+    /// Whether to pass a sender's high urgency on (`Urgency: high`). With `false`, every
+    /// wake-up goes out at normal urgency, so the push service cannot tell a call from
+    /// other mail (phones may then deliver call wake-ups late).
+    pub forward_urgency: bool,
+    /// An HTTPS proxy for the requests to push services (`http://host:port`); by default
+    /// none, whatever the environment's `HTTPS_PROXY` says.
+    pub proxy: Option<String>,
     /// Attempts per wake-up when the push service answers 429 or 5xx or cannot be
     /// reached.
     pub max_attempts: u32,
@@ -67,6 +88,13 @@ impl Default for PushConfig {
             ttl_secs: 24 * 3600,
             delay_ms: 1_000,
             min_interval_secs: 10,
+            max_interval_secs: 15 * 60,
+            wakeups_per_sender_per_minute: 120,
+            wakeup_burst_per_sender: 300,
+            urgent_wakeups_per_pair_per_hour: 20,
+            urgent_wakeup_burst_per_pair: 5,
+            forward_urgency: true,
+            proxy: None,
             max_attempts: 5,
             retry_base_ms: 1_000,
             retry_max_ms: 5 * 60 * 1_000,
@@ -101,9 +129,26 @@ impl PushConfig {
             );
         }
         AllowList::parse(&self.allowed_hosts)?;
-        let nonzero: [(&str, u64); 8] = [
+        let nonzero: [(&str, u64); 13] = [
             ("ttl_secs", self.ttl_secs),
             ("min_interval_secs", self.min_interval_secs),
+            ("max_interval_secs", self.max_interval_secs),
+            (
+                "wakeups_per_sender_per_minute",
+                u64::from(self.wakeups_per_sender_per_minute),
+            ),
+            (
+                "wakeup_burst_per_sender",
+                u64::from(self.wakeup_burst_per_sender),
+            ),
+            (
+                "urgent_wakeups_per_pair_per_hour",
+                u64::from(self.urgent_wakeups_per_pair_per_hour),
+            ),
+            (
+                "urgent_wakeup_burst_per_pair",
+                u64::from(self.urgent_wakeup_burst_per_pair),
+            ),
             ("max_attempts", u64::from(self.max_attempts)),
             ("retry_base_ms", self.retry_base_ms),
             ("retry_max_ms", self.retry_max_ms),
@@ -118,6 +163,16 @@ impl PushConfig {
             if value == 0 {
                 return Err(format!("push.{field} must be at least 1"));
             }
+        }
+        if self.max_interval_secs < self.min_interval_secs {
+            return Err("push.max_interval_secs must be at least push.min_interval_secs".into());
+        }
+        if let Some(proxy) = &self.proxy
+            && reqwest::Proxy::https(proxy.as_str()).is_err()
+        {
+            return Err(format!(
+                "push.proxy {proxy:?} is not a proxy URL (http://host:port)"
+            ));
         }
         if self.ttl_secs > 28 * 24 * 3600 {
             return Err("push.ttl_secs must be at most 28 days (2,419,200)".into());
@@ -234,7 +289,11 @@ impl AllowList {
         let Some(host) = url.domain() else {
             return Err(EndpointRefused::HostNotAllowed);
         };
-        let host = host.trim_end_matches('.');
+        // A trailing dot would reach the same host under another origin (and VAPID
+        // audience), which push services refuse: take the name as listed only.
+        if host.ends_with('.') {
+            return Err(EndpointRefused::HostNotAllowed);
+        }
         let port = url.port_or_known_default().unwrap_or(443);
         let allowed = self.0.iter().any(|a| {
             a.port == port
@@ -267,7 +326,7 @@ mod tests {
     fn exact_hosts_wildcards_and_ports_are_matched() {
         let l = list(&["fcm.googleapis.com", "*.push.apple.com", "localhost:8443"]);
         assert!(l.check("https://fcm.googleapis.com/fcm/send/abc").is_ok());
-        assert!(l.check("https://FCM.googleapis.com./x").is_ok());
+        assert!(l.check("https://FCM.googleapis.com/x").is_ok());
         assert!(l.check("https://api.push.apple.com/3/device/x").is_ok());
         assert!(l.check("https://localhost:8443/push/1").is_ok());
         for (endpoint, why) in [
@@ -285,6 +344,19 @@ mod tests {
                 EndpointRefused::HostNotAllowed,
             ),
             ("https://localhost/push", EndpointRefused::HostNotAllowed),
+            (
+                "https://fcm.googleapis.com./x",
+                EndpointRefused::HostNotAllowed,
+            ),
+            ("https://0x7f.1:8443/push", EndpointRefused::HostNotAllowed),
+            (
+                "https://127.0.0.1.:8443/push",
+                EndpointRefused::HostNotAllowed,
+            ),
+            (
+                "https://[::ffff:127.0.0.1]:8443/push",
+                EndpointRefused::HostNotAllowed,
+            ),
             (
                 "https://127.0.0.1:8443/push",
                 EndpointRefused::HostNotAllowed,
@@ -341,5 +413,8 @@ mod tests {
         check(|c| c.retry_base_ms = c.retry_max_ms + 1, "retry_base_ms");
         check(|c| c.ttl_secs = 30 * 24 * 3600, "ttl_secs");
         check(|c| c.max_tracked_devices = 0, "max_tracked_devices");
+        check(|c| c.max_interval_secs = 1, "max_interval_secs");
+        check(|c| c.wakeup_burst_per_sender = 0, "wakeup_burst_per_sender");
+        check(|c| c.proxy = Some("not a url".into()), "proxy");
     }
 }

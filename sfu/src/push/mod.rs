@@ -29,6 +29,7 @@ pub(crate) mod scheduler;
 mod send;
 mod vapid;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,7 +42,8 @@ use tracing::{debug, warn};
 pub use vapid::VapidKey;
 
 use crate::config::{AllowList, EndpointRefused, PushConfig};
-use crate::store::{DeviceIdBytes, Store};
+use crate::ratelimit::KeyedLimiter;
+use crate::store::{DeviceIdBytes, Store, UserIdBytes};
 use crate::telemetry;
 use scheduler::{Concluded, Noted, Rules, Scheduler};
 
@@ -96,7 +98,15 @@ pub(crate) struct PushService {
     vapid_public_key: [u8; 65],
     allow: AllowList,
     events: mpsc::Sender<Event>,
+    /// Wake-ups each sending user may cause.
+    senders: std::sync::Mutex<KeyedLimiter<UserIdBytes>>,
+    /// High-urgency wake-ups per (sending user, device).
+    urgent_pairs: std::sync::Mutex<KeyedLimiter<(UserIdBytes, DeviceIdBytes)>>,
+    forward_urgency: bool,
 }
+
+/// Keys per rate-limit table of the push service (idle entries are evicted first).
+const MAX_LIMITER_ENTRIES: usize = 100_000;
 
 /// What an attempt needs (shared by the task and its requests).
 pub(crate) struct Context {
@@ -117,7 +127,15 @@ impl PushService {
     ) -> Result<(Arc<PushService>, tokio::task::JoinHandle<()>), PushSetupError> {
         let allow = AllowList::parse(&config.allowed_hosts).map_err(PushSetupError::Client)?;
         let tls = crate::tls::client_config(config.ca_file.as_deref())?;
-        let http = reqwest::Client::builder()
+        let builder = match &config.proxy {
+            Some(url) => reqwest::Client::builder().proxy(
+                reqwest::Proxy::https(url.as_str())
+                    .map_err(|e| PushSetupError::Client(e.to_string()))?,
+            ),
+            // Not the environment's HTTPS_PROXY: only what the operator set here.
+            None => reqwest::Client::builder().no_proxy(),
+        };
+        let http = builder
             .tls_backend_preconfigured(tls)
             .https_only(true)
             .redirect(reqwest::redirect::Policy::none())
@@ -133,6 +151,17 @@ impl PushService {
             vapid_public_key: key.public_key(),
             allow: allow.clone(),
             events,
+            senders: std::sync::Mutex::new(KeyedLimiter::per_minute(
+                config.wakeups_per_sender_per_minute,
+                config.wakeup_burst_per_sender,
+                MAX_LIMITER_ENTRIES,
+            )),
+            urgent_pairs: std::sync::Mutex::new(KeyedLimiter::per_hour(
+                config.urgent_wakeups_per_pair_per_hour,
+                config.urgent_wakeup_burst_per_pair,
+                MAX_LIMITER_ENTRIES,
+            )),
+            forward_urgency: config.forward_urgency,
         });
         let ctx = Arc::new(Context {
             key,
@@ -150,13 +179,37 @@ impl PushService {
         self.vapid_public_key
     }
 
-    /// Checks a subscription's endpoint against the allow-list.
-    pub(crate) fn check_endpoint(&self, endpoint: &str) -> Result<(), EndpointRefused> {
-        self.allow.check(endpoint).map(|_| ())
+    /// Checks a subscription's endpoint against the allow-list; returns it normalised.
+    pub(crate) fn check_endpoint(&self, endpoint: &str) -> Result<String, EndpointRefused> {
+        self.allow.check(endpoint).map(String::from)
     }
 
-    /// A container was stored for `device`, which is not connected to this node.
-    pub(crate) fn stored(&self, device: DeviceIdBytes, urgent: bool, expires_at_ms: u64) {
+    /// A container from `sender` was stored for `device`, which is not connected to
+    /// this node. Within the sender's budget it schedules a wake-up (urgent if the
+    /// sender asked, within its budget for this device).
+    pub(crate) fn stored(
+        &self,
+        sender: UserIdBytes,
+        device: DeviceIdBytes,
+        urgent: bool,
+        expires_at_ms: u64,
+    ) {
+        let now = Instant::now();
+        if lock(&self.senders).try_take(&sender, now).is_err() {
+            counter!(telemetry::PUSH_DROPPED, "reason" => "sender_budget").increment(1);
+            return;
+        }
+        let urgent = urgent
+            && self.forward_urgency
+            && if lock(&self.urgent_pairs)
+                .try_take(&(sender, device), now)
+                .is_ok()
+            {
+                true
+            } else {
+                counter!(telemetry::PUSH_URGENCY_DOWNGRADED).increment(1);
+                false
+            };
         let event = Event::Stored {
             device,
             urgent,
@@ -180,6 +233,7 @@ async fn run(ctx: Arc<Context>, mut rx: mpsc::Receiver<Event>, mut stop: watch::
     let mut scheduler = Scheduler::new(Rules {
         delay: Duration::from_millis(c.delay_ms),
         min_interval: Duration::from_secs(c.min_interval_secs),
+        max_interval: Duration::from_secs(c.max_interval_secs),
         max_attempts: c.max_attempts,
         retry_base: Duration::from_millis(c.retry_base_ms),
         retry_max: Duration::from_millis(c.retry_max_ms),
@@ -187,12 +241,15 @@ async fn run(ctx: Arc<Context>, mut rx: mpsc::Receiver<Event>, mut stop: watch::
     });
     let max_in_flight = c.max_concurrent_requests;
     let mut in_flight: JoinSet<(DeviceIdBytes, scheduler::Outcome)> = JoinSet::new();
+    // Which device each attempt is for, so that a failed task still completes its job.
+    let mut attempts: HashMap<tokio::task::Id, DeviceIdBytes> = HashMap::new();
     loop {
         while in_flight.len() < max_in_flight {
             let Some(job) = scheduler.poll_job(Instant::now()) else {
                 break;
             };
-            in_flight.spawn(send::attempt(Arc::clone(&ctx), job));
+            let task = in_flight.spawn(send::attempt(Arc::clone(&ctx), job));
+            attempts.insert(task.id(), job.device);
         }
         gauge!(telemetry::PUSH_TRACKED_DEVICES).set(scheduler.tracked() as f64);
         let wake = scheduler
@@ -212,13 +269,22 @@ async fn run(ctx: Arc<Context>, mut rx: mpsc::Receiver<Event>, mut stop: watch::
                         }
                     }
                 }
-                Some(Event::Connected(device)) => scheduler.connected(&device),
+                Some(Event::Connected(device)) => scheduler.connected(&device, Instant::now()),
                 None => break,
             },
-            Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
-                let Ok((device, outcome)) = joined else {
-                    warn!("a push attempt task failed");
-                    continue;
+            Some(joined) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
+                let (device, outcome) = match joined {
+                    Ok((id, done)) => {
+                        attempts.remove(&id);
+                        done
+                    }
+                    Err(e) => {
+                        warn!("a push attempt task failed");
+                        let Some(device) = attempts.remove(&e.id()) else {
+                            continue;
+                        };
+                        (device, scheduler::Outcome::Retry { retry_after: None })
+                    }
                 };
                 match scheduler.completed(&device, outcome, Instant::now()) {
                     Concluded::Done => {}
@@ -227,12 +293,22 @@ async fn run(ctx: Arc<Context>, mut rx: mpsc::Receiver<Event>, mut stop: watch::
                         debug!("push service unreachable; wake-up given up");
                         counter!(telemetry::PUSH_FAILED, "reason" => "unreachable").increment(1);
                     }
+                    Concluded::DropSubscription => {
+                        let ctx = Arc::clone(&ctx);
+                        tokio::spawn(async move { send::drop_refused(&ctx, device).await });
+                    }
                 }
             }
             () = sleep_until(wake) => {}
         }
     }
     in_flight.abort_all();
+}
+
+/// Locks a limiter (its state is consistent between calls, so a poisoned lock is
+/// recovered).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {

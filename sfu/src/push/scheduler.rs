@@ -10,17 +10,25 @@
 //! Rules, per device:
 //! * A wake-up goes out `delay` after the first container (so that a device that
 //!   fetches it at once, here or on another node, is not woken) and at most once per
-//!   `min_interval`: containers stored meanwhile are folded into the next wake-up. A
-//!   flood of containers to one device costs its push endpoint one request per
-//!   interval.
+//!   interval: containers stored meanwhile are folded into the next wake-up. A flood of
+//!   containers to one device costs its push endpoint one request per interval.
+//! * The interval is `min_interval` after a wake-up the device answered by connecting,
+//!   and doubles with each wake-up it did not answer, up to `max_interval`: a device
+//!   that is off, or is being woken by junk it then ignores, costs less and less.
 //! * Each wake-up is tried up to `max_attempts` times: a retryable answer (429, 5xx,
 //!   no answer) waits `retry_base · 2^(attempt−1)`, at most `retry_max`, or the push
-//!   service's `Retry-After` within the same bound.
+//!   service's `Retry-After` within the same bound. Containers that arrive meanwhile are
+//!   folded into the retry, never into a fresh attempt, so a failing push service is
+//!   never asked faster than the backoff allows.
+//! * Due wake-ups a sender asked to be urgent go out before normal ones.
 //! * A device that connects needs no wake-up: what was pending is forgotten.
+//! * A push service that refuses a device's wake-ups for good three times in a row
+//!   (a 4xx other than 404/410) makes the scheduler ask for its subscription to be
+//!   dropped.
 //! * State is kept for at most `max_tracked_devices` devices (pending wake-ups and the
-//!   time of the last one, for the rate limit). Beyond that, new wake-ups are refused
-//!   (and counted by the caller), and records only kept for the rate limit are dropped
-//!   once their interval has passed.
+//!   time of the last one, for the interval). Beyond that, new wake-ups are refused
+//!   (and counted by the caller); records kept only for the interval are dropped once
+//!   it has passed (looked for at most once a second).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -32,6 +40,7 @@ use crate::store::DeviceIdBytes;
 pub(crate) struct Rules {
     pub(crate) delay: Duration,
     pub(crate) min_interval: Duration,
+    pub(crate) max_interval: Duration,
     pub(crate) max_attempts: u32,
     pub(crate) retry_base: Duration,
     pub(crate) retry_max: Duration,
@@ -61,9 +70,11 @@ pub(crate) enum Outcome {
     /// Try again later (429, 5xx, timeout, connection failure); `retry_after` from the
     /// push service, if it said.
     Retry { retry_after: Option<Duration> },
-    /// The subscription is gone (404, 410) or the request was refused for good (other
-    /// 4xx): no more attempts.
+    /// The subscription is gone (404, 410; already deleted) or the wake-up cannot be
+    /// made (no longer allowed, bad keys): no more attempts.
     Failed,
+    /// The push service refused the request for good (a 4xx other than 404/410).
+    Rejected,
 }
 
 /// What [`Scheduler::stored`] did with a container.
@@ -86,7 +97,12 @@ pub(crate) enum Concluded {
     Retrying,
     /// Out of attempts: the wake-up is given up.
     GaveUp,
+    /// Refused for good too often: delete the device's subscription.
+    DropSubscription,
 }
+
+/// Refusals in a row (`Outcome::Rejected`) after which the subscription is dropped.
+const MAX_REJECTIONS: u8 = 3;
 
 #[derive(Debug, Clone, Copy)]
 struct Pending {
@@ -99,15 +115,42 @@ struct Pending {
 struct DeviceState {
     /// A wake-up waiting for its time (its key in `due`), or in flight.
     pending: Option<Pending>,
-    /// The key of this device in `due`, when queued.
+    /// The key of this device in its due queue, when queued.
     queued: Option<(Instant, u64)>,
+    /// Which queue (`true`: urgent) and the key.
+    queued_in: Option<(bool, (Instant, u64))>,
     in_flight: bool,
     /// The device connected while an attempt was in flight: no retry, no follow-up.
     cancelled: bool,
     /// Containers arrived while the wake-up was in flight: another one follows.
     again: Option<Pending>,
-    /// When the last wake-up was accepted by the push service.
+    /// When the last wake-up was accepted (or refused for good) by the push service.
     last_sent: Option<Instant>,
+    /// Wake-ups sent since the device last connected (the interval doubles with each).
+    unanswered: u32,
+    /// Refusals for good in a row.
+    rejections: u8,
+}
+
+impl DeviceState {
+    /// The earliest time the next wake-up may go out, if any limits it.
+    fn not_before(&self, rules: &Rules) -> Option<Instant> {
+        let last = self.last_sent?;
+        let doublings = self.unanswered.saturating_sub(1).min(16);
+        let interval = rules
+            .min_interval
+            .saturating_mul(1u32 << doublings)
+            .min(rules.max_interval.max(rules.min_interval));
+        Some(last + interval)
+    }
+
+    /// Nothing pending and no interval to keep: the record can go.
+    fn idle(&self, rules: &Rules, now: Instant) -> bool {
+        self.pending.is_none()
+            && !self.in_flight
+            && self.again.is_none()
+            && self.not_before(rules).is_none_or(|at| at <= now)
+    }
 }
 
 /// Per-device wake-up state; see the module docs.
@@ -115,9 +158,13 @@ struct DeviceState {
 pub(crate) struct Scheduler {
     rules: Rules,
     devices: HashMap<DeviceIdBytes, DeviceState>,
-    /// Queued wake-ups by due time (a sequence number breaks ties).
-    due: BTreeMap<(Instant, u64), DeviceIdBytes>,
+    /// Queued urgent wake-ups by due time (a sequence number breaks ties).
+    due_urgent: BTreeMap<(Instant, u64), DeviceIdBytes>,
+    /// Queued normal wake-ups by due time.
+    due_normal: BTreeMap<(Instant, u64), DeviceIdBytes>,
     seq: u64,
+    /// When idle records may next be looked for.
+    next_forget: Option<Instant>,
 }
 
 impl Scheduler {
@@ -125,8 +172,10 @@ impl Scheduler {
         Scheduler {
             rules,
             devices: HashMap::new(),
-            due: BTreeMap::new(),
+            due_urgent: BTreeMap::new(),
+            due_normal: BTreeMap::new(),
             seq: 0,
+            next_forget: None,
         }
     }
 
@@ -154,53 +203,76 @@ impl Scheduler {
             expires_at_ms,
             attempt: 1,
         };
+        let rules = self.rules;
         let state = self.devices.entry(device).or_default();
         if state.in_flight {
             state.again = Some(merge(state.again, fresh));
             return Noted::Folded;
         }
         if let Some(pending) = &mut state.pending {
+            let was_urgent = pending.urgent;
             pending.urgent |= urgent;
             pending.expires_at_ms = pending.expires_at_ms.max(expires_at_ms);
+            if urgent
+                && !was_urgent
+                && let Some((at, _)) = state.queued
+            {
+                // Now urgent: it moves to the urgent queue, at the same time.
+                self.unqueue(&device);
+                self.queue(device, at, true);
+            }
             return Noted::Folded;
         }
-        let earliest = now + self.rules.delay;
-        let at = match state.last_sent {
-            Some(last) => earliest.max(last + self.rules.min_interval),
-            None => earliest,
-        };
+        let earliest = now + rules.delay;
+        let at = state
+            .not_before(&rules)
+            .map_or(earliest, |limit| earliest.max(limit));
         state.pending = Some(fresh);
-        self.queue(device, at);
+        self.queue(device, at, urgent);
         Noted::Scheduled
     }
 
     /// `device` connected: it fetches its mailbox itself; nothing pending is sent (an
     /// attempt in flight finishes, but no retry or follow-up is made).
-    pub(crate) fn connected(&mut self, device: &DeviceIdBytes) {
+    pub(crate) fn connected(&mut self, device: &DeviceIdBytes, now: Instant) {
         let Some(state) = self.devices.get_mut(device) else {
             return;
         };
         state.again = None;
-        if state.in_flight {
+        state.unanswered = 0;
+        let in_flight = state.in_flight;
+        if in_flight {
             state.cancelled = true;
         } else {
             state.pending = None;
-            if let Some(key) = state.queued.take() {
-                self.due.remove(&key);
-            }
+            self.unqueue(device);
         }
-        if state.last_sent.is_none() && !state.in_flight {
+        let rules = self.rules;
+        if self
+            .devices
+            .get(device)
+            .is_some_and(|s| s.last_sent.is_none() && s.idle(&rules, now))
+        {
             self.devices.remove(device);
         }
     }
 
     /// The next wake-up due at `now`, marked in flight until [`Scheduler::completed`].
     pub(crate) fn poll_job(&mut self, now: Instant) -> Option<Job> {
-        let (&key, _) = self.due.first_key_value()?;
+        let urgent_due = self
+            .due_urgent
+            .first_key_value()
+            .is_some_and(|((at, _), _)| *at <= now);
+        let queue = if urgent_due {
+            &mut self.due_urgent
+        } else {
+            &mut self.due_normal
+        };
+        let (&key, _) = queue.first_key_value()?;
         if key.0 > now {
             return None;
         }
-        let device = self.due.remove(&key)?;
+        let device = queue.remove(&key)?;
         let state = self.devices.get_mut(&device)?;
         state.queued = None;
         let pending = state.pending?;
@@ -216,7 +288,13 @@ impl Scheduler {
 
     /// When the next wake-up is due.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.due.first_key_value().map(|((at, _), _)| *at)
+        let first = |q: &BTreeMap<(Instant, u64), DeviceIdBytes>| {
+            q.first_key_value().map(|((at, _), _)| *at)
+        };
+        match (first(&self.due_urgent), first(&self.due_normal)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The attempt for `device` ended with `outcome`.
@@ -232,85 +310,142 @@ impl Scheduler {
         };
         state.in_flight = false;
         let current = state.pending.take();
-        let outcome = match outcome {
-            Outcome::Retry { .. } if std::mem::take(&mut state.cancelled) => Outcome::Skipped,
-            other => {
-                state.cancelled = false;
-                other
+        if std::mem::take(&mut state.cancelled) {
+            // The device connected meanwhile: nothing follows, whatever the answer.
+            state.again = None;
+            if outcome == Outcome::Sent {
+                state.last_sent = Some(now);
             }
-        };
+            return self.settle(device, None, now, Concluded::Done);
+        }
         let mut concluded = Concluded::Done;
         let mut next: Option<(Pending, Instant)> = None;
         match outcome {
-            Outcome::Sent => state.last_sent = Some(now),
-            // A request refused for good still counts against the rate limit, so that a
-            // misbehaving endpoint is not asked again at once.
+            Outcome::Sent => {
+                state.last_sent = Some(now);
+                state.unanswered = state.unanswered.saturating_add(1);
+                state.rejections = 0;
+            }
             Outcome::Failed => state.last_sent = Some(now),
+            Outcome::Rejected => {
+                // Counts against the interval, so a refusing service is not asked again
+                // at once.
+                state.last_sent = Some(now);
+                state.rejections = state.rejections.saturating_add(1);
+                if state.rejections >= MAX_REJECTIONS {
+                    state.rejections = 0;
+                    concluded = Concluded::DropSubscription;
+                }
+            }
             Outcome::Skipped => {}
-            Outcome::Retry { retry_after } => match current {
-                Some(p) if p.attempt < rules.max_attempts && state.again.is_none() => {
-                    let backoff = rules
-                        .retry_base
-                        .saturating_mul(1u32 << (p.attempt - 1).min(20))
-                        .min(rules.retry_max);
-                    let wait = retry_after.map_or(backoff, |r| r.clamp(backoff, rules.retry_max));
-                    let retry = Pending {
-                        attempt: p.attempt + 1,
-                        ..p
+            Outcome::Retry { retry_after } => {
+                if let Some(p) = current {
+                    // Containers that came meanwhile ride on the retry: a failing
+                    // service is never asked sooner than the backoff.
+                    let mut retry = match state.again.take() {
+                        Some(again) => merge(Some(p), again),
+                        None => p,
                     };
-                    next = Some((retry, now + wait));
-                    concluded = Concluded::Retrying;
+                    if p.attempt < rules.max_attempts {
+                        let backoff = rules
+                            .retry_base
+                            .saturating_mul(1u32 << (p.attempt - 1).min(20))
+                            .min(rules.retry_max);
+                        let wait =
+                            retry_after.map_or(backoff, |r| r.clamp(backoff, rules.retry_max));
+                        retry.attempt = p.attempt + 1;
+                        next = Some((retry, now + wait));
+                        concluded = Concluded::Retrying;
+                    } else {
+                        concluded = Concluded::GaveUp;
+                        // Nothing more for now; new containers schedule a new wake-up
+                        // after the interval (the failure counts against it).
+                        state.last_sent = Some(now);
+                    }
                 }
-                Some(p) if state.again.is_some() => {
-                    // Containers came meanwhile: their wake-up carries this one's too.
-                    state.again = Some(merge(state.again, p));
-                }
-                _ => concluded = Concluded::GaveUp,
-            },
+            }
         }
         if next.is_none()
-            && let Some(again) = state.again.take()
+            && let Some(mut again) = state.again.take()
         {
-            let at = match state.last_sent {
-                Some(last) => (now + rules.delay).max(last + rules.min_interval),
-                None => now + rules.delay,
-            };
+            again.attempt = 1;
+            let earliest = now + rules.delay;
+            let at = state
+                .not_before(&rules)
+                .map_or(earliest, |limit| earliest.max(limit));
             next = Some((again, at));
         }
+        self.settle(device, next, now, concluded)
+    }
+
+    /// Queues `next` for `device`, or drops its record if nothing needs it.
+    fn settle(
+        &mut self,
+        device: &DeviceIdBytes,
+        next: Option<(Pending, Instant)>,
+        now: Instant,
+        concluded: Concluded,
+    ) -> Concluded {
+        let rules = self.rules;
         match next {
             Some((pending, at)) => {
-                state.pending = Some(pending);
-                self.queue(*device, at);
+                let urgent = pending.urgent;
+                if let Some(state) = self.devices.get_mut(device) {
+                    state.pending = Some(pending);
+                }
+                self.queue(*device, at, urgent);
             }
-            None if state.last_sent.is_none() => {
-                self.devices.remove(device);
+            None => {
+                if self
+                    .devices
+                    .get(device)
+                    .is_some_and(|s| s.idle(&rules, now))
+                {
+                    self.devices.remove(device);
+                }
             }
-            None => {}
         }
         concluded
     }
 
-    fn queue(&mut self, device: DeviceIdBytes, at: Instant) {
-        self.seq = self.seq.wrapping_add(1);
-        let key = (at, self.seq);
-        self.due.insert(key, device);
-        if let Some(state) = self.devices.get_mut(&device) {
-            state.queued = Some(key);
+    fn unqueue(&mut self, device: &DeviceIdBytes) {
+        if let Some(state) = self.devices.get_mut(device)
+            && let Some((urgent, key)) = state.queued_in.take()
+        {
+            state.queued = None;
+            if urgent {
+                self.due_urgent.remove(&key);
+            } else {
+                self.due_normal.remove(&key);
+            }
         }
     }
 
-    /// Drops records kept only for the rate limit whose interval has passed.
+    fn queue(&mut self, device: DeviceIdBytes, at: Instant, urgent: bool) {
+        self.seq = self.seq.wrapping_add(1);
+        let key = (at, self.seq);
+        if urgent {
+            self.due_urgent.insert(key, device);
+        } else {
+            self.due_normal.insert(key, device);
+        }
+        if let Some(state) = self.devices.get_mut(&device) {
+            state.queued = Some(key);
+            state.queued_in = Some((urgent, key));
+        }
+    }
+
+    /// Drops records kept only for the interval once it has passed; at most once a
+    /// second, and only at the bound (the scan is over every tracked device).
     fn forget_idle(&mut self, now: Instant) {
-        if self.devices.len() < self.rules.max_tracked_devices {
+        if self.devices.len() < self.rules.max_tracked_devices
+            || self.next_forget.is_some_and(|at| now < at)
+        {
             return;
         }
-        let interval = self.rules.min_interval;
-        self.devices.retain(|_, s| {
-            s.pending.is_some()
-                || s.in_flight
-                || s.again.is_some()
-                || s.last_sent.is_some_and(|last| last + interval > now)
-        });
+        self.next_forget = Some(now + Duration::from_secs(1));
+        let rules = self.rules;
+        self.devices.retain(|_, s| !s.idle(&rules, now));
     }
 }
 

@@ -17,6 +17,13 @@ use crate::telemetry;
 /// offline device, so queued wake-ups collapse into one.
 const TOPIC: &str = "conclave-mailbox";
 
+/// The largest `pending` a wake-up says ("this many or more").
+const MAX_PENDING_HINT: usize = 127;
+
+/// How long a VAPID token is valid (RFC 8292 allows up to 24 hours; a short one limits
+/// what a captured token is worth).
+const VAPID_VALIDITY_SECS: u64 = 3600;
+
 /// Runs `job` once; the scheduler decides what follows.
 pub(super) async fn attempt(ctx: Arc<Context>, job: Job) -> (DeviceIdBytes, Outcome) {
     let outcome = attempt_inner(&ctx, &job).await;
@@ -61,7 +68,8 @@ async fn attempt_inner(ctx: &Context, job: &Job) -> Outcome {
     let response = match ctx.http.execute(request).await {
         Ok(response) => response,
         Err(e) => {
-            debug!(error = %e, "push: request failed; retrying");
+            // Without the URL: the endpoint is a capability and stays out of logs.
+            debug!(error = %e.without_url(), "push: request failed; retrying");
             return Outcome::Retry { retry_after: None };
         }
     };
@@ -80,14 +88,15 @@ async fn attempt_inner(ctx: &Context, job: &Job) -> Outcome {
             Outcome::Sent
         }
         404 | 410 => {
-            drop_subscription(ctx, device, subscription.endpoint).await;
+            drop_subscription(ctx, device, Some(subscription.endpoint), "gone").await;
             Outcome::Failed
         }
         429 | 500..=599 => Outcome::Retry { retry_after },
+        // Other 4xx, and redirects (never followed): refused for good.
         _ => {
             info!(status, "push service refused a wake-up");
             counter!(telemetry::PUSH_FAILED, "reason" => "refused").increment(1);
-            Outcome::Failed
+            Outcome::Rejected
         }
     }
 }
@@ -114,16 +123,18 @@ fn build(
         .expires_at_ms
         .saturating_sub(u64::try_from(now.as_millis()).unwrap_or(u64::MAX));
     let ttl = ctx.config.ttl_secs.min(left_ms / 1000);
-    let pending = u32::try_from(waiting).unwrap_or(u32::MAX);
-    let payload = WakeUp::new(pending, job.urgent).encode();
+    let payload = payload(waiting, job.urgent);
     let mut request =
         WebPushBuilder::new(uri, ua_public, Auth::clone_from_slice(&subscription.auth))
             .with_valid_duration(Duration::from_secs(ttl))
             .build(payload)
             .map_err(|_| "bad_subscription")?;
-    let authorization = ctx
-        .key
-        .authorization(&url, &ctx.config.contact, now.as_secs(), 12 * 3600);
+    let authorization = ctx.key.authorization(
+        &url,
+        &ctx.config.contact,
+        now.as_secs(),
+        VAPID_VALIDITY_SECS,
+    );
     let headers = request.headers_mut();
     let urgency = if job.urgent { "high" } else { "normal" };
     headers.insert("urgency", http::HeaderValue::from_static(urgency));
@@ -135,15 +146,52 @@ fn build(
     reqwest::Request::try_from(request).map_err(|_| "bad_subscription")
 }
 
-/// The push service says the subscription is gone: delete it, unless the device has
-/// registered another endpoint meanwhile.
-async fn drop_subscription(ctx: &Context, device: DeviceIdBytes, endpoint: String) {
+/// The wake-up's plaintext. `pending` is a hint only, capped so that the body's length
+/// (which the push service sees) is the same whatever the count: 127 is the largest
+/// one-byte varint.
+fn payload(waiting: usize, urgent: bool) -> Vec<u8> {
+    let pending = u32::try_from(waiting.clamp(1, MAX_PENDING_HINT)).unwrap_or(1);
+    WakeUp::new(pending, urgent).encode()
+}
+
+/// The push service refused the device's wake-ups for good several times in a row:
+/// its subscription goes.
+pub(super) async fn drop_refused(ctx: &Context, device: DeviceIdBytes) {
+    drop_subscription(ctx, device, None, "refused").await;
+}
+
+/// Deletes the device's subscription (only if it is still at `endpoint`, when given:
+/// the device may have registered another one meanwhile).
+async fn drop_subscription(
+    ctx: &Context,
+    device: DeviceIdBytes,
+    endpoint: Option<String>,
+    reason: &'static str,
+) {
     let store = Arc::clone(&ctx.store);
     let removed = tokio::task::spawn_blocking(move || {
-        store.clear_push_subscription(&device, Some(&endpoint))
+        store.clear_push_subscription(&device, endpoint.as_deref())
     })
     .await;
     if let Ok(Ok(true)) = removed {
-        counter!(telemetry::PUSH_SUBSCRIPTIONS_DROPPED, "reason" => "gone").increment(1);
+        counter!(telemetry::PUSH_SUBSCRIPTIONS_DROPPED, "reason" => reason).increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wake_up_has_one_length_whatever_the_count() {
+        let lengths: Vec<usize> = [1, 2, 127, 128, 5_000, usize::MAX]
+            .iter()
+            .map(|&n| payload(n, false).len())
+            .collect();
+        assert!(lengths.iter().all(|&l| l == lengths[0]), "{lengths:?}");
+        assert_eq!(
+            conclave_core::push::WakeUp::new(127, false).encode(),
+            payload(1_000_000, false)
+        );
     }
 }

@@ -13,6 +13,7 @@ use base64ct::{Base64UrlUnpadded, Encoding};
 use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey};
 use p256::elliptic_curve::sec1::ToEncodedPoint;
+use p256::elliptic_curve::zeroize::Zeroizing;
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
 
 use super::PushSetupError;
@@ -37,10 +38,12 @@ impl std::fmt::Debug for VapidKey {
 impl VapidKey {
     /// Reads a PEM file holding a P-256 private key (PKCS#8 or SEC1).
     pub fn load(path: &Path) -> Result<VapidKey, PushSetupError> {
-        let pem = std::fs::read_to_string(path).map_err(|source| PushSetupError::KeyFile {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let pem = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+            PushSetupError::KeyFile {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?);
         let secret = p256::SecretKey::from_pkcs8_pem(&pem)
             .or_else(|_| p256::SecretKey::from_sec1_pem(&pem))
             .map_err(|_| PushSetupError::KeyFormat {
@@ -50,12 +53,12 @@ impl VapidKey {
     }
 
     /// A new random key, as PKCS#8 PEM (for `conclave-sfu --generate-vapid-key`).
-    pub fn generate_pem() -> Result<String, PushSetupError> {
+    /// The text wipes itself when dropped.
+    pub fn generate_pem() -> Result<Zeroizing<String>, PushSetupError> {
         let secret = p256::SecretKey::random(&mut rand_core::OsRng);
-        let pem = secret
+        secret
             .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|_| PushSetupError::KeyEncoding)?;
-        Ok(pem.to_string())
+            .map_err(|_| PushSetupError::KeyEncoding)
     }
 
     fn from_secret(secret: &p256::SecretKey) -> VapidKey {

@@ -145,7 +145,7 @@ impl Session {
                         DeliveryStatus::Delivered
                     } else {
                         if let Some(push) = &self.shared.push {
-                            push.stored(device, urgent, expires);
+                            push.stored(sender, device, urgent, expires);
                         }
                         DeliveryStatus::Stored
                     }

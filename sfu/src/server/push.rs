@@ -32,12 +32,13 @@ impl Session {
     pub(super) async fn set_push_subscription(&mut self, r: v1::SetPushSubscription) -> Handled {
         let me = self.device()?.record.device_id;
         let push = self.push_service()?;
-        if let Err(why) = push.check_endpoint(&r.endpoint) {
-            return Err(RequestError::new(
+        // Stored as parsed and normalised: the form the requests are made to.
+        let endpoint = push.check_endpoint(&r.endpoint).map_err(|why| {
+            RequestError::new(
                 ErrorCode::ForbiddenEndpoint,
                 format!("{why}: subscribe with one of the push services this server allows"),
-            ));
-        }
+            )
+        })?;
         let p256dh: [u8; 65] = r
             .p256dh
             .as_slice()
@@ -55,7 +56,7 @@ impl Session {
             .map_err(|_| RequestError::bad_request("auth is not 16 bytes"))?;
         let vapid_public_key = push.vapid_public_key().to_vec();
         let subscription = PushSubscription {
-            endpoint: r.endpoint,
+            endpoint,
             p256dh,
             auth,
             updated_at_ms: now_ms(),

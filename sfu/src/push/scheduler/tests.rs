@@ -9,6 +9,7 @@ fn rules() -> Rules {
     Rules {
         delay: DELAY,
         min_interval: INTERVAL,
+        max_interval: INTERVAL * 8,
         max_attempts: 3,
         retry_base: Duration::from_secs(2),
         retry_max: Duration::from_secs(60),
@@ -70,8 +71,9 @@ fn a_flood_of_containers_to_one_device_makes_one_wake_up_per_interval() {
         assert_eq!(job.expires_at_ms, 10_999, "the latest expiry is carried");
         s.completed(&job.device, Outcome::Sent, now + INTERVAL);
     }
-    // t = 1 s, 11 s, 21 s, then the rest at 31 s.
-    assert_eq!(sent, 4);
+    // t = 1 s, 11 s (10 s later), 31 s (20 s: the device never answered): the rest
+    // are folded into those.
+    assert_eq!(sent, 3);
 }
 
 #[test]
@@ -109,7 +111,9 @@ fn a_busy_push_service_is_retried_with_doubling_backoff_then_given_up() {
     assert_eq!(s.poll_job(now).unwrap().attempt, 3);
     assert_eq!(s.completed(&dev(1), retry, now), Concluded::GaveUp);
     assert_eq!(s.poll_timeout(), None);
-    assert_eq!(s.tracked(), 0);
+    // Kept for the interval: the next container waits for it.
+    s.stored(dev(1), false, 1, now);
+    assert_eq!(s.poll_timeout(), Some(now + INTERVAL));
 }
 
 #[test]
@@ -138,7 +142,7 @@ fn a_device_that_connects_is_not_woken() {
     let t0 = Instant::now();
     let mut s = Scheduler::new(rules());
     s.stored(dev(1), true, 1, t0);
-    s.connected(&dev(1));
+    s.connected(&dev(1), t0);
     assert_eq!(s.poll_timeout(), None);
     assert!(drain(&mut s, t0 + INTERVAL).is_empty());
     assert_eq!(s.tracked(), 0);
@@ -151,7 +155,7 @@ fn a_device_that_connects_during_an_attempt_gets_no_retry_or_follow_up() {
     s.stored(dev(1), false, 1, t0);
     s.poll_job(t0 + DELAY).unwrap();
     s.stored(dev(1), false, 1, t0 + DELAY);
-    s.connected(&dev(1));
+    s.connected(&dev(1), t0);
     let outcome = Outcome::Retry { retry_after: None };
     assert_eq!(s.completed(&dev(1), outcome, t0 + DELAY), Concluded::Done);
     assert_eq!(s.poll_timeout(), None);
@@ -203,4 +207,102 @@ fn skipped_wake_ups_leave_no_state() {
     assert_eq!(s.tracked(), 0);
     // An unknown completion is harmless.
     assert_eq!(s.completed(&dev(7), Outcome::Sent, t0), Concluded::Done);
+}
+
+#[test]
+fn containers_during_failing_attempts_never_outpace_the_backoff() {
+    // The push service answers 429 with a long Retry-After while containers keep
+    // coming: requests go no faster than the backoff, and the attempts still run out.
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(rules());
+    s.stored(dev(1), false, 1, t0);
+    let mut now = t0 + DELAY;
+    let mut requests = Vec::new();
+    let mut gave_up = false;
+    for _ in 0..100 {
+        let Some(job) = s.poll_job(now) else {
+            // A container half a second later, then on to the next due time.
+            s.stored(dev(1), false, 1, now + Duration::from_millis(500));
+            now = s.poll_timeout().unwrap();
+            continue;
+        };
+        requests.push((now, job.attempt));
+        s.stored(dev(1), false, 1, now);
+        let busy = Outcome::Retry {
+            retry_after: Some(Duration::from_secs(3_600)),
+        };
+        if s.completed(&dev(1), busy, now) == Concluded::GaveUp {
+            gave_up = true;
+            break;
+        }
+    }
+    assert!(gave_up, "{requests:?}");
+    let attempts: Vec<u32> = requests.iter().map(|(_, a)| *a).collect();
+    assert_eq!(attempts, [1, 2, 3]);
+    for pair in requests.windows(2) {
+        // retry_max (60 s) each time: Retry-After within the bound.
+        assert_eq!(pair[1].0 - pair[0].0, Duration::from_secs(60));
+    }
+}
+
+#[test]
+fn the_interval_doubles_while_the_device_does_not_answer_and_resets_when_it_connects() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(rules());
+    let mut now = t0;
+    let mut gaps = Vec::new();
+    let mut last: Option<Instant> = None;
+    for _ in 0..6 {
+        s.stored(dev(1), false, 1, now);
+        now = s.poll_timeout().unwrap();
+        let job = s.poll_job(now).unwrap();
+        s.completed(&job.device, Outcome::Sent, now);
+        if let Some(last) = last {
+            gaps.push((now - last).as_secs());
+        }
+        last = Some(now);
+    }
+    // 1 s delay, then 10, 20, 40, 80 s, capped at 80 (max_interval).
+    assert_eq!(gaps, [10, 20, 40, 80, 80]);
+    s.connected(&dev(1), now);
+    s.stored(dev(1), false, 1, now);
+    assert_eq!(s.poll_timeout(), Some(now + INTERVAL));
+}
+
+#[test]
+fn due_urgent_wake_ups_go_out_before_normal_ones() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(rules());
+    s.stored(dev(1), false, 1, t0);
+    s.stored(dev(2), false, 1, t0 + Duration::from_millis(1));
+    s.stored(dev(3), true, 1, t0 + Duration::from_millis(2));
+    // A normal one made urgent by a later container moves ahead too.
+    s.stored(dev(2), true, 1, t0 + Duration::from_millis(3));
+    let order: Vec<u8> = drain(&mut s, t0 + DELAY * 2)
+        .iter()
+        .map(|j| j.device[0])
+        .collect();
+    assert_eq!(order, [2, 3, 1]);
+}
+
+#[test]
+fn three_refusals_in_a_row_drop_the_subscription() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(rules());
+    let mut now = t0;
+    let mut concluded = Vec::new();
+    for _ in 0..3 {
+        s.stored(dev(1), false, 1, now);
+        now = s.poll_timeout().unwrap();
+        s.poll_job(now).unwrap();
+        concluded.push(s.completed(&dev(1), Outcome::Rejected, now));
+    }
+    assert_eq!(
+        concluded,
+        [
+            Concluded::Done,
+            Concluded::Done,
+            Concluded::DropSubscription
+        ]
+    );
 }
