@@ -35,6 +35,15 @@ const QUIET: Duration = Duration::from_millis(1_500);
 
 /// An SFU that wakes devices through `service` (after 100 ms; retries from 100 ms).
 async fn sfu_with_push(service: &LocalPushService, dir: &tempfile::TempDir) -> TestSfu {
+    sfu_with_push_edited(service, dir, |_| {}).await
+}
+
+/// [`sfu_with_push`] with its push settings as `edit` changes them.
+async fn sfu_with_push_edited(
+    service: &LocalPushService,
+    dir: &tempfile::TempDir,
+    edit: impl FnOnce(&mut PushConfig),
+) -> TestSfu {
     let key_file = dir.path().join("vapid.pem");
     std::fs::write(&key_file, VapidKey::generate_pem().unwrap().as_bytes()).unwrap();
     let mut config = client_test_config();
@@ -46,6 +55,7 @@ async fn sfu_with_push(service: &LocalPushService, dir: &tempfile::TempDir) -> T
     push.delay_ms = 100;
     push.retry_base_ms = 100;
     push.retry_max_ms = 1_000;
+    edit(&mut push);
     config.push = Some(push);
     TestSfu::start_with(config, Arc::new(MemoryStore::new())).await
 }
@@ -481,4 +491,37 @@ async fn the_endpoint_is_stored_as_the_server_will_request_it() {
         format!("https://localhost:{port}/push/bob")
     );
     assert!(!format!("{stored:?}").contains("push/bob"), "{stored:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sender_wakes_only_its_budget_of_devices() {
+    let service = LocalPushService::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sfu = sfu_with_push_edited(&service, &dir, |push| {
+        push.wakeups_per_sender_per_minute = 1;
+        push.wakeup_burst_per_sender = 2;
+    })
+    .await;
+    let mut devices = Vec::new();
+    for name in ["bob", "carol", "dave"] {
+        let keys = PushKeys::generate(&mut OsRng);
+        let (client, device) = TestClient::registered(&sfu, &User::new(name)).await;
+        subscribe(&client, &service.endpoint(name), &keys)
+            .await
+            .unwrap();
+        devices.push(device_id_bytes(&device));
+    }
+    let (mallory, mallory_device) = TestClient::registered(&sfu, &User::new("mallory")).await;
+    let sent = mallory
+        .send_container(&devices, junk_container(&mallory_device, 100))
+        .await
+        .unwrap();
+    // All three are stored; only two are woken.
+    assert!(
+        sent.results
+            .iter()
+            .all(|r| r.status == v1::DeliveryStatus::Stored as i32)
+    );
+    service.wait_for(2).await;
+    assert_eq!(service.settle(QUIET).await.len(), 2);
 }
