@@ -15,6 +15,7 @@ use crate::ConclaveError;
 use crate::identity::Credentials;
 use crate::ids::{device_hex, meeting_id, user_hex, user_id, user_ids};
 use crate::meeting::{Meeting, MeetingListener, StartedMeeting};
+use crate::push::PushKeys;
 use crate::runtime::on_runtime;
 use crate::types::{ClientEvent, InviteReport, MediaKind, PinnedUser, kinds_to_sdk};
 
@@ -92,6 +93,13 @@ pub struct ClientOptions {
     /// (default 45,000; 1,000 to 600,000).
     #[uniffi(default = None)]
     pub ring_timeout_ms: Option<u64>,
+    /// Whether this device's invitations ask the server to wake offline invitees at
+    /// high push urgency (what a ringing call needs on a phone). The one thing the
+    /// server learns about a container from its sender: that it is probably an
+    /// invitation. With `false`, invitees are woken at normal urgency, as for any
+    /// other container (default `true`).
+    #[uniffi(default = true)]
+    pub urgent_invitations: bool,
 }
 
 impl ClientOptions {
@@ -134,6 +142,7 @@ impl ClientOptions {
         if let Some(ms) = self.ring_timeout_ms {
             config.ring_timeout = Duration::from_millis(ms);
         }
+        config.urgent_invitations = self.urgent_invitations;
         Ok(config)
     }
 }
@@ -386,6 +395,66 @@ impl Client {
         on_runtime(async move { Ok(client.export_prekeys().await?.to_vec()) }).await
     }
 
+    /// The server's VAPID public key (RFC 8292), 65 bytes: the application server key
+    /// to subscribe with the platform's push service (Web Push `applicationServerKey`)
+    /// before `register_push`.
+    ///
+    /// # Errors
+    /// [`ConclaveError::PushNotOffered`] if the server does not offer push wake-ups;
+    /// [`ConclaveError::Closed`] after `disconnect`.
+    pub async fn push_server_key(&self) -> Result<Vec<u8>, ConclaveError> {
+        let client = self.inner.clone();
+        on_runtime(async move {
+            let key = client
+                .push_server_key()
+                .await
+                .map_err(ConclaveError::from_push_call)?;
+            Ok(key.to_vec())
+        })
+        .await
+    }
+
+    /// Registers (or replaces) this device's push subscription: while the device is
+    /// not connected, the server wakes it through `endpoint` (the push service's URL
+    /// for this subscription) when containers wait for it, encrypting the wake-up to
+    /// `keys` (open it with `open_wake_up`). Call it again when the platform hands
+    /// out a new endpoint.
+    ///
+    /// # Errors
+    /// [`ConclaveError::PushNotOffered`] if the server does not offer push wake-ups,
+    /// [`ConclaveError::PushEndpointRefused`] if `endpoint` is not an https URL of a
+    /// push service the server allows; [`ConclaveError::Closed`] after `disconnect`.
+    pub async fn register_push(
+        &self,
+        endpoint: String,
+        keys: Arc<PushKeys>,
+    ) -> Result<(), ConclaveError> {
+        let client = self.inner.clone();
+        on_runtime(async move {
+            client
+                .register_push(&endpoint, keys.sdk())
+                .await
+                .map_err(ConclaveError::from_push_call)
+        })
+        .await
+    }
+
+    /// Removes this device's push subscription (the user turned notifications off, or
+    /// the app is signing out); returns whether there was one.
+    ///
+    /// # Errors
+    /// [`ConclaveError::Closed`] after `disconnect`.
+    pub async fn unregister_push(&self) -> Result<bool, ConclaveError> {
+        let client = self.inner.clone();
+        on_runtime(async move {
+            client
+                .unregister_push()
+                .await
+                .map_err(ConclaveError::from_push_call)
+        })
+        .await
+    }
+
     /// Media datagrams received from the SFU so far (any room).
     pub fn datagrams_received(&self) -> u64 {
         self.inner.datagrams_received()
@@ -422,6 +491,7 @@ mod tests {
             idle_timeout_ms: Some(5_000),
             connect_timeout_ms: None,
             ring_timeout_ms: Some(30_000),
+            urgent_invitations: false,
         };
         let config = options.to_config().expect("valid options");
         assert_eq!(config.trust, SdkTrust::PinnedSha256([0xab; 32]));
@@ -429,6 +499,16 @@ mod tests {
         assert_eq!(config.more_servers.len(), 1);
         assert!(config.profile.is_some());
         assert_eq!(config.ring_timeout, Duration::from_secs(30));
+        assert!(!config.urgent_invitations);
+    }
+
+    #[test]
+    fn urgent_invitations_default_as_in_the_sdk() {
+        // The record's default (`#[uniffi(default = true)]`) is what the foreign
+        // languages fill in; it must be the SDK's.
+        let sdk_default = sdk::ClientConfig::new("sfu.example.org:4433", SdkTrust::SystemRoots)
+            .urgent_invitations;
+        assert!(sdk_default, "the bindings document `true` as the default");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The one error type of the bindings.
 
 use conclave_sdk::client::{ClientError, CredentialsError, MessageError};
+use conclave_sdk::proto::v1::ErrorCode;
+use conclave_sdk::push::PushError;
 use conclave_sdk::transport::TransportError;
 
 /// Why a call failed. Each variant says what the app can do; `message` texts are for
@@ -17,8 +19,8 @@ pub enum ConclaveError {
         /// What was wrong with it.
         reason: String,
     },
-    /// Stored credentials or a stored key could not be read (damaged, not ours, from a
-    /// newer SDK, or a certificate that no longer verifies).
+    /// Stored credentials or a stored key (user key, push keys) could not be read
+    /// (damaged, not ours, from a newer SDK, or a certificate that no longer verifies).
     #[error("credentials: {detail}")]
     Credentials {
         /// What was wrong.
@@ -112,6 +114,29 @@ pub enum ConclaveError {
         /// What failed.
         detail: String,
     },
+    /// The server does not offer push wake-ups (its operator has not configured
+    /// push). Do not subscribe with the platform's push service for it; the device
+    /// learns of invitations when it connects.
+    #[error(
+        "this server does not offer push wake-ups; skip push registration, invitations arrive when the device connects"
+    )]
+    PushNotOffered,
+    /// The server refused the push endpoint: not an https URL of one of the push
+    /// services its operator allows. Subscribe with one of those (`detail` says what
+    /// was wrong); retrying the same endpoint fails again.
+    #[error("the server refused the push endpoint: {detail}")]
+    PushEndpointRefused {
+        /// The server's explanation.
+        detail: String,
+    },
+    /// A push message did not open as a wake-up: not encrypted to this device's push
+    /// keys, altered, too large, or of a newer format. Ignore it, or connect anyway: a
+    /// wake-up only ever asks the app to connect, which is always harmless.
+    #[error("not a wake-up for this device: {detail}")]
+    InvalidPushMessage {
+        /// Why, and what to do.
+        detail: String,
+    },
     /// The client was closed.
     #[error("the client has been closed")]
     Closed,
@@ -186,6 +211,42 @@ impl From<ClientError> for ConclaveError {
     }
 }
 
+impl ConclaveError {
+    /// The error of a push call (`push_server_key`, `register_push`,
+    /// `unregister_push`): the server's push refusals become their own variants.
+    /// (`NotOffered` is only mapped here: elsewhere it may name another feature.)
+    pub(crate) fn from_push_call(e: ClientError) -> Self {
+        match e {
+            ClientError::Server {
+                code: ErrorCode::NotOffered,
+                ..
+            } => ConclaveError::PushNotOffered,
+            ClientError::Server {
+                code: ErrorCode::ForbiddenEndpoint,
+                message,
+                ..
+            } => ConclaveError::PushEndpointRefused { detail: message },
+            other => other.into(),
+        }
+    }
+}
+
+impl From<PushError> for ConclaveError {
+    fn from(e: PushError) -> Self {
+        match e {
+            // Only `PushKeys.restore` reads stored keys.
+            e @ PushError::BadKeys { .. } => ConclaveError::Credentials {
+                detail: e.to_string(),
+            },
+            // Everything else is about a message that does not open; the SDK's texts
+            // say what to do.
+            e => ConclaveError::InvalidPushMessage {
+                detail: e.to_string(),
+            },
+        }
+    }
+}
+
 impl From<CredentialsError> for ConclaveError {
     fn from(e: CredentialsError) -> Self {
         ConclaveError::Credentials {
@@ -225,5 +286,37 @@ mod tests {
         assert!(matches!(e, ConclaveError::SendingPaused));
         let e: ConclaveError = ClientError::NoFramesFrom { sender_index: 3 }.into();
         assert_eq!(e.to_string(), "no frame from sender 3 has arrived yet");
+    }
+
+    fn refusal(code: ErrorCode, message: &str) -> ClientError {
+        ClientError::Server {
+            code,
+            message: message.to_string(),
+            room_epoch: None,
+            retry_after: None,
+            redirect: None,
+        }
+    }
+
+    #[test]
+    fn push_refusals_of_push_calls_are_their_own_variants() {
+        let e = ConclaveError::from_push_call(refusal(ErrorCode::NotOffered, "no [push]"));
+        assert!(matches!(e, ConclaveError::PushNotOffered), "{e:?}");
+        assert!(e.to_string().contains("skip push registration"), "{e}");
+        let e = ConclaveError::from_push_call(refusal(
+            ErrorCode::ForbiddenEndpoint,
+            "host not allowed",
+        ));
+        assert!(
+            matches!(&e, ConclaveError::PushEndpointRefused { detail } if detail == "host not allowed"),
+            "{e:?}"
+        );
+        // Anything else keeps its general mapping.
+        let e = ConclaveError::from_push_call(refusal(ErrorCode::RateLimited, "slow down"));
+        assert!(matches!(e, ConclaveError::Server { .. }), "{e:?}");
+        assert!(matches!(
+            ConclaveError::from_push_call(ClientError::Closed),
+            ConclaveError::Closed
+        ));
     }
 }

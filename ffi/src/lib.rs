@@ -14,6 +14,8 @@
 //!  client.start_meeting / accept ──────►  Meeting object         ───►  Meeting
 //!  MeetingListener.on_event/on_frames ◄── pump task per meeting  ◄───  next_event, frames
 //!  meeting.send_frame(bytes) ──────────►  (no await: encrypts and hands to QUIC)
+//!  client.register_push(url, keys) ────►  on the runtime         ───►  Client::register_push
+//!  open_wake_up(keys, push body) ──────►  (no await, no I/O)     ───►  push::open_wake_up
 //! ```
 //!
 //! * **Threading.** Every `async` call runs on the SDK's own multi-threaded tokio
@@ -26,12 +28,15 @@
 //!   events and media frames reach its [`MeetingListener`]. Frames that arrived
 //!   together are handed over in one [`MeetingListener::on_frames`] call.
 //! * **Secrets** cross the boundary only through the explicit export calls
-//!   ([`Credentials::export`], [`UserKey::export`], [`Client::export_credentials`],
-//!   [`Client::export_prekeys`]); no other value, error message or `Debug` output
-//!   carries one. Exported buffers are the app's to encrypt at rest. They become the
-//!   language's own byte type (Python `bytes`, Kotlin `ByteArray`, Swift `Data`),
-//!   which Rust cannot wipe: the SDK zeroizes its own copies, the app should drop
-//!   (or overwrite, where the type allows) its copy once stored.
+//!   ([`Credentials::export`], [`UserKey::export`], [`PushKeys::export`],
+//!   [`Client::export_credentials`], [`Client::export_prekeys`]); no other value,
+//!   error message or `Debug` output carries one. (A push subscription's `auth`,
+//!   [`PushKeys::auth_secret`], is shared with the server by design; the private key
+//!   it goes with leaves only through the export.) Exported buffers are the app's to
+//!   encrypt at rest. They become the language's own byte type (Python `bytes`,
+//!   Kotlin `ByteArray`, Swift `Data`), which Rust cannot wipe: the SDK zeroizes its
+//!   own copies, the app should drop (or overwrite, where the type allows) its copy
+//!   once stored.
 //! * **Identifiers** (users, devices, meetings) are lowercase hex strings of their
 //!   bytes; [`user_id_for_username`] turns a username into its user id.
 //! * **Errors** are one typed enum, [`ConclaveError`], whose variants say what the app
@@ -50,6 +55,7 @@ mod error;
 mod identity;
 mod ids;
 mod meeting;
+mod push;
 mod runtime;
 mod types;
 
@@ -59,6 +65,7 @@ pub use client::{
 pub use error::ConclaveError;
 pub use identity::{Credentials, UserKey, user_id_for_username};
 pub use meeting::{Meeting, MeetingListener, StartedMeeting};
+pub use push::{PushKeys, WakeAction, WakeUp, open_wake_up};
 pub use runtime::{runtime_handle, shutdown};
 pub use types::{
     ClientEvent, EndReason, Invitation, InviteReport, MediaFrame, MediaKind, MediaStats,

@@ -1,6 +1,7 @@
 // A meeting's lifecycle from Kotlin: credentials, connect with a pinned certificate,
-// start a meeting, an invitation accepted, audio frames both ways, safety numbers,
-// leave, disconnect. Run by ffi/kotlin/check.sh against a real conclave-sfu:
+// push registration, start a meeting, an invitation accepted, audio frames both ways,
+// safety numbers, leave, disconnect. Run by ffi/kotlin/check.sh against a real
+// conclave-sfu (without push: the example says so and goes on):
 //
 //   kotlin -cp conclave.jar:jna.jar:kotlinx-coroutines-core.jar LifecycleKt HOST:PORT FINGERPRINT
 //
@@ -12,6 +13,7 @@ import java.util.concurrent.TimeUnit
 import kotlinx.coroutines.delay
 import kotlinx.coroutines.runBlocking
 import uniffi.conclave.ChatMessage
+import uniffi.conclave.Client
 import uniffi.conclave.ClientEvent
 import uniffi.conclave.ClientListener
 import uniffi.conclave.ClientOptions
@@ -23,9 +25,12 @@ import uniffi.conclave.MediaKind
 import uniffi.conclave.Meeting
 import uniffi.conclave.MeetingEvent
 import uniffi.conclave.MeetingListener
+import uniffi.conclave.PushKeys
 import uniffi.conclave.ServerTrust
 import uniffi.conclave.UserKey
+import uniffi.conclave.WakeAction
 import uniffi.conclave.connect
+import uniffi.conclave.openWakeUp
 
 /** Queues a client's events for the app's own thread. */
 class ClientInbox : ClientListener {
@@ -70,6 +75,51 @@ fun chatMessage(inbox: MeetingInbox): ChatMessage {
     }
 }
 
+/**
+ * Push wake-ups, once connected: the server's VAPID key goes to the platform's push
+ * service, which hands back an endpoint; the server then wakes this device there while
+ * it is offline, encrypting to `keys` (keep `keys.export()` next to the credentials).
+ * On Android the push service is the operator's FCM gateway or a UnifiedPush
+ * distributor (docs/sdk.md, "Push wake-ups"). False if the server offers no push.
+ */
+suspend fun registerForPush(client: Client, keys: PushKeys, subscribe: (ByteArray) -> String): Boolean =
+    try {
+        client.registerPush(subscribe(client.pushServerKey()), keys)
+        true
+    } catch (e: ConclaveException.PushNotOffered) {
+        false // invitations arrive when the app next connects
+    }
+
+/**
+ * A push message arrived (in the FirebaseMessagingService or UnifiedPush receiver; the
+ * app may have been started just for it): open it with the stored push keys and connect,
+ * so that the waiting invitation arrives as ClientEvent.Invited. Null when the message
+ * is not a wake-up for this device: ignore it.
+ */
+suspend fun onPushMessage(
+    body: ByteArray,
+    storedPushKeys: ByteArray,
+    options: ClientOptions,
+    credentials: Credentials,
+    inbox: ClientInbox,
+): Client? {
+    val wake = try {
+        openWakeUp(PushKeys.restore(storedPushKeys), body)
+    } catch (e: ConclaveException.InvalidPushMessage) {
+        return null
+    }
+    // wake.urgent: probably a call; wake.pending: containers waiting (a hint).
+    return when (wake.action) {
+        WakeAction.CONNECT_AND_FETCH -> connect(options, credentials, inbox)
+    }
+}
+
+/** Stands in for the platform's push subscription (FCM token to gateway URL, ...). */
+fun subscribeWithPlatform(serverKey: ByteArray): String {
+    check(serverKey.size == 65) { "a VAPID key is an uncompressed P-256 point" }
+    return "https://push.example.invalid/subscription/1"
+}
+
 fun main(args: Array<String>) = runBlocking {
     require(args.size == 2) { "usage: LifecycleKt HOST:PORT SHA256-FINGERPRINT" }
     val options = ClientOptions(server = args[0], trust = ServerTrust.PinnedSha256(args[1]))
@@ -83,6 +133,17 @@ fun main(args: Array<String>) = runBlocking {
     val bobInbox = ClientInbox()
     val alice = connect(options, aliceCredentials, aliceInbox)
     val bob = connect(options, bobCredentials, bobInbox)
+
+    // Push: generated once per device (or PushKeys.restore(stored) on later starts).
+    val bobPushKeys = PushKeys.generate()
+    try {
+        val registered = registerForPush(bob, bobPushKeys, ::subscribeWithPlatform)
+        println(if (registered) "push registered" else "this server offers no push wake-ups")
+    } catch (e: ConclaveException.PushEndpointRefused) {
+        println("push endpoint refused: ${e.detail}") // subscribe with a service it allows
+    }
+    // A push message that is not a wake-up for Bob's keys is ignored, not acted on.
+    check(onPushMessage(ByteArray(120), bobPushKeys.export(), options, bobCredentials, bobInbox) == null)
 
     val aliceMeeting = MeetingInbox()
     val started = alice.startMeeting(listOf(bob.userId()), listOf(MediaKind.AUDIO), aliceMeeting)

@@ -42,9 +42,10 @@ def sfu_binary() -> Path:
 class Sfu:
     """One `conclave-sfu` process with a development certificate in its data dir."""
 
-    def __init__(self, binary: Path, data_dir: Path):
+    def __init__(self, binary: Path, data_dir: Path, env: dict = None):
         self.binary = binary
         self.data_dir = data_dir
+        self.env = dict(env or {})  # more settings (CONCLAVE_...), over the tests' own
         self.listen = "127.0.0.1:0"
         self.process = None
         self.addr = None
@@ -58,6 +59,7 @@ class Sfu:
         env["CONCLAVE_LIMITS__REGISTRATIONS_PER_IP_BURST"] = "10000"
         env["CONCLAVE_LIMITS__REGISTRATIONS_PER_IP_PER_HOUR"] = "10000"
         env.setdefault("RUST_LOG", "warn")
+        env.update(self.env)
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [str(self.binary), "--listen", self.listen, "--data-dir", str(self.data_dir),

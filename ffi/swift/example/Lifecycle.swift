@@ -1,6 +1,7 @@
 // A meeting's lifecycle from Swift: credentials, connect with a pinned certificate,
-// start a meeting, an invitation accepted, audio frames both ways, safety numbers,
-// leave, disconnect. The same steps as ffi/kotlin/example/Lifecycle.kt (which CI runs).
+// push registration, start a meeting, an invitation accepted, audio frames both ways,
+// safety numbers, leave, disconnect. The same steps as ffi/kotlin/example/Lifecycle.kt
+// (which CI runs).
 //
 // Built on a Mac by build-xcframework.sh (as a command-line target against the
 // XCFramework), then:   lifecycle HOST:PORT SHA256-FINGERPRINT
@@ -53,6 +54,49 @@ func exchange(_ sender: Meeting, _ receiver: MeetingInbox, _ text: String) async
     throw CancellationError()
 }
 
+/// Push wake-ups, once connected: the server's VAPID key goes to the platform's push
+/// service, which hands back an endpoint; the server then wakes this device there while it
+/// is offline, encrypting to `keys` (keep `keys.export()` in the Keychain next to the
+/// credentials). On iOS the push service is the operator's APNs gateway (docs/sdk.md,
+/// "Push wake-ups"). False if the server offers no push.
+func registerForPush(
+    _ client: Client, keys: PushKeys, subscribe: (Data) async throws -> String
+) async throws -> Bool {
+    do {
+        let serverKey = try await client.pushServerKey()
+        try await client.registerPush(endpoint: try await subscribe(serverKey), keys: keys)
+        return true
+    } catch ConclaveError.PushNotOffered {
+        return false  // invitations arrive when the app next connects
+    }
+}
+
+/// A push message arrived (in the notification service extension, or the app started for
+/// it): open it with the stored push keys and connect, so that the waiting invitation
+/// arrives as `.invited`. Nil when the message is not a wake-up for this device: ignore it.
+func onPushMessage(
+    body: Data, storedPushKeys: Data, options: ClientOptions, credentials: Credentials,
+    inbox: ClientInbox
+) async throws -> Client? {
+    let wake: WakeUp
+    do {
+        wake = try openWakeUp(keys: PushKeys.restore(stored: storedPushKeys), body: body)
+    } catch ConclaveError.InvalidPushMessage {
+        return nil
+    }
+    // wake.urgent: probably a call; wake.pending: containers waiting (a hint).
+    switch wake.action {
+    case .connectAndFetch:
+        return try await connect(options: options, credentials: credentials, listener: inbox)
+    }
+}
+
+/// Stands in for the platform's push subscription (APNs token to gateway URL, ...).
+func subscribeWithPlatform(_ serverKey: Data) async throws -> String {
+    precondition(serverKey.count == 65, "a VAPID key is an uncompressed P-256 point")
+    return "https://push.example.invalid/subscription/1"
+}
+
 @main
 struct Lifecycle {
     static func main() async throws {
@@ -73,6 +117,20 @@ struct Lifecycle {
         let bobInbox = ClientInbox()
         let alice = try await connect(options: options, credentials: aliceCredentials, listener: aliceInbox)
         let bob = try await connect(options: options, credentials: bobCredentials, listener: bobInbox)
+
+        // Push: generated once per device (or `PushKeys.restore(stored:)` on later launches).
+        let bobPushKeys = PushKeys.generate()
+        do {
+            let registered = try await registerForPush(bob, keys: bobPushKeys, subscribe: subscribeWithPlatform)
+            print(registered ? "push registered" : "this server offers no push wake-ups")
+        } catch let ConclaveError.PushEndpointRefused(detail) {
+            print("push endpoint refused: \(detail)")  // subscribe with a service it allows
+        }
+        // A push message that is not a wake-up for Bob's keys is ignored, not acted on.
+        let ignored = try await onPushMessage(
+            body: Data(count: 120), storedPushKeys: bobPushKeys.export(), options: options,
+            credentials: bobCredentials, inbox: bobInbox)
+        precondition(ignored == nil)
 
         let aliceMeeting = MeetingInbox()
         let started = try await alice.startMeeting(
