@@ -33,17 +33,18 @@ use rand_core::OsRng;
 /// How long "nothing more arrives" is watched for (the wake-up delay is 100 ms).
 const QUIET: Duration = Duration::from_millis(1_500);
 
-/// An SFU that wakes devices through `service` (after 100 ms; retries from 100 ms).
-async fn sfu_with_push(service: &LocalPushService, dir: &tempfile::TempDir) -> TestSfu {
-    sfu_with_push_edited(service, dir, |_| {}).await
+/// A local push service, and an SFU that wakes devices through it (after 100 ms;
+/// retries from 100 ms) with its key in the returned directory.
+async fn start() -> (LocalPushService, tempfile::TempDir, TestSfu) {
+    start_edited(|_| {}).await
 }
 
-/// [`sfu_with_push`] with its push settings as `edit` changes them.
-async fn sfu_with_push_edited(
-    service: &LocalPushService,
-    dir: &tempfile::TempDir,
+/// [`start`] with the SFU's push settings as `edit` changes them.
+async fn start_edited(
     edit: impl FnOnce(&mut PushConfig),
-) -> TestSfu {
+) -> (LocalPushService, tempfile::TempDir, TestSfu) {
+    let service = LocalPushService::start().await;
+    let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("vapid.pem");
     std::fs::write(&key_file, VapidKey::generate_pem().unwrap().as_bytes()).unwrap();
     let mut config = client_test_config();
@@ -57,7 +58,8 @@ async fn sfu_with_push_edited(
     push.retry_max_ms = 1_000;
     edit(&mut push);
     config.push = Some(push);
-    TestSfu::start_with(config, Arc::new(MemoryStore::new())).await
+    let sfu = TestSfu::start_with(config, Arc::new(MemoryStore::new())).await;
+    (service, dir, sfu)
 }
 
 /// Registers `keys` at `endpoint` on the raw protocol; the server's answer.
@@ -142,9 +144,7 @@ fn assert_vapid(request: &PushRequest, server_key: &[u8; 65], origin: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_invitee_is_woken_by_push_and_joins() {
-    let service = LocalPushService::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let sfu = sfu_with_push(&service, &dir).await;
+    let (service, _dir, sfu) = start().await;
     let (alice, bob) = (User::new("alice"), User::new("bob"));
     let a = alice.connect(&sfu).await;
 
@@ -231,9 +231,7 @@ async fn an_offline_invitee_is_woken_by_push_and_joins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connected_device_is_not_woken() {
-    let service = LocalPushService::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let sfu = sfu_with_push(&service, &dir).await;
+    let (service, _dir, sfu) = start().await;
     let keys = PushKeys::generate(&mut OsRng);
     let (bob, bob_device) = TestClient::registered(&sfu, &User::new("bob")).await;
     subscribe(&bob, &service.endpoint("bob"), &keys)
@@ -253,9 +251,7 @@ async fn a_connected_device_is_not_woken() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_containers_to_one_device_makes_one_wake_up() {
-    let service = LocalPushService::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let sfu = sfu_with_push(&service, &dir).await;
+    let (service, _dir, sfu) = start().await;
     let (keys, bob, alice, alice_device) = offline_subscriber(&sfu, &service, "bob").await;
     for _ in 0..40 {
         let sent = alice
@@ -279,9 +275,7 @@ async fn a_flood_of_containers_to_one_device_makes_one_wake_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_the_push_service_says_is_gone_is_deleted() {
-    let service = LocalPushService::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let sfu = sfu_with_push(&service, &dir).await;
+    let (service, _dir, sfu) = start().await;
     service.script(&[(410, None)]);
     let (_keys, bob, alice, alice_device) = offline_subscriber(&sfu, &service, "bob").await;
     let bob_id: [u8; 16] = bob.as_slice().try_into().unwrap();
@@ -312,9 +306,7 @@ async fn a_subscription_the_push_service_says_is_gone_is_deleted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_push_service_is_retried_until_it_takes_the_wake_up() {
-    let service = LocalPushService::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let sfu = sfu_with_push(&service, &dir).await;
+    let (service, _dir, sfu) = start().await;
     service.script(&[(503, None), (429, Some(0))]);
     let (keys, bob, alice, alice_device) = offline_subscriber(&sfu, &service, "bob").await;
     let bob_id: [u8; 16] = bob.as_slice().try_into().unwrap();
@@ -348,9 +340,7 @@ async fn a_busy_push_service_is_retried_until_it_takes_the_wake_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoints_off_the_allow_list_are_refused_and_never_contacted() {
-    let service = LocalPushService::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let sfu = sfu_with_push(&service, &dir).await;
+    let (service, _dir, sfu) = start().await;
     let keys = PushKeys::generate(&mut OsRng);
     let (bob, _) = TestClient::registered(&sfu, &User::new("bob")).await;
     let port = service.port;
@@ -425,9 +415,7 @@ async fn a_server_without_push_says_so_and_clearing_is_always_allowed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_that_unregisters_is_not_woken() {
-    let service = LocalPushService::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let sfu = sfu_with_push(&service, &dir).await;
+    let (service, _dir, sfu) = start().await;
     let bob = User::new("bob").connect(&sfu).await;
     let keys = PushKeys::generate(&mut OsRng);
     bob.client
@@ -450,9 +438,7 @@ async fn a_device_that_unregisters_is_not_woken() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redirect_from_the_push_service_is_not_followed() {
-    let service = LocalPushService::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let sfu = sfu_with_push(&service, &dir).await;
+    let (service, _dir, sfu) = start().await;
     // To another path of the same service: a follower would be seen at once.
     service.redirect_next(&service.endpoint("elsewhere"));
     let (_keys, bob, alice, alice_device) = offline_subscriber(&sfu, &service, "bob").await;
@@ -475,9 +461,7 @@ async fn a_redirect_from_the_push_service_is_not_followed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_endpoint_is_stored_as_the_server_will_request_it() {
-    let service = LocalPushService::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let sfu = sfu_with_push(&service, &dir).await;
+    let (service, _dir, sfu) = start().await;
     let keys = PushKeys::generate(&mut OsRng);
     let (bob, bob_device) = TestClient::registered(&sfu, &User::new("bob")).await;
     let port = service.port;
@@ -495,9 +479,7 @@ async fn the_endpoint_is_stored_as_the_server_will_request_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_sender_wakes_only_its_budget_of_devices() {
-    let service = LocalPushService::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let sfu = sfu_with_push_edited(&service, &dir, |push| {
+    let (service, _dir, sfu) = start_edited(|push| {
         push.wakeups_per_sender_per_minute = 1;
         push.wakeup_burst_per_sender = 2;
     })
