@@ -118,6 +118,7 @@ struct Cli {
 
     /// Writes a new VAPID key (P-256, PKCS#8 PEM, mode 0600) to FILE for `[push]
     /// vapid_key_file`, prints its public key and exits. Refuses to overwrite a file.
+    /// Without it (the default), the server starts.
     #[arg(long, value_name = "FILE")]
     generate_vapid_key: Option<PathBuf>,
 }

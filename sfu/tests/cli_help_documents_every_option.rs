@@ -24,6 +24,7 @@ fn help_documents_every_option() {
         "--store-ca-file",
         "--log",
         "--log-format",
+        "--generate-vapid-key",
         "--help",
         "--version",
     ] {
