@@ -33,7 +33,9 @@ fn a_new_key_is_written_for_its_owner_and_an_existing_file_is_kept() {
     let again = generate(&path);
     assert!(!again.status.success(), "overwrote an existing key");
     assert!(
-        String::from_utf8(again.stderr).unwrap().contains("must not exist"),
+        String::from_utf8(again.stderr)
+            .unwrap()
+            .contains("must not exist"),
         "the refusal says why"
     );
     assert_eq!(std::fs::read(&path).unwrap(), written, "the key changed");

@@ -111,6 +111,8 @@ const MAX_LIMITER_ENTRIES: usize = 100_000;
 /// What an attempt needs (shared by the task and its requests).
 pub(crate) struct Context {
     pub(crate) key: VapidKey,
+    /// VAPID headers per push service origin.
+    pub(crate) tokens: vapid::TokenCache,
     pub(crate) allow: AllowList,
     pub(crate) config: PushConfig,
     pub(crate) store: Arc<dyn Store>,
@@ -165,6 +167,7 @@ impl PushService {
         });
         let ctx = Arc::new(Context {
             key,
+            tokens: vapid::TokenCache::default(),
             allow,
             config: config.clone(),
             store,

@@ -129,7 +129,8 @@ fn build(
             .with_valid_duration(Duration::from_secs(ttl))
             .build(payload)
             .map_err(|_| "bad_subscription")?;
-    let authorization = ctx.key.authorization(
+    let authorization = ctx.tokens.authorization(
+        &ctx.key,
         &url,
         &ctx.config.contact,
         now.as_secs(),

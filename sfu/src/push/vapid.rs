@@ -108,6 +108,48 @@ impl VapidKey {
     }
 }
 
+/// Signed `Authorization` headers per push service origin, reused while at least half
+/// their validity remains (one ECDSA signature per origin per half hour instead of one
+/// per request). At most [`TokenCache::MAX_ORIGINS`] origins; when full it starts over.
+#[derive(Debug, Default)]
+pub(crate) struct TokenCache {
+    tokens: std::sync::Mutex<std::collections::HashMap<String, (String, u64)>>,
+}
+
+impl TokenCache {
+    /// Origins kept at most (wildcard entries allow many subdomains).
+    const MAX_ORIGINS: usize = 1_024;
+
+    /// The header for `endpoint` at `now_unix_secs`, valid for `validity_secs`: a
+    /// cached one if it is still valid for at least half of that, else a new one.
+    pub(crate) fn authorization(
+        &self,
+        key: &VapidKey,
+        endpoint: &reqwest::Url,
+        contact: &str,
+        now_unix_secs: u64,
+        validity_secs: u64,
+    ) -> String {
+        let origin = endpoint.origin().ascii_serialization();
+        let mut tokens = self
+            .tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((header, expires)) = tokens.get(&origin)
+            && expires.saturating_sub(now_unix_secs) >= validity_secs / 2
+        {
+            return header.clone();
+        }
+        let header = key.authorization(endpoint, contact, now_unix_secs, validity_secs);
+        if tokens.len() >= Self::MAX_ORIGINS {
+            tokens.clear();
+        }
+        let expires = now_unix_secs.saturating_add(validity_secs.min(MAX_VALIDITY_SECS));
+        tokens.insert(origin, (header.clone(), expires));
+        header
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use p256::ecdsa::VerifyingKey;
@@ -180,6 +222,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("missing.pem"), "{err}");
+    }
+
+    #[test]
+    fn tokens_are_reused_per_origin_while_half_their_validity_remains() {
+        let key = key();
+        let cache = TokenCache::default();
+        let a = reqwest::Url::parse("https://push.example.net/a").unwrap();
+        let b = reqwest::Url::parse("https://push.example.net/b").unwrap();
+        let other = reqwest::Url::parse("https://push.example.org/a").unwrap();
+        let first = cache.authorization(&key, &a, "mailto:o@example.com", 1_000, 3_600);
+        // Same origin, another path, within half the validity: the same token.
+        let second = cache.authorization(&key, &b, "mailto:o@example.com", 2_800, 3_600);
+        assert_eq!(first, second);
+        // Another origin: its own token.
+        let third = cache.authorization(&key, &other, "mailto:o@example.com", 2_800, 3_600);
+        assert_ne!(first, third);
+        // Less than half left: a fresh one.
+        let fourth = cache.authorization(&key, &a, "mailto:o@example.com", 2_801, 3_600);
+        assert_ne!(first, fourth);
     }
 
     #[test]
