@@ -49,6 +49,8 @@ async fn main() -> anyhow::Result<()> {
     push.contact = "mailto:ops@example.com".into();
     push.allowed_hosts = vec![push_service.allowed_host()];
     push.ca_file = Some(push_service.ca_file.clone());
+    // The stand-in push service is on 127.0.0.1 (a real one resolves to public addresses).
+    push.allow_private_addresses = true;
     let mut config = quiet_config();
     config.push = Some(push);
     let sfu = TestSfu::start_with(config, Arc::new(MemoryStore::new())).await;

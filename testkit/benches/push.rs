@@ -71,6 +71,8 @@ async fn main() {
     push.contact = "mailto:bench@conclave.test".into();
     push.allowed_hosts = vec![service.allowed_host()];
     push.ca_file = Some(service.ca_file.clone());
+    // The local push service is on 127.0.0.1.
+    push.allow_private_addresses = true;
     push.delay_ms = 0;
     push.wakeups_per_sender_per_minute = u32::MAX / 2;
     push.wakeup_burst_per_sender = u32::MAX / 2;

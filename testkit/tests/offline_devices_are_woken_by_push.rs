@@ -53,6 +53,8 @@ async fn start_edited(
     push.contact = "mailto:ops@conclave.test".into();
     push.allowed_hosts = vec![service.allowed_host()];
     push.ca_file = Some(service.ca_file.clone());
+    // The local push service is on 127.0.0.1.
+    push.allow_private_addresses = true;
     push.delay_ms = 100;
     push.retry_base_ms = 100;
     push.retry_max_ms = 1_000;
@@ -506,4 +508,19 @@ async fn one_sender_wakes_only_its_budget_of_devices() {
     );
     service.wait_for(2).await;
     assert_eq!(service.settle(QUIET).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowed_name_that_resolves_to_a_private_address_is_not_contacted() {
+    // `localhost` is on the list, but by default only public addresses are dialled.
+    let (service, _dir, sfu) = start_edited(|push| push.allow_private_addresses = false).await;
+    let (_keys, bob, alice, alice_device) = offline_subscriber(&sfu, &service, "bob").await;
+    alice
+        .send_container(
+            std::slice::from_ref(&bob),
+            junk_container(&alice_device, 100),
+        )
+        .await
+        .unwrap();
+    assert!(service.settle(QUIET).await.is_empty());
 }

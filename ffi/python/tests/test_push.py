@@ -151,6 +151,8 @@ def push_sfu(sfu_bin):
             "CONCLAVE_PUSH__ALLOWED_HOSTS": f"localhost:{service.port}",
             "CONCLAVE_PUSH__CA_FILE": str(service.ca_file),
             "CONCLAVE_PUSH__DELAY_MS": "100",
+            # The local push service is on 127.0.0.1.
+            "CONCLAVE_PUSH__ALLOW_PRIVATE_ADDRESSES": "true",
         })
         server.data_dir.mkdir()
         server.start()

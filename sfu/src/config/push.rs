@@ -58,6 +58,10 @@ pub struct PushConfig {
     /// wake-up goes out at normal urgency, so the push service cannot tell a call from
     /// other mail (phones may then deliver call wake-ups late).
     pub forward_urgency: bool,
+    /// Whether allowed push service names may resolve to loopback, private or other
+    /// non-public addresses (a push service inside the operator's network, or a test's).
+    /// Off by default: such addresses are dropped from the DNS answer.
+    pub allow_private_addresses: bool,
     /// An HTTPS proxy for the requests to push services (`http://host:port`); by default
     /// none, whatever the environment's `HTTPS_PROXY` says.
     pub proxy: Option<String>,
@@ -94,6 +98,7 @@ impl Default for PushConfig {
             urgent_wakeups_per_pair_per_hour: 20,
             urgent_wakeup_burst_per_pair: 5,
             forward_urgency: true,
+            allow_private_addresses: false,
             proxy: None,
             max_attempts: 5,
             retry_base_ms: 1_000,

@@ -25,6 +25,7 @@
 //! backoff; other 4xx fail without retry. Requests go only to allow-listed `https`
 //! hosts, verified by TLS, and redirects are never followed.
 
+mod resolve;
 pub(crate) mod scheduler;
 mod send;
 mod vapid;
@@ -136,6 +137,11 @@ impl PushService {
             ),
             // Not the environment's HTTPS_PROXY: only what the operator set here.
             None => reqwest::Client::builder().no_proxy(),
+        };
+        let builder = if config.allow_private_addresses {
+            builder
+        } else {
+            builder.dns_resolver(resolve::PublicOnly)
         };
         let http = builder
             .tls_backend_preconfigured(tls)
