@@ -14,7 +14,7 @@ use web_push_native::p256::elliptic_curve::sec1::ToEncodedPoint;
 
 use super::*;
 
-/// Decodes base64url without padding (RFC 4648 §5), skipping the whitespace the RFCs
+/// Decodes base64url without padding (RFC 4648 §5), ignoring the whitespace the RFCs
 /// wrap their examples with.
 fn b64url(text: &str) -> Vec<u8> {
     let mut out = Vec::new();
