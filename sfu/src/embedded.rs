@@ -78,7 +78,8 @@ impl EmbeddedSfu {
         thread_name: &str,
     ) -> Result<Self, EmbeddedError> {
         let server_config = crate::tls::server_config(identity, &config.timing, &config.limits)?;
-        let listener = Listener::bind(listen, server_config, shards, thread_name)?;
+        let store_threads = config.store_threads_per_shard(shards);
+        let listener = Listener::bind(listen, server_config, shards, thread_name, store_threads)?;
         Ok(Self::serve(
             listener,
             identity,

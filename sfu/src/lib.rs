@@ -25,7 +25,9 @@
 //!   thread with its own runtime, socket and quinn endpoint; the kernel steers each
 //!   datagram to its connection's shard by the connection ID, and each room lives on
 //!   one shard (joiners elsewhere are redirected there), so a room's forwarding never
-//!   crosses threads.
+//!   crosses threads. A shard's store calls run on at most `store_threads` threads of
+//!   its blocking pool ([`config::Config::store_threads_per_shard`]); further calls
+//!   wait their turn.
 //! * [`run`] serves a bound endpoint until a shutdown future resolves, then stops
 //!   accepting, sends every client a `ShuttingDown` event, closes connections and
 //!   drops the store (the mini-redis pattern; tests bind `127.0.0.1:0`).

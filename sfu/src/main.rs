@@ -257,7 +257,8 @@ async fn try_main(cli: Cli) -> anyhow::Result<()> {
         || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
         usize::from,
     );
-    let listener = bind_quic(server_config, config.listen, shards)?;
+    let store_threads = config.store_threads_per_shard(shards);
+    let listener = bind_quic(server_config, config.listen, shards, store_threads)?;
     let health = Arc::new(Health::new());
     let (metrics_stop, metrics_stopped) = watch::channel(false);
     let metrics = match metrics_listener {
@@ -324,6 +325,7 @@ async fn open_store(config: &Config) -> anyhow::Result<Stores> {
         options.ca_file.clone_from(&config.store_ca_file);
     }
     let shown = setting.to_string();
+    let cache_bytes = config.store_cache_bytes();
     let stores = tokio::task::spawn_blocking(move || -> anyhow::Result<Stores> {
         match options {
             Some(options) => {
@@ -335,7 +337,7 @@ async fn open_store(config: &Config) -> anyhow::Result<Stores> {
                 Ok((store, Some(cluster)))
             }
             None => {
-                let store = RedbStore::open(&path)
+                let store = RedbStore::open_with_cache(&path, cache_bytes)
                     .with_context(|| format!("cannot open the database {}", path.display()))?;
                 Ok((Arc::new(store), None))
             }
@@ -395,13 +397,15 @@ fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
         })
 }
 
-/// Binds the QUIC port with `shards` shards, saying plainly when the port is taken.
+/// Binds the QUIC port with `shards` shards (each with `store_threads` threads for
+/// store calls), saying plainly when the port is taken.
 fn bind_quic(
     config: quinn::ServerConfig,
     addr: SocketAddr,
     shards: usize,
+    store_threads: usize,
 ) -> anyhow::Result<Listener> {
-    Listener::bind(addr, config, shards, "sfu-shard").map_err(|e| {
+    Listener::bind(addr, config, shards, "sfu-shard", store_threads).map_err(|e| {
         let hint = match e.io_kind() {
             Some(std::io::ErrorKind::AddrInUse) => {
                 " (another process uses this port: stop it, or choose another --listen)"

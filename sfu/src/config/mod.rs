@@ -74,6 +74,12 @@ impl Config {
         if !(1..=1024).contains(&self.store_pool_size) {
             return invalid("store_pool_size must be 1..=1024");
         }
+        if self.store_threads > MAX_STORE_THREADS {
+            return invalid("store_threads must be 0 (automatic) to 1024");
+        }
+        if !(1..=MAX_STORE_CACHE_MIB).contains(&self.store_cache_mib) {
+            return invalid("store_cache_mib must be 1..=65536");
+        }
         if self.store_ca_file.is_some() && self.store == StoreSetting::Redb {
             return invalid(
                 "store_ca_file is set but store is redb: it only applies to PostgreSQL",
@@ -87,6 +93,41 @@ impl Config {
         }
         self.limits.validate()?;
         self.timing.validate()
+    }
+}
+
+/// Store threads per shard with redb when `store_threads` is 0: redb runs one write
+/// transaction at a time and reads from its cache, so one thread can write while
+/// another reads; more threads would only wait.
+pub const REDB_STORE_THREADS: usize = 2;
+/// Largest accepted `store_threads`.
+pub const MAX_STORE_THREADS: usize = 1024;
+/// Default `store_cache_mib`. redb's own default is 1 GiB, which a node with a large
+/// directory would fill with pages it rarely reads again.
+pub const DEFAULT_STORE_CACHE_MIB: usize = 64;
+/// Largest accepted `store_cache_mib` (64 GiB).
+pub const MAX_STORE_CACHE_MIB: usize = 65_536;
+
+impl Config {
+    /// Threads each of `shards` shards gives to store calls: `store_threads` when set;
+    /// otherwise [`REDB_STORE_THREADS`] with redb, and with PostgreSQL enough for the
+    /// shards together to use the whole pool (`store_pool_size` ÷ `shards`, at least
+    /// 2).
+    #[must_use]
+    pub fn store_threads_per_shard(&self, shards: usize) -> usize {
+        if self.store_threads > 0 {
+            return self.store_threads;
+        }
+        match self.store {
+            StoreSetting::Redb => REDB_STORE_THREADS,
+            StoreSetting::Postgres(_) => self.store_pool_size.div_ceil(shards.max(1)).max(2),
+        }
+    }
+
+    /// `store_cache_mib` in bytes.
+    #[must_use]
+    pub fn store_cache_bytes(&self) -> usize {
+        self.store_cache_mib.saturating_mul(1024 * 1024)
     }
 }
 
@@ -366,6 +407,14 @@ pub struct Config {
     pub store_ca_file: Option<PathBuf>,
     /// Most connections to PostgreSQL this node opens.
     pub store_pool_size: usize,
+    /// Threads per shard that run store calls (each shard's blocking pool); `0`
+    /// (the default) picks [`Config::store_threads_per_shard`]'s automatic value. Store
+    /// calls beyond it wait in line instead of each taking a thread of its own (and,
+    /// with glibc, an allocator arena that keeps its memory).
+    pub store_threads: usize,
+    /// The embedded store's (redb's) page cache, MiB. PostgreSQL caches on its own
+    /// side; there this setting is unused.
+    pub store_cache_mib: usize,
     /// This node's part in a cluster; `None` (no `[cluster]` section) for one node.
     pub cluster: Option<ClusterConfig>,
     /// Resource limits.
@@ -387,6 +436,8 @@ impl Default for Config {
             store: StoreSetting::Redb,
             store_ca_file: None,
             store_pool_size: 16,
+            store_threads: 0,
+            store_cache_mib: DEFAULT_STORE_CACHE_MIB,
             cluster: None,
             limits: Limits::default(),
             timing: Timing::default(),

@@ -113,6 +113,45 @@ mod tests {
     }
 
     #[test]
+    fn store_threads_default_to_redbs_two_or_the_pool_spread_over_the_shards() {
+        use crate::config::{Config, DEFAULT_STORE_CACHE_MIB, REDB_STORE_THREADS};
+        let redb = Config::default();
+        assert_eq!(redb.store_threads_per_shard(1), REDB_STORE_THREADS);
+        assert_eq!(redb.store_threads_per_shard(16), REDB_STORE_THREADS);
+        assert_eq!(
+            redb.store_cache_bytes(),
+            DEFAULT_STORE_CACHE_MIB * 1024 * 1024
+        );
+
+        let pg =
+            Config::from_toml_str("store = \"postgres://db/c\"\nstore_pool_size = 16").unwrap();
+        assert_eq!(pg.store_threads_per_shard(1), 16);
+        assert_eq!(pg.store_threads_per_shard(3), 6, "16 ÷ 3, rounded up");
+        assert_eq!(pg.store_threads_per_shard(64), 2, "at least two");
+
+        let set = Config::from_toml_str("store_threads = 5\nstore_cache_mib = 8").unwrap();
+        set.validate().unwrap();
+        assert_eq!(set.store_threads_per_shard(4), 5);
+        assert_eq!(set.store_cache_bytes(), 8 * 1024 * 1024);
+
+        for (text, named) in [
+            ("store_threads = 1025", "store_threads"),
+            ("store_cache_mib = 0", "store_cache_mib"),
+            ("store_cache_mib = 65537", "store_cache_mib"),
+        ] {
+            let err = Config::from_toml_str(text).unwrap().validate().unwrap_err();
+            assert!(err.to_string().contains(named), "{text}: {err}");
+        }
+
+        let vars = [
+            ("CONCLAVE_STORE_THREADS".to_owned(), "3".to_owned()),
+            ("CONCLAVE_STORE_CACHE_MIB".to_owned(), "16".to_owned()),
+        ];
+        let env = Config::load_layered(None, vars).unwrap();
+        assert_eq!((env.store_threads, env.store_cache_mib), (3, 16));
+    }
+
+    #[test]
     fn the_cluster_defaults_are_the_lease_keepers_defaults() {
         let config = crate::config::Config::from_toml_str("[cluster]\nnode_id = \"n1\"\n").unwrap();
         let cluster = config.cluster.expect("a cluster section");

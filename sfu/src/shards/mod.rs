@@ -96,12 +96,15 @@ impl Listener {
     /// Binds `addr` (port 0 picks a free port) with `shards` shards, each on a thread
     /// of its own named `{thread_name}-{index}`, serving `server_config`. One shard
     /// runs on a thread too (use [`Listener::from`] a quinn endpoint to serve on the
-    /// caller's runtime instead).
+    /// caller's runtime instead). Each shard runs its store calls on at most
+    /// `store_threads` more threads (its runtime's blocking pool; at least 1):
+    /// [`crate::config::Config::store_threads_per_shard`].
     pub fn bind(
         addr: SocketAddr,
         server_config: quinn::ServerConfig,
         shards: usize,
         thread_name: &str,
+        store_threads: usize,
     ) -> Result<Self, ListenError> {
         if shards == 0 || shards > MAX_SHARDS {
             return Err(ListenError::Shards(shards));
@@ -122,6 +125,7 @@ impl Listener {
         for (index, socket) in sockets.into_iter().enumerate() {
             let thread = format!("{thread_name}-{index}");
             let runtime = tokio::runtime::Builder::new_current_thread()
+                .max_blocking_threads(store_threads.max(1))
                 .enable_all()
                 .thread_name(&thread)
                 .build()
@@ -238,3 +242,6 @@ impl Drop for Listener {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -159,8 +159,17 @@ impl RedbStore {
     /// version 3.
     /// Fails with `UnsupportedSchema` if the file holds another schema version,
     /// `Backend` on I/O or database errors (e.g. the file is already open by another
-    /// process).
+    /// process). The page cache is [`crate::config::DEFAULT_STORE_CACHE_MIB`].
     pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
+        Self::open_with_cache(
+            path,
+            crate::config::DEFAULT_STORE_CACHE_MIB.saturating_mul(1024 * 1024),
+        )
+    }
+
+    /// [`RedbStore::open`] with a page cache of `cache_bytes` (config
+    /// `store_cache_mib`; redb's own default would be 1 GiB).
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<RedbStore, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|source| {
                 StoreError::Backend(BackendError::CreateDir {
@@ -170,7 +179,10 @@ impl RedbStore {
             })?;
         }
         let store = RedbStore {
-            db: Database::create(path).map_err(backend)?,
+            db: redb::Builder::new()
+                .set_cache_size(cache_bytes)
+                .create(path)
+                .map_err(backend)?,
         };
         store.write(|txn| {
             txn.open_table(USERS).map_err(backend)?;
