@@ -289,7 +289,8 @@ async fn write_frames(
                 let Ok(bytes) = frame::encode(&frame) else {
                     continue;
                 };
-                if send.write_all(&bytes).await.is_err() {
+                // Handed to quinn as it is (no copy into its send buffer).
+                if send.write_chunk(bytes::Bytes::from(bytes)).await.is_err() {
                     return;
                 }
             }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use conclave_core::UnixMillis;
-use conclave_core::identity::VerifiedPrekey;
+use conclave_core::identity::{VerifiedDevice, VerifiedPrekey};
 use conclave_proto::Message;
 use conclave_proto::v1::{self, response};
 use metrics::counter;
@@ -40,48 +40,19 @@ impl Session {
             )));
         }
         let now = UnixMillis(now_ms());
-        let mut stored = Vec::with_capacity(r.prekeys.len());
-        for (i, prekey) in r.prekeys.iter().enumerate() {
-            let verified = VerifiedPrekey::verify(prekey, &device.verified, now).map_err(|e| {
-                RequestError::bad_proof(format!("prekey #{i} refused (nothing stored): {e}"))
-            })?;
-            if verified.is_last_resort() {
-                return Err(RequestError::bad_request(format!(
-                    "prekey #{i} is signed as a last-resort prekey; send it as `last_resort` \
-                     (nothing stored)"
-                )));
-            }
-            stored.push(StoredPrekey {
-                prekey_id: verified.prekey_id(),
-                expires_at_ms: verified.expires_at().0,
-                signed: prekey.encode_to_vec(),
-            });
-        }
-        let last_resort = match &r.last_resort {
-            None => None,
-            Some(prekey) => {
-                let verified =
-                    VerifiedPrekey::verify(prekey, &device.verified, now).map_err(|e| {
-                        RequestError::bad_proof(format!(
-                            "last-resort prekey refused (nothing stored): {e}"
-                        ))
-                    })?;
-                if !verified.is_last_resort() {
-                    return Err(RequestError::bad_request(
-                        "the last-resort prekey is not signed as one (nothing stored)",
-                    ));
-                }
-                Some(StoredPrekey {
-                    prekey_id: verified.prekey_id(),
-                    expires_at_ms: verified.expires_at().0,
-                    signed: prekey.encode_to_vec(),
-                })
-            }
-        };
+        // Up to `max_prekeys_per_upload` signature checks and P-384 point decodings:
+        // on the blocking pool, so that the shard's thread keeps forwarding media.
+        let signer = device.verified.clone();
+        let (stored, last_resort) = self
+            .shared
+            .compute("prekey verification", move || {
+                verify_upload(&r.prekeys, r.last_resort.as_ref(), &signer, now)
+            })
+            .await??;
+        let replace = r.replace;
         let device_id = device.record.device_id;
         let count = stored.len();
         let now_ms = now.0;
-        let replace = r.replace;
         let held = self
             .shared
             .blocking("prekey upload", move |s| {
@@ -311,4 +282,50 @@ impl Session {
             }));
         }
     }
+}
+
+/// Checks an upload's prekeys (and last-resort prekey) against the device's signing
+/// key, in order; the first refusal names its index and nothing is stored.
+fn verify_upload(
+    prekeys: &[v1::SignedPrekey],
+    last_resort: Option<&v1::SignedPrekey>,
+    device: &VerifiedDevice,
+    now: UnixMillis,
+) -> Result<(Vec<StoredPrekey>, Option<StoredPrekey>), RequestError> {
+    let mut stored = Vec::with_capacity(prekeys.len());
+    for (i, prekey) in prekeys.iter().enumerate() {
+        let verified = VerifiedPrekey::verify(prekey, device, now).map_err(|e| {
+            RequestError::bad_proof(format!("prekey #{i} refused (nothing stored): {e}"))
+        })?;
+        if verified.is_last_resort() {
+            return Err(RequestError::bad_request(format!(
+                "prekey #{i} is signed as a last-resort prekey; send it as `last_resort` \
+                 (nothing stored)"
+            )));
+        }
+        stored.push(StoredPrekey {
+            prekey_id: verified.prekey_id(),
+            expires_at_ms: verified.expires_at().0,
+            signed: prekey.encode_to_vec(),
+        });
+    }
+    let last_resort = match last_resort {
+        None => None,
+        Some(prekey) => {
+            let verified = VerifiedPrekey::verify(prekey, device, now).map_err(|e| {
+                RequestError::bad_proof(format!("last-resort prekey refused (nothing stored): {e}"))
+            })?;
+            if !verified.is_last_resort() {
+                return Err(RequestError::bad_request(
+                    "the last-resort prekey is not signed as one (nothing stored)",
+                ));
+            }
+            Some(StoredPrekey {
+                prekey_id: verified.prekey_id(),
+                expires_at_ms: verified.expires_at().0,
+                signed: prekey.encode_to_vec(),
+            })
+        }
+    };
+    Ok((stored, last_resort))
 }

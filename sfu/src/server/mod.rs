@@ -189,6 +189,20 @@ impl Shared {
         }
     }
 
+    /// Runs CPU-heavy work of a request (checking many signatures) on the blocking
+    /// pool, whose threads per shard are bounded like the store's, so that the shard's
+    /// thread keeps serving its other connections and forwarding media.
+    pub(crate) async fn compute<T, F>(&self, what: &str, f: F) -> Result<T, RequestError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        tokio::task::spawn_blocking(f).await.map_err(|e| {
+            tracing::error!(error = %e, what, "compute task failed");
+            RequestError::internal(what)
+        })
+    }
+
     /// Locks the registration limiter (its state is consistent between calls, so a
     /// poisoned lock is recovered).
     pub(crate) fn registrations(&self) -> std::sync::MutexGuard<'_, KeyedLimiter<IpAddr>> {
