@@ -22,6 +22,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "conclave.v1.StoredCredentials",
             "conclave.v1.CallerProfile",
         ])
+        // A delivered container is one buffer shared by every recipient's frame (the
+        // server writes it to each connection without copying it).
+        .bytes([".conclave.v1.MailboxDelivery.container"])
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -68,7 +68,7 @@ async fn a_flood_of_containers_from_made_up_users_costs_a_bounded_number_of_look
         let user = if n % 2 == 0 { repeated } else { made_up_user() };
         let delivery = v1::MailboxDelivery {
             mailbox_id: 1_000_000 + n as u64,
-            container: junk_claiming(user),
+            container: junk_claiming(user).into(),
             stored_at_ms: now().0,
         };
         assert!(

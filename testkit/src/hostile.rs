@@ -200,7 +200,7 @@ pub fn deliver_forged(
         &id,
         v1::event::Event::Mailbox(v1::MailboxDelivery {
             mailbox_id: u64::MAX - 1,
-            container: sealed,
+            container: sealed.into(),
             stored_at_ms: now().0,
         }),
     ));

@@ -286,11 +286,12 @@ async fn write_frames(
                 if !hooks.outbound(conn.device.get().copied(), &mut frame) {
                     continue;
                 }
-                let Ok(bytes) = frame::encode(&frame) else {
+                // Handed to quinn as they are (no copy into its send buffer); a
+                // delivered container is the buffer every recipient's frame shares.
+                let Ok(mut chunks) = frame::encode_server_chunks(&frame) else {
                     continue;
                 };
-                // Handed to quinn as it is (no copy into its send buffer).
-                if send.write_chunk(bytes::Bytes::from(bytes)).await.is_err() {
+                if send.write_all_chunks(&mut chunks).await.is_err() {
                     return;
                 }
             }

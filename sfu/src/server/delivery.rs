@@ -80,7 +80,7 @@ pub(super) async fn deliver_pass(
             let queued = conn
                 .send_event(v1::event::Event::Mailbox(v1::MailboxDelivery {
                     mailbox_id: id,
-                    container: entry.container,
+                    container: entry.container.into(),
                     stored_at_ms: entry.stored_at_ms,
                 }))
                 .await;

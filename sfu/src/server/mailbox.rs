@@ -128,6 +128,9 @@ impl Session {
                 limits.max_mailbox_entries_per_sender_per_device
             )));
         }
+        // One buffer for every recipient connected here: each frame refers to it, and the
+        // connection writers hand it to quinn without copying it (`frame_chunks`).
+        let bytes = bytes::Bytes::from(bytes);
         let mut results = Vec::with_capacity(stored.len());
         for (device, put) in stored {
             let status = match put {
@@ -166,7 +169,12 @@ impl Session {
     /// the store's signal does it instead (for this node's devices as for others'), so
     /// that every live delivery goes through the connection's cursor and none arrives
     /// twice; the answer still says `Delivered` for a device connected here.
-    fn push_live(&self, device: &DeviceIdBytes, entry: &MailboxEntry, container: &[u8]) -> bool {
+    fn push_live(
+        &self,
+        device: &DeviceIdBytes,
+        entry: &MailboxEntry,
+        container: &bytes::Bytes,
+    ) -> bool {
         let Some(conn) = self.shared.online.get(device).map(|c| *c) else {
             return false;
         };
@@ -178,7 +186,7 @@ impl Session {
         };
         let pushed = handle.push_event(v1::event::Event::Mailbox(v1::MailboxDelivery {
             mailbox_id: entry.mailbox_id,
-            container: container.to_vec(),
+            container: container.clone(),
             stored_at_ms: entry.stored_at_ms,
         }));
         if pushed {

@@ -175,7 +175,7 @@ impl SimServer {
             .insert(mailbox_id, container.clone());
         let event = v1::event::Event::Mailbox(v1::MailboxDelivery {
             mailbox_id,
-            container,
+            container: container.into(),
             stored_at_ms: now_ms,
         });
         self.push_to_device(&device, &event);
@@ -362,7 +362,7 @@ impl SimServer {
                     .events
                     .push_back(v1::event::Event::Mailbox(v1::MailboxDelivery {
                         mailbox_id,
-                        container,
+                        container: container.into(),
                         stored_at_ms: 0,
                     }));
             }
@@ -475,7 +475,7 @@ impl SimServer {
                 .insert(mailbox_id, s.container.clone());
             let event = v1::event::Event::Mailbox(v1::MailboxDelivery {
                 mailbox_id,
-                container: s.container.clone(),
+                container: s.container.clone().into(),
                 stored_at_ms: now_ms,
             });
             let delivered = self.push_to_device(&device, &event);
