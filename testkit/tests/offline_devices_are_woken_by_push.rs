@@ -115,6 +115,18 @@ async fn offline_subscriber(
     (keys, device_id_bytes(&bob_device), alice, alice_device)
 }
 
+/// `sender` stores one 100-byte container for the device `to`.
+async fn send_one(
+    sender: &TestClient,
+    sender_device: &conclave_sdk::identity::DeviceIdentity,
+    to: &[u8],
+) {
+    sender
+        .send_container(&[to.to_vec()], junk_container(sender_device, 100))
+        .await
+        .unwrap();
+}
+
 /// Checks the request's VAPID `Authorization` (RFC 8292): signed by `server_key`, for
 /// the push service's origin, expiring within 24 hours, naming the operator.
 fn assert_vapid(request: &PushRequest, server_key: &[u8; 65], origin: &str) {
@@ -281,13 +293,7 @@ async fn a_subscription_the_push_service_says_is_gone_is_deleted() {
     service.script(&[(410, None)]);
     let (_keys, bob, alice, alice_device) = offline_subscriber(&sfu, &service, "bob").await;
     let bob_id: [u8; 16] = bob.as_slice().try_into().unwrap();
-    alice
-        .send_container(
-            std::slice::from_ref(&bob),
-            junk_container(&alice_device, 100),
-        )
-        .await
-        .unwrap();
+    send_one(&alice, &alice_device, &bob).await;
     let requests = service.wait_for(1).await;
     assert_eq!(requests[0].status, 410);
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -296,13 +302,7 @@ async fn a_subscription_the_push_service_says_is_gone_is_deleted() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Another container: nobody to wake.
-    alice
-        .send_container(
-            std::slice::from_ref(&bob),
-            junk_container(&alice_device, 100),
-        )
-        .await
-        .unwrap();
+    send_one(&alice, &alice_device, &bob).await;
     assert_eq!(service.settle(QUIET).await.len(), 1);
 }
 
@@ -428,13 +428,7 @@ async fn a_device_that_unregisters_is_not_woken() {
     let bob_id = bob.id();
     bob.client.close().await;
     let (alice, alice_device) = TestClient::registered(&sfu, &User::new("alice")).await;
-    alice
-        .send_container(
-            &[bob_id.as_bytes().to_vec()],
-            junk_container(&alice_device, 100),
-        )
-        .await
-        .unwrap();
+    send_one(&alice, &alice_device, bob_id.as_bytes()).await;
     assert!(service.settle(QUIET).await.is_empty());
 }
 
@@ -445,13 +439,7 @@ async fn a_redirect_from_the_push_service_is_not_followed() {
     service.redirect_next(&service.endpoint("elsewhere"));
     let (_keys, bob, alice, alice_device) = offline_subscriber(&sfu, &service, "bob").await;
     let bob_id: [u8; 16] = bob.as_slice().try_into().unwrap();
-    alice
-        .send_container(
-            std::slice::from_ref(&bob),
-            junk_container(&alice_device, 100),
-        )
-        .await
-        .unwrap();
+    send_one(&alice, &alice_device, &bob).await;
     service.wait_for(1).await;
     let requests = service.settle(QUIET).await;
     let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
@@ -515,12 +503,6 @@ async fn an_allowed_name_that_resolves_to_a_private_address_is_not_contacted() {
     // `localhost` is on the list, but by default only public addresses are dialled.
     let (service, _dir, sfu) = start_edited(|push| push.allow_private_addresses = false).await;
     let (_keys, bob, alice, alice_device) = offline_subscriber(&sfu, &service, "bob").await;
-    alice
-        .send_container(
-            std::slice::from_ref(&bob),
-            junk_container(&alice_device, 100),
-        )
-        .await
-        .unwrap();
+    send_one(&alice, &alice_device, &bob).await;
     assert!(service.settle(QUIET).await.is_empty());
 }
