@@ -33,13 +33,20 @@ pub(crate) const RESENDS: u32 = 4;
 pub(crate) const JOIN_COALESCE: Duration = Duration::from_millis(100);
 
 /// The round timers of one meeting.
+///
+/// Invariant: the periodic schedule only ever advances in [`Self::resend_due`], at most
+/// [`RESENDS`] times per round, so its interval never exceeds `FIRST_RESEND × 2^RESENDS`
+/// whatever the server says. Joins announced by the server (which it may invent or
+/// replay) only ever set the one extra resend, never touch the periodic schedule.
 #[derive(Debug, Default)]
 pub(crate) struct SasTiming {
     /// The epoch whose round waits to start, and when it may.
     pending: Option<(Epoch, Instant)>,
-    /// The next resend of the running round: when, the periodic interval after it, and
+    /// The next periodic resend of the running round: when, the interval after it, and
     /// the periodic resends left after it.
     resend: Option<Resend>,
+    /// An extra resend brought on by members joining the room (one for a burst).
+    extra: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +68,7 @@ impl SasTiming {
         self.pending = Some((epoch, now + SETTLE));
         // The running round (an older epoch's) is superseded: no more resends of it.
         self.resend = None;
+        self.extra = None;
     }
 
     /// The epoch whose round should start now, if its settle time is over.
@@ -78,53 +86,55 @@ impl SasTiming {
         Some(epoch)
     }
 
-    /// A member of the running round joined the room at `now`: resend soon (a
-    /// pending periodic resend that is due earlier stays).
+    /// A member of the running round joined the room at `now`: resend soon, unless a
+    /// resend is already due by then (a burst of joins shares one). The periodic
+    /// schedule is left as it is: before, each join moved the next periodic resend
+    /// forward and the resend then doubled its interval, so a stream of joins (members
+    /// trickling in, or a server replaying `MemberJoined`) doubled it without bound
+    /// until `Instant + Duration` overflowed and the client core panicked.
     pub(crate) fn member_joined(&mut self, now: Instant) {
-        let soon = now + JOIN_COALESCE;
-        match &mut self.resend {
-            Some(r) if r.at <= soon => {}
-            Some(r) => {
-                // An extra resend: the periodic schedule resumes after it.
-                r.at = soon;
-                r.left = r.left.saturating_add(1);
-            }
-            None if self.pending.is_none() => {
-                self.resend = Some(Resend {
-                    at: soon,
-                    then: FIRST_RESEND,
-                    left: 0,
-                });
-            }
+        if self.pending.is_some() {
             // The round has not started: its start sends to everyone in the room.
-            None => {}
+            return;
+        }
+        let soon = now + JOIN_COALESCE;
+        let covered = self.extra.is_some() || self.resend.is_some_and(|r| r.at <= soon);
+        if !covered {
+            self.extra = Some(soon);
         }
     }
 
-    /// Whether a resend is due at `now` (if so, the next one is scheduled).
+    /// Whether a resend is due at `now` (if so, the timers that fired are consumed and
+    /// the next periodic one is scheduled).
     pub(crate) fn resend_due(&mut self, now: Instant) -> bool {
-        let Some(r) = self.resend else {
-            return false;
-        };
-        if r.at > now {
-            return false;
+        let extra = self.extra.is_some_and(|at| at <= now);
+        if extra {
+            self.extra = None;
         }
-        self.resend = (r.left > 0).then(|| Resend {
-            at: now + r.then,
-            then: r.then * 2,
-            left: r.left - 1,
-        });
-        true
+        let periodic = match self.resend {
+            Some(r) if r.at <= now => {
+                self.resend = (r.left > 0).then(|| Resend {
+                    at: now + r.then,
+                    then: r.then * 2,
+                    left: r.left - 1,
+                });
+                true
+            }
+            _ => false,
+        };
+        extra || periodic
     }
 
     /// When a timer of this meeting fires next.
     pub(crate) fn next_wake(&self) -> Option<Instant> {
-        let start = self.pending.map(|(_, at)| at);
-        let resend = self.resend.map(|r| r.at);
-        match (start, resend) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.pending.map(|(_, at)| at),
+            self.resend.map(|r| r.at),
+            self.extra,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }
 

@@ -91,3 +91,42 @@ fn a_join_after_the_resends_are_spent_resends_once_and_a_new_epoch_cancels_resen
     timing.epoch_entered(Epoch(2), late + ms(1_001));
     assert_eq!(timing.next_wake(), Some(late + ms(1_001) + SETTLE));
 }
+
+/// A server that announces the same member joining over and over (or a meeting whose
+/// members trickle in for hours) gets one resend per join, and the periodic schedule
+/// stays as it was. Before, every join-triggered resend doubled the periodic interval:
+/// after ~62 joins `Instant + Duration` overflowed and the client core panicked.
+#[test]
+fn joins_announced_without_end_never_stretch_the_schedule_or_overflow_it() {
+    let t0 = Instant::now();
+    let mut timing = SasTiming::default();
+    timing.epoch_entered(Epoch(1), t0);
+    let start = t0 + SETTLE;
+    assert_eq!(timing.start_due(start), Some(Epoch(1)));
+    let longest = FIRST_RESEND * 2u32.pow(RESENDS);
+    let mut now = start;
+    let mut resends = 0u32;
+    for _ in 0..10_000 {
+        now += ms(150);
+        timing.member_joined(now);
+        let wake = timing.next_wake().unwrap();
+        assert!(wake <= now + longest, "a timer {:?} away", wake - now);
+        while let Some(at) = timing.next_wake().filter(|at| *at < now + ms(150)) {
+            assert!(timing.resend_due(at));
+            resends += 1;
+        }
+    }
+    // One resend per join (they are further apart than JOIN_COALESCE), plus the
+    // periodic ones of the first seconds.
+    assert!(
+        (10_000..=10_000 + RESENDS).contains(&resends),
+        "{resends} resends"
+    );
+    // The joins stop: nothing is left but the last join's resend.
+    let mut left = 0;
+    while let Some(at) = timing.next_wake() {
+        assert!(timing.resend_due(at));
+        left += 1;
+    }
+    assert!(left <= 1, "{left} resends after the joins stopped");
+}
