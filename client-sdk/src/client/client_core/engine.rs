@@ -520,6 +520,12 @@ impl Engine {
     /// uploads it with the first upload after this driver started and after each
     /// rotation, alone if no one-time prekey is needed: the directory hands it out when
     /// this device's one-time prekeys run out or are withheld.
+    ///
+    /// The server's count is its word, so it bounds nothing: one call makes at most
+    /// enough uploads to fill the target from empty, plus one, and stops as soon as an
+    /// upload leaves the server's count where it was. (Before, a server answering every
+    /// upload with `prekeys_held: 0` kept this loop generating and uploading prekeys
+    /// forever, and the client core never read another input.)
     pub(super) async fn replenish(&mut self, held: u32) {
         let mut held = if self.replace_prekeys {
             0
@@ -543,7 +549,18 @@ impl Engine {
             // Replacing deletes the server's last-resort prekey too.
             self.last_resort_uploaded = false;
         }
+        let mut uploads_left = target.div_ceil(PREKEY_UPLOAD_BATCH) + 1;
         while held < target || !self.last_resort_uploaded {
+            if uploads_left == 0 {
+                tracing::warn!(
+                    held,
+                    target,
+                    "the server's prekey count stays below the target after every upload \
+                     this round allows; trying again at the next PrekeysLow"
+                );
+                return;
+            }
+            uploads_left -= 1;
             let mut batch = target.saturating_sub(held).min(PREKEY_UPLOAD_BATCH);
             let over = (self.prekeys.len() + batch).saturating_sub(MAX_PREKEYS_HELD);
             if over > 0 {
@@ -596,12 +613,22 @@ impl Engine {
                     self.replace_prekeys = false;
                     // Sent now, or there is none to send (nothing to retry).
                     self.last_resort_uploaded = true;
+                    let before = held;
                     held = usize::try_from(r.prekeys_held).unwrap_or(usize::MAX);
                     self.server_prekeys = held;
                     self.drop_stale_prekeys_low();
                     self.emit(ClientEvent::PrekeysUploaded {
                         held: r.prekeys_held,
                     });
+                    if batch > 0 && held <= before && held < target {
+                        tracing::warn!(
+                            held,
+                            uploaded = batch,
+                            "the server's prekey count did not rise with an upload; \
+                             trying again at the next PrekeysLow"
+                        );
+                        return;
+                    }
                 }
                 Ok(other) => {
                     tracing::warn!(?other, "unexpected answer to UploadPrekeys");
