@@ -202,7 +202,8 @@ impl Engine {
         {
             // A round this device has not started yet (its epoch is settling here, or
             // this device has not switched yet).
-            entry.sas_early.keep(step);
+            let sending = entry.state.sending_epoch().get();
+            entry.sas_early.keep(step, sending);
         } else {
             tracing::debug!(
                 epoch = step.epoch,
