@@ -600,6 +600,46 @@ fn forged_or_replayed_control_messages_are_refused_and_change_nothing() {
     assert!(s.poll_output().is_none());
 }
 
+/// A key leader sending a Rekey faster than the switch deadline (each replacing the
+/// pending one before anybody switches) cannot make a device hold keys without bound:
+/// a replaced pending epoch's key goes after the grace, like an old epoch's.
+#[test]
+fn rekeys_replacing_each_other_before_the_switch_do_not_pile_up_keys() {
+    let mut net = Net::new(&[(2, 2, 1), (3, 3, 2)]);
+    let roster = net.state(2).roster().clone();
+    let s = net.states.get_mut(&dev(2)).unwrap();
+    let step = ms(CFG.switch_deadline) / 2;
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    let mut now = UnixMillis(1_000);
+    for epoch in 2..200 {
+        s.on_message(
+            dev(1),
+            &[dev(2), dev(3)],
+            &rekey_payload(epoch, &roster, 1),
+            now,
+        )
+        .unwrap();
+        now = UnixMillis(now.0 + step);
+        s.handle_timeout(now, &mut rng);
+        assert_eq!(
+            s.sending_epoch(),
+            Epoch(1),
+            "no switch: each Rekey came first"
+        );
+        let held = s.epochs().count();
+        let bound = 2 + usize::try_from(ms(CFG.grace) / step).unwrap() + 1;
+        assert!(
+            held <= bound,
+            "{held} keys held at epoch {epoch} (at most {bound})"
+        );
+    }
+    // Every replaced epoch's key was dropped and said so.
+    let dropped = std::iter::from_fn(|| s.poll_output())
+        .filter(|o| matches!(o, MeetingOutput::DropEpoch { .. }))
+        .count();
+    assert!(dropped > 150, "{dropped} epochs dropped");
+}
+
 #[test]
 fn a_valid_rekey_installs_for_receiving_before_the_switch() {
     let mut net = Net::new(&[(2, 2, 1), (3, 3, 2)]);
