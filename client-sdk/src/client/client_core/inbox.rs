@@ -123,8 +123,14 @@ impl Engine {
         let Some(meeting) = MeetingId::from_slice(meeting) else {
             return Err(refused(Some(claimed), MessageRefusal::BadMeetingId));
         };
+        // Only the key leader of a meeting this device is in (or is invited to) may add
+        // devices, so only its joiners are looked up. Before, anyone who could send this
+        // device a container made it look up and pin every user listed as joining a
+        // meeting it had never heard of.
+        let from_leader = self.leader_of(&meeting) == Some(from);
         if let Some(Body::EpochSwitch(switch)) = &payload.body
             && !switch.joined.is_empty()
+            && from_leader
         {
             self.check_joiners(&switch.joined)
                 .await
@@ -135,6 +141,7 @@ impl Engine {
         }
         if let Some(Body::Rekey(rekey)) = &payload.body
             && rekey.reason == v1::RekeyReason::Resend as i32
+            && from_leader
         {
             // A resend may list devices that joined since: prove them like joiners.
             self.check_joiners(&rekey.roster)
@@ -147,6 +154,14 @@ impl Engine {
         self.on_control(meeting, from, &recipients, payload, now)
             .await;
         Ok(())
+    }
+
+    /// The key leader of meeting `id` as this device sees it (joined or invited to).
+    fn leader_of(&self, id: &MeetingId) -> Option<DeviceId> {
+        self.meetings
+            .get(id)
+            .map(|entry| entry.state.leader())
+            .or_else(|| self.invitations.get(id).map(|p| p.state.leader()))
     }
 
     /// The trusted identity of `user`: pinned, or looked up in the directory and pinned

@@ -103,6 +103,11 @@ impl Invitations {
         self.pending.remove(meeting)
     }
 
+    /// The invitation to `meeting`.
+    pub(crate) fn get(&self, meeting: &MeetingId) -> Option<&PendingInvite> {
+        self.pending.get(meeting)
+    }
+
     /// The invitation to `meeting`, to follow its rekeys.
     pub(crate) fn get_mut(&mut self, meeting: &MeetingId) -> Option<&mut PendingInvite> {
         self.pending.get_mut(meeting)
