@@ -91,14 +91,11 @@ async fn a_stranger_cannot_make_a_device_pin_users_it_never_met() {
     deliver_forged(&sfu, &copy, &victim, v.id(), &invite);
 
     let mut pinned = Vec::new();
-    loop {
-        match v
-            .wait_for(|e| matches!(e, ClientEvent::Invited(_) | ClientEvent::UserPinned(_)))
-            .await
-        {
-            ClientEvent::UserPinned(user) => pinned.push(user.user_id),
-            _ => break,
-        }
+    while let ClientEvent::UserPinned(user) = v
+        .wait_for(|e| matches!(e, ClientEvent::Invited(_) | ClientEvent::UserPinned(_)))
+        .await
+    {
+        pinned.push(user.user_id);
     }
     assert!(
         !pinned.contains(&carol.id()),
