@@ -6,12 +6,17 @@
 //! trust store, and a hostile directory could plant keys for users the device had
 //! not asked about (review C1 pins users only on explicit lookups). Now only the key
 //! leader of a meeting the device is in, or invited to, gets its joiners looked up.
+//!
+//! The same holds for an invitation's roster: its users are looked up and checked
+//! when the invitation arrives, but pinned only if it is accepted, so invitations that
+//! are refused or left to ring out leave the trust store as it was.
 
 #![allow(clippy::unwrap_used)]
 
 use conclave_proto::Message as _;
 use conclave_proto::v1::{self, container_payload::Body};
-use conclave_sdk::client::{ClientEvent, DeviceCredentials};
+use conclave_sdk::UserId;
+use conclave_sdk::client::{ClientEvent, DeviceCredentials, Invitation, MediaKind};
 use conclave_testkit::hostile::deliver_forged;
 use conclave_testkit::prelude::*;
 use rand_core::{OsRng, RngCore};
@@ -105,4 +110,104 @@ async fn a_stranger_cannot_make_a_device_pin_users_it_never_met() {
         pinned.contains(&mallory.id()),
         "the sender is looked up to open its containers"
     );
+}
+
+/// An invitation from `m` (Mallory, sealed with her credentials `copy`) to the victim
+/// `v`, whose roster also lists Carol's device `c`.
+fn invitation_with_carol(
+    sfu: &TestSfu,
+    copy: &DeviceCredentials,
+    (mallory, m): (&User, &Device),
+    (victim, v): (&User, &Device),
+    (carol, c): (&User, &Device),
+) -> v1::ContainerPayload {
+    v1::ContainerPayload {
+        body: Some(Body::MeetingInvite(v1::MeetingInvite {
+            meeting_id: random32(),
+            epoch: 0,
+            meeting_key: random32(),
+            media_kinds: vec![v1::MediaKind::Audio as i32],
+            roster: vec![
+                entry(mallory, m, copy.certificate().clone(), 0),
+                entry(victim, v, certificate(sfu, v), 1),
+                entry(carol, c, certificate(sfu, c), 2),
+            ],
+            key_leader_device_id: m.id().as_bytes().to_vec(),
+            expires_at_ms: now().0 + 3_600_000,
+            caller: None,
+        })),
+        ..Default::default()
+    }
+}
+
+/// The next invitation `device` is shown, and the users it pinned before it.
+async fn next_invitation(device: &mut Device) -> (Invitation, Vec<UserId>) {
+    let mut pinned = Vec::new();
+    loop {
+        match device
+            .wait_for(|e| matches!(e, ClientEvent::Invited(_) | ClientEvent::UserPinned(_)))
+            .await
+        {
+            ClientEvent::UserPinned(user) => pinned.push(user.user_id),
+            ClientEvent::Invited(invitation) => return (invitation, pinned),
+            _ => unreachable!("picked an invitation or a pin"),
+        }
+    }
+}
+
+async fn pinned_users(device: &Device) -> Vec<UserId> {
+    let pinned = tokio::time::timeout(WAIT, device.client.pinned_users())
+        .await
+        .expect("the client answers")
+        .unwrap();
+    pinned.into_iter().map(|u| u.user_id).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitation_pins_its_roster_only_when_accepted() {
+    let sfu = TestSfu::start_hostile(client_test_config()).await;
+    let (mallory, victim, carol) = (
+        User::new("mallory"),
+        User::new("victim"),
+        User::new("carol"),
+    );
+    let c = carol.connect(&sfu).await;
+    let mut v = victim.connect(&sfu).await;
+    let creds = mallory.credentials();
+    let copy = DeviceCredentials::restore(
+        &mallory.name,
+        creds.user_public_key(),
+        creds.certificate(),
+        &creds.export_secrets(),
+        now(),
+    )
+    .unwrap();
+    let m = mallory.connect_credentials(&sfu, creds).await;
+
+    // Refused: Carol's key was checked, not pinned.
+    let first = invitation_with_carol(&sfu, &copy, (&mallory, &m), (&victim, &v), (&carol, &c));
+    deliver_forged(&sfu, &copy, &victim, v.id(), &first);
+    let (invitation, pinned) = next_invitation(&mut v).await;
+    assert!(!pinned.contains(&carol.id()), "pinned Carol on arrival");
+    assert_eq!(invitation.participants.len(), 3);
+    tokio::time::timeout(WAIT, v.client.reject(&invitation))
+        .await
+        .expect("the client answers")
+        .unwrap();
+    assert!(!pinned_users(&v).await.contains(&carol.id()));
+
+    // Accepted: now Carol is pinned, and the app is told.
+    let second = invitation_with_carol(&sfu, &copy, (&mallory, &m), (&victim, &v), (&carol, &c));
+    deliver_forged(&sfu, &copy, &victim, v.id(), &second);
+    let (invitation, pinned) = next_invitation(&mut v).await;
+    assert!(!pinned.contains(&carol.id()), "pinned Carol on arrival");
+    let _meeting = tokio::time::timeout(WAIT, v.client.accept(&invitation, &[MediaKind::Audio]))
+        .await
+        .expect("the client answers")
+        .unwrap();
+    let told = v
+        .wait_for(|e| matches!(e, ClientEvent::UserPinned(u) if u.user_id == carol.id()))
+        .await;
+    assert!(matches!(told, ClientEvent::UserPinned(_)));
+    assert!(pinned_users(&v).await.contains(&carol.id()));
 }

@@ -195,6 +195,9 @@ impl From<ClientError> for ConclaveError {
             }
             ClientError::NoInvitation => ConclaveError::NoInvitation,
             ClientError::InvitationExpired => ConclaveError::InvitationExpired,
+            e @ ClientError::RosterKeyChanged(_) => ConclaveError::MeetingRefused {
+                detail: e.to_string(),
+            },
             ClientError::Closed => ConclaveError::Closed,
             ClientError::Identity(e) => ConclaveError::Credentials {
                 detail: e.to_string(),

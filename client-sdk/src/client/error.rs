@@ -2,6 +2,7 @@
 
 use conclave_proto::v1::ErrorCode;
 
+use crate::UserId;
 use crate::container::ContainerError;
 use crate::identity::IdentityError;
 use crate::meeting::MeetingError;
@@ -107,6 +108,13 @@ pub enum ClientError {
     /// The invitation has expired; ask the inviter for a new one.
     #[error("the invitation has expired")]
     InvitationExpired,
+    /// A user of the invitation's roster was pinned to another key after the
+    /// invitation arrived (its roster was checked against the directory then): the
+    /// invitation is not accepted. Compare safety codes with the inviter out of band.
+    #[error(
+        "a user of this invitation's roster was pinned to another key since it arrived; not accepted"
+    )]
+    RosterKeyChanged(UserId),
     /// The client has been closed.
     #[error("the client has been closed")]
     Closed,

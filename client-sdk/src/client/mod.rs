@@ -275,7 +275,8 @@ pub enum ClientEvent {
         count: u32,
     },
     /// A user's identity key was pinned for the first time (store it and pass it in
-    /// [`ClientConfig::pinned_users`] next time).
+    /// [`ClientConfig::pinned_users`] next time). An invitation's participants are
+    /// checked when it arrives and pinned only when it is accepted.
     UserPinned(UserIdentity),
     /// The directory answered something it should not have: a user this device did
     /// not ask for, a duplicate, a key that differs from the pinned one, or a meeting

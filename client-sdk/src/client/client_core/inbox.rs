@@ -6,7 +6,7 @@ use conclave_proto::v1::{self, client_frame::Request, container_payload::Body};
 
 use super::ConnectionId;
 use super::engine::{Engine, ms};
-use crate::client::directory::{check_roster_keys, verify_bundles};
+use crate::client::directory::{TrustStore, check_roster_keys, verify_bundles};
 use crate::client::lookups::LookupDecision;
 use crate::client::protocol::invitations::InvitationRefused;
 use crate::client::{
@@ -203,20 +203,23 @@ impl Engine {
         }
     }
 
-    /// Pins the identity keys of `users` from the directory (no prekeys are taken).
+    /// The directory's entries (certificates only, no prekeys taken) for `users`.
     /// A failure that may pass (no connection, rate limit, server error) is `Later`:
     /// the container stays in the mailbox and is processed again.
+    async fn certificates_of(&mut self, users: &[UserId]) -> Result<v1::Bundles, Refusal> {
+        match self.fetch_bundles(users, &[], true).await {
+            Ok(b) => Ok(b),
+            Err(e) if e.is_transient() => Err(Refusal::Later),
+            Err(e) => Err(Refusal::Refused {
+                claimed: users.first().copied(),
+                reason: MessageRefusal::SenderLookupFailed(Box::new(e)),
+            }),
+        }
+    }
+
+    /// Pins the identity keys of `users` from the directory (no prekeys are taken).
     async fn lookup_users(&mut self, users: &[UserId]) -> Result<(), Refusal> {
-        let bundles = match self.fetch_bundles(users, &[], true).await {
-            Ok(b) => b,
-            Err(e) if e.is_transient() => return Err(Refusal::Later),
-            Err(e) => {
-                return Err(Refusal::Refused {
-                    claimed: users.first().copied(),
-                    reason: MessageRefusal::SenderLookupFailed(Box::new(e)),
-                });
-            }
-        };
+        let bundles = self.certificates_of(users).await?;
         let now = self.now();
         let verified = verify_bundles(&bundles, &mut self.trust, false, now);
         for user in verified.newly_pinned {
@@ -243,6 +246,38 @@ impl Engine {
             claimed: None,
             reason,
         })
+    }
+
+    /// Checks an invitation's `roster` like [`Self::check_roster`] without pinning: the
+    /// users never seen before are looked up and the roster's keys checked against the
+    /// directory's answer; those users are returned, to be pinned if the invitation is
+    /// accepted. An invitation refused or left to lapse pins nobody.
+    async fn check_invitation_roster(
+        &mut self,
+        roster: &Roster,
+    ) -> Result<Vec<UserIdentity>, Refusal> {
+        let mut unknown: Vec<UserId> = roster
+            .iter()
+            .map(|m| m.user_id)
+            .filter(|u| self.trust.get(u).is_none())
+            .collect();
+        unknown.sort_unstable();
+        unknown.dedup();
+        // The roster's users as this device would trust them: the pinned ones, and
+        // the others as the directory names them now.
+        let mut scratch = TrustStore::new(roster.iter().filter_map(|m| self.trust.get(&m.user_id)));
+        let mut unpinned = Vec::new();
+        if !unknown.is_empty() {
+            let bundles = self.certificates_of(&unknown).await?;
+            let verified = verify_bundles(&bundles, &mut scratch, false, self.now());
+            self.report_refusals(&verified.refused);
+            unpinned = verified.newly_pinned;
+        }
+        check_roster_keys(roster, &scratch).map_err(|reason| Refusal::Refused {
+            claimed: None,
+            reason,
+        })?;
+        Ok(unpinned)
     }
 
     /// Devices an `EpochSwitch` adds mid-meeting: their certificates must prove their
@@ -300,7 +335,7 @@ impl Engine {
         {
             return Err(refuse(MessageRefusal::InviterNotOnRoster));
         }
-        self.check_roster(state.roster()).await?;
+        let unpinned = self.check_invitation_roster(state.roster()).await?;
         let participants = crate::client::client_core::meetings::participants(&state);
         let Some(from) = participants.iter().find(|p| p.device_id == from).cloned() else {
             return Err(refuse(MessageRefusal::InviterNotOnRoster));
@@ -320,7 +355,7 @@ impl Engine {
             return Ok(());
         }
         self.invitations
-            .insert(state, inviter, invitation.clone(), now);
+            .insert(state, inviter, invitation.clone(), unpinned, now);
         self.emit(ClientEvent::Invited(invitation));
         Ok(())
     }

@@ -13,7 +13,8 @@ use super::engine::{Engine, Entry, ms};
 use super::links::lose_room;
 use super::{Action, MeetingMedia, MeetingParts};
 use crate::client::directory::{
-    RefusalReason, RefusedDevice, TrustStore, roster_recipients, screen_bundles, verify_bundles,
+    Pin, RefusalReason, RefusedDevice, TrustStore, roster_recipients, screen_bundles,
+    verify_bundles,
 };
 use crate::client::error::ProtocolViolation;
 use crate::client::frames::{FrameBounds, frame_queue};
@@ -978,6 +979,22 @@ impl Engine {
             // It stopped ringing a moment ago; the expiry timer has not run yet.
             self.emit(ClientEvent::MissedCall(pending.invitation));
             return Err(ClientError::InvitationExpired);
+        }
+        // The roster's users this device had not pinned are pinned now, as the
+        // directory named them when the invitation arrived (its keys matched then).
+        for user in &pending.unpinned {
+            if self
+                .trust
+                .get(&user.user_id)
+                .is_some_and(|p| p.key != user.key)
+            {
+                return Err(ClientError::RosterKeyChanged(user.user_id));
+            }
+        }
+        for user in pending.unpinned {
+            if self.trust.pin(user.user_id, user.key) == Pin::New {
+                self.emit(ClientEvent::UserPinned(user));
+            }
         }
         let leader = pending.state.leader();
         let (entry, meeting) = self.new_entry(pending.state)?;

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 
 use crate::client::Invitation;
+use crate::identity::UserIdentity;
 use crate::meeting::MeetingId;
 use crate::meeting::rekey::MeetingState;
 use crate::{UnixMillis, UserId};
@@ -33,6 +34,10 @@ pub(crate) struct PendingInvite {
     pub(crate) from: UserId,
     /// What the app was told: it hears of it again as a missed call if it lapses.
     pub(crate) invitation: Invitation,
+    /// Roster users this device had not pinned, as the directory named them when the
+    /// invitation arrived (the roster's keys matched): pinned only if it is accepted,
+    /// so an invitation that is refused or lapses leaves the trust store as it was.
+    pub(crate) unpinned: Vec<UserIdentity>,
 }
 
 /// Why an invitation is not held.
@@ -79,6 +84,7 @@ impl Invitations {
         state: MeetingState,
         from: UserId,
         invitation: Invitation,
+        unpinned: Vec<UserIdentity>,
         now: UnixMillis,
     ) {
         let expires_at = UnixMillis(
@@ -94,6 +100,7 @@ impl Invitations {
                 expires_at,
                 from,
                 invitation,
+                unpinned,
             },
         );
     }
@@ -176,6 +183,7 @@ mod tests {
                 started(id),
                 user(1),
                 invitation(0, UnixMillis(u64::MAX)),
+                Vec::new(),
                 NOW,
             );
         }
@@ -196,7 +204,7 @@ mod tests {
             let from = user(n / 4);
             assert_eq!(invitations.admit(&from), Ok(()));
             let lapses = invitation(n, UnixMillis(u64::MAX));
-            invitations.insert(started(meeting_id(n)), from, lapses, NOW);
+            invitations.insert(started(meeting_id(n)), from, lapses, Vec::new(), NOW);
         }
         assert_eq!(
             invitations.admit(&user(200)),
@@ -208,9 +216,15 @@ mod tests {
     fn invitations_expire_at_their_deadline_or_after_the_longest_ring_at_most() {
         let mut invitations = Invitations::default();
         let soon = UnixMillis(NOW.0 + 60_000);
-        invitations.insert(started(meeting_id(1)), user(1), invitation(1, soon), NOW);
+        invitations.insert(
+            started(meeting_id(1)),
+            user(1),
+            invitation(1, soon),
+            Vec::new(),
+            NOW,
+        );
         let never = invitation(2, UnixMillis(u64::MAX));
-        invitations.insert(started(meeting_id(2)), user(1), never, NOW);
+        invitations.insert(started(meeting_id(2)), user(1), never, Vec::new(), NOW);
         assert_eq!(invitations.next_expiry(), Some(soon));
         assert!(invitations.purge(UnixMillis(soon.0 - 1)).is_empty());
         assert_eq!(ids(&invitations.purge(soon)), vec![meeting_id(1)]);
