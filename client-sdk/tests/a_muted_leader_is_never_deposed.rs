@@ -9,7 +9,7 @@
 
 use conclave_proto::Message as _;
 use conclave_proto::v1::{self, container_payload::Body};
-use conclave_sdk::client::{DeviceCredentials, MediaKind};
+use conclave_sdk::client::MediaKind;
 use conclave_testkit::hostile::deliver_forged;
 use conclave_testkit::prelude::*;
 use rand_core::{OsRng, RngCore};
@@ -35,17 +35,8 @@ fn entry(
 async fn an_early_rekey_does_not_depose_a_muted_leader() {
     let sfu = TestSfu::start_hostile(client_test_config()).await;
     let (alice, bob, carol) = (User::new("alice"), User::new("bob"), User::new("carol"));
-    let bob_creds = bob.credentials();
-    let bob_copy = DeviceCredentials::restore(
-        &bob.name,
-        bob_creds.user_public_key(),
-        bob_creds.certificate(),
-        &bob_creds.export_secrets(),
-        now(),
-    )
-    .unwrap();
     let a = alice.connect(&sfu).await;
-    let mut b = bob.connect_credentials(&sfu, bob_creds).await;
+    let (mut b, bob_copy) = bob.connect_keeping_a_copy(&sfu).await;
     let mut c = carol.connect(&sfu).await;
     let (meeting_a, _) = a
         .client

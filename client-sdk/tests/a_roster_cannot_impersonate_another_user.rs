@@ -9,7 +9,7 @@
 use conclave_proto::Message as _;
 use conclave_proto::v1::{self, container_payload::Body};
 use conclave_sdk::UserId;
-use conclave_sdk::client::{ClientEvent, DeviceCredentials};
+use conclave_sdk::client::ClientEvent;
 use conclave_testkit::hostile::deliver_forged;
 use conclave_testkit::prelude::*;
 use rand_core::{OsRng, RngCore};
@@ -26,16 +26,7 @@ async fn a_user_listing_her_device_under_another_users_id_is_refused() {
     let (ceo, mallory, victim) = (User::new("ceo"), User::new("mallory"), User::new("victim"));
     let _c = ceo.connect(&sfu).await;
     let mut v = victim.connect(&sfu).await;
-    let creds = mallory.credentials();
-    let copy = DeviceCredentials::restore(
-        &mallory.name,
-        creds.user_public_key(),
-        creds.certificate(),
-        &creds.export_secrets(),
-        now(),
-    )
-    .unwrap();
-    let m = mallory.connect_credentials(&sfu, creds).await;
+    let (m, copy) = mallory.connect_keeping_a_copy(&sfu).await;
 
     let roster = vec![
         v1::RosterEntry {

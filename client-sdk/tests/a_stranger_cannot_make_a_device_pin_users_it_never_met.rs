@@ -43,26 +43,55 @@ fn entry(user: &User, device: &Device, cert: v1::DeviceCertificate, index: u32) 
     }
 }
 
+/// A hostile server, Mallory (whose credentials the test keeps, to seal containers in
+/// her name), her victim and Carol, all connected.
+struct Cast {
+    sfu: TestSfu,
+    mallory: User,
+    victim: User,
+    carol: User,
+    m: Device,
+    copy: DeviceCredentials,
+    v: Device,
+    c: Device,
+}
+
+impl Cast {
+    async fn start() -> Self {
+        let sfu = TestSfu::start_hostile(client_test_config()).await;
+        let (mallory, victim, carol) = (
+            User::new("mallory"),
+            User::new("victim"),
+            User::new("carol"),
+        );
+        let c = carol.connect(&sfu).await;
+        let v = victim.connect(&sfu).await;
+        let (m, copy) = mallory.connect_keeping_a_copy(&sfu).await;
+        Cast {
+            sfu,
+            mallory,
+            victim,
+            carol,
+            m,
+            copy,
+            v,
+            c,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stranger_cannot_make_a_device_pin_users_it_never_met() {
-    let sfu = TestSfu::start_hostile(client_test_config()).await;
-    let (mallory, victim, carol) = (
-        User::new("mallory"),
-        User::new("victim"),
-        User::new("carol"),
-    );
-    let c = carol.connect(&sfu).await;
-    let mut v = victim.connect(&sfu).await;
-    let creds = mallory.credentials();
-    let copy = DeviceCredentials::restore(
-        &mallory.name,
-        creds.user_public_key(),
-        creds.certificate(),
-        &creds.export_secrets(),
-        now(),
-    )
-    .unwrap();
-    let m = mallory.connect_credentials(&sfu, creds).await;
+    let Cast {
+        sfu,
+        mallory,
+        victim,
+        carol,
+        m,
+        copy,
+        mut v,
+        c,
+    } = Cast::start().await;
 
     // Mallory claims Carol's device joined some meeting of hers.
     let switch = v1::ContainerPayload {
@@ -76,23 +105,7 @@ async fn a_stranger_cannot_make_a_device_pin_users_it_never_met() {
     deliver_forged(&sfu, &copy, &victim, v.id(), &switch);
     // Then an invitation of her own, which the victim shows: containers are processed
     // in order, so by then the switch was handled.
-    let mallory_cert = copy.certificate().clone();
-    let invite = v1::ContainerPayload {
-        body: Some(Body::MeetingInvite(v1::MeetingInvite {
-            meeting_id: random32(),
-            epoch: 0,
-            meeting_key: random32(),
-            media_kinds: vec![v1::MediaKind::Audio as i32],
-            roster: vec![
-                entry(&mallory, &m, mallory_cert, 0),
-                entry(&victim, &v, certificate(&sfu, &v), 1),
-            ],
-            key_leader_device_id: m.id().as_bytes().to_vec(),
-            expires_at_ms: now().0 + 3_600_000,
-            caller: None,
-        })),
-        ..Default::default()
-    };
+    let invite = invitation_with_carol(&sfu, &copy, (&mallory, &m), (&victim, &v), (&carol, &c));
     deliver_forged(&sfu, &copy, &victim, v.id(), &invite);
 
     let mut pinned = Vec::new();
@@ -165,24 +178,16 @@ async fn pinned_users(device: &Device) -> Vec<UserId> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invitation_pins_its_roster_only_when_accepted() {
-    let sfu = TestSfu::start_hostile(client_test_config()).await;
-    let (mallory, victim, carol) = (
-        User::new("mallory"),
-        User::new("victim"),
-        User::new("carol"),
-    );
-    let c = carol.connect(&sfu).await;
-    let mut v = victim.connect(&sfu).await;
-    let creds = mallory.credentials();
-    let copy = DeviceCredentials::restore(
-        &mallory.name,
-        creds.user_public_key(),
-        creds.certificate(),
-        &creds.export_secrets(),
-        now(),
-    )
-    .unwrap();
-    let m = mallory.connect_credentials(&sfu, creds).await;
+    let Cast {
+        sfu,
+        mallory,
+        victim,
+        carol,
+        m,
+        copy,
+        mut v,
+        c,
+    } = Cast::start().await;
 
     // Refused: Carol's key was checked, not pinned.
     let first = invitation_with_carol(&sfu, &copy, (&mallory, &m), (&victim, &v), (&carol, &c));

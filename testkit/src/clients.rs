@@ -64,6 +64,22 @@ impl User {
         Device::connect(sfu.client_config(), credentials).await
     }
 
+    /// Connects a new device and keeps a copy of its credentials, so that the test
+    /// can seal containers in that device's name (as an insider would) while the
+    /// device is connected (`hostile::deliver_forged`).
+    pub async fn connect_keeping_a_copy(&self, sfu: &TestSfu) -> (Device, DeviceCredentials) {
+        let credentials = self.credentials();
+        let copy = DeviceCredentials::restore(
+            &self.name,
+            credentials.user_public_key(),
+            credentials.certificate(),
+            &credentials.export_secrets(),
+            now(),
+        )
+        .expect("credentials restore from their own export");
+        (self.connect_credentials(sfu, credentials).await, copy)
+    }
+
     /// Connects a new device whose tasks run on `runtime` (shut that runtime down to
     /// make the device vanish without a word, as if its process died).
     pub async fn connect_on(

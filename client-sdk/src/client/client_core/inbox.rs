@@ -229,9 +229,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Looks up (and pins) the users of `roster` never seen before, then checks every
-    /// identity key the roster claims against the pinned one.
-    async fn check_roster(&mut self, roster: &Roster) -> Result<(), Refusal> {
+    /// The users of `roster` this device has not pinned, each once.
+    fn unpinned_users(&self, roster: &Roster) -> Vec<UserId> {
         let mut unknown: Vec<UserId> = roster
             .iter()
             .map(|m| m.user_id)
@@ -239,6 +238,13 @@ impl Engine {
             .collect();
         unknown.sort_unstable();
         unknown.dedup();
+        unknown
+    }
+
+    /// Looks up (and pins) the users of `roster` never seen before, then checks every
+    /// identity key the roster claims against the pinned one.
+    async fn check_roster(&mut self, roster: &Roster) -> Result<(), Refusal> {
+        let unknown = self.unpinned_users(roster);
         if !unknown.is_empty() {
             self.lookup_users(&unknown).await?;
         }
@@ -256,13 +262,7 @@ impl Engine {
         &mut self,
         roster: &Roster,
     ) -> Result<Vec<UserIdentity>, Refusal> {
-        let mut unknown: Vec<UserId> = roster
-            .iter()
-            .map(|m| m.user_id)
-            .filter(|u| self.trust.get(u).is_none())
-            .collect();
-        unknown.sort_unstable();
-        unknown.dedup();
+        let unknown = self.unpinned_users(roster);
         // The roster's users as this device would trust them: the pinned ones, and
         // the others as the directory names them now.
         let mut scratch = TrustStore::new(roster.iter().filter_map(|m| self.trust.get(&m.user_id)));
