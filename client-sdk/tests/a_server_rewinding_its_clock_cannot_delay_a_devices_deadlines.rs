@@ -3,9 +3,10 @@
 //! server times (switching to a new epoch, dropping an old epoch's key, asking for a
 //! withheld key, an invitation's ring deadline), so before, every pending deadline
 //! moved a day out: a device could be kept sending on an epoch key that a removed
-//! participant holds. The device now keeps the server's earlier time (its view of the
-//! server's clock never runs backwards). Seen here through the simplest such deadline:
-//! an unanswered invitation stops ringing on time.
+//! participant holds. Now the server's time seen by the device has a floor on its
+//! monotonic clock (the furthest reading, run on, less 5 s), so a deadline moves out
+//! by 5 s at most. Seen here through the simplest such deadline: an unanswered
+//! invitation still stops ringing (5 s late at most), not a day later.
 
 #![allow(clippy::unwrap_used)]
 

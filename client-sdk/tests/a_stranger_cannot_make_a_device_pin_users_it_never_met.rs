@@ -216,3 +216,65 @@ async fn an_invitation_pins_its_roster_only_when_accepted() {
     assert!(matches!(told, ClientEvent::UserPinned(_)));
     assert!(pinned_users(&v).await.contains(&carol.id()));
 }
+
+/// The inviter itself (the key leader of the invitation) adds Carol to the meeting
+/// while the invitation still rings: Carol is checked, and pinned only on accept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inviters_joiners_are_pinned_only_when_the_invitation_is_accepted() {
+    let Cast {
+        sfu,
+        mallory,
+        victim,
+        carol,
+        m,
+        copy,
+        mut v,
+        c,
+    } = Cast::start().await;
+    let meeting_id = random32();
+    let invite = v1::ContainerPayload {
+        body: Some(Body::MeetingInvite(v1::MeetingInvite {
+            meeting_id: meeting_id.clone(),
+            epoch: 0,
+            meeting_key: random32(),
+            media_kinds: vec![v1::MediaKind::Audio as i32],
+            roster: vec![
+                entry(&mallory, &m, copy.certificate().clone(), 0),
+                entry(&victim, &v, certificate(&sfu, &v), 1),
+            ],
+            key_leader_device_id: m.id().as_bytes().to_vec(),
+            expires_at_ms: now().0 + 3_600_000,
+            caller: None,
+        })),
+        ..Default::default()
+    };
+    deliver_forged(&sfu, &copy, &victim, v.id(), &invite);
+    let (invitation, _) = next_invitation(&mut v).await;
+    let switch = v1::ContainerPayload {
+        body: Some(Body::EpochSwitch(v1::EpochSwitch {
+            meeting_id,
+            epoch: 1,
+            joined: vec![entry(&carol, &c, certificate(&sfu, &c), 2)],
+        })),
+        ..Default::default()
+    };
+    deliver_forged(&sfu, &copy, &victim, v.id(), &switch);
+    // A second invitation marks the point where the switch was handled.
+    let marker = invitation_with_carol(&sfu, &copy, (&mallory, &m), (&victim, &v), (&carol, &c));
+    deliver_forged(&sfu, &copy, &victim, v.id(), &marker);
+    let (_, pinned) = next_invitation(&mut v).await;
+    assert!(
+        !pinned.contains(&carol.id()),
+        "pinned Carol before accepting"
+    );
+    assert!(!pinned_users(&v).await.contains(&carol.id()));
+
+    tokio::time::timeout(WAIT, v.client.accept(&invitation, &[MediaKind::Audio]))
+        .await
+        .expect("the client answers")
+        .unwrap();
+    assert!(
+        pinned_users(&v).await.contains(&carol.id()),
+        "Carol joined the accepted meeting: pinned now"
+    );
+}

@@ -9,6 +9,7 @@ use conclave_proto::v1::{self, ErrorCode, client_frame::Request, response};
 use super::Action;
 use super::engine::{Engine, Link, ms};
 use super::port::Input;
+use crate::client::protocol::clock::REWIND_TOLERANCE_MS;
 use crate::client::{ClientError, ClientEvent, DisconnectReason};
 use crate::meeting::MeetingId;
 use crate::transport::TransportError;
@@ -84,24 +85,27 @@ impl Engine {
     ) -> Result<(), ClientError> {
         let (hello, signature) = self.hello(conn, &tls_binding).await?;
         let max_offset_ms = ms(self.config.max_clock_offset);
-        let resync = self
-            .clock
-            .resync(hello.server_time_ms, self.local_ms(), max_offset_ms);
-        if resync.behind_ms > 0 {
+        let synced = self.clock.sync(
+            hello.server_time_ms,
+            self.local_ms(),
+            self.mono_ms(),
+            max_offset_ms,
+        );
+        if synced.behind_ms > REWIND_TOLERANCE_MS {
             tracing::warn!(
                 server_ms = hello.server_time_ms,
-                behind_ms = resync.behind_ms,
-                "the server's clock is behind what it said before; keeping the earlier time (time here never runs backwards, so no deadline moves out)"
+                behind_ms = synced.behind_ms,
+                "the server's clock is behind what it said before; the time here moves back by the tolerance at most, so no deadline moves out further"
             );
         }
-        if resync.clamped {
+        if synced.clamped {
             tracing::warn!(
                 server_ms = hello.server_time_ms,
                 max_offset_ms,
                 "the server's clock is further from this device's than allowed; using the bound (check this device's clock, or distrust the server)"
             );
         }
-        self.clock = resync.clock;
+        self.clock = synced.clock;
         let authenticate = Request::Authenticate(v1::Authenticate {
             device_id: self.creds.device_id().as_bytes().to_vec(),
             auth_signature: signature.clone(),

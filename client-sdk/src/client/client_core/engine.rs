@@ -253,7 +253,7 @@ impl Engine {
 
     /// The server's time now.
     pub(super) fn now(&self) -> UnixMillis {
-        self.clock.at(self.local_ms())
+        self.clock.at(self.local_ms(), self.mono_ms())
     }
 
     /// The local instant at which the server's clock reads `at`.

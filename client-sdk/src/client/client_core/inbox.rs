@@ -132,7 +132,7 @@ impl Engine {
             && !switch.joined.is_empty()
             && from_leader
         {
-            self.check_joiners(&switch.joined)
+            self.check_joiners(meeting, &switch.joined)
                 .await
                 .map_err(|e| match e {
                     Refusal::Refused { reason, .. } => refused(Some(claimed), reason),
@@ -144,7 +144,7 @@ impl Engine {
             && from_leader
         {
             // A resend may list devices that joined since: prove them like joiners.
-            self.check_joiners(&rekey.roster)
+            self.check_joiners(meeting, &rekey.roster)
                 .await
                 .map_err(|e| match e {
                     Refusal::Refused { reason, .. } => refused(Some(claimed), reason),
@@ -255,17 +255,28 @@ impl Engine {
     }
 
     /// Checks an invitation's `roster` like [`Self::check_roster`] without pinning: the
-    /// users never seen before are looked up and the roster's keys checked against the
-    /// directory's answer; those users are returned, to be pinned if the invitation is
-    /// accepted. An invitation refused or left to lapse pins nobody.
+    /// users neither pinned nor in `known` (users of the same invitation checked
+    /// before) are looked up and the roster's keys checked against the directory's
+    /// answer; those users are returned, to be pinned if the invitation is accepted. An
+    /// invitation refused or left to lapse pins nobody.
     async fn check_invitation_roster(
         &mut self,
         roster: &Roster,
+        known: &[UserIdentity],
     ) -> Result<Vec<UserIdentity>, Refusal> {
-        let unknown = self.unpinned_users(roster);
-        // The roster's users as this device would trust them: the pinned ones, and
-        // the others as the directory names them now.
-        let mut scratch = TrustStore::new(roster.iter().filter_map(|m| self.trust.get(&m.user_id)));
+        let unknown: Vec<UserId> = self
+            .unpinned_users(roster)
+            .into_iter()
+            .filter(|u| known.iter().all(|k| k.user_id != *u))
+            .collect();
+        // The roster's users as this device would trust them: the pinned ones, those
+        // of the invitation checked before, and the others as the directory names them.
+        let mut scratch = TrustStore::new(
+            roster
+                .iter()
+                .filter_map(|m| self.trust.get(&m.user_id))
+                .chain(known.iter().copied()),
+        );
         let mut unpinned = Vec::new();
         if !unknown.is_empty() {
             let bundles = self.certificates_of(&unknown).await?;
@@ -280,16 +291,31 @@ impl Engine {
         Ok(unpinned)
     }
 
-    /// Devices an `EpochSwitch` adds mid-meeting: their certificates must prove their
-    /// users, under keys this device pinned.
-    async fn check_joiners(&mut self, joined: &[v1::RosterEntry]) -> Result<(), Refusal> {
+    /// Devices an `EpochSwitch` (or a resent Rekey) adds to `meeting`: their
+    /// certificates must prove their users, under keys this device pinned, or, while
+    /// `meeting` is only an invitation, under the keys it would pin on accepting.
+    async fn check_joiners(
+        &mut self,
+        meeting: MeetingId,
+        joined: &[v1::RosterEntry],
+    ) -> Result<(), Refusal> {
         let now = self.now();
         let roster =
             Roster::from_proto(joined, &Roster::default(), now).map_err(|e| Refusal::Refused {
                 claimed: None,
                 reason: MessageRefusal::BadRoster(e),
             })?;
-        self.check_roster(&roster).await
+        if self.meetings.contains_key(&meeting) {
+            return self.check_roster(&roster).await;
+        }
+        let Some(known) = self.invitations.get(&meeting).map(|p| p.unpinned.clone()) else {
+            return Ok(());
+        };
+        let new = self.check_invitation_roster(&roster, &known).await?;
+        if let Some(pending) = self.invitations.get_mut(&meeting) {
+            pending.unpinned.extend(new);
+        }
+        Ok(())
     }
 
     /// An invitation from `sender` (whose certificate the container layer verified
@@ -335,7 +361,7 @@ impl Engine {
         {
             return Err(refuse(MessageRefusal::InviterNotOnRoster));
         }
-        let unpinned = self.check_invitation_roster(state.roster()).await?;
+        let unpinned = self.check_invitation_roster(state.roster(), &[]).await?;
         let participants = crate::client::client_core::meetings::participants(&state);
         let Some(from) = participants.iter().find(|p| p.device_id == from).cloned() else {
             return Err(refuse(MessageRefusal::InviterNotOnRoster));

@@ -968,6 +968,16 @@ impl Engine {
         media_kinds: &[MediaKind],
     ) -> Result<MeetingParts, ClientError> {
         self.fail_if_closed()?;
+        // A participant pinned to another key since the invitation arrived: it stays
+        // pending (the app may still reject it, or let it ring out).
+        let pending = self.invitations.get(&id).ok_or(ClientError::NoInvitation)?;
+        if let Some(changed) = pending.unpinned.iter().find(|user| {
+            self.trust
+                .get(&user.user_id)
+                .is_some_and(|pinned| pinned.key != user.key)
+        }) {
+            return Err(ClientError::RosterKeyChanged(changed.user_id));
+        }
         let pending = self
             .invitations
             .remove(&id)
@@ -981,17 +991,16 @@ impl Engine {
             return Err(ClientError::InvitationExpired);
         }
         // The roster's users this device had not pinned are pinned now, as the
-        // directory named them when the invitation arrived (its keys matched then).
-        for user in &pending.unpinned {
-            if self
-                .trust
-                .get(&user.user_id)
-                .is_some_and(|p| p.key != user.key)
-            {
-                return Err(ClientError::RosterKeyChanged(user.user_id));
-            }
-        }
-        for user in pending.unpinned {
+        // directory named them when the invitation arrived (its keys matched then),
+        // but for those a Rekey removed meanwhile.
+        let roster = pending.state.roster();
+        let still_in: Vec<crate::identity::UserIdentity> = pending
+            .unpinned
+            .iter()
+            .filter(|user| roster.iter().any(|m| m.user_id == user.user_id))
+            .copied()
+            .collect();
+        for user in still_in {
             if self.trust.pin(user.user_id, user.key) == Pin::New {
                 self.emit(ClientEvent::UserPinned(user));
             }

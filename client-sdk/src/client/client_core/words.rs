@@ -13,7 +13,7 @@ use super::ConnectionId;
 use super::engine::{Engine, Entry};
 use crate::DeviceId;
 use crate::client::MeetingEvent;
-use crate::meeting::MeetingId;
+use crate::meeting::{Epoch, MeetingId};
 use crate::safety::SafetyWords;
 use crate::safety::round::SasRound;
 
@@ -202,8 +202,13 @@ impl Engine {
         {
             // A round this device has not started yet (its epoch is settling here, or
             // this device has not switched yet).
-            let sending = entry.state.sending_epoch().get();
-            entry.sas_early.keep(step, sending);
+            let newest = entry
+                .state
+                .epochs()
+                .map(Epoch::get)
+                .max()
+                .unwrap_or_else(|| entry.state.sending_epoch().get());
+            entry.sas_early.keep(step, newest.saturating_add(1));
         } else {
             tracing::debug!(
                 epoch = step.epoch,

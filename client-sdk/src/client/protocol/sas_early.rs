@@ -13,11 +13,6 @@ use conclave_proto::v1;
 
 /// Most early messages kept (two per device of the largest meetings, with room).
 pub(crate) const MAX_EARLY_MESSAGES: usize = 1_024;
-/// How far above this device's sending epoch an early message's epoch may be. A burst
-/// of rekeys moves a meeting a few epochs at a time; a message from further ahead is
-/// dropped (before, one message claiming epoch `u64::MAX`, from any room member or
-/// the server, made the buffer refuse every real early message for good).
-pub(crate) const MAX_EPOCHS_AHEAD: u64 = 8;
 
 /// The early messages of one future epoch.
 #[derive(Debug, Default)]
@@ -28,11 +23,16 @@ pub(crate) struct EarlyRoundMessages {
 
 impl EarlyRoundMessages {
     /// Keeps `message`, whose epoch is above the epoch of the round running here (if
-    /// any) and not below this device's sending epoch `sending` (the caller checks
-    /// both), and at most [`MAX_EPOCHS_AHEAD`] above `sending`.
-    /// A newer epoch replaces the one kept. Returns whether it was kept.
-    pub(crate) fn keep(&mut self, message: v1::SasRoundMessage, sending: u64) -> bool {
-        if message.epoch < self.epoch || message.epoch > sending.saturating_add(MAX_EPOCHS_AHEAD) {
+    /// any) and not below this device's sending epoch (the caller checks both), if its
+    /// epoch is at most `max_epoch`: one past the newest epoch whose key this device
+    /// holds (its Rekey may not have arrived yet), no further. A newer epoch replaces
+    /// the one kept. Returns whether it was kept.
+    ///
+    /// The bound is what stops an unverified message from far ahead (`u64::MAX`, from
+    /// any room member or the server) taking the buffer: before, one did for good, and
+    /// every real early message was dropped.
+    pub(crate) fn keep(&mut self, message: v1::SasRoundMessage, max_epoch: u64) -> bool {
+        if message.epoch < self.epoch || message.epoch > max_epoch {
             return false;
         }
         if message.epoch > self.epoch {
@@ -90,9 +90,9 @@ mod tests {
     #[test]
     fn messages_of_the_epoch_kept_are_handed_over_once_in_arrival_order() {
         let mut early = EarlyRoundMessages::default();
-        assert!(early.keep(msg(4, 1, false), 4));
-        assert!(early.keep(msg(4, 2, false), 4));
-        assert!(early.keep(msg(4, 1, true), 4));
+        assert!(early.keep(msg(4, 1, false), 12));
+        assert!(early.keep(msg(4, 2, false), 12));
+        assert!(early.keep(msg(4, 1, true), 12));
         let taken = early.take(4);
         assert_eq!(
             taken,
@@ -104,9 +104,9 @@ mod tests {
     #[test]
     fn a_newer_epoch_replaces_the_one_kept_and_older_ones_are_dropped() {
         let mut early = EarlyRoundMessages::default();
-        assert!(early.keep(msg(4, 1, false), 4));
-        assert!(early.keep(msg(5, 2, false), 4));
-        assert!(!early.keep(msg(4, 3, false), 4));
+        assert!(early.keep(msg(4, 1, false), 12));
+        assert!(early.keep(msg(5, 2, false), 12));
+        assert!(!early.keep(msg(4, 3, false), 12));
         assert_eq!(early.len(), 1);
         // Taking another epoch's messages drops them.
         assert!(early.take(4).is_empty());
@@ -116,29 +116,29 @@ mod tests {
     #[test]
     fn resends_are_kept_once_and_the_count_is_bounded() {
         let mut early = EarlyRoundMessages::default();
-        assert!(early.keep(msg(4, 1, false), 4));
-        assert!(!early.keep(msg(4, 1, false), 4));
+        assert!(early.keep(msg(4, 1, false), 12));
+        assert!(!early.keep(msg(4, 1, false), 12));
         for i in 0..MAX_EARLY_MESSAGES {
             let mut m = msg(4, 0, false);
             m.device_id = (i as u64).to_be_bytes().repeat(2);
-            early.keep(m, 4);
+            early.keep(m, 12);
         }
         assert_eq!(early.len(), MAX_EARLY_MESSAGES);
-        assert!(!early.keep(msg(4, 9, true), 4));
+        assert!(!early.keep(msg(4, 9, true), 12));
     }
 
     #[test]
     fn a_message_from_far_ahead_is_dropped_and_cannot_lock_the_buffer() {
         let mut early = EarlyRoundMessages::default();
-        assert!(!early.keep(msg(u64::MAX, 1, false), 4));
-        assert!(!early.keep(msg(4 + MAX_EPOCHS_AHEAD + 1, 1, false), 4));
-        assert!(early.keep(msg(5, 2, false), 4));
-        // The highest epoch allowed replaces 5; once its round is taken (or another
-        // epoch's), lower epochs are kept again.
-        assert!(early.keep(msg(4 + MAX_EPOCHS_AHEAD, 3, false), 4));
-        assert!(!early.keep(msg(6, 4, false), 5));
-        assert!(early.take(6).is_empty());
-        assert!(early.keep(msg(7, 4, false), 6));
-        assert_eq!(early.take(7), vec![msg(7, 4, false)]);
+        // Holding keys up to epoch 4: early messages up to epoch 5.
+        assert!(!early.keep(msg(u64::MAX, 1, false), 5));
+        assert!(!early.keep(msg(6, 1, false), 5));
+        assert!(early.keep(msg(5, 2, false), 5));
+        // Once a round takes the messages (or another epoch's), the buffer starts over.
+        assert_eq!(early.take(5).len(), 1);
+        assert!(early.keep(msg(6, 4, false), 6));
+        assert!(early.take(7).is_empty());
+        assert!(early.keep(msg(6, 4, false), 6));
+        assert_eq!(early.take(6), vec![msg(6, 4, false)]);
     }
 }

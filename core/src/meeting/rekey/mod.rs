@@ -1198,12 +1198,15 @@ impl MeetingState {
             .map_err(|_| RekeyError::BadKey)?;
         self.keys.insert(Epoch(r.epoch), key);
         // A pending Rekey this one replaces never became the sending epoch here: its key
-        // goes after the grace, like an old epoch's (devices that switched to it still
-        // have that long to be heard). Before, it stayed for good, so a key leader
-        // sending a Rekey faster than the switch deadline grew the keys held without
-        // bound.
+        // goes when an old epoch's would if this device switched at the new deadline
+        // (devices that did switch to it are heard until they switch on). Before, it
+        // stayed until the next switch, so a key leader sending Rekeys faster than the
+        // switch deadline grew the keys held without bound.
         if let Some(replaced) = self.pending.as_ref().map(|p| p.epoch) {
-            let at = now.0.saturating_add(ms(self.config.grace));
+            let at = now
+                .0
+                .saturating_add(ms(self.config.switch_deadline))
+                .saturating_add(ms(self.config.grace));
             self.drops.entry(replaced).or_insert(at);
         }
         self.pending = Some(Pending {
