@@ -17,7 +17,7 @@ use conclave_proto::Message as _;
 use conclave_proto::v1::{self, container_payload::Body};
 use conclave_sdk::UserId;
 use conclave_sdk::client::{ClientEvent, DeviceCredentials, Invitation, MediaKind};
-use conclave_testkit::hostile::deliver_forged;
+use conclave_testkit::hostile::{Forged, deliver_forged, deliver_sealed_by};
 use conclave_testkit::prelude::*;
 use rand_core::{OsRng, RngCore};
 
@@ -277,4 +277,39 @@ async fn an_inviters_joiners_are_pinned_only_when_the_invitation_is_accepted() {
         pinned_users(&v).await.contains(&carol.id()),
         "Carol joined the accepted meeting: pinned now"
     );
+}
+
+/// A container that claims to come from Carol but was sealed by a device she never
+/// certified does not open, and pins nobody. Before, the claimed sender was looked up
+/// and pinned before the container was opened, so anyone who could deliver a container
+/// made the device pin any existing user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_that_does_not_open_pins_nobody() {
+    let Cast {
+        sfu,
+        mallory,
+        victim,
+        carol,
+        m,
+        copy,
+        mut v,
+        c,
+    } = Cast::start().await;
+    let fake_carol = Forged::device_of(carol.id(), None);
+    let leave = v1::ContainerPayload {
+        body: Some(Body::Leave(v1::Leave {
+            meeting_id: random32(),
+            epoch: 1,
+        })),
+        ..Default::default()
+    };
+    deliver_sealed_by(&sfu, &fake_carol.device, &victim, v.id(), &leave);
+    let marker = invitation_with_carol(&sfu, &copy, (&mallory, &m), (&victim, &v), (&carol, &c));
+    deliver_forged(&sfu, &copy, &victim, v.id(), &marker);
+    let (_, pinned) = next_invitation(&mut v).await;
+    assert!(
+        !pinned.contains(&carol.id()),
+        "a container claiming Carol that did not open pinned her"
+    );
+    assert!(!pinned_users(&v).await.contains(&carol.id()));
 }

@@ -169,6 +169,18 @@ pub fn deliver_forged(
     device: DeviceId,
     payload: &v1::ContainerPayload,
 ) {
+    deliver_sealed_by(sfu, sender.device(), user, device, payload);
+}
+
+/// [`deliver_forged`] from any device identity, e.g. a [`Forged`] one whose
+/// certificate its claimed user never signed.
+pub fn deliver_sealed_by(
+    sfu: &TestSfu,
+    sender: &DeviceIdentity,
+    user: &User,
+    device: DeviceId,
+    payload: &v1::ContainerPayload,
+) {
     let id = *device.as_bytes();
     let record = sfu
         .store
@@ -187,15 +199,8 @@ pub fn deliver_forged(
     let prekey = v1::SignedPrekey::decode(signed.as_slice()).expect("a stored prekey");
     let prekey = VerifiedPrekey::verify(&prekey, &verified, now()).expect("it verifies");
     let recipient = Recipient::new(verified, prekey).expect("a recipient");
-    let sealed = container::seal(
-        sender.device(),
-        &[recipient],
-        payload,
-        now(),
-        60_000,
-        &mut OsRng,
-    )
-    .expect("seal");
+    let sealed =
+        container::seal(sender, &[recipient], payload, now(), 60_000, &mut OsRng).expect("seal");
     assert!(sfu.adversary().inject(
         &id,
         v1::event::Event::Mailbox(v1::MailboxDelivery {

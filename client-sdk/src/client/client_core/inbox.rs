@@ -6,7 +6,7 @@ use conclave_proto::v1::{self, client_frame::Request, container_payload::Body};
 
 use super::ConnectionId;
 use super::engine::{Engine, ms};
-use crate::client::directory::{TrustStore, check_roster_keys, verify_bundles};
+use crate::client::directory::{Pin, TrustStore, check_roster_keys, verify_bundles};
 use crate::client::lookups::LookupDecision;
 use crate::client::protocol::invitations::InvitationRefused;
 use crate::client::{
@@ -78,7 +78,7 @@ impl Engine {
         let sealed = SealedContainer::decode(bytes)
             .map_err(|e| refused(None, MessageRefusal::Undecodable(e)))?;
         let claimed = sealed.claimed_sender();
-        let sender = self.identity_of(claimed).await?;
+        let (sender, first_seen) = self.identity_of(claimed).await?;
         let now = self.now();
         let opened = sealed
             .open(
@@ -93,6 +93,11 @@ impl Engine {
                 e => refused(Some(claimed), MessageRefusal::Unopenable(e)),
             })?;
         self.acks.prekey_consumed();
+        // A sender seen for the first time is pinned only now that its container
+        // opened under the key the directory gave for it.
+        if first_seen && self.trust.pin(sender.user_id, sender.key) == Pin::New {
+            self.emit(ClientEvent::UserPinned(sender));
+        }
         let from = opened.sender().device_id();
         let recipients = opened.recipients().to_vec();
         let payload = opened.payload();
@@ -164,14 +169,15 @@ impl Engine {
             .or_else(|| self.invitations.get(id).map(|p| p.state.leader()))
     }
 
-    /// The trusted identity of `user`: pinned, or looked up in the directory and pinned
-    /// on first use. Lookups for unknown senders are bounded (review M8): a user the
-    /// directory recently did not know is refused without asking again, and a flood of
-    /// made-up senders leaves containers in the mailbox for later rather than spending
-    /// this device's request budget.
-    async fn identity_of(&mut self, user: UserId) -> Result<UserIdentity, Refusal> {
+    /// The identity of a container's claimed sender `user`: pinned (`false`), or as
+    /// the directory names it (`true`: to be pinned if the container opens, so a
+    /// container that does not open pins nobody). Lookups for unknown senders are
+    /// bounded (review M8): a user the directory recently did not know is refused
+    /// without asking again, and a flood of made-up senders leaves containers in the
+    /// mailbox for later rather than spending this device's request budget.
+    async fn identity_of(&mut self, user: UserId) -> Result<(UserIdentity, bool), Refusal> {
         if let Some(known) = self.trust.get(&user) {
-            return Ok(known);
+            return Ok((known, false));
         }
         let mono = self.mono_ms();
         match self.sender_lookups.decide(&user, mono) {
@@ -187,11 +193,14 @@ impl Engine {
                 return Err(Refusal::Later);
             }
         }
-        self.lookup_users(&[user]).await?;
-        match self.trust.get(&user) {
-            Some(known) => {
+        let bundles = self.certificates_of(&[user]).await?;
+        let mut named = TrustStore::default();
+        let verified = verify_bundles(&bundles, &mut named, false, self.now());
+        self.report_refusals(&verified.refused);
+        match named.get(&user) {
+            Some(found) => {
                 self.sender_lookups.found(&user);
-                Ok(known)
+                Ok((found, true))
             }
             None => {
                 self.sender_lookups.not_found(user, self.mono_ms());
