@@ -11,13 +11,15 @@
 //! when the invitation arrives, but pinned only if it is accepted, so invitations that
 //! are refused or left to ring out leave the trust store as it was.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use conclave_proto::Message as _;
 use conclave_proto::v1::{self, container_payload::Body};
 use conclave_sdk::UserId;
-use conclave_sdk::client::{ClientEvent, DeviceCredentials, Invitation, MediaKind};
-use conclave_testkit::hostile::{Forged, deliver_forged, deliver_sealed_by};
+use conclave_sdk::client::{ClientError, ClientEvent, DeviceCredentials, Invitation, MediaKind};
+use conclave_testkit::hostile::{
+    Forged, deliver_forged, deliver_sealed_by, rewrite_bundles, shared,
+};
 use conclave_testkit::prelude::*;
 use rand_core::{OsRng, RngCore};
 
@@ -312,4 +314,60 @@ async fn a_container_that_does_not_open_pins_nobody() {
         "a container claiming Carol that did not open pinned her"
     );
     assert!(!pinned_users(&v).await.contains(&carol.id()));
+}
+
+/// Between an invitation's arrival (Carol's key checked against the directory's
+/// answer, not pinned) and its acceptance, the directory answers an explicit lookup of
+/// Carol with another key, which the device pins (trust on first use). Accepting then
+/// fails with `RosterKeyChanged` and leaves the invitation pending, to be rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_pinned_to_another_key_meanwhile_stops_the_accept() {
+    let Cast {
+        sfu,
+        mallory,
+        victim,
+        carol,
+        m,
+        copy,
+        mut v,
+        c,
+    } = Cast::start().await;
+    let invite = invitation_with_carol(&sfu, &copy, (&mallory, &m), (&victim, &v), (&carol, &c));
+    deliver_forged(&sfu, &copy, &victim, v.id(), &invite);
+    let (invitation, _) = next_invitation(&mut v).await;
+
+    // From now on the directory names Carol under a key it made up.
+    let fake_carol = shared(Forged::device_of(carol.id(), None));
+    let carol_id = *carol.id().as_bytes();
+    rewrite_bundles(sfu.adversary(), v.id(), move |bundles| {
+        for user in &mut bundles.users {
+            if user.user_id == carol_id {
+                *user = fake_carol.lock().unwrap().user_bundle();
+            }
+        }
+    });
+    // The app calls Carol: the directory's answer is pinned.
+    let _ = tokio::time::timeout(
+        WAIT,
+        v.client.start_meeting(&[carol.id()], &[MediaKind::Audio]),
+    )
+    .await
+    .expect("the client answers");
+    assert!(pinned_users(&v).await.contains(&carol.id()));
+
+    let refused = tokio::time::timeout(WAIT, v.client.accept(&invitation, &[MediaKind::Audio]))
+        .await
+        .expect("the client answers");
+    match refused {
+        Err(ClientError::RosterKeyChanged(user)) => assert_eq!(user, carol.id()),
+        other => panic!(
+            "accepted despite Carol's changed key: {:?}",
+            other.map(|_| ())
+        ),
+    }
+    // Still pending: it can be rejected.
+    tokio::time::timeout(WAIT, v.client.reject(&invitation))
+        .await
+        .expect("the client answers")
+        .unwrap();
 }
