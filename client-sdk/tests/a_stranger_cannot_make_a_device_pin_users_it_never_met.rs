@@ -80,78 +80,45 @@ impl Cast {
             c,
         }
     }
-}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stranger_cannot_make_a_device_pin_users_it_never_met() {
-    let Cast {
-        sfu,
-        mallory,
-        victim,
-        carol,
-        m,
-        copy,
-        mut v,
-        c,
-    } = Cast::start().await;
-
-    // Mallory claims Carol's device joined some meeting of hers.
-    let switch = v1::ContainerPayload {
-        body: Some(Body::EpochSwitch(v1::EpochSwitch {
-            meeting_id: random32(),
-            epoch: 2,
-            joined: vec![entry(&carol, &c, certificate(&sfu, &c), 2)],
-        })),
-        ..Default::default()
-    };
-    deliver_forged(&sfu, &copy, &victim, v.id(), &switch);
-    // Then an invitation of her own, which the victim shows: containers are processed
-    // in order, so by then the switch was handled.
-    let invite = invitation_with_carol(&sfu, &copy, (&mallory, &m), (&victim, &v), (&carol, &c));
-    deliver_forged(&sfu, &copy, &victim, v.id(), &invite);
-
-    let mut pinned = Vec::new();
-    while let ClientEvent::UserPinned(user) = v
-        .wait_for(|e| matches!(e, ClientEvent::Invited(_) | ClientEvent::UserPinned(_)))
-        .await
-    {
-        pinned.push(user.user_id);
+    /// Carol's device as a roster lists it (with the certificate the directory holds).
+    fn carol_entry(&self, index: u32) -> v1::RosterEntry {
+        entry(&self.carol, &self.c, certificate(&self.sfu, &self.c), index)
     }
-    assert!(
-        !pinned.contains(&carol.id()),
-        "the victim pinned Carol, whom it never asked about"
-    );
-    assert!(
-        pinned.contains(&mallory.id()),
-        "the sender is looked up to open its containers"
-    );
-}
 
-/// An invitation from `m` (Mallory, sealed with her credentials `copy`) to the victim
-/// `v`, whose roster also lists Carol's device `c`.
-fn invitation_with_carol(
-    sfu: &TestSfu,
-    copy: &DeviceCredentials,
-    (mallory, m): (&User, &Device),
-    (victim, v): (&User, &Device),
-    (carol, c): (&User, &Device),
-) -> v1::ContainerPayload {
-    v1::ContainerPayload {
-        body: Some(Body::MeetingInvite(v1::MeetingInvite {
-            meeting_id: random32(),
-            epoch: 0,
-            meeting_key: random32(),
-            media_kinds: vec![v1::MediaKind::Audio as i32],
-            roster: vec![
-                entry(mallory, m, copy.certificate().clone(), 0),
-                entry(victim, v, certificate(sfu, v), 1),
-                entry(carol, c, certificate(sfu, c), 2),
-            ],
-            key_leader_device_id: m.id().as_bytes().to_vec(),
-            expires_at_ms: now().0 + 3_600_000,
-            caller: None,
-        })),
-        ..Default::default()
+    /// An invitation from Mallory to the victim for meeting `meeting_id`; its roster
+    /// also lists Carol's device if `with_carol`.
+    fn invitation(&self, meeting_id: Vec<u8>, with_carol: bool) -> v1::ContainerPayload {
+        let mut roster = vec![
+            entry(&self.mallory, &self.m, self.copy.certificate().clone(), 0),
+            entry(&self.victim, &self.v, certificate(&self.sfu, &self.v), 1),
+        ];
+        if with_carol {
+            roster.push(self.carol_entry(2));
+        }
+        v1::ContainerPayload {
+            body: Some(Body::MeetingInvite(v1::MeetingInvite {
+                meeting_id,
+                epoch: 0,
+                meeting_key: random32(),
+                media_kinds: vec![v1::MediaKind::Audio as i32],
+                roster,
+                key_leader_device_id: self.m.id().as_bytes().to_vec(),
+                expires_at_ms: now().0 + 3_600_000,
+                caller: None,
+            })),
+            ..Default::default()
+        }
+    }
+
+    /// Seals `payload` from Mallory's device to the victim's and delivers it.
+    fn mallory_sends(&self, payload: &v1::ContainerPayload) {
+        deliver_forged(&self.sfu, &self.copy, &self.victim, self.v.id(), payload);
+    }
+
+    /// Mallory invites the victim to a new meeting whose roster lists Carol too.
+    fn invite_with_carol(&self) {
+        self.mallory_sends(&self.invitation(random32(), true));
     }
 }
 
@@ -179,104 +146,95 @@ async fn pinned_users(device: &Device) -> Vec<UserId> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_cannot_make_a_device_pin_users_it_never_met() {
+    let mut cast = Cast::start().await;
+
+    // Mallory claims Carol's device joined some meeting of hers.
+    cast.mallory_sends(&v1::ContainerPayload {
+        body: Some(Body::EpochSwitch(v1::EpochSwitch {
+            meeting_id: random32(),
+            epoch: 2,
+            joined: vec![cast.carol_entry(2)],
+        })),
+        ..Default::default()
+    });
+    // Then an invitation of her own, which the victim shows: containers are processed
+    // in order, so by then the switch was handled.
+    cast.invite_with_carol();
+
+    let (_, pinned) = next_invitation(&mut cast.v).await;
+    assert!(
+        !pinned.contains(&cast.carol.id()),
+        "the victim pinned Carol, whom it never asked about"
+    );
+    assert!(
+        pinned.contains(&cast.mallory.id()),
+        "the sender is looked up to open its containers"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invitation_pins_its_roster_only_when_accepted() {
-    let Cast {
-        sfu,
-        mallory,
-        victim,
-        carol,
-        m,
-        copy,
-        mut v,
-        c,
-    } = Cast::start().await;
+    let mut cast = Cast::start().await;
+    let carol = cast.carol.id();
 
     // Refused: Carol's key was checked, not pinned.
-    let first = invitation_with_carol(&sfu, &copy, (&mallory, &m), (&victim, &v), (&carol, &c));
-    deliver_forged(&sfu, &copy, &victim, v.id(), &first);
-    let (invitation, pinned) = next_invitation(&mut v).await;
-    assert!(!pinned.contains(&carol.id()), "pinned Carol on arrival");
+    cast.invite_with_carol();
+    let (invitation, pinned) = next_invitation(&mut cast.v).await;
+    assert!(!pinned.contains(&carol), "pinned Carol on arrival");
     assert_eq!(invitation.participants.len(), 3);
-    tokio::time::timeout(WAIT, v.client.reject(&invitation))
+    tokio::time::timeout(WAIT, cast.v.client.reject(&invitation))
         .await
         .expect("the client answers")
         .unwrap();
-    assert!(!pinned_users(&v).await.contains(&carol.id()));
+    assert!(!pinned_users(&cast.v).await.contains(&carol));
 
     // Accepted: now Carol is pinned, and the app is told.
-    let second = invitation_with_carol(&sfu, &copy, (&mallory, &m), (&victim, &v), (&carol, &c));
-    deliver_forged(&sfu, &copy, &victim, v.id(), &second);
-    let (invitation, pinned) = next_invitation(&mut v).await;
-    assert!(!pinned.contains(&carol.id()), "pinned Carol on arrival");
-    let _meeting = tokio::time::timeout(WAIT, v.client.accept(&invitation, &[MediaKind::Audio]))
-        .await
-        .expect("the client answers")
-        .unwrap();
-    let told = v
-        .wait_for(|e| matches!(e, ClientEvent::UserPinned(u) if u.user_id == carol.id()))
+    cast.invite_with_carol();
+    let (invitation, pinned) = next_invitation(&mut cast.v).await;
+    assert!(!pinned.contains(&carol), "pinned Carol on arrival");
+    let _meeting =
+        tokio::time::timeout(WAIT, cast.v.client.accept(&invitation, &[MediaKind::Audio]))
+            .await
+            .expect("the client answers")
+            .unwrap();
+    let told = cast
+        .v
+        .wait_for(|e| matches!(e, ClientEvent::UserPinned(u) if u.user_id == carol))
         .await;
     assert!(matches!(told, ClientEvent::UserPinned(_)));
-    assert!(pinned_users(&v).await.contains(&carol.id()));
+    assert!(pinned_users(&cast.v).await.contains(&carol));
 }
 
 /// The inviter itself (the key leader of the invitation) adds Carol to the meeting
 /// while the invitation still rings: Carol is checked, and pinned only on accept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inviters_joiners_are_pinned_only_when_the_invitation_is_accepted() {
-    let Cast {
-        sfu,
-        mallory,
-        victim,
-        carol,
-        m,
-        copy,
-        mut v,
-        c,
-    } = Cast::start().await;
+    let mut cast = Cast::start().await;
+    let carol = cast.carol.id();
     let meeting_id = random32();
-    let invite = v1::ContainerPayload {
-        body: Some(Body::MeetingInvite(v1::MeetingInvite {
-            meeting_id: meeting_id.clone(),
-            epoch: 0,
-            meeting_key: random32(),
-            media_kinds: vec![v1::MediaKind::Audio as i32],
-            roster: vec![
-                entry(&mallory, &m, copy.certificate().clone(), 0),
-                entry(&victim, &v, certificate(&sfu, &v), 1),
-            ],
-            key_leader_device_id: m.id().as_bytes().to_vec(),
-            expires_at_ms: now().0 + 3_600_000,
-            caller: None,
-        })),
-        ..Default::default()
-    };
-    deliver_forged(&sfu, &copy, &victim, v.id(), &invite);
-    let (invitation, _) = next_invitation(&mut v).await;
-    let switch = v1::ContainerPayload {
+    cast.mallory_sends(&cast.invitation(meeting_id.clone(), false));
+    let (invitation, _) = next_invitation(&mut cast.v).await;
+    cast.mallory_sends(&v1::ContainerPayload {
         body: Some(Body::EpochSwitch(v1::EpochSwitch {
             meeting_id,
             epoch: 1,
-            joined: vec![entry(&carol, &c, certificate(&sfu, &c), 2)],
+            joined: vec![cast.carol_entry(2)],
         })),
         ..Default::default()
-    };
-    deliver_forged(&sfu, &copy, &victim, v.id(), &switch);
+    });
     // A second invitation marks the point where the switch was handled.
-    let marker = invitation_with_carol(&sfu, &copy, (&mallory, &m), (&victim, &v), (&carol, &c));
-    deliver_forged(&sfu, &copy, &victim, v.id(), &marker);
-    let (_, pinned) = next_invitation(&mut v).await;
-    assert!(
-        !pinned.contains(&carol.id()),
-        "pinned Carol before accepting"
-    );
-    assert!(!pinned_users(&v).await.contains(&carol.id()));
+    cast.invite_with_carol();
+    let (_, pinned) = next_invitation(&mut cast.v).await;
+    assert!(!pinned.contains(&carol), "pinned Carol before accepting");
+    assert!(!pinned_users(&cast.v).await.contains(&carol));
 
-    tokio::time::timeout(WAIT, v.client.accept(&invitation, &[MediaKind::Audio]))
+    tokio::time::timeout(WAIT, cast.v.client.accept(&invitation, &[MediaKind::Audio]))
         .await
         .expect("the client answers")
         .unwrap();
     assert!(
-        pinned_users(&v).await.contains(&carol.id()),
+        pinned_users(&cast.v).await.contains(&carol),
         "Carol joined the accepted meeting: pinned now"
     );
 }
@@ -287,17 +245,9 @@ async fn an_inviters_joiners_are_pinned_only_when_the_invitation_is_accepted() {
 /// made the device pin any existing user.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_that_does_not_open_pins_nobody() {
-    let Cast {
-        sfu,
-        mallory,
-        victim,
-        carol,
-        m,
-        copy,
-        mut v,
-        c,
-    } = Cast::start().await;
-    let fake_carol = Forged::device_of(carol.id(), None);
+    let mut cast = Cast::start().await;
+    let carol = cast.carol.id();
+    let fake_carol = Forged::device_of(carol, None);
     let leave = v1::ContainerPayload {
         body: Some(Body::Leave(v1::Leave {
             meeting_id: random32(),
@@ -305,15 +255,20 @@ async fn a_container_that_does_not_open_pins_nobody() {
         })),
         ..Default::default()
     };
-    deliver_sealed_by(&sfu, &fake_carol.device, &victim, v.id(), &leave);
-    let marker = invitation_with_carol(&sfu, &copy, (&mallory, &m), (&victim, &v), (&carol, &c));
-    deliver_forged(&sfu, &copy, &victim, v.id(), &marker);
-    let (_, pinned) = next_invitation(&mut v).await;
+    deliver_sealed_by(
+        &cast.sfu,
+        &fake_carol.device,
+        &cast.victim,
+        cast.v.id(),
+        &leave,
+    );
+    cast.invite_with_carol();
+    let (_, pinned) = next_invitation(&mut cast.v).await;
     assert!(
-        !pinned.contains(&carol.id()),
+        !pinned.contains(&carol),
         "a container claiming Carol that did not open pinned her"
     );
-    assert!(!pinned_users(&v).await.contains(&carol.id()));
+    assert!(!pinned_users(&cast.v).await.contains(&carol));
 }
 
 /// Between an invitation's arrival (Carol's key checked against the directory's
@@ -322,44 +277,33 @@ async fn a_container_that_does_not_open_pins_nobody() {
 /// fails with `RosterKeyChanged` and leaves the invitation pending, to be rejected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_participant_pinned_to_another_key_meanwhile_stops_the_accept() {
-    let Cast {
-        sfu,
-        mallory,
-        victim,
-        carol,
-        m,
-        copy,
-        mut v,
-        c,
-    } = Cast::start().await;
-    let invite = invitation_with_carol(&sfu, &copy, (&mallory, &m), (&victim, &v), (&carol, &c));
-    deliver_forged(&sfu, &copy, &victim, v.id(), &invite);
-    let (invitation, _) = next_invitation(&mut v).await;
+    let mut cast = Cast::start().await;
+    let carol = cast.carol.id();
+    cast.invite_with_carol();
+    let (invitation, _) = next_invitation(&mut cast.v).await;
 
     // From now on the directory names Carol under a key it made up.
-    let fake_carol = shared(Forged::device_of(carol.id(), None));
-    let carol_id = *carol.id().as_bytes();
-    rewrite_bundles(sfu.adversary(), v.id(), move |bundles| {
+    let fake_carol = shared(Forged::device_of(carol, None));
+    let carol_id = *carol.as_bytes();
+    rewrite_bundles(cast.sfu.adversary(), cast.v.id(), move |bundles| {
         for user in &mut bundles.users {
             if user.user_id == carol_id {
                 *user = fake_carol.lock().unwrap().user_bundle();
             }
         }
     });
+    let v = &cast.v;
     // The app calls Carol: the directory's answer is pinned.
-    let _ = tokio::time::timeout(
-        WAIT,
-        v.client.start_meeting(&[carol.id()], &[MediaKind::Audio]),
-    )
-    .await
-    .expect("the client answers");
-    assert!(pinned_users(&v).await.contains(&carol.id()));
+    let _ = tokio::time::timeout(WAIT, v.client.start_meeting(&[carol], &[MediaKind::Audio]))
+        .await
+        .expect("the client answers");
+    assert!(pinned_users(v).await.contains(&carol));
 
     let refused = tokio::time::timeout(WAIT, v.client.accept(&invitation, &[MediaKind::Audio]))
         .await
         .expect("the client answers");
     match refused {
-        Err(ClientError::RosterKeyChanged(user)) => assert_eq!(user, carol.id()),
+        Err(ClientError::RosterKeyChanged(user)) => assert_eq!(user, carol),
         other => panic!(
             "accepted despite Carol's changed key: {:?}",
             other.map(|_| ())
