@@ -219,6 +219,7 @@ async fn try_session(server: &TestSfu) -> Result<(), String> {
         let hello = conn
             .request(Request::Hello(v1::Hello {
                 protocol_version: 1,
+                mailbox_window_bytes: 0,
             }))
             .await
             .map_err(|e| e.to_string())?;

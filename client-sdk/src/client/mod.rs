@@ -160,6 +160,18 @@ pub struct ClientConfig {
     /// [`ClientConfig::frame_queue`] (a single frame larger than this still passes into
     /// an empty queue). Default 8 MiB.
     pub frame_queue_bytes: usize,
+    /// Bytes of server events one connection may hold before this device handles
+    /// them: read from the network and not handed on yet, and again inside the client
+    /// while it waits for an answer, so a hostile server can make it hold at most
+    /// twice this plus two frames (2 MiB each at most). A server that sends more is
+    /// cut off and the client reconnects
+    /// ([`ClosedReason::FellBehind`](crate::transport::ClosedReason::FellBehind)).
+    /// The server is asked to keep stored mailbox deliveries within a quarter of it, so
+    /// a large backlog streams through instead. Default 16 MiB
+    /// ([`crate::transport::DEFAULT_EVENT_QUEUE_BYTES`]), at least 4 MiB (so that the
+    /// window holds the largest container, 1 MiB, and a delivery of one never crowds
+    /// out the other events).
+    pub event_queue_bytes: usize,
     /// Identity keys the app already trusts (stored from earlier runs, or verified by
     /// safety code). Others are pinned on first use.
     pub pinned_users: Vec<UserIdentity>,
@@ -221,13 +233,32 @@ impl ClientConfig {
             max_reconnect_backoff: Duration::from_secs(5),
             frame_queue: 1024,
             frame_queue_bytes: 8 << 20,
+            event_queue_bytes: crate::transport::DEFAULT_EVENT_QUEUE_BYTES,
             pinned_users: Vec::new(),
             max_clock_offset: Duration::from_millis(crate::time::DAY_MS),
             profile: None,
             urgent_invitations: true,
         }
     }
+
+    /// [`ClientConfig::event_queue_bytes`], at least its floor.
+    pub(crate) fn event_budget(&self) -> crate::transport::EventBudget {
+        crate::transport::EventBudget {
+            bytes: self.event_queue_bytes.max(MIN_EVENT_QUEUE_BYTES),
+        }
+    }
+
+    /// The mailbox window this device asks of the server: a quarter of its event
+    /// budget, so that a stored backlog never fills the budget while the client waits
+    /// for an answer behind it (docs/protocol.md 10.4).
+    pub(crate) fn mailbox_window_bytes(&self) -> u32 {
+        u32::try_from(self.event_budget().bytes / 4).unwrap_or(u32::MAX)
+    }
 }
+
+/// The least [`ClientConfig::event_queue_bytes`] taken: four of the largest
+/// containers, so that the mailbox window (a quarter) holds one.
+const MIN_EVENT_QUEUE_BYTES: usize = 4 * conclave_proto::limits::MAX_CONTAINER_BYTES;
 
 /// Something that happened to the client as a whole.
 #[derive(Debug)]

@@ -174,6 +174,20 @@ pub enum ClosedReason {
     /// The connection was already closed on this side.
     #[error("the connection is gone")]
     Gone,
+    /// This side closed the connection: the server sent more events than it holds
+    /// unread ([`EventBudget`](super::EventBudget)). Reconnect (the SDK does):
+    /// unacknowledged mailbox entries come again.
+    #[error(
+        "the server sent more events than this client holds ({held_events} events, {held_bytes} bytes held; budget {budget_bytes} bytes): closed to reconnect"
+    )]
+    FellBehind {
+        /// Encoded bytes held when the next event did not fit.
+        held_bytes: usize,
+        /// Events held then.
+        held_events: usize,
+        /// The budget in bytes.
+        budget_bytes: usize,
+    },
 }
 
 /// Why the connection cannot carry the protocol.

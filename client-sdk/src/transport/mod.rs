@@ -13,7 +13,7 @@ mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -26,8 +26,39 @@ pub use tls::{
     CertificateProblem, DEFAULT_IDLE_TIMEOUT, ServerTrust, client_config, rustls_client_config,
 };
 
-/// Server events buffered before the reader stops reading (backpressure to the server).
+/// Server events a connection holds, read and not yet taken, at most; one more
+/// closes the connection (see [`EventBudget`]).
 const EVENT_QUEUE: usize = 4096;
+
+/// Bytes of server events a connection may hold, read and not yet taken from its
+/// [`EventStream`], unless the connect says otherwise: 16 MiB.
+pub const DEFAULT_EVENT_QUEUE_BYTES: usize = 16 * 1024 * 1024;
+
+/// What one connection may hold of server events it has read and nobody has taken:
+/// at most `bytes` (encoded frame bytes) and 4,096 events.
+///
+/// The reader never waits for room: the control stream carries the answers to
+/// requests behind the events, and whoever waits for an answer may not be taking
+/// events meanwhile, so waiting could stall the connection for good. A server that
+/// sends more than the budget (a hostile one, or a burst this device cannot keep up
+/// with) has the connection closed instead ([`ClosedReason::FellBehind`]); the client
+/// reconnects, and its mailbox entries, still unacknowledged, come again. Stored
+/// mailbox entries cannot cause it: the client asks the server to keep them within a
+/// window well below the budget (`Hello.mailbox_window_bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventBudget {
+    /// Encoded bytes of held events, at most (a single event larger than this is
+    /// still taken into an empty queue).
+    pub bytes: usize,
+}
+
+impl Default for EventBudget {
+    fn default() -> Self {
+        EventBudget {
+            bytes: DEFAULT_EVENT_QUEUE_BYTES,
+        }
+    }
+}
 
 /// Requests waiting for their response; `None` once the server's control stream has
 /// ended, so that a request sent after that fails at once instead of waiting for the
@@ -37,18 +68,30 @@ type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<response::Result>>>
 /// Server events, in the order the server sent them.
 #[derive(Debug)]
 pub struct EventStream {
-    rx: mpsc::Receiver<v1::event::Event>,
+    rx: mpsc::Receiver<(v1::event::Event, usize)>,
+    held: Arc<Held>,
+}
+
+/// What a connection's reader holds for its [`EventStream`], shared by both.
+#[derive(Debug, Default)]
+struct Held {
+    /// Encoded bytes of the events in the queue.
+    bytes: AtomicUsize,
+    /// Set when the reader closed the connection over the budget.
+    fell_behind: Mutex<Option<ClosedReason>>,
 }
 
 impl EventStream {
     /// The next event; `None` once the connection is gone.
     pub async fn recv(&mut self) -> Option<v1::event::Event> {
-        self.rx.recv().await
+        let taken = self.rx.recv().await;
+        self.taken(taken)
     }
 
     /// The next event if one is already queued.
     pub fn try_recv(&mut self) -> Option<v1::event::Event> {
-        self.rx.try_recv().ok()
+        let taken = self.rx.try_recv().ok();
+        self.taken(taken)
     }
 
     /// Polls for the next event (`Ready(None)` once the connection is gone), for
@@ -57,7 +100,26 @@ impl EventStream {
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<v1::event::Event>> {
-        self.rx.poll_recv(cx)
+        self.rx.poll_recv(cx).map(|taken| self.taken(taken))
+    }
+
+    /// Encoded bytes of the events read and not taken yet.
+    #[must_use]
+    pub fn held_bytes(&self) -> usize {
+        self.held.bytes.load(Ordering::Acquire)
+    }
+
+    /// Why the reader closed the connection, if it did because the server sent more
+    /// events than the budget holds ([`ClosedReason::FellBehind`]).
+    #[must_use]
+    pub fn fell_behind(&self) -> Option<ClosedReason> {
+        lock(&self.held.fell_behind).clone()
+    }
+
+    fn taken(&self, taken: Option<(v1::event::Event, usize)>) -> Option<v1::event::Event> {
+        let (event, len) = taken?;
+        self.held.bytes.fetch_sub(len, Ordering::AcqRel);
+        Some(event)
     }
 }
 
@@ -84,6 +146,7 @@ pub struct ControlConnection {
     next_id: AtomicU64,
     tls_binding: [u8; TLS_EXPORTER_LEN],
     reader: tokio::task::JoinHandle<()>,
+    held: Arc<Held>,
 }
 
 impl ControlConnection {
@@ -95,7 +158,7 @@ impl ControlConnection {
         server_name: &str,
         config: quinn::ClientConfig,
     ) -> Result<(Self, EventStream), TransportError> {
-        Self::connect_inner(server, server_name, config, None).await
+        Self::connect_inner(server, server_name, config, None, EventBudget::default()).await
     }
 
     /// Connects like [`ControlConnection::connect`], verifying the server with `trust`;
@@ -131,12 +194,33 @@ impl ControlConnection {
         idle_timeout: std::time::Duration,
         connection_id_byte: Option<u8>,
     ) -> Result<(Self, EventStream), TransportError> {
+        Self::connect_with(
+            server,
+            server_name,
+            trust,
+            idle_timeout,
+            connection_id_byte,
+            EventBudget::default(),
+        )
+        .await
+    }
+
+    /// [`ControlConnection::connect_steered`] holding at most `budget` of unread server
+    /// events.
+    pub async fn connect_with(
+        server: SocketAddr,
+        server_name: &str,
+        trust: &ServerTrust,
+        idle_timeout: std::time::Duration,
+        connection_id_byte: Option<u8>,
+        budget: EventBudget,
+    ) -> Result<(Self, EventStream), TransportError> {
         let slot = tls::ProblemSlot::default();
         let mut config = tls::recording_client_config(trust, &slot, idle_timeout)?;
         if let Some(byte) = connection_id_byte {
             config.initial_dst_cid_provider(Arc::new(move || steered_cid(byte)));
         }
-        Self::connect_inner(server, server_name, config, Some(slot)).await
+        Self::connect_inner(server, server_name, config, Some(slot), budget).await
     }
 
     async fn connect_inner(
@@ -144,6 +228,7 @@ impl ControlConnection {
         server_name: &str,
         config: quinn::ClientConfig,
         slot: Option<tls::ProblemSlot>,
+        budget: EventBudget,
     ) -> Result<(Self, EventStream), TransportError> {
         let bind: SocketAddr = if server.is_ipv6() {
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
@@ -171,7 +256,17 @@ impl ControlConnection {
             .map_err(ClosedReason::Connection)?;
         let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
-        let reader = tokio::spawn(read_frames(recv, Arc::clone(&pending), events_tx));
+        let held = Arc::new(Held::default());
+        let reader = tokio::spawn(read_frames(
+            recv,
+            Arc::clone(&pending),
+            Events {
+                tx: events_tx,
+                held: Arc::clone(&held),
+                budget,
+                connection: connection.clone(),
+            },
+        ));
         Ok((
             ControlConnection {
                 endpoint,
@@ -181,8 +276,12 @@ impl ControlConnection {
                 next_id: AtomicU64::new(1),
                 tls_binding,
                 reader,
+                held: Arc::clone(&held),
             },
-            EventStream { rx: events_rx },
+            EventStream {
+                rx: events_rx,
+                held,
+            },
         ))
     }
 
@@ -205,7 +304,7 @@ impl ControlConnection {
         let (tx, rx) = oneshot::channel();
         match lock(&self.pending).as_mut() {
             Some(waiting) => waiting.insert(request_id, tx),
-            None => return Err(TransportError::Closed(ClosedReason::StreamEnded)),
+            None => return Err(self.ended(self.connection.close_reason())),
         };
         let bytes = frame::encode(&v1::ClientFrame {
             request_id,
@@ -218,16 +317,11 @@ impl ControlConnection {
         }
         // The reader fails every waiting request when the stream ends; a request
         // registered after that would wait forever, so also watch the connection.
-        let closed = |reason: Option<quinn::ConnectionError>| {
-            TransportError::Closed(
-                reason.map_or(ClosedReason::StreamEnded, ClosedReason::Connection),
-            )
-        };
         let result = tokio::select! {
-            r = rx => r.map_err(|_| closed(self.connection.close_reason()))?,
+            r = rx => r.map_err(|_| self.ended(self.connection.close_reason()))?,
             e = self.connection.closed() => {
                 forget(&self.pending, request_id);
-                return Err(closed(Some(e)));
+                return Err(self.ended(Some(e)));
             }
         };
         match result {
@@ -240,6 +334,17 @@ impl ControlConnection {
             }),
             ok => Ok(ok),
         }
+    }
+
+    /// Why requests on this connection fail now that it ended (`reason`, if QUIC
+    /// knows one): the reader's own reason first.
+    fn ended(&self, reason: Option<quinn::ConnectionError>) -> TransportError {
+        let fell_behind = lock(&self.held.fell_behind).clone();
+        TransportError::Closed(
+            fell_behind.unwrap_or_else(|| {
+                reason.map_or(ClosedReason::StreamEnded, ClosedReason::Connection)
+            }),
+        )
     }
 
     /// Writes raw bytes to the control stream (for tests of the server's framing).
@@ -288,13 +393,57 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The reader's end of the event queue.
+struct Events {
+    tx: mpsc::Sender<(v1::event::Event, usize)>,
+    held: Arc<Held>,
+    budget: EventBudget,
+    connection: quinn::Connection,
+}
+
+/// QUIC application close code a client uses when the server sent more events than it
+/// holds (the server's own codes stop at 6).
+pub const CLOSE_FELL_BEHIND: u32 = 0x100;
+
+impl Events {
+    /// Queues `event` (`len` encoded bytes); `false` once the budget is exceeded and the
+    /// connection closed. An event nobody listens for any more is dropped.
+    fn queue(&self, event: v1::event::Event, len: usize) -> bool {
+        let before = self.held.bytes.fetch_add(len, Ordering::AcqRel);
+        let over_bytes = before > 0 && before.saturating_add(len) > self.budget.bytes;
+        let sent = if over_bytes {
+            Err(mpsc::error::TrySendError::Full((event, len)))
+        } else {
+            self.tx.try_send((event, len))
+        };
+        match sent {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.held.bytes.fetch_sub(len, Ordering::AcqRel);
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.held.bytes.fetch_sub(len, Ordering::AcqRel);
+                let reason = ClosedReason::FellBehind {
+                    held_bytes: before,
+                    held_events: EVENT_QUEUE - self.tx.capacity(),
+                    budget_bytes: self.budget.bytes,
+                };
+                tracing::warn!(%reason, "closing the connection");
+                *lock(&self.held.fell_behind) = Some(reason);
+                self.connection.close(
+                    CLOSE_FELL_BEHIND.into(),
+                    b"the server sent more events than this client holds; reconnecting",
+                );
+                false
+            }
+        }
+    }
+}
+
 /// Reads server frames until the stream ends: responses complete their requests,
 /// events go to the event stream. Unmatched or undecodable frames are skipped.
-async fn read_frames(
-    mut recv: quinn::RecvStream,
-    pending: Pending,
-    events: mpsc::Sender<v1::event::Event>,
-) {
+async fn read_frames(mut recv: quinn::RecvStream, pending: Pending, events: Events) {
     let mut buf = Vec::new();
     loop {
         let mut prefix = [0u8; PREFIX_LEN];
@@ -329,8 +478,10 @@ async fn read_frames(
                 }
             }
             Some(server_frame::Kind::Event(v1::Event { event: Some(event) })) => {
-                // If nobody listens for events, keep serving responses.
-                let _ = events.send(event).await;
+                let queued = events.queue(event, len);
+                if !queued {
+                    break;
+                }
             }
             _ => {}
         }

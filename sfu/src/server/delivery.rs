@@ -77,6 +77,14 @@ pub(super) async fn deliver_pass(
         let count = page.len();
         for entry in page {
             let id = entry.mailbox_id;
+            let bytes = entry.container.len();
+            tokio::select! {
+                () = conn.mailbox.window.room_for(bytes) => {}
+                _ = conn.connection.closed() => return PassEnd::Gone,
+            }
+            // Counted before it is queued, so a report can never precede it (a
+            // refused queueing means the connection is gone).
+            conn.mailbox.window.delivered(bytes);
             let queued = conn
                 .send_event(v1::event::Event::Mailbox(v1::MailboxDelivery {
                     mailbox_id: id,

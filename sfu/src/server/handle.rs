@@ -62,6 +62,8 @@ pub(crate) struct MailboxCursor {
     pub(crate) delivered: tokio::sync::Mutex<u64>,
     /// A pass is requested and has not started reading yet (coalesces signals).
     pub(crate) requested: AtomicBool,
+    /// What the client may have outstanding; passes wait for room in it.
+    pub(crate) window: super::window::MailboxWindow,
 }
 
 /// Why a connection's outbound queue refused a frame.

@@ -184,6 +184,9 @@ impl Session {
         let Some(handle) = self.shared.conns.get(&conn).map(|h| Arc::clone(&h)) else {
             return false;
         };
+        // Counted before it is queued, so the client's report can never precede it
+        // (a refused push closes the connection).
+        handle.mailbox.window.delivered(container.len());
         let pushed = handle.push_event(v1::event::Event::Mailbox(v1::MailboxDelivery {
             mailbox_id: entry.mailbox_id,
             container: container.clone(),
@@ -203,11 +206,15 @@ impl Session {
                 r.mailbox_ids.len()
             )));
         }
+        self.conn.mailbox.window.handled(r.handled_bytes);
         let ids = r.mailbox_ids;
-        let deleted = self
-            .shared
-            .blocking("mailbox ack", move |s| s.mailbox_ack(&me, &ids))
-            .await?;
+        let deleted = if ids.is_empty() {
+            0
+        } else {
+            self.shared
+                .blocking("mailbox ack", move |s| s.mailbox_ack(&me, &ids))
+                .await?
+        };
         counter!(telemetry::CONTAINERS_ACKED).increment(deleted as u64);
         Ok((
             response::Result::ContainersAcked(v1::ContainersAcked {

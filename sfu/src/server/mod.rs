@@ -17,6 +17,7 @@ mod mailbox;
 mod push;
 mod room_plane;
 mod session;
+mod window;
 
 use std::future::Future;
 use std::net::IpAddr;

@@ -289,7 +289,18 @@ impl Session {
         match after {
             After::Nothing => {}
             After::DeliverMailbox { prekeys_held } => {
-                if let Some(device) = self.device_id() {
+                if let Some(device) = self.device_id()
+                    && self.conn.mailbox.window.is_open()
+                {
+                    // The pass waits for the client's reports, which are requests
+                    // this session must be free to answer.
+                    super::delivery::spawn_pass(
+                        Arc::clone(&self.shared),
+                        Arc::clone(&self.conn),
+                        device,
+                    );
+                } else if let Some(device) = self.device_id() {
+                    // Without a window the backlog is queued before the next answer.
                     let end = super::delivery::deliver_pass(&self.shared, &self.conn, device).await;
                     if end == super::delivery::PassEnd::StoreFailed {
                         // Try again in the background, with backoff.
@@ -332,6 +343,7 @@ impl Session {
             ));
         }
         self.stage = Stage::Greeted;
+        self.conn.mailbox.window.open(r.mailbox_window_bytes);
         Ok((
             response::Result::Hello(v1::HelloOk {
                 protocol_version: CONTROL_PROTOCOL_VERSION,

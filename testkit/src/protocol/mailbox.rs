@@ -80,6 +80,7 @@ impl TestClient {
         match self
             .request(Request::AckContainers(v1::AckContainers {
                 mailbox_ids: mailbox_ids.to_vec(),
+                handled_bytes: 0,
             }))
             .await?
         {

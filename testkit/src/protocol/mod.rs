@@ -199,10 +199,12 @@ impl TestClient {
     }
 }
 
-/// The Hello request of this protocol version.
+/// The Hello request of this protocol version, without a mailbox window (the raw
+/// clients here report nothing handled, so the server must not wait for them).
 pub fn hello() -> Request {
     Request::Hello(v1::Hello {
         protocol_version: CONTROL_PROTOCOL_VERSION,
+        mailbox_window_bytes: 0,
     })
 }
 

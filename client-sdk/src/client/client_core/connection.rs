@@ -42,6 +42,7 @@ impl Engine {
                 conn,
                 Request::Hello(v1::Hello {
                     protocol_version: CONTROL_PROTOCOL_VERSION,
+                    mailbox_window_bytes: self.config.mailbox_window_bytes(),
                 }),
             )
             .await?;
@@ -133,6 +134,7 @@ impl Engine {
         } else {
             usize::try_from(held).unwrap_or(usize::MAX)
         };
+        self.acks.new_connection();
         self.link = Some(Link {
             conn,
             tls_binding,
@@ -160,6 +162,7 @@ impl Engine {
             p.inputs.retain(|input| {
                 !matches!(input, Input::Event(c, v1::event::Event::PrekeysLow(_)) if *c == conn)
             });
+            p.recount_inputs();
         });
     }
 

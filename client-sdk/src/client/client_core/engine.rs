@@ -196,7 +196,10 @@ impl Engine {
                     self.shutdown().await;
                     self.command_done(id, Ok(Reply::Done));
                     // Commands queued behind the close are answered, not lost.
-                    let queued: Vec<Input> = self.port.with(|p| p.inputs.drain(..).collect());
+                    let queued: Vec<Input> = self.port.with(|p| {
+                        p.input_bytes = 0;
+                        p.inputs.drain(..).collect()
+                    });
                     for input in queued {
                         if let Input::Command(id, _) = input {
                             self.command_done(id, Err(ClientError::Closed));

@@ -18,6 +18,10 @@ use crate::meeting::rekey::{MeetingState, Roster};
 use crate::meeting::{Epoch, MeetingId};
 use crate::{DeviceId, UnixMillis, UserId};
 
+/// How long a failed acknowledgement waits before it goes again, when the server
+/// named no wait.
+const ACK_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Why a container was not processed.
 enum Refusal {
     /// Try again later (no connection): do not acknowledge.
@@ -34,9 +38,20 @@ enum Refusal {
 impl Engine {
     /// A container arrived (live or from the mailbox).
     pub(super) async fn on_delivery(&mut self, delivery: v1::MailboxDelivery) {
-        match self.process_container(&delivery.container).await {
+        let outcome = self.process_container(&delivery.container).await;
+        // Handled, whatever came of it: the server's mailbox window may move on.
+        let window = self.config.mailbox_window_bytes();
+        let report_now = self
+            .acks
+            .handled(delivery.container.len(), window, self.instant());
+        match outcome {
             Ok(()) => {}
-            Err(Refusal::Later) => return,
+            Err(Refusal::Later) => {
+                if report_now {
+                    self.flush_acks().await;
+                }
+                return;
+            }
             Err(Refusal::Duplicate) => {
                 tracing::debug!("container redelivered after a lost ack; acknowledging again");
             }
@@ -48,7 +63,7 @@ impl Engine {
                 });
             }
         }
-        if self.acks.processed(delivery.mailbox_id, self.instant()) {
+        if self.acks.processed(delivery.mailbox_id, self.instant()) || report_now {
             self.flush_acks().await;
         }
     }
@@ -62,14 +77,30 @@ impl Engine {
                 count: flush.prekeys_consumed,
             });
         }
-        let ids = flush.ids;
-        if ids.is_empty() {
+        if !flush.has_request() {
             return;
         }
-        let ack = Request::AckContainers(v1::AckContainers { mailbox_ids: ids });
-        if let Err(e) = self.request(ack).await {
-            // Unacknowledged containers are redelivered (and acked quietly then).
-            tracing::warn!(error = %e, "mailbox ack failed; the containers will be redelivered");
+        let ack = Request::AckContainers(v1::AckContainers {
+            mailbox_ids: flush.ids.clone(),
+            handled_bytes: flush.handled_bytes.unwrap_or(0),
+        });
+        match self.request(ack).await {
+            Ok(_) => {
+                if let Some(total) = flush.handled_bytes {
+                    self.acks.report_done(total);
+                }
+            }
+            Err(e) if e.is_transient() => {
+                // Rate limited, or the connection went: the ids and the report go
+                // again (the server's mailbox window waits for the report).
+                tracing::debug!(error = %e, "mailbox ack failed; trying again");
+                let wait = e.retry_after().unwrap_or(ACK_RETRY);
+                self.acks.report_failed(flush.ids, self.instant() + wait);
+            }
+            Err(e) => {
+                // Unacknowledged containers are redelivered (and acked quietly then).
+                tracing::warn!(error = %e, "mailbox ack failed; the containers will be redelivered");
+            }
         }
     }
 

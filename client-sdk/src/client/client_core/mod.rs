@@ -126,6 +126,24 @@ pub const MAX_QUEUED_INPUTS: usize = 4_096;
 /// never dropped).
 pub const MAX_QUEUED_APP_EVENTS: usize = 4_096;
 
+/// Room left in the core's input queue ([`ClientCore::input_room`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputRoom {
+    /// Inputs.
+    pub inputs: usize,
+    /// Encoded bytes of server events.
+    pub bytes: usize,
+}
+
+impl InputRoom {
+    /// Whether `taken` events of `taken_bytes` in all still leave room for another
+    /// (exact in events; in bytes the last one taken may go past the room).
+    #[must_use]
+    pub fn admits(&self, taken: usize, taken_bytes: usize) -> bool {
+        taken < self.inputs && taken_bytes < self.bytes
+    }
+}
+
 /// One connection attempt of the core's. A new one per attempt, so news about an
 /// earlier connection is never taken for the current one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -377,6 +395,9 @@ pub struct ClientCore {
     port: PortHandle,
     engine: Pin<Box<dyn Future<Output = ()> + Send>>,
     finished: bool,
+    /// Encoded bytes of server events that may wait inside the core
+    /// ([`ClientConfig::event_queue_bytes`]).
+    max_input_bytes: usize,
 }
 
 impl core::fmt::Debug for ClientCore {
@@ -401,11 +422,13 @@ impl ClientCore {
         wall: UnixMillis,
     ) -> Self {
         let port = PortHandle::new(now, wall.0);
+        let max_input_bytes = config.event_budget().bytes;
         let engine = engine::Engine::new(config, credentials, rng, port.clone(), now);
         let mut core = ClientCore {
             port,
             engine: Box::pin(engine.run()),
             finished: false,
+            max_input_bytes,
         };
         core.progress();
         core
@@ -426,13 +449,20 @@ impl ClientCore {
         self.port.with(|p| p.now = p.now.max(now));
     }
 
+    /// Queues `input` and runs the engine. Beyond [`MAX_QUEUED_INPUTS`] the input is
+    /// dropped with a warning. The bound in bytes is the driver's to keep, through
+    /// [`ClientCore::input_room`]: the core takes every event it is handed within the
+    /// count, since a dropped mailbox delivery would never be reported handled and
+    /// would hold the server's mailbox window.
     fn input(&mut self, input: Input, now: Instant) {
         self.set_now(now);
+        let bytes = input.bytes();
         let queued = self.port.with(|p| {
             if p.inputs.len() >= MAX_QUEUED_INPUTS {
                 return false;
             }
             p.inputs.push_back(input);
+            p.input_bytes = p.input_bytes.saturating_add(bytes);
             true
         });
         if !queued {
@@ -563,6 +593,20 @@ impl ClientCore {
     #[must_use]
     pub fn queued_inputs(&self) -> usize {
         self.port.with(|p| p.inputs.len())
+    }
+
+    /// How many more inputs, and how many more bytes of server events, the core should
+    /// be handed now (it handles everything it can before each call returns, so inputs
+    /// wait only while the engine waits for an answer or a connection). A driver hands
+    /// server events while [`InputRoom::admits`] says so, and leaves the rest with the
+    /// transport: the core then holds at most [`ClientConfig::event_queue_bytes`] plus
+    /// one event.
+    #[must_use]
+    pub fn input_room(&self) -> InputRoom {
+        self.port.with(|p| InputRoom {
+            inputs: MAX_QUEUED_INPUTS.saturating_sub(p.inputs.len()),
+            bytes: self.max_input_bytes.saturating_sub(p.input_bytes),
+        })
     }
 
     /// Whether the core has stopped (closed, or the first connection failed). Its

@@ -36,6 +36,16 @@ pub(super) enum Input {
     Timeout,
 }
 
+impl Input {
+    /// What the input holds of the server's bytes: an event's encoded length, else 0.
+    pub(super) fn bytes(&self) -> usize {
+        match self {
+            Input::Event(_, event) => event.encoded_len(),
+            _ => 0,
+        }
+    }
+}
+
 /// The outcome of a connection attempt.
 pub(super) type Connected = Result<[u8; TLS_EXPORTER_LEN], TransportError>;
 
@@ -43,6 +53,9 @@ pub(super) type Connected = Result<[u8; TLS_EXPORTER_LEN], TransportError>;
 pub(super) struct Port {
     pub(super) now: Instant,
     pub inputs: VecDeque<Input>,
+    /// [`Input::bytes`] of everything in `inputs` (call [`Port::recount_inputs`] after
+    /// removing inputs other than by [`PortHandle::next_input`]).
+    pub input_bytes: usize,
     pub requests: VecDeque<OutgoingRequest>,
     pub actions: VecDeque<Action>,
     pub app_events: VecDeque<AppEvent>,
@@ -62,6 +75,13 @@ pub(super) struct Port {
     pub wall: (u64, Instant),
 }
 
+impl Port {
+    /// Sets `input_bytes` anew from the queue.
+    pub(super) fn recount_inputs(&mut self) {
+        self.input_bytes = self.inputs.iter().map(Input::bytes).sum();
+    }
+}
+
 /// The engine's and the core's shared view of the port.
 #[derive(Debug, Clone)]
 pub(super) struct PortHandle(Arc<Mutex<Port>>);
@@ -71,6 +91,7 @@ impl PortHandle {
         PortHandle(Arc::new(Mutex::new(Port {
             now,
             inputs: VecDeque::new(),
+            input_bytes: 0,
             requests: VecDeque::new(),
             actions: VecDeque::new(),
             app_events: VecDeque::new(),
@@ -122,9 +143,16 @@ impl PortHandle {
 
     /// The next input, once there is one.
     pub(super) async fn next_input(&self) -> Input {
-        poll_fn(|_| match self.with(|p| p.inputs.pop_front()) {
-            Some(input) => Poll::Ready(input),
-            None => Poll::Pending,
+        poll_fn(|_| {
+            let input = self.with(|p| {
+                let input = p.inputs.pop_front()?;
+                p.input_bytes = p.input_bytes.saturating_sub(input.bytes());
+                Some(input)
+            });
+            match input {
+                Some(input) => Poll::Ready(input),
+                None => Poll::Pending,
+            }
         })
         .await
     }

@@ -80,14 +80,15 @@ impl Bootstrap {
         let mut attempts: JoinSet<Attempt> = JoinSet::new();
         let mut failure = None;
         let start = |attempts: &mut JoinSet<Attempt>, addr: SocketAddr| {
-            let (name, trust, idle) = (
+            let (name, trust, idle, budget) = (
                 config.server_name.clone(),
                 config.trust.clone(),
                 config.idle_timeout,
+                config.event_budget(),
             );
             attempts.spawn(async move {
                 let result =
-                    ControlConnection::connect_with_idle_timeout(addr, &name, &trust, idle).await;
+                    ControlConnection::connect_with(addr, &name, &trust, idle, None, budget).await;
                 (addr, result)
             });
         };

@@ -402,12 +402,13 @@ impl Shell {
                     None => {
                         let link = self.links.iter_mut().find(|l| l.id == conn);
                         let closed = link.and_then(|link| {
-                            link.events = None;
-                            link.conn.quic().close_reason()
+                            let events = link.events.take();
+                            events
+                                .and_then(|e| e.fell_behind())
+                                .or_else(|| link.conn.quic().close_reason().map(ClosedReason::Connection))
                         });
-                        let reason = TransportError::Closed(
-                            closed.map_or(ClosedReason::StreamEnded, ClosedReason::Connection),
-                        );
+                        let reason =
+                            TransportError::Closed(closed.unwrap_or(ClosedReason::StreamEnded));
                         self.step(move |core, now| core.handle_disconnected(conn, reason, now)).await;
                     }
                 },
@@ -431,9 +432,9 @@ impl Shell {
         conn: ConnectionId,
         first: conclave_proto::v1::event::Event,
     ) -> Vec<conclave_proto::v1::event::Event> {
-        let room = crate::client::client_core::MAX_QUEUED_INPUTS
-            .saturating_sub(self.core().queued_inputs())
-            .min(EVENTS_PER_STEP);
+        let mut room = self.core().input_room();
+        room.inputs = room.inputs.min(EVENTS_PER_STEP);
+        let mut bytes = first.encoded_len();
         let mut batch = vec![first];
         if let Some(stream) = self
             .links
@@ -441,9 +442,10 @@ impl Shell {
             .find(|l| l.id == conn)
             .and_then(|l| l.events.as_mut())
         {
-            while batch.len() < room
+            while room.admits(batch.len(), bytes)
                 && let Some(event) = stream.try_recv()
             {
+                bytes = bytes.saturating_add(event.encoded_len());
                 batch.push(event);
             }
         }
@@ -537,18 +539,19 @@ impl Shell {
     async fn perform(&mut self, request: OutgoingRequest) {
         let OutgoingRequest { id, conn, request } = request;
         // Bounded by the room left in the core's input queue; the rest stay in the
-        // transport's own bounded channel.
-        let room = crate::client::client_core::MAX_QUEUED_INPUTS
-            .saturating_sub(self.core().queued_inputs());
+        // transport's own bounded queue.
+        let room = self.core().input_room();
         let (answer, events) = match self.links.iter_mut().find(|l| l.id == conn) {
             Some(link) => {
                 let control = Arc::clone(&link.conn);
                 let answer = control.request(request).await;
                 let mut events = Vec::new();
+                let mut bytes = 0usize;
                 if let Some(stream) = link.events.as_mut() {
-                    while events.len() < room
+                    while room.admits(events.len(), bytes)
                         && let Some(event) = stream.try_recv()
                     {
+                        bytes = bytes.saturating_add(event.encoded_len());
                         events.push(event);
                     }
                 }
@@ -717,12 +720,13 @@ async fn connect_to_target(
         };
         (addr, target.server_name.as_str())
     };
-    ControlConnection::connect_steered(
+    ControlConnection::connect_with(
         addr,
         server_name,
         &config.trust,
         config.idle_timeout,
         target.connection_id_byte,
+        config.event_budget(),
     )
     .await
 }
