@@ -39,7 +39,7 @@ pub fn run_with(options: Options, on_teardown: &dyn Fn()) -> Result<Report, Load
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(options.client_threads.unwrap_or(cpus))
-        .thread_name("client-rt")
+        .thread_name(CLIENT_THREADS)
         .enable_all()
         .build()
         .map_err(|e| LoadError::Setup(format!("participants' runtime: {e}")))?;
@@ -89,6 +89,10 @@ pub fn run_with(options: Options, on_teardown: &dyn Fn()) -> Result<Report, Load
     drop(target);
     Ok(report)
 }
+
+/// Name of the load generator's runtime threads (the participants; with
+/// `--baseline`, the bare clients too).
+pub(crate) const CLIENT_THREADS: &str = "client-rt";
 
 /// The live progress bar on stderr, or a hidden one.
 fn progress_bar(visible: bool) -> ProgressBar {
@@ -320,6 +324,12 @@ fn assemble(
         loadgen_cpu_us_per_received_frame: loadgen_cpu
             .filter(|_| received > 0)
             .map(|cpu| cpu * 1e6 / received as f64),
+        loadgen_udp_datagrams_received: sim.udp_datagrams_received,
+        frames_per_udp_datagram_received: (sim.udp_datagrams_received > 0)
+            .then(|| received as f64 / sim.udp_datagrams_received as f64),
+        loadgen_cpu_us_per_udp_datagram_received: loadgen_cpu
+            .filter(|_| sim.udp_datagrams_received > 0)
+            .map(|cpu| cpu * 1e6 / sim.udp_datagrams_received as f64),
         sfu_rss_kib_per_participant: rss_per_participant(
             target.sfu_rss_at_start,
             last.and_then(|r| r.sfu_rss),

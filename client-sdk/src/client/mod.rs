@@ -61,6 +61,7 @@ mod driver;
 mod error;
 mod frames;
 mod lookups;
+mod network;
 mod presence;
 mod profile;
 mod protocol;
@@ -85,6 +86,7 @@ pub use credentials::{
 };
 pub use directory::{RefusalReason, RefusedDevice};
 pub use error::{ClientError, ConnectionProblem, DisconnectReason, ProtocolViolation};
+pub use network::NetworkStats;
 pub use profile::{CallerProfile, MAX_AVATAR_BYTES, MAX_DISPLAY_NAME_BYTES, ProfileError};
 pub use refusal::MessageRefusal;
 
@@ -528,6 +530,7 @@ pub struct Client {
     user_id: UserId,
     device_id: DeviceId,
     datagrams: Arc<AtomicU64>,
+    traffic: Arc<network::Traffic>,
 }
 
 /// The client's event stream.
@@ -565,13 +568,21 @@ impl Client {
         let user_id = credentials.user().user_id;
         let device_id = credentials.device_id();
         let datagrams = Arc::default();
-        let (commands, events) = driver::start(config, credentials, Arc::clone(&datagrams)).await?;
+        let traffic = Arc::default();
+        let (commands, events) = driver::start(
+            config,
+            credentials,
+            Arc::clone(&datagrams),
+            Arc::clone(&traffic),
+        )
+        .await?;
         Ok((
             Client {
                 commands,
                 user_id,
                 device_id,
                 datagrams,
+                traffic,
             },
             ClientEvents { rx: events },
         ))
@@ -594,6 +605,15 @@ impl Client {
     #[must_use]
     pub fn datagrams_received(&self) -> u64 {
         self.datagrams.load(Ordering::Relaxed)
+    }
+
+    /// What this client's connections carried on the network so far, from QUIC's
+    /// counters (UDP datagrams and bytes each way, packets lost), over every
+    /// connection it opened. Cheap enough to read once a second for a quality
+    /// indicator.
+    #[must_use]
+    pub fn network_stats(&self) -> NetworkStats {
+        self.traffic.stats()
     }
 
     async fn call<T>(

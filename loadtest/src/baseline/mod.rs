@@ -255,13 +255,11 @@ async fn measure(
     }
 
     tokio::time::sleep(WARM_UP).await;
-    let cpu_before = probe::threads_cpu_seconds(relay::THREAD_NAME);
-    let forwarded_before = relay.forwarded();
+    let before = Counters::read(relay, clients);
     window.set_phase(Phase::Measured);
     tokio::time::sleep(shape.duration).await;
     window.set_phase(Phase::Ended);
-    let cpu_after = probe::threads_cpu_seconds(relay::THREAD_NAME);
-    let forwarded_after = relay.forwarded();
+    let after = Counters::read(relay, clients);
 
     let slowest_period = Duration::from_secs(1) / shape.audio_fps.min(shape.video_fps).max(1);
     let (refused, unfinished) = join_all(senders, slowest_period + STOP_GRACE).await;
@@ -277,17 +275,50 @@ async fn measure(
         );
     }
 
-    let cpu = match (cpu_before, cpu_after) {
-        (Some(before), Some(after)) => Some((after - before).max(0.0)),
-        _ => None,
-    };
-    Ok(report(
-        layout,
-        &window,
-        &tallies,
-        cpu,
-        forwarded_after.saturating_sub(forwarded_before),
-    ))
+    Ok(report(layout, &window, &tallies, &after.since(&before)))
+}
+
+/// What the relay and the clients have spent and moved so far.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    /// CPU seconds of the relay's threads.
+    relay_cpu: Option<f64>,
+    /// Datagrams the relay forwarded.
+    forwarded: u64,
+    /// CPU seconds of the clients' runtime threads.
+    client_cpu: Option<f64>,
+    /// UDP datagrams the clients received.
+    client_udp_received: u64,
+}
+
+impl Counters {
+    fn read(relay: &Relay, clients: &[Client]) -> Self {
+        Counters {
+            relay_cpu: probe::threads_cpu_seconds(relay::THREAD_NAME),
+            forwarded: relay.forwarded(),
+            client_cpu: probe::threads_cpu_seconds(crate::run::CLIENT_THREADS),
+            client_udp_received: clients
+                .iter()
+                .map(|c| c.connection.stats().udp_rx.datagrams)
+                .sum(),
+        }
+    }
+
+    /// The difference from `earlier`.
+    fn since(&self, earlier: &Self) -> Self {
+        let cpu = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => Some((a - b).max(0.0)),
+            _ => None,
+        };
+        Counters {
+            relay_cpu: cpu(self.relay_cpu, earlier.relay_cpu),
+            forwarded: self.forwarded.saturating_sub(earlier.forwarded),
+            client_cpu: cpu(self.client_cpu, earlier.client_cpu),
+            client_udp_received: self
+                .client_udp_received
+                .saturating_sub(earlier.client_udp_received),
+        }
+    }
 }
 
 /// The clients while media runs. Dropped (at the end of the run, or with the run's
@@ -378,9 +409,9 @@ fn report(
     layout: &Layout,
     window: &Window,
     tallies: &[Tally],
-    cpu_seconds: Option<f64>,
-    forwarded: u64,
+    measured: &Counters,
 ) -> BaselineReport {
+    let (cpu_seconds, forwarded) = (measured.relay_cpu, measured.forwarded);
     let sent: Vec<u64> = window.streams().iter().map(StreamWindow::sent).collect();
     let frames_sent: u64 = sent.iter().sum();
     // Each stream's frames are expected by every participant of its meeting but its
@@ -407,6 +438,14 @@ fn report(
     let per_datagram = cpu_seconds
         .filter(|_| forwarded > 0)
         .map(|s| s * 1e6 / forwarded as f64);
+    let udp = measured.client_udp_received;
+    #[allow(clippy::cast_precision_loss)] // frame and datagram counts far below 2^52
+    let client_per = |count: u64| {
+        measured
+            .client_cpu
+            .filter(|_| count > 0)
+            .map(|s| s * 1e6 / count as f64)
+    };
     BaselineReport {
         frames_sent,
         frames_received,
@@ -416,6 +455,10 @@ fn report(
         relay_cpu_seconds: cpu_seconds.unwrap_or(0.0),
         datagrams_forwarded: forwarded,
         relay_cpu_us_per_forwarded_datagram: per_datagram,
+        client_cpu_seconds: measured.client_cpu,
+        client_cpu_us_per_received_frame: client_per(frames_received),
+        client_udp_datagrams_received: udp,
+        client_cpu_us_per_udp_datagram_received: client_per(udp),
     }
 }
 

@@ -101,7 +101,11 @@ pub(super) fn sections(r: &Report) -> Vec<Section> {
 fn loadgen_cpu(r: &Report) -> String {
     let mut cpu = qty(r.loadgen_cpu_seconds, 1, "s");
     if let Some(us) = r.loadgen_cpu_us_per_received_frame {
-        cpu.push_str(&format!(" ({us:.2} µs per received frame)"));
+        cpu.push_str(&format!(" ({us:.2} µs per received frame"));
+        if let Some(frames) = r.frames_per_udp_datagram_received {
+            cpu.push_str(&format!(", {frames:.2} frames per UDP datagram"));
+        }
+        cpu.push(')');
     }
     cpu
 }
@@ -390,10 +394,21 @@ fn baseline(r: &Report) -> Section {
         ));
         rows.push(row("loss", loss));
         rows.push(row("latency p50 / p99", dist(l, &[l.p50, l.p99], 2)));
-        rows.push(row("relay cpu", qty(Some(b.relay_cpu_seconds), 1, "s")));
         rows.push(row(
-            "relay cpu per datagram",
-            qty(b.relay_cpu_us_per_forwarded_datagram, 2, "µs"),
+            "relay cpu",
+            format!(
+                "{} ({} per datagram)",
+                qty(Some(b.relay_cpu_seconds), 1, "s"),
+                qty(b.relay_cpu_us_per_forwarded_datagram, 2, "µs")
+            ),
+        ));
+        rows.push(row(
+            "client cpu",
+            format!(
+                "{} per frame, {} per UDP datagram",
+                qty(b.client_cpu_us_per_received_frame, 2, "µs"),
+                qty(b.client_cpu_us_per_udp_datagram_received, 2, "µs")
+            ),
         ));
     }
     let efficiency = match r.forwarding_efficiency {

@@ -153,6 +153,9 @@ pub(super) fn report() -> Report {
         sfu_cpu_us_per_forwarded_datagram: Some(21.4e6 / 7_548_480.0),
         loadgen_cpu_seconds: Some(96.3),
         loadgen_cpu_us_per_received_frame: Some(4.1),
+        loadgen_udp_datagrams_received: 1_258_080,
+        frames_per_udp_datagram_received: Some(6.0),
+        loadgen_cpu_us_per_udp_datagram_received: Some(96.3e6 / 1_258_080.0),
         sfu_rss_kib_per_participant: None,
         sfu_metrics: Some(SfuMetrics {
             datagrams_received: 314_520,
@@ -181,6 +184,10 @@ pub(super) fn report() -> Report {
             relay_cpu_seconds: 9.8,
             datagrams_forwarded: 7_545_600,
             relay_cpu_us_per_forwarded_datagram: Some(1.30),
+            client_cpu_seconds: Some(30.2),
+            client_cpu_us_per_received_frame: Some(30.2e6 / 7_545_600.0),
+            client_udp_datagrams_received: 7_000_000,
+            client_cpu_us_per_udp_datagram_received: Some(30.2e6 / 7_000_000.0),
         }),
         forwarding_efficiency: Some(1.30 / (21.4e6 / 7_548_480.0)),
         problems: vec![

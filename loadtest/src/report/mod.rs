@@ -220,6 +220,17 @@ pub struct BaselineReport {
     pub datagrams_forwarded: u64,
     /// Relay CPU per forwarded datagram, µs.
     pub relay_cpu_us_per_forwarded_datagram: Option<f64>,
+    /// CPU seconds of the bare clients in the measured window (the process's, less
+    /// the relay's threads).
+    pub client_cpu_seconds: Option<f64>,
+    /// `client_cpu_seconds` per frame received, µs: what QUIC alone costs a receiver
+    /// (no SFrame, no SDK) in this shape, with the relay forwarding each datagram as
+    /// it comes.
+    pub client_cpu_us_per_received_frame: Option<f64>,
+    /// UDP datagrams the bare clients received in the window.
+    pub client_udp_datagrams_received: u64,
+    /// `client_cpu_seconds` per UDP datagram received, µs.
+    pub client_cpu_us_per_udp_datagram_received: Option<f64>,
 }
 
 /// Everything one run measured. See `docs/loadtest.md` for the schema.
@@ -286,6 +297,14 @@ pub struct Report {
     /// `loadgen_cpu_seconds` per frame received inside the windows, µs: the
     /// participants' whole cost (sending, receiving, bookkeeping) per received frame.
     pub loadgen_cpu_us_per_received_frame: Option<f64>,
+    /// UDP datagrams the participants' connections received in the measured phase
+    /// (QUIC's counters, `Client::network_stats`).
+    pub loadgen_udp_datagrams_received: u64,
+    /// `frames_received` ÷ `loadgen_udp_datagrams_received`: media frames per UDP
+    /// datagram a participant receives (the SFU packs small ones together).
+    pub frames_per_udp_datagram_received: Option<f64>,
+    /// `loadgen_cpu_seconds` ÷ `loadgen_udp_datagrams_received`, µs.
+    pub loadgen_cpu_us_per_udp_datagram_received: Option<f64>,
     /// Growth of the SFU process's resident memory (`--sfu-pid`) from before the
     /// first participant connected to the end of the measured phase, per participant
     /// of the scenario, KiB.

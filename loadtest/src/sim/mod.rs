@@ -82,6 +82,16 @@ pub(crate) struct SimOutcome {
     pub(crate) timeline: Option<Arc<Timeline>>,
     /// With several servers: where participants connected and moved.
     pub(crate) cluster: Option<crate::report::ClusterLoad>,
+    /// UDP datagrams the participants' connections received in the measured phase
+    /// (QUIC's counters; a participant that joined during it counts from its connect).
+    pub(crate) udp_datagrams_received: u64,
+}
+
+/// UDP datagrams `members` received so far.
+fn udp_received<'a>(members: impl Iterator<Item = &'a Member>) -> u64 {
+    members
+        .map(|m| m.client.network_stats().udp_datagrams_received)
+        .sum()
 }
 
 /// One meeting under test.
@@ -265,6 +275,7 @@ pub(crate) async fn simulate(
     let start_us = env.clock.now_us();
     env.timeline.start(start_us);
     probe.mark().await;
+    let udp_at_start = udp_received(meetings.iter().flat_map(|m| &m.members));
     for m in &meetings {
         let snapshot = m.board.snapshot();
         for member in &m.members {
@@ -296,6 +307,13 @@ pub(crate) async fn simulate(
     env.ending.store(true, std::sync::atomic::Ordering::Release);
     on_teardown();
     probe.mark().await;
+    let udp_at_end = udp_received(
+        meetings
+            .iter()
+            .flat_map(|m| &m.members)
+            .chain(departed.iter().map(|d| &d.member)),
+    );
+    out.udp_datagrams_received = udp_at_end.saturating_sub(udp_at_start);
     out.measured_s = end_us.saturating_sub(start_us) as f64 / 1e6;
     for m in &mut meetings {
         for member in &mut m.members {

@@ -113,8 +113,9 @@ pub(crate) struct Member {
     senders: Vec<JoinHandle<u64>>,
     to_receiver: mpsc::UnboundedSender<ToReceiver>,
     receiver: Option<JoinHandle<ReceiverOutcome>>,
-    /// Kept alive for the run (dropping the last handle would leave the meeting).
-    _client: conclave_sdk::client::Client,
+    /// Kept alive for the run (dropping the last handle would leave the meeting), and
+    /// read for its network counters.
+    pub(crate) client: conclave_sdk::client::Client,
 }
 
 impl Member {
@@ -170,7 +171,7 @@ impl Member {
             senders,
             to_receiver,
             receiver: Some(receiver),
-            _client: client,
+            client,
         }
     }
 

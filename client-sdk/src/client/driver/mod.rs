@@ -31,6 +31,7 @@ use super::{
 };
 use crate::UnixMillis;
 use crate::UserId;
+use crate::client::network::Traffic;
 use crate::client::shared::RoomLink;
 use crate::identity::UserIdentity;
 use crate::meeting::MeetingId;
@@ -252,9 +253,11 @@ struct Link {
 }
 
 impl Link {
-    fn close(self) {
+    /// Closes the connection; what it carried stays in `traffic`'s totals.
+    fn close(self, traffic: &Traffic) {
         self.reader.abort();
         self.conn.quic().close(0u32.into(), b"bye");
+        traffic.closed(self.conn.quic());
     }
 }
 
@@ -277,6 +280,8 @@ struct Shell {
     origin: Instant,
     /// Media datagrams received on any connection, for any room.
     datagrams: Arc<AtomicU64>,
+    /// The connections' network counters, read by the client.
+    traffic: Arc<Traffic>,
     /// How the configured servers are tried.
     bootstrap: bootstrap::Bootstrap,
 }
@@ -286,6 +291,7 @@ pub(crate) async fn start(
     config: ClientConfig,
     creds: DeviceCredentials,
     datagrams: Arc<AtomicU64>,
+    traffic: Arc<Traffic>,
 ) -> Result<(mpsc::Sender<Command>, mpsc::Receiver<ClientEvent>), ClientError> {
     let (command_tx, commands) = mpsc::channel(COMMAND_QUEUE);
     let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
@@ -310,6 +316,7 @@ pub(crate) async fn start(
         ready: None,
         origin: now,
         datagrams,
+        traffic,
         bootstrap: bootstrap::Bootstrap::default(),
     };
     shell.carry_out().await;
@@ -419,7 +426,7 @@ impl Shell {
             self.carry_out().await;
         }
         for link in self.links.drain(..) {
-            link.close();
+            link.close(&self.traffic);
         }
     }
 
@@ -480,6 +487,7 @@ impl Shell {
                 match connected {
                     Ok((control, events)) => {
                         let binding = *control.tls_binding();
+                        self.traffic.opened(control.quic());
                         let control = Arc::new(control);
                         let rooms = Rooms::default();
                         let reader = tokio::spawn(media::read_media(
@@ -510,7 +518,7 @@ impl Shell {
                     // A room linked earlier in this step must not keep pointing at
                     // the closed connection.
                     media::unlink_all(&link.rooms);
-                    link.close();
+                    link.close(&self.traffic);
                 }
             }
             Action::LinkRoom {
