@@ -121,6 +121,12 @@ pub struct Options {
     /// rooms or encryption beyond QUIC) and report the SFU's efficiency against it.
     #[arg(long)]
     pub baseline: bool,
+    /// The baseline relay's pack window, ms: it holds datagrams of at most half a
+    /// packet for each receiver and hands them to QUIC together every this many ms,
+    /// as the SFU does, so that its clients receive as many frames per UDP datagram.
+    /// 0 (the default) forwards each datagram as it comes.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub baseline_pack_ms: u64,
     /// Write the report as JSON (schema in docs/loadtest.md).
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
@@ -209,9 +215,11 @@ impl Options {
         if self.server.len() > 16 {
             return bad("at most 16 --server addresses".into());
         }
-        if self.sfu_pack_ms > conclave_sfu::config::MAX_MEDIA_PACK_MS {
+        if self.sfu_pack_ms > conclave_sfu::config::MAX_MEDIA_PACK_MS
+            || self.baseline_pack_ms > conclave_sfu::config::MAX_MEDIA_PACK_MS
+        {
             return bad(format!(
-                "--sfu-pack-ms takes 0 to {} ms",
+                "--sfu-pack-ms and --baseline-pack-ms take 0 to {} ms",
                 conclave_sfu::config::MAX_MEDIA_PACK_MS
             ));
         }

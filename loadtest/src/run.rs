@@ -122,6 +122,7 @@ fn baseline_shape(o: &Options) -> crate::baseline::BaselineShape {
         video_fps: o.video_fps,
         duration: Duration::from_secs_f64(o.duration),
         relay_threads: o.sfu_threads,
+        pack: Duration::from_millis(o.baseline_pack_ms),
     }
 }
 

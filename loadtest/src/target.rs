@@ -62,6 +62,8 @@ pub(crate) struct Target {
     pub(crate) sfu_rss_at_start: Option<u64>,
     pub(crate) readings: Mutex<Vec<Reading>>,
     pub(crate) problems: Mutex<Vec<String>>,
+    /// CPU of the in-process SFU's threads (its runtimes and their blocking pools).
+    sfu_threads_cpu: probe::ThreadsCpu,
 }
 
 impl Target {
@@ -95,6 +97,7 @@ impl Target {
                 sfu_rss_at_start: options.sfu_pid.and_then(probe::pid_rss_bytes),
                 readings: Mutex::new(Vec::new()),
                 problems: Mutex::new(Vec::new()),
+                sfu_threads_cpu: probe::ThreadsCpu::new(SFU_THREADS),
             }));
         }
         let _ = recorder();
@@ -166,6 +169,7 @@ impl Target {
             sfu_rss_at_start: None,
             readings: Mutex::new(Vec::new()),
             problems: Mutex::new(Vec::new()),
+            sfu_threads_cpu: probe::ThreadsCpu::new(SFU_THREADS),
         }))
     }
 
@@ -177,7 +181,7 @@ impl Target {
     /// The SFU's CPU seconds so far.
     pub(crate) fn cpu_seconds(&self) -> Option<f64> {
         if self.in_process() {
-            probe::threads_cpu_seconds(SFU_THREADS)
+            self.sfu_threads_cpu.read()
         } else {
             self.sfu_pid.and_then(probe::pid_cpu_seconds)
         }

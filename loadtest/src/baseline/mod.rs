@@ -87,6 +87,9 @@ pub struct BaselineShape {
     pub duration: std::time::Duration,
     /// Worker threads of the relay's own runtime.
     pub relay_threads: usize,
+    /// Pack window for small datagrams (zero: forward each as it comes); see
+    /// `relay`.
+    pub pack: std::time::Duration,
 }
 
 /// Runs `shape` through a bare QUIC relay and measures it. The relay runs on its own
@@ -103,7 +106,7 @@ pub async fn run_baseline(shape: &BaselineShape) -> Result<BaselineReport, LoadE
     let layout = Layout::new(shape)?;
     let (server_config, client_config) = tls::configs()?;
     let runtime = RelayRuntime::new(shape.relay_threads)?;
-    let result = match Relay::start(&runtime, server_config, shape.meetings).await {
+    let result = match Relay::start(&runtime, server_config, shape.meetings, shape.pack).await {
         Ok(relay) => {
             let result = measure(shape, &layout, &relay, client_config).await;
             relay.close();
@@ -255,11 +258,12 @@ async fn measure(
     }
 
     tokio::time::sleep(WARM_UP).await;
-    let before = Counters::read(relay, clients);
+    let threads = Threads::new();
+    let before = Counters::read(&threads, relay, clients);
     window.set_phase(Phase::Measured);
     tokio::time::sleep(shape.duration).await;
     window.set_phase(Phase::Ended);
-    let after = Counters::read(relay, clients);
+    let after = Counters::read(&threads, relay, clients);
 
     let slowest_period = Duration::from_secs(1) / shape.audio_fps.min(shape.video_fps).max(1);
     let (refused, unfinished) = join_all(senders, slowest_period + STOP_GRACE).await;
@@ -291,12 +295,27 @@ struct Counters {
     client_udp_received: u64,
 }
 
+/// The threads whose CPU the run measures.
+struct Threads {
+    relay: probe::ThreadsCpu,
+    clients: probe::ThreadsCpu,
+}
+
+impl Threads {
+    fn new() -> Self {
+        Threads {
+            relay: probe::ThreadsCpu::new(relay::THREAD_NAME),
+            clients: probe::ThreadsCpu::new(crate::run::CLIENT_THREADS),
+        }
+    }
+}
+
 impl Counters {
-    fn read(relay: &Relay, clients: &[Client]) -> Self {
+    fn read(threads: &Threads, relay: &Relay, clients: &[Client]) -> Self {
         Counters {
-            relay_cpu: probe::threads_cpu_seconds(relay::THREAD_NAME),
+            relay_cpu: threads.relay.read(),
             forwarded: relay.forwarded(),
-            client_cpu: probe::threads_cpu_seconds(crate::run::CLIENT_THREADS),
+            client_cpu: threads.clients.read(),
             client_udp_received: clients
                 .iter()
                 .map(|c| c.connection.stats().udp_rx.datagrams)
@@ -478,6 +497,7 @@ mod tests {
             video_fps: 0,
             duration: Duration::from_secs(1),
             relay_threads: 1,
+            pack: Duration::ZERO,
         }
     }
 
@@ -543,6 +563,25 @@ mod tests {
         // 2 senders, each heard by the 2 other participants.
         assert_eq!(report.frames_expected, report.frames_sent * 2, "{report:?}");
         assert!(report.datagrams_forwarded > 0, "{report:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn packed_frames_flow_through_the_bare_relay_and_the_clients_are_measured() {
+        let report = run_baseline(&BaselineShape {
+            pack: Duration::from_millis(2),
+            ..tiny()
+        })
+        .await
+        .unwrap();
+        // Held frames reach the receivers only through the flush task.
+        assert!(report.frames_received > 0, "{report:?}");
+        assert!(report.latency_ms.count > 0, "{report:?}");
+        assert!(report.client_udp_datagrams_received > 0, "{report:?}");
+        assert!(report.client_cpu_seconds.is_some(), "{report:?}");
+        assert!(
+            report.client_cpu_us_per_udp_datagram_received.is_some(),
+            "{report:?}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,11 @@
 //! `read_datagram` and one `send_datagram` per other member. No directory, rooms,
 //! authentication, header parsing or congestion policy: only what any QUIC relay must
 //! do, which is why its CPU per forwarded datagram is the floor for the SFU's.
+//!
+//! With a pack window (`--baseline-pack-ms`), datagrams of at most [`PACK_MAX_BYTES`]
+//! wait in a per-receiver list (at most [`PACK_MAX_HELD`]) that a per-group task hands
+//! to QUIC every window, so that they share packets as the SFU's do (its pacer flushes
+//! a window after each receiver's first held datagram; a fixed tick gathers as many).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +33,13 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a server reports in [`LoadError::Start`].
 const WHAT: &str = "baseline relay";
+
+/// Datagrams this small (half of a packet, as for the SFU's pacer) wait for the pack
+/// window; larger ones go at once.
+pub(crate) const PACK_MAX_BYTES: usize = 600;
+
+/// Datagrams held for one receiver at most; more go at once.
+const PACK_MAX_HELD: usize = 256;
 
 /// The relay's own multi-thread runtime. Dropped anywhere (even in an async context,
 /// e.g. when the caller's future is cancelled) it shuts down in the background;
@@ -89,6 +101,7 @@ impl Relay {
         runtime: &RelayRuntime,
         config: quinn::ServerConfig,
         groups: usize,
+        pack: Duration,
     ) -> Result<Relay, LoadError> {
         let bind = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         let start_err = |reason: String| LoadError::Start {
@@ -100,7 +113,15 @@ impl Relay {
             groups: (0..groups).map(|_| Group::default()).collect(),
             forwarded: AtomicU64::new(0),
             send_errors: AtomicU64::new(0),
+            packing: !pack.is_zero(),
         });
+        if !pack.is_zero() {
+            for index in 0..groups {
+                runtime
+                    .handle
+                    .spawn(flush_held(Arc::clone(&state), index, pack));
+            }
+        }
         let accept_state = Arc::clone(&state);
         // The endpoint is created on the relay runtime so that its driver, and the
         // drivers of its connections, run on the relay's threads.
@@ -151,6 +172,8 @@ struct RelayState {
     forwarded: AtomicU64,
     /// Forwards quinn refused.
     send_errors: AtomicU64,
+    /// Small datagrams wait for the group's flush task.
+    packing: bool,
 }
 
 /// A group's members. Forwarders keep a snapshot of the member list and take a new one
@@ -173,6 +196,8 @@ struct Snapshot {
 struct Member {
     id: usize,
     connection: quinn::Connection,
+    /// Small datagrams waiting for the pack window.
+    held: Arc<Mutex<Vec<bytes::Bytes>>>,
 }
 
 impl Group {
@@ -186,7 +211,11 @@ impl Group {
             .cloned()
             .collect();
         if let Some(connection) = connection {
-            members.push(Member { id, connection });
+            members.push(Member {
+                id,
+                connection,
+                held: Arc::default(),
+            });
         }
         current.version = current.version.wrapping_add(1);
         current.members = Arc::new(members);
@@ -253,7 +282,16 @@ async fn forward(connection: &quinn::Connection, id: usize, group: &Group, state
         group.refresh(&mut snapshot);
         let mut sent = 0u64;
         let mut failed = 0u64;
+        let hold = state.packing && datagram.len() <= PACK_MAX_BYTES;
         for member in snapshot.members.iter().filter(|m| m.id != id) {
+            if hold {
+                let mut held = member.held.lock().unwrap_or_else(PoisonError::into_inner);
+                if held.len() < PACK_MAX_HELD {
+                    held.push(datagram.clone());
+                    sent += 1;
+                    continue;
+                }
+            }
             match member.connection.send_datagram(datagram.clone()) {
                 Ok(()) => sent += 1,
                 Err(_) => failed += 1,
@@ -262,6 +300,38 @@ async fn forward(connection: &quinn::Connection, id: usize, group: &Group, state
         state.forwarded.fetch_add(sent, Ordering::Relaxed);
         if failed > 0 {
             state.send_errors.fetch_add(failed, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Every `pack`, hands each member of group `index` the datagrams held for it, all at
+/// once, so that QUIC packs them into as few packets as they fit. Runs until the
+/// relay's runtime stops.
+async fn flush_held(state: Arc<RelayState>, index: usize, pack: Duration) {
+    let Some(group) = state.groups.get(index) else {
+        return;
+    };
+    let mut snapshot = Snapshot::default();
+    let mut tick = tokio::time::interval(pack);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::new();
+    loop {
+        tick.tick().await;
+        group.refresh(&mut snapshot);
+        for member in snapshot.members.iter() {
+            std::mem::swap(
+                &mut batch,
+                &mut member.held.lock().unwrap_or_else(PoisonError::into_inner),
+            );
+            let mut failed = 0u64;
+            for datagram in batch.drain(..) {
+                if member.connection.send_datagram(datagram).is_err() {
+                    failed += 1;
+                }
+            }
+            if failed > 0 {
+                state.send_errors.fetch_add(failed, Ordering::Relaxed);
+            }
         }
     }
 }
