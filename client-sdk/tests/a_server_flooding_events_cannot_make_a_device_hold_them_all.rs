@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use conclave_proto::v1::{self, client_frame::Request};
 use conclave_sdk::client::{ClientEvent, DisconnectReason, MediaKind};
 use conclave_sdk::transport::{ClosedReason, TransportError};
+use conclave_testkit::meeting::start_and_accept;
 use conclave_testkit::prelude::*;
 
 /// The junk events and their size: together 12 times the client's budget.
@@ -32,7 +33,7 @@ async fn a_server_flooding_events_cannot_make_a_device_hold_them_all() {
     let mut client_config = sfu.client_config();
     client_config.event_queue_bytes = BUDGET;
     let mut a = alice.connect_with(client_config).await;
-    let mut b = bob.connect(&sfu).await;
+    let b = bob.connect(&sfu).await;
     let device = *a.id().as_bytes();
 
     // Alice's next directory lookup is never answered.
@@ -95,12 +96,12 @@ async fn a_server_flooding_events_cannot_make_a_device_hold_them_all() {
     // The server turns honest: Alice reconnects and calls Bob.
     sfu.adversary().clear_rules();
     a.wait_for(|e| matches!(e, ClientEvent::Reconnected)).await;
-    let (meeting_a, _) = a
-        .client
-        .start_meeting(&[bob.id()], &[MediaKind::Audio])
-        .await
-        .unwrap();
-    let mut meeting_b = b.accept_next(&[MediaKind::Audio]).await;
+    let mut devices = [a, b];
+    let [meeting_a, mut meeting_b] = <[_; 2]>::try_from(
+        start_and_accept(&[alice, bob], &mut devices, &[MediaKind::Audio]).await,
+    )
+    .ok()
+    .unwrap();
     deliver(
         &meeting_a,
         MediaKind::Audio,

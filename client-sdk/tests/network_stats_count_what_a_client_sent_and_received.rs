@@ -9,15 +9,11 @@ use conclave_testkit::prelude::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_stats_count_what_a_client_sent_and_received() {
     let sfu = TestSfu::start_for_clients().await;
-    let (alice, bob) = (User::new("alice"), User::new("bob"));
-    let a = alice.connect(&sfu).await;
-    let mut b = bob.connect(&sfu).await;
-    let (meeting_a, _) = a
-        .client
-        .start_meeting(&[bob.id()], &[MediaKind::Video])
-        .await
-        .unwrap();
-    let mut meeting_b = b.accept_next(&[MediaKind::Video]).await;
+    let Group {
+        devices: [a, b],
+        meetings: [meeting_a, mut meeting_b],
+        ..
+    } = Group::start(&sfu, ["alice", "bob"], &[MediaKind::Video]).await;
     deliver(&meeting_a, MediaKind::Video, b"first", &mut meeting_b).await;
 
     let (sent_before, received_before) = (a.client.network_stats(), b.client.network_stats());
