@@ -27,6 +27,10 @@ use crate::telemetry;
 
 /// Mailbox entries read per store call in a pass.
 const DELIVERY_PAGE: usize = 100;
+/// The same for a connection with a mailbox window, whose pass may wait on the
+/// client's reports with the rest of its page in memory: a client that never reports
+/// holds at most this many entries of its mailbox on the server.
+const WINDOWED_PAGE: usize = 8;
 /// Store reads of delivery passes at once, at most.
 pub(super) const CONCURRENT_READS: usize = 8;
 /// A pass whose store read failed is tried again after this, doubled per failure up
@@ -55,6 +59,11 @@ pub(super) async fn deliver_pass(
     let mut delivered = conn.mailbox.delivered.lock().await;
     // Signals from here on need another pass; those before are covered by this one.
     conn.mailbox.requested.swap(false, Ordering::AcqRel);
+    let page_len = if conn.mailbox.window.is_open() {
+        WINDOWED_PAGE
+    } else {
+        DELIVERY_PAGE
+    };
     loop {
         let after = *delivered;
         let page = {
@@ -63,7 +72,7 @@ pub(super) async fn deliver_pass(
             };
             shared
                 .blocking("mailbox delivery", move |s| {
-                    s.mailbox_list(&device, after, DELIVERY_PAGE)
+                    s.mailbox_list(&device, after, page_len)
                 })
                 .await
         };
@@ -98,7 +107,7 @@ pub(super) async fn deliver_pass(
             *delivered = id;
             counter!(telemetry::CONTAINERS_DELIVERED).increment(1);
         }
-        if count < DELIVERY_PAGE {
+        if count < page_len {
             return PassEnd::Done;
         }
     }
