@@ -460,6 +460,12 @@ impl Client {
         self.inner.datagrams_received()
     }
 
+    /// What this client's connections carried on the network so far (QUIC's counters):
+    /// for a connection-quality indicator.
+    pub fn network_stats(&self) -> crate::NetworkStats {
+        self.inner.network_stats().into()
+    }
+
     /// Leaves every meeting, closes the connection and stops the client's tasks. The
     /// client's other calls fail with [`ConclaveError::Closed`] afterwards. (Not
     /// `close`: in Kotlin and Swift that name frees the object itself.)

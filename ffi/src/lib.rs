@@ -69,7 +69,7 @@ pub use push::{PushKeys, WakeAction, WakeUp, open_wake_up};
 pub use runtime::{runtime_handle, shutdown};
 pub use types::{
     ClientEvent, EndReason, Invitation, InviteReport, MediaFrame, MediaKind, MediaStats,
-    MeetingEvent, Participant, PinnedUser, RefusedDevice, SafetyWords,
+    MeetingEvent, NetworkStats, Participant, PinnedUser, RefusedDevice, SafetyWords,
 };
 
 /// Sends the SDK's logs to stderr, filtered by `filter` (a `tracing` directive such as

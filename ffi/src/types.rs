@@ -269,6 +269,34 @@ impl From<sdk::MediaStats> for MediaStats {
     }
 }
 
+/// What the client's connections carried on the network, from QUIC's counters: totals
+/// over every connection it opened. Read it now and then and subtract for rates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Record)]
+pub struct NetworkStats {
+    /// UDP datagrams received.
+    pub udp_datagrams_received: u64,
+    /// Bytes of those.
+    pub udp_bytes_received: u64,
+    /// UDP datagrams sent.
+    pub udp_datagrams_sent: u64,
+    /// Bytes of those.
+    pub udp_bytes_sent: u64,
+    /// QUIC packets this client sent that were declared lost.
+    pub packets_lost: u64,
+}
+
+impl From<sdk::NetworkStats> for NetworkStats {
+    fn from(s: sdk::NetworkStats) -> Self {
+        NetworkStats {
+            udp_datagrams_received: s.udp_datagrams_received,
+            udp_bytes_received: s.udp_bytes_received,
+            udp_datagrams_sent: s.udp_datagrams_sent,
+            udp_bytes_sent: s.udp_bytes_sent,
+            packets_lost: s.packets_lost,
+        }
+    }
+}
+
 /// The two safety words of an epoch: equal words on every participant's screen mean
 /// everyone holds the same meeting key and the same keys for everyone.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]

@@ -115,6 +115,10 @@ def test_three_parties_agree_on_safety_codes_and_exchange_audio_and_video(sfu):
             stats = receiver.meeting.stats()
             assert stats.decrypt_failures == 0
             assert stats.frames_received > 0
+            network = receiver.person.client.network_stats()
+            assert network.udp_datagrams_received > 0
+            assert network.udp_bytes_received > 0
+            assert network.udp_datagrams_sent > 0
         roster = {p.user_id for p in parties[0].meeting.participants()}
         assert roster == {p.person.user_id for p in parties}
         assert parties[0].meeting.is_leader() and not parties[1].meeting.is_leader()
