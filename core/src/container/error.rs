@@ -222,6 +222,17 @@ pub enum ContainerError {
     /// The payload is empty.
     #[error("container payload has no body")]
     EmptyPayload,
+    /// A prepared container was asked to seal to a device it has no entry for.
+    #[error(
+        "no entry was prepared for recipient device {device_id:?}; add it to the preparation first"
+    )]
+    NotPrepared {
+        /// The device.
+        device_id: DeviceId,
+    },
+    /// A prepared container was used by another device than the one that prepared it.
+    #[error("this container was prepared by another device; prepare one with this device")]
+    PreparedByAnotherDevice,
     /// The P-384 key agreement failed inside the crypto library (not expected for
     /// valid keys, which every key reaching it is).
     #[error("P-384 key agreement failed")]

@@ -13,6 +13,10 @@
 //! 5. The sender device signs `"conclave.container.v1" || u32be(len(header)) || header ||
 //!    ciphertext` with Ed25519 and attaches its certificate.
 //!
+//! A [`PreparedSeal`] does step 2 ahead of time for devices that may receive a later
+//! container (a key leader's next `Rekey`), and steps 3 to 5 once its payload and final
+//! recipients are known (`prepared.rs`).
+//!
 //! # Opening (order matters)
 //! Size bound → decode → **sender certificate chain** against the caller's trusted key
 //! for the sender → signature over the received bytes → version, sender ids, expiry →
@@ -25,6 +29,7 @@
 mod ecdh;
 mod error;
 mod open;
+mod prepared;
 mod replay;
 mod seal;
 mod wrap;
@@ -36,6 +41,7 @@ use zeroize::Zeroize;
 
 pub use error::{ContainerError, Malformed};
 pub use open::SealedContainer;
+pub use prepared::PreparedSeal;
 pub use replay::{DEFAULT_REPLAY_CAPACITY, ReplayCache};
 pub use seal::{PAYLOAD_PADDING_BLOCK, seal};
 

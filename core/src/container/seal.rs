@@ -66,6 +66,37 @@ pub(super) fn seal_with(
 ) -> Result<Vec<u8>, ContainerError> {
     let payload_key = secrets.payload_key;
     check_recipients(recipients, now)?;
+    check_message(payload, ttl_ms)?;
+    let container_id = secrets
+        .container_id
+        .unwrap_or_else(|| ContainerId::random(rng));
+    let ephemeral = Ephemeral::new(rng)?;
+    let sender_user_id = sender.user_id();
+    let sender_device_id = sender.device_id();
+    let ids = EntryIds {
+        container_id: &container_id,
+        sender_user_id: &sender_user_id,
+        sender_device_id: &sender_device_id,
+        ephemeral_public_key: &ephemeral.public_key,
+    };
+    let entries = wrap_entries(&ephemeral.key, &ids, recipients, |i| entry_key(secrets, i))?;
+    let parts = HeaderParts {
+        container_id: &container_id,
+        ephemeral_public_key: &ephemeral.public_key,
+        entries,
+        payload_key,
+        clear_kind: secrets
+            .declared_kind
+            .unwrap_or(v1::PayloadKind::Unspecified),
+    };
+    assemble(sender, parts, payload, now, ttl_ms, rng)
+}
+
+/// The time to live is within bounds and the payload has a body.
+pub(super) fn check_message(
+    payload: &v1::ContainerPayload,
+    ttl_ms: u64,
+) -> Result<(), ContainerError> {
     if ttl_ms == 0 || ttl_ms > MAX_TTL_MS {
         return Err(ContainerError::InvalidTtl {
             ttl_ms,
@@ -75,39 +106,57 @@ pub(super) fn seal_with(
     if payload_kind(payload) == v1::PayloadKind::Unspecified {
         return Err(ContainerError::EmptyPayload);
     }
-    let clear_kind = secrets
-        .declared_kind
-        .unwrap_or(v1::PayloadKind::Unspecified);
+    Ok(())
+}
 
-    let container_id = secrets
-        .container_id
-        .unwrap_or_else(|| ContainerId::random(rng));
-    // Drawn from the caller's RNG (no hidden randomness), zeroized on drop; the
-    // agreements run in aws-lc (`ecdh`).
-    let ephemeral = EcdhKey::new(&p384::SecretKey::random(rng))?;
-    let ephemeral_public_key = crate::identity::p384_compressed(&ephemeral.public_key()?);
-    let sender_user_id = sender.user_id();
-    let sender_device_id = sender.device_id();
+/// A container's one ephemeral P-384 key, drawn from the caller's RNG (no hidden
+/// randomness), zeroized on drop; the agreements run in aws-lc (`ecdh`).
+pub(super) struct Ephemeral {
+    pub(super) key: EcdhKey,
+    /// Its public point, compressed, as the header carries it.
+    pub(super) public_key: Vec<u8>,
+}
 
-    let ids = EntryIds {
-        container_id: &container_id,
-        sender_user_id: &sender_user_id,
-        sender_device_id: &sender_device_id,
-        ephemeral_public_key: &ephemeral_public_key,
-    };
-    let entries = wrap_entries(&ephemeral, &ids, recipients, secrets)?;
+impl Ephemeral {
+    pub(super) fn new(rng: &mut impl CryptoRngCore) -> Result<Self, ContainerError> {
+        let key = EcdhKey::new(&p384::SecretKey::random(rng))?;
+        let public_key = crate::identity::p384_compressed(&key.public_key()?);
+        Ok(Ephemeral { key, public_key })
+    }
+}
 
+/// What the header holds besides the sender's ids and the times.
+pub(super) struct HeaderParts<'a> {
+    pub(super) container_id: &'a ContainerId,
+    pub(super) ephemeral_public_key: &'a [u8],
+    pub(super) entries: Vec<v1::RecipientEntry>,
+    /// Encrypts the payload; committed to in the header.
+    pub(super) payload_key: &'a Key256,
+    /// The payload kind written in the clear (honest senders: `Unspecified`).
+    pub(super) clear_kind: v1::PayloadKind,
+}
+
+/// Serializes the header, encrypts the padded payload under the payload key, signs
+/// both and returns the wire container (steps 3 to 5 of sealing).
+pub(super) fn assemble(
+    sender: &DeviceIdentity,
+    parts: HeaderParts<'_>,
+    payload: &v1::ContainerPayload,
+    now: UnixMillis,
+    ttl_ms: u64,
+    rng: &mut impl CryptoRngCore,
+) -> Result<Vec<u8>, ContainerError> {
     let header = v1::ContainerHeader {
         version: CONTAINER_VERSION,
-        container_id: container_id.as_bytes().to_vec(),
-        sender_user_id: sender_user_id.as_bytes().to_vec(),
-        sender_device_id: sender_device_id.as_bytes().to_vec(),
+        container_id: parts.container_id.as_bytes().to_vec(),
+        sender_user_id: sender.user_id().as_bytes().to_vec(),
+        sender_device_id: sender.device_id().as_bytes().to_vec(),
         created_at_ms: now.0,
         ttl_ms,
-        ephemeral_public_key,
-        entries,
-        key_commitment: commitment(payload_key, &container_id).to_vec(),
-        payload_kind: clear_kind.into(),
+        ephemeral_public_key: parts.ephemeral_public_key.to_vec(),
+        entries: parts.entries,
+        key_commitment: commitment(parts.payload_key, parts.container_id).to_vec(),
+        payload_kind: parts.clear_kind.into(),
     }
     .encode_to_vec();
 
@@ -120,7 +169,7 @@ pub(super) fn seal_with(
     }
     let mut nonce = [0u8; PAYLOAD_NONCE_LEN];
     rng.fill_bytes(&mut nonce);
-    let sealed = Aes256Gcm::new(payload_key.as_slice().into())
+    let sealed = Aes256Gcm::new(parts.payload_key.as_slice().into())
         .encrypt(
             Nonce::from_slice(&nonce),
             Payload {
@@ -158,11 +207,11 @@ pub(super) fn seal_with(
 }
 
 /// What every entry of one container binds.
-struct EntryIds<'a> {
-    container_id: &'a ContainerId,
-    sender_user_id: &'a crate::UserId,
-    sender_device_id: &'a crate::DeviceId,
-    ephemeral_public_key: &'a [u8],
+pub(super) struct EntryIds<'a> {
+    pub(super) container_id: &'a ContainerId,
+    pub(super) sender_user_id: &'a crate::UserId,
+    pub(super) sender_device_id: &'a crate::DeviceId,
+    pub(super) ephemeral_public_key: &'a [u8],
 }
 
 /// Below this many recipients per thread, entries are wrapped on the calling thread.
@@ -171,11 +220,12 @@ const ENTRIES_PER_THREAD: usize = 16;
 /// Wraps the key for every recipient (two P-384 ECDH each: the dominant cost of a
 /// large container), on up to one scoped thread per CPU. Entries come out in
 /// recipient order whatever the thread count.
-fn wrap_entries(
+/// `key_of(i)` is the key wrapped for recipient `i`.
+pub(super) fn wrap_entries<'k>(
     ephemeral: &EcdhKey,
     ids: &EntryIds<'_>,
     recipients: &[Recipient],
-    secrets: &SealSecrets<'_>,
+    key_of: impl Fn(usize) -> &'k Key256 + Sync,
 ) -> Result<Vec<v1::RecipientEntry>, ContainerError> {
     let threads = std::thread::available_parallelism()
         .map_or(1, std::num::NonZeroUsize::get)
@@ -184,7 +234,7 @@ fn wrap_entries(
     let wrap_range = |start: usize, part: &[Recipient]| -> Result<Vec<_>, ContainerError> {
         part.iter()
             .enumerate()
-            .map(|(j, r)| wrap_entry(ephemeral, ids, r, entry_key(secrets, start + j)))
+            .map(|(j, r)| wrap_entry(ephemeral, ids, r, key_of(start + j)))
             .collect()
     };
     if threads == 1 {
@@ -252,7 +302,10 @@ fn entry_key<'k>(secrets: &SealSecrets<'k>, i: usize) -> &'k Key256 {
         .unwrap_or(secrets.payload_key)
 }
 
-fn check_recipients(recipients: &[Recipient], now: UnixMillis) -> Result<(), ContainerError> {
+pub(super) fn check_recipients(
+    recipients: &[Recipient],
+    now: UnixMillis,
+) -> Result<(), ContainerError> {
     if recipients.is_empty() {
         return Err(ContainerError::NoRecipients);
     }

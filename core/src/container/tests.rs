@@ -17,20 +17,20 @@ use crate::identity::{
 };
 use crate::time::DAY_MS;
 
-const NOW: UnixMillis = UnixMillis(1_700_000_000_000);
-const TTL: u64 = DAY_MS;
+pub(super) const NOW: UnixMillis = UnixMillis(1_700_000_000_000);
+pub(super) const TTL: u64 = DAY_MS;
 
-struct Party {
+pub(super) struct Party {
     user_key: UserSigningKey,
     identity: UserIdentity,
-    device: DeviceIdentity,
+    pub(super) device: DeviceIdentity,
     prekeys: PrekeyPool,
     published: Vec<v1::SignedPrekey>,
     replay: ReplayCache,
 }
 
 impl Party {
-    fn new(name: &str, rng: &mut ChaCha20Rng) -> Self {
+    pub(super) fn new(name: &str, rng: &mut ChaCha20Rng) -> Self {
         let user_key = UserSigningKey::generate(rng);
         let identity = UserIdentity {
             user_id: UserId::from_username(name).unwrap(),
@@ -51,18 +51,22 @@ impl Party {
     }
 
     /// What a sender builds from the directory's bundle: verified device + prekey `i`.
-    fn recipient(&self, i: usize) -> Recipient {
+    pub(super) fn recipient(&self, i: usize) -> Recipient {
         let device =
             VerifiedDevice::verify(self.device.certificate(), &self.identity, NOW).unwrap();
         let prekey = VerifiedPrekey::verify(&self.published[i], &device, NOW).unwrap();
         Recipient::new(device, prekey).unwrap()
     }
 
-    fn open(&mut self, bytes: &[u8], sender: &Party) -> Result<OpenedContainer, ContainerError> {
+    pub(super) fn open(
+        &mut self,
+        bytes: &[u8],
+        sender: &Party,
+    ) -> Result<OpenedContainer, ContainerError> {
         self.open_at(bytes, sender, NOW)
     }
 
-    fn open_at(
+    pub(super) fn open_at(
         &mut self,
         bytes: &[u8],
         sender: &Party,
@@ -78,7 +82,7 @@ impl Party {
     }
 }
 
-fn text(s: &str) -> v1::ContainerPayload {
+pub(super) fn text(s: &str) -> v1::ContainerPayload {
     v1::ContainerPayload {
         body: Some(Body::Text(v1::TextMessage { text: s.into() })),
         ..Default::default()
@@ -97,7 +101,7 @@ fn invite_payload() -> v1::ContainerPayload {
     }
 }
 
-fn setup() -> (ChaCha20Rng, Party, Party, Party) {
+pub(super) fn setup() -> (ChaCha20Rng, Party, Party, Party) {
     let mut rng = ChaCha20Rng::seed_from_u64(42);
     let alice = Party::new("alice", &mut rng);
     let bob = Party::new("bob", &mut rng);
