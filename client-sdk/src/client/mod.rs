@@ -132,6 +132,13 @@ pub struct ClientConfig {
     pub trust: ServerTrust,
     /// Rekey timers (coalescing window, grace window for the previous epoch).
     pub rekey: RekeyConfig,
+    /// How long a meeting this device leads as key leader must stay at one epoch
+    /// before the next Rekey's entries are wrapped ahead of time (a directory fetch and
+    /// two P-384 agreements per participant, done while nothing waits for them), so
+    /// that a departure costs only the encryption and signature. `None`: never; each
+    /// Rekey is wrapped when it is needed. The prepared key sits in memory until used,
+    /// at most 10 minutes (`docs/security.md`). Default 1 s.
+    pub prepare_rekeys_after: Option<Duration>,
     /// Prekeys kept on the server: replenished up to this many when the server reports
     /// its pool low. Default 100.
     pub prekey_target: u32,
@@ -212,6 +219,9 @@ pub const MAX_RING_TIMEOUT: Duration = Duration::from_secs(600);
 /// [`ClientConfig::connect_timeout`]'s default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// [`ClientConfig::prepare_rekeys_after`]'s default.
+pub const DEFAULT_PREPARE_REKEYS_AFTER: Duration = Duration::from_secs(1);
+
 impl ClientConfig {
     /// Defaults for `server` (a [`SocketAddr`](std::net::SocketAddr) or a `"host:port"` string),
     /// authenticated with `trust`.
@@ -227,6 +237,7 @@ impl ClientConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             trust,
             rekey: RekeyConfig::default(),
+            prepare_rekeys_after: Some(DEFAULT_PREPARE_REKEYS_AFTER),
             prekey_target: 100,
             ring_timeout: DEFAULT_RING_TIMEOUT,
             invite_ttl: Duration::from_millis(crate::time::DAY_MS),
@@ -923,6 +934,12 @@ impl Meeting {
         self.handle.held_epochs()
     }
 
+    /// [`MeetingHandle::prepared_rekey_devices`].
+    #[must_use]
+    pub fn prepared_rekey_devices(&self) -> usize {
+        self.handle.prepared_rekey_devices()
+    }
+
     /// Whether this device is the key leader.
     #[must_use]
     pub fn is_leader(&self) -> bool {
@@ -1117,6 +1134,15 @@ impl MeetingHandle {
     #[must_use]
     pub fn held_epochs(&self) -> Vec<Epoch> {
         self.shared.info().held_epochs
+    }
+
+    /// How many participants' devices the next Rekey is already wrapped for: this
+    /// device leads the meeting and prepared it while the meeting was steady
+    /// ([`ClientConfig::prepare_rekeys_after`]). A departure then costs no directory
+    /// round trip and no key agreement for them. 0 on other devices.
+    #[must_use]
+    pub fn prepared_rekey_devices(&self) -> usize {
+        self.shared.info().prepared_rekey_devices
     }
 
     /// Whether this device is the key leader.

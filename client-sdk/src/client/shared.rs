@@ -97,6 +97,8 @@ pub(crate) struct MeetingInfo {
     pub sending_epoch: Epoch,
     pub held_epochs: Vec<Epoch>,
     pub ended: bool,
+    /// Devices the next Rekey is wrapped for ahead of time (key leader only).
+    pub prepared_rekey_devices: usize,
 }
 
 #[derive(Debug, Default)]

@@ -21,6 +21,7 @@ use crate::client::protocol::acks::AckBatcher;
 use crate::client::protocol::clock::ServerClock;
 use crate::client::protocol::invitations::Invitations;
 use crate::client::protocol::outbox::Outbox;
+use crate::client::protocol::prepared::Preparations;
 use crate::client::protocol::rotations::Rotations;
 use crate::client::shared::MeetingShared;
 use crate::client::{ClientConfig, ClientError, ClientEvent, ConnectionProblem, DeviceCredentials};
@@ -137,6 +138,8 @@ pub(super) struct Engine {
     pub(super) outbox: Outbox,
     /// Room rotations to try again.
     pub(super) rotations: Rotations,
+    /// The next Rekey of each meeting this device leads, wrapped ahead of time.
+    pub(super) prepared: Preparations,
     /// Processed mailbox entries not acknowledged yet.
     pub(super) acks: AckBatcher,
     /// Monotonic origin of the presence clock.
@@ -154,6 +157,7 @@ impl Engine {
     ) -> Self {
         let (prekeys, restored) = creds.take_prekeys();
         let trust = TrustStore::new(config.pinned_users.iter().copied().chain([*creds.user()]));
+        let prepared = Preparations::new(config.prepare_rekeys_after.map(ms));
         Engine {
             config,
             creds,
@@ -175,6 +179,7 @@ impl Engine {
             invitations: Invitations::default(),
             outbox: Outbox::default(),
             rotations: Rotations::default(),
+            prepared,
             acks: AckBatcher::default(),
             origin: now,
         }
@@ -289,6 +294,7 @@ impl Engine {
         if self.link.is_some() {
             consider(self.outbox.next_resend());
             consider(self.rotations.next_at());
+            consider(self.prepared.next_at().map(|at| self.instant_of(at)));
             // A long-lived connection rotates the last-resort prekey on time too.
             let rotation = self.prekeys.last_resort_rotation_at();
             consider(rotation.map(|at| self.instant_of(at)));
@@ -331,6 +337,7 @@ impl Engine {
         }
         self.sas_timers_due().await;
         self.rejoins_due().await;
+        self.prepare_due().await;
         let now = self.now();
         if self.link.is_some()
             && self

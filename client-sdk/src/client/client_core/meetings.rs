@@ -179,11 +179,20 @@ impl Engine {
             recipients = recipients.len(),
             "sealed"
         );
+        let devices: Vec<DeviceId> = recipients.iter().map(|r| r.device().device_id()).collect();
+        self.send_sealed(&devices, sealed, urgency).await
+    }
+
+    /// Sends a sealed container to `devices`; returns those the server delivered or
+    /// stored it for.
+    pub(super) async fn send_sealed(
+        &mut self,
+        devices: &[DeviceId],
+        sealed: Vec<u8>,
+        urgency: v1::WakeUrgency,
+    ) -> Result<BTreeSet<DeviceId>, ClientError> {
         let request = Request::SendContainer(v1::SendContainer {
-            recipient_device_ids: recipients
-                .iter()
-                .map(|r| r.device().device_id().as_bytes().to_vec())
-                .collect(),
+            recipient_device_ids: devices.iter().map(|d| d.as_bytes().to_vec()).collect(),
             container: sealed,
             wake_urgency: urgency as i32,
         });
@@ -201,32 +210,21 @@ impl Engine {
             .collect())
     }
 
-    /// Sends a meeting's container to its devices (fetching fresh prekeys for exactly
-    /// those devices). It is sealed only to the device keys pinned in the roster;
-    /// a directory entry with other keys is refused and reported. Returns the devices
-    /// it reached.
-    async fn send_to_devices(
+    /// Fresh prekeys for roster `members` (one each, taken from the directory), as
+    /// recipients sealed only to the device keys pinned in the roster; a directory
+    /// entry with other keys is refused and reported. Also returns how long the
+    /// directory asked to wait before taking prekeys again (its drain protection), ms.
+    pub(super) async fn fetch_roster_recipients(
         &mut self,
-        out: &Outgoing,
-    ) -> Result<(BTreeSet<DeviceId>, u64), ClientError> {
-        if out.recipients.is_empty() {
-            return Ok((BTreeSet::new(), 0));
-        }
-        let users: Vec<UserId> = out.recipients.iter().map(|m| m.user_id).collect();
-        let devices: Vec<(UserId, DeviceId)> = out
-            .recipients
-            .iter()
-            .map(|m| (m.user_id, m.device_id))
-            .collect();
-        let trace = out.rekey_epoch.is_some();
+        members: &[RosterMember],
+    ) -> Result<(Vec<Recipient>, u64), ClientError> {
+        let users: Vec<UserId> = members.iter().map(|m| m.user_id).collect();
+        let devices: Vec<(UserId, DeviceId)> =
+            members.iter().map(|m| (m.user_id, m.device_id)).collect();
         let bundles = self.fetch_bundles(&users, &devices, false).await?;
-        if trace {
-            tracing::debug!(target: super::REKEY_TRACE, me = ?self.creds.device_id(), "bundles fetched");
-        }
         let now = self.now();
-        let (recipients, refused) = roster_recipients(&bundles, &out.recipients, now);
+        let (recipients, refused) = roster_recipients(&bundles, members, now);
         self.report_refusals(&refused);
-        // The directory's own drain protection asks for patience: resend no sooner.
         let wait_ms = refused
             .iter()
             .filter_map(|r| match r.reason {
@@ -235,6 +233,33 @@ impl Engine {
             })
             .max()
             .unwrap_or(0);
+        Ok((recipients, wait_ms))
+    }
+
+    /// Sends a meeting's container to its devices (fetching fresh prekeys for exactly
+    /// those devices; a Rekey uses the entries the key leader prepared, fetching only
+    /// for devices they do not serve). It is sealed only to the device keys pinned in
+    /// the roster; a directory entry with other keys is refused and reported. Returns
+    /// the devices it reached.
+    async fn send_to_devices(
+        &mut self,
+        out: &Outgoing,
+    ) -> Result<(BTreeSet<DeviceId>, u64), ClientError> {
+        if out.recipients.is_empty() {
+            return Ok((BTreeSet::new(), 0));
+        }
+        let trace = out.rekey_epoch.is_some();
+        if trace {
+            let now = self.now();
+            if let Some(prepared) = self.prepared.take_for(&out.meeting, &out.recipients, now) {
+                self.show_prepared(out.meeting);
+                return self.send_prepared(out, prepared).await;
+            }
+        }
+        let (recipients, wait_ms) = self.fetch_roster_recipients(&out.recipients).await?;
+        if trace {
+            tracing::debug!(target: super::REKEY_TRACE, me = ?self.creds.device_id(), "bundles fetched");
+        }
         let reached = self
             .seal_and_send(
                 &recipients,
@@ -328,6 +353,12 @@ impl Engine {
                 self.apply(id, output).await;
             }
         }
+        let now = self.now();
+        match self.meetings.get(&id) {
+            Some(entry) => self.prepared.observe(&entry.state, now),
+            None => self.prepared.forget(&id),
+        }
+        self.show_prepared(id);
         self.refresh(id);
         self.sas_epoch_entered(id);
         self.flush_sas(id).await;
@@ -414,6 +445,7 @@ impl Engine {
                 }
             }
             MeetingOutput::Ended { reason } => {
+                self.prepared.forget(&id);
                 let conn = self.room_link(id).map(|l| l.conn);
                 self.unlink_meeting(id, None);
                 let Some(entry) = self.meetings.remove(&id) else {

@@ -87,6 +87,7 @@ mod links;
 mod meetings;
 mod messages;
 mod port;
+mod prepare;
 mod push;
 mod words;
 

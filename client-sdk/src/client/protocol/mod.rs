@@ -11,6 +11,8 @@
 //! * [`acks`]: acknowledging processed mailbox entries in batches.
 //! * [`rotations`]: retrying refused room rotations with capped backoff.
 //! * [`invitations`]: unanswered invitations, bounded and expiring.
+//! * [`prepared`]: when the key leader wraps its next Rekey's entries ahead of time,
+//!   and which of them a Rekey may use.
 //! * [`order`]: the order in which one meeting's outputs are carried out.
 //! * [`sas_timing`]: when a meeting's safety-words round starts (once its epoch has
 //!   settled) and resends; [`sas_early`]: round messages that came before the round.
@@ -25,6 +27,7 @@ pub(crate) mod early_messages;
 pub(crate) mod invitations;
 pub(crate) mod order;
 pub(crate) mod outbox;
+pub(crate) mod prepared;
 pub(crate) mod rotations;
 pub(crate) mod sas_early;
 pub(crate) mod sas_timing;

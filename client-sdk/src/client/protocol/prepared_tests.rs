@@ -1,0 +1,231 @@
+use conclave_proto::v1;
+
+use super::*;
+use crate::client::protocol::fixtures::{dev, device, meeting_id, member, recipient, started};
+use crate::meeting::rekey::RekeyConfig;
+use crate::time::DAY_MS;
+
+const T0: UnixMillis = UnixMillis(1_000_000);
+/// The settling time of these tests, ms.
+const PREPARE_AFTER_MS: u64 = 1_000;
+
+fn preparations() -> Preparations {
+    Preparations::new(Some(PREPARE_AFTER_MS))
+}
+
+fn at(ms: u64) -> UnixMillis {
+    UnixMillis(T0.0 + ms)
+}
+
+/// Device 1's preparation for devices `ns` (generation 0, prekeys valid for a week).
+fn prepared_for(ns: &[u8], now: UnixMillis) -> PreparedRekey {
+    let recipients: Vec<_> = ns.iter().map(|n| recipient(*n, 0, 7 * DAY_MS)).collect();
+    let mut rng = rand_chacha::ChaCha20Rng::from_seed([5; 32]);
+    let seal = PreparedSeal::new(&device(1), &recipients, now, &mut rng).expect("prepared");
+    let members: Vec<RosterMember> = ns.iter().map(|n| member(*n, 0)).collect();
+    PreparedRekey::new(seal, &members)
+}
+
+use rand_core::SeedableRng;
+
+/// Device 1 leads a meeting with devices 2 and 3, and checked it at `T0`.
+fn checked(preps: &mut Preparations) -> MeetingState {
+    let state = started(meeting_id(7));
+    preps.observe(&state, T0);
+    assert_eq!(
+        preps.plan(&state, at(PREPARE_AFTER_MS)),
+        Plan::Make(vec![member(2, 0), member(3, 0)])
+    );
+    state
+}
+
+#[test]
+fn a_leader_prepares_once_its_meeting_has_settled() {
+    let mut preps = preparations();
+    let state = started(meeting_id(7));
+    preps.observe(&state, T0);
+    assert_eq!(preps.next_at(), Some(at(PREPARE_AFTER_MS)));
+    assert!(preps.due(at(PREPARE_AFTER_MS - 1)).is_empty());
+    assert_eq!(preps.due(at(PREPARE_AFTER_MS)), vec![meeting_id(7)]);
+    // Observing again (other outputs of the same epoch) does not push the check back.
+    preps.observe(&state, at(500));
+    assert_eq!(preps.next_at(), Some(at(PREPARE_AFTER_MS)));
+    assert_eq!(
+        preps.plan(&state, at(PREPARE_AFTER_MS)),
+        Plan::Make(vec![member(2, 0), member(3, 0)])
+    );
+    // Checked at this epoch: nothing is scheduled until it changes.
+    preps.observe(&state, at(2_000));
+    assert_eq!(preps.next_at(), None);
+}
+
+#[test]
+fn a_made_preparation_is_refreshed_before_it_ages_out() {
+    let mut preps = preparations();
+    let state = checked(&mut preps);
+    preps.made(&meeting_id(7), Some(prepared_for(&[2, 3], at(1_000))));
+    assert_eq!(preps.next_at(), Some(at(1_000 + MAX_AGE_MS)));
+    assert_eq!(preps.plan(&state, at(2_000)), Plan::Nothing);
+    // Past its age it is made anew, for everyone.
+    assert_eq!(
+        preps.plan(&state, at(1_000 + MAX_AGE_MS)),
+        Plan::Make(vec![member(2, 0), member(3, 0)])
+    );
+}
+
+#[test]
+fn a_member_without_an_entry_is_topped_up() {
+    let mut preps = preparations();
+    let state = checked(&mut preps);
+    preps.made(&meeting_id(7), Some(prepared_for(&[2], at(1_000))));
+    assert_eq!(
+        preps.plan(&state, at(2_000)),
+        Plan::TopUp(vec![member(3, 0)])
+    );
+}
+
+/// An entry made for keys the roster no longer pins (the device's certificate was
+/// replaced) is never used: that device is wrapped for again.
+#[test]
+fn an_entry_for_keys_no_longer_pinned_is_not_used() {
+    let mut preps = preparations();
+    checked(&mut preps);
+    preps.made(&meeting_id(7), Some(prepared_for(&[2, 3], at(1_000))));
+    let recipients = [member(2, 0), member(3, 1)];
+    let (ready, served, missing) = preps
+        .take_for(&meeting_id(7), &recipients, at(2_000))
+        .expect("ready");
+    assert_eq!(served, vec![dev(2)]);
+    assert_eq!(missing, vec![member(3, 1)]);
+    assert!(ready.seal.has(&dev(3)), "its entry is simply not named");
+}
+
+#[test]
+fn a_preparation_serves_one_rekey() {
+    let mut preps = preparations();
+    let state = checked(&mut preps);
+    preps.made(&meeting_id(7), Some(prepared_for(&[2, 3], at(1_000))));
+    let recipients = [member(2, 0)];
+    let (_, served, missing) = preps
+        .take_for(&meeting_id(7), &recipients, at(2_000))
+        .expect("ready");
+    assert_eq!((served, missing), (vec![dev(2)], vec![]));
+    assert!(
+        preps
+            .take_for(&meeting_id(7), &recipients, at(2_000))
+            .is_none()
+    );
+    // The next check makes a new one.
+    assert_eq!(
+        preps.plan(&state, at(3_000)),
+        Plan::Make(vec![member(2, 0), member(3, 0)])
+    );
+}
+
+/// A receiver must find its prekey valid when the Rekey arrives: an entry whose prekey
+/// expires within the margin is neither used nor kept, and the refresh is scheduled
+/// before the margin begins.
+#[test]
+fn entries_near_their_expiry_are_wrapped_anew() {
+    let mut preps = preparations();
+    let state = checked(&mut preps);
+    let short = recipient(3, 0, T0.0 + 5 * EXPIRY_MARGIN_MS);
+    let mut rng = rand_chacha::ChaCha20Rng::from_seed([6; 32]);
+    let seal = PreparedSeal::new(
+        &device(1),
+        &[recipient(2, 0, 7 * DAY_MS), short],
+        at(0),
+        &mut rng,
+    )
+    .expect("prepared");
+    preps.made(
+        &meeting_id(7),
+        Some(PreparedRekey::new(seal, &[member(2, 0), member(3, 0)])),
+    );
+    let refresh = T0.0 + 4 * EXPIRY_MARGIN_MS;
+    assert_eq!(preps.next_at(), Some(UnixMillis(refresh)));
+    assert_eq!(
+        preps.plan(&state, UnixMillis(refresh)),
+        Plan::TopUp(vec![member(3, 0)])
+    );
+    let (_, served, missing) = preps
+        .take_for(
+            &meeting_id(7),
+            &[member(2, 0), member(3, 0)],
+            UnixMillis(refresh),
+        )
+        .expect("ready");
+    assert_eq!(served, vec![dev(2)]);
+    assert_eq!(missing, vec![member(3, 0)]);
+}
+
+#[test]
+fn nothing_is_prepared_while_a_rekey_is_under_way() {
+    let mut preps = preparations();
+    let mut state = started(meeting_id(7));
+    state
+        .remove(&[], &[dev(3)], T0)
+        .expect("the leader removes");
+    preps.observe(&state, T0);
+    assert_eq!(preps.next_at(), None);
+    assert_eq!(preps.plan(&state, at(5_000)), Plan::Nothing);
+}
+
+#[test]
+fn a_failed_preparation_is_tried_again_later() {
+    let mut preps = preparations();
+    checked(&mut preps);
+    preps.failed(&meeting_id(7), at(1_000));
+    assert_eq!(preps.next_at(), Some(at(1_000 + RETRY_AFTER_MS)));
+}
+
+/// A device that is not (or no longer) the key leader holds no preparation: the keys
+/// of a Rekey it will never send must not linger.
+#[test]
+fn only_the_key_leader_keeps_a_preparation() {
+    let mut preps = preparations();
+    let leader = checked(&mut preps);
+    preps.made(&meeting_id(7), Some(prepared_for(&[2, 3], at(1_000))));
+    let invite = v1::MeetingInvite {
+        meeting_id: meeting_id(7).as_bytes().to_vec(),
+        epoch: 0,
+        meeting_key: vec![9; 32],
+        roster: leader.roster().to_proto(),
+        key_leader_device_id: dev(1).as_bytes().to_vec(),
+        ..Default::default()
+    };
+    let follower =
+        MeetingState::from_invite(dev(2), &invite, RekeyConfig::default(), UnixMillis(0))
+            .expect("joined");
+    preps.observe(&follower, at(2_000));
+    assert_eq!(preps.next_at(), None);
+    assert!(
+        preps
+            .take_for(&meeting_id(7), &[member(3, 0)], at(2_000))
+            .is_none()
+    );
+
+    let mut ended = started(meeting_id(8));
+    preps.observe(&ended, T0);
+    assert!(preps.next_at().is_some());
+    ended.leave().expect("leaves");
+    preps.observe(&ended, T0);
+    assert_eq!(preps.next_at(), None);
+}
+
+#[test]
+fn without_a_settling_time_nothing_is_prepared() {
+    let mut preps = Preparations::new(None);
+    let state = started(meeting_id(7));
+    preps.observe(&state, T0);
+    assert_eq!(preps.next_at(), None);
+    assert_eq!(preps.plan(&state, at(5_000)), Plan::Nothing);
+}
+
+#[test]
+fn a_preparation_prints_no_key() {
+    let prepared = prepared_for(&[2], T0);
+    let shown = format!("{prepared:?}");
+    assert!(shown.starts_with("PreparedRekey"), "{shown}");
+    assert!(shown.contains("members: 1"), "{shown}");
+}
