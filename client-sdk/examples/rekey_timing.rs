@@ -2,10 +2,14 @@
 //! sending on the new epoch, with real clients and an in-process SFU on loopback.
 //!
 //! ```text
-//! cargo run --release -p conclave-sdk --example rekey_timing -- [SIZES...] [--rounds N]
+//! cargo run --release -p conclave-sdk --example rekey_timing -- [SIZES...] [--rounds N] [--no-prepare]
 //! ```
 //! Default sizes `10 100`, 5 rounds each. Every round, one participant (not the key
 //! leader) leaves; the leader rekeys the others. Clients and server share this machine.
+//! Each round starts on a settled meeting: the epoch's safety-words round is over and
+//! the leader has wrapped its next Rekey ahead of time
+//! (`ClientConfig::prepare_rekeys_after`); `--no-prepare` turns the latter off, so
+//! every Rekey is wrapped when the participant leaves.
 #![allow(
     clippy::print_stdout,
     clippy::expect_used,
@@ -41,10 +45,13 @@ async fn main() -> Result<()> {
         .init();
     let mut sizes = Vec::new();
     let mut rounds = 5usize;
+    let mut prepare = true;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if a == "--rounds" {
             rounds = args.next().context("--rounds N")?.parse()?;
+        } else if a == "--no-prepare" {
+            prepare = false;
         } else {
             sizes.push(a.parse::<usize>().context("participant count")?);
         }
@@ -53,12 +60,12 @@ async fn main() -> Result<()> {
         sizes = vec![10, 100];
     }
     for n in sizes {
-        measure(n.max(3), rounds).await?;
+        measure(n.max(3), rounds, prepare).await?;
     }
     Ok(())
 }
 
-async fn measure(n: usize, rounds: usize) -> Result<()> {
+async fn measure(n: usize, rounds: usize, prepare: bool) -> Result<()> {
     // The server with its default timers (the test kit's start-up, no metrics port).
     // Every participant registers from 127.0.0.1: the per-address registration limit
     // (20 at once by default, security review H3) would stop the 21st.
@@ -71,6 +78,9 @@ async fn measure(n: usize, rounds: usize) -> Result<()> {
     client_config.prekey_target = 200;
     // Setting up 100 participants on two cores can take longer than a call rings.
     client_config.ring_timeout = conclave_sdk::client::MAX_RING_TIMEOUT;
+    if !prepare {
+        client_config.prepare_rekeys_after = None;
+    }
 
     // N users, one device each.
     let setup = Instant::now();
@@ -107,6 +117,20 @@ async fn measure(n: usize, rounds: usize) -> Result<()> {
 
     let mut times = Vec::new();
     for round in 0..rounds.min(n - 2) {
+        // Each round starts on a settled meeting: the epoch's safety-words round is
+        // over (it starts a second after each epoch and would share the cores with
+        // the rekey) and, unless `--no-prepare`, every other device's entry of the
+        // next Rekey is wrapped (the leaver's among them).
+        let others = meetings.len();
+        tokio::time::timeout(WAIT, async {
+            while leader.safety_words().is_none()
+                || (prepare && leader.prepared_rekey_devices() < others)
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .context("the meeting settles")?;
         let before = leader.sending_epoch();
         let leaver = meetings.pop().context("a participant to leave")?;
         let start = Instant::now();

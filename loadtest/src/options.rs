@@ -102,6 +102,11 @@ pub struct Options {
     /// join in random meetings (each leave and remove is a rekey).
     #[arg(long, value_name = "PER_MINUTE", default_value_t = 0.0)]
     pub churn: f64,
+    /// Key leaders wrap no Rekey ahead of time (`ClientConfig::prepare_rekeys_after`
+    /// off): every rekey fetches prekeys and wraps for everyone when a participant
+    /// departs, as before issue 17. For comparing rekey times.
+    #[arg(long)]
+    pub no_rekey_preparation: bool,
     /// Chat messages per minute per participant during the measured phase: reliable
     /// in-meeting messages (end-to-end encrypted and signed, relayed by the SFU).
     #[arg(long, value_name = "PER_MINUTE", default_value_t = 0.0)]

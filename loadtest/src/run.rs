@@ -61,6 +61,9 @@ pub fn run_with(options: Options, on_teardown: &dyn Fn()) -> Result<Report, Load
     // which on a busy machine takes longer than a phone would ring: ring as long as
     // the SDK allows, so no participant is rung out while the meeting forms.
     config.ring_timeout = conclave_sdk::client::MAX_RING_TIMEOUT;
+    if options.no_rekey_preparation {
+        config.prepare_rekeys_after = None;
+    }
     let outcome = runtime.block_on(sim::simulate(
         Arc::clone(&options),
         config,
@@ -252,6 +255,7 @@ fn assemble(
             video_fps: o.video_fps,
             ramp: o.ramp,
             churn: o.churn,
+            rekey_preparation: !o.no_rekey_preparation,
             seed: o.seed,
             sfu_threads: o.sfu_threads,
             sfu_pack_ms: o.sfu_pack_ms,

@@ -77,6 +77,7 @@ pub(super) fn report() -> Report {
             video_fps: 30,
             ramp: 10.0,
             churn: 6.0,
+            rekey_preparation: true,
             seed: 42,
             sfu_threads: 1,
             sfu_pack_ms: 2,

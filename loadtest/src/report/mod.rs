@@ -75,6 +75,9 @@ pub struct ScenarioEcho {
     pub ramp: f64,
     /// Churn events per minute.
     pub churn: f64,
+    /// Whether key leaders wrapped their next Rekey ahead of time (not
+    /// `--no-rekey-preparation`).
+    pub rekey_preparation: bool,
     /// Seed of every random choice.
     pub seed: u64,
     /// Worker threads of the in-process SFU (and of the baseline relay).

@@ -839,6 +839,12 @@ impl Engine {
             join_signature: join.to_vec(),
             next_leader_device_ids: room_leader_ids(&entry.state),
         });
+        tracing::debug!(
+            target: super::REKEY_TRACE,
+            me = ?self.creds.device_id(),
+            epoch = rotation.to.get(),
+            "rotating room"
+        );
         match self.request_on(conn, request).await {
             Ok(response::Result::RoomRotated(r)) => {
                 tracing::debug!(

@@ -115,7 +115,8 @@ use crate::{UnixMillis, UserId};
 use port::{Input, PortHandle};
 
 /// The `tracing` target of the rekey's milestones (debug level): container opened,
-/// bundles fetched, sealed, sent, room rotated, room epoch announced, sending epoch.
+/// bundles fetched, sealed, sent, rotating room, room rotated, room epoch announced,
+/// sending epoch; the key leader's "rekey prepared".
 /// `RUST_LOG=conclave::rekey=debug` shows where a rekey's time goes.
 pub const REKEY_TRACE: &str = "conclave::rekey";
 

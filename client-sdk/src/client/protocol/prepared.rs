@@ -5,7 +5,7 @@
 //! key leader of a meeting does it while the meeting is steady
 //! ([`PreparedSeal`](crate::container::PreparedSeal)), and the Rekey that follows a
 //! departure only leaves the departed devices' entries out, encrypts and signs
-//! (`docs/protocol.md` 5.3). This module decides *when* a meeting's preparation is
+//! (`docs/protocol.md` 4.0, "Prepared Rekeys"). This module decides *when* a meeting's preparation is
 //! made, topped up or thrown away, and hands it to the Rekey; the engine fetches the
 //! bundles and wraps.
 //!
@@ -163,11 +163,11 @@ impl Preparations {
             return;
         };
         let slot = self.slots.entry(id).or_default();
-        if state.phase() == Phase::Steady
-            && slot.checked != Some(state.sending_epoch())
-            && slot.check_at.is_none()
-        {
-            slot.check_at = Some(UnixMillis(now.0.saturating_add(after_ms)));
+        if state.phase() == Phase::Steady && slot.checked != Some(state.sending_epoch()) {
+            // A new epoch: checked `after_ms` from its first sight (or sooner, if a
+            // refresh was due sooner anyway).
+            let at = UnixMillis(now.0.saturating_add(after_ms));
+            slot.check_at = Some(slot.check_at.map_or(at, |c| c.min(at)));
         }
     }
 

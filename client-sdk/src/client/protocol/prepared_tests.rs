@@ -59,6 +59,39 @@ fn a_leader_prepares_once_its_meeting_has_settled() {
     assert_eq!(preps.next_at(), None);
 }
 
+/// After a Rekey used the preparation (or a join added a member), the new epoch is
+/// checked once it settles, although a refresh of the old preparation was scheduled
+/// far later.
+#[test]
+fn a_new_epoch_is_checked_once_it_settles() {
+    let mut preps = preparations();
+    let mut state = checked(&mut preps);
+    preps.made(&meeting_id(7), Some(prepared_for(&[2, 3], at(1_000))));
+    assert_eq!(preps.next_at(), Some(at(1_000 + MAX_AGE_MS)));
+    state
+        .remove(&[], &[dev(3)], at(2_000))
+        .expect("the leader removes");
+    state.handle_timeout(at(3_000), &mut rand_chacha::ChaCha20Rng::from_seed([1; 32]));
+    while let Some(out) = state.poll_output() {
+        if let crate::meeting::rekey::MeetingOutput::Send {
+            rekey_epoch: Some(e),
+            ..
+        } = out
+        {
+            let taken = preps.take_for(&meeting_id(7), &[member(2, 0)], at(3_000));
+            assert!(taken.is_some());
+            state.rekey_delivered(e, at(3_010)).expect("delivered");
+        }
+    }
+    assert_eq!(state.phase(), Phase::Steady);
+    preps.observe(&state, at(3_010));
+    assert_eq!(preps.next_at(), Some(at(3_010 + PREPARE_AFTER_MS)));
+    assert_eq!(
+        preps.plan(&state, at(4_010)),
+        Plan::Make(vec![member(2, 0)])
+    );
+}
+
 #[test]
 fn a_made_preparation_is_refreshed_before_it_ages_out() {
     let mut preps = preparations();
