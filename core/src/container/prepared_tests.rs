@@ -12,6 +12,16 @@ fn ids(parties: &[&Party]) -> Vec<DeviceId> {
     parties.iter().map(|p| p.device.device_id()).collect()
 }
 
+/// Seals a "rekey" text to `to` now.
+fn seal_rekey(
+    prepared: PreparedSeal,
+    sender: &Party,
+    to: &[&Party],
+    rng: &mut rand_chacha::ChaCha20Rng,
+) -> Result<Vec<u8>, ContainerError> {
+    prepared.seal(&sender.device, &ids(to), &text("rekey"), NOW, TTL, rng)
+}
+
 #[test]
 fn prepared_entries_open_like_a_sealed_container() {
     let (mut rng, alice, mut bob, mut carol) = setup();
@@ -54,16 +64,7 @@ fn a_device_left_out_at_sealing_cannot_open_the_container() {
         &mut rng,
     )
     .unwrap();
-    let bytes = prepared
-        .seal(
-            &alice.device,
-            &ids(&[&bob]),
-            &text("rekey"),
-            NOW,
-            TTL,
-            &mut rng,
-        )
-        .unwrap();
+    let bytes = seal_rekey(prepared, &alice, &[&bob], &mut rng).unwrap();
     assert!(SealedContainer::decode(&bytes).is_ok());
     assert!(matches!(
         carol.open(&bytes, &alice),
@@ -82,16 +83,7 @@ fn devices_added_later_open_too() {
         .add(&alice.device, &[carol.recipient(1)], NOW)
         .unwrap();
     assert!(prepared.has(&carol.device.device_id()));
-    let bytes = prepared
-        .seal(
-            &alice.device,
-            &ids(&[&carol, &bob]),
-            &text("rekey"),
-            NOW,
-            TTL,
-            &mut rng,
-        )
-        .unwrap();
+    let bytes = seal_rekey(prepared, &alice, &[&carol, &bob], &mut rng).unwrap();
     assert_eq!(bob.open(&bytes, &alice).unwrap().payload(), &text("rekey"));
     assert_eq!(
         carol.open(&bytes, &alice).unwrap().payload(),
@@ -107,16 +99,7 @@ fn an_empty_preparation_takes_devices_later() {
     prepared
         .add(&alice.device, &[bob.recipient(0)], NOW)
         .unwrap();
-    let bytes = prepared
-        .seal(
-            &alice.device,
-            &ids(&[&bob]),
-            &text("rekey"),
-            NOW,
-            TTL,
-            &mut rng,
-        )
-        .unwrap();
+    let bytes = seal_rekey(prepared, &alice, &[&bob], &mut rng).unwrap();
     assert!(bob.open(&bytes, &alice).is_ok());
 }
 
