@@ -22,16 +22,21 @@ fn seal_rekey(
     prepared.seal(&sender.device, &ids(to), &text("rekey"), NOW, TTL, rng)
 }
 
+/// Alice's preparation for Bob and Carol (their first prekeys).
+fn prepare_for_bob_and_carol(
+    alice: &Party,
+    bob: &Party,
+    carol: &Party,
+    rng: &mut rand_chacha::ChaCha20Rng,
+) -> PreparedSeal {
+    let recipients = [bob.recipient(0), carol.recipient(0)];
+    PreparedSeal::new(&alice.device, &recipients, NOW, rng).unwrap()
+}
+
 #[test]
 fn prepared_entries_open_like_a_sealed_container() {
     let (mut rng, alice, mut bob, mut carol) = setup();
-    let prepared = PreparedSeal::new(
-        &alice.device,
-        &[bob.recipient(0), carol.recipient(0)],
-        NOW,
-        &mut rng,
-    )
-    .unwrap();
+    let prepared = prepare_for_bob_and_carol(&alice, &bob, &carol, &mut rng);
     assert_eq!(prepared.devices().count(), 2);
     let later = UnixMillis(NOW.0 + 60_000);
     let bytes = prepared
@@ -57,13 +62,7 @@ fn prepared_entries_open_like_a_sealed_container() {
 #[test]
 fn a_device_left_out_at_sealing_cannot_open_the_container() {
     let (mut rng, alice, mut bob, mut carol) = setup();
-    let prepared = PreparedSeal::new(
-        &alice.device,
-        &[bob.recipient(0), carol.recipient(0)],
-        NOW,
-        &mut rng,
-    )
-    .unwrap();
+    let prepared = prepare_for_bob_and_carol(&alice, &bob, &carol, &mut rng);
     let bytes = seal_rekey(prepared, &alice, &[&bob], &mut rng).unwrap();
     assert!(SealedContainer::decode(&bytes).is_ok());
     assert!(matches!(
@@ -190,13 +189,7 @@ fn only_the_preparing_device_may_use_a_preparation() {
 #[test]
 fn retained_entries_are_the_only_ones_left() {
     let (mut rng, alice, bob, carol) = setup();
-    let mut prepared = PreparedSeal::new(
-        &alice.device,
-        &[bob.recipient(0), carol.recipient(0)],
-        NOW,
-        &mut rng,
-    )
-    .unwrap();
+    let mut prepared = prepare_for_bob_and_carol(&alice, &bob, &carol, &mut rng);
     let bob_id = bob.device.device_id();
     prepared.retain(|d| *d == bob_id);
     assert!(prepared.has(&bob_id));
