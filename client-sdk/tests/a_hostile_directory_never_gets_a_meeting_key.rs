@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::time::Duration;
+
 use conclave_sdk::client::{ClientEvent, MediaKind, RefusalReason};
 use conclave_testkit::hostile::{Forged, rewrite_bundles, server_can_open, shared};
 use conclave_testkit::prelude::*;
@@ -17,7 +19,7 @@ use conclave_testkit::prelude::*;
 async fn a_fabricated_user_reusing_a_roster_device_id_gets_no_rekey() {
     let sfu = TestSfu::start_hostile(client_test_config()).await;
     let (alice, bob, carol) = (User::new("alice"), User::new("bob"), User::new("carol"));
-    let mut a = alice.connect(&sfu).await;
+    let mut a = alice.connect_with(unprepared(&sfu)).await;
     let mut phone = bob.connect(&sfu).await;
     let tablet = bob.connect(&sfu).await;
     let mut c = carol.connect(&sfu).await;
@@ -116,12 +118,36 @@ async fn an_extra_user_in_a_start_meeting_answer_is_not_invited() {
 /// Between the invite and a rekey, the directory hands out a new certificate for
 /// Bob's device: valid under Bob's own user key (say the server obtained a signature
 /// from it) but with device keys the server holds. The leader seals only to the keys
-/// pinned when the device joined, refuses the new certificate and tells the app.
+/// pinned when the device joined, refuses the new certificate and tells the app. Here
+/// the key leader wraps each Rekey when the participant leaves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_certificate_substituted_between_invite_and_rekey_is_refused() {
+    substituted_certificate(false).await;
+}
+
+/// The same substitution, answered to the fetch with which the key leader prepares its
+/// next Rekey while the meeting is steady (protocol 4.0, "Prepared Rekeys"): the
+/// preparation refuses Bob's substituted certificate as the Rekey would, holds no
+/// entry for him, and the Rekey that follows fetches for him again and refuses again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_certificate_substituted_in_the_preparations_fetch_is_refused() {
+    substituted_certificate(true).await;
+}
+
+/// Alice leads a meeting with Bob and Carol; the directory substitutes Bob's device
+/// certificate in every answer to Alice from then on; Carol leaves. With `prepared`,
+/// Alice prepares her next Rekey first (under the substitution).
+async fn substituted_certificate(prepared: bool) {
     let sfu = TestSfu::start_hostile(client_test_config()).await;
-    let ([alice, bob, carol], [mut a, mut b, mut c]) =
-        connect_users(&sfu, ["alice", "bob", "carol"]).await;
+    let (alice, bob, carol) = (User::new("alice"), User::new("bob"), User::new("carol"));
+    let config = if prepared {
+        sfu.client_config()
+    } else {
+        unprepared(&sfu)
+    };
+    let mut a = alice.connect_with(config).await;
+    let mut b = bob.connect(&sfu).await;
+    let mut c = carol.connect(&sfu).await;
     let (meeting_a, _) = a
         .client
         .start_meeting(&[bob.id(), carol.id()], &[MediaKind::Audio])
@@ -153,6 +179,22 @@ async fn a_device_certificate_substituted_between_invite_and_rekey_is_refused() 
             }
         }
     });
+    let b_id = b.id();
+    let refused = |e: &ClientEvent| {
+        matches!(e, ClientEvent::DirectoryRefused(r)
+            if r.device_id == Some(b_id) && r.reason == RefusalReason::DeviceKeysChanged)
+    };
+    if prepared {
+        // The preparation's fetch is refused for Bob; Carol's entry is wrapped.
+        a.wait_for(refused).await;
+        tokio::time::timeout(WAIT, async {
+            while meeting_a.prepared_rekey_devices() != 1 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the preparation holds Carol's entry alone");
+    }
 
     meeting_c.leave().await.unwrap();
     wait_epoch_above(&meeting_a, Epoch(0)).await;
@@ -160,10 +202,13 @@ async fn a_device_certificate_substituted_between_invite_and_rekey_is_refused() 
         !server_can_open(sfu.adversary(), &forged, &[alice.identity]),
         "the rekey was sealed to the substituted device keys"
     );
-    let b_id = b.id();
-    a.wait_for(|e| {
-        matches!(e, ClientEvent::DirectoryRefused(r)
-            if r.device_id == Some(b_id) && r.reason == RefusalReason::DeviceKeysChanged)
-    })
-    .await;
+    a.wait_for(refused).await;
+}
+
+/// The client configuration for `sfu` with Rekeys wrapped at the departure, so that
+/// the Rekey's own directory fetch is the one a test rewrites.
+fn unprepared(sfu: &TestSfu) -> conclave_sdk::client::ClientConfig {
+    let mut config = sfu.client_config();
+    config.prepare_rekeys_after = None;
+    config
 }

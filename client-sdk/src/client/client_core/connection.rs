@@ -177,6 +177,11 @@ impl Engine {
         for entry in self.meetings.values_mut().filter(|e| e.node.is_none()) {
             super::links::lose_room(entry);
         }
+        self.prepared.connection_lost();
+        let ids: Vec<_> = self.meetings.keys().copied().collect();
+        for id in ids {
+            self.show_prepared(id);
+        }
         tracing::info!(%reason, "disconnected from the server");
         self.emit(ClientEvent::Disconnected { reason });
     }

@@ -249,7 +249,9 @@ impl Engine {
             return Ok((BTreeSet::new(), 0));
         }
         let trace = out.rekey_epoch.is_some();
-        if trace {
+        // A resend goes to the devices the Rekey missed with fresh prekeys: the
+        // preparation is for the next Rekey.
+        if trace && out.attempt == 0 {
             let now = self.now();
             if let Some(prepared) = self.prepared.take_for(&out.meeting, &out.recipients, now) {
                 self.show_prepared(out.meeting);

@@ -9,7 +9,7 @@ use super::engine::Engine;
 use crate::DeviceId;
 use crate::client::ClientError;
 use crate::client::protocol::outbox::Outgoing;
-use crate::client::protocol::prepared::{Plan, PreparedRekey};
+use crate::client::protocol::prepared::{EXPIRY_MARGIN_MS, Plan, PreparedRekey};
 use crate::container::{self, PreparedSeal};
 use crate::meeting::MeetingId;
 use crate::meeting::rekey::RosterMember;
@@ -38,7 +38,7 @@ impl Engine {
             Plan::TopUp(members) => (members, false),
         };
         match self.wrap_for(&id, &members, fresh).await {
-            Ok(made) => {
+            Ok((made, wait_ms)) => {
                 tracing::debug!(
                     target: super::REKEY_TRACE,
                     me = ?self.creds.device_id(),
@@ -46,7 +46,7 @@ impl Engine {
                     fresh,
                     "rekey prepared"
                 );
-                self.prepared.made(&id, made);
+                self.prepared.made(&id, made, self.now(), wait_ms);
             }
             Err(e) => {
                 tracing::debug!(error = %e, "could not prepare the next rekey; trying later");
@@ -67,18 +67,24 @@ impl Engine {
     }
 
     /// Fetches prekeys for `members` and wraps for them: a new preparation (`fresh`),
-    /// or entries added to the one held.
+    /// or entries added to the one held. A recipient whose certificate or prekey would
+    /// not serve a Rekey (it expires within the margin) is left out. Also returns the
+    /// directory's requested wait before taking prekeys again, ms.
     async fn wrap_for(
         &mut self,
         id: &MeetingId,
         members: &[RosterMember],
         fresh: bool,
-    ) -> Result<Option<PreparedRekey>, ClientError> {
-        let (recipients, _wait_ms) = self.fetch_roster_recipients(members).await?;
+    ) -> Result<(Option<PreparedRekey>, u64), ClientError> {
+        let (mut recipients, wait_ms) = self.fetch_roster_recipients(members).await?;
         let now = self.now();
+        let usable_after = now.0.saturating_add(EXPIRY_MARGIN_MS);
+        recipients.retain(|r| {
+            r.device().expires_at().0 > usable_after && r.prekey().expires_at().0 > usable_after
+        });
         if fresh {
             let seal = PreparedSeal::new(self.creds.device(), &recipients, now, &mut self.rng)?;
-            return Ok(Some(PreparedRekey::new(seal, members)));
+            return Ok((Some(PreparedRekey::new(seal, members)), wait_ms));
         }
         if let Some(ready) = self.prepared.ready_mut(id)
             && !recipients.is_empty()
@@ -86,7 +92,7 @@ impl Engine {
             ready.seal.add(self.creds.device(), &recipients, now)?;
             ready.wrapped_for(members);
         }
-        Ok(None)
+        Ok((None, wait_ms))
     }
 
     /// Sends Rekey `out` with `prepared`: the entries of the recipients it serves, plus

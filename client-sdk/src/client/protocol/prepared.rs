@@ -88,6 +88,11 @@ impl PreparedRekey {
         self.members.retain(|d, _| keep.contains(d));
     }
 
+    /// Whether it is [`MAX_AGE_MS`] old at `now`: never used, made anew.
+    fn aged(&self, now: UnixMillis) -> bool {
+        self.seal.made_at().0.saturating_add(MAX_AGE_MS) <= now.0
+    }
+
     /// When it must be looked at again: made anew at [`MAX_AGE_MS`], or topped up
     /// before an entry's expiry margin.
     fn refresh_at(&self) -> UnixMillis {
@@ -210,6 +215,9 @@ impl Preparations {
         }
         let slot = self.slots.entry(id).or_default();
         slot.check_at = None;
+        if slot.ready.as_ref().is_some_and(|r| r.aged(now)) {
+            slot.ready = None;
+        }
         if state.phase() != Phase::Steady {
             return Plan::Nothing;
         }
@@ -220,13 +228,6 @@ impl Preparations {
             .filter(|m| m.device_id != state.me())
             .cloned()
             .collect();
-        if slot
-            .ready
-            .as_ref()
-            .is_some_and(|r| r.seal.made_at().0.saturating_add(MAX_AGE_MS) <= now.0)
-        {
-            slot.ready = None;
-        }
         if let Some(ready) = slot.ready.as_mut() {
             ready.keep_serving(&members, now);
         }
@@ -252,15 +253,28 @@ impl Preparations {
     }
 
     /// The preparation planned for meeting `id` was made (or topped up, `prepared`
-    /// `None`) at `now`: schedules its refresh.
-    pub(crate) fn made(&mut self, id: &MeetingId, prepared: Option<PreparedRekey>) {
+    /// `None`) at `now`; the directory asked to wait `wait_ms` before taking prekeys
+    /// again. Schedules its refresh, never sooner than [`RETRY_AFTER_MS`] (nor than
+    /// the directory's wait) from now: a device whose entries keep expiring at once
+    /// cannot make the leader fetch and wrap in a loop.
+    pub(crate) fn made(
+        &mut self,
+        id: &MeetingId,
+        prepared: Option<PreparedRekey>,
+        now: UnixMillis,
+        wait_ms: u64,
+    ) {
         let Some(slot) = self.slots.get_mut(id) else {
             return;
         };
         if let Some(p) = prepared {
             slot.ready = Some(p);
         }
-        slot.check_at = slot.ready.as_ref().map(PreparedRekey::refresh_at);
+        let soonest = now.0.saturating_add(RETRY_AFTER_MS.max(wait_ms));
+        slot.check_at = slot
+            .ready
+            .as_ref()
+            .map(|r| UnixMillis(r.refresh_at().0.max(soonest)));
     }
 
     /// The preparation planned for meeting `id` could not be made at `now`: it is
@@ -273,22 +287,35 @@ impl Preparations {
 
     /// Takes meeting `id`'s preparation for a Rekey to `recipients` at `now`. Returns
     /// it with the recipients it serves, and the recipients it does not (to be
-    /// fetched and added); `None` without a preparation. It is gone afterwards either
-    /// way: one preparation, one Rekey.
+    /// fetched and added); every other entry is dropped from it, so those can be
+    /// added afresh and nothing else can be named. `None` without a preparation, or
+    /// with one [`MAX_AGE_MS`] old (dropped). It is gone afterwards either way: one
+    /// preparation, one Rekey.
     pub(crate) fn take_for(
         &mut self,
         id: &MeetingId,
         recipients: &[RosterMember],
         now: UnixMillis,
     ) -> Option<(PreparedRekey, Vec<DeviceId>, Vec<RosterMember>)> {
-        let ready = self.slots.get_mut(id)?.ready.take()?;
+        let mut ready = self.slots.get_mut(id)?.ready.take()?;
+        if ready.aged(now) {
+            return None;
+        }
         let (served, missing): (Vec<&RosterMember>, Vec<&RosterMember>) =
             recipients.iter().partition(|m| ready.serves(m, now));
-        Some((
-            ready,
-            served.into_iter().map(|m| m.device_id).collect(),
-            missing.into_iter().cloned().collect(),
-        ))
+        let served: Vec<DeviceId> = served.into_iter().map(|m| m.device_id).collect();
+        ready.seal.retain(|d| served.contains(d));
+        ready.members.retain(|d, _| served.contains(d));
+        Some((ready, served, missing.into_iter().cloned().collect()))
+    }
+
+    /// The connection is gone: every preparation is dropped (its keys zeroize), and
+    /// each meeting is checked again once it is steady after the reconnect. A leader
+    /// offline for long must not seal with a preparation made long before.
+    pub(crate) fn connection_lost(&mut self) {
+        for slot in self.slots.values_mut() {
+            *slot = Slot::default();
+        }
     }
 }
 

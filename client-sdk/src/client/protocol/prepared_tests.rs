@@ -66,7 +66,12 @@ fn a_leader_prepares_once_its_meeting_has_settled() {
 fn a_new_epoch_is_checked_once_it_settles() {
     let mut preps = preparations();
     let mut state = checked(&mut preps);
-    preps.made(&meeting_id(7), Some(prepared_for(&[2, 3], at(1_000))));
+    preps.made(
+        &meeting_id(7),
+        Some(prepared_for(&[2, 3], at(1_000))),
+        at(1_000),
+        0,
+    );
     assert_eq!(preps.next_at(), Some(at(1_000 + MAX_AGE_MS)));
     state
         .remove(&[], &[dev(3)], at(2_000))
@@ -96,7 +101,12 @@ fn a_new_epoch_is_checked_once_it_settles() {
 fn a_made_preparation_is_refreshed_before_it_ages_out() {
     let mut preps = preparations();
     let state = checked(&mut preps);
-    preps.made(&meeting_id(7), Some(prepared_for(&[2, 3], at(1_000))));
+    preps.made(
+        &meeting_id(7),
+        Some(prepared_for(&[2, 3], at(1_000))),
+        at(1_000),
+        0,
+    );
     assert_eq!(preps.next_at(), Some(at(1_000 + MAX_AGE_MS)));
     assert_eq!(preps.plan(&state, at(2_000)), Plan::Nothing);
     // Past its age it is made anew, for everyone.
@@ -110,7 +120,12 @@ fn a_made_preparation_is_refreshed_before_it_ages_out() {
 fn a_member_without_an_entry_is_topped_up() {
     let mut preps = preparations();
     let state = checked(&mut preps);
-    preps.made(&meeting_id(7), Some(prepared_for(&[2], at(1_000))));
+    preps.made(
+        &meeting_id(7),
+        Some(prepared_for(&[2], at(1_000))),
+        at(1_000),
+        0,
+    );
     assert_eq!(
         preps.plan(&state, at(2_000)),
         Plan::TopUp(vec![member(3, 0)])
@@ -123,21 +138,123 @@ fn a_member_without_an_entry_is_topped_up() {
 fn an_entry_for_keys_no_longer_pinned_is_not_used() {
     let mut preps = preparations();
     checked(&mut preps);
-    preps.made(&meeting_id(7), Some(prepared_for(&[2, 3], at(1_000))));
+    preps.made(
+        &meeting_id(7),
+        Some(prepared_for(&[2, 3], at(1_000))),
+        at(1_000),
+        0,
+    );
     let recipients = [member(2, 0), member(3, 1)];
     let (ready, served, missing) = preps
         .take_for(&meeting_id(7), &recipients, at(2_000))
         .expect("ready");
     assert_eq!(served, vec![dev(2)]);
     assert_eq!(missing, vec![member(3, 1)]);
-    assert!(ready.seal.has(&dev(3)), "its entry is simply not named");
+    // Its stale entry is gone from what the Rekey holds, so the device's fresh entry
+    // goes in instead (before, adding it failed as a duplicate and the Rekey reached
+    // nobody).
+    let mut ready = ready;
+    assert!(!ready.seal.has(&dev(3)));
+    ready
+        .seal
+        .add(&device(1), &[recipient(3, 1, 7 * DAY_MS)], at(2_000))
+        .expect("the fresh entry is added");
+}
+
+/// A preparation is never used once it is [`MAX_AGE_MS`] old, even when the leader
+/// could not look at it in time (offline, or in the middle of a rekey).
+#[test]
+fn an_aged_preparation_is_never_used() {
+    let mut preps = preparations();
+    checked(&mut preps);
+    preps.made(
+        &meeting_id(7),
+        Some(prepared_for(&[2, 3], at(1_000))),
+        at(1_000),
+        0,
+    );
+    let recipients = [member(2, 0)];
+    assert!(
+        preps
+            .take_for(&meeting_id(7), &recipients, at(1_000 + MAX_AGE_MS))
+            .is_none()
+    );
+    assert_eq!(preps.devices(&meeting_id(7)), 0);
+}
+
+#[test]
+fn an_aged_preparation_is_dropped_even_during_a_rekey() {
+    let mut preps = preparations();
+    let mut state = checked(&mut preps);
+    preps.made(
+        &meeting_id(7),
+        Some(prepared_for(&[2, 3], at(1_000))),
+        at(1_000),
+        0,
+    );
+    state
+        .remove(&[], &[dev(3)], at(2_000))
+        .expect("the leader removes");
+    assert_eq!(preps.plan(&state, at(1_000 + MAX_AGE_MS)), Plan::Nothing);
+    assert_eq!(preps.devices(&meeting_id(7)), 0);
+}
+
+/// A member whose certificate or prekey keeps expiring within the margin cannot make
+/// the leader fetch and wrap in a loop: the next check is at least
+/// [`RETRY_AFTER_MS`] away.
+#[test]
+fn entries_that_expire_at_once_do_not_make_the_leader_fetch_in_a_loop() {
+    let mut preps = preparations();
+    let state = checked(&mut preps);
+    let now = at(2_000);
+    let soon = recipient(3, 0, now.0 + EXPIRY_MARGIN_MS / 2);
+    let mut rng = rand_chacha::ChaCha20Rng::from_seed([7; 32]);
+    let seal = PreparedSeal::new(&device(1), &[soon], now, &mut rng).expect("prepared");
+    preps.made(
+        &meeting_id(7),
+        Some(PreparedRekey::new(seal, &[member(3, 0)])),
+        now,
+        0,
+    );
+    assert_eq!(preps.next_at(), Some(UnixMillis(now.0 + RETRY_AFTER_MS)));
+    // And the directory's own wait, when longer, is kept.
+    preps.made(&meeting_id(7), None, now, 45_000);
+    assert_eq!(preps.next_at(), Some(UnixMillis(now.0 + 45_000)));
+    assert_eq!(
+        preps.plan(&state, UnixMillis(now.0 + 45_000)),
+        Plan::TopUp(vec![member(2, 0), member(3, 0)])
+    );
+}
+
+/// After the connection is lost every preparation is dropped, and the meeting is
+/// checked again once it is observed steady.
+#[test]
+fn a_lost_connection_drops_every_preparation() {
+    let mut preps = preparations();
+    let state = checked(&mut preps);
+    preps.made(
+        &meeting_id(7),
+        Some(prepared_for(&[2, 3], at(1_000))),
+        at(1_000),
+        0,
+    );
+    preps.connection_lost();
+    assert_eq!(preps.devices(&meeting_id(7)), 0);
+    assert_eq!(preps.next_at(), None);
+    preps.observe(&state, at(5_000));
+    assert_eq!(preps.next_at(), Some(at(5_000 + PREPARE_AFTER_MS)));
 }
 
 #[test]
 fn a_preparation_serves_one_rekey() {
     let mut preps = preparations();
     let state = checked(&mut preps);
-    preps.made(&meeting_id(7), Some(prepared_for(&[2, 3], at(1_000))));
+    preps.made(
+        &meeting_id(7),
+        Some(prepared_for(&[2, 3], at(1_000))),
+        at(1_000),
+        0,
+    );
     let recipients = [member(2, 0)];
     let (_, served, missing) = preps
         .take_for(&meeting_id(7), &recipients, at(2_000))
@@ -174,6 +291,8 @@ fn entries_near_their_expiry_are_wrapped_anew() {
     preps.made(
         &meeting_id(7),
         Some(PreparedRekey::new(seal, &[member(2, 0), member(3, 0)])),
+        at(0),
+        0,
     );
     let refresh = T0.0 + 4 * EXPIRY_MARGIN_MS;
     assert_eq!(preps.next_at(), Some(UnixMillis(refresh)));
@@ -218,7 +337,12 @@ fn a_failed_preparation_is_tried_again_later() {
 fn only_the_key_leader_keeps_a_preparation() {
     let mut preps = preparations();
     let leader = checked(&mut preps);
-    preps.made(&meeting_id(7), Some(prepared_for(&[2, 3], at(1_000))));
+    preps.made(
+        &meeting_id(7),
+        Some(prepared_for(&[2, 3], at(1_000))),
+        at(1_000),
+        0,
+    );
     let invite = v1::MeetingInvite {
         meeting_id: meeting_id(7).as_bytes().to_vec(),
         epoch: 0,
