@@ -39,6 +39,19 @@ fn checked(preps: &mut Preparations) -> MeetingState {
     state
 }
 
+/// [`checked`], then device 1's preparation for devices `ns`, made at 1 s.
+fn made_for(ns: &[u8]) -> (Preparations, MeetingState) {
+    let mut preps = preparations();
+    let state = checked(&mut preps);
+    preps.made(
+        &meeting_id(7),
+        Some(prepared_for(ns, at(1_000))),
+        at(1_000),
+        0,
+    );
+    (preps, state)
+}
+
 #[test]
 fn a_leader_prepares_once_its_meeting_has_settled() {
     let mut preps = preparations();
@@ -64,14 +77,7 @@ fn a_leader_prepares_once_its_meeting_has_settled() {
 /// far later.
 #[test]
 fn a_new_epoch_is_checked_once_it_settles() {
-    let mut preps = preparations();
-    let mut state = checked(&mut preps);
-    preps.made(
-        &meeting_id(7),
-        Some(prepared_for(&[2, 3], at(1_000))),
-        at(1_000),
-        0,
-    );
+    let (mut preps, mut state) = made_for(&[2, 3]);
     assert_eq!(preps.next_at(), Some(at(1_000 + MAX_AGE_MS)));
     state
         .remove(&[], &[dev(3)], at(2_000))
@@ -99,14 +105,7 @@ fn a_new_epoch_is_checked_once_it_settles() {
 
 #[test]
 fn a_made_preparation_is_refreshed_before_it_ages_out() {
-    let mut preps = preparations();
-    let state = checked(&mut preps);
-    preps.made(
-        &meeting_id(7),
-        Some(prepared_for(&[2, 3], at(1_000))),
-        at(1_000),
-        0,
-    );
+    let (mut preps, state) = made_for(&[2, 3]);
     assert_eq!(preps.next_at(), Some(at(1_000 + MAX_AGE_MS)));
     assert_eq!(preps.plan(&state, at(2_000)), Plan::Nothing);
     // Past its age it is made anew, for everyone.
@@ -118,14 +117,7 @@ fn a_made_preparation_is_refreshed_before_it_ages_out() {
 
 #[test]
 fn a_member_without_an_entry_is_topped_up() {
-    let mut preps = preparations();
-    let state = checked(&mut preps);
-    preps.made(
-        &meeting_id(7),
-        Some(prepared_for(&[2], at(1_000))),
-        at(1_000),
-        0,
-    );
+    let (mut preps, state) = made_for(&[2]);
     assert_eq!(
         preps.plan(&state, at(2_000)),
         Plan::TopUp(vec![member(3, 0)])
@@ -136,14 +128,7 @@ fn a_member_without_an_entry_is_topped_up() {
 /// replaced) is never used: that device is wrapped for again.
 #[test]
 fn an_entry_for_keys_no_longer_pinned_is_not_used() {
-    let mut preps = preparations();
-    checked(&mut preps);
-    preps.made(
-        &meeting_id(7),
-        Some(prepared_for(&[2, 3], at(1_000))),
-        at(1_000),
-        0,
-    );
+    let (mut preps, _) = made_for(&[2, 3]);
     let recipients = [member(2, 0), member(3, 1)];
     let (ready, served, missing) = preps
         .take_for(&meeting_id(7), &recipients, at(2_000))
@@ -165,14 +150,7 @@ fn an_entry_for_keys_no_longer_pinned_is_not_used() {
 /// could not look at it in time (offline, or in the middle of a rekey).
 #[test]
 fn an_aged_preparation_is_never_used() {
-    let mut preps = preparations();
-    checked(&mut preps);
-    preps.made(
-        &meeting_id(7),
-        Some(prepared_for(&[2, 3], at(1_000))),
-        at(1_000),
-        0,
-    );
+    let (mut preps, _) = made_for(&[2, 3]);
     let recipients = [member(2, 0)];
     assert!(
         preps
@@ -184,14 +162,7 @@ fn an_aged_preparation_is_never_used() {
 
 #[test]
 fn an_aged_preparation_is_dropped_even_during_a_rekey() {
-    let mut preps = preparations();
-    let mut state = checked(&mut preps);
-    preps.made(
-        &meeting_id(7),
-        Some(prepared_for(&[2, 3], at(1_000))),
-        at(1_000),
-        0,
-    );
+    let (mut preps, mut state) = made_for(&[2, 3]);
     state
         .remove(&[], &[dev(3)], at(2_000))
         .expect("the leader removes");
@@ -230,14 +201,7 @@ fn entries_that_expire_at_once_do_not_make_the_leader_fetch_in_a_loop() {
 /// checked again once it is observed steady.
 #[test]
 fn a_lost_connection_drops_every_preparation() {
-    let mut preps = preparations();
-    let state = checked(&mut preps);
-    preps.made(
-        &meeting_id(7),
-        Some(prepared_for(&[2, 3], at(1_000))),
-        at(1_000),
-        0,
-    );
+    let (mut preps, state) = made_for(&[2, 3]);
     preps.connection_lost();
     assert_eq!(preps.devices(&meeting_id(7)), 0);
     assert_eq!(preps.next_at(), None);
@@ -247,14 +211,7 @@ fn a_lost_connection_drops_every_preparation() {
 
 #[test]
 fn a_preparation_serves_one_rekey() {
-    let mut preps = preparations();
-    let state = checked(&mut preps);
-    preps.made(
-        &meeting_id(7),
-        Some(prepared_for(&[2, 3], at(1_000))),
-        at(1_000),
-        0,
-    );
+    let (mut preps, state) = made_for(&[2, 3]);
     let recipients = [member(2, 0)];
     let (_, served, missing) = preps
         .take_for(&meeting_id(7), &recipients, at(2_000))
@@ -335,14 +292,7 @@ fn a_failed_preparation_is_tried_again_later() {
 /// of a Rekey it will never send must not linger.
 #[test]
 fn only_the_key_leader_keeps_a_preparation() {
-    let mut preps = preparations();
-    let leader = checked(&mut preps);
-    preps.made(
-        &meeting_id(7),
-        Some(prepared_for(&[2, 3], at(1_000))),
-        at(1_000),
-        0,
-    );
+    let (mut preps, leader) = made_for(&[2, 3]);
     let invite = v1::MeetingInvite {
         meeting_id: meeting_id(7).as_bytes().to_vec(),
         epoch: 0,
