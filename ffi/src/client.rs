@@ -100,6 +100,13 @@ pub struct ClientOptions {
     /// other container (default `true`).
     #[uniffi(default = true)]
     pub urgent_invitations: bool,
+    /// Whether, as key leader, this device wraps its next Rekey ahead of time (a
+    /// second after the meeting's last change), so that a participant's departure
+    /// costs no directory round trip and no key agreement. The price: the key of that
+    /// next Rekey waits in memory until it is used, at most 10 minutes
+    /// (`docs/security.md`, "Prepared Rekeys"). Default `true`.
+    #[uniffi(default = true)]
+    pub prepare_rekeys: bool,
 }
 
 impl ClientOptions {
@@ -143,6 +150,9 @@ impl ClientOptions {
             config.ring_timeout = Duration::from_millis(ms);
         }
         config.urgent_invitations = self.urgent_invitations;
+        if !self.prepare_rekeys {
+            config.prepare_rekeys_after = None;
+        }
         Ok(config)
     }
 }
@@ -498,6 +508,7 @@ mod tests {
             connect_timeout_ms: None,
             ring_timeout_ms: Some(30_000),
             urgent_invitations: false,
+            prepare_rekeys: false,
         };
         let config = options.to_config().expect("valid options");
         assert_eq!(config.trust, SdkTrust::PinnedSha256([0xab; 32]));
@@ -506,6 +517,14 @@ mod tests {
         assert!(config.profile.is_some());
         assert_eq!(config.ring_timeout, Duration::from_secs(30));
         assert!(!config.urgent_invitations);
+        assert_eq!(config.prepare_rekeys_after, None);
+    }
+
+    #[test]
+    fn rekeys_are_prepared_by_default_as_in_the_sdk() {
+        // `#[uniffi(default = true)]` must match the SDK's default.
+        let sdk = sdk::ClientConfig::new("sfu.example.org:4433", SdkTrust::SystemRoots);
+        assert!(sdk.prepare_rekeys_after.is_some());
     }
 
     #[test]

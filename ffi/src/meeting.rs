@@ -174,6 +174,12 @@ impl Meeting {
         self.handle.sending_epoch().0
     }
 
+    /// How many participants' devices the next Rekey is already wrapped for (key
+    /// leader only; 0 elsewhere): `ClientOptions.prepare_rekeys`.
+    pub fn prepared_rekey_devices(&self) -> u64 {
+        u64::try_from(self.handle.prepared_rekey_devices()).unwrap_or(u64::MAX)
+    }
+
     /// Whether this device is the key leader (it may invite and remove).
     pub fn is_leader(&self) -> bool {
         self.handle.is_leader()

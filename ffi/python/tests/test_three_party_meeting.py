@@ -131,6 +131,13 @@ def test_a_removed_participant_stops_receiving_and_the_rest_rekey(sfu):
     async def run():
         alice, bob, carol = parties = await three_party_meeting(sfu)
         await exchange_until(parties, everyone_hears_everyone(parties))
+        # The key leader wraps its next Rekey for Bob and Carol ahead of time
+        # (ClientOptions.prepare_rekeys, on by default); Carol's entry is left out of
+        # the Rekey that removes her.
+        await alice.recorder.wait_until(
+            lambda _events, _frames: alice.meeting.prepared_rekey_devices() == 2,
+            "the key leader's prepared Rekey")
+        assert bob.meeting.prepared_rekey_devices() == 0
         old_epoch = alice.meeting.sending_epoch()
         await alice.meeting.remove([carol.person.user_id])
 
