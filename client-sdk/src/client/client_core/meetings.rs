@@ -360,7 +360,6 @@ impl Engine {
             Some(entry) => self.prepared.observe(&entry.state, now),
             None => self.prepared.forget(&id),
         }
-        self.show_prepared(id);
         self.refresh(id);
         self.sas_epoch_entered(id);
         self.flush_sas(id).await;
@@ -483,6 +482,7 @@ impl Engine {
     /// Brings the shared view in line with the state machine: receive keys for every
     /// held epoch and roster member, participants, leader, safety code.
     fn refresh(&mut self, id: MeetingId) {
+        let prepared = self.prepared.devices(&id);
         let Some(entry) = self.meetings.get_mut(&id) else {
             return;
         };
@@ -529,6 +529,7 @@ impl Engine {
             info.leader = Some(leader);
             info.safety_code = safety;
             info.sending_epoch = epoch;
+            info.prepared_rekey_devices = prepared;
         });
     }
 

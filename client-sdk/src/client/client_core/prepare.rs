@@ -9,7 +9,7 @@ use super::engine::Engine;
 use crate::DeviceId;
 use crate::client::ClientError;
 use crate::client::protocol::outbox::Outgoing;
-use crate::client::protocol::prepared::{EXPIRY_MARGIN_MS, Plan, PreparedRekey};
+use crate::client::protocol::prepared::{Plan, PreparedRekey, usable_through_margin};
 use crate::container::{self, PreparedSeal};
 use crate::meeting::MeetingId;
 use crate::meeting::rekey::RosterMember;
@@ -78,9 +78,9 @@ impl Engine {
     ) -> Result<(Option<PreparedRekey>, u64), ClientError> {
         let (mut recipients, wait_ms) = self.fetch_roster_recipients(members).await?;
         let now = self.now();
-        let usable_after = now.0.saturating_add(EXPIRY_MARGIN_MS);
         recipients.retain(|r| {
-            r.device().expires_at().0 > usable_after && r.prekey().expires_at().0 > usable_after
+            usable_through_margin(r.device().expires_at(), now)
+                && usable_through_margin(r.prekey().expires_at(), now)
         });
         if fresh {
             let seal = PreparedSeal::new(self.creds.device(), &recipients, now, &mut self.rng)?;

@@ -41,6 +41,12 @@ pub(crate) const EXPIRY_MARGIN_MS: u64 = 60_000;
 /// attempt waits this long, ms.
 pub(crate) const RETRY_AFTER_MS: u64 = 30_000;
 
+/// Whether something valid until `until` (a certificate, a prekey, an entry) is still
+/// valid [`EXPIRY_MARGIN_MS`] after `now`, as a Rekey's entry must be.
+pub(crate) fn usable_through_margin(until: UnixMillis, now: UnixMillis) -> bool {
+    until.0 > now.0.saturating_add(EXPIRY_MARGIN_MS)
+}
+
 /// A meeting's prepared Rekey entries and the roster members they were wrapped for.
 pub(crate) struct PreparedRekey {
     pub(crate) seal: PreparedSeal,
@@ -71,8 +77,7 @@ impl PreparedRekey {
     fn serves(&self, member: &RosterMember, now: UnixMillis) -> bool {
         self.members.get(&member.device_id) == Some(member)
             && self.seal.devices().any(|(device, usable_until)| {
-                device == member.device_id
-                    && usable_until.0 > now.0.saturating_add(EXPIRY_MARGIN_MS)
+                device == member.device_id && usable_through_margin(usable_until, now)
             })
     }
 
