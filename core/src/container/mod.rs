@@ -26,7 +26,7 @@
 //! Failures before that leave no state behind, so forged containers cannot burn
 //! prekeys.
 
-mod ecdh;
+pub(crate) mod ecdh;
 mod error;
 mod open;
 mod prepared;

@@ -125,7 +125,7 @@ impl SealedContainer {
             .map_err(Malformed::EphemeralKey)?;
         // The agreements run in aws-lc (`ecdh`); the shared secrets zeroize on drop.
         let prekey_shared = EcdhKey::new(prekey_secret)?.agree(&ephemeral)?;
-        let device_shared = EcdhKey::new(me.device_secret())?.agree(&ephemeral)?;
+        let device_shared = me.device_ecdh()?.agree(&ephemeral)?;
         let my_device_id = me.device_id();
         let ctx = EntryContext {
             container_id: &parsed.container_id,

@@ -1,4 +1,5 @@
 use std::fmt;
+use std::sync::OnceLock;
 
 use conclave_proto::{Message, v1};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
@@ -7,6 +8,8 @@ use zeroize::Zeroizing;
 
 use super::signed::{self, SignedKind};
 use super::{IdentityError, MalformedReason, UserIdentity, UserSigningKey};
+use crate::container::ContainerError;
+use crate::container::ecdh::EcdhKey;
 use crate::time::MAX_CLOCK_SKEW_MS;
 use crate::{DeviceId, UnixMillis, UserId};
 
@@ -199,6 +202,11 @@ impl fmt::Debug for DeviceSecrets {
 pub struct DeviceIdentity {
     signing: SigningKey,
     device_key: p384::SecretKey,
+    /// `device_key` in aws-lc's form, made at the first container this device opens and
+    /// kept: loading a P-384 key computes its public point, as costly as an agreement,
+    /// and every container this device opens needs one agreement with it. aws-lc
+    /// cleanses the key when it is freed.
+    device_ecdh: OnceLock<EcdhKey>,
     public: VerifiedDevice,
 }
 
@@ -259,6 +267,7 @@ impl DeviceIdentity {
         Ok(DeviceIdentity {
             signing,
             device_key,
+            device_ecdh: OnceLock::new(),
             public,
         })
     }
@@ -305,6 +314,7 @@ impl DeviceIdentity {
         Ok(DeviceIdentity {
             signing,
             device_key,
+            device_ecdh: OnceLock::new(),
             public,
         })
     }
@@ -353,8 +363,13 @@ impl DeviceIdentity {
         &self.signing
     }
 
-    pub(crate) fn device_secret(&self) -> &p384::SecretKey {
-        &self.device_key
+    /// The device key ready for agreements (made once, then kept).
+    pub(crate) fn device_ecdh(&self) -> Result<&EcdhKey, ContainerError> {
+        if let Some(key) = self.device_ecdh.get() {
+            return Ok(key);
+        }
+        let key = EcdhKey::new(&self.device_key)?;
+        Ok(self.device_ecdh.get_or_init(|| key))
     }
 }
 

@@ -18,7 +18,6 @@
 use aws_lc_rs::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use hkdf::{Hkdf, InvalidLength};
 use sha2::{Sha256, Sha512};
-use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::suite::{NONCE_LEN, TAG_LEN};
@@ -182,7 +181,9 @@ impl SframeKey {
 
     /// Whether `other` holds the same key material (same suite, KID and derived salt; the
     /// salt comparison is constant-time).
+    #[cfg(test)]
     pub(crate) fn same_key_as(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq;
         self.suite == other.suite
             && self.kid == other.kid
             && bool::from(self.salt.as_slice().ct_eq(other.salt.as_slice()))

@@ -8,8 +8,18 @@
 //! epoch when a rekey arrives and removes the previous epoch with
 //! [`SframeReceiver::remove_epoch`] once its grace window has passed; removing a key drops
 //! (and wipes) it together with its replay window.
+//!
+//! A key is registered as its base key and derived (RFC 9605 section 4.4.2: HKDF and the
+//! AEAD's key schedule) when the first frame under its KID arrives. Registering the
+//! keys of an epoch therefore costs a copy per sender, not a derivation: in a meeting of
+//! a hundred devices a rekey registers 99 media keys and 198 message keys at every
+//! device, most of whose senders never send under them (`docs/benchmarks.md`, "Rekey
+//! under load: registering keys"). A derived key is kept until its KID is removed.
 
 use std::collections::BTreeMap;
+
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
 
 use super::frame::ParsedFrame;
 use super::{CipherSuite, Kid, MAX_RECEIVER_KEYS, ReplayWindow, SframeError, SframeKey};
@@ -37,9 +47,29 @@ impl core::fmt::Debug for ReceivedFrame {
     }
 }
 
+/// One registered KID: its base key, the key derived from it once a frame needed it,
+/// and the KID's replay state. The base key stays (wiped on drop) so that registering
+/// the same key again is recognised without deriving anything.
 struct KeyEntry {
-    key: SframeKey,
+    suite: CipherSuite,
+    base: Zeroizing<Vec<u8>>,
+    key: Option<SframeKey>,
     window: ReplayWindow,
+}
+
+impl KeyEntry {
+    /// The key of `kid`, derived now if no frame needed it before.
+    fn key(&mut self, kid: Kid) -> &SframeKey {
+        let (suite, base) = (self.suite, &self.base);
+        self.key
+            .get_or_insert_with(|| SframeKey::derive(suite, base, kid.value()))
+    }
+
+    /// Whether `suite` and `base_key` are what this entry was registered with (the
+    /// comparison of the keys is constant-time).
+    fn registered_with(&self, suite: CipherSuite, base_key: &[u8]) -> bool {
+        self.suite == suite && bool::from(self.base.as_slice().ct_eq(base_key))
+    }
 }
 
 /// Decrypts incoming frames of many senders and epochs, rejecting replays.
@@ -58,7 +88,8 @@ impl SframeReceiver {
         Self::default()
     }
 
-    /// Derives and registers the key for `kid` from `base_key`.
+    /// Registers the key for `kid`, derived from `base_key` when the first frame under
+    /// `kid` arrives (a copy now, no derivation).
     ///
     /// Adding the same key again is a no-op that keeps the replay window.
     ///
@@ -75,13 +106,17 @@ impl SframeReceiver {
         if existing.is_none() && self.keys.len() >= MAX_RECEIVER_KEYS {
             return Err(SframeError::TooManyKeys);
         }
-        let key = SframeKey::derive(suite, base_key, kid.value());
         match existing {
-            Some(entry) if entry.key.same_key_as(&key) => Ok(()),
+            Some(entry) if entry.registered_with(suite, base_key) => Ok(()),
             Some(_) => Err(SframeError::KeyConflict { kid: kid.value() }),
             None => {
-                let window = ReplayWindow::new(kid);
-                self.keys.insert(kid.value(), KeyEntry { key, window });
+                let entry = KeyEntry {
+                    suite,
+                    base: Zeroizing::new(base_key.to_vec()),
+                    key: None,
+                    window: ReplayWindow::new(kid),
+                };
+                self.keys.insert(kid.value(), entry);
                 Ok(())
             }
         }
@@ -109,6 +144,13 @@ impl SframeReceiver {
     #[must_use]
     pub fn key_count(&self) -> usize {
         self.keys.len()
+    }
+
+    /// Number of registered keys a frame has needed so far (derived; the others are
+    /// still only their base keys).
+    #[must_use]
+    pub fn derived_key_count(&self) -> usize {
+        self.keys.values().filter(|e| e.key.is_some()).count()
     }
 
     /// Authenticates and decrypts one frame, enforcing replay protection per KID.
@@ -172,7 +214,7 @@ impl SframeReceiver {
                 sender_index: kid.sender_index(),
             })?;
         entry.window.check(ctr)?;
-        frame.open_into(&entry.key, metadata, &mut self.aad, plaintext)?;
+        frame.open_into(entry.key(kid), metadata, &mut self.aad, plaintext)?;
         Ok((kid, ctr))
     }
 
@@ -482,6 +524,43 @@ mod tests {
                 kid: kid(1, 3).value()
             })
         );
+    }
+
+    #[test]
+    fn a_key_is_derived_when_its_first_frame_arrives_and_only_then() {
+        let mut receiver = receiver_for(&[(4, 0), (4, 1), (4, 2)]);
+        assert_eq!((receiver.key_count(), receiver.derived_key_count()), (3, 0));
+        // A frame that fails to authenticate under a registered KID derives that key
+        // (the derivation is needed to check it) but changes no replay state.
+        let genuine = sender(4, 1).encrypt(META, b"from one").unwrap();
+        let mut forged = genuine.clone();
+        if let Some(last) = forged.last_mut() {
+            *last ^= 1;
+        }
+        assert!(matches!(
+            receiver.decrypt(META, &forged),
+            Err(SframeError::AuthenticationFailed { .. })
+        ));
+        assert_eq!(receiver.derived_key_count(), 1);
+        assert_eq!(
+            receiver.decrypt(META, &genuine).unwrap().plaintext,
+            b"from one"
+        );
+        // Registering the same key again keeps the derived key and its window.
+        receiver.add_key(kid(4, 1), SUITE, &base_key(4, 1)).unwrap();
+        assert_eq!(receiver.derived_key_count(), 1);
+        assert!(matches!(
+            receiver.decrypt(META, &genuine),
+            Err(SframeError::Replayed { .. })
+        ));
+        // A sender that never sends never costs a derivation; removing the epoch drops
+        // derived and underived keys alike.
+        receiver
+            .decrypt(META, &sender(4, 2).encrypt(META, b"two").unwrap())
+            .unwrap();
+        assert_eq!((receiver.key_count(), receiver.derived_key_count()), (3, 2));
+        assert_eq!(receiver.remove_epoch(4), 3);
+        assert_eq!(receiver.derived_key_count(), 0);
     }
 
     #[test]

@@ -60,6 +60,9 @@ pub(super) struct Entry {
     pub had_others: bool,
     /// (epoch, sender index) pairs whose receive key is registered.
     pub installed: std::collections::BTreeSet<(Epoch, u32)>,
+    /// The safety code last computed, with the sending epoch and roster version it
+    /// was computed for (`meetings::current_safety_code`).
+    pub safety: Option<((Epoch, u64), crate::safety::SafetyCode)>,
     /// The safety-words round of the sending epoch (review M4).
     pub sas: Option<crate::safety::round::SasRound>,
     /// When that round starts (its epoch settled) and resends.

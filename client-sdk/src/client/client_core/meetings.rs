@@ -514,11 +514,11 @@ impl Engine {
             entry.shared.add_receive_keys(key, &missing);
         }
         super::messages::deliver_early_messages(entry);
+        entry.next_index = entry
+            .next_index
+            .max(entry.state.roster().next_sender_index());
+        let safety = current_safety_code(entry);
         let state = &entry.state;
-        entry.next_index = entry.next_index.max(state.roster().next_sender_index());
-        let safety = state
-            .key(state.sending_epoch())
-            .map(|key| safety_code(state, key));
         let participants = participants(state);
         let leader = state.leader();
         let epoch = state.sending_epoch();
@@ -941,6 +941,7 @@ impl Engine {
             wanted: None,
             presence: Presence::default(),
             installed: BTreeSet::new(),
+            safety: None,
             sas: None,
             sas_timing: Default::default(),
             sas_early: Default::default(),
@@ -1196,6 +1197,23 @@ pub(super) fn roster_identities(state: &MeetingState) -> Vec<RosterIdentity> {
         .iter()
         .map(|m| RosterIdentity::new(&m.identity_key, &m.device, m.sender_index))
         .collect()
+}
+
+/// The safety number of the sending epoch, computed again only when the epoch or the
+/// roster changed since it was last computed (each step of the meeting refreshes what
+/// the app sees, and the code hashes the whole roster: ~16 KiB with 99 devices).
+fn current_safety_code(entry: &mut Entry) -> Option<SafetyCode> {
+    let state = &entry.state;
+    let key = state.key(state.sending_epoch())?;
+    let at = (state.sending_epoch(), state.roster_version());
+    if let Some((computed_at, code)) = &entry.safety
+        && *computed_at == at
+    {
+        return Some(code.clone());
+    }
+    let code = safety_code(state, key);
+    entry.safety = Some((at, code.clone()));
+    Some(code)
 }
 
 /// The safety number of the sending epoch.

@@ -390,6 +390,8 @@ pub struct MeetingState {
     me: DeviceId,
     config: RekeyConfig,
     roster: Roster,
+    /// Counts the roster's replacements ([`MeetingState::roster_version`]).
+    roster_version: u64,
     leader: DeviceId,
     /// The leader's rekey cycle, or the end.
     phase: Phase,
@@ -457,6 +459,7 @@ impl MeetingState {
             me,
             config,
             roster,
+            roster_version: 0,
             leader,
             sending: epoch,
             keys: BTreeMap::from([(epoch, key)]),
@@ -543,6 +546,19 @@ impl MeetingState {
     #[must_use]
     pub fn roster(&self) -> &Roster {
         &self.roster
+    }
+
+    /// A number that changes whenever the roster is replaced (a join, a departure, a
+    /// Rekey's roster), so that what is derived from the roster, such as the safety
+    /// code, is computed again only then. It says nothing across meetings.
+    #[must_use]
+    pub fn roster_version(&self) -> u64 {
+        self.roster_version
+    }
+
+    fn set_roster(&mut self, roster: Roster) {
+        self.roster = roster;
+        self.roster_version = self.roster_version.wrapping_add(1);
     }
 
     /// The current key leader.
@@ -797,7 +813,7 @@ impl MeetingState {
         let epoch = self.ratchet_current()?;
         let existing = self.roster.devices_except(&self.me);
         self.send_switch(existing, epoch, joined);
-        self.roster = roster;
+        self.set_roster(roster);
         self.outputs.push_back(MeetingOutput::RosterChanged);
         self.outputs.push_back(MeetingOutput::RotateRoom {
             from: self.sending,
@@ -1315,7 +1331,7 @@ impl MeetingState {
                 current: self.sending,
             });
         };
-        self.roster = roster;
+        self.set_roster(roster);
         self.leader = leader;
         self.outputs.push_back(MeetingOutput::RosterChanged);
         self.switch_to(epoch, now);
@@ -1344,7 +1360,7 @@ impl MeetingState {
         }
         let roster = Roster::new(self.roster.iter().cloned().chain(joined.iter().cloned()))?;
         let epoch = self.ratchet_current()?;
-        self.roster = roster;
+        self.set_roster(roster);
         self.outputs.push_back(MeetingOutput::RosterChanged);
         self.switch_to(epoch, now);
         Ok(())
@@ -1366,7 +1382,7 @@ impl MeetingState {
         let Some(next) = live.lowest_sender().or_else(|| remaining.lowest_sender()) else {
             return;
         };
-        self.roster = remaining;
+        self.set_roster(remaining);
         self.leader = next;
         self.outputs.push_back(MeetingOutput::RosterChanged);
         if next == self.me {
@@ -1457,7 +1473,7 @@ impl MeetingState {
             reason,
         });
         self.keys.insert(epoch, key);
-        self.roster = roster;
+        self.set_roster(roster);
         self.ringing.retain(|d, _| self.roster.contains(d));
         self.outputs.push_back(MeetingOutput::RosterChanged);
         self.outputs

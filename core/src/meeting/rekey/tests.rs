@@ -262,15 +262,18 @@ impl Net {
 #[test]
 fn a_leave_rekeys_to_the_remaining_devices_only() {
     let mut net = Net::new(&[(2, 2, 1), (3, 3, 2)]);
+    let versions: Vec<u64> = [1, 2].map(|d| net.state(d).roster_version()).to_vec();
     net.with(3, |s, _| s.leave()).unwrap();
     assert!(net.state(3).is_ended());
     assert_eq!(net.count("rekey"), 0, "coalescing window first");
     net.advance(ms(CFG.coalesce));
     assert_eq!(net.count("rekey"), 1);
     assert_eq!(net.recipients_of_last("rekey"), vec![dev(2)]);
-    for d in [1, 2] {
+    for (d, before) in [1, 2].into_iter().zip(versions) {
         assert_eq!(net.state(d).sending_epoch(), Epoch(2));
         assert!(!net.state(d).roster().contains(&dev(3)));
+        // What is derived from the roster (the safety code) is computed again.
+        assert_ne!(net.state(d).roster_version(), before);
         // The old epoch stays decryptable for the grace window only.
         assert!(net.state(d).key(Epoch(1)).is_some());
     }
@@ -661,6 +664,7 @@ fn a_valid_rekey_installs_for_receiving_before_the_switch() {
 #[test]
 fn a_late_joiner_gets_the_ratcheted_key_and_cannot_decrypt_earlier_epochs() {
     let mut net = Net::new(&[(2, 2, 1), (3, 3, 2)]);
+    let versions: Vec<u64> = [1, 2, 3].map(|d| net.state(d).roster_version()).to_vec();
     let invite = net
         .with(1, |s, now| {
             s.add_participants(
@@ -678,8 +682,9 @@ fn a_late_joiner_gets_the_ratcheted_key_and_cannot_decrypt_earlier_epochs() {
     assert_eq!(invite.epoch, 2);
     // Existing members ratcheted to the same key; the joiner holds only epoch 2.
     let expected = net.state(1).key(Epoch(1)).unwrap().ratchet().unwrap();
-    for d in [1, 2, 3] {
+    for (d, before) in [1, 2, 3].into_iter().zip(versions) {
         let s = net.state(d);
+        assert_ne!(s.roster_version(), before, "the roster changed");
         assert_eq!(s.sending_epoch(), Epoch(2));
         assert_eq!(
             s.key(Epoch(2)).unwrap().expose_secret(),
