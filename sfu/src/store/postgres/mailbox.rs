@@ -5,6 +5,14 @@
 //! overshot by two concurrent sends, and entries become visible in id order. The
 //! transaction that stores entries also signals their devices (`pg_notify`, see
 //! `notify`), delivered to listening nodes when it commits.
+//!
+//! Acknowledgements and the expiry sweep commit without waiting for the WAL to reach
+//! the disk (`synchronous_commit = off` for that transaction only): they only forget,
+//! and a crash that loses one brings entries back to be delivered again (clients drop
+//! duplicates by container id) or swept again. The next durable commit writes them
+//! (PostgreSQL flushes the WAL in order). Every recipient acknowledges every
+//! container, and each commit holds the totals lock until it returns, so a flush per
+//! acknowledgement would serialize the whole cluster's mailbox on the disk.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +23,13 @@ use crate::store::{
 };
 
 type Tx<'a> = deadpool_postgres::Transaction<'a>;
+
+/// Lets `tx` commit without waiting for the WAL flush (see the module docs).
+async fn commit_without_flush(tx: &Tx<'_>) -> Result<(), StoreError> {
+    tx.batch_execute("SET LOCAL synchronous_commit = off")
+        .await
+        .map_err(pg)
+}
 
 /// The totals row, locked for the rest of the transaction.
 async fn lock_totals(tx: &Tx<'_>) -> Result<MailboxUsage, StoreError> {
@@ -293,6 +308,7 @@ impl PgStore {
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
+        commit_without_flush(&tx).await?;
         lock_totals(&tx).await?;
         let containers: Vec<i64> = tx
             .query(
@@ -313,6 +329,7 @@ impl PgStore {
     pub(super) async fn mailbox_expire_async(&self, now_ms: u64) -> Result<usize, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
+        commit_without_flush(&tx).await?;
         lock_totals(&tx).await?;
         let containers: Vec<i64> = tx
             .query(

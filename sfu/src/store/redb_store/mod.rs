@@ -2,7 +2,15 @@
 //!
 //! Every method runs in one redb transaction; writes commit with redb's default
 //! [`Durability::Immediate`](redb::Durability::Immediate) (fsync before `commit`
-//! returns). redb serializes write transactions, so read-modify-write sequences such
+//! returns), except the two that only forget and that a restart may repeat without
+//! harm: acknowledgements ([`Store::mailbox_ack`]) and the expiry sweep
+//! ([`Store::mailbox_expire`]) commit with [`Durability::None`] (no fsync). What they
+//! removed is written by the next durable commit (any other write) or a clean close;
+//! a crash before that brings the entries back, and they are delivered again (delivery
+//! is at least once: clients drop duplicates by container id) or swept again. Every
+//! recipient acknowledges every container, so this takes one fsync per recipient (a
+//! Rekey to 99 devices: 99 of them, ~160–320 ms of redb's one writer on this machine,
+//! `docs/benchmarks.md`) out of the store's write path. redb serializes write transactions, so read-modify-write sequences such
 //! as [`Store::take_prekeys`] never interleave: two callers cannot get the same prekey.
 //!
 //! Layout (see [`codec`] for the byte formats): primary tables keyed by fixed-size
@@ -48,7 +56,7 @@ mod tests;
 use std::path::Path;
 
 use redb::{
-    Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition,
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition,
     WriteTransaction,
 };
 
@@ -237,7 +245,27 @@ impl RedbStore {
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let txn = self.db.begin_write().map_err(backend)?;
+        self.write_with(Durability::Immediate, f)
+    }
+
+    /// [`Self::write`] for an operation a restart may repeat without harm: commits
+    /// without waiting for the disk (see the module docs).
+    fn write_forgetting<T>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.write_with(Durability::None, f)
+    }
+
+    fn write_with<T>(
+        &self,
+        durability: Durability,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut txn = self.db.begin_write().map_err(backend)?;
+        // Refused only for a transaction that made or deleted a persistent savepoint,
+        // which this one has not.
+        txn.set_durability(durability).map_err(backend)?;
         match f(&txn) {
             Ok(value) => {
                 txn.commit().map_err(backend)?;
@@ -376,11 +404,11 @@ impl Store for RedbStore {
         device_id: &DeviceIdBytes,
         mailbox_ids: &[u64],
     ) -> Result<usize, StoreError> {
-        self.write(|txn| mailbox::ack(txn, device_id, mailbox_ids))
+        self.write_forgetting(|txn| mailbox::ack(txn, device_id, mailbox_ids))
     }
 
     fn mailbox_expire(&self, now_ms: u64) -> Result<usize, StoreError> {
-        self.write(|txn| mailbox::expire(txn, now_ms))
+        self.write_forgetting(|txn| mailbox::expire(txn, now_ms))
     }
 
     fn mailbox_usage(&self) -> Result<MailboxUsage, StoreError> {

@@ -493,3 +493,42 @@ fn a_push_subscription_survives_reopen_and_a_file_without_its_table_opens() {
     assert!(store.clear_push_subscription(&[1; 16], None).unwrap());
     assert_eq!(store.push_subscription(&[1; 16]).unwrap(), None);
 }
+
+/// Acknowledgements and the expiry sweep commit without an fsync; a clean close (and
+/// the next durable commit) writes them, so a restart does not bring the entries back.
+#[test]
+fn acknowledgements_and_sweeps_committed_without_an_fsync_survive_a_clean_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    let sender = [0x5f; 32];
+    let quota = MailboxQuota {
+        max_per_device: 10,
+        max_per_sender_per_device: 10,
+        max_sender_bytes: 1_000,
+        max_total_bytes: 1_000,
+    };
+    {
+        let store = RedbStore::open(&path).unwrap();
+        let put = |container: &[u8], expires_at_ms| {
+            let new = NewContainer {
+                sender: &sender,
+                recipients: &[[1; 16]],
+                container,
+                stored_at_ms: 0,
+                expires_at_ms,
+            };
+            stored_id(&store.mailbox_store(&new, &quota).unwrap()[0])
+        };
+        let acked = put(b"acknowledged", 10_000);
+        put(b"expired", 100);
+        put(b"kept", 10_000);
+        assert_eq!(store.mailbox_ack(&[1; 16], &[acked]).unwrap(), 1);
+        assert_eq!(store.mailbox_expire(500).unwrap(), 1);
+    }
+    let store = RedbStore::open(&path).unwrap();
+    let left = store.mailbox_list(&[1; 16], 0, 10).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].container, b"kept");
+    assert_eq!(store.mailbox_usage().unwrap().entries, 1);
+    assert_eq!(store.mailbox_sender_bytes(&sender).unwrap(), 4);
+}
