@@ -465,6 +465,11 @@ async fn serve(
     // The lease task releases the lease and the rooms on stop (bounded by the store's
     // own timeouts).
     let _ = tokio::time::timeout(Duration::from_secs(10), lease).await;
+    // What was committed without waiting for the disk (acknowledgements, sweeps) is
+    // made durable now, whether or not the store is dropped before the process ends.
+    if let Err(e) = shared.blocking("store sync", |s| s.sync()).await {
+        tracing::warn!(error = %e, "could not make the store's last writes durable");
+    }
     info!("shutdown complete; store flushed");
     Ok(())
 }

@@ -579,6 +579,15 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes every entry with `expires_at_ms <= now_ms`; returns how many.
     fn mailbox_expire(&self, now_ms: u64) -> Result<usize, StoreError>;
 
+    /// Makes every committed write durable. Acknowledgements and the expiry sweep may
+    /// commit without waiting for the disk (a crash only brings entries back); the
+    /// server calls this as it shuts down so that a clean restart does not. A store
+    /// whose every commit is durable (or is its own database server's concern) has
+    /// nothing to do.
+    fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// What the mailbox holds: bytes and number of stored containers (each once) and
     /// of entries.
     fn mailbox_usage(&self) -> Result<MailboxUsage, StoreError> {

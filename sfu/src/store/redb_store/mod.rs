@@ -5,7 +5,8 @@
 //! returns), except the two that only forget and that a restart may repeat without
 //! harm: acknowledgements ([`Store::mailbox_ack`]) and the expiry sweep
 //! ([`Store::mailbox_expire`]) commit with [`Durability::None`] (no fsync). What they
-//! removed is written by the next durable commit (any other write) or a clean close;
+//! removed is written by the next durable commit (any other write, or
+//! [`Store::sync`], which the server calls as it shuts down) or a clean close;
 //! a crash before that brings the entries back, and they are delivered again (delivery
 //! is at least once: clients drop duplicates by container id) or swept again. Every
 //! recipient acknowledges every container, so this takes one fsync per recipient (a
@@ -409,6 +410,11 @@ impl Store for RedbStore {
 
     fn mailbox_expire(&self, now_ms: u64) -> Result<usize, StoreError> {
         self.write_forgetting(|txn| mailbox::expire(txn, now_ms))
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        // An empty durable commit writes the state of every commit before it.
+        self.write(|_| Ok(()))
     }
 
     fn mailbox_usage(&self) -> Result<MailboxUsage, StoreError> {

@@ -532,3 +532,75 @@ fn acknowledgements_and_sweeps_committed_without_an_fsync_survive_a_clean_close(
     assert_eq!(store.mailbox_usage().unwrap().entries, 1);
     assert_eq!(store.mailbox_sender_bytes(&sender).unwrap(), 4);
 }
+
+/// Set in a child process of the test below: the store file it works on.
+const SYNC_CHILD: &str = "CONCLAVE_TEST_REDB_SYNC_CHILD";
+
+/// The child's part: acknowledge device 1's entry, `sync` if asked to, and end the
+/// process without closing the store (as a process killed after its last request).
+fn acknowledge_and_exit(path: &str) -> ! {
+    let store = RedbStore::open(std::path::Path::new(path)).unwrap();
+    let id = store.mailbox_list(&[1; 16], 0, 1).unwrap()[0].mailbox_id;
+    assert_eq!(store.mailbox_ack(&[1; 16], &[id]).unwrap(), 1);
+    if std::env::var("CONCLAVE_TEST_REDB_SYNC").is_ok() {
+        store.sync().unwrap();
+    }
+    std::process::exit(0)
+}
+
+/// An acknowledgement commits without an fsync, so a process that ends without closing
+/// the store loses it (the entry comes back, to be delivered again) unless `sync` ran
+/// first: the server syncs as it shuts down.
+#[test]
+fn sync_makes_acknowledgements_durable_before_the_process_ends() {
+    if let Ok(path) = std::env::var(SYNC_CHILD) {
+        acknowledge_and_exit(&path);
+    }
+    let entries_after_child = |sync: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        {
+            let store = RedbStore::open(&path).unwrap();
+            let new = NewContainer {
+                sender: &[0x51; 32],
+                recipients: &[[1; 16]],
+                container: b"acknowledged",
+                stored_at_ms: 0,
+                expires_at_ms: 10_000,
+            };
+            let quota = MailboxQuota {
+                max_per_device: 10,
+                max_per_sender_per_device: 10,
+                max_sender_bytes: 1_000,
+                max_total_bytes: 1_000,
+            };
+            store.mailbox_store(&new, &quota).unwrap();
+        }
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+        child
+            .args([
+                "--exact",
+                "store::redb_store::tests::sync_makes_acknowledgements_durable_before_the_process_ends",
+                "--test-threads=1",
+            ])
+            .env(SYNC_CHILD, &path)
+            .env_remove("CONCLAVE_TEST_REDB_SYNC");
+        if sync {
+            child.env("CONCLAVE_TEST_REDB_SYNC", "1");
+        }
+        let status = child.status().unwrap();
+        assert!(status.success(), "the child process failed: {status}");
+        let store = RedbStore::open(&path).unwrap();
+        store.mailbox_list(&[1; 16], 0, 10).unwrap().len()
+    };
+    assert_eq!(
+        entries_after_child(true),
+        0,
+        "synced: the acknowledgement is on disk"
+    );
+    assert_eq!(
+        entries_after_child(false),
+        1,
+        "not synced: the acknowledgement was not on disk, the entry is delivered again"
+    );
+}
