@@ -203,9 +203,9 @@ pub struct DeviceIdentity {
     signing: SigningKey,
     device_key: p384::SecretKey,
     /// `device_key` in aws-lc's form, made at the first container this device opens and
-    /// kept: loading a P-384 key computes its public point, as costly as an agreement,
-    /// and every container this device opens needs one agreement with it. aws-lc
-    /// cleanses the key when it is freed.
+    /// kept: loading a P-384 key computes its public point (124 µs, against 176 µs for
+    /// an agreement), and every container this device opens needs one agreement with
+    /// it. aws-lc cleanses the key when it is freed.
     device_ecdh: OnceLock<EcdhKey>,
     public: VerifiedDevice,
 }

@@ -14,7 +14,7 @@
 //! keys of an epoch therefore costs a copy per sender, not a derivation: in a meeting of
 //! a hundred devices a rekey registers 99 media keys and 198 message keys at every
 //! device, most of whose senders never send under them (`docs/benchmarks.md`, "Rekey
-//! under load: registering keys"). A derived key is kept until its KID is removed.
+//! under load: the receivers' work"). A derived key is kept until its KID is removed.
 
 use std::collections::BTreeMap;
 
