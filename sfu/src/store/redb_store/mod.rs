@@ -11,8 +11,10 @@
 //! is at least once: clients drop duplicates by container id) or swept again. Every
 //! recipient acknowledges every container, so this takes one fsync per recipient (a
 //! Rekey to 99 devices: 99 of them, ~160–320 ms of redb's one writer on this machine,
-//! `docs/benchmarks.md`) out of the store's write path. redb serializes write transactions, so read-modify-write sequences such
-//! as [`Store::take_prekeys`] never interleave: two callers cannot get the same prekey.
+//! `docs/benchmarks.md`) out of the store's write path.
+//!
+//! redb serializes write transactions, so read-modify-write sequences such as
+//! [`Store::take_prekeys`] never interleave: two callers cannot get the same prekey.
 //!
 //! Layout (see [`codec`] for the byte formats): primary tables keyed by fixed-size
 //! big-endian keys, plus secondary tables kept in step inside the same transactions:
