@@ -1,7 +1,8 @@
 //! When a meeting's safety-words round (review M4) starts and resends (sans-IO).
 //!
 //! The round of an epoch costs every device two signed room messages to every other
-//! device: at 100 participants about 19,600 deliveries, each an Ed25519 check. Started
+//! device: at 100 participants about 19,600 deliveries, half of them (the commitments)
+//! an Ed25519 check. Started
 //! the moment a device switches, that burst competed with the rekey itself (the
 //! containers still being opened, the switch of the slower devices) for the same
 //! cores and the same input queues. So the round of the sending epoch starts only once

@@ -251,8 +251,70 @@ fn a_resent_step_is_accepted_without_changing_the_round_and_a_changed_one_is_sti
     let mut changed = resent.clone();
     changed.step = Some(Step::Commitment(vec![7; 32]));
     assert_eq!(rounds[0].on_message(&changed), Err(SasError::BadSignature));
-    // A nonce nobody has revealed yet needs its valid signature.
+    // A nonce that does not match the held commitment is refused, whatever it carries.
     let mut early = resent;
     early.step = Some(Step::Nonce(vec![7; 32]));
-    assert_eq!(rounds[0].on_message(&early), Err(SasError::BadSignature));
+    assert_eq!(rounds[0].on_message(&early), Err(SasError::BadReveal));
+}
+
+/// Only commitments are signature-checked: a nonce is authenticated by the signed
+/// commitment it must match (only its device knows a preimage until it reveals it).
+/// A genuine reveal stripped of its signature completes the round with the same
+/// nonces; a nonce claimed for a device whose commitment it does not match, or one
+/// for a device whose commitment has not arrived, is refused.
+#[test]
+fn a_nonce_is_authenticated_by_the_signed_commitment_it_matches() {
+    let devices: Vec<DeviceIdentity> = (1..=3).map(device).collect();
+    let mut rng = ChaCha20Rng::seed_from_u64(12);
+    let mut rounds = rounds(&devices, &mut rng);
+    let commits: Vec<_> = (0..3)
+        .map(|i| rounds[i].poll_message(&devices[i]).unwrap())
+        .collect();
+
+    // Device 2 reveals; its nonce reaches device 1 before device 2's commitment does.
+    rounds[1].on_message(&commits[0]).unwrap();
+    rounds[1].on_message(&commits[2]).unwrap();
+    let reveal_2 = rounds[1].poll_message(&devices[1]).unwrap();
+    let Some(Step::Nonce(nonce_2)) = reveal_2.step.clone() else {
+        panic!("device 2 reveals once it holds every commitment")
+    };
+    let mut unsigned = reveal_2.clone();
+    unsigned.signature.clear();
+    assert_eq!(rounds[0].on_message(&unsigned), Err(SasError::BadReveal));
+
+    // With the commitments held: device 2's nonce claimed for device 3, or another
+    // nonce for device 2 (validly signed by device 2), is refused.
+    rounds[0].on_message(&commits[1]).unwrap();
+    rounds[0].on_message(&commits[2]).unwrap();
+    let mut as_device_3 = unsigned.clone();
+    as_device_3.device_id = devices[2].device_id().as_bytes().to_vec();
+    assert_eq!(rounds[0].on_message(&as_device_3), Err(SasError::BadReveal));
+    let mut wrong = [0u8; 32];
+    wrong.copy_from_slice(&nonce_2);
+    wrong[0] ^= 1;
+    let signature =
+        devices[1]
+            .signing_key()
+            .sign(&rounds[1].signing_input(&devices[1].device_id(), 2, &wrong));
+    let signed_wrong = v1::SasRoundMessage {
+        step: Some(Step::Nonce(wrong.to_vec())),
+        signature: signature.to_bytes().to_vec(),
+        ..reveal_2.clone()
+    };
+    assert_eq!(
+        rounds[0].on_message(&signed_wrong),
+        Err(SasError::BadReveal)
+    );
+    assert_eq!(rounds[0].waiting_for().len(), 2, "devices 2 and 3");
+
+    // The genuine nonce without any signature is accepted; the round completes alike.
+    assert_eq!(rounds[0].on_message(&unsigned), Ok(()));
+    assert_eq!(rounds[0].waiting_for(), vec![devices[2].device_id()]);
+    rounds[2].on_message(&commits[0]).unwrap();
+    rounds[2].on_message(&commits[1]).unwrap();
+    rounds[2].on_message(&reveal_2).unwrap();
+    settle(&devices, &mut rounds);
+    assert!(rounds.iter().all(SasRound::is_complete));
+    assert_eq!(rounds[0].nonces(), rounds[1].nonces());
+    assert_eq!(rounds[0].nonces(), rounds[2].nonces());
 }
