@@ -237,6 +237,19 @@ fn container_primitives(c: &mut Criterion) {
     group.bench_function("p384_keygen", |b| {
         b.iter(|| p384::SecretKey::random(&mut rng).public_key());
     });
+    // What a device pays per prekey it uploads (key, public point, signature); the
+    // public point is aws-lc's, against RustCrypto's in `p384_keygen` above.
+    let device = party("prekeys", &mut rng).device;
+    group.bench_function("prekey_generate", |b| {
+        b.iter_batched(
+            || PrekeyPool::new(&device),
+            |mut pool| {
+                pool.generate(&device, 1, NOW, 30 * DAY_MS, &mut rng)
+                    .unwrap()
+            },
+            BatchSize::SmallInput,
+        );
+    });
     group.bench_function("p384_ecdh", |b| {
         b.iter(|| {
             p384::ecdh::diffie_hellman(secret.to_nonzero_scalar(), black_box(peer.as_affine()))

@@ -7,7 +7,6 @@ use conclave_proto::{Message, v1};
 use ed25519_dalek::Signature;
 use zeroize::Zeroizing;
 
-use super::ecdh::EcdhKey;
 use super::wrap::{COMMITMENT_LEN, EntryContext, WRAPPED_KEY_LEN, verify_commitment};
 use super::{
     CONTAINER_VERSION, ContainerError, MAX_TTL_MS, Malformed, OpenedContainer, PAYLOAD_NONCE_LEN,
@@ -124,7 +123,7 @@ impl SealedContainer {
         let ephemeral = p384_public(&header.ephemeral_public_key, "ephemeral key")
             .map_err(Malformed::EphemeralKey)?;
         // The agreements run in aws-lc (`ecdh`); the shared secrets zeroize on drop.
-        let prekey_shared = EcdhKey::new(prekey_secret)?.agree(&ephemeral)?;
+        let prekey_shared = prekey_secret.ecdh()?.agree(&ephemeral)?;
         let device_shared = me.device_ecdh()?.agree(&ephemeral)?;
         let my_device_id = me.device_id();
         let ctx = EntryContext {

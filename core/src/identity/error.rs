@@ -84,6 +84,13 @@ pub enum IdentityError {
     /// An argument was out of range.
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),
+    /// The crypto library (aws-lc) failed to compute a P-384 key from a valid scalar,
+    /// which it only does when it cannot allocate; nothing was changed.
+    #[error("the crypto library could not compute a P-384 {what}; nothing was changed, retry")]
+    KeyComputation {
+        /// Which key.
+        what: &'static str,
+    },
 }
 
 /// What is wrong with a malformed identity object (see [`IdentityError::Malformed`]).
@@ -165,6 +172,8 @@ pub enum IdentityProblem {
     PrekeyPoolFull,
     /// See [`IdentityError::InvalidArgument`].
     InvalidArgument,
+    /// See [`IdentityError::KeyComputation`].
+    KeyComputation,
 }
 
 impl core::fmt::Display for IdentityProblem {
@@ -183,6 +192,7 @@ impl core::fmt::Display for IdentityProblem {
             IdentityProblem::NotYetValid => "created in the future",
             IdentityProblem::PrekeyPoolFull => "prekey pool full",
             IdentityProblem::InvalidArgument => "invalid argument",
+            IdentityProblem::KeyComputation => "the crypto library could not compute a key",
         })
     }
 }
@@ -203,6 +213,7 @@ impl IdentityError {
             IdentityError::NotYetValid { .. } => IdentityProblem::NotYetValid,
             IdentityError::PrekeyPoolFull { .. } => IdentityProblem::PrekeyPoolFull,
             IdentityError::InvalidArgument(_) => IdentityProblem::InvalidArgument,
+            IdentityError::KeyComputation { .. } => IdentityProblem::KeyComputation,
         }
     }
 

@@ -1,11 +1,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::OnceLock;
 
 use conclave_proto::{Message, v1};
 use rand_core::CryptoRngCore;
 
 use super::signed::{self, SignedKind};
 use super::{DeviceIdentity, IdentityError, MalformedReason, VerifiedDevice};
+use crate::container::ContainerError;
+use crate::container::ecdh::EcdhKey;
 use crate::{DeviceId, UnixMillis};
 
 const PREKEY: SignedKind = SignedKind {
@@ -147,10 +150,58 @@ const POOL_LAST_RESORT_LEN: usize = 8 + 8 + 8 + 48;
 const HAS_CURRENT: u8 = 1;
 const HAS_PREVIOUS: u8 = 2;
 
-struct PrekeySecret {
-    /// Zeroized on drop by `p384::SecretKey`.
+pub(crate) struct PrekeySecret {
+    /// What the pool saves. Zeroized on drop by `p384::SecretKey`.
     secret: p384::SecretKey,
+    /// The same key in aws-lc's form, which the prekey's agreement and public point
+    /// need: made when the prekey is generated (aws-lc computes the public point in a
+    /// fifth of RustCrypto's time, `docs/benchmarks.md`, "Prekeys from aws-lc"), or
+    /// at first use for a restored pool; kept so that opening does not load it again.
+    /// aws-lc cleanses it when it is freed.
+    ecdh: OnceLock<EcdhKey>,
     expires_at: UnixMillis,
+}
+
+impl PrekeySecret {
+    /// A fresh prekey from `rng`, expiring at `expires_at`.
+    fn generate(
+        rng: &mut impl CryptoRngCore,
+        expires_at: UnixMillis,
+    ) -> Result<Self, IdentityError> {
+        let secret = p384::SecretKey::random(rng);
+        let ecdh =
+            EcdhKey::new(&secret).map_err(|_| IdentityError::KeyComputation { what: "prekey" })?;
+        Ok(PrekeySecret {
+            secret,
+            ecdh: OnceLock::from(ecdh),
+            expires_at,
+        })
+    }
+
+    /// A prekey read back from a saved pool.
+    fn restored(secret: p384::SecretKey, expires_at: UnixMillis) -> Self {
+        PrekeySecret {
+            secret,
+            ecdh: OnceLock::new(),
+            expires_at,
+        }
+    }
+
+    /// The key ready for agreements (made once, then kept).
+    pub(crate) fn ecdh(&self) -> Result<&EcdhKey, ContainerError> {
+        if let Some(key) = self.ecdh.get() {
+            return Ok(key);
+        }
+        let key = EcdhKey::new(&self.secret)?;
+        Ok(self.ecdh.get_or_init(|| key))
+    }
+
+    /// The public half, as uploaded.
+    fn public_key(&self) -> Result<p384::PublicKey, IdentityError> {
+        self.ecdh()
+            .and_then(EcdhKey::public_key)
+            .map_err(|_| IdentityError::KeyComputation { what: "prekey" })
+    }
 }
 
 /// A last-resort prekey's private half.
@@ -165,7 +216,7 @@ struct LastResort {
 /// Where a prekey id stands in this device's pool.
 pub(crate) enum PrekeyLookup<'a> {
     /// Held and unexpired.
-    Available(&'a p384::SecretKey),
+    Available(&'a PrekeySecret),
     /// Issued by this pool earlier and already consumed (or purged after expiry).
     Consumed,
     /// Held but expired.
@@ -232,10 +283,7 @@ impl PrekeyPool {
         let fresh = LastResort {
             prekey_id,
             created_at: now,
-            key: PrekeySecret {
-                secret: p384::SecretKey::random(rng),
-                expires_at: now.saturating_add(ttl_ms),
-            },
+            key: PrekeySecret::generate(rng, now.saturating_add(ttl_ms))?,
         };
         // The previous one's private half is dropped (zeroized) here.
         self.previous_last_resort = self.last_resort.replace(fresh);
@@ -253,10 +301,11 @@ impl PrekeyPool {
                 "prekey pool belongs to another device",
             ));
         }
-        Ok(self.last_resort.as_ref().map(|current| {
-            // Ed25519 signatures are deterministic: re-signing gives the uploaded bytes.
-            self.sign(device, current.prekey_id, &current.key, true)
-        }))
+        // Ed25519 signatures are deterministic: re-signing gives the uploaded bytes.
+        self.last_resort
+            .as_ref()
+            .map(|current| self.sign(device, current.prekey_id, &current.key, true))
+            .transpose()
     }
 
     /// When [`Self::rotate_last_resort`] will next replace the last-resort prekey (its
@@ -313,18 +362,18 @@ impl PrekeyPool {
         prekey_id: u64,
         key: &PrekeySecret,
         last_resort: bool,
-    ) -> v1::SignedPrekey {
+    ) -> Result<v1::SignedPrekey, IdentityError> {
         let body = v1::SignedPrekeyBody {
             version: PREKEY.version,
             device_id: self.device_id.as_bytes().to_vec(),
             prekey_id,
-            public_key: signed::p384_compressed(&key.secret.public_key()),
+            public_key: signed::p384_compressed(&key.public_key()?),
             expires_at_ms: key.expires_at.0,
             last_resort,
         }
         .encode_to_vec();
         let signature = signed::sign(device.signing_key(), PREKEY.domain, &body);
-        v1::SignedPrekey { body, signature }
+        Ok(v1::SignedPrekey { body, signature })
     }
 
     /// Generates `count` fresh prekeys valid until `now + ttl_ms`, keeps their private
@@ -348,13 +397,10 @@ impl PrekeyPool {
         let expires_at = now.saturating_add(ttl_ms);
         let mut out = Vec::with_capacity(count);
         for _ in 0..count {
+            let key = PrekeySecret::generate(rng, expires_at)?;
             let prekey_id = self.next_id;
+            out.push(self.sign(device, prekey_id, &key, false)?);
             self.next_id = self.next_id.saturating_add(1);
-            let key = PrekeySecret {
-                secret: p384::SecretKey::random(rng),
-                expires_at,
-            };
-            out.push(self.sign(device, prekey_id, &key, false));
             self.secrets.insert(prekey_id, key);
         }
         Ok(out)
@@ -500,13 +546,7 @@ impl PrekeyPool {
                     key: "P-384 private key",
                 })
             })?;
-            secrets.insert(
-                id,
-                PrekeySecret {
-                    secret,
-                    expires_at: UnixMillis(expires),
-                },
-            );
+            secrets.insert(id, PrekeySecret::restored(secret, UnixMillis(expires)));
         }
         let (mut last_resort, mut previous_last_resort) = (None, None);
         if with_last_resort {
@@ -552,10 +592,7 @@ impl PrekeyPool {
                 Ok(Some(LastResort {
                     prekey_id: id,
                     created_at: UnixMillis(created),
-                    key: PrekeySecret {
-                        secret,
-                        expires_at: UnixMillis(expires),
-                    },
+                    key: PrekeySecret::restored(secret, UnixMillis(expires)),
                 }))
             };
             last_resort = read(flags & HAS_CURRENT != 0)?;
@@ -597,7 +634,7 @@ impl PrekeyPool {
             .map(|lr| &lr.key);
         match last_resort.or_else(|| self.secrets.get(&prekey_id)) {
             Some(s) if s.expires_at <= now => PrekeyLookup::Expired(s.expires_at),
-            Some(s) => PrekeyLookup::Available(&s.secret),
+            Some(s) => PrekeyLookup::Available(s),
             None if prekey_id != 0 && prekey_id < self.next_id => PrekeyLookup::Consumed,
             None => PrekeyLookup::Unknown,
         }
@@ -685,6 +722,19 @@ mod tests {
             })
             .collect();
         assert_eq!(ids, [1, 2, 3]);
+        // The public halves (computed by aws-lc) are those of the private halves held,
+        // as RustCrypto computes them, and stay so once the pool is saved and restored.
+        let restored = PrekeyPool::from_bytes(&dev, &pool.to_bytes()).unwrap();
+        for p in &prekeys {
+            let verified = VerifiedPrekey::verify(p, dev.public(), NOW).unwrap();
+            for held in [&pool, &restored] {
+                let PrekeyLookup::Available(secret) = held.lookup(verified.prekey_id(), NOW) else {
+                    panic!("prekey {} is held", verified.prekey_id());
+                };
+                assert_eq!(&secret.secret.public_key(), verified.public_key());
+                assert_eq!(&secret.public_key().unwrap(), verified.public_key());
+            }
+        }
     }
 
     #[test]
