@@ -1,6 +1,7 @@
 //! The one error type of the bindings.
 
 use conclave_sdk::client::{ClientError, CredentialsError, MessageError};
+use conclave_sdk::identity::IdentityError;
 use conclave_sdk::proto::v1::ErrorCode;
 use conclave_sdk::push::PushError;
 use conclave_sdk::transport::TransportError;
@@ -199,6 +200,13 @@ impl From<ClientError> for ConclaveError {
                 detail: e.to_string(),
             },
             ClientError::Closed => ConclaveError::Closed,
+            // The crypto library failing on a valid key (out of memory): not the
+            // credentials' fault, and worth retrying.
+            ClientError::Identity(e @ IdentityError::KeyComputation { .. }) => {
+                ConclaveError::Internal {
+                    detail: e.to_string(),
+                }
+            }
             ClientError::Identity(e) => ConclaveError::Credentials {
                 detail: e.to_string(),
             },
@@ -252,8 +260,17 @@ impl From<PushError> for ConclaveError {
 
 impl From<CredentialsError> for ConclaveError {
     fn from(e: CredentialsError) -> Self {
-        ConclaveError::Credentials {
-            detail: e.to_string(),
+        match e {
+            // The crypto library failing on a valid key (out of memory): not the
+            // credentials' fault, and worth retrying.
+            CredentialsError::Invalid(IdentityError::KeyComputation { .. }) => {
+                ConclaveError::Internal {
+                    detail: e.to_string(),
+                }
+            }
+            e => ConclaveError::Credentials {
+                detail: e.to_string(),
+            },
         }
     }
 }

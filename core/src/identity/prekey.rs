@@ -278,12 +278,13 @@ impl PrekeyPool {
         if !due {
             return Ok(false);
         }
+        let key = PrekeySecret::generate(rng, now.saturating_add(ttl_ms))?;
         let prekey_id = self.next_id;
         self.next_id = self.next_id.saturating_add(1);
         let fresh = LastResort {
             prekey_id,
             created_at: now,
-            key: PrekeySecret::generate(rng, now.saturating_add(ttl_ms))?,
+            key,
         };
         // The previous one's private half is dropped (zeroized) here.
         self.previous_last_resort = self.last_resort.replace(fresh);
@@ -395,13 +396,21 @@ impl PrekeyPool {
             });
         }
         let expires_at = now.saturating_add(ttl_ms);
-        let mut out = Vec::with_capacity(count);
+        // The whole batch first, then into the pool: a failure leaves the pool as it
+        // was (no private half kept whose public half was never handed out).
+        let mut batch = Vec::with_capacity(count);
+        let mut next_id = self.next_id;
         for _ in 0..count {
             let key = PrekeySecret::generate(rng, expires_at)?;
-            let prekey_id = self.next_id;
-            out.push(self.sign(device, prekey_id, &key, false)?);
-            self.next_id = self.next_id.saturating_add(1);
+            let signed = self.sign(device, next_id, &key, false)?;
+            batch.push((next_id, key, signed));
+            next_id = next_id.saturating_add(1);
+        }
+        self.next_id = next_id;
+        let mut out = Vec::with_capacity(count);
+        for (prekey_id, key, signed) in batch {
             self.secrets.insert(prekey_id, key);
+            out.push(signed);
         }
         Ok(out)
     }

@@ -203,9 +203,14 @@ impl SasRound {
             return Ok(());
         }
         if device == self.me {
-            // Our own message echoed, or something claiming to be ours: our own
-            // commitment and nonce are set at creation and never change.
-            return Ok(());
+            // Something signed by this device that this round did not send (an earlier
+            // run of the same epoch's round, before a restart) cannot change the round;
+            // anything else claiming to be ours is a forgery.
+            let signature =
+                Signature::from_slice(&msg.signature).map_err(|_| SasError::Malformed)?;
+            return key
+                .verify(&self.signing_input(&device, tag, &value), &signature)
+                .map_err(|_| SasError::BadSignature);
         }
         match tag {
             1 => {

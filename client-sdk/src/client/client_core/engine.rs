@@ -589,13 +589,15 @@ impl Engine {
                     return;
                 }
             }
+            let mut last_resort_failed = false;
             let last_resort = if self.last_resort_uploaded {
                 None
             } else {
                 match self.prekeys.last_resort_prekey(self.creds.device()) {
                     Ok(lr) => lr,
                     Err(e) => {
-                        tracing::warn!(error = %e, "cannot sign the last-resort prekey");
+                        tracing::warn!(error = %e, "cannot sign the last-resort prekey; trying again later");
+                        last_resort_failed = true;
                         None
                     }
                 }
@@ -624,8 +626,9 @@ impl Engine {
             match self.request(Request::UploadPrekeys(upload)).await {
                 Ok(response::Result::PrekeysUploaded(r)) => {
                     self.replace_prekeys = false;
-                    // Sent now, or there is none to send (nothing to retry).
-                    self.last_resort_uploaded = true;
+                    // Sent now, or there is none to send (nothing to retry); not if it
+                    // could not be signed (the next round tries again).
+                    self.last_resort_uploaded = !last_resort_failed;
                     let before = held;
                     held = usize::try_from(r.prekeys_held).unwrap_or(usize::MAX);
                     self.server_prekeys = held;

@@ -305,6 +305,11 @@ fn a_nonce_is_authenticated_by_the_signed_commitment_it_matches() {
         rounds[0].on_message(&signed_wrong),
         Err(SasError::BadReveal)
     );
+    // Claiming to be device 1 itself (to device 1) with a value it never sent: a
+    // forgery, still refused as one.
+    let mut as_me = signed_wrong.clone();
+    as_me.device_id = devices[0].device_id().as_bytes().to_vec();
+    assert_eq!(rounds[0].on_message(&as_me), Err(SasError::BadSignature));
     assert_eq!(rounds[0].waiting_for().len(), 2, "devices 2 and 3");
 
     // The genuine nonce without any signature is accepted; the round completes alike.
