@@ -22,11 +22,12 @@ use super::{ClientError, ConnectionProblem, MediaStats, MeetingEvent, Participan
 use crate::identity::DeviceIdentity;
 use crate::media::{self, ENVELOPE_LEN, MediaEnvelope, Reassembler, ReassemblyConfig};
 use crate::meeting::messages::{Delivery, MessageCrypto, MessageError, ReceivedMessage};
-use crate::meeting::{Epoch, MeetingId, MeetingKey, SFRAME_SUITE};
+use crate::meeting::{Epoch, MeetingId, MeetingKey};
 use crate::safety::{SafetyCode, SafetyWords};
 use crate::sframe::{SframeReceiver, SframeSender};
 
 mod receive;
+mod receive_keys;
 use crate::{DeviceId, UserId};
 
 /// Locks `m`, recovering from poisoning: every critical section leaves the state
@@ -80,7 +81,10 @@ impl SendSide {
 
 /// What receiving a frame needs.
 struct ReceiveSide {
+    /// The keys derived so far (at each sender's first frame of an epoch).
     receiver: SframeReceiver,
+    /// What they are derived from.
+    keys: receive_keys::ReceiveKeys,
     reassembler: Reassembler,
     senders: HashMap<u32, SenderOf>,
     /// Decryption buffer, reused for every frame.
@@ -159,6 +163,7 @@ impl MeetingShared {
             }),
             receive: Mutex::new(ReceiveSide {
                 receiver: SframeReceiver::new(),
+                keys: receive_keys::ReceiveKeys::default(),
                 reassembler: Reassembler::new(ReassemblyConfig::default()),
                 senders: HashMap::new(),
                 plaintext: Vec::new(),
@@ -212,8 +217,9 @@ impl MeetingShared {
         lock(&self.messages).pause_sending();
     }
 
-    /// Registers `key`'s per-sender media and message keys for every participant but
-    /// this device (each with its pinned signing key, which message signatures need).
+    /// Accepts `key`'s media and messages from every participant but this device (each
+    /// with its pinned signing key, which message signatures need); each sender's keys
+    /// are derived at its first frame or message.
     pub(crate) fn add_receive_keys(
         &self,
         key: &MeetingKey,
@@ -233,31 +239,33 @@ impl MeetingShared {
                     slot,
                 },
             );
-            if index == self.my_index {
-                continue;
-            }
-            let Ok(kid) = key.sframe_kid(index) else {
-                continue;
-            };
-            if let Err(e) =
-                receive
-                    .receiver
-                    .add_key(kid, SFRAME_SUITE, key.sframe_base_key(index).as_slice())
-            {
-                tracing::warn!(error = %e, "cannot register a receive key");
-            }
+        }
+        let senders = members
+            .iter()
+            .map(|m| m.0)
+            .filter(|&index| index != self.my_index && key.sframe_kid(index).is_ok());
+        if let Err(e) = receive.keys.accept(key, senders) {
+            tracing::warn!(error = %e, "cannot accept a sender's media");
         }
     }
 
     /// Forgets every key of `epoch`.
     pub(crate) fn drop_epoch(&self, epoch: Epoch) {
-        lock(&self.receive).receiver.remove_epoch(epoch.get());
+        {
+            let mut receive = lock(&self.receive);
+            receive.receiver.remove_epoch(epoch.get());
+            receive.keys.drop_epoch(epoch.get());
+        }
         lock(&self.messages).drop_epoch(epoch);
     }
 
     /// Forgets every key and stops sending (the meeting ended).
     pub(crate) fn clear_keys(&self) {
-        lock(&self.receive).receiver = SframeReceiver::new();
+        {
+            let mut receive = lock(&self.receive);
+            receive.receiver = SframeReceiver::new();
+            receive.keys = receive_keys::ReceiveKeys::default();
+        }
         lock(&self.messages).clear();
         let mut send = lock(&self.send);
         send.sender = None;

@@ -56,11 +56,26 @@ impl MeetingShared {
                     continue;
                 };
                 let metadata = frame.metadata();
-                let kid = match side.receiver.decrypt_into(
-                    &metadata,
-                    &frame.ciphertext,
-                    &mut side.plaintext,
-                ) {
+                let mut result =
+                    side.receiver
+                        .decrypt_into(&metadata, &frame.ciphertext, &mut side.plaintext);
+                if let Err(SframeError::UnknownKid {
+                    epoch,
+                    sender_index,
+                    ..
+                }) = result
+                    && side
+                        .keys
+                        .derive(&mut side.receiver, epoch, u32::from(sender_index))
+                {
+                    // The sender's first frame of the epoch: its key exists now.
+                    result = side.receiver.decrypt_into(
+                        &metadata,
+                        &frame.ciphertext,
+                        &mut side.plaintext,
+                    );
+                }
+                let kid = match result {
                     Ok((kid, _)) => kid,
                     Err(e) => {
                         match e {

@@ -30,7 +30,7 @@
 //! as the meeting's epochs change (exactly where it does for SFrame media keys), seals what
 //! the app sends and opens what arrives. It does no I/O and reads no clock.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use conclave_proto::Message as _;
@@ -40,7 +40,7 @@ use thiserror::Error;
 
 use super::{Epoch, MeetingId, MeetingKey, SFRAME_SUITE};
 use crate::identity::DeviceIdentity;
-use crate::sframe::{Kid, SframeError, SframeReceiver, SframeSender};
+use crate::sframe::{Kid, MAX_RECEIVER_KEYS, SframeError, SframeReceiver, SframeSender};
 use crate::{DeviceId, UserId};
 
 #[cfg(test)]
@@ -216,7 +216,13 @@ pub struct MessageCrypto {
     sending_epoch: Option<Epoch>,
     /// Sending stopped (the senders are kept, their counters with them).
     paused: bool,
+    /// Receive keys derived so far: a sender's key of an epoch is derived at its first
+    /// message (most participants of a large meeting never send one, and deriving two
+    /// keys per sender at every epoch was a tenth of a 100-device rekey's CPU).
     receivers: PerMode<SframeReceiver>,
+    /// The key of every epoch whose messages are accepted (zeroized on drop).
+    epoch_keys: BTreeMap<u64, MeetingKey>,
+    /// Who may send in each (epoch, sender index); bounded by [`MAX_RECEIVER_KEYS`].
     members: HashMap<(u64, u32), Member>,
     next_sequence: PerMode<u64>,
 }
@@ -271,6 +277,7 @@ impl MessageCrypto {
             sending_epoch: None,
             paused: false,
             receivers: PerMode::default(),
+            epoch_keys: BTreeMap::new(),
             members: HashMap::new(),
             next_sequence: PerMode::default(),
         }
@@ -322,12 +329,13 @@ impl MessageCrypto {
     }
 
     /// Accepts messages of `key`'s epoch from `members` (sender index, user, device and
-    /// the device's pinned signing key). This device's own index is skipped.
+    /// the device's pinned signing key). This device's own index is skipped. The keys
+    /// themselves are derived at each sender's first message.
     ///
     /// # Errors
-    /// The first member whose keys could not be registered (an index a key id cannot
-    /// carry, too many keys, or another key under the same key id); the others are
-    /// registered all the same.
+    /// The first member that could not be registered (an index a key id cannot carry,
+    /// too many senders, or another key for an epoch already held: then none is); the
+    /// others are registered all the same.
     pub fn add_receive_keys(
         &mut self,
         key: &MeetingKey,
@@ -335,39 +343,43 @@ impl MessageCrypto {
     ) -> Result<(), MessageError> {
         let epoch = key.epoch();
         let mut first_error = None;
+        match self.epoch_keys.get(&epoch.get()) {
+            Some(held) if held != key => {
+                // Registering keys one by one refused the second key of a key id the
+                // same way; the epoch keeps its first key.
+                let kid = key
+                    .sframe_kid(0)
+                    .map_err(|e| MessageError::Meeting(Box::new(e)))?;
+                return Err(MessageError::Frame(SframeError::KeyConflict {
+                    kid: kid.value(),
+                }));
+            }
+            Some(_) => {}
+            None => {
+                self.epoch_keys.insert(epoch.get(), key.clone());
+            }
+        }
         for (index, user_id, device_id, signing_key) in members {
             if index == self.my_index {
                 continue;
             }
-            let kid = match key.sframe_kid(index) {
-                Ok(kid) => kid,
-                Err(e) => {
-                    first_error.get_or_insert(MessageError::Meeting(Box::new(e)));
-                    continue;
-                }
-            };
-            let mut added = true;
-            for delivery in [Delivery::Reliable, Delivery::Lossy] {
-                let base = base_key(key, delivery, index);
-                if let Err(e) = self
-                    .receivers
-                    .get_mut(delivery)
-                    .add_key(kid, SFRAME_SUITE, &*base)
-                {
-                    first_error.get_or_insert(MessageError::Frame(e));
-                    added = false;
-                }
+            if let Err(e) = key.sframe_kid(index) {
+                first_error.get_or_insert(MessageError::Meeting(Box::new(e)));
+                continue;
             }
-            if added {
-                self.members.insert(
-                    (epoch.get(), index),
-                    Member {
-                        user_id,
-                        device_id,
-                        signing_key,
-                    },
-                );
+            let slot = (epoch.get(), index);
+            if !self.members.contains_key(&slot) && self.members.len() >= MAX_RECEIVER_KEYS {
+                first_error.get_or_insert(MessageError::Frame(SframeError::TooManyKeys));
+                continue;
             }
+            self.members.insert(
+                slot,
+                Member {
+                    user_id,
+                    device_id,
+                    signing_key,
+                },
+            );
         }
         first_error.map_or(Ok(()), Err)
     }
@@ -376,6 +388,7 @@ impl MessageCrypto {
     pub fn drop_epoch(&mut self, epoch: Epoch) {
         self.receivers.reliable.remove_epoch(epoch.get());
         self.receivers.lossy.remove_epoch(epoch.get());
+        self.epoch_keys.remove(&epoch.get());
         self.members.retain(|(e, _), _| *e != epoch.get());
     }
 
@@ -384,7 +397,28 @@ impl MessageCrypto {
         self.pause_sending();
         self.senders = PerMode::default();
         self.receivers = PerMode::default();
+        self.epoch_keys.clear();
         self.members.clear();
+    }
+
+    /// Derives and registers the `delivery` key of sender `index` in `epoch` if that
+    /// sender is accepted there and its key was not derived yet; returns whether it did.
+    fn derive_receive_key(&mut self, delivery: Delivery, epoch: u64, index: u32) -> bool {
+        let (Some(key), true) = (
+            self.epoch_keys.get(&epoch),
+            self.members.contains_key(&(epoch, index)),
+        ) else {
+            return false;
+        };
+        let Ok(kid) = key.sframe_kid(index) else {
+            return false;
+        };
+        let receiver = self.receivers.get_mut(delivery);
+        if receiver.has_key(kid) {
+            return false;
+        }
+        let base = base_key(key, delivery, index);
+        receiver.add_key(kid, SFRAME_SUITE, &*base).is_ok()
     }
 
     /// Whether a message of `epoch` could be opened now (its keys are held).
@@ -471,11 +505,24 @@ impl MessageCrypto {
         // The counter is marked as seen only once the signature verified: every
         // participant can make frames under any sender's key, and must not be able to
         // burn that sender's counters with frames that fail the signature.
-        let received = match self
+        let mut result = self
             .receivers
             .get_mut(delivery)
-            .decrypt_uncommitted(&[], frame)
+            .decrypt_uncommitted(&[], frame);
+        if let Err(SframeError::UnknownKid {
+            epoch,
+            sender_index,
+            ..
+        }) = result
+            && self.derive_receive_key(delivery, epoch, u32::from(sender_index))
         {
+            // The sender's first message of the epoch: its key exists now.
+            result = self
+                .receivers
+                .get_mut(delivery)
+                .decrypt_uncommitted(&[], frame);
+        }
+        let received = match result {
             Ok(r) => r,
             Err(SframeError::UnknownKid {
                 epoch,

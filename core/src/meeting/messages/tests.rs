@@ -438,3 +438,59 @@ fn debug_shows_no_body() {
     assert!(!shown.contains("secret"), "{shown}");
     assert!(shown.contains("body_len: 12"), "{shown}");
 }
+
+/// Receive keys are derived at each sender's first message of an epoch, per mode, and
+/// only for senders the epoch accepts; a second, different key for an epoch already
+/// held is refused and the first one stays.
+#[test]
+fn a_senders_keys_are_derived_at_its_first_message_and_only_for_accepted_senders() {
+    let k = key(1, 11);
+    let mut all = parties(&["alice", "bob", "carol"], &k);
+    let kid = |index: u32| k.sframe_kid(index).unwrap();
+    let held = |p: &Party, delivery: Delivery, index: u32| {
+        p.crypto.receivers.get(delivery).has_key(kid(index))
+    };
+    assert!(!held(&all[2], Delivery::Reliable, 0) && !held(&all[2], Delivery::Reliable, 1));
+
+    let sealed = seal(&mut all[0], Delivery::Reliable, "chat", b"hi");
+    all[2]
+        .crypto
+        .open(Delivery::Reliable, &sealed.frame)
+        .expect("open");
+    assert!(held(&all[2], Delivery::Reliable, 0));
+    assert!(!held(&all[2], Delivery::Lossy, 0), "only the mode used");
+    assert!(
+        !held(&all[2], Delivery::Reliable, 1),
+        "bob has sent nothing"
+    );
+
+    // A sender the epoch does not accept (index 3 sealing with the epoch's key) derives
+    // nothing.
+    let mut outsider = MessageCrypto::new(MeetingId(ID), 3);
+    outsider.set_sending_key(&k).unwrap();
+    let stranger = seeded_device(200, "mallory");
+    let forged = outsider
+        .seal(&stranger.device, Delivery::Reliable, "chat", b"x")
+        .unwrap();
+    assert!(matches!(
+        all[2].crypto.open(Delivery::Reliable, &forged.frame),
+        Err(MessageError::UnknownKey {
+            sender_index: 3,
+            ..
+        })
+    ));
+    assert!(!held(&all[2], Delivery::Reliable, 3));
+
+    // Another key for epoch 1: refused, and alice's messages still open under the first.
+    let members: Vec<_> = all.iter().map(member).collect();
+    assert!(matches!(
+        all[2].crypto.add_receive_keys(&key(1, 12), members),
+        Err(MessageError::Frame(SframeError::KeyConflict { .. }))
+    ));
+    let sealed = seal(&mut all[0], Delivery::Reliable, "chat", b"again");
+    let got = all[2]
+        .crypto
+        .open(Delivery::Reliable, &sealed.frame)
+        .expect("open");
+    assert_eq!(got.body, b"again");
+}

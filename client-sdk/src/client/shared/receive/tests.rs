@@ -164,3 +164,36 @@ fn an_ended_meeting_delivers_what_was_queued_then_nothing() {
     f.receive(&second);
     assert_eq!(f.received().len(), 1);
 }
+
+/// A sender's key is derived at its first frame of the epoch, only for senders the
+/// epoch accepts, and forgotten with the epoch.
+#[test]
+fn a_senders_key_is_derived_at_its_first_frame_and_only_for_accepted_senders() {
+    let mut f = fixture(64);
+    let kid = |index: u32| f.key.sframe_kid(index).unwrap();
+    let (bob, stranger) = (kid(1), kid(2));
+    {
+        let receive = lock(&f.shared.receive);
+        assert!(receive.keys.accepts(0, 1) && !receive.keys.accepts(0, 2));
+        assert!(
+            !receive.receiver.has_key(bob),
+            "nothing derived before a frame"
+        );
+    }
+    let first = f.frame(MediaKind::Audio, 30);
+    f.receive(&first);
+    assert_eq!(f.received().len(), 1, "the first frame itself is delivered");
+    assert!(lock(&f.shared.receive).receiver.has_key(bob));
+
+    // Index 2 is not on the roster: its frames stay unknown and derive nothing.
+    f.bob = f.key.sframe_sender(2).unwrap();
+    let theirs = f.frame(MediaKind::Audio, 30);
+    f.receive(&theirs);
+    assert!(f.received().is_empty());
+    assert_eq!(f.shared.stats().unknown_key, 1);
+    assert!(!lock(&f.shared.receive).receiver.has_key(stranger));
+
+    f.shared.drop_epoch(Epoch(0));
+    let receive = lock(&f.shared.receive);
+    assert!(!receive.keys.accepts(0, 1) && !receive.receiver.has_key(bob));
+}
