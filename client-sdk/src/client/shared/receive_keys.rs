@@ -29,8 +29,9 @@ pub(crate) enum AcceptError {
 /// The epochs' keys and who may send in each.
 #[derive(Default)]
 pub(crate) struct ReceiveKeys {
-    /// Zeroized on drop (`MeetingKey`).
-    epochs: BTreeMap<u64, MeetingKey>,
+    /// Zeroized on drop (`MeetingKey`); boxed so that the map's rebalancing moves
+    /// pointers, not key bytes (a moved-from copy would not be wiped).
+    epochs: BTreeMap<u64, Box<MeetingKey>>,
     /// (epoch, sender index) whose frames are accepted.
     accepted: BTreeSet<(u64, u32)>,
 }
@@ -44,10 +45,10 @@ impl ReceiveKeys {
     ) -> Result<(), AcceptError> {
         let epoch = key.epoch().get();
         match self.epochs.get(&epoch) {
-            Some(held) if held != key => return Err(AcceptError::KeyConflict { epoch }),
+            Some(held) if **held != *key => return Err(AcceptError::KeyConflict { epoch }),
             Some(_) => {}
             None => {
-                self.epochs.insert(epoch, key.clone());
+                self.epochs.insert(epoch, Box::new(key.clone()));
             }
         }
         for index in senders {
@@ -90,5 +91,11 @@ impl ReceiveKeys {
     #[cfg(test)]
     pub(crate) fn accepts(&self, epoch: u64, index: u32) -> bool {
         self.accepted.contains(&(epoch, index))
+    }
+
+    /// Whether `epoch`'s key is held (for tests).
+    #[cfg(test)]
+    pub(crate) fn holds(&self, epoch: u64) -> bool {
+        self.epochs.contains_key(&epoch)
     }
 }

@@ -220,8 +220,9 @@ pub struct MessageCrypto {
     /// message (most participants of a large meeting never send one, and deriving two
     /// keys per sender at every epoch was a tenth of a 100-device rekey's CPU).
     receivers: PerMode<SframeReceiver>,
-    /// The key of every epoch whose messages are accepted (zeroized on drop).
-    epoch_keys: BTreeMap<u64, MeetingKey>,
+    /// The key of every epoch whose messages are accepted (zeroized on drop; boxed so
+    /// that the map's rebalancing moves pointers, not key bytes).
+    epoch_keys: BTreeMap<u64, Box<MeetingKey>>,
     /// Who may send in each (epoch, sender index); bounded by [`MAX_RECEIVER_KEYS`].
     members: HashMap<(u64, u32), Member>,
     next_sequence: PerMode<u64>,
@@ -344,7 +345,7 @@ impl MessageCrypto {
         let epoch = key.epoch();
         let mut first_error = None;
         match self.epoch_keys.get(&epoch.get()) {
-            Some(held) if held != key => {
+            Some(held) if **held != *key => {
                 // Registering keys one by one refused the second key of a key id the
                 // same way; the epoch keeps its first key.
                 let kid = key
@@ -356,7 +357,7 @@ impl MessageCrypto {
             }
             Some(_) => {}
             None => {
-                self.epoch_keys.insert(epoch.get(), key.clone());
+                self.epoch_keys.insert(epoch.get(), Box::new(key.clone()));
             }
         }
         for (index, user_id, device_id, signing_key) in members {

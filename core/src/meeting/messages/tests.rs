@@ -481,16 +481,22 @@ fn a_senders_keys_are_derived_at_its_first_message_and_only_for_accepted_senders
     ));
     assert!(!held(&all[2], Delivery::Reliable, 3));
 
-    // Another key for epoch 1: refused, and alice's messages still open under the first.
+    // Another key for epoch 1: refused, and bob's first message (his key not derived
+    // yet) still opens under the first key.
     let members: Vec<_> = all.iter().map(member).collect();
     assert!(matches!(
         all[2].crypto.add_receive_keys(&key(1, 12), members),
         Err(MessageError::Frame(SframeError::KeyConflict { .. }))
     ));
-    let sealed = seal(&mut all[0], Delivery::Reliable, "chat", b"again");
+    let sealed = seal(&mut all[1], Delivery::Reliable, "chat", b"from bob");
     let got = all[2]
         .crypto
         .open(Delivery::Reliable, &sealed.frame)
         .expect("open");
-    assert_eq!(got.body, b"again");
+    assert_eq!(got.body, b"from bob");
+
+    // Dropping the epoch forgets its key with the derived ones.
+    all[2].crypto.drop_epoch(Epoch(1));
+    assert!(all[2].crypto.epoch_keys.is_empty());
+    assert!(!held(&all[2], Delivery::Reliable, 0) && !held(&all[2], Delivery::Reliable, 1));
 }

@@ -196,4 +196,5 @@ fn a_senders_key_is_derived_at_its_first_frame_and_only_for_accepted_senders() {
     f.shared.drop_epoch(Epoch(0));
     let receive = lock(&f.shared.receive);
     assert!(!receive.keys.accepts(0, 1) && !receive.receiver.has_key(bob));
+    assert!(!receive.keys.holds(0), "the epoch's key is gone with it");
 }
